@@ -1,0 +1,1 @@
+"""hal.backends.cpu_sim."""

@@ -1,0 +1,304 @@
+"""Load and validate device specs from YAML: `load_spec`, `list_specs`, `shipped_spec_names`.
+
+A spec file is a flat YAML mapping whose keys are DeviceSpec fields, with
+quantities in human units (see hal.devices.units):
+
+    name: h100-sxm
+    shared_mem_per_block: 227 KiB
+    dram_bandwidth: 3.35 TB/s
+    peak_flops: {bf16: 989 TFLOP/s, fp8: ...}
+    launch_overhead: 4 us
+
+`launch_overhead` and `clock` are the YAML spellings of `launch_overhead_s`
+and `clock_hz` (the field names are accepted too). `compute_units: auto`
+means the number of CPUs of this machine (used by host-cpu). Every error
+names the file, the line and the field, and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hal.devices.spec import DeviceSpec
+from hal.devices.units import UnitError, parse_quantity
+from hal.dtypes import DTYPES
+from hal.errors import SpecError
+
+SPEC_DIR = Path(__file__).with_name("specs")
+KINDS = ("gpu", "cpu", "scratchpad")
+
+# YAML key -> DeviceSpec field, where the YAML spelling carries the unit in the value.
+ALIASES = {"launch_overhead": "launch_overhead_s", "clock": "clock_hz"}
+
+# How each field is read: a parser from the raw YAML value, and the lowest legal value.
+_Parser = Callable[[Any], Any]
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise UnitError(f"expected a non-empty string, got {v!r}", hint="quote the value")
+    return v.strip()
+
+
+def _count(v: Any) -> int:
+    if v == "auto":
+        return os.cpu_count() or 1
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise UnitError(f"expected a whole number, got {v!r}", hint="write e.g. 132")
+    return v
+
+
+def _quantity(dimension: str, integral: bool = False) -> _Parser:
+    def parse(v: Any) -> float | int:
+        x = parse_quantity(v, dimension)
+        if integral:
+            if abs(x - round(x)) > 1e-6 * max(1.0, abs(x)):
+                raise UnitError(f"{v!r} is not a whole number of bytes")
+            return int(round(x))
+        return x
+
+    return parse
+
+
+def _rate_table(v: Any) -> dict[str, float]:
+    if not isinstance(v, dict):
+        raise UnitError(f"expected a mapping dtype -> rate, got {v!r}",
+                        hint="write e.g. {bf16: 989 TFLOP/s, f32: 67 TFLOP/s}")
+    out = {}
+    for k, rate in v.items():
+        name = _dtype_name(k)
+        out[name] = parse_quantity(rate, "flops")
+        if out[name] < 0:
+            raise UnitError(f"rate for {name} is negative")
+    return out
+
+
+def _dtype_name(k: Any) -> str:
+    k = str(k)
+    if k not in DTYPES:
+        close = difflib.get_close_matches(k, DTYPES, n=1)
+        raise UnitError(f"'{k}' is not a hal dtype",
+                        hint=(f"did you mean '{close[0]}'? " if close else "")
+                        + "valid: " + ", ".join(DTYPES))
+    return k
+
+
+def _dtypes(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not v:
+        raise UnitError(f"expected a non-empty list of dtype names, got {v!r}",
+                        hint="write e.g. [f32, f16, bf16]")
+    return tuple(_dtype_name(k) for k in v)
+
+
+def _strings(v: Any) -> frozenset[str]:
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise UnitError(f"expected a list of strings, got {v!r}",
+                        hint="write e.g. [tensor_cores, fp8]")
+    return frozenset(v)
+
+
+def _choice(options: tuple[str, ...]) -> _Parser:
+    def parse(v: Any) -> str:
+        if v not in options:
+            raise UnitError(f"{v!r} is not one of {', '.join(options)}")
+        return v
+
+    return parse
+
+
+def _bits(v: Any) -> int:
+    if v not in (32, 64):
+        raise UnitError(f"expected 32 or 64, got {v!r}")
+    return v
+
+
+# field -> (parser, minimum or None for non-numbers). Minimum 1 means "positive".
+SCHEMA: dict[str, tuple[_Parser, float | None]] = {
+    "name": (_text, None),
+    "vendor": (_text, None),
+    "arch": (_text, None),
+    "kind": (_choice(KINDS), None),
+    "compute_units": (_count, 1),
+    "warp_size": (_count, 1),
+    "max_threads_per_block": (_count, 1),
+    "max_threads_per_unit": (_count, 1),
+    "max_blocks_per_unit": (_count, 1),
+    "registers_per_unit": (_count, 1),
+    "max_registers_per_thread": (_count, 1),
+    "shared_mem_per_block": (_quantity("bytes", True), 1),
+    "shared_mem_per_unit": (_quantity("bytes", True), 1),
+    "l1_bytes_per_unit": (_quantity("bytes", True), 0),
+    "l2_bytes": (_quantity("bytes", True), 0),
+    "dram_bytes": (_quantity("bytes", True), 1),
+    "dram_bandwidth": (_quantity("bandwidth"), 1e-30),
+    "l2_bandwidth": (_quantity("bandwidth"), 0),
+    "peak_flops": (_rate_table, None),
+    "vector_flops": (_rate_table, None),
+    "launch_overhead_s": (_quantity("time"), 0),
+    "supported_dtypes": (_dtypes, None),
+    "index_bits": (_bits, None),
+    "clock_hz": (_quantity("frequency"), 1e-30),
+    "description": (lambda v: "" if v is None else str(v), None),
+    "capabilities": (_strings, None),
+}
+_OPTIONAL = {f.name for f in dataclasses.fields(DeviceSpec)
+             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+REQUIRED = tuple(f for f in SCHEMA if f not in _OPTIONAL)
+_YAML_KEYS = [k for k in SCHEMA if k not in ALIASES.values()] + list(ALIASES)
+
+
+def _unknown_field_error(key: str, where: str) -> SpecError:
+    close = difflib.get_close_matches(key, _YAML_KEYS + list(ALIASES.values()), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else "valid fields: " + ", ".join(_YAML_KEYS)
+    return SpecError("unknown field", file=where, field=key, hint=hint)
+
+
+def spec_from_dict(data: Any, *, file: str = "<dict>",
+                   lines: dict[str, int] | None = None) -> DeviceSpec:
+    """Validate a mapping as read from YAML and build the DeviceSpec.
+
+    `lines` maps top-level keys to their line numbers, so errors say file:line.
+    """
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise SpecError(f"expected a mapping of fields, got {type(data).__name__}", file=file,
+                        hint="a spec is 'field: value' lines; see hal/devices/specs/h100-sxm.yaml")
+
+    def where(key: str | None) -> str:
+        return f"{file}:{lines[key]}" if key in lines else file
+
+    values: dict[str, Any] = {}
+    keys_for: dict[str, str] = {}
+    for key, raw in data.items():
+        key = str(key)
+        field = ALIASES.get(key, key)
+        if field not in SCHEMA:
+            raise _unknown_field_error(key, where(key))
+        if field in values:
+            raise SpecError(f"given twice (as '{keys_for[field]}' and '{key}')",
+                            file=where(key), field=field, hint="keep one of them")
+        parser, minimum = SCHEMA[field]
+        try:
+            value = parser(raw)
+        except UnitError as e:
+            raise SpecError(e.message, file=where(key), field=key, hint=e.hint) from None
+        if minimum is not None and value < minimum:
+            want = "positive" if minimum > 0 else "zero or more"
+            raise SpecError(f"must be {want}, got {raw!r}", file=where(key), field=key)
+        values[field] = value
+        keys_for[field] = key
+    missing = [f for f in REQUIRED if f not in values]
+    if missing:
+        yaml_name = {v: k for k, v in ALIASES.items()}
+        names = [yaml_name.get(f, f) for f in missing]
+        raise SpecError("missing required field" + ("s " if len(names) > 1 else " ")
+                        + ", ".join(names), file=file, field=names[0],
+                        hint=f"add '{names[0]}: ...' (see hal/devices/specs/h100-sxm.yaml)")
+    values["source"] = file
+    spec = DeviceSpec(**values)
+    _check_consistency(spec, lambda k: where(keys_for.get(k, k)))
+    return spec
+
+
+def _check_consistency(s: DeviceSpec, where: Callable[[str], str]) -> None:
+    """Cross-field rules that hardware would enforce."""
+    def fail(field: str, message: str, hint: str) -> None:
+        raise SpecError(message, file=where(field), field=field, hint=hint)
+
+    if s.warp_size & (s.warp_size - 1):
+        fail("warp_size", f"{s.warp_size} is not a power of two",
+             "warps, wavefronts and SIMD widths are 8, 16, 32 or 64 lanes")
+    if s.shared_mem_per_block > s.shared_mem_per_unit:
+        fail("shared_mem_per_block",
+             f"{s.shared_mem_per_block} bytes per block exceeds shared_mem_per_unit "
+             f"({s.shared_mem_per_unit} bytes)",
+             "a block runs on one unit: lower shared_mem_per_block or raise shared_mem_per_unit")
+    if s.max_threads_per_block > s.max_threads_per_unit:
+        fail("max_threads_per_block",
+             f"{s.max_threads_per_block} exceeds max_threads_per_unit ({s.max_threads_per_unit})",
+             "a block runs on one unit")
+    if s.max_threads_per_block % s.warp_size:
+        fail("max_threads_per_block",
+             f"{s.max_threads_per_block} is not a multiple of warp_size {s.warp_size}",
+             "blocks are made of whole warps")
+    for table in ("peak_flops", "vector_flops"):
+        extra = [d for d in getattr(s, table) if d not in s.supported_dtypes]
+        if extra:
+            fail(table, f"lists {', '.join(extra)}, which supported_dtypes does not",
+                 "add them to supported_dtypes or remove the rates")
+    if "f32" not in s.vector_flops:
+        fail("vector_flops", "has no f32 rate", "add e.g. 'f32: 67 TFLOP/s'")
+
+
+def load_spec_file(path: str | os.PathLike) -> DeviceSpec:
+    """Read and validate one YAML spec file."""
+    p = Path(path)
+    file = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"cannot read spec file: {e.strerror}", file=file,
+                        hint="check the path, or pass a shipped name (run `hal devices`)") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        at = f"{file}:{mark.line + 1}" if mark is not None else file
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"YAML syntax error: {problem}", file=at,
+                        hint="fix the YAML; each line is 'field: value' and nested "
+                             "tables use {a: 1, b: 2} or indentation") from None
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value
+                 if isinstance(k, yaml.ScalarNode)}
+    return spec_from_dict(data, file=file, lines=lines)
+
+
+def shipped_spec_names() -> list[str]:
+    """Names of the specs that ship with hal (the YAML file stems), sorted."""
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+def _looks_like_path(s: str) -> bool:
+    return s.endswith((".yaml", ".yml")) or os.sep in s or "/" in s or Path(s).is_file()
+
+
+_CACHE: dict[tuple[str, float], DeviceSpec] = {}
+
+
+def load_spec(name_or_path: str | os.PathLike | DeviceSpec) -> DeviceSpec:
+    """A shipped spec by name ("h100-sxm") or a user's YAML file by path; a DeviceSpec passes through."""
+    if isinstance(name_or_path, DeviceSpec):
+        return name_or_path
+    s = os.fspath(name_or_path)
+    if _looks_like_path(s):
+        path = Path(s)
+    else:
+        path = SPEC_DIR / f"{s}.yaml"
+        if not path.is_file():
+            names = shipped_spec_names()
+            close = difflib.get_close_matches(s, names, n=1)
+            raise SpecError(f"no device named '{s}'",
+                            hint=(f"did you mean '{close[0]}'? " if close else "")
+                            + "shipped: " + ", ".join(names) + "; or pass a path to a .yaml spec")
+    try:
+        key = (str(path.resolve()), path.stat().st_mtime)
+    except OSError:
+        return load_spec_file(path)  # raises the readable error
+    if key not in _CACHE:
+        _CACHE[key] = load_spec_file(path)
+    return _CACHE[key]
+
+
+def list_specs() -> list[DeviceSpec]:
+    """Every shipped spec, loaded and validated, in name order."""
+    return [load_spec(n) for n in shipped_spec_names()]

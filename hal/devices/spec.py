@@ -1,0 +1,55 @@
+"""DeviceSpec: a target's memory hierarchy and compute figures, as data.
+
+Nothing in hal asks `if vendor == ...`: lowering, fusion, the simulator and the
+renderers read these fields. Specs are loaded from YAML (hal.devices.loader)
+and validated there; this module only defines the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str                        # "h100-sxm"
+    vendor: str                      # "nvidia", "amd", "cpu", "generic"
+    arch: str                        # "sm_90a", "gfx942", "x86-64", ...
+    kind: str                        # "gpu", "cpu", "scratchpad"
+    compute_units: int               # SMs / CUs / cores
+    warp_size: int                   # warp / wavefront / SIMD width (lanes that shuffle)
+    max_threads_per_block: int
+    max_threads_per_unit: int        # resident threads per SM/CU
+    max_blocks_per_unit: int
+    registers_per_unit: int          # 32-bit registers per SM/CU
+    max_registers_per_thread: int
+    shared_mem_per_block: int        # bytes, the largest a block may request (opt-in)
+    shared_mem_per_unit: int         # bytes
+    l1_bytes_per_unit: int           # bytes (0 when there is none)
+    l2_bytes: int                    # bytes, last level cache total (incl. infinity cache)
+    dram_bytes: int                  # bytes of device memory
+    dram_bandwidth: float            # bytes/s
+    l2_bandwidth: float              # bytes/s
+    peak_flops: dict[str, float]     # dtype name -> FLOP/s (dense, matmul units where present)
+    vector_flops: dict[str, float]   # dtype name -> FLOP/s for non-matrix arithmetic
+    launch_overhead_s: float         # seconds per kernel launch
+    supported_dtypes: tuple[str, ...]
+    index_bits: int = 32             # natural index width of generated kernels
+    clock_hz: float = 1.0e9
+    description: str = ""
+    source: str = ""                 # the file it was loaded from
+    capabilities: frozenset[str] = field(default_factory=frozenset)  # e.g. {"fp8", "tensor_cores"}
+
+    @property
+    def warps_per_block_max(self) -> int:
+        return self.max_threads_per_block // self.warp_size
+
+    def peak_for(self, dtype_name: str, matrix: bool = True) -> float:
+        """Peak FLOP/s for a dtype; falls back to f32 vector rate when the dtype has no entry."""
+        table = self.peak_flops if matrix else self.vector_flops
+        if dtype_name in table:
+            return table[dtype_name]
+        return self.vector_flops.get(dtype_name, self.vector_flops.get("f32", 1e12))
+
+    def supports(self, dtype_name: str) -> bool:
+        return dtype_name in self.supported_dtypes

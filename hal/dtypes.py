@@ -1,0 +1,204 @@
+"""hal's scalar types: names, NumPy representations, numerics and exact casts.
+
+One `DType` per storage type. bf16 and the two OCP fp8 formats are represented
+with ml_dtypes. `cast` is the single definition of how a value becomes a dtype;
+the simulator, the reference executor and the C renderers all follow it:
+
+* float -> float: round to nearest, ties to even. f16/bf16/f32 overflow to inf
+  (IEEE). fp8 casts saturate (the ``satfinite`` rule of PTX ``cvt`` and of
+  Transformer Engine): a finite or infinite value beyond the largest finite
+  magnitude becomes +-max; NaN stays NaN.
+* float -> integer: truncate toward zero, saturate to the integer range, NaN
+  becomes 0 (PTX ``cvt.rzi.sat``).
+* integer -> integer: two's-complement wrap, as C does.
+* anything -> bool: nonzero is true; bool -> number gives 0 or 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from hal.errors import HalError
+
+
+@dataclass(frozen=True)
+class DType:
+    """A storage scalar type."""
+
+    name: str
+    np_dtype: np.dtype
+    kind: str  # "float", "int", "uint", "bool"
+    bits: int
+    mantissa_bits: int = 0  # explicit fraction bits, floats only
+
+    @property
+    def itemsize(self) -> int:
+        return max(1, self.bits // 8)
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind == "float"
+
+    @property
+    def is_int(self) -> bool:
+        return self.kind in ("int", "uint")
+
+    @property
+    def is_bool(self) -> bool:
+        return self.kind == "bool"
+
+    @property
+    def unit_roundoff(self) -> float:
+        """u = 2^-(p) where p is the number of significand bits incl. the hidden one."""
+        if not self.is_float:
+            return 0.0
+        return 2.0 ** -(self.mantissa_bits + 1)
+
+    @property
+    def max(self) -> float | int:
+        if self.is_float:
+            return float(ml_dtypes.finfo(self.np_dtype).max)
+        if self.is_bool:
+            return 1
+        return int(np.iinfo(self.np_dtype).max)
+
+    @property
+    def min(self) -> float | int:
+        if self.is_float:
+            return float(ml_dtypes.finfo(self.np_dtype).min)
+        if self.is_bool:
+            return 0
+        return int(np.iinfo(self.np_dtype).min)
+
+    @property
+    def tiny(self) -> float:
+        """Smallest positive normal value (floats only)."""
+        return float(ml_dtypes.finfo(self.np_dtype).tiny) if self.is_float else 1.0
+
+    @property
+    def has_inf(self) -> bool:
+        return self.is_float and self.name != "f8e4m3fn"
+
+    @property
+    def saturates(self) -> bool:
+        """Casts into this type clamp to +-max instead of producing inf."""
+        return self.name.startswith("f8")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"dtype({self.name})"
+
+
+def _d(name, npd, kind, bits, mant=0) -> DType:
+    return DType(name, np.dtype(npd), kind, bits, mant)
+
+
+f64 = _d("f64", np.float64, "float", 64, 52)
+f32 = _d("f32", np.float32, "float", 32, 23)
+f16 = _d("f16", np.float16, "float", 16, 10)
+bf16 = _d("bf16", ml_dtypes.bfloat16, "float", 16, 7)
+f8e4m3fn = _d("f8e4m3fn", ml_dtypes.float8_e4m3fn, "float", 8, 3)
+f8e5m2 = _d("f8e5m2", ml_dtypes.float8_e5m2, "float", 8, 2)
+i64 = _d("i64", np.int64, "int", 64)
+i32 = _d("i32", np.int32, "int", 32)
+i16 = _d("i16", np.int16, "int", 16)
+i8 = _d("i8", np.int8, "int", 8)
+u8 = _d("u8", np.uint8, "uint", 8)
+bool_ = _d("bool", np.bool_, "bool", 8)
+
+DTYPES: dict[str, DType] = {
+    d.name: d for d in (f64, f32, f16, bf16, f8e4m3fn, f8e5m2, i64, i32, i16, i8, u8, bool_)
+}
+FLOAT_DTYPES = tuple(d for d in DTYPES.values() if d.is_float)
+INT_DTYPES = tuple(d for d in DTYPES.values() if d.is_int)
+LOW_PRECISION_FLOATS = (f16, bf16, f8e4m3fn, f8e5m2)
+
+_ALIASES = {
+    "float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
+    "half": "f16", "float": "f32", "double": "f64",
+    "float8_e4m3fn": "f8e4m3fn", "float8_e5m2": "f8e5m2",
+    "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8",
+    "bool_": "bool",
+}
+
+
+def dtype(name_or_dtype: str | DType | np.dtype | type) -> DType:
+    """Look up a DType by hal name, common alias or NumPy dtype."""
+    if isinstance(name_or_dtype, DType):
+        return name_or_dtype
+    if isinstance(name_or_dtype, str):
+        key = _ALIASES.get(name_or_dtype, name_or_dtype)
+        if key in DTYPES:
+            return DTYPES[key]
+        raise HalError(f"unknown dtype '{name_or_dtype}'",
+                       hint="use one of " + ", ".join(DTYPES))
+    npd = np.dtype(name_or_dtype)
+    for d in DTYPES.values():
+        if d.np_dtype == npd:
+            return d
+    raise HalError(f"no hal dtype for NumPy dtype {npd}")
+
+
+def compute_dtype(d: DType) -> DType:
+    """The type arithmetic on `d` is carried out in: 16-bit and fp8 floats compute in f32."""
+    if d.is_float and d.bits < 32:
+        return f32
+    return d
+
+
+def promote(a: DType, b: DType) -> DType:
+    """The result type of a binary op on `a` and `b` (hal requires equal types; see ops)."""
+    if a == b:
+        return a
+    raise HalError(f"dtypes {a} and {b} differ", hint="insert an explicit cast")
+
+
+def cast(x: np.ndarray | float | int, to: DType) -> np.ndarray:
+    """Convert `x` to `to` following hal's cast rules (module docstring)."""
+    a = np.asarray(x)
+    if to.is_bool:
+        return (a != 0) if a.dtype != np.bool_ else a.copy()
+    if a.dtype == np.bool_:
+        return a.astype(to.np_dtype)
+    src_float = a.dtype.kind == "f" or a.dtype in {d.np_dtype for d in FLOAT_DTYPES}
+    if to.is_float:
+        if to.saturates:
+            wide = a.astype(np.float64)
+            wide = np.where(np.isnan(wide), wide, np.clip(wide, to.min, to.max))
+            return wide.astype(to.np_dtype)
+        if a.dtype in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2, ml_dtypes.bfloat16):
+            a = a.astype(np.float32)  # exact: these all embed in f32
+        with np.errstate(over="ignore", invalid="ignore"):
+            return a.astype(to.np_dtype)
+    # integer target
+    if src_float:
+        wide = a.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            t = np.trunc(np.nan_to_num(wide, nan=0.0, posinf=to.max, neginf=to.min))
+            t = np.clip(t, float(to.min), float(to.max))
+            if to.bits == 64:
+                # float64 cannot represent 2^63 - 1: clamp in the integer domain.
+                out = np.where(t >= 2.0**63, to.max, t.astype(np.int64) if t.size else t)
+                return np.asarray(out).astype(to.np_dtype)
+            return t.astype(to.np_dtype)
+    return a.astype(to.np_dtype)  # int -> int wraps, as numpy does
+
+
+def round_to(x: np.ndarray, to: DType) -> np.ndarray:
+    """Round a float64 array to `to` and return it back in float64 (for reference math)."""
+    return cast(x, to).astype(np.float64)
+
+
+def ulp(x: np.ndarray, d: DType) -> np.ndarray:
+    """Size of one unit in the last place of |x| in dtype `d` (subnormal floor included)."""
+    if not d.is_float:
+        return np.ones_like(np.asarray(x, dtype=np.float64))
+    ax = np.abs(np.asarray(x, dtype=np.float64))
+    tiny = d.tiny
+    e = np.floor(np.log2(np.maximum(ax, tiny), where=np.isfinite(ax), out=np.zeros_like(ax)))
+    return np.exp2(e - d.mantissa_bits)

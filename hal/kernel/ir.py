@@ -1,0 +1,344 @@
+"""The kernel IR: one SIMT kernel as CUDA, HIP and the CPU simulator all see it.
+
+A Kernel is the program of ONE thread (as in CUDA C): typed parameters
+(global buffers and scalars), a static launch configuration (grid of blocks,
+1-D block of threads), shared-memory and per-thread local arrays, and a
+structured body of statements over typed scalar expressions.
+
+Expressions are immutable dataclasses; every one has a `dtype`. Index math is
+done in the kernel's `index_dtype` (i32 unless sizes need i64). Elementwise
+math uses the primitive op names of hal.ops (Unary/Binary `op` is the op name,
+e.g. "exp", "add", "lt"), so every elementwise primitive has exactly one scalar
+meaning, shared by the reference, the simulator and the renderers.
+
+Statements: Declare/Assign of scalar variables, Store (global, shared or
+local, optionally masked), If, For (bounds are expressions: constants, scalar
+params or per-thread values), Barrier (block-wide), AtomicAdd. Loads and warp
+shuffles are expressions (`Load`, `Shuffle`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hal.dtypes import DType, bool_, i32
+
+# --------------------------------------------------------------------------- expressions
+
+
+class Expr:
+    """Base of typed scalar expressions."""
+
+    dtype: DType
+
+    # Small operator helpers so lowering code reads like math; they build IR.
+    def __add__(self, o):
+        return Binary("add", self, as_expr(o, self.dtype))
+
+    def __radd__(self, o):
+        return Binary("add", as_expr(o, self.dtype), self)
+
+    def __sub__(self, o):
+        return Binary("sub", self, as_expr(o, self.dtype))
+
+    def __rsub__(self, o):
+        return Binary("sub", as_expr(o, self.dtype), self)
+
+    def __mul__(self, o):
+        return Binary("mul", self, as_expr(o, self.dtype))
+
+    def __rmul__(self, o):
+        return Binary("mul", as_expr(o, self.dtype), self)
+
+    def __floordiv__(self, o):  # integer division of non-negative index values
+        return Binary("div", self, as_expr(o, self.dtype))
+
+    def __mod__(self, o):  # remainder of non-negative index values
+        return Binary("remainder", self, as_expr(o, self.dtype))
+
+    def lt(self, o):
+        return Binary("lt", self, as_expr(o, self.dtype))
+
+    def le(self, o):
+        return Binary("le", self, as_expr(o, self.dtype))
+
+    def ge(self, o):
+        return Binary("ge", self, as_expr(o, self.dtype))
+
+    def eq(self, o):
+        return Binary("eq", self, as_expr(o, self.dtype))
+
+    def logical_and(self, o):
+        return Binary("logical_and", self, o)
+
+
+@dataclass(frozen=True, eq=True)
+class Const(Expr):
+    value: Any  # python int, float (inf/nan allowed) or bool
+    dtype: DType
+
+
+@dataclass(frozen=True, eq=True)
+class Var(Expr):
+    """A per-thread scalar variable (a register), declared with Declare or bound by For."""
+
+    name: str
+    dtype: DType
+
+
+@dataclass(frozen=True, eq=True)
+class Param(Expr):
+    """A scalar kernel parameter, read by name."""
+
+    name: str
+    dtype: DType
+
+
+# The hardware indices. Blocks are 1-D; the grid has up to 3 axes.
+SPECIALS = ("thread_idx", "block_idx_x", "block_idx_y", "block_idx_z")
+
+
+@dataclass(frozen=True, eq=True)
+class Special(Expr):
+    kind: str  # one of SPECIALS
+    dtype: DType = i32
+
+
+@dataclass(frozen=True, eq=True)
+class Unary(Expr):
+    op: str
+    x: Expr
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return bool_ if self.op == "logical_not" else self.x.dtype
+
+
+COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+
+
+@dataclass(frozen=True, eq=True)
+class Binary(Expr):
+    op: str
+    a: Expr
+    b: Expr
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return bool_ if self.op in COMPARISONS else self.a.dtype
+
+
+@dataclass(frozen=True, eq=True)
+class Select(Expr):
+    pred: Expr
+    on_true: Expr
+    on_false: Expr
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return self.on_true.dtype
+
+
+@dataclass(frozen=True, eq=True)
+class Cast(Expr):
+    """Convert to `dtype` with hal's cast rules (hal.dtypes.cast)."""
+
+    x: Expr
+    dtype: DType
+
+
+@dataclass(frozen=True, eq=True)
+class Load(Expr):
+    """buffer[index] for a global, shared or local buffer; `other` where mask is false."""
+
+    buffer: str
+    index: Expr
+    dtype: DType
+    mask: Expr | None = None
+    other: Expr | None = None
+
+
+SHUFFLE_MODES = ("xor", "down", "idx")
+
+
+@dataclass(frozen=True, eq=True)
+class Shuffle(Expr):
+    """Warp/wavefront shuffle of `x`: xor (butterfly), down (lane + offset) or idx (lane = offset).
+
+    `width` is the lane group (the spec's warp size or a power-of-two part of it).
+    Lanes whose source falls outside the group read their own value, as on hardware.
+    """
+
+    x: Expr
+    mode: str
+    offset: Expr
+    width: int
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return self.x.dtype
+
+
+def as_expr(v: Expr | int | float | bool, dtype: DType) -> Expr:
+    return v if isinstance(v, Expr) else Const(v, dtype)
+
+
+# --------------------------------------------------------------------------- statements
+
+
+class Stmt:
+    """Base of statements."""
+
+
+@dataclass(eq=True)
+class Declare(Stmt):
+    var: Var
+    init: Expr | None = None
+
+
+@dataclass(eq=True)
+class Assign(Stmt):
+    var: Var
+    value: Expr
+
+
+@dataclass(eq=True)
+class Store(Stmt):
+    buffer: str
+    index: Expr
+    value: Expr
+    mask: Expr | None = None
+
+
+@dataclass(eq=True)
+class AtomicAdd(Stmt):
+    buffer: str
+    index: Expr
+    value: Expr
+    mask: Expr | None = None
+
+
+@dataclass(eq=True)
+class If(Stmt):
+    cond: Expr
+    then: list[Stmt]
+    orelse: list[Stmt] = field(default_factory=list)
+
+
+@dataclass(eq=True)
+class For(Stmt):
+    """for (var = start; var < stop; var += step) body. step > 0."""
+
+    var: Var
+    start: Expr
+    stop: Expr
+    step: Expr
+    body: list[Stmt]
+    unroll: bool = False
+
+
+@dataclass(eq=True)
+class Barrier(Stmt):
+    """Block-wide barrier (__syncthreads): every thread of the block must reach it."""
+
+
+@dataclass(eq=True)
+class Comment(Stmt):
+    text: str
+
+
+# --------------------------------------------------------------------------- kernel
+
+
+@dataclass(frozen=True)
+class BufferParam:
+    """A global-memory buffer argument. `shape`/`strides` (elements) describe the logical tensor;
+    indexing in the body is flat (element offsets), and `numel` bounds every access."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    strides: tuple[int, ...] | None = None
+    readonly: bool = True
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class ScalarParam:
+    name: str
+    dtype: DType
+
+
+@dataclass(frozen=True)
+class SharedBuffer:
+    """Block-shared memory (CUDA __shared__, HIP LDS): `size` elements of `dtype` per block."""
+
+    name: str
+    dtype: DType
+    size: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class LocalBuffer:
+    """A small per-thread array (registers when indices are static)."""
+
+    name: str
+    dtype: DType
+    size: int
+
+
+@dataclass
+class Kernel:
+    name: str
+    params: list[BufferParam | ScalarParam]
+    body: list[Stmt]
+    grid: tuple[int, int, int]
+    block: int
+    shared: list[SharedBuffer] = field(default_factory=list)
+    locals: list[LocalBuffer] = field(default_factory=list)
+    index_dtype: DType = i32
+    warp_size: int = 32
+    meta: dict[str, Any] = field(default_factory=dict)  # fused ops, schedule, names, notes
+
+    @property
+    def shared_bytes(self) -> int:
+        total = 0
+        for s in self.shared:  # each buffer aligned to 16 bytes, as the renderers lay them out
+            total = (total + 15) // 16 * 16 + s.nbytes
+        return total
+
+    @property
+    def num_blocks(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+    def buffer(self, name: str) -> BufferParam | SharedBuffer | LocalBuffer:
+        for b in (*self.params, *self.shared, *self.locals):
+            if b.name == name and not isinstance(b, ScalarParam):
+                return b
+        raise KeyError(name)
+
+    def space_of(self, name: str) -> str:
+        b = self.buffer(name)
+        return {BufferParam: "global", SharedBuffer: "shared", LocalBuffer: "local"}[type(b)]
+
+    def __str__(self) -> str:
+        from hal.kernel.printer import print_kernel
+
+        return print_kernel(self)
+
+
+THREAD_IDX = Special("thread_idx")
+BLOCK_IDX_X = Special("block_idx_x")
+BLOCK_IDX_Y = Special("block_idx_y")
+BLOCK_IDX_Z = Special("block_idx_z")
