@@ -14,6 +14,7 @@ import numpy as np
 
 from hal.dtypes import DTYPES, FLOAT_DTYPES, INT_DTYPES, bool_, cast
 from hal.ir.types import TensorType
+
 from .common import require_dtype, same_types
 from .registry import AttrSpec, Category, ErrorModel, OpDef, register_op
 
@@ -40,6 +41,7 @@ def _with_errstate(fn):
             return fn(*args)
 
     wrapped.__name__ = getattr(fn, "__name__", "scalar")
+    wrapped.__wrapped__ = fn  # the bare NumPy body, for callers that set errstate once
     return wrapped
 
 
@@ -69,10 +71,12 @@ def _remainder(a, b):
 
 def _int_div(a, b):
     b_safe = np.where(b == 0, 1, b)
-    q = np.trunc(np.asarray(a, np.float64) / b_safe).astype(np.asarray(a).dtype)
-    # exact integer truncated division (C semantics); division by zero gives 0
-    q = np.where(b == 0, 0, (np.abs(a) // np.abs(b_safe)) * np.sign(a) * np.sign(b_safe))
-    return q.astype(np.asarray(a).dtype)
+    # exact integer truncated division (C semantics); division by zero gives 0. Floor
+    # division rounded toward zero, so that |INT_MIN| never appears (it overflows).
+    with np.errstate(all="ignore"):
+        q = a // b_safe
+        q = np.where((a % b_safe != 0) & ((a < 0) != (b_safe < 0)), q + 1, q)
+    return np.where(b == 0, 0, q).astype(np.asarray(a).dtype)
 
 
 def _div(a, b):

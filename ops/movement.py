@@ -18,6 +18,7 @@ import numpy as np
 from hal.dtypes import DTYPES
 from hal.errors import ShapeError
 from hal.ir.types import Dim, TensorType
+
 from .common import normalize_axis
 from .registry import AttrSpec, Category, ErrorModel, OpDef, register_op
 
@@ -204,6 +205,8 @@ def _pad_infer(types, attrs):
 
 def _pad_ref(xs, attrs):
     x = xs[0]
+    if x.ndim == 0:
+        return [x.copy()]
     width = list(zip(attrs["low"], attrs["high"], strict=True))
     value = attrs["value"]
     if x.dtype == np.bool_:

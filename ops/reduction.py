@@ -7,7 +7,8 @@ rounds once at the end, which is what the error model assumes (one rounding
 per term of f32, plus the final rounding to storage).
 
 Empty reductions: sum gives 0, prod 1, any False, all True; max and min have
-no identity, so reducing over an empty axis is a ShapeError. NaN propagates
+no identity, so reducing over an empty axis is a ShapeError. Sums start from
++0, so a sum of -0.0s is +0.0 (as in torch and the kernels). NaN propagates
 through max and min; argmax/argmin treat NaN as both the maximum and the
 minimum (the first NaN wins), like torch.
 """
@@ -22,6 +23,7 @@ import numpy as np
 from hal.dtypes import FLOAT_DTYPES, INT_DTYPES, bool_, i32
 from hal.errors import ShapeError
 from hal.ir.types import TensorType
+
 from .common import normalize_axes, normalize_axis, require_dtype
 from .registry import AttrSpec, Category, ErrorModel, OpDef, register_op
 

@@ -47,9 +47,12 @@ def _text(v: Any) -> str:
     return v.strip()
 
 
+def _units(v: Any) -> int:
+    """compute_units: a count, or "auto" for this machine's CPUs (the host-cpu spec)."""
+    return (os.cpu_count() or 1) if v == "auto" else _count(v)
+
+
 def _count(v: Any) -> int:
-    if v == "auto":
-        return os.cpu_count() or 1
     if isinstance(v, bool) or not isinstance(v, int):
         raise UnitError(f"expected a whole number, got {v!r}", hint="write e.g. 132")
     return v
@@ -71,13 +74,24 @@ def _rate_table(v: Any) -> dict[str, float]:
     if not isinstance(v, dict):
         raise UnitError(f"expected a mapping dtype -> rate, got {v!r}",
                         hint="write e.g. {bf16: 989 TFLOP/s, f32: 67 TFLOP/s}")
-    out = {}
+    out: dict[str, float] = {}
     for k, rate in v.items():
         name = _dtype_name(k)
-        out[name] = parse_quantity(rate, "flops")
-        if out[name] < 0:
+        per_unit = isinstance(rate, str) and rate.rstrip().endswith(_PER_UNIT)
+        if per_unit:
+            rate = rate.rstrip()[: -len(_PER_UNIT)]
+        x = parse_quantity(rate, "flops")
+        if x < 0:
             raise UnitError(f"rate for {name} is negative")
+        out[name] = _PerUnit(x) if per_unit else x
     return out
+
+
+_PER_UNIT = "per unit"
+
+
+class _PerUnit(float):
+    """A rate written "<q> per unit": multiplied by compute_units once that is known."""
 
 
 def _dtype_name(k: Any) -> str:
@@ -125,7 +139,7 @@ SCHEMA: dict[str, tuple[_Parser, float | None]] = {
     "vendor": (_text, None),
     "arch": (_text, None),
     "kind": (_choice(KINDS), None),
-    "compute_units": (_count, 1),
+    "compute_units": (_units, 1),
     "warp_size": (_count, 1),
     "max_threads_per_block": (_count, 1),
     "max_threads_per_unit": (_count, 1),
@@ -201,6 +215,10 @@ def spec_from_dict(data: Any, *, file: str = "<dict>",
         raise SpecError("missing required field" + ("s " if len(names) > 1 else " ")
                         + ", ".join(names), file=file, field=names[0],
                         hint=f"add '{names[0]}: ...' (see hal/devices/specs/h100-sxm.yaml)")
+    for table in ("peak_flops", "vector_flops"):
+        for k, x in values.get(table, {}).items():
+            if isinstance(x, _PerUnit):
+                values[table][k] = float(x) * values["compute_units"]
     values["source"] = file
     spec = DeviceSpec(**values)
     _check_consistency(spec, lambda k: where(keys_for.get(k, k)))

@@ -40,6 +40,9 @@ class DeviceSpec:
     source: str = ""                 # the file it was loaded from
     capabilities: frozenset[str] = field(default_factory=frozenset)  # e.g. {"fp8", "tensor_cores"}
 
+    def __hash__(self) -> int:  # dict fields: hash by identity of the spec, not its tables
+        return hash((self.name, self.source, self.arch))
+
     @property
     def warps_per_block_max(self) -> int:
         return self.max_threads_per_block // self.warp_size

@@ -22,7 +22,7 @@ _BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
 UNITS: dict[str, dict[str, float]] = {
     "bytes": {},
     "bandwidth": {},
-    "flops": {},
+    "flops": {},  # also "<q> per unit" in rate tables (hal.devices.loader)
     "time": {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9},
     "frequency": {},
 }
@@ -33,7 +33,6 @@ for _p, _f in _DECIMAL.items():
     for _spelling in ("FLOP/s", "FLOPS", "OP/s", "OPS"):
         UNITS["flops"][f"{_p}{_spelling}"] = _f
     UNITS["frequency"][f"{_p}Hz"] = _f
-UNITS["frequency"]["kHz"] = 1e3
 
 BASE_UNIT = {"bytes": "B", "bandwidth": "B/s", "flops": "FLOP/s", "time": "s",
              "frequency": "Hz"}
@@ -67,7 +66,9 @@ def parse_quantity(value: object, dimension: str) -> float:
         why = f"'{unit}' is a {other} unit" if other else f"unknown unit '{unit}'"
         raise UnitError(f"'{value}': {why}, this field wants {dimension}",
                         hint=_examples(dimension))
-    return number * units[unit]
+    factor = units[unit]
+    # divide for sub-unit factors so that '10 us' is exactly 1e-05
+    return number / round(1 / factor) if factor < 1 else number * factor
 
 
 def _examples(dimension: str) -> str:

@@ -36,6 +36,10 @@ class GraphBuilder:
         b._names = set(graph.values())
         return b
 
+    def reserve(self, names) -> None:
+        """Keep `fresh` from handing out these names (values defined elsewhere)."""
+        self._names.update(names)
+
     def fresh(self, hint: str | None = None) -> str:
         if hint and hint not in self._names:
             self._names.add(hint)

@@ -1,0 +1,443 @@
+"""Translate a kernel IR `Kernel` once into Python source over lane arrays: `compile_kernel`.
+
+The generated function `run(W, P)` executes one wave (see lanes.Wave). Control flow:
+* an expression is *uniform* when it is the same for every lane of the wave
+  (constants, scalar params, variables only ever given uniform values outside
+  divergent code); uniform values are Python/NumPy scalars;
+* `If` on a uniform condition and `For` with uniform bounds become plain Python
+  `if` / `for ... in range(...)`: no mask work at all;
+* otherwise `If` narrows the active mask and `For` loops while any active lane
+  has `var < stop`, each iteration under the mask of lanes still looping.
+  Assignments under a mask merge (`np.where`). Loop bounds are evaluated once
+  at loop entry (the verifier rejects a loop that assigns its own variable).
+
+Arithmetic: each Unary/Binary calls the op's registered `scalar` (hal.ops; its
+NumPy body, without the error-state wrapper: the simulator silences FP warnings
+once per launch). f32/f64 compute in their own NumPy type; f16/bf16/fp8
+expressions compute in float32 and are rounded to their dtype after every op
+(hal.dtypes.cast), as C++ __half/__nv_bfloat16 operators do. Integers compute
+exactly in int64; i32 add/sub/mul/neg/abs/shift_left results go through
+`W.i32`, which raises index_overflow (check=True) or wraps like the hardware.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hal.dtypes import DType, cast
+from hal.kernel.ir import (
+    Assign,
+    AtomicAdd,
+    Barrier,
+    Binary,
+    BufferParam,
+    Cast,
+    Comment,
+    Const,
+    Declare,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    LocalBuffer,
+    Param,
+    ScalarParam,
+    Select,
+    SharedBuffer,
+    Shuffle,
+    Special,
+    Stmt,
+    Store,
+    Unary,
+    Var,
+)
+from hal.kernel.printer import format_expr, format_stmt
+from hal.ops import get_op
+
+from .lanes import rep_dtype, to_rep
+
+CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "shift_left"})
+SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_by",
+                  "block_idx_z": "_bz"}
+
+
+@dataclass
+class CompiledKernel:
+    """The translated kernel: the wave function, its source, and the tables it indexes."""
+
+    run: Callable[..., None]
+    source: str
+    globals_: list[BufferParam]
+    scalars: list[ScalarParam]
+    shared: list[SharedBuffer]
+    locals_: list[LocalBuffer]
+    sites: list[tuple[str, str | None, str]]   # (statement text, buffer, expression text)
+    flop_dtypes: list[str]
+
+
+def scalar_fn(op: str) -> Callable[..., Any]:
+    fn = get_op(op).scalar
+    return getattr(fn, "__wrapped__", fn)
+
+
+def _children(e: Expr) -> list[Expr]:
+    if isinstance(e, Unary):
+        return [e.x]
+    if isinstance(e, Binary):
+        return [e.a, e.b]
+    if isinstance(e, Select):
+        return [e.pred, e.on_true, e.on_false]
+    if isinstance(e, Cast):
+        return [e.x]
+    if isinstance(e, Load):
+        return [x for x in (e.index, e.mask, e.other) if x is not None]
+    if isinstance(e, Shuffle):
+        return [e.x, e.offset]
+    return []
+
+
+def stmt_exprs(s: Stmt) -> list[Expr]:
+    """The expressions a statement evaluates itself (not those of nested bodies)."""
+    if isinstance(s, Declare):
+        return [s.init] if s.init is not None else []
+    if isinstance(s, Assign):
+        return [s.value]
+    if isinstance(s, (Store, AtomicAdd)):
+        return [x for x in (s.index, s.value, s.mask) if x is not None]
+    if isinstance(s, If):
+        return [s.cond]
+    if isinstance(s, For):
+        return [s.start, s.stop, s.step]
+    return []
+
+
+def count_flops(e: Expr, acc: Counter) -> Counter:
+    if isinstance(e, (Unary, Binary)) and e.dtype.is_float:
+        acc[e.dtype.name] += 1
+    for c in _children(e):
+        count_flops(c, acc)
+    return acc
+
+
+def _headline(s: Stmt) -> str:
+    """One line naming a statement in messages (bodies of If/For left out)."""
+    if isinstance(s, If):
+        return f"if ({format_expr(s.cond)})"
+    if isinstance(s, For):
+        v = s.var.name
+        return (f"for ({v} = {format_expr(s.start)}; {v} < {format_expr(s.stop)}; "
+                f"{v} += {format_expr(s.step)})")
+    return format_stmt(s)[0].strip()
+
+
+class _Uniformity:
+    """Which variables hold the same value in every lane (fixpoint over the body)."""
+
+    def __init__(self, body: list[Stmt]):
+        self.varying: set[str] = set()
+        while True:
+            before = len(self.varying)
+            self._walk(body, False)
+            if len(self.varying) == before:
+                break
+
+    def expr(self, e: Expr) -> bool:
+        if isinstance(e, (Const, Param)):
+            return True
+        if isinstance(e, Var):
+            return e.name not in self.varying
+        if isinstance(e, (Special, Load, Shuffle)):
+            return False
+        return all(self.expr(c) for c in _children(e))
+
+    def _walk(self, body: list[Stmt], divergent: bool) -> None:
+        for s in body:
+            if isinstance(s, Declare):
+                if s.init is not None and not self.expr(s.init):
+                    self.varying.add(s.var.name)
+            elif isinstance(s, Assign):
+                if divergent or not self.expr(s.value):
+                    self.varying.add(s.var.name)
+            elif isinstance(s, If):
+                d = divergent or not self.expr(s.cond)
+                self._walk(s.then, d)
+                self._walk(s.orelse, d)
+            elif isinstance(s, For):
+                u = all(self.expr(x) for x in (s.start, s.stop, s.step))
+                if not u:
+                    self.varying.add(s.var.name)
+                self._walk(s.body, divergent or not u)
+
+
+@dataclass
+class _Ctx:
+    mask: str = "None"
+    count: str = "_L"
+    buffer: str | None = None       # the access whose index is being generated
+    stmt: str = ""
+    site: int = -1
+    extra: dict = field(default_factory=dict)
+
+
+class _Translator:
+    def __init__(self, kernel: Kernel):
+        self.k = kernel
+        self.lines: list[str] = []
+        self.ns: dict[str, Any] = {"np": np}
+        self.sites: list[tuple[str, str | None, str]] = []
+        self.flop_dtypes: list[str] = []
+        self.var_names: dict[str, str] = {}
+        self.n_tmp = 0
+        self.uni = _Uniformity(kernel.body)
+        self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
+        self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
+        self.slot: dict[str, tuple[str, int]] = {}
+        for i, p in enumerate(self.globals_):
+            self.slot[p.name] = ("g", i)
+        for i, s in enumerate(kernel.shared):
+            self.slot[s.name] = ("s", i)
+        for i, loc in enumerate(kernel.locals):
+            self.slot[loc.name] = ("l", i)
+
+    # ----------------------------------------------------------------- helpers
+    def tmp(self, prefix: str) -> str:
+        self.n_tmp += 1
+        return f"{prefix}{self.n_tmp}"
+
+    def bind(self, value: Any, prefix: str = "_k") -> str:
+        name = self.tmp(prefix)
+        self.ns[name] = value
+        return name
+
+    def var(self, v: Var) -> str:
+        if v.name not in self.var_names:
+            clean = re.sub(r"\W", "_", v.name)
+            self.var_names[v.name] = f"v_{clean}_{len(self.var_names)}"
+        return self.var_names[v.name]
+
+    def site(self, ctx: _Ctx, buffer: str | None, expr: str = "") -> int:
+        self.sites.append((ctx.stmt, buffer, expr))
+        return len(self.sites) - 1
+
+    def const(self, value: Any, dt: DType) -> str:
+        if dt.is_int:
+            return repr(int(cast(value, dt)))
+        if dt.is_bool:
+            return repr(bool(value))
+        return self.bind(to_rep(value, dt)[()])
+
+    def zero(self, dt: DType) -> str:
+        return self.const(0, dt)
+
+    def op(self, name: str) -> str:
+        key = f"_f_{name}"
+        if key not in self.ns:
+            self.ns[key] = scalar_fn(name)
+        return key
+
+    def rounder(self, dt: DType) -> str:
+        key = f"_rnd_{dt.name}"
+        if key not in self.ns:
+            self.ns[key] = lambda x, _d=dt: to_rep(x, _d)
+        return key
+
+    def caster(self, dt: DType) -> str:
+        key = f"_cast_{dt.name}"
+        if key not in self.ns:
+            self.ns[key] = lambda x, _d=dt: to_rep(x, _d)
+        return key
+
+    # ----------------------------------------------------------------- expressions
+    def expr(self, e: Expr, ctx: _Ctx) -> str:
+        fn = getattr(self, "e_" + type(e).__name__)
+        return fn(e, ctx)
+
+    def e_Const(self, e: Const, ctx: _Ctx) -> str:
+        return self.const(e.value, e.dtype)
+
+    def e_Var(self, e: Var, ctx: _Ctx) -> str:
+        return self.var(e)
+
+    def e_Param(self, e: Param, ctx: _Ctx) -> str:
+        return "p_" + re.sub(r"\W", "_", e.name)
+
+    def e_Special(self, e: Special, ctx: _Ctx) -> str:
+        return SPECIAL_LOCALS[e.kind]
+
+    def _arith(self, e: Unary | Binary, args: list[str], ctx: _Ctx) -> str:
+        code = f"{self.op(e.op)}({', '.join(args)})"
+        rd = e.dtype
+        if rd.is_float and rd.bits < 32:
+            code = f"{self.rounder(rd)}({code})"
+        elif rd.is_int:
+            if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS:
+                site = self.site(ctx, ctx.buffer, format_expr(e))
+                code = f"W.i32({code}, {ctx.mask}, {site})"
+            elif rd.bits < 64 or rd.kind == "uint":
+                code = f"{self.rounder(rd)}({code})"
+        return code
+
+    def e_Unary(self, e: Unary, ctx: _Ctx) -> str:
+        return self._arith(e, [self.expr(e.x, ctx)], ctx)
+
+    def e_Binary(self, e: Binary, ctx: _Ctx) -> str:
+        return self._arith(e, [self.expr(e.a, ctx), self.expr(e.b, ctx)], ctx)
+
+    def e_Select(self, e: Select, ctx: _Ctx) -> str:
+        args = [self.expr(x, ctx) for x in (e.pred, e.on_true, e.on_false)]
+        return f"{self.op('select')}({', '.join(args)})"
+
+    def e_Cast(self, e: Cast, ctx: _Ctx) -> str:
+        x = self.expr(e.x, ctx)
+        if e.x.dtype == e.dtype:
+            return x
+        return f"{self.caster(e.dtype)}({x})"
+
+    def e_Load(self, e: Load, ctx: _Ctx) -> str:
+        space, slot = self.slot[e.buffer]
+        ictx = _Ctx(ctx.mask, ctx.count, e.buffer, ctx.stmt, ctx.site)
+        idx = self.expr(e.index, ictx)
+        mask = "None" if e.mask is None else self.expr(e.mask, ctx)
+        other = self.expr(e.other, ctx) if e.other is not None else self.zero(e.dtype)
+        site = self.site(ctx, e.buffer, format_expr(e))
+        return f"W.ld{space}({slot}, {idx}, {mask}, {other}, {ctx.mask}, {site})"
+
+    def e_Shuffle(self, e: Shuffle, ctx: _Ctx) -> str:
+        x, off = self.expr(e.x, ctx), self.expr(e.offset, ctx)
+        site = self.site(ctx, None, format_expr(e))
+        return f"W.shfl({x}, {e.mode!r}, {off}, {e.width}, {ctx.mask}, {site})"
+
+    # ----------------------------------------------------------------- statements
+    def emit(self, line: str, depth: int) -> None:
+        self.lines.append("    " * depth + line)
+
+    def body(self, stmts: list[Stmt], ctx: _Ctx, depth: int) -> None:
+        start = len(self.lines)
+        for s in stmts:
+            self.stmt(s, ctx, depth)
+        if len(self.lines) == start:
+            self.emit("pass", depth)
+
+    def stmt(self, s: Stmt, outer: _Ctx, depth: int) -> None:
+        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+        flops = Counter()
+        for e in stmt_exprs(s):
+            count_flops(e, flops)
+        for dt, n in sorted(flops.items()):
+            if dt not in self.flop_dtypes:
+                self.flop_dtypes.append(dt)
+            self.emit(f"_fl[{self.flop_dtypes.index(dt)}] += {n} * {ctx.count}", depth)
+        getattr(self, "s_" + type(s).__name__)(s, ctx, depth)
+
+    def s_Comment(self, s: Comment, ctx: _Ctx, depth: int) -> None:
+        pass
+
+    def s_Declare(self, s: Declare, ctx: _Ctx, depth: int) -> None:
+        init = self.expr(s.init, ctx) if s.init is not None else self.zero(s.var.dtype)
+        self.emit(f"{self.var(s.var)} = {init}", depth)
+
+    def s_Assign(self, s: Assign, ctx: _Ctx, depth: int) -> None:
+        v, val = self.var(s.var), self.expr(s.value, ctx)
+        if ctx.mask == "None":
+            self.emit(f"{v} = {val}", depth)
+        else:
+            self.emit(f"{v} = W.merge({ctx.mask}, {val}, {v})", depth)
+
+    def _access(self, s: Store | AtomicAdd, ctx: _Ctx, depth: int, kind: str) -> None:
+        space, slot = self.slot[s.buffer]
+        ictx = _Ctx(ctx.mask, ctx.count, s.buffer, ctx.stmt)
+        idx = self.expr(s.index, ictx)
+        val = self.expr(s.value, ctx)
+        mask = "None" if s.mask is None else self.expr(s.mask, ctx)
+        site = self.site(ctx, s.buffer, ctx.stmt)
+        fn = f"st{space}" if kind == "store" else f"atomic_{space}"
+        self.emit(f"W.{fn}({slot}, {idx}, {val}, {mask}, {ctx.mask}, {site})", depth)
+
+    def s_Store(self, s: Store, ctx: _Ctx, depth: int) -> None:
+        self._access(s, ctx, depth, "store")
+
+    def s_AtomicAdd(self, s: AtomicAdd, ctx: _Ctx, depth: int) -> None:
+        self._access(s, ctx, depth, "atomic")
+
+    def s_Barrier(self, s: Barrier, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"W.barrier({ctx.mask}, {self.site(ctx, None)})", depth)
+
+    def s_If(self, s: If, ctx: _Ctx, depth: int) -> None:
+        cond = self.expr(s.cond, ctx)
+        if self.uni.expr(s.cond):
+            self.emit(f"if {cond}:", depth)
+            self.body(s.then, ctx, depth + 1)
+            if s.orelse:
+                self.emit("else:", depth)
+                self.body(s.orelse, ctx, depth + 1)
+            return
+        c = self.tmp("_c")
+        self.emit(f"{c} = {cond}", depth)
+        for branch, narrow in ((s.then, "narrow"), (s.orelse, "narrow_not")):
+            if not branch:
+                continue
+            m, n = self.tmp("_m"), self.tmp("_n")
+            self.emit(f"{m}, {n} = W.{narrow}({ctx.mask}, {c})", depth)
+            self.emit(f"if {n}:", depth)
+            self.body(branch, _Ctx(m, n), depth + 1)
+
+    def s_For(self, s: For, ctx: _Ctx, depth: int) -> None:
+        v = self.var(s.var)
+        start, stop, step = (self.expr(x, ctx) for x in (s.start, s.stop, s.step))
+        if all(self.uni.expr(x) for x in (s.start, s.stop, s.step)):
+            self.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth)
+            self.body(s.body, ctx, depth + 1)
+            return
+        e, st, m, n = self.tmp("_e"), self.tmp("_s"), self.tmp("_m"), self.tmp("_n")
+        self.emit(f"{v} = W.lanes_int({start})", depth)
+        self.emit(f"{e}, {st} = {stop}, {step}", depth)
+        self.emit("while True:", depth)
+        self.emit(f"{m}, {n} = W.narrow({ctx.mask}, {v} < {e})", depth + 1)
+        self.emit(f"if not {n}:", depth + 1)
+        self.emit("break", depth + 2)
+        self.body(s.body, _Ctx(m, n), depth + 1)
+        inc = f"{v} + {st}"
+        if s.var.dtype.bits == 32:
+            inc = f"W.i32({inc}, {m}, {self.site(ctx, None, s.var.name + ' += step')})"
+        self.emit(f"{v} = {inc}", depth + 1)
+
+    # ----------------------------------------------------------------- whole kernel
+    def translate(self) -> CompiledKernel:
+        head = ["def run(W, P):",
+                "    _L = W.L; _fl = W.fl",
+                "    _tid = W.tid; _bx = W.bx; _by = W.by; _bz = W.bz"]
+        for p in self.scalars:
+            head.append(f"    p_{re.sub(r'[^0-9a-zA-Z_]', '_', p.name)} = P[{p.name!r}]")
+        self.lines = []
+        self.body(self.k.body, _Ctx(), 1)
+        source = "\n".join(head + self.lines) + "\n"
+        code = compile(source, f"<cpu_sim kernel {self.k.name}>", "exec")
+        exec(code, self.ns)  # noqa: S102 - our own generated source
+        return CompiledKernel(self.ns["run"], source, self.globals_, self.scalars,
+                              list(self.k.shared), list(self.k.locals), self.sites,
+                              self.flop_dtypes)
+
+
+def compile_kernel(kernel: Kernel) -> CompiledKernel:
+    """Translate `kernel` (assumed verified) into a wave function."""
+    return _Translator(kernel).translate()
+
+
+def param_value(value: Any, dt: DType) -> Any:
+    """A scalar argument in the simulator's representation (a NumPy/Python scalar)."""
+    if dt.is_int:
+        return int(cast(value, dt))
+    if dt.is_bool:
+        return bool(value)
+    return to_rep(value, dt)[()]
+
+
+__all__ = ["CompiledKernel", "compile_kernel", "param_value", "rep_dtype", "stmt_exprs",
+           "count_flops"]

@@ -1,0 +1,470 @@
+"""The lane machine: memory, masks, warp shuffles and barriers for one wave of blocks.
+
+A wave is `B` whole blocks of `T` threads run together as `L = B*T` lanes; lane
+`l` is thread `l % T` of the wave's block `l // T` (so a warp is `warp_size`
+consecutive lanes of one block). Every per-thread value is a NumPy array over the
+lanes or, when the generated code knows it is the same for every lane, a NumPy or
+Python scalar. Statements run under an active mask: `None` means all lanes.
+
+Value representation (see codegen): floats narrower than f32 are held in float32
+arrays whose values are exactly representable in their dtype; all integers are
+held in int64 (i32 results are checked for overflow, then wrapped); bools in bool_.
+
+Memory: global buffers are the caller's arrays, in their own dtype, changed in
+place; shared memory is one array [B * size] per buffer (block-major); local
+arrays are [size * L] (index-major, so a uniform index selects a contiguous row).
+
+Race tracking (check=True), per shared word since the block's last barrier: the
+last writer thread (-1: none) and the reader thread (-1: none, -2: several).
+Reads are recorded lazily (kept as a list, folded in only when a write follows
+in the same epoch) because the common tiled pattern reads a lot between barriers
+and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hal.dtypes import DType, cast
+from hal.kernel.ir import BufferParam, LocalBuffer, SharedBuffer
+
+from .checks import SimulationError
+
+I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+
+
+def rep_dtype(dt: DType) -> np.dtype:
+    """The NumPy dtype the simulator holds values of `dt` in."""
+    if dt.is_float:
+        return np.dtype(np.float64) if dt.bits == 64 else np.dtype(np.float32)
+    if dt.is_int:
+        return np.dtype(np.int64)
+    return np.dtype(np.bool_)
+
+
+def to_rep(x: Any, dt: DType) -> Any:
+    """Round a python/NumPy value to `dt` (hal cast rules) and return it in representation."""
+    return cast(x, dt).astype(rep_dtype(dt))
+
+
+class Wave:
+    """State of one wave: lanes, memories, counters; methods called by generated code."""
+
+    def __init__(self, kernel_name: str, grid: tuple[int, int, int], block: int,
+                 block0: int, nblocks: int, warp_size: int,
+                 globals_: list[tuple[BufferParam, np.ndarray]],
+                 shared: list[SharedBuffer], locals_: list[LocalBuffer],
+                 sites: list[tuple[str, str | None, str]], n_flop_dtypes: int, check: bool):
+        self.name, self.grid, self.T, self.B = kernel_name, grid, block, nblocks
+        self.block0, self.warp_size, self.check, self.sites = block0, warp_size, check, sites
+        L = self.L = block * nblocks
+        self.lane = np.arange(L, dtype=np.int64)
+        self.blk = self.lane // block
+        self.tid = self.lane - self.blk * block
+        lin = self.blk + block0
+        self.bx = lin % grid[0]
+        self.by = (lin // grid[0]) % grid[1]
+        self.bz = lin // (grid[0] * grid[1])
+        self.g = [a for _, a in globals_]
+        self.g_param = [p for p, _ in globals_]
+        self.g_n = [p.numel for p, _ in globals_]
+        self.g_conv = [None if a.dtype == rep_dtype(p.dtype) else rep_dtype(p.dtype)
+                       for p, a in globals_]
+        self.sh_buf = shared
+        self.sh = [np.zeros(nblocks * s.size, rep_dtype(s.dtype)) for s in shared]
+        self.sh_off = [self.blk * s.size for s in shared]
+        self.sh_writer = [np.full(nblocks * s.size, -1, np.int64) for s in shared] if check else []
+        self.sh_reader = [np.full(nblocks * s.size, -1, np.int64) for s in shared] if check else []
+        self.sh_reads: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in shared]
+        self.sh_dirty = [False] * len(shared)
+        self.loc_buf = locals_
+        self.loc = [np.zeros(s.size * L, rep_dtype(s.dtype)) for s in locals_]
+        self.gr = self.gw = self.sr = self.sw = 0
+        self.atomics = self.barriers = 0
+        self.fl = [0] * n_flop_dtypes
+        self._lane_in_group: dict[int, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ errors
+    def _where(self, lane: int) -> tuple[tuple[int, int, int], int]:
+        return ((int(self.bx[lane]), int(self.by[lane]), int(self.bz[lane])),
+                int(self.tid[lane]))
+
+    def _fail(self, kind: str, site: int, lane: int, what: str, *, buffer: str | None = None,
+              index: int | None = None, hint: str | None = None) -> None:
+        stmt, buf, _ = self.sites[site]
+        block, thread = self._where(lane)
+        buffer = buffer if buffer is not None else buf
+        raise SimulationError(
+            kind, f"kernel {self.name}, block {block}, thread {thread}: {what}; "
+                  f"in `{stmt}`",
+            kernel=self.name, buffer=buffer, block=block, thread=thread, index=index, hint=hint)
+
+    @staticmethod
+    def _first(bad: np.ndarray, act: np.ndarray | None) -> int | None:
+        """First lane where `bad` holds among active lanes, or None."""
+        if act is not None:
+            bad = bad & act
+        hits = np.flatnonzero(bad)
+        return int(hits[0]) if hits.size else None
+
+    # ------------------------------------------------------------------ masks and values
+    def narrow(self, m: np.ndarray | None, c: Any) -> tuple[Any, int]:
+        if np.ndim(c) == 0:
+            if c:
+                return m, (self.L if m is None else int(np.count_nonzero(m)))
+            return m, 0
+        nm = c if m is None else (m & c)
+        return nm, int(np.count_nonzero(nm))
+
+    def narrow_not(self, m: np.ndarray | None, c: Any) -> tuple[Any, int]:
+        return self.narrow(m, (not c) if np.ndim(c) == 0 else ~c)
+
+    @staticmethod
+    def merge(m: np.ndarray | None, new: Any, old: Any) -> Any:
+        return new if m is None else np.where(m, new, old)
+
+    def lanes_int(self, x: Any) -> np.ndarray:
+        if np.ndim(x) == 0:
+            return np.full(self.L, int(x), np.int64)
+        return np.array(x, dtype=np.int64)
+
+    def i32(self, x: Any, m: np.ndarray | None, site: int) -> Any:
+        """Check (check=True) that an i32 result computed exactly in int64 fits, then wrap."""
+        if np.ndim(x) == 0:
+            v = int(x)
+            if I32_MIN <= v <= I32_MAX:
+                return v
+            if self.check and (m is None or m.any()):
+                lane = 0 if m is None else int(np.flatnonzero(m)[0])
+                self._overflow(site, lane, v)
+            return (v - I32_MIN) % 2**32 + I32_MIN
+        if x.size == 0 or (x.min() >= I32_MIN and x.max() <= I32_MAX):
+            return x
+        if self.check:
+            lane = self._first((x < I32_MIN) | (x > I32_MAX), m)
+            if lane is not None:
+                self._overflow(site, lane, int(x[lane]))
+        return ((x - I32_MIN) & 0xFFFFFFFF) + I32_MIN
+
+    def _overflow(self, site: int, lane: int, value: int) -> None:
+        _, buf, expr = self.sites[site]
+        where = f" (index of buffer '{buf}')" if buf else ""
+        self._fail("index_overflow", site, lane,
+                   f"32-bit index arithmetic `{expr}` = {value} leaves the i32 range{where}",
+                   index=value, hint="lower this kernel with index_dtype=i64 (64-bit indexing)")
+
+    # ------------------------------------------------------------------ bounds
+    def _bounds(self, idx: Any, size: int, act: np.ndarray | None, site: int, buf: str,
+                space: str) -> Any:
+        """Check active lanes' indices against [0, size); return indices safe to gather."""
+        if np.ndim(idx) == 0:
+            i = int(idx)
+            if 0 <= i < size:
+                return i
+            if self.check and (act is None or act.any()):
+                lane = 0 if act is None else int(np.flatnonzero(act)[0])
+                self._oob(site, lane, buf, space, i, size)
+            return min(max(i, 0), size - 1)
+        if idx.size == 0 or (idx.min() >= 0 and idx.max() < size):
+            return idx
+        if self.check:
+            lane = self._first((idx < 0) | (idx >= size), act)
+            if lane is not None:
+                self._oob(site, lane, buf, space, int(idx[lane]), size)
+        return np.clip(idx, 0, size - 1)
+
+    def _oob(self, site: int, lane: int, buf: str, space: str, i: int, size: int) -> None:
+        self._fail("out_of_bounds", site, lane,
+                   f"{space} access {buf}[{i}] is out of bounds (size {size})", buffer=buf,
+                   index=i, hint="check the mask of this access (e.g. i < n, not i <= n)")
+
+    @staticmethod
+    def _act(m: np.ndarray | None, extra: Any) -> Any:
+        """Active lanes of an access: the statement mask and the access's own mask.
+        Returns None (all), a bool array, or False (no lane)."""
+        if extra is None:
+            return m
+        if np.ndim(extra) == 0:
+            return m if extra else False
+        return extra if m is None else (m & extra)
+
+    def _count(self, act: np.ndarray | None) -> int:
+        return self.L if act is None else int(np.count_nonzero(act))
+
+    @staticmethod
+    def _sel(x: Any, act: np.ndarray | None) -> Any:
+        return x if act is None or np.ndim(x) == 0 else x[act]
+
+    # ------------------------------------------------------------------ global memory
+    def ldg(self, s: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
+        act = self._act(m, lmask)
+        if act is False:
+            return other
+        p, buf = self.g_param[s], self.g[s]
+        n = self._count(act)
+        self.gr += n * p.dtype.itemsize
+        safe = self._bounds(idx, self.g_n[s], act, site, p.name, "global")
+        v = buf[safe] if np.ndim(safe) == 0 else np.take(buf, safe)
+        conv = self.g_conv[s]
+        if conv is not None:
+            v = v.astype(conv)
+        if lmask is not None and np.ndim(lmask) > 0:
+            v = np.where(act, v, other)
+        return v
+
+    def stg(self, s: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
+        act = self._act(m, smask)
+        if act is False:
+            return
+        p, buf = self.g_param[s], self.g[s]
+        n = self._count(act)
+        if n == 0:
+            return
+        i, v = self._sel(idx, act), self._sel(val, act)
+        i = self._bounds(i, self.g_n[s], None, site, p.name, "global")
+        v = cast(v, p.dtype)
+        if np.ndim(i) == 0 and np.ndim(v) > 0:
+            v = v.reshape(-1)[-1]  # every lane stores to one word: one of them wins
+        buf[i] = v
+        self.gw += n * p.dtype.itemsize
+
+    def atomic_g(self, s: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
+        act = self._act(m, smask)
+        if act is False:
+            return
+        p, buf = self.g_param[s], self.g[s]
+        n = self._count(act)
+        if n == 0:
+            return
+        i = np.broadcast_to(self._sel(idx, act), (n,))
+        v = np.broadcast_to(cast(self._sel(val, act), p.dtype), (n,))
+        i = self._bounds(np.asarray(i), self.g_n[s], None, site, p.name, "global")
+        np.add.at(buf, i, v)  # one rounding to the buffer dtype per add, as hardware atomics
+        self.atomics += n
+        self.gr += n * p.dtype.itemsize
+        self.gw += n * p.dtype.itemsize
+
+    # ------------------------------------------------------------------ shared memory
+    def lds(self, j: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
+        act = self._act(m, lmask)
+        if act is False:
+            return other
+        sb = self.sh_buf[j]
+        safe = self._bounds(idx, sb.size, act, site, sb.name, "shared")
+        flat = self.sh_off[j] + safe
+        v = np.take(self.sh[j], flat)
+        n = self._count(act)
+        self.sr += n * sb.dtype.itemsize
+        if self.check and n:
+            self._race_read(j, flat, act, site)
+        if lmask is not None and np.ndim(lmask) > 0:
+            v = np.where(act, v, other)
+        return v
+
+    def sts(self, j: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
+        act = self._act(m, smask)
+        if act is False:
+            return
+        n = self._count(act)
+        if n == 0:
+            return
+        sb = self.sh_buf[j]
+        i = self._bounds(self._sel(idx, act), sb.size, None, site, sb.name, "shared")
+        flat = self._sel(self.sh_off[j], act) + i
+        v = self._sel(val, act)
+        if self.check:
+            self._race_write(j, flat, act, site)
+        self.sh[j][flat] = v
+        self.sw += n * sb.dtype.itemsize
+
+    def atomic_s(self, j: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
+        act = self._act(m, smask)
+        if act is False:
+            return
+        n = self._count(act)
+        if n == 0:
+            return
+        sb = self.sh_buf[j]
+        i = self._bounds(self._sel(idx, act), sb.size, None, site, sb.name, "shared")
+        flat = np.broadcast_to(self._sel(self.sh_off[j], act) + i, (n,))
+        v = np.broadcast_to(self._sel(val, act), (n,))
+        if sb.dtype.bits < 32 and sb.dtype.is_float:
+            for f, x in zip(flat.tolist(), v.tolist(), strict=False):  # round after each add
+                self.sh[j][f] = to_rep(self.sh[j][f] + x, sb.dtype)
+        else:
+            np.add.at(self.sh[j], flat, v)
+        self.atomics += n
+        self.sr += n * sb.dtype.itemsize
+        self.sw += n * sb.dtype.itemsize
+
+    def _race_read(self, j: int, flat: np.ndarray, act: Any, site: int) -> None:
+        f = flat if act is None else flat[act]
+        t = self.tid if act is None else self.tid[act]
+        if self.sh_dirty[j]:
+            w = self.sh_writer[j][f]
+            bad = (w >= 0) & (w != t)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                lane = k if act is None else int(np.flatnonzero(act)[k])
+                self._race(j, site, lane, int(f[k]),
+                           f"reads a word that thread {int(w[k])} wrote since the last barrier")
+        reads = self.sh_reads[j]
+        reads.append((f, t))
+        if len(reads) > 256:
+            self._fold_reads(j)
+
+    def _fold_reads(self, j: int) -> None:
+        reader = self.sh_reader[j]
+        for f, t in self.sh_reads[j]:
+            r = reader[f]
+            new = np.where((r == -1) | (r == t), t, -2)
+            reader[f] = new
+            again = reader[f]
+            reader[f[again != new]] = -2  # two threads read one word in this statement
+        self.sh_reads[j].clear()
+
+    def _race_write(self, j: int, flat: Any, act: Any, site: int) -> None:
+        f = np.broadcast_to(flat, (self._count(act),)) if np.ndim(flat) == 0 else flat
+        t = self.tid if act is None else self.tid[act]
+        lanes = None if act is None else np.flatnonzero(act)
+
+        def lane_of(k: int) -> int:
+            return k if lanes is None else int(lanes[k])
+
+        self._fold_reads(j)
+        rd = self.sh_reader[j][f]
+        bad = (rd == -2) | ((rd >= 0) & (rd != t))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            who = "other threads" if rd[k] == -2 else f"thread {int(rd[k])}"
+            self._race(j, site, lane_of(k), int(f[k]),
+                       f"overwrites a word that {who} read since the last barrier")
+        writer = self.sh_writer[j]
+        w = writer[f]
+        bad = (w >= 0) & (w != t)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            self._race(j, site, lane_of(k), int(f[k]),
+                       f"writes a word that thread {int(w[k])} wrote since the last barrier")
+        writer[f] = t
+        again = writer[f]
+        bad = again != t
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            self._race(j, site, lane_of(k), int(f[k]),
+                       f"writes the same word as thread {int(again[k])} in one statement")
+        self.sh_dirty[j] = True
+
+    def _race(self, j: int, site: int, lane: int, flat: int, what: str) -> None:
+        sb = self.sh_buf[j]
+        i = flat % sb.size
+        self._fail("race", site, lane, f"shared {sb.name}[{i}]: thread {int(self.tid[lane])} "
+                   f"{what}", buffer=sb.name, index=i,
+                   hint="add a Barrier between the conflicting accesses")
+
+    # ------------------------------------------------------------------ local memory
+    def ldl(self, j: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
+        act = self._act(m, lmask)
+        if act is False:
+            return other
+        lb, arr, L = self.loc_buf[j], self.loc[j], self.L
+        safe = self._bounds(idx, lb.size, act, site, lb.name, "local")
+        if np.ndim(safe) == 0:
+            v = arr[safe * L:(safe + 1) * L].copy()
+        else:
+            v = np.take(arr, safe * L + self.lane)
+        if lmask is not None and np.ndim(lmask) > 0:
+            v = np.where(act, v, other)
+        return v
+
+    def stl(self, j: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
+        act = self._act(m, smask)
+        if act is False:
+            return
+        lb, arr, L = self.loc_buf[j], self.loc[j], self.L
+        if np.ndim(idx) == 0:
+            i = self._bounds(idx, lb.size, act, site, lb.name, "local")
+            row = arr[i * L:(i + 1) * L]
+            if act is None:
+                row[...] = val
+            else:
+                np.copyto(row, val, where=act)
+            return
+        i = self._bounds(self._sel(idx, act), lb.size, None, site, lb.name, "local")
+        arr[i * L + self._sel(self.lane, act)] = self._sel(val, act)
+
+    # ------------------------------------------------------------------ warp and block
+    def shfl(self, x: Any, mode: str, off: Any, width: int, m: Any, site: int) -> Any:
+        L = self.L
+        xa = np.broadcast_to(x, (L,)) if np.ndim(x) == 0 else x
+        lw = self._lane_in_group.get(width)
+        if lw is None:
+            lw = self._lane_in_group[width] = self.tid & (width - 1)
+        src_w = _SHUFFLE_SOURCES[mode](lw, off, width)
+        src_t = self.tid - lw + src_w
+        src = self.lane - lw + src_w
+        missing = src_t >= self.T
+        if self.check:
+            bad = missing if m is None else (missing | ~m[np.minimum(src, L - 1)])
+            lane = self._first(bad, m)
+            if lane is not None:
+                self._fail("bad_shuffle", site, lane,
+                           f"shuffle ({mode}, width {width}) reads thread {int(src_t[lane])}, "
+                           "which is inactive or not in the block",
+                           hint="shuffle only where every lane of the group is active")
+        if missing.any():
+            src = np.where(missing, self.lane, src)
+        return xa[src]
+
+    def barrier(self, m: Any, site: int) -> None:
+        if m is None:
+            self.barriers += self.B
+            reached = None
+        else:
+            per = m.reshape(self.B, self.T).sum(axis=1)
+            split = (per != 0) & (per != self.T)
+            if split.any():
+                b = int(np.flatnonzero(split)[0])
+                row = m.reshape(self.B, self.T)[b]
+                missing, there = int(np.flatnonzero(~row)[0]), int(np.flatnonzero(row)[0])
+                self._fail("divergent_barrier", site, b * self.T + missing,
+                           f"barrier reached by {int(per[b])} of {self.T} threads "
+                           f"(thread {there} waits, thread {missing} never arrives)",
+                           hint="move the Barrier out of the thread-dependent branch")
+            reached = per == self.T
+            self.barriers += int(np.count_nonzero(reached))
+        if self.check:
+            for j, sb in enumerate(self.sh_buf):
+                if reached is None:
+                    self.sh_reads[j].clear()
+                    self.sh_writer[j].fill(-1)
+                    self.sh_reader[j].fill(-1)
+                    self.sh_dirty[j] = False
+                else:
+                    self._fold_reads(j)
+                    self.sh_writer[j].reshape(self.B, sb.size)[reached] = -1
+                    self.sh_reader[j].reshape(self.B, sb.size)[reached] = -1
+
+
+def _src_xor(lw: np.ndarray, off: Any, width: int) -> np.ndarray:
+    s = lw ^ off
+    return np.where(s < width, s, lw)
+
+
+def _src_down(lw: np.ndarray, off: Any, width: int) -> np.ndarray:
+    s = lw + off
+    return np.where((s < width) & (s >= 0), s, lw)
+
+
+def _src_idx(lw: np.ndarray, off: Any, width: int) -> np.ndarray:
+    # As __shfl_sync(mask, x, src, width): the source lane is src modulo width.
+    return np.broadcast_to(np.mod(off, width), lw.shape)
+
+
+# Shuffle mode -> source lane within the group; add a mode here and in ir.SHUFFLE_MODES.
+_SHUFFLE_SOURCES: dict[str, Callable[[np.ndarray, Any, int], np.ndarray]] = {
+    "xor": _src_xor, "down": _src_down, "idx": _src_idx,
+}

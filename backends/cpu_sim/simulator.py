@@ -1,0 +1,125 @@
+"""simulate(): run one kernel IR launch on the CPU, lane-vectorised, exactly as a GPU would.
+
+The kernel is verified and translated once into Python over lane arrays (codegen),
+cached by its structure, then run wave by wave: a wave is as many whole blocks as
+fit in `max_lanes` lanes (lanes.Wave). Global buffers are the caller's 1-D NumPy
+arrays, changed in place. Launch limits are enforced before anything runs;
+with check=True, out-of-bounds accesses, shared-memory races, i32 index
+overflow, divergent barriers and bad shuffles raise SimulationError (checks.py).
+Counters and the roofline model are in stats.py.
+
+Numerics (the definition the CUDA/HIP renderers must match): see codegen's
+docstring; in short, f32 math is float32, narrow floats compute in float32 and
+round after every op, every store and cast rounds with hal.dtypes.cast, and
+integer index math wraps in the kernel's index dtype.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from hal.devices.spec import DeviceSpec
+from hal.errors import DeviceError
+from hal.kernel.ir import Kernel
+
+from .checks import SimulationError, check_launch
+from .codegen import CompiledKernel, compile_kernel, param_value
+from .lanes import Wave
+from .stats import KernelStats
+
+_CACHE: OrderedDict[str, CompiledKernel] = OrderedDict()
+_CACHE_SIZE = 128
+
+
+def _structure_key(k: Kernel) -> str:
+    # Everything the generated code depends on (grid and meta are not).
+    return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size))
+
+
+def compiled(kernel: Kernel) -> CompiledKernel:
+    """The verified, translated kernel, from the cache when the same structure was seen."""
+    key = _structure_key(kernel)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    from hal.kernel.verify import verify_kernel
+
+    verify_kernel(kernel, strict_barriers=False)  # barriers are checked at run time
+    ck = compile_kernel(kernel)
+    _CACHE[key] = ck
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return ck
+
+
+def _bind_args(kernel: Kernel, ck: CompiledKernel, args: dict[str, Any]):
+    missing = [p.name for p in (*ck.globals_, *ck.scalars) if p.name not in args]
+    if missing:
+        raise DeviceError(f"kernel {kernel.name}: missing argument(s) {', '.join(missing)}",
+                          hint="pass every buffer and scalar parameter by name")
+    buffers = []
+    for p in ck.globals_:
+        a = args[p.name]
+        if not isinstance(a, np.ndarray):
+            raise DeviceError(f"kernel {kernel.name}: argument '{p.name}' must be a NumPy array "
+                              f"of {p.dtype}, got {type(a).__name__}")
+        if a.dtype != p.dtype.np_dtype or a.size != p.numel:
+            raise DeviceError(
+                f"kernel {kernel.name}: argument '{p.name}' is {a.dtype}[{a.size}], "
+                f"the kernel expects {p.dtype}[{p.numel}]",
+                hint=f"pass a contiguous array of {p.numel} {p.dtype.np_dtype} elements")
+        if not a.flags.c_contiguous or not a.flags.writeable:
+            raise DeviceError(f"kernel {kernel.name}: argument '{p.name}' must be a contiguous, "
+                              "writeable array", hint="pass np.ascontiguousarray(x)")
+        buffers.append((p, a.reshape(-1)))
+    scalars = {p.name: param_value(args[p.name], p.dtype) for p in ck.scalars}
+    return buffers, scalars
+
+
+def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: DeviceSpec, *,
+             check: bool = True, max_lanes: int = 1 << 20) -> KernelStats:
+    """Run `kernel` once on the grid it names, for the device `spec`; return its counters.
+
+    Global buffer args are modified in place. Raises SimulationError for launches
+    the device would refuse (always) and for faults (with check=True).
+    """
+    t0 = time.perf_counter()
+    check_launch(kernel, spec)
+    ck = compiled(kernel)
+    buffers, scalars = _bind_args(kernel, ck, args)
+    T, nb = kernel.block, kernel.num_blocks
+    per_wave = max(1, min(nb, max_lanes // T))
+    grid = tuple(int(g) for g in kernel.grid)
+    stats = KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
+                        lanes_per_wave=per_wave * T)
+    flops = [0] * len(ck.flop_dtypes)
+    with np.errstate(all="ignore"):
+        for b0 in range(0, nb, per_wave):
+            w = Wave(kernel.name, grid, T, b0, min(per_wave, nb - b0), kernel.warp_size,  # type: ignore[arg-type]
+                     buffers, ck.shared, ck.locals_, ck.sites, len(ck.flop_dtypes), check)
+            ck.run(w, scalars)
+            stats.global_bytes_read += w.gr
+            stats.global_bytes_written += w.gw
+            stats.shared_bytes_read += w.sr
+            stats.shared_bytes_written += w.sw
+            stats.barriers += w.barriers
+            stats.atomics += w.atomics
+            stats.waves += 1
+            flops = [a + b for a, b in zip(flops, w.fl, strict=False)]
+    stats.flops_by_dtype = dict(zip(ck.flop_dtypes, (int(f) for f in flops), strict=False))
+    stats.finish(spec)
+    stats.wall_s = time.perf_counter() - t0
+    return stats
+
+
+def kernel_source(kernel: Kernel) -> str:
+    """The Python the simulator generated for `kernel` (for debugging)."""
+    return compiled(kernel).source
+
+
+__all__ = ["simulate", "KernelStats", "SimulationError", "kernel_source", "compiled"]

@@ -1,0 +1,135 @@
+"""FusedGroup: a set of primitive nodes that becomes one kernel (or a short kernel sequence).
+
+This module owns the record the fusion pass produces and the lowering consumes:
+
+* `FusedGroup`: the nodes (primitives, topological), the values read from
+  outside (`inputs`), the values needed outside (`outputs`: graph outputs or
+  values read by later groups), the group `kind` that selects the lowering,
+  a free-form `schedule` (e.g. ``{"split": 4}``) and the `reasons` the fusion
+  pass logged for its decisions.
+* `group_kind(nodes)`: classifies a node list by its "heaviest" op category
+  (contraction > reduction > scan > gather > movement > source > pointwise).
+* `make_group(graph, nodes, name)`: computes inputs/outputs and the kind.
+* `trivial_groups(graph)`: one group per primitive node (no fusion).
+
+Reshape of a contiguous tensor is a view: `is_alias_group` says when a group
+is a lone reshape, which a backend may execute as an alias of its input's
+buffer (no kernel). The lowering still produces a copy kernel when asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hal.errors import UnsupportedError
+from hal.ir.graph import Graph, Node, Value
+from hal.ops import Category, get_op
+
+
+@dataclass
+class FusedGroup:
+    name: str
+    nodes: list[Node]
+    inputs: list[Value]
+    outputs: list[Value]
+    kind: str
+    schedule: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ops(self) -> list[str]:
+        return [n.op for n in self.nodes]
+
+    def __repr__(self) -> str:
+        return (f"FusedGroup({self.name}, kind={self.kind}, ops={self.ops}, "
+                f"in={[v.name for v in self.inputs]}, out={[v.name for v in self.outputs]})")
+
+
+def _reduced_axes(node: Node) -> tuple[int, ...]:
+    rank = node.inputs[0].rank
+    if "axis" in node.attrs:
+        return (node.attrs["axis"] % rank,) if rank else ()
+    axes = node.attrs.get("axes")
+    if axes is None:
+        return tuple(range(rank))
+    return tuple(sorted(a % rank for a in axes))
+
+
+def reduction_axes(node: Node) -> tuple[int, ...]:
+    """The normalised axes a reduction node (reduce_* or argmax/argmin) combines."""
+    return _reduced_axes(node)
+
+
+def is_row_reduction(node: Node) -> bool:
+    """Reduces over a trailing contiguous run of axes (incl. all axes)."""
+    axes = _reduced_axes(node)
+    rank = node.inputs[0].rank
+    return bool(axes) and axes == tuple(range(rank - len(axes), rank))
+
+
+# Precedence of categories when classifying a group: the first present wins.
+_KIND_ORDER: list[tuple[Category, str]] = [
+    (Category.CONTRACTION, "matmul"),
+    (Category.REDUCTION, "reduction"),
+    (Category.SCAN, "scan"),
+    (Category.GATHER, "gather"),
+    (Category.MOVEMENT, "movement"),
+]
+
+
+def group_kind(nodes: Sequence[Node]) -> str:
+    """Classify a node list: pointwise, row_reduction, column_reduction, matmul, movement,
+    gather, scan or source."""
+    cats = [get_op(n.op).category for n in nodes]
+    if any(c is Category.COMPOSITE for c in cats):
+        bad = next(n for n, c in zip(nodes, cats, strict=True) if c is Category.COMPOSITE)
+        raise UnsupportedError(f"group contains composite op '{bad.op}'",
+                               hint="decompose the graph first (hal.ops.decompose)")
+    for cat, kind in _KIND_ORDER:
+        if cat in cats:
+            if kind == "reduction":
+                reds = [n for n, c in zip(nodes, cats, strict=True) if c is Category.REDUCTION]
+                return "row_reduction" if all(is_row_reduction(r) for r in reds) \
+                    else "column_reduction"
+            if kind == "movement" and any(c is Category.ELEMENTWISE for c in cats):
+                return "pointwise"  # movement feeding elementwise: permuted/offset loads
+            return kind
+    if cats and all(c is Category.SOURCE for c in cats):
+        return "source"
+    return "pointwise"
+
+
+def make_group(graph: Graph, nodes: Sequence[Node], name: str, *,
+               schedule: dict[str, Any] | None = None,
+               reasons: Sequence[str] | None = None) -> FusedGroup:
+    """Build a FusedGroup from `nodes` of `graph` (put in graph order)."""
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    nodes = sorted(nodes, key=lambda n: order[id(n)])
+    inside = {id(n) for n in nodes}
+    produced = {v.name for n in nodes for v in n.outputs}
+    inputs: list[Value] = []
+    seen: set[str] = set()
+    for n in nodes:
+        for v in n.inputs:
+            if v.name not in produced and v.name not in seen:
+                seen.add(v.name)
+                inputs.append(v)
+    graph_outs = {v.name for v in graph.outputs}
+    read_outside = {v.name for n in graph.nodes if id(n) not in inside for v in n.inputs}
+    outputs = [v for n in nodes for v in n.outputs
+               if v.name in graph_outs or v.name in read_outside]
+    return FusedGroup(name, list(nodes), inputs, outputs, group_kind(nodes),
+                      dict(schedule or {}), list(reasons or []))
+
+
+def trivial_groups(graph: Graph) -> list[FusedGroup]:
+    """Each primitive node its own group (what runs before the fusion pass exists)."""
+    return [make_group(graph, [n], f"g{i}_{n.op}", reasons=["unfused"])
+            for i, n in enumerate(graph.nodes)]
+
+
+def is_alias_group(group: FusedGroup) -> bool:
+    """A lone reshape: its output may alias its (contiguous) input buffer."""
+    return len(group.nodes) == 1 and group.nodes[0].op == "reshape"

@@ -1,0 +1,199 @@
+"""`hal run FILE.hal`: run a graph on a backend and summarise its outputs.
+
+Inputs are random (seeded, hal.reference.random_inputs) or read from an .npz;
+outputs print as a table (or JSON) and can be saved to an .npz. When the
+backend's RunResult carries per-kernel `stats` or a `report`, they print too.
+
+Backend-specific switches reach `Backend.run_graph(**options)` through
+`-o KEY=VALUE`. A backend that wants a first-class flag (the simulator's
+`--stats`, say) adds a click option to `RUN_OPTIONS` below and maps it into
+`options` in `_backend_options`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import yaml
+from rich.table import Table
+
+from hal.backend import RunResult
+from hal.backends_registry import get_backend
+from hal.cli.common import console, device_option, fmt_number, resolve_device
+from hal.dtypes import DTYPES, cast
+from hal.errors import HalError
+
+HEAD = 6  # values shown per output
+
+# Extra click options for `hal run`, appended by backends that need flags.
+RUN_OPTIONS: list = []
+
+
+def _backend_options(params: Mapping[str, Any], pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`-o KEY=VALUE` pairs (values read as YAML scalars) plus any RUN_OPTIONS flags."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="-o/--option")
+        out[key.strip()] = yaml.safe_load(value) if value else ""
+    known = {"file", "backend", "device", "seed", "inputs", "save", "as_json", "options",
+             "dims"}
+    out.update({k: v for k, v in params.items() if k not in known and v is not None})
+    return out
+
+
+def _parse_dims(pairs: tuple[str, ...]) -> dict[str, int]:
+    dims = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise click.BadParameter(f"'{pair}' is not NAME=SIZE", param_hint="--dim")
+        dims[name.strip()] = int(value)
+    return dims
+
+
+def load_inputs(path: str, graph) -> dict[str, np.ndarray]:
+    """Arrays from an .npz, cast to the graph inputs' dtypes; every input must be there."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if not k.startswith("__")}
+    except (OSError, ValueError) as e:
+        raise HalError(f"{path}: cannot read inputs: {e}",
+                       hint="pass an .npz written by numpy.savez or `hal run --save`") from None
+    wanted = {v.name: v for v in graph.inputs}
+    extra = sorted(set(arrays) - set(wanted))
+    missing = sorted(set(wanted) - set(arrays))
+    if extra or missing:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(extra)}"] if extra else [])
+        raise HalError(f"{path}: inputs do not match graph {graph.name}: " + "; ".join(parts),
+                       hint="the graph's inputs are " + ", ".join(wanted))
+    return {k: cast(arrays[k], wanted[k].dtype) for k in wanted}
+
+
+def save_outputs(path: str, outputs: Mapping[str, np.ndarray]) -> None:
+    """np.savez; dtypes NumPy cannot store (bf16, fp8) are widened to f32, names kept aside."""
+    arrays, dtypes = {}, {}
+    for name, a in outputs.items():
+        a = np.asarray(a)
+        dtypes[name] = next((d.name for d in DTYPES.values() if d.np_dtype == a.dtype),
+                            str(a.dtype))
+        arrays[name] = a.astype(np.float32) if a.dtype.kind == "V" or a.dtype.name in (
+            "bfloat16", "float8_e4m3fn", "float8_e5m2") else a
+    arrays["__hal_dtypes__"] = np.array(json.dumps(dtypes))
+    np.savez(path, **arrays)
+
+
+def summarize(a: np.ndarray) -> dict[str, Any]:
+    """dtype, shape, stats over the finite values, count of non-finite values, first values."""
+    a = np.asarray(a)
+    wide = a.astype(np.float64).ravel()
+    finite = wide[np.isfinite(wide)]
+    dtype = next((d.name for d in DTYPES.values() if d.np_dtype == a.dtype), str(a.dtype))
+    stats: dict[str, Any] = {"dtype": dtype, "shape": list(a.shape)}
+    for key, fn in (("min", np.min), ("max", np.max), ("mean", np.mean), ("std", np.std)):
+        stats[key] = float(fn(finite)) if finite.size else None
+    stats["nonfinite"] = int(wide.size - finite.size)
+    stats["head"] = [_json_float(x) for x in wide[:HEAD]]
+    return stats
+
+
+def _json_float(x: float) -> float | str:
+    return float(x) if math.isfinite(x) else str(x)
+
+
+def _print_result(graph, backend_name: str, spec_name: str, result: RunResult) -> None:
+    con = console()
+    table = Table(title=f"graph {graph.name} on {backend_name} ({spec_name})")
+    for col in ("output", "dtype", "shape", "min", "max", "mean", "std", "non-finite", "first"):
+        table.add_column(col, no_wrap=col != "first")
+    for name, a in result.outputs.items():
+        s = summarize(a)
+        cell = [fmt_number(s[k]) if s[k] is not None else "-" for k in ("min", "max", "mean",
+                                                                          "std")]
+        table.add_row(name, s["dtype"], str(tuple(s["shape"])), *cell, str(s["nonfinite"]),
+                      ", ".join(fmt_number(x) for x in s["head"]))
+    con.print(table)
+    if result.stats:
+        cols: list[str] = []
+        for row in result.stats:
+            cols += [k for k in row if k not in cols]
+        kt = Table(title="kernels")
+        for c in cols:
+            kt.add_column(c)
+        for row in result.stats:
+            kt.add_row(*(fmt_number(row.get(c, "")) for c in cols))
+        con.print(kt)
+    if result.report:
+        rt = Table(title="report")
+        rt.add_column("item", no_wrap=True)
+        rt.add_column("value")
+        for k, v in result.report.items():
+            rt.add_row(str(k), fmt_number(v))
+        con.print(rt)
+
+
+def _run_command(fn):
+    for opt in reversed(RUN_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--backend", default="reference", show_default=True, help="see `hal backends`")
+@device_option(help_extra=" (default: the backend's own)")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed for random inputs")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
+              help="size of a symbolic dimension, e.g. --dim B=4 (repeatable)")
+@click.option("--inputs", type=click.Path(dir_okay=False), default=None,
+              help="an .npz with one array per graph input (instead of random inputs)")
+@click.option("--save", type=click.Path(dir_okay=False), default=None,
+              help="write the outputs to this .npz")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON summary instead of tables")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="backend-specific option passed to run_graph (repeatable)")
+@_run_command
+def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str, ...],
+        inputs: str | None, save: str | None, as_json: bool, options: tuple[str, ...],
+        **extra: Any) -> None:
+    """Run the graph in FILE (.hal text) and summarise its outputs."""
+    from hal.ir.text import load_graph
+    from hal.reference import random_inputs
+
+    graph = load_graph(file)
+    impl = get_backend(backend, require_available=True)
+    spec = resolve_device(device, impl.default_device)
+    if inputs is not None:
+        values = load_inputs(inputs, graph)
+    else:
+        given = _parse_dims(dims)
+        unbound = sorted({d for v in graph.inputs for d in v.shape
+                          if isinstance(d, str) and d not in given})
+        if unbound:
+            raise HalError(f"{file}: graph {graph.name} has symbolic dims "
+                           f"{', '.join(unbound)} with no size",
+                           hint="give each a size, e.g. " + " ".join(
+                               f"--dim {d}=4" for d in unbound) + ", or pass --inputs")
+        values = random_inputs(graph, seed, dims=given)
+    result = impl.run_graph(graph, values, spec, **_backend_options(extra, options))
+    if save is not None:
+        save_outputs(save, result.outputs)
+    if as_json:
+        click.echo(json.dumps({
+            "graph": graph.name, "file": str(Path(file)), "backend": backend,
+            "device": spec.name, "seed": None if inputs else seed,
+            "outputs": {k: summarize(v) for k, v in result.outputs.items()},
+            "stats": result.stats, "report": result.report,
+        }, indent=2, default=str))
+    else:
+        _print_result(graph, backend, spec.name, result)
+        if save is not None:
+            click.echo(f"saved {len(result.outputs)} output(s) to {save}")

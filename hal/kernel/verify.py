@@ -1,0 +1,351 @@
+"""The kernel IR verifier: `verify_kernel` and `KernelError`.
+
+Checks what every consumer of a Kernel (renderers, simulator) relies on: names
+declared before use and scoped, buffer names known, dtypes consistent, ops known
+to hal.ops with a scalar meaning, shuffle widths legal, barriers not under
+thread-dependent branches, and, given a DeviceSpec, the launch limits. Every
+error names the kernel and the offending statement and says how to fix it.
+"""
+
+from __future__ import annotations
+
+from hal.devices.spec import DeviceSpec
+from hal.dtypes import DType
+from hal.errors import HalError, UnsupportedError
+from hal.kernel.ir import (
+    SHUFFLE_MODES,
+    SPECIALS,
+    Assign,
+    AtomicAdd,
+    Barrier,
+    Binary,
+    BufferParam,
+    Cast,
+    Comment,
+    Const,
+    Declare,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    Param,
+    ScalarParam,
+    Select,
+    Shuffle,
+    Special,
+    Stmt,
+    Store,
+    Unary,
+    Var,
+)
+from hal.kernel.printer import format_expr, format_stmt
+
+SHIFT_OPS = frozenset({"shift_left", "shift_right", "shift_right_logical",
+                       "shift_right_arithmetic"})
+BOOL_OPS = frozenset({"logical_and", "logical_or", "logical_xor", "logical_not"})
+
+
+class KernelError(HalError):
+    """A Kernel that breaks the IR's rules (a lowering bug, or a launch the spec forbids)."""
+
+
+class _Verifier:
+    def __init__(self, kernel: Kernel, strict_barriers: bool = True):
+        self.k = kernel
+        self.strict_barriers = strict_barriers
+        self.scopes: list[dict[str, DType]] = [{}]
+        self.scalars = {p.name: p.dtype for p in kernel.params if isinstance(p, ScalarParam)}
+        self.buffers: dict[str, tuple[str, DType, bool]] = {}
+        for p in kernel.params:
+            if isinstance(p, BufferParam):
+                self._add_buffer(p.name, "global", p.dtype, p.readonly)
+        for s in kernel.shared:
+            self._add_buffer(s.name, "shared", s.dtype, False)
+        for loc in kernel.locals:
+            self._add_buffer(loc.name, "local", loc.dtype, False)
+        self.stmt: Stmt | None = None
+        self.loop_vars: list[str] = []
+
+    def fail(self, what: str, hint: str | None = None) -> None:
+        where = ""
+        if self.stmt is not None:
+            text = format_stmt(self.stmt)[0].strip()
+            where = f" in `{text[:160]}`"
+        raise KernelError(f"kernel {self.k.name}: {what}{where}", hint=hint)
+
+    def _add_buffer(self, name: str, space: str, dt: DType, readonly: bool) -> None:
+        if name in self.buffers or name in self.scalars:
+            self.fail(f"the name '{name}' is used by two parameters or buffers",
+                      hint="give every buffer and parameter its own name")
+        self.buffers[name] = (space, dt, readonly)
+
+    # ------------------------------------------------------------------ expressions
+    def lookup(self, v: Var) -> DType | None:
+        for scope in reversed(self.scopes):
+            if v.name in scope:
+                return scope[v.name]
+        return None
+
+    def index(self, e: Expr, what: str) -> None:
+        self.expr(e)
+        if not e.dtype.is_int:
+            self.fail(f"{what} `{format_expr(e)}` has dtype {e.dtype}, not an integer",
+                      hint=f"cast it to {self.k.index_dtype}")
+
+    def boolean(self, e: Expr, what: str) -> None:
+        self.expr(e)
+        if not e.dtype.is_bool:
+            self.fail(f"{what} `{format_expr(e)}` has dtype {e.dtype}, not bool",
+                      hint="compare it with ne(x, 0)")
+
+    def op(self, name: str, e: Expr) -> None:
+        from hal.ops import get_op
+
+        try:
+            od = get_op(name)
+        except UnsupportedError:
+            self.fail(f"unknown op '{name}' in `{format_expr(e)}`",
+                      hint="Unary/Binary ops must be hal.ops elementwise op names")
+        if od.scalar is None:
+            self.fail(f"op '{name}' has no scalar definition and cannot appear in a kernel",
+                      hint="use Cast / Select nodes, or an elementwise op")
+
+    def expr(self, e: Expr) -> None:
+        fn = getattr(self, "x_" + type(e).__name__, None)
+        if fn is None:
+            self.fail(f"unknown expression {type(e).__name__}")
+        fn(e)
+
+    def x_Const(self, e: Const) -> None:
+        pass
+
+    def x_Var(self, e: Var) -> None:
+        dt = self.lookup(e)
+        if dt is None:
+            self.fail(f"variable '{e.name}' is used before it is declared",
+                      hint="add a Declare before the first use (For binds its own variable)")
+        if dt != e.dtype:
+            self.fail(f"variable '{e.name}' is declared {dt} but used as {e.dtype}")
+
+    def x_Param(self, e: Param) -> None:
+        if e.name not in self.scalars:
+            self.fail(f"scalar parameter '{e.name}' is not a parameter of the kernel",
+                      hint="add a ScalarParam to kernel.params")
+        if self.scalars[e.name] != e.dtype:
+            self.fail(f"parameter '{e.name}' is {self.scalars[e.name]} but read as {e.dtype}")
+
+    def x_Special(self, e: Special) -> None:
+        if e.kind not in SPECIALS:
+            self.fail(f"unknown hardware index '{e.kind}'", hint="one of " + ", ".join(SPECIALS))
+
+    def x_Unary(self, e: Unary) -> None:
+        self.expr(e.x)
+        self.op(e.op, e)
+        if (e.op in BOOL_OPS) != e.x.dtype.is_bool:
+            self.fail(f"`{format_expr(e)}`: {e.op} on a {e.x.dtype} operand")
+
+    def x_Binary(self, e: Binary) -> None:
+        self.expr(e.a)
+        self.expr(e.b)
+        self.op(e.op, e)
+        if e.op in SHIFT_OPS:
+            if not (e.a.dtype.is_int and e.b.dtype.is_int):
+                self.fail(f"`{format_expr(e)}`: shifts need integer operands")
+        elif e.a.dtype != e.b.dtype:
+            self.fail(f"`{format_expr(e)}`: operands of {e.op} are {e.a.dtype} and {e.b.dtype}",
+                      hint="insert an explicit Cast")
+        if e.op in BOOL_OPS and not e.a.dtype.is_bool:
+            self.fail(f"`{format_expr(e)}`: {e.op} needs bool operands, got {e.a.dtype}")
+
+    def x_Select(self, e: Select) -> None:
+        self.boolean(e.pred, "select predicate")
+        self.expr(e.on_true)
+        self.expr(e.on_false)
+        if e.on_true.dtype != e.on_false.dtype:
+            self.fail(f"`{format_expr(e)}`: select branches are {e.on_true.dtype} and "
+                      f"{e.on_false.dtype}", hint="insert an explicit Cast")
+
+    def x_Cast(self, e: Cast) -> None:
+        self.expr(e.x)
+
+    def buffer(self, name: str) -> tuple[str, DType, bool]:
+        if name not in self.buffers:
+            self.fail(f"buffer '{name}' is not a parameter, shared or local buffer of the kernel",
+                      hint="declare it in kernel.params, kernel.shared or kernel.locals")
+        return self.buffers[name]
+
+    def x_Load(self, e: Load) -> None:
+        _, dt, _ = self.buffer(e.buffer)
+        self.index(e.index, f"index of {e.buffer}")
+        if e.dtype != dt:
+            self.fail(f"load of {e.buffer} is typed {e.dtype}, the buffer holds {dt}")
+        if e.mask is not None:
+            self.boolean(e.mask, f"mask of the load of {e.buffer}")
+        if e.other is not None:
+            self.expr(e.other)
+            if e.other.dtype != dt:
+                self.fail(f"`other` of the load of {e.buffer} is {e.other.dtype}, not {dt}")
+
+    def x_Shuffle(self, e: Shuffle) -> None:
+        self.expr(e.x)
+        self.index(e.offset, "shuffle offset")
+        w = e.width
+        if e.mode not in SHUFFLE_MODES:
+            self.fail(f"shuffle mode '{e.mode}' is not one of {', '.join(SHUFFLE_MODES)}")
+        if w < 1 or w & (w - 1) or w > self.k.warp_size:
+            self.fail(f"shuffle width {w} must be a power of two <= the warp size "
+                      f"{self.k.warp_size}")
+
+    # ------------------------------------------------------------------ statements
+    def body(self, stmts: list[Stmt]) -> None:
+        self.scopes.append({})
+        for s in stmts:
+            self.statement(s)
+        self.scopes.pop()
+
+    def statement(self, s: Stmt) -> None:
+        self.stmt = s
+        fn = getattr(self, "s_" + type(s).__name__, None)
+        if fn is None:
+            self.fail(f"unknown statement {type(s).__name__}")
+        fn(s)
+
+    def s_Comment(self, s: Comment) -> None:
+        pass
+
+    def s_Barrier(self, s: Barrier) -> None:
+        pass
+
+    def s_Declare(self, s: Declare) -> None:
+        if s.init is not None:
+            self.expr(s.init)
+            if s.init.dtype != s.var.dtype:
+                self.fail(f"'{s.var.name}' is {s.var.dtype} but its initial value is "
+                          f"{s.init.dtype}", hint="insert an explicit Cast")
+        if s.var.name in self.scopes[-1]:
+            self.fail(f"variable '{s.var.name}' is declared twice in one scope")
+        self.scopes[-1][s.var.name] = s.var.dtype
+
+    def s_Assign(self, s: Assign) -> None:
+        self.x_Var(s.var)
+        self.expr(s.value)
+        if s.value.dtype != s.var.dtype:
+            self.fail(f"assigning {s.value.dtype} to '{s.var.name}' of type {s.var.dtype}",
+                      hint="insert an explicit Cast")
+        if s.var.name in self.loop_vars:
+            self.fail(f"the loop variable '{s.var.name}' is assigned inside its loop",
+                      hint="use another variable")
+
+    def _access(self, s: Store | AtomicAdd) -> None:
+        space, dt, readonly = self.buffer(s.buffer)
+        self.index(s.index, f"index of {s.buffer}")
+        self.expr(s.value)
+        if s.value.dtype != dt:
+            self.fail(f"storing {s.value.dtype} into {s.buffer} of {dt}",
+                      hint=f"Cast the value to {dt}")
+        if s.mask is not None:
+            self.boolean(s.mask, f"mask of the store to {s.buffer}")
+        if readonly:
+            self.fail(f"store to read-only buffer '{s.buffer}'",
+                      hint="mark the output BufferParam readonly=False")
+
+    def s_Store(self, s: Store) -> None:
+        self._access(s)
+
+    def s_AtomicAdd(self, s: AtomicAdd) -> None:
+        self._access(s)
+        if self.buffers[s.buffer][0] == "local":
+            self.fail(f"atomic add on local buffer '{s.buffer}'", hint="use a Store")
+
+    def s_If(self, s: If) -> None:
+        self.boolean(s.cond, "if condition")
+        if self.strict_barriers and _mentions_thread(s.cond) and _has_barrier(s.then + s.orelse):
+            self.fail("Barrier inside a branch on a thread-dependent condition: threads that "
+                      "skip the branch never reach it",
+                      hint="move the Barrier out of the branch")
+        self.body(s.then)
+        self.stmt = s
+        self.body(s.orelse)
+
+    def s_For(self, s: For) -> None:
+        for what, e in (("start", s.start), ("stop", s.stop), ("step", s.step)):
+            self.index(e, f"loop {what}")
+            if e.dtype != s.var.dtype:
+                self.fail(f"loop {what} is {e.dtype}, the loop variable '{s.var.name}' is "
+                          f"{s.var.dtype}")
+        if isinstance(s.step, Const) and s.step.value <= 0:
+            self.fail(f"loop step {s.step.value} must be positive")
+        self.scopes.append({s.var.name: s.var.dtype})
+        self.loop_vars.append(s.var.name)
+        self.body(s.body)
+        self.loop_vars.pop()
+        self.scopes.pop()
+
+
+def _expr_children(e: Expr) -> list[Expr]:
+    if isinstance(e, Unary | Cast):
+        return [e.x]
+    if isinstance(e, Binary):
+        return [e.a, e.b]
+    if isinstance(e, Select):
+        return [e.pred, e.on_true, e.on_false]
+    if isinstance(e, Load):
+        return [x for x in (e.index, e.mask, e.other) if x is not None]
+    if isinstance(e, Shuffle):
+        return [e.x, e.offset]
+    return []
+
+
+def _mentions_thread(e: Expr) -> bool:
+    if isinstance(e, Special) and e.kind == "thread_idx":
+        return True
+    return any(_mentions_thread(c) for c in _expr_children(e))
+
+
+def _has_barrier(stmts: list[Stmt]) -> bool:
+    for s in stmts:
+        if isinstance(s, Barrier):
+            return True
+        if isinstance(s, If) and _has_barrier(s.then + s.orelse):
+            return True
+        if isinstance(s, For) and _has_barrier(s.body):
+            return True
+    return False
+
+
+def verify_kernel(kernel: Kernel, spec: DeviceSpec | None = None, *,
+                  strict_barriers: bool = True) -> None:
+    """Raise KernelError at the first rule `kernel` breaks; return None when it is well formed.
+
+    `strict_barriers=False` skips the static barrier-divergence rule (the CPU simulator
+    checks barriers at run time, per block and thread, and reports them precisely).
+    """
+    k = kernel
+    if k.block < 1 or len(k.grid) != 3 or min(k.grid) < 1:
+        raise KernelError(f"kernel {k.name}: launch grid {k.grid} / block {k.block} must be "
+                          "positive (grid has 3 axes)")
+    if k.warp_size < 1 or k.warp_size & (k.warp_size - 1):
+        raise KernelError(f"kernel {k.name}: warp size {k.warp_size} is not a power of two")
+    if not k.index_dtype.is_int:
+        raise KernelError(f"kernel {k.name}: index dtype {k.index_dtype} is not an integer")
+    v = _Verifier(k, strict_barriers)
+    for s in (*k.shared, *k.locals):
+        if s.size < 1:
+            raise KernelError(f"kernel {k.name}: buffer '{s.name}' has size {s.size}")
+    v.body(k.body)
+    if spec is not None:
+        _check_spec(k, spec)
+
+
+def _check_spec(k: Kernel, spec: DeviceSpec) -> None:
+    if k.warp_size != spec.warp_size:
+        raise KernelError(f"kernel {k.name}: lowered for warp size {k.warp_size}, {spec.name} "
+                          f"has {spec.warp_size}", hint=f"lower again for {spec.name}")
+    if k.block > spec.max_threads_per_block:
+        raise KernelError(f"kernel {k.name}: block of {k.block} threads exceeds {spec.name}'s "
+                          f"limit of {spec.max_threads_per_block}", hint="use a smaller block")
+    if k.shared_bytes > spec.shared_mem_per_block:
+        raise KernelError(f"kernel {k.name}: needs {k.shared_bytes / 1024:g} KiB shared memory, "
+                          f"{spec.name} allows {spec.shared_mem_per_block / 1024:g} KiB per block",
+                          hint="use smaller tiles")

@@ -1,0 +1,202 @@
+"""Lowering of matmul groups: one dot_general/matmul, its operand prologue, its epilogue.
+
+Tiled through shared memory (the classic SGEMM structure):
+* a block computes a BM x BN tile of (batch, M, N), batch on grid axis z,
+  N tiles on x, M tiles on y; each of its (BM/TM)*(BN/TN) threads owns a
+  TM x TN micro-tile of accumulators in a per-thread LocalBuffer;
+* per K step of BK, the block loads the A tile (BM x BK) and the B tile
+  (BK x BN) into shared memory, stored k-major, consecutive threads reading
+  consecutive elements of each operand's contiguous dim; out-of-range
+  elements load as 0 (masked), so no shape has to divide the tiles;
+  barrier; each thread multiplies TM A values by TN B values for each of the
+  BK steps; barrier before the next tiles overwrite shared memory;
+* tiles come from `tiling.matmul_tiles(spec)`: (BM + BN) * BK elements within
+  shared_mem_per_block, threads a whole number of warps within
+  max_threads_per_block, TM*TN + TM + TN + 16 registers within
+  max_registers_per_thread; `schedule={"tiles": {...}}` overrides;
+* operands may be any expression of their coordinates (a transpose or cast in
+  the group, matmul's transpose flags, dot_general's dimension numbers): the
+  loads go through the shared ScalarBuilder, so transposed operands are
+  strided loads;
+* accumulation in the contraction's acc dtype (f32 for 16-bit inputs), the
+  elementwise epilogue (bias via broadcast_to, activation, residual, scale,
+  cast) applied to each accumulator before its store.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hal.devices.spec import DeviceSpec
+from hal.dtypes import compute_dtype
+from hal.errors import UnsupportedError
+from hal.ir.graph import Node
+from hal.kernel.ir import (
+    Barrier,
+    Binary,
+    Cast,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    Select,
+    Stmt,
+    Store,
+)
+from hal.lowering.context import KernelContext, index_dtype_for
+from hal.lowering.expr import ScalarBuilder, rounded, to_storage, zero_of
+from hal.lowering.pointwise import group_sizes
+from hal.lowering.registry import register_lowering
+from hal.lowering.tiling import MatmulTiles, cdiv, matmul_tiles
+from hal.ops import Category, get_op
+
+
+def contraction_dims(node: Node):
+    """(lhs_batch, rhs_batch, lhs_contract, rhs_contract, lhs_free, rhs_free) of a contraction."""
+    a, b = node.inputs
+    if node.op == "matmul":
+        ra, rb = a.rank, b.rank
+        batch = tuple(range(ra - 2))
+        lc, lf = (ra - 2, ra - 1) if node.attrs["transpose_a"] else (ra - 1, ra - 2)
+        rc, rf = (rb - 1, rb - 2) if node.attrs["transpose_b"] else (rb - 2, rb - 1)
+        return batch, tuple(range(rb - 2)), (lc,), (rc,), (lf,), (rf,)
+    from hal.ops.contraction import dot_general_dims
+
+    return dot_general_dims(a.rank, b.rank, node.attrs)
+
+
+def _scatter(rank: int, parts: list[tuple[tuple[int, ...], list[Expr]]]) -> tuple[Expr, ...]:
+    out: list[Expr | None] = [None] * rank
+    for dims, coords in parts:
+        for d, c in zip(dims, coords, strict=True):
+            out[d] = c
+    return tuple(out)  # type: ignore[arg-type]
+
+
+def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
+    dots = [n for n in group.nodes if get_op(n.op).category is Category.CONTRACTION]
+    if len(dots) != 1:
+        raise UnsupportedError(f"group {group.name}: {len(dots)} contractions in one group",
+                               hint="a matmul group holds exactly one dot_general/matmul")
+    dot = dots[0]
+    a, b = dot.inputs
+    out = dot.outputs[0]
+    lb, rb, lc, rc, lf, rf = contraction_dims(dot)
+    bs = [a.shape[i] for i in lb]
+    ms, ns, ks = [a.shape[i] for i in lf], [b.shape[j] for j in rf], [a.shape[i] for i in lc]
+    nb, m, n, k = math.prod(bs), math.prod(ms), math.prod(ns), math.prod(ks)
+    for v in group.outputs:
+        if tuple(v.shape) != tuple(out.shape):
+            raise UnsupportedError(f"group {group.name}: output %{v.name} {list(v.shape)} is not "
+                                   f"shaped like the matmul result {list(out.shape)}",
+                                   hint="split the group after the epilogue")
+    if nb * m * n == 0:
+        return []
+    from hal.ops.contraction import accumulation_dtype
+
+    acc_dt = compute_dtype(accumulation_dtype(a.dtype, dot.attrs))
+    forced = group.schedule.get("tiles")
+    t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
+        else matmul_tiles(m, n, k, acc_dt.itemsize, spec)
+    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+    threads = t.threads
+    body: list[Stmt] = []
+    tid = ctx.tid()
+    cols = t.bn // t.tn
+    tx = ctx.declare(body, "tx", ctx.mod(tid, cols))
+    ty = ctx.declare(body, "ty", ctx.div(tid, cols))
+    m0 = ctx.declare(body, "m0", ctx.mul(ctx.bid("y"), t.bm))
+    n0 = ctx.declare(body, "n0", ctx.mul(ctx.bid("x"), t.bn))
+    bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
+               for c in ctx.unravel(ctx.bid("z"), bs)]
+    a_sh = ctx.shared_buffer("a_tile", acc_dt, t.bm * t.bk)
+    b_sh = ctx.shared_buffer("b_tile", acc_dt, t.bk * t.bn)
+    acc = ctx.local_buffer("acc", acc_dt, t.tm * t.tn)
+    zero = zero_of(acc_dt)
+    i = ctx.var("i", ctx.idx)
+    body.append(For(i, ctx.c(0), ctx.c(t.tm * t.tn), ctx.c(1), [Store(acc, i, zero)],
+                    unroll=True))
+    builder = ScalarBuilder(ctx, group.nodes, body)
+
+    kstep = ctx.var("k0", ctx.idx)
+    kbase = ctx.mul(kstep, t.bk)
+    kloop: list[Stmt] = []
+
+    def tile_load(buf: str, rows: int, cols_: int, value, coords_of) -> None:
+        """Cooperative load of a rows x cols_ tile (element e: row e // cols_, col e % cols_)."""
+        total = rows * cols_
+        it = ctx.var("l", ctx.idx)
+        loop: list[Stmt] = []
+        e = ctx.declare(loop, "e", ctx.add(ctx.mul(it, threads), tid))
+        inner: list[Stmt] = []
+        r = ctx.declare(inner, "r", ctx.div(e, cols_))
+        c = ctx.declare(inner, "c", ctx.mod(e, cols_))
+        coords, valid, sh_index = coords_of(inner, r, c)
+        x = builder.scope(inner).value(value, coords, valid)
+        x = Cast(x, acc_dt) if x.dtype != acc_dt else x
+        inner.append(Store(buf, sh_index, Select(valid, x, zero)))
+        loop.extend(inner) if total % threads == 0 else loop.append(If(e.lt(ctx.c(total)),
+                                                                        inner))
+        kloop.append(For(it, ctx.c(0), ctx.c(cdiv(total, threads)), ctx.c(1), loop))
+
+    def a_coords(stmts, mm, kk):  # A tile: rows = m, cols = k (k contiguous in row-major A)
+        gm = ctx.declare(stmts, "gm", ctx.add(m0, mm))
+        gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
+        valid = Binary("logical_and", gm.lt(ctx.c(m)), gk.lt(ctx.c(k)))
+        coords = _scatter(a.rank, [(lb, bcoords), (lf, ctx.unravel(gm, ms)),
+                                   (lc, ctx.unravel(gk, ks))])
+        return coords, valid, ctx.add(ctx.mul(kk, t.bm), mm)
+
+    def b_coords(stmts, kk, nn):  # B tile: rows = k, cols = n
+        gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
+        gn = ctx.declare(stmts, "gn", ctx.add(n0, nn))
+        valid = Binary("logical_and", gk.lt(ctx.c(k)), gn.lt(ctx.c(n)))
+        coords = _scatter(b.rank, [(rb, bcoords), (rc, ctx.unravel(gk, ks)),
+                                   (rf, ctx.unravel(gn, ns))])
+        return coords, valid, ctx.add(ctx.mul(kk, t.bn), nn)
+
+    tile_load(a_sh, t.bm, t.bk, a, a_coords)
+    tile_load(b_sh, t.bk, t.bn, b, b_coords)
+    kloop.append(Barrier())
+    kk = ctx.var("kk", ctx.idx)
+    fma: list[Stmt] = []
+    a_row = ctx.declare(fma, "arow", ctx.add(ctx.mul(kk, t.bm), ctx.mul(ty, t.tm)))
+    b_row = ctx.declare(fma, "brow", ctx.add(ctx.mul(kk, t.bn), ctx.mul(tx, t.tn)))
+    av = [ctx.declare(fma, "a", Load(a_sh, ctx.add(a_row, ii), acc_dt)) for ii in range(t.tm)]
+    bv = [ctx.declare(fma, "b", Load(b_sh, ctx.add(b_row, jj), acc_dt)) for jj in range(t.tn)]
+    for ii in range(t.tm):
+        for jj in range(t.tn):
+            slot = ctx.c(ii * t.tn + jj)
+            fma.append(Store(acc, slot, Load(acc, slot, acc_dt) + av[ii] * bv[jj]))
+    kloop.append(For(kk, ctx.c(0), ctx.c(t.bk), ctx.c(1), fma))
+    kloop.append(Barrier())  # the next K step overwrites the tiles others may still read
+    body.append(For(kstep, ctx.c(0), ctx.c(cdiv(k, t.bk)), ctx.c(1), kloop))
+
+    # epilogue: each accumulator through the fused elementwise chain, then stored
+    for ii in range(t.tm):
+        for jj in range(t.tn):
+            stmts: list[Stmt] = []
+            gm = ctx.declare(stmts, "om", ctx.add(m0, ctx.add(ctx.mul(ty, t.tm), ii)))
+            gn = ctx.declare(stmts, "on", ctx.add(n0, ctx.add(ctx.mul(tx, t.tn), jj)))
+            inner: list[Stmt] = []
+            coords = (*bcoords, *ctx.unravel(gm, ms), *ctx.unravel(gn, ns))
+            value = Load(acc, ctx.c(ii * t.tn + jj), acc_dt)
+            value = Cast(value, compute_dtype(out.dtype)) if acc_dt != compute_dtype(out.dtype) \
+                else value
+            ep = builder.scope(inner)
+            ep.env[out.name] = (coords, ctx.declare(inner, out.name, rounded(value, out.dtype)))
+            for v in group.outputs:
+                e = ep.value(v, coords)
+                param, idx = ep.store_index(v, coords)
+                inner.append(Store(param, idx, to_storage(e, v.dtype)))
+            stmts.append(If(Binary("logical_and", gm.lt(ctx.c(m)), gn.lt(ctx.c(n))), inner))
+            body.extend(stmts)
+    grid = (cdiv(n, t.bn), cdiv(m, t.bm), nb)
+    sched = {**group.schedule, "strategy": "smem_tiled", "tiles": t.as_dict(),
+             "acc_dtype": acc_dt.name, "m": m, "n": n, "k": k, "batch": nb}
+    return [ctx.kernel(body, grid, threads, {"ops": group.ops, "group": group.name,
+                                             "schedule": sched})]
+
+
+register_lowering("matmul")(lower_matmul)

@@ -1,0 +1,116 @@
+"""Block, grid and tile sizes, derived from the DeviceSpec only (no per-vendor constants).
+
+Every size here is a function of warp_size, max_threads_per_block,
+max_threads_per_unit, compute_units, shared_mem_per_block and
+max_registers_per_thread, so a new device spec gets sensible kernels for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from hal.devices.spec import DeviceSpec
+
+# Work per thread the heuristics aim for: a thread should stride a row at least
+# this many times before a block is worth its launch and reduction tree.
+ELEMS_PER_THREAD = 4
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def round_up(a: int, b: int) -> int:
+    return cdiv(a, b) * b
+
+
+def elementwise_block(spec: DeviceSpec) -> int:
+    """Threads per block for one-thread-per-element kernels: 8 warps, capped by the spec."""
+    return min(spec.max_threads_per_block, 8 * spec.warp_size)
+
+
+def elementwise_grid(numel: int, block: int, spec: DeviceSpec) -> int:
+    """Enough blocks to fill every unit a few times over; a grid-stride loop covers the rest."""
+    resident = spec.compute_units * max(1, spec.max_threads_per_unit // block)
+    return max(1, min(cdiv(numel, block), 4 * resident))
+
+
+def row_block(row_len: int, spec: DeviceSpec) -> int:
+    """One block per row: about ELEMS_PER_THREAD elements per thread, whole warps."""
+    want = round_up(max(1, cdiv(row_len, ELEMS_PER_THREAD)), spec.warp_size)
+    return max(spec.warp_size, min(spec.max_threads_per_block, want))
+
+
+def auto_split(rows: int, row_len: int, block: int, spec: DeviceSpec) -> int:
+    """Blocks per row when there are too few rows to keep every unit busy."""
+    if rows >= spec.compute_units or row_len < 4 * ELEMS_PER_THREAD * block:
+        return 1
+    k = min(cdiv(2 * spec.compute_units, rows), cdiv(row_len, ELEMS_PER_THREAD * block),
+            spec.max_threads_per_block)
+    return max(1, k)
+
+
+@dataclass(frozen=True)
+class MatmulTiles:
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self) | {"threads": self.threads}
+
+
+def matmul_registers(t: MatmulTiles) -> int:
+    """Estimated 32-bit registers per thread: accumulators, fragments, addresses."""
+    return t.tm * t.tn + t.tm + t.tn + 16
+
+
+def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec) -> MatmulTiles:
+    """The largest block tile that fits the spec, shrunk while the grid underfills the device.
+
+    Constraints: (BM + BN) * BK * acc_bytes <= shared_mem_per_block; threads a whole
+    number of warps and <= max_threads_per_block; register estimate <=
+    max_registers_per_thread."""
+    def fits(t: MatmulTiles) -> bool:
+        return (t.threads % spec.warp_size == 0 and t.threads <= spec.max_threads_per_block
+                and (t.bm + t.bn) * t.bk * acc_bytes <= spec.shared_mem_per_block
+                and matmul_registers(t) <= spec.max_registers_per_thread)
+
+    cands = []
+    for bm in (128, 64, 32, 16, 8):
+        for bn in (128, 64, 32, 16, 8):
+            for bk in (32, 16, 8):
+                for tm in (8, 4, 2, 1):
+                    for tn in (8, 4, 2, 1):
+                        if tm <= bm and tn <= bn:
+                            t = MatmulTiles(bm, bn, bk, tm, tn)
+                            if fits(t):
+                                cands.append(t)
+    if not cands:
+        raise ValueError(f"no matmul tile fits device {spec.name}")
+
+    def score(t: MatmulTiles) -> tuple:
+        blocks = cdiv(m, t.bm) * cdiv(n, t.bn)
+        waste = (round_up(m, t.bm) * round_up(n, t.bn)) / max(1, m * n)
+        fill = min(1.0, blocks / spec.compute_units)
+        # prefer filling the device, then little padding waste, then big tiles
+        # (more reuse per shared byte), then more work per thread, then deeper K steps
+        return (round(fill, 2), -round(waste, 1), t.bm * t.bn, t.tm * t.tn,
+                min(t.bk, round_up(k, 8)))
+
+    return max(cands, key=score)
+
+
+def transpose_tile(itemsize: int, spec: DeviceSpec) -> tuple[int, int]:
+    """(T, rows): a T x T tile (T = warp_size, +1 padding column) moved by T x rows threads."""
+    t = spec.warp_size
+    while t > 1 and t * (t + 1) * itemsize > spec.shared_mem_per_block:
+        t //= 2
+    rows = max(1, min(t, spec.max_threads_per_block // t))
+    return t, rows

@@ -1,0 +1,183 @@
+"""The float64 reference executor: what every backend's numbers are compared against.
+
+`evaluate(graph, inputs)` decomposes composites into primitives, then runs each
+primitive's `OpDef.reference` in wide arithmetic (float64 for float dtypes,
+int64 for integer dtypes, bool for bool) and rounds every result to its
+declared dtype with `hal.dtypes.cast`. Consumers read the rounded value,
+widened again: the reference evaluates the primitive graph in float64 from
+the same rounded inputs a device kernel sees (DESIGN.md, decision 8).
+
+`evaluate_all` returns every value (for localising a mismatch to a node);
+`random_inputs` makes seeded inputs in each input's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from hal.dtypes import DType, cast
+from hal.errors import HalError, ShapeError
+from hal.ir.graph import Graph, Value
+from hal.ir.types import TensorType
+
+
+def widen(a: np.ndarray, dt: DType) -> np.ndarray:
+    """The wide form the reference computes in: float64, int64 or bool."""
+    a = np.asarray(a)
+    if dt.is_bool:
+        return a.astype(bool)
+    if dt.is_int:
+        return a.astype(np.int64)
+    return a.astype(np.float64)
+
+
+def bind_dims(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Check `inputs` against the graph's inputs; return the symbolic dims they bind."""
+    declared = {v.name: v for v in graph.inputs}
+    for name in inputs:
+        if name not in declared:
+            raise HalError(f"graph {graph.name}: '{name}' is not an input",
+                           hint="inputs: " + (", ".join(declared) or "none"))
+    dims: dict[str, int] = {}
+    for v in graph.inputs:
+        if v.name not in inputs:
+            raise HalError(f"graph {graph.name}: input %{v.name} ({v.type}) is missing",
+                           hint="pass every input; random_inputs(graph) makes some")
+        a = inputs[v.name]
+        if not isinstance(a, np.ndarray) or a.dtype != v.dtype.np_dtype:
+            got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+            raise HalError(f"graph {graph.name}: input %{v.name} is {v.type} but the array "
+                           f"given has dtype {got}",
+                           hint=f"convert it with hal.dtypes.cast(x, {v.dtype.name})")
+        if a.ndim != v.rank:
+            raise HalError(f"graph {graph.name}: input %{v.name} is {v.type} (rank {v.rank}) "
+                           f"but the array given has shape {list(a.shape)}")
+        for axis, (want, got) in enumerate(zip(v.shape, a.shape, strict=True)):
+            if isinstance(want, str):
+                if dims.setdefault(want, got) != got:
+                    raise HalError(f"graph {graph.name}: input %{v.name} axis {axis} binds "
+                                   f"{want}={got}, an earlier input bound {want}={dims[want]}")
+            elif want != got:
+                raise HalError(f"graph {graph.name}: input %{v.name} is {v.type} but the array "
+                               f"given has shape {list(a.shape)} (axis {axis})")
+    return dims
+
+
+def _bound(t: TensorType, dims: Mapping[str, int]) -> TensorType:
+    return t.with_shape(tuple(dims.get(d, d) if isinstance(d, str) else d for d in t.shape))
+
+
+def _decomposed(graph: Graph) -> Graph:
+    from hal.ops import get_op
+
+    if not any(get_op(n.op).is_composite for n in graph.nodes):
+        return graph
+    try:
+        from hal.ops.decompose import decompose_graph
+    except ModuleNotFoundError as e:
+        if e.name != "hal.ops.decompose":
+            raise
+        return graph  # composites run their own reference
+    return decompose_graph(graph)
+
+
+def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
+         constants: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Every value of `graph`, in its declared dtype."""
+    from hal.ir.initializers import materialize
+    from hal.ops import get_op
+
+    dims = bind_dims(graph, inputs)
+    declared: dict[str, np.ndarray] = {}
+    wide: dict[str, np.ndarray] = {}
+
+    def store(v: Value, a: np.ndarray) -> None:
+        declared[v.name] = cast(a, v.dtype)
+        wide[v.name] = widen(declared[v.name], v.dtype)
+
+    for v in graph.inputs:
+        store(v, inputs[v.name])
+    given = dict(constants or {})
+    for c in graph.constants:
+        v = c.value
+        t = _bound(v.type, dims)
+        if v.name in given:
+            a = np.asarray(given.pop(v.name))
+            if t.is_static and tuple(a.shape) != t.shape:
+                raise HalError(f"graph {graph.name}: constant %{v.name} is {v.type} but the "
+                               f"array given has shape {list(a.shape)}")
+        else:
+            a = materialize(c.init, t, graph.base_dir, name=v.name)
+        store(v, a)
+    if given:
+        raise HalError(f"graph {graph.name}: {', '.join(given)} given as constants but the "
+                       "graph has no such constant")
+    for i, n in enumerate(graph.nodes):
+        opdef = get_op(n.op)
+        where = f"graph {graph.name}: node {i} ({n.op}" + (f" at {n.loc}" if n.loc else "") + ")"
+        try:
+            attrs = opdef.check_attrs(n.attrs)
+            with np.errstate(all="ignore"):
+                results = opdef.reference([wide[v.name] for v in n.inputs], attrs)
+        except ShapeError as e:
+            raise HalError(f"{where}: {e.message}", hint=e.hint) from None
+        if len(results) != len(n.outputs):
+            raise HalError(f"{where}: the reference returned {len(results)} results for "
+                           f"{len(n.outputs)} outputs")
+        for out, r in zip(n.outputs, results, strict=True):
+            r = np.asarray(r)
+            want = _bound(out.type, dims)
+            if want.is_static and tuple(r.shape) != want.shape:
+                raise HalError(f"{where}: the reference gives %{out.name} shape "
+                               f"{list(r.shape)}, declared {out.type}")
+            for d, got in zip(want.shape, r.shape, strict=False):
+                if isinstance(d, str):
+                    dims.setdefault(d, got)
+            store(out, r)
+    return declared
+
+
+def evaluate_all(graph: Graph, inputs: Mapping[str, np.ndarray], *,
+                 constants: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Every value of the (decomposed) graph by name, each in its declared dtype."""
+    return _run(_decomposed(graph), inputs, constants)
+
+
+def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray], *,
+             constants: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The graph's outputs by name, each in its declared dtype (NumPy / ml_dtypes arrays)."""
+    prim = _decomposed(graph)
+    values = _run(prim, inputs, constants)
+    # decomposition may rename internal values; outputs correspond by position
+    return {orig.name: values[new.name]
+            for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
+
+
+def random_inputs(graph: Graph, seed: int = 0, *,
+                  dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs: floats ~ N(0, 1) rounded to the dtype, ints in [0, 8), bools random.
+
+    Symbolic dims take their sizes from `dims`.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    dims = dict(dims or {})
+    for v in graph.inputs:
+        shape = []
+        for d in v.shape:
+            if isinstance(d, str):
+                if d not in dims:
+                    raise HalError(f"graph {graph.name}: input %{v.name} has symbolic dim "
+                                   f"'{d}'", hint=f"pass dims={{'{d}': 4}} to random_inputs")
+                d = dims[d]
+            shape.append(d)
+        if v.dtype.is_bool:
+            a = rng.integers(0, 2, size=shape).astype(bool)
+        elif v.dtype.is_int:
+            a = rng.integers(0, 8, size=shape)
+        else:
+            a = rng.standard_normal(size=shape)
+        out[v.name] = cast(a, v.dtype)
+    return out
