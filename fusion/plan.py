@@ -127,11 +127,12 @@ def structural_veto(nodes: list[Node]) -> str | None:
             if n is mm:
                 before = False
                 continue
-            if before:  # prologue: casts of an operand only
-                if n.op != "cast":
+            if before:  # prologue: casts of an operand only (and the constants they need)
+                if n.op != "cast" and _cat(n) not in (Category.SOURCE, Category.BROADCAST):
                     return f"only a cast may precede a matmul in its kernel, not {n.op}"
             else:
-                if any(o.shape != mm_shape for o in n.outputs) and _cat(n) is not Category.BROADCAST:
+                if any(o.shape != mm_shape for o in n.outputs) and \
+                        _cat(n) not in (Category.BROADCAST, Category.SOURCE):
                     return f"epilogue op {n.op} changes the matmul's output shape"
         del produced
     if reductions:

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from hal.ops import OPS, AttrSpec, Category, OpDef, register_op
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +15,7 @@ from hal.ir import GraphBuilder, Initializer
 from hal.ir.graph import _valid_name
 from hal.ir.text import load_graph, parse_graph, print_graph, save_graph
 from hal.ir.types import TensorType
+from hal.ops import OPS, AttrSpec, Category, OpDef, register_op
 
 # -- a test-only op whose attributes take any value and that has several results
 if "_test_attrs" not in OPS:

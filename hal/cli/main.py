@@ -15,6 +15,7 @@ import click
 from hal import __version__
 from hal.cli.backends_cmd import backends
 from hal.cli.devices import devices
+from hal.cli.fuse_cmd import fuse
 from hal.cli.ops_cmd import ops
 from hal.cli.run import run
 from hal.errors import HalError
@@ -57,7 +58,7 @@ def main(debug: bool) -> None:
     """hal: a hardware abstraction layer for AI accelerators."""
 
 
-for _command in (devices, backends, ops, run):
+for _command in (devices, backends, ops, run, fuse):
     main.add_command(_command)
 
 

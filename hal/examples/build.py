@@ -194,7 +194,7 @@ EXAMPLES = {
 def main(out_dir: str | None = None) -> None:
     from hal.ir.text import save_graph
 
-    out = Path(out_dir or Path(__file__).parent)
+    out = Path(out_dir or "examples")
     for name, make in EXAMPLES.items():
         save_graph(make(), out / f"{name}.hal")
         print("wrote", out / f"{name}.hal")

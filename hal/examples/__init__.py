@@ -1,0 +1,1 @@
+"""hal.examples: builders of the example graphs shipped under examples/."""
