@@ -10,10 +10,10 @@ from hal.ir.types import TensorType
 
 
 def normalize_axis(axis: int, rank: int, op: str) -> int:
-    if not -rank <= axis < max(rank, 1):
+    if not -rank <= axis < rank:
         raise ShapeError(f"{op}: axis {axis} is out of range for rank {rank}",
                          hint=f"use an axis in [{-rank}, {rank - 1}]")
-    return axis % rank if rank else 0
+    return axis % rank
 
 
 def normalize_axes(axes: Sequence[int] | None, rank: int, op: str) -> tuple[int, ...]:

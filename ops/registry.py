@@ -123,7 +123,7 @@ class OpDef:
         return out
 
     def check_arity(self, n: int) -> None:
-        fixed = len(self.inputs) - (1 if self.variadic else 0)
+        fixed = len(self.inputs)  # a variadic tail needs at least one operand
         if (self.variadic and n < fixed) or (not self.variadic and n != fixed):
             want = f"at least {fixed}" if self.variadic else str(fixed)
             raise ShapeError(f"{self.name}: takes {want} operand(s) "

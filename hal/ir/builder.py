@@ -74,6 +74,7 @@ class GraphBuilder:
         from hal.ops import get_op
 
         opdef = get_op(op)
+        opdef.check_arity(len(inputs))
         attrs = opdef.check_attrs(attrs)
         types = opdef.infer([v.type for v in inputs], attrs)
         names = name if isinstance(name, list) else [name] * len(types)

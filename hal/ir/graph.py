@@ -215,6 +215,7 @@ class Graph:
                                      f"{seen[v.name].type}")
             opdef = get_op(n.op)
             try:
+                opdef.check_arity(len(n.inputs))
                 attrs = opdef.check_attrs(n.attrs)
                 expected = opdef.infer([v.type for v in n.inputs], attrs)
             except ShapeError as e:

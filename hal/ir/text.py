@@ -75,7 +75,7 @@ def _format_attr(v: Any) -> str:
             return "nan"
         if math.isinf(v):
             return "inf" if v > 0 else "-inf"
-        return repr(v)
+        return float.__repr__(v)  # NumPy 2 scalars repr as np.float64(...)
     if isinstance(v, str):
         return quote(v)
     if isinstance(v, DType):

@@ -15,12 +15,13 @@ from hal.ir.graph import _valid_name
 
 
 def is_ident(s: str) -> bool:
+    """Whether `s` reads back as one identifier token (else the printer quotes it)."""
     return (bool(s) and not ("0" <= s[0] <= "9")
             and all(ch.isalnum() or ch == "_" for ch in s))
 
 
-
 def quote(s: str) -> str:
+    """`s` as a double-quoted string literal; non-printable characters become escapes."""
     out = ['"']
     for ch in s:
         if ch == "\\":

@@ -54,6 +54,7 @@ class _Verifier:
     def __init__(self, kernel: Kernel, strict_barriers: bool = True):
         self.k = kernel
         self.strict_barriers = strict_barriers
+        self.stmt: Stmt | None = None
         self.scopes: list[dict[str, DType]] = [{}]
         self.scalars = {p.name: p.dtype for p in kernel.params if isinstance(p, ScalarParam)}
         self.buffers: dict[str, tuple[str, DType, bool]] = {}

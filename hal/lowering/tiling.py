@@ -98,11 +98,13 @@ def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec) -> Ma
     def score(t: MatmulTiles) -> tuple:
         blocks = cdiv(m, t.bm) * cdiv(n, t.bn)
         waste = (round_up(m, t.bm) * round_up(n, t.bn)) / max(1, m * n)
-        fill = min(1.0, blocks / spec.compute_units)
-        # prefer filling the device, then little padding waste, then big tiles
-        # (more reuse per shared byte), then more work per thread, then deeper K steps
-        return (round(fill, 2), -round(waste, 1), t.bm * t.bn, t.tm * t.tn,
-                min(t.bk, round_up(k, 8)))
+        # A block for every fourth unit is enough to call the device busy (each block
+        # is several warps); past that, bigger and squarer tiles (more reuse per shared
+        # byte) win, then a few warps per block, then work per thread, then deeper K steps.
+        busy = blocks * 4 >= spec.compute_units
+        return (busy, -round(waste, 1), t.bm * t.bn, -abs(t.bm.bit_length() - t.bn.bit_length()),
+                min(t.threads, 4 * spec.warp_size),
+                t.tm * t.tn, -abs(t.tm - t.tn), min(t.bk, round_up(k, 8)))
 
     return max(cands, key=score)
 
