@@ -4,6 +4,7 @@ Importing this package registers all in-tree ops. Add your own with
 `register_op(OpDef(...))`; a composite only needs a decomposition.
 """
 
+from . import elementwise  # noqa: F401,E402  (registers on import)
 from .registry import (  # noqa: F401
     OPS,
     AttrSpec,
@@ -14,8 +15,6 @@ from .registry import (  # noqa: F401
     ops_in,
     register_op,
 )
-
-from . import elementwise  # noqa: F401,E402  (registers on import)
 
 for _mod in ("movement", "reduction", "contraction", "gather", "source", "scan", "composite"):
     try:

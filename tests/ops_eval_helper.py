@@ -7,11 +7,11 @@ declared dtypes with hal's cast rules, as the real executor does.
 from __future__ import annotations
 
 import numpy as np
-from hal.ops import get_op
 
 from hal.dtypes import cast
 from hal.ir.builder import GraphBuilder
 from hal.ir.graph import Graph
+from hal.ops import get_op
 
 
 def wide(x: np.ndarray) -> np.ndarray:

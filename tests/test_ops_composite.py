@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hal.ops import get_op, ops_in
-from hal.ops.decompose import decompose_graph
-from hal.ops.registry import Category
 from ops_eval_helper import evaluate, one_node_graph, wide
 
 from hal.errors import ShapeError
 from hal.ir.builder import GraphBuilder
 from hal.ir.graph import Initializer
+from hal.ops import get_op, ops_in
+from hal.ops.decompose import decompose_graph
+from hal.ops.registry import Category
 
 RNG = np.random.default_rng(3)
 

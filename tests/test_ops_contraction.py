@@ -6,11 +6,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from hal.ops.contraction import accumulation_dtype
 from ops_eval_helper import one_node_graph, run_op
 
 from hal.dtypes import bf16, f16, f32, i32
 from hal.errors import HalError, ShapeError
+from hal.ops.contraction import accumulation_dtype
 
 jax.config.update("jax_enable_x64", True)
 RNG = np.random.default_rng(2)
