@@ -6,7 +6,8 @@ groups) -> lower each group for the spec -> simulate every kernel with one
 scratch buffers per group) -> outputs in their declared dtypes, per-kernel
 stats, and a report comparing every output with hal.reference.evaluate within
 parity.tolerance_for. A lone reshape group aliases its input buffer (no
-kernel: a contiguous reshape is a view).
+kernel: a contiguous reshape is a view). Waves of 2^17 lanes: on a 4096x4096
+softmax they were faster than the simulator's 2^20 default and used 8x less memory.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class CpuSimBackend(Backend):
     def run_graph(self, graph: Graph, inputs: Mapping[str, np.ndarray],
                   spec: DeviceSpec | str | None = None, *, groups: Sequence | None = None,
                   check: bool = True, compare_reference: bool = True,
+                  max_lanes: int = 1 << 17,
                   **options: Any) -> RunResult:
         from hal.backends.cpu_sim.simulator import simulate
         from hal.devices.loader import load_spec
@@ -86,7 +88,7 @@ class CpuSimBackend(Backend):
                         args[param] = scratch[param]
                     else:
                         args[param] = buffers[value]
-                st = simulate(k, args, spec, check=check)
+                st = simulate(k, args, spec, check=check, max_lanes=max_lanes)
                 d = st.to_dict()
                 d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta["ops"]),
                          schedule=k.meta.get("schedule", {}), lower_s=lower_s)

@@ -36,6 +36,10 @@ from .checks import SimulationError
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 
 
+def _ndim(x: Any) -> int:
+    return x.ndim if isinstance(x, np.ndarray) else 0
+
+
 def rep_dtype(dt: DType) -> np.dtype:
     """The NumPy dtype the simulator holds values of `dt` in."""
     if dt.is_float:
@@ -76,8 +80,9 @@ class Wave:
         self.sh_buf = shared
         self.sh = [np.zeros(nblocks * s.size, rep_dtype(s.dtype)) for s in shared]
         self.sh_off = [self.blk * s.size for s in shared]
-        self.sh_writer = [np.full(nblocks * s.size, -1, np.int64) for s in shared] if check else []
-        self.sh_reader = [np.full(nblocks * s.size, -1, np.int64) for s in shared] if check else []
+        self.sh_writer = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
+        self.sh_reader = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
+        self.block_base = [np.arange(nblocks, dtype=np.int64) * s.size for s in shared]
         self.sh_reads: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in shared]
         self.sh_dirty = [False] * len(shared)
         self.loc_buf = locals_
@@ -86,6 +91,7 @@ class Wave:
         self.atomics = self.barriers = 0
         self.fl = [0] * n_flop_dtypes
         self._lane_in_group: dict[int, np.ndarray] = {}
+        self._shuffle_plans: dict[tuple, np.ndarray] = {}
 
     # ------------------------------------------------------------------ errors
     def _where(self, lane: int) -> tuple[tuple[int, int, int], int]:
@@ -112,7 +118,7 @@ class Wave:
 
     # ------------------------------------------------------------------ masks and values
     def narrow(self, m: np.ndarray | None, c: Any) -> tuple[Any, int]:
-        if np.ndim(c) == 0:
+        if _ndim(c) == 0:
             if c:
                 return m, (self.L if m is None else int(np.count_nonzero(m)))
             return m, 0
@@ -120,20 +126,20 @@ class Wave:
         return nm, int(np.count_nonzero(nm))
 
     def narrow_not(self, m: np.ndarray | None, c: Any) -> tuple[Any, int]:
-        return self.narrow(m, (not c) if np.ndim(c) == 0 else ~c)
+        return self.narrow(m, (not c) if _ndim(c) == 0 else ~c)
 
     @staticmethod
     def merge(m: np.ndarray | None, new: Any, old: Any) -> Any:
         return new if m is None else np.where(m, new, old)
 
     def lanes_int(self, x: Any) -> np.ndarray:
-        if np.ndim(x) == 0:
+        if _ndim(x) == 0:
             return np.full(self.L, int(x), np.int64)
         return np.array(x, dtype=np.int64)
 
     def i32(self, x: Any, m: np.ndarray | None, site: int) -> Any:
         """Check (check=True) that an i32 result computed exactly in int64 fits, then wrap."""
-        if np.ndim(x) == 0:
+        if _ndim(x) == 0:
             v = int(x)
             if I32_MIN <= v <= I32_MAX:
                 return v
@@ -160,7 +166,7 @@ class Wave:
     def _bounds(self, idx: Any, size: int, act: np.ndarray | None, site: int, buf: str,
                 space: str) -> Any:
         """Check active lanes' indices against [0, size); return indices safe to gather."""
-        if np.ndim(idx) == 0:
+        if _ndim(idx) == 0:
             i = int(idx)
             if 0 <= i < size:
                 return i
@@ -187,7 +193,7 @@ class Wave:
         Returns None (all), a bool array, or False (no lane)."""
         if extra is None:
             return m
-        if np.ndim(extra) == 0:
+        if _ndim(extra) == 0:
             return m if extra else False
         return extra if m is None else (m & extra)
 
@@ -196,7 +202,7 @@ class Wave:
 
     @staticmethod
     def _sel(x: Any, act: np.ndarray | None) -> Any:
-        return x if act is None or np.ndim(x) == 0 else x[act]
+        return x if act is None or _ndim(x) == 0 else x[act]
 
     # ------------------------------------------------------------------ global memory
     def ldg(self, s: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
@@ -207,11 +213,11 @@ class Wave:
         n = self._count(act)
         self.gr += n * p.dtype.itemsize
         safe = self._bounds(idx, self.g_n[s], act, site, p.name, "global")
-        v = buf[safe] if np.ndim(safe) == 0 else np.take(buf, safe)
+        v = buf[safe] if _ndim(safe) == 0 else np.take(buf, safe)
         conv = self.g_conv[s]
         if conv is not None:
             v = v.astype(conv)
-        if lmask is not None and np.ndim(lmask) > 0:
+        if lmask is not None and _ndim(lmask) > 0:
             v = np.where(act, v, other)
         return v
 
@@ -226,7 +232,7 @@ class Wave:
         i, v = self._sel(idx, act), self._sel(val, act)
         i = self._bounds(i, self.g_n[s], None, site, p.name, "global")
         v = cast(v, p.dtype)
-        if np.ndim(i) == 0 and np.ndim(v) > 0:
+        if _ndim(i) == 0 and _ndim(v) > 0:
             v = v.reshape(-1)[-1]  # every lane stores to one word: one of them wins
         buf[i] = v
         self.gw += n * p.dtype.itemsize
@@ -254,13 +260,20 @@ class Wave:
             return other
         sb = self.sh_buf[j]
         safe = self._bounds(idx, sb.size, act, site, sb.name, "shared")
-        flat = self.sh_off[j] + safe
-        v = np.take(self.sh[j], flat)
         n = self._count(act)
         self.sr += n * sb.dtype.itemsize
+        if _ndim(safe) == 0 and act is None:
+            # every thread of every block reads one word: gather per block, then spread
+            words = self.block_base[j] + safe
+            v = np.repeat(self.sh[j][words], self.T)
+            if self.check:
+                self._race_read_uniform(j, words, site)
+            return v
+        flat = self.sh_off[j] + safe
+        v = np.take(self.sh[j], flat)
         if self.check and n:
             self._race_read(j, flat, act, site)
-        if lmask is not None and np.ndim(lmask) > 0:
+        if lmask is not None and _ndim(lmask) > 0:
             v = np.where(act, v, other)
         return v
 
@@ -316,6 +329,20 @@ class Wave:
         if len(reads) > 256:
             self._fold_reads(j)
 
+    def _race_read_uniform(self, j: int, words: np.ndarray, site: int) -> None:
+        """All T threads of each block read words[b] (T >= 2 means several readers)."""
+        if self.sh_dirty[j]:
+            w = self.sh_writer[j][words]
+            bad = (w >= 0) if self.T > 1 else np.zeros(len(words), bool)
+            if bad.any():
+                b = int(np.flatnonzero(bad)[0])
+                reader = 0 if int(w[b]) != 0 else 1
+                self._race(j, site, b * self.T + reader, int(words[b]),
+                           f"reads a word that thread {int(w[b])} wrote since the last barrier")
+        self.sh_reads[j].append((words, np.int32(-2 if self.T > 1 else 0)))
+        if len(self.sh_reads[j]) > 256:
+            self._fold_reads(j)
+
     def _fold_reads(self, j: int) -> None:
         reader = self.sh_reader[j]
         for f, t in self.sh_reads[j]:
@@ -327,7 +354,7 @@ class Wave:
         self.sh_reads[j].clear()
 
     def _race_write(self, j: int, flat: Any, act: Any, site: int) -> None:
-        f = np.broadcast_to(flat, (self._count(act),)) if np.ndim(flat) == 0 else flat
+        f = np.broadcast_to(flat, (self._count(act),)) if _ndim(flat) == 0 else flat
         t = self.tid if act is None else self.tid[act]
         lanes = None if act is None else np.flatnonzero(act)
 
@@ -372,11 +399,11 @@ class Wave:
             return other
         lb, arr, L = self.loc_buf[j], self.loc[j], self.L
         safe = self._bounds(idx, lb.size, act, site, lb.name, "local")
-        if np.ndim(safe) == 0:
+        if _ndim(safe) == 0:
             v = arr[safe * L:(safe + 1) * L].copy()
         else:
             v = np.take(arr, safe * L + self.lane)
-        if lmask is not None and np.ndim(lmask) > 0:
+        if lmask is not None and _ndim(lmask) > 0:
             v = np.where(act, v, other)
         return v
 
@@ -385,7 +412,7 @@ class Wave:
         if act is False:
             return
         lb, arr, L = self.loc_buf[j], self.loc[j], self.L
-        if np.ndim(idx) == 0:
+        if _ndim(idx) == 0:
             i = self._bounds(idx, lb.size, act, site, lb.name, "local")
             row = arr[i * L:(i + 1) * L]
             if act is None:
@@ -399,7 +426,11 @@ class Wave:
     # ------------------------------------------------------------------ warp and block
     def shfl(self, x: Any, mode: str, off: Any, width: int, m: Any, site: int) -> Any:
         L = self.L
-        xa = np.broadcast_to(x, (L,)) if np.ndim(x) == 0 else x
+        xa = np.broadcast_to(x, (L,)) if _ndim(x) == 0 else x
+        key = (mode, int(off), width) if _ndim(off) == 0 else None
+        plan = self._shuffle_plans.get(key) if key is not None else None
+        if plan is not None and m is None:
+            return xa[plan]
         lw = self._lane_in_group.get(width)
         if lw is None:
             lw = self._lane_in_group[width] = self.tid & (width - 1)
@@ -407,6 +438,8 @@ class Wave:
         src_t = self.tid - lw + src_w
         src = self.lane - lw + src_w
         missing = src_t >= self.T
+        if key is not None and not missing.any():
+            self._shuffle_plans[key] = src  # a full-warp shuffle with this offset: reuse
         if self.check:
             bad = missing if m is None else (missing | ~m[np.minimum(src, L - 1)])
             lane = self._first(bad, m)
