@@ -40,7 +40,7 @@ class CpuSimBackend(Backend):
     def run_graph(self, graph: Graph, inputs: Mapping[str, np.ndarray],
                   spec: DeviceSpec | str | None = None, *, groups: Sequence | None = None,
                   check: bool = True, compare_reference: bool = True,
-                  max_lanes: int = 1 << 17,
+                  max_lanes: int = 1 << 17, fuse: bool = True,
                   **options: Any) -> RunResult:
         from hal.backends.cpu_sim.simulator import simulate
         from hal.devices.loader import load_spec
@@ -50,7 +50,13 @@ class CpuSimBackend(Backend):
 
         if spec is None or isinstance(spec, str):
             spec = load_spec(spec or self.default_device)
-        prim = graph if groups is not None else decompose_graph(graph)
+        if groups is None and fuse:
+            from hal.fusion import plan
+
+            fusion_plan = plan(graph, spec)
+            prim, groups = fusion_plan.graph, fusion_plan.groups
+        else:
+            prim = graph if groups is not None else decompose_graph(graph)
         for v in prim.values().values():
             if not v.type.is_static:
                 raise UnsupportedError(f"cpu_sim: value %{v.name} has symbolic shape "

@@ -63,7 +63,9 @@ from hal.ops import get_op
 
 from .lanes import rep_dtype, to_rep
 
-CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "shift_left"})
+# i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
+# comparisons) stay inside it, so they need neither a check nor a wrap.
+CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "div", "pow", "shift_left"})
 SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_by",
                   "block_idx_z": "_bz"}
 
@@ -280,7 +282,7 @@ class _Translator:
             if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS:
                 site = self.site(ctx, ctx.buffer, format_expr(e))
                 code = f"W.i32({code}, {ctx.mask}, {site})"
-            elif rd.bits < 64 or rd.kind == "uint":
+            elif rd.bits < 32 or rd.kind == "uint":
                 code = f"{self.rounder(rd)}({code})"
         return code
 

@@ -84,9 +84,11 @@ class Wave:
         self.sh_reader = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
         self.block_base = [np.arange(nblocks, dtype=np.int64) * s.size for s in shared]
         self.sh_reads: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in shared]
-        self.sh_dirty = [False] * len(shared)
+        self.sh_dirty = [False] * len(shared)   # some word written since the last barrier
+        self.sh_read = [False] * len(shared)    # some word read since the last barrier
         self.loc_buf = locals_
-        self.loc = [np.zeros(s.size * L, rep_dtype(s.dtype)) for s in locals_]
+        # one entry per element: a lane array or a scalar (registers; never mutated in place)
+        self.loc: list[list[Any]] = [[rep_dtype(s.dtype).type(0)] * s.size for s in locals_]
         self.gr = self.gw = self.sr = self.sw = 0
         self.atomics = self.barriers = 0
         self.fl = [0] * n_flop_dtypes
@@ -325,6 +327,7 @@ class Wave:
                 self._race(j, site, lane, int(f[k]),
                            f"reads a word that thread {int(w[k])} wrote since the last barrier")
         reads = self.sh_reads[j]
+        self.sh_read[j] = True
         reads.append((f, t))
         if len(reads) > 256:
             self._fold_reads(j)
@@ -339,6 +342,7 @@ class Wave:
                 reader = 0 if int(w[b]) != 0 else 1
                 self._race(j, site, b * self.T + reader, int(words[b]),
                            f"reads a word that thread {int(w[b])} wrote since the last barrier")
+        self.sh_read[j] = True
         self.sh_reads[j].append((words, np.int32(-2 if self.T > 1 else 0)))
         if len(self.sh_reads[j]) > 256:
             self._fold_reads(j)
@@ -361,21 +365,23 @@ class Wave:
         def lane_of(k: int) -> int:
             return k if lanes is None else int(lanes[k])
 
-        self._fold_reads(j)
-        rd = self.sh_reader[j][f]
-        bad = (rd == -2) | ((rd >= 0) & (rd != t))
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            who = "other threads" if rd[k] == -2 else f"thread {int(rd[k])}"
-            self._race(j, site, lane_of(k), int(f[k]),
-                       f"overwrites a word that {who} read since the last barrier")
+        if self.sh_read[j]:   # otherwise every reader entry is -1
+            self._fold_reads(j)
+            rd = self.sh_reader[j][f]
+            bad = (rd == -2) | ((rd >= 0) & (rd != t))
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                who = "other threads" if rd[k] == -2 else f"thread {int(rd[k])}"
+                self._race(j, site, lane_of(k), int(f[k]),
+                           f"overwrites a word that {who} read since the last barrier")
         writer = self.sh_writer[j]
-        w = writer[f]
-        bad = (w >= 0) & (w != t)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            self._race(j, site, lane_of(k), int(f[k]),
-                       f"writes a word that thread {int(w[k])} wrote since the last barrier")
+        if self.sh_dirty[j]:  # otherwise every writer entry is -1
+            w = writer[f]
+            bad = (w >= 0) & (w != t)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                self._race(j, site, lane_of(k), int(f[k]),
+                           f"writes a word that thread {int(w[k])} wrote since the last barrier")
         writer[f] = t
         again = writer[f]
         bad = again != t
@@ -397,12 +403,12 @@ class Wave:
         act = self._act(m, lmask)
         if act is False:
             return other
-        lb, arr, L = self.loc_buf[j], self.loc[j], self.L
+        lb, rows = self.loc_buf[j], self.loc[j]
         safe = self._bounds(idx, lb.size, act, site, lb.name, "local")
         if _ndim(safe) == 0:
-            v = arr[safe * L:(safe + 1) * L].copy()
-        else:
-            v = np.take(arr, safe * L + self.lane)
+            v = rows[safe]
+        else:  # a per-lane index (local memory on hardware): gather across elements
+            v = np.stack([np.broadcast_to(r, (self.L,)) for r in rows])[safe, self.lane]
         if lmask is not None and _ndim(lmask) > 0:
             v = np.where(act, v, other)
         return v
@@ -411,17 +417,14 @@ class Wave:
         act = self._act(m, smask)
         if act is False:
             return
-        lb, arr, L = self.loc_buf[j], self.loc[j], self.L
-        if _ndim(idx) == 0:
-            i = self._bounds(idx, lb.size, act, site, lb.name, "local")
-            row = arr[i * L:(i + 1) * L]
-            if act is None:
-                row[...] = val
-            else:
-                np.copyto(row, val, where=act)
+        lb, rows = self.loc_buf[j], self.loc[j]
+        i = self._bounds(idx, lb.size, act, site, lb.name, "local")
+        if _ndim(i) == 0:
+            rows[i] = val if act is None else np.where(act, val, rows[i])
             return
-        i = self._bounds(self._sel(idx, act), lb.size, None, site, lb.name, "local")
-        arr[i * L + self._sel(self.lane, act)] = self._sel(val, act)
+        for r in np.unique(i if act is None else i[act]).tolist():
+            hit = (i == r) if act is None else ((i == r) & act)
+            rows[r] = np.where(hit, val, rows[r])
 
     # ------------------------------------------------------------------ warp and block
     def shfl(self, x: Any, mode: str, off: Any, width: int, m: Any, site: int) -> Any:
@@ -475,7 +478,7 @@ class Wave:
                     self.sh_reads[j].clear()
                     self.sh_writer[j].fill(-1)
                     self.sh_reader[j].fill(-1)
-                    self.sh_dirty[j] = False
+                    self.sh_dirty[j] = self.sh_read[j] = False
                 else:
                     self._fold_reads(j)
                     self.sh_writer[j].reshape(self.B, sb.size)[reached] = -1

@@ -28,6 +28,7 @@ from hal.backends_registry import get_backend
 from hal.cli.common import console, device_option, fmt_number, resolve_device
 from hal.dtypes import DTYPES, cast
 from hal.errors import HalError
+from hal.fusion.cost import fmt_bytes, fmt_time
 
 HEAD = 6  # values shown per output
 
@@ -109,7 +110,8 @@ def _json_float(x: float) -> float | str:
     return float(x) if math.isfinite(x) else str(x)
 
 
-def _print_result(graph, backend_name: str, spec_name: str, result: RunResult) -> None:
+def _print_result(graph, backend_name: str, spec_name: str, result: RunResult,
+                  show_stats: bool = False) -> None:
     con = console()
     table = Table(title=f"graph {graph.name} on {backend_name} ({spec_name})")
     for col in ("output", "dtype", "shape", "min", "max", "mean", "std", "non-finite", "first"):
@@ -122,22 +124,65 @@ def _print_result(graph, backend_name: str, spec_name: str, result: RunResult) -
                       ", ".join(fmt_number(x) for x in s["head"]))
     con.print(table)
     if result.stats:
-        cols: list[str] = []
-        for row in result.stats:
-            cols += [k for k in row if k not in cols]
-        kt = Table(title="kernels")
-        for c in cols:
-            kt.add_column(c)
-        for row in result.stats:
-            kt.add_row(*(fmt_number(row.get(c, "")) for c in cols))
-        con.print(kt)
+        _print_kernel_stats(con, result.stats, show_all=show_stats)
     if result.report:
+        _print_parity(con, result.report)
+
+
+STAT_COLUMNS = (
+    ("kernel", lambda r: r.get("kernel", "")),
+    ("kind", lambda r: r.get("kind", "")),
+    ("ops", lambda r: _short_ops(r.get("ops", []))),
+    ("grid x block", lambda r: f"{tuple(r.get('grid', ()))} x {r.get('block', '')}"),
+    ("DRAM read", lambda r: fmt_bytes(r.get("global_bytes_read", 0))),
+    ("DRAM written", lambda r: fmt_bytes(r.get("global_bytes_written", 0))),
+    ("shared", lambda r: fmt_bytes(r.get("shared_bytes", 0))),
+    ("flops", lambda r: fmt_number(r.get("flops", 0))),
+    ("barriers", lambda r: fmt_number(r.get("barriers", 0))),
+    ("modelled", lambda r: fmt_time(r.get("modelled_time_s", 0.0))),
+    ("simulated in", lambda r: f"{r.get('wall_s', 0.0):.3f} s"),
+)
+
+
+def _short_ops(ops) -> str:
+    ops = list(ops)
+    return ", ".join(ops) if len(ops) <= 5 else ", ".join(ops[:4]) + f", ... ({len(ops)} ops)"
+
+
+def _print_kernel_stats(con, stats, show_all: bool) -> None:
+    total_time = sum(r.get("modelled_time_s", 0.0) for r in stats)
+    total_bytes = sum(r.get("global_bytes_read", 0) + r.get("global_bytes_written", 0)
+                      for r in stats)
+    if show_all:
+        kt = Table(title="kernels (counted by the simulator, time modelled from the spec)")
+        for name, _ in STAT_COLUMNS:
+            kt.add_column(name, overflow="fold")
+        for row in stats:
+            kt.add_row(*(fn(row) for _, fn in STAT_COLUMNS))
+        con.print(kt)
+    con.print(f"{len(stats)} kernel(s); counted DRAM traffic {fmt_bytes(total_bytes)}; "
+              f"modelled time {fmt_time(total_time)}" + ("" if show_all else
+                                                         "  (--stats for the per-kernel table)"))
+
+
+def _print_parity(con, report) -> None:
+    per = report.get("outputs")
+    if not isinstance(per, dict):
         rt = Table(title="report")
         rt.add_column("item", no_wrap=True)
         rt.add_column("value")
-        for k, v in result.report.items():
+        for k, v in report.items():
             rt.add_row(str(k), fmt_number(v))
         con.print(rt)
+        return
+    pt = Table(title="parity against the float64 reference")
+    for col in ("output", "max abs err", "max rel err", "bound (rtol, atol)", "verdict"):
+        pt.add_column(col)
+    for name, r in per.items():
+        pt.add_row(name, fmt_number(r.get("max_abs")), fmt_number(r.get("max_rel")),
+                   f"{fmt_number(r.get('rtol'))}, {fmt_number(r.get('atol'))}",
+                   "ok" if r.get("ok") else "MISMATCH")
+    con.print(pt)
 
 
 def _run_command(fn):
@@ -158,12 +203,15 @@ def _run_command(fn):
 @click.option("--save", type=click.Path(dir_okay=False), default=None,
               help="write the outputs to this .npz")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary instead of tables")
+@click.option("--stats", "show_stats", is_flag=True, help="print the per-kernel statistics table")
+@click.option("--no-fuse", "no_fuse", is_flag=True,
+              help="one kernel per primitive (skip the fusion pass) on kernel backends")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="backend-specific option passed to run_graph (repeatable)")
 @_run_command
 def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str, ...],
-        inputs: str | None, save: str | None, as_json: bool, options: tuple[str, ...],
-        **extra: Any) -> None:
+        inputs: str | None, save: str | None, as_json: bool, show_stats: bool, no_fuse: bool,
+        options: tuple[str, ...], **extra: Any) -> None:
     """Run the graph in FILE (.hal text) and summarise its outputs."""
     from hal.ir.text import load_graph
     from hal.reference import random_inputs
@@ -183,7 +231,10 @@ def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str,
                            hint="give each a size, e.g. " + " ".join(
                                f"--dim {d}=4" for d in unbound) + ", or pass --inputs")
         values = random_inputs(graph, seed, dims=given)
-    result = impl.run_graph(graph, values, spec, **_backend_options(extra, options))
+    run_options = _backend_options(extra, options)
+    if no_fuse:
+        run_options["fuse"] = False
+    result = impl.run_graph(graph, values, spec, **run_options)
     if save is not None:
         save_outputs(save, result.outputs)
     if as_json:
@@ -194,6 +245,12 @@ def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str,
             "stats": result.stats, "report": result.report,
         }, indent=2, default=str))
     else:
-        _print_result(graph, backend, spec.name, result)
+        _print_result(graph, backend, spec.name, result, show_stats)
         if save is not None:
             click.echo(f"saved {len(result.outputs)} output(s) to {save}")
+    if result.report and result.report.get("ok") is False:
+        bad = [k for k, r in (result.report.get("outputs") or {}).items() if not r.get("ok")]
+        raise HalError(f"{file}: outputs {', '.join(bad) or '?'} differ from the reference "
+                       f"beyond their tolerance on {backend} ({spec.name})",
+                       hint="rerun with --no-fuse to see whether fusion is at fault, "
+                            "or `hal conformance` to localise the op")
