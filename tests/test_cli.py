@@ -189,6 +189,7 @@ def test_run_prints_backend_stats(tmp_path, monkeypatch):
     monkeypatch.setattr(ref, "run_graph", fake_run)
     f = tmp_path / "small.hal"
     f.write_text(SMALL_HAL)
-    r = invoke("run", str(f), "--dim", "B=2", "-o", "checks=true")
+    r = invoke("run", str(f), "--dim", "B=2", "-o", "checks=true", "--stats")
     assert r.exit_code == 0, r.output
     assert "fused_add_exp" in r.output and "shared_mem_peak" in r.output
+    assert "1 kernel(s)" in r.output

@@ -270,3 +270,35 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(DeviceError, match="'y' is float64"):
         simulate(k, {"x": np.zeros(100, np.float32), "y": np.zeros(100),
                      "o": np.zeros(100, np.float32), "n": 100}, H100)
+
+
+def test_per_lane_local_index() -> None:
+    # each thread writes slot tid % 4 of its local array, then reads slot (tid + 1) % 4
+    block = 64
+    t = THREAD_IDX
+    k = Kernel("dyn_local", [BufferParam("o", f32, (block,), readonly=False)],
+               [Store("tile", Const(0, i32), Const(-1.0, f32)),
+                Store("tile", Const(1, i32), Const(-1.0, f32)),
+                Store("tile", Const(2, i32), Const(-1.0, f32)),
+                Store("tile", Const(3, i32), Const(-1.0, f32)),
+                Store("tile", t % 4, Cast(t, f32)),
+                Store("o", t, Load("tile", t % 4, f32) + Load("tile", (t + 1) % 4, f32))],
+               grid=(1, 1, 1), block=block, locals=[LocalBuffer("tile", f32, 4)])
+    o = np.zeros(block, np.float32)
+    simulate(k, {"o": o}, H100)
+    np.testing.assert_array_equal(o, np.arange(block, dtype=np.float32) - 1)
+
+
+def test_uniform_shared_read_counts_every_lane() -> None:
+    v = Var("v", f32)
+    k = Kernel("bcast", [BufferParam("o", f32, (2 * 64,), readonly=False)],
+               [If(THREAD_IDX.eq(0), [Store("s", Const(0, i32), Cast(BLOCK_IDX_X, f32))]),
+                Barrier(),
+                Declare(v, Load("s", Const(0, i32), f32)),
+                Store("o", BLOCK_IDX_X * 64 + THREAD_IDX, v)],
+               grid=(2, 1, 1), block=64, shared=[SharedBuffer("s", f32, 1)])
+    o = np.zeros(128, np.float32)
+    st = simulate(k, {"o": o}, H100)
+    np.testing.assert_array_equal(o, np.repeat([0.0, 1.0], 64))
+    assert st.shared_bytes_read == 128 * 4 and st.shared_bytes_written == 2 * 4
+    assert st.barriers == 2

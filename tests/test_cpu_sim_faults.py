@@ -177,3 +177,23 @@ def test_shared_out_of_bounds_names_the_buffer() -> None:
         simulate(k, {"o": np.zeros(64, np.float32)}, H100)
     assert e.value.kind == "out_of_bounds" and e.value.buffer == "s" and e.value.index == 32
     assert "shared access s[32]" in str(e.value)
+
+
+def test_two_threads_writing_one_word_is_a_race() -> None:
+    k = Kernel("waw", [BufferParam("o", f32, (32,), readonly=False)],
+               [Store("s", THREAD_IDX // 2, Const(1.0, f32))],
+               grid=(1, 1, 1), block=32, shared=[SharedBuffer("s", f32, 16)])
+    with pytest.raises(SimulationError, match="writes the same word as thread") as e:
+        simulate(k, {"o": np.zeros(32, np.float32)}, H100)
+    assert e.value.kind == "race" and e.value.buffer == "s" and e.value.index == 0
+
+
+def test_checks_off_still_refuse_launch_but_skip_bounds() -> None:
+    from test_cpu_sim import pointwise_add
+
+    n = 1000
+    k = pointwise_add(n, 128, inclusive_mask=True)
+    args = {"x": np.ones(n, np.float32), "y": np.ones(n, np.float32),
+            "o": np.zeros(n + 0, np.float32), "n": n}
+    simulate(k, args, H100, check=False)    # the stray lane's access is clamped, not reported
+    assert (args["o"] == 2).all()

@@ -16,7 +16,7 @@ NumPy body, without the error-state wrapper: the simulator silences FP warnings
 once per launch). f32/f64 compute in their own NumPy type; f16/bf16/fp8
 expressions compute in float32 and are rounded to their dtype after every op
 (hal.dtypes.cast), as C++ __half/__nv_bfloat16 operators do. Integers compute
-exactly in int64; i32 add/sub/mul/neg/abs/shift_left results go through
+exactly in int64; i32 add/sub/mul/neg/abs/div/pow/shift_left results go through
 `W.i32`, which raises index_overflow (check=True) or wraps like the hardware.
 """
 
