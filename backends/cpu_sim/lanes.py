@@ -184,6 +184,17 @@ class Wave:
                 self._oob(site, lane, buf, space, int(idx[lane]), size)
         return np.clip(idx, 0, size - 1)
 
+    def _store_bounds(self, i: Any, v: Any, size: int, site: int, buf: str,
+                      space: str) -> tuple[Any, Any]:
+        """Indices/values of the active lanes of a store; with check=False the lanes that
+        fall outside [0, size) are dropped (hardware would write past the buffer)."""
+        if self.check or _ndim(i) == 0:
+            return self._bounds(i, size, None, site, buf, space), v
+        if i.size == 0 or (i.min() >= 0 and i.max() < size):
+            return i, v
+        keep = (i >= 0) & (i < size)
+        return i[keep], (v[keep] if _ndim(v) else v)
+
     def _oob(self, site: int, lane: int, buf: str, space: str, i: int, size: int) -> None:
         self._fail("out_of_bounds", site, lane,
                    f"{space} access {buf}[{i}] is out of bounds (size {size})", buffer=buf,
@@ -232,7 +243,7 @@ class Wave:
         if n == 0:
             return
         i, v = self._sel(idx, act), self._sel(val, act)
-        i = self._bounds(i, self.g_n[s], None, site, p.name, "global")
+        i, v = self._store_bounds(i, v, self.g_n[s], site, p.name, "global")
         v = cast(v, p.dtype)
         if _ndim(i) == 0 and _ndim(v) > 0:
             v = v.reshape(-1)[-1]  # every lane stores to one word: one of them wins
@@ -287,9 +298,12 @@ class Wave:
         if n == 0:
             return
         sb = self.sh_buf[j]
-        i = self._bounds(self._sel(idx, act), sb.size, None, site, sb.name, "shared")
-        flat = self._sel(self.sh_off[j], act) + i
-        v = self._sel(val, act)
+        i, v, off = self._sel(idx, act), self._sel(val, act), self._sel(self.sh_off[j], act)
+        if not self.check and _ndim(i) > 0 and i.size and (i.min() < 0 or i.max() >= sb.size):
+            keep = (i >= 0) & (i < sb.size)   # unchecked: drop the stray lanes' writes
+            i, off, v = i[keep], off[keep], (v[keep] if _ndim(v) else v)
+        i = self._bounds(i, sb.size, None, site, sb.name, "shared")
+        flat = off + i
         if self.check:
             self._race_write(j, flat, act, site)
         self.sh[j][flat] = v
