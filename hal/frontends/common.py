@@ -26,7 +26,8 @@ import numpy as np
 from hal.dtypes import DType, cast
 from hal.errors import UnsupportedError
 from hal.ir.builder import GraphBuilder
-from hal.ir.graph import Graph, Initializer, Value
+from hal.ir.graph import Constant, Graph, Initializer, Value
+from hal.ir.types import TensorType
 
 INLINE_LIMIT = 8  # constants with at most this many elements are written inline
 
@@ -66,10 +67,6 @@ class WeightStore:
         else:
             init = Initializer.make("npz", path=self.file, key=name)
             self.arrays[name] = _storable(array, dt)
-        self.builder.reserve([name])
-        from hal.ir.graph import Constant
-        from hal.ir.types import TensorType
-
         v = Value(name, TensorType(dt, tuple(array.shape)))
         self.builder.graph.constants.append(Constant(v, init))
         return v

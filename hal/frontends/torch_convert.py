@@ -1,0 +1,336 @@
+"""Converting a torch.fx graph of ATen ops into a hal Graph: the context and the driver.
+
+`convert_graph_module(gm, name, constants=...)` walks an FX graph whose nodes
+carry `meta["val"]` (FakeTensors: torch.export and aot_autograd both provide
+them) and calls one converter per ATen op from `TORCH_CONVERTERS`. Converters
+receive a `TorchContext` and the node's arguments with every FX node replaced
+by its hal Value; they emit hal ops through the context, which adds the
+explicit casts and broadcasts hal requires (hal ops take equal dtypes and
+shapes; torch promotes and broadcasts implicitly). After each node the driver
+checks the result's shape against torch's and casts to torch's dtype, so
+converters may leave the final cast to it.
+
+Extension point: `@converts("aten.my_op")` on a function
+`(cx: TorchContext, *args, **kwargs) -> Value | tuple | None`.
+Keys are ATen overload names ("aten.add.Tensor") or packets ("aten.add");
+the overload wins.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from hal.dtypes import DType, bf16, bool_, f16, f32, f64, i8, i16, i32, i64, u8
+from hal.errors import HalError, UnsupportedError
+from hal.frontends.common import (ImportedModel, WeightStore, eliminate_dead_code,
+                                  missing_ops_error, sanitize)
+from hal.ir.builder import GraphBuilder
+from hal.ir.graph import Value
+
+Converter = Callable[..., Any]
+TORCH_CONVERTERS: dict[str, Converter] = {}
+
+
+def converts(*names: str) -> Callable[[Converter], Converter]:
+    """Register a converter for ATen ops (overload or packet names)."""
+    def register(fn: Converter) -> Converter:
+        for n in names:
+            if n in TORCH_CONVERTERS:
+                raise ValueError(f"torch converter for '{n}' is registered twice")
+            TORCH_CONVERTERS[n] = fn
+        return fn
+    return register
+
+
+def _dtype_table() -> dict:
+    import torch
+
+    return {torch.float32: f32, torch.float64: f64, torch.float16: f16, torch.bfloat16: bf16,
+            torch.int64: i64, torch.int32: i32, torch.int16: i16, torch.int8: i8,
+            torch.uint8: u8, torch.bool: bool_}
+
+
+def hal_dtype(torch_dtype: Any) -> DType:
+    table = _dtype_table()
+    if torch_dtype not in table:
+        raise UnsupportedError(f"torch dtype {torch_dtype} has no hal equivalent",
+                               hint="hal supports " + ", ".join(str(k) for k in table))
+    return table[torch_dtype]
+
+
+def target_key(target: Any) -> str:
+    """The registry key of an FX call_function target."""
+    if target is operator.getitem:
+        return "getitem"
+    if hasattr(target, "overloadpacket"):
+        return str(target)
+    return f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', str(target))}"
+
+
+def lookup(target: Any) -> Converter | None:
+    key = target_key(target)
+    if key in TORCH_CONVERTERS:
+        return TORCH_CONVERTERS[key]
+    packet = getattr(target, "overloadpacket", None)
+    return TORCH_CONVERTERS.get(str(packet)) if packet is not None else None
+
+
+def node_location(node: Any) -> str:
+    """`file.py:12 (module.path)` from the node's stack trace and module stack."""
+    parts = []
+    trace = node.meta.get("stack_trace") or ""
+    files = [ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")]
+    if files:
+        # 'File "/x/model.py", line 42, in forward'
+        bits = files[-1].split(",")
+        fname = bits[0].split('"')[1] if '"' in bits[0] else bits[0]
+        line = bits[1].strip().removeprefix("line ").strip() if len(bits) > 1 else "?"
+        parts.append(f"{fname.rsplit('/', 1)[-1]}:{line}")
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path, cls = list(stack.values())[-1]
+        cls_name = cls.rsplit(".", 1)[-1] if isinstance(cls, str) else getattr(cls, "__name__", "")
+        parts.append(f"({path or 'root'}: {cls_name})")
+    return " ".join(parts) or node.name
+
+
+class TorchContext:
+    """What a converter uses: the builder, the current node's torch meta, and typing helpers."""
+
+    def __init__(self, builder: GraphBuilder):
+        self.b = builder
+        self.node: Any = None
+        self.loc: str | None = None
+
+    # -- the current node ------------------------------------------------------
+    @property
+    def out(self) -> Any:
+        return self.node.meta.get("val")
+
+    def out_dtype(self, index: int | None = None) -> DType:
+        v = self.out if index is None else self.out[index]
+        return hal_dtype(v.dtype)
+
+    def out_shape(self, index: int | None = None) -> tuple[int, ...]:
+        v = self.out if index is None else self.out[index]
+        return static_shape(v.shape, self.node)
+
+    # -- emitting ops ----------------------------------------------------------
+    def op(self, name: str, *inputs: Value, **attrs: Any) -> Any:
+        return self.b.op(name, *inputs, loc=self.loc, **attrs)
+
+    def cast(self, v: Value, dt: DType) -> Value:
+        return v if v.dtype == dt else self.op("cast", v, dtype=dt)
+
+    def bcast(self, v: Value, shape) -> Value:
+        shape = tuple(shape)
+        return v if tuple(v.shape) == shape else self.op("broadcast_to", v, shape=shape)
+
+    def reshape(self, v: Value, shape) -> Value:
+        shape = tuple(shape)
+        return v if tuple(v.shape) == shape else self.op("reshape", v, shape=shape)
+
+    def scalar(self, value: float | int | bool, dt: DType, shape=()) -> Value:
+        c = self.op("full", shape=(), value=float(value), dtype=dt)
+        return self.bcast(c, shape)
+
+    def tensor(self, x: Any, dt: DType, shape=None) -> Value:
+        """`x` (a Value or a Python number) as a `dt` tensor broadcast to `shape`."""
+        if isinstance(x, Value):
+            v = self.cast(x, dt)
+            return v if shape is None else self.bcast(v, shape)
+        if isinstance(x, (bool, int, float, np.number)):
+            return self.scalar(x, dt, () if shape is None else shape)
+        raise UnsupportedError(f"{self.where()}: operand {x!r} is not a tensor or a number")
+
+    def promote(self, *xs: Any) -> DType:
+        """torch's result dtype for operands (Values or Python scalars)."""
+        import torch
+
+        inv = {v: k for k, v in _dtype_table().items()}
+        items = []
+        for x in xs:
+            if isinstance(x, Value):
+                items.append(torch.empty((1,) * x.rank if x.rank else (), dtype=inv[x.dtype]))
+            else:
+                items.append(x)
+        out = items[0]
+        if len(items) == 1:
+            return hal_dtype(out.dtype) if isinstance(out, torch.Tensor) else \
+                hal_dtype(torch.tensor(out).dtype)
+        dt = torch.result_type(items[0], items[1])
+        for it in items[2:]:
+            dt = torch.promote_types(dt, torch.result_type(torch.empty((), dtype=dt), it))
+        return hal_dtype(dt)
+
+    def where(self) -> str:
+        return f"{target_key(self.node.target)} at {self.loc}" if self.node is not None else ""
+
+
+def static_shape(shape: Any, node: Any = None) -> tuple[int, ...]:
+    out = []
+    for d in shape:
+        try:
+            out.append(int(d))
+        except Exception:  # noqa: BLE001 - a SymInt with no hint
+            out = None
+            break
+        if type(d).__name__ == "SymInt" and not _is_constant_sym(d):
+            out = None
+            break
+    if out is None:
+        where = f" at {node_location(node)}" if node is not None else ""
+        raise UnsupportedError(f"dynamic shape {list(shape)}{where}: hal frontends take "
+                               "static shapes only",
+                               hint="export without dynamic_shapes= (or torch.compile with "
+                                    "dynamic=False) so every dim is an int")
+    return tuple(out)
+
+
+def _is_constant_sym(d: Any) -> bool:
+    try:
+        return d.node.is_constant() or d.node.maybe_as_int() is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _resolve(env: Mapping[Any, Any], a: Any) -> Any:
+    import torch.fx as fx
+
+    if isinstance(a, fx.Node):
+        return env[a]
+    if isinstance(a, (list, tuple)):
+        return type(a)(_resolve(env, x) for x in a)
+    if isinstance(a, dict):
+        return {k: _resolve(env, x) for k, x in a.items()}
+    return a
+
+
+def unsupported_nodes(gm: Any) -> dict[str, list[str]]:
+    """Op name -> locations of the call_function nodes with no converter."""
+    missing: dict[str, list[str]] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and lookup(n.target) is None:
+            missing.setdefault(target_key(n.target), []).append(node_location(n))
+    return missing
+
+
+MISSING_HINT = ("register a converter with @hal.frontends.torch_convert.converts('aten.op') "
+                "(see hal/frontends/torch_ops.py), or run the model with torch.compile(backend="
+                "'hal'), which falls back to eager for these ops")
+
+
+def convert_graph_module(gm: Any, name: str = "main", *,
+                         constants: Mapping[str, Any] | None = None,
+                         user_inputs: list[str] | None = None,
+                         outputs: list[Any] | None = None) -> ImportedModel:
+    """Convert an FX GraphModule of ATen ops to an ImportedModel.
+
+    `constants`: placeholder name -> tensor for weights (they become npz-backed
+    constants); other placeholders become graph inputs (in order, or the names
+    in `user_inputs`). `outputs`: the FX nodes to output (default: the output
+    node's arguments, flattened).
+    """
+    import torch
+    import torch.fx as fx
+
+    missing = unsupported_nodes(gm)
+    if missing:
+        raise missing_ops_error("torch frontend", missing, MISSING_HINT)
+    b = GraphBuilder(sanitize(name))
+    store = WeightStore(b)
+    cx = TorchContext(b)
+    constants = dict(constants or {})
+    env: dict[fx.Node, Any] = {}
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            if n.name in constants:
+                t = constants[n.name]
+                env[n] = store.add(n.name, hal_dtype(t.dtype), _to_numpy(t))
+            elif user_inputs is None or n.name in user_inputs:
+                val = n.meta.get("val")
+                if not isinstance(val, torch.Tensor):
+                    env[n] = val  # a Python scalar input: baked in as a constant
+                    continue
+                env[n] = b.input(b.fresh(sanitize(n.name)), hal_dtype(val.dtype),
+                                 static_shape(val.shape, n))
+        elif n.op == "get_attr":
+            t = _fetch_attr(gm, n.target)
+            env[n] = store.add(n.name, hal_dtype(t.dtype), _to_numpy(t)) \
+                if isinstance(t, torch.Tensor) else t
+        elif n.op == "call_function":
+            env[n] = _convert_node(cx, n, env)
+        elif n.op == "output":
+            outs = outputs if outputs is not None else list(_flatten(n.args[0]))
+            for o in outs:
+                v = env[o] if isinstance(o, fx.Node) else o
+                if not isinstance(v, Value):
+                    raise UnsupportedError(f"graph {name}: output {o} is not a tensor ({v!r})",
+                                           hint="return tensors only from the model")
+                b.output(v)
+        else:
+            raise UnsupportedError(f"FX node {n.name}: op kind '{n.op}' is not supported",
+                                   hint="flatten submodules (torch.export does) before import")
+    weights = store.finish()
+    graph = eliminate_dead_code(b.graph).verify()
+    return ImportedModel(graph, weights, source=name)
+
+
+def _convert_node(cx: TorchContext, n: Any, env: Mapping[Any, Any]) -> Any:
+    import torch
+
+    cx.node, cx.loc = n, node_location(n)
+    fn = lookup(n.target)
+    assert fn is not None
+    args, kwargs = _resolve(env, n.args), _resolve(env, n.kwargs)
+    first_new = len(cx.b.graph.nodes)
+    try:
+        result = fn(cx, *args, **kwargs)
+    except HalError as e:
+        kind = UnsupportedError if isinstance(e, UnsupportedError) else HalError
+        raise kind(f"{cx.where()}: {e.message}", hint=e.hint) from None
+    val = n.meta.get("val")
+    if isinstance(result, Value) and isinstance(val, torch.Tensor):
+        want = static_shape(val.shape, n)
+        if tuple(result.shape) != want:
+            raise HalError(f"{cx.where()}: converter gave shape {list(result.shape)}, torch "
+                           f"gives {list(want)}", hint="a bug in the converter; please report")
+        result = cx.cast(result, hal_dtype(val.dtype))
+        if result.producer is not None and result.producer in cx.b.graph.nodes[first_new:]:
+            _rename(cx.b, result, n.name)
+    return result
+
+
+def _rename(b: GraphBuilder, v: Value, fx_name: str) -> None:
+    name = sanitize(fx_name)
+    if name not in b._names:
+        b._names.add(name)
+        v.name = name
+
+
+def _flatten(x: Any):
+    if isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _flatten(y)
+    elif x is not None:
+        yield x
+
+
+def _fetch_attr(gm: Any, target: str) -> Any:
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        return t.float().numpy()
+    return t.numpy()
