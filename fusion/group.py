@@ -80,13 +80,15 @@ _KIND_ORDER: list[tuple[Category, str]] = [
 
 
 def group_kind(nodes: Sequence[Node]) -> str:
-    """Classify a node list: pointwise, row_reduction, column_reduction, matmul, movement,
-    gather, scan or source."""
+    """Classify a node list: pointwise, row_reduction, column_reduction, matmul, attention
+    (two contractions), movement, gather, scan or source."""
     cats = [get_op(n.op).category for n in nodes]
     if any(c is Category.COMPOSITE for c in cats):
         bad = next(n for n, c in zip(nodes, cats, strict=True) if c is Category.COMPOSITE)
         raise UnsupportedError(f"group contains composite op '{bad.op}'",
                                hint="decompose the graph first (hal.ops.decompose)")
+    if cats.count(Category.CONTRACTION) == 2:
+        return "attention"  # dot -> softmax -> dot (hal.lowering.attention validates the rest)
     for cat, kind in _KIND_ORDER:
         if cat in cats:
             if kind == "reduction":

@@ -256,7 +256,9 @@ def convert_graph_module(gm: Any, name: str = "main", *,
                 if not isinstance(val, torch.Tensor):
                     env[n] = val  # a Python scalar input: baked in as a constant
                     continue
-                env[n] = b.input(b.fresh(sanitize(n.name)), hal_dtype(val.dtype),
+                iname = sanitize(n.name)
+                env[n] = b.input(b.fresh(iname) if iname in b._names else iname,
+                                 hal_dtype(val.dtype),
                                  static_shape(val.shape, n))
         elif n.op == "get_attr":
             t = _fetch_attr(gm, n.target)

@@ -48,7 +48,6 @@ def import_exported_program(ep: Any, name: str | None = None, *,
     names = {s.arg.name for s in sig.output_specs if s.kind == OutputKind.USER_OUTPUT}
     out_node = next(n for n in ep.graph.nodes if n.op == "output")
     outputs = [a for a in out_node.args[0] if getattr(a, "name", None) in names]
-    model_name = name or type(getattr(ep, "module_call_graph", None) and ep).__name__
     model_name = name or "model"
     return convert_graph_module(ep.graph_module, model_name, constants=constants,
                                 user_inputs=user_inputs, outputs=outputs)

@@ -30,6 +30,7 @@ from hal.dtypes import DType, bool_, cast, compute_dtype
 from hal.errors import UnsupportedError
 from hal.ir.graph import Node, Value
 from hal.kernel.ir import Binary, Cast, Const, Expr, Load, Select, Stmt, Unary, Var
+from hal.lowering import faults
 from hal.lowering.context import KernelContext
 from hal.ops import Category, get_op
 
@@ -55,6 +56,8 @@ def rounded(e: Expr, d: DType) -> Expr:
     """`e` (in compute dtype) rounded to storage dtype `d` and widened back."""
     c = compute_dtype(d)
     if d.is_float and c != d:
+        if faults.active("bf16_truncation") and d.name == "bf16":
+            e = faults.truncate_bf16(e)  # self-test hook: round toward zero
         return Cast(Cast(e, d), c)
     return e
 
@@ -183,6 +186,8 @@ def _cast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
 def _broadcast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     src = n.inputs[0].shape
     off = len(coords) - len(src)
+    if faults.active("wrong_broadcast_axis") and off > 0:
+        off -= 1  # self-test hook: read the source along the wrong axis
     sc = tuple(b.ctx.c(0) if d == 1 else coords[off + i] for i, d in enumerate(src))
     return b.value(n.inputs[0], sc, mask)
 
@@ -190,6 +195,8 @@ def _broadcast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> 
 @register_emitter("transpose")
 def _transpose(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     perm = n.attrs["perm"]
+    if faults.active("swapped_transpose"):
+        perm = tuple(perm.index(i) for i in range(len(perm)))  # self-test hook: inverse
     src: list[Expr] = [b.ctx.c(0)] * len(perm)
     for d, p in enumerate(perm):
         src[p] = coords[d]

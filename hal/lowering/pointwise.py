@@ -16,6 +16,7 @@ import math
 from hal.devices.spec import DeviceSpec
 from hal.ir.graph import Value
 from hal.kernel.ir import Const, For, If, Kernel, Stmt, Store, Var
+from hal.lowering import faults
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, to_storage
 from hal.lowering.registry import register_lowering
@@ -49,7 +50,8 @@ def lower_elementwise_space(group, spec: DeviceSpec, shape: tuple[int, ...],
         param, _ = b.store_index(v, coords)  # contiguous output: its flat index is `flat`
         inner.append(Store(param, flat, to_storage(e, v.dtype)))
     if iters * grid * block != numel:
-        loop.append(If(flat.lt(ctx.c(numel)), inner))  # the tail mask
+        limit = numel + 1 if faults.active("off_by_one_mask") else numel  # self-test
+        loop.append(If(flat.lt(ctx.c(limit)), inner))  # the tail mask
     else:
         loop.extend(inner)
     body: list[Stmt] = ([For(it, ctx.c(0), ctx.c(iters), ctx.c(1), loop)] if iters > 1

@@ -60,6 +60,7 @@ from hal.kernel.ir import (
     Store,
     Var,
 )
+from hal.lowering import faults
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, rounded, to_storage
 from hal.lowering.pointwise import group_sizes
@@ -262,7 +263,8 @@ class _Emitter:
         lane0 = ctx.mod(ctx.tid(), w).eq(ctx.c(0))
         self.body.append(If(lane0, [Store(buf, ctx.div(ctx.tid(), w), a)
                                     for buf, a in zip(bufs, accs, strict=True)]))
-        self.body.append(Barrier())
+        if not faults.active("missing_barrier"):  # self-test hook
+            self.body.append(Barrier())
         res = [ctx.declare(self.body, "blk", Load(buf, ctx.c(0), a.dtype))
                for buf, a in zip(bufs, accs, strict=True)]
         for k in range(1, nw):  # the same order in every thread: all get the same value
@@ -311,6 +313,8 @@ def _acc_setup(em: _Emitter, red: Node) -> tuple[list[Var], Callable, list[Const
     ctx = em.ctx
     x = red.inputs[0]
     cd = bool_ if x.dtype.is_bool else compute_dtype(x.dtype)
+    if faults.active("f16_accumulation") and x.dtype.is_float and x.dtype.bits == 16:
+        cd = x.dtype  # self-test hook: accumulate in the storage dtype
     if red.op in ARG_REDUCTIONS:
         idents = [_extreme(-1 if red.op == "argmax" else 1)(cd), ctx.c(em.plan.row_len)]
         combine = _arg_combine(ARG_REDUCTIONS[red.op])
@@ -320,6 +324,8 @@ def _acc_setup(em: _Emitter, red: Node) -> tuple[list[Var], Callable, list[Const
             raise UnsupportedError(f"reduction {red.op} (%{red.outputs[0].name}) has no "
                                    f"combiner", hint="register one with register_reducer")
         idents = [reducer.identity(cd)]
+        if faults.active("wrong_reduction_identity") and red.op == "reduce_sum":
+            idents = [Const(idents[0].value + 1, cd)]  # self-test hook
         combine = _simple_combine(reducer)
     accs = [ctx.var(f"acc_{red.outputs[0].name}", c.dtype) for c in idents]
     for a, c in zip(accs, idents, strict=True):

@@ -255,10 +255,11 @@ class CStyleRenderer:
         if template is None:
             raise UnsupportedError(f"{self.vendor} renderer: op '{op}' is not defined on {cdt}")
         helper = getattr(spelling, "helper_" + family, None)
+        if op in ("div", "remainder") and family == "int" and args.get("_const_b"):
+            # a constant divisor other than 0 and -1 needs no guard
+            template, helper = "({a} " + ("/" if op == "div" else "%") + " {b})", None
         if helper:
             self._helpers.need(helper, cdt)
-        if op == "div" and family == "int" and "b" in args and args.get("_const_b"):
-            template = "({a} / {b})"  # a nonzero constant divisor other than -1 needs no guard
         code = template.format(f="f" if cdt == f32 else "", t=cdt.name,
                                one=self._float_literal(1.0, cdt) if cdt.is_float else "1",
                                **{k: v for k, v in args.items() if not k.startswith("_")})

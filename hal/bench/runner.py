@@ -1,0 +1,247 @@
+"""Run one benchmark case: time it (or model it), put it against the roofline and the baselines.
+
+Two ways a figure is obtained, always labelled in `BenchResult.method`:
+
+* measured: a backend that runs on hardware (or the reference interpreter)
+  is timed with `Backend.time` (device events on GPUs), `warmup` calls then
+  `repeat` samples, optionally touching a buffer of 2 x L2 between samples
+  (`flush_l2`); median, p10 and p90 are reported;
+* modelled: a simulated backend (cpu_sim) has no time worth measuring, so the
+  time is the spec's model: "modelled (simulator counts)" sums the simulator's
+  per-kernel modelled_time_s (bytes it counted) when the graph is small
+  (< SIM_MAX_ELEMENTS elements and < SIM_MAX_FLOPS flops), and "modelled (cost
+  model)" uses the fusion plan's costs otherwise. A modelled figure is one
+  number, so median = p10 = p90.
+
+Throughput uses the graph's compulsory bytes (each input read once, each
+output written once) and the plan's flops. The roofline time is
+max(compulsory bytes / DRAM bandwidth, flops / peak), so
+`pct_of_roofline = roofline time / time`, which equals achieved FLOP/s over
+min(peak, intensity x bandwidth) and still means something for ops with no
+flops (gather). The peak is the matrix rate of the dtype when the graph has a
+contraction, else the vector f32 rate (hal computes 16-bit elementwise in f32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hal.backend import Backend, Capability
+from hal.bench.baselines import BaselineResult, get_baseline, host_flusher
+from hal.bench.cases import BenchCase, case_flops_hint, fmt_shape, total_elements
+from hal.devices.spec import DeviceSpec
+
+SIM_MAX_ELEMENTS = 1 << 22
+SIM_MAX_FLOPS = 1 << 28
+MODELS = ("auto", "cost", "sim")
+
+MEASURED_EVENTS = "measured (device events)"
+MEASURED_HOST = "measured (host wall clock)"
+MODELLED_COST = "modelled (cost model)"
+MODELLED_SIM = "modelled (simulator counts)"
+
+
+def summarize_times(times: Sequence[float]) -> dict[str, Any]:
+    """median, p10, p90 and count of `times` (None when empty)."""
+    if not times:
+        return {"median_s": None, "p10_s": None, "p90_s": None, "samples": 0}
+    a = np.asarray(times, dtype=np.float64)
+    return {"median_s": float(np.median(a)), "p10_s": float(np.percentile(a, 10)),
+            "p90_s": float(np.percentile(a, 90)), "samples": int(a.size)}
+
+
+@dataclass
+class BenchResult:
+    case: str
+    op: str
+    shapes: list[str]
+    dtype: str
+    backend: str
+    device: str
+    method: str
+    times_s: list[float]
+    compulsory_bytes: int
+    modelled_bytes: int             # what the plan (or the simulator) says moves through DRAM
+    flops: float
+    kernels: int
+    dram_bandwidth: float
+    peak_flops: float
+    peak_kind: str                  # "matrix bf16" or "vector f32"
+    baselines: list[BaselineResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived figures -------------------------------------------------------
+    @property
+    def median_s(self) -> float:
+        return summarize_times(self.times_s)["median_s"] or 0.0
+
+    @property
+    def modelled(self) -> bool:
+        return self.method.startswith("modelled")
+
+    @property
+    def intensity(self) -> float:
+        """flops per compulsory DRAM byte."""
+        return self.flops / self.compulsory_bytes if self.compulsory_bytes else 0.0
+
+    @property
+    def achieved_bytes_per_s(self) -> float:
+        return self.compulsory_bytes / self.median_s if self.median_s else 0.0
+
+    @property
+    def achieved_flops_per_s(self) -> float:
+        return self.flops / self.median_s if self.median_s else 0.0
+
+    @property
+    def roofline_s(self) -> float:
+        return max(self.compulsory_bytes / self.dram_bandwidth, self.flops / self.peak_flops)
+
+    @property
+    def bound(self) -> str:
+        mem = self.compulsory_bytes / self.dram_bandwidth
+        return "memory" if mem >= self.flops / self.peak_flops else "compute"
+
+    @property
+    def pct_of_roofline(self) -> float:
+        return 100.0 * self.roofline_s / self.median_s if self.median_s else 0.0
+
+    def ratio(self, b: BaselineResult) -> float | None:
+        """hal time / baseline time (< 1: hal faster)."""
+        base = summarize_times(b.times_s)["median_s"]
+        return self.median_s / base if b.available and base else None
+
+    def to_dict(self, with_provenance: bool = True) -> dict[str, Any]:
+        d = {"case": self.case, "op": self.op, "shapes": self.shapes, "dtype": self.dtype,
+             "backend": self.backend, "device": self.device, "method": self.method,
+             **summarize_times(self.times_s), "times_s": list(self.times_s),
+             "compulsory_bytes": self.compulsory_bytes, "modelled_bytes": self.modelled_bytes,
+             "flops": self.flops, "kernels": self.kernels,
+             "intensity_flops_per_byte": self.intensity,
+             "achieved_GBps": self.achieved_bytes_per_s / 1e9,
+             "achieved_TFLOPs": self.achieved_flops_per_s / 1e12,
+             "roofline_s": self.roofline_s, "pct_of_roofline": self.pct_of_roofline,
+             "bound": self.bound, "dram_bandwidth_Bps": self.dram_bandwidth,
+             "peak_flops": self.peak_flops, "peak_kind": self.peak_kind,
+             "baselines": [{**b.to_dict(), "ratio_hal_over_baseline": self.ratio(b)}
+                           for b in self.baselines],
+             "notes": list(self.notes)}
+        if with_provenance:
+            d["provenance"] = self.provenance
+        return d
+
+    def csv_row(self) -> dict[str, Any]:
+        row = {k: v for k, v in self.to_dict(with_provenance=False).items()
+               if k not in ("times_s", "baselines", "notes", "shapes")}
+        row["shapes"] = " ".join(self.shapes)
+        for b in self.baselines:
+            s = summarize_times(b.times_s)
+            row[f"{b.name}_median_s"] = s["median_s"]
+            row[f"{b.name}_where"] = b.where if b.available else f"unavailable: {b.reason}"
+            row[f"{b.name}_ratio"] = self.ratio(b)
+        return row
+
+
+def _peak(graph, spec: DeviceSpec, dtype_name: str) -> tuple[float, str]:
+    from hal.ops import Category, get_op
+    from hal.ops.decompose import decompose_graph
+
+    has_dot = any(get_op(n.op).category is Category.CONTRACTION
+                  for n in decompose_graph(graph).nodes)
+    if has_dot:
+        return spec.peak_for(dtype_name, matrix=True), f"matrix {dtype_name}"
+    return spec.peak_for("f32", matrix=False), "vector f32"
+
+
+def _device_flusher(impl: Backend, nbytes: int) -> Callable[[], None] | None:
+    """Touch 2 x L2 of device memory (a copy into a device buffer), else host memory."""
+    if not nbytes:
+        return None
+    if Capability.REAL_HARDWARE in impl.capabilities:
+        try:
+            buf = impl.allocate(nbytes)
+            zeros = np.zeros(nbytes, np.uint8)
+            return lambda: impl.copy_in(buf, zeros)
+        except Exception:  # noqa: BLE001 - fall back to a host flush
+            pass
+    return host_flusher(nbytes)
+
+
+def _measure(case: BenchCase, impl: Backend, spec: DeviceSpec, repeat: int, warmup: int,
+             flush_bytes: int, seed: int, notes: list[str]) -> tuple[list[float], str]:
+    inputs = case.make_inputs(seed)
+    prepare = getattr(impl, "prepare_graph", None)
+    if callable(prepare):   # kernels compiled, buffers resident: time launches only
+        fn = prepare(case.graph, inputs, spec)
+    else:
+        notes.append("timed around run_graph (includes transfers and host work)")
+        fn = lambda: impl.run_graph(case.graph, inputs, spec)  # noqa: E731
+    flush = _device_flusher(impl, flush_bytes)
+    if flush is None:
+        times = impl.time(fn, repeat=repeat, warmup=warmup)
+    else:
+        impl.time(fn, repeat=0, warmup=warmup) if warmup else None
+        times = []
+        for _ in range(repeat):
+            flush()
+            impl.synchronize()
+            times += impl.time(fn, repeat=1, warmup=0)
+    events = {Capability.TIMING, Capability.REAL_HARDWARE} <= impl.capabilities
+    return times, MEASURED_EVENTS if events else MEASURED_HOST
+
+
+def choose_model(case: BenchCase, model: str) -> str:
+    """'sim' or 'cost' for a simulated backend: 'auto' simulates only small graphs."""
+    if model not in MODELS:
+        from hal.errors import HalError
+
+        raise HalError(f"unknown model '{model}'", hint="one of " + ", ".join(MODELS))
+    if model != "auto":
+        return model
+    small = total_elements(case) < SIM_MAX_ELEMENTS and case_flops_hint(case) < SIM_MAX_FLOPS
+    return "sim" if small else "cost"
+
+
+def run_case(case: BenchCase, backend: str, spec: DeviceSpec, *, repeat: int = 20,
+             warmup: int = 3, flush_l2: bool = False, baselines: Sequence[str] = (),
+             model: str = "auto", seed: int = 0,
+             provenance: dict[str, Any] | None = None) -> BenchResult:
+    """Benchmark `case` on `backend` for `spec`; see the module docstring for what is reported."""
+    from hal.backends_registry import get_backend
+    from hal.fusion import plan as fusion_plan
+
+    impl = get_backend(backend, require_available=True)
+    p = fusion_plan(case.graph, spec)
+    peak, peak_kind = _peak(case.graph, spec, case.dtype)
+    notes: list[str] = []
+    flush_bytes = 2 * spec.l2_bytes if flush_l2 else 0
+    modelled_bytes, kernels = p.modelled_bytes, len(p.groups)
+    if Capability.SIMULATED in impl.capabilities:
+        if choose_model(case, model) == "sim":
+            r = impl.run_graph(case.graph, case.make_inputs(seed), spec, check=True,
+                               compare_reference=False)
+            stats = r.stats or []
+            times = [sum(s.get("modelled_time_s", 0.0) for s in stats)]
+            modelled_bytes = sum(s.get("global_bytes_read", 0) + s.get("global_bytes_written", 0)
+                                 for s in stats)
+            kernels, method = len(stats), MODELLED_SIM
+        else:
+            times, method = [p.modelled_time_s], MODELLED_COST
+        notes.append(f"{method}: time from the {spec.name} spec, not measured")
+    else:
+        times, method = _measure(case, impl, spec, repeat, warmup, flush_bytes, seed, notes)
+    target = "gpu" if Capability.REAL_HARDWARE in impl.capabilities else "host"
+    base_results = [get_baseline(b).run(case, target, repeat, warmup, flush_bytes, seed)
+                    for b in baselines]
+    if target == "host" and any(b.available for b in base_results):
+        notes.append("baselines ran on the host CPU: not comparable with "
+                     + ("the modelled device time" if method.startswith("modelled")
+                        else f"{backend} on {spec.name}"))
+    return BenchResult(case.name, case.op, [fmt_shape(s) for s in case.shapes], case.dtype,
+                       backend, spec.name, method, times, p.compulsory_bytes, modelled_bytes,
+                       p.flops, kernels, spec.dram_bandwidth, peak, peak_kind, base_results,
+                       notes, dict(provenance or {}))

@@ -1,0 +1,474 @@
+"""Lowering of attention groups: dot -> elementwise logits -> row softmax -> dot, one kernel.
+
+An "attention" group holds two contractions and the nodes between them, as
+the decomposition of scaled_dot_product_attention (or a user's variant)
+leaves them:
+
+    s = dot_general(q, k)            # scores, contracting the head dim
+    x = f(s, ...)                    # ANY elementwise/broadcast/source/reshape chain:
+                                     # scale, causal mask (iota/ge/select), additive
+                                     # mask, softcap, GQA reshapes ...
+    m = reduce_max(x, last axis); e = exp(x - m); l = reduce_sum(e, last axis)
+    p = g(e / l)                     # cast / reshape back to s's shape
+    o = dot_general(p, v)
+
+`match_attention(nodes)` finds these roles (or says why the nodes are not an
+attention); `attention_tiles(...)` picks the tile sizes from the spec; the
+lowering emits a FlashAttention-2 style kernel:
+
+* a block owns Br query rows of one batch entry (grid x: row tiles, grid y:
+  batch entries, e.g. (batch, kv head) in the GQA layout, where the rows of
+  the G query heads sharing a kv head are consecutive); each row is handled
+  by `tpr` consecutive threads (block = Br * tpr threads, whole warps);
+* the Q tile is staged in shared memory once; per key tile of Bc keys the
+  block stages K and V tiles in shared memory, each thread computes Bc/tpr
+  scores of its row, runs them through the group's own scalar program for x
+  (the ScalarBuilder walks the nodes: nothing here knows about scales or
+  masks), takes the row max with a shuffle tree of width tpr, computes
+  e = exp(x - m_new) through the builder again, writes P = g(e) (e.g. rounded
+  to bf16) to shared memory and accumulates the row sum; the running max and
+  sum live in registers and rescale the Dv/tpr accumulators of the thread by
+  exp(m_old - m_new) (online softmax);
+* at the end o = acc / l is rounded to the output dtype and stored.
+
+The S x T score matrix never reaches global memory: global traffic is Q and
+O once, K and V once per row tile of each batch entry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from hal.devices.spec import DeviceSpec
+from hal.dtypes import DType, compute_dtype, f32, i32
+from hal.errors import UnsupportedError
+from hal.ir.graph import Node, Value
+from hal.kernel.ir import (
+    Assign,
+    Barrier,
+    Binary,
+    Cast,
+    Const,
+    Declare,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    Select,
+    Shuffle,
+    Stmt,
+    Store,
+    Unary,
+)
+from hal.lowering.context import KernelContext, index_dtype_for
+from hal.lowering.expr import ScalarBuilder, reshape_coords, rounded, to_storage, zero_of
+from hal.lowering.matmul import contraction_dims
+from hal.lowering.pointwise import group_sizes
+from hal.lowering.registry import register_lowering
+from hal.lowering.tiling import cdiv, round_up
+from hal.ops import Category, get_op
+
+# Ops allowed on the score path (s -> x) and on the probability path (e / l -> p).
+_SCORE_CATS = {Category.ELEMENTWISE, Category.BROADCAST, Category.SOURCE, Category.MOVEMENT}
+_PROB_OPS = {"cast", "reshape"}
+
+
+@dataclass
+class AttentionPattern:
+    qk: Node
+    pv: Node
+    logits: Value       # x: the row-softmax input
+    row_max: Node       # reduce_max(x)
+    exps: Value         # e = exp(x - m)
+    row_sum: Node       # reduce_sum(e)
+    probs: Value        # e / l
+    batch: tuple[int, ...]
+    m: int              # query rows per batch entry
+    t: int              # keys
+    d: int              # contraction length of q k^T
+    dv: int             # value width
+
+
+def _cat(n: Node) -> Category:
+    return get_op(n.op).category
+
+
+def _last_axis_only(r: Node) -> bool:
+    from hal.fusion.group import reduction_axes
+
+    x = r.inputs[0]
+    return x.rank >= 1 and reduction_axes(r) == (x.rank - 1,)
+
+
+def match_attention(nodes: list[Node]) -> AttentionPattern | str:
+    """The attention roles of `nodes` (a group's nodes in graph order), or why there are none."""
+    dots = [n for n in nodes if _cat(n) is Category.CONTRACTION]
+    reds = [n for n in nodes if _cat(n) is Category.REDUCTION]
+    if len(dots) != 2:
+        return f"{len(dots)} contractions (attention has two)"
+    qk, pv = dots
+    maxes = [r for r in reds if r.op == "reduce_max"]
+    sums = [r for r in reds if r.op == "reduce_sum"]
+    if len(reds) != 2 or len(maxes) != 1 or len(sums) != 1:
+        return "the nodes between the contractions are not one row softmax " \
+               "(reduce_max and reduce_sum)"
+    rmax, rsum = maxes[0], sums[0]
+    if not (_last_axis_only(rmax) and _last_axis_only(rsum)):
+        return "the softmax does not reduce over the key axis (the last one)"
+    producer = {o.name: n for n in nodes for o in n.outputs}
+    x, e = rmax.inputs[0], rsum.inputs[0]
+
+    def through_bcast(v: Value) -> Value:
+        p = producer.get(v.name)
+        return p.inputs[0] if p is not None and p.op == "broadcast_to" else v
+
+    ex = producer.get(e.name)
+    sub = producer.get(ex.inputs[0].name) if ex is not None and ex.op == "exp" else None
+    if sub is None or sub.op != "sub" or sub.inputs[0].name != x.name or \
+            through_bcast(sub.inputs[1]).name != rmax.outputs[0].name:
+        return "the softmax numerator is not exp(x - max(x))"
+    div = next((n for n in nodes if n.op == "div" and n.inputs[0].name == e.name
+                and through_bcast(n.inputs[1]).name == rsum.outputs[0].name), None)
+    if div is None:
+        return "the softmax is not normalised by div(e, sum(e))"
+    # probability path: div -> (cast | reshape)* -> pv lhs
+    v = pv.inputs[0]
+    while v.name != div.outputs[0].name:
+        p = producer.get(v.name)
+        if p is None or p.op not in _PROB_OPS:
+            return f"{p.op if p else v.name} between the softmax and the second contraction"
+        v = p.inputs[0]
+    s0 = qk.outputs[0]
+    lb, _rb, lc, _rc, lf, rf = contraction_dims(qk)
+    if len(lf) != 1 or len(rf) != 1:
+        return "the score contraction must have one query axis and one key axis"
+    nb = len(lb)
+    if tuple(pv.inputs[0].shape) != tuple(s0.shape):
+        return "the probabilities do not have the scores' shape"
+    plb, _prb, plc, _prc, plf, prf = contraction_dims(pv)
+    if plb != tuple(range(nb)) or plf != (nb,) or plc != (nb + 1,) or len(prf) != 1:
+        return "the second contraction does not contract the key axis of the probabilities"
+    if x.type.numel != s0.type.numel or x.shape[-1] != s0.shape[-1]:
+        return "the logits are not the scores' elements"
+    for n in nodes:
+        if n in (qk, pv, rmax, rsum, div) or n.op in _PROB_OPS:
+            continue
+        if _cat(n) not in _SCORE_CATS:
+            return f"{n.op} cannot be computed per score element"
+    a = qk.inputs[0]
+    batch = tuple(a.shape[i] for i in lb)
+    b_shape = pv.inputs[1].shape
+    return AttentionPattern(qk, pv, x, rmax, e, rsum, div.outputs[0], batch,
+                            a.shape[lf[0]], s0.shape[-1],
+                            math.prod(a.shape[i] for i in lc), b_shape[prf[0]])
+
+
+# --------------------------------------------------------------------------- tiles
+
+
+@dataclass(frozen=True)
+class AttentionTiles:
+    br: int       # query rows per block
+    bc: int       # keys per tile
+    tpr: int      # threads per query row
+    shared_bytes: int
+    registers: int
+
+    @property
+    def threads(self) -> int:
+        return self.br * self.tpr
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self) | {"threads": self.threads}
+
+
+def _smem(br: int, bc: int, d: int, dv: int, qb: int, vb: int, pb: int) -> int:
+    parts = [br * d * qb, bc * d * qb, bc * dv * vb, br * bc * pb]
+    return sum(round_up(x, 16) for x in parts)
+
+
+def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
+                    blocks_per_row_tile: int, spec: DeviceSpec) -> AttentionTiles | str:
+    """The best (Br, Bc, threads per row) that fits the spec, or why none does.
+
+    Fits: Q, K, V and P tiles within shared_mem_per_block, Br * tpr threads a whole
+    number of warps within max_threads_per_block, Bc/tpr scores + Dv/tpr accumulators
+    + ~24 registers within max_registers_per_thread. Preference: enough blocks to keep
+    a quarter of the units busy, then the largest Br * Bc (fewest K/V re-reads per
+    byte of shared memory), then the larger Br, then more threads."""
+    w = spec.warp_size
+    cands = []
+    for br in (128, 64, 32, 16, 8):
+        for bc in (128, 64, 32, 16, 8):
+            tpr = w
+            while tpr >= 1:
+                threads = br * tpr
+                regs = cdiv(bc, tpr) + cdiv(dv, tpr) + 24
+                smem = _smem(br, bc, d, dv, qb, vb, pb)
+                if bc % tpr == 0 and threads % w == 0 and threads <= spec.max_threads_per_block \
+                        and regs <= spec.max_registers_per_thread \
+                        and smem <= spec.shared_mem_per_block:
+                    cands.append(AttentionTiles(br, bc, tpr, smem, regs))
+                tpr //= 2
+    if not cands:
+        small = _smem(8, 8, d, dv, qb, vb, pb)
+        return (f"the smallest tiles (Br=8, Bc=8) need {small / 1024:.1f} KiB of shared memory "
+                f"for head dims {d}/{dv}, {spec.name} has "
+                f"{spec.shared_mem_per_block / 1024:.1f} KiB per block (or too few registers)")
+
+    def score(c: AttentionTiles) -> tuple:
+        busy = cdiv(m, c.br) * blocks_per_row_tile * 4 >= spec.compute_units
+        waste = round_up(m, c.br) / max(1, m) + round_up(t, c.bc) / max(1, t)
+        return (busy, -round(waste, 1), c.br * c.bc, c.br, min(c.threads, 8 * w), -c.registers)
+
+    return max(cands, key=score)
+
+
+def _tiles_for(group, pat: AttentionPattern, spec: DeviceSpec) -> AttentionTiles | str:
+    forced = group.schedule.get("attention_tiles")
+    q, v = pat.qk.inputs[0], pat.pv.inputs[1]
+    store = _stage_dtype
+    qb, vb = store(q.dtype).itemsize, store(v.dtype).itemsize
+    pb = store(pat.pv.inputs[0].dtype).itemsize
+    if forced:
+        br, bc, tpr = forced["br"], forced["bc"], forced["tpr"]
+        return AttentionTiles(br, bc, tpr, _smem(br, bc, pat.d, pat.dv, qb, vb, pb),
+                              cdiv(bc, tpr) + cdiv(pat.dv, tpr) + 24)
+    return attention_tiles(pat.m, pat.t, pat.d, pat.dv, qb, vb, pb,
+                           math.prod(pat.batch), spec)
+
+
+def plan_attention(group, spec: DeviceSpec) -> tuple[AttentionPattern, AttentionTiles] | str:
+    """Pattern and tiles of an attention group, or why it cannot be one kernel on `spec`."""
+    pat = match_attention(group.nodes)
+    if isinstance(pat, str):
+        return pat
+    tiles = _tiles_for(group, pat, spec)
+    if isinstance(tiles, str):
+        return tiles
+    return pat, tiles
+
+
+def _stage_dtype(d: DType) -> DType:
+    """Tiles are staged in shared memory in their storage dtype (floats), else f32."""
+    return d if d.is_float else f32
+
+
+# --------------------------------------------------------------------------- lowering
+
+
+def _scatter(rank: int, parts) -> tuple[Expr, ...]:
+    out: list[Expr | None] = [None] * rank
+    for dims, coords in parts:
+        for dim, c in zip(dims, coords, strict=True):
+            out[dim] = c
+    return tuple(out)  # type: ignore[arg-type]
+
+
+def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
+    planned = plan_attention(group, spec)
+    if isinstance(planned, str):
+        raise UnsupportedError(f"group {group.name}: not a fusable attention: {planned}",
+                               hint="split the group at its contractions")
+    pat, t = planned
+    out = pat.pv.outputs[0]
+    for v in group.outputs:
+        if v.name != out.name:
+            raise UnsupportedError(f"group {group.name}: %{v.name} is needed outside the "
+                                   f"attention kernel", hint="only the attention output leaves")
+    nb = math.prod(pat.batch)
+    if nb * pat.m * pat.dv == 0:
+        return []
+    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+    q, k = pat.qk.inputs
+    p_val, v = pat.pv.inputs
+    s0 = pat.qk.outputs[0]
+    lb, rb, lc, rc, lf, rf = contraction_dims(pat.qk)
+    plb, prb, plc, prc, plf, prf = contraction_dims(pat.pv)
+    ks = [q.shape[i] for i in lc]
+    threads, br, bc, tpr, d, dv = t.threads, t.br, t.bc, t.tpr, pat.d, pat.dv
+    ns, na = bc // tpr, cdiv(dv, tpr)
+    body: list[Stmt] = []
+    tid = ctx.tid()
+    r = ctx.declare(body, "r", ctx.div(tid, tpr))
+    c = ctx.declare(body, "c", ctx.mod(tid, tpr))
+    row0 = ctx.declare(body, "row0", ctx.mul(ctx.bid("x"), br))
+    grow = ctx.declare(body, "grow", ctx.add(row0, r))
+    bcoords = [x if not isinstance(x, Binary) else ctx.declare(body, "b", x)
+               for x in ctx.unravel(ctx.bid("y"), list(pat.batch))]
+    qdt, vdt, pdt = _stage_dtype(q.dtype), _stage_dtype(v.dtype), _stage_dtype(p_val.dtype)
+    q_sh = ctx.shared_buffer("q_tile", qdt, br * d)
+    k_sh = ctx.shared_buffer("k_tile", qdt, bc * d)
+    v_sh = ctx.shared_buffer("v_tile", vdt, bc * dv)
+    p_sh = ctx.shared_buffer("p_tile", pdt, br * bc)
+    acc = ctx.local_buffer("acc", f32, na)
+    sreg = ctx.local_buffer("score", f32, ns)
+    builder = ScalarBuilder(ctx, group.nodes, body)
+    ninf = Const(-math.inf, f32)
+
+    def tile_load(stmts: list[Stmt], buf: str, rows: int, cols: int, value: Value, sdt: DType,
+                  coords_of) -> None:
+        """Cooperative load of a rows x cols tile of `value` into shared `buf` (row-major)."""
+        total = rows * cols
+        it = ctx.var("l", ctx.idx)
+        loop: list[Stmt] = []
+        e = ctx.declare(loop, "e", ctx.add(ctx.mul(it, threads), tid))
+        inner: list[Stmt] = []
+        rr = ctx.declare(inner, "rr", ctx.div(e, cols))
+        cc = ctx.declare(inner, "cc", ctx.mod(e, cols))
+        coords, valid = coords_of(inner, rr, cc)
+        x = builder.scope(inner).value(value, coords, valid)
+        x = Cast(x, sdt) if x.dtype != sdt else x
+        inner.append(Store(buf, e, Select(valid, x, zero_of(sdt))))
+        loop.extend(inner) if total % threads == 0 else loop.append(If(e.lt(ctx.c(total)), inner))
+        stmts.append(For(it, ctx.c(0), ctx.c(cdiv(total, threads)), ctx.c(1), loop))
+
+    def q_coords(stmts, rr, cc):
+        gm = ctx.declare(stmts, "gm", ctx.add(row0, rr))
+        coords = _scatter(q.rank, [(lb, bcoords), (lf, [gm]), (lc, ctx.unravel(cc, ks))])
+        return coords, gm.lt(ctx.c(pat.m))
+
+    tile_load(body, q_sh, br, d, q, qdt, q_coords)
+    m_i = ctx.var("m_run", f32)
+    l_i = ctx.var("l_run", f32)
+    body += [Declare(m_i, ninf), Declare(l_i, Const(0.0, f32))]
+    i0 = ctx.var("i", ctx.idx)
+    body.append(For(i0, ctx.c(0), ctx.c(na), ctx.c(1), [Store(acc, i0, Const(0.0, f32))],
+                    unroll=True))
+
+    kt = ctx.var("kt", ctx.idx)
+    loop: list[Stmt] = []
+    n0 = ctx.declare(loop, "n0", ctx.mul(kt, bc))
+
+    def k_coords(stmts, rr, cc):
+        gn = ctx.declare(stmts, "gn", ctx.add(n0, rr))
+        coords = _scatter(k.rank, [(rb, bcoords), (rf, [gn]), (rc, ctx.unravel(cc, ks))])
+        return coords, gn.lt(ctx.c(pat.t))
+
+    def v_coords(stmts, rr, cc):
+        gn = ctx.declare(stmts, "gn", ctx.add(n0, rr))
+        coords = _scatter(v.rank, [(prb, bcoords), (prc, [gn]), (prf, [cc])])
+        return coords, gn.lt(ctx.c(pat.t))
+
+    tile_load(loop, k_sh, bc, d, k, qdt, k_coords)
+    tile_load(loop, v_sh, bc, dv, v, vdt, v_coords)
+    loop.append(Barrier())
+
+    def score_coords(gn: Expr) -> tuple[tuple[Expr, ...], tuple[Expr, ...]]:
+        s_coords = (*bcoords, grow, gn)
+        x_coords = s_coords if tuple(pat.logits.shape) == tuple(s0.shape) else \
+            reshape_coords(ctx, s_coords, s0.shape, pat.logits.shape)
+        return s_coords, x_coords
+
+    # scores of this thread's Bc/tpr keys, through the group's logits program
+    tmax = ctx.var("tmax", f32)
+    loop.append(Declare(tmax, ninf))
+    si = ctx.var("s", ctx.idx)
+    sl: list[Stmt] = []
+    j = ctx.declare(sl, "j", ctx.add(ctx.mul(si, tpr), c))
+    gn = ctx.declare(sl, "gn", ctx.add(n0, j))
+    ok = ctx.declare(sl, "ok", Binary("logical_and", grow.lt(ctx.c(pat.m)),
+                                      gn.lt(ctx.c(pat.t))))
+    sl.append(Store(sreg, si, ninf))
+    dot = ctx.var("dot", f32)
+    inner: list[Stmt] = [Declare(dot, Const(0.0, f32))]
+    dd = ctx.var("d", ctx.idx)
+    qv = Load(q_sh, ctx.add(ctx.mul(r, d), dd), qdt)
+    kv = Load(k_sh, ctx.add(ctx.mul(j, d), dd), qdt)
+    inner.append(For(dd, ctx.c(0), ctx.c(d), ctx.c(1),
+                     [Assign(dot, dot + _f32(qv) * _f32(kv))]))
+    s_coords, x_coords = score_coords(gn)
+    s_cd = compute_dtype(s0.dtype)
+    s_val = ctx.declare(inner, "s0", rounded(Cast(dot, s_cd) if s_cd != f32 else dot, s0.dtype))
+    lb_ = builder.scope(inner)
+    lb_.env = dict(builder.env)
+    lb_.env[s0.name] = (None, s_val)
+    xv = lb_.value(pat.logits, x_coords)
+    inner.append(Store(sreg, si, _f32(xv)))
+    sl.append(If(ok, inner))
+    sl.append(Assign(tmax, Binary("maximum", tmax, Load(sreg, si, f32))))
+    loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), sl))
+    _row_allreduce(loop, ctx, tmax, "maximum", tpr)
+    m_new = ctx.declare(loop, "m_new", Binary("maximum", m_i, tmax))
+    m_use = ctx.declare(loop, "m_use", Select(m_new.eq(ninf), Const(0.0, f32), m_new))
+    alpha = ctx.declare(loop, "alpha", Unary("exp", m_i - m_use))
+    tsum = ctx.var("tsum", f32)
+    loop.append(Declare(tsum, Const(0.0, f32)))
+    # probabilities: e = exp(x - m) and P = g(e) through the group's nodes, P to shared
+    pl: list[Stmt] = []
+    j2 = ctx.declare(pl, "j", ctx.add(ctx.mul(si, tpr), c))
+    gn2 = ctx.declare(pl, "gn", ctx.add(n0, j2))
+    s2, x2 = score_coords(gn2)
+    eb = builder.scope(pl)
+    eb.env = dict(builder.env)
+    eb.env[pat.logits.name] = (None, ctx.declare(pl, "x", _as(Load(sreg, si, f32),
+                                                              compute_dtype(pat.logits.dtype))))
+    eb.env[pat.row_max.outputs[0].name] = (None, _as(m_use, compute_dtype(pat.logits.dtype)))
+    ev = ctx.declare(pl, "ev", eb.value(pat.exps, x2))
+    pl.append(Assign(tsum, tsum + _f32(ev)))
+    pb = builder.scope(pl)
+    pb.env = dict(builder.env)
+    pb.env[pat.probs.name] = (None, ev)
+    pv_ = pb.value(p_val, s2)
+    pl.append(Store(p_sh, ctx.add(ctx.mul(r, bc), j2), _as(pv_, pdt)))
+    loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), pl))
+    _row_allreduce(loop, ctx, tsum, "add", tpr)
+    loop.append(Assign(l_i, l_i * alpha + tsum))
+    loop.append(Assign(m_i, m_new))
+    loop.append(Barrier())
+    # O += P V (after rescaling by alpha)
+    ai = ctx.var("a", ctx.idx)
+    al: list[Stmt] = []
+    dvi = ctx.declare(al, "dv", ctx.add(ctx.mul(ai, tpr), c))
+    o = ctx.var("o", f32)
+    ain: list[Stmt] = [Declare(o, Load(acc, ai, f32) * alpha)]
+    jj = ctx.var("jj", ctx.idx)
+    pv_l = Load(p_sh, ctx.add(ctx.mul(r, bc), jj), pdt)
+    vv_l = Load(v_sh, ctx.add(ctx.mul(jj, dv), dvi), vdt)
+    ain.append(For(jj, ctx.c(0), ctx.c(bc), ctx.c(1), [Assign(o, o + _f32(pv_l) * _f32(vv_l))]))
+    ain.append(Store(acc, ai, o))
+    al.extend(ain) if dv % tpr == 0 else al.append(If(dvi.lt(ctx.c(dv)), ain))
+    loop.append(For(ai, ctx.c(0), ctx.c(na), ctx.c(1), al))
+    loop.append(Barrier())  # the next key tile overwrites K, V and P
+    body.append(For(kt, ctx.c(0), ctx.c(cdiv(pat.t, bc)), ctx.c(1), loop))
+
+    # epilogue: o = acc / l, rounded to the output dtype, stored at (batch, row, dv)
+    el: list[Stmt] = []
+    dvo = ctx.declare(el, "dv", ctx.add(ctx.mul(ai, tpr), c))
+    st: list[Stmt] = []
+    ocd = compute_dtype(out.dtype)
+    res = Binary("div", Load(acc, ai, f32), l_i)
+    res = ctx.declare(st, out.name, rounded(_as(res, ocd), out.dtype))
+    coords = _scatter(out.rank, [(tuple(range(len(pat.batch))), bcoords),
+                                 ((len(pat.batch),), [grow]), ((len(pat.batch) + 1,), [dvo])])
+    param, idx = builder.store_index(out, coords)
+    st.append(Store(param, idx, to_storage(res, out.dtype)))
+    el.append(If(Binary("logical_and", grow.lt(ctx.c(pat.m)), dvo.lt(ctx.c(dv))), st))
+    body.append(For(ai, ctx.c(0), ctx.c(na), ctx.c(1), el))
+    grid = (cdiv(pat.m, br), nb, 1)
+    sched = {**group.schedule, "strategy": "flash_attention", "tiles": t.as_dict(),
+             "rows": pat.m, "keys": pat.t, "head_dim": d, "value_dim": dv, "batch": nb}
+    return [ctx.kernel(body, grid, threads, {"ops": group.ops, "group": group.name,
+                                             "schedule": sched})]
+
+
+def _f32(e: Expr) -> Expr:
+    return e if e.dtype == f32 else Cast(e, f32)
+
+
+def _as(e: Expr, d: DType) -> Expr:
+    return e if e.dtype == d else Cast(e, d)
+
+
+def _row_allreduce(stmts: list[Stmt], ctx: KernelContext, v, op: str, width: int) -> None:
+    """Combine `v` over the `width` threads of a row (xor butterfly: all of them get it)."""
+    off = width // 2
+    while off >= 1:
+        other = ctx.declare(stmts, "sh", Shuffle(v, "xor", Const(off, i32), width))
+        stmts.append(Assign(v, Binary(op, v, other)))
+        off //= 2
+
+
+register_lowering("attention")(lower_attention)

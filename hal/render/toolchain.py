@@ -1,0 +1,141 @@
+"""Vendor-neutral compile plumbing: `ResourceRecord`, `run_tool`, `CompileCache`, source saving.
+
+Every compiler check (NVRTC, nvcc, hipcc, clang, hipRTC) goes through here, so that all of
+them: save the source to a file a user can open, run with a captured log, treat warnings
+as failures, raise `CompileError` carrying the log, the source path and a command that
+reproduces the failure, and cache binaries under ~/.cache/hal (or $HAL_CACHE_DIR) with
+atomic writes (a crash never leaves a half-written entry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hal.errors import CompileError
+
+
+@dataclass
+class ResourceRecord:
+    """What one compiler reported for one kernel (None: the compiler does not say)."""
+
+    kernel: str
+    compiler: str                 # "nvrtc", "nvcc", "hipcc", "clang-19", "hiprtc"
+    arch: str                     # "sm_90a", "gfx90a", ...
+    registers: int | None = None  # registers per thread (NVIDIA) or VGPRs (AMD)
+    spill_bytes: int = 0          # spill stores + loads (NVIDIA) / spilled VGPR+SGPR (AMD)
+    shared_bytes: int | None = None
+    stack_bytes: int | None = None  # stack frame (NVIDIA) / private segment (AMD), per thread
+    constant_bytes: int | None = None
+    sgprs: int | None = None
+    agprs: int | None = None
+    occupancy: int | None = None  # waves per SIMD (AMD) or resident blocks per SM (NVIDIA)
+    compile_s: float | None = None
+    status: str = "ok"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_dir() -> Path:
+    """$HAL_CACHE_DIR, else ~/.cache/hal."""
+    root = os.environ.get("HAL_CACHE_DIR") or os.path.join(Path.home(), ".cache", "hal")
+    return Path(root)
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` through a temporary file and a rename (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CompileCache:
+    """Binaries keyed by sha256 of (compiler, source, arch, options)."""
+
+    def __init__(self, root: Path | None = None, namespace: str = "kernels"):
+        self.root = (root or cache_dir()) / namespace
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(*parts: object) -> str:
+        h = hashlib.sha256()
+        for p in parts:
+            h.update(repr(p).encode())
+            h.update(b"\0")
+        return h.hexdigest()
+
+    def get(self, key: str) -> bytes | None:
+        path = self.root / key[:2] / key
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        atomic_write(self.root / key[:2] / key, data)
+
+
+def save_source(source: str, stem: str, suffix: str, directory: Path | None = None) -> Path:
+    """Save generated source where a user can read and recompile it; returns the path."""
+    d = directory or cache_dir() / "sources"
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    path = Path(d) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stem)}-{digest}{suffix}"
+    if not path.exists():
+        atomic_write(path, source)
+    return path
+
+
+_WARNING = re.compile(r"\bwarning\b", re.IGNORECASE)
+
+
+def warnings_in(log: str) -> list[str]:
+    """Lines of a compiler log that are warnings (remarks and info lines are not)."""
+    return [ln for ln in log.splitlines() if _WARNING.search(ln) and "remark" not in ln]
+
+
+def run_tool(command: list[str], *, what: str, source_path: Path, timeout: float = 600,
+             env: dict[str, str] | None = None, warnings_fail: bool = True) -> str:
+    """Run one compiler command; returns its combined log. Raises CompileError on a non-zero
+    exit, a timeout, or (with `warnings_fail`) any warning, with the log and a repro command."""
+    repro = shlex.join(command)
+    if env:
+        repro = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + repro
+    try:
+        p = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, **(env or {})})
+    except FileNotFoundError as e:
+        raise CompileError(f"{what}: compiler not found: {command[0]}", log=str(e),
+                           source_path=str(source_path), command=repro) from None
+    except subprocess.TimeoutExpired as e:
+        raise CompileError(f"{what}: timed out after {timeout:.0f} s",
+                           log=str(e.stderr or ""), source_path=str(source_path),
+                           command=repro) from None
+    log = (p.stdout or "") + (p.stderr or "")
+    if p.returncode != 0:
+        raise CompileError(f"{what}: compilation failed (exit {p.returncode})", log=log,
+                           source_path=str(source_path), command=repro)
+    warns = warnings_in(log)
+    if warnings_fail and warns:
+        raise CompileError(f"{what}: {len(warns)} warning(s), and warnings fail checks",
+                           log="\n".join(warns) + "\n" + log, source_path=str(source_path),
+                           command=repro)
+    return log
