@@ -19,6 +19,7 @@ call, and whether its tiles fit the device is `attention_tiles`'.
 from __future__ import annotations
 
 from hal.ir.graph import Graph, Node
+from hal.lowering.attention import match_attention
 from hal.ops import Category, get_op
 
 _SIDE = {Category.SOURCE, Category.BROADCAST, Category.ELEMENTWISE, Category.MOVEMENT}
@@ -70,8 +71,11 @@ def attention_candidates(graph: Graph) -> list[list[Node]]:
             continue  # an intermediate (scores, probabilities) is needed elsewhere
         if any(i in taken for i in members):
             continue
+        nodes = sorted(members.values(), key=lambda n: order[id(n)])
+        if isinstance(match_attention(nodes), str):
+            continue
         taken.update(members)
-        found.append(sorted(members.values(), key=lambda n: order[id(n)]))
+        found.append(nodes)
     return found
 
 

@@ -11,7 +11,20 @@ vector units otherwise). Bytes follow the schedule the lowering will use:
 * a row reduction that cannot keep its row on chip re-reads the row once per
   pass, unless the rows in flight fit in L2 (then the re-reads hit L2);
 * a tiled matmul re-reads A once per column of tiles and B once per row of
-  tiles, unless the operand fits in L2.
+  tiles, unless the operand fits in L2;
+* an attention kernel reads Q and writes O once and reads K and V once per
+  tile of Br query rows; the re-reads hit L2 when one batch entry's K and V fit;
+* a lone reshape is a view of its input (no kernel, no bytes).
+
+`issued` bytes are what the kernels ask of global memory as lowered, hits in
+L1/L2 included: the CPU simulator counts exactly these (it models no cache).
+They differ from the DRAM bytes by (a) loads through broadcast_to (a bias or
+norm weight is loaded once per output element: cache hits on hardware),
+(b) values loaded at several coordinates (rotate_half reads x at x, at its
+low half and at its high half: two loads per element), (c) matmul and
+attention tile re-reads (L2 hits when the operand fits), (d) row reductions
+that re-read rows not cached in shared memory. Masked-off lanes load nothing
+in both. `tests/test_fusion_cost.py` pins the agreement per example.
 
 `estimate_registers` is the per-thread register estimate used by the veto.
 """
@@ -38,6 +51,7 @@ class GroupCost:
     blocks: int
     registers: int
     notes: list[str] = field(default_factory=list)
+    issued: int = 0
 
     @property
     def dram_bytes(self) -> int:
@@ -46,7 +60,8 @@ class GroupCost:
     def to_dict(self) -> dict:
         return {"dram_read": self.dram_read, "dram_write": self.dram_write,
                 "dram_bytes": self.dram_bytes, "flops": self.flops, "time_s": self.time_s,
-                "blocks": self.blocks, "registers": self.registers, "notes": list(self.notes)}
+                "blocks": self.blocks, "registers": self.registers, "notes": list(self.notes),
+                "issued_bytes": self.issued}
 
 
 def nbytes(v: Value) -> int:
@@ -150,7 +165,13 @@ def _efficiency(blocks: int, spec: DeviceSpec) -> float:
 
 
 def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
+    from .group import is_alias_group
+
+    if is_alias_group(g):
+        return GroupCost(0, 0, 0.0, 0.0, 0, 0, ["a view of its input: no kernel"], 0)
     notes: list[str] = []
+    write_b = sum(nbytes(v) for v in g.outputs)
+    issued = write_b + _issued_reads(g, spec)
     read = sum(nbytes(v) for v in g.inputs)
     write = sum(nbytes(v) for v in g.outputs)
     flops = sum(node_flops(n) for n in g.nodes)
@@ -174,10 +195,8 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
     elif g.kind == "matmul":
         mm = next(n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION)
         a, b = mm.inputs[0], mm.inputs[1]
-        out = mm.outputs[0]
-        tiles = g.schedule.get("tiles") or {"bm": 128, "bn": 128}
-        m = math.prod(out.shape[:-1]) if out.rank else 1
-        n_ = out.shape[-1] if out.rank else 1
+        m, n_, k_ = _mnk(mm)
+        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec)
         col_tiles, row_tiles = _cdiv(n_, tiles["bn"]), _cdiv(m, tiles["bm"])
         blocks = col_tiles * row_tiles
         if nbytes(a) + nbytes(b) > spec.l2_bytes:
@@ -186,8 +205,19 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
             notes.append("operands exceed L2: tiles re-read from DRAM")
         matrix_dtype = a.dtype.name
     elif g.kind == "attention":
+        from hal.lowering.attention import match_attention
+
         blocks = g.schedule.get("blocks", blocks)
-        matrix_dtype = g.nodes[0].inputs[0].dtype.name
+        pat = match_attention(g.nodes)
+        if not isinstance(pat, str):
+            matrix_dtype = pat.qk.inputs[0].dtype.name
+            tiles = g.schedule.get("attention_tiles") or {}
+            row_tiles = _cdiv(pat.m, tiles.get("br", 64))
+            per_entry = (nbytes(pat.qk.inputs[1]) + nbytes(pat.pv.inputs[1])) // \
+                max(1, math.prod(pat.batch))
+            if per_entry * min(blocks, 2 * spec.compute_units) > spec.l2_bytes:
+                read += (row_tiles - 1) * (nbytes(pat.qk.inputs[1]) + nbytes(pat.pv.inputs[1]))
+                notes.append("K/V of the blocks in flight exceed L2: re-read per row tile")
     eff = _efficiency(blocks, spec)
     t_mem = (read + write) / (spec.dram_bandwidth * eff)
     if matrix_dtype is not None:
@@ -196,7 +226,104 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
         peak = spec.peak_for("f32", matrix=False)
     t_flop = flops / (peak * eff)
     time_s = max(t_mem, t_flop) + spec.launch_overhead_s
-    return GroupCost(read, write, flops, time_s, blocks, estimate_registers(g, spec), notes)
+    return GroupCost(read, write, flops, time_s, blocks, estimate_registers(g, spec), notes,
+                     issued)
+
+
+def _mnk(mm: Node) -> tuple[int, int, int]:
+    from hal.lowering.matmul import contraction_dims
+
+    a, b = mm.inputs
+    _lb, _rb, lc, _rc, lf, rf = contraction_dims(mm)
+    return (math.prod(a.shape[i] for i in lf), math.prod(b.shape[j] for j in rf),
+            math.prod(a.shape[i] for i in lc))
+
+
+def _matmul_tiles(mm: Node, m: int, n: int, k: int, spec: DeviceSpec) -> dict[str, int]:
+    """The tiles the matmul lowering will pick (tiling.matmul_tiles)."""
+    from hal.ops.contraction import accumulation_dtype
+
+    acc = compute_dtype(accumulation_dtype(mm.inputs[0].dtype, mm.attrs))
+    key = (m, n, k, acc.itemsize, spec.name, spec.shared_mem_per_block, spec.warp_size,
+           spec.max_threads_per_block, spec.max_registers_per_thread, spec.compute_units)
+    if key not in _TILES:
+        from hal.lowering.tiling import matmul_tiles
+
+        try:
+            _TILES[key] = matmul_tiles(m, n, k, acc.itemsize, spec).as_dict()
+        except ValueError:
+            _TILES[key] = {"bm": 128, "bn": 128}
+    return _TILES[key]
+
+
+_TILES: dict[tuple, dict[str, int]] = {}
+
+
+# Elements of a movement op's input that one requested output element touches.
+def _requested(n: Node, v: Value, count: float) -> float:
+    out = n.outputs[0]
+    if n.op in ("concat", "pad"):
+        return count * v.type.numel / max(1, out.type.numel)
+    return count
+
+
+def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
+    """Global bytes loaded as lowered (cache hits included), see the module docstring."""
+    producer = {o.name: n for n in g.nodes for o in n.outputs}
+    inputs = {v.name for v in g.inputs}
+    total = 0.0
+    mm = next((n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION), None)
+    if g.kind == "matmul" and mm is not None:
+        m, n_, k_ = _mnk(mm)
+        t = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec)
+        factors = {mm.inputs[0].name: _cdiv(n_, t["bn"]), mm.inputs[1].name: _cdiv(m, t["bm"])}
+    elif g.kind == "attention":
+        from hal.lowering.attention import match_attention
+
+        pat = match_attention(g.nodes)
+        if isinstance(pat, str):
+            return sum(nbytes(v) for v in g.inputs)
+        rt = _cdiv(pat.m, (g.schedule.get("attention_tiles") or {}).get("br", 64))
+        factors = {pat.qk.inputs[1].name: rt, pat.pv.inputs[1].name: rt}
+        mm = None
+    else:
+        factors = {}
+    passes = 1
+    if g.kind == "row_reduction" and g.schedule.get("row_cache") == "reload":
+        passes = reduction_passes(g)
+    seen: set[tuple] = set()
+
+    def walk(name: str, count: float, sig: tuple, factor: int) -> None:
+        nonlocal total
+        key = (name, sig)
+        if key in seen:
+            return
+        seen.add(key)
+        factor = factors.get(name, factor)
+        if name in inputs:
+            v = next(x for x in g.inputs if x.name == name)
+            total += count * v.dtype.itemsize * factor
+            return
+        n = producer.get(name)
+        if n is None:
+            return
+        cat = get_op(n.op).category
+        if cat is Category.CONTRACTION:
+            for x in n.inputs:
+                walk(x.name, x.type.numel, (), 1)
+            return
+        if cat is Category.REDUCTION:
+            for x in n.inputs:
+                walk(x.name, x.type.numel * passes, (), factor)  # the row, in its own space
+            return
+        moves = cat in (Category.MOVEMENT, Category.BROADCAST, Category.GATHER)
+        for x in n.inputs:
+            walk(x.name, _requested(n, x, count), sig + ((id(n), x.name),) if moves else sig,
+                 factor)
+
+    for o in g.outputs:
+        walk(o.name, o.type.numel, (), 1)
+    return int(total)
 
 
 def compulsory_bytes(graph) -> int:

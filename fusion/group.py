@@ -105,9 +105,14 @@ def group_kind(nodes: Sequence[Node]) -> str:
 
 def make_group(graph: Graph, nodes: Sequence[Node], name: str, *,
                schedule: dict[str, Any] | None = None,
-               reasons: Sequence[str] | None = None) -> FusedGroup:
-    """Build a FusedGroup from `nodes` of `graph` (put in graph order)."""
-    order = {id(n): i for i, n in enumerate(graph.nodes)}
+               reasons: Sequence[str] | None = None,
+               users: dict[str, list[Node]] | None = None,
+               order: dict[int, int] | None = None) -> FusedGroup:
+    """Build a FusedGroup from `nodes` of `graph` (put in graph order). `users` (graph.users(),
+    and `order` (id(node) -> position) save walks over the whole graph when groups are built
+    many times."""
+    if order is None:
+        order = {id(n): i for i, n in enumerate(graph.nodes)}
     nodes = sorted(nodes, key=lambda n: order[id(n)])
     inside = {id(n) for n in nodes}
     produced = {v.name for n in nodes for v in n.outputs}
@@ -119,9 +124,13 @@ def make_group(graph: Graph, nodes: Sequence[Node], name: str, *,
                 seen.add(v.name)
                 inputs.append(v)
     graph_outs = {v.name for v in graph.outputs}
-    read_outside = {v.name for n in graph.nodes if id(n) not in inside for v in n.inputs}
-    outputs = [v for n in nodes for v in n.outputs
-               if v.name in graph_outs or v.name in read_outside]
+    if users is not None:
+        outputs = [v for n in nodes for v in n.outputs if v.name in graph_outs
+                   or any(id(u) not in inside for u in users.get(v.name, ()))]
+    else:
+        read_outside = {v.name for n in graph.nodes if id(n) not in inside for v in n.inputs}
+        outputs = [v for n in nodes for v in n.outputs
+                   if v.name in graph_outs or v.name in read_outside]
     return FusedGroup(name, list(nodes), inputs, outputs, group_kind(nodes),
                       dict(schedule or {}), list(reasons or []))
 

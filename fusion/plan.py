@@ -3,21 +3,29 @@
 Greedy, priority-ordered merging in the spirit of XLA's priority fusion, with
 every decision checked three ways before it is taken:
 
-1. structure: the merged group must be a kind hal lowers (a pointwise chain;
-   a row reduction with elementwise prologue/epilogue and broadcast-back, all
-   reductions over the same rows; one contraction with a cast prologue and an
-   elementwise epilogue) and must not create a cycle between groups;
+1. structure: the merged group must be a kind hal lowers (a pointwise chain,
+   with data movement (reshape, transpose, slice, concat, pad, broadcast)
+   anywhere in it as index math on loads; a row reduction with elementwise
+   and movement prologue, elementwise epilogue and broadcast-back, all
+   reductions over the same rows; one contraction whose operands may come
+   through casts and movement (strided loads) with an elementwise epilogue;
+   an attention: dot -> logits -> row softmax -> dot) and must not create a
+   cycle between groups;
 2. resources: the lowering is asked for the kernel(s) it would emit, and the
    merge is vetoed when they exceed the spec (shared memory / LDS per block,
    threads per block) or when the estimated registers per thread exceed the
    spec's limit (spills);
-3. benefit: the cost model (fusion.cost) must predict a shorter time than the
-   two groups apart.
+3. benefit: the cost model (fusion.cost) must not predict a longer time than
+   the two groups apart.
 
+Attention is matched first (fusion.attention finds the node sets,
+hal.lowering.attention validates them and picks tiles from the spec); an
+attention whose tiles do not fit is left to the greedy pass, with the reason.
 Candidates are tried in order of the DRAM bytes they would save, largest
-first. Every decision, taken or not, is logged with its reason. Cheap
-producers (broadcast_to of small tensors, full, iota) are duplicated into each
-consumer first, as XLA does, so they never force a round trip through DRAM.
+first. Every decision is logged once with its reason (a rejected pair is not
+logged again as its groups grow). Cheap producers (broadcast_to of small
+tensors, full, iota) are duplicated into each consumer first, as XLA does, so
+they never force a round trip through DRAM.
 """
 
 from __future__ import annotations
@@ -31,12 +39,14 @@ from hal.ir.graph import Graph, Node
 from hal.ops import Category, get_op
 
 from .cost import GroupCost, compulsory_bytes, fmt_bytes, fmt_time, group_cost
-from .group import FusedGroup, is_row_reduction, make_group, reduction_axes
+from .group import FusedGroup, is_alias_group, is_row_reduction, make_group, reduction_axes
 from .rewrite import duplicate_cheap_producers
 
 # Group kinds the planner may produce by merging; others stay single-node groups.
 FUSIBLE_CATEGORIES = {Category.ELEMENTWISE, Category.BROADCAST, Category.SOURCE,
-                      Category.REDUCTION, Category.CONTRACTION}
+                      Category.REDUCTION, Category.CONTRACTION, Category.MOVEMENT}
+# Ops that only re-index: inside a kernel they are index math on the loads.
+INDEX_ONLY = {Category.MOVEMENT, Category.BROADCAST, Category.SOURCE}
 
 
 @dataclass
@@ -77,7 +87,13 @@ class FusionPlan:
         return compulsory_bytes(self.graph)
 
     def kernel_count(self) -> int:
-        return len(self.groups)
+        """Groups that launch a kernel (a lone reshape is a view of its input)."""
+        return sum(1 for g in self.groups if not is_alias_group(g))
+
+    @property
+    def issued_bytes(self) -> int:
+        """Global-memory bytes as lowered, cache hits included (what cpu_sim counts)."""
+        return sum(c.issued for c in self.costs.values())
 
     def to_dict(self) -> dict:
         comp = self.compulsory_bytes
@@ -92,7 +108,9 @@ class FusionPlan:
                         "reasons": g.reasons, "cost": self.costs[g.name].to_dict()}
                        for g in self.groups],
             "decisions": [d.to_dict() for d in self.decisions],
-            "totals": {"kernels": len(self.groups), "modelled_dram_bytes": self.modelled_bytes,
+            "totals": {"kernels": self.kernel_count(), "groups": len(self.groups),
+                       "modelled_dram_bytes": self.modelled_bytes,
+                       "issued_global_bytes": self.issued_bytes,
                        "compulsory_dram_bytes": comp,
                        "ratio_to_compulsory": self.modelled_bytes / comp if comp else 1.0,
                        "flops": self.flops, "modelled_time_s": self.modelled_time_s},
@@ -111,7 +129,7 @@ def structural_veto(nodes: list[Node]) -> str | None:
     cats = [_cat(n) for n in nodes]
     bad = [n.op for n, c in zip(nodes, cats, strict=True) if c not in FUSIBLE_CATEGORIES]
     if bad and len(nodes) > 1:
-        return f"{bad[0]} is lowered on its own (data movement, gather and scans are not fused)"
+        return f"{bad[0]} is lowered on its own (gather and scans are not fused)"
     contractions = [n for n, c in zip(nodes, cats, strict=True) if c is Category.CONTRACTION]
     reductions = [n for n, c in zip(nodes, cats, strict=True) if c is Category.REDUCTION]
     if len(contractions) > 1:
@@ -121,20 +139,19 @@ def structural_veto(nodes: list[Node]) -> str | None:
     if contractions:
         mm = contractions[0]
         mm_shape = mm.outputs[0].shape
-        produced = {o.name for n in nodes for o in n.outputs}
-        before = True
+        after = _dependents(nodes, mm)
         for n in nodes:
             if n is mm:
-                before = False
                 continue
-            if before:  # prologue: casts of an operand only (and the constants they need)
-                if n.op != "cast" and _cat(n) not in (Category.SOURCE, Category.BROADCAST):
-                    return f"only a cast may precede a matmul in its kernel, not {n.op}"
-            else:
-                if any(o.shape != mm_shape for o in n.outputs) and \
-                        _cat(n) not in (Category.BROADCAST, Category.SOURCE):
-                    return f"epilogue op {n.op} changes the matmul's output shape"
-        del produced
+            if id(n) not in after:  # prologue: casts and movement of an operand
+                if n.op != "cast" and _cat(n) not in INDEX_ONLY:
+                    return f"only casts and data movement may precede a matmul in its kernel, " \
+                           f"not {n.op}"
+            elif _cat(n) is Category.MOVEMENT:
+                return f"{n.op} of the matmul result: the epilogue keeps the output layout"
+            elif any(o.shape != mm_shape for o in n.outputs) and \
+                    _cat(n) not in (Category.BROADCAST, Category.SOURCE):
+                return f"epilogue op {n.op} changes the matmul's output shape"
     if reductions:
         for r in reductions:
             if not is_row_reduction(r):
@@ -143,12 +160,26 @@ def structural_veto(nodes: list[Node]) -> str | None:
         if len(rows) > 1:
             return "reductions over different rows"
         (lead, row) = rows.pop()
+        after = set().union(*(_dependents(nodes, r) for r in reductions))
         for n in nodes:
+            if _cat(n) is Category.MOVEMENT and id(n) in after:
+                return f"{n.op} of a reduction result (row values are not re-indexed)"
             for o in n.outputs:
                 if o.type.numel not in (0, 1) and o.type.numel not in (lead, lead * row) \
                         and _cat(n) is not Category.SOURCE:
                     return f"{n.op} output {list(o.shape)} is neither row- nor row-count-shaped"
     return None
+
+
+def _dependents(nodes: list[Node], root: Node) -> set[int]:
+    """ids of the nodes of `nodes` that (transitively) read `root`'s outputs."""
+    seen = {o.name for o in root.outputs}
+    out: set[int] = set()
+    for n in nodes:
+        if n is not root and any(v.name in seen for v in n.inputs):
+            out.add(id(n))
+            seen.update(o.name for o in n.outputs)
+    return out
 
 
 def _rows_of(r: Node) -> tuple[int, int]:
@@ -172,17 +203,40 @@ class _Planner:
         self.decisions: list[Decision] = []
         self._cost_cache: dict[tuple, GroupCost] = {}
         self._rejected: set[tuple] = set()
-        self.schedules: dict[tuple, dict] = {}
+        self._logged: set[tuple] = set()
+        self.extra_reasons: dict[tuple, list[str]] = {}
+        self._users = graph.users()
+        self._outs = {v.name for v in graph.outputs}
+        self._sig_cost: dict[tuple, GroupCost] = {}
+        self._sig_veto: dict[tuple, str | None] = {}
+        # group -> {neighbour group: bytes}, kept up to date by merge()
+        self.succ: dict[int, dict[int, int]] = {}
+        self.pred: dict[int, dict[int, int]] = {}
+        for (a, b), nb in self._initial_edges().items():
+            self.succ.setdefault(a, {})[b] = nb
+            self.pred.setdefault(b, {})[a] = nb
 
     # -- groups ------------------------------------------------------------
     def make(self, nodes: list[Node], name: str = "cand") -> FusedGroup:
-        g = make_group(self.graph, nodes, name)
+        g = make_group(self.graph, nodes, name, users=self._users, order=self.order)
         self._schedule(g)
         return g
 
     def _schedule(self, g: FusedGroup) -> None:
         """Decide the parts of the schedule the hierarchy dictates, with reasons."""
-        if g.kind == "row_reduction":
+        if g.kind == "attention":
+            from hal.lowering.attention import plan_attention
+
+            planned = plan_attention(g, self.spec)
+            if not isinstance(planned, str):
+                pat, t = planned
+                g.schedule.update(attention_tiles=t.as_dict(), head_dim=pat.d,
+                                  blocks=-(-pat.m // t.br) * math.prod(pat.batch))
+                g.reasons.append(
+                    f"fused attention: Br={t.br}, Bc={t.bc}, {t.threads} threads, tiles need "
+                    f"{fmt_bytes(t.shared_bytes)} of {fmt_bytes(self.spec.shared_mem_per_block)} "
+                    f"shared memory on {self.spec.name}")
+        elif g.kind == "row_reduction":
             from .cost import reduction_passes, row_bytes_on_chip
 
             need = row_bytes_on_chip(g)
@@ -206,7 +260,11 @@ class _Planner:
     def cost(self, nodes: list[Node]) -> GroupCost:
         k = self.key(nodes)
         if k not in self._cost_cache:
-            self._cost_cache[k] = group_cost(self.make(nodes), self.spec)
+            g = self.make(nodes)
+            sig = signature(g)  # the layers of a model repeat: price each structure once
+            if sig not in self._sig_cost:
+                self._sig_cost[sig] = group_cost(g, self.spec)
+            self._cost_cache[k] = self._sig_cost[sig]
         return self._cost_cache[k]
 
     def label(self, gid: int) -> str:
@@ -217,6 +275,9 @@ class _Planner:
     # -- graph of groups -----------------------------------------------------
     def edges(self) -> dict[tuple[int, int], int]:
         """(producer group, consumer group) -> bytes of values flowing between them."""
+        return {(a, b): nb for a, d in self.succ.items() for b, nb in d.items()}
+
+    def _initial_edges(self) -> dict[tuple[int, int], int]:
         out: dict[tuple[int, int], int] = {}
         for n in self.graph.nodes:
             c = self.group_of[id(n)]
@@ -231,17 +292,15 @@ class _Planner:
                     out[(p, c)] = out.get((p, c), 0) + v.type.nbytes
         return out
 
-    def creates_cycle(self, p: int, c: int, edges) -> bool:
-        succ: dict[int, set[int]] = {}
-        for (a, b) in edges:
-            succ.setdefault(a, set()).add(b)
-        stack = [x for x in succ.get(p, ()) if x != c]
+    def creates_cycle(self, p: int, c: int, edges=None) -> bool:
+        """Would merging p and c close a cycle (a path p -> x -> c through another group)?"""
+        stack = [x for x in self.succ.get(p, ()) if x != c]
         seen = set(stack)
         while stack:
             x = stack.pop()
             if x == c:
                 return True
-            for y in succ.get(x, ()):
+            for y in self.succ.get(x, ()):
                 if y not in seen:
                     seen.add(y)
                     stack.append(y)
@@ -253,6 +312,18 @@ class _Planner:
             self.group_of[id(n)] = c
         self.members[c] = nodes
         del self.members[p]
+        for b, nb in self.succ.pop(p, {}).items():
+            self.pred[b].pop(p, None)
+            if b != c:
+                self.succ.setdefault(c, {})[b] = self.succ.get(c, {}).get(b, 0) + nb
+                self.pred[b][c] = self.pred[b].get(c, 0) + nb
+        for a, nb in self.pred.pop(p, {}).items():
+            self.succ[a].pop(p, None)
+            if a != c:
+                self.pred.setdefault(c, {})[a] = self.pred.get(c, {}).get(a, 0) + nb
+                self.succ[a][c] = self.succ[a].get(c, 0) + nb
+        self.succ.get(c, {}).pop(c, None)
+        self.pred.get(c, {}).pop(c, None)
 
     # -- one candidate ------------------------------------------------------
     def try_merge(self, p: int, c: int, flow_bytes: int, edges, sibling: bool = False) -> bool:
@@ -264,7 +335,10 @@ class _Planner:
 
         def reject(reason: str) -> bool:
             self._rejected.add(k)
-            self.decisions.append(Decision(lp, lc, False, "not fused: " + reason))
+            pk, ck = (self.key(self.members[p]), reason), (self.key(self.members[c]), reason)
+            if pk not in self._logged and ck not in self._logged:  # each pair's reason once
+                self.decisions.append(Decision(lp, lc, False, "not fused: " + reason))
+            self._logged.update((pk, ck))
             return False
 
         veto = structural_veto(nodes)
@@ -279,12 +353,16 @@ class _Planner:
             return reject(f"~{cost_f.registers} registers per thread, {self.spec.name} allows "
                           f"{self.spec.max_registers_per_thread} (would spill)")
         if self.verify_lowering:
-            why = self.lowering_veto(cand)
+            sig = signature(cand)
+            if sig not in self._sig_veto:
+                self._sig_veto[sig] = self.lowering_veto(cand)
+            why = self._sig_veto[sig]
             if why:
                 return reject(why)
         saved_b = sum(x.dram_bytes for x in cost_sep) - cost_f.dram_bytes
         saved_t = sum(x.time_s for x in cost_sep) - cost_f.time_s
-        if saved_t <= 0:
+        if saved_t < 0 or (saved_t == 0 and saved_b <= 0 and not _free_member(
+                self.members[p], self.members[c])):
             return reject(f"no modelled gain ({fmt_bytes(saved_b)} saved, "
                           f"{fmt_time(-saved_t)} slower)")
         what = "fused siblings" if sibling else "fused"
@@ -312,15 +390,54 @@ class _Planner:
         return None
 
     # -- passes ---------------------------------------------------------------
+    def attention(self) -> None:
+        """Make each attention (fusion.attention) one group when its tiles fit the device."""
+        from hal.lowering.attention import plan_attention
+
+        from .attention import attention_candidates
+
+        for nodes in attention_candidates(self.graph):
+            cand = make_group(self.graph, nodes, "attention")
+            planned = plan_attention(cand, self.spec)
+            label = f"{nodes[0].op}(%{nodes[0].outputs[0].name})"
+            last = f"dot_general(%{nodes[-1].outputs[0].name})"
+            if isinstance(planned, str):
+                self.decisions.append(Decision(label, last, False,
+                                               f"attention not fused on {self.spec.name}: "
+                                               f"{planned}"))
+                continue
+            why = None
+            if self.verify_lowering:
+                cand = self.make(nodes)
+                sig = signature(cand)
+                if sig not in self._sig_veto:
+                    self._sig_veto[sig] = self.lowering_veto(cand)
+                why = self._sig_veto[sig]
+            if why:
+                self.decisions.append(Decision(label, last, False, f"attention not fused: {why}"))
+                continue
+            gids = sorted({self.group_of[id(n)] for n in nodes})
+            sep = sum(self.cost(self.members[g]).dram_bytes for g in gids)
+            fused = self.cost(nodes).dram_bytes
+            reason = f"saves {fmt_bytes(sep - fused)} of DRAM traffic (scores stay on chip)"
+            target = gids[-1]
+            for g in gids[:-1]:
+                self.merge(g, target)
+            self.extra_reasons[self.key(nodes)] = [reason]
+            _pat, t = planned
+            self.decisions.append(Decision(label, last, True,
+                                           f"fused attention ({len(nodes)} ops, Br={t.br}, "
+                                           f"Bc={t.bc}): {reason}", sep - fused))
+
     def producer_consumer(self) -> None:
+        """Rounds over the edges, largest flow first; stale candidates are skipped."""
         changed = True
         while changed:
             changed = False
-            edges = self.edges()
-            for (p, c), nbytes in sorted(edges.items(), key=lambda kv: (-kv[1], kv[0])):
-                if p in self.members and c in self.members and self.try_merge(p, c, nbytes, edges):
+            for (p, c), nbytes in sorted(self.edges().items(), key=lambda kv: (-kv[1], kv[0])):
+                if p in self.members and c in self.members and c in self.succ.get(p, {}) \
+                        and self.try_merge(p, c, nbytes, None):
                     changed = True
-                    break
 
     def siblings(self) -> None:
         changed = True
@@ -332,7 +449,6 @@ class _Planner:
                 produced = {o.name for n in nodes for o in n.outputs}
                 for name in names - produced:
                     readers.setdefault(name, []).append(gid)
-            edges = self.edges()
             for _name, gids in readers.items():
                 gids = sorted(set(gids))
                 for i in range(len(gids)):
@@ -340,25 +456,21 @@ class _Planner:
                         a, b = gids[i], gids[j]
                         if a not in self.members or b not in self.members:
                             continue
-                        if self.creates_cycle(a, b, edges) or self.creates_cycle(b, a, edges):
+                        if self.creates_cycle(a, b) or self.creates_cycle(b, a):
                             continue
                         ka = self.make(self.members[a]).kind
                         kb = self.make(self.members[b]).kind
                         if ka != kb or ka not in ("pointwise", "row_reduction"):
                             continue
-                        if self.try_merge(a, b, 0, edges, sibling=True):
+                        if self.try_merge(a, b, 0, None, sibling=True):
                             changed = True
-                            break
-                    if changed:
-                        break
-                if changed:
-                    break
 
     def result(self) -> FusionPlan:
         groups, costs = [], {}
         ordered = sorted(self.members.values(), key=lambda ns: self.order[id(ns[0])])
         for i, nodes in enumerate(ordered):
             g = self.make(nodes, name=f"k{i}_{g_kind_name(nodes)}")
+            g.reasons.extend(self.extra_reasons.get(self.key(nodes), []))
             if len(nodes) > 1:
                 g.reasons.insert(0, f"fused {len(nodes)} ops: {', '.join(n.op for n in nodes)}")
             groups.append(g)
@@ -366,8 +478,29 @@ class _Planner:
         return FusionPlan(self.graph, _topological(groups), self.spec, costs, self.decisions)
 
 
+def signature(g: FusedGroup) -> tuple:
+    """The structure of a group without its value names: equal for a model's repeated layers."""
+    local: dict[str, int] = {v.name: i for i, v in enumerate(g.inputs)}
+    parts: list[tuple] = [tuple((v.dtype.name, tuple(v.shape)) for v in g.inputs)]
+    for n in g.nodes:
+        ins = tuple(local.get(v.name, -1) for v in n.inputs)
+        for o in n.outputs:
+            local[o.name] = len(local)
+        parts.append((n.op, repr(sorted(n.attrs.items())), ins,
+                      tuple((o.dtype.name, tuple(o.shape)) for o in n.outputs)))
+    parts.append(tuple(local[v.name] for v in g.outputs))
+    return (g.kind, tuple(parts))
+
+
+def _free_member(a: list[Node], b: list[Node]) -> bool:
+    """One side is a lone reshape (a free alias): merging it costs nothing and saves a group."""
+    return any(len(ns) == 1 and ns[0].op == "reshape" for ns in (a, b))
+
+
 def g_kind_name(nodes: list[Node]) -> str:
     cats = [_cat(n) for n in nodes]
+    if cats.count(Category.CONTRACTION) == 2:
+        return "attention"
     for cat in (Category.CONTRACTION, Category.REDUCTION):
         if cat in cats:
             return nodes[cats.index(cat)].op
@@ -406,6 +539,7 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
         g = duplicate_cheap_producers(g)
     planner = _Planner(g, spec, verify_lowering)
     if fuse:
+        planner.attention()
         planner.producer_consumer()
         planner.siblings()
     return planner.result()

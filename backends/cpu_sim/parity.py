@@ -1,6 +1,9 @@
 """Tolerances and comparison of a backend's outputs against the float64 reference.
 
-`tolerance_for(graph, value)` gives (rtol, atol) for one value from the error
+`tolerance_for(graph, value)` gives (rtol, atol) for one value from
+hal.conformance.tolerance.rtol_atol (the conformance error model in its
+value-free form; the conformance suite itself uses per-element bounds).
+The rule it replaced, `legacy_tolerance_for`, derived them from the error
 models of the ops that produce it (DESIGN.md decision 8): the unit roundoff u
 of the compute dtype (f32 for 16-bit/fp8 values) times the summed per-op ulps
 along the value's producer chain, plus the accumulation length of every
@@ -42,7 +45,14 @@ def _accumulation_length(node) -> int:
 
 
 def tolerance_for(graph: Graph, value: Value) -> tuple[float, float]:
-    """(rtol, atol) for comparing `value` with the reference."""
+    """(rtol, atol) for comparing `value` with the reference: the conformance error model."""
+    from hal.conformance.tolerance import rtol_atol
+
+    return rtol_atol(graph, value)
+
+
+def legacy_tolerance_for(graph: Graph, value: Value) -> tuple[float, float]:
+    """The first rough rule (kept for comparison; tolerance_for replaces it)."""
     if not value.dtype.is_float:
         return 0.0, 0.0
     producer = {v.name: n for n in graph.nodes for v in n.outputs}

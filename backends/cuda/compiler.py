@@ -63,7 +63,8 @@ def cuda_include_dir() -> str | None:
         inc = Path(nvcc).resolve().parent.parent / "include"
         if (inc / "cuda_fp16.h").exists():
             return str(inc)
-    return None
+    default = Path("/usr/local/cuda/include")
+    return str(default) if (default / "cuda_fp16.h").exists() else None
 
 
 # --------------------------------------------------------------------------- ptxas report

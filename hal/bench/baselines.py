@@ -46,7 +46,7 @@ def host_times(fn: Callable[[], Any], repeat: int, warmup: int,
                sync: Callable[[], Any] | None = None,
                flush: Callable[[], Any] | None = None) -> list[float]:
     """Wall-clock seconds per call; `sync` waits for the work, `flush` runs outside the timing."""
-    sync = sync or (lambda: None)
+    sync = sync or (lambda _result: None)
     for _ in range(warmup):
         sync(fn())
     out = []
@@ -64,7 +64,7 @@ def host_flusher(nbytes: int) -> Callable[[], None]:
     buf = np.zeros(max(nbytes, 1) // 8, np.int64)
 
     def flush() -> None:
-        buf += 1
+        np.add(buf, 1, out=buf)
     return flush
 
 

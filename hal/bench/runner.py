@@ -2,12 +2,14 @@
 
 Two ways a figure is obtained, always labelled in `BenchResult.method`:
 
-* measured: a backend that runs on hardware (or the reference interpreter)
-  is timed with `Backend.time` (device events on GPUs), `warmup` calls then
+* measured: a backend that runs on hardware is timed with `Backend.time` (device events on GPUs), `warmup` calls then
   `repeat` samples, optionally touching a buffer of 2 x L2 between samples
-  (`flush_l2`); median, p10 and p90 are reported;
-* modelled: a simulated backend (cpu_sim) has no time worth measuring, so the
-  time is the spec's model: "modelled (simulator counts)" sums the simulator's
+  (`flush_l2`); median, p10 and p90 are reported. A backend that offers
+  `prepare_graph(graph, inputs, spec) -> callable` (kernels compiled, buffers
+  resident) is timed on that callable, i.e. launches only; otherwise the
+  timing wraps `run_graph` and the result says so in its notes;
+* modelled: a simulated backend (cpu_sim; the reference interpreter) has no
+  time worth measuring, so the time is the spec's model: "modelled (simulator counts)" sums the simulator's
   per-kernel modelled_time_s (bytes it counted) when the graph is small
   (< SIM_MAX_ELEMENTS elements and < SIM_MAX_FLOPS flops), and "modelled (cost
   model)" uses the fusion plan's costs otherwise. A modelled figure is one
@@ -157,6 +159,28 @@ def _peak(graph, spec: DeviceSpec, dtype_name: str) -> tuple[float, str]:
     return spec.peak_for("f32", matrix=False), "vector f32"
 
 
+def touched_bytes(graph) -> tuple[int, list[str]]:
+    """Compulsory bytes, except that a table read only by gathers counts the rows gathered.
+
+    fusion.cost.compulsory_bytes reads every input once; an embedding lookup of a few
+    tokens touches a few rows of a [V, D] table, and counting all of it would put the
+    roofline orders of magnitude too far out.
+    """
+    from hal.fusion.cost import compulsory_bytes
+
+    total, notes = compulsory_bytes(graph), []
+    users = graph.users()
+    for v in graph.inputs:
+        uses = users.get(v.name, [])
+        if uses and all(n.op == "gather" and n.inputs[0].name == v.name for n in uses):
+            rows = sum(n.outputs[0].type.nbytes for n in uses)
+            if rows < v.type.nbytes:
+                total += rows - v.type.nbytes
+                notes.append("gather: compulsory bytes count the table rows gathered, "
+                             "not the whole table")
+    return total, notes
+
+
 def _device_flusher(impl: Backend, nbytes: int) -> Callable[[], None] | None:
     """Touch 2 x L2 of device memory (a copy into a device buffer), else host memory."""
     if not nbytes:
@@ -184,7 +208,8 @@ def _measure(case: BenchCase, impl: Backend, spec: DeviceSpec, repeat: int, warm
     if flush is None:
         times = impl.time(fn, repeat=repeat, warmup=warmup)
     else:
-        impl.time(fn, repeat=0, warmup=warmup) if warmup else None
+        if warmup:
+            impl.time(fn, repeat=0, warmup=warmup)
         times = []
         for _ in range(repeat):
             flush()
@@ -217,11 +242,13 @@ def run_case(case: BenchCase, backend: str, spec: DeviceSpec, *, repeat: int = 2
     impl = get_backend(backend, require_available=True)
     p = fusion_plan(case.graph, spec)
     peak, peak_kind = _peak(case.graph, spec, case.dtype)
-    notes: list[str] = []
+    compulsory, notes = touched_bytes(case.graph)
     flush_bytes = 2 * spec.l2_bytes if flush_l2 else 0
     modelled_bytes, kernels = p.modelled_bytes, len(p.groups)
     if Capability.SIMULATED in impl.capabilities:
-        if choose_model(case, model) == "sim":
+        # only a simulator of kernels counts bytes; other simulated backends (the
+        # reference interpreter) have no device time, so they get the cost model
+        if Capability.KERNELS in impl.capabilities and choose_model(case, model) == "sim":
             r = impl.run_graph(case.graph, case.make_inputs(seed), spec, check=True,
                                compare_reference=False)
             stats = r.stats or []
@@ -242,6 +269,6 @@ def run_case(case: BenchCase, backend: str, spec: DeviceSpec, *, repeat: int = 2
                      + ("the modelled device time" if method.startswith("modelled")
                         else f"{backend} on {spec.name}"))
     return BenchResult(case.name, case.op, [fmt_shape(s) for s in case.shapes], case.dtype,
-                       backend, spec.name, method, times, p.compulsory_bytes, modelled_bytes,
+                       backend, spec.name, method, times, compulsory, modelled_bytes,
                        p.flops, kernels, spec.dram_bandwidth, peak, peak_kind, base_results,
                        notes, dict(provenance or {}))

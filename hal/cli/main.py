@@ -14,6 +14,10 @@ import click
 
 from hal import __version__
 from hal.cli.backends_cmd import backends
+from hal.cli.bench_cmd import bench
+from hal.cli.bringup_cmd import bringup
+from hal.cli.compile_cmd import compile_
+from hal.cli.conformance_cmd import conformance
 from hal.cli.devices import devices
 from hal.cli.fuse_cmd import fuse
 from hal.cli.ops_cmd import ops
@@ -58,7 +62,7 @@ def main(debug: bool) -> None:
     """hal: a hardware abstraction layer for AI accelerators."""
 
 
-for _command in (devices, backends, ops, run, fuse):
+for _command in (devices, backends, ops, run, fuse, bringup, bench, compile_, conformance):
     main.add_command(_command)
 
 

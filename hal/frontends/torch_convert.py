@@ -26,10 +26,16 @@ import numpy as np
 
 from hal.dtypes import DType, bf16, bool_, f16, f32, f64, i8, i16, i32, i64, u8
 from hal.errors import HalError, UnsupportedError
-from hal.frontends.common import (ImportedModel, WeightStore, eliminate_dead_code,
-                                  missing_ops_error, sanitize)
+from hal.frontends.common import (
+    ImportedModel,
+    WeightStore,
+    eliminate_dead_code,
+    missing_ops_error,
+    sanitize,
+)
 from hal.ir.builder import GraphBuilder
 from hal.ir.graph import Value
+from hal.ir.types import TensorType
 
 Converter = Callable[..., Any]
 TORCH_CONVERTERS: dict[str, Converter] = {}
@@ -172,16 +178,18 @@ class TorchContext:
 
 
 def static_shape(shape: Any, node: Any = None) -> tuple[int, ...]:
-    out = []
+    """`shape` as ints; a symbolic dim raises UnsupportedError (never guards on it)."""
+    out: list[int] | None = []
     for d in shape:
-        try:
+        if type(d).__name__ == "SymInt":
+            # int(d) would specialise the shape environment: ask without guarding
+            known = d.node.maybe_as_int()
+            if known is None:
+                out = None
+                break
+            out.append(int(known))
+        else:
             out.append(int(d))
-        except Exception:  # noqa: BLE001 - a SymInt with no hint
-            out = None
-            break
-        if type(d).__name__ == "SymInt" and not _is_constant_sym(d):
-            out = None
-            break
     if out is None:
         where = f" at {node_location(node)}" if node is not None else ""
         raise UnsupportedError(f"dynamic shape {list(shape)}{where}: hal frontends take "
@@ -189,13 +197,6 @@ def static_shape(shape: Any, node: Any = None) -> tuple[int, ...]:
                                hint="export without dynamic_shapes= (or torch.compile with "
                                     "dynamic=False) so every dim is an int")
     return tuple(out)
-
-
-def _is_constant_sym(d: Any) -> bool:
-    try:
-        return d.node.is_constant() or d.node.maybe_as_int() is not None
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _resolve(env: Mapping[Any, Any], a: Any) -> Any:
@@ -256,10 +257,10 @@ def convert_graph_module(gm: Any, name: str = "main", *,
                 if not isinstance(val, torch.Tensor):
                     env[n] = val  # a Python scalar input: baked in as a constant
                     continue
-                iname = sanitize(n.name)
-                env[n] = b.input(b.fresh(iname) if iname in b._names else iname,
-                                 hal_dtype(val.dtype),
-                                 static_shape(val.shape, n))
+                v = Value(b.fresh(sanitize(n.name)),
+                          TensorType(hal_dtype(val.dtype), static_shape(val.shape, n)))
+                b.graph.inputs.append(v)
+                env[n] = v
         elif n.op == "get_attr":
             t = _fetch_attr(gm, n.target)
             env[n] = store.add(n.name, hal_dtype(t.dtype), _to_numpy(t)) \
@@ -308,10 +309,8 @@ def _convert_node(cx: TorchContext, n: Any, env: Mapping[Any, Any]) -> Any:
 
 
 def _rename(b: GraphBuilder, v: Value, fx_name: str) -> None:
-    name = sanitize(fx_name)
-    if name not in b._names:
-        b._names.add(name)
-        v.name = name
+    """Give the node's result torch's name (or a fresh variant), for readable .hal text."""
+    v.name = b.fresh(sanitize(fx_name))
 
 
 def _flatten(x: Any):

@@ -14,6 +14,7 @@ CapabilityBasedPartitioner: the supported regions run in hal, the rest runs
 eagerly in torch, and a summary of what fell back is logged (logger
 "hal.frontends.torch_dynamo") and kept in `LAST_SUMMARY`. A region whose
 conversion fails at compile time also falls back to eager, with the reason.
+With autograd on, the forward runs in hal and the backward eagerly in torch.
 Tensors are CPU tensors; hal runs them through NumPy.
 
 The backend is registered with torch through the `torch_dynamo_backends`
@@ -220,9 +221,9 @@ class _RegionModule(_region_module_base()):  # type: ignore[misc]
 def hal_backend(gm: Any, example_inputs: Sequence[Any], options: Mapping[str, Any] | None = None,
                 **kwargs: Any) -> Callable:
     """The torch.compile backend "hal"."""
-    import torch
     from torch._decomp import core_aten_decompositions
     from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
 
     opts = dict(options or {})
     opts.update(kwargs)
@@ -230,9 +231,11 @@ def hal_backend(gm: Any, example_inputs: Sequence[Any], options: Mapping[str, An
     def fw(g: Any, ex: Sequence[Any]) -> Any:
         return _compile_forward(g, ex, opts)
 
-    with torch.no_grad():
-        compiled = aot_autograd(fw_compiler=fw, decompositions=core_aten_decompositions())
-        return compiled(gm, example_inputs)
+    def bw(g: Any, ex: Sequence[Any]) -> Any:
+        return make_boxed_func(g.forward)  # gradients run eagerly in torch
+
+    return aot_autograd(fw_compiler=fw, bw_compiler=bw,
+                        decompositions=core_aten_decompositions())(gm, example_inputs)
 
 
 def _register() -> None:

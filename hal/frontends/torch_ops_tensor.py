@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hal.dtypes import bool_
+from hal.dtypes import bool_, i64
 from hal.errors import UnsupportedError
-from hal.frontends.torch_convert import TorchContext, converts, hal_dtype, static_shape
+from hal.frontends.torch_convert import TorchContext, converts, static_shape
 from hal.ir.graph import Value
 
 # -- no-ops and copies ---------------------------------------------------------
@@ -57,10 +57,7 @@ def _reshape(cx: TorchContext, x: Value, *args: Any, **kwargs: Any) -> Value:
 
 @converts("aten.expand", "aten.expand_copy", "aten.broadcast_to", "aten.expand_as")
 def _expand(cx: TorchContext, x: Value, *args: Any, **kwargs: Any) -> Value:
-    shape = cx.out_shape()
-    if x.rank == len(shape) or x.rank < len(shape):
-        return cx.bcast(x, shape)
-    raise UnsupportedError(f"expand of {list(x.shape)} to {list(shape)}")
+    return cx.bcast(x, cx.out_shape())
 
 
 @converts("aten.permute", "aten.permute_copy")
@@ -196,18 +193,18 @@ def _index(cx: TorchContext, x: Value, indices: Any) -> Value:
         raise UnsupportedError("boolean mask indexing gives a data-dependent shape",
                                hint="use torch.where(mask, x, other) instead")
     idx_shape = _broadcast_shapes([indices[i].shape for i in pos])
-    adjacent = pos == list(range(pos[0], pos[0] + len(pos)))
-    if not adjacent:  # torch puts the index dims first: move the indexed axes to the front
+    tensors = [indices[i] for i in pos]
+    if pos != list(range(pos[0], pos[0] + len(pos))):
+        # torch puts the index dims first when the indexed axes are not adjacent
         rest = [a for a in range(x.rank) if a not in pos]
         x = cx.op("transpose", x, perm=tuple(pos + rest))
         pos = list(range(len(pos)))
     first = pos[0]
-    # one linear index into the merged indexed axes
+    # one linear (row-major) index into the merged indexed axes
     linear = None
     stride = 1
-    for p in reversed(pos):
-        i = indices[p] if not adjacent else indices[p]
-        i = cx.bcast(_wrap(cx, cx.cast(i, i.dtype), x.shape[p]), idx_shape)
+    for p, i in zip(reversed(pos), reversed(tensors), strict=True):
+        i = cx.bcast(_wrap(cx, i, x.shape[p]), idx_shape)
         term = i if stride == 1 else cx.op("mul", i, cx.scalar(stride, i.dtype, idx_shape))
         linear = term if linear is None else cx.op("add", linear, cx.cast(term, linear.dtype))
         stride *= x.shape[p]
@@ -258,19 +255,13 @@ converts("aten.ones", "aten.ones_like", "aten.new_ones")(_fill(lambda a: 1))
 def _tri(lower: bool):
     def convert(cx: TorchContext, x: Value, diagonal: int = 0) -> Value:
         shape = tuple(x.shape)
-        r = cx.op("iota", shape=shape, dimension=x.rank - 2, dtype=hal_dtype_i64())
-        c = cx.op("iota", shape=shape, dimension=x.rank - 1, dtype=hal_dtype_i64())
+        r = cx.op("iota", shape=shape, dimension=x.rank - 2, dtype=i64)
+        c = cx.op("iota", shape=shape, dimension=x.rank - 1, dtype=i64)
         d = cx.op("sub", c, r)
         k = cx.scalar(diagonal, d.dtype, shape)
         keep = cx.op("le" if lower else "ge", d, k)
         return cx.op("select", keep, x, cx.scalar(0, x.dtype, shape))
     return convert
-
-
-def hal_dtype_i64():
-    import torch
-
-    return hal_dtype(torch.int64)
 
 
 converts("aten.tril")(_tri(True))

@@ -412,7 +412,7 @@ class CStyleRenderer:
         if not self.dynamic_shared_bytes(k):
             return [f"  alignas(16) {self.smem_qualifier} {self.ctype(s.dtype)} {ident(s.name)}"
                     f"[{s.size}];" for s in k.shared]
-        lines = [f"  extern alignas(16) {self.smem_qualifier} unsigned char hal_smem[];"]
+        lines = [f"  extern {self.smem_qualifier} unsigned char hal_smem[];  // 16-byte aligned"]
         offset = 0
         for s in k.shared:  # the layout Kernel.shared_bytes describes: 16-byte aligned buffers
             offset = (offset + 15) // 16 * 16

@@ -1,0 +1,108 @@
+"""Comparisons: a device's values against a Bound (reference) or against another device's.
+
+`check(actual, bound)` -> Comparison: max abs and rel error against the
+reference value, the ulp-distance distribution (p50 / p99 / max, in ulps of
+the output dtype at the reference value), the bound (the largest deviation
+the error model allows anywhere), the number of elements outside
+[lo, hi], the worst element, and the verdict. NaN must meet NaN, an inf the
+same inf (unless the interval reaches it: overflow of a near-max result),
+and an exact op's zero the same sign of zero.
+
+`diff(a, b, bound)` compares two devices (backend vs backend, fused vs
+unfused): both may sit anywhere in [lo, hi], so they may differ by hi - lo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from hal.dtypes import ulp
+from hal.reference import widen
+
+from .tolerance import Bound, _dist
+
+
+@dataclass
+class Comparison:
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    ulp_p50: float = 0.0
+    ulp_p99: float = 0.0
+    ulp_max: float = 0.0
+    bound: float = 0.0
+    bad: int = 0
+    numel: int = 0
+    worst: dict = field(default_factory=dict)
+    ok: bool = True
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _summary(d: np.ndarray, ref: np.ndarray, dt) -> dict:
+    if not d.size:
+        return {}
+    fin = np.isfinite(d)
+    rel = d / np.maximum(np.abs(np.nan_to_num(ref.astype(np.float64), posinf=0, neginf=0)),
+                         1e-300)
+    rel = np.where(d == 0, 0.0, rel)
+    units = d / ulp(np.nan_to_num(ref.astype(np.float64)), dt) if dt.is_float else d
+    units = np.where(d == 0, 0.0, units)
+    fu = units[fin] if fin.any() else np.zeros(1)
+    return {"max_abs": float(d.max()), "max_rel": float(rel.max()),
+            "ulp_p50": float(np.percentile(fu, 50)), "ulp_p99": float(np.percentile(fu, 99)),
+            "ulp_max": float(units.max())}
+
+
+def check(actual: np.ndarray, b: Bound) -> Comparison:
+    """`actual` (declared dtype) against the reference interval of `b`."""
+    a = np.asarray(actual)
+    if tuple(a.shape) != tuple(b.ref.shape):
+        return Comparison(ok=False, bad=-1, note=f"shape {list(a.shape)} != "
+                                                    f"{list(b.ref.shape)}")
+    dw = widen(a, b.dtype)
+    ok = b.free.copy()
+    with np.errstate(all="ignore"):
+        if b.dtype.is_float:
+            nan_r, nan_d = np.isnan(b.ref), np.isnan(dw)
+            inside = (dw >= b.lo) & (dw <= b.hi)
+            ok |= (nan_r & nan_d) | (~nan_r & ~nan_d & inside)
+            if b.strict_zero:
+                z = (b.ref == 0) & (dw == 0)
+                ok &= ~z | (np.signbit(dw) == np.signbit(b.ref)) | b.free
+        else:
+            ok |= (dw >= b.lo) & (dw <= b.hi)
+    d = np.where(b.free, 0.0, _dist(dw, b.ref))
+    res = Comparison(numel=int(a.size), bound=b.max_bound, bad=int((~ok).sum()),
+                     ok=bool(ok.all()), **_summary(d, b.ref, b.dtype))
+    if not res.ok:
+        i = np.unravel_index(int(np.argmax(~ok)), a.shape) if a.ndim else ()
+        res.worst = {"index": [int(x) for x in i], "actual": _num(dw[i]),
+                     "reference": _num(b.ref[i]), "lo": _num(b.lo[i]), "hi": _num(b.hi[i])}
+    return res
+
+
+def diff(a: np.ndarray, other: np.ndarray, b: Bound) -> Comparison:
+    """Two devices' values: each may lie anywhere in [lo, hi], so |a - b| <= hi - lo."""
+    aw, ow = widen(np.asarray(a), b.dtype), widen(np.asarray(other), b.dtype)
+    if aw.shape != ow.shape:
+        return Comparison(ok=False, bad=-1, note=f"shape {aw.shape} != {ow.shape}")
+    d = _dist(aw, ow)
+    with np.errstate(all="ignore"):
+        width = np.where(b.hi == b.lo, 0.0, b.hi.astype(np.float64) - b.lo)
+    width = np.where(np.isnan(width), np.inf, width)
+    ok = b.free | (d <= width)
+    res = Comparison(numel=int(aw.size), bad=int((~ok).sum()), ok=bool(ok.all()),
+                     bound=float(width[~b.free].max()) if (~b.free).any() else 0.0,
+                     **_summary(np.where(b.free, 0.0, d), b.ref, b.dtype))
+    return res
+
+
+def _num(x) -> float | int | bool | str:
+    v = np.asarray(x).item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v

@@ -1,0 +1,167 @@
+"""Conformance reports: JSON (incremental and atomic), JUnit XML and a human summary.
+
+`ReportWriter` appends each result to `<report>.jsonl` as it arrives (one
+flushed line per case) and rewrites `<report>` every `every` cases (at
+most once per `min_interval` seconds) and at the end through a temporary file and os.replace, so a report already written
+survives a crash or an interrupt of a later case. The JSON report is
+{"meta": {...}, "summary": {...}, "results": [...]}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+FAILING = ("fail", "error", "xpass")
+VERDICTS = ("pass", "fail", "error", "xfail", "xpass", "skip")
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` so that readers see the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def summarize(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    results = list(results)
+    counts = Counter(r["verdict"] for r in results)
+    by_kind: dict[str, Counter] = {}
+    for r in results:
+        by_kind.setdefault(r["id"].split("/")[0], Counter())[r["verdict"]] += 1
+    return {"total": len(results), **{v: counts.get(v, 0) for v in VERDICTS},
+            "ok": not any(counts.get(v, 0) for v in FAILING),
+            "by_family": {k: dict(v) for k, v in sorted(by_kind.items())}}
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+class ReportWriter:
+    """Collects results; writes the .jsonl sidecar per case and the JSON atomically."""
+
+    def __init__(self, json_path: str | os.PathLike | None = None,
+                 junit_path: str | os.PathLike | None = None,
+                 meta: Mapping[str, Any] | None = None, every: int = 50,
+                 min_interval: float = 5.0):
+        self.json_path = Path(json_path) if json_path else None
+        self.junit_path = Path(junit_path) if junit_path else None
+        self.meta = dict(meta or {})
+        self.every = every
+        self.min_interval = min_interval  # seconds between rewrites (the .jsonl has every case)
+        self._last_write = time.monotonic()
+        self.results: list[dict[str, Any]] = []
+        self._sidecar = None
+        if self.json_path:
+            self.json_path.parent.mkdir(parents=True, exist_ok=True)
+            self._sidecar = open(self.sidecar_path, "w", encoding="utf-8")  # noqa: SIM115
+
+    @property
+    def sidecar_path(self) -> Path:
+        assert self.json_path is not None
+        return self.json_path.with_name(self.json_path.name + "l") \
+            if self.json_path.suffix == ".json" else Path(str(self.json_path) + ".jsonl")
+
+    def add(self, result: Mapping[str, Any]) -> None:
+        r = _json_safe(dict(result))
+        self.results.append(r)
+        if self._sidecar is not None:
+            self._sidecar.write(json.dumps(r) + "\n")
+            self._sidecar.flush()
+            if len(self.results) % self.every == 0 and \
+                    time.monotonic() - self._last_write >= self.min_interval:
+                self.write_json(final=False)
+
+    def document(self, final: bool) -> dict[str, Any]:
+        return {"meta": {**self.meta, "complete": final}, "summary": summarize(self.results),
+                "results": self.results}
+
+    def write_json(self, final: bool) -> None:
+        if self.json_path:
+            atomic_write(self.json_path, json.dumps(self.document(final), indent=1))
+            self._last_write = time.monotonic()
+
+    def finalize(self, complete: bool = True) -> dict[str, Any]:
+        self.write_json(final=complete)
+        if self.junit_path:
+            atomic_write(self.junit_path, junit_xml(self.results, self.meta))
+        if self._sidecar is not None:
+            self._sidecar.close()
+            self._sidecar = None
+        return summarize(self.results)
+
+
+def junit_xml(results: Iterable[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+    """JUnit XML: one <testcase> per case, classname = family, failures with the numbers."""
+    results = list(results)
+    s = summarize(results)
+    suite = ET.Element("testsuite", name=f"hal-conformance-{meta.get('backend', '')}-"
+                                         f"{meta.get('device', '')}",
+                       tests=str(s["total"]), failures=str(s["fail"] + s["xpass"]),
+                       errors=str(s["error"]), skipped=str(s["skip"] + s["xfail"]),
+                       time=f"{sum(float(r.get('seconds', 0)) for r in results):.3f}")
+    for r in results:
+        tc = ET.SubElement(suite, "testcase", classname=r["id"].split("/")[0], name=r["id"],
+                           time=f"{float(r.get('seconds', 0)):.4f}")
+        v = r["verdict"]
+        text = (f"max_abs={r.get('max_abs')} max_rel={r.get('max_rel')} bound={r.get('bound')} "
+                f"ulp={r.get('ulp')}\n{r.get('detail', '')}\nreproduce: {r.get('repro', '')}")
+        if v in ("fail", "xpass"):
+            ET.SubElement(tc, "failure", message=r.get("reason", v)[:500]).text = text
+        elif v == "error":
+            ET.SubElement(tc, "error", message=r.get("reason", "error")[:500]).text = text
+        elif v in ("skip", "xfail"):
+            ET.SubElement(tc, "skipped", message=f"{v}: {r.get('reason', '')}"[:500])
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def summary_table(summary: Mapping[str, Any], results: list[Mapping[str, Any]],
+                  title: str, limit: int = 25):
+    """A rich renderable: verdicts per family, then the failures with their numbers."""
+    from rich.console import Group
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("family")
+    for v in VERDICTS:
+        t.add_column(v, justify="right")
+    for fam, c in summary["by_family"].items():
+        t.add_row(fam, *(str(c.get(v, 0)) for v in VERDICTS))
+    t.add_row("total", *(str(summary[v]) for v in VERDICTS))
+    parts: list[Any] = [t]
+    bad = [r for r in results if r["verdict"] in FAILING]
+    if bad:
+        f = Table(title=f"failures ({len(bad)}; first {min(limit, len(bad))})")
+        for col in ("case", "verdict", "max abs", "bound", "ulp max", "reason", "reproduce"):
+            f.add_column(col)
+        for r in bad[:limit]:
+            f.add_row(r["id"], r["verdict"], f"{r.get('max_abs', '')}"[:10],
+                      f"{r.get('bound', '')}"[:10], f"{(r.get('ulp') or {}).get('max', '')}"[:8],
+                      str(r.get("reason", ""))[:70], r.get("repro", ""))
+        parts.append(f)
+    return Group(*parts)

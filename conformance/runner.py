@@ -1,0 +1,222 @@
+"""Run conformance cases on a backend and device, in parallel, with incremental reports.
+
+`run_case(case_id, backend, device, seed)` runs one case and never raises:
+the backend's outputs are checked against the error model's interval
+(hal.conformance.tolerance), cases marked `unfused` also run with fuse=False
+and the two runs are compared, `compare_backend` adds a backend-vs-backend
+comparison; a simulator check (race, out_of_bounds, ...) or any exception
+becomes a "fail" or "error" verdict with the message.
+
+`run_suite(...)` selects cases (-k), skips the non-applicable and UNSUPPORTED
+ones, runs the rest in `workers` processes (2 by default: both cores here),
+classifies against EXPECTED_FAILURES and streams every result to a
+ReportWriter; on KeyboardInterrupt it finalizes the report and re-raises.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shlex
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .cases import Case, get_case, make_inputs, select
+from .compare import check, diff
+from .expectations import classify, not_applicable, unsupported_reason
+from .report import ReportWriter
+from .tolerance import output_bounds
+
+COST = {"model": 0, "fused": 1, "contraction": 2, "reduction": 3}  # slow families first
+
+
+@dataclass
+class SuiteConfig:
+    backend: str = "cpu_sim"
+    device: str = "h100-sxm"
+    pattern: str | None = None
+    seed: int = 0
+    workers: int = 2
+    compare_backend: str | None = None
+    unfused: bool = True
+    batch: int = 6
+
+
+def repro_command(backend: str, device: str, case_id: str, seed: int) -> str:
+    cmd = f"hal conformance --backend {backend} --device {device} -k {shlex.quote(case_id)}"
+    return cmd + (f" --seed {seed}" if seed else "")
+
+
+def _run_graph(backend, graph, inputs, spec, **opts) -> dict[str, np.ndarray]:
+    params = inspect.signature(backend.run_graph).parameters
+    accepted = {k: v for k, v in opts.items() if k in params}
+    if "compare_reference" in params:
+        accepted["compare_reference"] = False
+    return backend.run_graph(graph, inputs, spec, **accepted).outputs
+
+
+def _merge(comps: dict[str, Any]) -> dict[str, Any]:
+    """Case-level numbers: the worst over its outputs."""
+    vals = list(comps.values())
+    if not vals:
+        return {"max_abs": 0.0, "max_rel": 0.0, "bound": 0.0,
+                "ulp": {"p50": 0.0, "p99": 0.0, "max": 0.0}}
+    return {"max_abs": max(c.max_abs for c in vals), "max_rel": max(c.max_rel for c in vals),
+            "bound": max(c.bound for c in vals),
+            "ulp": {"p50": max(c.ulp_p50 for c in vals), "p99": max(c.ulp_p99 for c in vals),
+                    "max": max(c.ulp_max for c in vals)}}
+
+
+def execute(case: Case, backend_name: str, device: str, seed: int = 0,
+            compare_backend: str | None = None, unfused: bool = True) -> dict[str, Any]:
+    """Run one case; returns its result record with the raw verdict (pass/fail/error)."""
+    from hal.backends.cpu_sim.checks import SimulationError
+    from hal.backends_registry import get_backend
+    from hal.devices.loader import load_spec
+
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {"id": case.id, "op": case.op, "kind": case.kind,
+                           "dtypes": list(case.dtypes), "shape": case.shape, "device": device,
+                           "backend": backend_name, "dist": case.dist,
+                           "repro": repro_command(backend_name, device, case.id, seed)}
+    try:
+        spec = load_spec(device)
+        backend = get_backend(backend_name)
+        graph = case.graph()
+        inputs = make_inputs(graph, case.dist, case.seed + seed)
+        bounds = output_bounds(graph, inputs)
+        try:
+            outs = _run_graph(backend, graph, inputs, spec)
+        except SimulationError as e:
+            rec.update(verdict="fail", reason=f"simulator check {e.kind}: {e.message}"[:400],
+                       check=e.kind, seconds=time.perf_counter() - t0, **_merge({}))
+            return rec
+        comps = {name: check(outs[name], b) for name, b in bounds.items()}
+        rec.update(_merge(comps))
+        rec["outputs"] = {k: c.to_dict() for k, c in comps.items()}
+        bad = [k for k, c in comps.items() if not c.ok]
+        reason = "; ".join(f"%{k}: {comps[k].bad}/{comps[k].numel} outside the bound "
+                           f"{comps[k].note}".strip() + (f" worst {comps[k].worst}"
+                                                         if comps[k].worst else "")
+                           for k in bad)
+        if case.unfused and unfused and "fuse" in inspect.signature(
+                backend.run_graph).parameters:
+            outs2 = _run_graph(backend, graph, inputs, spec, fuse=False)
+            d = {k: diff(outs[k], outs2[k], b) for k, b in bounds.items()}
+            rec["unfused"] = {k: c.to_dict() for k, c in d.items()}
+            ub = [k for k, c in d.items() if not c.ok]
+            if ub:
+                reason += "; fused vs unfused differ beyond the bound on " + ", ".join(ub)
+                bad += ub
+        if compare_backend:
+            other = _run_graph(get_backend(compare_backend), graph, inputs, spec)
+            d = {k: diff(outs[k], other[k], b) for k, b in bounds.items()}
+            rec["vs_backend"] = {"backend": compare_backend, **{k: c.to_dict()
+                                                               for k, c in d.items()}}
+            ob = [k for k, c in d.items() if not c.ok]
+            if ob:
+                reason += f"; vs {compare_backend} differ beyond the bound on " + ", ".join(ob)
+                bad += ob
+        rec.update(verdict="fail" if bad else "pass", reason=reason.strip("; "))
+    except Exception as e:  # every per-case problem is a verdict, never a crash
+        rec.update(verdict="error", reason=f"{type(e).__name__}: {e}"[:400],
+                   detail=traceback.format_exc(limit=6)[-2000:])
+        rec.setdefault("max_abs", 0.0)
+    rec["seconds"] = round(time.perf_counter() - t0, 4)
+    return rec
+
+
+def _worker(ids: list[str], cfg: SuiteConfig) -> list[dict[str, Any]]:
+    return [execute(get_case(i), cfg.backend, cfg.device, cfg.seed, cfg.compare_backend,
+                    cfg.unfused) for i in ids]
+
+
+def plan_cases(cfg: SuiteConfig, cases: Iterable[Case] | None = None
+               ) -> tuple[list[Case], list[dict[str, Any]]]:
+    """(cases to run, skip records) for this backend and device."""
+    from hal.backends_registry import get_backend
+    from hal.devices.loader import load_spec
+
+    backend = get_backend(cfg.backend)
+    spec = load_spec(cfg.device)
+    run, skipped = [], []
+    for c in (select(cfg.pattern) if cases is None else cases):
+        why = not_applicable(c, backend, spec) or unsupported_reason(cfg.backend, c.id, cfg.device)
+        if why:
+            skipped.append({"id": c.id, "op": c.op, "kind": c.kind, "dtypes": list(c.dtypes),
+                            "shape": c.shape, "device": cfg.device, "backend": cfg.backend,
+                            "verdict": "skip", "reason": why, "seconds": 0.0,
+                            "repro": repro_command(cfg.backend, cfg.device, c.id, cfg.seed)})
+        else:
+            run.append(c)
+    run.sort(key=lambda c: COST.get(c.id.split("/")[0], 9))
+    return run, skipped
+
+
+def run_suite(cfg: SuiteConfig, writer: ReportWriter, *,
+              on_result: Callable[[dict[str, Any]], None] | None = None,
+              cases: Iterable[Case] | None = None) -> dict[str, Any]:
+    """Run the selected cases; every result goes to `writer` (and `on_result`)."""
+    run, skipped = plan_cases(cfg, cases)
+
+    def emit(r: dict[str, Any]) -> None:
+        if r["verdict"] != "skip":
+            r["verdict"], why = classify(cfg.backend, r["id"], r["verdict"], cfg.device)
+            if why:
+                r["reason"] = why + ("; " + r["reason"] if r.get("reason") else "")
+        writer.add(r)
+        if on_result:
+            on_result(r)
+
+    for r in skipped:
+        emit(r)
+    ids = [c.id for c in run]
+    try:
+        if cfg.workers <= 1 or len(ids) <= cfg.batch:
+            for i in ids:
+                emit(_worker([i], cfg)[0])
+        else:
+            _parallel(ids, cfg, emit)
+    except KeyboardInterrupt:
+        writer.finalize(complete=False)
+        raise
+    return writer.finalize(complete=True)
+
+
+def _parallel(ids: list[str], cfg: SuiteConfig, emit) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if os.name == "posix" else None
+    batches = [ids[i:i + cfg.batch] for i in range(0, len(ids), cfg.batch)]
+    with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as ex:
+        pending = {ex.submit(_worker, b, cfg): b for b in batches[:cfg.workers * 4]}
+        queued = iter(batches[cfg.workers * 4:])
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    batch = pending.pop(f)
+                    try:
+                        results = f.result()
+                    except Exception as e:  # a worker died (segfault, OOM): keep going
+                        results = [{"id": i, "verdict": "error", "op": "", "kind": "",
+                                    "reason": f"worker crashed: {type(e).__name__}: {e}",
+                                    "device": cfg.device, "backend": cfg.backend,
+                                    "repro": repro_command(cfg.backend, cfg.device, i, cfg.seed)}
+                                   for i in batch]
+                    for r in results:
+                        emit(r)
+                    nxt = next(queued, None)
+                    if nxt is not None:
+                        pending[ex.submit(_worker, nxt, cfg)] = nxt
+        except KeyboardInterrupt:
+            for f in pending:
+                f.cancel()
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise

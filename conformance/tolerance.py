@@ -1,0 +1,380 @@
+"""The numerical error model: per-element bounds for every value of a graph (DESIGN.md 8).
+
+`graph_bounds(graph, inputs)` walks the primitive graph once, in float64,
+from the same rounded inputs a device sees. For every value it keeps the
+exact (unrounded) result of the op on the reference's rounded operands, the
+reference value (rounded to the declared dtype) and an interval [lo, hi] that
+a correct device value must lie in:
+
+    delta = propagated(input errors) + local(op error model)
+    lo, hi = round(exact - delta), round(exact + delta)      (round = hal.dtypes.cast)
+
+* local error: `ulps * eps(compute dtype) * |exact|` for the op itself (eps =
+  2u = one ulp relative; f32's for 16-bit and fp8 values, which compute in
+  f32), plus for accumulating ops
+  `accumulation_factor(n) * u(accumulator) * sum|terms|`; 0 for exact ops.
+* store rounding: both the device and the reference round to the declared
+  dtype; rounding is monotone, so rounding the interval's ends is the exact
+  set of values a correct device can store (half an ulp on each side for a
+  value computed with error, nothing for an exact one, which is how a
+  truncating bf16 store is caught on a single op).
+* propagation: what a consumer may see is off by err = max(hi - ref, ref - lo)
+  per element. Elementwise ops push input errors through their own float64
+  reference at the corners (x +- err) of the input box; movement and gather
+  apply the op to the error arrays; reductions, scans and contractions have
+  rules below (sum of errors, |A| err_B + err_A |B| + err_A err_B, ...).
+  An infinite or NaN error means "unknown": the element is not checked.
+
+Accumulation length choice: the deterministic worst case for summing n terms
+in any order is (n - 1) u sum|x|, which for 16k-term rows is so loose
+(1e-3 relative in f32) that accumulating in f16 instead of f32 would pass.
+We use the probabilistic bound of Higham and Mary (SIAM J. Sci. Comput.
+41(5), 2019): lambda * sqrt(n) * u * sum|x| holds for any summation order
+with probability at least 1 - 2 exp(-lambda^2 / 2) per element under
+independent rounding errors; lambda = 5 (failure odds ~ 1e-5 per element)
+plus log2(n) for a final tree, capped at the worst case n - 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from hal.dtypes import DType, cast, compute_dtype, f64
+from hal.ir.graph import Graph, Node, Value
+from hal.ops import Category, get_op
+from hal.reference import widen
+
+LAMBDA = 5.0
+STATIC_SAFETY = 2.0  # rtol_atol only: it guesses magnitudes instead of reading them
+U64 = f64.unit_roundoff
+
+
+def accumulation_factor(n: int) -> float:
+    """How many units of roundoff an n-term accumulation may lose (module docstring)."""
+    if n <= 1:
+        return 0.0
+    return float(min(n - 1, LAMBDA * math.sqrt(n) + math.log2(n)))
+
+
+@dataclass
+class Bound:
+    """Everything the comparison needs for one value (arrays in the wide type)."""
+
+    dtype: DType
+    exact: np.ndarray   # the op applied exactly to the reference's rounded operands
+    ref: np.ndarray     # exact rounded to the declared dtype (what the reference stores)
+    lo: np.ndarray      # smallest acceptable device value
+    hi: np.ndarray      # largest acceptable device value
+    err: np.ndarray     # float64: max |device - ref| a consumer may read; inf = unknown
+    free: np.ndarray    # bool: element not checkable (unknown error)
+    strict_zero: bool   # the sign of a zero must match (exact ops on exact inputs)
+
+    @property
+    def max_bound(self) -> float:
+        e = self.err[~self.free] if self.err.size else self.err
+        return float(e.max()) if e.size else 0.0
+
+
+def _finite_abs(a: np.ndarray) -> np.ndarray:
+    return np.abs(np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=0.0,
+                                neginf=0.0))
+
+
+def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a - b| in float64 with equal values (also equal infs, both NaN) at 0, else NaN -> inf."""
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        d = np.abs(a64 - b64)
+        same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+        d = np.where(same, 0.0, d)
+    return np.where(np.isnan(d), np.inf, d)
+
+
+def exact_bound(a: np.ndarray, dt: DType) -> Bound:
+    """The bound of a graph input or constant: exactly its (rounded) value."""
+    ref = widen(cast(a, dt), dt)
+    z = np.zeros(ref.shape)
+    return Bound(dt, ref, ref, ref, ref, z, np.zeros(ref.shape, bool), True)
+
+
+def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool) -> Bound:
+    """Round the interval exact +- delta to `dt` (module docstring)."""
+    exact = np.asarray(exact)
+    ref = widen(cast(exact, dt), dt)
+    delta = np.broadcast_to(np.where(np.isnan(delta), np.inf, delta), ref.shape)
+    free = np.isinf(delta)
+    if not delta.any():
+        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free.copy(), strict)
+    with np.errstate(all="ignore"):
+        if dt.is_bool:
+            free = free | (delta > 0)
+            lo = hi = ref
+        else:
+            ex = exact.astype(np.float64)
+            lo = widen(cast(ex - delta, dt), dt)
+            hi = widen(cast(ex + delta, dt), dt)
+            lo = np.where(delta == 0, ref, lo)
+            hi = np.where(delta == 0, ref, hi)
+        err = np.maximum(np.where(hi == ref, 0.0, hi.astype(np.float64) - ref),
+                         np.where(lo == ref, 0.0, ref - lo.astype(np.float64)))
+    nan_ref = np.isnan(ref) if dt.is_float else np.zeros(ref.shape, bool)
+    err = np.where(nan_ref & ~free, 0.0, err)
+    err = np.where(np.isnan(err) | free, np.inf, err)
+    return Bound(dt, exact, ref, lo, hi, err, free, strict)
+
+
+# --------------------------------------------------------------------------- rules
+# A rule returns (exact results, deltas) for a node: delta = propagated + local error.
+
+Rule = Callable[[Node, dict, list[Bound], list[np.ndarray]], list[np.ndarray]]
+RULES: dict[str, Rule] = {}
+CATEGORY_RULES: dict[Category, Rule] = {}
+
+
+def register_rule(op: str | Category) -> Callable[[Rule], Rule]:
+    """Register how errors pass through op `op` (or a whole category)."""
+    def deco(fn: Rule) -> Rule:
+        (CATEGORY_RULES if isinstance(op, Category) else RULES)[op] = fn
+        return fn
+
+    return deco
+
+
+def _u(dt: DType) -> float:
+    return compute_dtype(dt).unit_roundoff if dt.is_float else 0.0
+
+
+def _local(node: Node, exact: np.ndarray, out: Value) -> np.ndarray:
+    """The op's own error: ulps of the compute dtype relative to the result."""
+    ulps = get_op(node.op).error.ulps
+    if not ulps or not out.dtype.is_float:
+        return np.zeros(np.shape(exact))
+    c = compute_dtype(out.dtype)
+    eps = 2 * c.unit_roundoff  # one ulp relative to the value (ulps are ulps, 0.5 = exact RNE)
+    floor = ulps * c.tiny * eps  # subnormal results: spacing of the subnormals
+    return (ulps * eps + 0.5 * U64) * _finite_abs(exact) + floor
+
+
+def _perturbed(b: Bound, sign: int) -> np.ndarray:
+    if b.dtype.is_bool:
+        return np.where(b.err > 0, ~b.ref, b.ref) if sign > 0 else b.ref
+    with np.errstate(all="ignore"):
+        p = b.ref.astype(np.float64) + sign * b.err
+    return p if b.dtype.is_float else np.where(np.isfinite(p), p, 0).astype(np.int64)
+
+
+@register_rule(Category.ELEMENTWISE)
+def _elementwise(node, attrs, ins, exact):
+    op = get_op(node.op)
+    delta = _local(node, exact[0], node.outputs[0])
+    noisy = [i for i, b in enumerate(ins) if b.err.any()]
+    if noisy:
+        prop = np.zeros(np.shape(exact[0]))
+        for signs in itertools.product((-1, 1), repeat=len(noisy)):
+            args = [b.ref for b in ins]
+            for i, s in zip(noisy, signs, strict=True):
+                args[i] = _perturbed(ins[i], s)
+            with np.errstate(all="ignore"):
+                val = op.reference(args, attrs)[0]
+            prop = np.maximum(prop, _dist(val, exact[0]))
+        unknown = np.zeros(np.shape(exact[0]), bool)
+        for b in ins:
+            unknown = unknown | np.broadcast_to(b.free, unknown.shape)
+        delta = np.where(unknown, np.inf, delta + prop)
+    return [delta]
+
+
+def _moved(node, attrs, errs: list[np.ndarray]) -> np.ndarray:
+    a = dict(attrs)
+    if "value" in a:
+        a["value"] = 0.0  # padding adds exact elements
+    with np.errstate(all="ignore"):
+        return np.asarray(get_op(node.op).reference(errs, a)[0], dtype=np.float64)
+
+
+@register_rule(Category.MOVEMENT)
+@register_rule(Category.BROADCAST)
+def _movement(node, attrs, ins, exact):
+    return [_moved(node, attrs, [b.err for b in ins])]
+
+
+@register_rule(Category.GATHER)
+def _gather(node, attrs, ins, exact):
+    table, idx = ins
+    d = _moved(node, attrs, [table.err, idx.ref])
+    return [d if not idx.err.any() else np.full(d.shape, np.inf)]
+
+
+@register_rule(Category.SOURCE)
+def _source(node, attrs, ins, exact):
+    return [np.zeros(np.shape(exact[0]))]
+
+
+def _reduce_with(op: str, node, attrs, a: np.ndarray) -> np.ndarray:
+    """Reduce `a` like `node` does, with reduction op `op` (axes/keepdims from the node)."""
+    if "axis" in attrs and "axes" not in attrs:
+        attrs = {"axes": (attrs["axis"],), "keepdims": attrs["keepdims"]}
+    else:
+        attrs = {"axes": attrs["axes"], "keepdims": attrs["keepdims"]}
+    with np.errstate(all="ignore"):
+        return np.asarray(get_op(op).reference([a], attrs)[0], dtype=np.float64)
+
+
+def _reduced_count(node) -> int:
+    x, out = node.inputs[0], node.outputs[0]
+    return math.prod(x.shape) // max(1, math.prod(out.shape)) if math.prod(out.shape) else 0
+
+
+@register_rule("reduce_sum")
+def _reduce_sum(node, attrs, ins, exact):
+    (x,) = ins
+    u = _u(x.dtype)
+    mag = _reduce_with("reduce_sum", node, attrs, _finite_abs(x.ref))
+    prop = _reduce_with("reduce_sum", node, attrs, x.err)
+    return [prop + accumulation_factor(_reduced_count(node)) * u * mag]
+
+
+@register_rule("reduce_prod")
+def _reduce_prod(node, attrs, ins, exact):
+    (x,) = ins
+    u = _u(x.dtype)
+    with np.errstate(all="ignore"):
+        rel = x.err / np.maximum(_finite_abs(x.ref), 1e-300)
+        rel = np.where(x.err == 0, 0.0, rel)
+    relsum = _reduce_with("reduce_sum", node, attrs, rel)
+    n = _reduced_count(node)
+    with np.errstate(all="ignore"):
+        return [_finite_abs(exact[0]) * (relsum + (accumulation_factor(n) + 1) * u)]
+
+
+@register_rule("reduce_max")
+@register_rule("reduce_min")
+def _reduce_extreme(node, attrs, ins, exact):
+    return [_reduce_with("reduce_max", node, attrs, ins[0].err)]
+
+
+def _any_noise(node, attrs, ins, exact):
+    noisy = _reduce_with("reduce_sum", node, attrs, (ins[0].err > 0).astype(np.float64))
+    return [np.where(noisy > 0, np.inf, 0.0)]
+
+
+for _op in ("reduce_any", "reduce_all", "argmax", "argmin"):
+    register_rule(_op)(_any_noise)
+
+
+@register_rule(Category.SCAN)
+def _scan(node, attrs, ins, exact):
+    (x,) = ins
+    ref = get_op(node.op).reference
+    with np.errstate(all="ignore"):
+        prop = np.asarray(ref([x.err], attrs)[0], dtype=np.float64)
+        mag = np.asarray(ref([_finite_abs(x.ref)], attrs)[0], dtype=np.float64)
+    n = x.ref.shape[attrs["axis"] % x.ref.ndim] if x.ref.ndim else 1
+    return [prop + accumulation_factor(n) * _u(x.dtype) * mag]
+
+
+def contraction_length(node: Node) -> int:
+    a = node.inputs[0]
+    if node.op == "matmul":
+        return int(a.shape[-2] if node.attrs["transpose_a"] else a.shape[-1])
+    return int(math.prod(a.shape[i] for i in node.attrs["lhs_contracting"]))
+
+
+@register_rule(Category.CONTRACTION)
+def _contraction(node, attrs, ins, exact):
+    from hal.ops.contraction import accumulation_dtype
+
+    a, b = ins
+    ref = get_op(node.op).reference
+    aa, ab = _finite_abs(a.ref), _finite_abs(b.ref)
+    with np.errstate(all="ignore"):
+        mag = ref([aa, ab], attrs)[0]
+        prop = np.zeros(np.shape(exact[0]))
+        if a.err.any() or b.err.any():
+            prop = ref([aa, b.err], attrs)[0] + ref([a.err, ab], attrs)[0] \
+                + ref([a.err, b.err], attrs)[0]
+    if not a.dtype.is_float:
+        return [np.asarray(prop, dtype=np.float64)]
+    u = compute_dtype(accumulation_dtype(a.dtype, attrs)).unit_roundoff
+    k = contraction_length(node)
+    return [np.asarray(prop + (accumulation_factor(k) + 1) * u * mag + 0.5 * U64 * mag,
+                       dtype=np.float64)]
+
+
+# --------------------------------------------------------------------------- graph walk
+
+def primitive_graph(graph: Graph) -> Graph:
+    from hal.ops.decompose import decompose_graph
+
+    if any(get_op(n.op).is_composite for n in graph.nodes):
+        return decompose_graph(graph)
+    return graph
+
+
+def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray]
+                 ) -> tuple[Graph, dict[str, Bound]]:
+    """(the primitive graph, a Bound for each of its values)."""
+    prim = primitive_graph(graph)
+    bounds: dict[str, Bound] = {}
+    for v in prim.inputs:
+        bounds[v.name] = exact_bound(inputs[v.name], v.dtype)
+    for name, arr in prim.materialize_constants().items():
+        v = prim.values()[name]
+        bounds[name] = exact_bound(arr, v.dtype)
+    for node in prim.nodes:
+        op = get_op(node.op)
+        attrs = op.check_attrs(node.attrs)
+        ins = [bounds[v.name] for v in node.inputs]
+        with np.errstate(all="ignore"):
+            exact = [np.asarray(r) for r in op.reference([b.ref for b in ins], attrs)]
+        rule = RULES.get(node.op) or CATEGORY_RULES[op.category]
+        deltas = rule(node, attrs, ins, exact)
+        strict = op.error.exact and all(b.strict_zero for b in ins)
+        for out, ex, d in zip(node.outputs, exact, deltas, strict=True):
+            bounds[out.name] = round_bound(ex, d, out.dtype, strict)
+    return prim, bounds
+
+
+def output_bounds(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, Bound]:
+    """A Bound per graph output (by the original graph's output names)."""
+    prim, bounds = graph_bounds(graph, inputs)
+    return {o.name: bounds[p.name] for o, p in zip(graph.outputs, prim.outputs, strict=True)}
+
+
+# --------------------------------------------------------------------------- static form
+
+def rtol_atol(graph: Graph, value: Value) -> tuple[float, float]:
+    """A value-free (rtol, atol) for `value`, for quick reports (backends' run reports).
+
+    The same model with magnitudes guessed instead of read: O(1) inputs, a
+    sum of n zero-mean terms has sum|x| ~ sqrt(n) |sum|, one ulp per storage
+    rounding on the path; times STATIC_SAFETY. Integers and bools are exact.
+    """
+    if not value.dtype.is_float:
+        return 0.0, 0.0
+    producer = {v.name: n for n in graph.nodes for v in n.outputs}
+    seen: set[str] = set()
+    stack, units, storage = [value], 0.0, 0.0
+    while stack:
+        v = stack.pop()
+        if v.name in seen or v.name not in producer:
+            continue
+        seen.add(v.name)
+        n = producer[v.name]
+        op = get_op(n.op)
+        units += op.error.ulps
+        if op.error.accumulates:
+            k = contraction_length(n) if op.category is Category.CONTRACTION else \
+                max(1, _reduced_count(n) if op.category is Category.REDUCTION else
+                    n.inputs[0].shape[n.attrs["axis"] % n.inputs[0].rank])
+            units += accumulation_factor(k) * math.sqrt(k) + 1
+        if v.dtype.is_float and compute_dtype(v.dtype) != v.dtype:
+            storage += 2 * v.dtype.unit_roundoff
+        stack.extend(n.inputs)
+    rtol = STATIC_SAFETY * (units * _u(value.dtype) + storage + 2 * value.dtype.unit_roundoff)
+    return rtol, rtol

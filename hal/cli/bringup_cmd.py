@@ -1,0 +1,83 @@
+"""`hal bringup MODEL --backend B --device D [--dtype bf16|f32] [--json]`: bring up a model.
+
+MODEL is a .pt2 file (torch.export.save), a .hal file, or `module:function`
+(also `path/to/file.py:function`) returning (torch.nn.Module or JAX function,
+example_inputs). The command imports the model, plans its fusion for the
+device, runs it on the backend, runs the framework's own model on the same
+inputs, and prints what it found: ops, unsupported ops, fusion summary,
+kernels, modelled time and DRAM bytes, and parity per output against a bound
+from the output dtype. Exit code 0 only when parity holds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from hal.cli.common import console, device_option, fmt_number, resolve_device
+
+
+@click.command("bringup")
+@click.argument("model")
+@click.option("--backend", default="cpu_sim", show_default=True, help="hal backend to run on")
+@device_option(default="h100-sxm")
+@click.option("--dtype", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
+              help="run the model (weights and float inputs) in this dtype")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def bringup(model: str, backend: str, device: str | None, dtype: str, as_json: bool) -> None:
+    """Import MODEL, plan, run on a backend and check parity with its framework."""
+    from hal.frontends.bringup import bringup as run_bringup
+    from hal.frontends.bringup import load_subject
+
+    spec = resolve_device(device, "h100-sxm")
+    subject = load_subject(model, dtype)
+    rep = run_bringup(subject, backend, spec)
+    rep["dtype"] = dtype
+    if as_json:
+        click.echo(json.dumps(rep, indent=2, default=str))
+    else:
+        _print(rep)
+    if not rep["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+def _print(rep: dict) -> None:
+    from hal.fusion.cost import fmt_bytes, fmt_time
+
+    con = console()
+    con.print(f"bring-up: {rep['model']} ({rep['frontend']}) on {rep['backend']} / "
+              f"{rep['device']}, dtype {rep.get('dtype', 'f32')}")
+    ops = rep["framework_ops"]
+    if ops:
+        con.print(f"framework ops ({sum(ops.values())}): " + ", ".join(
+            f"{k} x{v}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])))
+    if rep["unsupported"]:
+        con.print(f"unsupported ops ({len(rep['unsupported'])}):")
+        for k, locs in sorted(rep["unsupported"].items()):
+            con.print(f"  {k}  at {'; '.join(locs)}")
+    else:
+        con.print("unsupported ops: none")
+    if "error" in rep:
+        con.print(f"import failed: {rep['error']}")
+        con.print("parity: FAIL (not run)")
+        return
+    hal_ops = rep["hal_ops"]
+    con.print(f"hal ops ({sum(hal_ops.values())}): " + ", ".join(
+        f"{k} x{v}" for k, v in sorted(hal_ops.items(), key=lambda kv: -kv[1])))
+    tot = rep["fusion"]["totals"]
+    kinds = ", ".join(f"{k} x{v}" for k, v in sorted(rep["fusion"]["kinds"].items()))
+    con.print(f"fusion: {tot['kernels']} kernels ({kinds})")
+    con.print(f"modelled time: {fmt_time(tot['modelled_time_s'])}   modelled DRAM: "
+              f"{fmt_bytes(tot['modelled_dram_bytes'])}   compulsory DRAM: "
+              f"{fmt_bytes(tot['compulsory_dram_bytes'])}   GFLOP: {tot['flops'] / 1e9:.3f}")
+    t = Table(title="parity against the framework")
+    for col in ("output", "dtype", "shape", "max abs err", "max rel err", "rtol", "atol", "ok"):
+        t.add_column(col)
+    for p in rep["parity"]:
+        t.add_row(p["output"], p["dtype"], str(p["shape"]), fmt_number(p["max_abs"]),
+                  fmt_number(p["max_rel"]), fmt_number(p["rtol"]), fmt_number(p["atol"]),
+                  "yes" if p["ok"] else "NO")
+    con.print(t)
+    con.print("parity: " + ("OK" if rep["ok"] else "FAIL"))

@@ -1,0 +1,139 @@
+"""`hal conformance`: run the conformance suite on a backend and device, or its self-test.
+
+    hal conformance --backend cpu_sim --device h100-sxm [-k PATTERN] [--report out.json]
+                    [--junit out.xml] [--seed N] [--random N] [--workers N] [--self-test]
+
+Exit code 0 only when every required case passes (fail, error and an
+unexpected pass of an EXPECTED_FAILURE fail the run); 130 when interrupted,
+after the report written so far is finalized. `--self-test` plants each
+lowering fault of hal.lowering.faults and exits non-zero if one escapes.
+"""
+
+from __future__ import annotations
+
+import click
+
+from hal.cli.common import console
+from hal.errors import HalError
+
+
+@click.command("conformance")
+@click.option("--backend", default="cpu_sim", show_default=True, help="backend to test")
+@click.option("--device", default="h100-sxm", show_default=True, metavar="NAME_OR_PATH",
+              help="device spec: a shipped name or a .yaml path")
+@click.option("-k", "pattern", default=None, help="run cases whose id contains these words "
+                                                  "(or matches this glob)")
+@click.option("--report", "report", type=click.Path(dir_okay=False), default=None,
+              help="JSON report (a .jsonl sidecar is appended per case)")
+@click.option("--junit", type=click.Path(dir_okay=False), default=None, help="JUnit XML report")
+@click.option("--seed", default=0, show_default=True, help="offset added to every case's seed")
+@click.option("--random", "n_random", default=0, show_default=True,
+              help="also run N seeded random graphs (fused vs reference vs unfused)")
+@click.option("--workers", default=2, show_default=True, help="worker processes")
+@click.option("--compare-backend", default=None, help="also compare with this backend")
+@click.option("--no-unfused", is_flag=True, help="skip the fused-vs-unfused comparisons")
+@click.option("--repro-dir", type=click.Path(file_okay=False), default="conformance-repro",
+              show_default=True, help="where shrunk random-graph reproducers go")
+@click.option("--self-test", "self_test", is_flag=True,
+              help="plant known lowering faults and check the suite catches each")
+@click.option("--list", "list_only", is_flag=True, help="list the selected case ids and exit")
+def conformance(backend: str, device: str, pattern: str | None, report: str | None,
+                junit: str | None, seed: int, n_random: int, workers: int,
+                compare_backend: str | None, no_unfused: bool, repro_dir: str, self_test: bool,
+                list_only: bool) -> None:
+    """Check a backend's numbers against the float64 reference within the error model."""
+    from hal.conformance.cases import select
+    from hal.conformance.random_graphs import random_case
+    from hal.conformance.runner import SuiteConfig
+    from hal.devices.loader import load_spec
+
+    spec = load_spec(device)
+    cfg = SuiteConfig(backend, device, pattern, seed, max(1, workers), compare_backend,
+                      not no_unfused)
+    out = console()
+    if self_test:
+        _self_test(cfg, out)
+        return
+    cases = select(pattern) + [random_case(seed, i) for i in range(n_random)]
+    if list_only:
+        for c in cases:
+            click.echo(c.id)
+        return
+    _check_backend(backend)
+    _run(cfg, cases, spec.name, report, junit, repro_dir, out)
+
+
+def _check_backend(name: str) -> None:
+    from hal.backends_registry import get_backend
+
+    avail = get_backend(name).probe()
+    if not avail:
+        raise HalError(f"backend '{name}' is not available here: {avail.reason}",
+                       hint="run `hal backends`; cpu_sim runs everywhere")
+
+
+def _run(cfg, cases, device_name: str, report, junit, repro_dir: str, out) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hal.conformance.random_graphs import shrink_failure
+    from hal.conformance.report import FAILING, ReportWriter, summary_table
+    from hal.conformance.runner import run_suite
+
+    meta = {"backend": cfg.backend, "device": cfg.device, "pattern": cfg.pattern,
+            "seed": cfg.seed, "workers": cfg.workers}
+    writer = ReportWriter(report, junit, meta)
+    counts = {"fail": 0}
+    progress = Progress(TextColumn("[bold]conformance"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                        console=out, transient=not out.is_terminal)
+    with progress:
+        task = progress.add_task("cases", total=len(cases), status="")
+
+        def on_result(r):
+            if r["verdict"] in FAILING:
+                counts["fail"] += 1
+            progress.update(task, advance=1, status=f"{counts['fail']} failing | {r['id']}")
+
+        try:
+            summary = run_suite(cfg, writer, on_result=on_result, cases=cases)
+        except KeyboardInterrupt:
+            out.print(summary_table(writer.document(False)["summary"], writer.results,
+                                    f"conformance {cfg.backend} / {device_name} (interrupted)"))
+            raise click.exceptions.Exit(130) from None
+    for r in writer.results:
+        if r["id"].startswith("random/") and r["verdict"] in FAILING:
+            try:
+                r["reproducer"] = shrink_failure(r["id"], cfg.backend, cfg.device, repro_dir,
+                                                 cfg.seed)
+                out.print(f"shrunk {r['id']} -> {r['reproducer']['hal']}")
+            except Exception as e:  # shrinking is best effort; the failure stands
+                r["reproducer"] = {"error": f"{type(e).__name__}: {e}"}
+    if report:
+        writer.write_json(final=True)
+    out.print(summary_table(summary, writer.results,
+                            f"conformance {cfg.backend} / {device_name}"))
+    if report or junit:
+        out.print("reports: " + ", ".join(str(p) for p in (report, junit) if p))
+    if not summary["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+def _self_test(cfg, out) -> None:
+    from hal.conformance.selftest import run_selftest, selftest_table
+
+    if cfg.backend != "cpu_sim":
+        raise HalError("--self-test plants faults in hal's lowering; it runs on cpu_sim",
+                       hint="drop --backend or use --backend cpu_sim")
+    base, results = run_selftest(cfg, on_fault=lambda fr: out.print(
+        f"{fr.fault}: {'caught by ' + str(len(fr.caught_by)) if fr.caught else 'ESCAPED'}"))
+    if base:
+        out.print("cases failing without any fault (left out of the self-test): " +
+                  ", ".join(r["id"] for r in base))
+    out.print(selftest_table(results, cfg.device))
+    escaped = [fr.fault for fr in results if not fr.caught]
+    if escaped:
+        out.print("faults that escaped: " + ", ".join(escaped))
+        raise click.exceptions.Exit(1)
+    out.print(f"all {len(results)} planted faults caught")
+
+

@@ -1,0 +1,81 @@
+"""Compile every example and every primitive-op kernel for sm_80, sm_90a, gfx90a and gfx942
+and print one resource table (kernel, compiler, arch, registers/VGPRs, SGPRs, spills,
+shared/LDS, status). Exit 1 on a compiler error or warning; limits are reported per row
+(`--strict` makes them fail too). Compilers that are not installed are skipped with the
+reason. Usage: python scripts/compile_all.py [--strict] [--examples-only]"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from hal.devices.loader import load_spec
+from hal.errors import HalError
+from hal.fusion import plan
+from hal.ir.text import load_graph
+from hal.lowering import lower_group
+from hal.render.check import COMPILERS, check_kernels, compilers_for
+from hal.render.cstyle import unique_names
+
+ROOT = Path(__file__).resolve().parent.parent
+# (spec, arch) per vendor run: every compiler of the spec's vendor that can target the arch
+TARGETS = [("a100-sxm", "sm_80"), ("h100-sxm", "sm_90a"), ("mi250x-gcd", "gfx90a"),
+           ("mi300x", "gfx942")]
+
+
+def kernels_for(spec_name: str, examples_only: bool) -> list:
+    spec = load_spec(spec_name)
+    ks = []
+    for f in sorted((ROOT / "examples").glob("*.hal")):
+        for grp in plan(load_graph(str(f)), spec).groups:
+            ks += lower_group(grp, spec)
+    if not examples_only:
+        sys.path.insert(0, str(ROOT))
+        from tests.test_render import primitive_kernels
+        ks += primitive_kernels(spec_name)
+    return unique_names(ks, lambda i: f"u{i}_")
+
+
+def main(argv: list[str]) -> int:
+    strict, examples_only = "--strict" in argv, "--examples-only" in argv
+    con = Console(width=160)
+    t = Table(title="hal: resource use per kernel")
+    for col in ("kernel", "compiler", "arch", "regs/VGPRs", "SGPRs", "spill B", "shared/LDS B",
+                "stack B", "s", "status"):
+        t.add_column(col, overflow="fold")
+    failed = over = 0
+    for spec_name, arch in TARGETS:
+        spec = load_spec(spec_name)
+        ks = kernels_for(spec_name, examples_only)
+        for cname in compilers_for(spec.vendor):
+            entry = COMPILERS[cname]
+            if entry.arches and arch not in entry.arches:
+                continue
+            if (why := entry.available()) is not None:
+                con.print(f"skipped {cname} {arch}: {why}")
+                continue
+            try:
+                recs = check_kernels(ks, spec, [cname], arch=arch, name=f"all_{spec_name}",
+                                     raise_on_limit=False)
+            except HalError as e:
+                con.print(f"[red]{cname} {arch}: {e}[/red]")
+                failed += 1
+                continue
+            con.print(f"{cname} {arch}: {len(recs)} kernels in "
+                      f"{recs[0].compile_s if recs else 0:.1f} s")
+            for r in recs:
+                over += r.status != "ok"
+                t.add_row(r.kernel, r.compiler, r.arch, str(r.registers), str(r.sgprs or "-"),
+                          str(r.spill_bytes), str(r.shared_bytes), str(r.stack_bytes),
+                          f"{r.compile_s or 0:.1f}", r.status if r.status == "ok"
+                          else f"{r.status}: {'; '.join(r.notes)}")
+    con.print(t)
+    con.print(f"{failed} compiler run(s) failed, {over} kernel record(s) over a limit")
+    return 1 if failed or (strict and over) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,103 @@
+"""Attention as primitives becomes ONE "attention" group (online softmax, tiled K/V) that runs
+on cpu_sim, matches the reference with the race checks on, and is sized by each device."""
+
+from __future__ import annotations
+
+import pytest
+
+from hal.backends.cpu_sim.backend import CpuSimBackend
+from hal.devices.loader import load_spec
+from hal.dtypes import dtype
+from hal.fusion import plan
+from hal.ir import GraphBuilder
+from hal.lowering.attention import attention_tiles
+from hal.reference import random_inputs
+
+SPECS = ["h100-sxm", "mi300x", "scratch-npu"]
+
+
+def sdpa_graph(b=1, h=4, hk=4, s=33, t=33, d=16, causal=True, dt="f32", mask=False):
+    g = GraphBuilder("attn")
+    q = g.input("q", dtype(dt), (b, h, s, d))
+    k = g.input("k", dtype(dt), (b, hk, t, d))
+    v = g.input("v", dtype(dt), (b, hk, t, d))
+    if mask:
+        m = g.input("mask", dtype(dt), (b, 1, s, t))
+        g.output(g.op("sdpa_masked", q, k, v, m))
+    else:
+        g.output(g.op("scaled_dot_product_attention", q, k, v, causal=causal))
+    return g.build()
+
+
+CASES = [
+    dict(s=33, t=33, d=16),
+    dict(s=70, t=130, d=32, causal=False),
+    dict(h=4, hk=2, s=50, t=50, d=64),            # GQA
+    dict(h=4, hk=1, s=64, t=64, d=32, dt="bf16"),
+    dict(s=40, t=72, d=16, mask=True),            # additive mask, loaded per score
+]
+
+
+@pytest.mark.parametrize("device", SPECS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+def test_attention_is_one_kernel_and_matches_reference(device, case):
+    g = sdpa_graph(**case)
+    spec = load_spec(device)
+    p = plan(g, spec)
+    att = [x for x in p.groups if x.kind == "attention"]
+    assert len(att) == 1
+    assert any(r.startswith("fused attention: Br=") for r in att[0].reasons)
+    assert {"reduce_max", "exp", "reduce_sum", "div"} <= set(att[0].ops)
+    res = CpuSimBackend().run_graph(g, random_inputs(g, seed=1), spec, check=True)
+    assert res.report["ok"], res.report
+    (st,) = [s for s in res.stats if s["kind"] == "attention"]
+    assert st["schedule"]["strategy"] == "flash_attention"
+    out = g.outputs[0]
+    # only O is written: the S x T score matrix never reaches memory
+    assert st["global_bytes_written"] == out.type.numel * out.dtype.itemsize
+
+
+def test_user_variant_softcap_lowers_through_the_builder():
+    """A variant (tanh softcap on the scores) is not a template: its nodes are lowered."""
+    g = GraphBuilder("softcap")
+    q = g.input("q", dtype("f32"), (1, 2, 40, 16))
+    k = g.input("k", dtype("f32"), (1, 2, 40, 16))
+    v = g.input("v", dtype("f32"), (1, 2, 40, 16))
+    s = g.op("dot_general", q, k, lhs_contracting=(3,), rhs_contracting=(3,),
+             lhs_batch=(0, 1), rhs_batch=(0, 1))
+    cap = g.op("broadcast_to", g.op("full", shape=(), value=5.0, dtype=dtype("f32")),
+               shape=(1, 2, 40, 40))
+    s = g.op("mul", g.op("tanh", g.op("div", s, cap)), cap)
+    p = g.op("softmax", s, axis=-1)
+    g.output(g.op("dot_general", p, v, lhs_contracting=(3,), rhs_contracting=(2,),
+                  lhs_batch=(0, 1), rhs_batch=(0, 1)))
+    g = g.build()
+    spec = load_spec("h100-sxm")
+    p_ = plan(g, spec)
+    (att,) = [x for x in p_.groups if x.kind == "attention"]
+    assert "tanh" in att.ops
+    res = CpuSimBackend().run_graph(g, random_inputs(g, seed=2), spec)
+    assert res.report["ok"], res.report
+
+
+def test_tiles_follow_the_hierarchy():
+    """Llama head dim 128, bf16: big tiles on H100's 227 KiB, smaller on MI300X's 64 KiB LDS,
+    smaller again on the 32 KiB scratchpad; too wide heads do not fit the scratchpad."""
+    args = (8192, 2048, 128, 128, 2, 2, 2, 8)
+    h100 = attention_tiles(*args, load_spec("h100-sxm"))
+    mi = attention_tiles(*args, load_spec("mi300x"))
+    npu = attention_tiles(*args, load_spec("scratch-npu"))
+    assert (h100.br, h100.bc) == (128, 128) and h100.shared_bytes == 128 * 1024
+    assert mi.br * mi.bc < h100.br * h100.bc and mi.shared_bytes <= 64 * 1024
+    assert npu.br * npu.bc < mi.br * mi.bc and npu.shared_bytes <= 32 * 1024
+    why = attention_tiles(4096, 4096, 512, 512, 4, 4, 4, 8, load_spec("scratch-npu"))
+    assert isinstance(why, str) and "32.0 KiB" in why
+
+
+def test_attention_not_fused_reason_when_tiles_do_not_fit():
+    g = sdpa_graph(h=2, hk=2, s=16, t=16, d=512)
+    p = plan(g, load_spec("scratch-npu"))
+    assert not [x for x in p.groups if x.kind == "attention"]
+    assert any("attention not fused on scratch-npu" in d.reason for d in p.decisions)
+    p2 = plan(g, load_spec("h100-sxm"))
+    assert [x for x in p2.groups if x.kind == "attention"]
