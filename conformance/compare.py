@@ -79,7 +79,7 @@ def check(actual: np.ndarray, b: Bound) -> Comparison:
     res = Comparison(numel=int(a.size), bound=b.max_bound, bad=int((~ok).sum()),
                      ok=bool(ok.all()), **_summary(d, b.ref, b.dtype))
     if not res.ok:
-        i = np.unravel_index(int(np.argmax(~ok)), a.shape) if a.ndim else ()
+        i = np.unravel_index(int(np.argmax(np.where(ok, -1.0, d))), a.shape) if a.ndim else ()
         res.worst = {"index": [int(x) for x in i], "actual": _num(dw[i]),
                      "reference": _num(b.ref[i]), "lo": _num(b.lo[i]), "hi": _num(b.hi[i])}
     return res

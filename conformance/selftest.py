@@ -20,7 +20,7 @@ from hal.lowering import faults
 
 from .cases import Case, all_cases, get_case, select
 from .report import ReportWriter
-from .runner import SuiteConfig, execute, run_suite
+from .runner import SuiteConfig, execute, plan_cases, run_suite
 
 SELFTEST_CASES = (
     "elementwise/exp/bf16/33x257",
@@ -90,6 +90,7 @@ def run_selftest(cfg: SuiteConfig, cases: Sequence[Case] | None = None,
                  ) -> tuple[list[dict[str, Any]], list[FaultResult]]:
     """(baseline failures, one FaultResult per fault)."""
     cases = list(cases) if cases is not None else selftest_cases(cfg.pattern)
+    cases = plan_cases(cfg, cases)[0]  # applicable ones only
     base = [r for r in _raw_results(cases, cfg) if r["verdict"] in ("fail", "error")]
     clean = [c for c in cases if c.id not in {r["id"] for r in base}]
     out = []

@@ -10,8 +10,8 @@ vector units otherwise). Bytes follow the schedule the lowering will use:
 * every input of a group is read once and every output written once, except
 * a row reduction that cannot keep its row on chip re-reads the row once per
   pass, unless the rows in flight fit in L2 (then the re-reads hit L2);
-* a tiled matmul re-reads A once per column of tiles and B once per row of
-  tiles, unless the operand fits in L2;
+* a tiled matmul whose operands exceed L2 re-reads B once per group of row
+  panels of the lowering's grouped raster order (see _matmul_rereads);
 * an attention kernel reads Q and writes O once and reads K and V once per
   tile of Br query rows; the re-reads hit L2 when one batch entry's K and V fit;
 * a lone reshape is a view of its input (no kernel, no bytes).
@@ -200,9 +200,7 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
         col_tiles, row_tiles = _cdiv(n_, tiles["bn"]), _cdiv(m, tiles["bm"])
         blocks = col_tiles * row_tiles
         if nbytes(a) + nbytes(b) > spec.l2_bytes:
-            read += (col_tiles - 1) * nbytes(a) if nbytes(a) > spec.l2_bytes // 2 else 0
-            read += (row_tiles - 1) * nbytes(b) if nbytes(b) > spec.l2_bytes // 2 else 0
-            notes.append("operands exceed L2: tiles re-read from DRAM")
+            read += _matmul_rereads(a, b, m, k_, row_tiles, col_tiles, tiles, spec, notes)
         matrix_dtype = a.dtype.name
     elif g.kind == "attention":
         from hal.lowering.attention import match_attention
@@ -215,7 +213,11 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
             row_tiles = _cdiv(pat.m, tiles.get("br", 64))
             per_entry = (nbytes(pat.qk.inputs[1]) + nbytes(pat.pv.inputs[1])) // \
                 max(1, math.prod(pat.batch))
-            if per_entry * min(blocks, 2 * spec.compute_units) > spec.l2_bytes:
+            # Grid x walks the row tiles of one batch entry, so the blocks in flight
+            # span only a few entries: their K/V is what must stay in L2.
+            in_flight = min(blocks, 2 * spec.compute_units)
+            entries = min(max(1, math.prod(pat.batch)), _cdiv(in_flight, row_tiles) + 1)
+            if per_entry * entries > spec.l2_bytes:
                 read += (row_tiles - 1) * (nbytes(pat.qk.inputs[1]) + nbytes(pat.pv.inputs[1]))
                 notes.append("K/V of the blocks in flight exceed L2: re-read per row tile")
     eff = _efficiency(blocks, spec)
@@ -228,6 +230,30 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
     time_s = max(t_mem, t_flop) + spec.launch_overhead_s
     return GroupCost(read, write, flops, time_s, blocks, estimate_registers(g, spec), notes,
                      issued)
+
+
+def _matmul_rereads(a: Value, b: Value, m: int, k: int, row_tiles: int, col_tiles: int,
+                    tiles: dict, spec: DeviceSpec, notes: list[str]) -> int:
+    """Extra DRAM reads of a tiled matmul whose operands do not fit in L2 together.
+
+    The lowering walks tiles in a grouped raster order (tiling.group_rows): a group
+    of `g` row panels of A sweeps every column panel of B. The group's A panels fit
+    in half of L2, so A is read about once; B streams once per group. When even one
+    A panel does not fit (g == 1 and the panel exceeds half of L2), the
+    `compute_units` tiles in flight share each B panel, and A is re-read once per
+    wave of column panels."""
+    from hal.lowering.tiling import group_rows
+
+    g = group_rows(row_tiles, tiles["bm"], k, a.dtype.itemsize, spec)
+    extra = (_cdiv(row_tiles, g) - 1) * nbytes(b)
+    panel = tiles["bm"] * k * a.dtype.itemsize
+    if panel > spec.l2_bytes // 2:
+        waves = _cdiv(col_tiles, max(1, spec.compute_units // g))
+        extra += (waves - 1) * nbytes(a)
+    if extra:
+        notes.append(f"operands exceed L2: grouped raster of {g} row panels re-reads "
+                     f"{fmt_bytes(extra)}")
+    return extra
 
 
 def _mnk(mm: Node) -> tuple[int, int, int]:

@@ -38,8 +38,7 @@ def _expand_once(graph: Graph) -> tuple[Graph, bool]:
                                   dict(node.attrs), node.loc))
             continue
         changed = True
-        b = GraphBuilder.extending(new, prefix=f"{node.outputs[0].name}_")
-        b.reserve(taken)
+        b = GraphBuilder.extending(new, prefix=f"{node.outputs[0].name}_", names=taken)
         start = len(new.nodes)
         results = opdef.decompose(b, ins, opdef.check_attrs(node.attrs))
         added = {id(n) for n in new.nodes[start:]}
@@ -60,7 +59,7 @@ def _expand_once(graph: Graph) -> tuple[Graph, bool]:
             values[old.name] = res
         for n in new.nodes[start:]:
             n.loc = n.loc or node.loc
-        taken.update(new.values())
+            taken.update(o.name for o in n.outputs)
     new.outputs = [values[v.name] for v in graph.outputs]
     return new, changed
 

@@ -24,7 +24,9 @@ from hal.cli.common import console, device_option, fmt_number, resolve_device
 @click.option("--backend", default="cpu_sim", show_default=True, help="hal backend to run on")
 @device_option(default="h100-sxm")
 @click.option("--dtype", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
-              help="run the model (weights and float inputs) in this dtype")
+              help="run the model in this dtype (torch: weights and float inputs; JAX: "
+                   "float inputs only, closed-over weights keep their dtype; .pt2 and "
+                   ".hal: f32 as saved)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def bringup(model: str, backend: str, device: str | None, dtype: str, as_json: bool) -> None:
     """Import MODEL, plan, run on a backend and check parity with its framework."""

@@ -52,7 +52,7 @@ def converts(*names: str) -> Callable[[Converter], Converter]:
     return register
 
 
-def _dtype_table() -> dict:
+def torch_dtypes() -> dict:
     import torch
 
     return {torch.float32: f32, torch.float64: f64, torch.float16: f16, torch.bfloat16: bf16,
@@ -61,7 +61,7 @@ def _dtype_table() -> dict:
 
 
 def hal_dtype(torch_dtype: Any) -> DType:
-    table = _dtype_table()
+    table = torch_dtypes()
     if torch_dtype not in table:
         raise UnsupportedError(f"torch dtype {torch_dtype} has no hal equivalent",
                                hint="hal supports " + ", ".join(str(k) for k in table))
@@ -157,7 +157,7 @@ class TorchContext:
         """torch's result dtype for operands (Values or Python scalars)."""
         import torch
 
-        inv = {v: k for k, v in _dtype_table().items()}
+        inv = {v: k for k, v in torch_dtypes().items()}
         items = []
         for x in xs:
             if isinstance(x, Value):

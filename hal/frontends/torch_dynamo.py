@@ -103,7 +103,20 @@ def _spec(device: Any) -> Any:
 
 
 def _supported(node: Any) -> bool:
-    return node.op == "call_function" and lookup(node.target) is not None
+    """A converter exists and every tensor the node reads or makes has a hal dtype."""
+    if node.op != "call_function" or lookup(node.target) is None:
+        return False
+    vals = [node.meta.get("val")] + [a.meta.get("val") for a in node.all_input_nodes]
+    return all(_hal_typed(v) for v in vals)
+
+
+def _hal_typed(v: Any) -> bool:
+    from hal.frontends.torch_convert import torch_dtypes
+
+    if isinstance(v, (list, tuple)):
+        return all(_hal_typed(x) for x in v)
+    dt = getattr(v, "dtype", None)
+    return dt is None or dt in torch_dtypes()
 
 
 def _convert_whole(gm: Any, name: str, backend: str, spec: Any) -> Callable:

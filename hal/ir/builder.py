@@ -29,11 +29,15 @@ class GraphBuilder:
         self._counter = 0
 
     @classmethod
-    def extending(cls, graph: Graph, prefix: str = "t") -> GraphBuilder:
-        """A builder that appends to `graph` (used to splice decompositions)."""
+    def extending(cls, graph: Graph, prefix: str = "t",
+                  names: set[str] | None = None) -> GraphBuilder:
+        """A builder that appends to `graph` (used to splice decompositions).
+
+        `names`, when given, is the set of names already taken in `graph`; the builder
+        adds the names it hands out to that same set (so repeated splicing stays linear)."""
         b = cls(graph.name, prefix=prefix)
         b.graph = graph
-        b._names = set(graph.values())
+        b._names = names if names is not None else set(graph.values())
         return b
 
     def reserve(self, names) -> None:

@@ -49,7 +49,7 @@ from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, rounded, to_storage, zero_of
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
-from hal.lowering.tiling import MatmulTiles, cdiv, matmul_tiles
+from hal.lowering.tiling import MatmulTiles, cdiv, group_rows, matmul_tiles
 from hal.ops import Category, get_op
 
 
@@ -109,8 +109,20 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     cols = t.bn // t.tn
     tx = ctx.declare(body, "tx", ctx.mod(tid, cols))
     ty = ctx.declare(body, "ty", ctx.div(tid, cols))
-    m0 = ctx.declare(body, "m0", ctx.mul(ctx.bid("y"), t.bm))
-    n0 = ctx.declare(body, "n0", ctx.mul(ctx.bid("x"), t.bn))
+    # Grouped raster order (as Triton's GROUP_M swizzle): consecutive blocks walk
+    # `group_m` row panels of A down each column panel of B, so the A panels of a
+    # group stay in L2 while B streams past them once per group (see tiling.group_rows).
+    npm, npn = cdiv(m, t.bm), cdiv(n, t.bn)
+    gm_rows = group_rows(npm, t.bm, k, a.dtype.itemsize, spec)
+    pid = ctx.declare(body, "pid", ctx.bid("x"))
+    width = gm_rows * npn
+    first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
+    size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm), first_m),
+                                                ctx.c(gm_rows)))
+    pid_m = ctx.add(first_m, Binary("remainder", pid, size_m))
+    pid_n = Binary("div", ctx.mod(pid, width), size_m)
+    m0 = ctx.declare(body, "m0", ctx.mul(pid_m, t.bm))
+    n0 = ctx.declare(body, "n0", ctx.mul(pid_n, t.bn))
     bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
                for c in ctx.unravel(ctx.bid("z"), bs)]
     a_sh = ctx.shared_buffer("a_tile", acc_dt, t.bm * t.bk)
@@ -196,8 +208,9 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
                 inner.append(Store(param, idx, to_storage(e, v.dtype)))
             stmts.append(If(Binary("logical_and", gm.lt(ctx.c(m)), gn.lt(ctx.c(n))), inner))
             body.extend(stmts)
-    grid = (cdiv(n, t.bn), cdiv(m, t.bm), nb)
+    grid = (npm * npn, 1, nb)
     sched = {**group.schedule, "strategy": "smem_tiled", "tiles": t.as_dict(),
+             "group_m": gm_rows,
              "acc_dtype": acc_dt.name, "m": m, "n": n, "k": k, "batch": nb}
     return [ctx.kernel(body, grid, threads, {"ops": group.ops, "group": group.name,
                                              "schedule": sched})]

@@ -109,6 +109,16 @@ def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec) -> Ma
     return max(cands, key=score)
 
 
+def group_rows(row_panels: int, bm: int, k: int, itemsize: int, spec: DeviceSpec) -> int:
+    """Row panels of A per group in the grouped raster order of tiled matmuls: the most
+    (a power of two, at most `row_panels`) whose A panels fit in half of L2."""
+    panel = max(1, bm * k * itemsize)
+    g = 1
+    while g * 2 <= row_panels and (g * 2) * panel <= spec.l2_bytes // 2:
+        g *= 2
+    return g
+
+
 def transpose_tile(itemsize: int, spec: DeviceSpec) -> tuple[int, int]:
     """(T, rows): a T x T tile (T = warp_size, +1 padding column) moved by T x rows threads."""
     t = spec.warp_size
