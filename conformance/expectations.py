@@ -35,24 +35,11 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
 
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "cpu_sim": {
-        "elementwise/erf/*/1": "ops.elementwise.erf fails on 0-d operands: np.frompyfunc "
-                               "returns a Python float (a 1-element launch runs as scalars)",
-        "reduction/reduce_prod/i32/[!1]*": "the simulator's index_overflow check fires on integer "
-                                    "product accumulators, whose wrap-around is data, not "
-                                    "index arithmetic",
-        "source/iota/i8/*": "iota's reference saturates (counts in float64, then casts) "
-                            "while the lowering wraps (i32 counter cast to i8)",
-        "source/iota/u8/*": "iota's reference saturates (counts in float64, then casts) "
-                            "while the lowering wraps (i32 counter cast to u8)",
         "fused/attention/f16/*": "the fused attention kernel does not round like the "
                                  "primitive graph (P cast to f16 before P@V): fuse=False passes",
         "fused/attention/bf16/*": "the fused attention kernel does not round like the "
                                   "primitive graph (P cast to bf16 before P@V): fuse=False "
                                   "passes",
-        "scratch-npu:fused/siblings/*/4x4097": "sibling reductions that auto-split (few "
-            "long rows) crash hal/lowering/reduction.py _lower_split (`(red,) = "
-            "plan.phases[0]` assumes one reduction); fusion's lowering_veto lets the "
-            "ValueError escape",
         "model/llama_block/bf16/*": "contains fused attention in bf16 (see fused/attention/bf16)",
     },
     "cuda": {},

@@ -165,9 +165,13 @@ def structural_veto(nodes: list[Node]) -> str | None:
             if _cat(n) is Category.MOVEMENT and id(n) in after:
                 return f"{n.op} of a reduction result (row values are not re-indexed)"
             for o in n.outputs:
-                if o.type.numel not in (0, 1) and o.type.numel not in (lead, lead * row) \
+                # Row-count-shaped (per-row statistics), row-shaped (whole rows) or
+                # one-row-shaped (per-column parameters such as a norm's weight, which
+                # reach the rows through a broadcast) values all index from the row.
+                if o.type.numel not in (0, 1, lead, lead * row, row) \
                         and _cat(n) is not Category.SOURCE:
-                    return f"{n.op} output {list(o.shape)} is neither row- nor row-count-shaped"
+                    return (f"{n.op} output {list(o.shape)} is neither row-, "
+                            f"row-count- nor one-row-shaped")
     return None
 
 

@@ -28,7 +28,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 def erf(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
-    return _erf(x.astype(np.float64)).astype(np.float64).astype(x.dtype, copy=False)
+    # frompyfunc gives a Python float for 0-d input: asarray keeps the result an array.
+    return np.asarray(_erf(x.astype(np.float64)), dtype=np.float64).astype(x.dtype, copy=False)
 
 
 def _float_only(fn):

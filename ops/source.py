@@ -50,7 +50,9 @@ def _iota_infer(types, attrs):
 def _iota_ref(xs, attrs):
     shape = tuple(attrs["shape"])
     dim = normalize_axis(attrs["dimension"], len(shape), "iota")
-    counts = np.arange(shape[dim], dtype=np.float64)
+    # Integer iotas count in the integer type and wrap past its range (as XLA's iota and
+    # the kernels do); float iotas count exactly in float64 and round on storage.
+    counts = np.arange(shape[dim], dtype=np.int64 if attrs["dtype"].is_int else np.float64)
     view = [1] * len(shape)
     view[dim] = shape[dim]
     return [_wide(np.broadcast_to(counts.reshape(view), shape).copy(), attrs["dtype"])]

@@ -30,7 +30,7 @@ from .parity import compare, tolerance_for
 
 class CpuSimBackend(Backend):
     name = "cpu_sim"
-    capabilities = frozenset({Capability.FP16, Capability.BF16, Capability.FP8, Capability.INT,
+    capabilities = frozenset({Capability.F64, Capability.FP16, Capability.BF16, Capability.FP8, Capability.INT,
                               Capability.WARP_SHUFFLE, Capability.KERNELS,
                               Capability.SIMULATED, Capability.ATOMICS})
 

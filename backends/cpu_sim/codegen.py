@@ -17,7 +17,8 @@ once per launch). f32/f64 compute in their own NumPy type; f16/bf16/fp8
 expressions compute in float32 and are rounded to their dtype after every op
 (hal.dtypes.cast), as C++ __half/__nv_bfloat16 operators do. Integers compute
 exactly in int64; i32 add/sub/mul/neg/abs/div/pow/shift_left results go through
-`W.i32`, which raises index_overflow (check=True) or wraps like the hardware.
+`W.i32`, which raises index_overflow (check=True) or wraps like the hardware;
+i32 arithmetic on data (values loaded from memory) always wraps.
 """
 
 from __future__ import annotations
@@ -178,6 +179,39 @@ class _Uniformity:
                 self._walk(s.body, divergent or not u)
 
 
+class _DataFlow:
+    """Which variables hold data (values derived from memory or shuffles) rather than
+    index arithmetic. i32 overflow in data wraps, as integer tensors do on hardware;
+    only index arithmetic is checked for overflow."""
+
+    def __init__(self, body: list[Stmt]):
+        self.data: set[str] = set()
+        while True:
+            before = len(self.data)
+            self._walk(body)
+            if len(self.data) == before:
+                break
+
+    def expr(self, e: Expr) -> bool:
+        if isinstance(e, (Load, Shuffle)):
+            return True
+        if isinstance(e, Var):
+            return e.name in self.data
+        return any(self.expr(c) for c in _children(e))
+
+    def _walk(self, body: list[Stmt]) -> None:
+        for s in body:
+            if isinstance(s, Declare) and s.init is not None and self.expr(s.init):
+                self.data.add(s.var.name)
+            elif isinstance(s, Assign) and self.expr(s.value):
+                self.data.add(s.var.name)
+            elif isinstance(s, If):
+                self._walk(s.then)
+                self._walk(s.orelse)
+            elif isinstance(s, For):
+                self._walk(s.body)
+
+
 @dataclass
 class _Ctx:
     mask: str = "None"
@@ -198,6 +232,7 @@ class _Translator:
         self.var_names: dict[str, str] = {}
         self.n_tmp = 0
         self.uni = _Uniformity(kernel.body)
+        self.dataflow = _DataFlow(kernel.body)
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}
@@ -279,7 +314,8 @@ class _Translator:
         if rd.is_float and rd.bits < 32:
             code = f"{self.rounder(rd)}({code})"
         elif rd.is_int:
-            if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS:
+            if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS \
+                    and not self.dataflow.expr(e):
                 site = self.site(ctx, ctx.buffer, format_expr(e))
                 code = f"W.i32({code}, {ctx.mask}, {site})"
             elif rd.bits < 32 or rd.kind == "uint":

@@ -408,7 +408,7 @@ def lower_reduction(group, spec: DeviceSpec) -> list[Kernel]:
     if group.kind == "column_reduction":
         return [_lower_thread_per_row(group, spec, plan, idx)]
     block = row_block(plan.row_len, spec)
-    splittable = len(plan.phases) == 1 and not plan.row_outputs
+    splittable = len(plan.phases) == 1 and len(plan.phases[0]) == 1 and not plan.row_outputs
     k = group.schedule.get("split")
     if k is None:
         k = auto_split(plan.rows, plan.row_len, block, spec) if splittable else 1

@@ -1,0 +1,564 @@
+"""The vendor-neutral GPU graph runner: `GpuDriver`, `GpuRunner`, `PreparedGraph`, `GpuBackend`.
+
+CUDA and ROCm run a graph the same way; only the driver calls differ. So the whole
+path lives here once, parametrised by a small `GpuDriver` per vendor
+(hal.backends.cuda.driver.CudaDriver, hal.backends.rocm.driver.HipDriver):
+
+    plan (fusion) -> lower each group -> render ALL kernels as one translation unit with
+    the backend's renderer -> compile once (NVRTC / hipRTC, cached on disk) -> load the
+    module -> one device buffer per graph value (inputs and constants copied in, a lone
+    reshape aliases its input, scratch per group) -> launch every kernel in order with
+    its arguments packed in the kernel's parameter order -> synchronize -> copy the
+    outputs out -> parity report against hal.reference (cpu_sim's parity_report).
+
+Arguments are packed as CUDA's cuLaunchKernel and HIP's hipModuleLaunchKernel both
+want them: a `void*[n]` whose i-th entry points at the i-th argument's bytes (a
+device pointer for a buffer, a C scalar of the ScalarParam's dtype; 16- and 8-bit
+floats as their bit patterns). Dynamic shared memory is passed when the renderer
+chose it (`renderer.dynamic_shared_bytes`), and the driver raises the function's
+limit first. Scalars come from `kernel.meta["scalars"]` (param -> value) or the
+`scalars=` option.
+
+Torch (or any) device tensors are used zero-copy: an input or `out=` tensor whose
+`__dlpack_device__` is the driver's device type is passed by its pointer
+(`__cuda_array_interface__` or `.data_ptr()`); it must be contiguous and of the
+value's dtype.
+
+`PreparedGraph` (from `GpuRunner.prepare`, or `GpuBackend.prepare_graph`) is the
+compiled, resident graph; calling it only launches the kernels (what hal bench times).
+"""
+
+from __future__ import annotations
+
+import abc
+import ctypes
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hal.backend import Backend, Buffer, CompiledKernel, RunResult
+from hal.dtypes import DType, cast
+from hal.dtypes import dtype as as_dtype
+from hal.errors import DeviceError, UnsupportedError
+from hal.kernel.ir import BufferParam, Kernel, ScalarParam
+
+if TYPE_CHECKING:
+    from hal.devices.spec import DeviceSpec
+    from hal.ir.graph import Graph
+    from hal.render.cstyle import CStyleRenderer
+
+# DLPack device types (dlpack.h): where a tensor's memory lives.
+DLPACK_CUDA, DLPACK_ROCM = 2, 10
+
+# The C type each hal dtype travels as in a kernel argument (low floats as bits).
+ARG_CTYPES: dict[str, type] = {
+    "f64": ctypes.c_double, "f32": ctypes.c_float, "f16": ctypes.c_uint16,
+    "bf16": ctypes.c_uint16, "f8e4m3fn": ctypes.c_uint8, "f8e5m2": ctypes.c_uint8,
+    "i64": ctypes.c_int64, "i32": ctypes.c_int32, "i16": ctypes.c_int16, "i8": ctypes.c_int8,
+    "u8": ctypes.c_uint8, "bool": ctypes.c_bool,
+}
+_BITS = {1: np.uint8, 2: np.uint16}
+
+
+class GpuDriver(abc.ABC):
+    """The few driver calls a vendor provides. Pointers are plain ints (device addresses).
+
+    A driver initialises its runtime lazily (on the first call that needs it).
+    """
+
+    name: str = "gpu"
+    compiler: str = "?"                       # what `compile` runs, for reports
+    dlpack_device_types: tuple[int, ...] = ()  # device tensors it accepts zero-copy
+
+    @abc.abstractmethod
+    def arch(self, spec: DeviceSpec) -> str:
+        """The compile target for `spec` (the spec's arch; the real device's when known)."""
+
+    @abc.abstractmethod
+    def compile(self, source: str, arch: str, *, name: str) -> bytes:
+        """A loadable binary (cubin, code object) of `source`; cached by the implementation."""
+
+    @abc.abstractmethod
+    def load_module(self, binary: bytes) -> Any: ...
+
+    @abc.abstractmethod
+    def get_function(self, module: Any, kernel: Kernel) -> Any:
+        """The launchable function of `kernel` (by its name) in `module`."""
+
+    def set_dynamic_shared(self, function: Any, nbytes: int) -> None:
+        """Allow `nbytes` of dynamic shared memory (CUDA needs an opt-in above 48 KiB)."""
+        return None
+
+    @abc.abstractmethod
+    def alloc(self, nbytes: int) -> int: ...
+
+    @abc.abstractmethod
+    def free(self, ptr: int) -> None: ...
+
+    @abc.abstractmethod
+    def memset_zero(self, ptr: int, nbytes: int) -> None: ...
+
+    @abc.abstractmethod
+    def copy_in(self, ptr: int, host: np.ndarray) -> None:
+        """Host -> device: the bytes of the contiguous array `host` to `ptr`."""
+
+    @abc.abstractmethod
+    def copy_out(self, host: np.ndarray, ptr: int) -> None:
+        """Device -> host: `host.nbytes` bytes from `ptr` into the contiguous array `host`."""
+
+    @abc.abstractmethod
+    def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
+               params: int) -> None:
+        """Queue one launch; `params` is the address of a void*[n] of argument pointers."""
+
+    @abc.abstractmethod
+    def synchronize(self) -> None: ...
+
+    @abc.abstractmethod
+    def event(self) -> Any: ...
+
+    @abc.abstractmethod
+    def record(self, event: Any) -> None: ...
+
+    @abc.abstractmethod
+    def elapsed_s(self, start: Any, end: Any) -> float:
+        """Seconds between two recorded events (after they completed)."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+@dataclass
+class PackedArgs:
+    """Launch arguments in kernel parameter order, kept alive as long as the launch."""
+
+    names: list[str]
+    values: list[ctypes._SimpleCData]
+    array: ctypes.Array
+
+    @property
+    def address(self) -> int:
+        return ctypes.addressof(self.array)
+
+    def describe(self) -> list[tuple[str, str, Any]]:
+        """(param, C type, value) per argument: pointers as ints, scalars as C values."""
+        return [(n, type(v).__name__, v.value) for n, v in zip(self.names, self.values,
+                                                              strict=True)]
+
+
+def scalar_arg(value: Any, d: DType) -> ctypes._SimpleCData:
+    """`value` as the C scalar a kernel parameter of dtype `d` expects (low floats as bits)."""
+    ct = ARG_CTYPES.get(d.name)
+    if ct is None:
+        raise UnsupportedError(f"no kernel-argument type for dtype {d}")
+    if d.is_float and d.itemsize < 4:
+        bits = np.asarray(cast(np.asarray(value, np.float64), d)).reshape(1)
+        return ct(int(bits.view(_BITS[d.itemsize])[0]))
+    if d.is_float:
+        return ct(float(value))
+    return ct(bool(value)) if d.name == "bool" else ct(int(value))
+
+
+def pack_args(kernel: Kernel, pointers: Mapping[str, int],
+              scalars: Mapping[str, Any] | None = None) -> PackedArgs:
+    """The argument array of one launch of `kernel`: buffers from `pointers` (param ->
+    device address), scalars from `scalars` or `kernel.meta["scalars"]`."""
+    scalars = {**kernel.meta.get("scalars", {}), **(scalars or {})}
+    names, values = [], []
+    for p in kernel.params:
+        if isinstance(p, BufferParam):
+            if p.name not in pointers:
+                raise DeviceError(f"kernel {kernel.name}: no device buffer for '{p.name}'")
+            values.append(ctypes.c_uint64(int(pointers[p.name])))
+        elif isinstance(p, ScalarParam):
+            if p.name not in scalars:
+                raise DeviceError(f"kernel {kernel.name}: no value for scalar '{p.name}'",
+                                  hint="pass it in kernel.meta['scalars'] or scalars=")
+            values.append(scalar_arg(scalars[p.name], p.dtype))
+        names.append(p.name)
+    array = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(v) for v in values])
+    return PackedArgs(names, values, array)
+
+
+# --------------------------------------------------------------------------- device tensors
+
+
+def device_pointer(x: Any, driver: GpuDriver, d: DType, numel: int) -> int | None:
+    """The device address of `x` when it is a tensor on the driver's device (zero-copy),
+    None for host data. A device tensor of the wrong dtype, size or layout raises."""
+    dev = getattr(x, "__dlpack_device__", None)
+    if dev is None or isinstance(x, np.ndarray):
+        return None
+    kind = int(dev()[0])
+    if kind not in driver.dlpack_device_types:
+        if kind in (DLPACK_CUDA, DLPACK_ROCM):
+            raise DeviceError(f"{driver.name}: a tensor on DLPack device type {kind} is not on "
+                              "this backend's device")
+        return None
+    cai = getattr(x, "__cuda_array_interface__", None)
+    if cai is not None:
+        ptr, typestr = int(cai["data"][0]), np.dtype(cai["typestr"])
+        shape, strides = tuple(cai["shape"]), cai.get("strides")
+        ok_dtype = typestr.itemsize == d.itemsize and (typestr == d.np_dtype or not d.is_float
+                                                       or d.itemsize < 4)
+    else:  # torch bf16 has no __cuda_array_interface__: data_ptr and element size
+        ptr, shape = int(x.data_ptr()), tuple(x.shape)
+        strides = None if x.is_contiguous() else "strided"
+        ok_dtype = int(x.element_size()) == d.itemsize and _torch_name(x.dtype) in (d.name, None)
+    if not ok_dtype or math.prod(shape) != numel or strides not in (None, _contig(shape, d)):
+        raise DeviceError(f"{driver.name}: device tensor does not match {d}[{numel}] "
+                          "contiguous", hint="pass x.contiguous().to(the graph's dtype)")
+    return ptr
+
+
+def _contig(shape: tuple[int, ...], d: DType) -> tuple[int, ...]:
+    out, acc = [], d.itemsize
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return tuple(reversed(out))
+
+
+def _torch_name(t: Any) -> str | None:
+    return {"torch.float32": "f32", "torch.float16": "f16", "torch.bfloat16": "bf16",
+            "torch.float64": "f64", "torch.int32": "i32", "torch.int64": "i64",
+            "torch.bool": "bool", "torch.int8": "i8", "torch.uint8": "u8",
+            "torch.int16": "i16"}.get(str(t))
+
+
+# --------------------------------------------------------------------------- a prepared graph
+
+
+@dataclass
+class Launch:
+    kernel: Kernel
+    group: str
+    kind: str
+    function: Any
+    args: PackedArgs
+    shared_bytes: int          # dynamic shared memory passed at launch
+    lower_s: float = 0.0
+
+
+@dataclass
+class PreparedGraph:
+    """A compiled graph with resident buffers. Calling it launches every kernel (no copies)."""
+
+    driver: GpuDriver
+    graph: Graph
+    prim: Graph
+    launches: list[Launch]
+    pointers: dict[str, int]                    # graph value -> device address
+    outputs: dict[str, tuple[str, DType, tuple[int, ...]]]  # output -> (value, dtype, shape)
+    device_outputs: dict[str, Any] = field(default_factory=dict)  # output -> user tensor
+    owned: list[int] = field(default_factory=list)
+    compile_s: float = 0.0
+    source: str = ""
+
+    def __call__(self) -> None:
+        for ln in self.launches:
+            self.driver.launch(ln.function, ln.kernel.grid, ln.kernel.block, ln.shared_bytes,
+                               ln.args.address)
+
+    def run_timed(self) -> list[float]:
+        """Launch every kernel between two events; seconds per kernel (synchronizes)."""
+        d = self.driver
+        events = [d.event() for _ in range(len(self.launches) + 1)]
+        d.record(events[0])
+        for ln, ev in zip(self.launches, events[1:], strict=True):
+            d.launch(ln.function, ln.kernel.grid, ln.kernel.block, ln.shared_bytes,
+                     ln.args.address)
+            d.record(ev)
+        d.synchronize()
+        return [d.elapsed_s(a, b) for a, b in zip(events, events[1:], strict=False)]
+
+    def read_outputs(self) -> dict[str, np.ndarray]:
+        """Host copies of every output (device `out=` tensors are copied too)."""
+        res = {}
+        for name, (value, d, shape) in self.outputs.items():
+            host = np.empty(shape, d.np_dtype)
+            self.driver.copy_out(host, self.pointers[value])
+            res[name] = host
+        return res
+
+    def free(self) -> None:
+        for ptr in self.owned:
+            self.driver.free(ptr)
+        self.owned.clear()
+
+
+class GpuRunner:
+    """Runs graphs through one driver and one renderer (CudaRenderer, HipRenderer)."""
+
+    def __init__(self, driver: GpuDriver, renderer: CStyleRenderer):
+        self.driver = driver
+        self.renderer = renderer
+
+    def prepare(self, graph: Graph, inputs: Mapping[str, Any], spec: DeviceSpec, *,
+                groups: Sequence | None = None, fuse: bool = True,
+                out: Mapping[str, Any] | None = None,
+                scalars: Mapping[str, Any] | None = None) -> PreparedGraph:
+        from hal.fusion.group import is_alias_group, trivial_groups
+        from hal.lowering import lower_group
+        from hal.ops.decompose import decompose_graph
+        from hal.render.cstyle import unique_names
+
+        if groups is None and fuse:
+            from hal.fusion import plan
+
+            fplan = plan(graph, spec)
+            prim, groups = fplan.graph, fplan.groups
+        else:
+            prim = graph if groups is not None else decompose_graph(graph)
+        for v in prim.values().values():
+            if not v.type.is_static:
+                raise UnsupportedError(f"{self.driver.name}: value %{v.name} has symbolic shape "
+                                       f"{list(v.shape)}", hint="bind symbolic dims first")
+        groups = list(groups) if groups is not None else trivial_groups(prim)
+        # lower everything first: one translation unit, one compile for the graph
+        lowered: list[tuple[Any, list[Kernel], float]] = []
+        for g in groups:
+            if is_alias_group(g):
+                lowered.append((g, [], 0.0))
+                continue
+            t0 = time.perf_counter()
+            ks = lower_group(g, spec)
+            lowered.append((g, ks, time.perf_counter() - t0))
+        flat = [k for _, ks, _ in lowered for k in ks]
+        renamed = unique_names(flat, lambda i: f"k{i}_")
+        source = self.renderer.render_module(renamed, spec)
+        d = self.driver
+        t0 = time.perf_counter()
+        module = d.load_module(d.compile(source, d.arch(spec), name=graph.name or "graph"))
+        compile_s = time.perf_counter() - t0
+
+        pg = PreparedGraph(d, graph, prim, [], {}, {}, compile_s=compile_s, source=source)
+        try:
+            self._bind_values(pg, prim, graph, inputs, out or {})
+            it = iter(renamed)
+            for g, ks, lower_s in lowered:
+                if not ks:  # a lone reshape: a view of its input
+                    n = g.nodes[0]
+                    pg.pointers.setdefault(n.outputs[0].name, pg.pointers[n.inputs[0].name])
+                    continue
+                for v in (o for n in g.nodes for o in n.outputs):
+                    if v.name not in pg.pointers:
+                        pg.pointers[v.name] = self._alloc(pg, v.type.nbytes)
+                scratch: dict[str, int] = {}
+                for _k in ks:
+                    k = next(it)
+                    ptrs = {}
+                    for param, value in k.meta["buffers"].items():
+                        if param in k.meta["scratch"]:
+                            dt, numel = k.meta["scratch"][param]
+                            if param not in scratch:
+                                scratch[param] = self._alloc(pg, numel * as_dtype(dt).itemsize)
+                            ptrs[param] = scratch[param]
+                        else:
+                            ptrs[param] = pg.pointers[value]
+                    fn = d.get_function(module, k)
+                    dyn = self.renderer.dynamic_shared_bytes(k)
+                    if dyn:
+                        d.set_dynamic_shared(fn, dyn)
+                    pg.launches.append(Launch(k, g.name, g.kind, fn, pack_args(k, ptrs, scalars),
+                                              dyn, lower_s))
+        except BaseException:
+            pg.free()
+            raise
+        return pg
+
+    def _alloc(self, pg: PreparedGraph, nbytes: int) -> int:
+        ptr = self.driver.alloc(max(nbytes, 1))
+        pg.owned.append(ptr)
+        self.driver.memset_zero(ptr, max(nbytes, 1))
+        return ptr
+
+    def _bind_values(self, pg: PreparedGraph, prim: Graph, graph: Graph,
+                     inputs: Mapping[str, Any], out: Mapping[str, Any]) -> None:
+        d = self.driver
+        for v in prim.inputs:
+            if v.name not in inputs:
+                raise UnsupportedError(f"{d.name}: missing input %{v.name}")
+            x = inputs[v.name]
+            ptr = device_pointer(x, d, v.dtype, v.type.numel)
+            if ptr is None:
+                host = np.ascontiguousarray(cast(np.asarray(x), v.dtype)).reshape(-1)
+                ptr = self._alloc(pg, host.nbytes)
+                d.copy_in(ptr, host)
+            pg.pointers[v.name] = ptr
+        for name, arr in prim.materialize_constants().items():
+            host = np.ascontiguousarray(arr).reshape(-1)
+            pg.pointers[name] = self._alloc(pg, host.nbytes)
+            d.copy_in(pg.pointers[name], host)
+        for orig, new in zip(graph.outputs, prim.outputs, strict=True):
+            pg.outputs[orig.name] = (new.name, new.dtype, tuple(new.shape))
+            if orig.name in out and new.name not in pg.pointers:
+                ptr = device_pointer(out[orig.name], d, new.dtype, new.type.numel)
+                if ptr is None:
+                    raise DeviceError(f"{d.name}: out[{orig.name!r}] is not a device tensor")
+                pg.pointers[new.name] = ptr
+                pg.device_outputs[orig.name] = out[orig.name]
+
+    def run(self, graph: Graph, inputs: Mapping[str, Any], spec: DeviceSpec, *,
+            groups: Sequence | None = None, fuse: bool = True, compare_reference: bool = True,
+            out: Mapping[str, Any] | None = None, scalars: Mapping[str, Any] | None = None,
+            **_ignored: Any) -> RunResult:
+        """One run: prepare, launch with per-kernel events, copy out, parity report."""
+        pg = self.prepare(graph, inputs, spec, groups=groups, fuse=fuse, out=out,
+                          scalars=scalars)
+        try:
+            times = pg.run_timed()
+            outputs = pg.read_outputs()
+        finally:
+            pg.free()
+        stats = [{"kernel": ln.kernel.name, "group": ln.group, "kind": ln.kind,
+                  "ops": list(ln.kernel.meta.get("ops", [])),
+                  "schedule": ln.kernel.meta.get("schedule", {}),
+                  "grid": tuple(ln.kernel.grid), "block": ln.kernel.block,
+                  "shared_bytes": ln.kernel.shared_bytes, "dynamic_shared_bytes": ln.shared_bytes,
+                  "time_s": t, "lower_s": ln.lower_s}
+                 for ln, t in zip(pg.launches, times, strict=True)]
+        report: dict[str, Any] = {"compile": {"compiler": self.driver.compiler,
+                                              "arch": self.driver.arch(spec),
+                                              "kernels": len(pg.launches),
+                                              "compile_s": pg.compile_s},
+                                  "device_time_s": sum(times)}
+        if compare_reference:
+            from hal.backends.cpu_sim.backend import parity_report
+
+            host_inputs = {v.name: _host(inputs[v.name], self.driver, v)
+                           for v in pg.prim.inputs}
+            report.update(parity_report(graph, pg.prim, host_inputs, outputs))
+        result_out: dict[str, Any] = dict(outputs)
+        result_out.update(pg.device_outputs)  # the caller's own device tensors, filled in
+        return RunResult(result_out, stats, report)
+
+
+def _host(x: Any, driver: GpuDriver, v: Any) -> np.ndarray:
+    ptr = device_pointer(x, driver, v.dtype, v.type.numel)
+    if ptr is None:
+        return np.asarray(x)
+    host = np.empty(tuple(v.shape), v.dtype.np_dtype)
+    driver.copy_out(host, ptr)
+    return host
+
+
+# --------------------------------------------------------------------------- the backend base
+
+
+class GpuBackend(Backend):
+    """What CudaBackend and RocmBackend share: run_graph, prepare_graph, timing and the
+    kernel-level runtime, all through `make_driver()` and `renderer()`."""
+
+    _driver: GpuDriver | None = None
+
+    @abc.abstractmethod
+    def make_driver(self) -> GpuDriver: ...
+
+    @abc.abstractmethod
+    def renderer(self) -> CStyleRenderer: ...
+
+    def driver(self) -> GpuDriver:
+        if self._driver is None:
+            why = self.probe()
+            if not why:
+                raise DeviceError(f"{self.name} backend unavailable: {why.reason}",
+                                  hint="`hal backends` lists what runs here")
+            self._driver = self.make_driver()
+        return self._driver
+
+    def runner(self) -> GpuRunner:
+        return GpuRunner(self.driver(), self.renderer())
+
+    def _spec(self, spec: DeviceSpec | str | None) -> DeviceSpec:
+        from hal.devices.loader import load_spec
+
+        return spec if spec is not None and not isinstance(spec, str) else load_spec(
+            spec or self.default_device)
+
+    def run_graph(self, graph: Graph, inputs: Mapping[str, Any],
+                  spec: DeviceSpec | str | None = None, **options: Any) -> RunResult:
+        """Options: fuse, groups, compare_reference, out (output -> device tensor), scalars."""
+        return self.runner().run(graph, inputs, self._spec(spec), **options)
+
+    def prepare_graph(self, graph: Graph, inputs: Mapping[str, Any],
+                      spec: DeviceSpec | str | None = None, **options: Any) -> PreparedGraph:
+        """Compiled kernels and resident buffers; calling the result only launches kernels."""
+        return self.runner().prepare(graph, inputs, self._spec(spec), **options)
+
+    def synchronize(self) -> None:
+        if self._driver is not None:
+            self._driver.synchronize()
+
+    def time(self, fn: Callable[[], Any], repeat: int = 10, warmup: int = 1) -> list[float]:
+        """Seconds per call of `fn` between two device events, after `warmup` calls."""
+        d = self.driver()
+        for _ in range(warmup):
+            fn()
+        d.synchronize()
+        out = []
+        for _ in range(repeat):
+            a, b = d.event(), d.event()
+            d.record(a)
+            fn()
+            d.record(b)
+            d.synchronize()
+            out.append(d.elapsed_s(a, b))
+        return out
+
+    # kernel-level runtime (Backend's interface) over the same driver
+    def allocate(self, nbytes: int, dtype: DType | None = None,
+                 shape: Sequence[int] = ()) -> Buffer:
+        return Buffer(nbytes, dtype, tuple(shape), None, self.driver().alloc(max(nbytes, 1)))
+
+    def copy_in(self, buffer: Buffer, array: np.ndarray) -> None:
+        self.driver().copy_in(buffer.handle, np.ascontiguousarray(array))
+
+    def copy_out(self, buffer: Buffer) -> np.ndarray:
+        if buffer.dtype is None:
+            host = np.empty(buffer.nbytes, np.uint8)
+        else:
+            host = np.empty(buffer.shape or (buffer.nbytes // buffer.dtype.itemsize,),
+                            buffer.dtype.np_dtype)
+        self.driver().copy_out(host, buffer.handle)
+        return host
+
+    def compile(self, kernel: Any, spec: DeviceSpec) -> CompiledKernel:
+        d = self.driver()
+        source = self.renderer().render(kernel, spec)
+        binary = d.compile(source, d.arch(spec), name=kernel.name)
+        fn = d.get_function(d.load_module(binary), kernel)
+        return CompiledKernel(kernel.name, self.name, fn, binary, source,
+                              {"kernel": kernel, "compiler": d.compiler})
+
+    def launch(self, compiled: CompiledKernel, args: Sequence[Buffer | int | float],
+               grid: tuple[int, ...], block: tuple[int, ...], shared_bytes: int = 0) -> None:
+        k: Kernel = compiled.metadata["kernel"]
+        ptrs, scal = {}, {}
+        for p, a in zip(k.params, args, strict=True):
+            if isinstance(p, BufferParam):
+                ptrs[p.name] = a.handle if isinstance(a, Buffer) else int(a)
+            else:
+                scal[p.name] = a
+        packed = pack_args(k, ptrs, scal)
+        g = (tuple(grid) + (1, 1, 1))[:3]
+        # the driver copies the argument values during the launch call itself
+        self.driver().launch(compiled.handle, g, int(math.prod(block)), shared_bytes,
+                             packed.address)
+
+
+def translate(err: Any, call: str, vendor: str, ok: Callable[[Any], bool]) -> None:
+    """Raise DeviceError naming the failed driver call and its error code."""
+    if not ok(err):
+        raise DeviceError(f"{vendor}: {call} failed: {err!r}",
+                          hint="check `nvidia-smi` / `rocm-smi`, and that the spec's arch "
+                               "matches the GPU")
+
+
+__all__ = ["ARG_CTYPES", "DLPACK_CUDA", "DLPACK_ROCM", "GpuBackend", "GpuDriver", "GpuRunner",
+           "Launch", "PackedArgs", "PreparedGraph", "device_pointer", "pack_args",
+           "scalar_arg", "translate"]
