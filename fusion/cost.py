@@ -173,6 +173,7 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
     write_b = sum(nbytes(v) for v in g.outputs)
     issued = write_b + _issued_reads(g, spec)
     read = sum(nbytes(v) for v in g.inputs)
+    read -= _ungathered_table_bytes(g)
     write = sum(nbytes(v) for v in g.outputs)
     flops = sum(node_flops(n) for n in g.nodes)
     out_numel = max((o.type.numel for o in g.outputs), default=1)
@@ -254,6 +255,22 @@ def _matmul_rereads(a: Value, b: Value, m: int, k: int, row_tiles: int, col_tile
         notes.append(f"operands exceed L2: grouped raster of {g} row panels re-reads "
                      f"{fmt_bytes(extra)}")
     return extra
+
+
+def _ungathered_table_bytes(g: FusedGroup) -> int:
+    """A gather reads only the rows its indices select: for a table that is a group
+    input and read by nothing but gathers, count the gathered rows (at most the
+    table) instead of the whole table."""
+    inputs = {v.name: v for v in g.inputs}
+    saved = 0
+    for name, table in inputs.items():
+        readers = [n for n in g.nodes if any(v.name == name for v in n.inputs)]
+        if not readers or any(get_op(n.op).category is not Category.GATHER
+                              or n.inputs[0].name != name for n in readers):
+            continue
+        gathered = sum(n.outputs[0].type.numel for n in readers) * table.dtype.itemsize
+        saved += max(0, nbytes(table) - gathered)
+    return saved
 
 
 def _mnk(mm: Node) -> tuple[int, int, int]:

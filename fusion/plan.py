@@ -69,6 +69,7 @@ class FusionPlan:
     spec: DeviceSpec
     costs: dict[str, GroupCost]
     decisions: list[Decision] = field(default_factory=list)
+    measured: list[dict] = field(default_factory=list)  # compiler records (fusion.measured)
 
     @property
     def modelled_bytes(self) -> int:
@@ -209,6 +210,8 @@ class _Planner:
         self._rejected: set[tuple] = set()
         self._logged: set[tuple] = set()
         self.extra_reasons: dict[tuple, list[str]] = {}
+        # node sets a compiler found over the limits (fusion.measured): never one kernel
+        self.forbidden: list[tuple[frozenset[str], str]] = []
         self._users = graph.users()
         self._outs = {v.name for v in graph.outputs}
         self._sig_cost: dict[tuple, GroupCost] = {}
@@ -345,7 +348,7 @@ class _Planner:
             self._logged.update((pk, ck))
             return False
 
-        veto = structural_veto(nodes)
+        veto = structural_veto(nodes) or self.forbidden_reason(nodes)
         if veto:
             return reject(veto)
         if not sibling and self.creates_cycle(p, c, edges):
@@ -374,6 +377,10 @@ class _Planner:
                                        f"traffic, ~{fmt_time(saved_t)}", saved_b, saved_t))
         self.merge(p, c)
         return True
+
+    def forbidden_reason(self, nodes: list[Node]) -> str | None:
+        names = {o.name for n in nodes for o in n.outputs}
+        return next((why for fs, why in self.forbidden if fs <= names), None)
 
     def lowering_veto(self, cand: FusedGroup) -> str | None:
         from hal.lowering import lower_group
@@ -410,8 +417,8 @@ class _Planner:
                                                f"attention not fused on {self.spec.name}: "
                                                f"{planned}"))
                 continue
-            why = None
-            if self.verify_lowering:
+            why = self.forbidden_reason(nodes)
+            if self.verify_lowering and not why:
                 cand = self.make(nodes)
                 sig = signature(cand)
                 if sig not in self._sig_veto:
@@ -534,16 +541,32 @@ def _topological(groups: list[FusedGroup]) -> list[FusedGroup]:
 
 
 def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
-         verify_lowering: bool = True) -> FusionPlan:
-    """Fuse `graph` for `spec`. `fuse=False` gives the unfused plan (one kernel per primitive)."""
+         verify_lowering: bool = True, measure: str | None = "auto") -> FusionPlan:
+    """Fuse `graph` for `spec`. `fuse=False` gives the unfused plan (one kernel per primitive).
+
+    `measure` asks the real compiler for registers and spills of the fused kernels and
+    re-plans without the groups over the limits (fusion.measured): "auto" (when a compiler
+    is installed and the plan is small; HAL_MEASURE=off disables), "on", a compiler name,
+    or None / "off".
+    """
     from hal.ops.decompose import decompose_graph
 
     g = decompose_graph(graph)
     if fuse:
         g = duplicate_cheap_producers(g)
-    planner = _Planner(g, spec, verify_lowering)
-    if fuse:
-        planner.attention()
-        planner.producer_consumer()
-        planner.siblings()
-    return planner.result()
+
+    def run(forbidden: list[tuple[frozenset[str], str]]) -> FusionPlan:
+        planner = _Planner(g, spec, verify_lowering)
+        planner.forbidden = forbidden
+        if fuse:
+            planner.attention()
+            planner.producer_consumer()
+            planner.siblings()
+        return planner.result()
+
+    result = run([])
+    if fuse and measure not in (None, "off"):
+        from .measured import refine
+
+        result = refine(result, run, measure)
+    return result

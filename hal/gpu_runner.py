@@ -128,6 +128,9 @@ class GpuDriver(abc.ABC):
     def elapsed_s(self, start: Any, end: Any) -> float:
         """Seconds between two recorded events (after they completed)."""
 
+    def release_event(self, event: Any) -> None:
+        return None
+
 
 # --------------------------------------------------------------------------- arguments
 
@@ -203,8 +206,8 @@ def device_pointer(x: Any, driver: GpuDriver, d: DType, numel: int) -> int | Non
     if cai is not None:
         ptr, typestr = int(cai["data"][0]), np.dtype(cai["typestr"])
         shape, strides = tuple(cai["shape"]), cai.get("strides")
-        ok_dtype = typestr.itemsize == d.itemsize and (typestr == d.np_dtype or not d.is_float
-                                                       or d.itemsize < 4)
+        ok_dtype = typestr == d.np_dtype or (  # bf16 / fp8 may travel under another typestr
+            d.is_float and d.itemsize < 4 and typestr.itemsize == d.itemsize)
     else:  # torch bf16 has no __cuda_array_interface__: data_ptr and element size
         ptr, shape = int(x.data_ptr()), tuple(x.shape)
         strides = None if x.is_contiguous() else "strided"
@@ -274,7 +277,10 @@ class PreparedGraph:
                      ln.args.address)
             d.record(ev)
         d.synchronize()
-        return [d.elapsed_s(a, b) for a, b in zip(events, events[1:], strict=False)]
+        times = [d.elapsed_s(a, b) for a, b in zip(events, events[1:], strict=False)]
+        for ev in events:
+            d.release_event(ev)
+        return times
 
     def read_outputs(self) -> dict[str, np.ndarray]:
         """Host copies of every output (device `out=` tensors are copied too)."""
@@ -508,6 +514,8 @@ class GpuBackend(Backend):
             d.record(b)
             d.synchronize()
             out.append(d.elapsed_s(a, b))
+            d.release_event(a)
+            d.release_event(b)
         return out
 
     # kernel-level runtime (Backend's interface) over the same driver

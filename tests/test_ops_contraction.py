@@ -12,8 +12,16 @@ from hal.dtypes import bf16, f16, f32, i32
 from hal.errors import HalError, ShapeError
 from hal.ops.contraction import accumulation_dtype
 
-jax.config.update("jax_enable_x64", True)
 RNG = np.random.default_rng(2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _jax_x64():
+    """float64 references from jax in this module only (x64 is process-global in jax)."""
+    before = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", before)
 
 
 def _x(shape):

@@ -53,7 +53,7 @@ def plugin_python(tmp_path_factory) -> Path:
         pytest.skip("the venv does not see hal, pip and setuptools from the parent "
                     f"environment: {probe.stderr.strip()[-300:]}")
     src = root / "plugin"
-    shutil.copytree(PLUGIN, src, ignore=shutil.ignore_patterns("*.egg-info", "build",
+    shutil.copytree(PLUGIN, src, ignore=shutil.ignore_patterns("*.egg-info", "build", ".ruff_cache",
                                                                "__pycache__"))
     r = _run(python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
              "-q", str(src), timeout=120)

@@ -1,22 +1,23 @@
 """CudaBackend: NVIDIA GPUs through cuda-python (NVRTC to compile, the driver API to launch).
 
-For now only `probe` is real: it reports whether cuda-python is installed and
-a CUDA driver with a GPU is present. Rendering, compiling and launching land
-here next; until then those methods raise UnsupportedError.
+`probe` is cheap (ctypes: is cuda-python installed, does libcuda find a GPU). Running is
+hal.gpu_runner's GpuBackend with the CUDA renderer and CudaDriver (backends/cuda/driver.py):
+run_graph (parity report, per-kernel event times), prepare_graph (launch-only callable for
+hal bench), event-based `time`, and zero-copy use of torch CUDA tensors as inputs and
+`out=` outputs. NOT RUN ON HARDWARE yet: the runner is tested with a fake driver that
+executes each kernel on the CPU simulator; scripts/gpu_check.sh is the H100 check.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
+from hal.backend import Availability, Capability, probe_driver
+from hal.gpu_runner import GpuBackend, GpuDriver
 
-from hal.backend import Availability, Backend, Capability, RunResult, probe_driver
-from hal.devices.spec import DeviceSpec
-from hal.errors import UnsupportedError
-from hal.ir.graph import Graph
+if TYPE_CHECKING:
+    from hal.render.cstyle import CStyleRenderer
 
 
 def _bindings_installed() -> bool:
@@ -27,7 +28,7 @@ def _bindings_installed() -> bool:
         return False
 
 
-class CudaBackend(Backend):
+class CudaBackend(GpuBackend):
     name = "cuda"
     capabilities = frozenset({Capability.FP16, Capability.BF16, Capability.FP8, Capability.F64,
                               Capability.INT, Capability.ATOMICS, Capability.WARP_SHUFFLE,
@@ -47,10 +48,12 @@ class CudaBackend(Backend):
                                                   "cuInit", "cuDeviceGetCount", "CUDA")
         return self._availability
 
-    def _unsupported(self, what: str) -> UnsupportedError:
-        return UnsupportedError(f"cuda backend: cannot {what}: not implemented yet",
-                                hint="use --backend reference or cpu_sim for now")
+    def make_driver(self) -> GpuDriver:
+        from .driver import CudaDriver
 
-    def run_graph(self, graph: Graph, inputs: Mapping[str, np.ndarray],
-                  spec: DeviceSpec | None = None, **options: Any) -> RunResult:
-        raise self._unsupported("run graphs")
+        return CudaDriver()
+
+    def renderer(self) -> CStyleRenderer:
+        from .render import CudaRenderer
+
+        return CudaRenderer()

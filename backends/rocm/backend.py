@@ -1,27 +1,26 @@
-"""RocmBackend: AMD GPUs through hip-python (hipRTC to compile, the HIP runtime to launch).
+"""RocmBackend: AMD GPUs through hip-python (hipRTC or hipcc to compile, HIP to launch).
 
-For now only `probe` is real: it reports whether hip-python is installed and
-the HIP runtime finds a ROCm GPU. Rendering, compiling and launching land
-here next; until then those methods raise UnsupportedError.
+`probe` is cheap (ctypes: is hip-python installed, does libamdhip64 find a GPU). Running
+is hal.gpu_runner's GpuBackend with the HIP renderer and HipDriver
+(backends/rocm/driver.py); zero-copy for ROCm torch tensors (DLPack device kDLROCM).
+NOT RUN ON HARDWARE: the runner is tested with a fake driver on the CPU simulator.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
+from hal.backend import Availability, Capability, probe_driver
+from hal.gpu_runner import GpuBackend, GpuDriver
 
-from hal.backend import Availability, Backend, Capability, RunResult, probe_driver
-from hal.devices.spec import DeviceSpec
-from hal.errors import UnsupportedError
-from hal.ir.graph import Graph
+if TYPE_CHECKING:
+    from hal.render.cstyle import CStyleRenderer
 
 _HIP_LIBRARIES = ["libamdhip64.so", "libamdhip64.so.6", "libamdhip64.so.5"]
 
 
-class RocmBackend(Backend):
+class RocmBackend(GpuBackend):
     name = "rocm"
     capabilities = frozenset({Capability.FP16, Capability.BF16, Capability.FP8, Capability.F64,
                               Capability.INT, Capability.ATOMICS, Capability.WARP_SHUFFLE,
@@ -41,10 +40,12 @@ class RocmBackend(Backend):
                                                   "hipGetDeviceCount", "ROCm")
         return self._availability
 
-    def _unsupported(self, what: str) -> UnsupportedError:
-        return UnsupportedError(f"rocm backend: cannot {what}: not implemented yet",
-                                hint="use --backend reference or cpu_sim for now")
+    def make_driver(self) -> GpuDriver:
+        from .driver import HipDriver
 
-    def run_graph(self, graph: Graph, inputs: Mapping[str, np.ndarray],
-                  spec: DeviceSpec | None = None, **options: Any) -> RunResult:
-        raise self._unsupported("run graphs")
+        return HipDriver()
+
+    def renderer(self) -> CStyleRenderer:
+        from .render import HipRenderer
+
+        return HipRenderer()

@@ -27,10 +27,10 @@ register_expectations(
     expected_failures={
         # Known bugs, each with a tracking reason. These come from the shared lowering
         # (cpu_sim lists the same ones); a real backend adds its own compiler's bugs here.
-        "fused/attention/f16/*": "hal's fused attention kernel rounds P to f16 after the "
-                                 "P@V accumulation, unlike the primitive graph",
-        "fused/attention/bf16/*": "hal's fused attention kernel rounds P to bf16 after the "
-                                  "P@V accumulation, unlike the primitive graph",
+        "fused/attention/f16/*": "hal's fused attention kernel does not round like the "
+                                 "primitive graph (P cast to f16 before P@V)",
+        "fused/attention/bf16/*": "hal's fused attention kernel does not round like the "
+                                  "primitive graph (P cast to bf16 before P@V)",
         "model/llama_block/bf16/*": "contains fused attention in bf16 "
                                     "(see fused/attention/bf16)",
     },
