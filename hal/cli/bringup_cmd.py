@@ -36,7 +36,11 @@ def bringup(model: str, backend: str, device: str | None, dtype: str, as_json: b
     spec = resolve_device(device, "h100-sxm")
     subject = load_subject(model, dtype)
     rep = run_bringup(subject, backend, spec)
-    rep["dtype"] = dtype
+    # Report the dtypes the model really runs in (a .pt2 keeps the ones it was exported with).
+    graph = subject.model.graph if subject.model is not None else None
+    floats = sorted({v.dtype.name for v in [*graph.inputs, *(c.value for c in graph.constants)]
+                     if v.dtype.is_float}) if graph is not None else []
+    rep["dtype"] = "/".join(floats) if floats else dtype
     if as_json:
         click.echo(json.dumps(rep, indent=2, default=str))
     else:
