@@ -47,6 +47,13 @@ class DeviceSpec:
     def warps_per_block_max(self) -> int:
         return self.max_threads_per_block // self.warp_size
 
+    def registers_per_thread_at(self, threads_per_block: int) -> int:
+        """Registers a thread may use when a block of this many threads must fit on one
+        unit: the register file is shared by the block's threads (on GPUs a 1024-thread
+        block leaves 64 registers per thread on an H100, 128 VGPRs on an MI300X)."""
+        share = self.registers_per_unit // max(1, threads_per_block)
+        return max(1, min(self.max_registers_per_thread, share))
+
     def peak_for(self, dtype_name: str, matrix: bool = True) -> float:
         """Peak FLOP/s for a dtype; falls back to f32 vector rate when the dtype has no entry."""
         table = self.peak_flops if matrix else self.vector_flops

@@ -195,7 +195,7 @@ def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
 
     Fits: Q, K, V and P tiles within shared_mem_per_block, Br * tpr threads a whole
     number of warps within max_threads_per_block, Bc/tpr scores + Dv/tpr accumulators
-    + ~24 registers within max_registers_per_thread. Preference: enough blocks to keep
+    + ~24 registers within spec.registers_per_thread_at(threads). Preference: enough blocks to keep
     a quarter of the units busy, then the largest Br * Bc (fewest K/V re-reads per
     byte of shared memory), then the larger Br, then more threads."""
     w = spec.warp_size
@@ -208,7 +208,7 @@ def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
                 regs = cdiv(bc, tpr) + cdiv(dv, tpr) + 24
                 smem = _smem(br, bc, d, dv, qb, vb, pb)
                 if bc % tpr == 0 and threads % w == 0 and threads <= spec.max_threads_per_block \
-                        and regs <= spec.max_registers_per_thread \
+                        and regs <= spec.registers_per_thread_at(threads) \
                         and smem <= spec.shared_mem_per_block:
                     cands.append(AttentionTiles(br, bc, tpr, smem, regs))
                 tpr //= 2

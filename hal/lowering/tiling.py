@@ -75,12 +75,12 @@ def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec) -> Ma
     """The largest block tile that fits the spec, shrunk while the grid underfills the device.
 
     Constraints: (BM + BN) * BK * acc_bytes <= shared_mem_per_block; threads a whole
-    number of warps and <= max_threads_per_block; register estimate <=
-    max_registers_per_thread."""
+    number of warps and <= max_threads_per_block; register estimate within what the
+    register file leaves each thread of such a block (spec.registers_per_thread_at)."""
     def fits(t: MatmulTiles) -> bool:
         return (t.threads % spec.warp_size == 0 and t.threads <= spec.max_threads_per_block
                 and (t.bm + t.bn) * t.bk * acc_bytes <= spec.shared_mem_per_block
-                and matmul_registers(t) <= spec.max_registers_per_thread)
+                and matmul_registers(t) <= spec.registers_per_thread_at(t.threads))
 
     cands = []
     for bm in (128, 64, 32, 16, 8):
