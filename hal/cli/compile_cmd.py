@@ -51,8 +51,12 @@ def compile_(file: str, backend: str, device: str, emit_dir: str | None, check: 
     vendor, suffix, extra = BACKENDS[backend]
     spec = resolve_device(device, "h100-sxm")
     graph = load_graph(file)
-    kernels = [k for g in plan(graph, spec, fuse=not no_fuse).groups
-               for k in lower_group(g, spec)]
+    fusion_plan = plan(graph, spec, fuse=not no_fuse)
+    kernels = [k for g in fusion_plan.groups for k in lower_group(g, spec)]
+    # Groups the plan kept knowing they spill (fusion.measured weighed the spill traffic).
+    spills_accepted = {g.name for g in fusion_plan.groups
+                       if any(r.startswith("kept although") for r in g.reasons)}
+    group_of = {k.name: k.meta.get("group") for k in kernels}
     con = console()
     names = compilers_for(vendor)
     if emit_dir:
@@ -86,8 +90,12 @@ def compile_(file: str, backend: str, device: str, emit_dir: str | None, check: 
                 continue
             for r in recs:
                 _row(t, r)
-                if r.status != "ok":
-                    failures += r.notes
+                if r.status == "ok":
+                    continue
+                # Spills are a failure only on the spec's own arch and where the plan did
+                # not accept them; every other limit (registers, shared memory) always is.
+                spill_ok = r.arch != spec.arch or group_of.get(r.kernel) in spills_accepted
+                failures += [n for n in r.notes if not (spill_ok and " spills " in n)]
     con.print(t)
     if failures:
         raise HalError(f"{len(failures)} problem(s): " + " | ".join(failures[:5]),
