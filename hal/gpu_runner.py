@@ -308,23 +308,12 @@ class GpuRunner:
                 groups: Sequence | None = None, fuse: bool = True,
                 out: Mapping[str, Any] | None = None,
                 scalars: Mapping[str, Any] | None = None) -> PreparedGraph:
-        from hal.fusion.group import is_alias_group, trivial_groups
+        from hal.fusion.group import is_alias_group
+        from hal.fusion.prepare import groups_to_run
         from hal.lowering import lower_group
-        from hal.ops.decompose import decompose_graph
         from hal.render.cstyle import unique_names
 
-        if groups is None and fuse:
-            from hal.fusion import plan
-
-            fplan = plan(graph, spec)
-            prim, groups = fplan.graph, fplan.groups
-        else:
-            prim = graph if groups is not None else decompose_graph(graph)
-        for v in prim.values().values():
-            if not v.type.is_static:
-                raise UnsupportedError(f"{self.driver.name}: value %{v.name} has symbolic shape "
-                                       f"{list(v.shape)}", hint="bind symbolic dims first")
-        groups = list(groups) if groups is not None else trivial_groups(prim)
+        prim, groups = groups_to_run(graph, spec, groups=groups, fuse=fuse, who=self.driver.name)
         # lower everything first: one translation unit, one compile for the graph
         lowered: list[tuple[Any, list[Kernel], float]] = []
         for g in groups:

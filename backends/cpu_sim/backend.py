@@ -44,24 +44,14 @@ class CpuSimBackend(Backend):
                   **options: Any) -> RunResult:
         from hal.backends.cpu_sim.simulator import simulate
         from hal.devices.loader import load_spec
-        from hal.fusion.group import is_alias_group, trivial_groups
+        from hal.fusion.group import is_alias_group
         from hal.lowering import lower_group
-        from hal.ops.decompose import decompose_graph
 
         if spec is None or isinstance(spec, str):
             spec = load_spec(spec or self.default_device)
-        if groups is None and fuse:
-            from hal.fusion import plan
+        from hal.fusion.prepare import groups_to_run
 
-            fusion_plan = plan(graph, spec)
-            prim, groups = fusion_plan.graph, fusion_plan.groups
-        else:
-            prim = graph if groups is not None else decompose_graph(graph)
-        for v in prim.values().values():
-            if not v.type.is_static:
-                raise UnsupportedError(f"cpu_sim: value %{v.name} has symbolic shape "
-                                       f"{list(v.shape)}", hint="bind symbolic dims first")
-        groups = list(groups) if groups is not None else trivial_groups(prim)
+        prim, groups = groups_to_run(graph, spec, groups=groups, fuse=fuse, who="cpu_sim")
         buffers: dict[str, np.ndarray] = {}
         for v in prim.inputs:
             if v.name not in inputs:

@@ -172,3 +172,27 @@ def save_model(graph: Graph, path: str | os.PathLike) -> str:
                 shutil.copyfile(src, dst)
     save_graph(graph, path)
     return path
+
+
+class EmitOps:
+    """Op-emitting helpers shared by the frontends' conversion contexts.
+
+    A context sets `self.b` (a GraphBuilder) and `self.loc` (the source location of
+    the framework node being converted, attached to every node it emits)."""
+
+    b: Any
+    loc: str | None
+
+    def op(self, name: str, *inputs: Value, **attrs: Any) -> Any:
+        return self.b.op(name, *inputs, loc=self.loc, **attrs)
+
+    def cast(self, v: Value, dt: DType) -> Value:
+        return v if v.dtype == dt else self.op("cast", v, dtype=dt)
+
+    def bcast(self, v: Value, shape) -> Value:
+        shape = tuple(shape)
+        return v if tuple(v.shape) == shape else self.op("broadcast_to", v, shape=shape)
+
+    def reshape(self, v: Value, shape) -> Value:
+        shape = tuple(shape)
+        return v if tuple(v.shape) == shape else self.op("reshape", v, shape=shape)

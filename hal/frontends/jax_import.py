@@ -27,6 +27,7 @@ import numpy as np
 from hal.dtypes import DType, dtype
 from hal.errors import HalError, UnsupportedError
 from hal.frontends.common import (
+    EmitOps,
     ImportedModel,
     WeightStore,
     eliminate_dead_code,
@@ -55,7 +56,7 @@ def rule(*names: str) -> Callable[[Rule], Rule]:
     return register
 
 
-class JaxContext:
+class JaxContext(EmitOps):
     """The builder, the current equation and helpers for explicit casts and broadcasts."""
 
     def __init__(self, builder: GraphBuilder, store: WeightStore):
@@ -69,19 +70,6 @@ class JaxContext:
     def out_shape(self, i: int = 0) -> tuple[int, ...]:
         return tuple(int(d) for d in self.eqn.outvars[i].aval.shape)
 
-    def op(self, name: str, *inputs: Value, **attrs: Any) -> Any:
-        return self.b.op(name, *inputs, loc=self.loc, **attrs)
-
-    def cast(self, v: Value, dt: DType) -> Value:
-        return v if v.dtype == dt else self.op("cast", v, dtype=dt)
-
-    def bcast(self, v: Value, shape) -> Value:
-        shape = tuple(shape)
-        return v if tuple(v.shape) == shape else self.op("broadcast_to", v, shape=shape)
-
-    def reshape(self, v: Value, shape) -> Value:
-        shape = tuple(shape)
-        return v if tuple(v.shape) == shape else self.op("reshape", v, shape=shape)
 
     def tensor(self, x: Any, dt: DType | None = None, shape=None) -> Value:
         """A Value for `x` (a Value or a folded NumPy constant), cast and broadcast."""

@@ -27,6 +27,7 @@ import numpy as np
 from hal.dtypes import DType, bf16, bool_, f16, f32, f64, i8, i16, i32, i64, u8
 from hal.errors import HalError, UnsupportedError
 from hal.frontends.common import (
+    EmitOps,
     ImportedModel,
     WeightStore,
     eliminate_dead_code,
@@ -104,7 +105,7 @@ def node_location(node: Any) -> str:
     return " ".join(parts) or node.name
 
 
-class TorchContext:
+class TorchContext(EmitOps):
     """What a converter uses: the builder, the current node's torch meta, and typing helpers."""
 
     def __init__(self, builder: GraphBuilder):
@@ -126,19 +127,6 @@ class TorchContext:
         return static_shape(v.shape, self.node)
 
     # -- emitting ops ----------------------------------------------------------
-    def op(self, name: str, *inputs: Value, **attrs: Any) -> Any:
-        return self.b.op(name, *inputs, loc=self.loc, **attrs)
-
-    def cast(self, v: Value, dt: DType) -> Value:
-        return v if v.dtype == dt else self.op("cast", v, dtype=dt)
-
-    def bcast(self, v: Value, shape) -> Value:
-        shape = tuple(shape)
-        return v if tuple(v.shape) == shape else self.op("broadcast_to", v, shape=shape)
-
-    def reshape(self, v: Value, shape) -> Value:
-        shape = tuple(shape)
-        return v if tuple(v.shape) == shape else self.op("reshape", v, shape=shape)
 
     def scalar(self, value: float | int | bool, dt: DType, shape=()) -> Value:
         c = self.op("full", shape=(), value=float(value), dtype=dt)
