@@ -34,14 +34,7 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
 }
 
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
-    "cpu_sim": {
-        "fused/attention/f16/*": "the fused attention kernel does not round like the "
-                                 "primitive graph (P cast to f16 before P@V): fuse=False passes",
-        "fused/attention/bf16/*": "the fused attention kernel does not round like the "
-                                  "primitive graph (P cast to bf16 before P@V): fuse=False "
-                                  "passes",
-        "model/llama_block/bf16/*": "contains fused attention in bf16 (see fused/attention/bf16)",
-    },
+    "cpu_sim": {},
     "cuda": {},
     "rocm": {},
 }

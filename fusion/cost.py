@@ -14,6 +14,8 @@ vector units otherwise). Bytes follow the schedule the lowering will use:
   panels of the lowering's grouped raster order (see _matmul_rereads);
 * an attention kernel reads Q and writes O once and reads K and V once per
   tile of Br query rows; the re-reads hit L2 when one batch entry's K and V fit;
+  the two-pass schedule (P rounded before P@V) reads K twice per row tile and
+  computes q k^T twice;
 * a lone reshape is a view of its input (no kernel, no bytes).
 
 `issued` bytes are what the kernels ask of global memory as lowered, hits in
@@ -218,9 +220,20 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
             # span only a few entries: their K/V is what must stay in L2.
             in_flight = min(blocks, 2 * spec.compute_units)
             entries = min(max(1, math.prod(pat.batch)), _cdiv(in_flight, row_tiles) + 1)
+            k_b, v_b = nbytes(pat.qk.inputs[1]), nbytes(pat.pv.inputs[1])
             if per_entry * entries > spec.l2_bytes:
-                read += (row_tiles - 1) * (nbytes(pat.qk.inputs[1]) + nbytes(pat.pv.inputs[1]))
+                read += (row_tiles - 1) * (k_b + v_b)
                 notes.append("K/V of the blocks in flight exceed L2: re-read per row tile")
+            if pat.two_pass:
+                # pass 2 recomputes the scores: q k^T again, and K read again per row tile
+                flops += node_flops(pat.qk)
+                if per_entry * entries > spec.l2_bytes:
+                    read += row_tiles * k_b
+                    notes.append("two-pass (P rounded before P@V): K read twice per row "
+                                 "tile, q k^T computed twice")
+                else:
+                    notes.append("two-pass (P rounded before P@V): q k^T computed twice, "
+                                 "the second K pass hits L2")
     eff = _efficiency(blocks, spec)
     t_mem = (read + write) / (spec.dram_bandwidth * eff)
     if matrix_dtype is not None:
@@ -327,7 +340,8 @@ def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
         if isinstance(pat, str):
             return sum(nbytes(v) for v in g.inputs)
         rt = _cdiv(pat.m, (g.schedule.get("attention_tiles") or {}).get("br", 64))
-        factors = {pat.qk.inputs[1].name: rt, pat.pv.inputs[1].name: rt}
+        passes = 2 if pat.two_pass else 1   # K is loaded once per pass
+        factors = {pat.qk.inputs[1].name: rt * passes, pat.pv.inputs[1].name: rt}
         mm = None
     else:
         factors = {}

@@ -1,16 +1,22 @@
 """Attention as primitives becomes ONE "attention" group (online softmax, tiled K/V) that runs
-on cpu_sim, matches the reference with the race checks on, and is sized by each device."""
+on cpu_sim, matches the reference with the race checks on, and is sized by each device.
+When the graph rounds P (f16/bf16 inputs) the kernel takes two passes and rounds P exactly
+where the graph does, so fused and unfused agree."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hal.backends.cpu_sim.backend import CpuSimBackend
+from hal.conformance.compare import check, diff
+from hal.conformance.tolerance import output_bounds
 from hal.devices.loader import load_spec
 from hal.dtypes import dtype
 from hal.fusion import plan
+from hal.fusion.cost import group_cost, nbytes, node_flops
 from hal.ir import GraphBuilder
-from hal.lowering.attention import attention_tiles
+from hal.lowering.attention import attention_tiles, match_attention
 from hal.reference import random_inputs
 
 SPECS = ["h100-sxm", "mi300x", "scratch-npu"]
@@ -52,6 +58,7 @@ def test_attention_is_one_kernel_and_matches_reference(device, case):
     assert res.report["ok"], res.report
     (st,) = [s for s in res.stats if s["kind"] == "attention"]
     assert st["schedule"]["strategy"] == "flash_attention"
+    assert st["schedule"]["passes"] == (2 if case.get("dt") in ("bf16", "f16") else 1)
     out = g.outputs[0]
     # only O is written: the S x T score matrix never reaches memory
     assert st["global_bytes_written"] == out.type.numel * out.dtype.itemsize
@@ -101,3 +108,82 @@ def test_attention_not_fused_reason_when_tiles_do_not_fit():
     assert any("attention not fused on scratch-npu" in d.reason for d in p.decisions)
     p2 = plan(g, load_spec("h100-sxm"))
     assert [x for x in p2.groups if x.kind == "attention"]
+
+
+LOW_PRECISION = [
+    dict(s=33, t=33, d=16),                       # causal
+    dict(h=4, hk=2, s=50, t=50, d=32),            # GQA, causal
+    dict(s=40, t=72, d=16, mask=True),            # additive mask
+]
+
+
+@pytest.mark.parametrize("device", SPECS)
+@pytest.mark.parametrize("dt", ["bf16", "f16"])
+@pytest.mark.parametrize("case", LOW_PRECISION,
+                         ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+def test_low_precision_attention_rounds_p_like_the_graph(device, dt, case):
+    """The graph casts P to the input dtype before P @ V: the fused kernel takes two passes
+    (final max and sum first) and rounds the normalised P there too, so it agrees with the
+    unfused primitive graph, element for element up to the conformance bound."""
+    g = sdpa_graph(dt=dt, **case)
+    spec = load_spec(device)
+    (att,) = [x for x in plan(g, spec).groups if x.kind == "attention"]
+    assert f"two-pass: P is rounded to {dt} before P@V, as the graph says" in att.reasons
+    assert att.schedule["attention_tiles"]["passes"] == 2
+    inputs = random_inputs(g, seed=3)
+    be = CpuSimBackend()
+    fused = be.run_graph(g, inputs, spec, check=True)     # race checks on, both passes
+    assert fused.report["ok"], fused.report
+    (st,) = [x for x in fused.stats if x["kind"] == "attention"]
+    assert st["schedule"]["passes"] == 2
+    unfused = be.run_graph(g, inputs, spec, fuse=False)
+    assert not [x for x in unfused.stats if x["kind"] == "attention"]
+    for name, b in output_bounds(g, inputs).items():
+        a, u = fused.outputs[name], unfused.outputs[name]
+        assert check(a, b).ok, check(a, b)
+        assert diff(a, u, b).ok, diff(a, u, b)
+        # the rounding of P no longer separates them: (almost) every element is equal
+        assert np.mean(a == u) >= 0.99
+
+
+def test_f32_attention_stays_one_pass():
+    g = sdpa_graph(dt="f32")
+    (att,) = [x for x in plan(g, load_spec("h100-sxm")).groups if x.kind == "attention"]
+    assert att.schedule["attention_tiles"]["passes"] == 1
+    assert not any(r.startswith("two-pass") for r in att.reasons)
+    assert match_attention(att.nodes).p_round == ()
+
+
+@pytest.mark.parametrize("device", SPECS)
+def test_two_pass_cost_counts_the_second_qk_and_k_pass(device):
+    """Cost: q k^T twice; issued bytes read K twice per row tile (the simulator agrees)."""
+    g = sdpa_graph(h=4, hk=1, s=64, t=64, d=32, dt="bf16")
+    spec = load_spec(device)
+    p = plan(g, spec)
+    (att,) = [x for x in p.groups if x.kind == "attention"]
+    pat = match_attention(att.nodes)
+    assert pat.two_pass and [d.name for d in pat.p_round] == ["bf16"]
+    c = p.costs[att.name]
+    assert c.flops == sum(node_flops(n) for n in att.nodes) + node_flops(pat.qk)
+    res = CpuSimBackend().run_graph(g, random_inputs(g, seed=1), spec)
+    (st,) = [x for x in res.stats if x["kind"] == "attention"]
+    assert st["global_bytes"] == c.issued
+    rt = -(-pat.m // att.schedule["attention_tiles"]["br"])
+    k, v = pat.qk.inputs[1], pat.pv.inputs[1]
+    q_o = c.issued - (2 * rt * nbytes(k) + rt * nbytes(v))
+    assert q_o == nbytes(pat.qk.inputs[0]) + nbytes(pat.pv.outputs[0])
+
+
+def test_two_pass_rereads_k_from_dram_when_it_exceeds_l2():
+    """Llama-sized bf16 attention on the scratchpad: K/V of the blocks in flight exceed L2,
+    so the second pass reads K from DRAM again, once per row tile."""
+    g = sdpa_graph(b=1, h=32, hk=8, s=4096, t=4096, d=64, dt="bf16")
+    spec = load_spec("scratch-npu")
+    (att,) = [x for x in plan(g, spec).groups if x.kind == "attention"]
+    pat = match_attention(att.nodes)
+    c = group_cost(att, spec)
+    assert any("K read twice per row tile" in n for n in c.notes), c.notes
+    rt = -(-pat.m // att.schedule["attention_tiles"]["br"])
+    k, v = nbytes(pat.qk.inputs[1]), nbytes(pat.pv.inputs[1])
+    once = sum(nbytes(x) for x in att.inputs)
+    assert c.dram_read == once + (rt - 1) * (k + v) + rt * k

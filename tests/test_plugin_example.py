@@ -96,9 +96,9 @@ def test_conformance_passes_on_the_plugin(plugin_python):
 def test_plugin_registers_its_expectations(plugin_python):
     r = _run(plugin_python, "-c",
              "from hal.backends_registry import get_backend; "
-             "from hal.conformance.expectations import expected_failure; "
+             "from hal.conformance.expectations import EXPECTED_FAILURES, UNSUPPORTED; "
              "b = get_backend('scratchnpu'); "
-             "print(b.default_device, expected_failure('scratchnpu', "
-             "'fused/attention/f16/x') is not None)")
+             "print(b.default_device, 'scratchnpu' in EXPECTED_FAILURES "
+             "and 'scratchnpu' in UNSUPPORTED)")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["scratch-npu", "True"]

@@ -31,6 +31,16 @@ lowering emits a FlashAttention-2 style kernel:
   exp(m_old - m_new) (online softmax);
 * at the end o = acc / l is rounded to the output dtype and stored.
 
+When the graph rounds P before P @ V (a cast to f16/bf16 after the division, as
+the composite does for 16-bit inputs), the online schedule cannot round like
+the graph (it never holds the normalised P), so the kernel takes two passes
+over the key tiles (`AttentionPattern.two_pass`, schedule "passes": 2): pass 1
+stages K only and computes the final row max m and sum l online; pass 2
+stages K and V, recomputes the scores and forms P through the group's own
+sub, exp, div and cast nodes with m and l bound, so P rounds where the graph
+rounds it, and accumulates P V without rescaling; the store needs no division.
+It costs a second q k^T and a second read of K per row tile.
+
 The S x T score matrix never reaches global memory: global traffic is Q and
 O once, K and V once per row tile of each batch entry.
 """
@@ -38,7 +48,7 @@ O once, K and V once per row tile of each batch entry.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType, compute_dtype, f32, i32
@@ -89,6 +99,13 @@ class AttentionPattern:
     t: int              # keys
     d: int              # contraction length of q k^T
     dv: int             # value width
+    p_round: tuple[DType, ...] = ()  # dtypes the graph rounds P to (in order) before P @ V
+
+    @property
+    def two_pass(self) -> bool:
+        """P is rounded before P @ V: the kernel must normalise before rounding, so it needs
+        the final row max and sum first (a second pass over the keys)."""
+        return bool(self.p_round)
 
 
 def _cat(n: Node) -> Category:
@@ -135,11 +152,16 @@ def match_attention(nodes: list[Node]) -> AttentionPattern | str:
         return "the softmax is not normalised by div(e, sum(e))"
     # probability path: div -> (cast | reshape)* -> pv lhs
     v = pv.inputs[0]
+    path = [v]
     while v.name != div.outputs[0].name:
         p = producer.get(v.name)
         if p is None or p.op not in _PROB_OPS:
             return f"{p.op if p else v.name} between the softmax and the second contraction"
         v = p.inputs[0]
+        path.append(v)
+    # a value stored narrower than it is computed is a rounding (the div's own included)
+    p_round = tuple(x.dtype for x in reversed(path) if producer[x.name].op != "reshape"
+                    and x.dtype.is_float and compute_dtype(x.dtype) != x.dtype)
     s0 = qk.outputs[0]
     lb, _rb, lc, _rc, lf, rf = contraction_dims(qk)
     if len(lf) != 1 or len(rf) != 1:
@@ -162,7 +184,7 @@ def match_attention(nodes: list[Node]) -> AttentionPattern | str:
     b_shape = pv.inputs[1].shape
     return AttentionPattern(qk, pv, x, rmax, e, rsum, div.outputs[0], batch,
                             a.shape[lf[0]], s0.shape[-1],
-                            math.prod(a.shape[i] for i in lc), b_shape[prf[0]])
+                            math.prod(a.shape[i] for i in lc), b_shape[prf[0]], p_round)
 
 
 # --------------------------------------------------------------------------- tiles
@@ -175,6 +197,7 @@ class AttentionTiles:
     tpr: int      # threads per query row
     shared_bytes: int
     registers: int
+    passes: int = 1   # 2: max and sum first, then P (normalised, rounded as the graph says) @ V
 
     @property
     def threads(self) -> int:
@@ -232,22 +255,38 @@ def _tiles_for(group, pat: AttentionPattern, spec: DeviceSpec) -> AttentionTiles
     store = _stage_dtype
     qb, vb = store(q.dtype).itemsize, store(v.dtype).itemsize
     pb = store(pat.pv.inputs[0].dtype).itemsize
+    passes = 2 if pat.two_pass else 1
     if forced:
         br, bc, tpr = forced["br"], forced["bc"], forced["tpr"]
         return AttentionTiles(br, bc, tpr, _smem(br, bc, pat.d, pat.dv, qb, vb, pb),
-                              cdiv(bc, tpr) + cdiv(pat.dv, tpr) + 24)
-    return attention_tiles(pat.m, pat.t, pat.d, pat.dv, qb, vb, pb,
-                           math.prod(pat.batch), spec)
+                              cdiv(bc, tpr) + cdiv(pat.dv, tpr) + 24, passes)
+    # Both schedules stage the same tiles (pass 1 only leaves V and P unused).
+    tiles = attention_tiles(pat.m, pat.t, pat.d, pat.dv, qb, vb, pb,
+                            math.prod(pat.batch), spec)
+    return tiles if isinstance(tiles, str) else replace(tiles, passes=passes)
+
+
+def schedule_reason(pat: AttentionPattern) -> str:
+    """Why the kernel takes one pass over the keys or two (the plan's reason)."""
+    if pat.two_pass:
+        to = " then ".join(d.name for d in pat.p_round)
+        return f"two-pass: P is rounded to {to} before P@V, as the graph says"
+    return "one pass: online softmax (P is not rounded before P@V)"
 
 
 def plan_attention(group, spec: DeviceSpec) -> tuple[AttentionPattern, AttentionTiles] | str:
-    """Pattern and tiles of an attention group, or why it cannot be one kernel on `spec`."""
+    """Pattern and tiles of an attention group, or why it cannot be one kernel on `spec`.
+
+    Also notes the choice of one or two passes among `group.reasons` (once)."""
     pat = match_attention(group.nodes)
     if isinstance(pat, str):
         return pat
     tiles = _tiles_for(group, pat, spec)
     if isinstance(tiles, str):
         return tiles
+    why = schedule_reason(pat)
+    if why not in group.reasons:
+        group.reasons.append(why)
     return pat, tiles
 
 
@@ -338,23 +377,33 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
     body.append(For(i0, ctx.c(0), ctx.c(na), ctx.c(1), [Store(acc, i0, Const(0.0, f32))],
                     unroll=True))
 
-    kt = ctx.var("kt", ctx.idx)
-    loop: list[Stmt] = []
-    n0 = ctx.declare(loop, "n0", ctx.mul(kt, bc))
+    def k_coords_at(n0: Expr):
+        def k_coords(stmts, rr, cc):
+            gn = ctx.declare(stmts, "gn", ctx.add(n0, rr))
+            coords = _scatter(k.rank, [(rb, bcoords), (rf, [gn]), (rc, ctx.unravel(cc, ks))])
+            return coords, gn.lt(ctx.c(pat.t))
+        return k_coords
 
-    def k_coords(stmts, rr, cc):
-        gn = ctx.declare(stmts, "gn", ctx.add(n0, rr))
-        coords = _scatter(k.rank, [(rb, bcoords), (rf, [gn]), (rc, ctx.unravel(cc, ks))])
-        return coords, gn.lt(ctx.c(pat.t))
+    def v_coords_at(n0: Expr):
+        def v_coords(stmts, rr, cc):
+            gn = ctx.declare(stmts, "gn", ctx.add(n0, rr))
+            coords = _scatter(v.rank, [(prb, bcoords), (prc, [gn]), (prf, [cc])])
+            return coords, gn.lt(ctx.c(pat.t))
+        return v_coords
 
-    def v_coords(stmts, rr, cc):
-        gn = ctx.declare(stmts, "gn", ctx.add(n0, rr))
-        coords = _scatter(v.rank, [(prb, bcoords), (prc, [gn]), (prf, [cc])])
-        return coords, gn.lt(ctx.c(pat.t))
+    def key_loop(emit) -> None:
+        """for kt over the key tiles: n0 = kt * Bc; `emit(loop, n0)` fills the body."""
+        kt = ctx.var("kt", ctx.idx)
+        loop: list[Stmt] = []
+        n0 = ctx.declare(loop, "n0", ctx.mul(kt, bc))
+        emit(loop, n0)
+        body.append(For(kt, ctx.c(0), ctx.c(cdiv(pat.t, bc)), ctx.c(1), loop))
 
-    tile_load(loop, k_sh, bc, d, k, qdt, k_coords)
-    tile_load(loop, v_sh, bc, dv, v, vdt, v_coords)
-    loop.append(Barrier())
+    def stage(loop: list[Stmt], n0: Expr, with_v: bool) -> None:
+        tile_load(loop, k_sh, bc, d, k, qdt, k_coords_at(n0))
+        if with_v:
+            tile_load(loop, v_sh, bc, dv, v, vdt, v_coords_at(n0))
+        loop.append(Barrier())
 
     def score_coords(gn: Expr) -> tuple[tuple[Expr, ...], tuple[Expr, ...]]:
         s_coords = (*bcoords, grow, gn)
@@ -362,84 +411,143 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
             reshape_coords(ctx, s_coords, s0.shape, pat.logits.shape)
         return s_coords, x_coords
 
-    # scores of this thread's Bc/tpr keys, through the group's logits program
-    tmax = ctx.var("tmax", f32)
-    loop.append(Declare(tmax, ninf))
     si = ctx.var("s", ctx.idx)
-    sl: list[Stmt] = []
-    j = ctx.declare(sl, "j", ctx.add(ctx.mul(si, tpr), c))
-    gn = ctx.declare(sl, "gn", ctx.add(n0, j))
-    ok = ctx.declare(sl, "ok", Binary("logical_and", grow.lt(ctx.c(pat.m)),
-                                      gn.lt(ctx.c(pat.t))))
-    sl.append(Store(sreg, si, ninf))
-    dot = ctx.var("dot", f32)
-    inner: list[Stmt] = [Declare(dot, Const(0.0, f32))]
-    dd = ctx.var("d", ctx.idx)
-    qv = Load(q_sh, ctx.add(ctx.mul(r, d), dd), qdt)
-    kv = Load(k_sh, ctx.add(ctx.mul(j, d), dd), qdt)
-    inner.append(For(dd, ctx.c(0), ctx.c(d), ctx.c(1),
-                     [Assign(dot, dot + _f32(qv) * _f32(kv))]))
-    s_coords, x_coords = score_coords(gn)
-    s_cd = compute_dtype(s0.dtype)
-    s_val = ctx.declare(inner, "s0", rounded(Cast(dot, s_cd) if s_cd != f32 else dot, s0.dtype))
-    lb_ = builder.scope(inner)
-    lb_.env = dict(builder.env)
-    lb_.env[s0.name] = (None, s_val)
-    xv = lb_.value(pat.logits, x_coords)
-    inner.append(Store(sreg, si, _f32(xv)))
-    sl.append(If(ok, inner))
-    sl.append(Assign(tmax, Binary("maximum", tmax, Load(sreg, si, f32))))
-    loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), sl))
-    _row_allreduce(loop, ctx, tmax, "maximum", tpr)
-    m_new = ctx.declare(loop, "m_new", Binary("maximum", m_i, tmax))
-    m_use = ctx.declare(loop, "m_use", Select(m_new.eq(ninf), Const(0.0, f32), m_new))
-    alpha = ctx.declare(loop, "alpha", Unary("exp", m_i - m_use))
-    tsum = ctx.var("tsum", f32)
-    loop.append(Declare(tsum, Const(0.0, f32)))
-    # probabilities: e = exp(x - m) and P = g(e) through the group's nodes, P to shared
-    pl: list[Stmt] = []
-    j2 = ctx.declare(pl, "j", ctx.add(ctx.mul(si, tpr), c))
-    gn2 = ctx.declare(pl, "gn", ctx.add(n0, j2))
-    s2, x2 = score_coords(gn2)
-    eb = builder.scope(pl)
-    eb.env = dict(builder.env)
-    eb.env[pat.logits.name] = (None, ctx.declare(pl, "x", _as(Load(sreg, si, f32),
-                                                              compute_dtype(pat.logits.dtype))))
-    eb.env[pat.row_max.outputs[0].name] = (None, _as(m_use, compute_dtype(pat.logits.dtype)))
-    ev = ctx.declare(pl, "ev", eb.value(pat.exps, x2))
-    pl.append(Assign(tsum, tsum + _f32(ev)))
-    pb = builder.scope(pl)
-    pb.env = dict(builder.env)
-    pb.env[pat.probs.name] = (None, ev)
-    pv_ = pb.value(p_val, s2)
-    pl.append(Store(p_sh, ctx.add(ctx.mul(r, bc), j2), _as(pv_, pdt)))
-    loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), pl))
-    _row_allreduce(loop, ctx, tsum, "add", tpr)
-    loop.append(Assign(l_i, l_i * alpha + tsum))
-    loop.append(Assign(m_i, m_new))
-    loop.append(Barrier())
-    # O += P V (after rescaling by alpha)
-    ai = ctx.var("a", ctx.idx)
-    al: list[Stmt] = []
-    dvi = ctx.declare(al, "dv", ctx.add(ctx.mul(ai, tpr), c))
-    o = ctx.var("o", f32)
-    ain: list[Stmt] = [Declare(o, Load(acc, ai, f32) * alpha)]
-    jj = ctx.var("jj", ctx.idx)
-    pv_l = Load(p_sh, ctx.add(ctx.mul(r, bc), jj), pdt)
-    vv_l = Load(v_sh, ctx.add(ctx.mul(jj, dv), dvi), vdt)
-    ain.append(For(jj, ctx.c(0), ctx.c(bc), ctx.c(1), [Assign(o, o + _f32(pv_l) * _f32(vv_l))]))
-    ain.append(Store(acc, ai, o))
-    al.extend(ain) if dv % tpr == 0 else al.append(If(dvi.lt(ctx.c(dv)), ain))
-    loop.append(For(ai, ctx.c(0), ctx.c(na), ctx.c(1), al))
-    loop.append(Barrier())  # the next key tile overwrites K, V and P
-    body.append(For(kt, ctx.c(0), ctx.c(cdiv(pat.t, bc)), ctx.c(1), loop))
 
-    # epilogue: o = acc / l, rounded to the output dtype, stored at (batch, row, dv)
+    def scores(loop: list[Stmt], n0: Expr, track_max: bool):
+        """x of this thread's Bc/tpr keys into `score` (-inf where there is no key), through
+        the group's logits program; with track_max, their max in `tmax`."""
+        tmax = ctx.var("tmax", f32) if track_max else None
+        if tmax is not None:
+            loop.append(Declare(tmax, ninf))
+        sl: list[Stmt] = []
+        j = ctx.declare(sl, "j", ctx.add(ctx.mul(si, tpr), c))
+        gn = ctx.declare(sl, "gn", ctx.add(n0, j))
+        ok = ctx.declare(sl, "ok", Binary("logical_and", grow.lt(ctx.c(pat.m)),
+                                          gn.lt(ctx.c(pat.t))))
+        sl.append(Store(sreg, si, ninf))
+        dot = ctx.var("dot", f32)
+        inner: list[Stmt] = [Declare(dot, Const(0.0, f32))]
+        dd = ctx.var("d", ctx.idx)
+        qv = Load(q_sh, ctx.add(ctx.mul(r, d), dd), qdt)
+        kv = Load(k_sh, ctx.add(ctx.mul(j, d), dd), qdt)
+        inner.append(For(dd, ctx.c(0), ctx.c(d), ctx.c(1),
+                         [Assign(dot, dot + _f32(qv) * _f32(kv))]))
+        _s_coords, x_coords = score_coords(gn)
+        s_cd = compute_dtype(s0.dtype)
+        s_val = ctx.declare(inner, "s0",
+                            rounded(Cast(dot, s_cd) if s_cd != f32 else dot, s0.dtype))
+        lb_ = builder.scope(inner)
+        lb_.env = dict(builder.env)
+        lb_.env[s0.name] = (None, s_val)
+        xv = lb_.value(pat.logits, x_coords)
+        inner.append(Store(sreg, si, _f32(xv)))
+        sl.append(If(ok, inner))
+        if tmax is not None:
+            sl.append(Assign(tmax, Binary("maximum", tmax, Load(sreg, si, f32))))
+        loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), sl))
+        return tmax
+
+    def prob_builder(pl: list[Stmt], n0: Expr, row_max: Expr):
+        """(builder, score coords, logits coords, key in tile) for key s of this thread: the
+        builder reads x from `score` and the row max as `row_max`."""
+        j2 = ctx.declare(pl, "j", ctx.add(ctx.mul(si, tpr), c))
+        gn2 = ctx.declare(pl, "gn", ctx.add(n0, j2))
+        s2, x2 = score_coords(gn2)
+        eb = builder.scope(pl)
+        eb.env = dict(builder.env)
+        xcd = compute_dtype(pat.logits.dtype)
+        eb.env[pat.logits.name] = (None, ctx.declare(pl, "x", _as(Load(sreg, si, f32), xcd)))
+        eb.env[pat.row_max.outputs[0].name] = (None, _as(row_max, xcd))
+        return eb, s2, x2, j2
+
+    def online(loop: list[Stmt], n0: Expr, with_p: bool) -> Expr:
+        """Running max and sum over this key tile; with_p, also P = g(exp(x - m_new)) to
+        shared memory (one-pass). Returns alpha = exp(m_old - m_new)."""
+        tmax = scores(loop, n0, True)
+        _row_allreduce(loop, ctx, tmax, "maximum", tpr)
+        m_new = ctx.declare(loop, "m_new", Binary("maximum", m_i, tmax))
+        m_use = ctx.declare(loop, "m_use", Select(m_new.eq(ninf), Const(0.0, f32), m_new))
+        alpha = ctx.declare(loop, "alpha", Unary("exp", m_i - m_use))
+        tsum = ctx.var("tsum", f32)
+        loop.append(Declare(tsum, Const(0.0, f32)))
+        pl: list[Stmt] = []
+        eb, s2, x2, j2 = prob_builder(pl, n0, m_use)
+        ev = ctx.declare(pl, "ev", eb.value(pat.exps, x2))
+        pl.append(Assign(tsum, tsum + _f32(ev)))
+        if with_p:
+            pb = builder.scope(pl)
+            pb.env = dict(builder.env)
+            pb.env[pat.probs.name] = (None, ev)
+            pl.append(Store(p_sh, ctx.add(ctx.mul(r, bc), j2), _as(pb.value(p_val, s2), pdt)))
+        loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), pl))
+        _row_allreduce(loop, ctx, tsum, "add", tpr)
+        loop.append(Assign(l_i, l_i * alpha + tsum))
+        loop.append(Assign(m_i, m_new))
+        return alpha
+
+    ai = ctx.var("a", ctx.idx)
+
+    def accumulate(loop: list[Stmt], alpha: Expr | None) -> None:
+        """acc = acc * alpha + P V over this key tile (P and V from shared memory)."""
+        al: list[Stmt] = []
+        dvi = ctx.declare(al, "dv", ctx.add(ctx.mul(ai, tpr), c))
+        o = ctx.var("o", f32)
+        old = Load(acc, ai, f32)
+        ain: list[Stmt] = [Declare(o, old * alpha if alpha is not None else old)]
+        jj = ctx.var("jj", ctx.idx)
+        pv_l = Load(p_sh, ctx.add(ctx.mul(r, bc), jj), pdt)
+        vv_l = Load(v_sh, ctx.add(ctx.mul(jj, dv), dvi), vdt)
+        ain.append(For(jj, ctx.c(0), ctx.c(bc), ctx.c(1),
+                       [Assign(o, o + _f32(pv_l) * _f32(vv_l))]))
+        ain.append(Store(acc, ai, o))
+        al.extend(ain) if dv % tpr == 0 else al.append(If(dvi.lt(ctx.c(dv)), ain))
+        loop.append(For(ai, ctx.c(0), ctx.c(na), ctx.c(1), al))
+
+    if not pat.two_pass:
+        # one pass (online softmax): P = g(exp(x - m_run)) unnormalised, acc rescaled by
+        # alpha per tile, o = acc / l at the end
+        def one_pass(loop: list[Stmt], n0: Expr) -> None:
+            stage(loop, n0, True)
+            alpha = online(loop, n0, True)
+            loop.append(Barrier())
+            accumulate(loop, alpha)
+            loop.append(Barrier())  # the next key tile overwrites K, V and P
+
+        key_loop(one_pass)
+    else:
+        # The graph rounds P = exp(x - m) / l before P @ V: pass 1 finds the final m and l,
+        # pass 2 recomputes the scores and forms P through the group's own nodes (sub, exp,
+        # div, cast), so P rounds exactly where the graph rounds it.
+        def pass1(loop: list[Stmt], n0: Expr) -> None:
+            stage(loop, n0, False)
+            online(loop, n0, False)
+            loop.append(Barrier())  # the next key tile overwrites K
+
+        key_loop(pass1)
+        m_fin = ctx.declare(body, "m_fin", Select(m_i.eq(ninf), Const(0.0, f32), m_i))
+
+        def pass2(loop: list[Stmt], n0: Expr) -> None:
+            stage(loop, n0, True)
+            scores(loop, n0, False)
+            pl: list[Stmt] = []
+            pb, s2, _x2, j2 = prob_builder(pl, n0, m_fin)
+            pb.env[pat.row_sum.outputs[0].name] = (
+                None, _as(l_i, compute_dtype(pat.row_sum.outputs[0].dtype)))
+            pl.append(Store(p_sh, ctx.add(ctx.mul(r, bc), j2), _as(pb.value(p_val, s2), pdt)))
+            loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), pl))
+            loop.append(Barrier())
+            accumulate(loop, None)
+            loop.append(Barrier())  # the next key tile overwrites K, V and P
+
+        key_loop(pass2)
+
+    # epilogue: o = acc / l (two-pass: acc, P is normalised), rounded to the output dtype,
+    # stored at (batch, row, dv)
     el: list[Stmt] = []
     dvo = ctx.declare(el, "dv", ctx.add(ctx.mul(ai, tpr), c))
     st: list[Stmt] = []
     ocd = compute_dtype(out.dtype)
-    res = Binary("div", Load(acc, ai, f32), l_i)
+    res = Load(acc, ai, f32) if pat.two_pass else Binary("div", Load(acc, ai, f32), l_i)
     res = ctx.declare(st, out.name, rounded(_as(res, ocd), out.dtype))
     coords = _scatter(out.rank, [(tuple(range(len(pat.batch))), bcoords),
                                  ((len(pat.batch),), [grow]), ((len(pat.batch) + 1,), [dvo])])
@@ -449,7 +557,8 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
     body.append(For(ai, ctx.c(0), ctx.c(na), ctx.c(1), el))
     grid = (cdiv(pat.m, br), nb, 1)
     sched = {**group.schedule, "strategy": "flash_attention", "tiles": t.as_dict(),
-             "rows": pat.m, "keys": pat.t, "head_dim": d, "value_dim": dv, "batch": nb}
+             "rows": pat.m, "keys": pat.t, "head_dim": d, "value_dim": dv, "batch": nb,
+             "passes": t.passes, "passes_reason": schedule_reason(pat)}
     return [ctx.kernel(body, grid, threads, {"ops": group.ops, "group": group.name,
                                              "schedule": sched})]
 

@@ -25,13 +25,8 @@ register_expectations(
         # "elementwise/erf/*": "no erf in the vector unit's ISA",
     },
     expected_failures={
-        # Known bugs, each with a tracking reason. These come from the shared lowering
-        # (cpu_sim lists the same ones); a real backend adds its own compiler's bugs here.
-        "fused/attention/f16/*": "hal's fused attention kernel does not round like the "
-                                 "primitive graph (P cast to f16 before P@V)",
-        "fused/attention/bf16/*": "hal's fused attention kernel does not round like the "
-                                  "primitive graph (P cast to bf16 before P@V)",
-        "model/llama_block/bf16/*": "contains fused attention in bf16 "
-                                    "(see fused/attention/bf16)",
+        # Known bugs, each with a tracking reason. Bugs of the shared lowering are listed
+        # for cpu_sim too; a real backend adds its own compiler's bugs here, e.g.
+        # "fused/attention/f16/*": "the vector unit's exp flushes f16 subnormals",
     },
 )
