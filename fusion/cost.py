@@ -11,7 +11,9 @@ vector units otherwise). Bytes follow the schedule the lowering will use:
 * a row reduction that cannot keep its row on chip re-reads the row once per
   pass, unless the rows in flight fit in L2 (then the re-reads hit L2);
 * a tiled matmul whose operands exceed L2 re-reads B once per group of row
-  panels of the lowering's grouped raster order (see _matmul_rereads);
+  panels of the lowering's grouped raster order (see _matmul_rereads); sibling
+  contractions sharing A (a dual GEMM) read A once and each B once, with the
+  same re-read rule per B;
 * an attention kernel reads Q and writes O once and reads K and V once per
   tile of Br query rows; the re-reads hit L2 when one batch entry's K and V fit;
   the two-pass schedule (P rounded before P@V) reads K twice per row tile and
@@ -150,7 +152,12 @@ def estimate_registers(g: FusedGroup, spec: DeviceSpec) -> int:
     if g.kind == "matmul":
         tiles = g.schedule.get("tiles") or {}
         tm, tn = tiles.get("tm", 8), tiles.get("tn", 8)
-        base += tm * tn + tm + tn
+        dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
+        if len(dots) > 1 and not tiles:  # dual GEMM: the tiles chosen for k micro-tiles
+            m, n_, k_ = _mnk(dots[0])
+            picked = _matmul_tiles(dots[0], m, n_, k_, spec, len(dots))
+            tm, tn = picked.get("tm", 8), picked.get("tn", 8)
+        base += len(dots) * (tm * tn + tn) + tm  # one accumulator micro-tile per contraction
     elif g.kind in ("row_reduction", "column_reduction"):
         base += 4 * len([n for n in g.nodes if get_op(n.op).category is Category.REDUCTION])
     elif g.kind == "attention":
@@ -196,14 +203,17 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
             else:
                 notes.append(f"{passes} passes; re-reads hit L2")
     elif g.kind == "matmul":
-        mm = next(n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION)
-        a, b = mm.inputs[0], mm.inputs[1]
+        dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
+        mm = dots[0]  # siblings (a dual GEMM) share A and the tile grid: A once, each B once
+        a, bs = mm.inputs[0], [d.inputs[1] for d in dots]
         m, n_, k_ = _mnk(mm)
-        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec)
+        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots))
         col_tiles, row_tiles = _cdiv(n_, tiles["bn"]), _cdiv(m, tiles["bm"])
         blocks = col_tiles * row_tiles
-        if nbytes(a) + nbytes(b) > spec.l2_bytes:
-            read += _matmul_rereads(a, b, m, k_, row_tiles, col_tiles, tiles, spec, notes)
+        if nbytes(a) + sum(nbytes(b) for b in bs) > spec.l2_bytes:
+            read += _matmul_rereads(a, bs, m, k_, row_tiles, col_tiles, tiles, spec, notes)
+        if len(dots) > 1:
+            notes.append(f"{len(dots)} sibling contractions share the A tile")
         matrix_dtype = a.dtype.name
     elif g.kind == "attention":
         from hal.lowering.attention import match_attention
@@ -246,20 +256,21 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
                      issued)
 
 
-def _matmul_rereads(a: Value, b: Value, m: int, k: int, row_tiles: int, col_tiles: int,
-                    tiles: dict, spec: DeviceSpec, notes: list[str]) -> int:
+def _matmul_rereads(a: Value, bs: list[Value], m: int, k: int, row_tiles: int,
+                    col_tiles: int, tiles: dict, spec: DeviceSpec, notes: list[str]) -> int:
     """Extra DRAM reads of a tiled matmul whose operands do not fit in L2 together.
 
     The lowering walks tiles in a grouped raster order (tiling.group_rows): a group
     of `g` row panels of A sweeps every column panel of B. The group's A panels fit
-    in half of L2, so A is read about once; B streams once per group. When even one
+    in half of L2, so A is read about once; B (each B of sibling contractions sharing
+    A) streams once per group. When even one
     A panel does not fit (g == 1 and the panel exceeds half of L2), the
     `compute_units` tiles in flight share each B panel, and A is re-read once per
     wave of column panels."""
     from hal.lowering.tiling import group_rows
 
     g = group_rows(row_tiles, tiles["bm"], k, a.dtype.itemsize, spec)
-    extra = (_cdiv(row_tiles, g) - 1) * nbytes(b)
+    extra = (_cdiv(row_tiles, g) - 1) * sum(nbytes(b) for b in bs)  # each B per group
     panel = tiles["bm"] * k * a.dtype.itemsize
     if panel > spec.l2_bytes // 2:
         waves = _cdiv(col_tiles, max(1, spec.compute_units // g))
@@ -295,18 +306,21 @@ def _mnk(mm: Node) -> tuple[int, int, int]:
             math.prod(a.shape[i] for i in lc))
 
 
-def _matmul_tiles(mm: Node, m: int, n: int, k: int, spec: DeviceSpec) -> dict[str, int]:
-    """The tiles the matmul lowering will pick (tiling.matmul_tiles)."""
+def _matmul_tiles(mm: Node, m: int, n: int, k: int, spec: DeviceSpec,
+                  operands: int = 1) -> dict[str, int]:
+    """The tiles the matmul lowering will pick (tiling.matmul_tiles); `operands` sibling
+    contractions sharing the A tile."""
     from hal.ops.contraction import accumulation_dtype
 
     acc = compute_dtype(accumulation_dtype(mm.inputs[0].dtype, mm.attrs))
     key = (m, n, k, acc.itemsize, spec.name, spec.shared_mem_per_block, spec.warp_size,
-           spec.max_threads_per_block, spec.max_registers_per_thread, spec.compute_units)
+           spec.max_threads_per_block, spec.max_registers_per_thread, spec.compute_units,
+           operands)
     if key not in _TILES:
         from hal.lowering.tiling import matmul_tiles
 
         try:
-            _TILES[key] = matmul_tiles(m, n, k, acc.itemsize, spec).as_dict()
+            _TILES[key] = matmul_tiles(m, n, k, acc.itemsize, spec, operands).as_dict()
         except ValueError:
             _TILES[key] = {"bm": 128, "bn": 128}
     return _TILES[key]
@@ -328,11 +342,13 @@ def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
     producer = {o.name: n for n in g.nodes for o in n.outputs}
     inputs = {v.name for v in g.inputs}
     total = 0.0
-    mm = next((n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION), None)
+    dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
+    mm = dots[0] if dots else None
     if g.kind == "matmul" and mm is not None:
         m, n_, k_ = _mnk(mm)
-        t = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec)
-        factors = {mm.inputs[0].name: _cdiv(n_, t["bn"]), mm.inputs[1].name: _cdiv(m, t["bm"])}
+        t = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots))
+        factors = {d.inputs[1].name: _cdiv(m, t["bm"]) for d in dots}
+        factors[mm.inputs[0].name] = _cdiv(n_, t["bn"])  # one A tile load for all siblings
     elif g.kind == "attention":
         from hal.lowering.attention import match_attention
 

@@ -87,8 +87,15 @@ def group_kind(nodes: Sequence[Node]) -> str:
         bad = next(n for n, c in zip(nodes, cats, strict=True) if c is Category.COMPOSITE)
         raise UnsupportedError(f"group contains composite op '{bad.op}'",
                                hint="decompose the graph first (hal.ops.decompose)")
-    if cats.count(Category.CONTRACTION) == 2:
-        return "attention"  # dot -> softmax -> dot (hal.lowering.attention validates the rest)
+    if cats.count(Category.CONTRACTION) >= 2:
+        from hal.lowering.matmul import sibling_contractions
+
+        # Contractions sharing their A operand are one "dual GEMM" matmul; otherwise two
+        # chained ones are attention (dot -> softmax -> dot, validated by its lowering).
+        if not isinstance(sibling_contractions(nodes), str):
+            return "matmul"
+        if cats.count(Category.CONTRACTION) == 2:
+            return "attention"
     for cat, kind in _KIND_ORDER:
         if cat in cats:
             if kind == "reduction":

@@ -8,7 +8,9 @@ every decision checked three ways before it is taken:
    anywhere in it as index math on loads; a row reduction with elementwise
    and movement prologue, elementwise epilogue and broadcast-back, all
    reductions over the same rows; one contraction whose operands may come
-   through casts and movement (strided loads) with an elementwise epilogue;
+   through casts and movement (strided loads) with an elementwise epilogue, or
+   several sibling contractions sharing A with equal output shapes (a dual
+   GEMM: gate and up of a SwiGLU) whose epilogue combines them elementwise;
    an attention: dot -> logits -> row softmax -> dot) and must not create a
    cycle between groups;
 2. resources: the lowering is asked for the kernel(s) it would emit, and the
@@ -134,15 +136,20 @@ def structural_veto(nodes: list[Node]) -> str | None:
     contractions = [n for n, c in zip(nodes, cats, strict=True) if c is Category.CONTRACTION]
     reductions = [n for n, c in zip(nodes, cats, strict=True) if c is Category.REDUCTION]
     if len(contractions) > 1:
-        return "one contraction per kernel (attention is matched separately)"
+        from hal.lowering.matmul import sibling_contractions
+
+        siblings = sibling_contractions(nodes)
+        if isinstance(siblings, str):
+            return f"one contraction per kernel unless siblings share A ({siblings})"
     if contractions and reductions:
         return "a reduction cannot join a matmul's epilogue"
     if contractions:
         mm = contractions[0]
         mm_shape = mm.outputs[0].shape
-        after = _dependents(nodes, mm)
+        dots = {id(d) for d in contractions}
+        after = set().union(*(_dependents(nodes, d) for d in contractions))
         for n in nodes:
-            if n is mm:
+            if id(n) in dots:
                 continue
             if id(n) not in after:  # prologue: casts and movement of an operand
                 if n.op != "cast" and _cat(n) not in INDEX_ONLY:
@@ -508,10 +515,20 @@ def _free_member(a: list[Node], b: list[Node]) -> bool:
     return any(len(ns) == 1 and ns[0].op == "reshape" for ns in (a, b))
 
 
+def _dual_matmul(nodes: list[Node]) -> bool:
+    """Several contractions that share A and one tile grid (hal.lowering.matmul's dual GEMM)."""
+    from hal.lowering.matmul import sibling_contractions
+
+    dots = sibling_contractions(nodes)
+    return not isinstance(dots, str) and len(dots) > 1
+
+
 def g_kind_name(nodes: list[Node]) -> str:
     cats = [_cat(n) for n in nodes]
-    if cats.count(Category.CONTRACTION) == 2:
+    if cats.count(Category.CONTRACTION) == 2 and not _dual_matmul(nodes):
         return "attention"
+    if cats.count(Category.CONTRACTION) > 1:
+        return "dual_" + nodes[cats.index(Category.CONTRACTION)].op
     for cat in (Category.CONTRACTION, Category.REDUCTION):
         if cat in cats:
             return nodes[cats.index(cat)].op

@@ -1,4 +1,5 @@
-"""Lowering of matmul groups: one dot_general/matmul, its operand prologue, its epilogue.
+"""Lowering of matmul groups: one dot_general/matmul (or several sharing A), its operand
+prologue, its epilogue.
 
 Tiled through shared memory (the classic SGEMM structure):
 * a block computes a BM x BN tile of (batch, M, N), batch on grid axis z,
@@ -20,7 +21,13 @@ Tiled through shared memory (the classic SGEMM structure):
   strided loads;
 * accumulation in the contraction's acc dtype (f32 for 16-bit inputs), the
   elementwise epilogue (bias via broadcast_to, activation, residual, scale,
-  cast) applied to each accumulator before its store.
+  cast) applied to each accumulator before its store;
+* sibling contractions ("dual GEMM", e.g. SwiGLU's gate and up projections,
+  see `sibling_contractions`): k contractions reading the same A with equal
+  output shapes share the A tile; each has its own B tile in shared memory and
+  its own accumulator micro-tile per thread (tiles are chosen for k B tiles and
+  k micro-tiles), and the epilogue sees all k accumulators of an output element
+  (silu(gate) * up), storing only the group's outputs.
 """
 
 from __future__ import annotations
@@ -75,12 +82,52 @@ def _scatter(rank: int, parts: list[tuple[tuple[int, ...], list[Expr]]]) -> tupl
     return tuple(out)  # type: ignore[arg-type]
 
 
+def sibling_contractions(nodes) -> list[Node] | str:
+    """The contractions of a matmul group, or why they cannot share one kernel.
+
+    Several contractions fit one kernel (a "dual GEMM", e.g. a SwiGLU's gate and up
+    projections) when they read the same A value with the same dimension structure,
+    accumulate in the same dtype, produce equally shaped results and none reads another's
+    result (a chain of contractions is an attention, matched separately)."""
+    from hal.ops.contraction import accumulation_dtype
+
+    dots = [n for n in nodes if get_op(n.op).category is Category.CONTRACTION]
+    if len(dots) <= 1:
+        return dots
+    first = dots[0]
+    dims0, shape0 = contraction_dims(first), tuple(first.outputs[0].shape)
+    acc0 = accumulation_dtype(first.inputs[0].dtype, first.attrs)
+    for d in dots[1:]:
+        if d.inputs[0].name != first.inputs[0].name:
+            return "contractions in one kernel must share their left operand"
+        if contraction_dims(d) != dims0 or tuple(d.outputs[0].shape) != shape0 \
+                or d.inputs[1].rank != first.inputs[1].rank:
+            return (f"sibling contractions shaped {list(shape0)} and "
+                    f"{list(d.outputs[0].shape)} differ (one tile grid per kernel)")
+        if accumulation_dtype(d.inputs[0].dtype, d.attrs) != acc0:
+            return "sibling contractions accumulate in different dtypes"
+    ids = {id(d) for d in dots}
+    for d in dots:  # does any contraction (transitively) read another's result?
+        seen = {o.name for o in d.outputs}
+        for n in nodes:
+            if n is d:
+                continue
+            if any(v.name in seen for v in n.inputs):
+                if id(n) in ids:
+                    return "one contraction reads another's result (attention is matched " \
+                           "separately)"
+                seen.update(o.name for o in n.outputs)
+    return dots
+
+
 def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
-    dots = [n for n in group.nodes if get_op(n.op).category is Category.CONTRACTION]
-    if len(dots) != 1:
-        raise UnsupportedError(f"group {group.name}: {len(dots)} contractions in one group",
-                               hint="a matmul group holds exactly one dot_general/matmul")
+    dots = sibling_contractions(group.nodes)
+    if isinstance(dots, str) or not dots:
+        raise UnsupportedError(f"group {group.name}: " + (dots or "no contraction"),
+                               hint="a matmul group holds one dot_general/matmul, or several "
+                                    "sharing their left operand")
     dot = dots[0]
+    nops, dot_ids = len(dots), {id(d) for d in dots}
     a, b = dot.inputs
     out = dot.outputs[0]
     lb, rb, lc, rc, lf, rf = contraction_dims(dot)
@@ -101,7 +148,7 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
         acc_dt = a.dtype  # self-test hook: accumulate in the storage dtype
     forced = group.schedule.get("tiles")
     t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
-        else matmul_tiles(m, n, k, acc_dt.itemsize, spec)
+        else matmul_tiles(m, n, k, acc_dt.itemsize, spec, operands=nops)
     ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
     threads = t.threads
     body: list[Stmt] = []
@@ -126,12 +173,12 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
                for c in ctx.unravel(ctx.bid("z"), bs)]
     a_sh = ctx.shared_buffer("a_tile", acc_dt, t.bm * t.bk)
-    b_sh = ctx.shared_buffer("b_tile", acc_dt, t.bk * t.bn)
-    acc = ctx.local_buffer("acc", acc_dt, t.tm * t.tn)
+    b_shs = [ctx.shared_buffer("b_tile", acc_dt, t.bk * t.bn) for _ in dots]
+    accs = [ctx.local_buffer("acc", acc_dt, t.tm * t.tn) for _ in dots]
     zero = zero_of(acc_dt)
     i = ctx.var("i", ctx.idx)
-    body.append(For(i, ctx.c(0), ctx.c(t.tm * t.tn), ctx.c(1), [Store(acc, i, zero)],
-                    unroll=True))
+    body.append(For(i, ctx.c(0), ctx.c(t.tm * t.tn), ctx.c(1),
+                    [Store(acc, i, zero) for acc in accs], unroll=True))
     builder = ScalarBuilder(ctx, group.nodes, body)
 
     kstep = ctx.var("k0", ctx.idx)
@@ -171,19 +218,23 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
                                    (rf, ctx.unravel(gn, ns))])
         return coords, valid, ctx.add(ctx.mul(kk, t.bn), nn)
 
+    # one A tile for all contractions, one B tile each (sibling_contractions: same dims)
     tile_load(a_sh, t.bm, t.bk, a, a_coords)
-    tile_load(b_sh, t.bk, t.bn, b, b_coords)
+    for d, b_sh in zip(dots, b_shs, strict=True):
+        tile_load(b_sh, t.bk, t.bn, d.inputs[1], b_coords)
     kloop.append(Barrier())
     kk = ctx.var("kk", ctx.idx)
     fma: list[Stmt] = []
     a_row = ctx.declare(fma, "arow", ctx.add(ctx.mul(kk, t.bm), ctx.mul(ty, t.tm)))
     b_row = ctx.declare(fma, "brow", ctx.add(ctx.mul(kk, t.bn), ctx.mul(tx, t.tn)))
     av = [ctx.declare(fma, "a", Load(a_sh, ctx.add(a_row, ii), acc_dt)) for ii in range(t.tm)]
-    bv = [ctx.declare(fma, "b", Load(b_sh, ctx.add(b_row, jj), acc_dt)) for jj in range(t.tn)]
-    for ii in range(t.tm):
-        for jj in range(t.tn):
-            slot = ctx.c(ii * t.tn + jj)
-            fma.append(Store(acc, slot, Load(acc, slot, acc_dt) + av[ii] * bv[jj]))
+    for b_sh, acc in zip(b_shs, accs, strict=True):
+        bv = [ctx.declare(fma, "b", Load(b_sh, ctx.add(b_row, jj), acc_dt))
+              for jj in range(t.tn)]
+        for ii in range(t.tm):
+            for jj in range(t.tn):
+                slot = ctx.c(ii * t.tn + jj)
+                fma.append(Store(acc, slot, Load(acc, slot, acc_dt) + av[ii] * bv[jj]))
     kloop.append(For(kk, ctx.c(0), ctx.c(t.bk), ctx.c(1), fma))
     kloop.append(Barrier())  # the next K step overwrites the tiles others may still read
     body.append(For(kstep, ctx.c(0), ctx.c(cdiv(k, t.bk)), ctx.c(1), kloop))
@@ -196,13 +247,15 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
             gn = ctx.declare(stmts, "on", ctx.add(n0, ctx.add(ctx.mul(tx, t.tn), jj)))
             inner: list[Stmt] = []
             coords = (*bcoords, *ctx.unravel(gm, ms), *ctx.unravel(gn, ns))
-            value = Load(acc, ctx.c(ii * t.tn + jj), acc_dt)
-            value = Cast(value, compute_dtype(out.dtype)) if acc_dt != compute_dtype(out.dtype) \
-                else value
             ep = builder.scope(inner)
-            ep.env[out.name] = (coords, ctx.declare(inner, out.name, rounded(value, out.dtype)))
+            for d, acc in zip(dots, accs, strict=True):  # every accumulator is available
+                o = d.outputs[0]
+                value = Load(acc, ctx.c(ii * t.tn + jj), acc_dt)
+                value = Cast(value, compute_dtype(o.dtype)) \
+                    if acc_dt != compute_dtype(o.dtype) else value
+                ep.env[o.name] = (coords, ctx.declare(inner, o.name, rounded(value, o.dtype)))
             for v in group.outputs:
-                drop = faults.active("dropped_epilogue") and v.producer is not dot  # self-test
+                drop = faults.active("dropped_epilogue") and id(v.producer) not in dot_ids  # self-test
                 e = ep.value(v.producer.inputs[0] if drop else v, coords)
                 param, idx = ep.store_index(v, coords)
                 inner.append(Store(param, idx, to_storage(e, v.dtype)))
@@ -210,7 +263,7 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
             body.extend(stmts)
     grid = (npm * npn, 1, nb)
     sched = {**group.schedule, "strategy": "smem_tiled", "tiles": t.as_dict(),
-             "group_m": gm_rows,
+             "group_m": gm_rows, "contractions": nops,
              "acc_dtype": acc_dt.name, "m": m, "n": n, "k": k, "batch": nb}
     return [ctx.kernel(body, grid, threads, {"ops": group.ops, "group": group.name,
                                              "schedule": sched})]

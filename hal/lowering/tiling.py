@@ -66,21 +66,30 @@ class MatmulTiles:
         return asdict(self) | {"threads": self.threads}
 
 
-def matmul_registers(t: MatmulTiles) -> int:
-    """Estimated 32-bit registers per thread: accumulators, fragments, addresses."""
-    return t.tm * t.tn + t.tm + t.tn + 16
+def matmul_registers(t: MatmulTiles, operands: int = 1) -> int:
+    """Estimated 32-bit registers per thread: accumulators, fragments, addresses.
+    `operands` B operands sharing one A (a dual GEMM) keep one accumulator
+    micro-tile and one B fragment each."""
+    return operands * t.tm * t.tn + t.tm + operands * t.tn + 16
 
 
-def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec) -> MatmulTiles:
+def matmul_shared_bytes(t: MatmulTiles, acc_bytes: int, operands: int = 1) -> int:
+    """Shared bytes of the A tile and the `operands` B tiles of one K step."""
+    return (t.bm + operands * t.bn) * t.bk * acc_bytes
+
+
+def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec,
+                 operands: int = 1) -> MatmulTiles:
     """The largest block tile that fits the spec, shrunk while the grid underfills the device.
 
-    Constraints: (BM + BN) * BK * acc_bytes <= shared_mem_per_block; threads a whole
-    number of warps and <= max_threads_per_block; register estimate within what the
-    register file leaves each thread of such a block (spec.registers_per_thread_at)."""
+    Constraints: (BM + operands * BN) * BK * acc_bytes <= shared_mem_per_block; threads
+    a whole number of warps and <= max_threads_per_block; register estimate within what
+    the register file leaves each thread of such a block (spec.registers_per_thread_at).
+    `operands` > 1: that many contractions share the A tile (a dual GEMM)."""
     def fits(t: MatmulTiles) -> bool:
         return (t.threads % spec.warp_size == 0 and t.threads <= spec.max_threads_per_block
-                and (t.bm + t.bn) * t.bk * acc_bytes <= spec.shared_mem_per_block
-                and matmul_registers(t) <= spec.registers_per_thread_at(t.threads))
+                and matmul_shared_bytes(t, acc_bytes, operands) <= spec.shared_mem_per_block
+                and matmul_registers(t, operands) <= spec.registers_per_thread_at(t.threads))
 
     cands = []
     for bm in (128, 64, 32, 16, 8):
