@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,10 @@ class CpuSimBackend(Backend):
                   spec: DeviceSpec | str | None = None, *, groups: Sequence | None = None,
                   check: bool = True, compare_reference: bool = True,
                   max_lanes: int = 1 << 17, fuse: bool = True,
+                  progress: Callable[[int, int, str], None] | None = None,
                   **options: Any) -> RunResult:
+        """Plan (or take `groups`), lower, simulate kernel by kernel, compare with the
+        reference. `progress(done, total, group_name)` is called before each group."""
         from hal.backends.cpu_sim.simulator import simulate
         from hal.devices.loader import load_spec
         from hal.fusion.group import is_alias_group
@@ -60,7 +63,9 @@ class CpuSimBackend(Backend):
         for name, arr in prim.materialize_constants().items():
             buffers[name] = np.ascontiguousarray(arr).reshape(-1)
         stats: list[dict[str, Any]] = []
-        for g in groups:
+        for i, g in enumerate(groups):
+            if progress is not None:
+                progress(i, len(groups), g.name)
             if is_alias_group(g):
                 n = g.nodes[0]
                 buffers[n.outputs[0].name] = buffers[n.inputs[0].name]

@@ -12,6 +12,7 @@ Backend-specific switches reach `Backend.run_graph(**options)` through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -185,6 +186,28 @@ def _print_parity(con, report) -> None:
     con.print(pt)
 
 
+@contextlib.contextmanager
+def kernel_progress(quiet: bool):
+    """A progress bar on stderr over the kernels a backend runs (kernel backends call it);
+    nothing when quiet or when stderr is not a terminal."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("kernels", total=None)
+
+        def update(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"running {name}")
+
+        yield update
+
+
 def _run_command(fn):
     for opt in reversed(RUN_OPTIONS):
         fn = opt(fn)
@@ -234,7 +257,10 @@ def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str,
     run_options = _backend_options(extra, options)
     if no_fuse:
         run_options["fuse"] = False
-    result = impl.run_graph(graph, values, spec, **run_options)
+    with kernel_progress(as_json) as progress:
+        if progress is not None:
+            run_options.setdefault("progress", progress)
+        result = impl.run_graph(graph, values, spec, **run_options)
     if save is not None:
         save_outputs(save, result.outputs)
     if as_json:
