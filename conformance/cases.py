@@ -322,12 +322,15 @@ def _fused(c: _Collector) -> None:
                 c.add("fused", "matmul_bias_" + act, (dt,), f"{m}x{k}x{n}", mm, unfused=True)
         for (bq, hq, hkv, sq, skv, d), causal in (((1, 2, 2, 17, 17, 16), True),
                                                  ((1, 2, 2, 33, 33, 32), False),
-                                                 ((2, 4, 2, 9, 9, 16), True)):
+                                                 ((2, 4, 2, 9, 9, 16), True),
+                                                 ((1, 4, 2, 1, 1500, 32), False)):
             def att(b, _dt=dt, _q=(bq, hq, sq, d), _k=(bq, hkv, skv, d), _c=causal):
                 b.output(b.op("scaled_dot_product_attention", b.input("q", _dt, _q),
                               b.input("k", _dt, _k), b.input("v", _dt, _k), causal=_c))
+            # The last shape is a decode step (one query row, 1500 keys): split-K.
+            suffix = "causal" if causal else (f"decode_t{skv}" if sq == 1 else "")
             c.add("fused", "attention", (dt,), f"{bq}x{hq}x{hkv}x{sq}x{d}", att,
-                  suffix="causal" if causal else "", unfused=True)
+                  suffix=suffix, unfused=True)
 
 
 def _models(c: _Collector) -> None:

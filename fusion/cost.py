@@ -18,6 +18,9 @@ vector units otherwise). Bytes follow the schedule the lowering will use:
   tile of Br query rows; the re-reads hit L2 when one batch entry's K and V fit;
   the two-pass schedule (P rounded before P@V) reads K twice per row tile and
   computes q k^T twice;
+* a split-K attention (few row tiles: decode) spreads the keys over S chunks: S times
+  the blocks, its partials (m, l, f32 accumulators) written and read once, and one or
+  two more launches (hal.lowering.attention_split);
 * a lone reshape is a view of its input (no kernel, no bytes).
 
 `issued` bytes are what the kernels ask of global memory as lowered, hits in
@@ -188,6 +191,7 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
     out_numel = max((o.type.numel for o in g.outputs), default=1)
     blocks = max(1, _cdiv(out_numel, 256))
     matrix_dtype = None
+    extra_launch = 0.0
     if g.kind == "row_reduction":
         rows, row = _row_count(g), _row_len(g)
         blocks = rows
@@ -234,6 +238,17 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
             if per_entry * entries > spec.l2_bytes:
                 read += (row_tiles - 1) * (k_b + v_b)
                 notes.append("K/V of the blocks in flight exceed L2: re-read per row tile")
+            split = g.schedule.get("split_k", 1)
+            if split > 1:
+                from hal.lowering.attention_split import split_scratch_bytes
+
+                blocks *= split
+                scratch = split_scratch_bytes(pat, split)   # written once, read once
+                read, write = read + scratch, write + scratch
+                kernels = 3 if pat.two_pass else 2
+                extra_launch = (kernels - 1) * spec.launch_overhead_s
+                notes.append(f"split-K: keys in {split} chunks, {fmt_bytes(2 * scratch)} of "
+                             f"partials through scratch, {kernels} kernels")
             if pat.two_pass:
                 # pass 2 recomputes the scores: q k^T again, and K read again per row tile
                 flops += node_flops(pat.qk)
@@ -251,7 +266,7 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
     else:
         peak = spec.peak_for("f32", matrix=False)
     t_flop = flops / (peak * eff)
-    time_s = max(t_mem, t_flop) + spec.launch_overhead_s
+    time_s = max(t_mem, t_flop) + spec.launch_overhead_s + extra_launch
     return GroupCost(read, write, flops, time_s, blocks, estimate_registers(g, spec), notes,
                      issued)
 
@@ -355,9 +370,16 @@ def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
         pat = match_attention(g.nodes)
         if isinstance(pat, str):
             return sum(nbytes(v) for v in g.inputs)
-        rt = _cdiv(pat.m, (g.schedule.get("attention_tiles") or {}).get("br", 64))
+        tiles = g.schedule.get("attention_tiles") or {}
+        rt = _cdiv(pat.m, tiles.get("br", 64))
         passes = 2 if pat.two_pass else 1   # K is loaded once per pass
         factors = {pat.qk.inputs[1].name: rt * passes, pat.pv.inputs[1].name: rt}
+        split = g.schedule.get("split_k", 1)
+        if split > 1:   # Q once per chunk (and per pass: two kernels), plus the partials
+            from hal.lowering.attention_split import split_issued_bytes
+
+            factors[pat.qk.inputs[0].name] = split * passes
+            total += split_issued_bytes(pat, tiles.get("tpr", 1), split)
         mm = None
     else:
         factors = {}

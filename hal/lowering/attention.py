@@ -1,54 +1,48 @@
 """Lowering of attention groups: dot -> elementwise logits -> row softmax -> dot, one kernel.
 
-An "attention" group holds two contractions and the nodes between them, as
-the decomposition of scaled_dot_product_attention (or a user's variant)
-leaves them:
+An "attention" group holds two contractions and the nodes between them, as the
+decomposition of scaled_dot_product_attention (or a user's variant) leaves them:
 
     s = dot_general(q, k)            # scores, contracting the head dim
-    x = f(s, ...)                    # ANY elementwise/broadcast/source/reshape chain:
-                                     # scale, causal mask (iota/ge/select), additive
-                                     # mask, softcap, GQA reshapes ...
+    x = f(s, ...)                    # ANY elementwise chain: scale, masks, softcap, GQA ...
     m = reduce_max(x, last axis); e = exp(x - m); l = reduce_sum(e, last axis)
     p = g(e / l)                     # cast / reshape back to s's shape
     o = dot_general(p, v)
 
-`match_attention(nodes)` finds these roles (or says why the nodes are not an
-attention); `attention_tiles(...)` picks the tile sizes from the spec; the
-lowering emits a FlashAttention-2 style kernel:
+`match_attention(nodes)` finds these roles (or says why the nodes are not an attention);
+`attention_tiles(...)` picks the tile sizes from the spec; the lowering emits a
+FlashAttention-2 style kernel:
 
-* a block owns Br query rows of one batch entry (grid x: row tiles, grid y:
-  batch entries, e.g. (batch, kv head) in the GQA layout, where the rows of
-  the G query heads sharing a kv head are consecutive); each row is handled
-  by `tpr` consecutive threads (block = Br * tpr threads, whole warps);
-* the Q tile is staged in shared memory once; per key tile of Bc keys the
-  block stages K and V tiles in shared memory, each thread computes Bc/tpr
-  scores of its row, runs them through the group's own scalar program for x
-  (the ScalarBuilder walks the nodes: nothing here knows about scales or
-  masks), takes the row max with a shuffle tree of width tpr, computes
-  e = exp(x - m_new) through the builder again, writes P = g(e) (e.g. rounded
-  to bf16) to shared memory and accumulates the row sum; the running max and
-  sum live in registers and rescale the Dv/tpr accumulators of the thread by
-  exp(m_old - m_new) (online softmax);
+* a block owns Br query rows of one batch entry (grid x: row tiles, grid y: batch
+  entries, e.g. (batch, kv head) in the GQA layout, where the rows of the G query heads
+  sharing a kv head are consecutive); each row is handled by `tpr` consecutive threads;
+* the Q tile is staged in shared memory once; per key tile of Bc keys the block stages K
+  and V in shared memory, each thread computes Bc/tpr scores of its row, runs them
+  through the group's own scalar program for x (the ScalarBuilder walks the nodes:
+  nothing here knows about scales or masks), takes the row max with a shuffle tree of
+  width tpr, computes e = exp(x - m_new) through the builder again, writes P = g(e) to
+  shared memory and accumulates the row sum; the running max and sum rescale the Dv/tpr
+  accumulators of the thread by exp(m_old - m_new) (online softmax);
 * at the end o = acc / l is rounded to the output dtype and stored.
 
-When the graph rounds P before P @ V (a cast to f16/bf16 after the division, as
-the composite does for 16-bit inputs), the online schedule cannot round like
-the graph (it never holds the normalised P), so the kernel takes two passes
-over the key tiles (`AttentionPattern.two_pass`, schedule "passes": 2): pass 1
-stages K only and computes the final row max m and sum l online; pass 2
-stages K and V, recomputes the scores and forms P through the group's own
-sub, exp, div and cast nodes with m and l bound, so P rounds where the graph
-rounds it, and accumulates P V without rescaling; the store needs no division.
-It costs a second q k^T and a second read of K per row tile.
+When the graph rounds P before P @ V (a cast to f16/bf16 after the division, as the
+composite does for 16-bit inputs), the online schedule cannot round like the graph, so
+the kernel takes two passes over the key tiles (`AttentionPattern.two_pass`, "passes":
+2): pass 1 stages K only and computes the final row max m and sum l online; pass 2
+recomputes the scores and forms P through the group's own sub, exp, div and cast nodes
+with m and l bound, so P rounds where the graph rounds it, and accumulates P V without
+rescaling. It costs a second q k^T and a second read of K per row tile.
 
-The S x T score matrix never reaches global memory: global traffic is Q and
-O once, K and V once per row tile of each batch entry.
+With few row tiles (decode), `plan_attention` may split the keys into S chunks
+("split_k", hal.lowering.attention_split): `flash_body` walks one chunk per block and
+partials go through scratch to a combine kernel. The S x T scores never reach memory.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from types import SimpleNamespace
 
 from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType, compute_dtype, f32, i32
@@ -216,11 +210,11 @@ def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
                     blocks_per_row_tile: int, spec: DeviceSpec) -> AttentionTiles | str:
     """The best (Br, Bc, threads per row) that fits the spec, or why none does.
 
-    Fits: Q, K, V and P tiles within shared_mem_per_block, Br * tpr threads a whole
-    number of warps within max_threads_per_block, Bc/tpr scores + Dv/tpr accumulators
-    + ~24 registers within spec.registers_per_thread_at(threads). Preference: enough blocks to keep
-    a quarter of the units busy, then the largest Br * Bc (fewest K/V re-reads per
-    byte of shared memory), then the larger Br, then more threads."""
+    Fits: Q, K, V and P tiles within shared_mem_per_block, Br * tpr threads whole warps
+    within max_threads_per_block, Bc/tpr scores + Dv/tpr accumulators + ~24 registers within
+    spec.registers_per_thread_at(threads). Preference: enough blocks to keep a quarter of
+    the units busy, then the largest Br * Bc (fewest K/V re-reads per byte of shared
+    memory), then the larger Br, then more threads."""
     w = spec.warp_size
     cands = []
     for br in (128, 64, 32, 16, 8):
@@ -251,10 +245,7 @@ def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
 
 def _tiles_for(group, pat: AttentionPattern, spec: DeviceSpec) -> AttentionTiles | str:
     forced = group.schedule.get("attention_tiles")
-    q, v = pat.qk.inputs[0], pat.pv.inputs[1]
-    store = _stage_dtype
-    qb, vb = store(q.dtype).itemsize, store(v.dtype).itemsize
-    pb = store(pat.pv.inputs[0].dtype).itemsize
+    qb, vb, pb = (_stage_dtype(x.dtype).itemsize for x in (pat.qk.inputs[0], *pat.pv.inputs[::-1]))
     passes = 2 if pat.two_pass else 1
     if forced:
         br, bc, tpr = forced["br"], forced["bc"], forced["tpr"]
@@ -275,15 +266,19 @@ def schedule_reason(pat: AttentionPattern) -> str:
 
 
 def plan_attention(group, spec: DeviceSpec) -> tuple[AttentionPattern, AttentionTiles] | str:
-    """Pattern and tiles of an attention group, or why it cannot be one kernel on `spec`.
-
-    Also notes the choice of one or two passes among `group.reasons` (once)."""
+    """Pattern and tiles of an attention group, or why it cannot be one kernel on `spec`;
+    notes one or two passes (and split-K: `group.schedule["split_k"]`) among the reasons."""
     pat = match_attention(group.nodes)
     if isinstance(pat, str):
         return pat
     tiles = _tiles_for(group, pat, spec)
     if isinstance(tiles, str):
         return tiles
+    if "split_k" not in group.schedule:  # few row tiles: split the keys (attention_split)
+        from hal.lowering.attention_split import choose_split_k
+
+        group.schedule["split_k"], split_why = choose_split_k(pat, tiles, spec)
+        group.reasons += [split_why] if split_why else []
     why = schedule_reason(pat)
     if why not in group.reasons:
         group.reasons.append(why)
@@ -306,24 +301,13 @@ def _scatter(rank: int, parts) -> tuple[Expr, ...]:
     return tuple(out)  # type: ignore[arg-type]
 
 
-def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
-    planned = plan_attention(group, spec)
-    if isinstance(planned, str):
-        raise UnsupportedError(f"group {group.name}: not a fusable attention: {planned}",
-                               hint="split the group at its contractions")
-    pat, t = planned
-    out = pat.pv.outputs[0]
-    for v in group.outputs:
-        if v.name != out.name:
-            raise UnsupportedError(f"group {group.name}: %{v.name} is needed outside the "
-                                   f"attention kernel", hint="only the attention output leaves")
-    nb = math.prod(pat.batch)
-    if nb * pat.m * pat.dv == 0:
-        return []
-    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
-    q, k = pat.qk.inputs
-    p_val, v = pat.pv.inputs
-    s0 = pat.qk.outputs[0]
+def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles, name: str, *,
+               chunk_tiles: int = 0, only: str = "", stats=None) -> SimpleNamespace:
+    """The kernel body but its epilogue, and its live names. chunk_tiles: the block walks key
+    tiles [z * chunk_tiles, +chunk_tiles) only (split-K); only="pass1"/"pass2": that pass of
+    the two-pass schedule alone, pass 2 taking (m, l) from `stats(ctx, body, grow, bcoords)`."""
+    ctx = KernelContext(name, spec, index_dtype_for(group_sizes(group), spec))
+    (q, k), (p_val, v), s0 = pat.qk.inputs, pat.pv.inputs, pat.qk.outputs[0]
     lb, rb, lc, rc, lf, rf = contraction_dims(pat.qk)
     plb, prb, plc, prc, plf, prf = contraction_dims(pat.pv)
     ks = [q.shape[i] for i in lc]
@@ -338,10 +322,8 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
     bcoords = [x if not isinstance(x, Binary) else ctx.declare(body, "b", x)
                for x in ctx.unravel(ctx.bid("y"), list(pat.batch))]
     qdt, vdt, pdt = _stage_dtype(q.dtype), _stage_dtype(v.dtype), _stage_dtype(p_val.dtype)
-    q_sh = ctx.shared_buffer("q_tile", qdt, br * d)
-    k_sh = ctx.shared_buffer("k_tile", qdt, bc * d)
-    v_sh = ctx.shared_buffer("v_tile", vdt, bc * dv)
-    p_sh = ctx.shared_buffer("p_tile", pdt, br * bc)
+    q_sh, k_sh = ctx.shared_buffer("q_tile", qdt, br * d), ctx.shared_buffer("k_tile", qdt, bc * d)
+    v_sh, p_sh = ctx.shared_buffer("v_tile", vdt, bc * dv), ctx.shared_buffer("p_tile", pdt, br * bc)
     acc = ctx.local_buffer("acc", f32, na)
     sreg = ctx.local_buffer("score", f32, ns)
     builder = ScalarBuilder(ctx, group.nodes, body)
@@ -397,7 +379,11 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
         loop: list[Stmt] = []
         n0 = ctx.declare(loop, "n0", ctx.mul(kt, bc))
         emit(loop, n0)
-        body.append(For(kt, ctx.c(0), ctx.c(cdiv(pat.t, bc)), ctx.c(1), loop))
+        lo, hi = ctx.c(0), ctx.c(cdiv(pat.t, bc))
+        if chunk_tiles:
+            lo = ctx.declare(body, "kt0", ctx.mul(ctx.bid("z"), chunk_tiles))
+            hi = Binary("minimum", ctx.add(lo, chunk_tiles), hi)
+        body.append(For(kt, lo, hi, ctx.c(1), loop))
 
     def stage(loop: list[Stmt], n0: Expr, with_v: bool) -> None:
         tile_load(loop, k_sh, bc, d, k, qdt, k_coords_at(n0))
@@ -504,8 +490,7 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
         loop.append(For(ai, ctx.c(0), ctx.c(na), ctx.c(1), al))
 
     if not pat.two_pass:
-        # one pass (online softmax): P = g(exp(x - m_run)) unnormalised, acc rescaled by
-        # alpha per tile, o = acc / l at the end
+        # one pass: P = g(exp(x - m_run)) unnormalised, acc rescaled per tile, o = acc / l
         def one_pass(loop: list[Stmt], n0: Expr) -> None:
             stage(loop, n0, True)
             alpha = online(loop, n0, True)
@@ -515,15 +500,18 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
 
         key_loop(one_pass)
     else:
-        # The graph rounds P = exp(x - m) / l before P @ V: pass 1 finds the final m and l,
-        # pass 2 recomputes the scores and forms P through the group's own nodes (sub, exp,
-        # div, cast), so P rounds exactly where the graph rounds it.
+        # P = exp(x - m) / l is rounded before P @ V: pass 1 finds the final m and l, pass 2
+        # forms P through the group's own sub, exp, div, cast nodes (rounds like the graph)
         def pass1(loop: list[Stmt], n0: Expr) -> None:
             stage(loop, n0, False)
             online(loop, n0, False)
             loop.append(Barrier())  # the next key tile overwrites K
 
-        key_loop(pass1)
+        if only != "pass2":
+            key_loop(pass1)
+        if stats is not None:
+            m_s, l_s = stats(ctx, body, grow, bcoords)
+            body += [Assign(m_i, m_s), Assign(l_i, l_s)]
         m_fin = ctx.declare(body, "m_fin", Select(m_i.eq(ninf), Const(0.0, f32), m_i))
 
         def pass2(loop: list[Stmt], n0: Expr) -> None:
@@ -539,28 +527,56 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
             accumulate(loop, None)
             loop.append(Barrier())  # the next key tile overwrites K, V and P
 
-        key_loop(pass2)
+        if only != "pass1":
+            key_loop(pass2)
+    return SimpleNamespace(ctx=ctx, body=body, builder=builder, ai=ai, c=c, grow=grow,
+                           bcoords=bcoords, na=na, acc=acc, m_i=m_i, l_i=l_i)
 
-    # epilogue: o = acc / l (two-pass: acc, P is normalised), rounded to the output dtype,
-    # stored at (batch, row, dv)
+
+def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
+    planned = plan_attention(group, spec)
+    if isinstance(planned, str):
+        raise UnsupportedError(f"group {group.name}: not a fusable attention: {planned}",
+                               hint="split the group at its contractions")
+    pat, t = planned
+    out = pat.pv.outputs[0]
+    for v in group.outputs:
+        if v.name != out.name:
+            raise UnsupportedError(f"group {group.name}: %{v.name} is needed outside the "
+                                   f"attention kernel", hint="only the attention output leaves")
+    nb = math.prod(pat.batch)
+    if nb * pat.m * pat.dv == 0:
+        return []
+    if group.schedule.get("split_k", 1) > 1:
+        from hal.lowering.attention_split import lower_split_k
+
+        return lower_split_k(group, spec, pat, t, group.schedule["split_k"])
+    f = flash_body(group, spec, pat, t, group.name)
+    ctx, ai, grow = f.ctx, f.ai, f.grow
+    # epilogue: o = acc / l (two-pass: acc, P is normalised), rounded to the output dtype
     el: list[Stmt] = []
-    dvo = ctx.declare(el, "dv", ctx.add(ctx.mul(ai, tpr), c))
+    dvo = ctx.declare(el, "dv", ctx.add(ctx.mul(ai, t.tpr), f.c))
+    res = Load(f.acc, ai, f32) if pat.two_pass else Binary("div", Load(f.acc, ai, f32), f.l_i)
+    el.append(store_output(ctx, f.builder, pat, f.bcoords, grow, dvo, res))
+    f.body.append(For(ai, ctx.c(0), ctx.c(f.na), ctx.c(1), el))
+    sched = {**group.schedule, "strategy": "flash_attention", "tiles": t.as_dict(),
+             "rows": pat.m, "keys": pat.t, "head_dim": pat.d, "value_dim": pat.dv, "batch": nb,
+             "passes": t.passes, "passes_reason": schedule_reason(pat)}
+    return [ctx.kernel(f.body, (cdiv(pat.m, t.br), nb, 1), t.threads,
+                       {"ops": group.ops, "group": group.name, "schedule": sched})]
+
+
+def store_output(ctx: KernelContext, builder: ScalarBuilder, pat: AttentionPattern, bcoords,
+                 grow: Expr, dvo: Expr, res: Expr) -> Stmt:
+    """If (row, dv) in range: out[batch, row, dv] = res rounded to the output dtype."""
+    out, nbd = pat.pv.outputs[0], len(pat.batch)
     st: list[Stmt] = []
-    ocd = compute_dtype(out.dtype)
-    res = Load(acc, ai, f32) if pat.two_pass else Binary("div", Load(acc, ai, f32), l_i)
-    res = ctx.declare(st, out.name, rounded(_as(res, ocd), out.dtype))
-    coords = _scatter(out.rank, [(tuple(range(len(pat.batch))), bcoords),
-                                 ((len(pat.batch),), [grow]), ((len(pat.batch) + 1,), [dvo])])
+    res = ctx.declare(st, out.name, rounded(_as(res, compute_dtype(out.dtype)), out.dtype))
+    coords = _scatter(out.rank, [(tuple(range(nbd)), bcoords), ((nbd,), [grow]),
+                                 ((nbd + 1,), [dvo])])
     param, idx = builder.store_index(out, coords)
     st.append(Store(param, idx, to_storage(res, out.dtype)))
-    el.append(If(Binary("logical_and", grow.lt(ctx.c(pat.m)), dvo.lt(ctx.c(dv))), st))
-    body.append(For(ai, ctx.c(0), ctx.c(na), ctx.c(1), el))
-    grid = (cdiv(pat.m, br), nb, 1)
-    sched = {**group.schedule, "strategy": "flash_attention", "tiles": t.as_dict(),
-             "rows": pat.m, "keys": pat.t, "head_dim": d, "value_dim": dv, "batch": nb,
-             "passes": t.passes, "passes_reason": schedule_reason(pat)}
-    return [ctx.kernel(body, grid, threads, {"ops": group.ops, "group": group.name,
-                                             "schedule": sched})]
+    return If(Binary("logical_and", grow.lt(ctx.c(pat.m)), dvo.lt(ctx.c(pat.dv))), st)
 
 
 def _f32(e: Expr) -> Expr:
