@@ -29,18 +29,6 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def _text_ready() -> bool:
-    try:
-        import hal.ir.text  # noqa: F401
-        import hal.reference  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_text = pytest.mark.skipif(not _text_ready(), reason="hal.ir.text not importable yet")
-
-
 def test_version_and_help():
     r = invoke("--version")
     assert r.exit_code == 0 and "0.1.0" in r.output
@@ -118,7 +106,6 @@ def test_backends_and_ops():
     assert invoke("ops", "--category", "nonsense").exit_code == 2
 
 
-@needs_text
 def test_run_table_json_and_save(tmp_path):
     f = tmp_path / "small.hal"
     f.write_text(SMALL_HAL)
@@ -138,7 +125,6 @@ def test_run_table_json_and_save(tmp_path):
     assert data["outputs"]["w"]["min"] == pytest.approx(float(w.min()))
 
 
-@needs_text
 def test_run_with_inputs_and_device_path(tmp_path):
     from hal.devices.loader import load_spec
 
@@ -155,7 +141,6 @@ def test_run_with_inputs_and_device_path(tmp_path):
     assert data["device"] == "host-cpu"
 
 
-@needs_text
 def test_run_errors_are_one_line(tmp_path):
     f = tmp_path / "small.hal"
     f.write_text(SMALL_HAL)
@@ -173,8 +158,6 @@ def test_run_errors_are_one_line(tmp_path):
 
 def test_run_prints_backend_stats(tmp_path, monkeypatch):
     """The hook for cpu_sim: per-kernel stats and a report returned by run_graph are printed."""
-    if not _text_ready():
-        pytest.skip("hal.ir.text not importable yet")
     import hal.backends_registry as reg
     from hal.backend import RunResult
 

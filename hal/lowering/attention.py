@@ -67,7 +67,13 @@ from hal.kernel.ir import (
     Unary,
 )
 from hal.lowering.context import KernelContext, index_dtype_for
-from hal.lowering.expr import ScalarBuilder, reshape_coords, rounded, to_storage, zero_of
+from hal.lowering.expr import (
+    ScalarBuilder,
+    cooperative_tile_load,
+    reshape_coords,
+    rounded,
+    to_storage,
+)
 from hal.lowering.matmul import contraction_dims
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
@@ -332,19 +338,11 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
     def tile_load(stmts: list[Stmt], buf: str, rows: int, cols: int, value: Value, sdt: DType,
                   coords_of) -> None:
         """Cooperative load of a rows x cols tile of `value` into shared `buf` (row-major)."""
-        total = rows * cols
-        it = ctx.var("l", ctx.idx)
-        loop: list[Stmt] = []
-        e = ctx.declare(loop, "e", ctx.add(ctx.mul(it, threads), tid))
-        inner: list[Stmt] = []
-        rr = ctx.declare(inner, "rr", ctx.div(e, cols))
-        cc = ctx.declare(inner, "cc", ctx.mod(e, cols))
-        coords, valid = coords_of(inner, rr, cc)
-        x = builder.scope(inner).value(value, coords, valid)
-        x = Cast(x, sdt) if x.dtype != sdt else x
-        inner.append(Store(buf, e, Select(valid, x, zero_of(sdt))))
-        loop.extend(inner) if total % threads == 0 else loop.append(If(e.lt(ctx.c(total)), inner))
-        stmts.append(For(it, ctx.c(0), ctx.c(cdiv(total, threads)), ctx.c(1), loop))
+        def element(inner, rr, cc, e):
+            return (*coords_of(inner, rr, cc), e)
+
+        cooperative_tile_load(ctx, builder, stmts, buf, rows, cols, threads, tid, value, sdt,
+                              element)
 
     def q_coords(stmts, rr, cc):
         gm = ctx.declare(stmts, "gm", ctx.add(row0, rr))

@@ -90,6 +90,35 @@ def zero_of(d: DType) -> Const:
     return Const(False if d.is_bool else (0.0 if d.is_float else 0), d)
 
 
+def cooperative_tile_load(ctx: KernelContext, builder: ScalarBuilder, stmts: list[Stmt],
+                          buf: str, rows: int, cols: int, threads: int, tid: Expr,
+                          value: Value, sdt: DType, coords_of: Callable) -> None:
+    """Append a cooperative load of a rows x cols tile of `value` into shared `buf`.
+
+    Thread t loads tile elements t, t + threads, ... (element e is row e // cols,
+    column e % cols); `coords_of(stmts, r, c, e)` gives the element's coordinates in
+    `value`, its validity (masked-off elements store zero) and its index in `buf`.
+    Values are converted to `sdt`, the shared buffer's dtype."""
+    from hal.kernel.ir import For, If, Store
+
+    total = rows * cols
+    it = ctx.var("l", ctx.idx)
+    loop: list[Stmt] = []
+    e = ctx.declare(loop, "e", ctx.add(ctx.mul(it, threads), tid))
+    inner: list[Stmt] = []
+    r = ctx.declare(inner, "r", ctx.div(e, cols))
+    c = ctx.declare(inner, "c", ctx.mod(e, cols))
+    coords, valid, sh_index = coords_of(inner, r, c, e)
+    x = builder.scope(inner).value(value, coords, valid)
+    x = Cast(x, sdt) if x.dtype != sdt else x
+    inner.append(Store(buf, sh_index, Select(valid, x, zero_of(sdt))))
+    if total % threads == 0:
+        loop.extend(inner)
+    else:
+        loop.append(If(e.lt(ctx.c(total)), inner))
+    stmts.append(For(it, ctx.c(0), ctx.c(-(-total // threads)), ctx.c(1), loop))
+
+
 class ScalarBuilder:
     """Emits the scalar program for elements of a group's values into `stmts`."""
 

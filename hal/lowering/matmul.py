@@ -47,13 +47,18 @@ from hal.kernel.ir import (
     If,
     Kernel,
     Load,
-    Select,
     Stmt,
     Store,
 )
 from hal.lowering import faults
 from hal.lowering.context import KernelContext, index_dtype_for
-from hal.lowering.expr import ScalarBuilder, rounded, to_storage, zero_of
+from hal.lowering.expr import (
+    ScalarBuilder,
+    cooperative_tile_load,
+    rounded,
+    to_storage,
+    zero_of,
+)
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
 from hal.lowering.tiling import MatmulTiles, cdiv, group_rows, matmul_tiles
@@ -186,21 +191,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     kloop: list[Stmt] = []
 
     def tile_load(buf: str, rows: int, cols_: int, value, coords_of) -> None:
-        """Cooperative load of a rows x cols_ tile (element e: row e // cols_, col e % cols_)."""
-        total = rows * cols_
-        it = ctx.var("l", ctx.idx)
-        loop: list[Stmt] = []
-        e = ctx.declare(loop, "e", ctx.add(ctx.mul(it, threads), tid))
-        inner: list[Stmt] = []
-        r = ctx.declare(inner, "r", ctx.div(e, cols_))
-        c = ctx.declare(inner, "c", ctx.mod(e, cols_))
-        coords, valid, sh_index = coords_of(inner, r, c)
-        x = builder.scope(inner).value(value, coords, valid)
-        x = Cast(x, acc_dt) if x.dtype != acc_dt else x
-        inner.append(Store(buf, sh_index, Select(valid, x, zero)))
-        loop.extend(inner) if total % threads == 0 else loop.append(If(e.lt(ctx.c(total)),
-                                                                        inner))
-        kloop.append(For(it, ctx.c(0), ctx.c(cdiv(total, threads)), ctx.c(1), loop))
+        cooperative_tile_load(ctx, builder, kloop, buf, rows, cols_, threads, tid, value,
+                              acc_dt, lambda st, r, c, _e: coords_of(st, r, c))
 
     def a_coords(stmts, mm, kk):  # A tile: rows = m, cols = k (k contiguous in row-major A)
         gm = ctx.declare(stmts, "gm", ctx.add(m0, mm))

@@ -77,8 +77,9 @@ def spec_limit_errors(kernel: Kernel, spec: DeviceSpec,
     return errs
 
 
-def nvidia_occupancy(kernel: Kernel, spec: DeviceSpec, rec: ResourceRecord) -> int | None:
-    """Resident blocks per SM from registers, shared memory and thread limits."""
+def blocks_per_unit(kernel: Kernel, spec: DeviceSpec, rec: ResourceRecord) -> int | None:
+    """Resident blocks per SM/CU from the compiler's register count, the kernel's shared
+    memory and the spec's thread, block, register-file and shared-memory limits."""
     if rec.registers is None:
         return None
     regs = max(rec.registers, 1) * kernel.block
@@ -122,8 +123,8 @@ def check_kernels(kernels: Sequence[Kernel], spec: DeviceSpec,
             k = by_name.get(rec.kernel)
             if k is None:
                 continue
-            if entry.vendor == "nvidia" and rec.occupancy is None:
-                rec.occupancy = nvidia_occupancy(k, spec, rec)
+            if rec.occupancy is None:  # compilers that do not report it (ptxas, clang -S)
+                rec.occupancy = blocks_per_unit(k, spec, rec)
             errs = spec_limit_errors(k, spec, rec, allowed_spill_bytes)
             if errs:
                 rec.status = "over limit"
