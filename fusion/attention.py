@@ -7,9 +7,19 @@ on exactly one other contraction `qk`, the candidate is
   masks, the row softmax, casts, the GQA reshapes),
 * the cheap side producers those nodes need (iota, full, broadcast_to and
   elementwise ops of them: a causal mask) when nothing outside reads them,
-* the movement chains (reshape/transpose/slice) that feed q, k and v when
-  nothing else reads them: the kernel loads the operands through them
-  (strided loads), so head split/merge never becomes its own kernel.
+* the operand prologues: the producer chains of q, k and v made of elementwise,
+  movement, broadcast and source nodes (head split/merge reshapes and transposes,
+  rotary embedding's mul by cos, rotate_half's slice/neg/concat, mul by sin, add,
+  casts, and the cos/sin tables themselves when they are computed from iota and
+  constants) whose values nothing outside the group reads and that are not graph
+  outputs. The kernel computes them while it loads a Q, K or V tile (the group's
+  ScalarBuilder evaluates them at the tile's coordinates, rounding where the graph
+  rounds), so neither the head split nor the rotary embedding becomes its own
+  kernel. The chains stop at reductions, contractions, gathers and scans and at
+  values read elsewhere: those are the group's inputs. An operand whose chain
+  exceeds MAX_PROLOGUE nodes keeps only its plain movement chain
+  (reshape/transpose/slice/broadcast_to). K and V tiles are loaded once per tile of
+  query rows, so their prologue is recomputed that often (fusion.cost counts it).
 
 Whether the candidate really is an attention (softmax over the key axis,
 exp(x - max), div by the sum) is `hal.lowering.attention.match_attention`'s
@@ -24,6 +34,7 @@ from hal.ops import Category, get_op
 
 _SIDE = {Category.SOURCE, Category.BROADCAST, Category.ELEMENTWISE, Category.MOVEMENT}
 _OPERAND_MOVES = {"reshape", "transpose", "slice", "broadcast_to"}
+MAX_PROLOGUE = 64   # nodes pulled into the group per operand (planning stays fast)
 
 
 def _cat(n: Node) -> Category:
@@ -63,8 +74,8 @@ def attention_candidates(graph: Graph) -> list[list[Node]]:
             continue
         members = {id(n): n for n in [qk, pv, *between]}
         _add_side(members, between, producer, users, outs)
-        for operand in (*qk.inputs, pv.inputs[1]):
-            _add_operand_moves(members, operand.name, producer, users, outs)
+        _add_operand_prologues(members, [v.name for v in (*qk.inputs, pv.inputs[1])],
+                               producer, users, outs)
         inner = [n for n in members.values() if n is not qk and n is not pv]
         if any(o.name in outs or any(id(u) not in members for u in users.get(o.name, []))
                for n in inner for o in n.outputs if n in between):
@@ -134,11 +145,48 @@ def _side_cheap(n: Node, producer, depth: int = 0) -> bool:
     return True
 
 
-def _add_operand_moves(members: dict[int, Node], name: str, producer, users, outs) -> None:
+def _add_operand_moves(cand: dict[int, Node], name: str, producer,
+                       members: dict[int, Node]) -> None:
+    """The movement chain (reshape/transpose/slice/broadcast_to) feeding operand `name` into
+    `cand`; whether only the group reads it is checked with the other candidates."""
     p = producer.get(name)
-    while p is not None and p.op in _OPERAND_MOVES and id(p) not in members:
-        members[id(p)] = p
-        if not _only_read_by(p, members, users, outs):
-            del members[id(p)]
-            return
+    while p is not None and p.op in _OPERAND_MOVES and id(p) not in members \
+            and id(p) not in cand:
+        cand[id(p)] = p
         p = producer.get(p.inputs[0].name)
+
+
+def _add_operand_prologues(members: dict[int, Node], operands: list[str], producer, users,
+                           outs) -> None:
+    """Pull in the elementwise/movement/broadcast/source producer chains of the operands
+    (q, k, v) whose values only the group reads (see the module docstring)."""
+    cand: dict[int, Node] = {}
+    for name in operands:
+        chain: dict[int, Node] = {}
+        queue, head, complete = [name], 0, True
+        while head < len(queue):   # breadth first: the nodes nearest the operand first
+            p = producer.get(queue[head])
+            head += 1
+            if p is None or id(p) in members or id(p) in chain or _cat(p) not in _SIDE:
+                continue
+            if len(chain) >= MAX_PROLOGUE:
+                complete = False
+                break
+            chain[id(p)] = p
+            queue.extend(v.name for v in p.inputs)
+        if complete:
+            cand.update(chain)
+        else:  # too long to recompute per tile load: the plain movement chain only
+            _add_operand_moves(cand, name, producer, members)
+    # a value needed outside the group (or a graph output) is an input of the group: drop
+    # its producer, then whatever only fed it, until every pulled node is read by members
+    changed = True
+    while changed:
+        changed = False
+        for i, n in list(cand.items()):
+            if any(o.name in outs or any(id(u) not in members and id(u) not in cand
+                                         for u in users.get(o.name, []))
+                   for o in n.outputs):
+                del cand[i]
+                changed = True
+    members.update(cand)

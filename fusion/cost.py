@@ -11,13 +11,19 @@ vector units otherwise). Bytes follow the schedule the lowering will use:
 * a row reduction that cannot keep its row on chip re-reads the row once per
   pass, unless the rows in flight fit in L2 (then the re-reads hit L2);
 * a tiled matmul whose operands exceed L2 re-reads B once per group of row
-  panels of the lowering's grouped raster order (see _matmul_rereads); sibling
+  panels of the lowering's grouped raster order, and A once per wave of tiles in
+  flight when a group's panels do not stay in L2 (see _matmul_rereads); sibling
   contractions sharing A (a dual GEMM) read A once and each B once, with the
-  same re-read rule per B;
+  same re-read rule per B; siblings of different shapes (one grid segment
+  each: a fused QKV) also read A once and each B once, their blocks add up and
+  the re-read rule applies per segment;
 * an attention kernel reads Q and writes O once and reads K and V once per
   tile of Br query rows; the re-reads hit L2 when one batch entry's K and V fit;
   the two-pass schedule (P rounded before P@V) reads K twice per row tile and
-  computes q k^T twice;
+  computes q k^T twice; operand prologues in the group (rotary embedding, casts:
+  fusion.attention) are computed in the tile loads, so K's and V's are recomputed
+  once per row tile (their flops count that often) and K/V's bytes are those of
+  the prologues' inputs;
 * a split-K attention (few row tiles: decode) spreads the keys over S chunks: S times
   the blocks, its partials (m, l, f32 accumulators) written and read once, and one or
   two more launches (hal.lowering.attention_split);
@@ -207,18 +213,27 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
             else:
                 notes.append(f"{passes} passes; re-reads hit L2")
     elif g.kind == "matmul":
-        dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
-        mm = dots[0]  # siblings (a dual GEMM) share A and the tile grid: A once, each B once
-        a, bs = mm.inputs[0], [d.inputs[1] for d in dots]
-        m, n_, k_ = _mnk(mm)
-        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots))
-        col_tiles, row_tiles = _cdiv(n_, tiles["bn"]), _cdiv(m, tiles["bm"])
-        blocks = col_tiles * row_tiles
-        if nbytes(a) + sum(nbytes(b) for b in bs) > spec.l2_bytes:
-            read += _matmul_rereads(a, bs, m, k_, row_tiles, col_tiles, tiles, spec, notes)
-        if len(dots) > 1:
+        # Siblings share A: A once, each B once. A dual GEMM shares one tile grid;
+        # siblings of different shapes get one column-panel segment of the grid each.
+        dots, m, segs, k_, tiles = _matmul_grid(g, spec)
+        a = dots[0].inputs[0]
+        row_tiles = _cdiv(m, tiles["bm"])
+        blocks = 0
+        for seg_dots, n_ in segs:
+            bs = [d.inputs[1] for d in seg_dots]
+            col_tiles = _cdiv(n_, tiles["bn"])
+            blocks += col_tiles * row_tiles
+            if nbytes(a) + sum(nbytes(b) for b in bs) > spec.l2_bytes:
+                read += _matmul_rereads(a, bs, m, k_, row_tiles, col_tiles, tiles, spec, notes)
+        if len(segs) > 1:
+            notes.append(f"{len(dots)} sibling contractions read A once: "
+                         f"{', '.join(str(n_) for _ds, n_ in segs)} columns in one grid")
+        elif len(dots) > 1:
             notes.append(f"{len(dots)} sibling contractions share the A tile")
+        blocks = max(1, blocks)
         matrix_dtype = a.dtype.name
+        pre = _prologue_reduction_cost(g, dots, segs, k_, tiles, spec, notes)  # a norm prologue
+        read, flops, issued = read + pre[0], flops + pre[1], issued + pre[2]
     elif g.kind == "attention":
         from hal.lowering.attention import match_attention
 
@@ -228,17 +243,18 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
             matrix_dtype = pat.qk.inputs[0].dtype.name
             tiles = g.schedule.get("attention_tiles") or {}
             row_tiles = _cdiv(pat.m, tiles.get("br", 64))
-            per_entry = (nbytes(pat.qk.inputs[1]) + nbytes(pat.pv.inputs[1])) // \
-                max(1, math.prod(pat.batch))
+            # K and V as read from memory: the inputs of their prologues (rotary, casts)
+            k_b, v_b = _operand_read_bytes(g, pat, "k"), _operand_read_bytes(g, pat, "v")
+            per_entry = (k_b + v_b) // max(1, math.prod(pat.batch))
             # Grid x walks the row tiles of one batch entry, so the blocks in flight
             # span only a few entries: their K/V is what must stay in L2.
             in_flight = min(blocks, 2 * spec.compute_units)
             entries = min(max(1, math.prod(pat.batch)), _cdiv(in_flight, row_tiles) + 1)
-            k_b, v_b = nbytes(pat.qk.inputs[1]), nbytes(pat.pv.inputs[1])
             if per_entry * entries > spec.l2_bytes:
                 read += (row_tiles - 1) * (k_b + v_b)
                 notes.append("K/V of the blocks in flight exceed L2: re-read per row tile")
             split = g.schedule.get("split_k", 1)
+            flops += _prologue_recompute_flops(g, pat, row_tiles, split, notes)
             if split > 1:
                 from hal.lowering.attention_split import split_scratch_bytes
 
@@ -271,29 +287,138 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
                      issued)
 
 
+def _prologue_loads(pat, row_tiles: int, split: int) -> dict[str, int]:
+    """How often the attention lowering loads each operand's tiles (and so evaluates its
+    prologue): Q once per block (per chunk and pass kernel when split), K once per row tile
+    and pass, V once per row tile."""
+    passes = 2 if pat.two_pass else 1
+    return {"q": split * passes if split > 1 else 1, "k": row_tiles * passes, "v": row_tiles}
+
+
+def _prologue_recompute_flops(g: FusedGroup, pat, row_tiles: int, split: int,
+                              notes: list[str]) -> float:
+    """Flops of the operand prologues (fusion.attention: rotary, casts ...) beyond the one
+    evaluation `node_flops` counts: each runs once per load of its operand's tiles."""
+    from hal.lowering.attention import operand_prologues
+
+    loads = _prologue_loads(pat, row_tiles, split)
+    evals: dict[int, int] = {}
+    for role, ns in operand_prologues(pat, g.nodes).items():
+        for n in ns:
+            evals[id(n)] = evals.get(id(n), 0) + loads[role]
+    extra = sum(node_flops(n) * (evals[id(n)] - 1) for n in g.nodes if id(n) in evals)
+    computing = [n for n in g.nodes if id(n) in evals and node_flops(n)]
+    if computing:
+        notes.append(f"operand prologues ({len(computing)} computing ops) evaluated in the "
+                     f"tile loads: K's and V's once per tile of query rows")
+    return extra
+
+
+def _operand_read_bytes(g: FusedGroup, pat, role: str) -> int:
+    """Bytes of memory an attention operand's tiles read: the group inputs its prologue
+    loads, each at most one element per operand element (a slice reads its part)."""
+    from hal.lowering.attention import operand_prologues
+
+    operand = {"q": pat.qk.inputs[0], "k": pat.qk.inputs[1], "v": pat.pv.inputs[1]}[role]
+    inputs = {v.name: v for v in g.inputs}
+    if operand.name in inputs:
+        return nbytes(operand)
+    read = {v.name: v for n in operand_prologues(pat, g.nodes)[role] for v in n.inputs
+            if v.name in inputs}
+    return sum(min(nbytes(v), operand.type.numel * v.dtype.itemsize) for v in read.values())
+
+
 def _matmul_rereads(a: Value, bs: list[Value], m: int, k: int, row_tiles: int,
                     col_tiles: int, tiles: dict, spec: DeviceSpec, notes: list[str]) -> int:
     """Extra DRAM reads of a tiled matmul whose operands do not fit in L2 together.
 
-    The lowering walks tiles in a grouped raster order (tiling.group_rows): a group
-    of `g` row panels of A sweeps every column panel of B. The group's A panels fit
-    in half of L2, so A is read about once; B (each B of sibling contractions sharing
-    A) streams once per group. When even one
-    A panel does not fit (g == 1 and the panel exceeds half of L2), the
-    `compute_units` tiles in flight share each B panel, and A is re-read once per
-    wave of column panels."""
+    The lowering walks tiles in a grouped raster order (tiling.group_rows): a group of
+    `g` row panels of A sweeps every column panel of B, g tiles per column panel. About
+    `compute_units` tiles run at once (a wave) and walk K together, so a wave reads each
+    panel it touches from DRAM once: its g A panels and its compute_units / g column
+    panels of B (one per sibling contraction sharing A). B is therefore read once per
+    group; A once per group when the group's A panels and a wave's B panels fit in L2
+    together (they stay resident across the group's waves), else once per wave."""
     from hal.lowering.tiling import group_rows
 
     g = group_rows(row_tiles, tiles["bm"], k, a.dtype.itemsize, spec)
-    extra = (_cdiv(row_tiles, g) - 1) * sum(nbytes(b) for b in bs)  # each B per group
-    panel = tiles["bm"] * k * a.dtype.itemsize
-    if panel > spec.l2_bytes // 2:
-        waves = _cdiv(col_tiles, max(1, spec.compute_units // g))
-        extra += (waves - 1) * nbytes(a)
+    units = max(1, spec.compute_units)
+    a_panel = tiles["bm"] * k * a.dtype.itemsize
+    b_panel = sum(nbytes(b) for b in bs) / max(1, col_tiles)  # all siblings' B per column
+    groups = _cdiv(row_tiles, g)
+    extra = (groups - 1) * sum(nbytes(b) for b in bs)  # each B once per group
+    waves = _cdiv(g * col_tiles, units)  # waves per group
+    per_wave_b = min(col_tiles, _cdiv(units, g)) * b_panel
+    if waves > 1 and g * a_panel + per_wave_b > spec.l2_bytes:
+        extra += (waves - 1) * nbytes(a)  # every group's A panels once per wave
+        why = "A re-read once per wave"
+    else:
+        why = "A stays in L2 per group"
     if extra:
-        notes.append(f"operands exceed L2: grouped raster of {g} row panels re-reads "
+        notes.append(f"operands exceed L2: grouped raster of {g} row panels, {why}: re-reads "
                      f"{fmt_bytes(extra)}")
-    return extra
+    return int(extra)
+
+
+def _prologue_reduction_cost(g: FusedGroup, dots: list[Node], segs: list, k: int,
+                             tiles: dict, spec: DeviceSpec,
+                             notes: list[str]) -> tuple[int, float, int]:
+    """(extra DRAM reads, extra flops, issued bytes) of a norm fused as the A operand's
+    prologue (hal.lowering.matmul_prologue): every block recomputes the row reductions of its
+    BM rows of A, one sweep over the rows per reduction level, before its K loop.
+
+    Issued: each level loads what its reductions' inputs read, per element of A (rows past M
+    load nothing), once per column panel: npn * numel(A) elements per value read. DRAM: those
+    re-reads hit L2 when the A panel fits in half of L2 (the rule of _matmul_rereads),
+    otherwise each level reads the row inputs again per column panel. Flops: the prologue
+    (the reductions, the ops feeding them and the elementwise ops applied in the A tile
+    loads) runs once per column panel instead of once.
+    Registers: the pre-pass runs before the K loop (its accumulators are not live with the
+    matmul's), so estimate_registers needs nothing more than its per-node term."""
+    reds = [n for n in g.nodes if get_op(n.op).category is Category.REDUCTION]
+    if not reds:
+        return 0, 0.0, 0
+    a = dots[0].inputs[0]
+    npn = sum(_cdiv(n_, tiles["bn"]) for _ds, n_ in segs)   # column panels of all segments
+    producer = {o.name: n for n in g.nodes for o in n.outputs}
+    inputs = {v.name: v for v in g.inputs}
+    levels = _reduction_levels(g, reds)
+    issued = 0.0
+    row_inputs: set[str] = set()
+    for level in levels:
+        seen: set[tuple] = set()
+        stack = [(x.name, float(x.type.numel), ()) for r in level for x in r.inputs]
+        while stack:
+            name, count, sig = stack.pop()
+            if (name, sig) in seen:
+                continue
+            seen.add((name, sig))
+            if name in inputs:
+                issued += count * inputs[name].dtype.itemsize
+                row_inputs.add(name)
+                continue
+            n = producer.get(name)
+            if n is None or get_op(n.op).category is Category.REDUCTION:
+                continue   # an earlier level's result: read from shared memory
+            moves = get_op(n.op).category in (Category.MOVEMENT, Category.BROADCAST,
+                                              Category.GATHER)
+            stack.extend((x.name, _requested(n, x, count),
+                          sig + ((id(n), x.name),) if moves else sig) for x in n.inputs)
+    after: set[str] = set()
+    for n in g.nodes:  # the epilogue: nodes computed from a contraction's result
+        if get_op(n.op).category is Category.CONTRACTION or any(v.name in after
+                                                                  for v in n.inputs):
+            after.update(o.name for o in n.outputs)
+    flops = (npn - 1) * sum(node_flops(n) for n in g.nodes if n.outputs[0].name not in after)
+    extra = 0
+    if tiles["bm"] * k * a.dtype.itemsize > spec.l2_bytes // 2:
+        extra = len(levels) * npn * sum(nbytes(inputs[x]) for x in row_inputs)
+        notes.append(f"norm prologue: the A panel exceeds L2, {len(levels)} statistics "
+                     f"pass(es) re-read {fmt_bytes(extra)}")
+    else:
+        notes.append(f"norm prologue: {len(levels)} statistics pass(es) over each A panel "
+                     f"(L2 hits)")
+    return extra, float(flops), int(issued * npn)
 
 
 def _ungathered_table_bytes(g: FusedGroup) -> int:
@@ -319,6 +444,27 @@ def _mnk(mm: Node) -> tuple[int, int, int]:
     _lb, _rb, lc, _rc, lf, rf = contraction_dims(mm)
     return (math.prod(a.shape[i] for i in lf), math.prod(b.shape[j] for j in rf),
             math.prod(a.shape[i] for i in lc))
+
+
+def _matmul_grid(g: FusedGroup, spec: DeviceSpec):
+    """(contractions, m, [(contractions, n) per column segment], k, tiles) of a matmul
+    group as hal.lowering.matmul grids it: one segment for one contraction or a dual
+    GEMM, one per contraction for siblings of different shapes, whose tiles are chosen
+    for the smallest N."""
+    from hal.lowering.matmul import one_tile_grid
+
+    dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
+    mm = dots[0]
+    m, n_, k_ = _mnk(mm)
+    if len(dots) > 1 and not one_tile_grid(dots):
+        segs = [([d], _mnk(d)[1]) for d in dots]
+        segs = [(ds, n) for ds, n in segs if n] or segs
+        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, min(n for _ds, n in segs),
+                                                         k_, spec, 1)
+    else:
+        segs = [(dots, n_)]
+        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots))
+    return dots, m, segs, k_, tiles
 
 
 def _matmul_tiles(mm: Node, m: int, n: int, k: int, spec: DeviceSpec,
@@ -352,6 +498,12 @@ def _requested(n: Node, v: Value, count: float) -> float:
     return count
 
 
+def _coord_map(n: Node, i: int) -> tuple:
+    """What fixes the coordinates a movement/broadcast node asks of its input i."""
+    return (n.op, i, tuple(n.inputs[i].shape), tuple(n.outputs[0].shape),
+            repr(sorted(n.attrs.items())))
+
+
 def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
     """Global bytes loaded as lowered (cache hits included), see the module docstring."""
     producer = {o.name: n for n in g.nodes for o in n.outputs}
@@ -359,11 +511,12 @@ def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
     total = 0.0
     dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
     mm = dots[0] if dots else None
+    by_coords = False   # paths told apart by their coordinate maps (the builder's cache)
     if g.kind == "matmul" and mm is not None:
-        m, n_, k_ = _mnk(mm)
-        t = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots))
+        _dots, m, segs, _k, t = _matmul_grid(g, spec)
         factors = {d.inputs[1].name: _cdiv(m, t["bm"]) for d in dots}
-        factors[mm.inputs[0].name] = _cdiv(n_, t["bn"])  # one A tile load for all siblings
+        # one A tile load per column panel, for all siblings of a tile grid
+        factors[mm.inputs[0].name] = sum(_cdiv(n_, t["bn"]) for _ds, n_ in segs)
     elif g.kind == "attention":
         from hal.lowering.attention import match_attention
 
@@ -380,6 +533,10 @@ def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
 
             factors[pat.qk.inputs[0].name] = split * passes
             total += split_issued_bytes(pat, tiles.get("tpr", 1), split)
+        # Each Q, K, V tile load evaluates its operand's prologue in its own builder scope:
+        # a value reached twice through the same coordinate maps (rotary's cos and sin
+        # tables share their angle) is loaded once there.
+        by_coords = True
         mm = None
     else:
         factors = {}
@@ -404,17 +561,20 @@ def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
             return
         cat = get_op(n.op).category
         if cat is Category.CONTRACTION:
-            for x in n.inputs:
-                walk(x.name, x.type.numel, (), 1)
+            for i, x in enumerate(n.inputs):
+                walk(x.name, x.type.numel, ((id(n), i),) if by_coords else (), 1)
             return
         if cat is Category.REDUCTION:
+            if g.kind == "matmul":  # a norm prologue: its pre-pass is _prologue_reduction_cost
+                return
             for x in n.inputs:
                 walk(x.name, x.type.numel * passes, (), factor)  # the row, in its own space
             return
         moves = cat in (Category.MOVEMENT, Category.BROADCAST, Category.GATHER)
-        for x in n.inputs:
-            walk(x.name, _requested(n, x, count), sig + ((id(n), x.name),) if moves else sig,
-                 factor)
+        for i, x in enumerate(n.inputs):
+            step = _coord_map(n, i) if by_coords and cat is not Category.GATHER \
+                else (id(n), x.name)
+            walk(x.name, _requested(n, x, count), sig + (step,) if moves else sig, factor)
 
     for o in g.outputs:
         walk(o.name, o.type.numel, (), 1)

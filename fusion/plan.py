@@ -10,7 +10,11 @@ every decision checked three ways before it is taken:
    reductions over the same rows; one contraction whose operands may come
    through casts and movement (strided loads) with an elementwise epilogue, or
    several sibling contractions sharing A with equal output shapes (a dual
-   GEMM: gate and up of a SwiGLU) whose epilogue combines them elementwise;
+   GEMM: gate and up of a SwiGLU) whose epilogue combines them elementwise,
+   or sibling contractions sharing A with different output shapes (a fused
+   QKV projection with grouped-query attention: one column-panel segment of
+   the grid per contraction) whose epilogues each read one of them and each
+   pass these rules alone;
    an attention: dot -> logits -> row softmax -> dot) and must not create a
    cycle between groups;
 2. resources: the lowering is asked for the kernel(s) it would emit, and the
@@ -25,9 +29,13 @@ hal.lowering.attention validates them and picks tiles from the spec); an
 attention whose tiles do not fit is left to the greedy pass, with the reason.
 Candidates are tried in order of the DRAM bytes they would save, largest
 first. Every decision is logged once with its reason (a rejected pair is not
-logged again as its groups grow). Cheap producers (broadcast_to of small
-tensors, full, iota) are duplicated into each consumer first, as XLA does, so
-they never force a round trip through DRAM.
+logged again as its groups grow). Groups reading the same value are then
+merged as siblings: pointwise with pointwise, row reduction with row
+reduction, and matmul with matmul when their contractions share A (one
+kernel reads A for all of them), under the same three checks. Cheap
+producers (broadcast_to of small tensors, full, iota) are duplicated into
+each consumer first, as XLA does, so they never force a round trip through
+DRAM.
 """
 
 from __future__ import annotations
@@ -141,8 +149,17 @@ def structural_veto(nodes: list[Node]) -> str | None:
         siblings = sibling_contractions(nodes)
         if isinstance(siblings, str):
             return f"one contraction per kernel unless siblings share A ({siblings})"
-    if contractions and reductions:
-        return "a reduction cannot join a matmul's epilogue"
+        from hal.lowering.matmul import sibling_segments
+
+        segments = sibling_segments(nodes)  # different shapes: one grid segment each
+        if segments is not None:
+            return next(filter(None, map(structural_veto, segments)), None)
+    norm_prologue: set[int] = set()
+    if contractions and reductions:  # a norm as the A operand's prologue (matmul_prologue)
+        why_or_ids = _norm_prologue(nodes, contractions, reductions)
+        if isinstance(why_or_ids, str):
+            return why_or_ids
+        norm_prologue = why_or_ids
     if contractions:
         mm = contractions[0]
         mm_shape = mm.outputs[0].shape
@@ -152,15 +169,16 @@ def structural_veto(nodes: list[Node]) -> str | None:
             if id(n) in dots:
                 continue
             if id(n) not in after:  # prologue: casts and movement of an operand
-                if n.op != "cast" and _cat(n) not in INDEX_ONLY:
+                if n.op != "cast" and _cat(n) not in INDEX_ONLY and id(n) not in norm_prologue:
                     return f"only casts and data movement may precede a matmul in its kernel, " \
-                           f"not {n.op}"
+                           f"not {n.op}" + (" (elementwise ops and reductions only in a norm "
+                                            "prologue of the A operand)" if reductions else "")
             elif _cat(n) is Category.MOVEMENT:
                 return f"{n.op} of the matmul result: the epilogue keeps the output layout"
             elif any(o.shape != mm_shape for o in n.outputs) and \
                     _cat(n) not in (Category.BROADCAST, Category.SOURCE):
                 return f"epilogue op {n.op} changes the matmul's output shape"
-    if reductions:
+    if reductions and not contractions:  # (with a contraction: checked by _norm_prologue)
         for r in reductions:
             if not is_row_reduction(r):
                 return f"{r.op} over leading axes is a column reduction: fused only alone"
@@ -192,6 +210,82 @@ def _dependents(nodes: list[Node], root: Node) -> set[int]:
             out.add(id(n))
             seen.update(o.name for o in n.outputs)
     return out
+
+
+def _norm_prologue(nodes: list[Node], contractions: list[Node],
+                   reductions: list[Node]) -> str | set[int]:
+    """The ids of the nodes forming a norm prologue of the contractions' A operand (the A
+    operand's producers: reductions of A's rows over A's contraction extent K, their
+    elementwise/broadcast consumers, the elementwise ops feeding them), or why the reductions
+    cannot join the matmul's kernel (hal.lowering.matmul_prologue recomputes the row
+    statistics of a block's rows before its K loop)."""
+    from hal.lowering.matmul import contraction_dims
+
+    after = set().union(*(_dependents(nodes, d) for d in contractions))
+    for r in reductions:
+        if id(r) in after:
+            return "a reduction cannot join a matmul's epilogue (only a norm of the A operand " \
+                   "may precede it)"
+    mm = contractions[0]
+    a = mm.inputs[0]   # siblings share A (checked before)
+    producer = {o.name: n for n in nodes for o in n.outputs}
+    ancestors: set[int] = set()
+    stack = [a.name]
+    while stack:
+        p = producer.get(stack.pop())
+        if p is not None and id(p) not in ancestors:
+            ancestors.add(id(p))
+            stack.extend(v.name for v in p.inputs)
+    lb, _rb, lc, _rc, lf, _rf = contraction_dims(mm)
+    rank = a.rank
+    keep = tuple(1 if i in lc else d for i, d in enumerate(a.shape))
+    for r in reductions:
+        what = f"{r.op} (%{r.outputs[0].name})"
+        if id(r) not in ancestors:
+            return f"{what} precedes a matmul but does not feed its A operand (only A's rows " \
+                   f"can be normalised in its kernel)"
+        if r.op in ("argmax", "argmin"):
+            return f"{what}: an arg reduction cannot be a matmul prologue"
+        if tuple(r.inputs[0].shape) != tuple(a.shape) or reduction_axes(r) != tuple(lc):
+            return (f"{what} reduces axes {list(reduction_axes(r))} of "
+                    f"{list(r.inputs[0].shape)}: a matmul prologue may only reduce A's rows "
+                    f"over its contraction axes {list(lc)} of {list(a.shape)}")
+        if tuple(lc) != tuple(range(rank - len(lc), rank)) or \
+                tuple(lb) + tuple(lf) != tuple(range(rank - len(lc))):
+            return f"{what}: the matmul reads A transposed (a prologue row reduction needs " \
+                   f"K as A's trailing axes)"
+        if tuple(r.outputs[0].shape) != keep:
+            return f"{what} drops its reduced axes (row statistics must keep them to " \
+                   f"broadcast back to A)"
+    derived = {o.name for r in reductions for o in r.outputs}
+    dots = {id(d) for d in contractions}
+    for n in nodes:  # graph order: `derived` grows with the values computed from reductions
+        if id(n) in dots or id(n) in after or _cat(n) is Category.REDUCTION or \
+                not any(v.name in derived for v in n.inputs):
+            continue   # (a reduction of a later level was checked above)
+        if _cat(n) not in (Category.ELEMENTWISE, Category.BROADCAST):
+            return f"{n.op} of a reduction result before a matmul (row statistics are not " \
+                   f"re-indexed)"
+        if id(n) not in ancestors:
+            if _dependents(nodes, n) & after:
+                return f"the matmul's epilogue reads a reduction result through {n.op} " \
+                       f"(%{n.outputs[0].name}) (only the A operand's prologue may)"
+            return f"{n.op} (%{n.outputs[0].name}) of a reduction result does not feed the " \
+                   f"matmul's A operand"
+        if any(tuple(o.shape) not in (keep, tuple(a.shape)) for o in n.outputs) or \
+                (_cat(n) is Category.BROADCAST and tuple(n.inputs[0].shape) != keep):
+            return f"{n.op} (%{n.outputs[0].name}) reshapes a row statistic (only per-row " \
+                   f"values broadcast back to A's shape)"
+        derived.update(o.name for o in n.outputs)
+    for n in nodes:
+        if id(n) in after and id(n) not in dots and any(v.name in derived for v in n.inputs):
+            return f"{n.op} (%{n.outputs[0].name}) in the matmul's epilogue reads a reduction " \
+                   f"result (only the A operand's prologue may)"
+        if id(n) in dots and any(v.name in derived for v in n.inputs[1:]):
+            return "a reduction result feeds the matmul's B operand (only A's rows can be " \
+                   "normalised in its kernel)"
+    return {id(n) for n in nodes if id(n) in ancestors and id(n) not in dots
+            and _cat(n) in (Category.ELEMENTWISE, Category.BROADCAST, Category.REDUCTION)}
 
 
 def _rows_of(r: Node) -> tuple[int, int]:
@@ -478,7 +572,9 @@ class _Planner:
                             continue
                         ka = self.make(self.members[a]).kind
                         kb = self.make(self.members[b]).kind
-                        if ka != kb or ka not in ("pointwise", "row_reduction"):
+                        # matmul siblings: contractions sharing A (a fused QKV projection);
+                        # structural_veto says why others stay apart
+                        if ka != kb or ka not in ("pointwise", "row_reduction", "matmul"):
                             continue
                         if self.try_merge(a, b, 0, None, sibling=True):
                             changed = True
@@ -516,7 +612,8 @@ def _free_member(a: list[Node], b: list[Node]) -> bool:
 
 
 def _dual_matmul(nodes: list[Node]) -> bool:
-    """Several contractions that share A and one tile grid (hal.lowering.matmul's dual GEMM)."""
+    """Several contractions that share A in one matmul kernel (hal.lowering.matmul): a dual
+    GEMM (one tile grid) or siblings of different shapes (one grid segment each)."""
     from hal.lowering.matmul import sibling_contractions
 
     dots = sibling_contractions(nodes)
@@ -524,11 +621,16 @@ def _dual_matmul(nodes: list[Node]) -> bool:
 
 
 def g_kind_name(nodes: list[Node]) -> str:
+    """The kernel name's kind part: the heaviest op, "attention", "dual_<op>" for a dual
+    GEMM and "multi_<op>" for sibling contractions of different shapes (e.g. Q, K, V)."""
     cats = [_cat(n) for n in nodes]
     if cats.count(Category.CONTRACTION) == 2 and not _dual_matmul(nodes):
         return "attention"
     if cats.count(Category.CONTRACTION) > 1:
-        return "dual_" + nodes[cats.index(Category.CONTRACTION)].op
+        from hal.lowering.matmul import sibling_segments
+
+        prefix = "multi_" if sibling_segments(nodes) is not None else "dual_"
+        return prefix + nodes[cats.index(Category.CONTRACTION)].op
     for cat in (Category.CONTRACTION, Category.REDUCTION):
         if cat in cats:
             return nodes[cats.index(cat)].op
@@ -579,6 +681,9 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
             planner.attention()
             planner.producer_consumer()
             planner.siblings()
+            # siblings can unblock producers: a norm read by Q, K and V fuses into their
+            # one sibling kernel only once they are one group
+            planner.producer_consumer()
         return planner.result()
 
     result = run([])

@@ -317,3 +317,177 @@ def test_cli_bench_suite_and_errors(tmp_path):
     assert res.exit_code == 1 and "either OP_OR_FILE or --suite" in res.output
     res = CliRunner().invoke(main, ["bench", "--list"])
     assert res.exit_code == 0 and "matmul" in res.output and "epilogues" in res.output
+
+
+# --------------------------------------------------------------------------- copy reference
+
+
+def test_copy_reference_not_available_without_a_gpu():
+    from hal.bench.copy_bandwidth import (
+        CopyBandwidthUnavailable,
+        copy_reference,
+        cuda_device_name,
+        measure_copy_bandwidth,
+    )
+
+    if cuda_device_name() is not None:
+        pytest.skip("a GPU is visible: the copy is measurable here")
+    with pytest.raises(CopyBandwidthUnavailable, match="not available"):
+        measure_copy_bandwidth(1 << 20)
+    ref = copy_reference(1 << 21, H100, "measured")
+    assert not ref.available and "not available" in ref.reason and ref.GBps == 0
+    assert ref.bytes_per_copy == 1 << 20 and ref.to_dict()["GBps"] is None
+    if HAS_TORCH:
+        assert "no CUDA device" in ref.reason
+
+
+def test_copy_reference_measured_arithmetic_with_a_fake_cuda(monkeypatch):
+    """The measured path (torch.cuda.Event around dst.copy_(src)) with a stand-in torch."""
+    from hal.bench import copy_bandwidth as cb
+
+    calls = {"copies": 0}
+
+    class T:
+        def fill_(self, v):
+            return self
+
+        def zero_(self):
+            return self
+
+        def copy_(self, other):
+            calls["copies"] += 1
+            return self
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            pass
+
+        def record(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return 0.5                               # ms
+
+    class Cuda:
+        Event = FakeEvent
+
+        @staticmethod
+        def synchronize():
+            pass
+
+        @staticmethod
+        def current_device():
+            return 0
+
+        @staticmethod
+        def get_device_name():
+            return "Fake H100"
+
+    class FakeTorch:
+        uint8, cuda = "uint8", Cuda
+
+        @staticmethod
+        def empty(n, dtype=None, device=None):
+            return T()
+
+        @staticmethod
+        def empty_like(t):
+            return T()
+
+    monkeypatch.setattr(cb, "_torch_cuda", lambda: FakeTorch)
+    ref = cb.measure_copy_bandwidth(1_000_000, repeat=7, warmup=2)
+    assert ref.available and ref.method == cb.MEASURED_COPY and not ref.modelled
+    assert calls["copies"] == 9 and len(ref.times_s) == 7
+    assert ref.bytes_moved == 2_000_000
+    assert ref.GBps == pytest.approx(2_000_000 / 0.5e-3 / 1e9)
+    assert "Fake H100" in ref.where and "measured" in ref.label()
+    cache = cb.CopyReferences(repeat=3, warmup=1)
+    a = cache.get(4_000_000, H100, "measured")
+    assert cache.get(4_000_000, H100, "measured") is a and len(cache) == 1
+    assert a.bytes_per_copy == 2_000_000
+
+
+def test_run_case_copy_reference_modelled_and_on_gpu_backends():
+    from hal.bench.copy_bandwidth import MODELLED_COPY, CopyReferences
+
+    r = run_case(make_case("rms_norm", ["8192x8192"], "bf16"), "cpu_sim", H100,
+                 copy_reference=True)
+    c = r.copy_reference
+    assert c.available and c.modelled and c.method == MODELLED_COPY
+    assert c.bytes_per_s == H100.dram_bandwidth and c.bytes_moved == r.compulsory_bytes
+    assert r.pct_of_copy_bw == pytest.approx(100 * r.achieved_bytes_per_s / H100.dram_bandwidth)
+    assert any("copy reference modelled" in n for n in r.notes)
+    d = r.to_dict()
+    assert d["copy_method"] == MODELLED_COPY and d["copy_reference"]["modelled"] is True
+    assert d["pct_of_copy_bw"] == r.pct_of_copy_bw and d["copy_GBps"] > 0
+    row = r.csv_row()
+    assert row["copy_method"] == MODELLED_COPY and "copy_reference" not in row
+    assert run_case(make_case("silu", ["4x4"], "f32"), "cpu_sim", H100).copy_reference is None
+    # a hardware backend on a machine where torch sees no GPU: unavailable, with the reason
+    register_backend("fake_gpu", FakeGpu, replace=True)
+    cache = CopyReferences()
+    g = run_case(make_case("softmax", ["8x32"], "f32"), "fake_gpu", H100, repeat=2,
+                 warmup=0, copy_reference=True, copy_cache=cache)
+    from hal.bench.copy_bandwidth import cuda_device_name
+
+    if cuda_device_name() is None:
+        assert not g.copy_reference.available and g.pct_of_copy_bw is None
+        assert "not available" in g.copy_reference.reason
+        assert any("copy reference not available" in n for n in g.notes)
+        assert g.to_dict()["copy_GBps"] is None
+    assert len(cache) == 1
+
+
+def test_cli_bench_reports_the_modelled_copy_reference(tmp_path):
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["bench", "rms_norm", "--shape", "4096x4096", "--backend",
+                                    "cpu_sim", "--device", "h100-sxm", "--json", f"{out}.json",
+                                    "--csv", f"{out}.csv"])
+    assert res.exit_code == 0, res.output
+    assert "copy GB/s" in res.output and "% copy BW" in res.output
+    assert "3350 (modelled)" in res.output
+    assert "copy reference modelled" in res.output and "not a measured copy" in res.output
+    (rec,) = json.loads(Path(f"{out}.json").read_text())["results"]
+    assert rec["copy_reference"]["modelled"] and rec["copy_method"].startswith("modelled")
+    assert 0 < rec["pct_of_copy_bw"] <= 100.01
+    (row,) = list(csv.DictReader(Path(f"{out}.csv").open()))
+    assert float(row["pct_of_copy_bw"]) > 0 and row["copy_method"].startswith("modelled")
+    res = CliRunner().invoke(main, ["bench", "rms_norm", "--shape", "16x128",
+                                    "--no-copy-reference"])
+    assert res.exit_code == 0 and "% copy BW" not in res.output
+    res = CliRunner().invoke(main, ["bench", "--help"])
+    assert "--copy-reference" in res.output and "modelled" in res.output
+
+
+# --------------------------------------------------------------------------- gpu_check.sh
+
+
+def test_gpu_check_syntax_and_dry_run_lists_membound(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    script = ROOT / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    env = {**os.environ, "GPU_CHECK_DRY_RUN": "1", "OUT": str(tmp_path / "gc")}
+    res = subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    (mb,) = [ln for ln in lines if ln.startswith("[dry-run] membound:")]
+    assert "benchmarks/bench_membound.py --backend cuda --device h100-sxm" in mb
+    assert f"--out {tmp_path / 'gc'}/membound" in mb
+    assert "--baselines torch,torch-compile" in mb and "--time-budget" in mb
+    steps = [ln.split(":")[0].removeprefix("[dry-run] ") for ln in lines
+             if ln.startswith("[dry-run]")]
+    assert steps == ["backends", "conformance", "tiny_gpt", "membound", "suite_subset", "bench"]
+    limits = [int(ln.split("timeout ")[1].split()[0]) for ln in lines
+              if ln.startswith("[dry-run]")]
+    assert all(0 < t <= 540 for t in limits)
+    assert sum(limits) <= 540         # worst case, every step timing out: 9 minutes
+    assert limits[3] == 240 and "--time-budget 210" in mb   # membound stops itself first

@@ -3,7 +3,10 @@
 cases (an op or fused pattern as a graph, plus a framework recipe) ->
 runner (measured with Backend.time, or modelled from the spec on simulated
 backends; roofline figures) -> baselines (torch, torch-compile, jax on the
-same device) -> report (JSON, CSV) / plot (roofline PNG) / provenance.
+same device) and copy_bandwidth (a device-to-device copy of the same bytes, measured with
+torch on GPUs, the spec's DRAM bandwidth labelled modelled on simulators) -> report
+(JSON, CSV) / plot (roofline PNG) / provenance. benchmarks/bench_membound.py puts the
+memory-bound cases against all three in one run.
 Suites of cases live in YAML (suites).
 """
 

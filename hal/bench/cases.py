@@ -56,9 +56,26 @@ class BenchCase:
     recipe: Recipe | None = None    # None: no framework equivalent (a .hal file)
     attrs: dict[str, Any] = field(default_factory=dict)
     index_ranges: dict[str, int] = field(default_factory=dict)  # int input -> exclusive bound
+    # keep the inputs of the last seed (hal and every baseline of one case then share one
+    # host copy instead of drawing large tensors again); the arrays must not be mutated
+    cache_inputs: bool = False
+    _inputs: dict[int, dict[str, np.ndarray]] = field(default_factory=dict, repr=False,
+                                                      compare=False)
 
     def make_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Seeded inputs (hal.reference.random_inputs); index inputs drawn within their range."""
+        if self.cache_inputs:
+            if seed not in self._inputs:
+                self._inputs.clear()
+                self._inputs[seed] = self._draw_inputs(seed)
+            return dict(self._inputs[seed])
+        return self._draw_inputs(seed)
+
+    def release_inputs(self) -> None:
+        """Drop cached inputs (cache_inputs)."""
+        self._inputs.clear()
+
+    def _draw_inputs(self, seed: int) -> dict[str, np.ndarray]:
         from hal.dtypes import cast
         from hal.reference import random_inputs
 

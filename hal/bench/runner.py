@@ -22,6 +22,13 @@ max(compulsory bytes / DRAM bandwidth, flops / peak), so
 min(peak, intensity x bandwidth) and still means something for ops with no
 flops (gather). The peak is the matrix rate of the dtype when the graph has a
 contraction, else the vector f32 rate (hal computes 16-bit elementwise in f32).
+
+Copy reference (hal.bench.copy_bandwidth): with `copy_reference=True` each result
+also carries the bandwidth of a device-to-device copy moving the same total bytes
+(a copy of compulsory bytes / 2, read + write counted), measured with torch on
+the GPU when the backend runs on real hardware, the spec's DRAM bandwidth
+(labelled modelled) on simulated backends; `pct_of_copy_bw` = achieved GB/s over
+it. Pass a shared `copy_cache` (CopyReferences) to measure each size once a run.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 from hal.backend import Backend, Capability
 from hal.bench.baselines import BaselineResult, get_baseline, host_flusher
 from hal.bench.cases import BenchCase, case_flops_hint, fmt_shape, total_elements
+from hal.bench.copy_bandwidth import CopyReference, CopyReferences
 from hal.devices.spec import DeviceSpec
 
 SIM_MAX_ELEMENTS = 1 << 22
@@ -76,6 +84,7 @@ class BenchResult:
     baselines: list[BaselineResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    copy_reference: CopyReference | None = None   # same total bytes; see copy_bandwidth
 
     # -- derived figures -------------------------------------------------------
     @property
@@ -94,6 +103,18 @@ class BenchResult:
     @property
     def achieved_bytes_per_s(self) -> float:
         return self.compulsory_bytes / self.median_s if self.median_s else 0.0
+
+    @property
+    def copy_bytes_per_s(self) -> float | None:
+        """The copy reference's bandwidth (read + write), None when there is none."""
+        c = self.copy_reference
+        return c.bytes_per_s if c is not None and c.available and c.bytes_per_s else None
+
+    @property
+    def pct_of_copy_bw(self) -> float | None:
+        """Achieved bandwidth as a percentage of the copy reference (None without one)."""
+        ref = self.copy_bytes_per_s
+        return 100.0 * self.achieved_bytes_per_s / ref if ref else None
 
     @property
     def achieved_flops_per_s(self) -> float:
@@ -128,6 +149,10 @@ class BenchResult:
              "achieved_TFLOPs": self.achieved_flops_per_s / 1e12,
              "roofline_s": self.roofline_s, "pct_of_roofline": self.pct_of_roofline,
              "bound": self.bound, "dram_bandwidth_Bps": self.dram_bandwidth,
+             "copy_GBps": (self.copy_bytes_per_s or 0) / 1e9 or None,
+             "copy_method": self.copy_reference.method if self.copy_reference else None,
+             "pct_of_copy_bw": self.pct_of_copy_bw,
+             "copy_reference": self.copy_reference.to_dict() if self.copy_reference else None,
              "peak_flops": self.peak_flops, "peak_kind": self.peak_kind,
              "baselines": [{**b.to_dict(), "ratio_hal_over_baseline": self.ratio(b)}
                            for b in self.baselines],
@@ -138,8 +163,10 @@ class BenchResult:
 
     def csv_row(self) -> dict[str, Any]:
         row = {k: v for k, v in self.to_dict(with_provenance=False).items()
-               if k not in ("times_s", "baselines", "notes", "shapes")}
+               if k not in ("times_s", "baselines", "notes", "shapes", "copy_reference")}
         row["shapes"] = " ".join(self.shapes)
+        c = self.copy_reference
+        row["copy_where"] = (c.where if c.available else c.reason) if c else None
         for b in self.baselines:
             s = summarize_times(b.times_s)
             row[f"{b.name}_median_s"] = s["median_s"]
@@ -205,16 +232,25 @@ def _measure(case: BenchCase, impl: Backend, spec: DeviceSpec, repeat: int, warm
         notes.append("timed around run_graph (includes transfers and host work)")
         fn = lambda: impl.run_graph(case.graph, inputs, spec)  # noqa: E731
     flush = _device_flusher(impl, flush_bytes)
-    if flush is None:
-        times = impl.time(fn, repeat=repeat, warmup=warmup)
-    else:
-        if warmup:
-            impl.time(fn, repeat=0, warmup=warmup)
-        times = []
-        for _ in range(repeat):
-            flush()
-            impl.synchronize()
-            times += impl.time(fn, repeat=1, warmup=0)
+    try:
+        if flush is None:
+            times = impl.time(fn, repeat=repeat, warmup=warmup)
+        else:
+            if warmup:
+                impl.time(fn, repeat=0, warmup=warmup)
+            times = []
+            for _ in range(repeat):
+                flush()
+                impl.synchronize()
+                times += impl.time(fn, repeat=1, warmup=0)
+    finally:
+        free = getattr(fn, "free", None)    # a prepared graph's device buffers
+        if callable(free):
+            try:
+                impl.synchronize()
+                free()
+            except Exception:  # noqa: BLE001 - freeing is best effort; keep the timings
+                pass
     events = {Capability.TIMING, Capability.REAL_HARDWARE} <= impl.capabilities
     return times, MEASURED_EVENTS if events else MEASURED_HOST
 
@@ -234,7 +270,8 @@ def choose_model(case: BenchCase, model: str) -> str:
 def run_case(case: BenchCase, backend: str, spec: DeviceSpec, *, repeat: int = 20,
              warmup: int = 3, flush_l2: bool = False, baselines: Sequence[str] = (),
              model: str = "auto", seed: int = 0,
-             provenance: dict[str, Any] | None = None) -> BenchResult:
+             provenance: dict[str, Any] | None = None, copy_reference: bool = False,
+             copy_cache: CopyReferences | None = None) -> BenchResult:
     """Benchmark `case` on `backend` for `spec`; see the module docstring for what is reported."""
     from hal.backends_registry import get_backend
     from hal.fusion import plan as fusion_plan
@@ -268,7 +305,27 @@ def run_case(case: BenchCase, backend: str, spec: DeviceSpec, *, repeat: int = 2
         notes.append("baselines ran on the host CPU: not comparable with "
                      + ("the modelled device time" if method.startswith("modelled")
                         else f"{backend} on {spec.name}"))
+    copy_ref = None
+    if copy_reference:
+        cache = copy_cache if copy_cache is not None else CopyReferences(
+            flush_bytes=flush_bytes)
+        copy_ref = cache.get(compulsory, spec, copy_mode(impl, method, backend))
+        if copy_ref.modelled:
+            notes.append(f"copy reference modelled: the {spec.name} spec's DRAM bandwidth "
+                         f"({copy_ref.GBps:.0f} GB/s), not a measured copy")
+        elif not copy_ref.available:
+            notes.append(f"copy reference {copy_ref.reason}")
     return BenchResult(case.name, case.op, [fmt_shape(s) for s in case.shapes], case.dtype,
                        backend, spec.name, method, times, compulsory, modelled_bytes,
                        p.flops, kernels, spec.dram_bandwidth, peak, peak_kind, base_results,
-                       notes, dict(provenance or {}))
+                       notes, dict(provenance or {}), copy_ref)
+
+
+def copy_mode(impl: Backend, method: str, backend: str) -> str:
+    """How the copy reference is obtained for a result: "measured", "modelled" or a reason."""
+    if method.startswith("modelled") or Capability.SIMULATED in impl.capabilities:
+        return "modelled"
+    if Capability.REAL_HARDWARE in impl.capabilities:
+        return "measured"
+    return (f"not available: {backend} is timed on the host, and only a device copy "
+            "(torch on a GPU) is measured")

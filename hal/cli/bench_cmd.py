@@ -2,8 +2,11 @@
 
 Prints one row per case: time (median and p10-p90 when measured; one
 labelled figure when modelled), achieved GB/s and TFLOP/s from compulsory
-bytes and the plan's flops, the roofline bound and percent of it, and each
-requested framework baseline with the ratio hal / baseline. --json, --csv and
+bytes and the plan's flops, the roofline bound and percent of it, the copy
+reference (a device-to-device copy moving the same total bytes: measured with
+torch on the GPU for hardware backends, the spec's DRAM bandwidth, labelled
+modelled, for simulated ones) and percent of it, and each requested framework
+baseline with the ratio hal / baseline. --json, --csv and
 --plot write the results (with provenance) as they are; a failing case in a
 suite is reported at the end and makes the exit code non-zero, after the
 other results have been written.
@@ -55,40 +58,66 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s * 1e9:.0f} ns" if s < 1e-6 else fmt_time(s)
 
 
+def copy_cells(r) -> tuple[str, str]:
+    """(copy reference GB/s, % of it) for a result; '(modelled)' marks the spec's figure."""
+    c = r.copy_reference
+    if c is None:
+        return "-", "-"
+    if not c.available:
+        return "n/a", "-"
+    tag = " (modelled)" if c.modelled else ""
+    return f"{c.GBps:.0f}{tag}", f"{r.pct_of_copy_bw:.0f}%"
+
+
 def print_results(results, backend: str, spec_name: str, baselines: list[str]) -> None:
     from hal.bench.runner import summarize_times
 
     con = console()
     methods = sorted({r.method for r in results})
+    with_copy = any(r.copy_reference is not None for r in results)
     table = Table(title=f"hal bench on {backend} ({spec_name}): " + ", ".join(methods))
-    for c in ("case", "time", "GB/s", "TFLOP/s", "FLOP/B", "roofline", "% roof", "kernels",
-              "DRAM compulsory", "DRAM modelled"):
+    cols = ["case", "time", "GB/s", "TFLOP/s", "FLOP/B", "roofline", "% roof"]
+    cols += ["copy GB/s", "% copy BW"] if with_copy else []
+    for c in (*cols, "kernels", "DRAM compulsory", "DRAM modelled"):
         table.add_column(c, overflow="fold")
     for r in results:
         table.add_row(r.case, _time_cell(r), f"{r.achieved_bytes_per_s / 1e9:.1f}",
                       f"{r.achieved_flops_per_s / 1e12:.3g}", f"{r.intensity:.3g}",
                       f"{fmt_seconds(r.roofline_s)} ({r.bound})", f"{r.pct_of_roofline:.0f}%",
+                      *(copy_cells(r) if with_copy else ()),
                       str(r.kernels), fmt_bytes(r.compulsory_bytes), fmt_bytes(r.modelled_bytes))
     con.print(table)
     if baselines:
         bt = Table(title="framework baselines (same case, same run)")
-        for c in ("case", "baseline", "where", "time [p10 - p90]", "GB/s", "TFLOP/s",
-                  "hal / baseline (time)"):
+        for c in ("case", "baseline", "where", "time [p10 - p90]", "GB/s",
+                  *(("% copy BW",) if with_copy else ()), "TFLOP/s", "hal / baseline (time)"):
             bt.add_column(c, overflow="fold")
         for r in results:
             for b in r.baselines:
                 if not b.available:
-                    bt.add_row(r.case, b.name, f"unavailable: {b.reason}", "-", "-", "-", "-")
+                    bt.add_row(r.case, b.name, f"unavailable: {b.reason}", "-",
+                               *(("-",) if with_copy else ()), "-", "-", "-")
                     continue
                 s = summarize_times(b.times_s)
                 med = s["median_s"]
+                ref = r.copy_bytes_per_s
+                comparable = ref and med and not r.copy_reference.modelled \
+                    and b.where != "host CPU"
+                pct = f"{100 * r.compulsory_bytes / med / ref:.0f}%" if comparable else "-"
                 bt.add_row(r.case, b.name, b.where, f"{fmt_seconds(med)} "
                            f"[{fmt_seconds(s['p10_s'])} - {fmt_seconds(s['p90_s'])}]",
                            f"{r.compulsory_bytes / med / 1e9:.1f}",
+                           *((pct,) if with_copy else ()),
                            f"{r.flops / med / 1e12:.3g}", f"{r.ratio(b):.3g}")
         con.print(bt)
     for note in dict.fromkeys(n for r in results for n in r.notes):
         con.print(f"note: {note}")
+    refs = {r.copy_reference.label(): None for r in results
+            if r.copy_reference is not None and not r.copy_reference.modelled}
+    for line in list(refs)[:3]:
+        con.print(f"note: {line}")
+    if len(refs) > 3:
+        con.print(f"note: ... {len(refs) - 3} more copy sizes measured (see --json)")
     if any(r.modelled for r in results):
         con.print("modelled figures come from the device spec (cost model or simulator "
                   "counts): the expected roofline, not a measurement")
@@ -122,6 +151,13 @@ def _progress() -> Progress:
               help="size of a symbolic dim of a .hal file (repeatable)")
 @click.option("--suite", type=click.Path(dir_okay=False), default=None,
               help="a YAML suite of cases (instead of OP_OR_FILE)")
+@click.option("--copy-reference/--no-copy-reference", default=True, show_default=True,
+              help="report each case's GB/s as a percentage of a device-to-device copy moving "
+                   "the same total bytes (copy of compulsory bytes / 2; read + write "
+                   "counted): measured with torch (dst.copy_(src), torch.cuda.Event, median "
+                   "of --repeat after --warmup) once per distinct size when the backend runs "
+                   "on a GPU; the spec's DRAM bandwidth, labelled modelled, on simulated "
+                   "backends (cpu_sim); 'n/a' with the reason when no GPU is visible to torch")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="write results and provenance as JSON")
@@ -133,14 +169,15 @@ def _progress() -> Progress:
 def bench(op_or_file: str | None, shapes: tuple[str, ...], dtype: str, backend: str,
           device: str | None, baselines: tuple[str, ...], repeat: int, warmup: int,
           flush_l2: bool, model: str, attrs: tuple[str, ...], dims: tuple[str, ...],
-          suite: str | None, seed: int, json_out: str | None, csv_out: str | None,
-          plot_out: str | None, list_cases: bool) -> None:
+          suite: str | None, copy_reference: bool, seed: int, json_out: str | None,
+          csv_out: str | None, plot_out: str | None, list_cases: bool) -> None:
     """Benchmark OP_OR_FILE (an op, a fused pattern like matmul+bias+gelu, or a .hal file)
     against the device's roofline and framework baselines."""
     from hal.backends_registry import get_backend
     from hal.bench import provenance as prov
     from hal.bench.baselines import get_baseline
     from hal.bench.cases import make_case
+    from hal.bench.copy_bandwidth import CopyReferences
     from hal.bench.runner import run_case
 
     if list_cases:
@@ -155,8 +192,11 @@ def bench(op_or_file: str | None, shapes: tuple[str, ...], dtype: str, backend: 
     impl = get_backend(backend, require_available=True)
     spec = resolve_device(device, impl.default_device)
     provenance = prov.collect(spec, backend)
+    copies = CopyReferences(repeat=max(repeat, 10), warmup=max(warmup, 2),
+                            flush_bytes=2 * spec.l2_bytes if flush_l2 else 0)
     options = dict(repeat=repeat, warmup=warmup, flush_l2=flush_l2, baselines=baselines,
-                   model=model, seed=seed, provenance=provenance)
+                   model=model, seed=seed, provenance=provenance,
+                   copy_reference=copy_reference, copy_cache=copies)
     suite_name = None
     failures: list[str] = []
     if suite is None:

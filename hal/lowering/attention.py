@@ -25,6 +25,14 @@ FlashAttention-2 style kernel:
   accumulators of the thread by exp(m_old - m_new) (online softmax);
 * at the end o = acc / l is rounded to the output dtype and stored.
 
+The group may also hold the operands' prologues (fusion.attention): elementwise, movement,
+broadcast and source nodes computing q, k or v from the group's inputs (head split
+transposes, a rotary embedding with its cos/sin tables, casts). The tile loads evaluate
+them through the builder at the tile's coordinates, rounding where the graph rounds, so Q's
+prologue runs once per block and K's and V's once per key tile of every block (every tile
+of query rows: the cost model counts the recomputation). `match_attention` rejects a
+prologue that needs anything but such nodes (`operand_prologues` lists them per operand).
+
 When the graph rounds P before P @ V (a cast to f16/bf16 after the division, as the
 composite does for 16-bit inputs), the online schedule cannot round like the graph, so
 the kernel takes two passes over the key tiles (`AttentionPattern.two_pass`, "passes":
@@ -40,6 +48,7 @@ partials go through scratch to a combine kernel. The S x T scores never reach me
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
@@ -179,12 +188,49 @@ def match_attention(nodes: list[Node]) -> AttentionPattern | str:
             continue
         if _cat(n) not in _SCORE_CATS:
             return f"{n.op} cannot be computed per score element"
+    for role, operand in zip("qkv", (*qk.inputs, pv.inputs[1]), strict=True):
+        why = _prologue_problem(operand, producer)
+        if why:
+            return f"the {role} operand {why}"
     a = qk.inputs[0]
     batch = tuple(a.shape[i] for i in lb)
     b_shape = pv.inputs[1].shape
     return AttentionPattern(qk, pv, x, rmax, e, rsum, div.outputs[0], batch,
                             a.shape[lf[0]], s0.shape[-1],
                             math.prod(a.shape[i] for i in lc), b_shape[prf[0]], p_round)
+
+
+def _prologue_problem(operand: Value, producer: dict[str, Node]) -> str:
+    """Why the group's nodes producing `operand` (its prologue, computed per element while
+    a tile is loaded) cannot be; "" when they can (elementwise/movement/broadcast/source)."""
+    stack, seen = [operand.name], set()
+    while stack:
+        p = producer.get(stack.pop())
+        if p is None or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if _cat(p) not in _SCORE_CATS:
+            return f"depends on {p.op} (%{p.outputs[0].name}) inside the group"
+        stack.extend(v.name for v in p.inputs)
+    return ""
+
+
+def operand_prologues(pat: AttentionPattern, nodes: list[Node]) -> dict[str, list[Node]]:
+    """The group's nodes computing each operand ("q", "k", "v"), evaluated per element while
+    that operand's tiles are loaded (a node shared by two operands is in both)."""
+    producer = {o.name: n for n in nodes for o in n.outputs}
+    out: dict[str, list[Node]] = {}
+    for role, operand in zip("qkv", (*pat.qk.inputs, pat.pv.inputs[1]), strict=True):
+        found: dict[int, Node] = {}
+        stack = [operand.name]
+        while stack:
+            p = producer.get(stack.pop())
+            if p is None or id(p) in found:
+                continue
+            found[id(p)] = p
+            stack.extend(v.name for v in p.inputs)
+        out[role] = list(found.values())
+    return out
 
 
 # --------------------------------------------------------------------------- tiles
@@ -212,6 +258,7 @@ def _smem(br: int, bc: int, d: int, dv: int, qb: int, vb: int, pb: int) -> int:
     return sum(round_up(x, 16) for x in parts)
 
 
+@functools.lru_cache(maxsize=512)  # pure in its arguments; the spec hashes by identity
 def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
                     blocks_per_row_tile: int, spec: DeviceSpec) -> AttentionTiles | str:
     """The best (Br, Bc, threads per row) that fits the spec, or why none does.

@@ -27,7 +27,15 @@ Tiled through shared memory (the classic SGEMM structure):
   output shapes share the A tile; each has its own B tile in shared memory and
   its own accumulator micro-tile per thread (tiles are chosen for k B tiles and
   k micro-tiles), and the epilogue sees all k accumulators of an output element
-  (silu(gate) * up), storing only the group's outputs.
+  (silu(gate) * up), storing only the group's outputs;
+* sibling contractions reading the same A with different output shapes (fused Q,
+  K and V projections with grouped-query attention, see `sibling_segments`): the
+  grid concatenates their column panels, grid.x covering sum_i(npm * npn_i)
+  blocks; a block-uniform branch sends each block to its contraction's segment,
+  which runs that contraction's k-loop (grouped raster order within the segment)
+  and the epilogue of the outputs depending on it (each epilogue reads one
+  contraction only). One tile configuration for all segments (chosen for the
+  smallest N), one A tile, B tile and accumulator reused by every segment.
 """
 
 from __future__ import annotations
@@ -90,25 +98,29 @@ def _scatter(rank: int, parts: list[tuple[tuple[int, ...], list[Expr]]]) -> tupl
 def sibling_contractions(nodes) -> list[Node] | str:
     """The contractions of a matmul group, or why they cannot share one kernel.
 
-    Several contractions fit one kernel (a "dual GEMM", e.g. a SwiGLU's gate and up
-    projections) when they read the same A value with the same dimension structure,
-    accumulate in the same dtype, produce equally shaped results and none reads another's
-    result (a chain of contractions is an attention, matched separately)."""
+    Several contractions fit one kernel when they read the same A value with the same
+    dimension structure on A, accumulate in the same dtype and none reads another's
+    result (a chain of contractions is an attention, matched separately). Then either
+    * they produce equally shaped results (a "dual GEMM", e.g. a SwiGLU's gate and up
+      projections): one tile grid, the epilogue may combine them; or
+    * their results differ (fused Q, K and V projections with grouped-query attention):
+      one column-panel segment of the grid per contraction (`sibling_segments`), so each
+      node of the epilogue may depend on one of them only."""
     from hal.ops.contraction import accumulation_dtype
 
     dots = [n for n in nodes if get_op(n.op).category is Category.CONTRACTION]
     if len(dots) <= 1:
         return dots
     first = dots[0]
-    dims0, shape0 = contraction_dims(first), tuple(first.outputs[0].shape)
+    dims0 = contraction_dims(first)
     acc0 = accumulation_dtype(first.inputs[0].dtype, first.attrs)
     for d in dots[1:]:
         if d.inputs[0].name != first.inputs[0].name:
             return "contractions in one kernel must share their left operand"
-        if contraction_dims(d) != dims0 or tuple(d.outputs[0].shape) != shape0 \
-                or d.inputs[1].rank != first.inputs[1].rank:
-            return (f"sibling contractions shaped {list(shape0)} and "
-                    f"{list(d.outputs[0].shape)} differ (one tile grid per kernel)")
+        dims = contraction_dims(d)
+        if (dims[0], dims[2], dims[4]) != (dims0[0], dims0[2], dims0[4]):
+            return "sibling contractions read their shared left operand with different " \
+                   "batch/contracting/free dims"
         if accumulation_dtype(d.inputs[0].dtype, d.attrs) != acc0:
             return "sibling contractions accumulate in different dtypes"
     ids = {id(d) for d in dots}
@@ -122,7 +134,68 @@ def sibling_contractions(nodes) -> list[Node] | str:
                     return "one contraction reads another's result (attention is matched " \
                            "separately)"
                 seen.update(o.name for o in n.outputs)
+    if not one_tile_grid(dots):
+        segs = _segments(nodes, dots)
+        if isinstance(segs, str):
+            return segs
     return dots
+
+
+def one_tile_grid(dots: list[Node]) -> bool:
+    """Do sibling contractions share one tile grid (a dual GEMM: equal dims and result
+    shapes), rather than one column-panel segment each?"""
+    dims0, shape0 = contraction_dims(dots[0]), tuple(dots[0].outputs[0].shape)
+    return all(contraction_dims(d) == dims0 and tuple(d.outputs[0].shape) == shape0
+               and d.inputs[1].rank == dots[0].inputs[1].rank for d in dots[1:])
+
+
+def _segments(nodes, dots: list[Node]) -> list[list[Node]] | str:
+    """Per contraction, the nodes of its segment: itself, its epilogue (the nodes depending
+    on it) and what they read inside the group (operand prologue, bias broadcasts), in
+    group order; or why the nodes do not split so."""
+    index = {id(d): i for i, d in enumerate(dots)}
+    deps: dict[str, frozenset[int]] = {}   # value -> the contractions it depends on
+    for n in nodes:
+        dep = frozenset().union(*(deps.get(v.name, frozenset()) for v in n.inputs))
+        if id(n) in index:
+            dep |= {index[id(n)]}
+        if len(dep) > 1:
+            a, b = (dots[i].outputs[0] for i in sorted(dep)[:2])
+            return (f"sibling contractions shaped {list(a.shape)} and {list(b.shape)} differ "
+                    f"and {n.op} (%{n.outputs[0].name}) combines them (one tile grid per "
+                    f"kernel: an epilogue may read one of them only)")
+        for o in n.outputs:
+            deps[o.name] = dep
+    producer = {o.name: n for n in nodes for o in n.outputs}
+    segs: list[list[Node]] = []
+    covered: set[int] = set()
+    for i in range(len(dots)):
+        members = {id(n) for n in nodes if deps[n.outputs[0].name] == {i}}
+        stack = [n for n in nodes if id(n) in members]
+        while stack:  # what the segment reads inside the group
+            for v in stack.pop().inputs:
+                p = producer.get(v.name)
+                if p is not None and id(p) not in members:
+                    members.add(id(p))
+                    stack.append(p)
+        segs.append([n for n in nodes if id(n) in members])
+        covered |= members
+    stray = [n for n in nodes if id(n) not in covered]
+    if stray:
+        return f"{stray[0].op} (%{stray[0].outputs[0].name}) feeds none of the sibling " \
+               f"contractions"
+    return segs
+
+
+def sibling_segments(nodes) -> list[list[Node]] | None:
+    """The one-contraction node lists a group of sibling contractions of different
+    shapes splits into (one column-panel segment of the kernel's grid each), or None
+    when the group's contractions share one tile grid (or are invalid siblings)."""
+    dots = sibling_contractions(nodes)
+    if isinstance(dots, str) or len(dots) <= 1 or one_tile_grid(dots):
+        return None
+    segs = _segments(nodes, dots)
+    return None if isinstance(segs, str) else segs
 
 
 def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
@@ -132,28 +205,50 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
                                hint="a matmul group holds one dot_general/matmul, or several "
                                     "sharing their left operand")
     dot = dots[0]
-    nops, dot_ids = len(dots), {id(d) for d in dots}
-    a, b = dot.inputs
-    out = dot.outputs[0]
-    lb, rb, lc, rc, lf, rf = contraction_dims(dot)
+    dot_ids = {id(d) for d in dots}
+    a = dot.inputs[0]
+    lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)   # A's dims: equal for all siblings
     bs = [a.shape[i] for i in lb]
-    ms, ns, ks = [a.shape[i] for i in lf], [b.shape[j] for j in rf], [a.shape[i] for i in lc]
-    nb, m, n, k = math.prod(bs), math.prod(ms), math.prod(ns), math.prod(ks)
-    for v in group.outputs:
-        if tuple(v.shape) != tuple(out.shape):
-            raise UnsupportedError(f"group {group.name}: output %{v.name} {list(v.shape)} is not "
-                                   f"shaped like the matmul result {list(out.shape)}",
+    ms, ks = [a.shape[i] for i in lf], [a.shape[i] for i in lc]
+    nb, m, k = math.prod(bs), math.prod(ms), math.prod(ks)
+    # The grid's column-panel segments, each (contractions, outputs): one for a single
+    # contraction or a dual GEMM, one per contraction for siblings of different shapes.
+    if one_tile_grid(dots):
+        segments = [(dots, list(group.outputs))]
+    else:
+        segs = _segments(group.nodes, dots)  # a list: sibling_contractions checked them
+        segments = [([d], [v for v in group.outputs if id(v.producer) in {id(x) for x in seg}])
+                    for d, seg in zip(dots, segs, strict=True)]
+        owners = [v.name for _ds, outs in segments for v in outs]
+        if sorted(owners) != sorted(v.name for v in group.outputs):
+            raise UnsupportedError(f"group {group.name}: an output is not the epilogue of "
+                                   f"exactly one of its sibling contractions",
                                    hint="split the group after the epilogue")
-    if nb * m * n == 0:
+    for seg_dots, outs in segments:
+        out = seg_dots[0].outputs[0]
+        for v in outs:
+            if tuple(v.shape) != tuple(out.shape):
+                raise UnsupportedError(f"group {group.name}: output %{v.name} {list(v.shape)} "
+                                       f"is not shaped like the matmul result "
+                                       f"{list(out.shape)}",
+                                       hint="split the group after the epilogue")
+
+    def n_dims(d: Node) -> list[int]:
+        return [d.inputs[1].shape[j] for j in contraction_dims(d)[5]]
+
+    segments = [(ds, outs) for ds, outs in segments if math.prod(n_dims(ds[0]))]
+    if nb * m == 0 or not segments:
         return []
     from hal.ops.contraction import accumulation_dtype
 
     acc_dt = compute_dtype(accumulation_dtype(a.dtype, dot.attrs))
     if faults.active("f16_accumulation") and a.dtype.is_float and a.dtype.bits == 16:
         acc_dt = a.dtype  # self-test hook: accumulate in the storage dtype
+    nops = max(len(ds) for ds, _outs in segments)  # contractions sharing one tile grid
+    n_tile = min(math.prod(n_dims(ds[0])) for ds, _outs in segments)
     forced = group.schedule.get("tiles")
     t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
-        else matmul_tiles(m, n, k, acc_dt.itemsize, spec, operands=nops)
+        else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops)
     ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
     threads = t.threads
     body: list[Stmt] = []
@@ -164,99 +259,131 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     # Grouped raster order (as Triton's GROUP_M swizzle): consecutive blocks walk
     # `group_m` row panels of A down each column panel of B, so the A panels of a
     # group stay in L2 while B streams past them once per group (see tiling.group_rows).
-    npm, npn = cdiv(m, t.bm), cdiv(n, t.bn)
+    npm = cdiv(m, t.bm)
     gm_rows = group_rows(npm, t.bm, k, a.dtype.itemsize, spec)
     pid = ctx.declare(body, "pid", ctx.bid("x"))
-    width = gm_rows * npn
-    first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
-    size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm), first_m),
-                                                ctx.c(gm_rows)))
-    pid_m = ctx.add(first_m, Binary("remainder", pid, size_m))
-    pid_n = Binary("div", ctx.mod(pid, width), size_m)
-    m0 = ctx.declare(body, "m0", ctx.mul(pid_m, t.bm))
-    n0 = ctx.declare(body, "n0", ctx.mul(pid_n, t.bn))
     bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
                for c in ctx.unravel(ctx.bid("z"), bs)]
+    # one A tile for all contractions, one B tile and one accumulator per contraction of
+    # a segment; the segments of a grid run in different blocks and reuse them
     a_sh = ctx.shared_buffer("a_tile", acc_dt, t.bm * t.bk)
-    b_shs = [ctx.shared_buffer("b_tile", acc_dt, t.bk * t.bn) for _ in dots]
-    accs = [ctx.local_buffer("acc", acc_dt, t.tm * t.tn) for _ in dots]
+    b_shs = [ctx.shared_buffer("b_tile", acc_dt, t.bk * t.bn) for _ in range(nops)]
+    accs = [ctx.local_buffer("acc", acc_dt, t.tm * t.tn) for _ in range(nops)]
     zero = zero_of(acc_dt)
-    i = ctx.var("i", ctx.idx)
-    body.append(For(i, ctx.c(0), ctx.c(t.tm * t.tn), ctx.c(1),
-                    [Store(acc, i, zero) for acc in accs], unroll=True))
-    builder = ScalarBuilder(ctx, group.nodes, body)
 
-    kstep = ctx.var("k0", ctx.idx)
-    kbase = ctx.mul(kstep, t.bk)
-    kloop: list[Stmt] = []
+    def segment(body: list[Stmt], dots: list[Node], outputs: list, pid: Expr) -> None:
+        """One column-panel segment: the k-loop of `dots` (one tile grid) and the epilogue
+        of `outputs`, for the segment's block `pid`."""
+        b = dots[0].inputs[1]
+        _lb, rb, _lc, rc, _lf, rf = contraction_dims(dots[0])
+        ns = [b.shape[j] for j in rf]
+        n = math.prod(ns)
+        npn = cdiv(n, t.bn)
+        width = gm_rows * npn
+        first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
+        size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm), first_m),
+                                                    ctx.c(gm_rows)))
+        pid_m = ctx.add(first_m, Binary("remainder", pid, size_m))
+        pid_n = Binary("div", ctx.mod(pid, width), size_m)
+        m0 = ctx.declare(body, "m0", ctx.mul(pid_m, t.bm))
+        n0 = ctx.declare(body, "n0", ctx.mul(pid_n, t.bn))
+        i = ctx.var("i", ctx.idx)
+        body.append(For(i, ctx.c(0), ctx.c(t.tm * t.tn), ctx.c(1),
+                        [Store(acc, i, zero) for acc in accs[:len(dots)]], unroll=True))
+        builder = ScalarBuilder(ctx, group.nodes, body)
+        # a norm fused as A's prologue: its row statistics of the block's rows, in shared
+        from hal.lowering.matmul_prologue import emit_prologue_reductions
+        emit_prologue_reductions(ctx, builder, body, group, dots[0], m0, bcoords, t)
 
-    def tile_load(buf: str, rows: int, cols_: int, value, coords_of) -> None:
-        cooperative_tile_load(ctx, builder, kloop, buf, rows, cols_, threads, tid, value,
-                              acc_dt, lambda st, r, c, _e: coords_of(st, r, c))
+        kstep = ctx.var("k0", ctx.idx)
+        kbase = ctx.mul(kstep, t.bk)
+        kloop: list[Stmt] = []
 
-    def a_coords(stmts, mm, kk):  # A tile: rows = m, cols = k (k contiguous in row-major A)
-        gm = ctx.declare(stmts, "gm", ctx.add(m0, mm))
-        gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
-        valid = Binary("logical_and", gm.lt(ctx.c(m)), gk.lt(ctx.c(k)))
-        coords = _scatter(a.rank, [(lb, bcoords), (lf, ctx.unravel(gm, ms)),
-                                   (lc, ctx.unravel(gk, ks))])
-        return coords, valid, ctx.add(ctx.mul(kk, t.bm), mm)
+        def tile_load(buf: str, rows: int, cols_: int, value, coords_of) -> None:
+            cooperative_tile_load(ctx, builder, kloop, buf, rows, cols_, threads, tid, value,
+                                  acc_dt, lambda st, r, c, _e: coords_of(st, r, c))
 
-    def b_coords(stmts, kk, nn):  # B tile: rows = k, cols = n
-        gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
-        gn = ctx.declare(stmts, "gn", ctx.add(n0, nn))
-        valid = Binary("logical_and", gk.lt(ctx.c(k)), gn.lt(ctx.c(n)))
-        coords = _scatter(b.rank, [(rb, bcoords), (rc, ctx.unravel(gk, ks)),
-                                   (rf, ctx.unravel(gn, ns))])
-        return coords, valid, ctx.add(ctx.mul(kk, t.bn), nn)
+        def a_coords(stmts, mm, kk):  # A tile: rows = m, cols = k (k contiguous in row-major A)
+            gm = ctx.declare(stmts, "gm", ctx.add(m0, mm))
+            gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
+            valid = Binary("logical_and", gm.lt(ctx.c(m)), gk.lt(ctx.c(k)))
+            coords = _scatter(a.rank, [(lb, bcoords), (lf, ctx.unravel(gm, ms)),
+                                       (lc, ctx.unravel(gk, ks))])
+            return coords, valid, ctx.add(ctx.mul(kk, t.bm), mm)
 
-    # one A tile for all contractions, one B tile each (sibling_contractions: same dims)
-    tile_load(a_sh, t.bm, t.bk, a, a_coords)
-    for d, b_sh in zip(dots, b_shs, strict=True):
-        tile_load(b_sh, t.bk, t.bn, d.inputs[1], b_coords)
-    kloop.append(Barrier())
-    kk = ctx.var("kk", ctx.idx)
-    fma: list[Stmt] = []
-    a_row = ctx.declare(fma, "arow", ctx.add(ctx.mul(kk, t.bm), ctx.mul(ty, t.tm)))
-    b_row = ctx.declare(fma, "brow", ctx.add(ctx.mul(kk, t.bn), ctx.mul(tx, t.tn)))
-    av = [ctx.declare(fma, "a", Load(a_sh, ctx.add(a_row, ii), acc_dt)) for ii in range(t.tm)]
-    for b_sh, acc in zip(b_shs, accs, strict=True):
-        bv = [ctx.declare(fma, "b", Load(b_sh, ctx.add(b_row, jj), acc_dt))
-              for jj in range(t.tn)]
+        def b_coords(stmts, kk, nn):  # B tile: rows = k, cols = n
+            gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
+            gn = ctx.declare(stmts, "gn", ctx.add(n0, nn))
+            valid = Binary("logical_and", gk.lt(ctx.c(k)), gn.lt(ctx.c(n)))
+            coords = _scatter(b.rank, [(rb, bcoords), (rc, ctx.unravel(gk, ks)),
+                                       (rf, ctx.unravel(gn, ns))])
+            return coords, valid, ctx.add(ctx.mul(kk, t.bn), nn)
+
+        # one A tile for the segment's contractions, one B tile each (one_tile_grid: same dims)
+        tile_load(a_sh, t.bm, t.bk, a, a_coords)
+        for d, b_sh in zip(dots, b_shs, strict=False):
+            tile_load(b_sh, t.bk, t.bn, d.inputs[1], b_coords)
+        kloop.append(Barrier())
+        kk = ctx.var("kk", ctx.idx)
+        fma: list[Stmt] = []
+        a_row = ctx.declare(fma, "arow", ctx.add(ctx.mul(kk, t.bm), ctx.mul(ty, t.tm)))
+        b_row = ctx.declare(fma, "brow", ctx.add(ctx.mul(kk, t.bn), ctx.mul(tx, t.tn)))
+        av = [ctx.declare(fma, "a", Load(a_sh, ctx.add(a_row, ii), acc_dt)) for ii in range(t.tm)]
+        for b_sh, acc in zip(b_shs[:len(dots)], accs, strict=False):
+            bv = [ctx.declare(fma, "b", Load(b_sh, ctx.add(b_row, jj), acc_dt))
+                  for jj in range(t.tn)]
+            for ii in range(t.tm):
+                for jj in range(t.tn):
+                    slot = ctx.c(ii * t.tn + jj)
+                    fma.append(Store(acc, slot, Load(acc, slot, acc_dt) + av[ii] * bv[jj]))
+        kloop.append(For(kk, ctx.c(0), ctx.c(t.bk), ctx.c(1), fma))
+        kloop.append(Barrier())  # the next K step overwrites the tiles others may still read
+        body.append(For(kstep, ctx.c(0), ctx.c(cdiv(k, t.bk)), ctx.c(1), kloop))
+
+        # epilogue: each accumulator through the fused elementwise chain, then stored
         for ii in range(t.tm):
             for jj in range(t.tn):
-                slot = ctx.c(ii * t.tn + jj)
-                fma.append(Store(acc, slot, Load(acc, slot, acc_dt) + av[ii] * bv[jj]))
-    kloop.append(For(kk, ctx.c(0), ctx.c(t.bk), ctx.c(1), fma))
-    kloop.append(Barrier())  # the next K step overwrites the tiles others may still read
-    body.append(For(kstep, ctx.c(0), ctx.c(cdiv(k, t.bk)), ctx.c(1), kloop))
+                stmts: list[Stmt] = []
+                gm = ctx.declare(stmts, "om", ctx.add(m0, ctx.add(ctx.mul(ty, t.tm), ii)))
+                gn = ctx.declare(stmts, "on", ctx.add(n0, ctx.add(ctx.mul(tx, t.tn), jj)))
+                inner: list[Stmt] = []
+                coords = (*bcoords, *ctx.unravel(gm, ms), *ctx.unravel(gn, ns))
+                ep = builder.scope(inner)
+                for d, acc in zip(dots, accs, strict=False):  # every accumulator is available
+                    o = d.outputs[0]
+                    value = Load(acc, ctx.c(ii * t.tn + jj), acc_dt)
+                    value = Cast(value, compute_dtype(o.dtype)) \
+                        if acc_dt != compute_dtype(o.dtype) else value
+                    ep.env[o.name] = (coords, ctx.declare(inner, o.name, rounded(value, o.dtype)))
+                for v in outputs:
+                    drop = faults.active("dropped_epilogue") and id(v.producer) not in dot_ids  # self-test
+                    e = ep.value(v.producer.inputs[0] if drop else v, coords)
+                    param, idx = ep.store_index(v, coords)
+                    inner.append(Store(param, idx, to_storage(e, v.dtype)))
+                stmts.append(If(Binary("logical_and", gm.lt(ctx.c(m)), gn.lt(ctx.c(n))), inner))
+                body.extend(stmts)
 
-    # epilogue: each accumulator through the fused elementwise chain, then stored
-    for ii in range(t.tm):
-        for jj in range(t.tn):
-            stmts: list[Stmt] = []
-            gm = ctx.declare(stmts, "om", ctx.add(m0, ctx.add(ctx.mul(ty, t.tm), ii)))
-            gn = ctx.declare(stmts, "on", ctx.add(n0, ctx.add(ctx.mul(tx, t.tn), jj)))
-            inner: list[Stmt] = []
-            coords = (*bcoords, *ctx.unravel(gm, ms), *ctx.unravel(gn, ns))
-            ep = builder.scope(inner)
-            for d, acc in zip(dots, accs, strict=True):  # every accumulator is available
-                o = d.outputs[0]
-                value = Load(acc, ctx.c(ii * t.tn + jj), acc_dt)
-                value = Cast(value, compute_dtype(o.dtype)) \
-                    if acc_dt != compute_dtype(o.dtype) else value
-                ep.env[o.name] = (coords, ctx.declare(inner, o.name, rounded(value, o.dtype)))
-            for v in group.outputs:
-                drop = faults.active("dropped_epilogue") and id(v.producer) not in dot_ids  # self-test
-                e = ep.value(v.producer.inputs[0] if drop else v, coords)
-                param, idx = ep.store_index(v, coords)
-                inner.append(Store(param, idx, to_storage(e, v.dtype)))
-            stmts.append(If(Binary("logical_and", gm.lt(ctx.c(m)), gn.lt(ctx.c(n))), inner))
-            body.extend(stmts)
-    grid = (npm * npn, 1, nb)
+    # Blocks [start_s, start_s + npm * npn_s) of grid.x run segment s: a block-uniform branch
+    # (its barriers are reached by all threads of the block or by none).
+    branches: list[tuple[int, list[Stmt]]] = []
+    start = 0
+    for seg_dots, outs in segments:
+        stmts = []
+        local = ctx.declare(stmts, "seg_pid", ctx.sub(pid, start)) if start else pid
+        segment(stmts, seg_dots, outs, local)
+        start += npm * cdiv(math.prod(n_dims(seg_dots[0])), t.bn)
+        branches.append((start, stmts))
+    tail = branches[-1][1]
+    for end, stmts in reversed(branches[:-1]):
+        tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
+    body.extend(tail)
+    col_segments = [math.prod(n_dims(ds[0])) for ds, _outs in segments]
+    grid = (start, 1, nb)
     sched = {**group.schedule, "strategy": "smem_tiled", "tiles": t.as_dict(),
-             "group_m": gm_rows, "contractions": nops,
-             "acc_dtype": acc_dt.name, "m": m, "n": n, "k": k, "batch": nb}
+             "group_m": gm_rows, "contractions": len(dots),
+             "acc_dtype": acc_dt.name, "m": m, "n": sum(col_segments), "k": k, "batch": nb}
+    if len(segments) > 1:
+        sched["column_segments"] = col_segments
     return [ctx.kernel(body, grid, threads, {"ops": group.ops, "group": group.name,
                                              "schedule": sched})]
 

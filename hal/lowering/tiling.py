@@ -119,11 +119,22 @@ def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec,
 
 
 def group_rows(row_panels: int, bm: int, k: int, itemsize: int, spec: DeviceSpec) -> int:
-    """Row panels of A per group in the grouped raster order of tiled matmuls: the most
-    (a power of two, at most `row_panels`) whose A panels fit in half of L2."""
+    """Row panels of A per group in the grouped raster order of tiled matmuls.
+
+    About `compute_units` tiles are in flight at once (a wave); they walk K together,
+    so each A and B panel a wave touches comes from DRAM once per wave and from L2 for
+    the wave's other tiles. A group of g row panels puts g A panels and about
+    compute_units / g B panels in each wave. When all of A plus one wave's B panels fit
+    in L2, A stays resident and B streams once: g is every row panel. Otherwise a wave's
+    unique panels, g + compute_units / g (square tiles), are fewest at g ~ sqrt(units):
+    the power of two nearest to it, at most `row_panels`. fusion.cost prices the same
+    order (_matmul_rereads)."""
     panel = max(1, bm * k * itemsize)
+    units = max(1, spec.compute_units)
+    if row_panels * panel + cdiv(units, max(1, row_panels)) * panel <= spec.l2_bytes:
+        return max(1, row_panels)
     g = 1
-    while g * 2 <= row_panels and (g * 2) * panel <= spec.l2_bytes // 2:
+    while g * 2 <= row_panels and (g * 2) ** 2 <= 2 * units:  # log2 rounded: 2g^2 vs units
         g *= 2
     return g
 
