@@ -159,14 +159,19 @@ def estimate_registers(g: FusedGroup, spec: DeviceSpec) -> int:
     accumulators/micro-tiles for reductions and matmuls."""
     base = 16 + 2 * len(g.inputs) + math.ceil(len(g.nodes) / 4)
     if g.kind == "matmul":
-        tiles = g.schedule.get("tiles") or {}
-        tm, tn = tiles.get("tm", 8), tiles.get("tn", 8)
+        from hal.lowering.matmul import fused_reserve, one_tile_grid
+        from hal.lowering.tiling import MatmulTiles, matmul_registers
+
+        # the lowering's own accounting: the tiles it picks (with room kept for the fused
+        # prologue/epilogue) plus that room; a dual GEMM keeps one accumulator micro-tile
+        # per contraction, siblings of different N (column segments) one per block
         dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
-        if len(dots) > 1 and not tiles:  # dual GEMM: the tiles chosen for k micro-tiles
-            m, n_, k_ = _mnk(dots[0])
-            picked = _matmul_tiles(dots[0], m, n_, k_, spec, len(dots))
-            tm, tn = picked.get("tm", 8), picked.get("tn", 8)
-        base += len(dots) * (tm * tn + tn) + tm  # one accumulator micro-tile per contraction
+        live = len(dots) if one_tile_grid(dots) else 1
+        t = _matmul_grid(g, spec)[4]
+        if "tm" not in t:
+            return base + live * 80  # no tile fits the device: the lowering refuses it
+        tiles = MatmulTiles(t["bm"], t["bn"], t["bk"], t["tm"], t["tn"])
+        return matmul_registers(tiles, live) + fused_reserve(g.nodes, g.inputs)
     elif g.kind in ("row_reduction", "column_reduction"):
         base += 4 * len([n for n in g.nodes if get_op(n.op).category is Category.REDUCTION])
     elif g.kind == "attention":
@@ -451,37 +456,40 @@ def _matmul_grid(g: FusedGroup, spec: DeviceSpec):
     group as hal.lowering.matmul grids it: one segment for one contraction or a dual
     GEMM, one per contraction for siblings of different shapes, whose tiles are chosen
     for the smallest N."""
-    from hal.lowering.matmul import one_tile_grid
+    from hal.lowering.matmul import fused_reserve, one_tile_grid
 
     dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
     mm = dots[0]
     m, n_, k_ = _mnk(mm)
+    reserve = fused_reserve(g.nodes, g.inputs)
     if len(dots) > 1 and not one_tile_grid(dots):
         segs = [([d], _mnk(d)[1]) for d in dots]
         segs = [(ds, n) for ds, n in segs if n] or segs
         tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, min(n for _ds, n in segs),
-                                                         k_, spec, 1)
+                                                         k_, spec, 1, reserve)
     else:
         segs = [(dots, n_)]
-        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots))
+        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots),
+                                                         reserve)
     return dots, m, segs, k_, tiles
 
 
 def _matmul_tiles(mm: Node, m: int, n: int, k: int, spec: DeviceSpec,
-                  operands: int = 1) -> dict[str, int]:
+                  operands: int = 1, reserve: int = 0) -> dict[str, int]:
     """The tiles the matmul lowering will pick (tiling.matmul_tiles); `operands` sibling
-    contractions sharing the A tile."""
+    contractions sharing the A tile, `reserve` registers kept for the fused ops."""
     from hal.ops.contraction import accumulation_dtype
 
     acc = compute_dtype(accumulation_dtype(mm.inputs[0].dtype, mm.attrs))
     key = (m, n, k, acc.itemsize, spec.name, spec.shared_mem_per_block, spec.warp_size,
            spec.max_threads_per_block, spec.max_registers_per_thread, spec.compute_units,
-           operands)
+           operands, reserve)
     if key not in _TILES:
         from hal.lowering.tiling import matmul_tiles
 
         try:
-            _TILES[key] = matmul_tiles(m, n, k, acc.itemsize, spec, operands).as_dict()
+            _TILES[key] = matmul_tiles(m, n, k, acc.itemsize, spec, operands,
+                                       reserve).as_dict()
         except ValueError:
             _TILES[key] = {"bm": 128, "bn": 128}
     return _TILES[key]

@@ -198,6 +198,17 @@ def sibling_segments(nodes) -> list[list[Node]] | None:
     return None if isinstance(segs, str) else segs
 
 
+def fused_reserve(nodes, inputs) -> int:
+    """Registers per thread the fused prologue and epilogue of a matmul group hold on top
+    of tiling.matmul_registers: two per input beyond A and the Bs (addresses, a loaded
+    value) and one per four other nodes (live intermediates). Shared by the tile choice
+    here and fusion.cost.estimate_registers, so the veto prices the tiles that run."""
+    dots = [n for n in nodes if get_op(n.op).category is Category.CONTRACTION]
+    operands = {dots[0].inputs[0].name, *(d.inputs[1].name for d in dots)} if dots else set()
+    extra_inputs = sum(1 for v in inputs if v.name not in operands)
+    return 2 * extra_inputs + math.ceil((len(nodes) - len(dots)) / 4)
+
+
 def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     dots = sibling_contractions(group.nodes)
     if isinstance(dots, str) or not dots:
@@ -248,7 +259,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     n_tile = min(math.prod(n_dims(ds[0])) for ds, _outs in segments)
     forced = group.schedule.get("tiles")
     t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
-        else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops)
+        else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops,
+                          reserve=fused_reserve(group.nodes, group.inputs))
     ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
     threads = t.threads
     body: list[Stmt] = []

@@ -79,17 +79,20 @@ def matmul_shared_bytes(t: MatmulTiles, acc_bytes: int, operands: int = 1) -> in
 
 
 def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec,
-                 operands: int = 1) -> MatmulTiles:
+                 operands: int = 1, reserve: int = 0) -> MatmulTiles:
     """The largest block tile that fits the spec, shrunk while the grid underfills the device.
 
     Constraints: (BM + operands * BN) * BK * acc_bytes <= shared_mem_per_block; threads
     a whole number of warps and <= max_threads_per_block; register estimate within what
     the register file leaves each thread of such a block (spec.registers_per_thread_at).
-    `operands` > 1: that many contractions share the A tile (a dual GEMM)."""
+    `operands` > 1: that many contractions share the A tile (a dual GEMM). `reserve`
+    registers per thread are kept for the fused prologue and epilogue (matmul.fused_reserve),
+    so a device with few registers gets smaller micro-tiles rather than spills."""
     def fits(t: MatmulTiles) -> bool:
         return (t.threads % spec.warp_size == 0 and t.threads <= spec.max_threads_per_block
                 and matmul_shared_bytes(t, acc_bytes, operands) <= spec.shared_mem_per_block
-                and matmul_registers(t, operands) <= spec.registers_per_thread_at(t.threads))
+                and matmul_registers(t, operands) + reserve
+                <= spec.registers_per_thread_at(t.threads))
 
     cands = []
     for bm in (128, 64, 32, 16, 8):
