@@ -41,8 +41,10 @@ def _cat(n: Node) -> Category:
     return get_op(n.op).category
 
 
-def attention_candidates(graph: Graph) -> list[list[Node]]:
-    """Node lists (graph order) that may form one attention group each."""
+def attention_candidates(graph: Graph, prologues: bool = True) -> list[list[Node]]:
+    """Node lists (graph order) that may form one attention group each. `prologues=False`:
+    the operands' plain movement chains only (the planner prices both and keeps the
+    prologue inside only when the model says it pays)."""
     producer = {o.name: n for n in graph.nodes for o in n.outputs}
     users = graph.users()
     outs = {v.name for v in graph.outputs}
@@ -74,8 +76,15 @@ def attention_candidates(graph: Graph) -> list[list[Node]]:
             continue
         members = {id(n): n for n in [qk, pv, *between]}
         _add_side(members, between, producer, users, outs)
-        _add_operand_prologues(members, [v.name for v in (*qk.inputs, pv.inputs[1])],
-                               producer, users, outs)
+        operands = [v.name for v in (*qk.inputs, pv.inputs[1])]
+        if prologues:
+            _add_operand_prologues(members, operands, producer, users, outs)
+        else:
+            cand: dict[int, Node] = {}
+            for name in operands:
+                _add_operand_moves(cand, name, producer, members)
+            _drop_read_elsewhere(cand, members, users, outs)
+            members.update(cand)
         inner = [n for n in members.values() if n is not qk and n is not pv]
         if any(o.name in outs or any(id(u) not in members for u in users.get(o.name, []))
                for n in inner for o in n.outputs if n in between):
@@ -178,8 +187,14 @@ def _add_operand_prologues(members: dict[int, Node], operands: list[str], produc
             cand.update(chain)
         else:  # too long to recompute per tile load: the plain movement chain only
             _add_operand_moves(cand, name, producer, members)
-    # a value needed outside the group (or a graph output) is an input of the group: drop
-    # its producer, then whatever only fed it, until every pulled node is read by members
+    _drop_read_elsewhere(cand, members, users, outs)
+    members.update(cand)
+
+
+def _drop_read_elsewhere(cand: dict[int, Node], members: dict[int, Node], users,
+                         outs) -> None:
+    """A value needed outside the group (or a graph output) is an input of the group: drop
+    its producer, then whatever only fed it, until every pulled node is read by members."""
     changed = True
     while changed:
         changed = False
@@ -189,4 +204,3 @@ def _add_operand_prologues(members: dict[int, Node], operands: list[str], produc
                    for o in n.outputs):
                 del cand[i]
                 changed = True
-    members.update(cand)

@@ -508,7 +508,9 @@ class _Planner:
 
         from .attention import attention_candidates
 
+        narrow = {id(ns[-1]): ns for ns in attention_candidates(self.graph, prologues=False)}
         for nodes in attention_candidates(self.graph):
+            nodes = self._prologue_or_not(nodes, narrow.get(id(nodes[-1])))
             cand = make_group(self.graph, nodes, "attention")
             planned = plan_attention(cand, self.spec)
             label = f"{nodes[0].op}(%{nodes[0].outputs[0].name})"
@@ -535,11 +537,37 @@ class _Planner:
             target = gids[-1]
             for g in gids[:-1]:
                 self.merge(g, target)
-            self.extra_reasons[self.key(nodes)] = [reason]
+            self.extra_reasons[self.key(nodes)] = [reason, *self.extra_reasons.get(self.key(nodes), [])]
             _pat, t = planned
             self.decisions.append(Decision(label, last, True,
                                            f"fused attention ({len(nodes)} ops, Br={t.br}, "
                                            f"Bc={t.bc}): {reason}", sep - fused))
+
+    def _prologue_or_not(self, wide: list[Node], narrow: list[Node] | None) -> list[Node]:
+        """Keep the operands' elementwise prologues (rotary) inside the attention kernel
+        only when the model says it pays: K and V prologues are recomputed per tile of
+        query rows, and a prologue reading a wider input re-reads more bytes."""
+        if narrow is None or len(narrow) == len(wide):
+            return wide
+        ids = {id(n) for n in narrow}
+        extra = [n for n in wide if id(n) not in ids]
+        try:
+            inside = self.cost(wide)
+            apart = (self.cost(narrow), self.cost(extra))
+        except HalError:  # a variant the cost model cannot price: keep the plain one
+            return narrow
+        t_apart = sum(c.time_s for c in apart)
+        label = f"{len(extra)} prologue ops of the attention operands"
+        if inside.time_s <= t_apart:
+            self.extra_reasons[self.key(wide)] = [
+                f"{label} computed in the tile loads: {fmt_time(t_apart - inside.time_s)} "
+                f"faster than a kernel of their own"]
+            return wide
+        self.decisions.append(Decision(label, f"dot_general(%{wide[-1].outputs[0].name})",
+                                       False, f"not fused into the attention: recomputing "
+                                       f"them per tile costs {fmt_time(inside.time_s - t_apart)}"
+                                       f" more than a kernel of their own"))
+        return narrow
 
     def producer_consumer(self) -> None:
         """Rounds over the edges, largest flow first; stale candidates are skipped."""
