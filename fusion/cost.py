@@ -223,13 +223,15 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
         dots, m, segs, k_, tiles = _matmul_grid(g, spec)
         a = dots[0].inputs[0]
         row_tiles = _cdiv(m, tiles["bm"])
+        in_flight = _matmul_in_flight(g, dots, tiles, spec)
         blocks = 0
         for seg_dots, n_ in segs:
             bs = [d.inputs[1] for d in seg_dots]
             col_tiles = _cdiv(n_, tiles["bn"])
             blocks += col_tiles * row_tiles
             if nbytes(a) + sum(nbytes(b) for b in bs) > spec.l2_bytes:
-                read += _matmul_rereads(a, bs, m, k_, row_tiles, col_tiles, tiles, spec, notes)
+                read += _matmul_rereads(a, bs, m, k_, row_tiles, col_tiles, tiles, spec, notes,
+                                        in_flight)
         if len(segs) > 1:
             notes.append(f"{len(dots)} sibling contractions read A once: "
                          f"{', '.join(str(n_) for _ds, n_ in segs)} columns in one grid")
@@ -334,20 +336,22 @@ def _operand_read_bytes(g: FusedGroup, pat, role: str) -> int:
 
 
 def _matmul_rereads(a: Value, bs: list[Value], m: int, k: int, row_tiles: int,
-                    col_tiles: int, tiles: dict, spec: DeviceSpec, notes: list[str]) -> int:
+                    col_tiles: int, tiles: dict, spec: DeviceSpec, notes: list[str],
+                    in_flight: int | None = None) -> int:
     """Extra DRAM reads of a tiled matmul whose operands do not fit in L2 together.
 
     The lowering walks tiles in a grouped raster order (tiling.group_rows): a group of
-    `g` row panels of A sweeps every column panel of B, g tiles per column panel. About
-    `compute_units` tiles run at once (a wave) and walk K together, so a wave reads each
-    panel it touches from DRAM once: its g A panels and its compute_units / g column
-    panels of B (one per sibling contraction sharing A). B is therefore read once per
-    group; A once per group when the group's A panels and a wave's B panels fit in L2
-    together (they stay resident across the group's waves), else once per wave."""
+    `g` row panels of A sweeps every column panel of B, g tiles per column panel.
+    `in_flight` tiles run at once (a wave: tiling.matmul_in_flight, occupancy included)
+    and walk K together, so a wave reads each panel it touches from DRAM once: its g A
+    panels and its in_flight / g column panels of B (one per sibling contraction sharing
+    A). B is therefore read once per group; A once per group when the group's A panels
+    and a wave's B panels fit in L2 together (they stay resident across the group's
+    waves), else once per wave."""
     from hal.lowering.tiling import group_rows
 
-    g = group_rows(row_tiles, tiles["bm"], k, a.dtype.itemsize, spec)
-    units = max(1, spec.compute_units)
+    units = max(1, in_flight or spec.compute_units)
+    g = group_rows(row_tiles, tiles["bm"], k, a.dtype.itemsize, spec, units)
     a_panel = tiles["bm"] * k * a.dtype.itemsize
     b_panel = sum(nbytes(b) for b in bs) / max(1, col_tiles)  # all siblings' B per column
     groups = _cdiv(row_tiles, g)
@@ -360,8 +364,8 @@ def _matmul_rereads(a: Value, bs: list[Value], m: int, k: int, row_tiles: int,
     else:
         why = "A stays in L2 per group"
     if extra:
-        notes.append(f"operands exceed L2: grouped raster of {g} row panels, {why}: re-reads "
-                     f"{fmt_bytes(extra)}")
+        notes.append(f"operands exceed L2: {units} tiles in flight, grouped raster of {g} row "
+                     f"panels, {why}: re-reads {fmt_bytes(extra)}")
     return int(extra)
 
 
@@ -472,6 +476,20 @@ def _matmul_grid(g: FusedGroup, spec: DeviceSpec):
         tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots),
                                                          reserve)
     return dots, m, segs, k_, tiles
+
+
+def _matmul_in_flight(g: FusedGroup, dots: list[Node], tiles: dict, spec: DeviceSpec) -> int:
+    """Tiles running at once, as the lowering computes it for its raster order."""
+    from hal.lowering.matmul import fused_reserve, one_tile_grid
+    from hal.lowering.tiling import MatmulTiles, matmul_in_flight
+    from hal.ops.contraction import accumulation_dtype
+
+    if "tm" not in tiles:
+        return spec.compute_units
+    t = MatmulTiles(tiles["bm"], tiles["bn"], tiles["bk"], tiles["tm"], tiles["tn"])
+    acc = compute_dtype(accumulation_dtype(dots[0].inputs[0].dtype, dots[0].attrs))
+    operands = len(dots) if one_tile_grid(dots) else 1
+    return matmul_in_flight(t, acc.itemsize, spec, operands, fused_reserve(g.nodes, g.inputs))
 
 
 def _matmul_tiles(mm: Node, m: int, n: int, k: int, spec: DeviceSpec,

@@ -19,7 +19,7 @@ from hal.fusion.cost import group_cost
 from hal.fusion.group import make_group
 from hal.ir import GraphBuilder
 from hal.lowering import lower_group
-from hal.lowering.tiling import group_rows
+from hal.lowering.tiling import MatmulTiles, blocks_per_unit, group_rows, matmul_in_flight
 from hal.reference import random_inputs
 
 MiB = 1 << 20
@@ -49,23 +49,42 @@ def test_group_near_sqrt_of_units_when_a_does_not_fit():
 
 
 def test_down_projection_rereads_follow_the_wave_model():
-    """Llama's down projection at s2048 (A 56 MiB > L2): one group of all 16 row panels,
-    4 waves of 132 tiles, each wave reading all of A: 3 extra reads of A, B once."""
+    """Llama's down projection at s2048 (A 56 MiB > L2): 256-thread tiles, two resident per
+    SM (registers), so 264 tiles in flight; one group of all 16 row panels, 2 waves, each
+    reading all of A: one extra read of A, B once."""
     h100 = load_spec("h100-sxm")
     g = matmul_graph(2048, 14336, 4096, bf16)
     grp = make_group(g, g.nodes, "down")
+    (k,) = lower_group(grp, h100)
+    t = k.meta["schedule"]["tiles"]
+    tiles = MatmulTiles(t["bm"], t["bn"], t["bk"], t["tm"], t["tn"])
+    assert matmul_in_flight(tiles, 4, h100) == 2 * h100.compute_units
+    assert k.meta["schedule"]["group_m"] == 16
     cost = group_cost(grp, h100)
     a_b, b_b, y_b = 2048 * 14336 * 2, 14336 * 4096 * 2, 2048 * 4096 * 2
-    assert cost.dram_read == a_b + b_b + 3 * a_b
+    assert cost.dram_read == a_b + b_b + a_b
     assert cost.dram_write == y_b
-    assert any("A re-read once per wave" in n for n in cost.notes)
+    assert any("264 tiles in flight" in n and "A re-read once per wave" in n
+               for n in cost.notes)
+    one_per_unit = dataclasses.replace(h100, max_blocks_per_unit=1)  # 132 in flight: 4 waves
+    assert group_cost(make_group(g, g.nodes, "down"), one_per_unit).dram_read == \
+        a_b + b_b + 3 * a_b
+
+
+def test_blocks_per_unit_takes_the_tightest_limit():
+    h100 = load_spec("h100-sxm")
+    assert blocks_per_unit(256, 32, 0, h100) == h100.max_threads_per_unit // 256
+    assert blocks_per_unit(256, 128, 0, h100) == h100.registers_per_unit // (256 * 128)
+    assert blocks_per_unit(128, 32, h100.shared_mem_per_unit // 3, h100) == 3
+    assert blocks_per_unit(1024, 255, 0, h100) == 1  # never below one
 
 
 @pytest.mark.parametrize("units,l2,want", [(4, 4096, 2), (16, 4096, 4), (132, 1 << 30, 7)])
 def test_raster_visits_every_tile_once(units, l2, want):
     """A device with a tiny L2 and few units forces small groups and a partial last group;
     the product must still be exact, and no tile is computed twice (bytes written once)."""
-    spec = dataclasses.replace(load_spec("h100-sxm"), compute_units=units, l2_bytes=l2)
+    spec = dataclasses.replace(load_spec("h100-sxm"), compute_units=units, l2_bytes=l2,
+                               max_blocks_per_unit=1)  # one tile per unit in flight
     g = matmul_graph(6 * 16 + 5, 40, 3 * 16 + 1)  # 7 row panels: the last group is partial
     grp = make_group(g, g.nodes, "mm", schedule={"tiles": {"bm": 16, "bn": 16, "bk": 8,
                                                            "tm": 2, "tn": 2}})

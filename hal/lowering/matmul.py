@@ -69,7 +69,13 @@ from hal.lowering.expr import (
 )
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
-from hal.lowering.tiling import MatmulTiles, cdiv, group_rows, matmul_tiles
+from hal.lowering.tiling import (
+    MatmulTiles,
+    cdiv,
+    group_rows,
+    matmul_in_flight,
+    matmul_tiles,
+)
 from hal.ops import Category, get_op
 
 
@@ -258,9 +264,9 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     nops = max(len(ds) for ds, _outs in segments)  # contractions sharing one tile grid
     n_tile = min(math.prod(n_dims(ds[0])) for ds, _outs in segments)
     forced = group.schedule.get("tiles")
+    reserve = fused_reserve(group.nodes, group.inputs)
     t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
-        else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops,
-                          reserve=fused_reserve(group.nodes, group.inputs))
+        else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops, reserve=reserve)
     ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
     threads = t.threads
     body: list[Stmt] = []
@@ -272,7 +278,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     # `group_m` row panels of A down each column panel of B, so the A panels of a
     # group stay in L2 while B streams past them once per group (see tiling.group_rows).
     npm = cdiv(m, t.bm)
-    gm_rows = group_rows(npm, t.bm, k, a.dtype.itemsize, spec)
+    gm_rows = group_rows(npm, t.bm, k, a.dtype.itemsize, spec,
+                         matmul_in_flight(t, acc_dt.itemsize, spec, nops, reserve))
     pid = ctx.declare(body, "pid", ctx.bid("x"))
     bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
                for c in ctx.unravel(ctx.bid("z"), bs)]

@@ -121,19 +121,39 @@ def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec,
     return max(cands, key=score)
 
 
-def group_rows(row_panels: int, bm: int, k: int, itemsize: int, spec: DeviceSpec) -> int:
+def blocks_per_unit(threads: int, registers: int, shared_bytes: int, spec: DeviceSpec) -> int:
+    """Blocks of this shape resident on one unit at once (occupancy): limited by threads,
+    the register file, shared memory and the spec's block slots; at least one."""
+    limits = [spec.max_threads_per_unit // max(1, threads),
+              spec.registers_per_unit // max(1, threads * registers),
+              spec.max_blocks_per_unit]
+    if shared_bytes:
+        limits.append(spec.shared_mem_per_unit // shared_bytes)
+    return max(1, min(limits))
+
+
+def matmul_in_flight(t: MatmulTiles, acc_bytes: int, spec: DeviceSpec, operands: int = 1,
+                     reserve: int = 0) -> int:
+    """Tiles of a tiled matmul running at once on the whole device (one wave)."""
+    regs = matmul_registers(t, operands) + reserve
+    return spec.compute_units * blocks_per_unit(
+        t.threads, regs, matmul_shared_bytes(t, acc_bytes, operands), spec)
+
+
+def group_rows(row_panels: int, bm: int, k: int, itemsize: int, spec: DeviceSpec,
+               in_flight: int | None = None) -> int:
     """Row panels of A per group in the grouped raster order of tiled matmuls.
 
-    About `compute_units` tiles are in flight at once (a wave); they walk K together,
-    so each A and B panel a wave touches comes from DRAM once per wave and from L2 for
-    the wave's other tiles. A group of g row panels puts g A panels and about
-    compute_units / g B panels in each wave. When all of A plus one wave's B panels fit
-    in L2, A stays resident and B streams once: g is every row panel. Otherwise a wave's
-    unique panels, g + compute_units / g (square tiles), are fewest at g ~ sqrt(units):
-    the power of two nearest to it, at most `row_panels`. fusion.cost prices the same
-    order (_matmul_rereads)."""
+    `in_flight` tiles run at once (a wave: matmul_in_flight; compute_units when not
+    given); they walk K together, so each A and B panel a wave touches comes from DRAM
+    once per wave and from L2 for the wave's other tiles. A group of g row panels puts g
+    A panels and about in_flight / g B panels in each wave. When all of A plus one wave's
+    B panels fit in L2, A stays resident and B streams once: g is every row panel.
+    Otherwise a wave's unique panels, g + in_flight / g (square tiles), are fewest at
+    g ~ sqrt(in_flight): the power of two nearest to it, at most `row_panels`.
+    fusion.cost prices the same order (_matmul_rereads)."""
     panel = max(1, bm * k * itemsize)
-    units = max(1, spec.compute_units)
+    units = max(1, in_flight or spec.compute_units)
     if row_panels * panel + cdiv(units, max(1, row_panels)) * panel <= spec.l2_bytes:
         return max(1, row_panels)
     g = 1
