@@ -50,7 +50,7 @@ from hal.ops import Category, get_op
 
 from .cost import GroupCost, compulsory_bytes, fmt_bytes, fmt_time, group_cost
 from .group import FusedGroup, is_alias_group, is_row_reduction, make_group, reduction_axes
-from .rewrite import duplicate_cheap_producers
+from .rewrite import duplicate_cheap_producers, merge_common_subexpressions
 
 # Group kinds the planner may produce by merging; others stay single-node groups.
 FUSIBLE_CATEGORIES = {Category.ELEMENTWISE, Category.BROADCAST, Category.SOURCE,
@@ -187,8 +187,14 @@ def structural_veto(nodes: list[Node]) -> str | None:
             return "reductions over different rows"
         (lead, row) = rows.pop()
         after = set().union(*(_dependents(nodes, r) for r in reductions))
+        full = reductions[0].inputs[0].type.numel
+        read_inside = {v.name for m in nodes for v in m.inputs}
         for n in nodes:
-            if _cat(n) is Category.MOVEMENT and id(n) in after:
+            if _cat(n) is Category.MOVEMENT and id(n) in after and not (
+                    n.op == "reshape" and n.inputs[0].type.numel == full
+                    and n.outputs[0].name not in read_inside):
+                # (a reshape of whole rows that only leaves the kernel is stored at the same
+                # row-major index: torch's x.view(-1, d) after a norm)
                 return f"{n.op} of a reduction result (row values are not re-indexed)"
             for o in n.outputs:
                 # Row-count-shaped (per-row statistics), row-shaped (whole rows) or
@@ -220,6 +226,7 @@ def _norm_prologue(nodes: list[Node], contractions: list[Node],
     cannot join the matmul's kernel (hal.lowering.matmul_prologue recomputes the row
     statistics of a block's rows before its K loop)."""
     from hal.lowering.matmul import contraction_dims
+    from hal.lowering.matmul_prologue import row_space
 
     after = set().union(*(_dependents(nodes, d) for d in contractions))
     for r in reductions:
@@ -238,7 +245,8 @@ def _norm_prologue(nodes: list[Node], contractions: list[Node],
             stack.extend(v.name for v in p.inputs)
     lb, _rb, lc, _rc, lf, _rf = contraction_dims(mm)
     rank = a.rank
-    keep = tuple(1 if i in lc else d for i, d in enumerate(a.shape))
+    keeps = {tuple(1 if i in lc else d for i, d in enumerate(a.shape))}
+    spaces = {tuple(a.shape)}   # A's rows, or a tensor whose leading axes a reshape merges
     for r in reductions:
         what = f"{r.op} (%{r.outputs[0].name})"
         if id(r) not in ancestors:
@@ -246,24 +254,24 @@ def _norm_prologue(nodes: list[Node], contractions: list[Node],
                    f"can be normalised in its kernel)"
         if r.op in ("argmax", "argmin"):
             return f"{what}: an arg reduction cannot be a matmul prologue"
-        if tuple(r.inputs[0].shape) != tuple(a.shape) or reduction_axes(r) != tuple(lc):
-            return (f"{what} reduces axes {list(reduction_axes(r))} of "
-                    f"{list(r.inputs[0].shape)}: a matmul prologue may only reduce A's rows "
-                    f"over its contraction axes {list(lc)} of {list(a.shape)}")
         if tuple(lc) != tuple(range(rank - len(lc), rank)) or \
                 tuple(lb) + tuple(lf) != tuple(range(rank - len(lc))):
             return f"{what}: the matmul reads A transposed (a prologue row reduction needs " \
                    f"K as A's trailing axes)"
-        if tuple(r.outputs[0].shape) != keep:
-            return f"{what} drops its reduced axes (row statistics must keep them to " \
-                   f"broadcast back to A)"
+        space = row_space(r, a, contraction_dims(mm))
+        if isinstance(space, str):
+            return space
+        spaces.add(space[0])
+        keeps.add(space[1])
     derived = {o.name for r in reductions for o in r.outputs}
     dots = {id(d) for d in contractions}
     for n in nodes:  # graph order: `derived` grows with the values computed from reductions
         if id(n) in dots or id(n) in after or _cat(n) is Category.REDUCTION or \
                 not any(v.name in derived for v in n.inputs):
             continue   # (a reduction of a later level was checked above)
-        if _cat(n) not in (Category.ELEMENTWISE, Category.BROADCAST):
+        row_merge = n.op == "reshape" and tuple(n.inputs[0].shape) in spaces and \
+            tuple(n.outputs[0].shape) == tuple(a.shape)   # rows stay rows (row_space)
+        if _cat(n) not in (Category.ELEMENTWISE, Category.BROADCAST) and not row_merge:
             return f"{n.op} of a reduction result before a matmul (row statistics are not " \
                    f"re-indexed)"
         if id(n) not in ancestors:
@@ -272,8 +280,8 @@ def _norm_prologue(nodes: list[Node], contractions: list[Node],
                        f"(%{n.outputs[0].name}) (only the A operand's prologue may)"
             return f"{n.op} (%{n.outputs[0].name}) of a reduction result does not feed the " \
                    f"matmul's A operand"
-        if any(tuple(o.shape) not in (keep, tuple(a.shape)) for o in n.outputs) or \
-                (_cat(n) is Category.BROADCAST and tuple(n.inputs[0].shape) != keep):
+        if any(tuple(o.shape) not in keeps | spaces for o in n.outputs) or \
+                (_cat(n) is Category.BROADCAST and tuple(n.inputs[0].shape) not in keeps):
             return f"{n.op} (%{n.outputs[0].name}) reshapes a row statistic (only per-row " \
                    f"values broadcast back to A's shape)"
         derived.update(o.name for o in n.outputs)
@@ -700,7 +708,7 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
 
     g = decompose_graph(graph)
     if fuse:
-        g = duplicate_cheap_producers(g)
+        g = duplicate_cheap_producers(merge_common_subexpressions(g))
 
     def run(forbidden: list[tuple[frozenset[str], str]]) -> FusionPlan:
         planner = _Planner(g, spec, verify_lowering)

@@ -50,9 +50,35 @@ def prologue_reductions(nodes) -> list:
     return [n for n in nodes if get_op(n.op).category is Category.REDUCTION]
 
 
+def row_space(r, a, dims) -> tuple[tuple[int, ...], tuple[int, ...]] | str:
+    """(input shape, kept shape) of reduction `r` when it reduces A's rows over A's
+    contraction axes, or why it does not. The rows are A's own (same shape, reduced axes =
+    A's contraction axes), or those of a tensor whose leading axes a reshape merges into A's
+    M axis (torch's `x.view(-1, d)` before a Linear: the norm runs on [B, S, D], the matmul
+    reads [B*S, D]; row r of A is row r of the tensor in row-major order). `dims` is
+    contraction_dims of the matmul."""
+    from hal.fusion.group import reduction_axes
+
+    lb, _rb, lc, _rc, _lf, _rf = dims
+    xs, as_ = tuple(r.inputs[0].shape), tuple(a.shape)
+    axes = reduction_axes(r)
+    what = f"{r.op} (%{r.outputs[0].name})"
+    if xs == as_ and axes == tuple(lc):
+        keep = tuple(1 if i in lc else d for i, d in enumerate(as_))
+    elif not lb and tuple(lc) == (a.rank - 1,) and axes == (len(xs) - 1,) and xs \
+            and xs[-1] == as_[-1] and math.prod(xs[:-1]) == math.prod(as_[:-1]):
+        keep = xs[:-1] + (1,)
+    else:
+        return (f"{what} reduces axes {list(axes)} of {list(xs)}: a matmul prologue may only "
+                f"reduce A's rows over its contraction axes {list(lc)} of {list(as_)}")
+    if tuple(r.outputs[0].shape) != keep:
+        return f"{what} drops its reduced axes (row statistics must keep them to broadcast " \
+               f"back to A)"
+    return xs, keep
+
+
 def prologue_layout(group, dot) -> str | None:
     """Why the reductions of matmul group `group` cannot be the pre-pass of `dot`'s A, or None."""
-    from hal.fusion.group import reduction_axes
     from hal.lowering.matmul import contraction_dims
 
     a = dot.inputs[0]
@@ -62,7 +88,6 @@ def prologue_layout(group, dot) -> str | None:
             tuple(lb) + tuple(lf) != tuple(range(rank - len(lc))):
         return "the matmul reads A transposed: a prologue row reduction needs K as A's " \
                "trailing axes"
-    keep = tuple(1 if i in lc else d for i, d in enumerate(a.shape))
     producer = {o.name: n for n in group.nodes for o in n.outputs}
     ancestors: set[int] = set()
     stack = [a.name]
@@ -77,13 +102,9 @@ def prologue_layout(group, dot) -> str | None:
             return f"{what} does not feed the matmul's A operand"
         if r.op in ("argmax", "argmin"):
             return f"{what}: an arg reduction cannot be a matmul prologue"
-        if tuple(r.inputs[0].shape) != tuple(a.shape) or reduction_axes(r) != tuple(lc):
-            return (f"{what} reduces axes {list(reduction_axes(r))} of "
-                    f"{list(r.inputs[0].shape)}, not A's rows over its contraction axes "
-                    f"{list(lc)} of {list(a.shape)}")
-        if tuple(r.outputs[0].shape) != keep:
-            return f"{what} drops its reduced axes: row statistics must keep them to " \
-                   f"broadcast back to A"
+        space = row_space(r, a, contraction_dims(dot))
+        if isinstance(space, str):
+            return space
     outs = {v.name for v in group.outputs}
     for n in group.nodes:
         if id(n) in ancestors and any(o.name in outs for o in n.outputs):
@@ -136,13 +157,28 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
                 ctx.shared_buffer(f"stat_{r.outputs[0].name}", dt, tiles.bm), dt)
 
     m_strides = contiguous_strides(ms)
+    dims = contraction_dims(dot)
+    # reduction output -> the shape of its rows' space when it is not A's (a reshape merges
+    # its leading axes into A's rows: row-major row index, no batch axes)
+    reshaped: dict[str, tuple[int, ...]] = ctx.__dict__.setdefault("prologue_spaces", {})
+    for r in reds:
+        xs, _keep = row_space(r, a, dims)   # prologue_layout checked it
+        if xs != tuple(a.shape):
+            reshaped[r.outputs[0].name] = xs
 
     def hook(b: ScalarBuilder, v, coords, mask):
         if v.name not in stats:
             return prev(b, v, coords, mask) if prev is not None else None
         buf, dt = stats[v.name]
-        row = ctx.linear([coords[i] for i in lf], m_strides)
-        return Load(buf, ctx.declare(b.stmts, "srow", Binary("sub", row, m0)), dt)
+        if v.name in reshaped:
+            lead = reshaped[v.name][:-1]
+            row = ctx.linear(list(coords[:len(lead)]), contiguous_strides(list(lead)))
+        else:
+            row = ctx.linear([coords[i] for i in lf], m_strides)
+        at = Binary("sub", row, m0)
+        if v.name in reshaped:  # a masked-off lane past K maps into the next row: clamp
+            at = Binary("minimum", Binary("maximum", at, ctx.c(0)), ctx.c(tiles.bm - 1))
+        return Load(buf, ctx.declare(b.stmts, "srow", at), dt)
 
     # reduction results come from the shared arrays from now on (pre-pass levels > 0 too)
     prev = builder.load_hook
@@ -170,12 +206,14 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
         kk = ctx.declare(kl, "pkk", ctx.add(ctx.mul(it, w), lane))
         inner: list[Stmt] = []
         coords: list[Expr | None] = [None] * a.rank
-        for dims, cs in ((lb, bcoords), (lf, ctx.unravel(gm, ms)), (lc, ctx.unravel(kk, ks))):
-            for d, c in zip(dims, cs, strict=True):
+        for dd, cs in ((lb, bcoords), (lf, ctx.unravel(gm, ms)), (lc, ctx.unravel(kk, ks))):
+            for d, c in zip(dd, cs, strict=True):
                 coords[d] = c
         em.b = builder.scope(inner)
         for red, accs, combine, _ident in setups:
-            _accumulate(em, red, accs, combine, inner, tuple(coords), kk)
+            xs = reshaped.get(red.outputs[0].name)
+            at = tuple(coords) if xs is None else (*ctx.unravel(gm, list(xs[:-1])), kk)
+            _accumulate(em, red, accs, combine, inner, at, kk)
         kl.append(If(Binary("logical_and", row_ok, kk.lt(ctx.c(k))), inner))
         rows.append(For(it, ctx.c(0), ctx.c(-(-k // w)), ctx.c(1), kl))
         stores: list[Stmt] = []

@@ -155,7 +155,8 @@ def analyse(group) -> ReductionPlan:
     red = tuple(shape[i] for i in axes)
     row_out, scalar_out = [], []
     for v in group.outputs:
-        if tuple(v.shape) == shape and v.producer not in reds:
+        if tuple(v.shape) == shape and v.producer not in reds or \
+                _row_source(v, shape) is not v:
             row_out.append(v)
         elif tuple(v.shape) in (kept, keep):
             scalar_out.append(v)
@@ -372,13 +373,23 @@ def _store_scalars(em: _Emitter) -> None:
         em.body.append(If(em.ctx.tid().eq(em.ctx.c(0)), stmts))
 
 
+def _row_source(v: Value, shape: tuple) -> Value:
+    """The per-element value a row output stores: itself, or for a reshape of a value shaped
+    like the rows (the group's last op, e.g. torch's x.view(-1, d) after a norm) that value,
+    stored at the same row-major index."""
+    x = v
+    while x.producer is not None and x.producer.op == "reshape" and tuple(x.shape) != shape:
+        x = x.producer.inputs[0]
+    return x if tuple(x.shape) == shape and x.type.numel == v.type.numel else v
+
+
 def _store_rows(em: _Emitter, count: int) -> None:
     strides = contiguous_strides(em.plan.full_shape)
 
     def emit(stmts, coords):
         for v in em.plan.row_outputs:
-            e = em.b.value(v, coords)
-            param, _ = em.b.store_index(v, coords)
+            e = em.b.value(_row_source(v, em.plan.full_shape), coords)
+            param = em.ctx.buffer(v, "output")
             stmts.append(Store(param, em.ctx.linear(coords, strides), to_storage(e, v.dtype)))
 
     em.row_loop(em.ctx.c(0), count, emit)
