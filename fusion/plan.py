@@ -50,7 +50,11 @@ from hal.ops import Category, get_op
 
 from .cost import GroupCost, compulsory_bytes, fmt_bytes, fmt_time, group_cost
 from .group import FusedGroup, is_alias_group, is_row_reduction, make_group, reduction_axes
-from .rewrite import duplicate_cheap_producers, merge_common_subexpressions
+from .rewrite import (
+    canonicalize_reductions,
+    duplicate_cheap_producers,
+    merge_common_subexpressions,
+)
 
 # Group kinds the planner may produce by merging; others stay single-node groups.
 FUSIBLE_CATEGORIES = {Category.ELEMENTWISE, Category.BROADCAST, Category.SOURCE,
@@ -708,7 +712,7 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
 
     g = decompose_graph(graph)
     if fuse:
-        g = duplicate_cheap_producers(merge_common_subexpressions(g))
+        g = duplicate_cheap_producers(merge_common_subexpressions(canonicalize_reductions(g)))
 
     def run(forbidden: list[tuple[frozenset[str], str]]) -> FusionPlan:
         planner = _Planner(g, spec, verify_lowering)

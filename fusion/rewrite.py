@@ -6,6 +6,13 @@ human would write once: torch.export gives each nn.Linear its own `view` of the
 normalised activations, so without this the Q, K and V projections would read three
 different values and could never share their A operand (one sibling kernel).
 
+`canonicalize_reductions`: the forms JAX's lowering leaves become the ones the fusion
+rules and the attention matcher read: `maximum(v, -inf)` / `minimum(v, +inf)` (the
+initial value of jax.nn.softmax's max) is `v`, and a reduction without keepdims whose
+result is reshaped back to the keepdims shape (jnp.mean(..., keepdims=True),
+softmax's broadcast of the row max) becomes the keepdims reduction itself; any other
+reader gets a reshape (a view) of it. Both are exact.
+
 `duplicate_cheap_producers`: a broadcast_to of a small tensor, a `full` or an
 `iota` read by several consumers is copied once per consumer, so that each
 copy fuses into its consumer instead of forcing one materialised tensor.
@@ -28,6 +35,88 @@ def _cheap(n: Node) -> bool:
         src = n.inputs[0]
         return src.type.is_static and src.type.numel <= SMALL_SOURCE_ELEMENTS
     return False
+
+
+def _constant_value(v: Value, producer: dict[str, Node]) -> float | None:
+    """The value of `v` when it is a constant fill (full, through broadcasts/reshapes)."""
+    n = producer.get(v.name)
+    while n is not None and n.op in ("broadcast_to", "reshape"):
+        n = producer.get(n.inputs[0].name)
+    return float(n.attrs["value"]) if n is not None and n.op == "full" else None
+
+
+_IDENTITY = {"maximum": float("-inf"), "minimum": float("inf")}
+
+
+def canonicalize_reductions(graph: Graph) -> Graph:
+    """See the module docstring. Output names are kept."""
+    for _ in range(4):  # an identity removed can expose a reduction's reshape: repeat
+        new = _canonicalize_once(graph)
+        if new is graph:
+            break
+        graph = new
+    return graph
+
+
+def _canonicalize_once(graph: Graph) -> Graph:
+    import math as _math
+
+    from hal.ir.types import TensorType
+    from hal.ops.reduction import reduced_shape
+
+    producer = {o.name: n for n in graph.nodes for o in n.outputs}
+    users = graph.users()
+    outputs = {v.name for v in graph.outputs}
+    names = set(graph.values())
+    alias: dict[str, Value] = {}
+    new_nodes: list[Node] = []
+    changed = False
+    for n in graph.nodes:
+        ins = [alias.get(v.name, v) for v in n.inputs]
+        out = n.outputs[0]
+        if n.op in _IDENTITY and out.name not in outputs and out.dtype.is_float:
+            ident = _IDENTITY[n.op]
+            for i, other in ((0, 1), (1, 0)):
+                c = _constant_value(ins[i], producer)
+                if c is not None and c == ident and not _math.isnan(c) \
+                        and tuple(ins[other].shape) == tuple(out.shape) \
+                        and ins[other].dtype == out.dtype:
+                    alias[out.name] = ins[other]
+                    changed = True
+                    break
+            if out.name in alias:
+                continue
+        if get_op(n.op).category is Category.REDUCTION and n.attrs.get("keepdims") is False \
+                and "axes" in n.attrs and out.name not in alias:
+            from hal.fusion.group import reduction_axes
+
+            keep = reduced_shape(tuple(ins[0].shape), reduction_axes(n), True)
+            readers = users.get(out.name, [])
+            back = [u for u in readers if u.op == "reshape" and tuple(u.outputs[0].shape) == keep
+                    and u.outputs[0].name not in outputs]
+            if back:
+                i = 1
+                while f"{out.name}.keep{i}" in names:
+                    i += 1
+                kept = Value(f"{out.name}.keep{i}", TensorType(out.dtype, keep))
+                names.add(kept.name)
+                new_nodes.append(Node(n.op, ins, [kept], {**n.attrs, "keepdims": True}, n.loc))
+                for u in back:
+                    alias[u.outputs[0].name] = kept
+                if len(back) < len(readers) or out.name in outputs:
+                    new_nodes.append(Node("reshape", [kept], [out], {"shape": tuple(out.shape)},
+                                          n.loc))
+                changed = True
+                continue
+        if n.op == "reshape" and n.outputs[0].name in alias:
+            continue   # replaced by the keepdims reduction
+        if any(a is not b for a, b in zip(ins, n.inputs, strict=True)):
+            n = Node(n.op, ins, n.outputs, n.attrs, n.loc)
+        new_nodes.append(n)
+    if not changed:
+        return graph
+    outs = [alias.get(v.name, v) for v in graph.outputs]
+    return Graph(graph.name, graph.inputs, graph.constants, new_nodes, outs, graph.base_dir)
 
 
 def merge_common_subexpressions(graph: Graph) -> Graph:

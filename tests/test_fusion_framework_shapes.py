@@ -114,3 +114,46 @@ def test_a_norm_stored_through_a_reshape_is_one_row_kernel():
     # a reshape whose rows are read again inside the kernel is still refused
     more = norm + [n for n in g.nodes if n.op == "exp"]
     assert "reshape of a reduction result" in structural_veto(more)
+
+
+def test_jax_softmax_forms_are_canonicalised():
+    """maximum(max, -inf) is max; reduce without keepdims reshaped back is the keepdims
+    reduction; another reader of the un-kept result gets a view; values are unchanged."""
+    import numpy as np
+
+    from hal.fusion.rewrite import canonicalize_reductions
+    from hal.reference import evaluate
+
+    b = GraphBuilder("jax_softmax")
+    x = b.input("x", f32, (3, 5))
+    m = b.op("reduce_max", x, axes=[1])
+    m = b.op("maximum", b.op("broadcast_to", b.op("full", shape=(), value=float("-inf"),
+                                                  dtype=f32), shape=(3,)), m)
+    e = b.op("exp", b.op("sub", x, b.op("broadcast_to", b.op("reshape", m, shape=(3, 1)),
+                                         shape=(3, 5))))
+    s = b.op("reduce_sum", e, axes=[1])
+    p = b.op("div", e, b.op("broadcast_to", b.op("reshape", s, shape=(3, 1)), shape=(3, 5)))
+    b.output(p)
+    b.output(b.op("neg", s))      # a reader of the un-kept sum: gets a view
+    g = b.build()
+    c = canonicalize_reductions(g)
+    ops = [n.op for n in c.nodes]
+    assert "maximum" not in ops
+    reds = [n for n in c.nodes if n.op.startswith("reduce_")]
+    assert all(n.attrs["keepdims"] for n in reds)
+    assert ops.count("reshape") == 1   # only the view for neg(s)
+    inputs = random_inputs(g, 1)
+    want, got = evaluate(g, inputs), evaluate(c, inputs)
+    for k in want:
+        np.testing.assert_array_equal(want[k], got[k])
+
+
+def test_jax_decoder_attention_and_norms_fuse():
+    pytest.importorskip("jax")
+    from hal.frontends.bringup import load_subject
+
+    subject = load_subject("examples/models/jax_decoder.py:make")
+    p = plan(subject.model.graph, load_spec("h100-sxm"), measure=None)
+    kinds = [x.kind for x in p.groups]
+    assert kinds.count("attention") == 2
+    assert "row_reduction" not in kinds   # every norm is a matmul prologue
