@@ -321,6 +321,8 @@ class _Planner:
         self.decisions: list[Decision] = []
         self._cost_cache: dict[tuple, GroupCost] = {}
         self._rejected: set[tuple] = set()
+        self._kinds: dict[tuple, str] = {}
+        self._gkeys: dict[int, tuple] = {}
         self._logged: set[tuple] = set()
         self.extra_reasons: dict[tuple, list[str]] = {}
         # node sets a compiler found over the limits (fusion.measured): never one kernel
@@ -373,6 +375,21 @@ class _Planner:
                 g.reasons.append(f"{passes} passes over each row: a row needs {fmt_bytes(need)}, "
                                  f"shared memory per block is "
                                  f"{fmt_bytes(self.spec.shared_mem_per_block)} on {self.spec.name}")
+
+    def kind(self, gid: int) -> str:
+        """The group kind of group `gid` as it stands (cached per node set)."""
+        k = self.gkey(gid)
+        if k not in self._kinds:
+            self._kinds[k] = make_group(self.graph, self.members[gid], "kind", users=self._users,
+                                        order=self.order).kind
+        return self._kinds[k]
+
+    def gkey(self, gid: int) -> tuple:
+        """key() of group `gid`'s current nodes (cached until it merges)."""
+        k = self._gkeys.get(gid)
+        if k is None:
+            k = self._gkeys[gid] = self.key(self.members[gid])
+        return k
 
     def key(self, nodes: list[Node]) -> tuple:
         return tuple(sorted(self.order[id(n)] for n in nodes))
@@ -432,6 +449,8 @@ class _Planner:
             self.group_of[id(n)] = c
         self.members[c] = nodes
         del self.members[p]
+        self._gkeys.pop(p, None)
+        self._gkeys.pop(c, None)
         for b, nb in self.succ.pop(p, {}).items():
             self.pred[b].pop(p, None)
             if b != c:
@@ -455,7 +474,7 @@ class _Planner:
 
         def reject(reason: str) -> bool:
             self._rejected.add(k)
-            pk, ck = (self.key(self.members[p]), reason), (self.key(self.members[c]), reason)
+            pk, ck = (self.gkey(p), reason), (self.gkey(c), reason)
             if pk not in self._logged and ck not in self._logged:  # each pair's reason once
                 self.decisions.append(Decision(lp, lc, False, "not fused: " + reason))
             self._logged.update((pk, ck))
@@ -523,7 +542,7 @@ class _Planner:
         narrow = {id(ns[-1]): ns for ns in attention_candidates(self.graph, prologues=False)}
         for nodes in attention_candidates(self.graph):
             nodes = self._prologue_or_not(nodes, narrow.get(id(nodes[-1])))
-            cand = make_group(self.graph, nodes, "attention")
+            cand = make_group(self.graph, nodes, "attention", users=self._users, order=self.order)
             planned = plan_attention(cand, self.spec)
             label = f"{nodes[0].op}(%{nodes[0].outputs[0].name})"
             last = f"dot_general(%{nodes[-1].outputs[0].name})"
@@ -608,13 +627,16 @@ class _Planner:
                         a, b = gids[i], gids[j]
                         if a not in self.members or b not in self.members:
                             continue
-                        if self.creates_cycle(a, b) or self.creates_cycle(b, a):
-                            continue
-                        ka = self.make(self.members[a]).kind
-                        kb = self.make(self.members[b]).kind
+                        # cheap tests first (a value read by every layer, such as the rope
+                        # tables, makes many pairs): kinds, pairs already refused, then cycles
+                        ka, kb = self.kind(a), self.kind(b)
                         # matmul siblings: contractions sharing A (a fused QKV projection);
                         # structural_veto says why others stay apart
                         if ka != kb or ka not in ("pointwise", "row_reduction", "matmul"):
+                            continue
+                        if tuple(sorted(self.gkey(a) + self.gkey(b))) in self._rejected:
+                            continue
+                        if self.creates_cycle(a, b) or self.creates_cycle(b, a):
                             continue
                         if self.try_merge(a, b, 0, None, sibling=True):
                             changed = True

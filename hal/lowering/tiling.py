@@ -7,6 +7,7 @@ max_registers_per_thread, so a new device spec gets sensible kernels for free.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 from hal.devices.spec import DeviceSpec
@@ -78,6 +79,7 @@ def matmul_shared_bytes(t: MatmulTiles, acc_bytes: int, operands: int = 1) -> in
     return (t.bm + operands * t.bn) * t.bk * acc_bytes
 
 
+@functools.lru_cache(maxsize=1024)  # pure in its arguments (a model repeats its shapes)
 def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec,
                  operands: int = 1, reserve: int = 0) -> MatmulTiles:
     """The largest block tile that fits the spec, shrunk while the grid underfills the device.
