@@ -189,10 +189,26 @@ def run_suite(cfg: SuiteConfig, writer: ReportWriter, *,
     return writer.finalize(complete=True)
 
 
+def start_method(backend: str) -> str:
+    """How worker processes start: "fork" (fast) for simulated backends; "spawn" for a
+    backend on real hardware, since a GPU driver initialised in the parent (its
+    availability probe calls cuInit / hipInit) must not be inherited through fork."""
+    from hal.backend import Capability
+    from hal.backends_registry import get_backend
+
+    if os.name != "posix":
+        return "spawn"
+    try:
+        real = Capability.REAL_HARDWARE in get_backend(backend).capabilities
+    except Exception:  # an unknown or broken backend fails in the workers, with its reason
+        real = True
+    return "spawn" if real else "fork"
+
+
 def _parallel(ids: list[str], cfg: SuiteConfig, emit) -> None:
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork") if os.name == "posix" else None
+    ctx = mp.get_context(start_method(cfg.backend))
     batches = [ids[i:i + cfg.batch] for i in range(0, len(ids), cfg.batch)]
     with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as ex:
         pending = {ex.submit(_worker, b, cfg): b for b in batches[:cfg.workers * 4]}

@@ -151,3 +151,14 @@ def test_json_is_rewritten_during_the_run(tmp_path):
     assert doc["meta"]["complete"] is False and len(doc["results"]) == 2
     w.finalize()
     assert json.loads((tmp_path / "p.json").read_text())["summary"]["total"] == 3
+
+
+def test_workers_spawn_for_real_hardware_and_fork_for_simulators():
+    """A GPU driver initialised in the parent (the availability probe) must not be
+    inherited through fork: real-hardware backends start workers with spawn."""
+    from hal.conformance.runner import start_method
+
+    assert start_method("cpu_sim") == "fork"
+    assert start_method("reference") == "fork"
+    assert start_method("cuda") == "spawn"
+    assert start_method("rocm") == "spawn"
