@@ -165,9 +165,16 @@ def structural_veto(nodes: list[Node]) -> str | None:
             return why_or_ids
         norm_prologue = why_or_ids
     if contractions:
+        from hal.lowering.matmul import epilogue_views, one_tile_grid
+
         mm = contractions[0]
         mm_shape = mm.outputs[0].shape
         dots = {id(d) for d in contractions}
+        found = epilogue_views(nodes, contractions) if one_tile_grid(contractions) else []
+        views = {id(r) for r in found}
+        view_shapes = {tuple(r.outputs[0].shape) for r in found}
+        if len(view_shapes) > 1:
+            return "two different views of the matmul result (one epilogue layout per kernel)"
         after = set().union(*(_dependents(nodes, d) for d in contractions))
         for n in nodes:
             if id(n) in dots:
@@ -177,9 +184,11 @@ def structural_veto(nodes: list[Node]) -> str | None:
                     return f"only casts and data movement may precede a matmul in its kernel, " \
                            f"not {n.op}" + (" (elementwise ops and reductions only in a norm "
                                             "prologue of the A operand)" if reductions else "")
-            elif _cat(n) is Category.MOVEMENT:
-                return f"{n.op} of the matmul result: the epilogue keeps the output layout"
-            elif any(o.shape != mm_shape for o in n.outputs) and \
+            elif _cat(n) is Category.MOVEMENT and id(n) not in views:
+                return f"{n.op} of the matmul result: the epilogue keeps the output layout " \
+                       f"(only a view regrouping its leading axes may follow it)"
+            elif any(o.shape != mm_shape and tuple(o.shape) not in view_shapes
+                     for o in n.outputs) and \
                     _cat(n) not in (Category.BROADCAST, Category.SOURCE):
                 return f"epilogue op {n.op} changes the matmul's output shape"
     if reductions and not contractions:  # (with a contraction: checked by _norm_prologue)
@@ -605,7 +614,11 @@ class _Planner:
         changed = True
         while changed:
             changed = False
-            for (p, c), nbytes in sorted(self.edges().items(), key=lambda kv: (-kv[1], kv[0])):
+            # largest flow first; at equal flow a matmul's epilogue before a reduction's
+            # prologue (a residual add belongs after the projection, so the norm that
+            # follows can become the next matmul's prologue)
+            for (p, c), nbytes in sorted(self.edges().items(), key=lambda kv: (
+                    -kv[1], self.kind(kv[0][0]) != "matmul", kv[0])):
                 if p in self.members and c in self.members and c in self.succ.get(p, {}) \
                         and self.try_merge(p, c, nbytes, None):
                     changed = True

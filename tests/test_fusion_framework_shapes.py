@@ -157,3 +157,48 @@ def test_jax_decoder_attention_and_norms_fuse():
     kinds = [x.kind for x in p.groups]
     assert kinds.count("attention") == 2
     assert "row_reduction" not in kinds   # every norm is a matmul prologue
+
+
+@pytest.mark.parametrize("device", ["h100-sxm", "mi300x"])
+def test_linear_view_then_residual_is_the_matmul_epilogue(device):
+    """torch's Linear on [B, S, D]: mm on [B*S, D] (+ bias), view back to [B, S, N], then the
+    residual add: one kernel whose epilogue runs at the view's coordinates."""
+    b = GraphBuilder("linear_view_residual")
+    x = b.input("x", f32, (2 * 7, 24))
+    w, bias = b.input("w", f32, (20, 24)), b.input("bias", f32, (20,))
+    res = b.input("res", f32, (2, 7, 20))
+    y = b.op("matmul", x, w, transpose_b=True)
+    y = b.op("add", y, b.op("broadcast_to", bias, shape=(14, 20)))
+    y = b.op("reshape", y, shape=(2, 7, 20))
+    b.output(b.op("add", y, res, name="out"))
+    g = b.build()
+    spec = load_spec(device)
+    p = plan(g, spec, measure=None)
+    assert p.kernel_count() == 1, [x.ops for x in p.groups]
+    (grp,) = p.groups
+    r = CpuSimBackend().run_graph(g, random_inputs(g, 6), spec, check=True)
+    assert r.report["ok"], r.report
+    (st,) = r.stats
+    assert st["global_bytes"] == p.costs[grp.name].issued
+
+
+def test_a_view_that_reorders_columns_stays_out_of_the_epilogue():
+    from hal.fusion.plan import structural_veto
+
+    b = GraphBuilder("bad_view")
+    x, w = b.input("x", f32, (14, 24)), b.input("w", f32, (20, 24))
+    y = b.op("matmul", x, w, transpose_b=True)
+    b.output(b.op("exp", b.op("reshape", y, shape=(14, 4, 5))))  # splits the last axis
+    why = structural_veto(b.build().nodes)
+    assert why and "regrouping its leading axes" in why
+
+
+def test_torch_llama_bringup_plan_has_no_standalone_norms():
+    pytest.importorskip("torch")
+    from hal.frontends.bringup import load_subject
+
+    subject = load_subject("examples/models/llama_style.py:make")
+    p = plan(subject.model.graph, load_spec("h100-sxm"), measure=None)
+    kinds = [x.kind for x in p.groups if x.kind != "movement"]
+    assert kinds.count("attention") == 2 and "row_reduction" not in kinds
+    assert p.kernel_count() <= 14

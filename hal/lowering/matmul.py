@@ -59,7 +59,7 @@ from hal.kernel.ir import (
     Store,
 )
 from hal.lowering import faults
-from hal.lowering.context import KernelContext, index_dtype_for
+from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import (
     ScalarBuilder,
     cooperative_tile_load,
@@ -204,6 +204,29 @@ def sibling_segments(nodes) -> list[list[Node]] | None:
     return None if isinstance(segs, str) else segs
 
 
+def epilogue_views(nodes, dots) -> list[Node]:
+    """Reshapes of a contraction's result that only regroup its leading axes (torch's
+    Linear: `mm` on [B*S, N], then `view` back to [B, S, N]) so the epilogue after them
+    (bias, residual add) joins the matmul's kernel: the element at (row, n) of the result
+    is the element at (unravel(row), n) of the view."""
+    if not dots or len(contraction_dims(dots[0])[5]) != 1:
+        return []
+    shape = tuple(dots[0].outputs[0].shape)
+    derived = {d.outputs[0].name for d in dots}   # the result and the epilogue computed on it
+    views = []
+    for n in nodes:
+        if not any(v.name in derived for v in n.inputs):
+            continue
+        if n.op == "reshape" and tuple(n.inputs[0].shape) == shape:
+            b = tuple(n.outputs[0].shape)
+            if b and b[-1] == shape[-1] and math.prod(b) == math.prod(shape) \
+                    and all(isinstance(x, int) for x in (*shape, *b)):
+                views.append(n)
+                continue
+        derived.update(o.name for o in n.outputs)
+    return views
+
+
 def fused_reserve(nodes, inputs) -> int:
     """Registers per thread the fused prologue and epilogue of a matmul group hold on top
     of tiling.matmul_registers: two per input beyond A and the Bs (addresses, a loaded
@@ -241,10 +264,12 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
             raise UnsupportedError(f"group {group.name}: an output is not the epilogue of "
                                    f"exactly one of its sibling contractions",
                                    hint="split the group after the epilogue")
+    views = epilogue_views(group.nodes, dots) if len(segments) == 1 else []
+    view_shapes = {tuple(r.outputs[0].shape) for r in views}
     for seg_dots, outs in segments:
         out = seg_dots[0].outputs[0]
         for v in outs:
-            if tuple(v.shape) != tuple(out.shape):
+            if tuple(v.shape) != tuple(out.shape) and tuple(v.shape) not in view_shapes:
                 raise UnsupportedError(f"group {group.name}: output %{v.name} {list(v.shape)} "
                                        f"is not shaped like the matmul result "
                                        f"{list(out.shape)}",
@@ -374,10 +399,22 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
                     value = Cast(value, compute_dtype(o.dtype)) \
                         if acc_dt != compute_dtype(o.dtype) else value
                     ep.env[o.name] = (coords, ctx.declare(inner, o.name, rounded(value, o.dtype)))
+                # a view regrouping the result's leading axes ([B*S, N] -> [B, S, N]): the
+                # epilogue after it runs at the view's coordinates of the same element
+                space = {tuple(dots[0].outputs[0].shape): coords}
+                if views:
+                    row = ctx.add(ctx.mul(ctx.linear(list(bcoords), contiguous_strides(bs)), m),
+                                  gm) if bs else gm
+                    for r in views:
+                        lead = [int(x) for x in r.outputs[0].shape[:-1]]
+                        vc = (*ctx.unravel(row, lead), gn)
+                        space[tuple(r.outputs[0].shape)] = vc
+                        ep.env[r.outputs[0].name] = (vc, ep.value(r.inputs[0], coords))
                 for v in outputs:
+                    at = space[tuple(v.shape)]
                     drop = faults.active("dropped_epilogue") and id(v.producer) not in dot_ids  # self-test
-                    e = ep.value(v.producer.inputs[0] if drop else v, coords)
-                    param, idx = ep.store_index(v, coords)
+                    e = ep.value(v.producer.inputs[0] if drop else v, at)
+                    param, idx = ep.store_index(v, at)
                     inner.append(Store(param, idx, to_storage(e, v.dtype)))
                 stmts.append(If(Binary("logical_and", gm.lt(ctx.c(m)), gn.lt(ctx.c(n))), inner))
                 body.extend(stmts)
