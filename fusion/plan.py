@@ -475,10 +475,10 @@ class _Planner:
 
     # -- one candidate ------------------------------------------------------
     def try_merge(self, p: int, c: int, flow_bytes: int, edges, sibling: bool = False) -> bool:
-        nodes = sorted(self.members[p] + self.members[c], key=lambda n: self.order[id(n)])
-        k = self.key(nodes)
+        k = tuple(sorted(self.gkey(p) + self.gkey(c)))   # = key(nodes), from cached keys
         if k in self._rejected:
             return False
+        nodes = sorted(self.members[p] + self.members[c], key=lambda n: self.order[id(n)])
         lp, lc = self.label(p), self.label(c)
 
         def reject(reason: str) -> bool:

@@ -79,6 +79,21 @@ def matmul_shared_bytes(t: MatmulTiles, acc_bytes: int, operands: int = 1) -> in
     return (t.bm + operands * t.bn) * t.bk * acc_bytes
 
 
+@functools.lru_cache(maxsize=256)
+def _tile_candidates(acc_bytes: int, spec: DeviceSpec, operands: int,
+                     reserve: int) -> tuple[MatmulTiles, ...]:
+    """Every tile that fits the spec (matmul_tiles' constraints), independent of the shape."""
+    def fits(t: MatmulTiles) -> bool:
+        return (t.threads % spec.warp_size == 0 and t.threads <= spec.max_threads_per_block
+                and matmul_shared_bytes(t, acc_bytes, operands) <= spec.shared_mem_per_block
+                and matmul_registers(t, operands) + reserve
+                <= spec.registers_per_thread_at(t.threads))
+
+    return tuple(t for bm in (128, 64, 32, 16, 8) for bn in (128, 64, 32, 16, 8)
+                 for bk in (32, 16, 8) for tm in (8, 4, 2, 1) for tn in (8, 4, 2, 1)
+                 if tm <= bm and tn <= bn and fits(t := MatmulTiles(bm, bn, bk, tm, tn)))
+
+
 @functools.lru_cache(maxsize=1024)  # pure in its arguments (a model repeats its shapes)
 def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec,
                  operands: int = 1, reserve: int = 0) -> MatmulTiles:
@@ -90,22 +105,7 @@ def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec,
     `operands` > 1: that many contractions share the A tile (a dual GEMM). `reserve`
     registers per thread are kept for the fused prologue and epilogue (matmul.fused_reserve),
     so a device with few registers gets smaller micro-tiles rather than spills."""
-    def fits(t: MatmulTiles) -> bool:
-        return (t.threads % spec.warp_size == 0 and t.threads <= spec.max_threads_per_block
-                and matmul_shared_bytes(t, acc_bytes, operands) <= spec.shared_mem_per_block
-                and matmul_registers(t, operands) + reserve
-                <= spec.registers_per_thread_at(t.threads))
-
-    cands = []
-    for bm in (128, 64, 32, 16, 8):
-        for bn in (128, 64, 32, 16, 8):
-            for bk in (32, 16, 8):
-                for tm in (8, 4, 2, 1):
-                    for tn in (8, 4, 2, 1):
-                        if tm <= bm and tn <= bn:
-                            t = MatmulTiles(bm, bn, bk, tm, tn)
-                            if fits(t):
-                                cands.append(t)
+    cands = _tile_candidates(acc_bytes, spec, operands, reserve)
     if not cands:
         raise ValueError(f"no matmul tile fits device {spec.name}")
 
