@@ -88,9 +88,17 @@ def contraction_dims(node: Node):
         lc, lf = (ra - 2, ra - 1) if node.attrs["transpose_a"] else (ra - 1, ra - 2)
         rc, rf = (rb - 1, rb - 2) if node.attrs["transpose_b"] else (rb - 2, rb - 1)
         return batch, tuple(range(rb - 2)), (lc,), (rc,), (lf,), (rf,)
-    from hal.ops.contraction import dot_general_dims
+    key = (a.rank, b.rank, node.attrs.get("lhs_contracting"), node.attrs.get("rhs_contracting"),
+           node.attrs.get("lhs_batch"), node.attrs.get("rhs_batch"))
+    dims = _DIMS.get(key)
+    if dims is None:
+        from hal.ops.contraction import dot_general_dims
 
-    return dot_general_dims(a.rank, b.rank, node.attrs)
+        dims = _DIMS[key] = dot_general_dims(a.rank, b.rank, node.attrs)
+    return dims
+
+
+_DIMS: dict[tuple, tuple] = {}   # dot_general dims by (ranks, dimension numbers)
 
 
 def _scatter(rank: int, parts: list[tuple[tuple[int, ...], list[Expr]]]) -> tuple[Expr, ...]:
