@@ -1,4 +1,6 @@
-"""Compile every example and every primitive-op kernel for sm_80, sm_90a, gfx90a and gfx942
+"""Compile every example, every primitive-op kernel and the framework bring-up models'
+kernels (examples/models: torch Llama and GPT-2 styles, a JAX decoder) for sm_80, sm_90a,
+gfx90a and gfx942
 and print one resource table (kernel, compiler, arch, registers/VGPRs, SGPRs, spills,
 shared/LDS, status). Exit 1 on a compiler error or warning; limits are reported per row
 (`--strict` makes them fail too). Compilers that are not installed are skipped with the
@@ -36,7 +38,37 @@ def kernels_for(spec_name: str, examples_only: bool) -> list:
         sys.path.insert(0, str(ROOT))
         from tests.test_render import primitive_kernels
         ks += primitive_kernels(spec_name)
+        ks += model_kernels(spec)
     return unique_names(ks, lambda i: f"u{i}_")
+
+
+MODELS = ["examples/models/llama_style.py:make", "examples/models/gpt2_style.py:make",
+          "examples/models/jax_decoder.py:make"]
+
+
+_SUBJECTS: dict = {}
+
+
+def model_kernels(spec) -> list:
+    """The kernels of the framework bring-up models (torch.export / JAX imports), as planned
+    for `spec`; a model whose framework is not installed is skipped with the reason."""
+    import warnings
+
+    from hal.frontends.bringup import load_subject
+
+    ks = []
+    for model in MODELS:
+        if model not in _SUBJECTS:   # import (torch.export, jax tracing) once, plan per spec
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _SUBJECTS[model] = load_subject(str(ROOT / model))
+        subject = _SUBJECTS[model]
+        if subject.model is None:
+            print(f"skipped {model}: {subject.error}")
+            continue
+        for grp in plan(subject.model.graph, spec).groups:
+            ks += lower_group(grp, spec)
+    return ks
 
 
 def main(argv: list[str]) -> int:
