@@ -566,6 +566,9 @@ def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
         mm = None
     else:
         factors = {}
+        # a pointwise kernel's builder caches values by coordinates too: a value reached
+        # through two paths with the same coordinate maps is loaded once
+        by_coords = g.kind == "pointwise"
     passes = 1
     if g.kind == "row_reduction" and g.schedule.get("row_cache") == "reload":
         passes = reduction_passes(g)

@@ -202,3 +202,22 @@ def test_torch_llama_bringup_plan_has_no_standalone_norms():
     kinds = [x.kind for x in p.groups if x.kind != "movement"]
     assert kinds.count("attention") == 2 and "row_reduction" not in kinds
     assert p.kernel_count() <= 14
+
+
+def test_rotary_kernel_issued_bytes_match_the_simulator():
+    """A pointwise rotary kernel whose cos/sin tables come from iota reaches the
+    inv_freq table twice (through cos and through sin) at the same coordinates: the
+    builder loads it once, and so does the model."""
+    from hal.dtypes import dtype
+    from hal.examples.build import _rope_tables
+
+    b = GraphBuilder("rope_only")
+    x = b.input("x", f32, (2, 16, 4, 32))   # [B, S, H, D]: cos/sin are [S, D]
+    cos, sin = _rope_tables(b, 16, 32, dtype("f32"), "")
+    b.output(b.op("rotary_embedding", x, cos, sin, name="y"))
+    g = b.build()
+    spec = load_spec("h100-sxm")
+    p = plan(g, spec, measure=None)
+    r = CpuSimBackend().run_graph(g, random_inputs(g, 1), spec, check=True)
+    assert r.report["ok"], r.report
+    assert sum(s["global_bytes"] for s in r.stats) == p.issued_bytes
