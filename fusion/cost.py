@@ -169,7 +169,9 @@ def estimate_registers(g: FusedGroup, spec: DeviceSpec) -> int:
         live = len(dots) if one_tile_grid(dots) else 1
         t = _matmul_grid(g, spec)[4]
         if "tm" not in t:
-            return base + live * 80  # no tile fits the device: the lowering refuses it
+            # no tile fits the device: over the limit, so the veto refuses what the
+            # lowering could not produce anyway
+            return spec.max_registers_per_thread + 1
         tiles = MatmulTiles(t["bm"], t["bn"], t["bk"], t["tm"], t["tn"])
         return matmul_registers(tiles, live) + fused_reserve(g.nodes, g.inputs)
     elif g.kind in ("row_reduction", "column_reduction"):

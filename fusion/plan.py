@@ -238,44 +238,18 @@ def _norm_prologue(nodes: list[Node], contractions: list[Node],
     elementwise/broadcast consumers, the elementwise ops feeding them), or why the reductions
     cannot join the matmul's kernel (hal.lowering.matmul_prologue recomputes the row
     statistics of a block's rows before its K loop)."""
-    from hal.lowering.matmul import contraction_dims
-    from hal.lowering.matmul_prologue import row_space
+    from hal.lowering.matmul_prologue import reduction_layout
 
     after = set().union(*(_dependents(nodes, d) for d in contractions))
     for r in reductions:
         if id(r) in after:
             return "a reduction cannot join a matmul's epilogue (only a norm of the A operand " \
                    "may precede it)"
-    mm = contractions[0]
-    a = mm.inputs[0]   # siblings share A (checked before)
-    producer = {o.name: n for n in nodes for o in n.outputs}
-    ancestors: set[int] = set()
-    stack = [a.name]
-    while stack:
-        p = producer.get(stack.pop())
-        if p is not None and id(p) not in ancestors:
-            ancestors.add(id(p))
-            stack.extend(v.name for v in p.inputs)
-    lb, _rb, lc, _rc, lf, _rf = contraction_dims(mm)
-    rank = a.rank
-    keeps = {tuple(1 if i in lc else d for i, d in enumerate(a.shape))}
-    spaces = {tuple(a.shape)}   # A's rows, or a tensor whose leading axes a reshape merges
-    for r in reductions:
-        what = f"{r.op} (%{r.outputs[0].name})"
-        if id(r) not in ancestors:
-            return f"{what} precedes a matmul but does not feed its A operand (only A's rows " \
-                   f"can be normalised in its kernel)"
-        if r.op in ("argmax", "argmin"):
-            return f"{what}: an arg reduction cannot be a matmul prologue"
-        if tuple(lc) != tuple(range(rank - len(lc), rank)) or \
-                tuple(lb) + tuple(lf) != tuple(range(rank - len(lc))):
-            return f"{what}: the matmul reads A transposed (a prologue row reduction needs " \
-                   f"K as A's trailing axes)"
-        space = row_space(r, a, contraction_dims(mm))
-        if isinstance(space, str):
-            return space
-        spaces.add(space[0])
-        keeps.add(space[1])
+    a = contractions[0].inputs[0]   # siblings share A (checked before)
+    layout = reduction_layout(nodes, contractions[0], reductions)
+    if isinstance(layout, str):
+        return layout
+    ancestors, spaces, keeps = layout
     derived = {o.name for r in reductions for o in r.outputs}
     dots = {id(d) for d in contractions}
     for n in nodes:  # graph order: `derived` grows with the values computed from reductions

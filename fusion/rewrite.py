@@ -20,8 +20,14 @@ copy fuses into its consumer instead of forcing one materialised tensor.
 
 from __future__ import annotations
 
+import math
+
 from hal.ir.graph import Graph, Node, Value, _attr_key
+from hal.ir.types import TensorType
 from hal.ops import Category, get_op
+from hal.ops.reduction import reduced_shape
+
+from .group import reduction_axes
 
 # A broadcast whose source is at most this many elements is recomputed per consumer.
 SMALL_SOURCE_ELEMENTS = 1 << 16
@@ -59,11 +65,6 @@ def canonicalize_reductions(graph: Graph) -> Graph:
 
 
 def _canonicalize_once(graph: Graph) -> Graph:
-    import math as _math
-
-    from hal.ir.types import TensorType
-    from hal.ops.reduction import reduced_shape
-
     producer = {o.name: n for n in graph.nodes for o in n.outputs}
     users = graph.users()
     outputs = {v.name for v in graph.outputs}
@@ -78,7 +79,7 @@ def _canonicalize_once(graph: Graph) -> Graph:
             ident = _IDENTITY[n.op]
             for i, other in ((0, 1), (1, 0)):
                 c = _constant_value(ins[i], producer)
-                if c is not None and c == ident and not _math.isnan(c) \
+                if c is not None and c == ident and not math.isnan(c) \
                         and tuple(ins[other].shape) == tuple(out.shape) \
                         and ins[other].dtype == out.dtype:
                     alias[out.name] = ins[other]
@@ -88,8 +89,6 @@ def _canonicalize_once(graph: Graph) -> Graph:
                 continue
         if get_op(n.op).category is Category.REDUCTION and n.attrs.get("keepdims") is False \
                 and "axes" in n.attrs and out.name not in alias:
-            from hal.fusion.group import reduction_axes
-
             keep = reduced_shape(tuple(ins[0].shape), reduction_axes(n), True)
             readers = users.get(out.name, [])
             back = [u for u in readers if u.op == "reshape" and tuple(u.outputs[0].shape) == keep

@@ -77,18 +77,19 @@ def row_space(r, a, dims) -> tuple[tuple[int, ...], tuple[int, ...]] | str:
     return xs, keep
 
 
-def prologue_layout(group, dot) -> str | None:
-    """Why the reductions of matmul group `group` cannot be the pre-pass of `dot`'s A, or None."""
+def reduction_layout(nodes, dot, reductions) -> tuple[set[int], set, set] | str:
+    """(ids of the nodes A is computed from, the reductions' row spaces, their kept
+    shapes) when every reduction of `nodes` can be the pre-pass of `dot`'s A operand, or
+    why not: A must not be read transposed, and each reduction must feed A, not be an arg
+    reduction and reduce A's rows over its contraction axes (row_space). Shared by the
+    fusion rule (fusion.plan) and the lowering (prologue_layout)."""
     from hal.lowering.matmul import contraction_dims
 
     a = dot.inputs[0]
-    lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
+    dims = contraction_dims(dot)
+    lb, _rb, lc, _rc, lf, _rf = dims
     rank = a.rank
-    if tuple(lc) != tuple(range(rank - len(lc), rank)) or \
-            tuple(lb) + tuple(lf) != tuple(range(rank - len(lc))):
-        return "the matmul reads A transposed: a prologue row reduction needs K as A's " \
-               "trailing axes"
-    producer = {o.name: n for n in group.nodes for o in n.outputs}
+    producer = {o.name: n for n in nodes for o in n.outputs}
     ancestors: set[int] = set()
     stack = [a.name]
     while stack:
@@ -96,15 +97,33 @@ def prologue_layout(group, dot) -> str | None:
         if n is not None and id(n) not in ancestors:
             ancestors.add(id(n))
             stack.extend(v.name for v in n.inputs)
-    for r in prologue_reductions(group.nodes):
+    spaces = {tuple(a.shape)}   # A's rows, or a tensor whose leading axes a reshape merges
+    keeps = {tuple(1 if i in lc else d for i, d in enumerate(a.shape))}
+    for r in reductions:
         what = f"{r.op} (%{r.outputs[0].name})"
         if id(r) not in ancestors:
-            return f"{what} does not feed the matmul's A operand"
+            return f"{what} precedes a matmul but does not feed its A operand (only A's rows " \
+                   f"can be normalised in its kernel)"
         if r.op in ("argmax", "argmin"):
             return f"{what}: an arg reduction cannot be a matmul prologue"
-        space = row_space(r, a, contraction_dims(dot))
+        if tuple(lc) != tuple(range(rank - len(lc), rank)) or \
+                tuple(lb) + tuple(lf) != tuple(range(rank - len(lc))):
+            return f"{what}: the matmul reads A transposed (a prologue row reduction needs " \
+                   f"K as A's trailing axes)"
+        space = row_space(r, a, dims)
         if isinstance(space, str):
             return space
+        spaces.add(space[0])
+        keeps.add(space[1])
+    return ancestors, spaces, keeps
+
+
+def prologue_layout(group, dot) -> str | None:
+    """Why the reductions of matmul group `group` cannot be the pre-pass of `dot`'s A, or None."""
+    layout = reduction_layout(group.nodes, dot, prologue_reductions(group.nodes))
+    if isinstance(layout, str):
+        return layout
+    ancestors = layout[0]
     outs = {v.name for v in group.outputs}
     for n in group.nodes:
         if id(n) in ancestors and any(o.name in outs for o in n.outputs):
