@@ -11,14 +11,14 @@ from hal.devices.loader import list_specs, load_spec, shipped_spec_names
 from hal.devices.units import parse_quantity
 from hal.errors import SpecError
 
-SIX = ["a100-sxm", "h100-sxm", "host-cpu", "mi250x-gcd", "mi300x", "scratch-npu"]
+SHIPPED = ["a100-sxm", "h100-sxm", "h200", "host-cpu", "mi250x-gcd", "mi300x", "scratch-npu"]
 KiB, MiB = 1024, 1024**2
 
 
-def test_six_specs_ship_and_load():
-    assert shipped_spec_names() == SIX
+def test_shipped_specs_load():
+    assert shipped_spec_names() == SHIPPED
     specs = list_specs()
-    assert [s.name for s in specs] == SIX
+    assert [s.name for s in specs] == SHIPPED
     for s in specs:
         assert s.source.endswith(f"{s.name}.yaml")
         assert s.shared_mem_per_block <= s.shared_mem_per_unit
@@ -149,3 +149,12 @@ def test_missing_file_and_non_mapping(tmp_path):
     p.write_text("- a\n- b\n")
     with pytest.raises(SpecError, match="expected a mapping"):
         load_spec(str(p))
+
+
+def test_h200_is_an_h100_with_more_and_faster_memory():
+    h100, h200 = load_spec("h100-sxm"), load_spec("h200")
+    assert h200.arch == h100.arch == "sm_90a"
+    assert h200.compute_units == h100.compute_units
+    assert h200.dram_bandwidth == 4.8e12
+    assert h200.l2_bytes == 60e6          # what the device reports, for honest L2 flushes
+    assert h200.dram_bytes > h100.dram_bytes
