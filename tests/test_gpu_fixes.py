@@ -17,9 +17,8 @@ from hal.backend import Availability
 from hal.backends.cpu_sim.checks import SimulationError, check_launch
 from hal.backends.cuda.backend import CudaBackend
 from hal.backends.cuda.compiler import NvrtcOptions, compile_nvrtc, cuda_include_dir
-from hal.backends.cuda.driver import torch_current_stream
 from hal.backends.cuda.render import CudaRenderer
-from hal.backends.rocm.driver import HipDriver, gcn_arch_base
+from hal.backends.rocm.driver import HipDriver
 from hal.backends_registry import get_backend
 from hal.devices.loader import load_spec
 from hal.dtypes import f32
@@ -28,7 +27,6 @@ from hal.fusion import plan
 from hal.gpu_runner import DLPACK_CUDA, GpuRunner, device_pointer
 from hal.ir.text import load_graph, parse_graph
 from hal.lowering import lower_group
-from hal.render.cstyle import kernel_symbol
 from hal.render.toolchain import CompileCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,6 +298,8 @@ def test_work_is_queued_on_torchs_current_stream():
 
 
 def test_torch_current_stream_is_read_only_when_torch_initialised_cuda(monkeypatch):
+    from hal.backends.cuda.driver import torch_current_stream
+
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert torch_current_stream(0) == 0
@@ -313,6 +313,8 @@ def test_torch_current_stream_is_read_only_when_torch_initialised_cuda(monkeypat
 
 
 def _faulting_run(monkeypatch, sync_each):
+    from hal.render.cstyle import kernel_symbol
+
     monkeypatch.setenv("HAL_SYNC_EACH", "1" if sync_each else "0")
     fake, d = _fake()
     g = load_graph(str(TINY_GPT))
@@ -344,6 +346,8 @@ def test_the_first_error_survives_cleanup(monkeypatch):
 
 
 def test_a_hal_prefixed_kernel_is_found_by_its_rendered_symbol():
+    from hal.render.cstyle import kernel_symbol
+
     _, ks = _kernels("graph t {\n  input %x: f32[64]\n  %y = exp(%x)\n  output %y\n}")
     k = dataclasses.replace(ks[0], name="hal_exp")
     assert kernel_symbol(k) == "hal_exp_" and "hal_exp_(" in CudaRenderer().render(k, H200)
@@ -372,6 +376,8 @@ class _Hip:
 
 
 def test_rocm_driver_compares_the_spec_arch_with_gcn_arch_name():
+    from hal.backends.rocm.driver import gcn_arch_base
+
     assert gcn_arch_base(b"gfx90a:sramecc+:xnack-\0\0") == "gfx90a"
     d = HipDriver(hip=_Hip(b"gfx90a:sramecc+:xnack-"), compiler="hipcc")
     assert d.arch(load_spec("mi250x-gcd")) == "gfx90a"
