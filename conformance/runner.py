@@ -8,9 +8,11 @@ comparison; a simulator check (race, out_of_bounds, ...) or any exception
 becomes a "fail" or "error" verdict with the message.
 
 `run_suite(...)` selects cases (-k), skips the non-applicable and UNSUPPORTED
-ones, runs the rest in `workers` processes (2 by default: both cores here),
-classifies against EXPECTED_FAILURES and streams every result to a
-ReportWriter; on KeyboardInterrupt it finalizes the report and re-raises.
+ones, runs the rest in `workers` processes (2 by default: both cores here;
+hal.conformance.workers starts and stops them explicitly), classifies against
+EXPECTED_FAILURES and streams every result to a ReportWriter; on
+KeyboardInterrupt it stops the workers, finalizes the report with every result
+received (shielded from a second Ctrl-C) and re-raises.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import shlex
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from .compare import check, diff
 from .expectations import classify, not_applicable, unsupported_reason
 from .report import ReportWriter
 from .tolerance import output_bounds
+from .workers import run_parallel
 
 COST = {"model": 0, "fused": 1, "contraction": 2, "reduction": 3}  # slow families first
 
@@ -219,34 +221,21 @@ def start_method(backend: str) -> str:
     return "spawn" if real else "fork"
 
 
+def _run_one(case_id: str, cfg: SuiteConfig) -> dict[str, Any]:
+    return execute(get_case(case_id), cfg.backend, cfg.device, cfg.seed, cfg.compare_backend,
+                   cfg.unfused)
+
+
+def _crashed(cfg: SuiteConfig) -> Callable[[str, str], dict[str, Any]]:
+    def record(case_id: str, why: str) -> dict[str, Any]:
+        return {"id": case_id, "verdict": "error", "op": "", "kind": "", "reason": why,
+                "device": cfg.device, "backend": cfg.backend,
+                "repro": repro_command(cfg.backend, cfg.device, case_id, cfg.seed)}
+    return record
+
+
 def _parallel(ids: list[str], cfg: SuiteConfig, emit) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context(start_method(cfg.backend))
-    batches = [ids[i:i + cfg.batch] for i in range(0, len(ids), cfg.batch)]
-    with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as ex:
-        pending = {ex.submit(_worker, b, cfg): b for b in batches[:cfg.workers * 4]}
-        queued = iter(batches[cfg.workers * 4:])
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    batch = pending.pop(f)
-                    try:
-                        results = f.result()
-                    except Exception as e:  # a worker died (segfault, OOM): keep going
-                        results = [{"id": i, "verdict": "error", "op": "", "kind": "",
-                                    "reason": f"worker crashed: {type(e).__name__}: {e}",
-                                    "device": cfg.device, "backend": cfg.backend,
-                                    "repro": repro_command(cfg.backend, cfg.device, i, cfg.seed)}
-                                   for i in batch]
-                    for r in results:
-                        emit(r)
-                    nxt = next(queued, None)
-                    if nxt is not None:
-                        pending[ex.submit(_worker, nxt, cfg)] = nxt
-        except KeyboardInterrupt:
-            for f in pending:
-                f.cancel()
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
+    run_parallel(ids, cfg.batch, cfg.workers, ctx, _run_one, cfg, emit, _crashed(cfg))
