@@ -118,10 +118,7 @@ def compile_host(source: str, options: HostCompileOptions, *, name: str = "kerne
     if cxx is None:
         raise CompileError("host shim: no host C++ compiler found",
                            hint="install clang-19 or g++, or set HAL_HOST_CXX")
-    names = kernel_names(source)
-    if not names:
-        raise CompileError("host shim: no __global__ kernel in the source",
-                           source_path=str(save_source(source, name, ".txt")))
+    names = kernel_names(source)  # none for a graph of empty tensors: the unit still builds
     cache = cache or CompileCache(namespace="host-kernels")
     key = CompileCache.key("host-shim", _compiler_version(cxx), options, source,
                            shim_digest())

@@ -19,6 +19,7 @@ import ctypes.util
 import hashlib
 import mmap
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,9 +75,10 @@ class Allocation:
 
 @dataclass
 class HostFunction:
-    entry: Any       # the ctypes function hal_host_launch_<name>
-    kernel: Kernel
-    error: Any       # hal_host_last_error of its module
+    entry: Any                 # the ctypes function hal_host_launch_<name>
+    name: str
+    kernel: Kernel | None      # None for hand-written sources (no parameter names)
+    error: Any                 # hal_host_last_error of its module
 
 
 def _round16(n: int) -> int:
@@ -121,14 +123,51 @@ class HostDriver(GpuDriver):
     def get_function(self, module: ctypes.CDLL, kernel: Kernel) -> HostFunction:
         from hal.render.cstyle import ident
 
+        return self.function(module, ident(kernel.name), kernel)
+
+    def function(self, module: ctypes.CDLL, name: str,
+                 kernel: Kernel | None = None) -> HostFunction:
+        """The launch entry of the kernel called `name` (its C name) in `module`."""
         try:
-            entry = getattr(module, f"hal_host_launch_{ident(kernel.name)}")
+            entry = getattr(module, f"hal_host_launch_{name}")
         except AttributeError:
-            raise DeviceError(f"{self.name}: kernel {kernel.name} is not in the compiled "
+            raise DeviceError(f"{self.name}: kernel {name} is not in the compiled "
                               "module") from None
         entry.restype = ctypes.c_int
         entry.argtypes = [ctypes.c_void_p, ctypes.POINTER(LaunchConfig)]
-        return HostFunction(entry, kernel, module.hal_host_last_error)
+        return HostFunction(entry, name, kernel, module.hal_host_last_error)
+
+    def run_source(self, source: str, kernel: str, args: Sequence[np.ndarray | Any], *,
+                   grid: tuple[int, int, int] = (1, 1, 1), block: int = 1,
+                   warp_size: int = 32) -> list[np.ndarray]:
+        """Compile hand-written CUDA/HIP `source` and launch `kernel` once: each numpy array
+        in `args` becomes a guarded device buffer (copied in and back out), any other value
+        a ctypes scalar passed as it is. Returns the arrays' contents after the launch."""
+        lib = self.load_module(self.compile(source, f"host/wave{warp_size}", name=kernel))
+        fn = self.function(lib, kernel)
+        values, ptrs = [], []
+        try:
+            for a in args:
+                if isinstance(a, np.ndarray):
+                    p = self.alloc(a.nbytes)
+                    ptrs.append(p)
+                    self.copy_in(p, a)
+                    values.append(ctypes.c_uint64(p))
+                else:
+                    values.append(a)
+            argv = (ctypes.c_void_p * max(1, len(values)))(
+                *[ctypes.addressof(v) for v in values])
+            self.launch(fn, grid, block, 0, ctypes.addressof(argv))
+            out, it = [], iter(ptrs)
+            for a in args:
+                if isinstance(a, np.ndarray):
+                    host = np.empty_like(a)
+                    self.copy_out(host, next(it))
+                    out.append(host)
+            return out
+        finally:
+            for p in ptrs:
+                self.free(p)
 
     # -- memory --------------------------------------------------------------------
     def alloc(self, nbytes: int) -> int:
@@ -167,25 +206,30 @@ class HostDriver(GpuDriver):
                            int(shared_bytes))
         if function.entry(params, ctypes.byref(cfg)) != 0:
             why = function.error().decode(errors="replace")
-            raise DeviceError(f"{self.name}: kernel {function.kernel.name} failed on the host: "
+            raise DeviceError(f"{self.name}: kernel {function.name} failed on the host: "
                               f"{why}{self._fault_detail(why, function.kernel, params)}",
                               hint="the rendered source is saved under $HAL_CACHE_DIR/sources; "
                                    "the same launch on cpu_sim names the statement")
 
-    def _fault_detail(self, why: str, kernel: Kernel, params: int) -> str:
-        """Which buffer (by kernel parameter) a guard-page fault address belongs to."""
+    def _fault_detail(self, why: str, kernel: Kernel | None, params: int) -> str:
+        """Which buffer (by kernel parameter when known) a guard-page fault belongs to."""
         if "memory fault at address" not in why:
             return ""
         addr = int(why.split("address ", 1)[1].split()[0], 16)
-        argv = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
-        for i, p in enumerate(kernel.params):
-            if not isinstance(p, BufferParam):
-                continue
-            ptr = ctypes.cast(argv[i], ctypes.POINTER(ctypes.c_uint64))[0]
-            a = self._allocs.get(int(ptr))
-            where = a.describe(addr) if a else None
+        if kernel is not None:
+            argv = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
+            for i, p in enumerate(kernel.params):
+                if not isinstance(p, BufferParam):
+                    continue
+                ptr = ctypes.cast(argv[i], ctypes.POINTER(ctypes.c_uint64))[0]
+                a = self._allocs.get(int(ptr))
+                where = a.describe(addr) if a else None
+                if where:
+                    return f": out-of-bounds access to '{p.name}', {where}"
+        for a in self._allocs.values():
+            where = a.describe(addr)
             if where:
-                return f": out-of-bounds access to '{p.name}', {where}"
+                return f": out-of-bounds access, {where}"
         return ": outside every global buffer (a fiber stack overflow or a wild pointer)"
 
     def synchronize(self) -> None:

@@ -19,8 +19,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <type_traits>
-#include <utility>
 
 namespace hal_host {
 
@@ -61,7 +59,7 @@ hal_host_switch_:
 
 enum ShuffleMode { SHFL_XOR, SHFL_DOWN, SHFL_UP, SHFL_IDX };
 
-constexpr size_t kStackBytes = 256 * 1024;  // per thread; local arrays live here
+constexpr size_t kStackBytes = 128 * 1024;  // per thread; local arrays live here
 constexpr int kMaxThreads = 1024;
 constexpr int kWarp = HAL_WARP_SIZE;
 static_assert((kWarp & (kWarp - 1)) == 0 && kWarp <= 64, "warp size: a power of two <= 64");
@@ -97,7 +95,7 @@ struct Runtime {
   char error[1024] = {0};
   sigjmp_buf fault_jmp;
   volatile sig_atomic_t in_launch = 0;
-  char* stacks = nullptr;  // kMaxThreads * (guard + stack), mapped on first use
+  char* stacks = nullptr;  // nthreads * (guard + stack), during a launch
 };
 
 inline Runtime g_rt;  // hidden: each shared object has its own
@@ -224,16 +222,23 @@ static void fiber_entry() {
 
 static inline size_t page() { return (size_t)sysconf(_SC_PAGESIZE); }
 
-static bool map_stacks() {
+// Stacks for one launch, mapped at its start and unmapped at its end (so that many loaded
+// kernels do not pile up mappings): a PROT_NONE guard page below each stack.
+static bool map_stacks(int nthreads) {
   Runtime& r = g_rt;
-  if (r.stacks) return true;
   size_t each = kStackBytes + page();
-  void* p = mmap(nullptr, each * kMaxThreads, PROT_READ | PROT_WRITE,
+  void* p = mmap(nullptr, each * nthreads, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return false;
   r.stacks = (char*)p;
-  for (int i = 0; i < kMaxThreads; i++) mprotect(r.stacks + i * each, page(), PROT_NONE);
+  for (int i = 0; i < nthreads; i++) mprotect(r.stacks + i * each, page(), PROT_NONE);
   return true;
+}
+
+static void unmap_stacks(int nthreads) {
+  Runtime& r = g_rt;
+  munmap(r.stacks, (kStackBytes + page()) * nthreads);
+  r.stacks = nullptr;
 }
 
 static void init_fiber(Fiber& f, int i) {
@@ -329,7 +334,7 @@ static int launch(const LaunchConfig* cfg, void (*body)(void*), void* arg) {
              kMaxThreads);
     return 1;
   }
-  if (!map_stacks()) {
+  if (!map_stacks(nthreads)) {
     snprintf(r.error, sizeof r.error, "could not map fiber stacks");
     return 1;
   }
@@ -365,8 +370,17 @@ static int launch(const LaunchConfig* cfg, void (*body)(void*), void* arg) {
   sigaction(SIGSEGV, &old_segv, nullptr);
   sigaction(SIGBUS, &old_bus, nullptr);
   sigaltstack(&old_ss, nullptr);
+  unmap_stacks(nthreads);
   return rc;
 }
+
+// index sequences and cv/ref stripping without <utility> / <type_traits> (compile time)
+template <unsigned long... I> struct Seq {};
+template <unsigned long N, unsigned long... I> struct MakeSeq : MakeSeq<N - 1, N - 1, I...> {};
+template <unsigned long... I> struct MakeSeq<0, I...> { using type = Seq<I...>; };
+template <typename T> struct Bare { using type = T; };
+template <typename T> struct Bare<const T> { using type = T; };
+template <typename T> struct Bare<T&> { using type = T; };
 
 // Calls a kernel with the arguments of a cuLaunchKernel-style void*[]: args[i] points at
 // the i-th parameter's bytes.
@@ -374,12 +388,12 @@ template <typename... A>
 struct Invocation {
   void (*fn)(A...);
   void** args;
-  template <size_t... I>
-  void call(std::index_sequence<I...>) {
-    fn(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
+  template <unsigned long... I>
+  void call(Seq<I...>) {
+    fn(*static_cast<typename Bare<A>::type*>(args[I])...);
   }
   static void run(void* self) {
-    static_cast<Invocation*>(self)->call(std::index_sequence_for<A...>{});
+    static_cast<Invocation*>(self)->call(typename MakeSeq<sizeof...(A)>::type{});
   }
 };
 

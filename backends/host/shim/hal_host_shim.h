@@ -23,11 +23,8 @@
 #error "hal host shim: define HAL_WARP_SIZE (the spec's warp / wavefront width)"
 #endif
 
-#include <math.h>
 #include <stdint.h>
 #include <string.h>
-
-#include <cmath>
 
 #define __global__
 #define __device__
@@ -61,12 +58,40 @@ static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i
 static inline long long __double_as_longlong(double d) { long long i; memcpy(&i, &d, 8); return i; }
 
 // ------------------------------------------------------------------ math with CUDA/HIP names
-// libm provides the C99 names (and glibc __expf/__logf); the GPU-only ones are defined here
-// libm accuracy: see the host backend's DIFFERENCES for where CUDA's ulp bounds differ).
+// The CUDA / HIP math API that hal's sources use, declared here (no <cmath>: it would
+// triple the compile time of every kernel). The C99 names resolve to the host libm; the
+// GPU-only ones are defined. Accuracy: glibc's (see the host backend's DIFFERENCES).
+#define HAL_LIBM1(name) extern "C" float name##f(float) noexcept; extern "C" double name(double) noexcept;
+#define HAL_LIBM2(name) extern "C" float name##f(float, float) noexcept; \
+  extern "C" double name(double, double) noexcept;
+HAL_LIBM1(exp) HAL_LIBM1(exp2) HAL_LIBM1(exp10) HAL_LIBM1(expm1) HAL_LIBM1(log) HAL_LIBM1(log2)
+HAL_LIBM1(log10) HAL_LIBM1(log1p) HAL_LIBM1(sqrt) HAL_LIBM1(cbrt) HAL_LIBM1(sin) HAL_LIBM1(cos)
+HAL_LIBM1(tan) HAL_LIBM1(asin) HAL_LIBM1(acos) HAL_LIBM1(atan) HAL_LIBM1(sinh) HAL_LIBM1(cosh)
+HAL_LIBM1(tanh) HAL_LIBM1(asinh) HAL_LIBM1(acosh) HAL_LIBM1(atanh) HAL_LIBM1(erf)
+HAL_LIBM1(erfc) HAL_LIBM1(floor) HAL_LIBM1(ceil) HAL_LIBM1(trunc) HAL_LIBM1(round)
+HAL_LIBM1(rint) HAL_LIBM1(nearbyint) HAL_LIBM1(fabs) HAL_LIBM1(lgamma) HAL_LIBM1(tgamma)
+HAL_LIBM2(pow) HAL_LIBM2(fmod) HAL_LIBM2(remainder) HAL_LIBM2(atan2) HAL_LIBM2(fmin)
+HAL_LIBM2(fmax) HAL_LIBM2(hypot) HAL_LIBM2(copysign)
+#undef HAL_LIBM1
+#undef HAL_LIBM2
+extern "C" float fmaf(float, float, float) noexcept;
+extern "C" double fma(double, double, double) noexcept;
+extern "C" double frexp(double, int*) noexcept;
+extern "C" double ldexp(double, int) noexcept;
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+static inline float __expf(float x) { return expf(x); }
+static inline float __logf(float x) { return logf(x); }
 static inline float __fdividef(float a, float b) { return a / b; }
 static inline float __saturatef(float x) { return x != x ? 0.0f : (x < 0 ? 0.0f : (x > 1 ? 1.0f : x)); }
+static inline bool isnan(float x) { return __builtin_isnan(x); }
+static inline bool isnan(double x) { return __builtin_isnan(x); }
+static inline bool isinf(float x) { return __builtin_isinf(x); }
+static inline bool isinf(double x) { return __builtin_isinf(x); }
+static inline bool isfinite(float x) { return __builtin_isfinite(x); }
+static inline bool isfinite(double x) { return __builtin_isfinite(x); }
+static inline bool signbit(float x) { return __builtin_signbit(x); }
+static inline bool signbit(double x) { return __builtin_signbit(x); }
 
 // ------------------------------------------------------------------ half (f16)
 namespace hal_host {
@@ -132,20 +157,20 @@ namespace hal_host {
 static inline unsigned char f32_to_fp8(float x, int sat, int fmt) {
   const int mbits = fmt == __NV_E4M3 ? 3 : 2, bias = fmt == __NV_E4M3 ? 7 : 15;
   const double maxv = fmt == __NV_E4M3 ? 448.0 : 57344.0;
-  const unsigned char sign = std::signbit(x) ? 0x80 : 0x00;
-  if (std::isnan(x)) return (unsigned char)(sign | 0x7f);
-  double a = std::fabs((double)x);
+  const unsigned char sign = signbit(x) ? 0x80 : 0x00;
+  if (isnan(x)) return (unsigned char)(sign | 0x7f);
+  double a = fabs((double)x);
   double r;
-  if (std::isinf(x)) {
-    r = HUGE_VAL;
+  if (isinf(x)) {
+    r = __builtin_huge_val();
   } else if (a == 0.0) {
     return sign;
   } else {
     int e;
-    std::frexp(a, &e);                          // a = m * 2^e, m in [0.5, 1)
+    frexp(a, &e);                          // a = m * 2^e, m in [0.5, 1)
     int E = e - 1 < 1 - bias ? 1 - bias : e - 1;  // subnormals share the smallest exponent
-    double q = std::ldexp(1.0, E - mbits);      // spacing of representable values near a
-    r = std::nearbyint(a / q) * q;              // exact scaling; RNE in the default mode
+    double q = ldexp(1.0, E - mbits);      // spacing of representable values near a
+    r = nearbyint(a / q) * q;              // exact scaling; RNE in the default mode
   }
   if (r > maxv) {
     if (sat) r = maxv;
@@ -153,11 +178,11 @@ static inline unsigned char f32_to_fp8(float x, int sat, int fmt) {
   }
   if (r == 0.0) return sign;
   int e;
-  double m = std::frexp(r, &e);                 // r = m * 2^e
+  double m = frexp(r, &e);                 // r = m * 2^e
   int E = e - 1;
   if (E < 1 - bias)                              // subnormal: r / 2^(1-bias-mbits) steps
-    return (unsigned char)(sign | (int)std::ldexp(r, mbits - (1 - bias)));
-  int frac = (int)std::ldexp(m * 2.0 - 1.0, mbits);
+    return (unsigned char)(sign | (int)ldexp(r, mbits - (1 - bias)));
+  int frac = (int)ldexp(m * 2.0 - 1.0, mbits);
   return (unsigned char)(sign | ((E + bias) << mbits) | frac);
 }
 }  // namespace hal_host
