@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+
 from .cases import Case, case_spec, get_case, make_inputs, select
 from .compare import check, diff
 from .direct_reference import check_direct
@@ -47,6 +49,7 @@ class SuiteConfig:
     compare_backend: str | None = None
     unfused: bool = True
     batch: int = 6
+    lowering: LoweringOptions = DEFAULT_OPTIONS  # the self-test's planted faults travel here
     strict: bool = False          # a precision regression against cpu_sim fails the case
     profile: bool | None = None   # compare error profiles with cpu_sim (None: when not cpu_sim)
 
@@ -56,9 +59,18 @@ def repro_command(backend: str, device: str, case_id: str, seed: int) -> str:
     return cmd + (f" --seed {seed}" if seed else "")
 
 
-def _run_graph(backend, graph, inputs, spec, **opts) -> dict[str, np.ndarray]:
+def _run_graph(backend, graph, inputs, spec, lowering: LoweringOptions = DEFAULT_OPTIONS,
+               **opts) -> dict[str, np.ndarray]:
     params = inspect.signature(backend.run_graph).parameters
     accepted = {k: v for k, v in opts.items() if k in params}
+    if lowering != DEFAULT_OPTIONS:
+        if "lowering_options" not in params:
+            from hal.errors import UnsupportedError
+
+            raise UnsupportedError(f"backend {backend.name} takes no lowering options "
+                                   f"(planted faults {sorted(lowering.faults)})",
+                                   hint="run the self-test on cpu_sim")
+        accepted["lowering_options"] = lowering
     if "compare_reference" in params:
         accepted["compare_reference"] = False
     return backend.run_graph(graph, inputs, spec, **accepted).outputs
@@ -77,9 +89,11 @@ def _merge(comps: dict[str, Any]) -> dict[str, Any]:
 
 
 def execute(case: Case, backend_name: str, device: str, seed: int = 0,
-            compare_backend: str | None = None, unfused: bool = True, *,
+            compare_backend: str | None = None, unfused: bool = True,
+            lowering: LoweringOptions = DEFAULT_OPTIONS, *,
             strict: bool = False, profile: bool | None = None) -> dict[str, Any]:
     """Run one case; returns its result record with the raw verdict (pass/fail/error).
+    `lowering` (planted self-test faults) applies to the backend under test only.
     `profile` (default: on for any backend but cpu_sim) also runs cpu_sim on the same
     plan and records both error profiles; `strict` fails a precision regression
     (hal.conformance.error_profile)."""
@@ -101,7 +115,7 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
         bounds = {o.name: all_bounds[p.name]
                   for o, p in zip(graph.outputs, prim.outputs, strict=True)}
         try:
-            outs = _run_graph(backend, graph, inputs, spec)
+            outs = _run_graph(backend, graph, inputs, spec, lowering)
         except SimulationError as e:
             rec.update(verdict="fail", reason=f"simulator check {e.kind}: {e.message}"[:400],
                        check=e.kind, seconds=time.perf_counter() - t0, **_merge({}))
@@ -125,7 +139,7 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
             bad += db
         if case.unfused and unfused and "fuse" in inspect.signature(
                 backend.run_graph).parameters:
-            outs2 = _run_graph(backend, graph, inputs, spec, fuse=False)
+            outs2 = _run_graph(backend, graph, inputs, spec, lowering, fuse=False)
             d = {k: diff(outs[k], outs2[k], b) for k, b in bounds.items()}
             rec["unfused"] = {k: c.to_dict() for k, c in d.items()}
             ub = [k for k, c in d.items() if not c.ok]
@@ -173,7 +187,8 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
 
 def _worker(ids: list[str], cfg: SuiteConfig) -> list[dict[str, Any]]:
     return [execute(get_case(i), cfg.backend, cfg.device, cfg.seed, cfg.compare_backend,
-                    cfg.unfused, strict=cfg.strict, profile=cfg.profile) for i in ids]
+                    cfg.unfused, cfg.lowering, strict=cfg.strict, profile=cfg.profile)
+            for i in ids]
 
 
 def plan_cases(cfg: SuiteConfig, cases: Iterable[Case] | None = None

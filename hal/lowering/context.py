@@ -38,6 +38,7 @@ from hal.kernel.ir import (
     Stmt,
     Var,
 )
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -74,9 +75,11 @@ def index_dtype_for(sizes: Sequence[int], spec: DeviceSpec) -> DType:
 class KernelContext:
     """Collects a kernel's parameters, buffers and fresh names."""
 
-    def __init__(self, name: str, spec: DeviceSpec, index_dtype: DType = i32):
+    def __init__(self, name: str, spec: DeviceSpec, index_dtype: DType = i32,
+                 options: LoweringOptions = DEFAULT_OPTIONS):
         self.name = c_identifier(name)
         self.spec = spec
+        self.options = options
         self.idx = index_dtype
         self.params: list[BufferParam] = []
         self.param_of: dict[str, str] = {}   # value name -> param name

@@ -240,7 +240,7 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
             (val,) = em.block_combine(accs, combine)  # every lane holds the row's value
             out = red.outputs[0]
             buf, dt = stats[out.name]
-            e = rounded(val, out.dtype) if val.dtype == dt else Cast(val, dt)
+            e = rounded(val, out.dtype, ctx.options) if val.dtype == dt else Cast(val, dt)
             stores.append(Store(buf, r, e))
         lane0 = lane.lt(ctx.c(1))   # (lane == 0: `if ((v == 0))` draws clang's -Wparentheses)
         if tiles.bm % nwarps:
