@@ -336,6 +336,8 @@ def lower_matmul(group, spec: DeviceSpec,
         first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
         size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm), first_m),
                                                     ctx.c(gm_rows)))
+        if options.fault("raster_full_last_group"):  # self-test hook
+            size_m = ctx.c(gm_rows)
         pid_m = ctx.add(first_m, Binary("remainder", pid, size_m))
         pid_n = Binary("div", ctx.mod(pid, width), size_m)
         m0 = ctx.declare(body, "m0", ctx.mul(pid_m, t.bm))
@@ -360,6 +362,8 @@ def lower_matmul(group, spec: DeviceSpec,
             gm = ctx.declare(stmts, "gm", ctx.add(m0, mm))
             gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
             valid = Binary("logical_and", gm.lt(ctx.c(m)), gk.lt(ctx.c(k)))
+            if options.fault("matmul_k_tail_unmasked"):  # self-test hook
+                valid = gm.lt(ctx.c(m))
             coords = _scatter(a.rank, [(lb, bcoords), (lf, ctx.unravel(gm, ms)),
                                        (lc, ctx.unravel(gk, ks))])
             return coords, valid, ctx.add(ctx.mul(kk, t.bm), mm)
