@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 Coord = Callable[[int, int], tuple[int, int]]   # (lane, element) -> (row, col)
+# A lane's base coordinate as sum(coef * ((lane // div) % mod)): what lowerings emit.
+Terms = tuple[tuple[int, int, int], ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +81,10 @@ class FragmentLayout:
     b: np.ndarray = field(repr=False)
     c: np.ndarray = field(repr=False)
     family: str = ""          # "nv_mma", "amd_mfma", "npu"
+    # per operand "a"/"b"/"c": (row terms, col terms) of element 0's coordinates, and the
+    # constant [elements, 2] offsets of the others from it (the same for every lane)
+    base: dict = field(default_factory=dict, repr=False)
+    offsets: dict = field(default_factory=dict, repr=False)
 
     @property
     def a_elems(self) -> int:
@@ -113,16 +119,36 @@ def _check_cover(name: str, which: str, t: np.ndarray, rows: int, cols: int) -> 
                          f"{rows}x{cols} matrix exactly once")
 
 
+def terms_value(terms: Terms, lane: int) -> int:
+    return sum(c * ((lane // d) % md) for c, d, md in terms)
+
+
 def register_layout(name: str, m: int, n: int, k: int, lanes: int, a: Coord, b: Coord,
-                    c: Coord, family: str) -> FragmentLayout:
-    """Register a fragment layout (the extension point for a new matrix unit)."""
+                    c: Coord, family: str, base: dict[str, tuple[Terms, Terms]]
+                    ) -> FragmentLayout:
+    """Register a fragment layout (the extension point for a new matrix unit).
+
+    `base[operand]` gives each lane's element-0 coordinates as lane terms; every other
+    element must sit at a constant offset from it (checked), so a lowering computes a
+    fragment element's address as base(lane) + offset."""
     ta = _table(lanes, m * k // lanes, a)
     tb = _table(lanes, k * n // lanes, b)
     tc = _table(lanes, m * n // lanes, c)
     _check_cover(name, "A", ta, m, k)
     _check_cover(name, "B", tb, k, n)
     _check_cover(name, "C", tc, m, n)
-    lay = FragmentLayout(name, m, n, k, lanes, ta, tb, tc, family)
+    offsets = {}
+    for op, t in (("a", ta), ("b", tb), ("c", tc)):
+        rows, cols = base[op]
+        b0 = np.array([[terms_value(rows, ln), terms_value(cols, ln)] for ln in range(lanes)])
+        off = t - b0[:, None, :]
+        if not (off == off[0]).all():
+            raise ValueError(f"mma layout {name}: {op} elements are not at fixed offsets from "
+                             f"the lane base")
+        off0 = off[0].copy()
+        off0.setflags(write=False)
+        offsets[op] = off0
+    lay = FragmentLayout(name, m, n, k, lanes, ta, tb, tc, family, dict(base), offsets)
     LAYOUTS[name] = lay
     return lay
 
@@ -163,8 +189,11 @@ def _nv32_b(lane: int, i: int) -> tuple[int, int]:
     return 4 * t + (i & 3) + 16 * (i >> 2), g
 
 
-register_layout("nv_m16n8k16_b16", 16, 8, 16, 32, _nv16_a, _nv16_b, _nv_c, "nv_mma")
-register_layout("nv_m16n8k32_b8", 16, 8, 32, 32, _nv32_a, _nv32_b, _nv_c, "nv_mma")
+_G, _T2, _T4 = ((1, 4, 8),), ((2, 1, 4),), ((4, 1, 4),)   # groupID, 2*tig, 4*tig
+register_layout("nv_m16n8k16_b16", 16, 8, 16, 32, _nv16_a, _nv16_b, _nv_c, "nv_mma",
+                {"a": (_G, _T2), "b": (_T2, _G), "c": (_G, _T2)})
+register_layout("nv_m16n8k32_b8", 16, 8, 32, 32, _nv32_a, _nv32_b, _nv_c, "nv_mma",
+                {"a": (_G, _T4), "b": (_T4, _G), "c": (_G, _T2)})
 
 
 # --------------------------------------------------------------------------- AMD MFMA (wave64)
@@ -186,9 +215,16 @@ def _amd(m: int, kpl: int) -> tuple[Coord, Coord, Coord]:
     return a, b, c
 
 
-register_layout("amd_32x32x8_b16", 32, 32, 8, 64, *_amd(32, 4), "amd_mfma")
-register_layout("amd_16x16x16_b16", 16, 16, 16, 64, *_amd(16, 4), "amd_mfma")
-register_layout("amd_32x32x16_b8", 32, 32, 16, 64, *_amd(32, 8), "amd_mfma")
+def _amd_base(m: int, kpl: int) -> dict[str, tuple[Terms, Terms]]:
+    lane_m, group = ((1, 1, m),), (64 // m,)
+    return {"a": (lane_m, ((kpl, m, group[0]),)), "b": (((kpl, m, group[0]),), lane_m),
+            "c": (((4, m, group[0]),), lane_m)}
+
+
+register_layout("amd_32x32x8_b16", 32, 32, 8, 64, *_amd(32, 4), "amd_mfma", _amd_base(32, 4))
+register_layout("amd_16x16x16_b16", 16, 16, 16, 64, *_amd(16, 4), "amd_mfma",
+                _amd_base(16, 4))
+register_layout("amd_32x32x16_b8", 32, 32, 16, 64, *_amd(32, 8), "amd_mfma", _amd_base(32, 8))
 
 
 # --------------------------------------------------------------------------- scratch-npu
@@ -197,7 +233,9 @@ register_layout("amd_32x32x16_b8", 32, 32, 16, 64, *_amd(32, 8), "amd_mfma")
 register_layout("npu_8x8x8", 8, 8, 8, 16,
                 lambda lane, j: (lane % 8, 4 * (lane // 8) + j),
                 lambda lane, j: (4 * (lane // 8) + j, lane % 8),
-                lambda lane, i: (4 * (lane // 8) + i, lane % 8), "npu")
+                lambda lane, i: (4 * (lane // 8) + i, lane % 8), "npu",
+                {"a": (((1, 1, 8),), ((4, 8, 2),)), "b": (((4, 8, 2),), ((1, 1, 8),)),
+                 "c": (((4, 8, 2),), ((1, 1, 8),))})
 
 
 # --------------------------------------------------------------------------- ldmatrix

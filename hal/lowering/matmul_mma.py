@@ -280,7 +280,7 @@ class _MmaEmitter:
         src = acc.source
         oshape = [src.shape[d] for d in outer_d]
         coords: list[Expr | None] = [None] * src.rank
-        kshape = [src.shape[d] for d in ((inner_d if acc.inner_is_k else outer_d))]
+        kshape = [src.shape[d] for d in (inner_d if acc.inner_is_k else outer_d)]
         ocoords = ctx.unravel(go, oshape if acc.inner_is_k else [src.shape[inner_d[0]]])
         kcoords = ctx.unravel(gk, kshape)
         if acc.inner_is_k:

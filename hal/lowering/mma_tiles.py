@@ -127,10 +127,11 @@ def mma_tiles(m: int, n: int, k: int, spec: DeviceSpec, instr: MatrixInstruction
         waste = (round_up(m, t.bm) * round_up(n, t.bn)) / max(1, m * n)
         kwaste = round_up(k, t.bk) / max(1, k)
         busy = blocks * 4 >= spec.compute_units
-        warp_tile = (t.bm // t.wm) * (t.bn // t.wn)
+        wtm, wtn = t.bm // t.wm, t.bn // t.wn
         return (busy, -round(waste, 1), -round(kwaste, 1), t.bm * t.bn,
-                -abs(t.bm.bit_length() - t.bn.bit_length()), min(warp_tile, 64 * 64),
-                min(t.wm * t.wn, 8), t.stages, -abs(t.bk - 32))
+                -abs(t.bm.bit_length() - t.bn.bit_length()), min(wtm * wtn, 64 * 64),
+                -abs(wtm.bit_length() - wtn.bit_length()), min(t.wm * t.wn, 8), t.stages,
+                -abs(t.bk - 32))
 
     return max(cands, key=score)
 
