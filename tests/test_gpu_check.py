@@ -243,10 +243,10 @@ def test_bench_gpu_kernels_end_to_end_on_the_fake_driver(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     import json
 
-    import hal.backends_registry
     from fake_cuda import FakeCuda, FakeCudaDriver
     from test_gpu_fixes import FakeBackend
 
+    import hal.backends_registry
     from hal.devices.loader import load_spec
 
     mod = _bench_kernels()

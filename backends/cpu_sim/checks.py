@@ -12,7 +12,8 @@ from hal.errors import DeviceError
 from hal.kernel.ir import Kernel
 
 SIMULATION_ERROR_KINDS = ("out_of_bounds", "race", "index_overflow", "launch_refused",
-                          "divergent_barrier", "bad_shuffle")
+                          "divergent_barrier", "bad_shuffle", "divergent_mma", "bad_mma",
+                          "misaligned", "unsupported")
 
 
 class SimulationError(DeviceError):

@@ -39,6 +39,7 @@ from hal.kernel.ir import (
     Var,
 )
 from hal.lowering.grid_limits import describe_fold, fit_grid
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -75,9 +76,11 @@ def index_dtype_for(sizes: Sequence[int], spec: DeviceSpec) -> DType:
 class KernelContext:
     """Collects a kernel's parameters, buffers and fresh names."""
 
-    def __init__(self, name: str, spec: DeviceSpec, index_dtype: DType = i32):
+    def __init__(self, name: str, spec: DeviceSpec, index_dtype: DType = i32,
+                 options: LoweringOptions = DEFAULT_OPTIONS):
         self.name = c_identifier(name)
         self.spec = spec
+        self.options = options
         self.idx = index_dtype
         self.params: list[BufferParam] = []
         self.param_of: dict[str, str] = {}   # value name -> param name
@@ -194,6 +197,8 @@ class KernelContext:
         inner = math.prod(shape)
         for d in shape:
             inner //= max(d, 1)
+            if self.options.fault("unravel_wrong_extent") and len(shape) >= 3 and coords:
+                d = d + 1 if d > 1 else d  # self-test hook: modulo by the wrong extent
             coords.append(self.c(0) if d == 1 else self.mod(self.div(flat, inner), d)
                           if coords else self.div(flat, inner))
         return coords
