@@ -406,3 +406,21 @@ def test_decode_attention_compiles_without_warnings():
     cubin, log = compile_nvrtc(source, NvrtcOptions(arch="sm_90a"), name="decode")
     assert cubin[:4] == b"\x7fELF" and "warning" not in log
     assert "[[maybe_unused]]" in source
+
+
+def test_bf16_gemm_lowers_through_the_matrix_unit_for_h200():
+    """The GEMM comparison's path: after the LoweringOptions change, the matrix-unit
+    lowering still called the removed `faults.active` (AttributeError at lowering)."""
+    g, ks = _kernels("""graph gemm {
+  input %a: bf16[64, 64]
+  input %b: bf16[64, 64]
+  %c = matmul(%a, %b)
+  output %c
+}""")
+    assert len(ks) == 1
+    rng = np.random.default_rng(0)
+    from hal.dtypes import bf16, cast
+
+    inputs = {v.name: np.asarray(cast(rng.standard_normal(v.shape), bf16)) for v in g.inputs}
+    res = get_backend("cpu_sim").run_graph(g, inputs, H200)
+    assert res.report["ok"], res.report

@@ -59,6 +59,7 @@ from hal.lowering import faults
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, cooperative_tile_load, rounded, to_storage
 from hal.lowering.mma_tiles import MmaTiles, mma_in_flight, mma_tiles
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.tiling import cdiv, group_rows
 
 faults.register_fault("mma_swapped_fragment_halves",
@@ -142,7 +143,8 @@ class _MmaEmitter:
     """Builds the kernel of one matrix-unit matmul (see the module docstring)."""
 
     def __init__(self, group, spec: DeviceSpec, dot: Node, choice: MmaChoice,
-                 outputs: list[Value], views: list[Node]):
+                 outputs: list[Value], views: list[Node],
+                 options: LoweringOptions = DEFAULT_OPTIONS):
         from hal.lowering.matmul import contraction_dims
         from hal.lowering.pointwise import group_sizes
 
@@ -151,7 +153,8 @@ class _MmaEmitter:
         self.t = t = choice.tiles
         self.instr = choice.instruction
         self.lay: FragmentLayout = get_layout(t.layout)
-        self.ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+        self.ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec),
+                                 options)
         a, b = dot.inputs
         self.a, self.b = a, b
         self.dims = lb, rb, lc, rc, lf, rf = contraction_dims(dot)
@@ -170,7 +173,7 @@ class _MmaEmitter:
         self.stages = t.stages if self.asynchronous else 1
         self.lda = t.bk + t.pad
         self.ldb = (t.bk if self.b_n_major else t.bn) + t.pad
-        if faults.active("wrong_swizzle"):   # self-test: fragment loads ignore the padding
+        if self.ctx.options.fault("wrong_swizzle"):   # self-test: fragment loads ignore the padding
             self.frag_lda, self.frag_ldb = self.lda - t.pad, self.ldb - t.pad
         else:
             self.frag_lda, self.frag_ldb = self.lda, self.ldb
@@ -365,7 +368,7 @@ class _MmaEmitter:
                     self._issue(body, "a", ctx.c(p), ctx.c(p))
                     self._issue(body, "b", ctx.c(p), ctx.c(p))
                 body.append(CpAsyncCommit())
-            if not faults.active("missing_cp_async_wait"):   # self-test hook
+            if not self.ctx.options.fault("missing_cp_async_wait"):   # self-test hook
                 loop.append(CpAsyncWait(s - 2))
             loop.append(Barrier())
             self._compute(loop, ctx.mod(kt, s))
@@ -409,7 +412,7 @@ class _MmaEmitter:
         if self.ldmatrix:
             lr, lj = ctx.mod(lane, 8), ctx.div(lane, 8)
             half = ctx.div(lj, 2)
-            if faults.active("mma_swapped_fragment_halves"):   # self-test hook
+            if self.ctx.options.fault("mma_swapped_fragment_halves"):   # self-test hook
                 half = Binary("sub", ctx.c(1), half)
             a_row = ctx.add(lr, ctx.mul(ctx.mod(lj, 2), 8))
             self.a_base = ctx.declare(body, "fa0", ctx.add(
@@ -441,9 +444,9 @@ class _MmaEmitter:
         b_st = ctx.declare(stmts, "sb", ctx.add(ctx.mul(stage, t.b_stage(self.b_n_major)),
                                                 self.b_base))
         steps = t.bk // lay.k
-        swap = faults.active("mma_swapped_fragment_halves") and not self.ldmatrix
+        swap = self.ctx.options.fault("mma_swapped_fragment_halves") and not self.ldmatrix
         for kk in range(steps):
-            kb = steps - 1 - kk if faults.active("mma_wrong_k_order") else kk  # self-test
+            kb = steps - 1 - kk if self.ctx.options.fault("mma_wrong_k_order") else kk  # self-test
             for mi in range(t.mi):
                 a_off = mi * lay.m * self.frag_lda + kk * lay.k
                 if self.ldmatrix:
@@ -518,7 +521,7 @@ class _MmaEmitter:
                             ep.env[rv.outputs[0].name] = (vc, ep.value(rv.inputs[0], coords))
                     for v in self.outputs:
                         at = space[tuple(v.shape)]
-                        drop = faults.active("dropped_epilogue") and v.producer is not self.dot
+                        drop = self.ctx.options.fault("dropped_epilogue") and v.producer is not self.dot
                         e = ep.value(v.producer.inputs[0] if drop else v, at)
                         param, idx = ep.store_index(v, at)
                         inner.append(Store(param, idx, to_storage(e, v.dtype)))
@@ -528,6 +531,7 @@ class _MmaEmitter:
 
 
 def lower_matmul_mma(group, spec: DeviceSpec, dot: Node, choice: MmaChoice,
-                     outputs: list[Value], views: list[Node]) -> list[Kernel]:
+                     outputs: list[Value], views: list[Node],
+                     options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
     """The matrix-unit kernel of a one-contraction matmul group (see the module docstring)."""
-    return [_MmaEmitter(group, spec, dot, choice, outputs, views).lower()]
+    return [_MmaEmitter(group, spec, dot, choice, outputs, views, options).lower()]
