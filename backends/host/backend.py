@@ -67,7 +67,9 @@ class CudaHostBackend(HostBackend):
     def renderer(self) -> CStyleRenderer:
         from hal.backends.cuda.render import CudaRenderer
 
-        return CudaRenderer()
+        from .faults import with_fault
+
+        return with_fault(CudaRenderer())
 
 
 class HipHostBackend(HostBackend):
@@ -78,7 +80,9 @@ class HipHostBackend(HostBackend):
     def renderer(self) -> CStyleRenderer:
         from hal.backends.rocm.render import HipRenderer
 
-        return HipRenderer()
+        from .faults import with_fault
+
+        return with_fault(HipRenderer())
 
 
 __all__ = ["CudaHostBackend", "HipHostBackend", "HostBackend"]

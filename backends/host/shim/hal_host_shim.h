@@ -137,12 +137,20 @@ static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
   __nv_bfloat16 h; h.__x = ::hal_host::f32_to_bf16_bits(f); return h;
 }
 static inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+static inline __nv_bfloat16 __float2bfloat16_rz(float f) {  // toward zero: drop the low half
+  uint32_t u; memcpy(&u, &f, 4);
+  __nv_bfloat16 h; h.__x = (u & 0x7fffffffu) > 0x7f800000u ? (unsigned short)((u >> 16) | 0x40u)
+                                                           : (unsigned short)(u >> 16);
+  return h;
+}
 
 // HIP (ROCm 5.x hip_bfloat16.h): explicit conversions both ways, RNE from float.
 struct hip_bfloat16 {
+  enum truncate_t { truncate };
   uint16_t data;
   hip_bfloat16() = default;
   explicit hip_bfloat16(float f) : data(::hal_host::f32_to_bf16_bits(f)) {}
+  hip_bfloat16(float f, truncate_t) : data(__float2bfloat16_rz(f).__x) {}
   explicit operator float() const { return ::hal_host::bf16_bits_to_f32(data); }
 };
 
