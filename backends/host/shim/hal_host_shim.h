@@ -242,3 +242,6 @@ template <typename T> static inline T __shfl_up(T v, unsigned d, int w = HAL_WAR
 template <typename T> static inline T __shfl(T v, int src, int w = HAL_WARP_SIZE) {
   return ::hal_host::shuffle(v, ::hal_host::SHFL_IDX, src, w, "__shfl");
 }
+
+// ------------------------------------------------------------------ matrix units, cp.async
+#include "hal_host_matrix.h"
