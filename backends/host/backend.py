@@ -67,9 +67,7 @@ class CudaHostBackend(HostBackend):
     def renderer(self) -> CStyleRenderer:
         from hal.backends.cuda.render import CudaRenderer
 
-        from .faults import with_fault
-
-        return with_fault(CudaRenderer())
+        return CudaRenderer()
 
 
 class HipHostBackend(HostBackend):
@@ -80,9 +78,7 @@ class HipHostBackend(HostBackend):
     def renderer(self) -> CStyleRenderer:
         from hal.backends.rocm.render import HipRenderer
 
-        from .faults import with_fault
-
-        return with_fault(HipRenderer())
+        return HipRenderer()
 
 
 __all__ = ["CudaHostBackend", "HipHostBackend", "HostBackend"]

@@ -3,27 +3,28 @@
 cpu_sim executes the kernel IR, so it cannot see a wrong C spelling, a wrong shuffle width
 or a dropped barrier in the text; the host backends (cuda-host, hip-host) execute the text
 and must catch every fault here. Each fault is a renderer override of one method, the
-exact place such a bug would live, applied by HostBackend.renderer() while the fault is
-planted (`planted(name)`, or HAL_RENDER_FAULT=<name> so that worker processes inherit it).
+exact place such a bug would live. A fault is planted by registering a separate backend,
+`plant("cuda-host", "exp_as_exp2")` -> "cuda-host+exp_as_exp2", whose renderer is the
+faulty one: no switch inside the production path, and conformance (`execute`, the suite,
+worker processes) runs it like any backend.
 
 `RENDER_FAULTS` (name -> description) and `register_render_fault` are the extension point;
-`SELFTEST_CASES` names, per fault, conformance cases that must catch it.
+`SELFTEST_CASES` names, per fault, conformance cases that must catch it, and
+`run_render_selftest` runs them (`python -m hal.backends.host.faults --backend hip-host
+--device mi300x`).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import argparse
+from collections.abc import Callable
 
+from hal.backends_registry import backend_names, get_backend, register_backend
 from hal.errors import HalError
 from hal.render.cstyle import CStyleRenderer
 
-ENV_VAR = "HAL_RENDER_FAULT"
-
 RENDER_FAULTS: dict[str, str] = {}
 _OVERRIDES: dict[str, Callable[[type[CStyleRenderer]], type[CStyleRenderer]]] = {}
-_active: set[str] = set()
 
 
 def register_render_fault(name: str, description: str,
@@ -34,38 +35,23 @@ def register_render_fault(name: str, description: str,
     _OVERRIDES[name] = override
 
 
-def active_fault() -> str | None:
-    if _active:
-        return next(iter(_active))
-    name = os.environ.get(ENV_VAR)
-    return name if name in RENDER_FAULTS else None
-
-
-@contextmanager
-def planted(name: str) -> Iterator[None]:
-    """Plant renderer fault `name` for the block (and in child processes via the env)."""
-    if name not in RENDER_FAULTS:
-        raise HalError(f"unknown renderer fault '{name}'",
+def plant(backend: str, fault: str) -> str:
+    """The name of a backend that is `backend` with renderer fault `fault` (registered once)."""
+    if fault not in RENDER_FAULTS:
+        raise HalError(f"unknown renderer fault '{fault}'",
                        hint="known: " + ", ".join(RENDER_FAULTS))
-    old = os.environ.get(ENV_VAR)
-    _active.add(name)
-    os.environ[ENV_VAR] = name
-    try:
-        yield
-    finally:
-        _active.discard(name)
-        if old is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = old
+    name = f"{backend}+{fault}"
+    if name not in backend_names():
+        base = type(get_backend(backend))
+        override = _OVERRIDES[fault]
 
+        def renderer(self) -> CStyleRenderer:
+            return override(type(base.renderer(self)))()
 
-def with_fault(renderer: CStyleRenderer) -> CStyleRenderer:
-    """`renderer`, or its faulty variant while a renderer fault is planted."""
-    name = active_fault()
-    if name is None:
-        return renderer
-    return _OVERRIDES[name](type(renderer))()
+        register_backend(name, type(f"Faulty{base.__name__}", (base,),
+                                    {"name": name, "renderer": renderer}),
+                         origin=f"{base.__module__}:{base.__name__} + fault {fault}")
+    return name
 
 
 # ------------------------------------------------------------------ the faults
@@ -132,5 +118,45 @@ SELFTEST_CASES: dict[str, tuple[str, ...]] = {
     "bf16_truncation": ("cast/cast/f32-bf16/33x257",),
 }
 
-__all__ = ["ENV_VAR", "RENDER_FAULTS", "SELFTEST_CASES", "active_fault", "planted",
-           "register_render_fault", "with_fault"]
+
+
+def run_render_selftest(backend: str, device: str) -> dict[str, list[tuple[str, str]]]:
+    """fault -> [(case id, verdict)] of the SELFTEST_CASES that caught it (empty: escaped).
+    The cases must pass on `backend` without a fault first."""
+    from hal.conformance.cases import get_case
+    from hal.conformance.runner import execute
+
+    cases = sorted({c for cs in SELFTEST_CASES.values() for c in cs})
+    base = {c: execute(get_case(c), backend, device, unfused=False, profile=False)["verdict"]
+            for c in cases}
+    bad = {c: v for c, v in base.items() if v != "pass"}
+    if bad:
+        raise HalError(f"self-test cases fail on {backend} without a fault: {bad}")
+    out: dict[str, list[tuple[str, str]]] = {}
+    for fault, ids in SELFTEST_CASES.items():
+        faulty = plant(backend, fault)
+        out[fault] = []
+        for c in ids:
+            r = execute(get_case(c), faulty, device, unfused=False, profile=False)
+            if r["verdict"] in ("fail", "error"):
+                out[fault].append((c, r["verdict"]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="planted renderer faults on a host backend")
+    ap.add_argument("--backend", default="cuda-host")
+    ap.add_argument("--device", default="h100-sxm")
+    args = ap.parse_args(argv)
+    res = run_render_selftest(args.backend, args.device)
+    for fault, caught in res.items():
+        print(f"{fault:22s} {'caught by ' + ', '.join(c for c, _ in caught) if caught else 'ESCAPED'}"
+              f"  ({RENDER_FAULTS[fault]})")
+    return 0 if all(res.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+__all__ = ["RENDER_FAULTS", "SELFTEST_CASES", "plant", "register_render_fault",
+           "run_render_selftest"]
