@@ -12,7 +12,8 @@
 //   * shuffles are lock-step exchanges among the lanes of one warp/wavefront of
 //     HAL_WARP_SIZE lanes (32 CUDA, 64 CDNA), with the width rules of PTX shfl.sync and
 //     HIP's __shfl_*; reading a lane that did not take part is an error, not garbage;
-//   * __shared__ variables are function statics (one copy, shared by the block's threads);
+//   * __shared__ variables are block-scope thread_locals (implicitly static: one copy,
+//     shared by the block's fibers); dynamic shared memory is the array hal_smem;
 //   * atomics are plain read-modify-writes (fibers never interleave inside one).
 // Types: __half via _Float16 (RNE conversions), bf16 and fp8 by exact integer/float code.
 #pragma once
@@ -33,10 +34,19 @@
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
-#define __shared__ static
+// __shared__ is thread_local: a block-scope thread_local is implicitly static, so all
+// fibers of a block (one OS thread) share one copy, and `extern __shared__ unsigned char
+// hal_smem[]` (dynamic shared memory) is a valid redeclaration of the array defined below.
+#define __shared__ thread_local
 #define __constant__ static const
 
 #include "hal_host_runtime.h"
+
+// Dynamic shared memory: one array, larger than any spec's per-block limit (228 KB on H100).
+// C linkage: the block-scope redeclaration sits inside an extern "C" kernel.
+extern "C" {
+alignas(16) thread_local unsigned char hal_smem[256 * 1024];
+}
 
 #define threadIdx (::hal_host::g_rt.cur->tid)
 #define blockIdx (::hal_host::g_rt.block_idx)
