@@ -101,6 +101,34 @@ def mma_choice(dots: list[Node], spec: DeviceSpec, reserve: int = 0,
     return None if t is None else MmaChoice(instr, t)
 
 
+def group_mma_choice(g, spec: DeviceSpec) -> MmaChoice | None:
+    """What hal.lowering.matmul.lower_matmul will pick for matmul group `g`: the matrix
+    instruction and tiles, or None for the SIMT kernel. The cost model reads this."""
+    from hal.lowering.matmul import fused_reserve
+    from hal.ops import Category, get_op
+
+    if faults.active("f16_accumulation"):
+        return None
+    dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
+    return mma_choice(dots, spec, fused_reserve(g.nodes, g.inputs),
+                      forced=bool(g.schedule.get("tiles")))
+
+
+def flop_rate(g, spec: DeviceSpec, dtype_name: str) -> float:
+    """FLOP/s of the instruction a matmul group's kernel issues: the matrix instruction's
+    rate when the lowering picks one, else the vector FMA rate of the accumulation dtype
+    (the SIMT kernel multiplies and adds in it). The one place that decides it, so that
+    issue 13's roofline function can take it over."""
+    choice = group_mma_choice(g, spec)
+    if choice is not None:
+        return choice.instruction.rate or spec.peak_for(dtype_name, matrix=True)
+    from hal.dtypes import DTYPES
+    from hal.ops.contraction import accumulation_dtype
+
+    acc = compute_dtype(accumulation_dtype(DTYPES[dtype_name], {}))
+    return spec.peak_for(acc.name, matrix=False)
+
+
 @dataclass(frozen=True)
 class _Access:
     """How an operand reaches its shared tile: `source` is the global value read by vector
