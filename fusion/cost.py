@@ -170,8 +170,7 @@ def estimate_registers(g: FusedGroup, spec: DeviceSpec) -> int:
         t = _matmul_grid(g, spec)[4]
         if "layout" in t:   # the matrix-unit kernel's tiles
             from hal.lowering.mma_tiles import MmaTiles, mma_registers
-            mt = MmaTiles(*(t[f] for f in ("bm", "bn", "bk", "wm", "wn", "stages", "layout",
-                                           "itemsize")))
+            mt = MmaTiles.from_dict(t)
             return mma_registers(mt) + fused_reserve(g.nodes, g.inputs)
         if "tm" not in t:
             # no tile fits the device: over the limit, so the veto refuses what the
@@ -501,8 +500,7 @@ def _matmul_in_flight(g: FusedGroup, dots: list[Node], tiles: dict, spec: Device
 
     if "layout" in tiles:   # matrix-unit tiles (hal.lowering.mma_tiles)
         from hal.lowering.mma_tiles import MmaTiles, mma_in_flight
-        t = MmaTiles(*(tiles[f] for f in ("bm", "bn", "bk", "wm", "wn", "stages", "layout",
-                                          "itemsize")))
+        t = MmaTiles.from_dict(tiles)
         return mma_in_flight(t, spec)
     if "tm" not in tiles:
         return spec.compute_units

@@ -60,8 +60,7 @@ def test_down_projection_rereads_follow_the_wave_model():
     (k,) = lower_group(grp, h100)
     t = k.meta["schedule"]["tiles"]
     assert k.meta["schedule"]["strategy"] == "mma"
-    tiles = MmaTiles(*(t[f] for f in ("bm", "bn", "bk", "wm", "wn", "stages", "layout",
-                                      "itemsize")))
+    tiles = MmaTiles.from_dict(t)
     assert mma_in_flight(tiles, h100) == 2 * h100.compute_units
     assert k.meta["schedule"]["group_m"] == 16
     cost = group_cost(grp, h100)

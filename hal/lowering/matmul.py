@@ -303,7 +303,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
         # the matrix unit, when the spec has an instruction for these dtypes
         choice = mma_choice(dots, spec, reserve, forced=bool(forced))
         if choice is not None:
-            return lower_matmul_mma(group, spec, dot, choice, list(segments[0][1]), views)
+            return lower_matmul_mma(group, spec, list(segments[0][0]), choice,
+                                    list(segments[0][1]), views)
     t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
         else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops, reserve=reserve)
     ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))

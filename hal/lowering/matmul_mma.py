@@ -70,17 +70,18 @@ class MmaChoice:
 
 def mma_choice(dots: list[Node], spec: DeviceSpec, reserve: int = 0,
                forced: bool = False) -> MmaChoice | None:
-    """The matrix instruction and tiles for a one-contraction matmul group, or None (SIMT)."""
-    from hal.lowering.matmul import contraction_dims
+    """The matrix instruction and tiles for a matmul group of one contraction or a dual GEMM
+    (contractions sharing A and one tile grid), or None (the SIMT kernel)."""
+    from hal.lowering.matmul import contraction_dims, one_tile_grid
     from hal.ops.contraction import accumulation_dtype
 
-    if len(dots) != 1 or forced:
+    if not dots or forced or (len(dots) > 1 and not one_tile_grid(dots)):
         return None
     dot = dots[0]
     a, b = dot.inputs
     acc = compute_dtype(accumulation_dtype(a.dtype, dot.attrs))
     instr = spec.matrix_instruction(a.dtype.name, b.dtype.name, acc.name)
-    if instr is None or a.dtype != b.dtype:
+    if instr is None or any(d.inputs[1].dtype != a.dtype for d in dots):
         return None
     lb, _rb, lc, _rc, lf, rf = contraction_dims(dot)
     m = math.prod(a.shape[i] for i in lf)
@@ -88,7 +89,7 @@ def mma_choice(dots: list[Node], spec: DeviceSpec, reserve: int = 0,
     n = math.prod(b.shape[i] for i in rf)
     if not (m and n and k):
         return None
-    t = mma_tiles(m, n, k, spec, instr, a.dtype.itemsize, reserve)
+    t = mma_tiles(m, n, k, spec, instr, a.dtype.itemsize, reserve, len(dots))
     return None if t is None else MmaChoice(instr, t)
 
 
@@ -160,12 +161,13 @@ def _lane_expr(ctx: KernelContext, lane: Expr, terms: Terms) -> Expr:
 class _MmaEmitter:
     """Builds the kernel of one matrix-unit matmul (see the module docstring)."""
 
-    def __init__(self, group, spec: DeviceSpec, dot: Node, choice: MmaChoice,
+    def __init__(self, group, spec: DeviceSpec, dots: list[Node], choice: MmaChoice,
                  outputs: list[Value], views: list[Node]):
         from hal.lowering.matmul import contraction_dims
         from hal.lowering.pointwise import group_sizes
 
-        self.group, self.spec, self.dot, self.views = group, spec, dot, views
+        dot = dots[0]
+        self.group, self.spec, self.dots, self.dot, self.views = group, spec, dots, dot, views
         self.outputs = outputs
         self.t = t = choice.tiles
         self.instr = choice.instruction
@@ -181,11 +183,15 @@ class _MmaEmitter:
         self.nb = math.prod(self.bs)
         producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
         self.acc_a = _direct(a, producers, lb, lf, lc, t.vec, True) or _Access(None)
-        self.acc_b = (_direct(b, producers, rb, rf, rc, t.vec, True)
-                      or _direct(b, producers, rb, rc, rf, t.vec, False) or _Access(None))
-        self.b_n_major = self.acc_b.source is not None and self.acc_b.inner_is_k
+        self.b_vals = [d.inputs[1] for d in dots]
+        accs = [_direct(bv, producers, rb, rf, rc, t.vec, True)
+                or _direct(bv, producers, rb, rc, rf, t.vec, False) or _Access(None)
+                for bv in self.b_vals]
+        # one shared layout for all B tiles: [BN][BK] only when every B is k-contiguous
+        self.b_n_major = all(x.source is not None and x.inner_is_k for x in accs)
+        self.acc_bs = [x if x.inner_is_k == self.b_n_major else _Access(None) for x in accs]
         self.asynchronous = "async_copy" in spec.capabilities and t.stages > 1 and \
-            self.acc_a.source is not None and self.acc_b.source is not None
+            all(x.source is not None for x in (self.acc_a, *self.acc_bs))
         self.stages = t.stages if self.asynchronous else 1
         self.lda = t.bk + t.pad
         self.ldb = (t.bk if self.b_n_major else t.bn) + t.pad
@@ -224,13 +230,16 @@ class _MmaEmitter:
         self.bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
                         for c in ctx.unravel(ctx.bid("z"), self.bs)]
         self.a_sh = self._shared("a_tile", self.a.dtype, t.a_stage())
-        self.b_sh = self._shared("b_tile", self.b.dtype, t.b_stage(self.b_n_major))
+        self.b_sh = [self._shared("b_tile", self.b.dtype, t.b_stage(self.b_n_major))
+                     for _ in self.dots]
         self.fa = ctx.local_buffer("frag_a", self.a.dtype, t.mi * lay.a_elems)
         self.fb = ctx.local_buffer("frag_b", self.b.dtype, t.ni * lay.b_elems)
-        self.acc = ctx.local_buffer("acc", self.instr_acc, t.mi * t.ni * lay.c_elems)
+        self.acc = [ctx.local_buffer("acc", self.instr_acc, t.mi * t.ni * lay.c_elems)
+                    for _ in self.dots]
         i = ctx.var("i", ctx.idx)
         body.append(For(i, ctx.c(0), ctx.c(t.mi * t.ni * lay.c_elems), ctx.c(1),
-                        [Store(self.acc, i, Const(0.0, self.instr_acc))], unroll=True))
+                        [Store(acc, i, Const(0.0, self.instr_acc)) for acc in self.acc],
+                        unroll=True))
         self.builder = ScalarBuilder(ctx, self.group.nodes, body)
         from hal.lowering.matmul_prologue import emit_prologue_reductions
         emit_prologue_reductions(ctx, self.builder, body, self.group, self.dot, self.m0,
@@ -239,13 +248,13 @@ class _MmaEmitter:
         self._pipeline()
         self._epilogue()
         sched = {**self.group.schedule, "strategy": "mma", "instruction": self.instr.name,
-                 "tiles": t.as_dict(), "group_m": gm_rows, "contractions": 1,
+                 "tiles": t.as_dict(), "group_m": gm_rows, "contractions": len(self.dots),
                  "acc_dtype": self.instr_acc.name, "m": self.m, "n": self.n, "k": self.k,
                  "batch": self.nb,
                  "pipeline": (f"cp.async x{self.stages}" if self.asynchronous
                               else "register prefetch"),
                  "operands": "".join("v" if x.source is not None else "s"
-                                     for x in (self.acc_a, self.acc_b))}
+                                     for x in (self.acc_a, *self.acc_bs))}
         return ctx.kernel(body, (npm * npn, 1, self.nb), t.threads,
                           {"ops": self.group.ops, "group": self.group.name, "schedule": sched})
 
@@ -282,7 +291,7 @@ class _MmaEmitter:
         cpr = cols // t.vec
         r = ctx.declare(stmts, "r", ctx.div(e, cpr))
         c = ctx.declare(stmts, "c", ctx.mul(ctx.mod(e, cpr), t.vec))
-        acc = self.acc_a if which == "a" else self.acc_b
+        acc = self.acc_a if which == "a" else self.acc_bs[which]
         kbase = ctx.mul(kt, t.bk)
         # tile rows/cols -> (outer index, k index) in the operand's own terms
         if which == "a":
@@ -324,7 +333,7 @@ class _MmaEmitter:
 
     def _issue(self, stmts: list[Stmt], which: str, kt: Expr, stage: Expr) -> None:
         """cp.async of one operand's K step `kt` into `stage`."""
-        buf, vec = (self.a_sh if which == "a" else self.b_sh), self.t.vec
+        buf, vec = (self.a_sh if which == "a" else self.b_sh[which]), self.t.vec
         for it in range(self._iters(which)):
             self._chunk(stmts, which, kt, it, stage, lambda dst, p, gi, full: VecCopy(
                 buf, dst, p, gi, vec, full, asynchronous=True))
@@ -336,7 +345,7 @@ class _MmaEmitter:
                         VecCopy(regs, self.ctx.c(it * vec), p, gi, vec, full))
 
     def _commit_regs(self, stmts: list[Stmt], which: str, regs: str) -> None:
-        buf, vec = (self.a_sh if which == "a" else self.b_sh), self.t.vec
+        buf, vec = (self.a_sh if which == "a" else self.b_sh[which]), self.t.vec
         for it in range(self._iters(which)):
             self._chunk(stmts, which, self.ctx.c(0), it, self.ctx.c(0),
                         lambda dst, _p, _gi, _f, it=it: VecCopy(buf, dst, regs,
@@ -368,10 +377,14 @@ class _MmaEmitter:
             co = _scatter(self.b.rank, [(rb, self.bcoords), (rc, ctx.unravel(gk, self.ks)),
                                         (rf, ctx.unravel(gn, self.ns))])
             return co, valid, ctx.add(ctx.mul(r, self.ldb), c)
-        cooperative_tile_load(ctx, self.builder, stmts, self.b_sh, t.bk, t.bn, t.threads,
-                              ctx.tid(), self.b, self.b.dtype, coords_b)
+        cooperative_tile_load(ctx, self.builder, stmts, self.b_sh[which], t.bk, t.bn,
+                              t.threads, ctx.tid(), self.b_vals[which], self.b.dtype, coords_b)
 
     # ------------------------------------------------------------------ pipeline
+    def _operands(self) -> list:
+        """"a", then the index of each B operand."""
+        return ["a", *range(len(self.dots))]
+
     def _pipeline(self) -> None:
         ctx, t, body = self.ctx, self.t, self.body
         ktiles = cdiv(self.k, t.bk)
@@ -381,8 +394,8 @@ class _MmaEmitter:
             s = self.stages
             for p in range(s - 1):
                 if p < ktiles:
-                    self._issue(body, "a", ctx.c(p), ctx.c(p))
-                    self._issue(body, "b", ctx.c(p), ctx.c(p))
+                    for which in self._operands():
+                        self._issue(body, which, ctx.c(p), ctx.c(p))
                 body.append(CpAsyncCommit())
             if not faults.active("missing_cp_async_wait"):   # self-test hook
                 loop.append(CpAsyncWait(s - 2))
@@ -391,20 +404,21 @@ class _MmaEmitter:
             nxt = ctx.declare(loop, "kn", ctx.add(kt, s - 1))
             issue: list[Stmt] = []
             st = ctx.declare(issue, "sn", ctx.mod(nxt, s))
-            self._issue(issue, "a", nxt, st)
-            self._issue(issue, "b", nxt, st)
+            for which in self._operands():
+                self._issue(issue, which, nxt, st)
             loop.append(If(nxt.lt(ctx.c(ktiles)), issue))
             loop.append(CpAsyncCommit())
             body.append(For(kt, ctx.c(0), ctx.c(ktiles), ctx.c(1), loop))
             body.append(CpAsyncWait(0))   # nothing left in flight at exit
             return
         regs = {}
-        for which, acc in (("a", self.acc_a), ("b", self.acc_b)):
+        for which in self._operands():
+            acc = self.acc_a if which == "a" else self.acc_bs[which]
             if acc.source is not None:
                 dt = self.a.dtype if which == "a" else self.b.dtype
                 regs[which] = ctx.local_buffer(f"pre_{which}", dt, self._iters(which) * t.vec)
                 self._prefetch(body, which, ctx.c(0), regs[which])
-        for which in ("a", "b"):
+        for which in self._operands():
             if which in regs:
                 self._commit_regs(loop, which, regs[which])
             else:
@@ -476,21 +490,22 @@ class _MmaEmitter:
                     r, c = (int(x) for x in lay.offsets["a"][src])
                     stmts.append(Store(self.fa, ctx.c(mi * ne + i), Load(
                         self.a_sh, ctx.add(a_st, a_off + r * self.frag_lda + c), self.a.dtype)))
-            self._b_fragments(stmts, b_st, kb)
-            for mi in range(t.mi):
-                for ni in range(t.ni):
-                    c_off = (mi * t.ni + ni) * lay.c_elems
-                    stmts.append(Mma(lay.name, self.acc, c_off, self.fa, mi * lay.a_elems,
-                                     self.fb, ni * lay.b_elems, self.acc, c_off))
+            for j, acc in enumerate(self.acc):   # each B operand: its fragments, its MMAs
+                self._b_fragments(stmts, b_st, kb, j)
+                for mi in range(t.mi):
+                    for ni in range(t.ni):
+                        c_off = (mi * t.ni + ni) * lay.c_elems
+                        stmts.append(Mma(lay.name, acc, c_off, self.fa, mi * lay.a_elems,
+                                         self.fb, ni * lay.b_elems, acc, c_off))
 
-    def _b_fragments(self, stmts: list[Stmt], b_st: Expr, kk: int) -> None:
+    def _b_fragments(self, stmts: list[Stmt], b_st: Expr, kk: int, j: int) -> None:
         ctx, t, lay, ldb = self.ctx, self.t, self.lay, self.frag_ldb
         if self.ldmatrix:
             for p in range(0, t.ni, 2):
                 count = 4 if p + 1 < t.ni else 2
                 off = (p * 8 * ldb + kk * 16) if self.b_n_major else (kk * 16 * ldb + p * 8)
-                stmts.append(LdMatrix(self.fb, p * lay.b_elems, self.b_sh, ctx.add(b_st, off),
-                                      count, trans=not self.b_n_major))
+                stmts.append(LdMatrix(self.fb, p * lay.b_elems, self.b_sh[j],
+                                      ctx.add(b_st, off), count, trans=not self.b_n_major))
             return
         for ni in range(t.ni):
             for i in range(lay.b_elems):
@@ -499,7 +514,7 @@ class _MmaEmitter:
                 nc += ni * lay.n
                 off = nc * ldb + kr if self.b_n_major else kr * ldb + nc
                 stmts.append(Store(self.fb, ctx.c(ni * lay.b_elems + i), Load(
-                    self.b_sh, ctx.add(b_st, off), self.b.dtype)))
+                    self.b_sh[j], ctx.add(b_st, off), self.b.dtype)))
 
     # ------------------------------------------------------------------ epilogue
     def _epilogue(self) -> None:
@@ -509,6 +524,7 @@ class _MmaEmitter:
         ocol = ctx.declare(body, "ocol", ctx.add(self.n0, ctx.add(self.wn0, cc)))
         dot_out = self.dot.outputs[0]
         acc_dt = self.instr_acc
+        dot_ids = {id(d) for d in self.dots}
         for mi in range(t.mi):
             for ni in range(t.ni):
                 for i in range(lay.c_elems):
@@ -520,12 +536,14 @@ class _MmaEmitter:
                     coords = (*self.bcoords, *ctx.unravel(gm, self.ms),
                               *ctx.unravel(gn, self.ns))
                     ep = self.builder.scope(inner)
-                    value: Expr = Load(self.acc, ctx.c((mi * t.ni + ni) * lay.c_elems + i),
-                                       acc_dt)
-                    cdt = compute_dtype(dot_out.dtype)
-                    value = Cast(value, cdt) if cdt != acc_dt else value
-                    ep.env[dot_out.name] = (coords, ctx.declare(inner, dot_out.name,
-                                                                rounded(value, dot_out.dtype)))
+                    slot = ctx.c((mi * t.ni + ni) * lay.c_elems + i)
+                    for d, acc in zip(self.dots, self.acc, strict=True):  # every accumulator
+                        o = d.outputs[0]
+                        value: Expr = Load(acc, slot, acc_dt)
+                        cdt = compute_dtype(o.dtype)
+                        value = Cast(value, cdt) if cdt != acc_dt else value
+                        ep.env[o.name] = (coords, ctx.declare(inner, o.name,
+                                                              rounded(value, o.dtype)))
                     space = {tuple(dot_out.shape): coords}
                     if self.views:
                         row = ctx.add(ctx.mul(ctx.linear(list(self.bcoords),
@@ -538,7 +556,7 @@ class _MmaEmitter:
                             ep.env[rv.outputs[0].name] = (vc, ep.value(rv.inputs[0], coords))
                     for v in self.outputs:
                         at = space[tuple(v.shape)]
-                        drop = faults.active("dropped_epilogue") and v.producer is not self.dot
+                        drop = faults.active("dropped_epilogue") and id(v.producer) not in dot_ids
                         e = ep.value(v.producer.inputs[0] if drop else v, at)
                         param, idx = ep.store_index(v, at)
                         inner.append(Store(param, idx, to_storage(e, v.dtype)))
@@ -547,7 +565,8 @@ class _MmaEmitter:
                     body.extend(stmts)
 
 
-def lower_matmul_mma(group, spec: DeviceSpec, dot: Node, choice: MmaChoice,
+def lower_matmul_mma(group, spec: DeviceSpec, dots: list[Node], choice: MmaChoice,
                      outputs: list[Value], views: list[Node]) -> list[Kernel]:
-    """The matrix-unit kernel of a one-contraction matmul group (see the module docstring)."""
-    return [_MmaEmitter(group, spec, dot, choice, outputs, views).lower()]
+    """The matrix-unit kernel of a matmul group: one contraction, or a dual GEMM (see the
+    module docstring)."""
+    return [_MmaEmitter(group, spec, dots, choice, outputs, views).lower()]
