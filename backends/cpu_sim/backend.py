@@ -24,6 +24,7 @@ from hal.devices.spec import DeviceSpec
 from hal.dtypes import cast
 from hal.errors import UnsupportedError
 from hal.ir.graph import Graph
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .parity import compare, tolerance_for
 
@@ -42,9 +43,11 @@ class CpuSimBackend(Backend):
                   check: bool = True, compare_reference: bool = True,
                   max_lanes: int = 1 << 17, fuse: bool = True,
                   progress: Callable[[int, int, str], None] | None = None,
+                  lowering_options: LoweringOptions = DEFAULT_OPTIONS,
                   **options: Any) -> RunResult:
         """Plan (or take `groups`), lower, simulate kernel by kernel, compare with the
-        reference. `progress(done, total, group_name)` is called before each group."""
+        reference. `progress(done, total, group_name)` is called before each group;
+        `lowering_options` (the self-test's planted faults) apply to every group's lowering."""
         from hal.backends.cpu_sim.simulator import simulate
         from hal.devices.loader import load_spec
         from hal.fusion.group import is_alias_group
@@ -75,7 +78,7 @@ class CpuSimBackend(Backend):
                 if v.name not in buffers:
                     buffers[v.name] = np.zeros(math.prod(v.shape), v.dtype.np_dtype)
             t0 = time.perf_counter()
-            kernels = lower_group(g, spec)
+            kernels = lower_group(g, spec, lowering_options)
             lower_s = time.perf_counter() - t0
             for k in kernels:
                 args: dict[str, Any] = {}

@@ -201,8 +201,9 @@ class Pipeline:
         code = self.code[j][f]
         if code.max(initial=-1) < 0:
             return
-        g, own = code >> self.SHIFT, code & ((1 << self.SHIFT) - 1)
-        bad = (code >= 0) & (g >= self.done[own])
+        live = code >= 0
+        g, own = code >> self.SHIFT, np.where(live, code & ((1 << self.SHIFT) - 1), 0)
+        bad = live & (g >= self.done[own])
         if bad.any():
             k = int(np.flatnonzero(bad.ravel())[0])
             li = k // (f.shape[1] if f.ndim == 2 else 1)

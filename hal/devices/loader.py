@@ -165,6 +165,14 @@ def _bits(v: Any) -> int:
     return v
 
 
+def _grid(v: Any) -> tuple[int, int, int]:
+    if (not isinstance(v, (list, tuple)) or len(v) != 3
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
+        raise UnitError(f"expected three positive block counts [x, y, z], got {v!r}",
+                        hint="CUDA allows [2147483647, 65535, 65535]")
+    return (int(v[0]), int(v[1]), int(v[2]))
+
+
 # field -> (parser, minimum or None for non-numbers). Minimum 1 means "positive".
 SCHEMA: dict[str, tuple[_Parser, float | None]] = {
     "name": (_text, None),
@@ -190,6 +198,7 @@ SCHEMA: dict[str, tuple[_Parser, float | None]] = {
     "launch_overhead_s": (_quantity("time"), 0),
     "supported_dtypes": (_dtypes, None),
     "index_bits": (_bits, None),
+    "max_grid": (_grid, None),
     "clock_hz": (_quantity("frequency"), 1e-30),
     "description": (lambda v: "" if v is None else str(v), None),
     "capabilities": (_strings, None),

@@ -62,6 +62,9 @@ class DeviceSpec:
     launch_overhead_s: float         # seconds per kernel launch
     supported_dtypes: tuple[str, ...]
     index_bits: int = 32             # natural index width of generated kernels
+    # blocks per grid axis (x, y, z) a launch may ask for; CUDA's and HIP's documented
+    # limits. Lowering folds y and z into x when a grid would exceed them.
+    max_grid: tuple[int, int, int] = (2**31 - 1, 65535, 65535)
     clock_hz: float = 1.0e9
     description: str = ""
     source: str = ""                 # the file it was loaded from

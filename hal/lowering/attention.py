@@ -84,6 +84,7 @@ from hal.lowering.expr import (
     to_storage,
 )
 from hal.lowering.matmul import contraction_dims
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
 from hal.lowering.tiling import cdiv, round_up
@@ -355,11 +356,12 @@ def _scatter(rank: int, parts) -> tuple[Expr, ...]:
 
 
 def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles, name: str, *,
-               chunk_tiles: int = 0, only: str = "", stats=None) -> SimpleNamespace:
+               chunk_tiles: int = 0, only: str = "", stats=None,
+               options: LoweringOptions = DEFAULT_OPTIONS) -> SimpleNamespace:
     """The kernel body but its epilogue, and its live names. chunk_tiles: the block walks key
     tiles [z * chunk_tiles, +chunk_tiles) only (split-K); only="pass1"/"pass2": that pass of
     the two-pass schedule alone, pass 2 taking (m, l) from `stats(ctx, body, grow, bcoords)`."""
-    ctx = KernelContext(name, spec, index_dtype_for(group_sizes(group), spec))
+    ctx = KernelContext(name, spec, index_dtype_for(group_sizes(group), spec), options)
     (q, k), (p_val, v), s0 = pat.qk.inputs, pat.pv.inputs, pat.qk.outputs[0]
     lb, rb, lc, rc, lf, rf = contraction_dims(pat.qk)
     plb, prb, plc, prc, plf, prf = contraction_dims(pat.pv)
@@ -453,8 +455,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         sl: list[Stmt] = []
         j = ctx.declare(sl, "j", ctx.add(ctx.mul(si, tpr), c))
         gn = ctx.declare(sl, "gn", ctx.add(n0, j))
-        ok = ctx.declare(sl, "ok", Binary("logical_and", grow.lt(ctx.c(pat.m)),
-                                          gn.lt(ctx.c(pat.t))))
+        ok = ctx.declare(sl, "ok", grow.lt(ctx.c(pat.m)) if ctx.options.fault("attention_key_mask")
+                         else Binary("logical_and", grow.lt(ctx.c(pat.m)), gn.lt(ctx.c(pat.t))))
         sl.append(Store(sreg, si, ninf))
         dot = ctx.var("dot", f32)
         inner: list[Stmt] = [Declare(dot, Const(0.0, f32))]
@@ -466,7 +468,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         _s_coords, x_coords = score_coords(gn)
         s_cd = compute_dtype(s0.dtype)
         s_val = ctx.declare(inner, "s0",
-                            rounded(Cast(dot, s_cd) if s_cd != f32 else dot, s0.dtype))
+                            rounded(Cast(dot, s_cd) if s_cd != f32 else dot, s0.dtype,
+                                    ctx.options))
         lb_ = builder.scope(inner)
         lb_.env = dict(builder.env)
         lb_.env[s0.name] = (None, s_val)
@@ -524,7 +527,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         dvi = ctx.declare(al, "dv", ctx.add(ctx.mul(ai, tpr), c))
         o = ctx.var("o", f32)
         old = Load(acc, ai, f32)
-        ain: list[Stmt] = [Declare(o, old * alpha if alpha is not None else old)]
+        rescale = alpha is not None and not ctx.options.fault("attention_no_rescale")
+        ain: list[Stmt] = [Declare(o, old * alpha if rescale else old)]  # (self-test hook)
         jj = ctx.var("jj", ctx.idx)
         pv_l = Load(p_sh, ctx.add(ctx.mul(r, bc), jj), pdt)
         vv_l = Load(v_sh, ctx.add(ctx.mul(jj, dv), dvi), vdt)
@@ -578,7 +582,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
                            bcoords=bcoords, na=na, acc=acc, m_i=m_i, l_i=l_i)
 
 
-def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
+def lower_attention(group, spec: DeviceSpec,
+                    options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
     planned = plan_attention(group, spec)
     if isinstance(planned, str):
         raise UnsupportedError(f"group {group.name}: not a fusable attention: {planned}",
@@ -595,8 +600,8 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
     if group.schedule.get("split_k", 1) > 1:
         from hal.lowering.attention_split import lower_split_k
 
-        return lower_split_k(group, spec, pat, t, group.schedule["split_k"])
-    f = flash_body(group, spec, pat, t, group.name)
+        return lower_split_k(group, spec, pat, t, group.schedule["split_k"], options)
+    f = flash_body(group, spec, pat, t, group.name, options=options)
     ctx, ai, grow = f.ctx, f.ai, f.grow
     # epilogue: o = acc / l (two-pass: acc, P is normalised), rounded to the output dtype
     el: list[Stmt] = []
@@ -616,7 +621,8 @@ def store_output(ctx: KernelContext, builder: ScalarBuilder, pat: AttentionPatte
     """If (row, dv) in range: out[batch, row, dv] = res rounded to the output dtype."""
     out, nbd = pat.pv.outputs[0], len(pat.batch)
     st: list[Stmt] = []
-    res = ctx.declare(st, out.name, rounded(_as(res, compute_dtype(out.dtype)), out.dtype))
+    res = ctx.declare(st, out.name, rounded(_as(res, compute_dtype(out.dtype)), out.dtype,
+                                              ctx.options))
     coords = _scatter(out.rank, [(tuple(range(nbd)), bcoords), ((nbd,), [grow]),
                                  ((nbd + 1,), [dvo])])
     param, idx = builder.store_index(out, coords)

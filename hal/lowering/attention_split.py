@@ -47,6 +47,7 @@ from hal.kernel.ir import (
 from hal.lowering.attention import AttentionPattern, AttentionTiles, flash_body, store_output
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.tiling import cdiv, elementwise_block
 
@@ -81,7 +82,7 @@ def choose_split_k(pat: AttentionPattern, t: AttentionTiles, spec: DeviceSpec) -
 
 
 def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles,
-                  s: int) -> list[Kernel]:
+                  s: int, options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
     ntiles = cdiv(pat.t, t.bc)
     ct = cdiv(ntiles, s)
     s = cdiv(ntiles, ct)
@@ -140,7 +141,7 @@ def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTi
     kernels: list[Kernel] = []
     if pat.two_pass:
         f1 = flash_body(group, spec, pat, t, f"{group.name}_stats", chunk_tiles=ct,
-                        only="pass1")
+                        only="pass1", options=options)
         store_partials(f1, True, False)
         kernels.append(f1.ctx.kernel(f1.body, grid, t.threads, {
             **meta, "schedule": {**sched, "split_stage": "stats"}}))
@@ -152,17 +153,18 @@ def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTi
             return mx, sm
 
         f2 = flash_body(group, spec, pat, t, f"{group.name}_split", chunk_tiles=ct,
-                        only="pass2", stats=stats)
+                        only="pass2", stats=stats, options=options)
         store_partials(f2, False, True)
         kernels.append(f2.ctx.kernel(f2.body, grid, t.threads, {
             **meta, "schedule": {**sched, "split_stage": "partial"}}))
     else:
-        f1 = flash_body(group, spec, pat, t, f"{group.name}_split", chunk_tiles=ct)
+        f1 = flash_body(group, spec, pat, t, f"{group.name}_split", chunk_tiles=ct,
+                        options=options)
         store_partials(f1, True, True)
         kernels.append(f1.ctx.kernel(f1.body, grid, t.threads, {
             **meta, "schedule": {**sched, "split_stage": "partial"}}))
     # combine: one thread per output element (batch entry, row, dv)
-    ctx = KernelContext(f"{group.name}_combine", spec, idx)
+    ctx = KernelContext(f"{group.name}_combine", spec, idx, options)
     block = elementwise_block(spec)
     total = nb * m * dv
     body: list[Stmt] = []
@@ -184,6 +186,8 @@ def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTi
     else:
         _mx, sm, mu, mb = combined_stats(ctx, inner, base, None)
         w = Unary("exp", Load(mb, ctx.add(base, si), f32) - mu)
+        if options.fault("split_k_combine_unscaled"):  # self-test hook
+            w = Const(1.0, f32)
         inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1),
                          [Assign(o, o + Binary("mul", a_s, w))]))
         res = Binary("div", o, sm)

@@ -58,7 +58,6 @@ from hal.kernel.ir import (
     Stmt,
     Store,
 )
-from hal.lowering import faults
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import (
     ScalarBuilder,
@@ -68,6 +67,7 @@ from hal.lowering.expr import (
     zero_of,
 )
 from hal.lowering.matmul_mma import lower_matmul_mma, mma_choice
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
 from hal.lowering.tiling import (
@@ -247,7 +247,8 @@ def fused_reserve(nodes, inputs) -> int:
     return 2 * extra_inputs + math.ceil((len(nodes) - len(dots)) / 4)
 
 
-def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
+def lower_matmul(group, spec: DeviceSpec,
+                 options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
     dots = sibling_contractions(group.nodes)
     if isinstance(dots, str) or not dots:
         raise UnsupportedError(f"group {group.name}: " + (dots or "no contraction"),
@@ -293,21 +294,21 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     from hal.ops.contraction import accumulation_dtype
 
     acc_dt = compute_dtype(accumulation_dtype(a.dtype, dot.attrs))
-    if faults.active("f16_accumulation") and a.dtype.is_float and a.dtype.bits == 16:
+    if options.fault("f16_accumulation") and a.dtype.is_float and a.dtype.bits == 16:
         acc_dt = a.dtype  # self-test hook: accumulate in the storage dtype
     nops = max(len(ds) for ds, _outs in segments)  # contractions sharing one tile grid
     n_tile = min(math.prod(n_dims(ds[0])) for ds, _outs in segments)
     forced = group.schedule.get("tiles")
     reserve = fused_reserve(group.nodes, group.inputs)
-    if len(segments) == 1 and not faults.active("f16_accumulation"):
+    if len(segments) == 1 and not options.fault("f16_accumulation"):
         # the matrix unit, when the spec has an instruction for these dtypes
         choice = mma_choice(dots, spec, reserve, forced=bool(forced))
         if choice is not None:
             return lower_matmul_mma(group, spec, list(segments[0][0]), choice,
-                                    list(segments[0][1]), views)
+                                    list(segments[0][1]), views, options)
     t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
         else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops, reserve=reserve)
-    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec), options)
     threads = t.threads
     body: list[Stmt] = []
     tid = ctx.tid()
@@ -342,6 +343,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
         first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
         size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm), first_m),
                                                     ctx.c(gm_rows)))
+        if options.fault("raster_full_last_group"):  # self-test hook
+            size_m = ctx.c(gm_rows)
         pid_m = ctx.add(first_m, Binary("remainder", pid, size_m))
         pid_n = Binary("div", ctx.mod(pid, width), size_m)
         m0 = ctx.declare(body, "m0", ctx.mul(pid_m, t.bm))
@@ -366,6 +369,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
             gm = ctx.declare(stmts, "gm", ctx.add(m0, mm))
             gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
             valid = Binary("logical_and", gm.lt(ctx.c(m)), gk.lt(ctx.c(k)))
+            if options.fault("matmul_k_tail_unmasked"):  # self-test hook
+                valid = gm.lt(ctx.c(m))
             coords = _scatter(a.rank, [(lb, bcoords), (lf, ctx.unravel(gm, ms)),
                                        (lc, ctx.unravel(gk, ks))])
             return coords, valid, ctx.add(ctx.mul(kk, t.bm), mm)
@@ -413,7 +418,7 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
                     value = Load(acc, ctx.c(ii * t.tn + jj), acc_dt)
                     value = Cast(value, compute_dtype(o.dtype)) \
                         if acc_dt != compute_dtype(o.dtype) else value
-                    ep.env[o.name] = (coords, ctx.declare(inner, o.name, rounded(value, o.dtype)))
+                    ep.env[o.name] = (coords, ctx.declare(inner, o.name, rounded(value, o.dtype, options)))
                 # a view regrouping the result's leading axes ([B*S, N] -> [B, S, N]): the
                 # epilogue after it runs at the view's coordinates of the same element
                 space = {tuple(dots[0].outputs[0].shape): coords}
@@ -427,7 +432,7 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
                         ep.env[r.outputs[0].name] = (vc, ep.value(r.inputs[0], coords))
                 for v in outputs:
                     at = space[tuple(v.shape)]
-                    drop = faults.active("dropped_epilogue") and id(v.producer) not in dot_ids  # self-test
+                    drop = options.fault("dropped_epilogue") and id(v.producer) not in dot_ids  # self-test
                     e = ep.value(v.producer.inputs[0] if drop else v, at)
                     param, idx = ep.store_index(v, at)
                     inner.append(Store(param, idx, to_storage(e, v.dtype)))

@@ -55,10 +55,10 @@ from hal.kernel.ir import (
     VecCopy,
 )
 from hal.kernel.mma import FragmentLayout, Terms, get_layout
-from hal.lowering import faults
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, cooperative_tile_load, rounded, to_storage
 from hal.lowering.mma_tiles import MmaTiles, mma_in_flight, mma_tiles
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.tiling import cdiv, group_rows
 
 
@@ -99,8 +99,6 @@ def group_mma_choice(g, spec: DeviceSpec) -> MmaChoice | None:
     from hal.lowering.matmul import fused_reserve
     from hal.ops import Category, get_op
 
-    if faults.active("f16_accumulation"):
-        return None
     dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
     return mma_choice(dots, spec, fused_reserve(g.nodes, g.inputs),
                       forced=bool(g.schedule.get("tiles")))
@@ -162,7 +160,7 @@ class _MmaEmitter:
     """Builds the kernel of one matrix-unit matmul (see the module docstring)."""
 
     def __init__(self, group, spec: DeviceSpec, dots: list[Node], choice: MmaChoice,
-                 outputs: list[Value], views: list[Node]):
+                 outputs: list[Value], views: list[Node], options: LoweringOptions):
         from hal.lowering.matmul import contraction_dims
         from hal.lowering.pointwise import group_sizes
 
@@ -172,7 +170,9 @@ class _MmaEmitter:
         self.t = t = choice.tiles
         self.instr = choice.instruction
         self.lay: FragmentLayout = get_layout(t.layout)
-        self.ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+        self.ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec),
+                                 options)
+        self.fault = options.fault
         a, b = dot.inputs
         self.a, self.b = a, b
         self.dims = lb, rb, lc, rc, lf, rf = contraction_dims(dot)
@@ -195,7 +195,7 @@ class _MmaEmitter:
         self.stages = t.stages if self.asynchronous else 1
         self.lda = t.bk + t.pad
         self.ldb = (t.bk if self.b_n_major else t.bn) + t.pad
-        if faults.active("wrong_swizzle"):   # self-test: fragment loads ignore the padding
+        if self.fault("wrong_swizzle"):   # self-test: fragment loads ignore the padding
             self.frag_lda, self.frag_ldb = self.lda - t.pad, self.ldb - t.pad
         else:
             self.frag_lda, self.frag_ldb = self.lda, self.ldb
@@ -223,6 +223,8 @@ class _MmaEmitter:
         first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
         size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm),
                                                                       first_m), ctx.c(gm_rows)))
+        if self.fault("raster_full_last_group"):  # self-test hook
+            size_m = ctx.c(gm_rows)
         self.m0 = ctx.declare(body, "m0", ctx.mul(ctx.add(first_m, Binary("remainder", pid,
                                                                            size_m)), t.bm))
         self.n0 = ctx.declare(body, "n0", ctx.mul(Binary("div", ctx.mod(pid, width), size_m),
@@ -302,8 +304,10 @@ class _MmaEmitter:
             outer, kk, o0, olim = c, r, self.n0, self.n
         go = ctx.declare(stmts, "go", ctx.add(o0, outer))
         gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
-        full = ctx.declare(stmts, "full", Binary("logical_and", go.lt(ctx.c(olim)),
-                                                 gk.lt(ctx.c(self.k))))
+        full: Expr = Binary("logical_and", go.lt(ctx.c(olim)), gk.lt(ctx.c(self.k)))
+        if which == "a" and self.fault("matmul_k_tail_unmasked"):  # self-test hook
+            full = go.lt(ctx.c(olim))
+        full = ctx.declare(stmts, "full", full)
         batch, outer_d, inner_d = acc.dims
         src = acc.source
         oshape = [src.shape[d] for d in outer_d]
@@ -363,6 +367,8 @@ class _MmaEmitter:
                 gm = ctx.declare(st, "gm", ctx.add(self.m0, r))
                 gk = ctx.declare(st, "gk", ctx.add(kbase, c))
                 valid = Binary("logical_and", gm.lt(ctx.c(self.m)), gk.lt(ctx.c(self.k)))
+                if self.fault("matmul_k_tail_unmasked"):  # self-test hook
+                    valid = gm.lt(ctx.c(self.m))
                 co = _scatter(self.a.rank, [(lb, self.bcoords), (lf, ctx.unravel(gm, self.ms)),
                                             (lc, ctx.unravel(gk, self.ks))])
                 return co, valid, ctx.add(ctx.mul(r, self.lda), c)
@@ -397,7 +403,7 @@ class _MmaEmitter:
                     for which in self._operands():
                         self._issue(body, which, ctx.c(p), ctx.c(p))
                 body.append(CpAsyncCommit())
-            if not faults.active("missing_cp_async_wait"):   # self-test hook
+            if not self.fault("missing_cp_async_wait"):   # self-test hook
                 loop.append(CpAsyncWait(s - 2))
             loop.append(Barrier())
             self._compute(loop, ctx.mod(kt, s))
@@ -423,7 +429,7 @@ class _MmaEmitter:
                 self._commit_regs(loop, which, regs[which])
             else:
                 self._scalar_fill(loop, which, kt)
-        if not faults.active("missing_cp_async_wait"):   # self-test: the stage's "wait"
+        if not self.fault("missing_cp_async_wait"):   # self-test: the stage's "wait"
             loop.append(Barrier())
         if regs:
             nxt = ctx.declare(loop, "kn", ctx.add(kt, 1))
@@ -443,7 +449,7 @@ class _MmaEmitter:
         if self.ldmatrix:
             lr, lj = ctx.mod(lane, 8), ctx.div(lane, 8)
             half = ctx.div(lj, 2)
-            if faults.active("mma_swapped_fragment_halves"):   # self-test hook
+            if self.fault("mma_swapped_fragment_halves"):   # self-test hook
                 half = Binary("sub", ctx.c(1), half)
             a_row = ctx.add(lr, ctx.mul(ctx.mod(lj, 2), 8))
             self.a_base = ctx.declare(body, "fa0", ctx.add(
@@ -475,9 +481,9 @@ class _MmaEmitter:
         b_st = ctx.declare(stmts, "sb", ctx.add(ctx.mul(stage, t.b_stage(self.b_n_major)),
                                                 self.b_base))
         steps = t.bk // lay.k
-        swap = faults.active("mma_swapped_fragment_halves") and not self.ldmatrix
+        swap = self.fault("mma_swapped_fragment_halves") and not self.ldmatrix
         for kk in range(steps):
-            kb = steps - 1 - kk if faults.active("mma_wrong_k_order") else kk  # self-test
+            kb = steps - 1 - kk if self.fault("mma_wrong_k_order") else kk  # self-test
             for mi in range(t.mi):
                 a_off = mi * lay.m * self.frag_lda + kk * lay.k
                 if self.ldmatrix:
@@ -556,7 +562,7 @@ class _MmaEmitter:
                             ep.env[rv.outputs[0].name] = (vc, ep.value(rv.inputs[0], coords))
                     for v in self.outputs:
                         at = space[tuple(v.shape)]
-                        drop = faults.active("dropped_epilogue") and id(v.producer) not in dot_ids
+                        drop = self.fault("dropped_epilogue") and id(v.producer) not in dot_ids
                         e = ep.value(v.producer.inputs[0] if drop else v, at)
                         param, idx = ep.store_index(v, at)
                         inner.append(Store(param, idx, to_storage(e, v.dtype)))
@@ -566,7 +572,8 @@ class _MmaEmitter:
 
 
 def lower_matmul_mma(group, spec: DeviceSpec, dots: list[Node], choice: MmaChoice,
-                     outputs: list[Value], views: list[Node]) -> list[Kernel]:
+                     outputs: list[Value], views: list[Node],
+                     options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
     """The matrix-unit kernel of a matmul group: one contraction, or a dual GEMM (see the
     module docstring)."""
-    return [_MmaEmitter(group, spec, dots, choice, outputs, views).lower()]
+    return [_MmaEmitter(group, spec, dots, choice, outputs, views, options).lower()]

@@ -234,13 +234,14 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
             at = tuple(coords) if xs is None else (*ctx.unravel(gm, list(xs[:-1])), kk)
             _accumulate(em, red, accs, combine, inner, at, kk)
         kl.append(If(Binary("logical_and", row_ok, kk.lt(ctx.c(k))), inner))
-        rows.append(For(it, ctx.c(0), ctx.c(-(-k // w)), ctx.c(1), kl))
+        steps = k // w if ctx.options.fault("prologue_floor_k") else -(-k // w)  # self-test
+        rows.append(For(it, ctx.c(0), ctx.c(steps), ctx.c(1), kl))
         stores: list[Stmt] = []
         for red, accs, combine, _ident in setups:
             (val,) = em.block_combine(accs, combine)  # every lane holds the row's value
             out = red.outputs[0]
             buf, dt = stats[out.name]
-            e = rounded(val, out.dtype) if val.dtype == dt else Cast(val, dt)
+            e = rounded(val, out.dtype, ctx.options) if val.dtype == dt else Cast(val, dt)
             stores.append(Store(buf, r, e))
         lane0 = lane.lt(ctx.c(1))   # (lane == 0: `if ((v == 0))` draws clang's -Wparentheses)
         if tiles.bm % nwarps:

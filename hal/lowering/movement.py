@@ -18,6 +18,7 @@ import math
 from hal.devices.spec import DeviceSpec
 from hal.kernel.ir import Barrier, Binary, For, If, Kernel, Load, Stmt, Store
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.pointwise import group_sizes, lower_pointwise
 from hal.lowering.registry import register_lowering
 from hal.lowering.tiling import cdiv, transpose_tile
@@ -25,7 +26,7 @@ from hal.lowering.tiling import cdiv, transpose_tile
 GRID_Z_LIMIT = 65535
 
 
-def _tiled_transpose(group, spec: DeviceSpec) -> Kernel | None:
+def _tiled_transpose(group, spec: DeviceSpec, options: LoweringOptions) -> Kernel | None:
     if len(group.nodes) != 1 or group.nodes[0].op != "transpose":
         return None
     node = group.nodes[0]
@@ -38,7 +39,7 @@ def _tiled_transpose(group, spec: DeviceSpec) -> Kernel | None:
         return None
     t, rows = transpose_tile(x.dtype.itemsize, spec)
     sx, sy = x.shape[ax_x], x.shape[ax_y]
-    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec), options)
     src = ctx.buffer(x, "input")
     dst = ctx.buffer(out, "output")
     tile = ctx.shared_buffer("tile", x.dtype, t * (t + 1))
@@ -81,7 +82,8 @@ def _tiled_transpose(group, spec: DeviceSpec) -> Kernel | None:
     ci = coords_in(oy, ox)
     co = [ci[perm[d]] for d in range(r)]
     assert all(out_axis[perm[d]] == d for d in range(r))
-    v = Load(tile, ctx.add(ctx.mul(tx, t + 1), lx), x.dtype)
+    pitch = t if options.fault("transpose_tile_pitch") else t + 1  # self-test hook
+    v = Load(tile, ctx.add(ctx.mul(tx, pitch), lx), x.dtype)
     store.append(If(ok2, [Store(dst, ctx.linear(co, out_strides), v)]))
     body.append(For(q, ctx.c(0), ctx.c(t // rows), ctx.c(1), store))
     grid = (cdiv(sx, t), cdiv(sy, t), nrest)
@@ -91,9 +93,10 @@ def _tiled_transpose(group, spec: DeviceSpec) -> Kernel | None:
                                              "schedule": sched})
 
 
-def lower_movement(group, spec: DeviceSpec) -> list[Kernel]:
-    k = _tiled_transpose(group, spec)
-    return [k] if k is not None else lower_pointwise(group, spec)
+def lower_movement(group, spec: DeviceSpec,
+                   options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    k = _tiled_transpose(group, spec, options)
+    return [k] if k is not None else lower_pointwise(group, spec, options)
 
 
 register_lowering("movement")(lower_movement)

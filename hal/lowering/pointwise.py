@@ -16,9 +16,9 @@ import math
 from hal.devices.spec import DeviceSpec
 from hal.ir.graph import Value
 from hal.kernel.ir import Const, For, If, Kernel, Stmt, Store, Var
-from hal.lowering import faults
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, to_storage
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.registry import register_lowering
 from hal.lowering.tiling import cdiv, elementwise_block, elementwise_grid
 
@@ -29,18 +29,20 @@ def group_sizes(group) -> list[int]:
 
 
 def lower_elementwise_space(group, spec: DeviceSpec, shape: tuple[int, ...],
-                            outs: list[Value], name: str) -> Kernel | None:
+                            outs: list[Value], name: str,
+                            options: LoweringOptions = DEFAULT_OPTIONS) -> Kernel | None:
     numel = math.prod(shape)
     if numel == 0:
         return None
-    ctx = KernelContext(name, spec, index_dtype_for(group_sizes(group), spec))
+    ctx = KernelContext(name, spec, index_dtype_for(group_sizes(group), spec), options)
     block = elementwise_block(spec)
     grid = elementwise_grid(numel, block, spec)
     iters = cdiv(numel, block * grid)
     loop: list[Stmt] = []
     it = ctx.var("it", ctx.idx)
     base = ctx.add(ctx.mul(ctx.bid(), block), ctx.tid())
-    flat = ctx.declare(loop, "i", ctx.add(ctx.mul(it, grid * block), base) if iters > 1 else base)
+    step = block if options.fault("grid_stride_block_step") else grid * block  # self-test
+    flat = ctx.declare(loop, "i", ctx.add(ctx.mul(it, step), base) if iters > 1 else base)
     inner: list[Stmt] = []
     coords = tuple(c if isinstance(c, (Var, Const)) else ctx.declare(inner, f"c{d}", c)
                    for d, c in enumerate(ctx.unravel(flat, shape)))
@@ -50,7 +52,7 @@ def lower_elementwise_space(group, spec: DeviceSpec, shape: tuple[int, ...],
         param, _ = b.store_index(v, coords)  # contiguous output: its flat index is `flat`
         inner.append(Store(param, flat, to_storage(e, v.dtype)))
     if iters * grid * block != numel:
-        limit = numel + 1 if faults.active("off_by_one_mask") else numel  # self-test
+        limit = numel + 1 if options.fault("off_by_one_mask") else numel  # self-test
         loop.append(If(flat.lt(ctx.c(limit)), inner))  # the tail mask
     else:
         loop.extend(inner)
@@ -62,14 +64,15 @@ def lower_elementwise_space(group, spec: DeviceSpec, shape: tuple[int, ...],
     return ctx.kernel(body, (grid, 1, 1), block, meta)
 
 
-def lower_pointwise(group, spec: DeviceSpec) -> list[Kernel]:
+def lower_pointwise(group, spec: DeviceSpec,
+                    options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
     by_shape: dict[tuple[int, ...], list[Value]] = {}
     for v in group.outputs:
         by_shape.setdefault(tuple(v.shape), []).append(v)
     kernels = []
     for i, (shape, outs) in enumerate(by_shape.items()):
         name = group.name if len(by_shape) == 1 else f"{group.name}_{i}"
-        k = lower_elementwise_space(group, spec, shape, outs, name)
+        k = lower_elementwise_space(group, spec, shape, outs, name, options)
         if k is not None:
             kernels.append(k)
     return kernels

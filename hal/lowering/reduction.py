@@ -60,9 +60,9 @@ from hal.kernel.ir import (
     Store,
     Var,
 )
-from hal.lowering import faults
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, rounded, to_storage
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
 from hal.lowering.tiling import auto_split, cdiv, elementwise_block, round_up, row_block
@@ -251,7 +251,7 @@ class _Emitter:
         if self.strategy == "thread_per_row":
             return list(accs)
         ctx, w = self.ctx, self.spec.warp_size
-        off = w // 2
+        off = 16 if ctx.options.fault("butterfly_offset_16") else w // 2  # self-test hook
         while off >= 1:
             others = [ctx.declare(self.body, "sh", Shuffle(a, "xor", Const(off, i32), w))
                       for a in accs]
@@ -264,7 +264,7 @@ class _Emitter:
         lane0 = ctx.mod(ctx.tid(), w).eq(ctx.c(0))
         self.body.append(If(lane0, [Store(buf, ctx.div(ctx.tid(), w), a)
                                     for buf, a in zip(bufs, accs, strict=True)]))
-        if not faults.active("missing_barrier"):  # self-test hook
+        if not ctx.options.fault("missing_barrier"):  # self-test hook
             self.body.append(Barrier())
         res = [ctx.declare(self.body, "blk", Load(buf, ctx.c(0), a.dtype))
                for buf, a in zip(bufs, accs, strict=True)]
@@ -314,7 +314,7 @@ def _acc_setup(em: _Emitter, red: Node) -> tuple[list[Var], Callable, list[Const
     ctx = em.ctx
     x = red.inputs[0]
     cd = bool_ if x.dtype.is_bool else compute_dtype(x.dtype)
-    if faults.active("f16_accumulation") and x.dtype.is_float and x.dtype.bits == 16:
+    if ctx.options.fault("f16_accumulation") and x.dtype.is_float and x.dtype.bits == 16:
         cd = x.dtype  # self-test hook: accumulate in the storage dtype
     if red.op in ARG_REDUCTIONS:
         idents = [_extreme(-1 if red.op == "argmax" else 1)(cd), ctx.c(em.plan.row_len)]
@@ -325,7 +325,7 @@ def _acc_setup(em: _Emitter, red: Node) -> tuple[list[Var], Callable, list[Const
             raise UnsupportedError(f"reduction {red.op} (%{red.outputs[0].name}) has no "
                                    f"combiner", hint="register one with register_reducer")
         idents = [reducer.identity(cd)]
-        if faults.active("wrong_reduction_identity") and red.op == "reduce_sum":
+        if ctx.options.fault("wrong_reduction_identity") and red.op == "reduce_sum":
             idents = [Const(idents[0].value + 1, cd)]  # self-test hook
         combine = _simple_combine(reducer)
     accs = [ctx.var(f"acc_{red.outputs[0].name}", c.dtype) for c in idents]
@@ -353,7 +353,7 @@ def _finish(em: _Emitter, red: Node, vals: list[Expr]) -> None:
     if red.op in ARG_REDUCTIONS:
         e: Expr = Cast(vals[1], out.dtype)
     else:
-        e = rounded(vals[0], out.dtype) if vals[0].dtype == compute_dtype(out.dtype) \
+        e = rounded(vals[0], out.dtype, em.ctx.options) if vals[0].dtype == compute_dtype(out.dtype) \
             else vals[0]
     v = em.ctx.declare(em.body, out.name, e)
     em.env[out.name] = (em.scalar_coords(out), v)
@@ -411,21 +411,22 @@ def _meta(group, strategy: str, extra: dict) -> dict:
             "schedule": {**group.schedule, "strategy": strategy, **extra}}
 
 
-def lower_reduction(group, spec: DeviceSpec) -> list[Kernel]:
+def lower_reduction(group, spec: DeviceSpec,
+                    options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
     plan = analyse(group)
     if plan.rows == 0:
         return []
     idx = index_dtype_for(group_sizes(group), spec)
     if group.kind == "column_reduction":
-        return [_lower_thread_per_row(group, spec, plan, idx)]
-    block = row_block(plan.row_len, spec)
+        return [_lower_thread_per_row(group, spec, plan, idx, options)]
+    block = row_block(plan.row_len, spec, options)
     splittable = len(plan.phases) == 1 and len(plan.phases[0]) == 1 and not plan.row_outputs
     k = group.schedule.get("split")
     if k is None:
         k = auto_split(plan.rows, plan.row_len, block, spec) if splittable else 1
     if k > 1 and splittable:
-        return _lower_split(group, spec, plan, idx, block, int(k))
-    ctx = KernelContext(group.name, spec, idx)
+        return _lower_split(group, spec, plan, idx, block, int(k), options)
+    ctx = KernelContext(group.name, spec, idx, options)
     em = _Emitter(group, spec, plan, ctx, "block_per_row", block)
     em.setup_row(ctx.bid())
     count = cdiv(plan.row_len, block)
@@ -456,8 +457,9 @@ def _reds_bytes(r: Node) -> int:
     return d.itemsize + (8 if r.op in ARG_REDUCTIONS else 0)
 
 
-def _lower_thread_per_row(group, spec, plan: ReductionPlan, idx) -> Kernel:
-    ctx = KernelContext(group.name, spec, idx)
+def _lower_thread_per_row(group, spec, plan: ReductionPlan, idx,
+                          options: LoweringOptions) -> Kernel:
+    ctx = KernelContext(group.name, spec, idx, options)
     block = elementwise_block(spec)
     grid = cdiv(plan.rows, block)
     em = _Emitter(group, spec, plan, ctx, "thread_per_row", block)
@@ -478,14 +480,17 @@ def _lower_thread_per_row(group, spec, plan: ReductionPlan, idx) -> Kernel:
     return ctx.kernel(outer, (grid, 1, 1), block, _meta(group, "thread_per_row", sched))
 
 
-def _lower_split(group, spec, plan: ReductionPlan, idx, block: int, k: int) -> list[Kernel]:
+def _lower_split(group, spec, plan: ReductionPlan, idx, block: int, k: int,
+                 options: LoweringOptions) -> list[Kernel]:
     (red,) = plan.phases[0]
     chunk = round_up(cdiv(plan.row_len, k), block)
     k = cdiv(plan.row_len, chunk)
+    if options.fault("split_drops_partial_chunk"):  # self-test hook
+        k = plan.row_len // chunk
     sched = {"block": block, "rows": plan.rows, "row_len": plan.row_len, "split": k,
              "chunk": chunk}
     # kernel 1: k blocks per row, partials to scratch
-    ctx = KernelContext(f"{group.name}_partial", spec, idx)
+    ctx = KernelContext(f"{group.name}_partial", spec, idx, options)
     em = _Emitter(group, spec, plan, ctx, "block_per_row", block)
     em.setup_row(ctx.bid())
     start = ctx.declare(em.body, "start", ctx.mul(ctx.bid("y"), chunk))
@@ -502,7 +507,7 @@ def _lower_split(group, spec, plan: ReductionPlan, idx, block: int, k: int) -> l
     k1 = ctx.kernel(em.body, (plan.rows, k, 1), block, _meta(group, "split_partial", sched))
     # kernel 2: one block per row combines the k partials
     block2 = max(spec.warp_size, min(spec.max_threads_per_block, round_up(k, spec.warp_size)))
-    ctx2 = KernelContext(f"{group.name}_final", spec, idx)
+    ctx2 = KernelContext(f"{group.name}_final", spec, idx, options)
     em2 = _Emitter(group, spec, plan, ctx2, "block_per_row", block2)
     em2.setup_row(ctx2.bid())
     bufs2 = [ctx2.scratch_buffer(n, a.dtype, plan.rows * k, readonly=True)

@@ -17,13 +17,15 @@ from hal.errors import UnsupportedError
 from hal.kernel.ir import Assign, Cast, Declare, For, If, Kernel, Stmt, Store
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, rounded, to_storage, zero_of
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
 from hal.lowering.tiling import cdiv, elementwise_block
 from hal.ops import Category, get_op
 
 
-def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
+def lower_scan(group, spec: DeviceSpec,
+               options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
     scans = [n for n in group.nodes if get_op(n.op).category is Category.SCAN]
     if len(scans) != 1 or scans[0].op != "cumsum":
         raise UnsupportedError(f"group {group.name}: expects exactly one cumsum, got "
@@ -41,7 +43,7 @@ def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
                                    f"the scan {list(shape)}", hint="split the group")
     if rows == 0 or length == 0:
         return []
-    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec), options)
     block = elementwise_block(spec)
     grid = cdiv(rows, block)
     body: list[Stmt] = []
@@ -53,7 +55,8 @@ def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
     guarded.append(Declare(acc, zero_of(acc_dt)))
     t = ctx.var("t", ctx.idx)
     step: list[Stmt] = []
-    pos = ctx.declare(step, "pos", ctx.c(length - 1) - t if node.attrs["reverse"] else t)
+    last = length if options.fault("scan_reverse_off_by_one") else length - 1  # self-test
+    pos = ctx.declare(step, "pos", ctx.c(last) - t if node.attrs["reverse"] else t)
     coords = (*rc[:axis], pos, *rc[axis:])
     b = ScalarBuilder(ctx, group.nodes, step)
     term = b.value(x, coords)
@@ -61,7 +64,7 @@ def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
     if not node.attrs["exclusive"]:
         step.append(Assign(acc, acc + term))
     b.env[out.name] = (coords, ctx.declare(step, out.name,
-                                           rounded(acc, out.dtype)))
+                                           rounded(acc, out.dtype, options)))
     for v in group.outputs:
         e = b.value(v, coords)
         param, idx = b.store_index(v, coords)

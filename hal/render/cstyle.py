@@ -147,6 +147,12 @@ def ident(name: str) -> str:
     return s + "_" if s in C_KEYWORDS or s.startswith("hal_") else s
 
 
+def kernel_symbol(kernel: Kernel) -> str:
+    """The C symbol a kernel is rendered under (a name starting with `hal_` or a C keyword
+    gets a `_` appended): what a driver must look the function up by."""
+    return ident(kernel.name)
+
+
 class CStyleRenderer:
     """Renders kernels as C++ device code; subclasses set the vendor data below."""
 
@@ -485,7 +491,7 @@ class CStyleRenderer:
         bounds = self.launch_bounds.format(block=k.block)
         params = ", ".join(self._param(p) for p in k.params)
         lines = self._comment_block(k, spec)
-        lines.append(f"{self.kernel_prefix} {bounds} {ident(k.name)}({params}) {{")
+        lines.append(f"{self.kernel_prefix} {bounds} {kernel_symbol(k)}({params}) {{")
         lines += self._shared_decls(k)
         lines += [f"  alignas(16) {self.ctype(b.dtype)} {ident(b.name)}[{b.size}];"
                   for b in k.locals]
@@ -578,4 +584,4 @@ def unique_names(kernels: Sequence[Kernel], prefix: Callable[[int], str]) -> lis
 
 
 __all__ = ["COMPARISONS", "CStyleRenderer", "OP_SPELLINGS", "OpSpelling", "ident",
-           "unique_names"]
+           "kernel_symbol", "unique_names"]
