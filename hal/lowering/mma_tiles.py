@@ -140,7 +140,7 @@ def mma_tiles(m: int, n: int, k: int, spec: DeviceSpec, instr: MatrixInstruction
         return (busy, -round(waste, 1), -round(kwaste, 1), t.bm * t.bn,
                 -abs(t.bm.bit_length() - t.bn.bit_length()), min(wtm * wtn, 64 * 64),
                 -abs(wtm.bit_length() - wtn.bit_length()), min(t.wm * t.wn, 8), t.stages,
-                -abs(t.bk - 32))
+                -abs(t.bk * t.itemsize - 128))   # 128-byte rows: conflict-free phases
 
     return max(cands, key=score)
 
