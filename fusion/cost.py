@@ -474,21 +474,20 @@ def _matmul_grid(g: FusedGroup, spec: DeviceSpec):
     dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
     mm = dots[0]
     m, n_, k_ = _mnk(mm)
+    from hal.lowering.matmul_mma import group_mma_choice
+
     reserve = fused_reserve(g.nodes, g.inputs)
+    choice = group_mma_choice(g, spec)   # the matrix-unit kernel's tiles, when it is one
     if len(dots) > 1 and not one_tile_grid(dots):
         segs = [([d], _mnk(d)[1]) for d in dots]
         segs = [(ds, n) for ds, n in segs if n] or segs
-        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, min(n for _ds, n in segs),
-                                                         k_, spec, 1, reserve)
+        tiles = choice.tiles.as_dict() if choice is not None else \
+            g.schedule.get("tiles") or _matmul_tiles(mm, m, min(n for _ds, n in segs), k_,
+                                                     spec, 1, reserve)
     else:
         segs = [(dots, n_)]
-        from hal.lowering.matmul_mma import group_mma_choice
-
-        choice = group_mma_choice(g, spec)
-        if choice is not None:   # the matrix-unit kernel's tiles
-            return dots, m, segs, k_, choice.tiles.as_dict()
-        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots),
-                                                         reserve)
+        tiles = choice.tiles.as_dict() if choice is not None else \
+            g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots), reserve)
     return dots, m, segs, k_, tiles
 
 

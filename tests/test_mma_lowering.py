@@ -70,3 +70,20 @@ def test_f16_and_cast_prologue(spec_name):
     assert kern.meta["schedule"]["strategy"] == "mma"
     assert kern.meta["schedule"]["operands"] == "sv"
     assert r.report["ok"], r.report
+
+
+@pytest.mark.parametrize("spec_name", ["h100-sxm", "mi300x", "scratch-npu"])
+def test_qkv_siblings_of_different_n(spec_name):
+    """Fused Q, K, V projections with grouped-query attention (different N): one kernel of
+    column-panel segments on the matrix unit, with a bias epilogue on Q."""
+    b = GraphBuilder("qkv")
+    x = b.input("x", bf16, (37, 48))
+    ws = [b.input(f"w{c}", bf16, (n, 48)) for c, n in zip("qkv", (40, 16, 16), strict=True)]
+    q, k, v = (b.op("matmul", x, w, transpose_b=True) for w in ws)
+    q = b.op("add", q, b.op("broadcast_to", b.input("bq", bf16, (40,)), shape=[37, 40]))
+    for val in (q, k, v):
+        b.output(val)
+    kern, r = _run(b.build(), spec_name)
+    s = kern.meta["schedule"]
+    assert s["strategy"] == "mma" and s["column_segments"] == [40, 16, 16]
+    assert r.report["ok"], r.report

@@ -70,26 +70,29 @@ class MmaChoice:
 
 def mma_choice(dots: list[Node], spec: DeviceSpec, reserve: int = 0,
                forced: bool = False) -> MmaChoice | None:
-    """The matrix instruction and tiles for a matmul group of one contraction or a dual GEMM
-    (contractions sharing A and one tile grid), or None (the SIMT kernel)."""
+    """The matrix instruction and tiles for a matmul group (one contraction, a dual GEMM
+    sharing one tile grid, or siblings of different N in column-panel segments), or None
+    (the SIMT kernel)."""
     from hal.lowering.matmul import contraction_dims, one_tile_grid
     from hal.ops.contraction import accumulation_dtype
 
-    if not dots or forced or (len(dots) > 1 and not one_tile_grid(dots)):
+    if not dots or forced:
         return None
+    dual = len(dots) > 1 and one_tile_grid(dots)
     dot = dots[0]
     a, b = dot.inputs
     acc = compute_dtype(accumulation_dtype(a.dtype, dot.attrs))
     instr = spec.matrix_instruction(a.dtype.name, b.dtype.name, acc.name)
     if instr is None or any(d.inputs[1].dtype != a.dtype for d in dots):
         return None
-    lb, _rb, lc, _rc, lf, rf = contraction_dims(dot)
+    lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
     m = math.prod(a.shape[i] for i in lf)
     k = math.prod(a.shape[i] for i in lc)
-    n = math.prod(b.shape[i] for i in rf)
+    # siblings of different N (column-panel segments): tiles for the smallest N
+    n = min(math.prod(d.inputs[1].shape[i] for i in contraction_dims(d)[5]) for d in dots)
     if not (m and n and k):
         return None
-    t = mma_tiles(m, n, k, spec, instr, a.dtype.itemsize, reserve, len(dots))
+    t = mma_tiles(m, n, k, spec, instr, a.dtype.itemsize, reserve, len(dots) if dual else 1)
     return None if t is None else MmaChoice(instr, t)
 
 
@@ -159,46 +162,64 @@ def _lane_expr(ctx: KernelContext, lane: Expr, terms: Terms) -> Expr:
 class _MmaEmitter:
     """Builds the kernel of one matrix-unit matmul (see the module docstring)."""
 
-    def __init__(self, group, spec: DeviceSpec, dots: list[Node], choice: MmaChoice,
-                 outputs: list[Value], views: list[Node], options: LoweringOptions):
+    def __init__(self, group, spec: DeviceSpec, segments: list, choice: MmaChoice,
+                 views: list[Node], options: LoweringOptions):
         from hal.lowering.matmul import contraction_dims
         from hal.lowering.pointwise import group_sizes
 
-        dot = dots[0]
-        self.group, self.spec, self.dots, self.dot, self.views = group, spec, dots, dot, views
-        self.outputs = outputs
+        dot = segments[0][0][0]
+        self.group, self.spec, self.views = group, spec, views
         self.t = t = choice.tiles
         self.instr = choice.instruction
         self.lay: FragmentLayout = get_layout(t.layout)
         self.ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec),
                                  options)
         self.fault = options.fault
-        a, b = dot.inputs
-        self.a, self.b = a, b
-        self.dims = lb, rb, lc, rc, lf, rf = contraction_dims(dot)
+        a = dot.inputs[0]
+        self.a, self.b = a, dot.inputs[1]
+        lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)   # A's dims: equal for siblings
         self.bs = [a.shape[i] for i in lb]
         self.ms, self.ks = [a.shape[i] for i in lf], [a.shape[i] for i in lc]
-        self.ns = [b.shape[i] for i in rf]
-        self.m, self.k, self.n = math.prod(self.ms), math.prod(self.ks), math.prod(self.ns)
+        self.m, self.k = math.prod(self.ms), math.prod(self.ks)
         self.nb = math.prod(self.bs)
         producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
         self.acc_a = _direct(a, producers, lb, lf, lc, t.vec, True) or _Access(None)
-        self.b_vals = [d.inputs[1] for d in dots]
-        accs = [_direct(bv, producers, rb, rf, rc, t.vec, True)
-                or _direct(bv, producers, rb, rc, rf, t.vec, False) or _Access(None)
-                for bv in self.b_vals]
-        # one shared layout for all B tiles: [BN][BK] only when every B is k-contiguous
-        self.b_n_major = all(x.source is not None and x.inner_is_k for x in accs)
-        self.acc_bs = [x if x.inner_is_k == self.b_n_major else _Access(None) for x in accs]
+        self.segments = [self._segment(dots, outs, producers) for dots, outs in segments]
         self.asynchronous = "async_copy" in spec.capabilities and t.stages > 1 and \
-            all(x.source is not None for x in (self.acc_a, *self.acc_bs))
+            self.acc_a.source is not None and all(
+                x.source is not None for sg in self.segments for x in sg["acc_bs"])
         self.stages = t.stages if self.asynchronous else 1
         self.lda = t.bk + t.pad
+        self.frag_lda = self.lda - t.pad if self.fault("wrong_swizzle") else self.lda
+
+    def _segment(self, dots: list[Node], outputs: list[Value], producers: dict) -> dict:
+        """One column-panel segment: its contractions (a dual GEMM shares one), outputs,
+        B operands and how they reach their tiles."""
+        from hal.lowering.matmul import contraction_dims
+
+        t = self.t
+        dims = contraction_dims(dots[0])
+        _lb, rb, _lc, rc, _lf, rf = dims
+        b_vals = [d.inputs[1] for d in dots]
+        accs = [_direct(bv, producers, rb, rf, rc, t.vec, True)
+                or _direct(bv, producers, rb, rc, rf, t.vec, False) or _Access(None)
+                for bv in b_vals]
+        # one shared layout for the segment's B tiles: [BN][BK] when every B is k-contiguous
+        n_major = all(x.source is not None and x.inner_is_k for x in accs)
+        ns = [dots[0].inputs[1].shape[j] for j in rf]
+        return {"dots": dots, "outputs": outputs, "b_vals": b_vals, "dims": dims, "ns": ns,
+                "acc_bs": [x if x.inner_is_k == n_major else _Access(None) for x in accs],
+                "b_n_major": n_major}
+
+    def _use(self, sg: dict) -> None:
+        """Make segment `sg` the one the emitting methods below work on."""
+        t = self.t
+        self.dots, self.outputs, self.b_vals = sg["dots"], sg["outputs"], sg["b_vals"]
+        self.dot, self.dims, self.ns = sg["dots"][0], sg["dims"], sg["ns"]
+        self.acc_bs, self.b_n_major = sg["acc_bs"], sg["b_n_major"]
+        self.n = math.prod(self.ns)
         self.ldb = (t.bk if self.b_n_major else t.bn) + t.pad
-        if self.fault("wrong_swizzle"):   # self-test: fragment loads ignore the padding
-            self.frag_lda, self.frag_ldb = self.lda - t.pad, self.ldb - t.pad
-        else:
-            self.frag_lda, self.frag_ldb = self.lda, self.ldb
+        self.frag_ldb = self.ldb - t.pad if self.fault("wrong_swizzle") else self.ldb
 
     # ------------------------------------------------------------------ setup
     def _shared(self, hint: str, dt, size: int) -> str:
@@ -215,11 +236,58 @@ class _MmaEmitter:
         self.lane = ctx.declare(body, "lane", ctx.mod(tid, lay.lanes))
         self.wm0 = ctx.declare(body, "wm0", ctx.mul(ctx.mod(warp, t.wm), t.bm // t.wm))
         self.wn0 = ctx.declare(body, "wn0", ctx.mul(ctx.div(warp, t.wm), t.bn // t.wn))
-        npm, npn = cdiv(self.m, t.bm), cdiv(self.n, t.bn)
-        gm_rows = group_rows(npm, t.bm, self.k, self.a.dtype.itemsize, self.spec,
-                             mma_in_flight(t, self.spec))
-        width = gm_rows * npn
+        npm = cdiv(self.m, t.bm)
+        self.gm_rows = group_rows(npm, t.bm, self.k, self.a.dtype.itemsize, self.spec,
+                                  mma_in_flight(t, self.spec))
         pid = ctx.declare(body, "pid", ctx.bid("x"))
+        self.bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
+                        for c in ctx.unravel(ctx.bid("z"), self.bs)]
+        # one A tile; B tiles, fragments and accumulators reused by every segment
+        width_b = max(len(sg["dots"]) for sg in self.segments)
+        self.a_sh = self._shared("a_tile", self.a.dtype, t.a_stage())
+        self.b_sh = [self._shared("b_tile", self.b.dtype, max(t.b_stage(True),
+                                                             t.b_stage(False)))
+                     for _ in range(width_b)]
+        self.fa = ctx.local_buffer("frag_a", self.a.dtype, t.mi * lay.a_elems)
+        self.fb = ctx.local_buffer("frag_b", self.b.dtype, t.ni * lay.b_elems)
+        self.acc = [ctx.local_buffer("acc", self.instr_acc, t.mi * t.ni * lay.c_elems)
+                    for _ in range(width_b)]
+        # blocks [start_s, start_s + npm * npn_s) of grid.x run segment s behind a
+        # block-uniform branch (its barriers are reached by all threads of a block or none)
+        branches: list[tuple[int, list[Stmt]]] = []
+        start = 0
+        for sg in self.segments:
+            self._use(sg)
+            stmts: list[Stmt] = []
+            local = ctx.declare(stmts, "seg_pid", ctx.sub(pid, start)) if start else pid
+            self._segment_body(stmts, local)
+            start += npm * cdiv(self.n, t.bn)
+            branches.append((start, stmts))
+        tail = branches[-1][1]
+        for end, stmts in reversed(branches[:-1]):
+            tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
+        body.extend(tail)
+        cols = [math.prod(sg["ns"]) for sg in self.segments]
+        sched = {**self.group.schedule, "strategy": "mma", "instruction": self.instr.name,
+                 "tiles": t.as_dict(), "group_m": self.gm_rows,
+                 "contractions": sum(len(sg["dots"]) for sg in self.segments),
+                 "acc_dtype": self.instr_acc.name, "m": self.m, "n": sum(cols), "k": self.k,
+                 "batch": self.nb,
+                 "pipeline": (f"cp.async x{self.stages}" if self.asynchronous
+                              else "register prefetch"),
+                 "operands": "".join("v" if x.source is not None else "s" for x in (
+                     self.acc_a, *(y for sg in self.segments for y in sg["acc_bs"])))}
+        if len(self.segments) > 1:
+            sched["column_segments"] = cols
+        return ctx.kernel(body, (start, 1, self.nb), t.threads,
+                          {"ops": self.group.ops, "group": self.group.name, "schedule": sched})
+
+    def _segment_body(self, body: list[Stmt], pid: Expr) -> None:
+        """The active segment's raster position, k-loop and epilogue for block `pid`."""
+        ctx, t, lay = self.ctx, self.t, self.lay
+        self.body = body
+        npm, npn, gm_rows = cdiv(self.m, t.bm), cdiv(self.n, t.bn), self.gm_rows
+        width = gm_rows * npn
         first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
         size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm),
                                                                       first_m), ctx.c(gm_rows)))
@@ -229,19 +297,10 @@ class _MmaEmitter:
                                                                            size_m)), t.bm))
         self.n0 = ctx.declare(body, "n0", ctx.mul(Binary("div", ctx.mod(pid, width), size_m),
                                                   t.bn))
-        self.bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
-                        for c in ctx.unravel(ctx.bid("z"), self.bs)]
-        self.a_sh = self._shared("a_tile", self.a.dtype, t.a_stage())
-        self.b_sh = [self._shared("b_tile", self.b.dtype, t.b_stage(self.b_n_major))
-                     for _ in self.dots]
-        self.fa = ctx.local_buffer("frag_a", self.a.dtype, t.mi * lay.a_elems)
-        self.fb = ctx.local_buffer("frag_b", self.b.dtype, t.ni * lay.b_elems)
-        self.acc = [ctx.local_buffer("acc", self.instr_acc, t.mi * t.ni * lay.c_elems)
-                    for _ in self.dots]
         i = ctx.var("i", ctx.idx)
         body.append(For(i, ctx.c(0), ctx.c(t.mi * t.ni * lay.c_elems), ctx.c(1),
-                        [Store(acc, i, Const(0.0, self.instr_acc)) for acc in self.acc],
-                        unroll=True))
+                        [Store(acc, i, Const(0.0, self.instr_acc))
+                         for acc in self.acc[:len(self.dots)]], unroll=True))
         self.builder = ScalarBuilder(ctx, self.group.nodes, body)
         from hal.lowering.matmul_prologue import emit_prologue_reductions
         emit_prologue_reductions(ctx, self.builder, body, self.group, self.dot, self.m0,
@@ -249,16 +308,6 @@ class _MmaEmitter:
         self._fragment_bases()
         self._pipeline()
         self._epilogue()
-        sched = {**self.group.schedule, "strategy": "mma", "instruction": self.instr.name,
-                 "tiles": t.as_dict(), "group_m": gm_rows, "contractions": len(self.dots),
-                 "acc_dtype": self.instr_acc.name, "m": self.m, "n": self.n, "k": self.k,
-                 "batch": self.nb,
-                 "pipeline": (f"cp.async x{self.stages}" if self.asynchronous
-                              else "register prefetch"),
-                 "operands": "".join("v" if x.source is not None else "s"
-                                     for x in (self.acc_a, *self.acc_bs))}
-        return ctx.kernel(body, (npm * npn, 1, self.nb), t.threads,
-                          {"ops": self.group.ops, "group": self.group.name, "schedule": sched})
 
     @property
     def instr_acc(self):
@@ -325,7 +374,7 @@ class _MmaEmitter:
         param = ctx.buffer(src, "input")
         gidx = ctx.linear(coords, contiguous_strides(src.shape))
         gidx = ctx.declare(stmts, "gi", Select(full, gidx, ctx.c(0)))
-        size = t.a_stage() if which == "a" else t.b_stage(self.b_n_major)
+        size = t.a_stage() if which == "a" else max(t.b_stage(True), t.b_stage(False))
         ld = self.lda if which == "a" else self.ldb
         dst = ctx.add(ctx.add(ctx.mul(r, ld), c), ctx.mul(stage, size)) \
             if not isinstance(stage, Const) or stage.value else ctx.add(ctx.mul(r, ld), c)
@@ -478,7 +527,8 @@ class _MmaEmitter:
     def _compute(self, stmts: list[Stmt], stage: Expr) -> None:
         ctx, t, lay = self.ctx, self.t, self.lay
         a_st = ctx.declare(stmts, "sa", ctx.add(ctx.mul(stage, t.a_stage()), self.a_base))
-        b_st = ctx.declare(stmts, "sb", ctx.add(ctx.mul(stage, t.b_stage(self.b_n_major)),
+        b_st = ctx.declare(stmts, "sb", ctx.add(ctx.mul(stage, max(t.b_stage(True),
+                                                                   t.b_stage(False))),
                                                 self.b_base))
         steps = t.bk // lay.k
         swap = self.fault("mma_swapped_fragment_halves") and not self.ldmatrix
@@ -496,7 +546,7 @@ class _MmaEmitter:
                     r, c = (int(x) for x in lay.offsets["a"][src])
                     stmts.append(Store(self.fa, ctx.c(mi * ne + i), Load(
                         self.a_sh, ctx.add(a_st, a_off + r * self.frag_lda + c), self.a.dtype)))
-            for j, acc in enumerate(self.acc):   # each B operand: its fragments, its MMAs
+            for j, acc in enumerate(self.acc[:len(self.dots)]):   # each B: fragments, MMAs
                 self._b_fragments(stmts, b_st, kb, j)
                 for mi in range(t.mi):
                     for ni in range(t.ni):
@@ -543,7 +593,7 @@ class _MmaEmitter:
                               *ctx.unravel(gn, self.ns))
                     ep = self.builder.scope(inner)
                     slot = ctx.c((mi * t.ni + ni) * lay.c_elems + i)
-                    for d, acc in zip(self.dots, self.acc, strict=True):  # every accumulator
+                    for d, acc in zip(self.dots, self.acc, strict=False):  # every accumulator
                         o = d.outputs[0]
                         value: Expr = Load(acc, slot, acc_dt)
                         cdt = compute_dtype(o.dtype)
@@ -571,9 +621,10 @@ class _MmaEmitter:
                     body.extend(stmts)
 
 
-def lower_matmul_mma(group, spec: DeviceSpec, dots: list[Node], choice: MmaChoice,
-                     outputs: list[Value], views: list[Node],
+def lower_matmul_mma(group, spec: DeviceSpec, segments: list, choice: MmaChoice,
+                     views: list[Node],
                      options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
-    """The matrix-unit kernel of a matmul group: one contraction, or a dual GEMM (see the
-    module docstring)."""
-    return [_MmaEmitter(group, spec, dots, choice, outputs, views, options).lower()]
+    """The matrix-unit kernel of a matmul group: `segments` are (contractions, outputs) per
+    column-panel segment, as hal.lowering.matmul.lower_matmul splits them (one for a single
+    contraction or a dual GEMM), see the module docstring."""
+    return [_MmaEmitter(group, spec, segments, choice, views, options).lower()]
