@@ -8,8 +8,10 @@ Counting rules (they are the cost model's, so keep them simple and documented):
   (add, mul, exp, maximum, ...); comparisons (bool results), casts, selects, loads
   and shuffles are not flops. The IR has no fused multiply-add, so a*b+c counts 2.
 * barriers: one per block that executes the Barrier statement.
-* modelled_time_s = max(global bytes / dram_bandwidth,
-                        sum over dtypes of flops_d / vector peak_d) + launch_overhead_s.
+* modelled_time_s = hal.roofline.roofline_time(spec, {GLOBAL: global bytes},
+                   {SIMT FMA of dtype d: flops_d}) + launch_overhead_s: the one roofline,
+  with the bytes the simulator counted (as issued: it models no cache, so they are
+  priced at DRAM bandwidth) and its flops on the vector units (the kernel IR's math).
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ class KernelStats:
 
     def finish(self, spec: DeviceSpec) -> None:
         """Total the per-dtype flops and fill modelled_time_s from the spec's roofline."""
+        from hal.roofline import MathInstruction, MathKind, MemoryLevel, roofline_time
+
         self.flops = int(sum(self.flops_by_dtype.values()))
-        memory_s = self.global_bytes / spec.dram_bandwidth if spec.dram_bandwidth else 0.0
-        compute_s = sum(n / spec.peak_for(dt, matrix=False)
-                        for dt, n in self.flops_by_dtype.items() if n)
-        self.modelled_time_s = max(memory_s, compute_s) + spec.launch_overhead_s
+        self.modelled_time_s = roofline_time(
+            spec, {MemoryLevel.GLOBAL: self.global_bytes},
+            [(MathInstruction(MathKind.SIMT_FMA, dt), n)
+             for dt, n in self.flops_by_dtype.items()]) + spec.launch_overhead_s
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -19,6 +19,7 @@ shuffles are expressions (`Load`, `Shuffle`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,6 +299,28 @@ class LocalBuffer:
     size: int
 
 
+@dataclass(frozen=True)
+class KernelMeta:
+    """What a kernel carries beside its IR (frozen; set by KernelContext.kernel):
+
+    `group` and `ops`: the fused group it came from; `inputs`/`outputs`: graph value
+    names in parameter order; `buffers`: param -> the graph value (or scratch name) it
+    binds; `scratch`: param -> (dtype name, elements) of temporaries the backend
+    allocates per group; `scalars`: param -> value of scalar params; `plan`: the
+    hal.lowering.plan.KernelPlan it was lowered from (None for hand-built kernels);
+    `stage`: which launch of that plan it is ("" for a one-kernel plan)."""
+
+    group: str = ""
+    ops: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    buffers: Mapping[str, str] = field(default_factory=dict)
+    scratch: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    scalars: Mapping[str, Any] = field(default_factory=dict)
+    plan: Any = None
+    stage: str = ""
+
+
 @dataclass
 class Kernel:
     name: str
@@ -309,7 +332,7 @@ class Kernel:
     locals: list[LocalBuffer] = field(default_factory=list)
     index_dtype: DType = i32
     warp_size: int = 32
-    meta: dict[str, Any] = field(default_factory=dict)  # fused ops, schedule, names, notes
+    meta: KernelMeta = field(default_factory=KernelMeta)  # buffers, group, the plan
 
     @property
     def shared_bytes(self) -> int:
