@@ -446,3 +446,40 @@ def _axpby(cx: TorchContext, y: Value, bias: Any, alpha: Any, beta: Any, dt: Any
     if beta != 1:
         c = cx.op("mul", c, cx.scalar(beta, dt, shape))
     return cx.op("add", y, c)
+
+
+# -- simple elementwise --------------------------------------------------------------
+
+
+@converts("aten.trunc", "aten.fix")
+def _trunc(cx: TorchContext, x: Value) -> Value:
+    if not x.dtype.is_float:
+        return x
+    neg = cx.op("lt", x, _k(cx, 0, x))
+    return cx.op("select", neg, cx.op("ceil", x), cx.op("floor", x))
+
+
+@converts("aten.frac")
+def _frac(cx: TorchContext, x: Value) -> Value:
+    return cx.op("sub", x, _trunc(cx, x))
+
+
+@converts("aten.log10")
+def _log10(cx: TorchContext, x: Value) -> Value:
+    v, dt = _float_in(cx, x)
+    return cx.cast(cx.op("div", cx.op("log", v), _k(cx, math.log(10), v)), dt)
+
+
+@converts("aten.leaky_relu")
+def _leaky_relu(cx: TorchContext, x: Value, slope: float = 0.01) -> Value:
+    pos = cx.op("gt", x, _k(cx, 0, x))
+    return cx.op("select", pos, x, cx.op("mul", x, _k(cx, slope, x)))
+
+
+@converts("aten.elu")
+def _elu(cx: TorchContext, x: Value, alpha: float = 1.0, scale: float = 1.0,
+         input_scale: float = 1.0) -> Value:
+    v, dt = _float_in(cx, x)
+    neg = cx.op("mul", _k(cx, alpha, v), cx.op("expm1", cx.op("mul", v, _k(cx, input_scale, v))))
+    y = cx.op("select", cx.op("gt", v, _k(cx, 0, v)), v, neg)
+    return cx.cast(cx.op("mul", y, _k(cx, scale, v)) if scale != 1 else y, dt)
