@@ -417,10 +417,12 @@ class GpuRunner:
             self._bind_values(pg, prim, graph, inputs, out or {})
             it = iter(renamed)
             for g, ks, lower_s in lowered:
-                if not ks:  # a lone reshape: a view of its input
+                if not ks and is_alias_group(g):  # a lone reshape: a view of its input
                     n = g.nodes[0]
                     pg.pointers.setdefault(n.outputs[0].name, pg.pointers[n.inputs[0].name])
                     continue
+                # (a group the lowering gives no kernel, e.g. a broadcast constant that every
+                # consumer recomputes, still gets zeroed buffers for its values, as on cpu_sim)
                 for v in (o for n in g.nodes for o in n.outputs):
                     if v.name not in pg.pointers:
                         pg.pointers[v.name] = self._alloc(pg, v.type.nbytes)
