@@ -575,40 +575,42 @@ def _issued_reads(g: FusedGroup, spec: DeviceSpec) -> int:
     if g.kind == "row_reduction" and g.schedule.get("row_cache") == "reload":
         passes = reduction_passes(g)
     seen: set[tuple] = set()
-
-    def walk(name: str, count: float, sig: tuple, factor: int) -> None:
-        nonlocal total
+    # Depth-first over the group's values with an explicit stack (children pushed in
+    # reverse: the same visiting order as a recursion, without its depth limit on a
+    # chain of thousands of fused ops).
+    stack: list[tuple[str, float, tuple, int]] = [(o.name, o.type.numel, (), 1)
+                                                  for o in reversed(g.outputs)]
+    while stack:
+        name, count, sig, factor = stack.pop()
         key = (name, sig)
         if key in seen:
-            return
+            continue
         seen.add(key)
         factor = factors.get(name, factor)
         if name in inputs:
             v = next(x for x in g.inputs if x.name == name)
             total += count * v.dtype.itemsize * factor
-            return
+            continue
         n = producer.get(name)
         if n is None:
-            return
+            continue
         cat = get_op(n.op).category
+        children: list[tuple[str, float, tuple, int]] = []
         if cat is Category.CONTRACTION:
+            children = [(x.name, x.type.numel, ((id(n), i),) if by_coords else (), 1)
+                        for i, x in enumerate(n.inputs)]
+        elif cat is Category.REDUCTION:
+            if g.kind != "matmul":  # a norm prologue: its pre-pass is _prologue_reduction_cost
+                children = [(x.name, x.type.numel * passes, (), factor)  # the row, own space
+                            for x in n.inputs]
+        else:
+            moves = cat in (Category.MOVEMENT, Category.BROADCAST, Category.GATHER)
             for i, x in enumerate(n.inputs):
-                walk(x.name, x.type.numel, ((id(n), i),) if by_coords else (), 1)
-            return
-        if cat is Category.REDUCTION:
-            if g.kind == "matmul":  # a norm prologue: its pre-pass is _prologue_reduction_cost
-                return
-            for x in n.inputs:
-                walk(x.name, x.type.numel * passes, (), factor)  # the row, in its own space
-            return
-        moves = cat in (Category.MOVEMENT, Category.BROADCAST, Category.GATHER)
-        for i, x in enumerate(n.inputs):
-            step = _coord_map(n, i) if by_coords and cat is not Category.GATHER \
-                else (id(n), x.name)
-            walk(x.name, _requested(n, x, count), sig + (step,) if moves else sig, factor)
-
-    for o in g.outputs:
-        walk(o.name, o.type.numel, (), 1)
+                step = _coord_map(n, i) if by_coords and cat is not Category.GATHER \
+                    else (id(n), x.name)
+                children.append((x.name, _requested(n, x, count),
+                                 sig + (step,) if moves else sig, factor))
+        stack.extend(reversed(children))
     return int(total)
 
 
