@@ -131,9 +131,12 @@ def make_group(graph: Graph, nodes: Sequence[Node], name: str, *,
 
 
 def trivial_groups(graph: Graph) -> list[FusedGroup]:
-    """Each primitive node its own group (what runs before the fusion pass exists)."""
-    return [make_group(graph, [n], f"g{i}_{n.op}", reasons=["unfused"])
-            for i, n in enumerate(graph.nodes)]
+    """Each primitive node its own group (what runs before the fusion pass exists).
+    Users and order are computed once: linear in the number of nodes (--no-fuse)."""
+    users = graph.users()
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    return [make_group(graph, [n], f"g{i}_{n.op}", reasons=["unfused"], users=users,
+                       order=order) for i, n in enumerate(graph.nodes)]
 
 
 def is_alias_group(group: FusedGroup) -> bool:

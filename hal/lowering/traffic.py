@@ -90,34 +90,45 @@ class _Walk:
         self.seen: set[tuple] = set()
 
     def value(self, name: str, count: float, sig: tuple, factor: int) -> None:
-        key = (name, sig)
-        if key in self.seen or name in self.env:
-            return
-        self.seen.add(key)
-        factor = self.factors.get(name, factor)
-        if name in self.inputs:
-            self.totals[name] = self.totals.get(name, 0.0) + \
-                count * self.inputs[name].dtype.itemsize * factor
-            return
-        n = self.producer.get(name)
-        if n is None:
-            return
+        """Add the bytes `count` elements of `name` cost, walking back to group inputs.
+
+        Depth-first with an explicit stack (children pushed in reverse: the visiting order
+        of a recursion, without its depth limit on a chain of thousands of fused ops)."""
+        stack: list[tuple[str, float, tuple, int]] = [(name, count, sig, factor)]
+        while stack:
+            name, count, sig, factor = stack.pop()
+            key = (name, sig)
+            if key in self.seen or name in self.env:
+                continue
+            self.seen.add(key)
+            factor = self.factors.get(name, factor)
+            if name in self.inputs:
+                self.totals[name] = self.totals.get(name, 0.0) + \
+                    count * self.inputs[name].dtype.itemsize * factor
+                continue
+            n = self.producer.get(name)
+            if n is None:
+                continue
+            stack.extend(reversed(self._children(n, count, sig, factor)))
+
+    def _children(self, n, count: float, sig: tuple, factor: int) -> list[tuple]:
         cat = get_op(n.op).category
         if cat is Category.CONTRACTION:
-            for i, x in enumerate(n.inputs):
-                self.value(x.name, x.type.numel, ((id(n), i),) if self.by_coords else (), 1)
-            return
+            return [(x.name, x.type.numel, ((id(n), i),) if self.by_coords else (), 1)
+                    for i, x in enumerate(n.inputs)]
         if cat is Category.REDUCTION:
             if self.stop:   # computed elsewhere (a norm prologue's pre-pass, an earlier pass)
-                return
-            for x in n.inputs:
-                self.value(x.name, x.type.numel * self.passes, (), factor)  # its own space
-            return
+                return []
+            return [(x.name, x.type.numel * self.passes, (), factor)  # in its own space
+                    for x in n.inputs]
         moves = cat in (Category.MOVEMENT, Category.BROADCAST, Category.GATHER)
+        out = []
         for i, x in enumerate(n.inputs):
             step = coord_map(n, i) if self.by_coords and cat is not Category.GATHER \
                 else (id(n), x.name)
-            self.value(x.name, requested(n, x, count), sig + (step,) if moves else sig, factor)
+            out.append((x.name, requested(n, x, count), sig + (step,) if moves else sig,
+                        factor))
+        return out
 
 
 def issued_reads(group, factors: dict[str, int] | None = None, *, by_coords: bool = False,
