@@ -82,9 +82,9 @@ class CpuSimBackend(Backend):
             lower_s = time.perf_counter() - t0
             for k in kernels:
                 args: dict[str, Any] = {}
-                for param, value in k.meta["buffers"].items():
-                    if param in k.meta["scratch"]:
-                        dt, numel = k.meta["scratch"][param]
+                for param, value in k.meta.buffers.items():
+                    if param in k.meta.scratch:
+                        dt, numel = k.meta.scratch[param]
                         if param not in scratch:
                             from hal.dtypes import dtype as _dtype
 
@@ -94,8 +94,9 @@ class CpuSimBackend(Backend):
                         args[param] = buffers[value]
                 st = simulate(k, args, spec, check=check, max_lanes=max_lanes)
                 d = st.to_dict()
-                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta["ops"]),
-                         schedule=k.meta.get("schedule", {}), lower_s=lower_s)
+                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
+                         plan=k.meta.plan.summary() if k.meta.plan is not None else {},
+                         stage=k.meta.stage, lower_s=lower_s)
                 stats.append(d)
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}

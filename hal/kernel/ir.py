@@ -26,6 +26,7 @@ move; `asynchronous=True` is cp.async global -> shared), `CpAsyncCommit` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -368,6 +369,39 @@ class LocalBuffer:
     size: int
 
 
+@dataclass(frozen=True)
+class KernelMeta:
+    """What a kernel carries beside its IR (frozen; set by KernelContext.kernel):
+
+    `group` and `ops`: the fused group it came from; `inputs`/`outputs`: graph value
+    names in parameter order; `buffers`: param -> the graph value (or scratch name) it
+    binds; `scratch`: param -> (dtype name, elements) of temporaries the backend
+    allocates per group; `scalars`: param -> value of scalar params; `plan`: the
+    hal.lowering.plan.KernelPlan it was lowered from (None for hand-built kernels);
+    `stage`: which launch of that plan it is ("" for a one-kernel plan); `grid_folded`:
+    the logical grid and why it was folded into x when an axis exceeded the device's
+    grid limit (hal.lowering.grid_limits), or None."""
+
+    group: str = ""
+    ops: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    buffers: Mapping[str, str] = field(default_factory=dict)
+    scratch: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    scalars: Mapping[str, Any] = field(default_factory=dict)
+    plan: Any = None
+    stage: str = ""
+    grid_folded: GridFold | None = None
+
+
+@dataclass(frozen=True)
+class GridFold:
+    """A launch grid folded into x: the `logical` grid the kernel indexes and the `reason`."""
+
+    logical: tuple[int, int, int]
+    reason: str
+
+
 @dataclass
 class Kernel:
     name: str
@@ -379,7 +413,7 @@ class Kernel:
     locals: list[LocalBuffer] = field(default_factory=list)
     index_dtype: DType = i32
     warp_size: int = 32
-    meta: dict[str, Any] = field(default_factory=dict)  # fused ops, schedule, names, notes
+    meta: KernelMeta = field(default_factory=KernelMeta)  # buffers, group, the plan
 
     @property
     def shared_bytes(self) -> int:

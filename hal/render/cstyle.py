@@ -458,16 +458,22 @@ class CStyleRenderer:
         return f"{const}{self.ctype(p.dtype)}* {ident(p.name)}"
 
     def _comment_block(self, k: Kernel, spec: DeviceSpec | None) -> list[str]:
-        ops = k.meta.get("ops", [])
+        ops = k.meta.ops
         lines = [f"// kernel {k.name}" + (f" for {spec.name} ({spec.arch})" if spec else ""),
                  f"//   launch: grid={tuple(k.grid)} block={k.block} warp={k.warp_size} "
                  f"index={k.index_dtype} shared={k.shared_bytes} B"
                  + (" (dynamic)" if self.dynamic_shared_bytes(k) else "")]
         if ops:
             lines.append(f"//   fused ops ({len(ops)}): " + ", ".join(ops))
-        sched = k.meta.get("schedule")
-        if sched:
-            lines.append("//   schedule: " + ", ".join(f"{a}={b}" for a, b in sched.items()))
+        plan = k.meta.plan
+        if plan is not None:   # the KernelPlan this kernel emits (hal.lowering.plan)
+            parts = [f"strategy={plan.strategy}"]
+            if plan.tiles:
+                parts.append("tiles=" + "x".join(f"{a}{b}" for a, b in plan.tiles))
+            parts += [f"stages={plan.stages}", f"math={plan.math}",
+                      *(f"{a}={b}" for a, b in plan.details)]
+            lines.append("//   plan: " + ", ".join(parts)
+                         + (f" (launch {k.meta.stage})" if k.meta.stage else ""))
         for p in k.params:
             if isinstance(p, BufferParam):
                 role = "in " if p.readonly else "out"
