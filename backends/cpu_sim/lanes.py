@@ -61,8 +61,17 @@ class Wave:
                  block0: int, nblocks: int, warp_size: int,
                  globals_: list[tuple[BufferParam, np.ndarray]],
                  shared: list[SharedBuffer], locals_: list[LocalBuffer],
-                 sites: list[tuple[str, str | None, str]], n_flop_dtypes: int, check: bool):
+                 sites: list[tuple[str, str | None, str]], n_flop_dtypes: int, check: bool,
+                 fast: bool = True, reduction_groups: dict | None = None):
         self.name, self.grid, self.T, self.B = kernel_name, grid, block, nblocks
+        # fast: matched multiply-accumulate loops run as contractions (vectorize.py)
+        self.fast = fast
+        self.reduction_groups = {} if reduction_groups is None else reduction_groups
+        # bumped by every store, so contract.Reduction can reuse a gathered panel
+        self.g_version = [0] * len(globals_)
+        self.sh_version = [0] * len(shared)
+        self.panels: dict = {}
+        self.pick_index: dict = {}
         self.block0, self.warp_size, self.check, self.sites = block0, warp_size, check, sites
         L = self.L = block * nblocks
         self.lane = np.arange(L, dtype=np.int64)
@@ -217,6 +226,32 @@ class Wave:
     def _sel(x: Any, act: np.ndarray | None) -> Any:
         return x if act is None or _ndim(x) == 0 else x[act]
 
+    # ------------------------------------------------------------------ for contract.Reduction
+    def fail_oob(self, site: int, lane: int, buf: str, space: str, i: int, size: int) -> None:
+        self._oob(site, lane, buf, space, i, size)
+
+    def fail_overflow(self, site: int, lane: int, value: int) -> None:
+        self._overflow(site, lane, value)
+
+    def check_written(self, j: int, words: np.ndarray, lanes: np.ndarray, site: int) -> None:
+        """Reads of shared `words` [k, len(lanes)] by `lanes`: race if another thread
+        wrote one of them since the last barrier."""
+        w = self.sh_writer[j][words]
+        t = self.tid[lanes]
+        bad = (w >= 0) & (w != t)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            col = k % words.shape[1]
+            self._race(j, site, int(lanes[col]), int(words.reshape(-1)[k]),
+                       f"reads a word that thread {int(w.reshape(-1)[k])} wrote since the last barrier")
+
+    def record_reads(self, j: int, words: np.ndarray, readers: np.ndarray) -> None:
+        """Shared `words` read by `readers` (broadcast against words; -2: several threads)."""
+        self.sh_read[j] = True
+        self.sh_reads[j].append((words, readers))
+        if len(self.sh_reads[j]) > 256:
+            self._fold_reads(j)
+
     # ------------------------------------------------------------------ global memory
     def ldg(self, s: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
         act = self._act(m, lmask)
@@ -248,6 +283,7 @@ class Wave:
         if _ndim(i) == 0 and _ndim(v) > 0:
             v = v.reshape(-1)[-1]  # every lane stores to one word: one of them wins
         buf[i] = v
+        self.g_version[s] += 1
         self.gw += n * p.dtype.itemsize
 
     def atomic_g(self, s: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
@@ -262,6 +298,7 @@ class Wave:
         v = np.broadcast_to(cast(self._sel(val, act), p.dtype), (n,))
         i = self._bounds(np.asarray(i), self.g_n[s], None, site, p.name, "global")
         np.add.at(buf, i, v)  # one rounding to the buffer dtype per add, as hardware atomics
+        self.g_version[s] += 1
         self.atomics += n
         self.gr += n * p.dtype.itemsize
         self.gw += n * p.dtype.itemsize
@@ -307,6 +344,7 @@ class Wave:
         if self.check:
             self._race_write(j, flat, act, site)
         self.sh[j][flat] = v
+        self.sh_version[j] += 1
         self.sw += n * sb.dtype.itemsize
 
     def atomic_s(self, j: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
@@ -320,6 +358,7 @@ class Wave:
         i = self._bounds(self._sel(idx, act), sb.size, None, site, sb.name, "shared")
         flat = np.broadcast_to(self._sel(self.sh_off[j], act) + i, (n,))
         v = np.broadcast_to(self._sel(val, act), (n,))
+        self.sh_version[j] += 1
         if sb.dtype.bits < 32 and sb.dtype.is_float:
             for f, x in zip(flat.tolist(), v.tolist(), strict=False):  # round after each add
                 self.sh[j][f] = to_rep(self.sh[j][f] + x, sb.dtype)
@@ -497,6 +536,26 @@ class Wave:
                     self._fold_reads(j)
                     self.sh_writer[j].reshape(self.B, sb.size)[reached] = -1
                     self.sh_reader[j].reshape(self.B, sb.size)[reached] = -1
+
+
+def div_by_const(a: Any, c: int) -> Any:
+    """C integer division a / c for a positive constant c (truncates toward zero)."""
+    if _ndim(a) == 0:
+        a = int(a)
+        return a // c if a >= 0 else -((-a) // c)
+    if a.size and a.min() < 0:
+        return np.where(a < 0, -((-a) // c), a // c)
+    return a >> (c.bit_length() - 1) if c & (c - 1) == 0 else a // c
+
+
+def rem_by_const(a: Any, c: int) -> Any:
+    """C remainder a % c for a positive constant c (sign of the dividend)."""
+    if _ndim(a) == 0:
+        a = int(a)
+        return a % c if a >= 0 else -((-a) % c)
+    if a.size and a.min() < 0:
+        return np.where(a < 0, -((-a) % c), a % c)
+    return a & (c - 1) if c & (c - 1) == 0 else a % c
 
 
 def _src_xor(lw: np.ndarray, off: Any, width: int) -> np.ndarray:

@@ -82,7 +82,8 @@ def _bind_args(kernel: Kernel, ck: CompiledKernel, args: dict[str, Any]):
 
 
 def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: DeviceSpec, *,
-             check: bool = True, max_lanes: int = 1 << 18) -> KernelStats:
+             check: bool = True, max_lanes: int = 1 << 18,
+             exact_rounding: bool = False) -> KernelStats:
     """Run `kernel` once on the grid it names, for the device `spec`; return its counters.
 
     Global buffer args are modified in place. A wave holds as many whole blocks as fit in
@@ -100,10 +101,12 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
     stats = KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
                         lanes_per_wave=per_wave * T)
     flops = [0] * len(ck.flop_dtypes)
+    groups: dict = {}
     with np.errstate(all="ignore"):
         for b0 in range(0, nb, per_wave):
             w = Wave(kernel.name, grid, T, b0, min(per_wave, nb - b0), kernel.warp_size,  # type: ignore[arg-type]
-                     buffers, ck.shared, ck.locals_, ck.sites, len(ck.flop_dtypes), check)
+                     buffers, ck.shared, ck.locals_, ck.sites, len(ck.flop_dtypes), check,
+                     fast=not exact_rounding, reduction_groups=groups)
             ck.run(w, scalars)
             stats.global_bytes_read += w.gr
             stats.global_bytes_written += w.gw
