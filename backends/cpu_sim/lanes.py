@@ -62,7 +62,8 @@ class Wave:
                  globals_: list[tuple[BufferParam, np.ndarray]],
                  shared: list[SharedBuffer], locals_: list[LocalBuffer],
                  sites: list[tuple[str, str | None, str]], n_flop_dtypes: int, check: bool,
-                 fast: bool = True, reduction_groups: dict | None = None):
+                 fast: bool = True, reduction_groups: dict | None = None,
+                 block_ids: np.ndarray | None = None, written: list | None = None):
         self.name, self.grid, self.T, self.B = kernel_name, grid, block, nblocks
         # fast: matched multiply-accumulate loops run as contractions (vectorize.py)
         self.fast = fast
@@ -77,7 +78,10 @@ class Wave:
         self.lane = np.arange(L, dtype=np.int64)
         self.blk = self.lane // block
         self.tid = self.lane - self.blk * block
-        lin = self.blk + block0
+        # block_ids: the linear ids of a sampled wave's blocks (sampled.py); else contiguous
+        lin = self.blk + block0 if block_ids is None else np.asarray(block_ids, np.int64)[self.blk]
+        # written: per global buffer, a list that collects the indices stores hit (sampled.py)
+        self.written = written
         self.bx = lin % grid[0]
         self.by = (lin // grid[0]) % grid[1]
         self.bz = lin // (grid[0] * grid[1])
@@ -284,6 +288,8 @@ class Wave:
             v = v.reshape(-1)[-1]  # every lane stores to one word: one of them wins
         buf[i] = v
         self.g_version[s] += 1
+        if self.written is not None:
+            self.written[s].append(np.array(i, np.int64).reshape(-1))
         self.gw += n * p.dtype.itemsize
 
     def atomic_g(self, s: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
@@ -299,6 +305,8 @@ class Wave:
         i = self._bounds(np.asarray(i), self.g_n[s], None, site, p.name, "global")
         np.add.at(buf, i, v)  # one rounding to the buffer dtype per add, as hardware atomics
         self.g_version[s] += 1
+        if self.written is not None:
+            self.written[s].append(np.array(i, np.int64).reshape(-1))
         self.atomics += n
         self.gr += n * p.dtype.itemsize
         self.gw += n * p.dtype.itemsize
