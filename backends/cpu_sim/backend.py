@@ -27,7 +27,7 @@ from hal.ir.graph import Graph
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .parity import compare, tolerance_for
-from .sampled import functional_outputs, run_kernel_sampled, samplable
+from .sampled import SampleOptions, functional_outputs, run_kernel_sampled, samplable
 
 
 class CpuSimBackend(Backend):
@@ -55,6 +55,10 @@ class CpuSimBackend(Backend):
         each kernel and computes the rest functionally (sampled.py);
         `lowering_options` (the self-test's planted faults) apply to every group's lowering."""
         from hal.backends.cpu_sim.simulator import simulate
+
+        if isinstance(sample, (int, float)) and not isinstance(sample, bool):
+            sample = SampleOptions(float(sample), seed=int(options.pop("sample_seed", None) or 0))
+        options.pop("sample_seed", None)
         from hal.devices.loader import load_spec
         from hal.fusion.group import is_alias_group
         from hal.lowering import lower_group
