@@ -73,6 +73,7 @@ class Bound:
     err: np.ndarray     # float64: max |device - ref| a consumer may read; inf = unknown
     free: np.ndarray    # bool: element not checkable (unknown error)
     strict_zero: bool   # the sign of a zero must match (exact ops on exact inputs)
+    delta: np.ndarray | None = None  # float64: the half-width before rounding to the dtype
 
     @property
     def max_bound(self) -> float:
@@ -109,7 +110,8 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool) -
     delta = np.broadcast_to(np.where(np.isnan(delta), np.inf, delta), ref.shape)
     free = np.isinf(delta)
     if not delta.any():
-        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free.copy(), strict)
+        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free.copy(), strict,
+                     np.zeros(ref.shape))
     with np.errstate(all="ignore"):
         if dt.is_bool:
             free = free | (delta > 0)
@@ -125,7 +127,7 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool) -
     nan_ref = np.isnan(ref) if dt.is_float else np.zeros(ref.shape, bool)
     err = np.where(nan_ref & ~free, 0.0, err)
     err = np.where(np.isnan(err) | free, np.inf, err)
-    return Bound(dt, exact, ref, lo, hi, err, free, strict)
+    return Bound(dt, exact, ref, lo, hi, err, free, strict, np.asarray(delta, np.float64))
 
 
 # --------------------------------------------------------------------------- rules

@@ -41,13 +41,17 @@ from hal.kernel.ir import (
     Cast,
     Comment,
     Const,
+    CpAsyncCommit,
+    CpAsyncWait,
     Declare,
     Expr,
     For,
     If,
     Kernel,
+    LdMatrix,
     Load,
     LocalBuffer,
+    Mma,
     Param,
     ScalarParam,
     Select,
@@ -58,10 +62,12 @@ from hal.kernel.ir import (
     Store,
     Unary,
     Var,
+    VecCopy,
 )
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
+from . import mma_sim
 from .contract import Reduction
 from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
 from .vectorize import emit_reduction_loop, match_reduction_loop
@@ -121,6 +127,10 @@ def stmt_exprs(s: Stmt) -> list[Expr]:
         return [s.cond]
     if isinstance(s, For):
         return [s.start, s.stop, s.step]
+    if isinstance(s, LdMatrix):
+        return [s.addr]
+    if isinstance(s, VecCopy):
+        return [x for x in (s.dst_index, s.src_index, s.mask) if x is not None]
     return []
 
 
@@ -229,7 +239,7 @@ class _Translator:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"np": np}
+        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim}
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
@@ -417,6 +427,33 @@ class _Translator:
 
     def s_Barrier(self, s: Barrier, ctx: _Ctx, depth: int) -> None:
         self.emit(f"W.barrier({ctx.mask}, {self.site(ctx, None)})", depth)
+
+    # matrix units and pipelines: backends/cpu_sim/mma_sim.py runs them
+    def s_Mma(self, s: Mma, ctx: _Ctx, depth: int) -> None:
+        slot = {b: self.slot[b][1] for b in (s.d, s.a, s.b, s.c)}
+        self.emit(f"MX.mma(W, {s.layout!r}, {slot[s.d]}, {s.d_off}, {slot[s.a]}, {s.a_off}, "
+                  f"{slot[s.b]}, {s.b_off}, {slot[s.c]}, {s.c_off}, {ctx.mask}, "
+                  f"{self.site(ctx, None)})", depth)
+
+    def s_LdMatrix(self, s: LdMatrix, ctx: _Ctx, depth: int) -> None:
+        addr = self.expr(s.addr, _Ctx(ctx.mask, ctx.count, s.buffer, ctx.stmt))
+        self.emit(f"MX.ldmatrix(W, {self.slot[s.frag][1]}, {s.offset}, {self.slot[s.buffer][1]}"
+                  f", {addr}, {s.count}, {s.trans}, {ctx.mask}, {self.site(ctx, s.buffer)})",
+                  depth)
+
+    def s_VecCopy(self, s: VecCopy, ctx: _Ctx, depth: int) -> None:
+        di = self.expr(s.dst_index, _Ctx(ctx.mask, ctx.count, s.dst, ctx.stmt))
+        si = self.expr(s.src_index, _Ctx(ctx.mask, ctx.count, s.src, ctx.stmt))
+        mask = "None" if s.mask is None else self.expr(s.mask, ctx)
+        self.emit(f"MX.vcopy(W, {self.slot[s.dst]!r}, {di}, {self.slot[s.src]!r}, {si}, "
+                  f"{s.width}, {mask}, {s.asynchronous}, {ctx.mask}, "
+                  f"{self.site(ctx, s.dst)})", depth)
+
+    def s_CpAsyncCommit(self, s: CpAsyncCommit, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"MX.cp_commit(W, {ctx.mask})", depth)
+
+    def s_CpAsyncWait(self, s: CpAsyncWait, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"MX.cp_wait(W, {s.pending}, {ctx.mask})", depth)
 
     def s_If(self, s: If, ctx: _Ctx, depth: int) -> None:
         cond = self.expr(s.cond, ctx)

@@ -105,6 +105,9 @@ class Wave:
         self.gr = self.gw = self.sr = self.sw = 0
         self.atomics = self.barriers = 0
         self.fl = [0] * n_flop_dtypes
+        self.mfl: dict[str, int] = {}     # matrix flops per mma layout (mma_sim)
+        self.bank_conflicts = 0           # extra shared wavefronts (mma_sim)
+        self.pipe = None                  # cp.async groups, created on first use (mma_sim)
         self._lane_in_group: dict[int, np.ndarray] = {}
         self._shuffle_plans: dict[tuple, np.ndarray] = {}
 
@@ -331,6 +334,8 @@ class Wave:
         v = np.take(self.sh[j], flat)
         if self.check and n:
             self._race_read(j, flat, act, site)
+            if self.pipe is not None:  # a word still in flight from a cp.async
+                self.pipe.check_read(self, j, flat, act, site)
         if lmask is not None and _ndim(lmask) > 0:
             v = np.where(act, v, other)
         return v

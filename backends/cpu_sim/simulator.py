@@ -128,6 +128,9 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
             stats.barriers += w.barriers
             stats.atomics += w.atomics
             stats.waves += 1
+            stats.bank_conflicts += w.bank_conflicts
+            for lay, n in w.mfl.items():
+                stats.matrix_flops[lay] = stats.matrix_flops.get(lay, 0) + n
             flops = [a + b for a, b in zip(flops, w.fl, strict=False)]
     stats.flops_by_dtype = dict(zip(ck.flop_dtypes, (int(f) for f in flops), strict=False))
     stats.finish(spec)

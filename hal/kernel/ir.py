@@ -15,6 +15,13 @@ Statements: Declare/Assign of scalar variables, Store (global, shared or
 local, optionally masked), If, For (bounds are expressions: constants, scalar
 params or per-thread values), Barrier (block-wide), AtomicAdd. Loads and warp
 shuffles are expressions (`Load`, `Shuffle`).
+
+Matrix units and memory pipelines (hal.kernel.mma owns the layouts): `Mma` (one
+warp/wave matrix instruction on per-thread fragment arrays, which are LocalBuffers),
+`LdMatrix` (warp-wide fragment load from shared memory), `VecCopy` (a 128-bit vector
+move; `asynchronous=True` is cp.async global -> shared), `CpAsyncCommit` and
+`CpAsyncWait` (commit/wait groups of a multi-stage pipeline). A SharedBuffer's
+`stages` says how many pipeline stages it holds (equal slices), for messages and stats.
 """
 
 from __future__ import annotations
@@ -248,6 +255,68 @@ class Comment(Stmt):
     text: str
 
 
+@dataclass(eq=True)
+class Mma(Stmt):
+    """One matrix instruction issued by the whole warp/wave (every lane must reach it):
+    d[d_off:] = a[a_off:] @ b[b_off:] + c[c_off:], where each lane holds the fragment
+    elements hal.kernel.mma.get_layout(layout) gives it, in LocalBuffers (offsets are
+    constant element offsets). Products are exact and summed with C in f32 (acc dtype)."""
+
+    layout: str
+    d: str
+    d_off: int
+    a: str
+    a_off: int
+    b: str
+    b_off: int
+    c: str
+    c_off: int
+
+
+@dataclass(eq=True)
+class LdMatrix(Stmt):
+    """Warp-wide load of `count` 8x8 matrices of 16-bit elements from shared `buffer`
+    (PTX ldmatrix.sync.aligned.m8n8.x{count}[.trans].b16): each lane gives `addr`, the
+    element index of one 16-byte row (row addr_lane % 8 of matrix lane / 8), and receives
+    2 * count elements into frag[offset:] (hal.kernel.mma.ldmatrix_source)."""
+
+    frag: str
+    offset: int
+    buffer: str
+    addr: Expr
+    count: int
+    trans: bool = False
+
+
+@dataclass(eq=True)
+class VecCopy(Stmt):
+    """dst[dst_index + e] = src[src_index + e] for e < width, one vector access (128 bits
+    when width * itemsize == 16; both indices multiples of width). Where `mask` is false
+    the destination gets zeros. `asynchronous`: a cp.async (global -> shared) completing
+    at the CpAsyncWait that retires its commit group; reading it earlier is a race."""
+
+    dst: str
+    dst_index: Expr
+    src: str
+    src_index: Expr
+    width: int
+    mask: Expr | None = None
+    asynchronous: bool = False
+
+
+@dataclass(eq=True)
+class CpAsyncCommit(Stmt):
+    """Close this thread's group of asynchronous copies (cp.async.commit_group)."""
+
+
+@dataclass(eq=True)
+class CpAsyncWait(Stmt):
+    """Wait until at most `pending` of this thread's committed groups are in flight
+    (cp.async.wait_group); other threads' copies need a Barrier after it to be seen."""
+
+    pending: int
+
+
 # --------------------------------------------------------------------------- kernel
 
 
@@ -283,6 +352,7 @@ class SharedBuffer:
     name: str
     dtype: DType
     size: int
+    stages: int = 1     # pipeline stages it holds (equal slices of `size`)
 
     @property
     def nbytes(self) -> int:

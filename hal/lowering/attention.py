@@ -455,8 +455,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         sl: list[Stmt] = []
         j = ctx.declare(sl, "j", ctx.add(ctx.mul(si, tpr), c))
         gn = ctx.declare(sl, "gn", ctx.add(n0, j))
-        ok = ctx.declare(sl, "ok", Binary("logical_and", grow.lt(ctx.c(pat.m)),
-                                          gn.lt(ctx.c(pat.t))))
+        ok = ctx.declare(sl, "ok", grow.lt(ctx.c(pat.m)) if ctx.options.fault("attention_key_mask")
+                         else Binary("logical_and", grow.lt(ctx.c(pat.m)), gn.lt(ctx.c(pat.t))))
         sl.append(Store(sreg, si, ninf))
         dot = ctx.var("dot", f32)
         inner: list[Stmt] = [Declare(dot, Const(0.0, f32))]
@@ -527,7 +527,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         dvi = ctx.declare(al, "dv", ctx.add(ctx.mul(ai, tpr), c))
         o = ctx.var("o", f32)
         old = Load(acc, ai, f32)
-        ain: list[Stmt] = [Declare(o, old * alpha if alpha is not None else old)]
+        rescale = alpha is not None and not ctx.options.fault("attention_no_rescale")
+        ain: list[Stmt] = [Declare(o, old * alpha if rescale else old)]  # (self-test hook)
         jj = ctx.var("jj", ctx.idx)
         pv_l = Load(p_sh, ctx.add(ctx.mul(r, bc), jj), pdt)
         vv_l = Load(v_sh, ctx.add(ctx.mul(jj, dv), dvi), vdt)

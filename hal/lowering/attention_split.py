@@ -186,6 +186,8 @@ def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTi
     else:
         _mx, sm, mu, mb = combined_stats(ctx, inner, base, None)
         w = Unary("exp", Load(mb, ctx.add(base, si), f32) - mu)
+        if options.fault("split_k_combine_unscaled"):  # self-test hook
+            w = Const(1.0, f32)
         inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1),
                          [Assign(o, o + Binary("mul", a_s, w))]))
         res = Binary("div", o, sm)

@@ -38,6 +38,7 @@ from hal.kernel.ir import (
     Stmt,
     Var,
 )
+from hal.lowering.grid_limits import describe_fold, fit_grid
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
@@ -196,6 +197,8 @@ class KernelContext:
         inner = math.prod(shape)
         for d in shape:
             inner //= max(d, 1)
+            if self.options.fault("unravel_wrong_extent") and len(shape) >= 3 and coords:
+                d = d + 1 if d > 1 else d  # self-test hook: modulo by the wrong extent
             coords.append(self.c(0) if d == 1 else self.mod(self.div(flat, inner), d)
                           if coords else self.div(flat, inner))
         return coords
@@ -219,5 +222,11 @@ class KernelContext:
             "buffers": {p.name: value_of.get(p.name, p.name) for p in params},
         }
         full_meta.update(meta)
-        return Kernel(self.name, list(params), body, grid, block, list(self.shared),
+        # grid axes y and z are limited (65535 on CUDA): fold an over-long grid into x
+        limits = self.spec.max_grid
+        body, launch_grid, folded = fit_grid(self.name, body, grid, limits)
+        if folded:
+            full_meta["grid_folded"] = {"logical": tuple(grid),
+                                        "reason": describe_fold(grid, limits)}
+        return Kernel(self.name, list(params), body, launch_grid, block, list(self.shared),
                       list(self.locals), self.idx, self.spec.warp_size, full_meta)

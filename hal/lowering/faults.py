@@ -28,6 +28,29 @@ register_fault("swapped_transpose", "transpose reads with the inverse permutatio
 register_fault("bf16_truncation", "bf16 stores round toward zero instead of to nearest even")
 register_fault("wrong_broadcast_axis", "broadcast_to reads its source along the wrong axis")
 register_fault("dropped_epilogue", "matmul epilogue skips the last elementwise op")
+# issue 21: one per lowering module at least, and the misses the issue measured
+register_fault("split_drops_partial_chunk", "split reduction: k = row_len // chunk drops the "
+               "partial last chunk")
+register_fault("butterfly_offset_16", "reduction shuffle tree starts at offset 16 (right only "
+               "for 32-lane warps)")
+register_fault("row_block_partial_warp", "tiling.row_block returns half a warp short of whole "
+               "warps")
+register_fault("unravel_wrong_extent", "KernelContext.unravel takes inner coordinates of rank>=3 "
+               "modulo extent + 1")
+register_fault("grid_stride_block_step", "pointwise grid-stride loop steps by blockDim, not "
+               "blockDim * gridDim")
+register_fault("prologue_floor_k", "norm->matmul prologue row statistics run K // warp steps")
+register_fault("raster_full_last_group", "matmul grouped raster assumes a full last group of "
+               "row panels")
+register_fault("matmul_k_tail_unmasked", "matmul A tile loads past K are not masked")
+register_fault("attention_key_mask", "attention scores of keys past T are not masked")
+register_fault("attention_no_rescale", "online softmax does not rescale the accumulator by "
+               "exp(m_old - m_new)")
+register_fault("split_k_combine_unscaled", "split-K combine adds chunk accumulators without "
+               "exp(m_s - M)")
+register_fault("scan_reverse_off_by_one", "reverse cumsum reads position length - t")
+register_fault("transpose_tile_pitch", "tiled transpose reads its padded tile with pitch T, "
+               "not T + 1")
 
 
 def truncate_bf16(e):

@@ -66,6 +66,7 @@ from hal.lowering.expr import (
     to_storage,
     zero_of,
 )
+from hal.lowering.matmul_mma import lower_matmul_mma, mma_choice
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.pointwise import group_sizes
 from hal.lowering.registry import register_lowering
@@ -299,6 +300,11 @@ def lower_matmul(group, spec: DeviceSpec,
     n_tile = min(math.prod(n_dims(ds[0])) for ds, _outs in segments)
     forced = group.schedule.get("tiles")
     reserve = fused_reserve(group.nodes, group.inputs)
+    if len(segments) == 1 and not options.fault("f16_accumulation"):
+        # the matrix unit, when the spec has an instruction for these dtypes
+        choice = mma_choice(dots, spec, reserve, forced=bool(forced))
+        if choice is not None:
+            return lower_matmul_mma(group, spec, dot, choice, list(segments[0][1]), views)
     t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
         else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops, reserve=reserve)
     ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec), options)
@@ -336,6 +342,8 @@ def lower_matmul(group, spec: DeviceSpec,
         first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
         size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm), first_m),
                                                     ctx.c(gm_rows)))
+        if options.fault("raster_full_last_group"):  # self-test hook
+            size_m = ctx.c(gm_rows)
         pid_m = ctx.add(first_m, Binary("remainder", pid, size_m))
         pid_n = Binary("div", ctx.mod(pid, width), size_m)
         m0 = ctx.declare(body, "m0", ctx.mul(pid_m, t.bm))
@@ -360,6 +368,8 @@ def lower_matmul(group, spec: DeviceSpec,
             gm = ctx.declare(stmts, "gm", ctx.add(m0, mm))
             gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
             valid = Binary("logical_and", gm.lt(ctx.c(m)), gk.lt(ctx.c(k)))
+            if options.fault("matmul_k_tail_unmasked"):  # self-test hook
+                valid = gm.lt(ctx.c(m))
             coords = _scatter(a.rank, [(lb, bcoords), (lf, ctx.unravel(gm, ms)),
                                        (lc, ctx.unravel(gk, ks))])
             return coords, valid, ctx.add(ctx.mul(kk, t.bm), mm)

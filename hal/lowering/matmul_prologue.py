@@ -234,7 +234,8 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
             at = tuple(coords) if xs is None else (*ctx.unravel(gm, list(xs[:-1])), kk)
             _accumulate(em, red, accs, combine, inner, at, kk)
         kl.append(If(Binary("logical_and", row_ok, kk.lt(ctx.c(k))), inner))
-        rows.append(For(it, ctx.c(0), ctx.c(-(-k // w)), ctx.c(1), kl))
+        steps = k // w if ctx.options.fault("prologue_floor_k") else -(-k // w)  # self-test
+        rows.append(For(it, ctx.c(0), ctx.c(steps), ctx.c(1), kl))
         stores: list[Stmt] = []
         for red, accs, combine, _ident in setups:
             (val,) = em.block_combine(accs, combine)  # every lane holds the row's value

@@ -82,7 +82,8 @@ def _tiled_transpose(group, spec: DeviceSpec, options: LoweringOptions) -> Kerne
     ci = coords_in(oy, ox)
     co = [ci[perm[d]] for d in range(r)]
     assert all(out_axis[perm[d]] == d for d in range(r))
-    v = Load(tile, ctx.add(ctx.mul(tx, t + 1), lx), x.dtype)
+    pitch = t if options.fault("transpose_tile_pitch") else t + 1  # self-test hook
+    v = Load(tile, ctx.add(ctx.mul(tx, pitch), lx), x.dtype)
     store.append(If(ok2, [Store(dst, ctx.linear(co, out_strides), v)]))
     body.append(For(q, ctx.c(0), ctx.c(t // rows), ctx.c(1), store))
     grid = (cdiv(sx, t), cdiv(sy, t), nrest)

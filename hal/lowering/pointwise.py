@@ -41,7 +41,8 @@ def lower_elementwise_space(group, spec: DeviceSpec, shape: tuple[int, ...],
     loop: list[Stmt] = []
     it = ctx.var("it", ctx.idx)
     base = ctx.add(ctx.mul(ctx.bid(), block), ctx.tid())
-    flat = ctx.declare(loop, "i", ctx.add(ctx.mul(it, grid * block), base) if iters > 1 else base)
+    step = block if options.fault("grid_stride_block_step") else grid * block  # self-test
+    flat = ctx.declare(loop, "i", ctx.add(ctx.mul(it, step), base) if iters > 1 else base)
     inner: list[Stmt] = []
     coords = tuple(c if isinstance(c, (Var, Const)) else ctx.declare(inner, f"c{d}", c)
                    for d, c in enumerate(ctx.unravel(flat, shape)))

@@ -251,7 +251,7 @@ class _Emitter:
         if self.strategy == "thread_per_row":
             return list(accs)
         ctx, w = self.ctx, self.spec.warp_size
-        off = w // 2
+        off = 16 if ctx.options.fault("butterfly_offset_16") else w // 2  # self-test hook
         while off >= 1:
             others = [ctx.declare(self.body, "sh", Shuffle(a, "xor", Const(off, i32), w))
                       for a in accs]
@@ -419,7 +419,7 @@ def lower_reduction(group, spec: DeviceSpec,
     idx = index_dtype_for(group_sizes(group), spec)
     if group.kind == "column_reduction":
         return [_lower_thread_per_row(group, spec, plan, idx, options)]
-    block = row_block(plan.row_len, spec)
+    block = row_block(plan.row_len, spec, options)
     splittable = len(plan.phases) == 1 and len(plan.phases[0]) == 1 and not plan.row_outputs
     k = group.schedule.get("split")
     if k is None:
@@ -485,6 +485,8 @@ def _lower_split(group, spec, plan: ReductionPlan, idx, block: int, k: int,
     (red,) = plan.phases[0]
     chunk = round_up(cdiv(plan.row_len, k), block)
     k = cdiv(plan.row_len, chunk)
+    if options.fault("split_drops_partial_chunk"):  # self-test hook
+        k = plan.row_len // chunk
     sched = {"block": block, "rows": plan.rows, "row_len": plan.row_len, "split": k,
              "chunk": chunk}
     # kernel 1: k blocks per row, partials to scratch

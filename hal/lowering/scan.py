@@ -55,7 +55,8 @@ def lower_scan(group, spec: DeviceSpec,
     guarded.append(Declare(acc, zero_of(acc_dt)))
     t = ctx.var("t", ctx.idx)
     step: list[Stmt] = []
-    pos = ctx.declare(step, "pos", ctx.c(length - 1) - t if node.attrs["reverse"] else t)
+    last = length if options.fault("scan_reverse_off_by_one") else length - 1  # self-test
+    pos = ctx.declare(step, "pos", ctx.c(last) - t if node.attrs["reverse"] else t)
     coords = (*rc[:axis], pos, *rc[axis:])
     b = ScalarBuilder(ctx, group.nodes, step)
     term = b.value(x, coords)
