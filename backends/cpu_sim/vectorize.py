@@ -290,12 +290,13 @@ def _stmt_exprs(st: Stmt) -> list[Expr]:
 
 def emit_reduction_loop(tr: _Translator, s: For, plan: ReductionLoop, ctx: _Ctx,
                         depth: int) -> None:
-    """Emit `if W.fast: <contraction> else: <the plain loop>` for a matched loop."""
+    """Emit `if W.fast and no cp.async is in flight: <contraction> else: <the plain loop>`."""
     from .codegen import _Ctx as Ctx
 
     ks, red, sums = tr.tmp("_ks"), tr.tmp("_red"), tr.tmp("_sum")
     start, stop, step = (tr.expr(x, ctx) for x in (s.start, s.stop, s.step))
-    tr.emit("if W.fast:", depth)
+    # cp.async words in flight (W.pipe) are checked per read by the plain loop only
+    tr.emit("if W.fast and W.pipe is None:", depth)
     d = depth + 1
     tr.emit(f"{ks} = np.arange(int({start}), int({stop}), int({step}), dtype=np.int64)", d)
     tr.emit(f"if {ks}.size:", d)
