@@ -34,6 +34,7 @@ from hal.kernel.ir import BufferParam, LocalBuffer, SharedBuffer
 from .checks import SimulationError
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+READS_PENDING_LIMIT = 1 << 22   # recorded shared reads kept unfolded (bounds their memory)
 
 
 def _ndim(x: Any) -> int:
@@ -99,6 +100,7 @@ class Wave:
         self.sh_reads: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in shared]
         self.sh_dirty = [False] * len(shared)   # some word written since the last barrier
         self.sh_read = [False] * len(shared)    # some word read since the last barrier
+        self.sh_pending = [0] * len(shared)     # words in sh_reads (folded past a limit)
         self.loc_buf = locals_
         # one entry per element: a lane array or a scalar (registers; never mutated in place)
         self.loc: list[list[Any]] = [[rep_dtype(s.dtype).type(0)] * s.size for s in locals_]
@@ -256,7 +258,8 @@ class Wave:
         """Shared `words` read by `readers` (broadcast against words; -2: several threads)."""
         self.sh_read[j] = True
         self.sh_reads[j].append((words, readers))
-        if len(self.sh_reads[j]) > 256:
+        self.sh_pending[j] += words.size
+        if len(self.sh_reads[j]) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
             self._fold_reads(j)
 
     # ------------------------------------------------------------------ global memory
@@ -395,7 +398,8 @@ class Wave:
         reads = self.sh_reads[j]
         self.sh_read[j] = True
         reads.append((f, t))
-        if len(reads) > 256:
+        self.sh_pending[j] += f.size
+        if len(reads) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
             self._fold_reads(j)
 
     def _race_read_uniform(self, j: int, words: np.ndarray, site: int) -> None:
@@ -414,6 +418,7 @@ class Wave:
             self._fold_reads(j)
 
     def _fold_reads(self, j: int) -> None:
+        self.sh_pending[j] = 0
         reader = self.sh_reader[j]
         for f, t in self.sh_reads[j]:
             r = reader[f]
@@ -542,6 +547,7 @@ class Wave:
             for j, sb in enumerate(self.sh_buf):
                 if reached is None:
                     self.sh_reads[j].clear()
+                    self.sh_pending[j] = 0
                     self.sh_writer[j].fill(-1)
                     self.sh_reader[j].fill(-1)
                     self.sh_dirty[j] = self.sh_read[j] = False
