@@ -97,8 +97,10 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
     wide: dict[str, np.ndarray] = {}
 
     def store(v: Value, a: np.ndarray) -> None:
-        declared[v.name] = cast(a, v.dtype)
-        wide[v.name] = widen(declared[v.name], v.dtype)
+        d = cast(a, v.dtype)
+        wide[v.name] = widen(d, v.dtype)
+        if keep is None or v.name in keep:
+            declared[v.name] = d
 
     for v in graph.inputs:
         store(v, inputs[v.name])
