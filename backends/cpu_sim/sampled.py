@@ -10,8 +10,10 @@ simulation: simulate representative blocks, extrapolate the rest):
   sample of `fraction` of the other (interior) blocks. Both sets are simulated
   exactly, with every check on;
 * outputs: the group's outputs are first computed functionally, node by node
-  with each op's reference in float64 rounded to every value's declared dtype
-  (the dtypes the kernel stores), so that later kernels read correct inputs;
+  with each op's reference rounded to every value's declared dtype (the dtypes
+  the kernel stores), in float64 except contractions of f32-or-narrower
+  operands, which run in float32 as the kernels accumulate; so later kernels
+  read correct inputs;
   then every element a simulated block stored replaces the functional value.
   The simulated elements are compared with the functional ones (the parity on
   the simulated blocks); the graph's outputs are compared with the reference
@@ -108,6 +110,7 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
     and rounded to every value's declared dtype."""
     from hal.dtypes import cast
     from hal.ops import get_op
+    from hal.ops.registry import Category
     from hal.reference import widen
 
     wide: dict[str, np.ndarray] = {}
@@ -120,7 +123,13 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
     with np.errstate(all="ignore"):
         for n in group.nodes:
             opdef = get_op(n.op)
-            results = opdef.reference([get(v) for v in n.inputs], opdef.check_attrs(n.attrs))
+            args = [get(v) for v in n.inputs]
+            if opdef.category is Category.CONTRACTION and all(
+                    v.dtype.is_float and v.dtype.bits <= 32 for v in n.inputs):
+                # the kernels multiply f32 (or narrower) values and accumulate in f32:
+                # the same contraction in float32 (BLAS sgemm), not float64
+                args = [a.astype(np.float32) for a in args]
+            results = opdef.reference(args, opdef.check_attrs(n.attrs))
             for out, r in zip(n.outputs, results, strict=True):
                 wide[out.name] = widen(cast(np.asarray(r), out.dtype), out.dtype)
     return {v.name: cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
