@@ -168,6 +168,10 @@ def estimate_registers(g: FusedGroup, spec: DeviceSpec) -> int:
         dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
         live = len(dots) if one_tile_grid(dots) else 1
         t = _matmul_grid(g, spec)[4]
+        if "layout" in t:   # the matrix-unit kernel's tiles
+            from hal.lowering.mma_tiles import MmaTiles, mma_registers
+            mt = MmaTiles.from_dict(t)
+            return mma_registers(mt) + fused_reserve(g.nodes, g.inputs)
         if "tm" not in t:
             # no tile fits the device: over the limit, so the veto refuses what the
             # lowering could not produce anyway
@@ -286,7 +290,10 @@ def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
                                  "the second K pass hits L2")
     eff = _efficiency(blocks, spec)
     t_mem = (read + write) / (spec.dram_bandwidth * eff)
-    if matrix_dtype is not None:
+    if matrix_dtype is not None and g.kind == "matmul":
+        from hal.lowering.matmul_mma import flop_rate
+        peak = flop_rate(g, spec, matrix_dtype)   # matrix unit or FMA, as the kernel issues
+    elif matrix_dtype is not None:
         peak = spec.peak_for(matrix_dtype, matrix=True)
     else:
         peak = spec.peak_for("f32", matrix=False)
@@ -467,16 +474,20 @@ def _matmul_grid(g: FusedGroup, spec: DeviceSpec):
     dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
     mm = dots[0]
     m, n_, k_ = _mnk(mm)
+    from hal.lowering.matmul_mma import group_mma_choice
+
     reserve = fused_reserve(g.nodes, g.inputs)
+    choice = group_mma_choice(g, spec)   # the matrix-unit kernel's tiles, when it is one
     if len(dots) > 1 and not one_tile_grid(dots):
         segs = [([d], _mnk(d)[1]) for d in dots]
         segs = [(ds, n) for ds, n in segs if n] or segs
-        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, min(n for _ds, n in segs),
-                                                         k_, spec, 1, reserve)
+        tiles = choice.tiles.as_dict() if choice is not None else \
+            g.schedule.get("tiles") or _matmul_tiles(mm, m, min(n for _ds, n in segs), k_,
+                                                     spec, 1, reserve)
     else:
         segs = [(dots, n_)]
-        tiles = g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots),
-                                                         reserve)
+        tiles = choice.tiles.as_dict() if choice is not None else \
+            g.schedule.get("tiles") or _matmul_tiles(mm, m, n_, k_, spec, len(dots), reserve)
     return dots, m, segs, k_, tiles
 
 
@@ -486,6 +497,10 @@ def _matmul_in_flight(g: FusedGroup, dots: list[Node], tiles: dict, spec: Device
     from hal.lowering.tiling import MatmulTiles, matmul_in_flight
     from hal.ops.contraction import accumulation_dtype
 
+    if "layout" in tiles:   # matrix-unit tiles (hal.lowering.mma_tiles)
+        from hal.lowering.mma_tiles import MmaTiles, mma_in_flight
+        t = MmaTiles.from_dict(tiles)
+        return mma_in_flight(t, spec)
     if "tm" not in tiles:
         return spec.compute_units
     t = MatmulTiles(tiles["bm"], tiles["bn"], tiles["bk"], tiles["tm"], tiles["tn"])

@@ -65,7 +65,11 @@ def test_qkv_one_kernel_matches_reference(spec_name, dt, epilogues):
     t = sched["tiles"]
     npm = -(-37 // t["bm"])
     assert kern.grid[0] == sum(npm * -(-n // t["bn"]) for n in (43, 19, 19))
-    assert len(kern.shared) == 2 and len(kern.locals) == 1  # reused by every segment
+    # one A and one B tile, one accumulator (and, on the matrix unit, one A and one B
+    # fragment array), reused by every segment
+    mma = sched["strategy"] == "mma"
+    assert mma == (dt == bf16)
+    assert len(kern.shared) == 2 and len(kern.locals) == (3 if mma else 1)
     # the segments are a block-uniform if / else chain holding the k-loop barriers
     branches = [s for s in kern.body if isinstance(s, If)]
     assert len(branches) == 1 and any(isinstance(s, Barrier) for s in _walk(branches[0].then))

@@ -19,7 +19,7 @@ from hal.fusion.cost import group_cost
 from hal.fusion.group import make_group
 from hal.ir import GraphBuilder
 from hal.lowering import lower_group
-from hal.lowering.tiling import MatmulTiles, blocks_per_unit, group_rows, matmul_in_flight
+from hal.lowering.tiling import blocks_per_unit, group_rows
 from hal.reference import random_inputs
 
 MiB = 1 << 20
@@ -49,16 +49,19 @@ def test_group_near_sqrt_of_units_when_a_does_not_fit():
 
 
 def test_down_projection_rereads_follow_the_wave_model():
-    """Llama's down projection at s2048 (A 56 MiB > L2): 256-thread tiles, two resident per
-    SM (registers), so 264 tiles in flight; one group of all 16 row panels, 2 waves, each
-    reading all of A: one extra read of A, B once."""
+    """Llama's down projection at s2048 (A 56 MiB > L2): the tensor-core kernel's 128x128
+    tiles, two resident per SM (registers), so 264 tiles in flight; one group of all 16 row
+    panels, 2 waves, each reading all of A: one extra read of A, B once."""
+    from hal.lowering.mma_tiles import MmaTiles, mma_in_flight
+
     h100 = load_spec("h100-sxm")
     g = matmul_graph(2048, 14336, 4096, bf16)
     grp = make_group(g, g.nodes, "down")
     (k,) = lower_group(grp, h100)
     t = k.meta["schedule"]["tiles"]
-    tiles = MatmulTiles(t["bm"], t["bn"], t["bk"], t["tm"], t["tn"])
-    assert matmul_in_flight(tiles, 4, h100) == 2 * h100.compute_units
+    assert k.meta["schedule"]["strategy"] == "mma"
+    tiles = MmaTiles.from_dict(t)
+    assert mma_in_flight(tiles, h100) == 2 * h100.compute_units
     assert k.meta["schedule"]["group_m"] == 16
     cost = group_cost(grp, h100)
     a_b, b_b, y_b = 2048 * 14336 * 2, 14336 * 4096 * 2, 2048 * 4096 * 2

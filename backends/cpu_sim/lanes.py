@@ -384,15 +384,20 @@ class Wave:
         self.sr += n * sb.dtype.itemsize
         self.sw += n * sb.dtype.itemsize
 
-    def _race_read(self, j: int, flat: np.ndarray, act: Any, site: int) -> None:
+    def _race_read(self, j: int, flat: np.ndarray, act: Any, site: int,
+                   per_lane: int = 1) -> None:
+        """`flat`: the words each lane reads ([L] or, for vector reads, [L, per_lane])."""
         f = flat if act is None else flat[act]
         t = self.tid if act is None else self.tid[act]
+        if per_lane > 1:
+            f, t = f.reshape(-1), np.repeat(t, per_lane)
         if self.sh_dirty[j]:
             w = self.sh_writer[j][f]
             bad = (w >= 0) & (w != t)
             if bad.any():
                 k = int(np.flatnonzero(bad)[0])
-                lane = k if act is None else int(np.flatnonzero(act)[k])
+                li = k // per_lane
+                lane = li if act is None else int(np.flatnonzero(act)[li])
                 self._race(j, site, lane, int(f[k]),
                            f"reads a word that thread {int(w[k])} wrote since the last barrier")
         reads = self.sh_reads[j]
@@ -428,12 +433,16 @@ class Wave:
             reader[f[again != new]] = -2  # two threads read one word in this statement
         self.sh_reads[j].clear()
 
-    def _race_write(self, j: int, flat: Any, act: Any, site: int) -> None:
+    def _race_write(self, j: int, flat: Any, act: Any, site: int, per_lane: int = 1) -> None:
+        """`flat`: the words the active lanes write ([n] or [n, per_lane] for vectors)."""
         f = np.broadcast_to(flat, (self._count(act),)) if _ndim(flat) == 0 else flat
         t = self.tid if act is None else self.tid[act]
+        if per_lane > 1:
+            f, t = f.reshape(-1), np.repeat(t, per_lane)
         lanes = None if act is None else np.flatnonzero(act)
 
         def lane_of(k: int) -> int:
+            k //= per_lane
             return k if lanes is None else int(lanes[k])
 
         if self.sh_read[j]:   # otherwise every reader entry is -1

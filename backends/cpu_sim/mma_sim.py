@@ -93,7 +93,9 @@ def mma(W: Wave, layout: str, jd: int, doff: int, ja: int, aoff: int, jb: int, b
     c = _frag(W, jc, coff, lay.c_elems).reshape(nw, -1)[:, inv_c].reshape(nw, lay.m, lay.n)
     d = np.matmul(a, b) + c
     acc: DType = W.loc_buf[jd].dtype
-    dl = to_rep(d.reshape(nw, -1)[:, out_c], acc).reshape(W.L, lay.c_elems)
+    d = d.reshape(nw, -1)[:, out_c]
+    dl = (d.astype(np.float32) if acc.name == "f32" else to_rep(d, acc)).reshape(
+        W.L, lay.c_elems)
     rows = W.loc[jd]
     for i in range(lay.c_elems):
         rows[doff + i] = dl[:, i] if m is None else np.where(m, dl[:, i], rows[doff + i])
@@ -102,16 +104,28 @@ def mma(W: Wave, layout: str, jd: int, doff: int, ja: int, aoff: int, jb: int, b
 
 
 def _conflicts(byte_addr: np.ndarray, nbytes: int) -> int:
-    """Extra wavefronts of phases [G, P] of `nbytes`-wide accesses at `byte_addr`."""
+    """Extra wavefronts of phases [G, P] of `nbytes`-wide accesses at `byte_addr`.
+
+    Phases that are one pattern shifted (the usual case: per-lane offsets plus a per-warp
+    base) conflict alike when their bases agree modulo the 128 bytes the banks span, so
+    one phase per distinct base is counted and multiplied."""
+    rel = byte_addr - byte_addr[:, :1]
+    if byte_addr.shape[0] > 1 and (rel == rel[0]).all():
+        vals, first, counts = np.unique(byte_addr[:, 0] % (4 * BANKS), return_index=True,
+                                        return_counts=True)
+        return sum(_conflicts_raw(byte_addr[i:i + 1], nbytes) * int(c)
+                   for i, c in zip(first.tolist(), counts.tolist(), strict=True))
+    return _conflicts_raw(byte_addr, nbytes)
+
+
+def _conflicts_raw(byte_addr: np.ndarray, nbytes: int) -> int:
     words = (byte_addr[..., None] // 4 + np.arange(max(1, nbytes // 4))).reshape(
         byte_addr.shape[0], -1)
     words = np.sort(words, axis=1)
     first = np.ones(words.shape, bool)
     first[:, 1:] = words[:, 1:] != words[:, :-1]
-    bank = words % BANKS
-    counts = np.zeros((words.shape[0], BANKS), np.int64)
-    g = np.broadcast_to(np.arange(words.shape[0])[:, None], words.shape)
-    np.add.at(counts, (g[first], bank[first]), 1)
+    key = np.arange(words.shape[0])[:, None] * BANKS + words % BANKS
+    counts = np.bincount(key[first], minlength=words.shape[0] * BANKS).reshape(-1, BANKS)
     return int(np.maximum(counts.max(axis=1) - 1, 0).sum())
 
 
@@ -131,14 +145,15 @@ def ldmatrix(W: Wave, jf: int, off: int, js: int, addr: Any, count: int, trans: 
              m: Any, site: int) -> None:
     _whole_warps(W, m, 32, site, "ldmatrix")
     key = (count, trans)
-    if key not in _LDM:
-        _LDM[key] = ldmatrix_source(count, trans)
-    src, offs = _LDM[key]
+    plans = W.__dict__.setdefault("ldm_plans", {})
+    if key not in plans:   # [L, 2c]: the lane whose row each element comes from, its offset
+        src, offs = ldmatrix_source(count, trans)
+        lw = W.tid % 32
+        plans[key] = ((W.lane - lw)[:, None] + src[lw], offs[lw], lw)
+    supplier, offs_l, lw = plans[key]
     sb = W.sh_buf[js]
     addr = W.lanes_int(addr)
-    lw = W.tid % 32
-    supplier = (W.lane - lw)[:, None] + src[lw]              # [L, 2c] lanes whose row is read
-    idx = addr[supplier] + offs[lw]
+    idx = addr[supplier] + offs_l
     if W.check:
         lanes_used = lw < 8 * count if m is None else (lw < 8 * count) & m
         bad = lanes_used & ((addr % 8 != 0) | (addr < 0) | (addr + 8 > sb.size))
@@ -151,10 +166,9 @@ def ldmatrix(W: Wave, jf: int, off: int, js: int, addr: Any, count: int, trans: 
     flat = W.sh_off[js][:, None] + idx
     vals = W.sh[js][flat]
     if W.check:
-        for e in range(2 * count):
-            W._race_read(js, flat[:, e], m, site)
-            if W.pipe is not None:
-                W.pipe.check_read(W, js, flat[:, e], m, site)
+        W._race_read(js, flat, m, site, per_lane=2 * count)
+        if W.pipe is not None:
+            W.pipe.check_read(W, js, flat, m, site)
     rows = W.loc[jf]
     for e in range(2 * count):
         rows[off + e] = vals[:, e] if m is None else np.where(m, vals[:, e], rows[off + e])
@@ -166,29 +180,34 @@ def ldmatrix(W: Wave, jf: int, off: int, js: int, addr: Any, count: int, trans: 
 
 
 class Pipeline:
-    """cp.async bookkeeping of one wave: pending words and each thread's groups."""
+    """cp.async bookkeeping of one wave: per shared word the pending copy's commit group
+    and writer lane packed in one int64 (-1: none), and each thread's groups."""
+
+    SHIFT = 32
 
     def __init__(self, W: Wave):
-        self.group = [np.full(W.B * s.size, -1, np.int64) for s in W.sh_buf]
-        self.owner = [np.zeros(W.B * s.size, np.int64) for s in W.sh_buf]
+        self.code = [np.full(W.B * s.size, -1, np.int64) for s in W.sh_buf]
         self.committed = np.zeros(W.L, np.int64)
         self.done = np.zeros(W.L, np.int64)
+        self.uniform = True     # every lane committed the same number of groups
 
     def mark(self, j: int, flat: np.ndarray, lanes: np.ndarray) -> None:
-        self.group[j][flat] = self.committed[lanes]
-        self.owner[j][flat] = lanes
+        group = int(self.committed[0]) if self.uniform else self.committed[lanes]
+        self.code[j][flat] = (group << self.SHIFT) + lanes
 
     def check_read(self, W: Wave, j: int, flat: Any, act: Any, site: int) -> None:
+        """`flat`: the words each lane reads ([L] or [L, per_lane])."""
         f = np.asarray(flat) if act is None or np.ndim(flat) == 0 else flat[act]
-        g = self.group[j][f]
-        if not (g >= 0).any():
+        code = self.code[j][f]
+        if code.max(initial=-1) < 0:
             return
-        own = self.owner[j][f]
-        bad = (g >= 0) & (g >= self.done[own])
+        live = code >= 0
+        g, own = code >> self.SHIFT, np.where(live, code & ((1 << self.SHIFT) - 1), 0)
+        bad = live & (g >= self.done[own])
         if bad.any():
             k = int(np.flatnonzero(bad.ravel())[0])
-            reader = k if act is None else int(np.flatnonzero(act)[k])
-            reader = reader % W.L
+            li = k // (f.shape[1] if f.ndim == 2 else 1)
+            reader = li if act is None else int(np.flatnonzero(act)[li])
             word = int(np.ravel(f)[k])
             sb = W.sh_buf[j]
             i = word % sb.size
@@ -211,6 +230,7 @@ def _pipe(W: Wave) -> Pipeline:
 def cp_commit(W: Wave, m: Any) -> None:
     p = _pipe(W)
     p.committed += 1 if m is None else m
+    p.uniform = p.uniform and m is None
 
 
 def cp_wait(W: Wave, pending: int, m: Any) -> None:
@@ -256,10 +276,9 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
         flat = W.sh_off[j][:, None] + W.lanes_int(src_idx)[:, None] + e
         vals = W.sh[j][flat]
         if W.check:
-            for c in range(width):
-                W._race_read(j, flat[:, c], act, site)
-                if W.pipe is not None:
-                    W.pipe.check_read(W, j, flat[:, c], act, site)
+            W._race_read(j, flat, act, site, per_lane=width)
+            if W.pipe is not None:
+                W.pipe.check_read(W, j, flat, act, site)
         vals = np.where(lanes_valid[:, None], vals, 0)
         W.sr += n_act * width * dt.itemsize
     else:
@@ -282,15 +301,12 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                 W._fail("out_of_bounds", site, lane, f"vector store {sb.name}[{int(di[lane])}]"
                         f" of {width} is outside the buffer or not aligned (size {sb.size})",
                         buffer=sb.name, index=int(di[lane]))
-            for c in range(width):
-                W._race_write(j, flat[sel, c], act, site)
+            W._race_write(j, flat[sel], act, site, per_lane=width)
         W.sh[j][flat[sel]] = vals[sel]
         W.sh_version[j] += 1   # contract.Reduction's panels are stale now
         if asynchronous:
             lanes = W.lane if act is None else W.lane[act]
-            pipe = _pipe(W)
-            for c in range(width):
-                pipe.mark(j, flat[sel, c], lanes)
+            _pipe(W).mark(j, flat[sel], lanes[:, None])
         W.sw += n_act * width * dt.itemsize
         per_phase = (di * dt.itemsize).reshape(-1, 8) if width * dt.itemsize == 16 and \
             W.L % 8 == 0 else None

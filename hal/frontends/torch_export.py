@@ -17,7 +17,13 @@ import os
 from typing import Any
 
 from hal.errors import HalError
-from hal.frontends import torch_ops, torch_ops_tensor  # noqa: F401 - register converters
+from hal.frontends import (  # noqa: F401 - register converters
+    torch_ops,
+    torch_ops_index,
+    torch_ops_math,
+    torch_ops_nn,
+    torch_ops_tensor,
+)
 from hal.frontends.common import ImportedModel
 from hal.frontends.torch_convert import convert_graph_module
 from hal.ir.graph import Graph

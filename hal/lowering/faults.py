@@ -28,6 +28,16 @@ register_fault("swapped_transpose", "transpose reads with the inverse permutatio
 register_fault("bf16_truncation", "bf16 stores round toward zero instead of to nearest even")
 register_fault("wrong_broadcast_axis", "broadcast_to reads its source along the wrong axis")
 register_fault("dropped_epilogue", "matmul epilogue skips the last elementwise op")
+# matrix-unit kernels (hal.lowering.matmul_mma)
+register_fault("mma_swapped_fragment_halves",
+               "matrix-unit A fragments load their two k halves swapped")
+register_fault("mma_wrong_k_order",
+               "matrix-unit B fragments read the k steps of a tile in reverse order")
+register_fault("missing_cp_async_wait",
+               "a pipeline stage is read without its wait (cp.async.wait_group, or the "
+               "barrier after a register-prefetched stage is stored)")
+register_fault("wrong_swizzle",
+               "fragment loads read the shared tiles with the unpadded row stride")
 # issue 21: one per lowering module at least, and the misses the issue measured
 register_fault("split_drops_partial_chunk", "split reduction: k = row_len // chunk drops the "
                "partial last chunk")

@@ -300,11 +300,13 @@ def lower_matmul(group, spec: DeviceSpec,
     n_tile = min(math.prod(n_dims(ds[0])) for ds, _outs in segments)
     forced = group.schedule.get("tiles")
     reserve = fused_reserve(group.nodes, group.inputs)
-    if len(segments) == 1 and not options.fault("f16_accumulation"):
+    if not options.fault("f16_accumulation"):
         # the matrix unit, when the spec has an instruction for these dtypes
         choice = mma_choice(dots, spec, reserve, forced=bool(forced))
         if choice is not None:
-            return lower_matmul_mma(group, spec, dot, choice, list(segments[0][1]), views)
+            return lower_matmul_mma(group, spec, [(list(ds), list(outs))
+                                                  for ds, outs in segments], choice, views,
+                                    options)
     t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
         else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops, reserve=reserve)
     ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec), options)

@@ -55,20 +55,11 @@ from hal.kernel.ir import (
     VecCopy,
 )
 from hal.kernel.mma import FragmentLayout, Terms, get_layout
-from hal.lowering import faults
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, cooperative_tile_load, rounded, to_storage
 from hal.lowering.mma_tiles import MmaTiles, mma_in_flight, mma_tiles
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.tiling import cdiv, group_rows
-
-faults.register_fault("mma_swapped_fragment_halves",
-                      "matrix-unit A fragments load their two k halves swapped")
-faults.register_fault("mma_wrong_k_order", "matrix-unit B fragments read the K steps of a "
-                                           "tile in reverse order")
-faults.register_fault("missing_cp_async_wait", "no cp.async.wait_group before a pipeline "
-                                               "stage is read")
-faults.register_fault("wrong_swizzle", "fragment loads read the shared tiles with the "
-                                       "unpadded row stride")
 
 
 @dataclass(frozen=True)
@@ -79,26 +70,56 @@ class MmaChoice:
 
 def mma_choice(dots: list[Node], spec: DeviceSpec, reserve: int = 0,
                forced: bool = False) -> MmaChoice | None:
-    """The matrix instruction and tiles for a one-contraction matmul group, or None (SIMT)."""
-    from hal.lowering.matmul import contraction_dims
+    """The matrix instruction and tiles for a matmul group (one contraction, a dual GEMM
+    sharing one tile grid, or siblings of different N in column-panel segments), or None
+    (the SIMT kernel)."""
+    from hal.lowering.matmul import contraction_dims, one_tile_grid
     from hal.ops.contraction import accumulation_dtype
 
-    if len(dots) != 1 or forced:
+    if not dots or forced:
         return None
+    dual = len(dots) > 1 and one_tile_grid(dots)
     dot = dots[0]
     a, b = dot.inputs
     acc = compute_dtype(accumulation_dtype(a.dtype, dot.attrs))
     instr = spec.matrix_instruction(a.dtype.name, b.dtype.name, acc.name)
-    if instr is None or a.dtype != b.dtype:
+    if instr is None or any(d.inputs[1].dtype != a.dtype for d in dots):
         return None
-    lb, _rb, lc, _rc, lf, rf = contraction_dims(dot)
+    lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
     m = math.prod(a.shape[i] for i in lf)
     k = math.prod(a.shape[i] for i in lc)
-    n = math.prod(b.shape[i] for i in rf)
+    # siblings of different N (column-panel segments): tiles for the smallest N
+    n = min(math.prod(d.inputs[1].shape[i] for i in contraction_dims(d)[5]) for d in dots)
     if not (m and n and k):
         return None
-    t = mma_tiles(m, n, k, spec, instr, a.dtype.itemsize, reserve)
+    t = mma_tiles(m, n, k, spec, instr, a.dtype.itemsize, reserve, len(dots) if dual else 1)
     return None if t is None else MmaChoice(instr, t)
+
+
+def group_mma_choice(g, spec: DeviceSpec) -> MmaChoice | None:
+    """What hal.lowering.matmul.lower_matmul will pick for matmul group `g`: the matrix
+    instruction and tiles, or None for the SIMT kernel. The cost model reads this."""
+    from hal.lowering.matmul import fused_reserve
+    from hal.ops import Category, get_op
+
+    dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
+    return mma_choice(dots, spec, fused_reserve(g.nodes, g.inputs),
+                      forced=bool(g.schedule.get("tiles")))
+
+
+def flop_rate(g, spec: DeviceSpec, dtype_name: str) -> float:
+    """FLOP/s of the instruction a matmul group's kernel issues: the matrix instruction's
+    rate when the lowering picks one, else the vector FMA rate of the accumulation dtype
+    (the SIMT kernel multiplies and adds in it). The one place that decides it, so that
+    issue 13's roofline function can take it over."""
+    choice = group_mma_choice(g, spec)
+    if choice is not None:
+        return choice.instruction.rate or spec.peak_for(dtype_name, matrix=True)
+    from hal.dtypes import DTYPES
+    from hal.ops.contraction import accumulation_dtype
+
+    acc = compute_dtype(accumulation_dtype(DTYPES[dtype_name], {}))
+    return spec.peak_for(acc.name, matrix=False)
 
 
 @dataclass(frozen=True)
@@ -141,39 +162,64 @@ def _lane_expr(ctx: KernelContext, lane: Expr, terms: Terms) -> Expr:
 class _MmaEmitter:
     """Builds the kernel of one matrix-unit matmul (see the module docstring)."""
 
-    def __init__(self, group, spec: DeviceSpec, dot: Node, choice: MmaChoice,
-                 outputs: list[Value], views: list[Node]):
+    def __init__(self, group, spec: DeviceSpec, segments: list, choice: MmaChoice,
+                 views: list[Node], options: LoweringOptions):
         from hal.lowering.matmul import contraction_dims
         from hal.lowering.pointwise import group_sizes
 
-        self.group, self.spec, self.dot, self.views = group, spec, dot, views
-        self.outputs = outputs
+        dot = segments[0][0][0]
+        self.group, self.spec, self.views = group, spec, views
         self.t = t = choice.tiles
         self.instr = choice.instruction
         self.lay: FragmentLayout = get_layout(t.layout)
-        self.ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
-        a, b = dot.inputs
-        self.a, self.b = a, b
-        self.dims = lb, rb, lc, rc, lf, rf = contraction_dims(dot)
+        self.ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec),
+                                 options)
+        self.fault = options.fault
+        a = dot.inputs[0]
+        self.a, self.b = a, dot.inputs[1]
+        lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)   # A's dims: equal for siblings
         self.bs = [a.shape[i] for i in lb]
         self.ms, self.ks = [a.shape[i] for i in lf], [a.shape[i] for i in lc]
-        self.ns = [b.shape[i] for i in rf]
-        self.m, self.k, self.n = math.prod(self.ms), math.prod(self.ks), math.prod(self.ns)
+        self.m, self.k = math.prod(self.ms), math.prod(self.ks)
         self.nb = math.prod(self.bs)
         producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
         self.acc_a = _direct(a, producers, lb, lf, lc, t.vec, True) or _Access(None)
-        self.acc_b = (_direct(b, producers, rb, rf, rc, t.vec, True)
-                      or _direct(b, producers, rb, rc, rf, t.vec, False) or _Access(None))
-        self.b_n_major = self.acc_b.source is not None and self.acc_b.inner_is_k
+        self.segments = [self._segment(dots, outs, producers) for dots, outs in segments]
         self.asynchronous = "async_copy" in spec.capabilities and t.stages > 1 and \
-            self.acc_a.source is not None and self.acc_b.source is not None
+            self.acc_a.source is not None and all(
+                x.source is not None for sg in self.segments for x in sg["acc_bs"])
         self.stages = t.stages if self.asynchronous else 1
         self.lda = t.bk + t.pad
+        self.frag_lda = self.lda - t.pad if self.fault("wrong_swizzle") else self.lda
+
+    def _segment(self, dots: list[Node], outputs: list[Value], producers: dict) -> dict:
+        """One column-panel segment: its contractions (a dual GEMM shares one), outputs,
+        B operands and how they reach their tiles."""
+        from hal.lowering.matmul import contraction_dims
+
+        t = self.t
+        dims = contraction_dims(dots[0])
+        _lb, rb, _lc, rc, _lf, rf = dims
+        b_vals = [d.inputs[1] for d in dots]
+        accs = [_direct(bv, producers, rb, rf, rc, t.vec, True)
+                or _direct(bv, producers, rb, rc, rf, t.vec, False) or _Access(None)
+                for bv in b_vals]
+        # one shared layout for the segment's B tiles: [BN][BK] when every B is k-contiguous
+        n_major = all(x.source is not None and x.inner_is_k for x in accs)
+        ns = [dots[0].inputs[1].shape[j] for j in rf]
+        return {"dots": dots, "outputs": outputs, "b_vals": b_vals, "dims": dims, "ns": ns,
+                "acc_bs": [x if x.inner_is_k == n_major else _Access(None) for x in accs],
+                "b_n_major": n_major}
+
+    def _use(self, sg: dict) -> None:
+        """Make segment `sg` the one the emitting methods below work on."""
+        t = self.t
+        self.dots, self.outputs, self.b_vals = sg["dots"], sg["outputs"], sg["b_vals"]
+        self.dot, self.dims, self.ns = sg["dots"][0], sg["dims"], sg["ns"]
+        self.acc_bs, self.b_n_major = sg["acc_bs"], sg["b_n_major"]
+        self.n = math.prod(self.ns)
         self.ldb = (t.bk if self.b_n_major else t.bn) + t.pad
-        if faults.active("wrong_swizzle"):   # self-test: fragment loads ignore the padding
-            self.frag_lda, self.frag_ldb = self.lda - t.pad, self.ldb - t.pad
-        else:
-            self.frag_lda, self.frag_ldb = self.lda, self.ldb
+        self.frag_ldb = self.ldb - t.pad if self.fault("wrong_swizzle") else self.ldb
 
     # ------------------------------------------------------------------ setup
     def _shared(self, hint: str, dt, size: int) -> str:
@@ -190,28 +236,71 @@ class _MmaEmitter:
         self.lane = ctx.declare(body, "lane", ctx.mod(tid, lay.lanes))
         self.wm0 = ctx.declare(body, "wm0", ctx.mul(ctx.mod(warp, t.wm), t.bm // t.wm))
         self.wn0 = ctx.declare(body, "wn0", ctx.mul(ctx.div(warp, t.wm), t.bn // t.wn))
-        npm, npn = cdiv(self.m, t.bm), cdiv(self.n, t.bn)
-        gm_rows = group_rows(npm, t.bm, self.k, self.a.dtype.itemsize, self.spec,
-                             mma_in_flight(t, self.spec))
-        width = gm_rows * npn
+        npm = cdiv(self.m, t.bm)
+        self.gm_rows = group_rows(npm, t.bm, self.k, self.a.dtype.itemsize, self.spec,
+                                  mma_in_flight(t, self.spec))
         pid = ctx.declare(body, "pid", ctx.bid("x"))
+        self.bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
+                        for c in ctx.unravel(ctx.bid("z"), self.bs)]
+        # one A tile; B tiles, fragments and accumulators reused by every segment
+        width_b = max(len(sg["dots"]) for sg in self.segments)
+        self.a_sh = self._shared("a_tile", self.a.dtype, t.a_stage())
+        self.b_sh = [self._shared("b_tile", self.b.dtype, max(t.b_stage(True),
+                                                             t.b_stage(False)))
+                     for _ in range(width_b)]
+        self.fa = ctx.local_buffer("frag_a", self.a.dtype, t.mi * lay.a_elems)
+        self.fb = ctx.local_buffer("frag_b", self.b.dtype, t.ni * lay.b_elems)
+        self.acc = [ctx.local_buffer("acc", self.instr_acc, t.mi * t.ni * lay.c_elems)
+                    for _ in range(width_b)]
+        # blocks [start_s, start_s + npm * npn_s) of grid.x run segment s behind a
+        # block-uniform branch (its barriers are reached by all threads of a block or none)
+        branches: list[tuple[int, list[Stmt]]] = []
+        start = 0
+        for sg in self.segments:
+            self._use(sg)
+            stmts: list[Stmt] = []
+            local = ctx.declare(stmts, "seg_pid", ctx.sub(pid, start)) if start else pid
+            self._segment_body(stmts, local)
+            start += npm * cdiv(self.n, t.bn)
+            branches.append((start, stmts))
+        tail = branches[-1][1]
+        for end, stmts in reversed(branches[:-1]):
+            tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
+        body.extend(tail)
+        cols = [math.prod(sg["ns"]) for sg in self.segments]
+        sched = {**self.group.schedule, "strategy": "mma", "instruction": self.instr.name,
+                 "tiles": t.as_dict(), "group_m": self.gm_rows,
+                 "contractions": sum(len(sg["dots"]) for sg in self.segments),
+                 "acc_dtype": self.instr_acc.name, "m": self.m, "n": sum(cols), "k": self.k,
+                 "batch": self.nb,
+                 "pipeline": (f"cp.async x{self.stages}" if self.asynchronous
+                              else "register prefetch"),
+                 "operands": "".join("v" if x.source is not None else "s" for x in (
+                     self.acc_a, *(y for sg in self.segments for y in sg["acc_bs"])))}
+        if len(self.segments) > 1:
+            sched["column_segments"] = cols
+        return ctx.kernel(body, (start, 1, self.nb), t.threads,
+                          {"ops": self.group.ops, "group": self.group.name, "schedule": sched})
+
+    def _segment_body(self, body: list[Stmt], pid: Expr) -> None:
+        """The active segment's raster position, k-loop and epilogue for block `pid`."""
+        ctx, t, lay = self.ctx, self.t, self.lay
+        self.body = body
+        npm, npn, gm_rows = cdiv(self.m, t.bm), cdiv(self.n, t.bn), self.gm_rows
+        width = gm_rows * npn
         first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
         size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm),
                                                                       first_m), ctx.c(gm_rows)))
+        if self.fault("raster_full_last_group"):  # self-test hook
+            size_m = ctx.c(gm_rows)
         self.m0 = ctx.declare(body, "m0", ctx.mul(ctx.add(first_m, Binary("remainder", pid,
                                                                            size_m)), t.bm))
         self.n0 = ctx.declare(body, "n0", ctx.mul(Binary("div", ctx.mod(pid, width), size_m),
                                                   t.bn))
-        self.bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
-                        for c in ctx.unravel(ctx.bid("z"), self.bs)]
-        self.a_sh = self._shared("a_tile", self.a.dtype, t.a_stage())
-        self.b_sh = self._shared("b_tile", self.b.dtype, t.b_stage(self.b_n_major))
-        self.fa = ctx.local_buffer("frag_a", self.a.dtype, t.mi * lay.a_elems)
-        self.fb = ctx.local_buffer("frag_b", self.b.dtype, t.ni * lay.b_elems)
-        self.acc = ctx.local_buffer("acc", self.instr_acc, t.mi * t.ni * lay.c_elems)
         i = ctx.var("i", ctx.idx)
         body.append(For(i, ctx.c(0), ctx.c(t.mi * t.ni * lay.c_elems), ctx.c(1),
-                        [Store(self.acc, i, Const(0.0, self.instr_acc))], unroll=True))
+                        [Store(acc, i, Const(0.0, self.instr_acc))
+                         for acc in self.acc[:len(self.dots)]], unroll=True))
         self.builder = ScalarBuilder(ctx, self.group.nodes, body)
         from hal.lowering.matmul_prologue import emit_prologue_reductions
         emit_prologue_reductions(ctx, self.builder, body, self.group, self.dot, self.m0,
@@ -219,16 +308,6 @@ class _MmaEmitter:
         self._fragment_bases()
         self._pipeline()
         self._epilogue()
-        sched = {**self.group.schedule, "strategy": "mma", "instruction": self.instr.name,
-                 "tiles": t.as_dict(), "group_m": gm_rows, "contractions": 1,
-                 "acc_dtype": self.instr_acc.name, "m": self.m, "n": self.n, "k": self.k,
-                 "batch": self.nb,
-                 "pipeline": (f"cp.async x{self.stages}" if self.asynchronous
-                              else "register prefetch"),
-                 "operands": "".join("v" if x.source is not None else "s"
-                                     for x in (self.acc_a, self.acc_b))}
-        return ctx.kernel(body, (npm * npn, 1, self.nb), t.threads,
-                          {"ops": self.group.ops, "group": self.group.name, "schedule": sched})
 
     @property
     def instr_acc(self):
@@ -263,7 +342,7 @@ class _MmaEmitter:
         cpr = cols // t.vec
         r = ctx.declare(stmts, "r", ctx.div(e, cpr))
         c = ctx.declare(stmts, "c", ctx.mul(ctx.mod(e, cpr), t.vec))
-        acc = self.acc_a if which == "a" else self.acc_b
+        acc = self.acc_a if which == "a" else self.acc_bs[which]
         kbase = ctx.mul(kt, t.bk)
         # tile rows/cols -> (outer index, k index) in the operand's own terms
         if which == "a":
@@ -274,8 +353,10 @@ class _MmaEmitter:
             outer, kk, o0, olim = c, r, self.n0, self.n
         go = ctx.declare(stmts, "go", ctx.add(o0, outer))
         gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
-        full = ctx.declare(stmts, "full", Binary("logical_and", go.lt(ctx.c(olim)),
-                                                 gk.lt(ctx.c(self.k))))
+        full: Expr = Binary("logical_and", go.lt(ctx.c(olim)), gk.lt(ctx.c(self.k)))
+        if which == "a" and self.fault("matmul_k_tail_unmasked"):  # self-test hook
+            full = go.lt(ctx.c(olim))
+        full = ctx.declare(stmts, "full", full)
         batch, outer_d, inner_d = acc.dims
         src = acc.source
         oshape = [src.shape[d] for d in outer_d]
@@ -293,7 +374,7 @@ class _MmaEmitter:
         param = ctx.buffer(src, "input")
         gidx = ctx.linear(coords, contiguous_strides(src.shape))
         gidx = ctx.declare(stmts, "gi", Select(full, gidx, ctx.c(0)))
-        size = t.a_stage() if which == "a" else t.b_stage(self.b_n_major)
+        size = t.a_stage() if which == "a" else max(t.b_stage(True), t.b_stage(False))
         ld = self.lda if which == "a" else self.ldb
         dst = ctx.add(ctx.add(ctx.mul(r, ld), c), ctx.mul(stage, size)) \
             if not isinstance(stage, Const) or stage.value else ctx.add(ctx.mul(r, ld), c)
@@ -305,7 +386,7 @@ class _MmaEmitter:
 
     def _issue(self, stmts: list[Stmt], which: str, kt: Expr, stage: Expr) -> None:
         """cp.async of one operand's K step `kt` into `stage`."""
-        buf, vec = (self.a_sh if which == "a" else self.b_sh), self.t.vec
+        buf, vec = (self.a_sh if which == "a" else self.b_sh[which]), self.t.vec
         for it in range(self._iters(which)):
             self._chunk(stmts, which, kt, it, stage, lambda dst, p, gi, full: VecCopy(
                 buf, dst, p, gi, vec, full, asynchronous=True))
@@ -317,7 +398,7 @@ class _MmaEmitter:
                         VecCopy(regs, self.ctx.c(it * vec), p, gi, vec, full))
 
     def _commit_regs(self, stmts: list[Stmt], which: str, regs: str) -> None:
-        buf, vec = (self.a_sh if which == "a" else self.b_sh), self.t.vec
+        buf, vec = (self.a_sh if which == "a" else self.b_sh[which]), self.t.vec
         for it in range(self._iters(which)):
             self._chunk(stmts, which, self.ctx.c(0), it, self.ctx.c(0),
                         lambda dst, _p, _gi, _f, it=it: VecCopy(buf, dst, regs,
@@ -335,6 +416,8 @@ class _MmaEmitter:
                 gm = ctx.declare(st, "gm", ctx.add(self.m0, r))
                 gk = ctx.declare(st, "gk", ctx.add(kbase, c))
                 valid = Binary("logical_and", gm.lt(ctx.c(self.m)), gk.lt(ctx.c(self.k)))
+                if self.fault("matmul_k_tail_unmasked"):  # self-test hook
+                    valid = gm.lt(ctx.c(self.m))
                 co = _scatter(self.a.rank, [(lb, self.bcoords), (lf, ctx.unravel(gm, self.ms)),
                                             (lc, ctx.unravel(gk, self.ks))])
                 return co, valid, ctx.add(ctx.mul(r, self.lda), c)
@@ -349,10 +432,14 @@ class _MmaEmitter:
             co = _scatter(self.b.rank, [(rb, self.bcoords), (rc, ctx.unravel(gk, self.ks)),
                                         (rf, ctx.unravel(gn, self.ns))])
             return co, valid, ctx.add(ctx.mul(r, self.ldb), c)
-        cooperative_tile_load(ctx, self.builder, stmts, self.b_sh, t.bk, t.bn, t.threads,
-                              ctx.tid(), self.b, self.b.dtype, coords_b)
+        cooperative_tile_load(ctx, self.builder, stmts, self.b_sh[which], t.bk, t.bn,
+                              t.threads, ctx.tid(), self.b_vals[which], self.b.dtype, coords_b)
 
     # ------------------------------------------------------------------ pipeline
+    def _operands(self) -> list:
+        """"a", then the index of each B operand."""
+        return ["a", *range(len(self.dots))]
+
     def _pipeline(self) -> None:
         ctx, t, body = self.ctx, self.t, self.body
         ktiles = cdiv(self.k, t.bk)
@@ -362,35 +449,37 @@ class _MmaEmitter:
             s = self.stages
             for p in range(s - 1):
                 if p < ktiles:
-                    self._issue(body, "a", ctx.c(p), ctx.c(p))
-                    self._issue(body, "b", ctx.c(p), ctx.c(p))
+                    for which in self._operands():
+                        self._issue(body, which, ctx.c(p), ctx.c(p))
                 body.append(CpAsyncCommit())
-            if not faults.active("missing_cp_async_wait"):   # self-test hook
+            if not self.fault("missing_cp_async_wait"):   # self-test hook
                 loop.append(CpAsyncWait(s - 2))
             loop.append(Barrier())
             self._compute(loop, ctx.mod(kt, s))
             nxt = ctx.declare(loop, "kn", ctx.add(kt, s - 1))
             issue: list[Stmt] = []
             st = ctx.declare(issue, "sn", ctx.mod(nxt, s))
-            self._issue(issue, "a", nxt, st)
-            self._issue(issue, "b", nxt, st)
+            for which in self._operands():
+                self._issue(issue, which, nxt, st)
             loop.append(If(nxt.lt(ctx.c(ktiles)), issue))
             loop.append(CpAsyncCommit())
             body.append(For(kt, ctx.c(0), ctx.c(ktiles), ctx.c(1), loop))
             body.append(CpAsyncWait(0))   # nothing left in flight at exit
             return
         regs = {}
-        for which, acc in (("a", self.acc_a), ("b", self.acc_b)):
+        for which in self._operands():
+            acc = self.acc_a if which == "a" else self.acc_bs[which]
             if acc.source is not None:
                 dt = self.a.dtype if which == "a" else self.b.dtype
                 regs[which] = ctx.local_buffer(f"pre_{which}", dt, self._iters(which) * t.vec)
                 self._prefetch(body, which, ctx.c(0), regs[which])
-        for which in ("a", "b"):
+        for which in self._operands():
             if which in regs:
                 self._commit_regs(loop, which, regs[which])
             else:
                 self._scalar_fill(loop, which, kt)
-        loop.append(Barrier())
+        if not self.fault("missing_cp_async_wait"):   # self-test: the stage's "wait"
+            loop.append(Barrier())
         if regs:
             nxt = ctx.declare(loop, "kn", ctx.add(kt, 1))
             pre: list[Stmt] = []
@@ -409,7 +498,7 @@ class _MmaEmitter:
         if self.ldmatrix:
             lr, lj = ctx.mod(lane, 8), ctx.div(lane, 8)
             half = ctx.div(lj, 2)
-            if faults.active("mma_swapped_fragment_halves"):   # self-test hook
+            if self.fault("mma_swapped_fragment_halves"):   # self-test hook
                 half = Binary("sub", ctx.c(1), half)
             a_row = ctx.add(lr, ctx.mul(ctx.mod(lj, 2), 8))
             self.a_base = ctx.declare(body, "fa0", ctx.add(
@@ -438,12 +527,13 @@ class _MmaEmitter:
     def _compute(self, stmts: list[Stmt], stage: Expr) -> None:
         ctx, t, lay = self.ctx, self.t, self.lay
         a_st = ctx.declare(stmts, "sa", ctx.add(ctx.mul(stage, t.a_stage()), self.a_base))
-        b_st = ctx.declare(stmts, "sb", ctx.add(ctx.mul(stage, t.b_stage(self.b_n_major)),
+        b_st = ctx.declare(stmts, "sb", ctx.add(ctx.mul(stage, max(t.b_stage(True),
+                                                                   t.b_stage(False))),
                                                 self.b_base))
         steps = t.bk // lay.k
-        swap = faults.active("mma_swapped_fragment_halves") and not self.ldmatrix
+        swap = self.fault("mma_swapped_fragment_halves") and not self.ldmatrix
         for kk in range(steps):
-            kb = steps - 1 - kk if faults.active("mma_wrong_k_order") else kk  # self-test
+            kb = steps - 1 - kk if self.fault("mma_wrong_k_order") else kk  # self-test
             for mi in range(t.mi):
                 a_off = mi * lay.m * self.frag_lda + kk * lay.k
                 if self.ldmatrix:
@@ -456,21 +546,22 @@ class _MmaEmitter:
                     r, c = (int(x) for x in lay.offsets["a"][src])
                     stmts.append(Store(self.fa, ctx.c(mi * ne + i), Load(
                         self.a_sh, ctx.add(a_st, a_off + r * self.frag_lda + c), self.a.dtype)))
-            self._b_fragments(stmts, b_st, kb)
-            for mi in range(t.mi):
-                for ni in range(t.ni):
-                    c_off = (mi * t.ni + ni) * lay.c_elems
-                    stmts.append(Mma(lay.name, self.acc, c_off, self.fa, mi * lay.a_elems,
-                                     self.fb, ni * lay.b_elems, self.acc, c_off))
+            for j, acc in enumerate(self.acc[:len(self.dots)]):   # each B: fragments, MMAs
+                self._b_fragments(stmts, b_st, kb, j)
+                for mi in range(t.mi):
+                    for ni in range(t.ni):
+                        c_off = (mi * t.ni + ni) * lay.c_elems
+                        stmts.append(Mma(lay.name, acc, c_off, self.fa, mi * lay.a_elems,
+                                         self.fb, ni * lay.b_elems, acc, c_off))
 
-    def _b_fragments(self, stmts: list[Stmt], b_st: Expr, kk: int) -> None:
+    def _b_fragments(self, stmts: list[Stmt], b_st: Expr, kk: int, j: int) -> None:
         ctx, t, lay, ldb = self.ctx, self.t, self.lay, self.frag_ldb
         if self.ldmatrix:
             for p in range(0, t.ni, 2):
                 count = 4 if p + 1 < t.ni else 2
                 off = (p * 8 * ldb + kk * 16) if self.b_n_major else (kk * 16 * ldb + p * 8)
-                stmts.append(LdMatrix(self.fb, p * lay.b_elems, self.b_sh, ctx.add(b_st, off),
-                                      count, trans=not self.b_n_major))
+                stmts.append(LdMatrix(self.fb, p * lay.b_elems, self.b_sh[j],
+                                      ctx.add(b_st, off), count, trans=not self.b_n_major))
             return
         for ni in range(t.ni):
             for i in range(lay.b_elems):
@@ -479,7 +570,7 @@ class _MmaEmitter:
                 nc += ni * lay.n
                 off = nc * ldb + kr if self.b_n_major else kr * ldb + nc
                 stmts.append(Store(self.fb, ctx.c(ni * lay.b_elems + i), Load(
-                    self.b_sh, ctx.add(b_st, off), self.b.dtype)))
+                    self.b_sh[j], ctx.add(b_st, off), self.b.dtype)))
 
     # ------------------------------------------------------------------ epilogue
     def _epilogue(self) -> None:
@@ -489,6 +580,7 @@ class _MmaEmitter:
         ocol = ctx.declare(body, "ocol", ctx.add(self.n0, ctx.add(self.wn0, cc)))
         dot_out = self.dot.outputs[0]
         acc_dt = self.instr_acc
+        dot_ids = {id(d) for d in self.dots}
         for mi in range(t.mi):
             for ni in range(t.ni):
                 for i in range(lay.c_elems):
@@ -500,12 +592,14 @@ class _MmaEmitter:
                     coords = (*self.bcoords, *ctx.unravel(gm, self.ms),
                               *ctx.unravel(gn, self.ns))
                     ep = self.builder.scope(inner)
-                    value: Expr = Load(self.acc, ctx.c((mi * t.ni + ni) * lay.c_elems + i),
-                                       acc_dt)
-                    cdt = compute_dtype(dot_out.dtype)
-                    value = Cast(value, cdt) if cdt != acc_dt else value
-                    ep.env[dot_out.name] = (coords, ctx.declare(inner, dot_out.name,
-                                                                rounded(value, dot_out.dtype)))
+                    slot = ctx.c((mi * t.ni + ni) * lay.c_elems + i)
+                    for d, acc in zip(self.dots, self.acc, strict=False):  # every accumulator
+                        o = d.outputs[0]
+                        value: Expr = Load(acc, slot, acc_dt)
+                        cdt = compute_dtype(o.dtype)
+                        value = Cast(value, cdt) if cdt != acc_dt else value
+                        ep.env[o.name] = (coords, ctx.declare(inner, o.name,
+                                                              rounded(value, o.dtype)))
                     space = {tuple(dot_out.shape): coords}
                     if self.views:
                         row = ctx.add(ctx.mul(ctx.linear(list(self.bcoords),
@@ -518,7 +612,7 @@ class _MmaEmitter:
                             ep.env[rv.outputs[0].name] = (vc, ep.value(rv.inputs[0], coords))
                     for v in self.outputs:
                         at = space[tuple(v.shape)]
-                        drop = faults.active("dropped_epilogue") and v.producer is not self.dot
+                        drop = self.fault("dropped_epilogue") and id(v.producer) not in dot_ids
                         e = ep.value(v.producer.inputs[0] if drop else v, at)
                         param, idx = ep.store_index(v, at)
                         inner.append(Store(param, idx, to_storage(e, v.dtype)))
@@ -527,7 +621,10 @@ class _MmaEmitter:
                     body.extend(stmts)
 
 
-def lower_matmul_mma(group, spec: DeviceSpec, dot: Node, choice: MmaChoice,
-                     outputs: list[Value], views: list[Node]) -> list[Kernel]:
-    """The matrix-unit kernel of a one-contraction matmul group (see the module docstring)."""
-    return [_MmaEmitter(group, spec, dot, choice, outputs, views).lower()]
+def lower_matmul_mma(group, spec: DeviceSpec, segments: list, choice: MmaChoice,
+                     views: list[Node],
+                     options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    """The matrix-unit kernel of a matmul group: `segments` are (contractions, outputs) per
+    column-panel segment, as hal.lowering.matmul.lower_matmul splits them (one for a single
+    contraction or a dual GEMM), see the module docstring."""
+    return [_MmaEmitter(group, spec, segments, choice, views, options).lower()]

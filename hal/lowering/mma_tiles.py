@@ -32,6 +32,13 @@ class MmaTiles:
     stages: int        # shared stages (1: register prefetch)
     layout: str        # hal.kernel.mma layout name
     itemsize: int      # bytes of an operand element
+    operands: int = 1  # B operands sharing the A tile (a dual GEMM)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MmaTiles:
+        """The tiles from a kernel's schedule record (`as_dict`)."""
+        return cls(**{f: d[f] for f in ("bm", "bn", "bk", "wm", "wn", "stages", "layout",
+                                         "itemsize", "operands")})
 
     @property
     def lanes(self) -> int:
@@ -70,23 +77,24 @@ class MmaTiles:
 
 def mma_shared_bytes(t: MmaTiles) -> int:
     """Shared bytes of all stages (the larger B layout, so either orientation fits)."""
-    return t.stages * (t.a_stage() + max(t.b_stage(True), t.b_stage(False))) * t.itemsize
+    return t.stages * (t.a_stage() + t.operands * max(t.b_stage(True), t.b_stage(False))) \
+        * t.itemsize
 
 
 def mma_registers(t: MmaTiles) -> int:
     """32-bit registers per thread: accumulators, one k-step of fragments, the register
     prefetch of a 1-stage pipeline, addresses."""
     lay = get_layout(t.layout)
-    acc = t.mi * t.ni * lay.c_elems
+    acc = t.operands * t.mi * t.ni * lay.c_elems
     frags = (t.mi * lay.a_elems + t.ni * lay.b_elems) * t.itemsize // 4
-    prefetch = 0 if t.stages > 1 else \
-        (cdiv(t.bm * t.bk, t.vec * t.threads) + cdiv(t.bk * t.bn, t.vec * t.threads)) * 4
+    prefetch = 0 if t.stages > 1 else (cdiv(t.bm * t.bk, t.vec * t.threads)
+                                       + t.operands * cdiv(t.bk * t.bn, t.vec * t.threads)) * 4
     return acc + frags + prefetch + 24
 
 
 @functools.lru_cache(maxsize=256)
 def _candidates(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int,
-                reserve: int) -> tuple[MmaTiles, ...]:
+                reserve: int, operands: int) -> tuple[MmaTiles, ...]:
     lay = get_layout(mi_.layout)
     stages_opts = (3, 2) if "async_copy" in spec.capabilities else (1,)
     out = []
@@ -100,7 +108,8 @@ def _candidates(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int,
                         if bm % (wm * lay.m) or bn % (wn * lay.n):
                             continue
                         for st in stages_opts:
-                            t = MmaTiles(bm, bn, bk, wm, wn, st, lay.name, itemsize)
+                            t = MmaTiles(bm, bn, bk, wm, wn, st, lay.name, itemsize,
+                                         operands)
                             if t.threads > spec.max_threads_per_block or \
                                     mma_shared_bytes(t) > spec.shared_mem_per_block or \
                                     mma_registers(t) + reserve > \
@@ -112,13 +121,13 @@ def _candidates(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int,
 
 @functools.lru_cache(maxsize=1024)
 def mma_tiles(m: int, n: int, k: int, spec: DeviceSpec, instr: MatrixInstruction,
-              itemsize: int, reserve: int = 0) -> MmaTiles | None:
+              itemsize: int, reserve: int = 0, operands: int = 1) -> MmaTiles | None:
     """The tile for an m x n x k matmul on `instr`, or None when none fits the spec.
 
     Preference, as the SIMT tiles (tiling.matmul_tiles): a grid that keeps the device busy,
     little padding waste, big and square block tiles (reuse per shared byte), warp tiles of
     several instructions (fragment reuse), 4-8 warps, deeper pipelines, BK of 32."""
-    cands = _candidates(spec, instr, itemsize, reserve)
+    cands = _candidates(spec, instr, itemsize, reserve, operands)
     if not cands:
         return None
 
@@ -131,7 +140,7 @@ def mma_tiles(m: int, n: int, k: int, spec: DeviceSpec, instr: MatrixInstruction
         return (busy, -round(waste, 1), -round(kwaste, 1), t.bm * t.bn,
                 -abs(t.bm.bit_length() - t.bn.bit_length()), min(wtm * wtn, 64 * 64),
                 -abs(wtm.bit_length() - wtn.bit_length()), min(t.wm * t.wn, 8), t.stages,
-                -abs(t.bk - 32))
+                -abs(t.bk * t.itemsize - 128))   # 128-byte rows: conflict-free phases
 
     return max(cands, key=score)
 

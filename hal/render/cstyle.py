@@ -474,16 +474,19 @@ class CStyleRenderer:
                 lines.append(f"//   {role} {p.name}: {p.dtype}{list(p.shape)}")
         return lines
 
-    def _shared_decls(self, k: Kernel) -> list[str]:
+    def _shared_decls(self, k: Kernel, unread: frozenset[str] = frozenset()) -> list[str]:
+        def attr(name: str) -> str:
+            return "[[maybe_unused]] " if name in unread else ""
         if not self.dynamic_shared_bytes(k):
-            return [f"  alignas(16) {self.smem_qualifier} {self.ctype(s.dtype)} {ident(s.name)}"
-                    f"[{s.size}];" for s in k.shared]
+            return [f"  {attr(s.name)}alignas(16) {self.smem_qualifier} {self.ctype(s.dtype)} "
+                    f"{ident(s.name)}[{s.size}];" for s in k.shared]
         lines = [f"  extern {self.smem_qualifier} unsigned char hal_smem[];  // 16-byte aligned"]
         offset = 0
         for s in k.shared:  # the layout Kernel.shared_bytes describes: 16-byte aligned buffers
             offset = (offset + 15) // 16 * 16
             t = self.ctype(s.dtype)
-            lines.append(f"  {t}* {ident(s.name)} = ({t}*)(hal_smem + {offset});  // {s.size}")
+            lines.append(f"  {attr(s.name)}{t}* {ident(s.name)} = ({t}*)(hal_smem + {offset});"
+                         f"  // {s.size}")
             offset += s.nbytes
         return lines
 
@@ -492,9 +495,14 @@ class CStyleRenderer:
         params = ", ".join(self._param(p) for p in k.params)
         lines = self._comment_block(k, spec)
         lines.append(f"{self.kernel_prefix} {bounds} {kernel_symbol(k)}({params}) {{")
-        lines += self._shared_decls(k)
-        lines += [f"  alignas(16) {self.ctype(b.dtype)} {ident(b.name)}[{b.size}];"
-                  for b in k.locals]
+        # a buffer the body never loads from (a split-K statistics pass keeps the flash
+        # kernel's layout) draws NVRTC's "set but never used" warning, and warnings fail
+        # compiles: such declarations are marked [[maybe_unused]]
+        read = loaded_buffers(k.body)
+        unread = frozenset(b.name for b in (*k.shared, *k.locals) if b.name not in read)
+        lines += self._shared_decls(k, unread)
+        lines += [f"  {'[[maybe_unused]] ' if b.name in unread else ''}alignas(16) "
+                  f"{self.ctype(b.dtype)} {ident(b.name)}[{b.size}];" for b in k.locals]
         self._live = live_vars(k.body)
         self._kernel_obj = k
         lines += self.body(k.body, "  ")
@@ -521,6 +529,20 @@ def _walk(node: object, out: set[str]) -> None:
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         for f in dataclasses.fields(node):
             _walk(getattr(node, f.name), out)
+
+
+def loaded_buffers(node: object, out: set[str] | None = None) -> set[str]:
+    """Names of the buffers some Load in `node` reads."""
+    out = set() if out is None else out
+    if isinstance(node, Load):
+        out.add(node.buffer)
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            loaded_buffers(item, out)
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            loaded_buffers(getattr(node, f.name), out)
+    return out
 
 
 def live_vars(body: list[Stmt]) -> set[str]:
