@@ -84,8 +84,11 @@ def _decomposed(graph: Graph) -> Graph:
 
 
 def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
-         constants: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """Every value of `graph`, in its declared dtype."""
+         constants: Mapping[str, np.ndarray] | None,
+         keep: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Every value of `graph`, in its declared dtype; with `keep`, only those values
+    (each other value is dropped after its last use, so that a real-size layer's
+    float64 intermediates do not all stay alive at once)."""
     from hal.ir.initializers import materialize
     from hal.ops import get_op
 
@@ -94,8 +97,10 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
     wide: dict[str, np.ndarray] = {}
 
     def store(v: Value, a: np.ndarray) -> None:
-        declared[v.name] = cast(a, v.dtype)
-        wide[v.name] = widen(declared[v.name], v.dtype)
+        d = cast(a, v.dtype)
+        wide[v.name] = widen(d, v.dtype)
+        if keep is None or v.name in keep:
+            declared[v.name] = d
 
     for v in graph.inputs:
         store(v, inputs[v.name])
@@ -114,6 +119,11 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
     if given:
         raise HalError(f"graph {graph.name}: {', '.join(given)} given as constants but the "
                        "graph has no such constant")
+    last_use: dict[str, int] = {}
+    if keep is not None:
+        for i, n in enumerate(graph.nodes):
+            for v in n.inputs:
+                last_use[v.name] = i
     for i, n in enumerate(graph.nodes):
         opdef = get_op(n.op)
         where = f"graph {graph.name}: node {i} ({n.op}" + (f" at {n.loc}" if n.loc else "") + ")"
@@ -136,6 +146,11 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
                 if isinstance(d, str):
                     dims.setdefault(d, got)
             store(out, r)
+        if keep is not None:
+            for v in n.inputs:
+                if last_use.get(v.name) == i and v.name not in keep:
+                    declared.pop(v.name, None)
+                    wide.pop(v.name, None)
     return declared
 
 
@@ -149,7 +164,7 @@ def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray], *,
              constants: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The graph's outputs by name, each in its declared dtype (NumPy / ml_dtypes arrays)."""
     prim = _decomposed(graph)
-    values = _run(prim, inputs, constants)
+    values = _run(prim, inputs, constants, keep={v.name for v in prim.outputs})
     # decomposition may rename internal values; outputs correspond by position
     return {orig.name: values[new.name]
             for orig, new in zip(graph.outputs, prim.outputs, strict=True)}

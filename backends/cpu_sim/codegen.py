@@ -68,11 +68,14 @@ from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
 from . import mma_sim
-from .lanes import rep_dtype, to_rep
+from .contract import Reduction
+from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
+from .vectorize import emit_reduction_loop, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
 # comparisons) stay inside it, so they need neither a check nor a wrap.
 CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "div", "pow", "shift_left"})
+_BY_CONST = {"div": div_by_const, "remainder": rem_by_const}
 SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_by",
                   "block_idx_z": "_bz"}
 
@@ -252,6 +255,9 @@ class _Translator:
             self.slot[s.name] = ("s", i)
         for i, loc in enumerate(kernel.locals):
             self.slot[loc.name] = ("l", i)
+        self.global_or_shared = {p.name for p in self.globals_} | {b.name for b in kernel.shared}
+        self.local_names = {b.name for b in kernel.locals}
+        self.ns["_Reduction"] = Reduction
 
     # ----------------------------------------------------------------- helpers
     def tmp(self, prefix: str) -> str:
@@ -320,6 +326,11 @@ class _Translator:
 
     def _arith(self, e: Unary | Binary, args: list[str], ctx: _Ctx) -> str:
         code = f"{self.op(e.op)}({', '.join(args)})"
+        if isinstance(e, Binary) and e.op in _BY_CONST and e.dtype.is_int \
+                and isinstance(e.b, Const) and int(e.b.value) > 0:
+            # index math by a positive constant: one NumPy pass instead of the general rule
+            self.ns.setdefault(f"_{e.op}_c", _BY_CONST[e.op])
+            code = f"_{e.op}_c({args[0]}, {int(e.b.value)})"
         rd = e.dtype
         if rd.is_float and rd.bits < 32:
             code = f"{self.rounder(rd)}({code})"
@@ -467,6 +478,10 @@ class _Translator:
         v = self.var(s.var)
         start, stop, step = (self.expr(x, ctx) for x in (s.start, s.stop, s.step))
         if all(self.uni.expr(x) for x in (s.start, s.stop, s.step)):
+            plan = match_reduction_loop(s, self.global_or_shared, self.local_names)
+            if plan is not None:  # a multiply-accumulate loop: also emit its contraction form
+                emit_reduction_loop(self, s, plan, ctx, depth)
+                return
             self.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth)
             self.body(s.body, ctx, depth + 1)
             return

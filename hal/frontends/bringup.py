@@ -387,8 +387,13 @@ def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) 
 
 # -- the whole bring-up ------------------------------------------------------------
 
-def bringup(subject: Subject, backend: str, spec: Any) -> dict[str, Any]:
-    """Plan, run and compare `subject`; a JSON-ready report with `ok` the verdict."""
+def bringup(subject: Subject, backend: str, spec: Any, *,
+            phase: Callable[[str], None] | None = None,
+            run_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Plan, run and compare `subject`; a JSON-ready report with `ok` the verdict.
+    `phase(name)` is called as each phase (plan, run, compare) starts; `run_options`
+    go to the backend's run_graph (cpu_sim: sample, kernel_progress)."""
+    phase = phase or (lambda name: None)
     from hal.backends_registry import get_backend
     from hal.fusion import plan
 
@@ -404,10 +409,16 @@ def bringup(subject: Subject, backend: str, spec: Any) -> dict[str, Any]:
     rep["hal_ops"] = dict(collections.Counter(n.op for n in graph.nodes))
     rep["inputs"] = {v.name: str(v.type) for v in graph.inputs}
     rep["constants"] = len(graph.constants)
+    phase("plan")
     p = plan(graph, spec).to_dict()
     rep["fusion"] = {"totals": p["totals"],
                      "kinds": dict(collections.Counter(g["kind"] for g in p["groups"]))}
-    result = get_backend(backend).run_graph(graph, subject.model.bind(subject.inputs), spec)
+    phase("run")
+    result = get_backend(backend).run_graph(graph, subject.model.bind(subject.inputs), spec,
+                                            **(run_options or {}))
+    phase("compare")
+    if result.report and "sampled" in result.report:
+        rep["sampled"] = result.report["sampled"]
     rep["parity"] = []
     ok = len(subject.expected) == len(graph.outputs)
     for i, (name, exp) in enumerate(zip(subject.model.output_names, subject.expected,
@@ -419,5 +430,7 @@ def bringup(subject: Subject, backend: str, spec: Any) -> dict[str, Any]:
                   "shape": list(np.shape(act)), "rtol": rtol, "atol": atol})
         rep["parity"].append(c)
         ok = ok and c["ok"]
+    if "sampled" in rep:
+        ok = ok and all(r.get("ok", True) for r in rep["sampled"].values())
     rep["ok"] = ok
     return rep
