@@ -233,7 +233,7 @@ def accumulator_bytes(group, r, spec: DeviceSpec) -> int:
 def plan_reduction(group, spec: DeviceSpec) -> KernelPlan:
     """Row reductions: a block per row (row cached in shared memory when it fits, else
     re-read per pass) or split over k blocks per row; column reductions: a thread per row."""
-    from hal.lowering.reduction import analyse, row_cache_fits
+    from hal.lowering.reduction import analyse, row_cache_fits, row_source
 
     lay = analyse(group)
     kind = GroupKind(group.kind)
@@ -246,7 +246,8 @@ def plan_reduction(group, spec: DeviceSpec) -> KernelPlan:
         block = elementwise_block(spec)
         launches = (Launch(launch_name(group), (cdiv(lay.rows, block), 1, 1), block),) \
             if lay.rows else ()
-        issued = row_pass_reads(group, lay.phases, lay.row_outputs, lay.scalar_outputs, set())
+        stored = [row_source(v, lay.full_shape) for v in lay.row_outputs]
+        issued = row_pass_reads(group, lay.phases, stored, lay.scalar_outputs, set())
         return KernelPlan(group.name, kind, "thread_per_row", launches,
                           loads=operand_loads(group, issued), blocks=default_blocks(group),
                           details=tuple(details), **common)
@@ -280,7 +281,8 @@ def plan_reduction(group, spec: DeviceSpec) -> KernelPlan:
     cached = row_cache_fits(group, lay, block, spec)
     row_cache = "shared" if cached else ("global" if passes > 1 else "none")
     full = {v.name for v in group.inputs if tuple(v.shape) == lay.full_shape}
-    issued = row_pass_reads(group, lay.phases, lay.row_outputs, lay.scalar_outputs,
+    stored = [row_source(v, lay.full_shape) for v in lay.row_outputs]  # as the kernel does
+    issued = row_pass_reads(group, lay.phases, stored, lay.scalar_outputs,
                             full if cached else set())
     # DRAM: a row re-read from global memory (row_cache "global") comes from L2 when the
     # rows in flight fit there, else from DRAM once more per pass

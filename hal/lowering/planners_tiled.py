@@ -202,7 +202,12 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
         factors[q.name] = split * passes
         scratch_issued = split_issued_bytes(pat, t.tpr, split)
         scratch = split_scratch_bytes(pat, split)
-    issued = issued_reads(group, factors, by_coords=True)
+    # the logits (scores through the group's mask/bias/softcap ops) are evaluated once per
+    # key and pass into registers; P and the row statistics read them there
+    issued = issued_reads(group, factors, by_coords=True, env=frozenset({pat.logits.name}))
+    for name, b in issued_reads(group, factors, by_coords=True, roots=[
+            (pat.logits, pat.logits.type.numel * passes)]).items():
+        issued[name] = issued.get(name, 0.0) + b
     # DRAM: K and V re-read per row tile when the blocks in flight's K/V exceed L2
     k_src, v_src = operand_sources(group, pat, "k"), operand_sources(group, pat, "v")
     per_entry = (sum(k_src.values()) + sum(v_src.values())) // max(1, nb)

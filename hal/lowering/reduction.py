@@ -152,7 +152,7 @@ def analyse(group) -> RowLayout:
     row_out, scalar_out = [], []
     for v in group.outputs:
         if tuple(v.shape) == shape and v.producer not in reds or \
-                _row_source(v, shape) is not v:
+                row_source(v, shape) is not v:
             row_out.append(v)
         elif tuple(v.shape) in (kept, keep):
             scalar_out.append(v)
@@ -369,7 +369,7 @@ def _store_scalars(em: RowEmitter) -> None:
         em.body.append(If(em.ctx.tid().eq(em.ctx.c(0)), stmts))
 
 
-def _row_source(v: Value, shape: tuple) -> Value:
+def row_source(v: Value, shape: tuple) -> Value:
     """The per-element value a row output stores: itself, or for a reshape of a value shaped
     like the rows (the group's last op, e.g. torch's x.view(-1, d) after a norm) that value,
     stored at the same row-major index."""
@@ -384,7 +384,7 @@ def _store_rows(em: RowEmitter, count: int) -> None:
 
     def emit(stmts, coords):
         for v in em.lay.row_outputs:
-            e = em.b.value(_row_source(v, em.lay.full_shape), coords)
+            e = em.b.value(row_source(v, em.lay.full_shape), coords)
             param = em.ctx.buffer(v, "output")
             stmts.append(Store(param, em.ctx.linear(coords, strides), to_storage(e, v.dtype)))
 

@@ -132,13 +132,15 @@ class _Walk:
 
 
 def issued_reads(group, factors: dict[str, int] | None = None, *, by_coords: bool = False,
-                 stop_at_reductions: bool = False) -> dict[str, float]:
+                 stop_at_reductions: bool = False, roots=None,
+                 env: frozenset[str] = frozenset()) -> dict[str, float]:
     """Global bytes loaded per group input by the group's kernels (see the module
-    docstring); walks from every group output."""
+    docstring); walks from `roots` ((value, elements requested) pairs; default every group
+    output once), not into values in `env` (held in registers by the kernel)."""
     totals: dict[str, float] = {}
-    w = _Walk(group, totals, dict(factors or {}), by_coords, stop_at_reductions)
-    for o in group.outputs:
-        w.value(o.name, o.type.numel, (), 1)
+    w = _Walk(group, totals, dict(factors or {}), by_coords, stop_at_reductions, env=env)
+    for v, count in (roots if roots is not None else [(o, o.type.numel) for o in group.outputs]):
+        w.value(v.name, count, (), 1)
     return totals
 
 
