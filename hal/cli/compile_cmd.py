@@ -9,6 +9,7 @@ failure, makes the command exit non-zero after the table is printed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -21,6 +22,13 @@ BACKENDS = {
     "cuda": ("nvidia", ".cu", {"nvrtc": ("sm_80", "sm_90a"), "nvcc": ("sm_80", "sm_90a")}),
     "rocm": ("amd", ".hip", {"hipcc": ("gfx90a",), "clang-19": ("gfx942",)}),
 }
+
+
+def safe_stem(name: str) -> str:
+    """A graph name as a file name inside --emit-dir: no separators, no leading dots
+    (a graph named `../x` or `/abs/path` must not write outside the directory)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".")
+    return stem[:120] or "graph"
 
 
 def _row(t: Table, r) -> None:
@@ -63,7 +71,7 @@ def compile_(file: str, backend: str, device: str, emit_dir: str | None, check: 
         out = Path(emit_dir)
         out.mkdir(parents=True, exist_ok=True)
         src = COMPILERS[names[0]].render(kernels, spec)
-        path = out / f"{graph.name}{suffix}"
+        path = out / f"{safe_stem(graph.name)}{suffix}"
         path.write_text(src)
         con.print(f"wrote {path} ({len(kernels)} kernels)")
     t = Table(title=f"{graph.name}: {len(kernels)} kernels, {backend} for {spec.name}")
