@@ -17,7 +17,7 @@ from hal.cli.main import main
                                         (["frob"], "No such command 'frob'"),
                                         (["ops", "--category", "x"], "Invalid value")])
 def test_usage_errors_are_error_and_hint_lines(args, words):
-    r = CliRunner().invoke(main, args)
+    r = CliRunner().invoke(main, args, prog_name="hal")
     assert r.exit_code == 2
     lines = r.output.strip().splitlines()
     assert lines[0].startswith("error: ") and words in lines[0]
