@@ -84,6 +84,14 @@ def test_non_finite_quantity_string_is_refused(tmp_path):
     assert "dram_bandwidth" in str(e.value)
 
 
+def test_quantity_that_overflows_is_refused(tmp_path):
+    # found by benchmarks/fuzz_campaign.py: `l2_bytes: 1e308 MiB` raised OverflowError
+    p = _spec(tmp_path, _replace("l2_bytes", "1e308 MiB"))
+    with pytest.raises(SpecError, match="not a finite quantity") as e:
+        load_spec(p)
+    assert e.value.field == "l2_bytes"
+
+
 def test_too_few_registers_per_unit_is_refused(tmp_path):
     p = _spec(tmp_path, _replace("registers_per_unit", "16"))
     with pytest.raises(SpecError, match="cannot hold one block") as e:

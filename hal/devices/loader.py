@@ -63,6 +63,8 @@ def _count(v: Any) -> int:
 def _quantity(dimension: str, integral: bool = False) -> _Parser:
     def parse(v: Any) -> float | int:
         x = parse_quantity(v, dimension)
+        if not math.isfinite(x):  # 1e308 MiB overflows to inf (found by the fuzz campaign)
+            raise UnitError(f"{v!r} is not a finite quantity", hint="give a realistic value")
         if integral:
             if abs(x - round(x)) > 1e-6 * max(1.0, abs(x)):
                 raise UnitError(f"{v!r} is not a whole number of bytes")
