@@ -223,11 +223,13 @@ def _scatter_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Any, m
         src = cx.cast(src, dt)
     else:
         src = cx.scalar(src, dt, index.shape)
-    # pad index (with -1: matches nothing) and src to x's shape outside the scatter axis
+    # pad index (with n: out of range, matches nothing) and src to x's shape outside the
+    # scatter axis
     low = (0,) * x.rank
     high = tuple(0 if ax == dim else x.shape[ax] - index.shape[ax] for ax in range(x.rank))
     if any(high):
-        index = cx.op("pad", cx.cast(index, i64), low=low, high=high, value=-1.0)
+        index = cx.op("pad", cx.cast(index, i64), low=low, high=high,
+                      value=float(x.shape[dim]))
         src = cx.op("pad", src, low=low, high=high, value=0.0)
     xt, perm = _move_last(cx, x, dim)
     it, _ = _move_last(cx, index, dim)
