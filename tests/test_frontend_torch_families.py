@@ -142,6 +142,12 @@ FAMILIES = {
                            torch.tan(u), torch.sinh(x), torch.cosh(x), torch.asinh(x * 10),
                            torch.acosh(x.abs() + 1), torch.atanh(u)), X, U),
     "lgamma": (lambda x: (torch.lgamma(x * 4), torch.lgamma(x.abs() * 50 + 0.1)), X),
+    "digamma_polygamma": (lambda x: (torch.digamma(x * 4), torch.polygamma(1, x * 4),
+                                     torch.polygamma(2, x.abs() + 0.2)), X),
+    "index_reduce": (lambda x, s: (x.index_reduce(0, torch.tensor([0, 2, 0]), s, "amax"),
+                                   x.index_reduce(1, torch.tensor([1, 1, 4]), s[:, :3], "mean",
+                                                  include_self=False)),
+                     torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)),
     "norms_scans": (lambda x: (torch.linalg.vector_norm(x), torch.linalg.vector_norm(x, 1, 1),
                                torch.linalg.vector_norm(x, math.inf, (0, 2), keepdim=True),
                                torch.linalg.vector_norm(x, 3.0, -1),
@@ -179,6 +185,19 @@ def test_conv_is_one_matmul():
     im = check(lambda x, w: F.conv2d(x, w, padding=1), IMG, torch.randn(8, 4, 3, 3, generator=g))
     ops = [n.op for n in im.graph.nodes]
     assert ops.count("matmul") == 1 and ops.count("slice") == 9
+
+
+def test_complex_outputs_are_reported_unsupported():
+    """bringup's NumPy conversion crashed on complex outputs and conjugate-bit tensors."""
+    from hal.errors import UnsupportedError
+    from hal.frontends.bringup import load_subject
+
+    with pytest.raises(UnsupportedError, match="complex"):
+        load_subject("tests/test_frontend_torch_families.py:_complex_model")
+
+
+def _complex_model():
+    return Fn(lambda x: torch.view_as_complex(x).conj()), (torch.randn(3, 2),)
 
 
 def test_transposed_conv_is_reported():

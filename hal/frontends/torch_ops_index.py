@@ -260,13 +260,14 @@ def _scatter_reduce(cx: TorchContext, x: Value, dim: int, index: Value, src: Val
 
 
 def _index_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Value,
-               mode: str) -> Value:
+               mode: str, include_self: bool = True) -> Value:
     """index_copy / index_add: slices src[..., j, ...] go to x[..., index[j], ...]."""
     dt = cx.out_dtype()
     x = cx.cast(x, dt)
     if x.rank == 0:
         return cx.reshape(_index_dim(cx, cx.reshape(x, (1,)), 0, index,
-                                     cx.reshape(cx.cast(src, dt), (1,)), mode), ())
+                                     cx.reshape(cx.cast(src, dt), (1,)), mode,
+                                     include_self), ())
     dim %= x.rank
     index = cx.reshape(index, (math.prod(index.shape),))
     src = cx.cast(src, dt)
@@ -275,7 +276,13 @@ def _index_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Value,
     xt, perm = _move_last(cx, x, dim)
     st, _ = _move_last(cx, src, dim)
     it = cx.bcast(index, tuple(st.shape))
-    return _restore(cx, scatter_last(cx, xt, it, st, mode), perm)
+    return _restore(cx, scatter_last(cx, xt, it, st, mode, include_self), perm)
+
+
+@converts("aten.index_reduce")
+def _index_reduce(cx: TorchContext, x: Value, dim: int, index: Value, src: Value, reduce: str,
+                  *, include_self: bool = True) -> Value:
+    return _index_dim(cx, x, dim, index, src, reduce, include_self)
 
 
 @converts("aten.index_copy")
