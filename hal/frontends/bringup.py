@@ -324,6 +324,11 @@ def _np(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu()
+    if t.is_complex() or t.is_conj() or t.is_neg():
+        raise UnsupportedError(f"a {t.dtype} tensor (an input or output of the model): hal has "
+                               "no complex dtypes",
+                               hint="return torch.view_as_real(x) or the real and imaginary "
+                                    "parts separately")
     if t.dtype == torch.bfloat16:
         import ml_dtypes
 

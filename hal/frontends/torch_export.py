@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from hal.errors import HalError
+from hal.errors import HalError, UnsupportedError
 from hal.frontends import (  # noqa: F401 - register converters
     torch_ops,
     torch_ops_index,
@@ -49,8 +49,11 @@ def import_exported_program(ep: Any, name: str | None = None, *,
         elif spec.kind == InputKind.CONSTANT_TENSOR:
             constants[arg] = ep.constants[spec.target]
         else:
-            raise HalError(f"exported program input {arg} has kind {spec.kind.name}",
-                           hint="export the model in eval mode without token inputs")
+            # a TOKEN threads side effects (with_effects ops such as linalg error checks)
+            raise UnsupportedError(f"exported program input {arg} has kind {spec.kind.name}: "
+                                   "the program has side-effecting ops",
+                                   hint="export the model in eval mode without ops that "
+                                        "raise or print at run time")
     names = {s.arg.name for s in sig.output_specs if s.kind == OutputKind.USER_OUTPUT}
     out_node = next(n for n in ep.graph.nodes if n.op == "output")
     outputs = [a for a in out_node.args[0] if getattr(a, "name", None) in names]

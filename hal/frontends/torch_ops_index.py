@@ -223,11 +223,13 @@ def _scatter_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Any, m
         src = cx.cast(src, dt)
     else:
         src = cx.scalar(src, dt, index.shape)
-    # pad index (with -1: matches nothing) and src to x's shape outside the scatter axis
+    # pad index (with n: out of range, matches nothing) and src to x's shape outside the
+    # scatter axis
     low = (0,) * x.rank
     high = tuple(0 if ax == dim else x.shape[ax] - index.shape[ax] for ax in range(x.rank))
     if any(high):
-        index = cx.op("pad", cx.cast(index, i64), low=low, high=high, value=-1.0)
+        index = cx.op("pad", cx.cast(index, i64), low=low, high=high,
+                      value=float(x.shape[dim]))
         src = cx.op("pad", src, low=low, high=high, value=0.0)
     xt, perm = _move_last(cx, x, dim)
     it, _ = _move_last(cx, index, dim)
@@ -258,13 +260,14 @@ def _scatter_reduce(cx: TorchContext, x: Value, dim: int, index: Value, src: Val
 
 
 def _index_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Value,
-               mode: str) -> Value:
+               mode: str, include_self: bool = True) -> Value:
     """index_copy / index_add: slices src[..., j, ...] go to x[..., index[j], ...]."""
     dt = cx.out_dtype()
     x = cx.cast(x, dt)
     if x.rank == 0:
         return cx.reshape(_index_dim(cx, cx.reshape(x, (1,)), 0, index,
-                                     cx.reshape(cx.cast(src, dt), (1,)), mode), ())
+                                     cx.reshape(cx.cast(src, dt), (1,)), mode,
+                                     include_self), ())
     dim %= x.rank
     index = cx.reshape(index, (math.prod(index.shape),))
     src = cx.cast(src, dt)
@@ -273,7 +276,13 @@ def _index_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Value,
     xt, perm = _move_last(cx, x, dim)
     st, _ = _move_last(cx, src, dim)
     it = cx.bcast(index, tuple(st.shape))
-    return _restore(cx, scatter_last(cx, xt, it, st, mode), perm)
+    return _restore(cx, scatter_last(cx, xt, it, st, mode, include_self), perm)
+
+
+@converts("aten.index_reduce")
+def _index_reduce(cx: TorchContext, x: Value, dim: int, index: Value, src: Value, reduce: str,
+                  *, include_self: bool = True) -> Value:
+    return _index_dim(cx, x, dim, index, src, reduce, include_self)
 
 
 @converts("aten.index_copy")
