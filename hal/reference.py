@@ -96,7 +96,14 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
     declared: dict[str, np.ndarray] = {}
     wide: dict[str, np.ndarray] = {}
 
-    def store(v: Value, a: np.ndarray) -> None:
+    def store(v: Value, a: np.ndarray, fresh: bool = False) -> None:
+        if (fresh and keep is not None and v.name not in keep and v.dtype.name == "f32"
+                and a.dtype == np.float64 and a.flags.owndata and a.flags.writeable):
+            # round an op's own new float64 result to f32 in place: no f32 and f64 copies
+            # of a (possibly attention-score-sized) tensor beside it
+            a[...] = a.astype(np.float32)
+            wide[v.name] = a
+            return
         d = cast(a, v.dtype)
         wide[v.name] = widen(d, v.dtype)
         if keep is None or v.name in keep:
@@ -130,7 +137,8 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
         try:
             attrs = opdef.check_attrs(n.attrs)
             with np.errstate(all="ignore"):
-                results = opdef.reference([wide[v.name] for v in n.inputs], attrs)
+                args = [wide[v.name] for v in n.inputs]
+                results = opdef.reference(args, attrs)
         except ShapeError as e:
             raise HalError(f"{where}: {e.message}", hint=e.hint) from None
         if len(results) != len(n.outputs):
@@ -145,7 +153,8 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             for d, got in zip(want.shape, r.shape, strict=False):
                 if isinstance(d, str):
                     dims.setdefault(d, got)
-            store(out, r)
+            store(out, r, fresh=all(r is not x and not np.may_share_memory(r, x)
+                                    for x in args))
         if keep is not None:
             for v in n.inputs:
                 if last_use.get(v.name) == i and v.name not in keep:

@@ -129,3 +129,4 @@ def test_out_of_bounds_operand_in_contraction_is_caught() -> None:
         simulate(_rebuilt(kern), _args(kern), SPEC, exact_rounding=True)
     assert e2.value.kind == "out_of_bounds"
     assert (e.value.block, e.value.thread) == (e2.value.block, e2.value.thread)
+    simulate(_rebuilt(kern), _args(kern), SPEC, check=False)   # unchecked: clipped, no crash

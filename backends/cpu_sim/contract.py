@@ -47,6 +47,7 @@ class Reduction:
         self.W, self.ks, self.m = W, ks, m
         self.n_active = W.L if m is None else int(np.count_nonzero(m))
         self.ops: list[_Op] = []
+        self.stray = False   # an unchecked (check=False) access outside its buffer: clip
 
     # ------------------------------------------------------------------ operands
     def operand(self, space: str, slot: int, rest: Any, coef: int, conv: Any, site: int,
@@ -75,6 +76,7 @@ class Reduction:
             k, lane, value = self._first_bad(rest, row, lambda v: (v < 0) | (v >= size))
             if W.check:
                 W.fail_oob(site, lane, name, "global" if space == "g" else "shared", value, size)
+            self.stray = True
         count = self.n_active * ks.size
         if space == "g":
             W.gr += count * itemsize
@@ -110,7 +112,7 @@ class Reduction:
         W = self.W
         if self.n_active == 0:
             return [np.zeros(W.L) for _ in pairs]
-        sums = self._by_blocks(pairs) if self.m is None else None
+        sums = self._by_blocks(pairs) if self.m is None and not self.stray else None
         if sums is None:
             sums = self._by_lanes(pairs)
         return sums
