@@ -97,3 +97,21 @@ def test_planted_wrong_value_fault_is_caught_on_simulated_blocks() -> None:
     assert not res.report["ok"]
     bad = [k for k, r in res.report["sampled"].items() if r.get("ok") is False]
     assert bad, res.report["sampled"]
+
+
+def test_cli_run_sample_flag_reports_sampled_kernels() -> None:
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from hal.cli.main import main
+
+    mlp = Path(__file__).resolve().parent.parent / "examples" / "mlp.hal"
+    res = CliRunner().invoke(main, ["run", str(mlp), "--backend", "cpu_sim", "--device",
+                                    "h100-sxm", "--sample", "0.5", "--sample-seed", "2",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    js = json.loads(res.output)
+    assert js["report"]["sampled"] and js["report"]["ok"]
+    assert all("sample" in s for s in js["stats"])

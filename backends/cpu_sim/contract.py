@@ -167,8 +167,9 @@ class Reduction:
         rb = sum(groups[i][2] for i in ys)
         if W.B * ra * rb > WASTE_LIMIT * len(pairs) * W.L:
             return None
-        a, offa = self._panel(xs, groups, "a")
-        b, offb = self._panel(ys, groups, "b")
+        a, offa, a_seen = self._panel(xs, groups, "a")
+        b, offb, b_seen = self._panel(ys, groups, "b")
+        seen = (set(xs) if a_seen else set()) | (set(ys) if b_seen else set())
         prod = np.matmul(a, b).reshape(-1)                                  # [B * ra * rb]
         out = []
         for p, q in pairs:
@@ -182,7 +183,8 @@ class Reduction:
             out.append(prod[hit[2]])
         for i in set(xs) | set(ys):
             op = self.ops[i]
-            if op.space == "s" and W.check:
+            # the same words read by the same groups since the last barrier: recorded once
+            if op.space == "s" and W.check and i not in seen:
                 _, rep, n, size = groups[i]
                 reps = rep.reshape(-1)
                 words = op.base[reps][None, :] + op.row[:, None]
@@ -190,11 +192,13 @@ class Reduction:
                 W.record_reads(op.slot, words, readers)
         return out
 
-    def _panel(self, ids: list[int], groups: dict, role: str) -> tuple[np.ndarray, dict[int, int]]:
+    def _panel(self, ids: list[int], groups: dict, role: str
+               ) -> tuple[np.ndarray, dict[int, int], bool]:
         """The distinct rows of the operands `ids`, float64, contiguous: [B, rows, K] for
         role "a", [B, K, rows] for role "b" (NumPy hands contiguous stacks to BLAS).
         Reused while the memory, the rows and the iterations are the same (attention
-        reads one Q tile against every K sub-tile)."""
+        reads one Q tile against every K sub-tile). The flag says the same panel was
+        used since the last barrier, so its reads are already recorded."""
         W = self.W
         version = tuple((self.ops[i].space, self.ops[i].slot,
                          (W.g_version if self.ops[i].space == "g" else W.sh_version)[self.ops[i].slot])
@@ -203,7 +207,9 @@ class Reduction:
         if hit is not None and hit[0] == version and all(
                 np.array_equal(self.ops[i].row, r) and np.array_equal(self.ops[i].base, b)
                 for i, r, b in zip(ids, hit[1], hit[2], strict=True)):
-            return hit[3], hit[4]
+            same_epoch = hit[5] == W.epoch
+            W.panels[role] = (*hit[:5], W.epoch)
+            return hit[3], hit[4], same_epoch
         parts, offs, off = [], {}, 0
         for i in ids:
             op, (_, rep, n, _) = self.ops[i], groups[i]
@@ -217,8 +223,8 @@ class Reduction:
             off += n
         panel = np.concatenate(parts, axis=1 if role == "a" else 2) if len(parts) > 1 else parts[0]
         W.panels[role] = (version, [self.ops[i].row for i in ids],
-                          [self.ops[i].base for i in ids], panel, offs)
-        return panel, offs
+                          [self.ops[i].base for i in ids], panel, offs, W.epoch)
+        return panel, offs, False
 
     def _by_lanes(self, pairs: list[tuple[int, int]]) -> list[np.ndarray]:
         W, m = self.W, self.m

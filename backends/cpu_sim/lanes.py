@@ -101,6 +101,7 @@ class Wave:
         self.sh_dirty = [False] * len(shared)   # some word written since the last barrier
         self.sh_read = [False] * len(shared)    # some word read since the last barrier
         self.sh_pending = [0] * len(shared)     # words in sh_reads (folded past a limit)
+        self.epoch = 0                          # barriers executed by this wave
         self.loc_buf = locals_
         # one entry per element: a lane array or a scalar (registers; never mutated in place)
         self.loc: list[list[Any]] = [[rep_dtype(s.dtype).type(0)] * s.size for s in locals_]
@@ -552,6 +553,7 @@ class Wave:
                            hint="move the Barrier out of the thread-dependent branch")
             reached = per == self.T
             self.barriers += int(np.count_nonzero(reached))
+        self.epoch += 1   # contract.Reduction records a repeated read once per epoch
         if self.check:
             for j, sb in enumerate(self.sh_buf):
                 if reached is None:
