@@ -207,3 +207,18 @@ def test_transposed_conv_is_reported():
     args = (IMG, torch.randn(4, 2, 3, 3, generator=g))
     with pytest.raises(UnsupportedError, match="transposed convolution"):
         import_exported_program(torch.export.export(m, args), "case")
+
+
+def test_resnet_style_example_brings_up():
+    """The CNN example: conv + batch norm + pooling import, plan to matmul kernels (conv as
+    implicit GEMM, batch norm fused) and match eager torch on the reference."""
+    from hal.devices.loader import load_spec
+    from hal.frontends.bringup import load_subject
+    from hal.fusion import plan
+
+    s = load_subject("examples/models/resnet_style.py:make")
+    assert s.model is not None and not s.unsupported
+    kinds = [g["kind"] for g in plan(s.model.graph, load_spec("h100-sxm")).to_dict()["groups"]]
+    assert kinds.count("matmul") == 7          # six convolutions and the head
+    out = s.model.run(s.inputs, backend="reference")[0]
+    np.testing.assert_allclose(out, s.expected[0], rtol=1e-4, atol=1e-5)
