@@ -81,13 +81,12 @@ def load_subject(model: str, dtype: str = "f32") -> Subject:
             raise HalError(f"{model}: a .pt2 fixes its dtypes when it is exported",
                            hint="export the model in bf16 (model.to(torch.bfloat16)) and save "
                                 "that, or pass module:function")
-        ep = torch.export.load(model)
-        args = ep.example_inputs[0] if getattr(ep, "example_inputs", None) else None
-        if args is None:
-            raise HalError(f"{model}: the program holds no example inputs",
-                           hint="export with example inputs (torch.export.export(m, args))")
+        from hal.frontends.torch_export import example_inputs, load_program
+
+        ep = load_program(model)
+        args, kwargs = example_inputs(ep, model)
         return _torch_subject(os.path.splitext(os.path.basename(model))[0], ep.module(),
-                              tuple(args), dtype, ep=ep)
+                              args, dtype, ep=ep, kwargs=kwargs)
     made = _load_callable(model)()
     if not (isinstance(made, tuple) and len(made) == 2):
         raise HalError(f"{model} must return (model, example_inputs), got {type(made).__name__}")
@@ -116,8 +115,10 @@ def _hal_subject(path: str) -> Subject:
                    [out[n] for n in im.output_names])
 
 
-def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = None) -> Subject:
+def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = None,
+                   kwargs: dict | None = None) -> Subject:
     import torch
+    import torch.utils._pytree as pytree
 
     from hal.frontends.torch_convert import TORCH_CONVERTERS, target_key, unsupported_nodes
     from hal.frontends.torch_export import import_exported_program
@@ -128,13 +129,17 @@ def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = No
         args = tuple(a.to(torch.bfloat16) if a.is_floating_point() else a for a in args)
     if isinstance(module, torch.nn.Module) and type(module).__name__ != "GraphModule":
         module = module.eval()
+    kwargs = kwargs or {}
     with torch.no_grad():
-        expected = module(*args)
-    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
-    ep = (ep if ep is not None else torch.export.export(module, args)).run_decompositions()
+        expected = module(*args, **kwargs)
+    # outputs may be any registered pytree (a dataclass of tensors): its tensor leaves
+    expected = [t for t in pytree.tree_leaves(expected) if isinstance(t, torch.Tensor)]
+    ep = (ep if ep is not None else torch.export.export(module, args, kwargs=kwargs)
+          ).run_decompositions()
     ops = collections.Counter(target_key(n.target) for n in ep.graph.nodes
                               if n.op == "call_function")
-    inputs = [_np(a) for a in args]
+    # graph inputs are the tensor leaves of (args, kwargs); other leaves are baked in
+    inputs = [_np(a) for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
     subject = Subject(name, "torch", None, inputs, [_np(e) for e in expected], dict(ops))
     subject.unsupported = unsupported_nodes(ep.graph_module)
     try:
