@@ -207,3 +207,85 @@ def test_transposed_conv_is_reported():
     args = (IMG, torch.randn(4, 2, 3, 3, generator=g))
     with pytest.raises(UnsupportedError, match="transposed convolution"):
         import_exported_program(torch.export.export(m, args), "case")
+
+
+def test_resnet_style_example_brings_up():
+    """The CNN example: conv + batch norm + pooling import, plan to matmul kernels (conv as
+    implicit GEMM, batch norm fused) and match eager torch on the reference."""
+    from hal.devices.loader import load_spec
+    from hal.frontends.bringup import load_subject
+    from hal.fusion import plan
+
+    s = load_subject("examples/models/resnet_style.py:make")
+    assert s.model is not None and not s.unsupported
+    kinds = [g["kind"] for g in plan(s.model.graph, load_spec("h100-sxm")).to_dict()["groups"]]
+    assert kinds.count("matmul") == 7          # six convolutions and the head
+    out = s.model.run(s.inputs, backend="reference")[0]
+    np.testing.assert_allclose(out, s.expected[0], rtol=1e-4, atol=1e-5)
+
+
+_PT2_PKG = '''
+from dataclasses import dataclass
+import torch
+
+@dataclass
+class Out:
+    logits: torch.Tensor
+    extra: torch.Tensor
+
+torch.utils._pytree.register_dataclass(Out, serialized_type_name="{pkg}.outputs.Out")
+'''
+
+_PT2_MAKE = '''
+import sys, torch
+sys.path.insert(0, {root!r})
+from {pkg}.outputs import Out
+
+class M(torch.nn.Module):
+    def forward(self, ids, scale=None, use_cache=True):
+        y = ids.float() * 2
+        return Out(y * scale, y + 1)
+
+ep = torch.export.export(M(), (torch.arange(6).reshape(2, 3),),
+                         kwargs={{"scale": torch.tensor(3.0), "use_cache": False}})
+torch.export.save(ep, {out!r})
+'''
+
+
+def _save_pt2(tmp_path, pkg):
+    import subprocess
+    import sys
+
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / pkg / "outputs.py").write_text(_PT2_PKG.format(pkg=pkg))
+    out = str(tmp_path / "m.pt2")
+    subprocess.run([sys.executable, "-c", _PT2_MAKE.format(root=str(tmp_path), pkg=pkg, out=out)],
+                   check=True, capture_output=True)
+    return out
+
+
+def test_pt2_with_output_class_and_kwargs(tmp_path, monkeypatch):
+    """A .pt2 whose output class lives in an importable (not yet imported) module and whose
+    program takes keyword inputs: the module is imported, (args, kwargs) are used."""
+    from hal.frontends.bringup import bringup, load_subject
+    from hal.frontends.torch_export import pytree_types
+
+    path = _save_pt2(tmp_path, "hal_t17_pkg_a")
+    assert "hal_t17_pkg_a.outputs.Out" in pytree_types(path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    s = load_subject(path)
+    assert s.model is not None and len(s.inputs) == 2           # ids and scale; use_cache baked
+    from hal.devices.loader import load_spec
+
+    rep = bringup(s, "reference", load_spec("h100-sxm"))
+    assert rep["ok"] and len(rep["parity"]) == 2
+
+
+def test_pt2_unregistered_class_names_it(tmp_path):
+    from hal.errors import HalError
+    from hal.frontends.bringup import load_subject
+
+    path = _save_pt2(tmp_path, "hal_t17_pkg_b")   # the package is not on sys.path here
+    with pytest.raises(HalError, match=r"hal_t17_pkg_b\.outputs\.Out.*not registered"):
+        load_subject(path)
