@@ -149,11 +149,12 @@ def structural_veto(nodes: list[Node]) -> str | None:
     contractions = [n for n, c in zip(nodes, cats, strict=True) if c is Category.CONTRACTION]
     reductions = [n for n, c in zip(nodes, cats, strict=True) if c is Category.REDUCTION]
     if len(contractions) > 1:
-        from hal.lowering.matmul import sibling_contractions
+        from hal.lowering import kind_rule
+        from hal.lowering.plan import GroupKind
 
-        siblings = sibling_contractions(nodes)
-        if isinstance(siblings, str):
-            return f"one contraction per kernel unless siblings share A ({siblings})"
+        why = kind_rule(GroupKind.MATMUL).can_fuse(nodes)   # siblings must share A
+        if why:
+            return why
         from hal.lowering.matmul import sibling_segments
 
         segments = sibling_segments(nodes)  # different shapes: one grid segment each

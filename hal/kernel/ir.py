@@ -22,11 +22,22 @@ warp/wave matrix instruction on per-thread fragment arrays, which are LocalBuffe
 move; `asynchronous=True` is cp.async global -> shared), `CpAsyncCommit` and
 `CpAsyncWait` (commit/wait groups of a multi-stage pipeline). A SharedBuffer's
 `stages` says how many pipeline stages it holds (equal slices), for messages and stats.
+
+Traversal is defined once, here: `children(e)`, `stmt_exprs(s)`, `stmt_bodies(s)`,
+`walk_expr`, `walk_stmts` read the field tables EXPR_CHILDREN / STMT_EXPRS /
+STMT_BODIES; the verifier and cpu_sim's code generator and analyses walk through
+them. Adding a node is a change in these places:
+  1. this module: the dataclass and its entry in EXPR_CHILDREN or STMT_EXPRS /
+     STMT_BODIES (every walk then reaches its children);
+  2. what it means: cpu_sim's code generator (`_Translator`, backends/cpu_sim/codegen.py;
+     plus `_Uniformity` when it reads lanes or memory, like Load and Shuffle);
+  3. how it is spelled: the C-style renderer (hal/render/cstyle.py) and the text
+     printer (hal/kernel/printer.py), and a verifier rule only if it has typing rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,6 +327,53 @@ class CpAsyncWait(Stmt):
     (cp.async.wait_group); other threads' copies need a Barrier after it to be seen."""
 
     pending: int
+
+# --------------------------------------------------------------------------- traversal
+# The one description of the tree's shape: which fields of a node hold sub-expressions,
+# and which hold nested statement lists. Every walk (verifier, cpu_sim's code generator,
+# its uniformity/dataflow analyses and flop counts) goes through these.
+
+EXPR_CHILDREN: dict[type, tuple[str, ...]] = {
+    Unary: ("x",), Cast: ("x",), Binary: ("a", "b"), Select: ("pred", "on_true", "on_false"),
+    Load: ("index", "mask", "other"), Shuffle: ("x", "offset"),
+}
+STMT_EXPRS: dict[type, tuple[str, ...]] = {
+    Declare: ("init",), Assign: ("value",), Store: ("index", "value", "mask"),
+    AtomicAdd: ("index", "value", "mask"), If: ("cond",), For: ("start", "stop", "step"),
+    LdMatrix: ("addr",), VecCopy: ("dst_index", "src_index", "mask"),
+    Mma: (), CpAsyncCommit: (), CpAsyncWait: (),
+}
+STMT_BODIES: dict[type, tuple[str, ...]] = {If: ("then", "orelse"), For: ("body",)}
+
+
+def children(e: Expr) -> list[Expr]:
+    """The direct sub-expressions of `e` (none for leaves: Const, Var, Param, Special)."""
+    return [c for f in EXPR_CHILDREN.get(type(e), ()) if (c := getattr(e, f)) is not None]
+
+
+def stmt_exprs(s: Stmt) -> list[Expr]:
+    """The expressions a statement evaluates itself (not those of nested bodies)."""
+    return [x for f in STMT_EXPRS.get(type(s), ()) if (x := getattr(s, f)) is not None]
+
+
+def stmt_bodies(s: Stmt) -> list[list[Stmt]]:
+    """The statement lists nested in `s` (If: then, orelse; For: body)."""
+    return [getattr(s, f) for f in STMT_BODIES.get(type(s), ())]
+
+
+def walk_expr(e: Expr) -> Iterator[Expr]:
+    """`e` and every sub-expression, pre-order."""
+    yield e
+    for c in children(e):
+        yield from walk_expr(c)
+
+
+def walk_stmts(body: list[Stmt]) -> Iterator[Stmt]:
+    """Every statement of `body` and of the bodies nested in it, in program order."""
+    for s in body:
+        yield s
+        for b in stmt_bodies(s):
+            yield from walk_stmts(b)
 
 
 # --------------------------------------------------------------------------- kernel
