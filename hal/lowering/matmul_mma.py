@@ -86,6 +86,10 @@ def mma_choice(dots: list[Node], spec: DeviceSpec, reserve: int = 0,
     instr = spec.matrix_instruction(a.dtype.name, b.dtype.name, acc.name)
     if instr is None or any(d.inputs[1].dtype != a.dtype for d in dots):
         return None
+    if get_layout(instr.layout).lanes != spec.warp_size:
+        # the instruction is issued by a warp of its own width (a spec variant with another
+        # warp size cannot issue it): the SIMT kernel
+        return None
     lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
     m = math.prod(a.shape[i] for i in lf)
     k = math.prod(a.shape[i] for i in lc)
