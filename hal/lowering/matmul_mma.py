@@ -131,6 +131,45 @@ def _direct(v: Value, producers: dict, batch, outer, inner, vec: int,
     return _Access(src, (tuple(batch), tuple(outer), tuple(inner)), inner_is_k)
 
 
+def a_access(dot: Node, producers: dict, vec: int) -> _Access:
+    """How A reaches its shared tile (vector copies or element by element)."""
+    from hal.lowering.matmul import contraction_dims
+
+    lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
+    return _direct(dot.inputs[0], producers, lb, lf, lc, vec, True) or _Access(None)
+
+
+def b_accesses(dots: list[Node], producers: dict, vec: int) -> tuple[list[_Access], bool]:
+    """How each B of a segment reaches its tile, and whether the segment's B tiles are laid
+    out [BN][BK] (every B k-contiguous) rather than [BK][BN]."""
+    from hal.lowering.matmul import contraction_dims
+
+    _lb, rb, _lc, rc, _lf, rf = contraction_dims(dots[0])
+    accs = [_direct(d.inputs[1], producers, rb, rf, rc, vec, True)
+            or _direct(d.inputs[1], producers, rb, rc, rf, vec, False) or _Access(None)
+            for d in dots]
+    n_major = all(x.source is not None and x.inner_is_k for x in accs)
+    return [x if x.inner_is_k == n_major else _Access(None) for x in accs], n_major
+
+
+def pipeline_stages(group, segments: list[list[Node]], tiles: MmaTiles,
+                    spec: DeviceSpec) -> int:
+    """Shared-memory stages of the matrix-unit kernel: the tiles' multi-stage cp.async ring
+    when the spec has async copies and every operand reaches its tile by vector copies,
+    else 1 (one stage plus a register prefetch). The planner records it; the emitter
+    builds it."""
+    producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
+    if "async_copy" not in spec.capabilities or tiles.stages <= 1:
+        return 1
+    if a_access(segments[0][0], producers, tiles.vec).source is None:
+        return 1
+    for dots in segments:
+        accs, _n_major = b_accesses(dots, producers, tiles.vec)
+        if any(x.source is None for x in accs):
+            return 1
+    return tiles.stages
+
+
 def _lane_expr(ctx: KernelContext, lane: Expr, terms: Terms) -> Expr:
     out: Expr = ctx.c(0)
     for coef, div, mod in terms:
@@ -162,12 +201,11 @@ class _MmaEmitter:
         self.m, self.k = math.prod(self.ms), math.prod(self.ks)
         self.nb = math.prod(self.bs)
         producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
-        self.acc_a = _direct(a, producers, lb, lf, lc, t.vec, True) or _Access(None)
+        self.acc_a = a_access(dot, producers, t.vec)
         self.segments = [self._segment(dots, outs, producers) for dots, outs in segments]
-        self.asynchronous = "async_copy" in spec.capabilities and t.stages > 1 and \
-            self.acc_a.source is not None and all(
-                x.source is not None for sg in self.segments for x in sg["acc_bs"])
-        self.stages = t.stages if self.asynchronous else 1
+        # the plan's pipeline (planners_tiled.plan_matmul asked pipeline_stages, below)
+        self.stages = plan.stages
+        self.asynchronous = self.stages > 1
         self.lda = t.bk + t.pad
         self.frag_lda = self.lda - t.pad if self.fault("wrong_swizzle") else self.lda
 
@@ -176,19 +214,12 @@ class _MmaEmitter:
         B operands and how they reach their tiles."""
         from hal.lowering.matmul import contraction_dims
 
-        t = self.t
         dims = contraction_dims(dots[0])
-        _lb, rb, _lc, rc, _lf, rf = dims
-        b_vals = [d.inputs[1] for d in dots]
-        accs = [_direct(bv, producers, rb, rf, rc, t.vec, True)
-                or _direct(bv, producers, rb, rc, rf, t.vec, False) or _Access(None)
-                for bv in b_vals]
-        # one shared layout for the segment's B tiles: [BN][BK] when every B is k-contiguous
-        n_major = all(x.source is not None and x.inner_is_k for x in accs)
+        _lb, _rb, _lc, _rc, _lf, rf = dims
+        acc_bs, n_major = b_accesses(dots, producers, self.t.vec)
         ns = [dots[0].inputs[1].shape[j] for j in rf]
-        return {"dots": dots, "outputs": outputs, "b_vals": b_vals, "dims": dims, "ns": ns,
-                "acc_bs": [x if x.inner_is_k == n_major else _Access(None) for x in accs],
-                "b_n_major": n_major}
+        return {"dots": dots, "outputs": outputs, "b_vals": [d.inputs[1] for d in dots],
+                "dims": dims, "ns": ns, "acc_bs": acc_bs, "b_n_major": n_major}
 
     def _use(self, sg: dict) -> None:
         """Make segment `sg` the one the emitting methods below work on."""

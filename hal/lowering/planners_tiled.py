@@ -50,7 +50,7 @@ from hal.ops.contraction import accumulation_dtype, contraction_dims, contractio
 def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     """Tiles, grid and loads of a matmul group (hal.lowering.matmul emits it)."""
     from hal.lowering.matmul import fused_reserve, one_tile_grid
-    from hal.lowering.matmul_mma import mma_choice
+    from hal.lowering.matmul_mma import mma_choice, pipeline_stages
     from hal.lowering.mma_tiles import mma_in_flight, mma_registers
     from hal.lowering.tiling import (
         MatmulTiles,
@@ -135,7 +135,8 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     math_inst = MathInstruction(MathKind.SIMT_FMA, acc.name)   # FMAs in the accumulator dtype
     threads = 0
     if choice is not None:
-        strategy, stages, threads = "mma", choice.tiles.stages, choice.tiles.threads
+        strategy, threads = "mma", choice.tiles.threads
+        stages = pipeline_stages(group, [ds for ds, _n in segs], choice.tiles, spec)
         tiles = tuple(choice.tiles.as_dict().items())
         math_inst = MathInstruction(MathKind.MATRIX, a.dtype.name, choice.instruction.name)
         registers = mma_registers(choice.tiles) + reserve
