@@ -4,18 +4,23 @@
 flushed line per case) and rewrites `<report>` every `every` cases (at
 most once per `min_interval` seconds) and at the end through a temporary file and os.replace, so a report already written
 survives a crash or an interrupt of a later case. The JSON report is
-{"meta": {...}, "summary": {...}, "results": [...]}.
+{"meta": {...}, "summary": {...}, "results": [...]}. `finalize` holds a second Ctrl-C
+off until the report is written; `load_report` reads an earlier run back for
+`hal conformance --resume`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,60 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def shielded_from_interrupt() -> Iterator[None]:
+    """Hold SIGINT off while a report is finalized (a second Ctrl-C must not leave the
+    report older than the results already received); delivered afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda sig, frame: pending.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending and callable(old):
+        old(signal.SIGINT, None)
+
+
+def load_report(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(meta, results) of an earlier run: its JSON report united with its .jsonl sidecar,
+    which holds every case as it arrived (a killed run's JSON may be older). Later records
+    of an id win. Raises HalError naming the file when neither can be read."""
+    from hal.errors import HalError
+
+    path = Path(path)
+    meta: dict[str, Any] = {}
+    by_id: dict[str, dict[str, Any]] = {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise ValueError("not a hal conformance report (no 'results' list)")
+        meta = dict(doc.get("meta") or {})
+        for r in doc["results"]:
+            if isinstance(r, dict) and isinstance(r.get("id"), str) and "verdict" in r:
+                by_id[r["id"]] = r
+    except FileNotFoundError:
+        raise HalError(f"{path}: no such report", hint="pass the --report file of the run "
+                       "to resume") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HalError(f"{path}: unreadable report ({e})",
+                       hint="resume from an intact report (the .jsonl sidecar beside it "
+                            "also works if you rename it)") from None
+    sidecar = path.with_name(path.name + "l") if path.suffix == ".json" \
+        else Path(str(path) + ".jsonl")
+    if sidecar.exists():
+        for line in sidecar.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            if isinstance(r, dict) and isinstance(r.get("id"), str) and "verdict" in r:
+                by_id[r["id"]] = r
+    return meta, list(by_id.values())
 
 
 def summarize(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -68,7 +127,8 @@ class ReportWriter:
     def __init__(self, json_path: str | os.PathLike | None = None,
                  junit_path: str | os.PathLike | None = None,
                  meta: Mapping[str, Any] | None = None, every: int = 50,
-                 min_interval: float = 5.0):
+                 min_interval: float = 5.0,
+                 previous: Iterable[Mapping[str, Any]] = ()):
         self.json_path = Path(json_path) if json_path else None
         self.junit_path = Path(junit_path) if junit_path else None
         self.meta = dict(meta or {})
@@ -80,6 +140,8 @@ class ReportWriter:
         if self.json_path:
             self.json_path.parent.mkdir(parents=True, exist_ok=True)
             self._sidecar = open(self.sidecar_path, "w", encoding="utf-8")  # noqa: SIM115
+        for r in previous:  # a resumed run keeps what the earlier one received
+            self.add(r)
 
     @property
     def sidecar_path(self) -> Path:
@@ -107,12 +169,13 @@ class ReportWriter:
             self._last_write = time.monotonic()
 
     def finalize(self, complete: bool = True) -> dict[str, Any]:
-        self.write_json(final=complete)
-        if self.junit_path:
-            atomic_write(self.junit_path, junit_xml(self.results, self.meta))
-        if self._sidecar is not None:
-            self._sidecar.close()
-            self._sidecar = None
+        with shielded_from_interrupt():
+            self.write_json(final=complete)
+            if self.junit_path:
+                atomic_write(self.junit_path, junit_xml(self.results, self.meta))
+            if self._sidecar is not None:
+                self._sidecar.close()
+                self._sidecar = None
         return summarize(self.results)
 
 

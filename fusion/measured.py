@@ -23,7 +23,8 @@ plan(..., measure=...):
 * None or "off": never.
 Measurements are memoised per group structure and spec in the process and cached on
 disk by translation unit (hal.render.toolchain.CompileCache), so repeated plans of the
-same model cost no compile. A compiler failure never breaks planning: the plan is kept
+same model cost no compile; a cached entry is validated (`records_from_json`) and a
+corrupt one is reported by name once and replaced. A compiler failure never breaks planning: the plan is kept
 and `plan.measured` says why it was not measured.
 """
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import HalError, UnsupportedError
@@ -116,9 +117,9 @@ def measure_groups(groups: Sequence[FusedGroup], spec: DeviceSpec,
     source = COMPILERS[compiler].render(renamed, spec)
     cache = CompileCache(namespace="measured")
     ckey = cache.key("measured", compiler, spec.arch, source)
-    hit = cache.get(ckey)
+    hit = cache.get(ckey, validate=records_from_json)
     if hit is not None:
-        records = [ResourceRecord(**r) for r in json.loads(hit)]
+        records = records_from_json(hit)
     else:
         records = check_kernels(renamed, spec, [compiler], name="fusion-measure",
                                 raise_on_limit=False)
@@ -129,6 +130,37 @@ def measure_groups(groups: Sequence[FusedGroup], spec: DeviceSpec,
         recs = [by_kernel[k.name] for k in (next(it) for _ in ks) if k.name in by_kernel]
         _MEMO[key] = recs
         out[g.name] = recs
+    return out
+
+
+def _json_types(annotation: str) -> tuple[type, ...]:
+    """JSON value types a ResourceRecord field of this (string) annotation may hold."""
+    base = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,)}
+    out: tuple[type, ...] = ()
+    for part in str(annotation).split("|"):
+        part = part.strip()
+        out += (type(None),) if part == "None" else (list,) if part.startswith("list") \
+            else base.get(part, (object,))
+    return out
+
+
+_RECORD_TYPES = {f.name: _json_types(f.type) for f in fields(ResourceRecord)}
+
+
+def records_from_json(raw: bytes) -> list[ResourceRecord]:
+    """ResourceRecords from a cached measurement; ValueError/TypeError on any schema breach
+    (the cache then reports the entry by name and replaces it)."""
+    data = json.loads(raw.decode())
+    if not isinstance(data, list):
+        raise TypeError(f"expected a list of records, found {type(data).__name__}")
+    out = []
+    for i, r in enumerate(data):
+        if not isinstance(r, dict) or set(r) != set(_RECORD_TYPES):
+            raise ValueError(f"record {i} does not have the ResourceRecord fields")
+        for name, types in _RECORD_TYPES.items():
+            if not isinstance(r[name], types) or (isinstance(r[name], bool) and bool not in types):
+                raise TypeError(f"record {i} field {name!r}: {type(r[name]).__name__}")
+        out.append(ResourceRecord(**r))
     return out
 
 

@@ -5,7 +5,9 @@
 
 Exit code 0 only when every required case passes (fail, error and an
 unexpected pass of an EXPECTED_FAILURE fail the run); 130 when interrupted,
-after the report written so far is finalized. `--self-test` plants each
+after the report is finalized with every result received. `--resume r.json` runs
+only the cases r.json (and its .jsonl sidecar) lacks and completes it in place.
+A -k pattern that matches no case is an error (a CI typo must not pass). `--self-test` plants each
 lowering fault of hal.lowering.faults and exits non-zero if one escapes.
 """
 
@@ -37,16 +39,38 @@ from hal.errors import HalError
 @click.option("--self-test", "self_test", is_flag=True,
               help="plant known lowering faults and check the suite catches each")
 @click.option("--list", "list_only", is_flag=True, help="list the selected case ids and exit")
-def conformance(backend: str, device: str, pattern: str | None, report: str | None,
-                junit: str | None, seed: int, n_random: int, workers: int,
+@click.option("--resume", "resume", type=click.Path(dir_okay=False), default=None,
+              help="continue an interrupted run: read its --report JSON (and .jsonl) and "
+                   "run only the cases it lacks; the report is completed in place")
+@click.pass_context
+def conformance(ctx: click.Context, backend: str, device: str, pattern: str | None,
+                report: str | None, junit: str | None, seed: int, n_random: int, workers: int,
                 compare_backend: str | None, no_unfused: bool, repro_dir: str, self_test: bool,
-                list_only: bool) -> None:
+                list_only: bool, resume: str | None) -> None:
     """Check a backend's numbers against the float64 reference within the error model."""
     from hal.conformance.cases import select
     from hal.conformance.random_graphs import random_case
     from hal.conformance.runner import SuiteConfig
     from hal.devices.loader import load_spec
 
+    previous: list[dict] = []
+    if resume:
+        from hal.conformance.report import load_report
+
+        meta, previous = load_report(resume)
+        given = {k: v for k, v in dict(backend=backend, device=device, pattern=pattern,
+                                       seed=seed, random=n_random).items()
+                 if ctx.get_parameter_source(k if k != "random" else "n_random")
+                 == click.core.ParameterSource.COMMANDLINE}
+        for key, value in given.items():
+            if key in meta and meta[key] != value:
+                raise HalError(f"--resume {resume}: the report was run with {key}="
+                               f"{meta[key]!r}, not {value!r}",
+                               hint=f"drop the option; --resume reuses the report's {key}")
+        backend, device = meta.get("backend", backend), meta.get("device", device)
+        pattern, seed = meta.get("pattern", pattern), int(meta.get("seed", seed))
+        n_random = int(meta.get("random", n_random))
+        report = report or resume
     spec = load_spec(device)
     cfg = SuiteConfig(backend, device, pattern, seed, max(1, workers), compare_backend,
                       not no_unfused)
@@ -55,12 +79,22 @@ def conformance(backend: str, device: str, pattern: str | None, report: str | No
         _self_test(cfg, out)
         return
     cases = select(pattern) + [random_case(seed, i) for i in range(n_random)]
+    if pattern and not cases:
+        raise HalError(f"-k {pattern!r} matches no conformance case",
+                       hint="`hal conformance --list` shows the case ids; -k takes words "
+                            "of an id (e.g. softmax f16) or a glob (elementwise/add/*)")
     if list_only:
         for c in cases:
             click.echo(c.id)
         return
     _check_backend(backend)
-    _run(cfg, cases, spec.name, report, junit, repro_dir, out)
+    if resume:
+        done = {r["id"] for r in previous}
+        todo = [c for c in cases if c.id not in done]
+        out.print(f"resuming {resume}: {len(done)} cases already recorded, "
+                  f"{len(todo)} to run")
+        cases = todo
+    _run(cfg, cases, spec.name, report, junit, repro_dir, out, n_random, previous)
 
 
 def _check_backend(name: str) -> None:
@@ -72,7 +106,8 @@ def _check_backend(name: str) -> None:
                        hint="run `hal backends`; cpu_sim runs everywhere")
 
 
-def _run(cfg, cases, device_name: str, report, junit, repro_dir: str, out) -> None:
+def _run(cfg, cases, device_name: str, report, junit, repro_dir: str, out, n_random: int = 0,
+         previous: list | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hal.conformance.random_graphs import shrink_failure
@@ -80,8 +115,8 @@ def _run(cfg, cases, device_name: str, report, junit, repro_dir: str, out) -> No
     from hal.conformance.runner import run_suite
 
     meta = {"backend": cfg.backend, "device": cfg.device, "pattern": cfg.pattern,
-            "seed": cfg.seed, "workers": cfg.workers}
-    writer = ReportWriter(report, junit, meta)
+            "seed": cfg.seed, "workers": cfg.workers, "random": n_random}
+    writer = ReportWriter(report, junit, meta, previous=previous or ())
     counts = {"fail": 0}
     progress = Progress(TextColumn("[bold]conformance"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
@@ -119,11 +154,25 @@ def _run(cfg, cases, device_name: str, report, junit, repro_dir: str, out) -> No
 
 
 def _self_test(cfg, out) -> None:
+    from hal.backends_registry import get_backend
     from hal.conformance.selftest import run_selftest, selftest_table
 
+    backend = get_backend(cfg.backend)
+    if hasattr(backend, "render_selftest"):  # runs the rendered text: plant renderer faults
+        results = backend.render_selftest(device=cfg.device)
+        for fault, caught in results.items():
+            out.print(f"{fault}: " + ("caught by " + ", ".join(c for c, _ in caught)
+                                      if caught else "ESCAPED"))
+        escaped = [f for f, caught in results.items() if not caught]
+        if escaped:
+            out.print("renderer faults that escaped: " + ", ".join(escaped))
+            raise click.exceptions.Exit(1)
+        out.print(f"all {len(results)} planted renderer faults caught on {cfg.backend}")
+        return
     if cfg.backend != "cpu_sim":
-        raise HalError("--self-test plants faults in hal's lowering; it runs on cpu_sim",
-                       hint="drop --backend or use --backend cpu_sim")
+        raise HalError("--self-test plants faults in hal's lowering (cpu_sim) or in the "
+                       "rendered text (cuda-host, hip-host)",
+                       hint="use --backend cpu_sim, cuda-host or hip-host")
     base, results = run_selftest(cfg, on_fault=lambda fr: out.print(
         f"{fr.fault}: {'caught by ' + str(len(fr.caught_by)) if fr.caught else 'ESCAPED'}"))
     if base:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +27,9 @@ from typing import Any
 
 import yaml
 
-from hal.devices.spec import DeviceSpec
+from hal.devices.spec import DeviceSpec, MatrixInstruction
 from hal.devices.units import UnitError, parse_quantity
+from hal.devices.yaml_safe import load_yaml
 from hal.dtypes import DTYPES
 from hal.errors import SpecError
 
@@ -61,6 +63,8 @@ def _count(v: Any) -> int:
 def _quantity(dimension: str, integral: bool = False) -> _Parser:
     def parse(v: Any) -> float | int:
         x = parse_quantity(v, dimension)
+        if not math.isfinite(x):  # 1e308 MiB overflows to inf (found by the fuzz campaign)
+            raise UnitError(f"{v!r} is not a finite quantity", hint="give a realistic value")
         if integral:
             if abs(x - round(x)) > 1e-6 * max(1.0, abs(x)):
                 raise UnitError(f"{v!r} is not a whole number of bytes")
@@ -118,6 +122,38 @@ def _strings(v: Any) -> frozenset[str]:
     return frozenset(v)
 
 
+def _matrix_instructions(v: Any) -> tuple[MatrixInstruction, ...]:
+    """`matrix_instructions:` a list of {name, shape: [m, n, k], a, b, acc, layout,
+    rate (optional), native (optional)}; the layout must be one of hal.kernel.mma's."""
+    from hal.kernel.mma import LAYOUTS
+
+    if not isinstance(v, list):
+        raise UnitError(f"expected a list of instructions, got {v!r}",
+                        hint="write e.g. [{name: ..., shape: [16, 8, 16], a: bf16, b: bf16, "
+                             "acc: f32, layout: nv_m16n8k16_b16}]")
+    out = []
+    for item in v:
+        if not isinstance(item, dict) or not {"name", "shape", "a", "b", "acc", "layout"} \
+                <= set(item):
+            raise UnitError(f"matrix instruction {item!r} needs name, shape, a, b, acc, layout")
+        shape = item["shape"]
+        if not (isinstance(shape, list) and len(shape) == 3 and all(
+                isinstance(x, int) and x > 0 for x in shape)):
+            raise UnitError(f"{item['name']}: shape must be [m, n, k], got {shape!r}")
+        lay = LAYOUTS.get(str(item["layout"]))
+        if lay is None:
+            raise UnitError(f"{item['name']}: unknown layout {item['layout']!r}",
+                            hint="known: " + ", ".join(sorted(LAYOUTS)))
+        if (lay.m, lay.n, lay.k) != tuple(shape):
+            raise UnitError(f"{item['name']}: shape {shape} differs from layout {lay.name} "
+                            f"({lay.m}x{lay.n}x{lay.k})")
+        rate = parse_quantity(item["rate"], "flops") if "rate" in item else 0.0
+        out.append(MatrixInstruction(str(item["name"]), *shape, _dtype_name(item["a"]),
+                                     _dtype_name(item["b"]), _dtype_name(item["acc"]),
+                                     lay.name, rate, bool(item.get("native", True))))
+    return tuple(out)
+
+
 def _choice(options: tuple[str, ...]) -> _Parser:
     def parse(v: Any) -> str:
         if v not in options:
@@ -131,6 +167,14 @@ def _bits(v: Any) -> int:
     if v not in (32, 64):
         raise UnitError(f"expected 32 or 64, got {v!r}")
     return v
+
+
+def _grid(v: Any) -> tuple[int, int, int]:
+    if (not isinstance(v, (list, tuple)) or len(v) != 3
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
+        raise UnitError(f"expected three positive block counts [x, y, z], got {v!r}",
+                        hint="CUDA allows [2147483647, 65535, 65535]")
+    return (int(v[0]), int(v[1]), int(v[2]))
 
 
 # field -> (parser, minimum or None for non-numbers). Minimum 1 means "positive".
@@ -158,9 +202,11 @@ SCHEMA: dict[str, tuple[_Parser, float | None]] = {
     "launch_overhead_s": (_quantity("time"), 0),
     "supported_dtypes": (_dtypes, None),
     "index_bits": (_bits, None),
+    "max_grid": (_grid, None),
     "clock_hz": (_quantity("frequency"), 1e-30),
     "description": (lambda v: "" if v is None else str(v), None),
     "capabilities": (_strings, None),
+    "matrix_instructions": (_matrix_instructions, None),
 }
 _OPTIONAL = {f.name for f in dataclasses.fields(DeviceSpec)
              if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
@@ -203,6 +249,9 @@ def spec_from_dict(data: Any, *, file: str = "<dict>",
             value = parser(raw)
         except UnitError as e:
             raise SpecError(e.message, file=where(key), field=key, hint=e.hint) from None
+        if not _finite(value):
+            raise SpecError(f"non-finite value {raw!r}", file=where(key), field=key,
+                            hint="give a finite value with its unit")
         if minimum is not None and value < minimum:
             want = "positive" if minimum > 0 else "zero or more"
             raise SpecError(f"must be {want}, got {raw!r}", file=where(key), field=key)
@@ -225,6 +274,17 @@ def spec_from_dict(data: Any, *, file: str = "<dict>",
     return spec
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+MIN_REGISTERS_PER_THREAD = 16  # the smallest kernel hal lowers needs about this many
+
+
 def _check_consistency(s: DeviceSpec, where: Callable[[str], str]) -> None:
     """Cross-field rules that hardware would enforce."""
     def fail(field: str, message: str, hint: str) -> None:
@@ -242,6 +302,16 @@ def _check_consistency(s: DeviceSpec, where: Callable[[str], str]) -> None:
         fail("max_threads_per_block",
              f"{s.max_threads_per_block} exceeds max_threads_per_unit ({s.max_threads_per_unit})",
              "a block runs on one unit")
+    if s.registers_per_unit < s.max_threads_per_block * MIN_REGISTERS_PER_THREAD:
+        fail("registers_per_unit",
+             f"{s.registers_per_unit} registers cannot hold one block of "
+             f"{s.max_threads_per_block} threads at {MIN_REGISTERS_PER_THREAD} registers each",
+             "registers_per_unit counts 32-bit registers per SM/CU (65536 on an H100)")
+    if s.max_registers_per_thread * s.warp_size > s.registers_per_unit:
+        fail("max_registers_per_thread",
+             f"one warp of {s.warp_size} threads at {s.max_registers_per_thread} registers "
+             f"needs more than registers_per_unit ({s.registers_per_unit})",
+             "lower max_registers_per_thread or raise registers_per_unit")
     if s.max_threads_per_block % s.warp_size:
         fail("max_threads_per_block",
              f"{s.max_threads_per_block} is not a multiple of warp_size {s.warp_size}",
@@ -251,6 +321,13 @@ def _check_consistency(s: DeviceSpec, where: Callable[[str], str]) -> None:
         if extra:
             fail(table, f"lists {', '.join(extra)}, which supported_dtypes does not",
                  "add them to supported_dtypes or remove the rates")
+    from hal.kernel.mma import LAYOUTS
+
+    for mi in s.matrix_instructions:
+        if LAYOUTS[mi.layout].lanes != s.warp_size:
+            fail("matrix_instructions", f"{mi.name}: layout {mi.layout} is issued by "
+                 f"{LAYOUTS[mi.layout].lanes} lanes, warp_size is {s.warp_size}",
+                 "pick a layout for this warp width")
     if "f32" not in s.vector_flops:
         fail("vector_flops", "has no f32 rate", "add e.g. 'f32: 67 TFLOP/s'")
 
@@ -265,8 +342,7 @@ def load_spec_file(path: str | os.PathLike) -> DeviceSpec:
         raise SpecError(f"cannot read spec file: {e.strerror}", file=file,
                         hint="check the path, or pass a shipped name (run `hal devices`)") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, lines = load_yaml(text, file)  # size cap, no aliases, no duplicate keys
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         at = f"{file}:{mark.line + 1}" if mark is not None else file
@@ -274,10 +350,6 @@ def load_spec_file(path: str | os.PathLike) -> DeviceSpec:
         raise SpecError(f"YAML syntax error: {problem}", file=at,
                         hint="fix the YAML; each line is 'field: value' and nested "
                              "tables use {a: 1, b: 2} or indentation") from None
-    lines = {}
-    if isinstance(node, yaml.MappingNode):
-        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value
-                 if isinstance(k, yaml.ScalarNode)}
     return spec_from_dict(data, file=file, lines=lines)
 
 

@@ -127,7 +127,7 @@ def load_program(path: str | os.PathLike) -> Any:
     try:
         missing = _register_pytree_types(path)
     except (OSError, zipfile.BadZipFile) as e:
-        raise HalError(f"{path}: cannot read the archive: {e}",
+        raise HalError(f"{path}: not a readable torch.export archive ({type(e).__name__}: {e})",
                        hint="save it with torch.export.save(ep, path)") from None
     if missing:
         raise HalError(f"{path}: the program's inputs or outputs use pytree class(es) "
@@ -138,7 +138,8 @@ def load_program(path: str | os.PathLike) -> Any:
     try:
         return torch.export.load(path)
     except (OSError, RuntimeError, ValueError) as e:
-        raise HalError(f"{path}: cannot load the exported program: {e}",
+        raise HalError(f"{path}: not a readable torch.export archive ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:160] if str(e) else ''})",
                        hint="save it with torch.export.save(ep, path)") from None
 
 

@@ -32,6 +32,7 @@ from hal.ir.graph import Node, Value
 from hal.kernel.ir import Binary, Cast, Const, Expr, Load, Select, Stmt, Unary, Var
 from hal.lowering import faults
 from hal.lowering.context import KernelContext
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.ops import Category, get_op
 
 Coords = tuple[Expr, ...]
@@ -52,11 +53,12 @@ def register_emitter(op: str) -> Callable[[Emitter], Emitter]:
     return deco
 
 
-def rounded(e: Expr, d: DType) -> Expr:
-    """`e` (in compute dtype) rounded to storage dtype `d` and widened back."""
+def rounded(e: Expr, d: DType, options: LoweringOptions = DEFAULT_OPTIONS) -> Expr:
+    """`e` (in compute dtype) rounded to storage dtype `d` and widened back (`options`:
+    the kernel's `ctx.options`, for the self-test's bf16_truncation fault)."""
     c = compute_dtype(d)
     if d.is_float and c != d:
-        if faults.active("bf16_truncation") and d.name == "bf16":
+        if options.fault("bf16_truncation") and d.name == "bf16":
             e = faults.truncate_bf16(e)  # self-test hook: round toward zero
         return Cast(Cast(e, d), c)
     return e
@@ -150,15 +152,42 @@ class ScalarBuilder:
         if key in self._cache:
             return self._cache[key]
         node = self.producer.get(v.name)
+        if node is not None and _keeps_coords(node):
+            self._prefetch(node, coords, mask)
         if node is None:
             e = self._load(v, coords, mask)
         else:
             e = self._node(node, coords, mask)
-            e = rounded(e, v.dtype) if get_op(node.op).category is Category.ELEMENTWISE else e
+            e = rounded(e, v.dtype, self.ctx.options) if get_op(node.op).category is Category.ELEMENTWISE else e
         if not isinstance(e, (Const, Var)):
             e = self.ctx.declare(self.stmts, v.name, e)
         self._cache[key] = e
         return e
+
+    def _prefetch(self, node: Node, coords: Coords, mask: Expr | None) -> None:
+        """Build, in dependency order and without recursion, every ancestor of `node`
+        reached through ops that keep the coordinates (elementwise, select, cast), so
+        that the recursive `value` of a chain of thousands of ops finds each input
+        cached. Post-order over the inputs in order: the statements come out in the
+        order the plain recursion would emit them. Linear in the number of nodes."""
+        order: list[Value] = []
+        seen: set[str] = set()
+        stack: list[tuple[Node, int]] = [(node, 0)]
+        while stack:
+            n, i = stack.pop()
+            if i < len(n.inputs):
+                stack.append((n, i + 1))
+                x = n.inputs[i]
+                p = self.producer.get(x.name)
+                if p is None or x.name in seen or x.name in self.env or \
+                        (x.name, coords, mask) in self._cache or not _keeps_coords(p):
+                    continue
+                seen.add(x.name)
+                stack.append((p, 0))
+            elif n is not node:
+                order.append(n.outputs[0])
+        for x in order:  # each finds its inputs cached: no deep recursion
+            self.value(x, coords, mask)
 
     def _load(self, v: Value, coords: Coords, mask: Expr | None) -> Expr:
         if self.load_hook is not None:
@@ -195,6 +224,12 @@ class ScalarBuilder:
         return param, self.ctx.linear(coords, strides)
 
 
+def _keeps_coords(n: Node) -> bool:
+    """Ops whose inputs are read at the output's own coordinates (and mask)."""
+    return n.op in ("select", "cast") or (
+        n.op not in EMITTERS and get_op(n.op).category is Category.ELEMENTWISE)
+
+
 # --------------------------------------------------------------------------- emitters
 
 
@@ -215,7 +250,7 @@ def _cast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
 def _broadcast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     src = n.inputs[0].shape
     off = len(coords) - len(src)
-    if faults.active("wrong_broadcast_axis") and off > 0:
+    if b.ctx.options.fault("wrong_broadcast_axis") and off > 0:
         off -= 1  # self-test hook: read the source along the wrong axis
     sc = tuple(b.ctx.c(0) if d == 1 else coords[off + i] for i, d in enumerate(src))
     return b.value(n.inputs[0], sc, mask)
@@ -224,7 +259,7 @@ def _broadcast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> 
 @register_emitter("transpose")
 def _transpose(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     perm = n.attrs["perm"]
-    if faults.active("swapped_transpose"):
+    if b.ctx.options.fault("swapped_transpose"):
         perm = tuple(perm.index(i) for i in range(len(perm)))  # self-test hook: inverse
     src: list[Expr] = [b.ctx.c(0)] * len(perm)
     for d, p in enumerate(perm):
@@ -299,7 +334,7 @@ def _concat(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Exp
 def _iota(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     d = n.outputs[0].dtype
     c = coords[n.attrs["dimension"] % n.outputs[0].rank]
-    return rounded(to_compute(Cast(c, d), d), d)
+    return rounded(to_compute(Cast(c, d), d), d, b.ctx.options)
 
 
 @register_emitter("full")

@@ -3,22 +3,25 @@
 Every compiler check (NVRTC, nvcc, hipcc, clang, hipRTC) goes through here, so that all of
 them: save the source to a file a user can open, run with a captured log, treat warnings
 as failures, raise `CompileError` carrying the log, the source path and a command that
-reproduces the failure, and cache binaries under ~/.cache/hal (or $HAL_CACHE_DIR) with
-atomic writes (a crash never leaves a half-written entry).
+reproduces the failure, and cache binaries under ~/.cache/hal (or $HAL_CACHE_DIR) through
+hal.render.cache (validated entries, atomic writes, and no cache at all when the directory
+is unusable).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shlex
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hal.errors import CompileError
+from hal.render.cache import CompileCache, atomic_write, cache_dir, save_source
+
+__all__ = ["CompileCache", "ResourceRecord", "atomic_write", "cache_dir", "run_tool",
+           "save_source", "warnings_in"]
 
 
 @dataclass
@@ -42,66 +45,6 @@ class ResourceRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def cache_dir() -> Path:
-    """$HAL_CACHE_DIR, else ~/.cache/hal."""
-    root = os.environ.get("HAL_CACHE_DIR") or os.path.join(Path.home(), ".cache", "hal")
-    return Path(root)
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` through a temporary file and a rename (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class CompileCache:
-    """Binaries keyed by sha256 of (compiler, source, arch, options)."""
-
-    def __init__(self, root: Path | None = None, namespace: str = "kernels"):
-        self.root = (root or cache_dir()) / namespace
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def key(*parts: object) -> str:
-        h = hashlib.sha256()
-        for p in parts:
-            h.update(repr(p).encode())
-            h.update(b"\0")
-        return h.hexdigest()
-
-    def get(self, key: str) -> bytes | None:
-        path = self.root / key[:2] / key
-        try:
-            data = path.read_bytes()
-        except OSError:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return data
-
-    def put(self, key: str, data: bytes) -> None:
-        atomic_write(self.root / key[:2] / key, data)
-
-
-def save_source(source: str, stem: str, suffix: str, directory: Path | None = None) -> Path:
-    """Save generated source where a user can read and recompile it; returns the path."""
-    d = directory or cache_dir() / "sources"
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    path = Path(d) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stem)}-{digest}{suffix}"
-    if not path.exists():
-        atomic_write(path, source)
-    return path
 
 
 _WARNING = re.compile(r"\bwarning\b", re.IGNORECASE)
