@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per sample")
     ap.add_argument("--json", default=None, help="write every sample's verdict here")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every OpInfo's verdict")
+    ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL",
+                    help="run nothing: summarize earlier runs' .jsonl files over the OpInfos "
+                         "selected by --pattern/--every/--offset")
     a = ap.parse_args(argv)
 
     os.environ.setdefault("HAL_MEASURE", "off")
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGALRM, alarm)
     ops = opinfo.select_opinfos(a.pattern, a.every, a.offset)
+    if a.summarize:
+        return _summarize(opinfo, ops, a.summarize)
     t0 = time.time()
     count = [0]
 
@@ -70,6 +75,25 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.json, "w") as f:
             json.dump({"summary": s.to_dict(), "args": vars(a),
                        "samples": [r.to_dict() for r in results]}, f, indent=1)
+    return 0
+
+
+def _summarize(opinfo, ops, paths) -> int:
+    wanted = {opinfo.opinfo_name(o) for o in ops}
+    results = []
+    for p in paths:
+        with open(p) as f:
+            for line in f:
+                d = json.loads(line)
+                if d["opinfo"] in wanted:
+                    results.append(opinfo.SampleResult(d["opinfo"], d["sample"], d["verdict"],
+                                                       d["message"], tuple(d["missing"]),
+                                                       d["seconds"]))
+    s = opinfo.summarize(results)
+    print(f"{len(wanted)} OpInfos selected, {s.total} found in {', '.join(paths)}")
+    print(opinfo.format_summary(s))
+    for r in opinfo.failing(results, ("crash", "mismatch", "rejected", "timeout")):
+        print(f"  {r.case_id}: {r.verdict} {r.message[:160]}")
     return 0
 
 

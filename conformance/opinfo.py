@@ -172,8 +172,8 @@ def _to_numpy(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu().resolve_conj().resolve_neg()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        return t.float().numpy()
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        return t.float().numpy()   # 16-bit and fp8 floats: exact in f32
     return t.numpy()
 
 
