@@ -151,7 +151,28 @@ def _stress(c: _Collector) -> None:
         b, "f32", (1, 2, 130, 32), (1, 2, 130, 32), True), suffix="causal", unfused=True)
 
 
+def _activations(c: _Collector) -> None:
+    """The activation composites on their own and as a matmul epilogue: their direct
+    formulas (direct_reference) check the decomposition's constants."""
+    for dt in (*NARROW, "f64"):
+        for shape in ((33, 257), (4, 4097), (257,)):
+            for name, attrs in (("gelu_tanh", {"approximate": "tanh"}), ("gelu", {}),
+                                ("silu", {})):
+                op = name.split("_")[0]
+                c.add("fused", name, (dt,), shape_str(shape), lambda b, _o=op, _a=attrs,
+                      _d=dt, _s=shape: b.output(b.op(_o, b.input("x", _d, _s), **_a)),
+                      unfused=True)
+        for m, k, n in ((33, 65, 31), (64, 128, 96)) if dt in NARROW else ():
+            def mm(b, _d=dt, _m=m, _k=k, _n=n):
+                y = b.op("matmul", b.input("x", _d, (_m, _k)), b.input("w", _d, (_k, _n)))
+                y = b.op("add", y, b.op("broadcast_to", b.input("bias", _d, (_n,)),
+                                        shape=[_m, _n]))
+                b.output(b.op("gelu", y, approximate="tanh"))
+            c.add("fused", "matmul_bias_gelu_tanh", (dt,), f"{m}x{k}x{n}", mm, unfused=True)
+
+
 def coverage_cases(c: _Collector) -> None:
+    _activations(c)
     _norm_prologues(c)
     _decode_attention(c)
     _stress(c)

@@ -92,7 +92,8 @@ class CpuSimBackend(Backend):
                         args[param] = scratch[param]
                     else:
                         args[param] = buffers[value]
-                st = simulate(k, args, spec, check=check, max_lanes=max_lanes)
+                st = simulate(k, args, spec, check=check, max_lanes=max_lanes,
+                              options=lowering_options)
                 d = st.to_dict()
                 d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta["ops"]),
                          schedule=k.meta.get("schedule", {}), lower_s=lower_s)

@@ -40,9 +40,9 @@ def _structure_key(k: Kernel) -> str:
     return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size))
 
 
-def compiled(kernel: Kernel) -> CompiledKernel:
+def compiled(kernel: Kernel, options=None) -> CompiledKernel:
     """The verified, translated kernel, from the cache when the same structure was seen."""
-    key = _structure_key(kernel)
+    key = _structure_key(kernel) + repr(sorted(options.faults) if options else [])
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -50,7 +50,7 @@ def compiled(kernel: Kernel) -> CompiledKernel:
     from hal.kernel.verify import verify_kernel
 
     verify_kernel(kernel, strict_barriers=False)  # barriers are checked at run time
-    ck = compile_kernel(kernel)
+    ck = compile_kernel(kernel, options)
     _CACHE[key] = ck
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -82,7 +82,7 @@ def _bind_args(kernel: Kernel, ck: CompiledKernel, args: dict[str, Any]):
 
 
 def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: DeviceSpec, *,
-             check: bool = True, max_lanes: int = 1 << 18) -> KernelStats:
+             check: bool = True, max_lanes: int = 1 << 18, options=None) -> KernelStats:
     """Run `kernel` once on the grid it names, for the device `spec`; return its counters.
 
     Global buffer args are modified in place. A wave holds as many whole blocks as fit in
@@ -92,7 +92,7 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
     """
     t0 = time.perf_counter()
     check_launch(kernel, spec)
-    ck = compiled(kernel)
+    ck = compiled(kernel, options)   # options: planted self-test faults (cpu_sim/faults.py)
     buffers, scalars = _bind_args(kernel, ck, args)
     T, nb = kernel.block, kernel.num_blocks
     per_wave = max(1, min(nb, max_lanes // T))

@@ -2,11 +2,17 @@
 
     hal conformance --backend cpu_sim --device h100-sxm [-k PATTERN] [--report out.json]
                     [--junit out.xml] [--seed N] [--random N] [--workers N] [--self-test]
+                    [--strict] [--profile/--no-profile]
 
 Exit code 0 only when every required case passes (fail, error and an
 unexpected pass of an EXPECTED_FAILURE fail the run); 130 when interrupted,
 after the report written so far is finalized. `--self-test` plants each
-lowering fault of hal.lowering.faults and exits non-zero if one escapes.
+fault of hal.lowering.faults (lowering, cpu_sim rounding, tolerance, op
+definitions) on a 32-lane and a 64-lane spec (or the `--device` given) and
+exits non-zero if one escapes, or, on the default cases, is caught by fewer
+than 3 cases on a spec. On a backend other than cpu_sim, each case's error
+profile is compared with cpu_sim's on the same plan; `--strict` fails a
+precision regression (hal.conformance.error_profile).
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from hal.errors import HalError
 
 @click.command("conformance")
 @click.option("--backend", default="cpu_sim", show_default=True, help="backend to test")
-@click.option("--device", default="h100-sxm", show_default=True, metavar="NAME_OR_PATH",
-              help="device spec: a shipped name or a .yaml path")
+@click.option("--device", default=None, metavar="NAME_OR_PATH",
+              help="device spec: a shipped name or a .yaml path [default: h100-sxm; "
+                   "--self-test: h100-sxm and mi300x]")
 @click.option("-k", "pattern", default=None, help="run cases whose id contains these words "
                                                   "(or matches this glob)")
 @click.option("--report", "report", type=click.Path(dir_okay=False), default=None,
@@ -37,23 +44,35 @@ from hal.errors import HalError
 @click.option("--self-test", "self_test", is_flag=True,
               help="plant known lowering faults and check the suite catches each")
 @click.option("--list", "list_only", is_flag=True, help="list the selected case ids and exit")
+@click.option("--strict", is_flag=True,
+              help="fail a case whose error profile is a precision regression against cpu_sim")
+@click.option("--profile/--no-profile", default=None,
+              help="compare error profiles with cpu_sim [default: on for backends but cpu_sim]")
 def conformance(backend: str, device: str, pattern: str | None, report: str | None,
                 junit: str | None, seed: int, n_random: int, workers: int,
                 compare_backend: str | None, no_unfused: bool, repro_dir: str, self_test: bool,
-                list_only: bool) -> None:
+                list_only: bool, strict: bool, profile: bool | None) -> None:
     """Check a backend's numbers against the float64 reference within the error model."""
     from hal.conformance.cases import select
     from hal.conformance.random_graphs import random_case
     from hal.conformance.runner import SuiteConfig
     from hal.devices.loader import load_spec
 
-    spec = load_spec(device)
-    cfg = SuiteConfig(backend, device, pattern, seed, max(1, workers), compare_backend,
-                      not no_unfused)
     out = console()
     if self_test:
-        _self_test(cfg, out)
+        from hal.conformance.selftest import SELFTEST_DEVICES
+
+        devices = (device,) if device else SELFTEST_DEVICES
+        for d in devices:
+            load_spec(d)
+        cfg = SuiteConfig(backend, devices[0], pattern, seed, max(1, workers), compare_backend,
+                          not no_unfused)
+        _self_test(cfg, out, devices)
         return
+    device = device or "h100-sxm"
+    spec = load_spec(device)
+    cfg = SuiteConfig(backend, device, pattern, seed, max(1, workers), compare_backend,
+                      not no_unfused, strict=strict, profile=profile)
     cases = select(pattern) + [random_case(seed, i) for i in range(n_random)]
     if list_only:
         for c in cases:
@@ -118,22 +137,30 @@ def _run(cfg, cases, device_name: str, report, junit, repro_dir: str, out) -> No
         raise click.exceptions.Exit(1)
 
 
-def _self_test(cfg, out) -> None:
-    from hal.conformance.selftest import run_selftest, selftest_table
+def _self_test(cfg, out, devices) -> None:
+    from hal.conformance.selftest import MIN_CATCHES, run_selftest, selftest_table
 
     if cfg.backend != "cpu_sim":
         raise HalError("--self-test plants faults in hal's lowering; it runs on cpu_sim",
                        hint="drop --backend or use --backend cpu_sim")
-    base, results = run_selftest(cfg, on_fault=lambda fr: out.print(
-        f"{fr.fault}: {'caught by ' + str(len(fr.caught_by)) if fr.caught else 'ESCAPED'}"))
-    if base:
-        out.print("cases failing without any fault (left out of the self-test): " +
-                  ", ".join(r["id"] for r in base))
-    out.print(selftest_table(results, cfg.device))
+    base, results = run_selftest(cfg, devices=devices, on_fault=lambda fr, dev: out.print(
+        f"{dev} {fr.fault}: " + (f"caught by {fr.count(dev)}" if fr.count(dev) else
+                                 ("no bug on this spec" if dev in fr.same_code
+                                  else "ESCAPED"))))
+    for dev, failing in base.items():
+        if failing:
+            out.print(f"{dev}: cases failing without any fault (left out of the self-test): "
+                      + ", ".join(r["id"] for r in failing))
+    out.print(selftest_table(results, list(devices)))
     escaped = [fr.fault for fr in results if not fr.caught]
+    weak = [fr.fault for fr in results if fr.caught and fr.weak]
     if escaped:
         out.print("faults that escaped: " + ", ".join(escaped))
         raise click.exceptions.Exit(1)
-    out.print(f"all {len(results)} planted faults caught")
+    if weak and not cfg.pattern:
+        out.print(f"faults caught by fewer than {MIN_CATCHES} cases on a spec: "
+                  + ", ".join(weak))
+        raise click.exceptions.Exit(1)
+    out.print(f"all {len(results)} planted faults caught on {', '.join(devices)}")
 
 
