@@ -51,9 +51,10 @@ def _area(path: str) -> str | None:
 
 
 def measure(cases: Sequence[tuple[str, str]], *, contexts: bool = False,
-            progress: bool = False) -> dict:
+            progress: bool = False, records: list | None = None) -> dict:
     """Run (device, case id) pairs under coverage; returns figures and, with `contexts`,
-    the branch arcs each case reached."""
+    the branch arcs each case reached. `records`: each case's result (id, device,
+    verdict, bound, used, max_abs, seconds) is appended there."""
     import coverage
 
     from hal.conformance.cases import get_case
@@ -74,6 +75,10 @@ def measure(cases: Sequence[tuple[str, str]], *, contexts: bool = False,
                 cov.switch_context(f"{dev}\t{cid}")
             r = execute(get_case(cid), "cpu_sim", dev)
             verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+            if records is not None:
+                records.append({k: r.get(k) for k in ("id", "device", "verdict", "bound",
+                                                      "used", "max_abs", "seconds",
+                                                      "reason")})
             if progress and i % 200 == 0:
                 print(f"  {i}/{len(cases)} {time.perf_counter() - t0:.0f}s", file=sys.stderr,
                       flush=True)
@@ -168,9 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--minimal", default=None, help="write a minimal covering case list here")
     ap.add_argument("--min", type=float, default=None, help="exit 1 below this lowering %%")
+    ap.add_argument("--results", default=None, help="write each case's result here (JSON)")
     a = ap.parse_args(argv)
     pairs = select_pairs(a.device or DEFAULT_DEVICES, a.pattern, a.cases)
-    res = measure(pairs, contexts=bool(a.minimal), progress=True)
+    records: list = []
+    res = measure(pairs, contexts=bool(a.minimal), progress=True, records=records)
+    if a.results:
+        Path(a.results).write_text(json.dumps(records))
     for name, v in res["areas"].items():
         print(f"{name:<16} branches {v['covered']:>5}/{v['branches']:<5} {v['percent']:6.2f}%")
         if name == "lowering":
