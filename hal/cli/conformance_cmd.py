@@ -44,6 +44,9 @@ from hal.errors import HalError
 @click.option("--self-test", "self_test", is_flag=True,
               help="plant known lowering faults and check the suite catches each")
 @click.option("--list", "list_only", is_flag=True, help="list the selected case ids and exit")
+@click.option("--coverage", "measure_coverage", is_flag=True,
+              help="also print the lowering branch coverage this run reaches (one worker, "
+                   "in-process; needs coverage.py)")
 @click.option("--strict", is_flag=True,
               help="fail a case whose error profile is a precision regression against cpu_sim")
 @click.option("--profile/--no-profile", default=None,
@@ -51,7 +54,8 @@ from hal.errors import HalError
 def conformance(backend: str, device: str, pattern: str | None, report: str | None,
                 junit: str | None, seed: int, n_random: int, workers: int,
                 compare_backend: str | None, no_unfused: bool, repro_dir: str, self_test: bool,
-                list_only: bool, strict: bool, profile: bool | None) -> None:
+                list_only: bool, measure_coverage: bool, strict: bool,
+                profile: bool | None) -> None:
     """Check a backend's numbers against the float64 reference within the error model."""
     from hal.conformance.cases import select
     from hal.conformance.random_graphs import random_case
@@ -79,7 +83,25 @@ def conformance(backend: str, device: str, pattern: str | None, report: str | No
             click.echo(c.id)
         return
     _check_backend(backend)
-    _run(cfg, cases, spec.name, report, junit, repro_dir, out)
+    if not measure_coverage:
+        _run(cfg, cases, spec.name, report, junit, repro_dir, out)
+        return
+    try:
+        from hal.conformance.coverage import measuring, summary_line
+    except ImportError as e:  # pragma: no cover - coverage.py missing
+        raise HalError(f"--coverage needs coverage.py: {e}",
+                       hint="pip install coverage (in the [test] extra)") from None
+    cfg.workers = 1   # measured in this process
+    failed: click.exceptions.Exit | None = None
+    with measuring() as cov_run:
+        try:
+            _run(cfg, cases, spec.name, report, junit, repro_dir, out)
+        except click.exceptions.Exit as e:   # print the figure for a failing run too
+            failed = e
+    out.print(summary_line(cov_run.report()) + f" on {spec.name}")
+    cov_run.close()
+    if failed is not None:
+        raise failed
 
 
 def _check_backend(name: str) -> None:
