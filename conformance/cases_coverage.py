@@ -38,7 +38,27 @@ def _attention(b, dt, q, kv, causal, dv=None):
                   b.input("v", dt, vshape), causal=causal))
 
 
+def _norm_view_matmul(b, dt, bsz, s, k, n):
+    """torch's shape: the norm on [B, S, K], a view to [B*S, K], then the matmul."""
+    y = b.op("rms_norm", b.input("x", dt, (bsz, s, k)), b.input("w", dt, (k,)))
+    y = b.op("reshape", y, shape=[bsz * s, k])
+    b.output(b.op("matmul", y, b.input("wm", dt, (k, n))))
+
+
+def _matmul_view_epilogue(b, dt, bsz, s, k, n):
+    """torch's Linear on [B, S, K]: mm on [B*S, K], a view back to [B, S, N], residual, gelu."""
+    y = b.op("matmul", b.input("x", dt, (bsz * s, k)), b.input("w", dt, (k, n)))
+    y = b.op("reshape", y, shape=[bsz, s, n])
+    y = b.op("add", y, b.input("r", dt, (bsz, s, n)))
+    b.output(b.op("gelu", y))
+
+
 def _norm_prologues(c: _Collector) -> None:
+    for dt in ("f32", "bf16"):
+        c.add("fused", "rms_norm_view_matmul", (dt,), "2x17x100x31",
+              lambda b, _d=dt: _norm_view_matmul(b, _d, 2, 17, 100, 31), unfused=True)
+        c.add("fused", "matmul_view_epilogue", (dt,), "2x17x64x40",
+              lambda b, _d=dt: _matmul_view_epilogue(b, _d, 2, 17, 64, 40), unfused=True)
     for dt in NARROW:
         for m, k, n in ((33, 100, 31), (17, 72, 9), (64, 200, 48)):
             for norm in ("rms_norm", "layer_norm"):
@@ -171,8 +191,23 @@ def _activations(c: _Collector) -> None:
             c.add("fused", "matmul_bias_gelu_tanh", (dt,), f"{m}x{k}x{n}", mm, unfused=True)
 
 
+def _long_rows(c: _Collector) -> None:
+    """Two rows longer than an H100's shared memory holds: the planner splits the
+    normalisations' reductions over many blocks (split partial / final kernels)."""
+    for op in ("softmax", "layer_norm"):
+        def build(b, _o=op):
+            x = b.input("x", "f32", (2, 60000))
+            if _o == "softmax":
+                b.output(b.op("softmax", x, axis=-1))
+            else:
+                b.output(b.op("layer_norm", x, b.input("w", "f32", (60000,)),
+                              b.input("b", "f32", (60000,))))
+        c.add("fused", op, ("f32",), "2x60000", build, suffix="long_split")
+
+
 def coverage_cases(c: _Collector) -> None:
     _activations(c)
+    _long_rows(c)
     _norm_prologues(c)
     _decode_attention(c)
     _stress(c)
