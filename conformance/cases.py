@@ -138,6 +138,12 @@ def _elementwise(c: _Collector) -> None:
                     b.output(b.op("cast", b.input("x", _dt, _s), dtype=_to))
                 c.add("elementwise", "cast", (dt, to), shape_str(shape), build, dist=dist,
                       family=fam)
+            if dt in ("f32", "f64", "f16") and to in ("bf16", "f16", "f8e4m3fn", "f8e5m2") \
+                    and to != dt:  # round-half-even on real ties
+                def build(b, _dt=dt, _to=to):
+                    b.output(b.op("cast", b.input("x", _dt, (33, 257)), dtype=_to))
+                c.add("elementwise", "cast", (dt, to), "33x257", build, dist="ties",
+                      family="cast", suffix="ties")
 
 
 RED_SHAPES = (  # (shape, axes, keepdims, label)
@@ -481,7 +487,8 @@ def _index_ranges(graph: Graph) -> dict[str, int]:
 
 def make_inputs(graph: Graph, dist: str = "normal", seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs: `normal` N(0,1), `positive` U(0.5, 1.5), `v_plus1` (N(0,1), input
-    %v N(1,1)), `special` (inf, nan, -0,
+    %v N(1,1)), `ties` (few significant bits: ties when rounded to bf16, f16, fp8),
+    `special` (inf, nan, -0,
     subnormals, max), `overflow` (near +-max); ints in [-8, 8), indices in range."""
     rng = np.random.default_rng(seed)
     idx = _index_ranges(graph)
@@ -505,6 +512,10 @@ def make_inputs(graph: Graph, dist: str = "normal", seed: int = 0) -> dict[str, 
             a = _overflow(dt, n, rng)
         elif dist == "positive":
             a = rng.uniform(0.5, 1.5, n)
+        elif dist == "ties":  # 4, 5, 9 or 12 significant bits: halfway cases of every format
+            bits = rng.choice([4, 5, 9, 12], n)
+            odd = 2 * rng.integers(2 ** (bits - 2), 2 ** (bits - 1)) + 1
+            a = odd * np.exp2(rng.integers(-6, 4, n) - bits) * rng.choice([-1.0, 1.0], n)
         elif dist == "v_plus1":  # attention: values near 1, so a lost or extra key shows
             a = rng.standard_normal(n) + (1.0 if v.name == "v" else 0.0)
         else:

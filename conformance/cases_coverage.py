@@ -38,7 +38,27 @@ def _attention(b, dt, q, kv, causal, dv=None):
                   b.input("v", dt, vshape), causal=causal))
 
 
+def _norm_view_matmul(b, dt, bsz, s, k, n):
+    """torch's shape: the norm on [B, S, K], a view to [B*S, K], then the matmul."""
+    y = b.op("rms_norm", b.input("x", dt, (bsz, s, k)), b.input("w", dt, (k,)))
+    y = b.op("reshape", y, shape=[bsz * s, k])
+    b.output(b.op("matmul", y, b.input("wm", dt, (k, n))))
+
+
+def _matmul_view_epilogue(b, dt, bsz, s, k, n):
+    """torch's Linear on [B, S, K]: mm on [B*S, K], a view back to [B, S, N], residual, gelu."""
+    y = b.op("matmul", b.input("x", dt, (bsz * s, k)), b.input("w", dt, (k, n)))
+    y = b.op("reshape", y, shape=[bsz, s, n])
+    y = b.op("add", y, b.input("r", dt, (bsz, s, n)))
+    b.output(b.op("gelu", y))
+
+
 def _norm_prologues(c: _Collector) -> None:
+    for dt in ("f32", "bf16"):
+        c.add("fused", "rms_norm_view_matmul", (dt,), "2x17x100x31",
+              lambda b, _d=dt: _norm_view_matmul(b, _d, 2, 17, 100, 31), unfused=True)
+        c.add("fused", "matmul_view_epilogue", (dt,), "2x17x64x40",
+              lambda b, _d=dt: _matmul_view_epilogue(b, _d, 2, 17, 64, 40), unfused=True)
     for dt in NARROW:
         for m, k, n in ((33, 100, 31), (17, 72, 9), (64, 200, 48)):
             for norm in ("rms_norm", "layer_norm"):
@@ -151,7 +171,43 @@ def _stress(c: _Collector) -> None:
         b, "f32", (1, 2, 130, 32), (1, 2, 130, 32), True), suffix="causal", unfused=True)
 
 
+def _activations(c: _Collector) -> None:
+    """The activation composites on their own and as a matmul epilogue: their direct
+    formulas (direct_reference) check the decomposition's constants."""
+    for dt in (*NARROW, "f64"):
+        for shape in ((33, 257), (4, 4097), (257,)):
+            for name, attrs in (("gelu_tanh", {"approximate": "tanh"}), ("gelu", {}),
+                                ("silu", {})):
+                op = name.split("_")[0]
+                c.add("fused", name, (dt,), shape_str(shape), lambda b, _o=op, _a=attrs,
+                      _d=dt, _s=shape: b.output(b.op(_o, b.input("x", _d, _s), **_a)),
+                      unfused=True)
+        for m, k, n in ((33, 65, 31), (64, 128, 96)) if dt in NARROW else ():
+            def mm(b, _d=dt, _m=m, _k=k, _n=n):
+                y = b.op("matmul", b.input("x", _d, (_m, _k)), b.input("w", _d, (_k, _n)))
+                y = b.op("add", y, b.op("broadcast_to", b.input("bias", _d, (_n,)),
+                                        shape=[_m, _n]))
+                b.output(b.op("gelu", y, approximate="tanh"))
+            c.add("fused", "matmul_bias_gelu_tanh", (dt,), f"{m}x{k}x{n}", mm, unfused=True)
+
+
+def _long_rows(c: _Collector) -> None:
+    """Two rows longer than an H100's shared memory holds: the planner splits the
+    normalisations' reductions over many blocks (split partial / final kernels)."""
+    for op in ("softmax", "layer_norm"):
+        def build(b, _o=op):
+            x = b.input("x", "f32", (2, 60000))
+            if _o == "softmax":
+                b.output(b.op("softmax", x, axis=-1))
+            else:
+                b.output(b.op("layer_norm", x, b.input("w", "f32", (60000,)),
+                              b.input("b", "f32", (60000,))))
+        c.add("fused", op, ("f32",), "2x60000", build, suffix="long_split")
+
+
 def coverage_cases(c: _Collector) -> None:
+    _activations(c)
+    _long_rows(c)
     _norm_prologues(c)
     _decode_attention(c)
     _stress(c)

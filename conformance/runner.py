@@ -35,7 +35,7 @@ from .compare import check, diff
 from .direct_reference import check_direct
 from .expectations import classify, not_applicable, unsupported_reason
 from .report import ReportWriter
-from .tolerance import graph_bounds
+from .tolerance import ModelOptions, graph_bounds
 from .workers import run_parallel
 
 COST = {"model": 0, "fused": 1, "contraction": 2, "reduction": 3}  # slow families first
@@ -113,7 +113,8 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
         backend = get_backend(backend_name)
         graph = case.graph()
         inputs = make_inputs(graph, case.dist, case.seed + seed)
-        prim, all_bounds = graph_bounds(graph, inputs)
+        model = ModelOptions.from_faults(lowering.faults)  # tolerance faults of the self-test
+        prim, all_bounds = graph_bounds(graph, inputs, model)
         bounds = {o.name: all_bounds[p.name]
                   for o, p in zip(graph.outputs, prim.outputs, strict=True)}
         try:
@@ -122,7 +123,7 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
             rec.update(verdict="fail", reason=f"simulator check {e.kind}: {e.message}"[:400],
                        check=e.kind, seconds=time.perf_counter() - t0, **_merge({}))
             return rec
-        comps = {name: check(outs[name], b) for name, b in bounds.items()}
+        comps = {name: check(outs[name], b, model.signed_zero) for name, b in bounds.items()}
         rec.update(_merge(comps))
         rec["outputs"] = {k: c.to_dict() for k, c in comps.items()}
         bad = [k for k, c in comps.items() if not c.ok]
@@ -165,7 +166,7 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
         if case.defect:
             from .canaries import judge_canary
 
-            verdict, why = judge_canary(case, outs, bounds, not bad, inputs)
+            verdict, why = judge_canary(case, outs, bounds, not bad, inputs, model.signed_zero)
             rec.update(verdict=verdict, reason=(reason + "; " + why).strip("; "))
             rec["seconds"] = round(time.perf_counter() - t0, 4)
             return rec

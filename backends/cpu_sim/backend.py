@@ -104,7 +104,7 @@ class CpuSimBackend(Backend):
                     else:
                         args[param] = buffers[value]
                 kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes,
-                                          exact_rounding=exact_rounding)
+                                          exact_rounding=exact_rounding, options=lowering_options)
                 if kernel_progress is not None:
                     kw["progress"] = (lambda done, total, _n=k.name:
                                       kernel_progress(_n, done, total))

@@ -70,7 +70,7 @@ from hal.kernel.ir import (
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from . import mma_sim
+from . import faults, mma_sim
 from .contract import Reduction
 from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
 from .vectorize import emit_reduction_loop, match_reduction_loop
@@ -199,6 +199,8 @@ class _Ctx:
 
 
 class _Translator:
+    options = None   # LoweringOptions of a self-test run (compile_kernel sets it)
+
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.lines: list[str] = []
@@ -255,19 +257,22 @@ class _Translator:
     def op(self, name: str) -> str:
         key = f"_f_{name}"
         if key not in self.ns:
-            self.ns[key] = scalar_fn(name)
+            self.ns[key] = scalar_fn(name) if self.options is None else \
+                faults.faulty_scalar(name, scalar_fn(name), self.options)  # self-test hook
         return key
 
     def rounder(self, dt: DType) -> str:
         key = f"_rnd_{dt.name}"
         if key not in self.ns:
-            self.ns[key] = lambda x, _d=dt: to_rep(x, _d)
+            self.ns[key] = (self.options and faults.faulty_rounding(dt, self.options)) or \
+                (lambda x, _d=dt: to_rep(x, _d))  # (self-test hook)
         return key
 
     def caster(self, dt: DType) -> str:
         key = f"_cast_{dt.name}"
         if key not in self.ns:
-            self.ns[key] = lambda x, _d=dt: to_rep(x, _d)
+            self.ns[key] = (self.options and faults.faulty_rounding(dt, self.options)) or \
+                (lambda x, _d=dt: to_rep(x, _d))  # (self-test hook)
         return key
 
     # ----------------------------------------------------------------- expressions
@@ -478,9 +483,12 @@ class _Translator:
                               self.flop_dtypes)
 
 
-def compile_kernel(kernel: Kernel) -> CompiledKernel:
-    """Translate `kernel` (assumed verified) into a wave function."""
-    return _Translator(kernel).translate()
+def compile_kernel(kernel: Kernel, options=None) -> CompiledKernel:
+    """Translate `kernel` (assumed verified) into a wave function (`options`: the
+    LoweringOptions of a self-test run, for the planted simulator faults in .faults)."""
+    t = _Translator(kernel)
+    t.options = options
+    return t.translate()
 
 
 def param_value(value: Any, dt: DType) -> Any:

@@ -41,9 +41,9 @@ def _structure_key(k: Kernel) -> str:
     return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size))
 
 
-def compiled(kernel: Kernel) -> CompiledKernel:
+def compiled(kernel: Kernel, options=None) -> CompiledKernel:
     """The verified, translated kernel, from the cache when the same structure was seen."""
-    key = _structure_key(kernel)
+    key = _structure_key(kernel) + repr(sorted(options.faults) if options else [])
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -51,7 +51,7 @@ def compiled(kernel: Kernel) -> CompiledKernel:
     from hal.kernel.verify import verify_kernel
 
     verify_kernel(kernel, strict_barriers=False)  # barriers are checked at run time
-    ck = compile_kernel(kernel)
+    ck = compile_kernel(kernel, options)
     _CACHE[key] = ck
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -86,7 +86,8 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
              check: bool = True, max_lanes: int = 1 << 18,
              exact_rounding: bool = False, blocks: np.ndarray | None = None,
              written: list | None = None,
-             progress: Callable[[int, int], None] | None = None) -> KernelStats:
+             progress: Callable[[int, int], None] | None = None,
+             options=None) -> KernelStats:
     """Run `kernel` once on the grid it names, for the device `spec`; return its counters.
 
     Global buffer args are modified in place. `blocks` runs only those linear block ids
@@ -98,7 +99,7 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
     """
     t0 = time.perf_counter()
     check_launch(kernel, spec)
-    ck = compiled(kernel)
+    ck = compiled(kernel, options)   # options: planted self-test faults (cpu_sim/faults.py)
     buffers, scalars = _bind_args(kernel, ck, args)
     T, nb = kernel.block, kernel.num_blocks
     if blocks is not None:  # a subset of the grid (sampled.py): counters cover only these

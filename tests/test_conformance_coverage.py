@@ -1,0 +1,120 @@
+"""Coverage-driven conformance cases (issue 21): the lowering branch coverage the suite
+alone reaches must not fall, and the cases that reach the big-tensor paths on small
+tensors do reach them."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hal.conformance.cases import FLOATS, all_cases, case_spec, get_case, make_inputs
+from hal.devices.loader import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES_FILE = ROOT / "benchmarks" / "results" / "conformance_coverage_cases.txt"
+# Lowering branch coverage (hal/lowering, fault hooks excluded) that CASES_FILE (253
+# cases per spec) reaches on h100-sxm + mi300x, measured by benchmarks/conformance_coverage.py
+# (benchmarks/results/issue-21.md has the whole suite's figure). Raise it when cases reach
+# more; never lower it. Measured 2026-12-01: 424/492 = 86.2% (HAL_MEASURE=off).
+COVERAGE_FLOOR = 85.0
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "conformance_coverage", ROOT / "benchmarks" / "conformance_coverage.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_covering_cases_exist():
+    known = {c.id for c in all_cases()}
+    pairs = _script().select_pairs((), None, str(CASES_FILE))
+    assert pairs and all(cid in known for _dev, cid in pairs)
+    assert {dev for dev, _ in pairs} == {"h100-sxm", "mi300x"}
+
+
+def test_lowering_branch_coverage_does_not_fall():
+    pytest.importorskip("coverage")
+    mod = _script()
+    res = mod.measure(mod.select_pairs((), None, str(CASES_FILE)))
+    low = res["areas"]["lowering"]
+    assert set(res["verdicts"]) <= {"pass", "fail"}, res["verdicts"]   # no errors
+    assert low["percent"] >= COVERAGE_FLOOR, (low["percent"], {
+        f: v["missing"] for f, v in low["files"].items() if v["missing"]})
+
+
+def test_stress_cases_run_on_a_small_variant_of_the_device():
+    case = get_case("stress/add/f32/129x513")
+    for dev in ("h100-sxm", "mi300x"):
+        spec = load_spec(dev)
+        small = case_spec(case, spec)
+        assert small.name == f"{dev}+small" and small.compute_units == 2
+        assert small.warp_size == spec.warp_size
+        assert small.shared_mem_per_block == spec.shared_mem_per_block
+    assert case_spec(get_case("elementwise/add/f32/33x257"), spec) is spec
+
+
+@pytest.mark.parametrize("cid,key,check", [
+    ("stress/add/f32/129x513", "iters", lambda v: v > 1),
+    ("stress/reduce_sum/f32/1x20000/split", "split", lambda v: v > 1),
+    ("reduction/reduce_sum/f32/2x20000/long_partial", "split", lambda v: v > 1),
+    ("stress/attention/f32/1x1x1x1x32/decode_t1500-vplus1", "split_k", lambda v: v > 1),
+])
+@pytest.mark.parametrize("dev", ["h100-sxm", "mi300x"])
+def test_big_tensor_schedules_fire_on_small_cases(cid, key, check, dev):
+    from hal.fusion.prepare import groups_to_run
+    from hal.lowering import lower_group
+
+    case = get_case(cid)
+    spec = case_spec(case, load_spec(dev))
+    _prim, groups = groups_to_run(case.graph(), spec, fuse=True, who="test")
+    scheds = []
+    for g in groups:
+        for k in lower_group(g, spec):
+            s = dict(k.meta.plan.details)
+            if g.kind == "pointwise":   # grid-stride iterations per thread
+                numel = max(v.type.numel for v in g.outputs)
+                s["iters"] = math.ceil(numel / (k.grid[0] * k.block))
+            scheds.append(s)
+    assert any(key in s and check(s[key]) for s in scheds), scheds
+
+
+@pytest.mark.parametrize("dev", ["h100-sxm", "mi300x"])
+def test_raster_has_a_partial_last_group(dev):
+    from hal.fusion.prepare import groups_to_run
+    from hal.lowering import lower_group
+
+    case = get_case("stress/matmul/f32/257x128x96")
+    spec = case_spec(case, load_spec(dev))
+    _prim, (g,) = groups_to_run(case.graph(), spec, fuse=True, who="test")
+    (k,) = lower_group(g, spec)
+    p = k.meta.plan
+    npm = math.ceil(p.detail("m") / p.tile_sizes["bm"])
+    assert npm > p.detail("group_m") and npm % p.detail("group_m"), p
+
+
+def test_norm_matmul_prologue_cases_have_k_off_the_warp():
+    ids = [c.id for c in all_cases() if "norm_matmul/" in c.id]
+    assert ids and all(int(i.split("/")[3].split("x")[1]) % 32 for i in ids)
+
+
+def test_decode_attention_in_every_float_dtype():
+    ids = {c.id for c in all_cases()}
+    for dt in FLOATS:
+        assert any(i.startswith(f"fused/attention/{dt}/") and "decode" in i for i in ids), dt
+        assert any(i.startswith(f"fused/attention/{dt}/") and "vplus1" in i for i in ids), dt
+
+
+def test_ties_inputs_are_halfway_cases():
+    from hal.dtypes import DTYPES, cast
+
+    g = get_case("cast/cast/f32-bf16/33x257/ties").graph()
+    x = make_inputs(g, "ties", 0)["x"].astype(np.float64)
+    bf = cast(x, DTYPES["bf16"]).astype(np.float64)
+    up = np.nextafter(x.astype(np.float32), np.float32(np.inf)).astype(np.float64)
+    assert (np.abs(bf - x) > 0).mean() > 0.2 and np.isfinite(up).all()
