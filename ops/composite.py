@@ -314,6 +314,9 @@ def _moment_decompose(op, second):
         x = _to(b, x0, cdt)
         axes = normalize_axes(attrs["axes"], x.rank, op)
         n = _count(op, x.shape, axes)
+        if n == 0:  # moments of nothing are nan (as in NumPy and torch): no kernel reads x
+            shape = reduced_shape(x.shape, axes, attrs["keepdims"])
+            return [_to(b, _scalar(b, math.nan, cdt, shape), x0.dtype)]
         m = _mean_keep(b, x, axes, n)
         if second:
             d = b.op("sub", x, _bcast(b, m, x.shape))
@@ -502,4 +505,6 @@ _composite("scaled_dot_product_attention", ("q", "k", "v"),
 _composite("sdpa_masked", ("q", "k", "v", "mask"), _attention_infer("sdpa_masked"),
            _attention_ref, _attention_decompose, (_SCALE,),
            "softmax(q k^T * scale + mask) v; mask is additive (float, -inf hides a key) and "
-           "broadcasts to [B, Hq, S, T]")
+           "broadcasts to [B, Hq, S, T]. A fully masked row (every key -inf) is NaN, as the "
+           "softmax of no keys is 0/0 (torch >= 2.5 returns 0 there): mask with a large "
+           "finite negative (finfo.min) to get a defined row")

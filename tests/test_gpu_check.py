@@ -213,3 +213,55 @@ def test_fresh_image_installs_hal_offline_and_runs_the_first_hal_command(tmp_pat
     assert "Successfully installed hal" in install
     assert "cuda-core" in probe and "reference" in probe  # `hal backends` listed them
     os.environ.get("HAL_CACHE_DIR")  # the test's own cache setting is untouched
+
+
+def _bench_kernels():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_gpu_kernels", ROOT / "benchmarks" / "bench_gpu_kernels.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_gpu_kernels_skips_with_the_reason_without_a_gpu(tmp_path, capsys):
+    from hal.backends.cuda.backend import CudaBackend
+
+    if CudaBackend().probe():
+        pytest.skip("a CUDA GPU is present")
+    mod = _bench_kernels()
+    assert mod.main(["--out", str(tmp_path)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("SKIP: no GPU for backend cuda: ")
+    assert said.strip() in (tmp_path / "gpu_kernels.md").read_text()
+
+
+def test_bench_gpu_kernels_end_to_end_on_the_fake_driver(tmp_path, monkeypatch):
+    """The script's own path (cases, run_case, error column, tables) on FakeCuda, shrunk."""
+    pytest.importorskip("torch")
+    import json
+
+    from fake_cuda import FakeCuda, FakeCudaDriver
+    from test_gpu_fixes import FakeBackend
+
+    import hal.backends_registry
+    from hal.devices.loader import load_spec
+
+    mod = _bench_kernels()
+    monkeypatch.setattr(mod, "CASES", (
+        ("gemm4096", "64^3", lambda: mod.gemm_case(64), ("torch",)),
+        ("decode", "q 1x32x1x128, k/v 1x8x256x128",
+         lambda: mod.attention_case("decode", 1, 1, 256), ("torch",))))
+    be = FakeBackend(FakeCudaDriver(FakeCuda(load_spec("h200"))))
+    monkeypatch.setattr(hal.backends_registry, "get_backend", lambda name, **kw: be)
+    args = mod.parse_args(["--out", str(tmp_path), "--torch-device", "cpu", "--repeat", "2",
+                           "--warmup", "1", "--cases", "gemm4096,decode"])
+    rows = mod.run(args)
+    assert [r.name for r in rows] == ["gemm4096", "decode"]
+    assert all(r.hal_s and r.hal_s > 0 and r.kernels >= 1 for r in rows), rows
+    assert all(r.rel_err is not None and r.rel_err < 2e-2 for r in rows), rows
+    table = (tmp_path / "gpu_kernels.md").read_text()
+    assert "| gemm 64^3 bf16 |" in table and "torch sees no GPU" in table
+    assert json.loads((tmp_path / "gpu_kernels.json").read_text())["rows"][1]["case"] == "decode"

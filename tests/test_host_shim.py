@@ -220,3 +220,20 @@ def test_conversions_round_like_ml_dtypes(driver):
     same(hb, ml_dtypes.bfloat16, "hip_bfloat16(float)")
     same(e4, ml_dtypes.float8_e4m3fn, "fp8 e4m3 satfinite", sat=448.0)
     same(e5, ml_dtypes.float8_e5m2, "fp8 e5m2 satfinite", sat=57344.0)
+
+
+def test_dynamic_shared_memory_is_shared_by_the_block(driver):
+    src = r"""
+extern "C" __global__ void k(const float* x, float* y) {
+  extern __shared__ unsigned char hal_smem[];  // 16-byte aligned
+  float* tile = (float*)(hal_smem + 65536);
+  alignas(16) __shared__ float small[4];
+  tile[threadIdx.x] = x[threadIdx.x];
+  if (threadIdx.x < 4) small[threadIdx.x] = 1.0f;
+  __syncthreads();
+  y[threadIdx.x] = tile[127 - threadIdx.x] + small[threadIdx.x % 4];
+}
+"""
+    x = np.arange(128, dtype=np.float32)
+    _, y = driver.run_source(src, "k", [x, np.zeros_like(x)], block=128)
+    assert np.array_equal(y, x[::-1] + 1)

@@ -63,16 +63,22 @@ from hal.kernel.ir import (
     Unary,
     Var,
     VecCopy,
+    children,
+    stmt_exprs,
+    walk_stmts,
 )
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
 from . import mma_sim
-from .lanes import rep_dtype, to_rep
+from .contract import Reduction
+from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
+from .vectorize import emit_reduction_loop, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
 # comparisons) stay inside it, so they need neither a check nor a wrap.
 CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "div", "pow", "shift_left"})
+_BY_CONST = {"div": div_by_const, "remainder": rem_by_const}
 SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_by",
                   "block_idx_z": "_bz"}
 
@@ -96,45 +102,10 @@ def scalar_fn(op: str) -> Callable[..., Any]:
     return getattr(fn, "__wrapped__", fn)
 
 
-def _children(e: Expr) -> list[Expr]:
-    if isinstance(e, Unary):
-        return [e.x]
-    if isinstance(e, Binary):
-        return [e.a, e.b]
-    if isinstance(e, Select):
-        return [e.pred, e.on_true, e.on_false]
-    if isinstance(e, Cast):
-        return [e.x]
-    if isinstance(e, Load):
-        return [x for x in (e.index, e.mask, e.other) if x is not None]
-    if isinstance(e, Shuffle):
-        return [e.x, e.offset]
-    return []
-
-
-def stmt_exprs(s: Stmt) -> list[Expr]:
-    """The expressions a statement evaluates itself (not those of nested bodies)."""
-    if isinstance(s, Declare):
-        return [s.init] if s.init is not None else []
-    if isinstance(s, Assign):
-        return [s.value]
-    if isinstance(s, (Store, AtomicAdd)):
-        return [x for x in (s.index, s.value, s.mask) if x is not None]
-    if isinstance(s, If):
-        return [s.cond]
-    if isinstance(s, For):
-        return [s.start, s.stop, s.step]
-    if isinstance(s, LdMatrix):
-        return [s.addr]
-    if isinstance(s, VecCopy):
-        return [x for x in (s.dst_index, s.src_index, s.mask) if x is not None]
-    return []
-
-
 def count_flops(e: Expr, acc: Counter) -> Counter:
     if isinstance(e, (Unary, Binary)) and e.dtype.is_float:
         acc[e.dtype.name] += 1
-    for c in _children(e):
+    for c in children(e):
         count_flops(c, acc)
     return acc
 
@@ -168,7 +139,7 @@ class _Uniformity:
             return e.name not in self.varying
         if isinstance(e, (Special, Load, Shuffle)):
             return False
-        return all(self.expr(c) for c in _children(e))
+        return all(self.expr(c) for c in children(e))
 
     def _walk(self, body: list[Stmt], divergent: bool) -> None:
         for s in body:
@@ -207,19 +178,14 @@ class _DataFlow:
             return True
         if isinstance(e, Var):
             return e.name in self.data
-        return any(self.expr(c) for c in _children(e))
+        return any(self.expr(c) for c in children(e))
 
     def _walk(self, body: list[Stmt]) -> None:
-        for s in body:
+        for s in walk_stmts(body):
             if isinstance(s, Declare) and s.init is not None and self.expr(s.init):
                 self.data.add(s.var.name)
             elif isinstance(s, Assign) and self.expr(s.value):
                 self.data.add(s.var.name)
-            elif isinstance(s, If):
-                self._walk(s.then)
-                self._walk(s.orelse)
-            elif isinstance(s, For):
-                self._walk(s.body)
 
 
 @dataclass
@@ -252,6 +218,9 @@ class _Translator:
             self.slot[s.name] = ("s", i)
         for i, loc in enumerate(kernel.locals):
             self.slot[loc.name] = ("l", i)
+        self.global_or_shared = {p.name for p in self.globals_} | {b.name for b in kernel.shared}
+        self.local_names = {b.name for b in kernel.locals}
+        self.ns["_Reduction"] = Reduction
 
     # ----------------------------------------------------------------- helpers
     def tmp(self, prefix: str) -> str:
@@ -320,6 +289,11 @@ class _Translator:
 
     def _arith(self, e: Unary | Binary, args: list[str], ctx: _Ctx) -> str:
         code = f"{self.op(e.op)}({', '.join(args)})"
+        if isinstance(e, Binary) and e.op in _BY_CONST and e.dtype.is_int \
+                and isinstance(e.b, Const) and int(e.b.value) > 0:
+            # index math by a positive constant: one NumPy pass instead of the general rule
+            self.ns.setdefault(f"_{e.op}_c", _BY_CONST[e.op])
+            code = f"_{e.op}_c({args[0]}, {int(e.b.value)})"
         rd = e.dtype
         if rd.is_float and rd.bits < 32:
             code = f"{self.rounder(rd)}({code})"
@@ -467,6 +441,10 @@ class _Translator:
         v = self.var(s.var)
         start, stop, step = (self.expr(x, ctx) for x in (s.start, s.stop, s.step))
         if all(self.uni.expr(x) for x in (s.start, s.stop, s.step)):
+            plan = match_reduction_loop(s, self.global_or_shared, self.local_names)
+            if plan is not None:  # a multiply-accumulate loop: also emit its contraction form
+                emit_reduction_loop(self, s, plan, ctx, depth)
+                return
             self.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth)
             self.body(s.body, ctx, depth + 1)
             return

@@ -303,6 +303,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                         buffer=sb.name, index=int(di[lane]))
             W._race_write(j, flat[sel], act, site, per_lane=width)
         W.sh[j][flat[sel]] = vals[sel]
+        W.sh_version[j] += 1   # contract.Reduction's panels are stale now
         if asynchronous:
             lanes = W.lane if act is None else W.lane[act]
             _pipe(W).mark(j, flat[sel], lanes[:, None])

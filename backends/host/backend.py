@@ -17,6 +17,9 @@ DIFFERENCES from a GPU (and from cpu_sim), pinned by tests/test_host_shim_differ
   race check finds the general case in the IR);
 * out-of-bounds global accesses are caught at a 16-byte granularity past the end of a
   buffer (guard page); shared memory is not bounds-checked.
+* matrix units (mma.sync, MFMA) sum the exact products in double and round once; a GPU
+  accumulates in f32 in an unspecified order (within the contraction's tolerance).
+* launches are synchronous and "device time" is host wall time (not a GPU estimate).
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ class HostBackend(GpuBackend):
         from .driver import HostDriver
 
         return HostDriver(self.vendor, self.name)
+
+    def render_selftest(self, device: str) -> dict[str, list[tuple[str, str]]]:
+        """The planted renderer faults on this backend (`hal conformance --self-test`)."""
+        from .faults import run_render_selftest
+
+        return run_render_selftest(self.name, device)
 
 
 class CudaHostBackend(HostBackend):

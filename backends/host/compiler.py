@@ -28,6 +28,8 @@ from hal.render.toolchain import CompileCache, atomic_write, cache_dir, run_tool
 
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 CANDIDATES = ("clang++-19", "clang++", "g++")
+# lld links a kernel's shared object in half the time of GNU ld (clang only)
+LLD_CANDIDATES = ("ld.lld", "ld.lld-19", "ld.lld-18", "ld.lld-17", "ld.lld-16", "ld.lld-15")
 
 # a kernel definition as both renderers spell it (kernel_prefix, then launch bounds)
 _KERNEL = re.compile(r'__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(')
@@ -72,6 +74,21 @@ def shim_digest() -> str:
         h.update(p.relative_to(SHIM_DIR).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()
+
+
+@cache
+def find_lld() -> str | None:
+    for c in LLD_CANDIDATES:
+        path = shutil.which(c)
+        if path:
+            return path
+    return None
+
+
+def link_flags(cxx: str) -> list[str]:
+    """`--ld-path=<lld>` for clang when lld is installed, else nothing (the default ld)."""
+    lld = find_lld()
+    return [f"--ld-path={lld}"] if lld and "clang" in Path(cxx).name else []
 
 
 @dataclass(frozen=True)
@@ -135,7 +152,8 @@ def compile_host(source: str, options: HostCompileOptions, *, name: str = "kerne
     fd, out = tempfile.mkstemp(dir=build, suffix=".so")
     os.close(fd)
     try:
-        cmd = [cxx, *options.flags(), f"-I{src_path.parent}", str(unit), "-o", out]
+        cmd = [cxx, *options.flags(), *link_flags(cxx), f"-I{src_path.parent}", str(unit),
+               "-o", out]
         run_tool(cmd, what=f"host shim ({Path(cxx).name})", source_path=src_path,
                  warnings_fail=False)
         binary = Path(out).read_bytes()

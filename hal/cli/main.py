@@ -1,7 +1,8 @@
 """The `hal` command: a click group whose commands live one per module in hal.cli.
 
 Every HalError a command raises is printed as `error: <message>` (and
-`hint: <fix>`) on stderr with exit code 1; click's usage errors exit 2. A
+`hint: <fix>`) on stderr with exit code 1; click's usage errors are printed in the
+same form (the usage line as the hint) and exit 2. A
 traceback appears only with `--debug`, for hal's own errors and for bugs alike.
 """
 
@@ -13,16 +14,33 @@ from typing import Any
 import click
 
 from hal import __version__
-from hal.cli.backends_cmd import backends
-from hal.cli.bench_cmd import bench
-from hal.cli.bringup_cmd import bringup
-from hal.cli.compile_cmd import compile_
-from hal.cli.conformance_cmd import conformance
-from hal.cli.devices import devices
-from hal.cli.fuse_cmd import fuse
-from hal.cli.ops_cmd import ops
-from hal.cli.run import run
 from hal.errors import HalError
+
+# Each command's module, attribute and one-line help. Commands are imported when they
+# run (or when their own --help is asked for), so `hal --help` and `hal --version`
+# pay only for click; tests/test_cli_startup.py holds the help lines equal to the
+# commands' own.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "backends": ("hal.cli.backends_cmd", "backends",
+                 "List backends (in-tree and plugins) with availability and capabilities."),
+    "bench": ("hal.cli.bench_cmd", "bench",
+              "Benchmark OP_OR_FILE (an op, a fused pattern like matmul+bias+gelu, or a .hal "
+              "file) against the device's roofline and framework baselines."),
+    "bringup": ("hal.cli.bringup_cmd", "bringup",
+                "Import MODEL, plan, run on a backend and check parity with its framework."),
+    "compile": ("hal.cli.compile_cmd", "compile_",
+                "Render FILE (.hal) as CUDA or HIP, compile it and print registers, spills, "
+                "shared."),
+    "conformance": ("hal.cli.conformance_cmd", "conformance",
+                    "Check a backend's numbers against the float64 reference within the "
+                    "error model."),
+    "devices": ("hal.cli.devices", "devices", "List the shipped device specs."),
+    "fuse": ("hal.cli.fuse_cmd", "fuse",
+             "Plan the fusion of FILE (.hal) for a device and show groups, kernels and "
+             "modelled cost."),
+    "ops": ("hal.cli.ops_cmd", "ops", "List the ops hal defines."),
+    "run": ("hal.cli.run", "run", "Run the graph in FILE (.hal text) and summarise its outputs."),
+}
 
 
 def _report(message: str, hint: str | None) -> None:
@@ -32,7 +50,64 @@ def _report(message: str, hint: str | None) -> None:
 
 
 class HalGroup(click.Group):
-    """Turns exceptions from any subcommand into one clear message and an exit code."""
+    """Turns exceptions from any subcommand into one clear message and an exit code;
+    imports a command's module only when that command is used (COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in COMMANDS:
+            import importlib
+
+            module, attr, _ = COMMANDS[name]
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, name)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in COMMANDS and name not in self.commands:
+                text = click.utils.make_default_short_help(COMMANDS[name][2], limit)
+            else:
+                cmd = self.get_command(ctx, name)
+                if cmd is None or cmd.hidden:
+                    continue
+                text = cmd.get_short_help_str(limit)
+            rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """click's usage errors in hal's form: `error: ...` and `hint: usage ...`, exit 2."""
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except click.UsageError as e:
+            hint = None
+            if e.ctx is not None:
+                hint = (e.ctx.get_usage().replace("\n", " ").strip() +
+                        f"; see `{e.ctx.command_path} --help`")
+            _report(e.format_message(), hint)
+            code = e.exit_code
+        except click.ClickException as e:
+            _report(e.format_message(), None)
+            code = e.exit_code
+        except click.Abort:  # click's wrapper of KeyboardInterrupt / EOF
+            click.echo("interrupted", err=True)
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -61,9 +136,6 @@ class HalGroup(click.Group):
 def main(debug: bool) -> None:
     """hal: a hardware abstraction layer for AI accelerators."""
 
-
-for _command in (devices, backends, ops, run, fuse, bringup, bench, compile_, conformance):
-    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -64,8 +64,24 @@ constexpr int kMaxThreads = 1024;
 constexpr int kWarp = HAL_WARP_SIZE;
 static_assert((kWarp & (kWarp - 1)) == 0 && kWarp <= 64, "warp size: a power of two <= 64");
 
+// cp.async copies one thread has issued and not yet completed (hal_host_matrix.h)
+struct PendingCopy {
+  void* dst;
+  const void* src;
+  unsigned group;
+  int bytes;
+  bool full;
+};
+constexpr int kMaxPending = 512;
+struct CopyQueue {
+  PendingCopy q[kMaxPending];
+  int n = 0;
+  unsigned committed = 0;
+};
+
 struct Fiber {
   void* sp = nullptr;
+  CopyQueue* copies = nullptr;
   char* stack = nullptr;  // mapping base (guard page first)
   dim3 tid{0, 0, 0};
   int linear = 0;
@@ -256,6 +272,10 @@ static void init_fiber(Fiber& f, int i) {
   memcpy((char*)s + 4, &fpcw, 2);
   f.sp = s;
   f.done = false;
+  if (f.copies) {
+    f.copies->n = 0;
+    f.copies->committed = 0;
+  }
   f.where = "";
 }
 

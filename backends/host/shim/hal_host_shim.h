@@ -12,7 +12,8 @@
 //   * shuffles are lock-step exchanges among the lanes of one warp/wavefront of
 //     HAL_WARP_SIZE lanes (32 CUDA, 64 CDNA), with the width rules of PTX shfl.sync and
 //     HIP's __shfl_*; reading a lane that did not take part is an error, not garbage;
-//   * __shared__ variables are function statics (one copy, shared by the block's threads);
+//   * __shared__ variables are block-scope thread_locals (implicitly static: one copy,
+//     shared by the block's fibers); dynamic shared memory is the array hal_smem;
 //   * atomics are plain read-modify-writes (fibers never interleave inside one).
 // Types: __half via _Float16 (RNE conversions), bf16 and fp8 by exact integer/float code.
 #pragma once
@@ -33,10 +34,19 @@
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
-#define __shared__ static
+// __shared__ is thread_local: a block-scope thread_local is implicitly static, so all
+// fibers of a block (one OS thread) share one copy, and `extern __shared__ unsigned char
+// hal_smem[]` (dynamic shared memory) is a valid redeclaration of the array defined below.
+#define __shared__ thread_local
 #define __constant__ static const
 
 #include "hal_host_runtime.h"
+
+// Dynamic shared memory: one array, larger than any spec's per-block limit (228 KB on H100).
+// C linkage: the block-scope redeclaration sits inside an extern "C" kernel.
+extern "C" {
+alignas(16) thread_local unsigned char hal_smem[256 * 1024];
+}
 
 #define threadIdx (::hal_host::g_rt.cur->tid)
 #define blockIdx (::hal_host::g_rt.block_idx)
@@ -137,12 +147,20 @@ static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
   __nv_bfloat16 h; h.__x = ::hal_host::f32_to_bf16_bits(f); return h;
 }
 static inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+static inline __nv_bfloat16 __float2bfloat16_rz(float f) {  // toward zero: drop the low half
+  uint32_t u; memcpy(&u, &f, 4);
+  __nv_bfloat16 h; h.__x = (u & 0x7fffffffu) > 0x7f800000u ? (unsigned short)((u >> 16) | 0x40u)
+                                                           : (unsigned short)(u >> 16);
+  return h;
+}
 
 // HIP (ROCm 5.x hip_bfloat16.h): explicit conversions both ways, RNE from float.
 struct hip_bfloat16 {
+  enum truncate_t { truncate };
   uint16_t data;
   hip_bfloat16() = default;
   explicit hip_bfloat16(float f) : data(::hal_host::f32_to_bf16_bits(f)) {}
+  hip_bfloat16(float f, truncate_t) : data(__float2bfloat16_rz(f).__x) {}
   explicit operator float() const { return ::hal_host::bf16_bits_to_f32(data); }
 };
 
@@ -234,3 +252,6 @@ template <typename T> static inline T __shfl_up(T v, unsigned d, int w = HAL_WAR
 template <typename T> static inline T __shfl(T v, int src, int w = HAL_WARP_SIZE) {
   return ::hal_host::shuffle(v, ::hal_host::SHFL_IDX, src, w, "__shfl");
 }
+
+// ------------------------------------------------------------------ matrix units, cp.async
+#include "hal_host_matrix.h"
