@@ -56,20 +56,15 @@ def kernel_tiles(k) -> dict[str, int]:
     shared = {s.name.rstrip("_0123456789"): s.size for s in k.shared}
     local = {b.name.rstrip("_0123456789"): b.size for b in k.locals}
     plan_tiles = k.meta.plan.tile_sizes
-    if "a_tile" in shared and k.meta.plan.strategy == "mma":
-        # matrix unit: A tile `stages` x BM x (BK + pad), WM x WN warps of the layout's lanes
-        from hal.kernel.mma import get_layout
-        from hal.lowering.mma_tiles import MmaTiles
+    if "frag_a" in local:    # matrix-unit matmul: A tile stages x BM x (BK + pad), MI x NI
+        from hal.kernel.mma import get_layout  # instruction tiles of C fragments per warp
 
-        t = MmaTiles.from_dict(plan_tiles)
-        a_buf = next(b for b in k.shared if b.name.rstrip("_0123456789") == "a_tile")
-        assert a_buf.stages == k.meta.plan.stages
-        bm = plan_tiles["bm"]
-        bk = a_buf.size // a_buf.stages // bm - t.pad
-        warps = k.block // get_layout(t.layout).lanes
-        assert warps == t.wm * t.wn
-        return {"bm": a_buf.size // a_buf.stages // (bk + t.pad), "bk": bk,
-                "wm": warps // t.wn, "wn": warps // t.wm}
+        lay = get_layout(plan_tiles["layout"])
+        stages = next(b.stages for b in k.shared if b.name.startswith("a_tile"))
+        bk = shared["a_tile"] // (stages * plan_tiles["bm"]) - 16 // plan_tiles["itemsize"]
+        mi, ni = local["frag_a"] // lay.a_elems, local["frag_b"] // lay.b_elems
+        assert local["acc"] == mi * ni * lay.c_elems
+        return {"bk": bk, "mi": mi, "ni": ni, "threads": k.block}
     if "a_tile" in shared:   # matmul: A tile BM x BK, B tile BK x BN, TM x TN accumulators
         bm, bn = plan_tiles["bm"], plan_tiles["bn"]
         bk = shared["a_tile"] // bm

@@ -20,7 +20,12 @@ matmuls stay SIMT. The kernel (one `_MmaEmitter`):
 * fragments come from shared memory by ldmatrix (x4, .trans for a [BK][BN] B) for the
   16-bit mma.sync layout, else by per-lane loads at the layout's base + offsets;
 * the epilogue (bias, activation, residual, casts, views) runs on each accumulator
-  element at the row/column its C layout gives it, as the SIMT kernel's does.
+  element at the row/column its C layout gives it, as the SIMT kernel's does;
+* siblings sharing A: a dual GEMM (equal shapes, e.g. SwiGLU's gate and up) keeps one
+  B tile and one accumulator per contraction and shares the A fragments; siblings of
+  different N (fused QKV) get one column-panel segment of grid.x each, behind a
+  block-uniform branch, reusing the tiles, fragments and accumulator; a norm fused as
+  A's prologue runs its row-statistics pre-pass (matmul_prologue) in each segment.
 
 Self-test faults planted here (hal.lowering.faults): mma_swapped_fragment_halves,
 mma_wrong_k_order, missing_cp_async_wait, wrong_swizzle.
