@@ -143,6 +143,9 @@ FAULT_AREAS = {
     "tol_ulps_16x": "tolerance", "tol_accumulation_16x": "tolerance",
     "tol_no_signed_zero": "tolerance+compare", "tol_store_widened": "tolerance",
     "gelu_tanh_constant": "op definition (ops/composite)",
+    "mma_swapped_fragment_halves": "lowering/matmul_mma", "mma_wrong_k_order":
+    "lowering/matmul_mma", "missing_cp_async_wait": "lowering/matmul_mma",
+    "wrong_swizzle": "lowering/matmul_mma",
 }
 
 # faults that leave the code for some specs unchanged (not a bug there)

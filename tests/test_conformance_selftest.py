@@ -47,6 +47,11 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "sim_f16_flush_subnormals": ("special/neg/f16/16x33", "numeric"),
     "sim_fp8_overflow_nan": ("overflow/cast/f32-f8e4m3fn/16x33", "numeric"),
     "tol_store_widened": ("canary/truncation/cast/f32-bf16/33x257", "canary"),
+    # issue 14: the matrix-unit path (a bf16 matmul takes the matrix unit on both widths)
+    "mma_swapped_fragment_halves": ("fused/matmul_bias_relu/bf16/64x128x96", None),
+    "mma_wrong_k_order": ("fused/matmul_bias_relu/bf16/64x128x96", None),
+    "missing_cp_async_wait": ("fused/matmul_bias_relu/bf16/64x128x96", None),
+    "wrong_swizzle": ("fused/matmul_bias_relu/bf16/64x128x96", None),
 }
 _CLEAN: dict[tuple[str, str], str] = {}
 
