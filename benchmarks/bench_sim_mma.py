@@ -35,7 +35,7 @@ def bench(device: str, size: int) -> dict:
     w = cast(rng.standard_normal((size, size)), bf16)
     out = np.zeros(size * size, bf16.np_dtype)
     by_value = {"a": a.ravel(), "b": w.ravel()}
-    args = {p.name: by_value.get(k.meta["buffers"][p.name], out) for p in k.params}
+    args = {p.name: by_value.get(k.meta.buffers[p.name], out) for p in k.params}
     t0 = time.perf_counter()
     st = simulate(k, args, spec)
     first = time.perf_counter() - t0
@@ -47,11 +47,13 @@ def bench(device: str, size: int) -> dict:
         cpu.append(time.process_time() - c0)
     want = a.astype(np.float64) @ w.astype(np.float64)
     err = float(np.abs(out.astype(np.float64).reshape(size, size) - want).max())
-    s = k.meta["schedule"]
-    return {"device": device, "instruction": s.get("instruction", "-"),
-            "tiles": {x: s["tiles"][x] for x in ("bm", "bn", "bk", "wm", "wn", "stages")}
-            if "wm" in s["tiles"] else s["tiles"],
-            "pipeline": s.get("pipeline", "-"), "first_s": first, "best_s": min(runs), "best_cpu_s": min(cpu),
+    plan_ = k.meta.plan
+    tiles = plan_.tile_sizes
+    stages = max((sh.stages for sh in k.shared), default=1)
+    return {"device": device, "instruction": plan_.math.name or "-",
+            "tiles": {x: tiles[x] for x in ("bm", "bn", "bk", "wm", "wn", "stages")}
+            if "wm" in tiles else tiles,
+            "pipeline": f"cp.async x{stages}" if stages > 1 else "register prefetch", "first_s": first, "best_s": min(runs), "best_cpu_s": min(cpu),
             "matrix_flops": sum(st.matrix_flops.values()), "bank_conflicts": st.bank_conflicts,
             "max_abs_err": err}
 

@@ -26,3 +26,5 @@ for dev in "${DEVICES[@]}"; do
     tail -n 3 "$OUT/$dev.txt"
 done
 echo "done: ${#DEVICES[@]} device(s) in $(( $(date +%s) - start )) s; results in $OUT"
+python benchmarks/llm_suite_table.py "$OUT" > "$OUT/table.md"
+echo "table (benchmarks/RESULTS.md, LLM op suite): $OUT/table.md"

@@ -47,6 +47,7 @@ import numpy as np
 from hal.dtypes import DType, cast, compute_dtype, f64
 from hal.ir.graph import Graph, Node, Value
 from hal.ops import Category, get_op
+from hal.ops.contraction import contraction_length
 from hal.reference import widen
 
 LAMBDA = 5.0
@@ -278,13 +279,6 @@ def _scan(node, attrs, ins, exact):
         mag = np.asarray(ref([_finite_abs(x.ref)], attrs)[0], dtype=np.float64)
     n = x.ref.shape[attrs["axis"] % x.ref.ndim] if x.ref.ndim else 1
     return [prop + accumulation_factor(n) * _u(x.dtype) * mag]
-
-
-def contraction_length(node: Node) -> int:
-    a = node.inputs[0]
-    if node.op == "matmul":
-        return int(a.shape[-2] if node.attrs["transpose_a"] else a.shape[-1])
-    return int(math.prod(a.shape[i] for i in node.attrs["lhs_contracting"]))
 
 
 @register_rule(Category.CONTRACTION)

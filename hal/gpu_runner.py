@@ -16,7 +16,7 @@ want them: a `void*[n]` whose i-th entry points at the i-th argument's bytes (a
 device pointer for a buffer, a C scalar of the ScalarParam's dtype; 16- and 8-bit
 floats as their bit patterns). Dynamic shared memory is passed when the renderer
 chose it (`renderer.dynamic_shared_bytes`), and the driver raises the function's
-limit first. Scalars come from `kernel.meta["scalars"]` (param -> value) or the
+limit first. Scalars come from `kernel.meta.scalars` (param -> value) or the
 `scalars=` option.
 
 Torch (or any) device tensors are used zero-copy: an input or `out=` tensor whose
@@ -184,8 +184,8 @@ def scalar_arg(value: Any, d: DType) -> ctypes._SimpleCData:
 def pack_args(kernel: Kernel, pointers: Mapping[str, int],
               scalars: Mapping[str, Any] | None = None) -> PackedArgs:
     """The argument array of one launch of `kernel`: buffers from `pointers` (param ->
-    device address), scalars from `scalars` or `kernel.meta["scalars"]`."""
-    scalars = {**kernel.meta.get("scalars", {}), **(scalars or {})}
+    device address), scalars from `scalars` or `kernel.meta.scalars`."""
+    scalars = {**kernel.meta.scalars, **(scalars or {})}
     names, values = [], []
     for p in kernel.params:
         if isinstance(p, BufferParam):
@@ -195,7 +195,7 @@ def pack_args(kernel: Kernel, pointers: Mapping[str, int],
         elif isinstance(p, ScalarParam):
             if p.name not in scalars:
                 raise DeviceError(f"kernel {kernel.name}: no value for scalar '{p.name}'",
-                                  hint="pass it in kernel.meta['scalars'] or scalars=")
+                                  hint="pass it in kernel.meta.scalars or scalars=")
             values.append(scalar_arg(scalars[p.name], p.dtype))
         names.append(p.name)
     array = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(v) for v in values])
@@ -417,10 +417,12 @@ class GpuRunner:
             self._bind_values(pg, prim, graph, inputs, out or {})
             it = iter(renamed)
             for g, ks, lower_s in lowered:
-                if not ks:  # a lone reshape: a view of its input
+                if not ks and is_alias_group(g):  # a lone reshape: a view of its input
                     n = g.nodes[0]
                     pg.pointers.setdefault(n.outputs[0].name, pg.pointers[n.inputs[0].name])
                     continue
+                # (a group the lowering gives no kernel, e.g. a broadcast constant that every
+                # consumer recomputes, still gets zeroed buffers for its values, as on cpu_sim)
                 for v in (o for n in g.nodes for o in n.outputs):
                     if v.name not in pg.pointers:
                         pg.pointers[v.name] = self._alloc(pg, v.type.nbytes)
@@ -428,9 +430,9 @@ class GpuRunner:
                 for _k in ks:
                     k = next(it)
                     ptrs = {}
-                    for param, value in k.meta["buffers"].items():
-                        if param in k.meta["scratch"]:
-                            dt, numel = k.meta["scratch"][param]
+                    for param, value in k.meta.buffers.items():
+                        if param in k.meta.scratch:
+                            dt, numel = k.meta.scratch[param]
                             if param not in scratch:
                                 scratch[param] = self._alloc(pg, numel * as_dtype(dt).itemsize)
                             ptrs[param] = scratch[param]
@@ -494,8 +496,9 @@ class GpuRunner:
             raise
         pg.free()
         stats = [{"kernel": ln.kernel.name, "group": ln.group, "kind": ln.kind,
-                  "ops": list(ln.kernel.meta.get("ops", [])),
-                  "schedule": ln.kernel.meta.get("schedule", {}),
+                  "ops": list(ln.kernel.meta.ops),
+                  "plan": ln.kernel.meta.plan.summary() if ln.kernel.meta.plan else {},
+                  "stage": ln.kernel.meta.stage,
                   "grid": tuple(ln.kernel.grid), "block": ln.kernel.block,
                   "shared_bytes": ln.kernel.shared_bytes, "dynamic_shared_bytes": ln.shared_bytes,
                   "time_s": t, "lower_s": ln.lower_s}

@@ -505,4 +505,6 @@ _composite("scaled_dot_product_attention", ("q", "k", "v"),
 _composite("sdpa_masked", ("q", "k", "v", "mask"), _attention_infer("sdpa_masked"),
            _attention_ref, _attention_decompose, (_SCALE,),
            "softmax(q k^T * scale + mask) v; mask is additive (float, -inf hides a key) and "
-           "broadcasts to [B, Hq, S, T]")
+           "broadcasts to [B, Hq, S, T]. A fully masked row (every key -inf) is NaN, as the "
+           "softmax of no keys is 0/0 (torch >= 2.5 returns 0 there): mask with a large "
+           "finite negative (finfo.min) to get a defined row")

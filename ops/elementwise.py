@@ -32,10 +32,6 @@ def erf(x: np.ndarray) -> np.ndarray:
     return np.asarray(_erf(x.astype(np.float64)), dtype=np.float64).astype(x.dtype, copy=False)
 
 
-def _float_only(fn):
-    return fn
-
-
 def _with_errstate(fn):
     def wrapped(*args):
         with np.errstate(all="ignore"):

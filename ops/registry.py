@@ -47,8 +47,6 @@ class ErrorModel:
     op sums `n` terms (reductions, dot products, cumsum), adding up to n*u of
     relative error of the sum of magnitudes (the classical recursive bound; the
     tree-shaped GPU reductions do better, so the bound holds for them too).
-    `magnitude_relative`: the bound scales with the sum of |terms| rather than |result|
-    (cancellation).
     """
 
     ulps: float = 0.5

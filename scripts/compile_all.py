@@ -79,7 +79,7 @@ def matrix_unit_rows(spec_name: str, arch: str, ks: list) -> tuple[list[str], bo
     """(table row, ok) for the matrix-unit kernels among `ks` on one arch."""
     from hal.render.disasm import count_instructions
 
-    mma = [k for k in ks if k.meta.get("schedule", {}).get("strategy") == "mma"]
+    mma = [k for k in ks if k.meta.plan is not None and k.meta.plan.strategy == "mma"]
     if not mma:
         return [spec_name, arch, "0", "-", "-", "no matrix-unit kernel"], True
     spec = load_spec(spec_name)

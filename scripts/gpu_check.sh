@@ -31,7 +31,8 @@
 # Env: OUT (default ./gpu-check-out), DEVICE (default h200), GPU_CHECK_BUDGET (default 380),
 # PYTHON (default python3), CONFORMANCE_WORKERS (default 12), CONFORMANCE_FILTER (-k, default
 # all cases), STEP_TIMEOUT (replaces every step's own limit; the budget still applies),
-# GPU_CHECK_STEPS (comma-separated steps to run, default all: e.g. install,probe).
+# GPU_CHECK_STEPS (comma-separated steps to run, default all: e.g. install,probe),
+# GPU_CHECK_DRY_RUN=1 (print each step's command and worst-case limit; run and write nothing).
 set -u
 
 OUT="${OUT:-$PWD/gpu-check-out}"
@@ -43,17 +44,23 @@ FILTER="${CONFORMANCE_FILTER:-}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-}"
 STEPS="${GPU_CHECK_STEPS:-install,probe,smoke,conformance,membound,kernels}"
 PACK_RESERVE=15            # seconds kept for packing
+DRY="${GPU_CHECK_DRY_RUN:-0}"
+SPENT=0                    # dry run: the worst case, every step using all of its limit
 START=$(date +%s)
 RUN="$OUT/run"
 LOGS="$RUN/logs"
-mkdir -p "$LOGS"
+[ "$DRY" = 1 ] || mkdir -p "$LOGS"
 export HAL_CACHE_DIR="$RUN/hal-cache"
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1
 
 declare -a NAMES=() CODES=() LIMITS=() SECS=()
 
-left() { echo $(( BUDGET - PACK_RESERVE - ($(date +%s) - START) )); }
+left() {
+    local used=$(( $(date +%s) - START ))
+    [ "$DRY" = 1 ] && used=$SPENT
+    echo $(( BUDGET - PACK_RESERVE - used ))
+}
 
 limit() {  # limit SECONDS: min(STEP_TIMEOUT or SECONDS, what is left of the budget)
     local want="${STEP_TIMEOUT:-$1}" l
@@ -66,6 +73,11 @@ limit() {  # limit SECONDS: min(STEP_TIMEOUT or SECONDS, what is left of the bud
 step() {  # step NAME SECONDS CMD...: run with a timeout, log to $LOGS/NAME.log, keep the code
     local name="$1" t t0 rc; t=$(limit "$2"); shift 2
     case ",$STEPS," in *",$name,"*) ;; *) return 0 ;; esac
+    if [ "$DRY" = 1 ]; then
+        printf '[dry-run] %s: timeout %s %s\n' "$name" "$t" "$*"
+        SPENT=$(( SPENT + t ))
+        return 0
+    fi
     if [ "$t" -lt 15 ]; then
         echo "=== $name: skipped, ${t}s left of the ${BUDGET}s budget"
         NAMES+=("$name"); CODES+=("budget"); LIMITS+=("$t"); SECS+=(0)
@@ -113,7 +125,7 @@ last_line() {  # the last non-empty line of a step's log, fit for a table cell
 
 PACKED=0
 pack() {  # everything under $OUT/run -> at most 8 files under $OUT, the summary first
-    [ "$PACKED" = 1 ] && return
+    [ "$PACKED" = 1 ] || [ "$DRY" = 1 ] && return
     PACKED=1
     local s="$OUT/summary.md" f
     {
@@ -160,7 +172,7 @@ step install 45 bash -c install_hal
 hash -r
 # pip puts `hal` in the interpreter's scripts dir; make sure that dir is on PATH
 command -v hal >/dev/null 2>&1 || PATH="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
-cat >"$RUN/probe.py" <<'PY'
+[ "$DRY" = 1 ] || cat >"$RUN/probe.py" <<'PY'
 import importlib.metadata as m
 
 for p in ("hal", "torch", "cuda-core", "cuda-bindings", "cuda-pathfinder", "nvidia-cuda-nvrtc",
@@ -177,7 +189,7 @@ print("L2 bytes the device reports:", b.l2_bytes() if b.probe() else None)
 PY
 step probe 20 sh -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; '$PY' '$RUN/probe.py'; hal backends"
 step smoke 30 env HAL_SYNC_EACH=1 hal run examples/tiny_gpt.hal --backend cuda --device "$DEVICE" --json
-mkdir -p "$RUN/conformance"
+[ "$DRY" = 1 ] || mkdir -p "$RUN/conformance"
 step conformance 120 hal conformance --backend cuda --device "$DEVICE" --workers "$WORKERS" \
     ${FILTER:+-k "$FILTER"} --report "$RUN/conformance/conformance-cuda-$DEVICE.json" \
     --junit "$RUN/conformance/conformance-cuda-$DEVICE.xml"

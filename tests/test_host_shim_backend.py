@@ -48,3 +48,29 @@ def test_sign_of_negative_zero_is_positive_zero(backend, device):
     out = y.outputs["y"]
     assert out[0] == 0 and not np.signbit(out[0]) and not np.signbit(out[1])
     assert out[2] == -1 and np.isnan(out[3])
+
+
+def test_a_group_without_kernels_is_not_taken_for_a_reshape(monkeypatch):
+    # Found by the host path on the JAX decoder bring-up: a pointwise group the lowering
+    # gives no kernel (its values are recomputed by their consumers) was treated as a lone
+    # reshape by the GPU runner, which then indexed the missing input (IndexError).
+    import hal.lowering
+
+    real = hal.lowering.lower_group
+
+    def lower(group, spec, *args, **kw):
+        return [] if any(n.op == "neg" for n in group.nodes) else real(group, spec, *args, **kw)
+
+    monkeypatch.setattr(hal.lowering, "lower_group", lower)
+    g = parse_graph("""graph t {
+  input %x: f32[8]
+  %y: f32[8] = exp(%x)
+  %z: f32[8] = neg(%x)
+  output %y
+  output %z
+}""")
+    x = np.linspace(-1, 1, 8).astype(np.float32)
+    out = get_backend("cuda-host").run_graph(g, {"x": x}, "h100-sxm", fuse=False,
+                                             compare_reference=False).outputs
+    np.testing.assert_allclose(out["y"], np.exp(x), rtol=1e-6)
+    assert (out["z"] == 0).all()  # no kernel ran for it: zeroed, as cpu_sim leaves it

@@ -54,3 +54,15 @@ def test_the_production_backend_stays_clean_after_planting():
     r = execute(get_case(SELFTEST_CASES["exp_as_exp2"][0]), "cuda-host", "h100-sxm",
                 unfused=False, profile=False)
     assert r["verdict"] == "pass"
+
+
+def test_cli_self_test_plants_renderer_faults_on_a_host_backend():
+    from click.testing import CliRunner
+
+    from hal.cli.main import main
+
+    res = CliRunner().invoke(main, ["conformance", "--self-test", "--backend", "cuda-host",
+                                    "--device", "h100-sxm"])
+    assert res.exit_code == 0, res.output
+    assert "exp_as_exp2: caught by elementwise/exp/f32/31" in res.output
+    assert "all 4 planted renderer faults caught on cuda-host" in res.output

@@ -132,3 +132,17 @@ extern "C" __global__ void k(float* out) {
 """
     with pytest.raises(DeviceError, match="needs all 32 lanes"):
         driver.run_source(src, "k", [np.zeros(32, np.float32)], block=32)
+
+
+@pytest.mark.parametrize("vendor,warp", [("cuda", 32), ("hip", 64)])
+def test_every_renderer_helper_has_a_host_definition(driver, vendor, warp):
+    # a helper the renderers gain later must get a host definition here too
+    from hal.backends.cuda.mma_helpers import CUDA_MATRIX_HELPERS
+    from hal.backends.rocm.mma_helpers import HIP_MATRIX_HELPERS
+
+    names = CUDA_MATRIX_HELPERS if vendor == "cuda" else HIP_MATRIX_HELPERS
+    refs = "\n".join(f"  (void)&{n}{'<0>' if n == 'hal_cp_async_wait' else ''};"
+                     for n in sorted(names))
+    src = f'extern "C" __global__ void k(float* y) {{\n{refs}\n  y[0] = 1.0f;\n}}\n'
+    (y,) = driver.run_source(src, "k", [np.zeros(1, np.float32)], warp_size=warp)
+    assert y[0] == 1.0

@@ -12,8 +12,18 @@ from hal.devices.loader import load_spec
 from hal.dtypes import bf16, f16, f32
 from hal.fusion.group import make_group
 from hal.ir import GraphBuilder
+from hal.kernel.ir import Stmt, VecCopy
 from hal.lowering import lower_group
 from hal.reference import random_inputs
+
+
+def walk_stmts(stmts):
+    """Every statement of a kernel body, nested bodies included."""
+    for st in stmts:
+        yield st
+        for value in vars(st).values():
+            if isinstance(value, list) and value and isinstance(value[0], Stmt):
+                yield from walk_stmts(value)
 
 SPECS = ["h100-sxm", "a100-sxm", "mi300x", "mi250x-gcd", "scratch-npu"]
 
@@ -41,7 +51,7 @@ def test_matmul_matches_reference(spec_name, m, k, n, tb, batch):
     w = b.input("w", bf16, (*lead, n, k) if tb else (*lead, k, n))
     b.output(b.op("matmul", x, w, transpose_b=tb))
     kern, r = _run(b.build(), spec_name)
-    assert kern.meta["schedule"]["strategy"] == "mma"
+    assert kern.meta.plan.strategy == "mma"
     assert r.report["ok"], r.report
 
 
@@ -54,8 +64,8 @@ def test_dual_gemm_swiglu(spec_name):
     up = b.op("matmul", x, wu)
     b.output(b.op("mul", b.op("mul", gate, b.op("sigmoid", gate)), up))   # silu(gate) * up
     kern, r = _run(b.build(), spec_name)
-    s = kern.meta["schedule"]
-    assert s["strategy"] == "mma" and s["contractions"] == 2
+    p = kern.meta.plan
+    assert p.strategy == "mma" and p.detail("contractions") == 2
     assert r.report["ok"], r.report
 
 
@@ -67,8 +77,9 @@ def test_f16_and_cast_prologue(spec_name):
     w = b.input("w", f16, (32, 16))
     b.output(b.op("matmul", b.op("cast", x, dtype=f16), w))
     kern, r = _run(b.build(), spec_name)
-    assert kern.meta["schedule"]["strategy"] == "mma"
-    assert kern.meta["schedule"]["operands"] == "sv"
+    assert kern.meta.plan.strategy == "mma"
+    # x reaches its tile element by element (the cast), w by 128-bit vector copies
+    assert any(isinstance(s, VecCopy) for s in walk_stmts(kern.body))
     assert r.report["ok"], r.report
 
 
@@ -84,6 +95,6 @@ def test_qkv_siblings_of_different_n(spec_name):
     for val in (q, k, v):
         b.output(val)
     kern, r = _run(b.build(), spec_name)
-    s = kern.meta["schedule"]
-    assert s["strategy"] == "mma" and s["column_segments"] == [40, 16, 16]
+    p = kern.meta.plan
+    assert p.strategy == "mma" and p.detail("column_segments") == (40, 16, 16)
     assert r.report["ok"], r.report

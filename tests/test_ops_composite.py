@@ -5,8 +5,6 @@ import math
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from ops_eval_helper import evaluate, one_node_graph, wide
 
 from hal.errors import ShapeError
@@ -15,6 +13,9 @@ from hal.ir.graph import Initializer
 from hal.ops import get_op, ops_in
 from hal.ops.decompose import decompose_graph
 from hal.ops.registry import Category
+
+torch = pytest.importorskip("torch", reason="torch is the comparison baseline: pip install hal[torch]")
+F = torch.nn.functional
 
 RNG = np.random.default_rng(3)
 

@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
 from ops_eval_helper import one_node_graph, run_op
 
 from hal.dtypes import bf16, f16, f32, i32
 from hal.errors import HalError, ShapeError
 from hal.ops.contraction import accumulation_dtype
+
+torch = pytest.importorskip("torch", reason="torch is the comparison baseline: pip install hal[torch]")
 
 RNG = np.random.default_rng(2)
 

@@ -4,12 +4,13 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
 from ops_eval_helper import one_node_graph, run_op
 
 from hal.dtypes import DTYPES, cast
 from hal.errors import ShapeError
 from hal.ops import get_op
+
+torch = pytest.importorskip("torch", reason="torch is the comparison baseline: pip install hal[torch]")
 
 SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.5, 1e-30, -1e-30, 1e30, 88.0, -88.0,
                     np.inf, -np.inf, np.nan, 2.0, 0.25, 7.75], np.float32)

@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ops_eval_helper import one_node_graph, run_op
 
 from hal.errors import ShapeError
+
+torch = pytest.importorskip("torch", reason="torch is the comparison baseline: pip install hal[torch]")
 
 RNG = np.random.default_rng(0)
 SPECIAL = np.array([np.inf, -np.inf, np.nan, -0.0, 0.0, 1.5], np.float32)

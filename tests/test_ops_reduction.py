@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 from ops_eval_helper import one_node_graph, run_op
 
 from hal.errors import ShapeError
+
+torch = pytest.importorskip("torch", reason="torch is the comparison baseline: pip install hal[torch]")
 
 RNG = np.random.default_rng(1)
 TORCH_REDUCE = {"reduce_sum": torch.sum, "reduce_prod": torch.prod,

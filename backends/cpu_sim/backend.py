@@ -93,9 +93,9 @@ class CpuSimBackend(Backend):
             lower_s = time.perf_counter() - t0
             for k in kernels:
                 args: dict[str, Any] = {}
-                for param, value in k.meta["buffers"].items():
-                    if param in k.meta["scratch"]:
-                        dt, numel = k.meta["scratch"][param]
+                for param, value in k.meta.buffers.items():
+                    if param in k.meta.scratch:
+                        dt, numel = k.meta.scratch[param]
                         if param not in scratch:
                             from hal.dtypes import dtype as _dtype
 
@@ -119,8 +119,9 @@ class CpuSimBackend(Backend):
                 d = st.to_dict()
                 if k.name in sampled_report:
                     d["sample"] = sampled_report[k.name]
-                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta["ops"]),
-                         schedule=k.meta.get("schedule", {}), lower_s=lower_s)
+                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
+                         plan=k.meta.plan.summary() if k.meta.plan is not None else {},
+                         stage=k.meta.stage, lower_s=lower_s)
                 stats.append(d)
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
@@ -140,7 +141,7 @@ def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, n
     """Give the group's outputs their functional values except where the simulated blocks
     stored; compare the simulated elements with the functional ones."""
     func = functional_outputs(group, buffers)
-    param_of = {value: param for param, value in kernel.meta["buffers"].items()}
+    param_of = {value: param for param, value in kernel.meta.buffers.items()}
     parity = {}
     for v in group.outputs:
         param = param_of.get(v.name)

@@ -63,6 +63,9 @@ from hal.kernel.ir import (
     Unary,
     Var,
     VecCopy,
+    children,
+    stmt_exprs,
+    walk_stmts,
 )
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
@@ -99,45 +102,10 @@ def scalar_fn(op: str) -> Callable[..., Any]:
     return getattr(fn, "__wrapped__", fn)
 
 
-def _children(e: Expr) -> list[Expr]:
-    if isinstance(e, Unary):
-        return [e.x]
-    if isinstance(e, Binary):
-        return [e.a, e.b]
-    if isinstance(e, Select):
-        return [e.pred, e.on_true, e.on_false]
-    if isinstance(e, Cast):
-        return [e.x]
-    if isinstance(e, Load):
-        return [x for x in (e.index, e.mask, e.other) if x is not None]
-    if isinstance(e, Shuffle):
-        return [e.x, e.offset]
-    return []
-
-
-def stmt_exprs(s: Stmt) -> list[Expr]:
-    """The expressions a statement evaluates itself (not those of nested bodies)."""
-    if isinstance(s, Declare):
-        return [s.init] if s.init is not None else []
-    if isinstance(s, Assign):
-        return [s.value]
-    if isinstance(s, (Store, AtomicAdd)):
-        return [x for x in (s.index, s.value, s.mask) if x is not None]
-    if isinstance(s, If):
-        return [s.cond]
-    if isinstance(s, For):
-        return [s.start, s.stop, s.step]
-    if isinstance(s, LdMatrix):
-        return [s.addr]
-    if isinstance(s, VecCopy):
-        return [x for x in (s.dst_index, s.src_index, s.mask) if x is not None]
-    return []
-
-
 def count_flops(e: Expr, acc: Counter) -> Counter:
     if isinstance(e, (Unary, Binary)) and e.dtype.is_float:
         acc[e.dtype.name] += 1
-    for c in _children(e):
+    for c in children(e):
         count_flops(c, acc)
     return acc
 
@@ -171,7 +139,7 @@ class _Uniformity:
             return e.name not in self.varying
         if isinstance(e, (Special, Load, Shuffle)):
             return False
-        return all(self.expr(c) for c in _children(e))
+        return all(self.expr(c) for c in children(e))
 
     def _walk(self, body: list[Stmt], divergent: bool) -> None:
         for s in body:
@@ -210,19 +178,14 @@ class _DataFlow:
             return True
         if isinstance(e, Var):
             return e.name in self.data
-        return any(self.expr(c) for c in _children(e))
+        return any(self.expr(c) for c in children(e))
 
     def _walk(self, body: list[Stmt]) -> None:
-        for s in body:
+        for s in walk_stmts(body):
             if isinstance(s, Declare) and s.init is not None and self.expr(s.init):
                 self.data.add(s.var.name)
             elif isinstance(s, Assign) and self.expr(s.value):
                 self.data.add(s.var.name)
-            elif isinstance(s, If):
-                self._walk(s.then)
-                self._walk(s.orelse)
-            elif isinstance(s, For):
-                self._walk(s.body)
 
 
 @dataclass

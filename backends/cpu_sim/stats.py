@@ -11,9 +11,11 @@ Counting rules (they are the cost model's, so keep them simple and documented):
   `flops` is vector plus matrix flops.
 * bank_conflicts: extra shared-memory wavefronts of vector and ldmatrix accesses.
 * barriers: one per block that executes the Barrier statement.
-* modelled_time_s = max(global bytes / dram_bandwidth,
-                        sum over dtypes of flops_d / vector peak_d
-                        + matrix flops / the rate of their instruction) + launch_overhead_s.
+* modelled_time_s = hal.roofline.roofline_time(spec, {GLOBAL: global bytes},
+                   {SIMT FMA of dtype d: flops_d, MATRIX instruction: its matrix flops})
+                   + launch_overhead_s: the one roofline, with the bytes the simulator
+  counted (as issued: it models no cache, so they are priced at DRAM bandwidth), its
+  vector flops on the vector units and each matrix instruction's flops at its rate.
 """
 
 from __future__ import annotations
@@ -51,15 +53,17 @@ class KernelStats:
 
     def finish(self, spec: DeviceSpec) -> None:
         """Total the per-dtype flops and fill modelled_time_s from the spec's roofline."""
+        from hal.roofline import MathInstruction, MathKind, MemoryLevel, roofline_time
+
         self.flops = int(sum(self.flops_by_dtype.values()) + sum(self.matrix_flops.values()))
-        memory_s = self.global_bytes / spec.dram_bandwidth if spec.dram_bandwidth else 0.0
-        compute_s = sum(n / spec.peak_for(dt, matrix=False)
-                        for dt, n in self.flops_by_dtype.items() if n)
+        work = [(MathInstruction(MathKind.SIMT_FMA, dt), n)
+                for dt, n in self.flops_by_dtype.items()]
         for lay, n in self.matrix_flops.items():
-            rates = [mi.rate or spec.peak_for(mi.a) for mi in spec.matrix_instructions
-                     if mi.layout == lay]
-            compute_s += n / (max(rates) if rates else spec.peak_for("f32", matrix=False))
-        self.modelled_time_s = max(memory_s, compute_s) + spec.launch_overhead_s
+            mi = next((mi for mi in spec.matrix_instructions if mi.layout == lay), None)
+            work.append((MathInstruction(MathKind.MATRIX, mi.a, mi.name) if mi is not None
+                         else MathInstruction(MathKind.SIMT_FMA, "f32"), n))
+        self.modelled_time_s = roofline_time(
+            spec, {MemoryLevel.GLOBAL: self.global_bytes}, work) + spec.launch_overhead_s
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -56,6 +56,7 @@ from hal.kernel.ir import (
     Store,
     Unary,
     Var,
+    children,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,24 +90,10 @@ class ReductionLoop:
     flops: tuple[tuple[str, int], ...]   # per iteration and lane, by dtype name
 
 
-def _children(e: Expr) -> list[Expr]:
-    if isinstance(e, Unary):
-        return [e.x]
-    if isinstance(e, Binary):
-        return [e.a, e.b]
-    if isinstance(e, Select):
-        return [e.pred, e.on_true, e.on_false]
-    if isinstance(e, Cast):
-        return [e.x]
-    if isinstance(e, Load):
-        return [x for x in (e.index, e.mask, e.other) if x is not None]
-    return []
-
-
 def _vars(e: Expr, acc: Counter) -> Counter:
     if isinstance(e, Var):
         acc[e.name] += 1
-    for c in _children(e):
+    for c in children(e):
         _vars(c, acc)
     return acc
 
@@ -116,7 +103,7 @@ def _pure_int(e: Expr) -> bool:
     if isinstance(e, (Const, Var, Param, Special)):
         return not e.dtype.is_float
     if isinstance(e, (Unary, Binary, Select)):
-        return all(_pure_int(c) for c in _children(e)) and not e.dtype.is_float
+        return all(_pure_int(c) for c in children(e)) and not e.dtype.is_float
     return False
 
 

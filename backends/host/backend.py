@@ -61,6 +61,12 @@ class HostBackend(GpuBackend):
 
         return HostDriver(self.vendor, self.name)
 
+    def render_selftest(self, device: str) -> dict[str, list[tuple[str, str]]]:
+        """The planted renderer faults on this backend (`hal conformance --self-test`)."""
+        from .faults import run_render_selftest
+
+        return run_render_selftest(self.name, device)
+
 
 class CudaHostBackend(HostBackend):
     name = "cuda-host"

@@ -18,7 +18,7 @@ Two ways a figure is obtained, always labelled in `BenchResult.method`:
   number, so median = p10 = p90.
 
 Throughput uses the graph's compulsory bytes (each input read once, each
-output written once) and the plan's flops. The roofline time is
+output written once) and the plan's flops. The roofline time is hal.roofline's
 max(compulsory bytes / DRAM bandwidth, flops / peak), so
 `pct_of_roofline = roofline time / time`, which equals achieved FLOP/s over
 min(peak, intensity x bandwidth) and still means something for ops with no
@@ -46,6 +46,8 @@ from hal.bench.baselines import BaselineResult, get_baseline, host_flusher
 from hal.bench.cases import BenchCase, case_flops_hint, fmt_shape, total_elements
 from hal.bench.copy_bandwidth import CopyReference, CopyReferences
 from hal.devices.spec import DeviceSpec
+from hal.roofline import SIMT_F32, MathInstruction, MathKind, peak, roofline
+from hal.roofline import bound as roofline_side
 
 SIM_MAX_ELEMENTS = 1 << 22
 SIM_MAX_FLOPS = 1 << 28
@@ -124,15 +126,19 @@ class BenchResult:
 
     @property
     def roofline_s(self) -> float:
-        return max(self.compulsory_bytes / self.dram_bandwidth, self.flops / self.peak_flops)
+        """hal.roofline's bound for the compulsory bytes and the flops on the peak."""
+        return roofline([(self.compulsory_bytes, self.dram_bandwidth)],
+                        [(self.flops, self.peak_flops)])
 
     @property
     def bound(self) -> str:
-        mem = self.compulsory_bytes / self.dram_bandwidth
-        return "memory" if mem >= self.flops / self.peak_flops else "compute"
+        return roofline_side([(self.compulsory_bytes, self.dram_bandwidth)],
+                     [(self.flops, self.peak_flops)])
 
     @property
     def pct_of_roofline(self) -> float:
+        """Roofline time over the time, in percent (100 = at the roofline); print it with
+        a "%" sign as it is, never multiplied by 100 again."""
         return 100.0 * self.roofline_s / self.median_s if self.median_s else 0.0
 
     def ratio(self, b: BaselineResult) -> float | None:
@@ -178,14 +184,15 @@ class BenchResult:
 
 
 def _peak(graph, spec: DeviceSpec, dtype_name: str) -> tuple[float, str]:
+    """(FLOP/s, label) of the instruction kind the graph's math is bounded by: the matrix
+    units at the dtype when it has a contraction, else the vector units at f32."""
     from hal.ops import Category, get_op
     from hal.ops.decompose import decompose_graph
 
     has_dot = any(get_op(n.op).category is Category.CONTRACTION
                   for n in decompose_graph(graph).nodes)
-    if has_dot:
-        return spec.peak_for(dtype_name, matrix=True), f"matrix {dtype_name}"
-    return spec.peak_for("f32", matrix=False), "vector f32"
+    inst = MathInstruction(MathKind.MATRIX, dtype_name) if has_dot else SIMT_F32
+    return peak(spec, inst), ("matrix " if has_dot else "vector ") + inst.dtype
 
 
 def touched_bytes(graph) -> tuple[int, list[str]]:

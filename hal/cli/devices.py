@@ -57,10 +57,14 @@ def spec_as_dict(spec: DeviceSpec) -> dict[str, Any]:
 
 
 @click.group("devices", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="print every shipped spec as JSON")
 @click.pass_context
-def devices(ctx: click.Context) -> None:
+def devices(ctx: click.Context, as_json: bool) -> None:
     """List the shipped device specs."""
     if ctx.invoked_subcommand is not None:
+        return
+    if as_json:
+        click.echo(json.dumps([spec_as_dict(s) for s in list_specs()], indent=2))
         return
     table = Table(title="device specs")
     for col in ("name", "vendor", "arch", "kind", "units", "warp", "shared/block", "L2",

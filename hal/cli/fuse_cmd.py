@@ -45,6 +45,24 @@ def fuse(file: str, device: str, explain: bool, as_json: bool, no_fuse: bool) ->
               f"   ratio: {tot['ratio_to_compulsory']:.3f}   GFLOP: {tot['flops'] / 1e9:.3f}"
               f"   modelled time: {fmt_time(tot['modelled_time_s'])}")
     if explain:
+        con.print("kernel plans (hal.lowering.plan: what each kernel is lowered as and priced by):")
+        for g in p.groups:
+            kp = p.costs[g.name].plan
+            if kp is None:
+                con.print(f"  {g.name}: a view of its input, no kernel")
+                continue
+            con.print(f"  {g.name} [{kp.kind}] {kp.strategy}: " + "; ".join(
+                f"{x.name}{'/' + x.stage if x.stage else ''} grid={x.grid} block={x.block}"
+                for x in kp.launches))
+            parts = []
+            if kp.tiles:
+                parts.append("tiles " + " ".join(f"{a}={b}" for a, b in kp.tiles))
+            parts += [f"stages {kp.stages}", f"math {kp.math}", f"~{kp.registers} registers"]
+            parts += [f"{a}={b}" for a, b in kp.details]
+            con.print("      " + ", ".join(parts))
+            for x in kp.loads:
+                con.print(f"      load %{x.value}: {x.loads:g}x via {x.staged}, issued "
+                          f"{fmt_bytes(x.issued_bytes)}, DRAM {fmt_bytes(x.dram_bytes)}")
         con.print("decisions:")
         for dec in p.decisions:
             mark = "+" if dec.fused else "-"

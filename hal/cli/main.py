@@ -1,7 +1,8 @@
 """The `hal` command: a click group whose commands live one per module in hal.cli.
 
 Every HalError a command raises is printed as `error: <message>` (and
-`hint: <fix>`) on stderr with exit code 1; click's usage errors exit 2. A
+`hint: <fix>`) on stderr with exit code 1; click's usage errors are printed in the
+same form (the usage line as the hint) and exit 2. A
 traceback appears only with `--debug`, for hal's own errors and for bugs alike.
 """
 
@@ -83,6 +84,30 @@ class HalGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """click's usage errors in hal's form: `error: ...` and `hint: usage ...`, exit 2."""
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except click.UsageError as e:
+            hint = None
+            if e.ctx is not None:
+                hint = (e.ctx.get_usage().replace("\n", " ").strip() +
+                        f"; see `{e.ctx.command_path} --help`")
+            _report(e.format_message(), hint)
+            code = e.exit_code
+        except click.ClickException as e:
+            _report(e.format_message(), None)
+            code = e.exit_code
+        except click.Abort:  # click's wrapper of KeyboardInterrupt / EOF
+            click.echo("interrupted", err=True)
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

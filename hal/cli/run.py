@@ -27,7 +27,8 @@ from rich.table import Table
 from hal.backend import RunResult
 from hal.backends_registry import get_backend
 from hal.cli.common import console, device_option, fmt_number, resolve_device
-from hal.dtypes import DTYPES, cast
+from hal.cli.inputs import check_save_path, load_inputs, save_outputs
+from hal.dtypes import DTYPES
 from hal.errors import HalError
 from hal.fusion.cost import fmt_bytes, fmt_time
 
@@ -53,7 +54,7 @@ def _backend_options(params: Mapping[str, Any], pairs: tuple[str, ...]) -> dict[
             raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="-o/--option")
         out[key.strip()] = yaml.safe_load(value) if value else ""
     known = {"file", "backend", "device", "seed", "inputs", "save", "as_json", "options",
-             "dims"}
+             "dims", "allow_lossy_inputs"}
     out.update({k: v for k, v in params.items() if k not in known and v is not None})
     return out
 
@@ -66,38 +67,6 @@ def _parse_dims(pairs: tuple[str, ...]) -> dict[str, int]:
             raise click.BadParameter(f"'{pair}' is not NAME=SIZE", param_hint="--dim")
         dims[name.strip()] = int(value)
     return dims
-
-
-def load_inputs(path: str, graph) -> dict[str, np.ndarray]:
-    """Arrays from an .npz, cast to the graph inputs' dtypes; every input must be there."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if not k.startswith("__")}
-    except (OSError, ValueError) as e:
-        raise HalError(f"{path}: cannot read inputs: {e}",
-                       hint="pass an .npz written by numpy.savez or `hal run --save`") from None
-    wanted = {v.name: v for v in graph.inputs}
-    extra = sorted(set(arrays) - set(wanted))
-    missing = sorted(set(wanted) - set(arrays))
-    if extra or missing:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unexpected {', '.join(extra)}"] if extra else [])
-        raise HalError(f"{path}: inputs do not match graph {graph.name}: " + "; ".join(parts),
-                       hint="the graph's inputs are " + ", ".join(wanted))
-    return {k: cast(arrays[k], wanted[k].dtype) for k in wanted}
-
-
-def save_outputs(path: str, outputs: Mapping[str, np.ndarray]) -> None:
-    """np.savez; dtypes NumPy cannot store (bf16, fp8) are widened to f32, names kept aside."""
-    arrays, dtypes = {}, {}
-    for name, a in outputs.items():
-        a = np.asarray(a)
-        dtypes[name] = next((d.name for d in DTYPES.values() if d.np_dtype == a.dtype),
-                            str(a.dtype))
-        arrays[name] = a.astype(np.float32) if a.dtype.kind == "V" or a.dtype.name in (
-            "bfloat16", "float8_e4m3fn", "float8_e5m2") else a
-    arrays["__hal_dtypes__"] = np.array(json.dumps(dtypes))
-    np.savez(path, **arrays)
 
 
 def summarize(a: np.ndarray) -> dict[str, Any]:
@@ -258,6 +227,9 @@ def _run_command(fn):
               help="an .npz with one array per graph input (instead of random inputs)")
 @click.option("--save", type=click.Path(dir_okay=False), default=None,
               help="write the outputs to this .npz")
+@click.option("--allow-lossy-inputs", is_flag=True,
+              help="cast --inputs arrays that do not fit their integer dtype (3.7 -> 3, "
+                   "2^32+5 -> 5) with a warning instead of an error")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary instead of tables")
 @click.option("--stats", "show_stats", is_flag=True, help="print the per-kernel statistics table")
 @click.option("--no-fuse", "no_fuse", is_flag=True,
@@ -266,8 +238,8 @@ def _run_command(fn):
               help="backend-specific option passed to run_graph (repeatable)")
 @_run_command
 def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str, ...],
-        inputs: str | None, save: str | None, as_json: bool, show_stats: bool, no_fuse: bool,
-        options: tuple[str, ...], **extra: Any) -> None:
+        inputs: str | None, save: str | None, allow_lossy_inputs: bool, as_json: bool,
+        show_stats: bool, no_fuse: bool, options: tuple[str, ...], **extra: Any) -> None:
     """Run the graph in FILE (.hal text) and summarise its outputs."""
     from hal.ir.text import load_graph
     from hal.reference import random_inputs
@@ -275,8 +247,10 @@ def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str,
     graph = load_graph(file)
     impl = get_backend(backend, require_available=True)
     spec = resolve_device(device, impl.default_device)
+    if save is not None:
+        check_save_path(save)  # before the run, not after it
     if inputs is not None:
-        values = load_inputs(inputs, graph)
+        values = load_inputs(inputs, graph, allow_lossy_inputs)
     else:
         given = _parse_dims(dims)
         unbound = sorted({d for v in graph.inputs for d in v.shape

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ import yaml
 
 from hal.devices.spec import DeviceSpec, MatrixInstruction
 from hal.devices.units import UnitError, parse_quantity
+from hal.devices.yaml_safe import load_yaml
 from hal.dtypes import DTYPES
 from hal.errors import SpecError
 
@@ -61,6 +63,8 @@ def _count(v: Any) -> int:
 def _quantity(dimension: str, integral: bool = False) -> _Parser:
     def parse(v: Any) -> float | int:
         x = parse_quantity(v, dimension)
+        if not math.isfinite(x):  # 1e308 MiB overflows to inf (found by the fuzz campaign)
+            raise UnitError(f"{v!r} is not a finite quantity", hint="give a realistic value")
         if integral:
             if abs(x - round(x)) > 1e-6 * max(1.0, abs(x)):
                 raise UnitError(f"{v!r} is not a whole number of bytes")
@@ -245,6 +249,9 @@ def spec_from_dict(data: Any, *, file: str = "<dict>",
             value = parser(raw)
         except UnitError as e:
             raise SpecError(e.message, file=where(key), field=key, hint=e.hint) from None
+        if not _finite(value):
+            raise SpecError(f"non-finite value {raw!r}", file=where(key), field=key,
+                            hint="give a finite value with its unit")
         if minimum is not None and value < minimum:
             want = "positive" if minimum > 0 else "zero or more"
             raise SpecError(f"must be {want}, got {raw!r}", file=where(key), field=key)
@@ -267,6 +274,17 @@ def spec_from_dict(data: Any, *, file: str = "<dict>",
     return spec
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+MIN_REGISTERS_PER_THREAD = 16  # the smallest kernel hal lowers needs about this many
+
+
 def _check_consistency(s: DeviceSpec, where: Callable[[str], str]) -> None:
     """Cross-field rules that hardware would enforce."""
     def fail(field: str, message: str, hint: str) -> None:
@@ -284,6 +302,16 @@ def _check_consistency(s: DeviceSpec, where: Callable[[str], str]) -> None:
         fail("max_threads_per_block",
              f"{s.max_threads_per_block} exceeds max_threads_per_unit ({s.max_threads_per_unit})",
              "a block runs on one unit")
+    if s.registers_per_unit < s.max_threads_per_block * MIN_REGISTERS_PER_THREAD:
+        fail("registers_per_unit",
+             f"{s.registers_per_unit} registers cannot hold one block of "
+             f"{s.max_threads_per_block} threads at {MIN_REGISTERS_PER_THREAD} registers each",
+             "registers_per_unit counts 32-bit registers per SM/CU (65536 on an H100)")
+    if s.max_registers_per_thread * s.warp_size > s.registers_per_unit:
+        fail("max_registers_per_thread",
+             f"one warp of {s.warp_size} threads at {s.max_registers_per_thread} registers "
+             f"needs more than registers_per_unit ({s.registers_per_unit})",
+             "lower max_registers_per_thread or raise registers_per_unit")
     if s.max_threads_per_block % s.warp_size:
         fail("max_threads_per_block",
              f"{s.max_threads_per_block} is not a multiple of warp_size {s.warp_size}",
@@ -314,8 +342,7 @@ def load_spec_file(path: str | os.PathLike) -> DeviceSpec:
         raise SpecError(f"cannot read spec file: {e.strerror}", file=file,
                         hint="check the path, or pass a shipped name (run `hal devices`)") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, lines = load_yaml(text, file)  # size cap, no aliases, no duplicate keys
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         at = f"{file}:{mark.line + 1}" if mark is not None else file
@@ -323,10 +350,6 @@ def load_spec_file(path: str | os.PathLike) -> DeviceSpec:
         raise SpecError(f"YAML syntax error: {problem}", file=at,
                         hint="fix the YAML; each line is 'field: value' and nested "
                              "tables use {a: 1, b: 2} or indentation") from None
-    lines = {}
-    if isinstance(node, yaml.MappingNode):
-        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value
-                 if isinstance(k, yaml.ScalarNode)}
     return spec_from_dict(data, file=file, lines=lines)
 
 

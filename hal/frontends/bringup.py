@@ -8,6 +8,12 @@ inputs (eager torch, jax.jit, or the hal reference for .hal files) and the
 framework ops found. `bringup(subject, backend, spec)` plans, runs and compares,
 returning a JSON-ready report; `report["ok"]` is the parity verdict.
 
+Errors in the user's own code are `ModelError` ("model error: ... at file:line", the
+user's innermost frame), never "internal error": an exception or SyntaxError in the
+model file, a missing module, a bad return value, an eager run that fails. A failed
+torch.export is summarised in a few lines (the full text with `hal --debug`); a corrupt
+.pt2 is one line. torch's FutureWarnings are silenced while the model is loaded.
+
 The parity bound per output: rtol = 8 u sqrt(L), with u the unit roundoff of
 the output dtype and L the longest accumulation (reduction, contraction or
 scan length) feeding the output; atol = rtol times the RMS of the expected
@@ -17,12 +23,16 @@ values, so outputs near zero are judged on the output's scale.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import importlib.util
+import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +57,75 @@ class Subject:
     error: str | None = None
 
 
+# -- errors in the user's model ----------------------------------------------------
+
+class ModelError(HalError):
+    """An error raised by the user's model code (not by hal): names the user's file:line."""
+
+
+_HAL_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LIB_ROOTS = tuple({os.path.abspath(p) for p in (sys.prefix, sys.base_prefix,
+                                                 sys.exec_prefix)})
+
+
+def _user_frame(e: BaseException) -> str | None:
+    """'file:line' of the innermost traceback frame in the user's code (not hal, not an
+    installed library, not the import machinery); a SyntaxError's own location first."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{e.filename}:{e.lineno}"
+    best = None
+    for fr in traceback.extract_tb(e.__traceback__):
+        f = os.path.abspath(fr.filename) if not fr.filename.startswith("<") else ""
+        if f and not f.startswith(_HAL_ROOT + os.sep) and not f.startswith(_LIB_ROOTS):
+            best = f"{fr.filename}:{fr.lineno}"
+    return best
+
+
+def _first_lines(text: str, n: int = 3, width: int = 300) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    out = "; ".join(lines[:n])
+    return out[:width] + (" ..." if len(out) > width or len(lines) > n else "")
+
+
+@contextlib.contextmanager
+def user_code(what: str, model: str) -> Iterator[None]:
+    """Run the user's code: its exceptions become one ModelError with file:line."""
+    try:
+        yield
+    except HalError:
+        raise
+    except (Exception, SystemExit) as e:  # the user's bug, whatever its type
+        where = _user_frame(e)
+        raise ModelError(f"model error: {what} {model} raised {type(e).__name__}: "
+                         f"{_first_lines(str(e), 2)}" + (f" (at {where})" if where else ""),
+                         hint="fix the model; `hal --debug bringup ...` shows the "
+                              "traceback") from e
+
+
+@contextlib.contextmanager
+def _quiet_frameworks() -> Iterator[None]:
+    """torch's FutureWarnings do not belong in bring-up output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """torch's loggers print tracebacks and graph dumps on failures that hal reports
+    itself in a few lines: logging is off while torch exports or loads."""
+    import io
+
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # graph dumps printed to stderr
+            yield
+    finally:
+        logging.disable(before)
+
+
 # -- loading ---------------------------------------------------------------------
 
 def _load_callable(spec: str) -> Callable:
@@ -60,11 +139,23 @@ def _load_callable(spec: str) -> Callable:
             raise HalError(f"{mod_name}: no such file")
         name = "hal_bringup_" + os.path.splitext(os.path.basename(path))[0]
         s = importlib.util.spec_from_file_location(name, path)
+        if s is None or s.loader is None:
+            raise HalError(f"{mod_name}: not a Python file", hint="pass path/to/file.py:function")
         module = importlib.util.module_from_spec(s)
         sys.modules[name] = module
-        s.loader.exec_module(module)
+        with user_code("importing", mod_name):
+            s.loader.exec_module(module)
     else:
-        module = importlib.import_module(mod_name)
+        with user_code("importing", mod_name):
+            try:
+                found = importlib.util.find_spec(mod_name)
+            except ModuleNotFoundError:  # a missing parent package
+                found = None
+        if found is None:
+            raise HalError(f"no module named '{mod_name}'",
+                           hint="give path/to/file.py:function, or a module on PYTHONPATH")
+        with user_code("importing", mod_name):
+            module = importlib.import_module(mod_name)
     fn = getattr(module, fn_name, None)
     if fn is None:
         raise HalError(f"{mod_name} has no attribute '{fn_name}'")
@@ -72,6 +163,29 @@ def _load_callable(spec: str) -> Callable:
 
 
 def load_subject(model: str, dtype: str = "f32") -> Subject:
+    with _quiet_frameworks():
+        return _load_subject(model, dtype)
+
+
+def _load_pt2(model: str) -> Any:
+
+    if not os.path.isfile(model):
+        raise HalError(f"{model}: no such file")
+    from hal.frontends.torch_export import load_program
+
+    try:
+        with _quiet_torch_logs():
+            return load_program(model)
+    except HalError:
+        raise
+    except Exception as e:  # a truncated or bit-flipped archive: one line
+        raise HalError(f"{model}: not a readable torch.export archive ({type(e).__name__}: "
+                       f"{_first_lines(str(e), 1, 160)})",
+                       hint="re-save it with torch.export.save(torch.export.export(m, args), "
+                            "path)") from e
+
+
+def _load_subject(model: str, dtype: str = "f32") -> Subject:
     if model.endswith(".hal"):
         return _hal_subject(model)
     if model.endswith(".pt2"):
@@ -81,16 +195,19 @@ def load_subject(model: str, dtype: str = "f32") -> Subject:
             raise HalError(f"{model}: a .pt2 fixes its dtypes when it is exported",
                            hint="export the model in bf16 (model.to(torch.bfloat16)) and save "
                                 "that, or pass module:function")
-        ep = torch.export.load(model)
-        args = ep.example_inputs[0] if getattr(ep, "example_inputs", None) else None
-        if args is None:
-            raise HalError(f"{model}: the program holds no example inputs",
-                           hint="export with example inputs (torch.export.export(m, args))")
+        from hal.frontends.torch_export import example_inputs
+
+        ep = _load_pt2(model)
+        args, kwargs = example_inputs(ep, model)
         return _torch_subject(os.path.splitext(os.path.basename(model))[0], ep.module(),
-                              tuple(args), dtype, ep=ep)
-    made = _load_callable(model)()
+                              args, dtype, ep=ep, kwargs=kwargs)
+    fn = _load_callable(model)
+    with user_code("calling", model):
+        made = fn()
     if not (isinstance(made, tuple) and len(made) == 2):
-        raise HalError(f"{model} must return (model, example_inputs), got {type(made).__name__}")
+        raise ModelError(f"model error: {model} must return (model, example_inputs), got "
+                         f"{type(made).__name__}",
+                         hint="return (torch.nn.Module or JAX function, tuple of inputs)")
     m, args = made
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     name = model.rpartition(":")[0].rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
@@ -116,8 +233,10 @@ def _hal_subject(path: str) -> Subject:
                    [out[n] for n in im.output_names])
 
 
-def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = None) -> Subject:
+def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = None,
+                   kwargs: dict | None = None) -> Subject:
     import torch
+    import torch.utils._pytree as pytree
 
     from hal.frontends.torch_convert import TORCH_CONVERTERS, target_key, unsupported_nodes
     from hal.frontends.torch_export import import_exported_program
@@ -128,13 +247,27 @@ def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = No
         args = tuple(a.to(torch.bfloat16) if a.is_floating_point() else a for a in args)
     if isinstance(module, torch.nn.Module) and type(module).__name__ != "GraphModule":
         module = module.eval()
-    with torch.no_grad():
-        expected = module(*args)
-    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
-    ep = (ep if ep is not None else torch.export.export(module, args)).run_decompositions()
+    kwargs = kwargs or {}
+    with torch.no_grad(), user_code("running", name):
+        expected = module(*args, **kwargs)
+    expected = _tensor_outputs(expected, name, torch.Tensor, pytree.tree_leaves)
+    if ep is None:
+        try:
+            with _quiet_torch_logs():
+                ep = torch.export.export(module, args, kwargs=kwargs)
+        except Exception as e:
+            where = _user_frame(e)
+            raise ModelError(f"model error: torch.export could not capture {name}: "
+                             f"{type(e).__name__}: {_first_lines(str(e))}"
+                             + (f" (at {where})" if where else ""),
+                             hint="data-dependent control flow and Python side effects do not "
+                                  "export; `hal --debug bringup ...` shows torch's full "
+                                  "text") from e
+    ep = ep.run_decompositions()
     ops = collections.Counter(target_key(n.target) for n in ep.graph.nodes
                               if n.op == "call_function")
-    inputs = [_np(a) for a in args]
+    # graph inputs are the tensor leaves of (args, kwargs); other leaves are baked in
+    inputs = [_np(a) for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
     subject = Subject(name, "torch", None, inputs, [_np(e) for e in expected], dict(ops))
     subject.unsupported = unsupported_nodes(ep.graph_module)
     try:
@@ -153,8 +286,9 @@ def _jax_subject(name: str, fn: Callable, args: tuple, dtype: str) -> Subject:
     if dtype == "bf16":
         args = tuple(a.astype(jnp.bfloat16) if jnp.issubdtype(a.dtype, jnp.floating) else a
                      for a in args)
-    expected = jax.jit(fn)(*args)
-    expected = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+    with user_code("running", name):
+        expected = jax.jit(fn)(*args)
+    expected = _tensor_outputs(expected, name, jax.Array, jax.tree_util.tree_leaves)
     closed = jax.make_jaxpr(fn)(*args)
     ops: collections.Counter = collections.Counter()
 
@@ -178,10 +312,31 @@ def _jax_subject(name: str, fn: Callable, args: tuple, dtype: str) -> Subject:
     return subject
 
 
+def _tensor_outputs(out: Any, name: str, tensor_type: type, leaves_of) -> list:
+    """The model's outputs as the tensor leaves of its pytree (a tensor, tuple, list, dict
+    or registered dataclass of tensors: the framework's exporter flattens them in the same
+    order, `leaves_of`); a structure with a leaf that is not a tensor, or with no tensor,
+    is a model error."""
+    leaves = leaves_of(out)
+    others = [type(x).__name__ for x in leaves if not isinstance(x, tensor_type)]
+    if others or not leaves:
+        raise ModelError(f"model error: {name} returns {type(out).__name__}"
+                         + (f" holding {', '.join(sorted(set(others)))}" if others
+                            else " with no tensor")
+                         + "; hal bring-up compares the tensors a model returns",
+                         hint="return a tensor, or a tuple/list/dict of tensors, from forward()")
+    return list(leaves)
+
+
 def _np(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu()
+    if t.is_complex() or t.is_conj() or t.is_neg():
+        raise UnsupportedError(f"a {t.dtype} tensor (an input or output of the model): hal has "
+                               "no complex dtypes",
+                               hint="return torch.view_as_real(x) or the real and imaginary "
+                                    "parts separately")
     if t.dtype == torch.bfloat16:
         import ml_dtypes
 

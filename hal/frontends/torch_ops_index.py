@@ -223,11 +223,13 @@ def _scatter_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Any, m
         src = cx.cast(src, dt)
     else:
         src = cx.scalar(src, dt, index.shape)
-    # pad index (with -1: matches nothing) and src to x's shape outside the scatter axis
+    # pad index (with n: out of range, matches nothing) and src to x's shape outside the
+    # scatter axis
     low = (0,) * x.rank
     high = tuple(0 if ax == dim else x.shape[ax] - index.shape[ax] for ax in range(x.rank))
     if any(high):
-        index = cx.op("pad", cx.cast(index, i64), low=low, high=high, value=-1.0)
+        index = cx.op("pad", cx.cast(index, i64), low=low, high=high,
+                      value=float(x.shape[dim]))
         src = cx.op("pad", src, low=low, high=high, value=0.0)
     xt, perm = _move_last(cx, x, dim)
     it, _ = _move_last(cx, index, dim)
@@ -258,13 +260,14 @@ def _scatter_reduce(cx: TorchContext, x: Value, dim: int, index: Value, src: Val
 
 
 def _index_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Value,
-               mode: str) -> Value:
+               mode: str, include_self: bool = True) -> Value:
     """index_copy / index_add: slices src[..., j, ...] go to x[..., index[j], ...]."""
     dt = cx.out_dtype()
     x = cx.cast(x, dt)
     if x.rank == 0:
         return cx.reshape(_index_dim(cx, cx.reshape(x, (1,)), 0, index,
-                                     cx.reshape(cx.cast(src, dt), (1,)), mode), ())
+                                     cx.reshape(cx.cast(src, dt), (1,)), mode,
+                                     include_self), ())
     dim %= x.rank
     index = cx.reshape(index, (math.prod(index.shape),))
     src = cx.cast(src, dt)
@@ -273,7 +276,13 @@ def _index_dim(cx: TorchContext, x: Value, dim: int, index: Value, src: Value,
     xt, perm = _move_last(cx, x, dim)
     st, _ = _move_last(cx, src, dim)
     it = cx.bcast(index, tuple(st.shape))
-    return _restore(cx, scatter_last(cx, xt, it, st, mode), perm)
+    return _restore(cx, scatter_last(cx, xt, it, st, mode, include_self), perm)
+
+
+@converts("aten.index_reduce")
+def _index_reduce(cx: TorchContext, x: Value, dim: int, index: Value, src: Value, reduce: str,
+                  *, include_self: bool = True) -> Value:
+    return _index_dim(cx, x, dim, index, src, reduce, include_self)
 
 
 @converts("aten.index_copy")
@@ -421,3 +430,106 @@ def _topk(cx: TorchContext, x: Value, k: int, dim: int = -1, largest: bool = Tru
         return v, i
     sl = {"starts": (0,), "stops": (int(k),), "steps": (1,), "axes": (dim,)}
     return cx.op("slice", v, **sl), cx.op("slice", i, **sl)
+
+
+@converts("aten.kthvalue")
+def _kthvalue(cx: TorchContext, x: Value, k: int, dim: int = -1, keepdim: bool = False) -> Any:
+    return _pick_sorted(cx, x, dim, keepdim, lambda n: int(k) - 1, nan_wins=True)
+
+
+@converts("aten.median.dim", "aten.nanmedian.dim")
+def _median_dim(cx: TorchContext, x: Value, dim: int = 0, keepdim: bool = False) -> Any:
+    nan_wins = not cx.node.target.__name__.startswith("nanmedian")
+    return _pick_sorted(cx, x, dim, keepdim, lambda n: (n - 1) // 2, nan_wins=nan_wins)
+
+
+@converts("aten.median.default", "aten.nanmedian.default")
+def _median(cx: TorchContext, x: Value) -> Value:
+    flat = cx.reshape(x, (max(1, math.prod(x.shape)),))
+    nan_wins = not cx.node.target.__name__.startswith("nanmedian")
+    v, _ = _pick_sorted(cx, flat, 0, False, lambda n: (n - 1) // 2, nan_wins=nan_wins)
+    return cx.reshape(v, ())
+
+
+def _pick_sorted(cx: TorchContext, x: Value, dim: int, keepdim: bool, which: Any,
+                 nan_wins: bool) -> tuple[Value, Value]:
+    """The which(n)-th smallest along dim (value, index); with NaN present, nan_wins gives
+    NaN (median, kthvalue) and otherwise the which(count of non-NaN)-th (nanmedian)."""
+    if x.rank == 0:
+        return x, cx.scalar(0, i64, ())
+    dim %= x.rank
+    n = x.shape[dim]
+    xt, perm = _move_last(cx, x, dim)
+    v, i = sort_last(cx, xt, False)
+    lead = tuple(xt.shape[:-1])
+    if x.dtype.is_float and not nan_wins:
+        cnt = cx.op("reduce_sum", cx.cast(cx.op("eq", xt, xt), i64), axes=(len(lead),))
+        cnt = cx.op("maximum", cnt, cx.scalar(1, i64, lead))
+        pos = cx.op("div", cx.op("sub", cnt, cx.scalar(1, i64, lead)), cx.scalar(2, i64, lead))
+    else:
+        pos = cx.scalar(which(n), i64, lead)
+    pos = cx.reshape(pos, lead + (1,))
+    val = cx.op("take_along_axis", v, pos, axis=len(lead))
+    idx = cx.op("take_along_axis", i, pos, axis=len(lead))
+    if x.dtype.is_float and nan_wins:
+        # torch: a NaN anywhere along the axis is the answer (its first position)
+        nan = cx.op("ne", xt, xt)
+        has = cx.op("reduce_any", nan, axes=(len(lead),), keepdims=True)
+        first = cx.op("argmax", cx.cast(nan, i64), axis=len(lead), keepdims=True, dtype=i64)
+        val = cx.op("select", has, cx.scalar(math.nan, x.dtype, val.shape), val)
+        idx = cx.op("select", has, first, idx)
+    out = lead if not keepdim else lead + (1,)
+    val, idx = cx.reshape(val, out), cx.reshape(idx, out)
+    if keepdim:
+        val, idx = _restore(cx, val, perm), _restore(cx, idx, perm)
+    return val, idx
+
+
+@converts("aten.slice_scatter")
+def _slice_scatter(cx: TorchContext, x: Value, src: Value, dim: int = 0, start: Any = None,
+                   end: Any = None, step: int = 1) -> Value:
+    dim %= x.rank
+    lo, hi, st = slice(start, end, step).indices(x.shape[dim])
+    count = len(range(lo, hi, st))
+    if count == 0:
+        return cx.cast(x, cx.out_dtype())
+    idx = cx.op("add", cx.op("mul", _iota(cx, (count,), 0), cx.scalar(st, i64, (count,))),
+                cx.scalar(lo, i64, (count,)))
+    return _index_dim(cx, x, dim, idx, src, "set")
+
+
+@converts("aten.as_strided", "aten.as_strided_copy")
+def _as_strided(cx: TorchContext, x: Value, size: Any, stride: Any,
+                storage_offset: Any = None) -> Value:
+    """A strided view of x's (contiguous, row-major) storage: a gather of flat indices."""
+    shape = cx.out_shape()
+    if math.prod(shape) == 0:
+        return cx.scalar(0, x.dtype, shape)
+    flat = cx.reshape(x, (max(1, math.prod(x.shape)),))
+    idx = cx.scalar(int(storage_offset or 0), i64, shape)
+    for a, s in enumerate(stride):
+        if shape[a] > 1:
+            idx = cx.op("add", idx, cx.op("mul", _iota(cx, shape, a), cx.scalar(int(s), i64, shape)))
+    return cx.op("gather", flat, idx, axis=0)
+
+
+@converts("aten.searchsorted.Tensor")
+def _searchsorted(cx: TorchContext, seq: Value, x: Any, *, out_int32: bool = False,
+                  right: bool = False, side: Any = None, sorter: Any = None) -> Value:
+    if sorter is not None:
+        raise UnsupportedError("searchsorted with a sorter", hint="sort the sequence first")
+    right = right or side == "right"
+    dt = cx.promote(seq, x)
+    n = seq.shape[-1]
+    xs = cx.tensor(x, dt)
+    if xs.rank == 0:
+        xs = cx.reshape(xs, (1,))
+    lead = tuple(xs.shape)
+    pair = lead + (n,)
+    sv = cx.cast(seq, dt)
+    sv = cx.bcast(cx.reshape(sv, (1,) * (len(lead) - 1) + (1, n)) if seq.rank == 1 else
+                  cx.reshape(sv, tuple(seq.shape[:-1]) + (1, n)), pair)
+    xv = cx.bcast(cx.reshape(xs, lead + (1,)), pair)
+    below = cx.op("le" if right else "lt", sv, xv)
+    cnt = cx.op("reduce_sum", cx.cast(below, i64), axes=(len(lead),), keepdims=False)
+    return cx.reshape(cnt, cx.out_shape())

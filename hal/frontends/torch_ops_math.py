@@ -446,3 +446,109 @@ def _axpby(cx: TorchContext, y: Value, bias: Any, alpha: Any, beta: Any, dt: Any
     if beta != 1:
         c = cx.op("mul", c, cx.scalar(beta, dt, shape))
     return cx.op("add", y, c)
+
+
+# -- simple elementwise --------------------------------------------------------------
+
+
+@converts("aten.trunc", "aten.fix")
+def _trunc(cx: TorchContext, x: Value) -> Value:
+    if not x.dtype.is_float:
+        return x
+    neg = cx.op("lt", x, _k(cx, 0, x))
+    return cx.op("select", neg, cx.op("ceil", x), cx.op("floor", x))
+
+
+@converts("aten.frac")
+def _frac(cx: TorchContext, x: Value) -> Value:
+    return cx.op("sub", x, _trunc(cx, x))
+
+
+@converts("aten.log10")
+def _log10(cx: TorchContext, x: Value) -> Value:
+    v, dt = _float_in(cx, x)
+    return cx.cast(cx.op("div", cx.op("log", v), _k(cx, math.log(10), v)), dt)
+
+
+@converts("aten.leaky_relu")
+def _leaky_relu(cx: TorchContext, x: Value, slope: float = 0.01) -> Value:
+    pos = cx.op("gt", x, _k(cx, 0, x))
+    return cx.op("select", pos, x, cx.op("mul", x, _k(cx, slope, x)))
+
+
+@converts("aten.elu")
+def _elu(cx: TorchContext, x: Value, alpha: float = 1.0, scale: float = 1.0,
+         input_scale: float = 1.0) -> Value:
+    v, dt = _float_in(cx, x)
+    neg = cx.op("mul", _k(cx, alpha, v), cx.op("expm1", cx.op("mul", v, _k(cx, input_scale, v))))
+    y = cx.op("select", cx.op("gt", v, _k(cx, 0, v)), v, neg)
+    return cx.cast(cx.op("mul", y, _k(cx, scale, v)) if scale != 1 else y, dt)
+
+
+# -- digamma / polygamma -------------------------------------------------------------
+
+_SHIFT = 20  # recurrence steps before the asymptotic series (x + 20 >= 10 for x >= -10)
+_BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730)   # B_2 .. B_12
+
+
+def polygamma(cx: TorchContext, n: int, x: Value) -> Value:
+    """psi^(n)(x) in x's dtype: the recurrence psi^(n)(x) = psi^(n)(x + m) + (-1)^(n+1) n!
+    sum 1/(x + k)^(n+1), then the asymptotic (Stirling) series at x + m."""
+    y = cx.op("add", x, _k(cx, float(_SHIFT), x))
+    inv = cx.op("reciprocal", y)
+    if n == 0:
+        series = cx.op("sub", cx.op("log", y), cx.op("mul", _k(cx, 0.5, x), inv))
+    else:
+        # (n-1)!/y^n + n!/(2 y^(n+1))
+        series = cx.op("add", cx.op("mul", _k(cx, math.factorial(n - 1), x), _ipow(cx, inv, n)),
+                       cx.op("mul", _k(cx, math.factorial(n) / 2, x), _ipow(cx, inv, n + 1)))
+    sign = 1.0 if n == 0 else (-1.0) ** (n + 1)
+    for j, b in enumerate(_BERNOULLI, 1):
+        k2 = 2 * j
+        # digamma: - B_2k / (2k y^2k); polygamma: B_2k (2k + n - 1)! / ((2k)! y^(2k + n))
+        coef = -b / k2 if n == 0 else b * math.factorial(k2 + n - 1) / math.factorial(k2)
+        series = cx.op("add", series, cx.op("mul", _k(cx, coef, x), _ipow(cx, inv, k2 + n)))
+    if n:
+        series = cx.op("mul", series, _k(cx, sign, x))
+    # the recurrence terms
+    acc = None
+    for k in range(_SHIFT):
+        t = _ipow(cx, cx.op("reciprocal", cx.op("add", x, _k(cx, float(k), x))), n + 1)
+        acc = t if acc is None else cx.op("add", acc, t)
+    c = -1.0 if n == 0 else sign * math.factorial(n)
+    out = cx.op("add", series, cx.op("mul", _k(cx, c, x), acc))
+    # poles: digamma(0) = -inf (torch: -inf at 0, nan at negative integers)
+    pole = cx.op("logical_and", cx.op("le", x, _k(cx, 0, x)), cx.op("eq", cx.op("floor", x), x))
+    if n == 0:
+        at_pole = cx.op("select", cx.op("eq", x, _k(cx, 0, x)),
+                        _k(cx, -math.inf, x), _k(cx, math.nan, x))
+    else:
+        at_pole = _k(cx, math.inf if n % 2 == 0 else math.nan, x)
+    return cx.op("select", pole, at_pole, out)
+
+
+def _ipow(cx: TorchContext, v: Value, p: int) -> Value:
+    out = v
+    for _ in range(p - 1):
+        out = cx.op("mul", out, v)
+    return out
+
+
+@converts("aten.digamma")
+def _digamma(cx: TorchContext, x: Value) -> Value:
+    dt = cx.out_dtype()
+    return cx.cast(polygamma(cx, 0, cx.cast(x, f64_or(dt))), dt)
+
+
+@converts("aten.polygamma")
+def _polygamma(cx: TorchContext, n: int, x: Value) -> Value:
+    dt = cx.out_dtype()
+    if n > 8:
+        raise UnsupportedError(f"polygamma of order {n}", hint="orders 0 to 8 are supported")
+    return cx.cast(polygamma(cx, int(n), cx.cast(x, f64_or(dt))), dt)
+
+
+@converts("aten._conj", "aten._conj_physical", "aten.conj_physical", "aten.resolve_conj",
+          "aten.resolve_neg")
+def _conj(cx: TorchContext, x: Value) -> Value:
+    return x  # real tensors only reach here (complex dtypes are reported unsupported)

@@ -302,3 +302,91 @@ def _bn(cx: TorchContext, x: Value, weight: Value | None, bias: Value | None, *r
         else:
             outs += [running_mean, running_var]
     return tuple(outs)
+
+
+@converts("aten.native_group_norm")
+def _group_norm(cx: TorchContext, x: Value, weight: Value | None, bias: Value | None, n: int,
+                c: int, hw: int, group: int, eps: float) -> tuple[Value, Value, Value]:
+    dt = cx.out_dtype(0)
+    xc = cx.cast(x, compute_dtype(dt))
+    g = cx.reshape(xc, (n, group, (c // group) * hw))
+    mean = cx.op("mean", g, axes=(2,), keepdims=True)
+    var = cx.op("variance", g, axes=(2,), keepdims=True, correction=0)
+    rstd = cx.op("rsqrt", cx.op("add", var, cx.scalar(eps, var.dtype, var.shape)))
+    y = cx.op("mul", cx.op("sub", g, cx.bcast(mean, g.shape)), cx.bcast(rstd, g.shape))
+    y = cx.reshape(y, tuple(x.shape))
+    y = cx.op("add", cx.op("mul", y, _channel(cx, weight, y, 1.0)), _channel(cx, bias, y, 0.0))
+    stat = (n, group)
+    return (cx.cast(y, dt), cx.cast(cx.reshape(mean, stat), cx.out_dtype(1)),
+            cx.cast(cx.reshape(rstd, stat), cx.out_dtype(2)))
+
+
+# -- interpolation -----------------------------------------------------------------
+
+
+def _scales(x: Value, out: tuple[int, ...], scale_factors: Any, d: int) -> list[float]:
+    """torch's source-per-destination scale per spatial axis."""
+    sp = tuple(x.shape[-d:])
+    if scale_factors:
+        sf = _ints_f(scale_factors, d)
+        return [1.0 / s for s in sf]
+    return [sp[i] / out[i] if out[i] else 0.0 for i in range(d)]
+
+
+def _ints_f(v: Any, n: int) -> tuple[float, ...]:
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return tuple(float(x) for x in (v * n if len(v) == 1 else v))
+
+
+@converts("aten.upsample_nearest1d.vec", "aten.upsample_nearest2d.vec",
+          "aten.upsample_nearest3d.vec")
+def _upsample_nearest(cx: TorchContext, x: Value, output_size: Any,
+                      scale_factors: Any = None) -> Value:
+    shape = cx.out_shape()
+    d = len(shape) - 2
+    out = tuple(shape[-d:])
+    y = x
+    for i, s in enumerate(_scales(x, out, scale_factors, d)):
+        axis = x.rank - d + i
+        n, o = x.shape[axis], out[i]
+        if n == o and s == 1.0:
+            continue
+        from hal.dtypes import f32
+
+        src = cx.op("floor", cx.op("mul", cx.op("iota", shape=(o,), dimension=0, dtype=f32),
+                                   cx.scalar(s, f32, (o,))))
+        idx = cx.op("minimum", cx.cast(src, i64), cx.scalar(n - 1, i64, (o,)))
+        y = cx.op("gather", y, idx, axis=axis)
+    return y
+
+
+@converts("aten.upsample_bilinear2d.vec", "aten.upsample_linear1d.vec",
+          "aten.upsample_trilinear3d.vec")
+def _upsample_linear(cx: TorchContext, x: Value, output_size: Any, align_corners: bool,
+                     scale_factors: Any = None) -> Value:
+    shape, dt = cx.out_shape(), cx.out_dtype()
+    d = len(shape) - 2
+    out = tuple(shape[-d:])
+    y = cx.cast(x, compute_dtype(dt))
+    cdt = y.dtype
+    for i, s in enumerate(_scales(x, out, scale_factors, d)):
+        axis = x.rank - d + i
+        n, o = x.shape[axis], out[i]
+        dst = cx.op("iota", shape=(o,), dimension=0, dtype=cdt)
+        if align_corners:
+            r = (n - 1) / (o - 1) if o > 1 else 0.0
+            src = cx.op("mul", dst, cx.scalar(r, cdt, (o,)))
+        else:
+            src = cx.op("sub", cx.op("mul", cx.op("add", dst, cx.scalar(0.5, cdt, (o,))),
+                                     cx.scalar(s, cdt, (o,))), cx.scalar(0.5, cdt, (o,)))
+            src = cx.op("maximum", src, cx.scalar(0, cdt, (o,)))
+        i0 = cx.op("minimum", cx.cast(cx.op("floor", src), i64), cx.scalar(n - 1, i64, (o,)))
+        i1 = cx.op("minimum", cx.op("add", i0, cx.scalar(1, i64, (o,))),
+                   cx.scalar(n - 1, i64, (o,)))
+        lam = cx.op("sub", src, cx.cast(i0, cdt))
+        wshape = (1,) * axis + (o,) + (1,) * (y.rank - axis - 1)
+        a, b = cx.op("gather", y, i0, axis=axis), cx.op("gather", y, i1, axis=axis)
+        lam_b = cx.bcast(cx.reshape(lam, wshape), a.shape)
+        one = cx.scalar(1, cdt, a.shape)
+        y = cx.op("add", cx.op("mul", a, cx.op("sub", one, lam_b)), cx.op("mul", b, lam_b))
+    return cx.cast(y, dt)

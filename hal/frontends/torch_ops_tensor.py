@@ -255,7 +255,7 @@ converts("aten.full_like")(_fill(lambda a: a[1]))
 converts("aten.scalar_tensor")(_fill(lambda a: a[0]))
 converts("aten.zeros", "aten.zeros_like", "aten.new_zeros", "aten.empty", "aten.empty_like",
          "aten.new_empty", "aten.empty_strided", "aten.new_empty_strided",
-         "aten.empty.memory_format")(_fill(lambda a: 0))
+         "aten.empty.memory_format", "aten.empty_permuted")(_fill(lambda a: 0))
 converts("aten.ones", "aten.ones_like", "aten.new_ones")(_fill(lambda a: 1))
 
 

@@ -133,6 +133,7 @@ def _inline(params, type: TensorType, base_dir) -> np.ndarray:
     if len(values) != type.numel:
         raise _InitError(f"has {len(values)} values but {type} holds {type.numel}",
                          hint="give exactly one value per element, row-major")
+    _representable(values, type)
     return _array(values)
 
 
@@ -146,10 +147,29 @@ def _array(values) -> np.ndarray:
     return np.array([float(v) for v in values], dtype=np.float64)
 
 
+def _representable(values, type: TensorType) -> None:
+    """A literal must be a value of the constant's dtype: an integer constant takes
+    whole numbers within its range (1000 in an i8 would silently wrap or saturate)."""
+    d = type.dtype
+    if not d.is_int:
+        return
+    for v in values:
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+            raise _InitError(f"value {v!r} is not a whole number, and {d.name} holds integers",
+                             hint="give an integer, or declare a float dtype")
+        if not d.min <= int(v) <= d.max:
+            raise _InitError(f"value {v!r} is out of range for {d.name} "
+                             f"[{int(d.min)}, {int(d.max)}]",
+                             hint="use a value in range or a wider integer dtype")
+
+
 def _fill(params, type: TensorType, base_dir) -> np.ndarray:
     v = params["value"]
     if not isinstance(v, bool):
         v = _number(params, "value", 0)
+    _representable([v], type)
     return np.full(type.shape, _array([v])[0])
 
 

@@ -22,10 +22,22 @@ warp/wave matrix instruction on per-thread fragment arrays, which are LocalBuffe
 move; `asynchronous=True` is cp.async global -> shared), `CpAsyncCommit` and
 `CpAsyncWait` (commit/wait groups of a multi-stage pipeline). A SharedBuffer's
 `stages` says how many pipeline stages it holds (equal slices), for messages and stats.
+
+Traversal is defined once, here: `children(e)`, `stmt_exprs(s)`, `stmt_bodies(s)`,
+`walk_expr`, `walk_stmts` read the field tables EXPR_CHILDREN / STMT_EXPRS /
+STMT_BODIES; the verifier and cpu_sim's code generator and analyses walk through
+them. Adding a node is a change in these places:
+  1. this module: the dataclass and its entry in EXPR_CHILDREN or STMT_EXPRS /
+     STMT_BODIES (every walk then reaches its children);
+  2. what it means: cpu_sim's code generator (`_Translator`, backends/cpu_sim/codegen.py;
+     plus `_Uniformity` when it reads lanes or memory, like Load and Shuffle);
+  3. how it is spelled: the C-style renderer (hal/render/cstyle.py) and the text
+     printer (hal/kernel/printer.py), and a verifier rule only if it has typing rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,6 +328,53 @@ class CpAsyncWait(Stmt):
 
     pending: int
 
+# --------------------------------------------------------------------------- traversal
+# The one description of the tree's shape: which fields of a node hold sub-expressions,
+# and which hold nested statement lists. Every walk (verifier, cpu_sim's code generator,
+# its uniformity/dataflow analyses and flop counts) goes through these.
+
+EXPR_CHILDREN: dict[type, tuple[str, ...]] = {
+    Unary: ("x",), Cast: ("x",), Binary: ("a", "b"), Select: ("pred", "on_true", "on_false"),
+    Load: ("index", "mask", "other"), Shuffle: ("x", "offset"),
+}
+STMT_EXPRS: dict[type, tuple[str, ...]] = {
+    Declare: ("init",), Assign: ("value",), Store: ("index", "value", "mask"),
+    AtomicAdd: ("index", "value", "mask"), If: ("cond",), For: ("start", "stop", "step"),
+    LdMatrix: ("addr",), VecCopy: ("dst_index", "src_index", "mask"),
+    Mma: (), CpAsyncCommit: (), CpAsyncWait: (),
+}
+STMT_BODIES: dict[type, tuple[str, ...]] = {If: ("then", "orelse"), For: ("body",)}
+
+
+def children(e: Expr) -> list[Expr]:
+    """The direct sub-expressions of `e` (none for leaves: Const, Var, Param, Special)."""
+    return [c for f in EXPR_CHILDREN.get(type(e), ()) if (c := getattr(e, f)) is not None]
+
+
+def stmt_exprs(s: Stmt) -> list[Expr]:
+    """The expressions a statement evaluates itself (not those of nested bodies)."""
+    return [x for f in STMT_EXPRS.get(type(s), ()) if (x := getattr(s, f)) is not None]
+
+
+def stmt_bodies(s: Stmt) -> list[list[Stmt]]:
+    """The statement lists nested in `s` (If: then, orelse; For: body)."""
+    return [getattr(s, f) for f in STMT_BODIES.get(type(s), ())]
+
+
+def walk_expr(e: Expr) -> Iterator[Expr]:
+    """`e` and every sub-expression, pre-order."""
+    yield e
+    for c in children(e):
+        yield from walk_expr(c)
+
+
+def walk_stmts(body: list[Stmt]) -> Iterator[Stmt]:
+    """Every statement of `body` and of the bodies nested in it, in program order."""
+    for s in body:
+        yield s
+        for b in stmt_bodies(s):
+            yield from walk_stmts(b)
+
 
 # --------------------------------------------------------------------------- kernel
 
@@ -368,6 +427,39 @@ class LocalBuffer:
     size: int
 
 
+@dataclass(frozen=True)
+class KernelMeta:
+    """What a kernel carries beside its IR (frozen; set by KernelContext.kernel):
+
+    `group` and `ops`: the fused group it came from; `inputs`/`outputs`: graph value
+    names in parameter order; `buffers`: param -> the graph value (or scratch name) it
+    binds; `scratch`: param -> (dtype name, elements) of temporaries the backend
+    allocates per group; `scalars`: param -> value of scalar params; `plan`: the
+    hal.lowering.plan.KernelPlan it was lowered from (None for hand-built kernels);
+    `stage`: which launch of that plan it is ("" for a one-kernel plan); `grid_folded`:
+    the logical grid and why it was folded into x when an axis exceeded the device's
+    grid limit (hal.lowering.grid_limits), or None."""
+
+    group: str = ""
+    ops: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    buffers: Mapping[str, str] = field(default_factory=dict)
+    scratch: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    scalars: Mapping[str, Any] = field(default_factory=dict)
+    plan: Any = None
+    stage: str = ""
+    grid_folded: GridFold | None = None
+
+
+@dataclass(frozen=True)
+class GridFold:
+    """A launch grid folded into x: the `logical` grid the kernel indexes and the `reason`."""
+
+    logical: tuple[int, int, int]
+    reason: str
+
+
 @dataclass
 class Kernel:
     name: str
@@ -379,7 +471,7 @@ class Kernel:
     locals: list[LocalBuffer] = field(default_factory=list)
     index_dtype: DType = i32
     warp_size: int = 32
-    meta: dict[str, Any] = field(default_factory=dict)  # fused ops, schedule, names, notes
+    meta: KernelMeta = field(default_factory=KernelMeta)  # buffers, group, the plan
 
     @property
     def shared_bytes(self) -> int:

@@ -43,6 +43,8 @@ from hal.kernel.ir import (
     Unary,
     Var,
     VecCopy,
+    children,
+    walk_stmts,
 )
 from hal.kernel.printer import format_expr, format_stmt
 
@@ -348,35 +350,14 @@ class _Verifier:
             self.fail(f"cp.async wait with {s.pending} pending groups")
 
 
-def _expr_children(e: Expr) -> list[Expr]:
-    if isinstance(e, Unary | Cast):
-        return [e.x]
-    if isinstance(e, Binary):
-        return [e.a, e.b]
-    if isinstance(e, Select):
-        return [e.pred, e.on_true, e.on_false]
-    if isinstance(e, Load):
-        return [x for x in (e.index, e.mask, e.other) if x is not None]
-    if isinstance(e, Shuffle):
-        return [e.x, e.offset]
-    return []
-
-
 def _mentions_thread(e: Expr) -> bool:
     if isinstance(e, Special) and e.kind == "thread_idx":
         return True
-    return any(_mentions_thread(c) for c in _expr_children(e))
+    return any(_mentions_thread(c) for c in children(e))
 
 
 def _has_barrier(stmts: list[Stmt]) -> bool:
-    for s in stmts:
-        if isinstance(s, Barrier):
-            return True
-        if isinstance(s, If) and _has_barrier(s.then + s.orelse):
-            return True
-        if isinstance(s, For) and _has_barrier(s.body):
-            return True
-    return False
+    return any(isinstance(s, Barrier) for s in walk_stmts(stmts))
 
 
 def verify_kernel(kernel: Kernel, spec: DeviceSpec | None = None, *,

@@ -48,8 +48,9 @@ from hal.lowering.attention import AttentionPattern, AttentionTiles, flash_body,
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes
-from hal.lowering.tiling import cdiv, elementwise_block
+from hal.lowering.tiling import cdiv
 
 MIN_CHUNK_TILES = 2     # key tiles per chunk at least (a chunk amortises its Q load and partials)
 MIN_CHUNK_KEYS = 256    # and keys
@@ -81,123 +82,134 @@ def choose_split_k(pat: AttentionPattern, t: AttentionTiles, spec: DeviceSpec) -
                f"partials through scratch, {kernels} kernels")
 
 
-def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles,
-                  s: int, options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
-    ntiles = cdiv(pat.t, t.bc)
-    ct = cdiv(ntiles, s)
-    s = cdiv(ntiles, ct)
-    nb, m, dv = math.prod(pat.batch), pat.m, pat.dv
-    sched = {**group.schedule, "strategy": "flash_attention", "tiles": t.as_dict(),
-             "rows": m, "keys": pat.t, "head_dim": pat.d, "value_dim": dv, "batch": nb,
-             "passes": t.passes, "split_k": s, "chunk_tiles": ct}
-    meta = {"ops": group.ops, "group": group.name}
-    names = {k: f"{group.name}_{k}" for k in ("m", "l", "acc")}
-    grid = (cdiv(m, t.br), nb, s)
+def lower_split_k(group, plan: KernelPlan, spec: DeviceSpec, pat: AttentionPattern,
+                  t: AttentionTiles, options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    """Emit a split-K attention plan: S = plan's split_k chunks of chunk_tiles key tiles."""
+    return SplitKEmitter(group, plan, spec, pat, t, options).kernels()
 
-    def bufs(ctx: KernelContext, which: str, readonly: bool) -> list[str]:
-        return [ctx.scratch_buffer(names[k], f32, nb * m * s * (dv if k == "acc" else 1),
+
+class SplitKEmitter:
+    """The kernels of one split-K attention plan: the partial kernel(s) (flash_body over a
+    chunk of keys, partials to scratch) and the combining kernel."""
+
+    def __init__(self, group, plan: KernelPlan, spec: DeviceSpec, pat: AttentionPattern,
+                 t: AttentionTiles, options: LoweringOptions):
+        self.group, self.plan, self.spec, self.pat, self.t = group, plan, spec, pat, t
+        self.options = options
+        self.s, self.ct = plan.detail("split_k"), plan.detail("chunk_tiles")
+        self.nb, self.m, self.dv = math.prod(pat.batch), pat.m, pat.dv
+        self.launch = {x.stage: x for x in plan.launches}
+        self.names = {k: f"{group.name}_{k}" for k in ("m", "l", "acc")}
+
+    def kernels(self) -> list[Kernel]:
+        return [*self.partial_kernels(), self.combine_kernel()]
+
+    # -- scratch ---------------------------------------------------------------
+    def bufs(self, ctx: KernelContext, which: str, readonly: bool) -> list[str]:
+        """The scratch buffers `which` ("m", "l", "acc") of every (row, chunk)."""
+        return [ctx.scratch_buffer(self.names[k], f32,
+                                   self.nb * self.m * self.s * (self.dv if k == "acc" else 1),
                                    readonly=readonly) for k in which.split()]
 
-    def store_partials(f, stats: bool, acc: bool) -> None:
+    def store_partials(self, f, stats: bool, acc: bool) -> None:
         """Thread (row, c) of chunk z: m, l (c == 0) and its accumulators to scratch."""
-        ctx, body = f.ctx, f.body
+        ctx, body, m, dv = f.ctx, f.body, self.m, self.dv
         slot = ctx.declare(body, "slot", ctx.add(ctx.mul(ctx.add(ctx.mul(ctx.bid("y"), m),
-                                                                 f.grow), s), ctx.bid("z")))
+                                                                 f.grow), self.s), ctx.bid("z")))
         ok = f.grow.lt(ctx.c(m))
         if stats:
-            mb, lb = bufs(ctx, "m l", False)
+            mb, lb = self.bufs(ctx, "m l", False)
             body.append(If(Binary("logical_and", ok, f.c.eq(ctx.c(0))),
                            [Store(mb, slot, f.m_i), Store(lb, slot, f.l_i)]))
         if acc:
-            (ab,) = bufs(ctx, "acc", False)
+            (ab,) = self.bufs(ctx, "acc", False)
             el: list[Stmt] = []
-            dvo = ctx.declare(el, "dv", ctx.add(ctx.mul(f.ai, t.tpr), f.c))
+            dvo = ctx.declare(el, "dv", ctx.add(ctx.mul(f.ai, self.t.tpr), f.c))
             el.append(If(Binary("logical_and", ok, dvo.lt(ctx.c(dv))),
                          [Store(ab, ctx.add(ctx.mul(slot, dv), dvo), Load(f.acc, f.ai, f32))]))
             body.append(For(f.ai, ctx.c(0), ctx.c(f.na), ctx.c(1), el))
 
-    def combined_stats(ctx: KernelContext, body: list[Stmt], row_base: Expr, ok):
+    def combined_stats(self, ctx: KernelContext, body: list[Stmt], row_base: Expr, ok):
         """(M, L, M_use, m buffer) over the S chunks of the row whose partials start at
         row_base (`ok`: the row exists)."""
-        mb, lb = bufs(ctx, "m l", True)
+        mb, lb = self.bufs(ctx, "m l", True)
         ninf = Const(-math.inf, f32)
+        mx, sm = ctx.var("m_all", f32), ctx.var("l_all", f32)
+        body += [Declare(mx, ninf), Declare(sm, Const(0.0, f32))]
+        si = ctx.var("sk", ctx.idx)
 
         def ld(buf: str, other: Const) -> Expr:
             i = ctx.add(row_base, si)
             return Load(buf, i, f32) if ok is None else Load(buf, i, f32, ok, other)
 
-        mx, sm = ctx.var("m_all", f32), ctx.var("l_all", f32)
-        body += [Declare(mx, ninf), Declare(sm, Const(0.0, f32))]
-        si = ctx.var("sk", ctx.idx)
-        body.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1),
+        body.append(For(si, ctx.c(0), ctx.c(self.s), ctx.c(1),
                         [Assign(mx, Binary("maximum", mx, ld(mb, ninf)))]))
         mu = ctx.declare(body, "m_use", Select(mx.eq(ninf), Const(0.0, f32), mx))
         w = Unary("exp", ld(mb, ninf) - mu)
-        body.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1),
+        body.append(For(si, ctx.c(0), ctx.c(self.s), ctx.c(1),
                         [Assign(sm, sm + Binary("mul", ld(lb, Const(0.0, f32)), w))]))
         return mx, sm, mu, mb
 
-    idx = index_dtype_for(group_sizes(group), spec)
-    kernels: list[Kernel] = []
-    if pat.two_pass:
-        f1 = flash_body(group, spec, pat, t, f"{group.name}_stats", chunk_tiles=ct,
-                        only="pass1", options=options)
-        store_partials(f1, True, False)
-        kernels.append(f1.ctx.kernel(f1.body, grid, t.threads, {
-            **meta, "schedule": {**sched, "split_stage": "stats"}}))
+    def row_stats(self, ctx, body, grow, _bcoords):
+        """Pass 2's (m, l) of a row: combined from the stats kernel's partials."""
+        ok = grow.lt(ctx.c(self.m))
+        base = ctx.declare(body, "rbase", ctx.mul(ctx.add(ctx.mul(ctx.bid("y"), self.m), grow),
+                                                  self.s))
+        mx, sm, _mu, _mb = self.combined_stats(ctx, body, base, ok)
+        return mx, sm
 
-        def stats(ctx, body, grow, _bcoords):
-            ok = grow.lt(ctx.c(m))
-            base = ctx.declare(body, "rbase", ctx.mul(ctx.add(ctx.mul(ctx.bid("y"), m), grow), s))
-            mx, sm, _mu, _mb = combined_stats(ctx, body, base, ok)
-            return mx, sm
+    # -- kernels ---------------------------------------------------------------
+    def partial_kernels(self) -> list[Kernel]:
+        g, plan, spec, pat, t, ct = self.group, self.plan, self.spec, self.pat, self.t, self.ct
+        grid = self.launch["partial"].grid
+        if pat.two_pass:
+            f1 = flash_body(g, spec, pat, t, f"{g.name}_stats", chunk_tiles=ct, only="pass1",
+                            options=self.options)
+            self.store_partials(f1, True, False)
+            k1 = f1.ctx.kernel(f1.body, self.launch["stats"].grid, t.threads, g, plan, "stats")
+            f2 = flash_body(g, spec, pat, t, f"{g.name}_split", chunk_tiles=ct, only="pass2",
+                            stats=self.row_stats, options=self.options)
+            self.store_partials(f2, False, True)
+            return [k1, f2.ctx.kernel(f2.body, grid, t.threads, g, plan, "partial")]
+        f1 = flash_body(g, spec, pat, t, f"{g.name}_split", chunk_tiles=ct, options=self.options)
+        self.store_partials(f1, True, True)
+        return [f1.ctx.kernel(f1.body, grid, t.threads, g, plan, "partial")]
 
-        f2 = flash_body(group, spec, pat, t, f"{group.name}_split", chunk_tiles=ct,
-                        only="pass2", stats=stats, options=options)
-        store_partials(f2, False, True)
-        kernels.append(f2.ctx.kernel(f2.body, grid, t.threads, {
-            **meta, "schedule": {**sched, "split_stage": "partial"}}))
-    else:
-        f1 = flash_body(group, spec, pat, t, f"{group.name}_split", chunk_tiles=ct,
-                        options=options)
-        store_partials(f1, True, True)
-        kernels.append(f1.ctx.kernel(f1.body, grid, t.threads, {
-            **meta, "schedule": {**sched, "split_stage": "partial"}}))
-    # combine: one thread per output element (batch entry, row, dv)
-    ctx = KernelContext(f"{group.name}_combine", spec, idx, options)
-    block = elementwise_block(spec)
-    total = nb * m * dv
-    body: list[Stmt] = []
-    e = ctx.declare(body, "e", ctx.add(ctx.mul(ctx.bid("x"), block), ctx.tid()))
-    inner: list[Stmt] = []
-    dvo = ctx.declare(inner, "dv", ctx.mod(e, dv))
-    grow = ctx.declare(inner, "row", ctx.mod(ctx.div(e, dv), m))
-    b = ctx.declare(inner, "b", ctx.div(e, m * dv))
-    bcoords = ctx.unravel(b, list(pat.batch))
-    base = ctx.declare(inner, "rbase", ctx.mul(ctx.add(ctx.mul(b, m), grow), s))
-    (ab,) = bufs(ctx, "acc", True)
-    o = ctx.var("o", f32)
-    inner.append(Declare(o, Const(0.0, f32)))
-    si = ctx.var("sk", ctx.idx)
-    a_s = Load(ab, ctx.add(ctx.mul(ctx.add(base, si), dv), dvo), f32)
-    if pat.two_pass:     # the partials are of the normalised, rounded P: a plain sum
-        inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1), [Assign(o, o + a_s)]))
-        res = o
-    else:
-        _mx, sm, mu, mb = combined_stats(ctx, inner, base, None)
-        w = Unary("exp", Load(mb, ctx.add(base, si), f32) - mu)
-        if options.fault("split_k_combine_unscaled"):  # self-test hook
-            w = Const(1.0, f32)
-        inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1),
-                         [Assign(o, o + Binary("mul", a_s, w))]))
-        res = Binary("div", o, sm)
-    builder = ScalarBuilder(ctx, group.nodes, inner)
-    inner.append(store_output(ctx, builder, pat, bcoords, grow, dvo, res))
-    body.append(If(e.lt(ctx.c(total)), inner))
-    kernels.append(ctx.kernel(body, (cdiv(total, block), 1, 1), block, {
-        **meta, "schedule": {**sched, "split_stage": "combine"}}))
-    return kernels
-
+    def combine_kernel(self) -> Kernel:
+        """One thread per output element (batch entry, row, dv): O from the S partials."""
+        g, pat, m, dv, s = self.group, self.pat, self.m, self.dv, self.s
+        idx = index_dtype_for(group_sizes(g), self.spec)
+        ctx = KernelContext(f"{g.name}_combine", self.spec, idx, self.options)
+        block = self.launch["combine"].block
+        total = self.nb * m * dv
+        body: list[Stmt] = []
+        e = ctx.declare(body, "e", ctx.add(ctx.mul(ctx.bid("x"), block), ctx.tid()))
+        inner: list[Stmt] = []
+        dvo = ctx.declare(inner, "dv", ctx.mod(e, dv))
+        grow = ctx.declare(inner, "row", ctx.mod(ctx.div(e, dv), m))
+        b = ctx.declare(inner, "b", ctx.div(e, m * dv))
+        bcoords = ctx.unravel(b, list(pat.batch))
+        base = ctx.declare(inner, "rbase", ctx.mul(ctx.add(ctx.mul(b, m), grow), s))
+        (ab,) = self.bufs(ctx, "acc", True)
+        o = ctx.var("o", f32)
+        inner.append(Declare(o, Const(0.0, f32)))
+        si = ctx.var("sk", ctx.idx)
+        a_s = Load(ab, ctx.add(ctx.mul(ctx.add(base, si), dv), dvo), f32)
+        if pat.two_pass:     # the partials are of the normalised, rounded P: a plain sum
+            inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1), [Assign(o, o + a_s)]))
+            res: Expr = o
+        else:
+            _mx, sm, mu, mb = self.combined_stats(ctx, inner, base, None)
+            w = Unary("exp", Load(mb, ctx.add(base, si), f32) - mu)
+            if self.options.fault("split_k_combine_unscaled"):  # self-test hook
+                w = Const(1.0, f32)
+            inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1),
+                             [Assign(o, o + Binary("mul", a_s, w))]))
+            res = Binary("div", o, sm)
+        builder = ScalarBuilder(ctx, g.nodes, inner)
+        inner.append(store_output(ctx, builder, pat, bcoords, grow, dvo, res))
+        body.append(If(e.lt(ctx.c(total)), inner))
+        return ctx.kernel(body, self.launch["combine"].grid, block, g, self.plan, "combine")
 
 
 def split_issued_bytes(pat: AttentionPattern, tpr: int, s: int) -> int:

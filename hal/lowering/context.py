@@ -3,11 +3,8 @@
 It owns parameter naming (graph value names sanitised to C identifiers),
 fresh variable names, shared/local buffer declarations, index arithmetic
 helpers that fold constants (small expression trees simulate and render
-faster), and the final `Kernel` with its `meta` record:
-
-    meta = {"inputs": [value names, param order], "outputs": [...],
-            "scratch": {param: (dtype name, numel)}, "buffers": {param: value name},
-            "ops": [...], "group": name, "schedule": {...}}
+faster), and the final `Kernel` with its frozen `KernelMeta` (buffers, group, the
+KernelPlan it was lowered from).
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import keyword
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
 
 from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType, i32, i64
@@ -32,7 +29,9 @@ from hal.kernel.ir import (
     Const,
     Declare,
     Expr,
+    GridFold,
     Kernel,
+    KernelMeta,
     LocalBuffer,
     SharedBuffer,
     Stmt,
@@ -211,22 +210,21 @@ class KernelContext:
 
     # -- result --------------------------------------------------------------
     def kernel(self, body: list[Stmt], grid: tuple[int, int, int], block: int,
-               meta: dict[str, Any]) -> Kernel:
+               group, plan=None, stage: str = "") -> Kernel:
+        """The finished Kernel of `group`, lowered from `plan` (a KernelPlan), launch `stage`."""
         order = {"input": 0, "scratch": 1, "output": 2}
         params = sorted(self.params, key=lambda p: order[self.roles[p.name]])
         value_of = {p: v for v, p in self.param_of.items()}
-        full_meta = {
-            "inputs": [value_of[p.name] for p in params if self.roles[p.name] == "input"],
-            "outputs": [value_of[p.name] for p in params if self.roles[p.name] == "output"],
-            "scratch": dict(self.scratch),
-            "buffers": {p.name: value_of.get(p.name, p.name) for p in params},
-        }
-        full_meta.update(meta)
+        meta = KernelMeta(
+            group=group.name, ops=tuple(group.ops),
+            inputs=tuple(value_of[p.name] for p in params if self.roles[p.name] == "input"),
+            outputs=tuple(value_of[p.name] for p in params if self.roles[p.name] == "output"),
+            buffers={p.name: value_of.get(p.name, p.name) for p in params},
+            scratch=dict(self.scratch), plan=plan, stage=stage)
         # grid axes y and z are limited (65535 on CUDA): fold an over-long grid into x
         limits = self.spec.max_grid
         body, launch_grid, folded = fit_grid(self.name, body, grid, limits)
         if folded:
-            full_meta["grid_folded"] = {"logical": tuple(grid),
-                                        "reason": describe_fold(grid, limits)}
+            meta = replace(meta, grid_folded=GridFold(tuple(grid), describe_fold(grid, limits)))
         return Kernel(self.name, list(params), body, launch_grid, block, list(self.shared),
-                      list(self.locals), self.idx, self.spec.warp_size, full_meta)
+                      list(self.locals), self.idx, self.spec.warp_size, meta)

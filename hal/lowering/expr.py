@@ -152,6 +152,8 @@ class ScalarBuilder:
         if key in self._cache:
             return self._cache[key]
         node = self.producer.get(v.name)
+        if node is not None and _keeps_coords(node):
+            self._prefetch(node, coords, mask)
         if node is None:
             e = self._load(v, coords, mask)
         else:
@@ -161,6 +163,31 @@ class ScalarBuilder:
             e = self.ctx.declare(self.stmts, v.name, e)
         self._cache[key] = e
         return e
+
+    def _prefetch(self, node: Node, coords: Coords, mask: Expr | None) -> None:
+        """Build, in dependency order and without recursion, every ancestor of `node`
+        reached through ops that keep the coordinates (elementwise, select, cast), so
+        that the recursive `value` of a chain of thousands of ops finds each input
+        cached. Post-order over the inputs in order: the statements come out in the
+        order the plain recursion would emit them. Linear in the number of nodes."""
+        order: list[Value] = []
+        seen: set[str] = set()
+        stack: list[tuple[Node, int]] = [(node, 0)]
+        while stack:
+            n, i = stack.pop()
+            if i < len(n.inputs):
+                stack.append((n, i + 1))
+                x = n.inputs[i]
+                p = self.producer.get(x.name)
+                if p is None or x.name in seen or x.name in self.env or \
+                        (x.name, coords, mask) in self._cache or not _keeps_coords(p):
+                    continue
+                seen.add(x.name)
+                stack.append((p, 0))
+            elif n is not node:
+                order.append(n.outputs[0])
+        for x in order:  # each finds its inputs cached: no deep recursion
+            self.value(x, coords, mask)
 
     def _load(self, v: Value, coords: Coords, mask: Expr | None) -> Expr:
         if self.load_hook is not None:
@@ -195,6 +222,12 @@ class ScalarBuilder:
         param = self.ctx.buffer(v, "output")
         strides = self.ctx.params[[p.name for p in self.ctx.params].index(param)].strides
         return param, self.ctx.linear(coords, strides)
+
+
+def _keeps_coords(n: Node) -> bool:
+    """Ops whose inputs are read at the output's own coordinates (and mask)."""
+    return n.op in ("select", "cast") or (
+        n.op not in EMITTERS and get_op(n.op).category is Category.ELEMENTWISE)
 
 
 # --------------------------------------------------------------------------- emitters

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from hal.devices.spec import DeviceSpec, MatrixInstruction
 from hal.dtypes import compute_dtype
+from hal.errors import UnsupportedError
 from hal.ir.graph import Node, Value
 from hal.kernel.ir import (
     Barrier,
@@ -96,32 +97,6 @@ def mma_choice(dots: list[Node], spec: DeviceSpec, reserve: int = 0,
     return None if t is None else MmaChoice(instr, t)
 
 
-def group_mma_choice(g, spec: DeviceSpec) -> MmaChoice | None:
-    """What hal.lowering.matmul.lower_matmul will pick for matmul group `g`: the matrix
-    instruction and tiles, or None for the SIMT kernel. The cost model reads this."""
-    from hal.lowering.matmul import fused_reserve
-    from hal.ops import Category, get_op
-
-    dots = [n for n in g.nodes if get_op(n.op).category is Category.CONTRACTION]
-    return mma_choice(dots, spec, fused_reserve(g.nodes, g.inputs),
-                      forced=bool(g.schedule.get("tiles")))
-
-
-def flop_rate(g, spec: DeviceSpec, dtype_name: str) -> float:
-    """FLOP/s of the instruction a matmul group's kernel issues: the matrix instruction's
-    rate when the lowering picks one, else the vector FMA rate of the accumulation dtype
-    (the SIMT kernel multiplies and adds in it). The one place that decides it, so that
-    issue 13's roofline function can take it over."""
-    choice = group_mma_choice(g, spec)
-    if choice is not None:
-        return choice.instruction.rate or spec.peak_for(dtype_name, matrix=True)
-    from hal.dtypes import DTYPES
-    from hal.ops.contraction import accumulation_dtype
-
-    acc = compute_dtype(accumulation_dtype(DTYPES[dtype_name], {}))
-    return spec.peak_for(acc.name, matrix=False)
-
-
 @dataclass(frozen=True)
 class _Access:
     """How an operand reaches its shared tile: `source` is the global value read by vector
@@ -162,13 +137,13 @@ def _lane_expr(ctx: KernelContext, lane: Expr, terms: Terms) -> Expr:
 class _MmaEmitter:
     """Builds the kernel of one matrix-unit matmul (see the module docstring)."""
 
-    def __init__(self, group, spec: DeviceSpec, segments: list, choice: MmaChoice,
+    def __init__(self, group, plan, spec: DeviceSpec, segments: list, choice: MmaChoice,
                  views: list[Node], options: LoweringOptions):
         from hal.lowering.matmul import contraction_dims
         from hal.lowering.pointwise import group_sizes
 
         dot = segments[0][0][0]
-        self.group, self.spec, self.views = group, spec, views
+        self.group, self.plan, self.spec, self.views = group, plan, spec, views
         self.t = t = choice.tiles
         self.instr = choice.instruction
         self.lay: FragmentLayout = get_layout(t.layout)
@@ -267,20 +242,11 @@ class _MmaEmitter:
         for end, stmts in reversed(branches[:-1]):
             tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
         body.extend(tail)
-        cols = [math.prod(sg["ns"]) for sg in self.segments]
-        sched = {**self.group.schedule, "strategy": "mma", "instruction": self.instr.name,
-                 "tiles": t.as_dict(), "group_m": self.gm_rows,
-                 "contractions": sum(len(sg["dots"]) for sg in self.segments),
-                 "acc_dtype": self.instr_acc.name, "m": self.m, "n": sum(cols), "k": self.k,
-                 "batch": self.nb,
-                 "pipeline": (f"cp.async x{self.stages}" if self.asynchronous
-                              else "register prefetch"),
-                 "operands": "".join("v" if x.source is not None else "s" for x in (
-                     self.acc_a, *(y for sg in self.segments for y in sg["acc_bs"])))}
-        if len(self.segments) > 1:
-            sched["column_segments"] = cols
-        return ctx.kernel(body, (start, 1, self.nb), t.threads,
-                          {"ops": self.group.ops, "group": self.group.name, "schedule": sched})
+        grid = (start, 1, self.nb)
+        if grid != self.plan.grid:   # the plan's grid is the one the blocks above walk
+            raise UnsupportedError(f"group {self.group.name}: grid {grid} differs from its "
+                                   f"plan's {self.plan.grid}", hint="a planner bug: report it")
+        return ctx.kernel(body, grid, t.threads, self.group, self.plan)
 
     def _segment_body(self, body: list[Stmt], pid: Expr) -> None:
         """The active segment's raster position, k-loop and epilogue for block `pid`."""
@@ -621,10 +587,12 @@ class _MmaEmitter:
                     body.extend(stmts)
 
 
-def lower_matmul_mma(group, spec: DeviceSpec, segments: list, choice: MmaChoice,
-                     views: list[Node],
+def lower_matmul_mma(group, plan, spec: DeviceSpec, segments: list, views: list[Node],
                      options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
-    """The matrix-unit kernel of a matmul group: `segments` are (contractions, outputs) per
-    column-panel segment, as hal.lowering.matmul.lower_matmul splits them (one for a single
-    contraction or a dual GEMM), see the module docstring."""
-    return [_MmaEmitter(group, spec, segments, choice, views, options).lower()]
+    """The matrix-unit kernel of a matmul group's `plan` (strategy "mma": its instruction
+    and tiles are `plan.detail("mma_choice")`, chosen by planners_tiled.plan_matmul):
+    `segments` are (contractions, outputs) per column-panel segment, as
+    hal.lowering.matmul.lower_matmul splits them (one for a single contraction or a dual
+    GEMM), see the module docstring."""
+    return [_MmaEmitter(group, plan, spec, segments, plan.detail("mma_choice"), views,
+                        options).lower()]

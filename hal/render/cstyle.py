@@ -65,6 +65,10 @@ from hal.kernel.ir import (
     Unary,
     Var,
     VecCopy,
+    stmt_bodies,
+    stmt_exprs,
+    walk_expr,
+    walk_stmts,
 )
 from hal.kernel.mma import get_layout, helper_name
 from hal.render.helpers import Helpers, compute_type
@@ -458,16 +462,22 @@ class CStyleRenderer:
         return f"{const}{self.ctype(p.dtype)}* {ident(p.name)}"
 
     def _comment_block(self, k: Kernel, spec: DeviceSpec | None) -> list[str]:
-        ops = k.meta.get("ops", [])
+        ops = k.meta.ops
         lines = [f"// kernel {k.name}" + (f" for {spec.name} ({spec.arch})" if spec else ""),
                  f"//   launch: grid={tuple(k.grid)} block={k.block} warp={k.warp_size} "
                  f"index={k.index_dtype} shared={k.shared_bytes} B"
                  + (" (dynamic)" if self.dynamic_shared_bytes(k) else "")]
         if ops:
             lines.append(f"//   fused ops ({len(ops)}): " + ", ".join(ops))
-        sched = k.meta.get("schedule")
-        if sched:
-            lines.append("//   schedule: " + ", ".join(f"{a}={b}" for a, b in sched.items()))
+        plan = k.meta.plan
+        if plan is not None:   # the KernelPlan this kernel emits (hal.lowering.plan)
+            parts = [f"strategy={plan.strategy}"]
+            if plan.tiles:
+                parts.append("tiles=" + "x".join(f"{a}{b}" for a, b in plan.tiles))
+            parts += [f"stages={plan.stages}", f"math={plan.math}",
+                      *(f"{a}={b}" for a, b in plan.details)]
+            lines.append("//   plan: " + ", ".join(parts)
+                         + (f" (launch {k.meta.stage})" if k.meta.stage else ""))
         for p in k.params:
             if isinstance(p, BufferParam):
                 role = "in " if p.readonly else "out"
@@ -510,25 +520,16 @@ class CStyleRenderer:
         return "\n".join(lines)
 
 
-def _walk(node: object, out: set[str]) -> None:
-    """Names of the variables that `node` reads (a Declare's own target is not a read)."""
-    if isinstance(node, Var):
-        out.add(node.name)
-        return
-    if isinstance(node, list):
-        for item in node:
-            _walk(item, out)
-        return
-    if isinstance(node, Declare):
-        if node.init is not None:
-            _walk(node.init, out)
-        return
-    if isinstance(node, Assign):
-        _walk(node.value, out)
-        return
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        for f in dataclasses.fields(node):
-            _walk(getattr(node, f.name), out)
+def _reads(stmts: list[Stmt], out: set[str], dead: frozenset[int] = frozenset()) -> None:
+    """Names of the variables `stmts` read (a Declare's own target is not a read), skipping
+    the statements whose id is in `dead` (hal.kernel.ir's one traversal)."""
+    for st in stmts:
+        if id(st) in dead:
+            continue
+        for e in stmt_exprs(st):
+            out.update(x.name for x in walk_expr(e) if isinstance(x, Var))
+        for b in stmt_bodies(st):
+            _reads(b, out, dead)
 
 
 def loaded_buffers(node: object, out: set[str] | None = None) -> set[str]:
@@ -547,51 +548,22 @@ def loaded_buffers(node: object, out: set[str] | None = None) -> set[str]:
 
 def live_vars(body: list[Stmt]) -> set[str]:
     """Variables a kernel body reads, after dropping unread declarations (to a fixed point)."""
-    decls: dict[str, Declare] = {}
-
-    def collect(stmts: list[Stmt]) -> None:
-        for st in stmts:
-            if isinstance(st, Declare):
-                decls[st.var.name] = st
-            for f in ("then", "orelse", "body"):
-                if isinstance(getattr(st, f, None), list):
-                    collect(getattr(st, f))
-    collect(body)
+    decls = {st.var.name: st for st in walk_stmts(body) if isinstance(st, Declare)}
     reads: set[str] = set()
-    _walk(body, reads)
+    _reads(body, reads)
     # a variable only read by the initialiser of a dead declaration is dead too
     while True:
-        dead = [d for n, d in decls.items() if n not in reads]
+        dead = frozenset(id(d) for n, d in decls.items() if n not in reads)
         still: set[str] = set()
-        _walk_except(body, still, {id(d) for d in dead})
+        _reads(body, still, dead)
         if still == reads:
             return reads | {n for n in decls if n in reads} | _assigned(body)
         reads = still
 
 
-def _walk_except(node: object, out: set[str], dead: set[int]) -> None:
-    if isinstance(node, list):
-        for item in node:
-            if id(item) not in dead:
-                _walk_except(item, out, dead)
-        return
-    if isinstance(node, (If, For)):
-        for f in dataclasses.fields(node):
-            _walk_except(getattr(node, f.name), out, dead)
-        return
-    _walk(node, out)
-
-
 def _assigned(body: list[Stmt]) -> set[str]:
     """Variables assigned somewhere: kept declared even when never read."""
-    out: set[str] = set()
-    for st in body:
-        if isinstance(st, Assign):
-            out.add(st.var.name)
-        for f in ("then", "orelse", "body"):
-            if isinstance(getattr(st, f, None), list):
-                out |= _assigned(getattr(st, f))
-    return out
+    return {st.var.name for st in walk_stmts(body) if isinstance(st, Assign)}
 
 
 def unique_names(kernels: Sequence[Kernel], prefix: Callable[[int], str]) -> list[Kernel]:

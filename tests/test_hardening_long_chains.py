@@ -1,0 +1,74 @@
+"""Long chains of elementwise ops (issue 16).
+
+Reproductions: about 350 or more fused elementwise ops in a chain raised RecursionError in
+hal/lowering/expr.py (and then in the cost model's issued-bytes walk), in both `fuse` and
+`run`; `--no-fuse` built each one-node group with a walk over the whole graph (quadratic).
+The speed itself is measured in benchmarks/results/issue-16.md, not here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from hal.devices.loader import load_spec
+from hal.ir.text import parse_graph
+
+
+def chain(n: int, width: int = 32) -> str:
+    lines = ["graph chain {", f"  input %x: f32[{width}]", f"  input %y: f32[{width}]"]
+    prev = "x"
+    for i in range(n):
+        rhs = f"add(%{prev}, %y)" if i % 3 == 2 else f"tanh(%{prev})"
+        lines.append(f"  %v{i}: f32[{width}] = {rhs}")
+        prev = f"v{i}"
+    return "\n".join([*lines, f"  output %{prev}", "}"])
+
+
+def test_lowering_a_fused_chain_far_past_the_recursion_limit():
+    from hal.fusion.cost import group_cost
+    from hal.fusion.group import make_group
+    from hal.lowering import lower_group
+
+    n = 3 * sys.getrecursionlimit()
+    g = parse_graph(chain(n))
+    spec = load_spec("h100-sxm")
+    group = make_group(g, g.nodes, "all")
+    (k,) = lower_group(group, spec)
+    assert k.name and group_cost(group, spec).dram_bytes > 0
+
+
+def test_a_chain_of_400_ops_fuses_and_matches_the_reference(monkeypatch):
+    from hal.backends.cpu_sim.backend import CpuSimBackend
+    from hal.fusion import plan
+    from hal.reference import evaluate
+
+    monkeypatch.setenv("HAL_MEASURE", "off")
+    g = parse_graph(chain(400))
+    spec = load_spec("h100-sxm")
+    p = plan(g, spec)
+    assert len(p.groups) == 1, [gr.name for gr in p.groups]
+    rng = np.random.default_rng(0)
+    inputs = {v.name: rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs}
+    got = CpuSimBackend().run_graph(g, inputs, spec).outputs
+    want = evaluate(g, inputs)
+    (name,) = got
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+
+
+def test_unfused_groups_are_built_without_walking_the_graph_per_node(monkeypatch):
+    from hal.fusion import group as group_mod
+
+    g = parse_graph(chain(300))
+    calls = {"users": 0}
+    real = type(g).users
+
+    def counting(self):
+        calls["users"] += 1
+        return real(self)
+
+    monkeypatch.setattr(type(g), "users", counting)
+    groups = group_mod.trivial_groups(g)
+    assert len(groups) == 300 and calls["users"] == 1
+    assert [o.name for o in groups[5].outputs] == ["v5"]
