@@ -120,8 +120,10 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
             wide[v.name] = widen(buffers[v.name].reshape(v.shape), v.dtype)
         return wide[v.name]
 
+    keep = {v.name for v in group.outputs}
+    last_use = {v.name: i for i, n in enumerate(group.nodes) for v in n.inputs}
     with np.errstate(all="ignore"):
-        for n in group.nodes:
+        for i, n in enumerate(group.nodes):
             opdef = get_op(n.op)
             args = [get(v) for v in n.inputs]
             if opdef.category is Category.CONTRACTION and all(
@@ -132,6 +134,9 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
             results = opdef.reference(args, opdef.check_attrs(n.attrs))
             for out, r in zip(n.outputs, results, strict=True):
                 wide[out.name] = widen(cast(np.asarray(r), out.dtype), out.dtype)
+            for v in n.inputs:   # an intermediate is dropped after its last use
+                if last_use.get(v.name) == i and v.name not in keep:
+                    wide.pop(v.name, None)
     return {v.name: cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
 
 
