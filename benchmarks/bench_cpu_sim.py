@@ -49,10 +49,10 @@ def run_one(graph, spec, check_fn, measure_memory=False):
     rng = np.random.default_rng(0)
     args = {}
     for v in graph.inputs:
-        args[k.meta["buffers"] and next(p for p, n in k.meta["buffers"].items() if n == v.name)] \
+        args[k.meta.buffers and next(p for p, n in k.meta.buffers.items() if n == v.name)] \
             = rng.standard_normal(int(np.prod(v.shape))).astype(np.float32)
     out = graph.outputs[0]
-    outp = next(p for p, n in k.meta["buffers"].items() if n == out.name)
+    outp = next(p for p, n in k.meta.buffers.items() if n == out.name)
     args[outp] = np.zeros(int(np.prod(out.shape)), np.float32)
     simulate(k, {p: a.copy() for p, a in args.items()}, spec, max_lanes=MAX_LANES)  # warm the translation cache
     tensor_bytes = sum(a.nbytes for a in args.values())
@@ -65,7 +65,7 @@ def run_one(graph, spec, check_fn, measure_memory=False):
     if measure_memory:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    ins = [args[next(p for p, n in k.meta["buffers"].items() if n == v.name)] for v in graph.inputs]
+    ins = [args[next(p for p, n in k.meta.buffers.items() if n == v.name)] for v in graph.inputs]
     ok = check_fn(ins, args[outp])
     return k, st, wall, peak, tensor_bytes, ok
 
@@ -82,8 +82,8 @@ def main() -> None:
     for n in (64, 128, 256):
         k, st, wall, _, _, ok = run_one(matmul_relu(n), spec, mm_check)
         target = "<= 0.5 s" if n == 256 else ""
-        rows.append(f"| matmul+relu {n}^3 f32 | {k.name} tiles {k.meta['schedule']['tiles']['bm']}x"
-                    f"{k.meta['schedule']['tiles']['bn']}x{k.meta['schedule']['tiles']['bk']} | "
+        rows.append(f"| matmul+relu {n}^3 f32 | {k.name} tiles {k.meta.plan.tile_sizes['bm']}x"
+                    f"{k.meta.plan.tile_sizes['bn']}x{k.meta.plan.tile_sizes['bk']} | "
                     f"{k.grid} x {k.block} | {wall:.3f} | {target} | | "
                     f"{st.modelled_time_s * 1e6:.1f} | {ok} |")
     for r in (1024, 2048, 4096):
@@ -94,7 +94,7 @@ def main() -> None:
 
         k, st, wall, peak, tb, ok = run_one(softmax(r, 4096), spec, sm_check, measure_memory=True)
         target = "<= 3 s, mem <= 4x" if r == 4096 else ""
-        rows.append(f"| softmax {r}x4096 f32 | {k.name} ({k.meta['schedule']['row_cache']} "
+        rows.append(f"| softmax {r}x4096 f32 | {k.name} ({k.meta.plan.detail('row_cache')} "
                     f"row cache) | {k.grid} x {k.block} | {wall:.3f} | {target} | "
                     f"{peak / tb:.2f} | {st.modelled_time_s * 1e6:.1f} | {ok} |")
     print("\n".join(rows))

@@ -30,7 +30,7 @@ def row(name: str, device: str) -> str:
     fused, unfused = plan(g, spec), plan(g, spec, fuse=False)
     comp = fused.compulsory_bytes
     att = [x for x in fused.groups if x.kind == "attention"]
-    tiles = att[0].schedule.get("attention_tiles", {}) if att else {}
+    tiles = fused.costs[att[0].name].plan.tile_sizes if att else {}
     att_s = f"Br={tiles['br']} Bc={tiles['bc']}" if tiles else "no"
     return (f"| {name} | {device} | {fused.kernel_count()} | {unfused.kernel_count()} | "
             f"{fmt_bytes(fused.modelled_bytes)} | {fused.modelled_bytes / comp:.2f}x | "

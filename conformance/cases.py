@@ -16,7 +16,16 @@ Families (ids start with the family):
 * fused: elementwise chains, softmax / layer_norm / rms_norm (composite and
   hand-written primitives), matmul + bias + activation, sibling outputs,
   attention (scaled_dot_product_attention, causal and grouped-query);
-* model: examples/mlp.hal, tiny_gpt, small GPT and Llama blocks.
+* model: examples/mlp.hal, tiny_gpt, small GPT and Llama blocks;
+* stress: cases run on a small variant of the device under test (`variant`,
+  SPEC_VARIANTS: two compute units and a 64 KiB L2, the same warp width,
+  shared memory and registers), so grid-stride loops, split reductions,
+  split-K attention and multi-group matmul rasters run on small tensors;
+* canary: cases built to fail just outside the correct bound (`defect`,
+  hal.conformance.canaries): the device's output is perturbed by a defect the
+  error model must reject, so a loosened tolerance is caught.
+Coverage cases (partial split chunks, norm->matmul prologues with K not a
+multiple of the warp, decode attention in every dtype) live in cases_coverage.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ class Case:
     seed: int = 0
     unfused: bool = False       # also compare fuse=True against fuse=False
     tags: frozenset[str] = frozenset()
+    variant: str = ""           # run on SPEC_VARIANTS[variant](spec) instead of the spec
+    defect: str = ""            # canary: canaries.DEFECTS[defect] must be rejected
 
     def graph(self) -> Graph:
         return self.build()
@@ -77,7 +88,8 @@ class _Collector:
 
     def add(self, kind: str, op: str, dtypes: Sequence[str], shape: str,
             build: Callable[[GraphBuilder], None], *, dist: str = "normal", suffix: str = "",
-            unfused: bool = False, family: str | None = None) -> None:
+            unfused: bool = False, family: str | None = None, variant: str = "",
+            defect: str = "") -> None:
         fam = family or kind
         cid = "/".join(p for p in (fam, op, "-".join(dict.fromkeys(dtypes)), shape, suffix) if p)
         if cid in self.cases:
@@ -89,7 +101,7 @@ class _Collector:
             return b.build()
 
         self.cases[cid] = Case(cid, kind, op, tuple(dtypes), shape, make, dist, _seed(cid),
-                               unfused, _tags(fam, dtypes))
+                               unfused, _tags(fam, dtypes), variant, defect)
 
 
 # --------------------------------------------------------------------------- primitives
@@ -136,6 +148,7 @@ RED_SHAPES = (  # (shape, axes, keepdims, label)
     ((31, 33), None, False, "all"),
     ((1, 1), (1,), False, "size1"),
     ((4, 1025), (1,), False, "rows1025"),
+    ((2, 20000), (1,), False, "long_partial"),  # split: the last chunk is partial
 )
 
 
@@ -144,7 +157,7 @@ def _reductions(c: _Collector) -> None:
                  "reduce_all"):
         for dt in OPS[name].dtypes:
             for shape, axes, keep, label in RED_SHAPES:
-                if name == "reduce_prod" and label == "long":
+                if name == "reduce_prod" and label.startswith("long"):
                     continue
                 def build(b, _n=name, _dt=dt, _s=shape, _a=axes, _k=keep):
                     b.output(b.op(_n, b.input("x", _dt, _s), axes=_a, keepdims=_k))
@@ -361,8 +374,40 @@ def _models(c: _Collector) -> None:
         lambda: ex.make_llama_block(128, 16, "f32", heads=4, kv_heads=2, ffn=256)))
 
 
+def _more(c: _Collector) -> None:
+    from .canaries import canary_cases
+    from .cases_coverage import coverage_cases
+
+    coverage_cases(c)
+    canary_cases(c)
+
+
 GENERATORS: list[Callable[[_Collector], None]] = [
-    _elementwise, _reductions, _contractions, _movement, _layout, _fused, _models]
+    _elementwise, _reductions, _contractions, _movement, _layout, _fused, _models, _more]
+
+
+# --------------------------------------------------------------------------- spec variants
+
+def _small(spec):
+    """Two compute units and a 64 KiB L2 (same lanes, shared memory, registers): the
+    schedules a big device uses on big tensors run on the suite's small shapes."""
+    import dataclasses
+
+    return dataclasses.replace(spec, name=f"{spec.name}+small", compute_units=2,
+                               l2_bytes=min(spec.l2_bytes, 64 * 1024))
+
+
+SPEC_VARIANTS: dict[str, Callable] = {"small": _small}
+
+
+def register_spec_variant(name: str, fn: Callable) -> None:
+    """A named transform DeviceSpec -> DeviceSpec that cases may run on (`Case.variant`)."""
+    SPEC_VARIANTS[name] = fn
+
+
+def case_spec(case: Case, spec):
+    """The spec `case` runs on: the device's own, or its variant."""
+    return SPEC_VARIANTS[case.variant](spec) if case.variant else spec
 
 
 @functools.cache
@@ -435,7 +480,8 @@ def _index_ranges(graph: Graph) -> dict[str, int]:
 
 
 def make_inputs(graph: Graph, dist: str = "normal", seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs: `normal` N(0,1), `positive` U(0.5, 1.5), `special` (inf, nan, -0,
+    """Seeded inputs: `normal` N(0,1), `positive` U(0.5, 1.5), `v_plus1` (N(0,1), input
+    %v N(1,1)), `special` (inf, nan, -0,
     subnormals, max), `overflow` (near +-max); ints in [-8, 8), indices in range."""
     rng = np.random.default_rng(seed)
     idx = _index_ranges(graph)
@@ -459,6 +505,8 @@ def make_inputs(graph: Graph, dist: str = "normal", seed: int = 0) -> dict[str, 
             a = _overflow(dt, n, rng)
         elif dist == "positive":
             a = rng.uniform(0.5, 1.5, n)
+        elif dist == "v_plus1":  # attention: values near 1, so a lost or extra key shows
+            a = rng.standard_normal(n) + (1.0 if v.name == "v" else 0.0)
         else:
             a = rng.standard_normal(n)
         out[v.name] = cast(np.asarray(a).reshape(shape), dt)

@@ -3,7 +3,8 @@
 `check(actual, bound)` -> Comparison: max abs and rel error against the
 reference value, the ulp-distance distribution (p50 / p99 / max, in ulps of
 the output dtype at the reference value), the bound (the largest deviation
-the error model allows anywhere), the number of elements outside
+the error model allows anywhere), `used` (the largest fraction of its own
+allowance any element uses; hal.conformance.error_profile), the number of elements outside
 [lo, hi], the worst element, and the verdict. NaN must meet NaN, an inf the
 same inf (unless the interval reaches it: overflow of a near-max result),
 and an exact op's zero the same sign of zero.
@@ -32,6 +33,7 @@ class Comparison:
     ulp_p99: float = 0.0
     ulp_max: float = 0.0
     bound: float = 0.0
+    used: float = 0.0     # max over checked elements of |error| / allowed error (<= 1: inside)
     bad: int = 0
     numel: int = 0
     worst: dict = field(default_factory=dict)
@@ -77,12 +79,21 @@ def check(actual: np.ndarray, b: Bound) -> Comparison:
             ok |= (dw >= b.lo) & (dw <= b.hi)
     d = np.where(b.free, 0.0, _dist(dw, b.ref))
     res = Comparison(numel=int(a.size), bound=b.max_bound, bad=int((~ok).sum()),
-                     ok=bool(ok.all()), **_summary(d, b.ref, b.dtype))
+                     ok=bool(ok.all()), used=_used(d, b), **_summary(d, b.ref, b.dtype))
     if not res.ok:
         i = np.unravel_index(int(np.argmax(np.where(ok, -1.0, d))), a.shape) if a.ndim else ()
         res.worst = {"index": [int(x) for x in i], "actual": _num(dw[i]),
                      "reference": _num(b.ref[i]), "lo": _num(b.lo[i]), "hi": _num(b.hi[i])}
     return res
+
+
+def _used(d: np.ndarray, b: Bound) -> float:
+    """How much of the bound the device used: max |error| / allowed error over elements
+    with a non-zero allowance (the bound / clean-error ratio is its inverse)."""
+    live = ~b.free & (b.err > 0) & np.isfinite(b.err) & np.isfinite(d)
+    if not live.any():
+        return 0.0
+    return float((d[live] / b.err[live]).max())
 
 
 def diff(a: np.ndarray, other: np.ndarray, b: Bound) -> Comparison:

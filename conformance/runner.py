@@ -28,11 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from .cases import Case, get_case, make_inputs, select
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+
+from .cases import Case, case_spec, get_case, make_inputs, select
 from .compare import check, diff
+from .direct_reference import check_direct
 from .expectations import classify, not_applicable, unsupported_reason
 from .report import ReportWriter
-from .tolerance import output_bounds
+from .tolerance import graph_bounds
 from .workers import run_parallel
 
 COST = {"model": 0, "fused": 1, "contraction": 2, "reduction": 3}  # slow families first
@@ -48,6 +51,9 @@ class SuiteConfig:
     compare_backend: str | None = None
     unfused: bool = True
     batch: int = 6
+    lowering: LoweringOptions = DEFAULT_OPTIONS  # the self-test's planted faults travel here
+    strict: bool = False          # a precision regression against cpu_sim fails the case
+    profile: bool | None = None   # compare error profiles with cpu_sim (None: when not cpu_sim)
 
 
 def repro_command(backend: str, device: str, case_id: str, seed: int) -> str:
@@ -55,9 +61,18 @@ def repro_command(backend: str, device: str, case_id: str, seed: int) -> str:
     return cmd + (f" --seed {seed}" if seed else "")
 
 
-def _run_graph(backend, graph, inputs, spec, **opts) -> dict[str, np.ndarray]:
+def _run_graph(backend, graph, inputs, spec, lowering: LoweringOptions = DEFAULT_OPTIONS,
+               **opts) -> dict[str, np.ndarray]:
     params = inspect.signature(backend.run_graph).parameters
     accepted = {k: v for k, v in opts.items() if k in params}
+    if lowering != DEFAULT_OPTIONS:
+        if "lowering_options" not in params:
+            from hal.errors import UnsupportedError
+
+            raise UnsupportedError(f"backend {backend.name} takes no lowering options "
+                                   f"(planted faults {sorted(lowering.faults)})",
+                                   hint="run the self-test on cpu_sim")
+        accepted["lowering_options"] = lowering
     if "compare_reference" in params:
         accepted["compare_reference"] = False
     return backend.run_graph(graph, inputs, spec, **accepted).outputs
@@ -67,17 +82,23 @@ def _merge(comps: dict[str, Any]) -> dict[str, Any]:
     """Case-level numbers: the worst over its outputs."""
     vals = list(comps.values())
     if not vals:
-        return {"max_abs": 0.0, "max_rel": 0.0, "bound": 0.0,
+        return {"max_abs": 0.0, "max_rel": 0.0, "bound": 0.0, "used": 0.0,
                 "ulp": {"p50": 0.0, "p99": 0.0, "max": 0.0}}
     return {"max_abs": max(c.max_abs for c in vals), "max_rel": max(c.max_rel for c in vals),
-            "bound": max(c.bound for c in vals),
+            "bound": max(c.bound for c in vals), "used": max(c.used for c in vals),
             "ulp": {"p50": max(c.ulp_p50 for c in vals), "p99": max(c.ulp_p99 for c in vals),
                     "max": max(c.ulp_max for c in vals)}}
 
 
 def execute(case: Case, backend_name: str, device: str, seed: int = 0,
-            compare_backend: str | None = None, unfused: bool = True) -> dict[str, Any]:
-    """Run one case; returns its result record with the raw verdict (pass/fail/error)."""
+            compare_backend: str | None = None, unfused: bool = True,
+            lowering: LoweringOptions = DEFAULT_OPTIONS, *,
+            strict: bool = False, profile: bool | None = None) -> dict[str, Any]:
+    """Run one case; returns its result record with the raw verdict (pass/fail/error).
+    `lowering` (planted self-test faults) applies to the backend under test only.
+    `profile` (default: on for any backend but cpu_sim) also runs cpu_sim on the same
+    plan and records both error profiles; `strict` fails a precision regression
+    (hal.conformance.error_profile)."""
     from hal.backends.cpu_sim.checks import SimulationError
     from hal.backends_registry import get_backend
     from hal.devices.loader import load_spec
@@ -88,13 +109,15 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
                            "backend": backend_name, "dist": case.dist,
                            "repro": repro_command(backend_name, device, case.id, seed)}
     try:
-        spec = load_spec(device)
+        spec = case_spec(case, load_spec(device))
         backend = get_backend(backend_name)
         graph = case.graph()
         inputs = make_inputs(graph, case.dist, case.seed + seed)
-        bounds = output_bounds(graph, inputs)
+        prim, all_bounds = graph_bounds(graph, inputs)
+        bounds = {o.name: all_bounds[p.name]
+                  for o, p in zip(graph.outputs, prim.outputs, strict=True)}
         try:
-            outs = _run_graph(backend, graph, inputs, spec)
+            outs = _run_graph(backend, graph, inputs, spec, lowering)
         except SimulationError as e:
             rec.update(verdict="fail", reason=f"simulator check {e.kind}: {e.message}"[:400],
                        check=e.kind, seconds=time.perf_counter() - t0, **_merge({}))
@@ -107,15 +130,45 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
                            f"{comps[k].note}".strip() + (f" worst {comps[k].worst}"
                                                          if comps[k].worst else "")
                            for k in bad)
+        dcomp = check_direct(graph, prim, all_bounds, outs)
+        if dcomp:
+            rec["direct"] = {k: c.to_dict() for k, c in dcomp.items()}
+            db = [k for k, c in dcomp.items() if not c.ok]
+            for k in db:
+                w = dcomp[k].worst
+                reason += (f"; %{k}: {dcomp[k].bad}/{dcomp[k].checked} beyond twice the bound "
+                           f"from the direct {dcomp[k].op} formula (worst {w})")
+            bad += db
         if case.unfused and unfused and "fuse" in inspect.signature(
                 backend.run_graph).parameters:
-            outs2 = _run_graph(backend, graph, inputs, spec, fuse=False)
+            outs2 = _run_graph(backend, graph, inputs, spec, lowering, fuse=False)
             d = {k: diff(outs[k], outs2[k], b) for k, b in bounds.items()}
             rec["unfused"] = {k: c.to_dict() for k, c in d.items()}
             ub = [k for k, c in d.items() if not c.ok]
             if ub:
                 reason += "; fused vs unfused differ beyond the bound on " + ", ".join(ub)
                 bad += ub
+        if profile if profile is not None else backend_name != "cpu_sim":
+            from .error_profile import compare_profiles
+
+            sim = _run_graph(get_backend("cpu_sim"), graph, inputs, spec)
+            prof = compare_profiles(comps, {k: check(sim[k], b) for k, b in bounds.items()})
+            rec["profile"] = prof
+            reg = [k for k, p in prof.items() if p["regression"]]
+            if reg:
+                msg = "; ".join(f"%{k}: precision regression against cpu_sim: "
+                                f"{prof[k]['regression']}" for k in reg)
+                rec["precision_regression"] = msg
+                if strict:
+                    reason += "; " + msg
+                    bad += reg
+        if case.defect:
+            from .canaries import judge_canary
+
+            verdict, why = judge_canary(case, outs, bounds, not bad, inputs)
+            rec.update(verdict=verdict, reason=(reason + "; " + why).strip("; "))
+            rec["seconds"] = round(time.perf_counter() - t0, 4)
+            return rec
         if compare_backend:
             other = _run_graph(get_backend(compare_backend), graph, inputs, spec)
             d = {k: diff(outs[k], other[k], b) for k, b in bounds.items()}
@@ -136,7 +189,8 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
 
 def _worker(ids: list[str], cfg: SuiteConfig) -> list[dict[str, Any]]:
     return [execute(get_case(i), cfg.backend, cfg.device, cfg.seed, cfg.compare_backend,
-                    cfg.unfused) for i in ids]
+                    cfg.unfused, cfg.lowering, strict=cfg.strict, profile=cfg.profile)
+            for i in ids]
 
 
 def plan_cases(cfg: SuiteConfig, cases: Iterable[Case] | None = None

@@ -1,6 +1,8 @@
 """The self-test: does the suite catch known bugs? (`hal conformance --self-test`)
 
-Each fault in hal.lowering.faults is planted in turn (one at a time) and a
+Each fault in hal.lowering.faults is planted in turn (one at a time, through the
+frozen `LoweringOptions` in `SuiteConfig.lowering`, which worker processes
+receive with their config) and a
 set of cases is run with it: by default `SELFTEST_CASES`, a fast, broad
 subset, or the cases `-k` selects. A fault is caught when at least one case
 fails, by a numeric mismatch ("numeric") or a simulator check ("race",
@@ -13,10 +15,11 @@ not applied here: the raw verdicts decide.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hal.lowering import faults
+from hal.lowering.options import LoweringOptions
 
 from .cases import Case, all_cases, get_case, select
 from .report import ReportWriter
@@ -70,7 +73,8 @@ def selftest_cases(pattern: str | None = None) -> list[Case]:
 
 def _raw_results(cases: Sequence[Case], cfg: SuiteConfig) -> list[dict[str, Any]]:
     if cfg.workers <= 1:
-        return [execute(c, cfg.backend, cfg.device, cfg.seed) for c in cases]
+        return [execute(c, cfg.backend, cfg.device, cfg.seed, lowering=cfg.lowering)
+                for c in cases]
     w = ReportWriter(None, None)
     from . import expectations
 
@@ -96,10 +100,10 @@ def run_selftest(cfg: SuiteConfig, cases: Sequence[Case] | None = None,
     out = []
     for name in fault_names or list(faults.FAULTS):
         fr = FaultResult(name, faults.FAULTS[name], run=len(clean))
-        with faults.planted(name):
-            for r in _raw_results(clean, cfg):
-                if r["verdict"] in ("fail", "error"):
-                    fr.caught_by.append((r["id"], _how(r)))
+        planted = replace(cfg, lowering=LoweringOptions.planting(name))
+        for r in _raw_results(clean, planted):
+            if r["verdict"] in ("fail", "error"):
+                fr.caught_by.append((r["id"], _how(r)))
         out.append(fr)
         if on_fault:
             on_fault(fr)

@@ -47,6 +47,7 @@ import numpy as np
 from hal.dtypes import DType, cast, compute_dtype, f64
 from hal.ir.graph import Graph, Node, Value
 from hal.ops import Category, get_op
+from hal.ops.contraction import contraction_length
 from hal.reference import widen
 
 LAMBDA = 5.0
@@ -73,6 +74,7 @@ class Bound:
     err: np.ndarray     # float64: max |device - ref| a consumer may read; inf = unknown
     free: np.ndarray    # bool: element not checkable (unknown error)
     strict_zero: bool   # the sign of a zero must match (exact ops on exact inputs)
+    delta: np.ndarray | None = None  # float64: the half-width before rounding to the dtype
 
     @property
     def max_bound(self) -> float:
@@ -109,7 +111,8 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool) -
     delta = np.broadcast_to(np.where(np.isnan(delta), np.inf, delta), ref.shape)
     free = np.isinf(delta)
     if not delta.any():
-        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free.copy(), strict)
+        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free.copy(), strict,
+                     np.zeros(ref.shape))
     with np.errstate(all="ignore"):
         if dt.is_bool:
             free = free | (delta > 0)
@@ -125,7 +128,7 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool) -
     nan_ref = np.isnan(ref) if dt.is_float else np.zeros(ref.shape, bool)
     err = np.where(nan_ref & ~free, 0.0, err)
     err = np.where(np.isnan(err) | free, np.inf, err)
-    return Bound(dt, exact, ref, lo, hi, err, free, strict)
+    return Bound(dt, exact, ref, lo, hi, err, free, strict, np.asarray(delta, np.float64))
 
 
 # --------------------------------------------------------------------------- rules
@@ -276,13 +279,6 @@ def _scan(node, attrs, ins, exact):
         mag = np.asarray(ref([_finite_abs(x.ref)], attrs)[0], dtype=np.float64)
     n = x.ref.shape[attrs["axis"] % x.ref.ndim] if x.ref.ndim else 1
     return [prop + accumulation_factor(n) * _u(x.dtype) * mag]
-
-
-def contraction_length(node: Node) -> int:
-    a = node.inputs[0]
-    if node.op == "matmul":
-        return int(a.shape[-2] if node.attrs["transpose_a"] else a.shape[-1])
-    return int(math.prod(a.shape[i] for i in node.attrs["lhs_contracting"]))
 
 
 @register_rule(Category.CONTRACTION)

@@ -4,9 +4,11 @@ This module owns the record the fusion pass produces and the lowering consumes:
 
 * `FusedGroup`: the nodes (primitives, topological), the values read from
   outside (`inputs`), the values needed outside (`outputs`: graph outputs or
-  values read by later groups), the group `kind` that selects the lowering,
-  a free-form `schedule` (e.g. ``{"split": 4}``) and the `reasons` the fusion
-  pass logged for its decisions.
+  values read by later groups), the group `kind` (a hal.lowering.plan.GroupKind)
+  that selects its planner and lowering, optional `hints` (a frozen PlanHints:
+  choices forced instead of the planner's, e.g. ``PlanHints(split=4)``) and the
+  `reasons` the fusion pass logged for its decisions. Everything decided about
+  the group's kernels lives in its KernelPlan (hal.lowering.plan_group), not here.
 * `group_kind(nodes)`: classifies a node list by its "heaviest" op category
   (contraction > reduction > scan > gather > movement > source > pointwise).
 * `make_group(graph, nodes, name)`: computes inputs/outputs and the kind.
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from hal.errors import UnsupportedError
 from hal.ir.graph import Graph, Node, Value
+from hal.lowering.plan import NO_HINTS, GroupKind, PlanHints
 from hal.ops import Category, get_op
+from hal.ops.reduction import reduction_axes
 
 
 @dataclass
@@ -34,8 +37,8 @@ class FusedGroup:
     nodes: list[Node]
     inputs: list[Value]
     outputs: list[Value]
-    kind: str
-    schedule: dict[str, Any] = field(default_factory=dict)
+    kind: GroupKind
+    hints: PlanHints = NO_HINTS
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -47,39 +50,24 @@ class FusedGroup:
                 f"in={[v.name for v in self.inputs]}, out={[v.name for v in self.outputs]})")
 
 
-def _reduced_axes(node: Node) -> tuple[int, ...]:
-    rank = node.inputs[0].rank
-    if "axis" in node.attrs:
-        return (node.attrs["axis"] % rank,) if rank else ()
-    axes = node.attrs.get("axes")
-    if axes is None:
-        return tuple(range(rank))
-    return tuple(sorted(a % rank for a in axes))
-
-
-def reduction_axes(node: Node) -> tuple[int, ...]:
-    """The normalised axes a reduction node (reduce_* or argmax/argmin) combines."""
-    return _reduced_axes(node)
-
-
 def is_row_reduction(node: Node) -> bool:
     """Reduces over a trailing contiguous run of axes (incl. all axes)."""
-    axes = _reduced_axes(node)
+    axes = reduction_axes(node)
     rank = node.inputs[0].rank
     return bool(axes) and axes == tuple(range(rank - len(axes), rank))
 
 
 # Precedence of categories when classifying a group: the first present wins.
-_KIND_ORDER: list[tuple[Category, str]] = [
-    (Category.CONTRACTION, "matmul"),
-    (Category.REDUCTION, "reduction"),
-    (Category.SCAN, "scan"),
-    (Category.GATHER, "gather"),
-    (Category.MOVEMENT, "movement"),
+_KIND_ORDER: list[tuple[Category, GroupKind | None]] = [
+    (Category.CONTRACTION, GroupKind.MATMUL),
+    (Category.REDUCTION, None),           # row or column: decided by the axes
+    (Category.SCAN, GroupKind.SCAN),
+    (Category.GATHER, GroupKind.GATHER),
+    (Category.MOVEMENT, GroupKind.MOVEMENT),
 ]
 
 
-def group_kind(nodes: Sequence[Node]) -> str:
+def group_kind(nodes: Sequence[Node]) -> GroupKind:
     """Classify a node list: pointwise, row_reduction, column_reduction, matmul, attention
     (two contractions), movement, gather, scan or source."""
     cats = [get_op(n.op).category for n in nodes]
@@ -93,25 +81,25 @@ def group_kind(nodes: Sequence[Node]) -> str:
         # Contractions sharing their A operand are one "dual GEMM" matmul; otherwise two
         # chained ones are attention (dot -> softmax -> dot, validated by its lowering).
         if not isinstance(sibling_contractions(nodes), str):
-            return "matmul"
+            return GroupKind.MATMUL
         if cats.count(Category.CONTRACTION) == 2:
-            return "attention"
+            return GroupKind.ATTENTION
     for cat, kind in _KIND_ORDER:
         if cat in cats:
-            if kind == "reduction":
+            if kind is None:
                 reds = [n for n, c in zip(nodes, cats, strict=True) if c is Category.REDUCTION]
-                return "row_reduction" if all(is_row_reduction(r) for r in reds) \
-                    else "column_reduction"
-            if kind == "movement" and any(c is Category.ELEMENTWISE for c in cats):
-                return "pointwise"  # movement feeding elementwise: permuted/offset loads
+                return GroupKind.ROW_REDUCTION if all(is_row_reduction(r) for r in reds) \
+                    else GroupKind.COLUMN_REDUCTION
+            if kind is GroupKind.MOVEMENT and any(c is Category.ELEMENTWISE for c in cats):
+                return GroupKind.POINTWISE  # movement feeding elementwise: permuted loads
             return kind
     if cats and all(c is Category.SOURCE for c in cats):
-        return "source"
-    return "pointwise"
+        return GroupKind.SOURCE
+    return GroupKind.POINTWISE
 
 
 def make_group(graph: Graph, nodes: Sequence[Node], name: str, *,
-               schedule: dict[str, Any] | None = None,
+               hints: PlanHints | None = None,
                reasons: Sequence[str] | None = None,
                users: dict[str, list[Node]] | None = None,
                order: dict[int, int] | None = None) -> FusedGroup:
@@ -139,7 +127,7 @@ def make_group(graph: Graph, nodes: Sequence[Node], name: str, *,
         outputs = [v for n in nodes for v in n.outputs
                    if v.name in graph_outs or v.name in read_outside]
     return FusedGroup(name, list(nodes), inputs, outputs, group_kind(nodes),
-                      dict(schedule or {}), list(reasons or []))
+                      hints or NO_HINTS, list(reasons or []))
 
 
 def trivial_groups(graph: Graph) -> list[FusedGroup]:

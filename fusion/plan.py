@@ -47,9 +47,10 @@ from hal.devices.spec import DeviceSpec
 from hal.errors import HalError, UnsupportedError
 from hal.ir.graph import Graph, Node
 from hal.ops import Category, get_op
+from hal.ops.reduction import reduction_axes
 
 from .cost import GroupCost, compulsory_bytes, fmt_bytes, fmt_time, group_cost
-from .group import FusedGroup, is_alias_group, is_row_reduction, make_group, reduction_axes
+from .group import FusedGroup, is_alias_group, is_row_reduction, make_group
 from .rewrite import (
     canonicalize_reductions,
     duplicate_cheap_producers,
@@ -118,8 +119,8 @@ class FusionPlan:
                         "nodes": [o.name for n in g.nodes for o in n.outputs],
                         "inputs": [v.name for v in g.inputs],
                         "outputs": [v.name for v in g.outputs],
-                        "schedule": {k: v for k, v in g.schedule.items()
-                                     if isinstance(v, (int, float, str, bool, dict, list))},
+                        "plan": (self.costs[g.name].plan.summary()
+                                 if self.costs[g.name].plan is not None else None),
                         "reasons": g.reasons, "cost": self.costs[g.name].to_dict()}
                        for g in self.groups],
             "decisions": [d.to_dict() for d in self.decisions],
@@ -323,41 +324,7 @@ class _Planner:
 
     # -- groups ------------------------------------------------------------
     def make(self, nodes: list[Node], name: str = "cand") -> FusedGroup:
-        g = make_group(self.graph, nodes, name, users=self._users, order=self.order)
-        self._schedule(g)
-        return g
-
-    def _schedule(self, g: FusedGroup) -> None:
-        """Decide the parts of the schedule the hierarchy dictates, with reasons."""
-        if g.kind == "attention":
-            from hal.lowering.attention import plan_attention
-
-            planned = plan_attention(g, self.spec)
-            if not isinstance(planned, str):
-                pat, t = planned
-                g.schedule.update(attention_tiles=t.as_dict(), head_dim=pat.d,
-                                  blocks=-(-pat.m // t.br) * math.prod(pat.batch))
-                g.reasons.append(
-                    f"fused attention: Br={t.br}, Bc={t.bc}, {t.threads} threads, tiles need "
-                    f"{fmt_bytes(t.shared_bytes)} of {fmt_bytes(self.spec.shared_mem_per_block)} "
-                    f"shared memory on {self.spec.name}")
-        elif g.kind == "row_reduction":
-            from .cost import reduction_passes, row_bytes_on_chip
-
-            need = row_bytes_on_chip(g)
-            passes = reduction_passes(g)
-            if passes <= 1:
-                g.schedule["row_cache"] = "none"
-            elif need <= self.spec.shared_mem_per_block:
-                g.schedule["row_cache"] = "shared"
-                g.reasons.append(f"one pass: a row needs {fmt_bytes(need)}, "
-                                 f"{fmt_bytes(self.spec.shared_mem_per_block)} of shared memory "
-                                 f"per block on {self.spec.name}")
-            else:
-                g.schedule["row_cache"] = "reload"
-                g.reasons.append(f"{passes} passes over each row: a row needs {fmt_bytes(need)}, "
-                                 f"shared memory per block is "
-                                 f"{fmt_bytes(self.spec.shared_mem_per_block)} on {self.spec.name}")
+        return make_group(self.graph, nodes, name, users=self._users, order=self.order)
 
     def kind(self, gid: int) -> str:
         """The group kind of group `gid` as it stands (cached per node set)."""
@@ -552,7 +519,7 @@ class _Planner:
             for g in gids[:-1]:
                 self.merge(g, target)
             self.extra_reasons[self.key(nodes)] = [reason, *self.extra_reasons.get(self.key(nodes), [])]
-            _pat, t = planned
+            _pat, t, _split, _why = planned
             self.decisions.append(Decision(label, last, True,
                                            f"fused attention ({len(nodes)} ops, Br={t.br}, "
                                            f"Bc={t.bc}): {reason}", sep - fused))
@@ -633,11 +600,13 @@ class _Planner:
         ordered = sorted(self.members.values(), key=lambda ns: self.order[id(ns[0])])
         for i, nodes in enumerate(ordered):
             g = self.make(nodes, name=f"k{i}_{g_kind_name(nodes)}")
+            costs[g.name] = cost = group_cost(g, self.spec)
+            if cost.plan is not None:   # the plan's decisions, with their reasons
+                g.reasons.extend(cost.plan.reasons)
             g.reasons.extend(self.extra_reasons.get(self.key(nodes), []))
             if len(nodes) > 1:
                 g.reasons.insert(0, f"fused {len(nodes)} ops: {', '.join(n.op for n in nodes)}")
             groups.append(g)
-            costs[g.name] = group_cost(g, self.spec)
         return FusionPlan(self.graph, _topological(groups), self.spec, costs, self.decisions)
 
 

@@ -25,9 +25,7 @@ import math
 from hal.ir.graph import Graph, Node, Value, _attr_key
 from hal.ir.types import TensorType
 from hal.ops import Category, get_op
-from hal.ops.reduction import reduced_shape
-
-from .group import reduction_axes
+from hal.ops.reduction import reduced_shape, reduction_axes
 
 # A broadcast whose source is at most this many elements is recomputed per consumer.
 SMALL_SOURCE_ELEMENTS = 1 << 16

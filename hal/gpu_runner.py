@@ -16,13 +16,20 @@ want them: a `void*[n]` whose i-th entry points at the i-th argument's bytes (a
 device pointer for a buffer, a C scalar of the ScalarParam's dtype; 16- and 8-bit
 floats as their bit patterns). Dynamic shared memory is passed when the renderer
 chose it (`renderer.dynamic_shared_bytes`), and the driver raises the function's
-limit first. Scalars come from `kernel.meta["scalars"]` (param -> value) or the
+limit first. Scalars come from `kernel.meta.scalars` (param -> value) or the
 `scalars=` option.
 
 Torch (or any) device tensors are used zero-copy: an input or `out=` tensor whose
-`__dlpack_device__` is the driver's device type is passed by its pointer
-(`__cuda_array_interface__` or `.data_ptr()`); it must be contiguous and of the
-value's dtype.
+`__dlpack_device__` is the driver's device type and index is passed by its pointer
+(`__cuda_array_interface__`, or `.data_ptr()` where torch refuses the interface: fp8,
+requires_grad); it must be contiguous and of the value's dtype. The driver queues its
+work on the framework's current stream (CudaDriver), so it is ordered with torch's.
+
+Errors. A kernel fault is asynchronous: it shows at the next synchronisation, without a
+kernel name. `HAL_SYNC_EACH=1` (or `GpuRunner(sync_each=True)`) synchronises after every
+launch and names the kernel, its group, grid and block. Cleanup after a failure (freeing
+buffers, which itself fails after a sticky fault) never replaces the first error: its
+failures are attached to that error as notes.
 
 `PreparedGraph` (from `GpuRunner.prepare`, or `GpuBackend.prepare_graph`) is the
 compiled, resident graph; calling it only launches the kernels (what hal bench times).
@@ -33,6 +40,7 @@ from __future__ import annotations
 import abc
 import ctypes
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +53,7 @@ from hal.dtypes import DType, cast
 from hal.dtypes import dtype as as_dtype
 from hal.errors import DeviceError, UnsupportedError
 from hal.kernel.ir import BufferParam, Kernel, ScalarParam
+from hal.render.cstyle import kernel_symbol
 
 if TYPE_CHECKING:
     from hal.devices.spec import DeviceSpec
@@ -73,6 +82,7 @@ class GpuDriver(abc.ABC):
     name: str = "gpu"
     compiler: str = "?"                       # what `compile` runs, for reports
     dlpack_device_types: tuple[int, ...] = ()  # device tensors it accepts zero-copy
+    index: int = 0                            # the device ordinal (DLPack device id)
 
     @abc.abstractmethod
     def arch(self, spec: DeviceSpec) -> str:
@@ -87,7 +97,8 @@ class GpuDriver(abc.ABC):
 
     @abc.abstractmethod
     def get_function(self, module: Any, kernel: Kernel) -> Any:
-        """The launchable function of `kernel` (by its name) in `module`."""
+        """The launchable function of `kernel` in `module`, looked up by the symbol the
+        renderer gave it (`hal.render.cstyle.kernel_symbol`, not always `kernel.name`)."""
 
     def set_dynamic_shared(self, function: Any, nbytes: int) -> None:
         """Allow `nbytes` of dynamic shared memory (CUDA needs an opt-in above 48 KiB)."""
@@ -131,6 +142,10 @@ class GpuDriver(abc.ABC):
     def release_event(self, event: Any) -> None:
         return None
 
+    def l2_bytes(self) -> int | None:
+        """The device's L2 size as it reports it (None when the driver cannot say)."""
+        return None
+
 
 # --------------------------------------------------------------------------- arguments
 
@@ -169,8 +184,8 @@ def scalar_arg(value: Any, d: DType) -> ctypes._SimpleCData:
 def pack_args(kernel: Kernel, pointers: Mapping[str, int],
               scalars: Mapping[str, Any] | None = None) -> PackedArgs:
     """The argument array of one launch of `kernel`: buffers from `pointers` (param ->
-    device address), scalars from `scalars` or `kernel.meta["scalars"]`."""
-    scalars = {**kernel.meta.get("scalars", {}), **(scalars or {})}
+    device address), scalars from `scalars` or `kernel.meta.scalars`."""
+    scalars = {**kernel.meta.scalars, **(scalars or {})}
     names, values = [], []
     for p in kernel.params:
         if isinstance(p, BufferParam):
@@ -180,7 +195,7 @@ def pack_args(kernel: Kernel, pointers: Mapping[str, int],
         elif isinstance(p, ScalarParam):
             if p.name not in scalars:
                 raise DeviceError(f"kernel {kernel.name}: no value for scalar '{p.name}'",
-                                  hint="pass it in kernel.meta['scalars'] or scalars=")
+                                  hint="pass it in kernel.meta.scalars or scalars=")
             values.append(scalar_arg(scalars[p.name], p.dtype))
         names.append(p.name)
     array = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(v) for v in values])
@@ -196,13 +211,18 @@ def device_pointer(x: Any, driver: GpuDriver, d: DType, numel: int) -> int | Non
     dev = getattr(x, "__dlpack_device__", None)
     if dev is None or isinstance(x, np.ndarray):
         return None
-    kind = int(dev()[0])
+    kind, index = (int(v) for v in dev()[:2])
     if kind not in driver.dlpack_device_types:
         if kind in (DLPACK_CUDA, DLPACK_ROCM):
             raise DeviceError(f"{driver.name}: a tensor on DLPack device type {kind} is not on "
                               "this backend's device")
         return None
-    cai = getattr(x, "__cuda_array_interface__", None)
+    if index != driver.index:
+        raise DeviceError(f"{driver.name}: a tensor on device {index} given to the backend on "
+                          f"device {driver.index}",
+                          hint=f"move it with x.to('cuda:{driver.index}'), or run the backend "
+                               f"on device {index}")
+    cai = _array_interface(x)
     if cai is not None:
         ptr, typestr = int(cai["data"][0]), np.dtype(cai["typestr"])
         shape, strides = tuple(cai["shape"]), cai.get("strides")
@@ -218,6 +238,15 @@ def device_pointer(x: Any, driver: GpuDriver, d: DType, numel: int) -> int | Non
     return ptr
 
 
+def _array_interface(x: Any) -> dict | None:
+    """`x.__cuda_array_interface__`, or None where the tensor has none or torch refuses it:
+    KeyError for fp8 (no typestr), RuntimeError for a tensor that requires grad."""
+    try:
+        return x.__cuda_array_interface__
+    except (AttributeError, KeyError, RuntimeError, TypeError):
+        return None
+
+
 def _contig(shape: tuple[int, ...], d: DType) -> tuple[int, ...]:
     out, acc = [], d.itemsize
     for s in reversed(shape):
@@ -230,7 +259,8 @@ def _torch_name(t: Any) -> str | None:
     return {"torch.float32": "f32", "torch.float16": "f16", "torch.bfloat16": "bf16",
             "torch.float64": "f64", "torch.int32": "i32", "torch.int64": "i64",
             "torch.bool": "bool", "torch.int8": "i8", "torch.uint8": "u8",
-            "torch.int16": "i16"}.get(str(t))
+            "torch.int16": "i16", "torch.float8_e4m3fn": "f8e4m3fn",
+            "torch.float8_e5m2": "f8e5m2"}.get(str(t))
 
 
 # --------------------------------------------------------------------------- a prepared graph
@@ -261,26 +291,45 @@ class PreparedGraph:
     owned: list[int] = field(default_factory=list)
     compile_s: float = 0.0
     source: str = ""
+    sync_each: bool = False                     # synchronise after each launch, name faults
 
     def __call__(self) -> None:
         for ln in self.launches:
-            self.driver.launch(ln.function, ln.kernel.grid, ln.kernel.block, ln.shared_bytes,
-                               ln.args.address)
+            self._launch(ln)
+
+    def _launch(self, ln: Launch) -> None:
+        """One launch; a refusal, or (with sync_each) a fault, names the kernel."""
+        d = self.driver
+        try:
+            d.launch(ln.function, ln.kernel.grid, ln.kernel.block, ln.shared_bytes,
+                     ln.args.address)
+            if self.sync_each:
+                d.synchronize()
+        except DeviceError as e:
+            if type(e) is not DeviceError:  # a subclass (a simulator fault) names it already
+                raise
+            raise DeviceError(f"{d.name}: kernel {ln.kernel.name} (group {ln.group}, "
+                              f"grid {tuple(ln.kernel.grid)}, block {ln.kernel.block}, "
+                              f"dynamic shared {ln.shared_bytes} B): {e.message}",
+                              hint=e.hint) from e
 
     def run_timed(self) -> list[float]:
         """Launch every kernel between two events; seconds per kernel (synchronizes)."""
         d = self.driver
         events = [d.event() for _ in range(len(self.launches) + 1)]
-        d.record(events[0])
-        for ln, ev in zip(self.launches, events[1:], strict=True):
-            d.launch(ln.function, ln.kernel.grid, ln.kernel.block, ln.shared_bytes,
-                     ln.args.address)
-            d.record(ev)
-        d.synchronize()
-        times = [d.elapsed_s(a, b) for a, b in zip(events, events[1:], strict=False)]
-        for ev in events:
-            d.release_event(ev)
-        return times
+        try:
+            d.record(events[0])
+            for ln, ev in zip(self.launches, events[1:], strict=True):
+                self._launch(ln)
+                d.record(ev)
+            synchronize(d, self.sync_each)
+            return [d.elapsed_s(a, b) for a, b in zip(events, events[1:], strict=False)]
+        finally:
+            for ev in events:
+                try:
+                    d.release_event(ev)
+                except DeviceError:  # after a fault every call fails; keep the first error
+                    pass
 
     def read_outputs(self) -> dict[str, np.ndarray]:
         """Host copies of every output (device `out=` tensors are copied too)."""
@@ -291,18 +340,49 @@ class PreparedGraph:
             res[name] = host
         return res
 
-    def free(self) -> None:
+    def free(self, *, after: BaseException | None = None) -> None:
+        """Free every owned buffer. Each is tried even when one fails; with `after` (the
+        error being handled) failures become notes on it, else the first one is raised."""
+        failures: list[BaseException] = []
         for ptr in self.owned:
-            self.driver.free(ptr)
+            try:
+                self.driver.free(ptr)
+            except Exception as e:  # noqa: BLE001 - collected, reported below
+                failures.append(e)
         self.owned.clear()
+        if not failures:
+            return
+        if after is not None:
+            after.add_note(f"while cleaning up, {len(failures)} free(s) failed too, first: "
+                           f"{failures[0]}")
+            return
+        raise failures[0]
+
+
+def synchronize(driver: GpuDriver, sync_each: bool) -> None:
+    """driver.synchronize(); a failure says how to find the kernel that faulted."""
+    try:
+        driver.synchronize()
+    except DeviceError as e:
+        if sync_each:
+            raise
+        raise DeviceError(e.message, hint="a kernel faulted; rerun with HAL_SYNC_EACH=1 to "
+                                          "synchronise after each launch and name it") from e
+
+
+def sync_each_from_env() -> bool:
+    """HAL_SYNC_EACH=1 (read when a GpuRunner is made, not at import)."""
+    return os.environ.get("HAL_SYNC_EACH", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 class GpuRunner:
     """Runs graphs through one driver and one renderer (CudaRenderer, HipRenderer)."""
 
-    def __init__(self, driver: GpuDriver, renderer: CStyleRenderer):
+    def __init__(self, driver: GpuDriver, renderer: CStyleRenderer,
+                 sync_each: bool | None = None):
         self.driver = driver
         self.renderer = renderer
+        self.sync_each = sync_each_from_env() if sync_each is None else sync_each
 
     def prepare(self, graph: Graph, inputs: Mapping[str, Any], spec: DeviceSpec, *,
                 groups: Sequence | None = None, fuse: bool = True,
@@ -331,15 +411,18 @@ class GpuRunner:
         module = d.load_module(d.compile(source, d.arch(spec), name=graph.name or "graph"))
         compile_s = time.perf_counter() - t0
 
-        pg = PreparedGraph(d, graph, prim, [], {}, {}, compile_s=compile_s, source=source)
+        pg = PreparedGraph(d, graph, prim, [], {}, {}, compile_s=compile_s, source=source,
+                           sync_each=self.sync_each)
         try:
             self._bind_values(pg, prim, graph, inputs, out or {})
             it = iter(renamed)
             for g, ks, lower_s in lowered:
-                if not ks:  # a lone reshape: a view of its input
+                if not ks and is_alias_group(g):  # a lone reshape: a view of its input
                     n = g.nodes[0]
                     pg.pointers.setdefault(n.outputs[0].name, pg.pointers[n.inputs[0].name])
                     continue
+                # (a group the lowering gives no kernel, e.g. a broadcast constant that every
+                # consumer recomputes, still gets zeroed buffers for its values, as on cpu_sim)
                 for v in (o for n in g.nodes for o in n.outputs):
                     if v.name not in pg.pointers:
                         pg.pointers[v.name] = self._alloc(pg, v.type.nbytes)
@@ -347,9 +430,9 @@ class GpuRunner:
                 for _k in ks:
                     k = next(it)
                     ptrs = {}
-                    for param, value in k.meta["buffers"].items():
-                        if param in k.meta["scratch"]:
-                            dt, numel = k.meta["scratch"][param]
+                    for param, value in k.meta.buffers.items():
+                        if param in k.meta.scratch:
+                            dt, numel = k.meta.scratch[param]
                             if param not in scratch:
                                 scratch[param] = self._alloc(pg, numel * as_dtype(dt).itemsize)
                             ptrs[param] = scratch[param]
@@ -361,8 +444,8 @@ class GpuRunner:
                         d.set_dynamic_shared(fn, dyn)
                     pg.launches.append(Launch(k, g.name, g.kind, fn, pack_args(k, ptrs, scalars),
                                               dyn, lower_s))
-        except BaseException:
-            pg.free()
+        except BaseException as e:
+            pg.free(after=e)
             raise
         return pg
 
@@ -408,11 +491,14 @@ class GpuRunner:
         try:
             times = pg.run_timed()
             outputs = pg.read_outputs()
-        finally:
-            pg.free()
+        except BaseException as e:
+            pg.free(after=e)  # a fault makes cuMemFree fail too: keep the fault
+            raise
+        pg.free()
         stats = [{"kernel": ln.kernel.name, "group": ln.group, "kind": ln.kind,
-                  "ops": list(ln.kernel.meta.get("ops", [])),
-                  "schedule": ln.kernel.meta.get("schedule", {}),
+                  "ops": list(ln.kernel.meta.ops),
+                  "plan": ln.kernel.meta.plan.summary() if ln.kernel.meta.plan else {},
+                  "stage": ln.kernel.meta.stage,
                   "grid": tuple(ln.kernel.grid), "block": ln.kernel.block,
                   "shared_bytes": ln.kernel.shared_bytes, "dynamic_shared_bytes": ln.shared_bytes,
                   "time_s": t, "lower_s": ln.lower_s}
@@ -469,6 +555,10 @@ class GpuBackend(Backend):
     def runner(self) -> GpuRunner:
         return GpuRunner(self.driver(), self.renderer())
 
+    def l2_bytes(self) -> int | None:
+        """The L2 size the device reports (CUDA: CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)."""
+        return self.driver().l2_bytes()
+
     def _spec(self, spec: DeviceSpec | str | None) -> DeviceSpec:
         from hal.devices.loader import load_spec
 
@@ -515,6 +605,13 @@ class GpuBackend(Backend):
     def copy_in(self, buffer: Buffer, array: np.ndarray) -> None:
         self.driver().copy_in(buffer.handle, np.ascontiguousarray(array))
 
+    def fill_zero(self, buffer: Buffer) -> None:
+        """Zero the buffer on the device (a memset queued on the stream; no host copy)."""
+        self.driver().memset_zero(buffer.handle, max(buffer.nbytes, 1))
+
+    def free(self, buffer: Buffer) -> None:
+        self.driver().free(buffer.handle)
+
     def copy_out(self, buffer: Buffer) -> np.ndarray:
         if buffer.dtype is None:
             host = np.empty(buffer.nbytes, np.uint8)
@@ -525,12 +622,20 @@ class GpuBackend(Backend):
         return host
 
     def compile(self, kernel: Any, spec: DeviceSpec) -> CompiledKernel:
+        """One kernel: render, compile, load; a kernel whose shared memory the renderer made
+        dynamic (over the static limit, 48 KiB on CUDA) gets its limit raised here, and
+        `launch` passes those bytes, as the graph runner does."""
         d = self.driver()
-        source = self.renderer().render(kernel, spec)
-        binary = d.compile(source, d.arch(spec), name=kernel.name)
+        renderer = self.renderer()
+        source = renderer.render(kernel, spec)
+        binary = d.compile(source, d.arch(spec), name=kernel_symbol(kernel))
         fn = d.get_function(d.load_module(binary), kernel)
+        dyn = renderer.dynamic_shared_bytes(kernel)
+        if dyn:
+            d.set_dynamic_shared(fn, dyn)
         return CompiledKernel(kernel.name, self.name, fn, binary, source,
-                              {"kernel": kernel, "compiler": d.compiler})
+                              {"kernel": kernel, "compiler": d.compiler,
+                               "dynamic_shared_bytes": dyn})
 
     def launch(self, compiled: CompiledKernel, args: Sequence[Buffer | int | float],
                grid: tuple[int, ...], block: tuple[int, ...], shared_bytes: int = 0) -> None:
@@ -543,9 +648,9 @@ class GpuBackend(Backend):
                 scal[p.name] = a
         packed = pack_args(k, ptrs, scal)
         g = (tuple(grid) + (1, 1, 1))[:3]
+        shared = max(int(shared_bytes), int(compiled.metadata.get("dynamic_shared_bytes", 0)))
         # the driver copies the argument values during the launch call itself
-        self.driver().launch(compiled.handle, g, int(math.prod(block)), shared_bytes,
-                             packed.address)
+        self.driver().launch(compiled.handle, g, int(math.prod(block)), shared, packed.address)
 
 
 def translate(err: Any, call: str, vendor: str, ok: Callable[[Any], bool]) -> None:
@@ -558,4 +663,4 @@ def translate(err: Any, call: str, vendor: str, ok: Callable[[Any], bool]) -> No
 
 __all__ = ["ARG_CTYPES", "DLPACK_CUDA", "DLPACK_ROCM", "GpuBackend", "GpuDriver", "GpuRunner",
            "Launch", "PackedArgs", "PreparedGraph", "device_pointer", "pack_args",
-           "scalar_arg", "translate"]
+           "scalar_arg", "sync_each_from_env", "synchronize", "translate"]

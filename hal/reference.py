@@ -84,8 +84,11 @@ def _decomposed(graph: Graph) -> Graph:
 
 
 def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
-         constants: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """Every value of `graph`, in its declared dtype."""
+         constants: Mapping[str, np.ndarray] | None,
+         keep: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Every value of `graph`, in its declared dtype; with `keep`, only those values
+    (each other value is dropped after its last use, so that a real-size layer's
+    float64 intermediates do not all stay alive at once)."""
     from hal.ir.initializers import materialize
     from hal.ops import get_op
 
@@ -93,9 +96,18 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
     declared: dict[str, np.ndarray] = {}
     wide: dict[str, np.ndarray] = {}
 
-    def store(v: Value, a: np.ndarray) -> None:
-        declared[v.name] = cast(a, v.dtype)
-        wide[v.name] = widen(declared[v.name], v.dtype)
+    def store(v: Value, a: np.ndarray, fresh: bool = False) -> None:
+        if (fresh and keep is not None and v.name not in keep and v.dtype.name == "f32"
+                and a.dtype == np.float64 and a.flags.owndata and a.flags.writeable):
+            # round an op's own new float64 result to f32 in place: no f32 and f64 copies
+            # of a (possibly attention-score-sized) tensor beside it
+            a[...] = a.astype(np.float32)
+            wide[v.name] = a
+            return
+        d = cast(a, v.dtype)
+        wide[v.name] = widen(d, v.dtype)
+        if keep is None or v.name in keep:
+            declared[v.name] = d
 
     for v in graph.inputs:
         store(v, inputs[v.name])
@@ -114,13 +126,19 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
     if given:
         raise HalError(f"graph {graph.name}: {', '.join(given)} given as constants but the "
                        "graph has no such constant")
+    last_use: dict[str, int] = {}
+    if keep is not None:
+        for i, n in enumerate(graph.nodes):
+            for v in n.inputs:
+                last_use[v.name] = i
     for i, n in enumerate(graph.nodes):
         opdef = get_op(n.op)
         where = f"graph {graph.name}: node {i} ({n.op}" + (f" at {n.loc}" if n.loc else "") + ")"
         try:
             attrs = opdef.check_attrs(n.attrs)
             with np.errstate(all="ignore"):
-                results = opdef.reference([wide[v.name] for v in n.inputs], attrs)
+                args = [wide[v.name] for v in n.inputs]
+                results = opdef.reference(args, attrs)
         except ShapeError as e:
             raise HalError(f"{where}: {e.message}", hint=e.hint) from None
         if len(results) != len(n.outputs):
@@ -135,7 +153,13 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             for d, got in zip(want.shape, r.shape, strict=False):
                 if isinstance(d, str):
                     dims.setdefault(d, got)
-            store(out, r)
+            store(out, r, fresh=all(r is not x and not np.may_share_memory(r, x)
+                                    for x in args))
+        if keep is not None:
+            for v in n.inputs:
+                if last_use.get(v.name) == i and v.name not in keep:
+                    declared.pop(v.name, None)
+                    wide.pop(v.name, None)
     return declared
 
 
@@ -149,7 +173,7 @@ def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray], *,
              constants: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The graph's outputs by name, each in its declared dtype (NumPy / ml_dtypes arrays)."""
     prim = _decomposed(graph)
-    values = _run(prim, inputs, constants)
+    values = _run(prim, inputs, constants, keep={v.name for v in prim.outputs})
     # decomposition may rename internal values; outputs correspond by position
     return {orig.name: values[new.name]
             for orig, new in zip(graph.outputs, prim.outputs, strict=True)}

@@ -314,6 +314,9 @@ def _moment_decompose(op, second):
         x = _to(b, x0, cdt)
         axes = normalize_axes(attrs["axes"], x.rank, op)
         n = _count(op, x.shape, axes)
+        if n == 0:  # moments of nothing are nan (as in NumPy and torch): no kernel reads x
+            shape = reduced_shape(x.shape, axes, attrs["keepdims"])
+            return [_to(b, _scalar(b, math.nan, cdt, shape), x0.dtype)]
         m = _mean_keep(b, x, axes, n)
         if second:
             d = b.op("sub", x, _bcast(b, m, x.shape))

@@ -155,3 +155,41 @@ register_op(OpDef(
     + _DTYPE_ATTRS,
     error=ACCUMULATES, dtypes=tuple(d.name for d in NUMERIC),
     doc="batched a @ b for rank >= 2 with equal batch dims (no implicit broadcasting)"))
+
+
+# --------------------------------------------------------------------------- graph facts
+# Facts about a contraction node, defined once here and read by the lowering, the fusion
+# cost model and the conformance tolerances.
+
+_DIMS: dict[tuple, tuple] = {}   # dot_general dims by (ranks, dimension numbers)
+
+
+def contraction_dims(node) -> tuple[tuple[int, ...], ...]:
+    """(lhs_batch, rhs_batch, lhs_contract, rhs_contract, lhs_free, rhs_free) of a
+    dot_general or matmul node."""
+    a, b = node.inputs
+    if node.op == "matmul":
+        ra, rb = a.rank, b.rank
+        batch = tuple(range(ra - 2))
+        lc, lf = (ra - 2, ra - 1) if node.attrs["transpose_a"] else (ra - 1, ra - 2)
+        rc, rf = (rb - 1, rb - 2) if node.attrs["transpose_b"] else (rb - 2, rb - 1)
+        return batch, tuple(range(rb - 2)), (lc,), (rc,), (lf,), (rf,)
+    key = (a.rank, b.rank, node.attrs.get("lhs_contracting"), node.attrs.get("rhs_contracting"),
+           node.attrs.get("lhs_batch"), node.attrs.get("rhs_batch"))
+    dims = _DIMS.get(key)
+    if dims is None:
+        dims = _DIMS[key] = dot_general_dims(a.rank, b.rank, node.attrs)
+    return dims
+
+
+def contraction_mnk(node) -> tuple[int, int, int]:
+    """(M, N, K) of a contraction: lhs free, rhs free and contracted extents (batch aside)."""
+    a, b = node.inputs
+    _lb, _rb, lc, _rc, lf, rf = contraction_dims(node)
+    return (math.prod(a.shape[i] for i in lf), math.prod(b.shape[j] for j in rf),
+            math.prod(a.shape[i] for i in lc))
+
+
+def contraction_length(node) -> int:
+    """K: how many products each output element of a contraction sums."""
+    return int(contraction_mnk(node)[2])

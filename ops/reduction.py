@@ -15,6 +15,7 @@ minimum (the first NaN wins), like torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,3 +116,22 @@ _arg_reduction("argmax", np.argmax,
                "index of the first maximum along axis (NaN counts as the maximum)")
 _arg_reduction("argmin", np.argmin,
                "index of the first minimum along axis (NaN counts as the minimum)")
+
+
+# --------------------------------------------------------------------------- graph facts
+
+def reduction_axes(node) -> tuple[int, ...]:
+    """The normalised, sorted axes a reduction node (reduce_* or argmax/argmin) combines."""
+    rank = node.inputs[0].rank
+    if "axis" in node.attrs:
+        return (node.attrs["axis"] % rank,) if rank else ()
+    axes = node.attrs.get("axes")
+    if axes is None:
+        return tuple(range(rank))
+    return tuple(sorted(a % rank for a in axes))
+
+
+def reduction_length(node) -> int:
+    """How many elements each output element of a reduction combines."""
+    x = node.inputs[0]
+    return math.prod(x.shape[a] for a in reduction_axes(node))

@@ -4,7 +4,11 @@ gfx90a and gfx942
 and print one resource table (kernel, compiler, arch, registers/VGPRs, SGPRs, spills,
 shared/LDS, status). Exit 1 on a compiler error or warning; limits are reported per row
 (`--strict` makes them fail too). Compilers that are not installed are skipped with the
-reason. Usage: python scripts/compile_all.py [--strict] [--examples-only]"""
+reason. A second table proves the matrix-unit kernels really hold matrix instructions:
+the kernels lowered to the matrix unit are compiled once more per arch and disassembled
+(cuobjdump -sass: HMMA / LDSM / LDGSTS; AMDGPU assembly: v_mfma); a module of matrix-unit
+kernels without them is an error.
+Usage: python scripts/compile_all.py [--strict] [--examples-only]"""
 
 from __future__ import annotations
 
@@ -71,6 +75,31 @@ def model_kernels(spec) -> list:
     return ks
 
 
+def matrix_unit_rows(spec_name: str, arch: str, ks: list) -> tuple[list[str], bool]:
+    """(table row, ok) for the matrix-unit kernels among `ks` on one arch."""
+    from hal.render.disasm import count_instructions
+
+    mma = [k for k in ks if k.meta.plan is not None and k.meta.plan.strategy == "mma"]
+    if not mma:
+        return [spec_name, arch, "0", "-", "-", "no matrix-unit kernel"], True
+    spec = load_spec(spec_name)
+    if spec.vendor == "nvidia":
+        from hal.backends.cuda.render import render_cuda_module as render
+        vendor, key = "cuda", "HMMA"
+    else:
+        from hal.backends.rocm.render import render_hip_module as render
+        vendor, key = "hip", "v_mfma"
+    try:
+        r = count_instructions(render(mma, spec), vendor, arch, name=f"mma_{spec_name}")
+    except HalError as e:
+        return [spec_name, arch, str(len(mma)), "-", "-", f"compile failed: {e.message}"], False
+    if isinstance(r, str):
+        return [spec_name, arch, str(len(mma)), "-", "-", f"skipped: {r}"], True
+    forms = ", ".join(f"{f} x{n}" for f, n in sorted(r.forms.items()))
+    ok = r.counts.get(key, 0) > 0
+    return [spec_name, arch, str(len(mma)), r.tool, forms, "ok" if ok else f"no {key}"], ok
+
+
 def main(argv: list[str]) -> int:
     strict, examples_only = "--strict" in argv, "--examples-only" in argv
     con = Console(width=160)
@@ -79,9 +108,15 @@ def main(argv: list[str]) -> int:
                 "stack B", "s", "status"):
         t.add_column(col, overflow="fold")
     failed = over = 0
+    mt = Table(title="hal: matrix instructions in the matrix-unit kernels")
+    for col in ("spec", "arch", "kernels", "tool", "instructions", "status"):
+        mt.add_column(col, overflow="fold")
     for spec_name, arch in TARGETS:
         spec = load_spec(spec_name)
         ks = kernels_for(spec_name, examples_only)
+        row, ok = matrix_unit_rows(spec_name, arch, ks)
+        mt.add_row(*row)
+        failed += not ok
         for cname in compilers_for(spec.vendor):
             entry = COMPILERS[cname]
             if entry.arches and arch not in entry.arches:
@@ -105,6 +140,7 @@ def main(argv: list[str]) -> int:
                           f"{r.compile_s or 0:.1f}", r.status if r.status == "ok"
                           else f"{r.status}: {'; '.join(r.notes)}")
     con.print(t)
+    con.print(mt)
     con.print(f"{failed} compiler run(s) failed, {over} kernel record(s) over a limit")
     return 1 if failed or (strict and over) else 0
 

@@ -16,8 +16,9 @@ from hal.conformance.tolerance import output_bounds
 from hal.devices.loader import load_spec
 from hal.fusion import plan
 from hal.fusion.cost import nbytes
-from hal.lowering import lower_group
+from hal.lowering import lower_group, plan_group
 from hal.lowering.attention import match_attention
+from hal.lowering.plan import PlanHints
 from hal.reference import random_inputs
 from tests.test_fusion_attention import sdpa_graph
 
@@ -42,13 +43,13 @@ def test_f32_decode_splits_keys_and_matches_reference(device, case):
     spec = load_spec(device)
     p = plan(g, spec)
     (att,) = [x for x in p.groups if x.kind == "attention"]
-    s = att.schedule["split_k"]
+    s = plan_group(att, spec).detail("split_k")
     assert s > 1 and any(r.startswith("split-K: ") for r in att.reasons), att.reasons
     res = CpuSimBackend().run_graph(g, random_inputs(g, seed=4), spec, check=True)
     assert res.report["ok"], res.report
     st = [x for x in res.stats if x["kind"] == "attention"]
-    assert [x["schedule"]["split_stage"] for x in st] == ["partial", "combine"]
-    assert st[0]["schedule"]["split_k"] == s
+    assert [x["stage"] for x in st] == ["partial", "combine"]
+    assert st[0]["plan"]["split_k"] == s
     # the model's issued bytes are what the two kernels load and store
     assert sum(x["global_bytes"] for x in st) == p.costs[att.name].issued
 
@@ -59,7 +60,7 @@ def test_decode_with_masks_and_empty_chunks(device):
     spec = load_spec(device)
     for g in (sdpa_graph(h=4, hk=2, s=1, t=900, d=16, causal=True),
               sdpa_graph(h=2, hk=2, s=1, t=900, d=16, mask=True)):
-        assert _att(g, spec).schedule["split_k"] > 1
+        assert plan_group(_att(g, spec), spec).detail("split_k") > 1
         res = CpuSimBackend().run_graph(g, random_inputs(g, seed=5), spec, check=True)
         assert res.report["ok"], res.report
 
@@ -72,18 +73,18 @@ def test_rounded_p_split_stays_exact(device, dt):
     g = sdpa_graph(h=8, hk=2, s=1, t=1200, d=32, causal=False, dt=dt)
     spec = load_spec(device)
     att = _att(g, spec)
-    assert att.schedule["split_k"] > 1
+    assert plan_group(att, spec).detail("split_k") > 1
     inputs = random_inputs(g, seed=6)
     be = CpuSimBackend()
     fused = be.run_graph(g, inputs, spec, check=True)
     assert fused.report["ok"], fused.report
     st = [x for x in fused.stats if x["kind"] == "attention"]
-    assert [x["schedule"]["split_stage"] for x in st] == ["stats", "partial", "combine"]
+    assert [x["stage"] for x in st] == ["stats", "partial", "combine"]
     unfused = be.run_graph(g, inputs, spec, fuse=False)
     p = plan(g, spec)
     for x in p.groups:
         if x.kind == "attention":
-            x.schedule["split_k"] = 1     # the one-kernel two-pass schedule
+            x.hints = PlanHints(split_k=1)     # the one-kernel two-pass schedule
     unsplit = be.run_graph(p.graph, inputs, spec, groups=p.groups, compare_reference=False)
     assert len([x for x in unsplit.stats if x["kind"] == "attention"]) == 1
     (one,) = unsplit.outputs.values()
@@ -99,12 +100,12 @@ def test_split_for_decode_not_for_prefill(device):
     spec = load_spec(device)
     decode = sdpa_graph(b=1, h=32, hk=8, s=1, t=8192, d=128, causal=False, dt="bf16")
     prefill = sdpa_graph(b=1, h=32, hk=8, s=2048, t=2048, d=128, causal=True, dt="bf16")
-    assert _att(decode, spec).schedule["split_k"] > 1
+    assert plan_group(_att(decode, spec), spec).detail("split_k") > 1
     att = _att(prefill, spec)
-    assert att.schedule["split_k"] == 1
+    assert plan_group(att, spec).detail("split_k") == 1
     assert not any(r.startswith("split-K") for r in att.reasons)
     small = sdpa_graph(h=4, hk=2, s=1, t=100, d=32, causal=False)   # one key tile: no split
-    assert _att(small, spec).schedule["split_k"] == 1
+    assert plan_group(_att(small, spec), spec).detail("split_k") == 1
 
 
 def test_cost_counts_blocks_scratch_and_launches():
@@ -113,9 +114,9 @@ def test_cost_counts_blocks_scratch_and_launches():
     p = plan(g, spec)
     (att,) = [x for x in p.groups if x.kind == "attention"]
     c = p.costs[att.name]
-    s = att.schedule["split_k"]
+    s = plan_group(att, spec).detail("split_k")
     pat = match_attention(att.nodes)
-    assert c.blocks == att.schedule["blocks"] * s >= spec.compute_units
+    assert c.blocks == -(-pat.m // plan_group(att, spec).tile_sizes["br"]) * 8 * s >= spec.compute_units
     assert any(n.startswith(f"split-K: keys in {s} chunks") for n in c.notes)
     scratch = 8 * pat.m * s * (pat.dv + 2) * 4
     assert c.dram_write == nbytes(pat.pv.outputs[0]) + scratch

@@ -480,14 +480,15 @@ def test_gpu_check_syntax_and_dry_run_lists_membound(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     (mb,) = [ln for ln in lines if ln.startswith("[dry-run] membound:")]
-    assert "benchmarks/bench_membound.py --backend cuda --device h100-sxm" in mb
-    assert f"--out {tmp_path / 'gc'}/membound" in mb
+    assert "benchmarks/bench_membound.py --backend cuda --device h200" in mb
+    assert f"--out {tmp_path / 'gc'}/run/membound" in mb
     assert "--baselines torch,torch-compile" in mb and "--time-budget" in mb
     steps = [ln.split(":")[0].removeprefix("[dry-run] ") for ln in lines
              if ln.startswith("[dry-run]")]
-    assert steps == ["backends", "conformance", "tiny_gpt", "membound", "suite_subset", "bench"]
+    assert steps == ["install", "probe", "smoke", "conformance", "membound", "kernels"]
     limits = [int(ln.split("timeout ")[1].split()[0]) for ln in lines
               if ln.startswith("[dry-run]")]
-    assert all(0 < t <= 540 for t in limits)
-    assert sum(limits) <= 540         # worst case, every step timing out: 9 minutes
-    assert limits[3] == 240 and "--time-budget 210" in mb   # membound stops itself first
+    assert all(0 < t <= 380 for t in limits)
+    assert sum(limits) <= 380 - 15    # worst case, every step timing out, packing kept
+    assert limits[4] == 75 and "--time-budget 60" in mb   # membound stops itself first
+    assert not (tmp_path / "gc").exists()                 # a dry run writes nothing

@@ -15,7 +15,7 @@ from hal.conformance.random_graphs import (
     write_reproducer,
 )
 from hal.conformance.runner import execute
-from hal.lowering import faults
+from hal.lowering.options import LoweringOptions
 
 
 def test_generation_is_seeded_and_well_typed():
@@ -52,12 +52,12 @@ def test_shrinking_a_real_failure_gives_a_smaller_failing_hal(tmp_path):
 
     def fails(r):
         case = replace(base, build=lambda _r=r: build(_r))
-        return execute(case, "cpu_sim", "h100-sxm")["verdict"] != "pass"
+        return execute(case, "cpu_sim", "h100-sxm", lowering=planted)["verdict"] != "pass"
 
-    with faults.planted("wrong_broadcast_axis"):
-        assert fails(r0)
-        small = shrink(r0, fails)
-        assert size(small) < size(r0) and fails(small)
+    planted = LoweringOptions.planting("wrong_broadcast_axis")
+    assert fails(r0)
+    small = shrink(r0, fails)
+    assert size(small) < size(r0) and fails(small)
     g = build(small)
     inputs = make_inputs(g, "normal", 0)
     hal_path, npz_path = write_reproducer(g, inputs, tmp_path / "repro")

@@ -9,6 +9,7 @@ from hal.conformance.cases import get_case
 from hal.conformance.runner import SuiteConfig, execute
 from hal.conformance.selftest import run_selftest
 from hal.lowering import faults
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 CATCHERS = {  # fault -> (a fast case that catches it, how)
     "off_by_one_mask": ("elementwise/add/f32/33x257", "out_of_bounds"),
@@ -31,14 +32,42 @@ def test_fault_is_caught(fault):
     cid, how = CATCHERS[fault]
     case = get_case(cid)
     assert execute(case, "cpu_sim", "h100-sxm")["verdict"] == "pass"
-    with faults.planted(fault):
-        r = execute(case, "cpu_sim", "h100-sxm")
+    r = execute(case, "cpu_sim", "h100-sxm", lowering=LoweringOptions.planting(fault))
     assert r["verdict"] == "fail", r
     if how == "numeric":
         assert "outside the bound" in r["reason"]
     elif how:
         assert r.get("check") == how
-    assert not faults.active(fault)
+    assert not DEFAULT_OPTIONS.fault(fault)
+
+
+def test_options_reject_unknown_faults_and_need_no_environment(monkeypatch):
+    from hal.errors import HalError
+
+    with pytest.raises(HalError, match="unknown lowering fault"):
+        LoweringOptions.planting("no_such_fault")
+    monkeypatch.setenv("HAL_FAULT", "missing_barrier")  # the old switch: no effect now
+    case = get_case("reduction/reduce_sum/f32/33x257/rows")
+    assert execute(case, "cpu_sim", "h100-sxm")["verdict"] == "pass"
+
+
+def test_planted_fault_reaches_worker_processes():
+    from hal.conformance import expectations
+    from hal.conformance.report import ReportWriter
+    from hal.conformance.runner import run_suite
+
+    cfg = SuiteConfig(workers=2, batch=1, lowering=LoweringOptions.planting("missing_barrier"),
+                      unfused=False)
+    w = ReportWriter(None, None)
+    saved = expectations.EXPECTED_FAILURES.get("cpu_sim")
+    expectations.EXPECTED_FAILURES["cpu_sim"] = {}
+    try:
+        run_suite(cfg, w, cases=[get_case("reduction/reduce_sum/f32/33x257/rows"),
+                                 get_case("reduction/reduce_max/f32/4x1025/rows1025")])
+    finally:
+        if saved is not None:
+            expectations.EXPECTED_FAILURES["cpu_sim"] = saved
+    assert [r.get("check") for r in w.results] == ["race", "race"], w.results
 
 
 def test_selftest_reports_escapes():

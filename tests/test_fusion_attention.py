@@ -16,6 +16,7 @@ from hal.dtypes import dtype
 from hal.fusion import plan
 from hal.fusion.cost import group_cost, nbytes, node_flops
 from hal.ir import GraphBuilder
+from hal.lowering import plan_group
 from hal.lowering.attention import attention_tiles, match_attention
 from hal.reference import random_inputs
 
@@ -57,8 +58,8 @@ def test_attention_is_one_kernel_and_matches_reference(device, case):
     res = CpuSimBackend().run_graph(g, random_inputs(g, seed=1), spec, check=True)
     assert res.report["ok"], res.report
     (st,) = [s for s in res.stats if s["kind"] == "attention"]
-    assert st["schedule"]["strategy"] == "flash_attention"
-    assert st["schedule"]["passes"] == (2 if case.get("dt") in ("bf16", "f16") else 1)
+    assert st["plan"]["strategy"] == "flash_attention"
+    assert st["plan"]["passes"] == (2 if case.get("dt") in ("bf16", "f16") else 1)
     out = g.outputs[0]
     # only O is written: the S x T score matrix never reaches memory
     assert st["global_bytes_written"] == out.type.numel * out.dtype.itemsize
@@ -129,13 +130,13 @@ def test_low_precision_attention_rounds_p_like_the_graph(device, dt, case):
     spec = load_spec(device)
     (att,) = [x for x in plan(g, spec).groups if x.kind == "attention"]
     assert f"two-pass: P is rounded to {dt} before P@V, as the graph says" in att.reasons
-    assert att.schedule["attention_tiles"]["passes"] == 2
+    assert plan_group(att, spec).detail("passes") == 2
     inputs = random_inputs(g, seed=3)
     be = CpuSimBackend()
     fused = be.run_graph(g, inputs, spec, check=True)     # race checks on, both passes
     assert fused.report["ok"], fused.report
     (st,) = [x for x in fused.stats if x["kind"] == "attention"]
-    assert st["schedule"]["passes"] == 2
+    assert st["plan"]["passes"] == 2
     unfused = be.run_graph(g, inputs, spec, fuse=False)
     assert not [x for x in unfused.stats if x["kind"] == "attention"]
     for name, b in output_bounds(g, inputs).items():
@@ -149,7 +150,7 @@ def test_low_precision_attention_rounds_p_like_the_graph(device, dt, case):
 def test_f32_attention_stays_one_pass():
     g = sdpa_graph(dt="f32")
     (att,) = [x for x in plan(g, load_spec("h100-sxm")).groups if x.kind == "attention"]
-    assert att.schedule["attention_tiles"]["passes"] == 1
+    assert plan_group(att, load_spec("h100-sxm")).detail("passes") == 1
     assert not any(r.startswith("two-pass") for r in att.reasons)
     assert match_attention(att.nodes).p_round == ()
 
@@ -168,7 +169,7 @@ def test_two_pass_cost_counts_the_second_qk_and_k_pass(device):
     res = CpuSimBackend().run_graph(g, random_inputs(g, seed=1), spec)
     (st,) = [x for x in res.stats if x["kind"] == "attention"]
     assert st["global_bytes"] == c.issued
-    rt = -(-pat.m // att.schedule["attention_tiles"]["br"])
+    rt = -(-pat.m // plan_group(att, spec).tile_sizes["br"])
     k, v = pat.qk.inputs[1], pat.pv.inputs[1]
     q_o = c.issued - (2 * rt * nbytes(k) + rt * nbytes(v))
     assert q_o == nbytes(pat.qk.inputs[0]) + nbytes(pat.pv.outputs[0])
@@ -183,7 +184,7 @@ def test_two_pass_rereads_k_from_dram_when_it_exceeds_l2():
     pat = match_attention(att.nodes)
     c = group_cost(att, spec)
     assert any("K read twice per row tile" in n for n in c.notes), c.notes
-    rt = -(-pat.m // att.schedule["attention_tiles"]["br"])
+    rt = -(-pat.m // plan_group(att, spec).tile_sizes["br"])
     k, v = nbytes(pat.qk.inputs[1]), nbytes(pat.pv.inputs[1])
     once = sum(nbytes(x) for x in att.inputs)
     assert c.dram_read == once + (rt - 1) * (k + v) + rt * k

@@ -22,7 +22,7 @@ from hal.fusion import plan
 from hal.fusion.attention import attention_candidates
 from hal.fusion.cost import node_flops
 from hal.ir import GraphBuilder
-from hal.lowering import lower_group
+from hal.lowering import lower_group, plan_group
 from hal.lowering.attention import match_attention, operand_prologues
 from hal.ops.decompose import decompose_graph
 from hal.reference import random_inputs
@@ -72,7 +72,7 @@ def test_llama_rotary_runs_inside_the_attention_kernel(device, dt):
     fused = CpuSimBackend().run_graph(g, inputs, spec, check=True)
     _agrees(g, inputs, fused)
     (st,) = [x for x in fused.stats if x["kind"] == "attention"]
-    assert st["schedule"]["passes"] == (2 if dt == "bf16" else 1)
+    assert st["plan"]["passes"] == (2 if dt == "bf16" else 1)
     # only O leaves the kernel: rotated q and k are never written
     out = pat.pv.outputs[0]
     assert st["global_bytes_written"] == out.type.numel * out.dtype.itemsize
@@ -103,7 +103,7 @@ def test_prologue_flops_count_the_recomputation():
     p = plan(g, spec)
     att = _att(p)
     pat = match_attention(att.nodes)
-    rt = -(-pat.m // att.schedule["attention_tiles"]["br"])
+    rt = -(-pat.m // plan_group(att, spec).tile_sizes["br"])
     assert rt > 1
     loads = {"q": 1, "k": 2 * rt, "v": rt}
     evals: dict[int, int] = {}
@@ -144,13 +144,13 @@ def test_decode_split_k_with_rotary(device, dt):
     p = plan(g, spec)
     att = _att(p)
     assert p.kernel_count() == 1 and ROTARY_OPS <= set(att.ops)
-    assert att.schedule["split_k"] > 1
+    assert plan_group(att, spec).detail("split_k") > 1
     inputs = random_inputs(g, seed=8)
     fused = CpuSimBackend().run_graph(g, inputs, spec, check=True)
     _agrees(g, inputs, fused)
     st = [x for x in fused.stats if x["kind"] == "attention"]
     stages = ["stats", "partial", "combine"] if dt == "bf16" else ["partial", "combine"]
-    assert [x["schedule"]["split_stage"] for x in st] == stages
+    assert [x["stage"] for x in st] == stages
     assert sum(x["global_bytes"] for x in st) == p.costs[att.name].issued
 
 

@@ -16,6 +16,8 @@ from hal.fusion.plan import structural_veto
 from hal.ir import GraphBuilder
 from hal.ir.text import load_graph
 from hal.lowering import lower_group
+from hal.lowering.plan import PlanHints
+from hal.lowering.tiling import MatmulTiles
 from hal.reference import random_inputs
 
 SPECS = ["h100-sxm", "mi300x", "scratch-npu"]
@@ -34,8 +36,8 @@ def swiglu_graph(m=70, k=45, n=37, dt=f32, cast=False):
     return b.build()
 
 
-def dual_group(g, schedule=None):
-    grp = make_group(g, g.nodes, "dual", schedule=schedule)
+def dual_group(g, hints=None):
+    grp = make_group(g, g.nodes, "dual", hints=hints)
     grp.kind = "matmul"  # group_kind calls any two contractions an attention
     return grp
 
@@ -46,15 +48,19 @@ def dual_group(g, schedule=None):
 def test_dual_matmul_one_kernel_matches_reference(spec_name, dt, cast, tiles):
     g = swiglu_graph(dt=dt, cast=cast)
     assert structural_veto(g.nodes) is None
-    grp = dual_group(g, {"tiles": tiles} if tiles else None)
+    grp = dual_group(g, PlanHints(matmul_tiles=MatmulTiles(**tiles)) if tiles else None)
     spec = load_spec(spec_name)
     (k,) = lower_group(grp, spec)
-    assert k.meta["schedule"]["contractions"] == 2
-    assert len(k.shared) == 3 and len(k.locals) == 2  # one A tile, two B tiles, two accs
+    assert k.meta.plan.detail("contractions") == 2
+    # one A tile, two B tiles, two accumulators (and one A and one B fragment array on the
+    # matrix unit, which bf16 takes unless SIMT tiles are forced)
+    mma = k.meta.plan.strategy == "mma"
+    assert mma == (dt == bf16 and tiles is None)
+    assert len(k.shared) == 3 and len(k.locals) == (4 if mma else 2)
     assert k.shared_bytes <= spec.shared_mem_per_block
     r = CpuSimBackend().run_graph(g, random_inputs(g, 1), spec, groups=[grp])
     assert r.report["ok"], r.report
-    assert len(r.stats) == 1 and k.meta["outputs"] == ["y"]
+    assert len(r.stats) == 1 and k.meta.outputs == ("y",)
 
 
 def test_dual_tiles_fit_the_spec_with_two_operands():

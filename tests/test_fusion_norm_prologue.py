@@ -17,6 +17,8 @@ from hal.fusion.group import group_kind
 from hal.fusion.plan import structural_veto
 from hal.ir import GraphBuilder
 from hal.lowering import lower_group
+from hal.lowering.plan import PlanHints
+from hal.lowering.tiling import MatmulTiles
 from hal.ops.decompose import decompose_graph
 from hal.reference import random_inputs
 
@@ -79,7 +81,7 @@ def test_forced_tiles_more_warps_than_rows(tiles):
     from hal.fusion.group import make_group
 
     g = decompose_graph(norm_matmul_graph("layer_norm", dt=bf16))
-    grp = make_group(g, g.nodes, "fused", schedule={"tiles": tiles})
+    grp = make_group(g, g.nodes, "fused", hints=PlanHints(matmul_tiles=MatmulTiles(**tiles)))
     assert grp.kind == "matmul"
     spec = load_spec("h100-sxm")
     res = CpuSimBackend().run_graph(g, random_inputs(g, seed=5), spec, groups=[grp])

@@ -12,6 +12,7 @@ from hal.dtypes import dtype
 from hal.fusion import plan
 from hal.ir import GraphBuilder
 from hal.ir.text import load_graph
+from hal.lowering import plan_group
 from hal.reference import random_inputs
 
 SPECS = ["h100-sxm", "mi300x", "scratch-npu"]
@@ -106,9 +107,9 @@ def test_row_reduction_one_pass_on_h100_multi_pass_on_mi300x():
     g = wide_softmax()
     h100, mi = ([x for x in plan(g, load_spec(d)).groups if x.kind == "row_reduction"][0]
                 for d in ("h100-sxm", "mi300x"))
-    assert h100.schedule["row_cache"] == "shared"
+    assert plan_group(h100, load_spec("h100-sxm")).detail("row_cache") == "shared"
     assert any("one pass: a row needs 128.0 KiB, 227.0 KiB" in r for r in h100.reasons)
-    assert mi.schedule["row_cache"] == "reload"
+    assert plan_group(mi, load_spec("mi300x")).detail("row_cache") == "global"
     assert any("passes over each row: a row needs 128.0 KiB" in r and "64.0 KiB" in r
                for r in mi.reasons)
 
@@ -119,7 +120,8 @@ def test_llama_plans_differ_per_hierarchy_with_reasons():
     for dev in SPECS:
         p = plan(g, load_spec(dev))
         (att,) = [x for x in p.groups if x.kind == "attention"]
-        got[dev] = att.schedule["attention_tiles"]
+        kp = p.costs[att.name].plan
+        got[dev] = {**kp.tile_sizes, "shared_bytes": kp.detail("shared_bytes")}
         assert any(r.startswith("fused attention") and dev in r for r in att.reasons)
         assert any("saves" in r for r in att.reasons)
         assert p.kernel_count() <= 16

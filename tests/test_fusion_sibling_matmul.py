@@ -18,6 +18,8 @@ from hal.ir import GraphBuilder
 from hal.kernel.ir import Barrier, If
 from hal.lowering import lower_group
 from hal.lowering.matmul import sibling_contractions, sibling_segments
+from hal.lowering.plan import PlanHints
+from hal.lowering.tiling import MatmulTiles
 from hal.reference import random_inputs
 
 SPECS = ["h100-sxm", "mi300x"]
@@ -60,26 +62,29 @@ def test_qkv_one_kernel_matches_reference(spec_name, dt, epilogues):
     assert grp.kind == "matmul"
     spec = load_spec(spec_name)
     (kern,) = lower_group(grp, spec)
-    sched = kern.meta["schedule"]
-    assert sched["column_segments"] == [43, 19, 19] and sched["contractions"] == 3
-    t = sched["tiles"]
+    kp = kern.meta.plan
+    assert kp.detail("column_segments") == (43, 19, 19) and kp.detail("contractions") == 3
+    t = kp.tile_sizes
     npm = -(-37 // t["bm"])
     assert kern.grid[0] == sum(npm * -(-n // t["bn"]) for n in (43, 19, 19))
-    assert len(kern.shared) == 2 and len(kern.locals) == 1  # reused by every segment
+    # one A and one B tile, one accumulator (and, on the matrix unit, one A and one B
+    # fragment array), reused by every segment
+    mma = kp.strategy == "mma"
+    assert mma == (dt == bf16)
+    assert len(kern.shared) == 2 and len(kern.locals) == (3 if mma else 1)
     # the segments are a block-uniform if / else chain holding the k-loop barriers
     branches = [s for s in kern.body if isinstance(s, If)]
     assert len(branches) == 1 and any(isinstance(s, Barrier) for s in _walk(branches[0].then))
     r = CpuSimBackend().run_graph(g, random_inputs(g, 1), spec, groups=[grp])
     assert r.report["ok"], r.report
     assert len(r.stats) == 1
-    assert sorted(kern.meta["outputs"]) == sorted(v.name for v in g.outputs)
+    assert sorted(kern.meta.outputs) == sorted(v.name for v in g.outputs)
 
 
 @pytest.mark.parametrize("spec_name", SPECS)
 def test_forced_tiles_and_uneven_segments(spec_name):
     g = qkv_graph(m=29, k=21, nq=33, nkv=9)
-    tiles = {"bm": 16, "bn": 8, "bk": 8, "tm": 2, "tn": 2}
-    grp = make_group(g, g.nodes, "qkv", schedule={"tiles": tiles})
+    grp = make_group(g, g.nodes, "qkv", hints=PlanHints(matmul_tiles=MatmulTiles(16, 8, 8, 2, 2)))
     (kern,) = lower_group(grp, load_spec(spec_name))
     assert kern.grid[0] == 2 * (5 + 2 + 2)
     r = CpuSimBackend().run_graph(g, random_inputs(g, 2), spec_name, groups=[grp])
@@ -168,7 +173,7 @@ def test_issued_bytes_agree_with_simulator(spec_name):
     assert sum(x["global_bytes"] for x in r.stats) == p.issued_bytes
     assert st["grid"][0] == c.blocks
     # A is loaded once per column panel of every sibling, each B once per row panel
-    t = st["schedule"]["tiles"]
+    t = st["plan"]["tiles"]
     npm = -(-70 // t["bm"])
     panels = sum(-(-n // t["bn"]) for n in (41, 19, 19))
     a_b, w_b = 70 * 45 * 4, (41 + 19 + 19) * 45 * 4

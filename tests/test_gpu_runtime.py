@@ -32,7 +32,7 @@ from hal.gpu_runner import (
     scalar_arg,
 )
 from hal.ir.text import load_graph, parse_graph
-from hal.kernel.ir import BufferParam, Kernel, ScalarParam
+from hal.kernel.ir import BufferParam, Kernel, KernelMeta, ScalarParam
 
 H100 = load_spec("h100-sxm")
 _SIG = re.compile(r'extern "C" __global__ void \S+\s+(\w+)\(([^)]*)\)')
@@ -271,7 +271,7 @@ def test_device_pointer_rejects_mismatches():
 def test_pack_args_orders_and_types_scalars():
     k = Kernel("k", [BufferParam("a", f32, (4,)), ScalarParam("n", i32),
                      ScalarParam("s", f32), ScalarParam("h", f16), ScalarParam("b", bf16)],
-               [], (1, 1, 1), 32, meta={"scalars": {"n": 7, "s": 0.5}})
+               [], (1, 1, 1), 32, meta=KernelMeta(scalars={"n": 7, "s": 0.5}))
     packed = pack_args(k, {"a": 0x1000}, {"h": 1.0, "b": -2.0})
     d = packed.describe()
     assert [x[0] for x in d] == ["a", "n", "s", "h", "b"]

@@ -28,8 +28,8 @@ MODELS = {
                    "No module named 'not_a_real_module_xyz'"),
     "returns.py": ("def make():\n    return 3\n", None, "must return (model, example_inputs)"),
     "dictout.py": ("import torch\n\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
-                   "        return {'y': x * 2}\n\n\ndef make():\n"
-                   "    return M(), (torch.ones(4),)\n", None, "returns dict"),
+                   "        return {'y': 'not a tensor'}\n\n\ndef make():\n"
+                   "    return M(), (torch.ones(4),)\n", None, "returns dict holding str"),
     "eager.py": ("import torch\n\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
                  "        return x @ torch.ones(5, 5)\n\n\ndef make():\n"
                  "    return M(), (torch.ones(4),)\n", 6, "RuntimeError"),

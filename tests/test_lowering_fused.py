@@ -13,6 +13,8 @@ from hal.fusion.group import group_kind, make_group, trivial_groups
 from hal.ir import GraphBuilder
 from hal.kernel.ir import Barrier, For, LocalBuffer, Shuffle, Stmt
 from hal.lowering import lower_group
+from hal.lowering.plan import PlanHints
+from hal.lowering.tiling import MatmulTiles
 from hal.reference import random_inputs
 
 SPECS = ["h100-sxm", "mi300x", "scratch-npu"]
@@ -61,8 +63,8 @@ def transpose_add_graph():
     return b.build()
 
 
-def run_fused(g, spec_name, schedule=None, seed=0):
-    grp = make_group(g, g.nodes, "fused", schedule=schedule)
+def run_fused(g, spec_name, hints=None, seed=0):
+    grp = make_group(g, g.nodes, "fused", hints=hints)
     r = CpuSimBackend().run_graph(g, random_inputs(g, seed), load_spec(spec_name), groups=[grp])
     return grp, r
 
@@ -103,13 +105,13 @@ def test_softmax_structure_two_phases_shared_cache():
     spec = load_spec("h100-sxm")
     g = softmax_graph(rows=5, cols=1000)
     (k,) = lower_group(make_group(g, g.nodes, "sm"), spec)
-    sched = k.meta["schedule"]
-    assert sched["phases"] == 2 and sched["row_cache"] == "shared"
+    kp = k.meta.plan
+    assert kp.detail("phases") == 2 and kp.detail("row_cache") == "shared"
     assert k.grid == (5, 1, 1) and k.block % spec.warp_size == 0
     assert k.block <= spec.max_threads_per_block
     stmts = list(walk(k.body))
     assert sum(isinstance(s, Barrier) for s in stmts) == 2
-    assert k.meta["inputs"] == ["x"] and k.meta["outputs"] == ["y"]
+    assert k.meta.inputs == ("x",) and k.meta.outputs == ("y",)
     shuffles = repr(k.body).count("Shuffle(")
     assert shuffles == 2 * int(np.log2(spec.warp_size))  # one xor tree per reduction
     assert any(isinstance(s, For) for s in stmts)
@@ -118,7 +120,7 @@ def test_softmax_structure_two_phases_shared_cache():
 def test_softmax_row_too_big_for_shared_rereads_global():
     g = softmax_graph(rows=3, cols=20000)   # 80 KB of f32 > scratch-npu's 32 KiB
     (k,) = lower_group(make_group(g, g.nodes, "sm"), load_spec("scratch-npu"))
-    assert k.meta["schedule"]["row_cache"] == "global"
+    assert k.meta.plan.detail("row_cache") == "global"
     _, r = run_fused(g, "scratch-npu")
     assert r.report["ok"], r.report
 
@@ -129,10 +131,10 @@ def test_forced_split_reduction(spec_name):
     x = b.input("x", f32, (3, 5000))
     b.output(b.op("reduce_sum", b.op("mul", x, x), axes=[1]))
     g = b.build()
-    grp, r = run_fused(g, spec_name, schedule={"split": 4})
+    grp, r = run_fused(g, spec_name, hints=PlanHints(split=4))
     assert r.report["ok"], r.report
     assert [s["kernel"] for s in r.stats] == ["fused_partial", "fused_final"]
-    split = r.stats[0]["schedule"]["split"]  # chunks are rounded to whole blocks
+    split = r.stats[0]["plan"]["split"]  # chunks are rounded to whole blocks
     assert 1 < split <= 4 and r.stats[0]["grid"][:2] == [3, split]
 
 
@@ -141,7 +143,7 @@ def test_split_argmax_and_shuffle_width_follows_spec():
     x = b.input("x", f32, (2, 9000))
     b.output(b.op("argmax", x, axis=1))
     g = b.build()
-    grp, r = run_fused(g, "mi300x", schedule={"split": 3})
+    grp, r = run_fused(g, "mi300x", hints=PlanHints(split=3))
     assert r.report["ok"], r.report
     k = lower_group(grp, load_spec("mi300x"))[0]
     assert all(s.width == 64 for s in _shuffles(k.body))
@@ -169,9 +171,9 @@ def test_matmul_tiles_from_spec_and_local_accumulators():
         spec = load_spec(name)
         g = mlp_graph(m=200, k=64, n=130)
         (k,) = lower_group(make_group(g, g.nodes, "mm"), spec)
-        t = k.meta["schedule"]["tiles"]
+        t = k.meta.plan.tile_sizes
         assert k.shared_bytes <= spec.shared_mem_per_block
-        assert k.block == t["threads"] <= spec.max_threads_per_block
+        assert k.block == MatmulTiles(**t).threads <= spec.max_threads_per_block
         assert k.block % spec.warp_size == 0
         assert t["tm"] * t["tn"] + t["tm"] + t["tn"] + 16 <= spec.max_registers_per_thread
         assert any(isinstance(lb, LocalBuffer) for lb in k.locals)

@@ -19,7 +19,8 @@ from hal.fusion.cost import group_cost
 from hal.fusion.group import make_group
 from hal.ir import GraphBuilder
 from hal.lowering import lower_group
-from hal.lowering.tiling import MatmulTiles, blocks_per_unit, group_rows, matmul_in_flight
+from hal.lowering.plan import PlanHints
+from hal.lowering.tiling import MatmulTiles, blocks_per_unit, group_rows
 from hal.reference import random_inputs
 
 MiB = 1 << 20
@@ -49,17 +50,20 @@ def test_group_near_sqrt_of_units_when_a_does_not_fit():
 
 
 def test_down_projection_rereads_follow_the_wave_model():
-    """Llama's down projection at s2048 (A 56 MiB > L2): 256-thread tiles, two resident per
-    SM (registers), so 264 tiles in flight; one group of all 16 row panels, 2 waves, each
-    reading all of A: one extra read of A, B once."""
+    """Llama's down projection at s2048 (A 56 MiB > L2): the tensor-core kernel's 128x128
+    tiles, two resident per SM (registers), so 264 tiles in flight; one group of all 16 row
+    panels, 2 waves, each reading all of A: one extra read of A, B once."""
+    from hal.lowering.mma_tiles import MmaTiles, mma_in_flight
+
     h100 = load_spec("h100-sxm")
     g = matmul_graph(2048, 14336, 4096, bf16)
     grp = make_group(g, g.nodes, "down")
     (k,) = lower_group(grp, h100)
-    t = k.meta["schedule"]["tiles"]
-    tiles = MatmulTiles(t["bm"], t["bn"], t["bk"], t["tm"], t["tn"])
-    assert matmul_in_flight(tiles, 4, h100) == 2 * h100.compute_units
-    assert k.meta["schedule"]["group_m"] == 16
+    plan = k.meta.plan
+    assert plan.strategy == "mma" and plan.math.name
+    tiles = MmaTiles.from_dict(plan.tile_sizes)
+    assert mma_in_flight(tiles, h100) == 2 * h100.compute_units
+    assert plan.detail("group_m") == 16
     cost = group_cost(grp, h100)
     a_b, b_b, y_b = 2048 * 14336 * 2, 14336 * 4096 * 2, 2048 * 4096 * 2
     assert cost.dram_read == a_b + b_b + a_b
@@ -86,10 +90,9 @@ def test_raster_visits_every_tile_once(units, l2, want):
     spec = dataclasses.replace(load_spec("h100-sxm"), compute_units=units, l2_bytes=l2,
                                max_blocks_per_unit=1)  # one tile per unit in flight
     g = matmul_graph(6 * 16 + 5, 40, 3 * 16 + 1)  # 7 row panels: the last group is partial
-    grp = make_group(g, g.nodes, "mm", schedule={"tiles": {"bm": 16, "bn": 16, "bk": 8,
-                                                           "tm": 2, "tn": 2}})
+    grp = make_group(g, g.nodes, "mm", hints=PlanHints(matmul_tiles=MatmulTiles(16, 16, 8, 2, 2)))
     (k,) = lower_group(grp, spec)
-    assert k.meta["schedule"]["group_m"] == want
+    assert k.meta.plan.detail("group_m") == want
     r = CpuSimBackend().run_graph(g, random_inputs(g, 3), spec, groups=[grp])
     assert r.report["ok"], r.report
     (st,) = r.stats

@@ -50,9 +50,9 @@ def test_epilogue_fuses_within_the_register_file(device):
     assert {"matmul", "sigmoid", "add"} <= set(grp.ops), p.decisions
     assert p.kernel_count() == 1
     (k,) = lower_group(grp, spec)
-    t = k.meta["schedule"]["tiles"]
+    t = k.meta.plan.tile_sizes
     est = estimate_registers(grp, spec)
-    assert est <= spec.registers_per_thread_at(t["threads"])
+    assert est <= spec.registers_per_thread_at(k.block)
     assert est == (t["tm"] * t["tn"] + t["tm"] + t["tn"] + 16) + fused_reserve(grp.nodes,
                                                                                grp.inputs)
     r = CpuSimBackend().run_graph(mkgraph, random_inputs(mkgraph, 5), spec, groups=p.groups)

@@ -59,10 +59,10 @@ def test_primitive_and_example_kernels_render(render, spec_name):
         assert "// kernel " + k.name in src
 
 
-def test_comment_block_names_fused_ops_and_schedule():
+def test_comment_block_names_fused_ops_and_plan():
     k = example_kernels("h100-sxm")[0]
     src = render_cuda(k, load_spec("h100-sxm"))
-    assert "fused ops" in src and "erf" in src and "schedule: strategy=smem_tiled" in src
+    assert "fused ops" in src and "erf" in src and "plan: strategy=smem_tiled, tiles=bm" in src
     assert "const float* x" in src  # parameter names are the graph's value names
 
 

@@ -24,8 +24,10 @@ from hal.devices.spec import DeviceSpec
 from hal.dtypes import cast
 from hal.errors import UnsupportedError
 from hal.ir.graph import Graph
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .parity import compare, tolerance_for
+from .sampled import SampleOptions, functional_outputs, run_kernel_sampled, samplable
 
 
 class CpuSimBackend(Backend):
@@ -42,10 +44,21 @@ class CpuSimBackend(Backend):
                   check: bool = True, compare_reference: bool = True,
                   max_lanes: int = 1 << 17, fuse: bool = True,
                   progress: Callable[[int, int, str], None] | None = None,
+                  lowering_options: LoweringOptions = DEFAULT_OPTIONS,
+                  sample: Any = None, exact_rounding: bool = False,
+                  kernel_progress: Callable[[str, int, int], None] | None = None,
                   **options: Any) -> RunResult:
         """Plan (or take `groups`), lower, simulate kernel by kernel, compare with the
-        reference. `progress(done, total, group_name)` is called before each group."""
+        reference. `progress(done, total, group_name)` is called before each group and
+        `kernel_progress(kernel, blocks_done, blocks_total)` before each wave;
+        `sample` (sampled.SampleOptions) simulates boundary blocks and a seeded sample of
+        each kernel and computes the rest functionally (sampled.py);
+        `lowering_options` (the self-test's planted faults) apply to every group's lowering."""
         from hal.backends.cpu_sim.simulator import simulate
+
+        if isinstance(sample, (int, float)) and not isinstance(sample, bool):
+            sample = SampleOptions(float(sample), seed=int(options.pop("sample_seed", None) or 0))
+        options.pop("sample_seed", None)
         from hal.devices.loader import load_spec
         from hal.fusion.group import is_alias_group
         from hal.lowering import lower_group
@@ -63,6 +76,7 @@ class CpuSimBackend(Backend):
         for name, arr in prim.materialize_constants().items():
             buffers[name] = np.ascontiguousarray(arr).reshape(-1)
         stats: list[dict[str, Any]] = []
+        sampled_report: dict[str, Any] = {}
         for i, g in enumerate(groups):
             if progress is not None:
                 progress(i, len(groups), g.name)
@@ -75,13 +89,13 @@ class CpuSimBackend(Backend):
                 if v.name not in buffers:
                     buffers[v.name] = np.zeros(math.prod(v.shape), v.dtype.np_dtype)
             t0 = time.perf_counter()
-            kernels = lower_group(g, spec)
+            kernels = lower_group(g, spec, lowering_options)
             lower_s = time.perf_counter() - t0
             for k in kernels:
                 args: dict[str, Any] = {}
-                for param, value in k.meta["buffers"].items():
-                    if param in k.meta["scratch"]:
-                        dt, numel = k.meta["scratch"][param]
+                for param, value in k.meta.buffers.items():
+                    if param in k.meta.scratch:
+                        dt, numel = k.meta.scratch[param]
                         if param not in scratch:
                             from hal.dtypes import dtype as _dtype
 
@@ -89,17 +103,60 @@ class CpuSimBackend(Backend):
                         args[param] = scratch[param]
                     else:
                         args[param] = buffers[value]
-                st = simulate(k, args, spec, check=check, max_lanes=max_lanes)
+                kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes,
+                                          exact_rounding=exact_rounding)
+                if kernel_progress is not None:
+                    kw["progress"] = (lambda done, total, _n=k.name:
+                                      kernel_progress(_n, done, total))
+                why_exact = samplable(kernels) if sample is not None else None
+                if sample is not None and why_exact is None:
+                    st, rep = run_kernel_sampled(k, args, spec, sample, simulate, **kw)
+                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep)
+                else:
+                    st = simulate(k, args, spec, **kw)
+                    if sample is not None:
+                        sampled_report[k.name] = {"exact": why_exact}
                 d = st.to_dict()
-                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta["ops"]),
-                         schedule=k.meta.get("schedule", {}), lower_s=lower_s)
+                if k.name in sampled_report:
+                    d["sample"] = sampled_report[k.name]
+                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
+                         plan=k.meta.plan.summary() if k.meta.plan is not None else {},
+                         stage=k.meta.stage, lower_s=lower_s)
                 stats.append(d)
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
         report = None
         if compare_reference:
             report = parity_report(graph, prim, inputs, outputs)
+        if sample is not None:
+            report = dict(report or {})
+            report["sampled"] = sampled_report
+            simulated_ok = all(r.get("ok", True) for r in sampled_report.values())
+            report["ok"] = bool(report.get("ok", True)) and simulated_ok
         return RunResult(outputs, stats, report)
+
+
+def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
+                      rep: dict[str, Any]) -> dict[str, Any]:
+    """Give the group's outputs their functional values except where the simulated blocks
+    stored; compare the simulated elements with the functional ones."""
+    func = functional_outputs(group, buffers)
+    param_of = {value: param for param, value in kernel.meta.buffers.items()}
+    parity = {}
+    for v in group.outputs:
+        param = param_of.get(v.name)
+        idx = rep["written"].get(param, np.zeros(0, np.int64)) if param else np.zeros(0, np.int64)
+        sim = buffers[v.name]
+        rtol, atol = tolerance_for(prim, v)
+        res = compare(sim[idx], func[v.name][idx], rtol, atol)
+        parity[v.name] = {**res, "elements": int(idx.size), "rtol": rtol, "atol": atol}
+        merged = func[v.name].copy()
+        merged[idx] = sim[idx]
+        sim[...] = merged
+    out = {k: v for k, v in rep.items() if k != "written"}
+    out["parity_on_simulated"] = parity
+    out["ok"] = all(p["ok"] for p in parity.values())
+    return out
 
 
 def parity_report(graph: Graph, prim: Graph, inputs: Mapping[str, np.ndarray],

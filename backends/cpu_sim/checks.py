@@ -12,7 +12,8 @@ from hal.errors import DeviceError
 from hal.kernel.ir import Kernel
 
 SIMULATION_ERROR_KINDS = ("out_of_bounds", "race", "index_overflow", "launch_refused",
-                          "divergent_barrier", "bad_shuffle")
+                          "divergent_barrier", "bad_shuffle", "divergent_mma", "bad_mma",
+                          "misaligned", "unsupported")
 
 
 class SimulationError(DeviceError):
@@ -52,6 +53,15 @@ def check_launch(kernel: Kernel, spec: DeviceSpec) -> None:
             f"launch refused: kernel {k.name} needs {_kib(k.shared_bytes)} shared memory, "
             f"{spec.name} allows {_kib(spec.shared_mem_per_block)} per block",
             kernel=k.name, hint="lower with smaller tiles")
+    over = [f"{a}={g} (limit {m})" for a, g, m in zip("xyz", k.grid, spec.max_grid,
+                                                       strict=True) if g > m]
+    if over:
+        raise SimulationError(
+            "launch_refused",
+            f"launch refused: kernel {k.name} has grid {tuple(k.grid)}; {spec.name} allows at "
+            f"most {tuple(spec.max_grid)} blocks per axis: " + ", ".join(over),
+            kernel=k.name, hint="lower the group again (hal.lowering folds long grid axes "
+                                "into x)")
     if min(k.grid) < 1:
         raise SimulationError("launch_refused",
                               f"launch refused: kernel {k.name} has an empty grid {k.grid}",

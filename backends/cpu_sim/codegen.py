@@ -41,13 +41,17 @@ from hal.kernel.ir import (
     Cast,
     Comment,
     Const,
+    CpAsyncCommit,
+    CpAsyncWait,
     Declare,
     Expr,
     For,
     If,
     Kernel,
+    LdMatrix,
     Load,
     LocalBuffer,
+    Mma,
     Param,
     ScalarParam,
     Select,
@@ -58,15 +62,20 @@ from hal.kernel.ir import (
     Store,
     Unary,
     Var,
+    VecCopy,
 )
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from .lanes import rep_dtype, to_rep
+from . import mma_sim
+from .contract import Reduction
+from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
+from .vectorize import emit_reduction_loop, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
 # comparisons) stay inside it, so they need neither a check nor a wrap.
 CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "div", "pow", "shift_left"})
+_BY_CONST = {"div": div_by_const, "remainder": rem_by_const}
 SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_by",
                   "block_idx_z": "_bz"}
 
@@ -118,6 +127,10 @@ def stmt_exprs(s: Stmt) -> list[Expr]:
         return [s.cond]
     if isinstance(s, For):
         return [s.start, s.stop, s.step]
+    if isinstance(s, LdMatrix):
+        return [s.addr]
+    if isinstance(s, VecCopy):
+        return [x for x in (s.dst_index, s.src_index, s.mask) if x is not None]
     return []
 
 
@@ -226,7 +239,7 @@ class _Translator:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"np": np}
+        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim}
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
@@ -242,6 +255,9 @@ class _Translator:
             self.slot[s.name] = ("s", i)
         for i, loc in enumerate(kernel.locals):
             self.slot[loc.name] = ("l", i)
+        self.global_or_shared = {p.name for p in self.globals_} | {b.name for b in kernel.shared}
+        self.local_names = {b.name for b in kernel.locals}
+        self.ns["_Reduction"] = Reduction
 
     # ----------------------------------------------------------------- helpers
     def tmp(self, prefix: str) -> str:
@@ -310,6 +326,11 @@ class _Translator:
 
     def _arith(self, e: Unary | Binary, args: list[str], ctx: _Ctx) -> str:
         code = f"{self.op(e.op)}({', '.join(args)})"
+        if isinstance(e, Binary) and e.op in _BY_CONST and e.dtype.is_int \
+                and isinstance(e.b, Const) and int(e.b.value) > 0:
+            # index math by a positive constant: one NumPy pass instead of the general rule
+            self.ns.setdefault(f"_{e.op}_c", _BY_CONST[e.op])
+            code = f"_{e.op}_c({args[0]}, {int(e.b.value)})"
         rd = e.dtype
         if rd.is_float and rd.bits < 32:
             code = f"{self.rounder(rd)}({code})"
@@ -407,6 +428,33 @@ class _Translator:
     def s_Barrier(self, s: Barrier, ctx: _Ctx, depth: int) -> None:
         self.emit(f"W.barrier({ctx.mask}, {self.site(ctx, None)})", depth)
 
+    # matrix units and pipelines: backends/cpu_sim/mma_sim.py runs them
+    def s_Mma(self, s: Mma, ctx: _Ctx, depth: int) -> None:
+        slot = {b: self.slot[b][1] for b in (s.d, s.a, s.b, s.c)}
+        self.emit(f"MX.mma(W, {s.layout!r}, {slot[s.d]}, {s.d_off}, {slot[s.a]}, {s.a_off}, "
+                  f"{slot[s.b]}, {s.b_off}, {slot[s.c]}, {s.c_off}, {ctx.mask}, "
+                  f"{self.site(ctx, None)})", depth)
+
+    def s_LdMatrix(self, s: LdMatrix, ctx: _Ctx, depth: int) -> None:
+        addr = self.expr(s.addr, _Ctx(ctx.mask, ctx.count, s.buffer, ctx.stmt))
+        self.emit(f"MX.ldmatrix(W, {self.slot[s.frag][1]}, {s.offset}, {self.slot[s.buffer][1]}"
+                  f", {addr}, {s.count}, {s.trans}, {ctx.mask}, {self.site(ctx, s.buffer)})",
+                  depth)
+
+    def s_VecCopy(self, s: VecCopy, ctx: _Ctx, depth: int) -> None:
+        di = self.expr(s.dst_index, _Ctx(ctx.mask, ctx.count, s.dst, ctx.stmt))
+        si = self.expr(s.src_index, _Ctx(ctx.mask, ctx.count, s.src, ctx.stmt))
+        mask = "None" if s.mask is None else self.expr(s.mask, ctx)
+        self.emit(f"MX.vcopy(W, {self.slot[s.dst]!r}, {di}, {self.slot[s.src]!r}, {si}, "
+                  f"{s.width}, {mask}, {s.asynchronous}, {ctx.mask}, "
+                  f"{self.site(ctx, s.dst)})", depth)
+
+    def s_CpAsyncCommit(self, s: CpAsyncCommit, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"MX.cp_commit(W, {ctx.mask})", depth)
+
+    def s_CpAsyncWait(self, s: CpAsyncWait, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"MX.cp_wait(W, {s.pending}, {ctx.mask})", depth)
+
     def s_If(self, s: If, ctx: _Ctx, depth: int) -> None:
         cond = self.expr(s.cond, ctx)
         if self.uni.expr(s.cond):
@@ -430,6 +478,10 @@ class _Translator:
         v = self.var(s.var)
         start, stop, step = (self.expr(x, ctx) for x in (s.start, s.stop, s.step))
         if all(self.uni.expr(x) for x in (s.start, s.stop, s.step)):
+            plan = match_reduction_loop(s, self.global_or_shared, self.local_names)
+            if plan is not None:  # a multiply-accumulate loop: also emit its contraction form
+                emit_reduction_loop(self, s, plan, ctx, depth)
+                return
             self.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth)
             self.body(s.body, ctx, depth + 1)
             return

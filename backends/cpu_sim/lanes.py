@@ -34,6 +34,7 @@ from hal.kernel.ir import BufferParam, LocalBuffer, SharedBuffer
 from .checks import SimulationError
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+READS_PENDING_LIMIT = 1 << 22   # recorded shared reads kept unfolded (bounds their memory)
 
 
 def _ndim(x: Any) -> int:
@@ -61,14 +62,27 @@ class Wave:
                  block0: int, nblocks: int, warp_size: int,
                  globals_: list[tuple[BufferParam, np.ndarray]],
                  shared: list[SharedBuffer], locals_: list[LocalBuffer],
-                 sites: list[tuple[str, str | None, str]], n_flop_dtypes: int, check: bool):
+                 sites: list[tuple[str, str | None, str]], n_flop_dtypes: int, check: bool,
+                 fast: bool = True, reduction_groups: dict | None = None,
+                 block_ids: np.ndarray | None = None, written: list | None = None):
         self.name, self.grid, self.T, self.B = kernel_name, grid, block, nblocks
+        # fast: matched multiply-accumulate loops run as contractions (vectorize.py)
+        self.fast = fast
+        self.reduction_groups = {} if reduction_groups is None else reduction_groups
+        # bumped by every store, so contract.Reduction can reuse a gathered panel
+        self.g_version = [0] * len(globals_)
+        self.sh_version = [0] * len(shared)
+        self.panels: dict = {}
+        self.pick_index: dict = {}
         self.block0, self.warp_size, self.check, self.sites = block0, warp_size, check, sites
         L = self.L = block * nblocks
         self.lane = np.arange(L, dtype=np.int64)
         self.blk = self.lane // block
         self.tid = self.lane - self.blk * block
-        lin = self.blk + block0
+        # block_ids: the linear ids of a sampled wave's blocks (sampled.py); else contiguous
+        lin = self.blk + block0 if block_ids is None else np.asarray(block_ids, np.int64)[self.blk]
+        # written: per global buffer, a list that collects the indices stores hit (sampled.py)
+        self.written = written
         self.bx = lin % grid[0]
         self.by = (lin // grid[0]) % grid[1]
         self.bz = lin // (grid[0] * grid[1])
@@ -86,12 +100,17 @@ class Wave:
         self.sh_reads: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in shared]
         self.sh_dirty = [False] * len(shared)   # some word written since the last barrier
         self.sh_read = [False] * len(shared)    # some word read since the last barrier
+        self.sh_pending = [0] * len(shared)     # words in sh_reads (folded past a limit)
+        self.epoch = 0                          # barriers executed by this wave
         self.loc_buf = locals_
         # one entry per element: a lane array or a scalar (registers; never mutated in place)
         self.loc: list[list[Any]] = [[rep_dtype(s.dtype).type(0)] * s.size for s in locals_]
         self.gr = self.gw = self.sr = self.sw = 0
         self.atomics = self.barriers = 0
         self.fl = [0] * n_flop_dtypes
+        self.mfl: dict[str, int] = {}     # matrix flops per mma layout (mma_sim)
+        self.bank_conflicts = 0           # extra shared wavefronts (mma_sim)
+        self.pipe = None                  # cp.async groups, created on first use (mma_sim)
         self._lane_in_group: dict[int, np.ndarray] = {}
         self._shuffle_plans: dict[tuple, np.ndarray] = {}
 
@@ -217,6 +236,33 @@ class Wave:
     def _sel(x: Any, act: np.ndarray | None) -> Any:
         return x if act is None or _ndim(x) == 0 else x[act]
 
+    # ------------------------------------------------------------------ for contract.Reduction
+    def fail_oob(self, site: int, lane: int, buf: str, space: str, i: int, size: int) -> None:
+        self._oob(site, lane, buf, space, i, size)
+
+    def fail_overflow(self, site: int, lane: int, value: int) -> None:
+        self._overflow(site, lane, value)
+
+    def check_written(self, j: int, words: np.ndarray, lanes: np.ndarray, site: int) -> None:
+        """Reads of shared `words` [k, len(lanes)] by `lanes`: race if another thread
+        wrote one of them since the last barrier."""
+        w = self.sh_writer[j][words]
+        t = self.tid[lanes]
+        bad = (w >= 0) & (w != t)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            col = k % words.shape[1]
+            self._race(j, site, int(lanes[col]), int(words.reshape(-1)[k]),
+                       f"reads a word that thread {int(w.reshape(-1)[k])} wrote since the last barrier")
+
+    def record_reads(self, j: int, words: np.ndarray, readers: np.ndarray) -> None:
+        """Shared `words` read by `readers` (broadcast against words; -2: several threads)."""
+        self.sh_read[j] = True
+        self.sh_reads[j].append((words, readers))
+        self.sh_pending[j] += words.size
+        if len(self.sh_reads[j]) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
+            self._fold_reads(j)
+
     # ------------------------------------------------------------------ global memory
     def ldg(self, s: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
         act = self._act(m, lmask)
@@ -248,6 +294,9 @@ class Wave:
         if _ndim(i) == 0 and _ndim(v) > 0:
             v = v.reshape(-1)[-1]  # every lane stores to one word: one of them wins
         buf[i] = v
+        self.g_version[s] += 1
+        if self.written is not None:
+            self.written[s].append(np.array(i, np.int64).reshape(-1))
         self.gw += n * p.dtype.itemsize
 
     def atomic_g(self, s: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
@@ -262,6 +311,9 @@ class Wave:
         v = np.broadcast_to(cast(self._sel(val, act), p.dtype), (n,))
         i = self._bounds(np.asarray(i), self.g_n[s], None, site, p.name, "global")
         np.add.at(buf, i, v)  # one rounding to the buffer dtype per add, as hardware atomics
+        self.g_version[s] += 1
+        if self.written is not None:
+            self.written[s].append(np.array(i, np.int64).reshape(-1))
         self.atomics += n
         self.gr += n * p.dtype.itemsize
         self.gw += n * p.dtype.itemsize
@@ -286,6 +338,8 @@ class Wave:
         v = np.take(self.sh[j], flat)
         if self.check and n:
             self._race_read(j, flat, act, site)
+            if self.pipe is not None:  # a word still in flight from a cp.async
+                self.pipe.check_read(self, j, flat, act, site)
         if lmask is not None and _ndim(lmask) > 0:
             v = np.where(act, v, other)
         return v
@@ -307,6 +361,7 @@ class Wave:
         if self.check:
             self._race_write(j, flat, act, site)
         self.sh[j][flat] = v
+        self.sh_version[j] += 1
         self.sw += n * sb.dtype.itemsize
 
     def atomic_s(self, j: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
@@ -320,6 +375,7 @@ class Wave:
         i = self._bounds(self._sel(idx, act), sb.size, None, site, sb.name, "shared")
         flat = np.broadcast_to(self._sel(self.sh_off[j], act) + i, (n,))
         v = np.broadcast_to(self._sel(val, act), (n,))
+        self.sh_version[j] += 1
         if sb.dtype.bits < 32 and sb.dtype.is_float:
             for f, x in zip(flat.tolist(), v.tolist(), strict=False):  # round after each add
                 self.sh[j][f] = to_rep(self.sh[j][f] + x, sb.dtype)
@@ -329,21 +385,27 @@ class Wave:
         self.sr += n * sb.dtype.itemsize
         self.sw += n * sb.dtype.itemsize
 
-    def _race_read(self, j: int, flat: np.ndarray, act: Any, site: int) -> None:
+    def _race_read(self, j: int, flat: np.ndarray, act: Any, site: int,
+                   per_lane: int = 1) -> None:
+        """`flat`: the words each lane reads ([L] or, for vector reads, [L, per_lane])."""
         f = flat if act is None else flat[act]
         t = self.tid if act is None else self.tid[act]
+        if per_lane > 1:
+            f, t = f.reshape(-1), np.repeat(t, per_lane)
         if self.sh_dirty[j]:
             w = self.sh_writer[j][f]
             bad = (w >= 0) & (w != t)
             if bad.any():
                 k = int(np.flatnonzero(bad)[0])
-                lane = k if act is None else int(np.flatnonzero(act)[k])
+                li = k // per_lane
+                lane = li if act is None else int(np.flatnonzero(act)[li])
                 self._race(j, site, lane, int(f[k]),
                            f"reads a word that thread {int(w[k])} wrote since the last barrier")
         reads = self.sh_reads[j]
         self.sh_read[j] = True
         reads.append((f, t))
-        if len(reads) > 256:
+        self.sh_pending[j] += f.size
+        if len(reads) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
             self._fold_reads(j)
 
     def _race_read_uniform(self, j: int, words: np.ndarray, site: int) -> None:
@@ -362,6 +424,7 @@ class Wave:
             self._fold_reads(j)
 
     def _fold_reads(self, j: int) -> None:
+        self.sh_pending[j] = 0
         reader = self.sh_reader[j]
         for f, t in self.sh_reads[j]:
             r = reader[f]
@@ -371,12 +434,16 @@ class Wave:
             reader[f[again != new]] = -2  # two threads read one word in this statement
         self.sh_reads[j].clear()
 
-    def _race_write(self, j: int, flat: Any, act: Any, site: int) -> None:
+    def _race_write(self, j: int, flat: Any, act: Any, site: int, per_lane: int = 1) -> None:
+        """`flat`: the words the active lanes write ([n] or [n, per_lane] for vectors)."""
         f = np.broadcast_to(flat, (self._count(act),)) if _ndim(flat) == 0 else flat
         t = self.tid if act is None else self.tid[act]
+        if per_lane > 1:
+            f, t = f.reshape(-1), np.repeat(t, per_lane)
         lanes = None if act is None else np.flatnonzero(act)
 
         def lane_of(k: int) -> int:
+            k //= per_lane
             return k if lanes is None else int(lanes[k])
 
         if self.sh_read[j]:   # otherwise every reader entry is -1
@@ -486,10 +553,12 @@ class Wave:
                            hint="move the Barrier out of the thread-dependent branch")
             reached = per == self.T
             self.barriers += int(np.count_nonzero(reached))
+        self.epoch += 1   # contract.Reduction records a repeated read once per epoch
         if self.check:
             for j, sb in enumerate(self.sh_buf):
                 if reached is None:
                     self.sh_reads[j].clear()
+                    self.sh_pending[j] = 0
                     self.sh_writer[j].fill(-1)
                     self.sh_reader[j].fill(-1)
                     self.sh_dirty[j] = self.sh_read[j] = False
@@ -497,6 +566,26 @@ class Wave:
                     self._fold_reads(j)
                     self.sh_writer[j].reshape(self.B, sb.size)[reached] = -1
                     self.sh_reader[j].reshape(self.B, sb.size)[reached] = -1
+
+
+def div_by_const(a: Any, c: int) -> Any:
+    """C integer division a / c for a positive constant c (truncates toward zero)."""
+    if _ndim(a) == 0:
+        a = int(a)
+        return a // c if a >= 0 else -((-a) // c)
+    if a.size and a.min() < 0:
+        return np.where(a < 0, -((-a) // c), a // c)
+    return a >> (c.bit_length() - 1) if c & (c - 1) == 0 else a // c
+
+
+def rem_by_const(a: Any, c: int) -> Any:
+    """C remainder a % c for a positive constant c (sign of the dividend)."""
+    if _ndim(a) == 0:
+        a = int(a)
+        return a % c if a >= 0 else -((-a) % c)
+    if a.size and a.min() < 0:
+        return np.where(a < 0, -((-a) % c), a % c)
+    return a & (c - 1) if c & (c - 1) == 0 else a % c
 
 
 def _src_xor(lw: np.ndarray, off: Any, width: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -82,10 +83,15 @@ def _bind_args(kernel: Kernel, ck: CompiledKernel, args: dict[str, Any]):
 
 
 def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: DeviceSpec, *,
-             check: bool = True, max_lanes: int = 1 << 18) -> KernelStats:
+             check: bool = True, max_lanes: int = 1 << 18,
+             exact_rounding: bool = False, blocks: np.ndarray | None = None,
+             written: list | None = None,
+             progress: Callable[[int, int], None] | None = None) -> KernelStats:
     """Run `kernel` once on the grid it names, for the device `spec`; return its counters.
 
-    Global buffer args are modified in place. A wave holds as many whole blocks as fit in
+    Global buffer args are modified in place. `blocks` runs only those linear block ids
+    (sampled simulation); `written` (one list per global buffer) collects the indices
+    stores hit; `progress(blocks_done, blocks_total)` is called before each wave. A wave holds as many whole blocks as fit in
     `max_lanes` lanes (at least one block); 2^18 keeps lane arrays cache-sized and the
     extra memory near 3x a 64 MiB tensor while Python overhead stays small. Raises SimulationError for launches
     the device would refuse (always) and for faults (with check=True).
@@ -95,15 +101,25 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
     ck = compiled(kernel)
     buffers, scalars = _bind_args(kernel, ck, args)
     T, nb = kernel.block, kernel.num_blocks
+    if blocks is not None:  # a subset of the grid (sampled.py): counters cover only these
+        blocks = np.asarray(blocks, np.int64)
+        nb = int(blocks.size)
     per_wave = max(1, min(nb, max_lanes // T))
     grid = tuple(int(g) for g in kernel.grid)
     stats = KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
                         lanes_per_wave=per_wave * T)
     flops = [0] * len(ck.flop_dtypes)
+    groups: dict = {}
     with np.errstate(all="ignore"):
         for b0 in range(0, nb, per_wave):
-            w = Wave(kernel.name, grid, T, b0, min(per_wave, nb - b0), kernel.warp_size,  # type: ignore[arg-type]
-                     buffers, ck.shared, ck.locals_, ck.sites, len(ck.flop_dtypes), check)
+            if progress is not None:
+                progress(b0, nb)
+            n = min(per_wave, nb - b0)
+            w = Wave(kernel.name, grid, T, b0, n, kernel.warp_size,  # type: ignore[arg-type]
+                     buffers, ck.shared, ck.locals_, ck.sites, len(ck.flop_dtypes), check,
+                     fast=not exact_rounding, reduction_groups=groups,
+                     block_ids=None if blocks is None else blocks[b0:b0 + n],
+                     written=written)
             ck.run(w, scalars)
             stats.global_bytes_read += w.gr
             stats.global_bytes_written += w.gw
@@ -112,6 +128,9 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
             stats.barriers += w.barriers
             stats.atomics += w.atomics
             stats.waves += 1
+            stats.bank_conflicts += w.bank_conflicts
+            for lay, n in w.mfl.items():
+                stats.matrix_flops[lay] = stats.matrix_flops.get(lay, 0) + n
             flops = [a + b for a, b in zip(flops, w.fl, strict=False)]
     stats.flops_by_dtype = dict(zip(ck.flop_dtypes, (int(f) for f in flops), strict=False))
     stats.finish(spec)

@@ -7,9 +7,15 @@ Counting rules (they are the cost model's, so keep them simple and documented):
 * flops: one per active lane for each Unary/Binary whose result is a float
   (add, mul, exp, maximum, ...); comparisons (bool results), casts, selects, loads
   and shuffles are not flops. The IR has no fused multiply-add, so a*b+c counts 2.
+* matrix flops (apart): 2 m n k per warp issuing an Mma, by fragment layout;
+  `flops` is vector plus matrix flops.
+* bank_conflicts: extra shared-memory wavefronts of vector and ldmatrix accesses.
 * barriers: one per block that executes the Barrier statement.
-* modelled_time_s = max(global bytes / dram_bandwidth,
-                        sum over dtypes of flops_d / vector peak_d) + launch_overhead_s.
+* modelled_time_s = hal.roofline.roofline_time(spec, {GLOBAL: global bytes},
+                   {SIMT FMA of dtype d: flops_d, MATRIX instruction: its matrix flops})
+                   + launch_overhead_s: the one roofline, with the bytes the simulator
+  counted (as issued: it models no cache, so they are priced at DRAM bandwidth), its
+  vector flops on the vector units and each matrix instruction's flops at its rate.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class KernelStats:
     flops_by_dtype: dict[str, int] = field(default_factory=dict)
     waves: int = 0
     lanes_per_wave: int = 0
+    matrix_flops: dict[str, int] = field(default_factory=dict)   # mma layout -> flops
+    bank_conflicts: int = 0
 
     @property
     def global_bytes(self) -> int:
@@ -45,11 +53,17 @@ class KernelStats:
 
     def finish(self, spec: DeviceSpec) -> None:
         """Total the per-dtype flops and fill modelled_time_s from the spec's roofline."""
-        self.flops = int(sum(self.flops_by_dtype.values()))
-        memory_s = self.global_bytes / spec.dram_bandwidth if spec.dram_bandwidth else 0.0
-        compute_s = sum(n / spec.peak_for(dt, matrix=False)
-                        for dt, n in self.flops_by_dtype.items() if n)
-        self.modelled_time_s = max(memory_s, compute_s) + spec.launch_overhead_s
+        from hal.roofline import MathInstruction, MathKind, MemoryLevel, roofline_time
+
+        self.flops = int(sum(self.flops_by_dtype.values()) + sum(self.matrix_flops.values()))
+        work = [(MathInstruction(MathKind.SIMT_FMA, dt), n)
+                for dt, n in self.flops_by_dtype.items()]
+        for lay, n in self.matrix_flops.items():
+            mi = next((mi for mi in spec.matrix_instructions if mi.layout == lay), None)
+            work.append((MathInstruction(MathKind.MATRIX, mi.a, mi.name) if mi is not None
+                         else MathInstruction(MathKind.SIMT_FMA, "f32"), n))
+        self.modelled_time_s = roofline_time(
+            spec, {MemoryLevel.GLOBAL: self.global_bytes}, work) + spec.launch_overhead_s
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

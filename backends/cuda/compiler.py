@@ -41,8 +41,11 @@ class NvrtcOptions:
             raise ValueError("NvrtcOptions: opt_level must be 0..3")
 
     def flags(self) -> list[str]:
+        # The optimisation level goes to ptxas: NVRTC 13.5 rejects `--dopt=off` with
+        # NVRTC_ERROR_INVALID_OPTION (with or without -G; reproduced without a GPU), while
+        # `--ptxas-options=-O0..3` is accepted by every NVRTC since 11.
         out = [f"--gpu-architecture={self.arch}", f"-std={self.std}",
-               f"--dopt={'on' if self.opt_level else 'off'}"]
+               f"--ptxas-options=-O{self.opt_level}"]
         if self.fast_math:
             out.append("--use_fast_math")
         if self.verbose_ptxas:
@@ -54,10 +57,15 @@ class NvrtcOptions:
 
 
 def cuda_include_dir() -> str | None:
-    """The CUDA toolkit's include dir (cuda_fp16.h & co.), from $CUDA_HOME or nvcc's place."""
+    """The CUDA headers' dir (cuda_fp16.h & co.): $CUDA_HOME / $CUDA_PATH, then
+    cuda.pathfinder (which also finds the pip wheels' nvidia/cu13/include, the only copy
+    on a machine whose CUDA came with pip), then nvcc's place, then /usr/local/cuda."""
     for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
         if root and Path(root, "include", "cuda_fp16.h").exists():
             return str(Path(root, "include"))
+    found = _pathfinder_include()
+    if found:
+        return found
     nvcc = shutil.which("nvcc")
     if nvcc:
         inc = Path(nvcc).resolve().parent.parent / "include"
@@ -65,6 +73,19 @@ def cuda_include_dir() -> str | None:
             return str(inc)
     default = Path("/usr/local/cuda/include")
     return str(default) if (default / "cuda_fp16.h").exists() else None
+
+
+def _pathfinder_include() -> str | None:
+    """cuda.pathfinder's cudart header dir when it holds cuda_fp16.h, else None."""
+    try:
+        from cuda.pathfinder import find_nvidia_header_directory
+    except ImportError:  # an older cuda-python without pathfinder
+        return None
+    try:
+        inc = find_nvidia_header_directory("cudart")
+    except Exception:  # noqa: BLE001 - not found is an answer here, not an error
+        return None
+    return str(inc) if inc and Path(inc, "cuda_fp16.h").exists() else None
 
 
 # --------------------------------------------------------------------------- ptxas report

@@ -1,20 +1,31 @@
 """CudaDriver: hal.gpu_runner's driver for NVIDIA GPUs, over cuda.bindings.driver.
 
 NOT RUN ON HARDWARE: written against the documented cuda-bindings 13 driver API
-(cuInit, cuDevicePrimaryCtxRetain, cuModuleLoadData, cuModuleGetFunction,
-cuFuncSetAttribute, cuMemAlloc / cuMemFree / cuMemsetD8, cuMemcpyHtoD / DtoH,
-cuLaunchKernel with a void** argument array, cuEvent*), and tested here only with a
-stand-in module (`cu=`) that records the calls. Compiling is NVRTC (compile_nvrtc,
+(cuInit, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuModuleLoadData,
+cuModuleGetFunction, cuFuncSetAttribute, cuMemAlloc / cuMemFree / cuMemsetD8Async,
+cuMemcpyHtoDAsync / DtoHAsync, cuLaunchKernel with a void** argument array, cuEvent*),
+and tested here with tests/fake_cuda.py, a stand-in module (`cu=`) that records the calls
+and refuses what a GPU refuses (grid limits, shared memory above the opt-in, a context
+not current in the calling thread, sticky faults). Compiling is NVRTC (compile_nvrtc,
 cached cubin), which does run here.
 
 Every call goes through `check`, which turns a non-zero CUresult into a DeviceError
-naming the call and the error (cuGetErrorName). Work is queued on the legacy default
-stream (0), which orders it with torch's default stream for zero-copy tensors. The
-primary context is the one torch uses too.
+naming the call and the error (cuGetErrorName).
+
+* Context: the device's primary context (the one torch uses), made current in every
+  thread that calls the driver (a context is current per thread, so a worker thread
+  would otherwise run without one).
+* Stream: work is queued on the stream `stream_source()` names, by default torch's
+  current stream on this device when torch has initialised CUDA, else the legacy stream
+  (0). Copies are asynchronous on that stream followed by a stream synchronise, so they
+  are ordered with the kernels around them and with torch's own work.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +34,7 @@ from hal.devices.spec import DeviceSpec
 from hal.errors import DeviceError
 from hal.gpu_runner import DLPACK_CUDA, GpuDriver
 from hal.kernel.ir import Kernel
+from hal.render.cstyle import kernel_symbol
 
 from .compiler import NVIDIA_ARCHES, NvrtcOptions, compile_nvrtc
 
@@ -56,34 +68,71 @@ def arch_for(spec_arch: str, major: int, minor: int) -> str:
                       hint="known arches: " + ", ".join(NVIDIA_ARCHES))
 
 
+def torch_current_stream(index: int) -> int:
+    """torch's current CUDA stream on device `index` as a raw handle, 0 (the legacy
+    stream) when torch is not imported or has not initialised CUDA (asking would)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    try:
+        if not torch.cuda.is_initialized():
+            return 0
+        return int(torch.cuda.current_stream(index).cuda_stream)
+    except Exception:  # noqa: BLE001 - a torch without CUDA: the legacy stream
+        return 0
+
+
 class CudaDriver(GpuDriver):
     name = "cuda"
     compiler = "nvrtc"
     dlpack_device_types = (DLPACK_CUDA,)
 
-    def __init__(self, device: int = 0, cu: Any = None):
+    def __init__(self, device: int = 0, cu: Any = None,
+                 stream_source: Callable[[int], int] | None = None):
         if cu is None:
             from cuda.bindings import driver as cu
         self.cu = cu
         self.index = device
         self._ctx = None
+        self._dev = None
         self._cc: tuple[int, int] | None = None
-        self.stream = 0  # legacy default stream
+        self._lock = threading.Lock()
+        self._current = threading.local()  # .ctx: the context made current in this thread
+        self.stream_source = stream_source or torch_current_stream
+
+    @property
+    def stream(self) -> int:
+        """The stream work is queued on now (see the module docstring)."""
+        return self.stream_source(self.index)
 
     def _init(self) -> None:
-        if self._ctx is not None:
-            return
+        """Retain the primary context once; make it current in the calling thread."""
+        if self._ctx is None:
+            with self._lock:
+                if self._ctx is None:
+                    self._retain()
+        if getattr(self._current, "ctx", None) is not self._ctx:
+            check(self.cu, self.cu.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
+            self._current.ctx = self._ctx
+
+    def _retain(self) -> None:
         cu = self.cu
         check(cu, cu.cuInit(0), "cuInit")
-        dev = check(cu, cu.cuDeviceGet(self.index), "cuDeviceGet")
-        self._ctx = check(cu, cu.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
-        check(cu, cu.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
-        attr = cu.CUdevice_attribute
-        self._cc = (
-            int(check(cu, cu.cuDeviceGetAttribute(
-                attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute")),
-            int(check(cu, cu.cuDeviceGetAttribute(
-                attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute")))
+        dev = check(cu, cu.cuDeviceGet(self.index), f"cuDeviceGet({self.index})")
+        ctx = check(cu, cu.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+        self._dev = dev
+        self._cc = (self._attribute("COMPUTE_CAPABILITY_MAJOR"),
+                    self._attribute("COMPUTE_CAPABILITY_MINOR"))
+        self._ctx = ctx
+
+    def _attribute(self, name: str) -> int:
+        attr = getattr(self.cu.CUdevice_attribute, f"CU_DEVICE_ATTRIBUTE_{name}")
+        return int(check(self.cu, self.cu.cuDeviceGetAttribute(attr, self._dev),
+                         f"cuDeviceGetAttribute({name})"))
+
+    def l2_bytes(self) -> int:
+        self._init()
+        return self._attribute("L2_CACHE_SIZE")
 
     def arch(self, spec: DeviceSpec) -> str:
         self._init()
@@ -99,10 +148,13 @@ class CudaDriver(GpuDriver):
         return check(self.cu, self.cu.cuModuleLoadData(binary), "cuModuleLoadData")
 
     def get_function(self, module: Any, kernel: Kernel) -> Any:
-        return check(self.cu, self.cu.cuModuleGetFunction(module, kernel.name.encode()),
-                     f"cuModuleGetFunction({kernel.name})")
+        self._init()
+        symbol = kernel_symbol(kernel)
+        return check(self.cu, self.cu.cuModuleGetFunction(module, symbol.encode()),
+                     f"cuModuleGetFunction({symbol})")
 
     def set_dynamic_shared(self, function: Any, nbytes: int) -> None:
+        self._init()
         attr = self.cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
         check(self.cu, self.cu.cuFuncSetAttribute(function, attr, nbytes),
               f"cuFuncSetAttribute(max dynamic shared = {nbytes})")
@@ -112,22 +164,34 @@ class CudaDriver(GpuDriver):
         return int(check(self.cu, self.cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes})"))
 
     def free(self, ptr: int) -> None:
+        self._init()
         check(self.cu, self.cu.cuMemFree(ptr), "cuMemFree")
 
     def memset_zero(self, ptr: int, nbytes: int) -> None:
-        check(self.cu, self.cu.cuMemsetD8(ptr, 0, nbytes), "cuMemsetD8")
+        self._init()
+        check(self.cu, self.cu.cuMemsetD8Async(ptr, 0, nbytes, self.stream), "cuMemsetD8Async")
 
     def copy_in(self, ptr: int, host: np.ndarray) -> None:
+        self._init()
         host = np.ascontiguousarray(host)
-        check(self.cu, self.cu.cuMemcpyHtoD(ptr, host.ctypes.data, host.nbytes), "cuMemcpyHtoD")
+        stream = self.stream
+        check(self.cu, self.cu.cuMemcpyHtoDAsync(ptr, host.ctypes.data, host.nbytes, stream),
+              "cuMemcpyHtoDAsync")
+        # `host` may be gone when this returns: wait for the copy
+        check(self.cu, self.cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
 
     def copy_out(self, host: np.ndarray, ptr: int) -> None:
         if not host.flags.c_contiguous:
             raise DeviceError("cuda: copy_out needs a contiguous host array")
-        check(self.cu, self.cu.cuMemcpyDtoH(host.ctypes.data, ptr, host.nbytes), "cuMemcpyDtoH")
+        self._init()
+        stream = self.stream
+        check(self.cu, self.cu.cuMemcpyDtoHAsync(host.ctypes.data, ptr, host.nbytes, stream),
+              "cuMemcpyDtoHAsync")
+        check(self.cu, self.cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
 
     def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
                params: int) -> None:
+        self._init()
         check(self.cu, self.cu.cuLaunchKernel(function, int(grid[0]), int(grid[1]), int(grid[2]),
                                               int(block), 1, 1, int(shared_bytes), self.stream,
                                               params, 0), "cuLaunchKernel")
@@ -141,12 +205,15 @@ class CudaDriver(GpuDriver):
         return check(self.cu, self.cu.cuEventCreate(0), "cuEventCreate")  # CU_EVENT_DEFAULT
 
     def record(self, event: Any) -> None:
+        self._init()
         check(self.cu, self.cu.cuEventRecord(event, self.stream), "cuEventRecord")
 
     def elapsed_s(self, start: Any, end: Any) -> float:
+        self._init()
         check(self.cu, self.cu.cuEventSynchronize(end), "cuEventSynchronize")
         ms = check(self.cu, self.cu.cuEventElapsedTime(start, end), "cuEventElapsedTime")
         return float(ms) / 1e3
 
     def release_event(self, event: Any) -> None:
+        self._init()
         check(self.cu, self.cu.cuEventDestroy(event), "cuEventDestroy")

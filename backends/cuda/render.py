@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hal.backends.cuda.mma_helpers import CUDA_MATRIX_HELPERS
 from hal.devices.spec import DeviceSpec
 from hal.kernel.ir import Kernel
 from hal.render.cstyle import CStyleRenderer
@@ -25,6 +26,7 @@ class CudaRenderer(CStyleRenderer):
     }
     type_names = {**CStyleRenderer.type_names, "f16": "__half", "bf16": "__nv_bfloat16",
                   "f8e4m3fn": "__nv_fp8_storage_t", "f8e5m2": "__nv_fp8_storage_t"}
+    matrix_helpers = CUDA_MATRIX_HELPERS
     low_float = {
         "f16": ("__half2float({x})", "__float2half_rn({x})"),
         "bf16": ("__bfloat162float({x})", "__float2bfloat16_rn({x})"),

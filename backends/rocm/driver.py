@@ -11,12 +11,18 @@ hipRTC on ROCm >= 6 when it loads; hipcc otherwise, because ROCm 5.2's hipRTC (i
 libamdhip64.so.5) crashes the process on sources that include hip_fp16.h /
 hip_bfloat16.h, which a crash handler cannot catch. HAL_HIP_COMPILER=hiprtc|hipcc forces
 one. The hipcc path runs here (Debian's ROCm 5.2 hipcc, gfx90a).
+
+`arch(spec)` compares the spec's arch with the device's own (`gcnArchName` from
+hipGetDeviceProperties, e.g. "gfx90a:sramecc+:xnack-"; the target features after ':'
+are not part of hal's arch names) and refuses a mismatch, as the CUDA driver does with
+the compute capability: a code object for another gfx target fails to load, or worse.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 from typing import Any
 
 import numpy as np
@@ -25,6 +31,7 @@ from hal.devices.spec import DeviceSpec
 from hal.errors import CompileError, DeviceError
 from hal.gpu_runner import DLPACK_ROCM, GpuDriver
 from hal.kernel.ir import Kernel
+from hal.render.cstyle import kernel_symbol
 from hal.render.toolchain import CompileCache, run_tool, save_source
 
 from .compiler import compile_hiprtc, hiprtc_available
@@ -86,6 +93,22 @@ def compile_genco(source: str, arch: str, *, name: str = "kernels",
     return code
 
 
+def gcn_arch_base(name: Any) -> str:
+    """'gfx90a' from the device's gcnArchName ('gfx90a:sramecc+:xnack-', bytes or str)."""
+    text = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
+    return text.split("\0", 1)[0].split(":", 1)[0].strip()
+
+
+def arch_for_gcn(spec_arch: str, gcn_arch_name: Any) -> str:
+    """The compile target: the spec's arch when the device reports the same, else an error."""
+    device = gcn_arch_base(gcn_arch_name)
+    if device == spec_arch:
+        return spec_arch
+    raise DeviceError(f"rocm: the GPU is {device or '(unknown)'}, the device spec says "
+                      f"{spec_arch}", hint="pick the spec of this GPU with --device "
+                                           "(`hal devices`), or write one for it")
+
+
 class HipDriver(GpuDriver):
     name = "rocm"
     dlpack_device_types = (DLPACK_ROCM,)
@@ -95,9 +118,10 @@ class HipDriver(GpuDriver):
             from hip import hip
         self.hip = hip
         self.index = device
-        self._ready = False
+        self._current = threading.local()  # .ready: hipSetDevice done in this thread
         self._forced = compiler or os.environ.get("HAL_HIP_COMPILER") or None
         self._compiler: str | None = None
+        self._gcn_arch: str | None = None
         self.stream = None  # the null stream
 
     @property
@@ -113,12 +137,25 @@ class HipDriver(GpuDriver):
         return self._compiler
 
     def _init(self) -> None:
-        if not self._ready:
+        """hipSetDevice in the calling thread (the current device is per thread)."""
+        if not getattr(self._current, "ready", False):
             check(self.hip, self.hip.hipSetDevice(self.index), "hipSetDevice")
-            self._ready = True
+            self._current.ready = True
 
     def arch(self, spec: DeviceSpec) -> str:
-        return spec.arch
+        if self._gcn_arch is None:
+            self._init()
+            props = self.hip.hipDeviceProp_t()
+            check(self.hip, self.hip.hipGetDeviceProperties(props, self.index),
+                  f"hipGetDeviceProperties({self.index})")
+            self._gcn_arch = gcn_arch_base(props.gcnArchName)
+        return arch_for_gcn(spec.arch, self._gcn_arch)
+
+    def l2_bytes(self) -> int:
+        self._init()
+        attr = self.hip.hipDeviceAttribute_t.hipDeviceAttributeL2CacheSize
+        return int(check(self.hip, self.hip.hipDeviceGetAttribute(attr, self.index),
+                         "hipDeviceGetAttribute(L2CacheSize)"))
 
     def compile(self, source: str, arch: str, *, name: str) -> bytes:
         if self.compiler == "hiprtc":
@@ -130,20 +167,25 @@ class HipDriver(GpuDriver):
         return check(self.hip, self.hip.hipModuleLoadData(binary), "hipModuleLoadData")
 
     def get_function(self, module: Any, kernel: Kernel) -> Any:
-        return check(self.hip, self.hip.hipModuleGetFunction(module, kernel.name.encode()),
-                     f"hipModuleGetFunction({kernel.name})")
+        self._init()
+        symbol = kernel_symbol(kernel)
+        return check(self.hip, self.hip.hipModuleGetFunction(module, symbol.encode()),
+                     f"hipModuleGetFunction({symbol})")
 
     def alloc(self, nbytes: int) -> int:
         self._init()
         return int(check(self.hip, self.hip.hipMalloc(nbytes), f"hipMalloc({nbytes})"))
 
     def free(self, ptr: int) -> None:
+        self._init()
         check(self.hip, self.hip.hipFree(ptr), "hipFree")
 
     def memset_zero(self, ptr: int, nbytes: int) -> None:
+        self._init()
         check(self.hip, self.hip.hipMemset(ptr, 0, nbytes), "hipMemset")
 
     def copy_in(self, ptr: int, host: np.ndarray) -> None:
+        self._init()
         host = np.ascontiguousarray(host)
         kind = self.hip.hipMemcpyKind.hipMemcpyHostToDevice
         check(self.hip, self.hip.hipMemcpy(ptr, host.ctypes.data, host.nbytes, kind),
@@ -158,6 +200,7 @@ class HipDriver(GpuDriver):
 
     def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
                params: int) -> None:
+        self._init()
         check(self.hip, self.hip.hipModuleLaunchKernel(
             function, int(grid[0]), int(grid[1]), int(grid[2]), int(block), 1, 1,
             int(shared_bytes), self.stream, params, None), "hipModuleLaunchKernel")
@@ -171,12 +214,15 @@ class HipDriver(GpuDriver):
         return check(self.hip, self.hip.hipEventCreate(), "hipEventCreate")
 
     def record(self, event: Any) -> None:
+        self._init()
         check(self.hip, self.hip.hipEventRecord(event, self.stream), "hipEventRecord")
 
     def elapsed_s(self, start: Any, end: Any) -> float:
+        self._init()
         check(self.hip, self.hip.hipEventSynchronize(end), "hipEventSynchronize")
         ms = check(self.hip, self.hip.hipEventElapsedTime(start, end), "hipEventElapsedTime")
         return float(ms) / 1e3
 
     def release_event(self, event: Any) -> None:
+        self._init()
         check(self.hip, self.hip.hipEventDestroy(event), "hipEventDestroy")

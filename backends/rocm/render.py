@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hal.backends.rocm.mma_helpers import HIP_MATRIX_HELPERS, PREAMBLE
 from hal.devices.spec import DeviceSpec
 from hal.kernel.ir import Kernel
 from hal.render.cstyle import CStyleRenderer
@@ -25,6 +26,8 @@ class HipRenderer(CStyleRenderer):
     }
     type_names = {**CStyleRenderer.type_names, "f16": "__half", "bf16": "hip_bfloat16",
                   "f8e4m3fn": "unsigned char", "f8e5m2": "unsigned char"}
+    matrix_helpers = HIP_MATRIX_HELPERS
+    matrix_preamble = PREAMBLE
     low_float = {
         **CStyleRenderer.low_float,
         "f16": ("__half2float({x})", "__float2half({x})"),

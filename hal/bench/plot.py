@@ -17,6 +17,8 @@ from pathlib import Path
 from hal.bench.runner import BenchResult, summarize_times
 from hal.devices.spec import DeviceSpec
 from hal.errors import HalError
+from hal.roofline import SIMT_F32
+from hal.roofline import peak as roofline_peak
 
 MARKERS = {"measured": "o", "modelled": "s"}
 
@@ -49,7 +51,7 @@ def roofline_plot(results: Sequence[BenchResult], spec: DeviceSpec, path: str | 
     peaks = {}
     for r in plotted:
         peaks.setdefault(r.peak_kind, r.peak_flops)
-    peaks.setdefault("vector f32", spec.peak_for("f32", matrix=False))
+    peaks.setdefault("vector f32", roofline_peak(spec, SIMT_F32))
     top = max(peaks.values())
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.plot(grid, [min(x * bw, top) for x in grid], color="black", lw=2,

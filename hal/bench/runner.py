@@ -3,8 +3,10 @@
 Two ways a figure is obtained, always labelled in `BenchResult.method`:
 
 * measured: a backend that runs on hardware is timed with `Backend.time` (device events on GPUs), `warmup` calls then
-  `repeat` samples, optionally touching a buffer of 2 x L2 between samples
-  (`flush_l2`); median, p10 and p90 are reported. A backend that offers
+  `repeat` samples, optionally flushing L2 between samples (`flush_l2`): a device memset
+  of 2 x L2 bytes, L2 as the device reports it (`l2_bytes()`; the spec's figure only when
+  the device cannot say), into one buffer allocated per case and freed after it;
+  median, p10 and p90 are reported. A backend that offers
   `prepare_graph(graph, inputs, spec) -> callable` (kernels compiled, buffers
   resident) is timed on that callable, i.e. launches only; otherwise the
   timing wraps `run_graph` and the result says so in its notes;
@@ -16,7 +18,7 @@ Two ways a figure is obtained, always labelled in `BenchResult.method`:
   number, so median = p10 = p90.
 
 Throughput uses the graph's compulsory bytes (each input read once, each
-output written once) and the plan's flops. The roofline time is
+output written once) and the plan's flops. The roofline time is hal.roofline's
 max(compulsory bytes / DRAM bandwidth, flops / peak), so
 `pct_of_roofline = roofline time / time`, which equals achieved FLOP/s over
 min(peak, intensity x bandwidth) and still means something for ops with no
@@ -44,6 +46,8 @@ from hal.bench.baselines import BaselineResult, get_baseline, host_flusher
 from hal.bench.cases import BenchCase, case_flops_hint, fmt_shape, total_elements
 from hal.bench.copy_bandwidth import CopyReference, CopyReferences
 from hal.devices.spec import DeviceSpec
+from hal.roofline import SIMT_F32, MathInstruction, MathKind, peak, roofline
+from hal.roofline import bound as roofline_side
 
 SIM_MAX_ELEMENTS = 1 << 22
 SIM_MAX_FLOPS = 1 << 28
@@ -122,15 +126,19 @@ class BenchResult:
 
     @property
     def roofline_s(self) -> float:
-        return max(self.compulsory_bytes / self.dram_bandwidth, self.flops / self.peak_flops)
+        """hal.roofline's bound for the compulsory bytes and the flops on the peak."""
+        return roofline([(self.compulsory_bytes, self.dram_bandwidth)],
+                        [(self.flops, self.peak_flops)])
 
     @property
     def bound(self) -> str:
-        mem = self.compulsory_bytes / self.dram_bandwidth
-        return "memory" if mem >= self.flops / self.peak_flops else "compute"
+        return roofline_side([(self.compulsory_bytes, self.dram_bandwidth)],
+                     [(self.flops, self.peak_flops)])
 
     @property
     def pct_of_roofline(self) -> float:
+        """Roofline time over the time, in percent (100 = at the roofline); print it with
+        a "%" sign as it is, never multiplied by 100 again."""
         return 100.0 * self.roofline_s / self.median_s if self.median_s else 0.0
 
     def ratio(self, b: BaselineResult) -> float | None:
@@ -176,14 +184,15 @@ class BenchResult:
 
 
 def _peak(graph, spec: DeviceSpec, dtype_name: str) -> tuple[float, str]:
+    """(FLOP/s, label) of the instruction kind the graph's math is bounded by: the matrix
+    units at the dtype when it has a contraction, else the vector units at f32."""
     from hal.ops import Category, get_op
     from hal.ops.decompose import decompose_graph
 
     has_dot = any(get_op(n.op).category is Category.CONTRACTION
                   for n in decompose_graph(graph).nodes)
-    if has_dot:
-        return spec.peak_for(dtype_name, matrix=True), f"matrix {dtype_name}"
-    return spec.peak_for("f32", matrix=False), "vector f32"
+    inst = MathInstruction(MathKind.MATRIX, dtype_name) if has_dot else SIMT_F32
+    return peak(spec, inst), ("matrix " if has_dot else "vector ") + inst.dtype
 
 
 def touched_bytes(graph) -> tuple[int, list[str]]:
@@ -208,18 +217,48 @@ def touched_bytes(graph) -> tuple[int, list[str]]:
     return total, notes
 
 
-def _device_flusher(impl: Backend, nbytes: int) -> Callable[[], None] | None:
-    """Touch 2 x L2 of device memory (a copy into a device buffer), else host memory."""
-    if not nbytes:
-        return None
-    if Capability.REAL_HARDWARE in impl.capabilities:
+def l2_flush_bytes(impl: Backend, spec: DeviceSpec) -> tuple[int, str | None]:
+    """2 x the L2 the device reports (a backend with `l2_bytes()` on real hardware), else
+    2 x the spec's; with a note when the two disagree (an H100 spec on an H200: 50 vs 60 MB)."""
+    l2, note = spec.l2_bytes, None
+    ask = getattr(impl, "l2_bytes", None)
+    if Capability.REAL_HARDWARE in impl.capabilities and callable(ask):
         try:
-            buf = impl.allocate(nbytes)
-            zeros = np.zeros(nbytes, np.uint8)
-            return lambda: impl.copy_in(buf, zeros)
-        except Exception:  # noqa: BLE001 - fall back to a host flush
-            pass
-    return host_flusher(nbytes)
+            device = ask()
+        except Exception:  # noqa: BLE001 - the spec's figure is the fallback
+            device = None
+        if device and device != spec.l2_bytes:
+            note = (f"L2 flush sized from the device's L2 ({device / 1e6:.1f} MB), not the "
+                    f"{spec.name} spec's ({spec.l2_bytes / 1e6:.1f} MB)")
+        l2 = device or l2
+    return 2 * l2, note
+
+
+class DeviceFlusher:
+    """Evicts L2 between timed samples: a device memset over one buffer of `nbytes`
+    (allocated once, freed by `close`); a host buffer when the backend has no device
+    memset (simulated and host backends)."""
+
+    def __init__(self, impl: Backend, nbytes: int):
+        self.impl, self.buffer, self.where = impl, None, "host"
+        self._host: Callable[[], None] | None = None
+        fill = getattr(impl, "fill_zero", None)
+        if Capability.REAL_HARDWARE in impl.capabilities and callable(fill):
+            self.buffer = impl.allocate(nbytes)
+            self.where = "device"
+        else:
+            self._host = host_flusher(nbytes)
+
+    def __call__(self) -> None:
+        if self.buffer is not None:
+            self.impl.fill_zero(self.buffer)
+        elif self._host is not None:
+            self._host()
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            buf, self.buffer = self.buffer, None
+            self.impl.free(buf)
 
 
 def _measure(case: BenchCase, impl: Backend, spec: DeviceSpec, repeat: int, warmup: int,
@@ -231,7 +270,7 @@ def _measure(case: BenchCase, impl: Backend, spec: DeviceSpec, repeat: int, warm
     else:
         notes.append("timed around run_graph (includes transfers and host work)")
         fn = lambda: impl.run_graph(case.graph, inputs, spec)  # noqa: E731
-    flush = _device_flusher(impl, flush_bytes)
+    flush = DeviceFlusher(impl, flush_bytes) if flush_bytes else None
     try:
         if flush is None:
             times = impl.time(fn, repeat=repeat, warmup=warmup)
@@ -244,13 +283,14 @@ def _measure(case: BenchCase, impl: Backend, spec: DeviceSpec, repeat: int, warm
                 impl.synchronize()
                 times += impl.time(fn, repeat=1, warmup=0)
     finally:
-        free = getattr(fn, "free", None)    # a prepared graph's device buffers
-        if callable(free):
-            try:
-                impl.synchronize()
-                free()
-            except Exception:  # noqa: BLE001 - freeing is best effort; keep the timings
-                pass
+        for release in (getattr(fn, "free", None),       # a prepared graph's device buffers
+                        flush.close if flush is not None else None):
+            if callable(release):
+                try:
+                    impl.synchronize()
+                    release()
+                except Exception:  # noqa: BLE001 - best effort: never hide the first error
+                    pass
     events = {Capability.TIMING, Capability.REAL_HARDWARE} <= impl.capabilities
     return times, MEASURED_EVENTS if events else MEASURED_HOST
 
@@ -280,7 +320,9 @@ def run_case(case: BenchCase, backend: str, spec: DeviceSpec, *, repeat: int = 2
     p = fusion_plan(case.graph, spec)
     peak, peak_kind = _peak(case.graph, spec, case.dtype)
     compulsory, notes = touched_bytes(case.graph)
-    flush_bytes = 2 * spec.l2_bytes if flush_l2 else 0
+    flush_bytes, flush_note = l2_flush_bytes(impl, spec) if flush_l2 else (0, None)
+    if flush_note:
+        notes.append(flush_note)
     modelled_bytes, kernels = p.modelled_bytes, len(p.groups)
     if Capability.SIMULATED in impl.capabilities:
         # only a simulator of kernels counts bytes; other simulated backends (the

@@ -11,6 +11,7 @@ from the output dtype. Exit code 0 only when parity holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
@@ -28,14 +29,27 @@ from hal.cli.common import console, device_option, fmt_number, resolve_device
                    "float inputs only, closed-over weights keep their dtype; .pt2 and "
                    ".hal: f32 as saved)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def bringup(model: str, backend: str, device: str | None, dtype: str, as_json: bool) -> None:
+@click.option("--sample", type=float, default=None, metavar="FRACTION",
+              help="cpu_sim: simulate boundary blocks and this fraction of the others, "
+                   "compute the rest functionally (see `hal run --sample`)")
+@click.option("--sample-seed", type=int, default=0, show_default=True,
+              help="seed of the --sample block draw")
+def bringup(model: str, backend: str, device: str | None, dtype: str, as_json: bool,
+            sample: float | None, sample_seed: int) -> None:
     """Import MODEL, plan, run on a backend and check parity with its framework."""
     from hal.frontends.bringup import bringup as run_bringup
     from hal.frontends.bringup import load_subject
 
     spec = resolve_device(device, "h100-sxm")
-    subject = load_subject(model, dtype)
-    rep = run_bringup(subject, backend, spec)
+    run_options: dict = {}
+    if sample is not None:
+        run_options.update(sample=sample, sample_seed=sample_seed)
+    with _phases(as_json) as phase:
+        phase("export and import")
+        subject = load_subject(model, dtype)
+        if phase.kernel_progress is not None:
+            run_options["kernel_progress"] = phase.kernel_progress
+        rep = run_bringup(subject, backend, spec, phase=phase, run_options=run_options)
     # Report the dtypes the model really runs in (a .pt2 keeps the ones it was exported with).
     graph = subject.model.graph if subject.model is not None else None
     floats = sorted({v.dtype.name for v in [*graph.inputs, *(c.value for c in graph.constants)]
@@ -47,6 +61,40 @@ def bringup(model: str, backend: str, device: str | None, dtype: str, as_json: b
         _print(rep)
     if not rep["ok"]:
         raise click.exceptions.Exit(1)
+
+
+class _Phase:
+    """Callable phase(name) for a status line on stderr (a terminal only): the phase,
+    its elapsed time and, while kernels run, the blocks done in the current kernel."""
+
+    def __init__(self, status=None):
+        import time
+
+        self.status, self.name, self.t0, self._time = status, "", time.perf_counter(), time
+        self.kernel_progress = self._kernel if status is not None else None
+
+    def __call__(self, name: str) -> None:
+        self.name, self.t0 = name, self._time.perf_counter()
+        if self.status is not None:
+            self.status.update(f"bring-up: {name}")
+
+    def _kernel(self, kernel: str, done: int, total: int) -> None:
+        el = self._time.perf_counter() - self.t0
+        self.status.update(f"bring-up: {self.name} ({el:.0f} s): {kernel}, "
+                           f"block {done}/{total}")
+
+
+@contextlib.contextmanager
+def _phases(quiet: bool):
+    import sys
+
+    if quiet or not sys.stderr.isatty():
+        yield _Phase()
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("bring-up") as status:
+        yield _Phase(status)
 
 
 def _print(rep: dict) -> None:
@@ -86,4 +134,8 @@ def _print(rep: dict) -> None:
                   fmt_number(p["max_rel"]), fmt_number(p["rtol"]), fmt_number(p["atol"]),
                   "yes" if p["ok"] else "NO")
     con.print(t)
+    if rep.get("sampled"):
+        from hal.cli.run import print_sampled
+
+        print_sampled(con, rep["sampled"])
     con.print("parity: " + ("OK" if rep["ok"] else "FAIL"))

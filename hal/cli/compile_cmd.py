@@ -86,7 +86,7 @@ def compile_(file: str, backend: str, device: str, emit_dir: str | None, check: 
     # Groups the plan kept knowing they spill (fusion.measured weighed the spill traffic).
     spills_accepted = {g.name for g in fusion_plan.groups
                        if any(r.startswith("kept although") for r in g.reasons)}
-    group_of = {k.name: k.meta.get("group") for k in kernels}
+    group_of = {k.name: k.meta.group for k in kernels}
     con = console()
     names = compilers_for(vendor)
     if emit_dir:

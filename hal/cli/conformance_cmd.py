@@ -154,11 +154,25 @@ def _run(cfg, cases, device_name: str, report, junit, repro_dir: str, out, n_ran
 
 
 def _self_test(cfg, out) -> None:
+    from hal.backends_registry import get_backend
     from hal.conformance.selftest import run_selftest, selftest_table
 
+    backend = get_backend(cfg.backend)
+    if hasattr(backend, "render_selftest"):  # runs the rendered text: plant renderer faults
+        results = backend.render_selftest(device=cfg.device)
+        for fault, caught in results.items():
+            out.print(f"{fault}: " + ("caught by " + ", ".join(c for c, _ in caught)
+                                      if caught else "ESCAPED"))
+        escaped = [f for f, caught in results.items() if not caught]
+        if escaped:
+            out.print("renderer faults that escaped: " + ", ".join(escaped))
+            raise click.exceptions.Exit(1)
+        out.print(f"all {len(results)} planted renderer faults caught on {cfg.backend}")
+        return
     if cfg.backend != "cpu_sim":
-        raise HalError("--self-test plants faults in hal's lowering; it runs on cpu_sim",
-                       hint="drop --backend or use --backend cpu_sim")
+        raise HalError("--self-test plants faults in hal's lowering (cpu_sim) or in the "
+                       "rendered text (cuda-host, hip-host)",
+                       hint="use --backend cpu_sim, cuda-host or hip-host")
     base, results = run_selftest(cfg, on_fault=lambda fr: out.print(
         f"{fr.fault}: {'caught by ' + str(len(fr.caught_by)) if fr.caught else 'ESCAPED'}"))
     if base:

@@ -38,6 +38,9 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "clock_hz": format_frequency,
     "supported_dtypes": lambda v: ", ".join(v),
     "capabilities": lambda v: ", ".join(sorted(v)) or "-",
+    "matrix_instructions": lambda v: "; ".join(
+        f"{m.name} ({m.m}x{m.n}x{m.k} {m.a}->{m.acc}, {format_flops(m.rate)}"
+        + ("" if m.native else ", not native") + ")" for m in v) or "-",
 }
 
 
@@ -46,6 +49,8 @@ def spec_as_dict(spec: DeviceSpec) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(spec):
         v = getattr(spec, f.name)
+        if f.name == "matrix_instructions":
+            v = [dataclasses.asdict(m) for m in v]
         out[f.name] = sorted(v) if isinstance(v, frozenset) else list(v) if isinstance(
             v, tuple) else v
     return out

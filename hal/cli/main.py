@@ -14,16 +14,33 @@ from typing import Any
 import click
 
 from hal import __version__
-from hal.cli.backends_cmd import backends
-from hal.cli.bench_cmd import bench
-from hal.cli.bringup_cmd import bringup
-from hal.cli.compile_cmd import compile_
-from hal.cli.conformance_cmd import conformance
-from hal.cli.devices import devices
-from hal.cli.fuse_cmd import fuse
-from hal.cli.ops_cmd import ops
-from hal.cli.run import run
 from hal.errors import HalError
+
+# Each command's module, attribute and one-line help. Commands are imported when they
+# run (or when their own --help is asked for), so `hal --help` and `hal --version`
+# pay only for click; tests/test_cli_startup.py holds the help lines equal to the
+# commands' own.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "backends": ("hal.cli.backends_cmd", "backends",
+                 "List backends (in-tree and plugins) with availability and capabilities."),
+    "bench": ("hal.cli.bench_cmd", "bench",
+              "Benchmark OP_OR_FILE (an op, a fused pattern like matmul+bias+gelu, or a .hal "
+              "file) against the device's roofline and framework baselines."),
+    "bringup": ("hal.cli.bringup_cmd", "bringup",
+                "Import MODEL, plan, run on a backend and check parity with its framework."),
+    "compile": ("hal.cli.compile_cmd", "compile_",
+                "Render FILE (.hal) as CUDA or HIP, compile it and print registers, spills, "
+                "shared."),
+    "conformance": ("hal.cli.conformance_cmd", "conformance",
+                    "Check a backend's numbers against the float64 reference within the "
+                    "error model."),
+    "devices": ("hal.cli.devices", "devices", "List the shipped device specs."),
+    "fuse": ("hal.cli.fuse_cmd", "fuse",
+             "Plan the fusion of FILE (.hal) for a device and show groups, kernels and "
+             "modelled cost."),
+    "ops": ("hal.cli.ops_cmd", "ops", "List the ops hal defines."),
+    "run": ("hal.cli.run", "run", "Run the graph in FILE (.hal text) and summarise its outputs."),
+}
 
 
 def _report(message: str, hint: str | None) -> None:
@@ -33,7 +50,40 @@ def _report(message: str, hint: str | None) -> None:
 
 
 class HalGroup(click.Group):
-    """Turns exceptions from any subcommand into one clear message and an exit code."""
+    """Turns exceptions from any subcommand into one clear message and an exit code;
+    imports a command's module only when that command is used (COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in COMMANDS:
+            import importlib
+
+            module, attr, _ = COMMANDS[name]
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, name)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in COMMANDS and name not in self.commands:
+                text = click.utils.make_default_short_help(COMMANDS[name][2], limit)
+            else:
+                cmd = self.get_command(ctx, name)
+                if cmd is None or cmd.hidden:
+                    continue
+                text = cmd.get_short_help_str(limit)
+            rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
@@ -86,9 +136,6 @@ class HalGroup(click.Group):
 def main(debug: bool) -> None:
     """hal: a hardware abstraction layer for AI accelerators."""
 
-
-for _command in (devices, backends, ops, run, fuse, bringup, bench, compile_, conformance):
-    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,14 @@ from hal.fusion.cost import fmt_bytes, fmt_time
 HEAD = 6  # values shown per output
 
 # Extra click options for `hal run`, appended by backends that need flags.
-RUN_OPTIONS: list = []
+RUN_OPTIONS: list = [
+    click.option("--sample", type=float, default=None, metavar="FRACTION",
+                 help="cpu_sim: simulate the boundary blocks and this fraction of the other "
+                      "blocks of each kernel exactly, compute the rest functionally, "
+                      "extrapolate the counters (e.g. 0.05)"),
+    click.option("--sample-seed", type=int, default=None, metavar="N",
+                 help="seed of the --sample block draw (default 0)"),
+]
 
 
 def _backend_options(params: Mapping[str, Any], pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -97,6 +104,21 @@ def _print_result(graph, backend_name: str, spec_name: str, result: RunResult,
         _print_kernel_stats(con, result.stats, show_all=show_stats)
     if result.report:
         _print_parity(con, result.report)
+        print_sampled(con, result.report.get("sampled"))
+
+
+def print_sampled(con, sampled: Mapping[str, Any] | None) -> None:
+    """One line per kernel of a --sample run: which blocks ran, the counters' error."""
+    for kernel, r in (sampled or {}).items():
+        if "exact" in r:
+            con.print(f"{kernel}: every block simulated ({r['exact'] or 'small grid'})")
+            continue
+        bad = [v for v, p in r.get("parity_on_simulated", {}).items() if not p["ok"]]
+        con.print(f"{kernel}: simulated {r['blocks_simulated']} of {r['blocks']} blocks "
+                  f"({100 * r['fraction']:.1f}%: {r['boundary_blocks']} boundary + "
+                  f"{r['sampled_blocks']} sampled, seed {r['seed']}); counters extrapolated, "
+                  f"error <= {100 * r['counter_rel_error']:.1f}%; simulated elements: "
+                  + ("ok" if not bad else "MISMATCH in " + ", ".join(bad)))
 
 
 STAT_COLUMNS = (
@@ -167,13 +189,24 @@ def kernel_progress(quiet: bool):
     if quiet or not sys.stderr.isatty():
         yield None
         return
+    from rich.progress import TimeRemainingColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("kernels", total=None)
+        blocks = bar.add_task("blocks", total=None, visible=False)
 
         def update(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=f"running {name}")
 
+        def waves(kernel: str, done: int, total: int) -> None:
+            # inside one kernel: blocks done so far (one wave at a time) and the time left
+            if done == 0:
+                bar.reset(blocks, total=total, visible=True)
+            bar.update(blocks, completed=done, total=total,
+                       description=f"  {kernel}: blocks")
+
+        update.waves = waves  # type: ignore[attr-defined]
         yield update
 
 
@@ -234,6 +267,7 @@ def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str,
     with kernel_progress(as_json) as progress:
         if progress is not None:
             run_options.setdefault("progress", progress)
+            run_options.setdefault("kernel_progress", progress.waves)
         result = impl.run_graph(graph, values, spec, **run_options)
     if save is not None:
         save_outputs(save, result.outputs)
@@ -250,6 +284,8 @@ def run(file: str, backend: str, device: str | None, seed: int, dims: tuple[str,
             click.echo(f"saved {len(result.outputs)} output(s) to {save}")
     if result.report and result.report.get("ok") is False:
         bad = [k for k, r in (result.report.get("outputs") or {}).items() if not r.get("ok")]
+        bad += [f"{k} (simulated blocks)" for k, r in (result.report.get("sampled") or {}).items()
+                if r.get("ok") is False]
         raise HalError(f"{file}: outputs {', '.join(bad) or '?'} differ from the reference "
                        f"beyond their tolerance on {backend} ({spec.name})",
                        hint="rerun with --no-fuse to see whether fusion is at fault, "

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from hal.devices.spec import DeviceSpec
+from hal.devices.spec import DeviceSpec, MatrixInstruction
 from hal.devices.units import UnitError, parse_quantity
 from hal.devices.yaml_safe import load_yaml
 from hal.dtypes import DTYPES
@@ -122,6 +122,38 @@ def _strings(v: Any) -> frozenset[str]:
     return frozenset(v)
 
 
+def _matrix_instructions(v: Any) -> tuple[MatrixInstruction, ...]:
+    """`matrix_instructions:` a list of {name, shape: [m, n, k], a, b, acc, layout,
+    rate (optional), native (optional)}; the layout must be one of hal.kernel.mma's."""
+    from hal.kernel.mma import LAYOUTS
+
+    if not isinstance(v, list):
+        raise UnitError(f"expected a list of instructions, got {v!r}",
+                        hint="write e.g. [{name: ..., shape: [16, 8, 16], a: bf16, b: bf16, "
+                             "acc: f32, layout: nv_m16n8k16_b16}]")
+    out = []
+    for item in v:
+        if not isinstance(item, dict) or not {"name", "shape", "a", "b", "acc", "layout"} \
+                <= set(item):
+            raise UnitError(f"matrix instruction {item!r} needs name, shape, a, b, acc, layout")
+        shape = item["shape"]
+        if not (isinstance(shape, list) and len(shape) == 3 and all(
+                isinstance(x, int) and x > 0 for x in shape)):
+            raise UnitError(f"{item['name']}: shape must be [m, n, k], got {shape!r}")
+        lay = LAYOUTS.get(str(item["layout"]))
+        if lay is None:
+            raise UnitError(f"{item['name']}: unknown layout {item['layout']!r}",
+                            hint="known: " + ", ".join(sorted(LAYOUTS)))
+        if (lay.m, lay.n, lay.k) != tuple(shape):
+            raise UnitError(f"{item['name']}: shape {shape} differs from layout {lay.name} "
+                            f"({lay.m}x{lay.n}x{lay.k})")
+        rate = parse_quantity(item["rate"], "flops") if "rate" in item else 0.0
+        out.append(MatrixInstruction(str(item["name"]), *shape, _dtype_name(item["a"]),
+                                     _dtype_name(item["b"]), _dtype_name(item["acc"]),
+                                     lay.name, rate, bool(item.get("native", True))))
+    return tuple(out)
+
+
 def _choice(options: tuple[str, ...]) -> _Parser:
     def parse(v: Any) -> str:
         if v not in options:
@@ -135,6 +167,14 @@ def _bits(v: Any) -> int:
     if v not in (32, 64):
         raise UnitError(f"expected 32 or 64, got {v!r}")
     return v
+
+
+def _grid(v: Any) -> tuple[int, int, int]:
+    if (not isinstance(v, (list, tuple)) or len(v) != 3
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
+        raise UnitError(f"expected three positive block counts [x, y, z], got {v!r}",
+                        hint="CUDA allows [2147483647, 65535, 65535]")
+    return (int(v[0]), int(v[1]), int(v[2]))
 
 
 # field -> (parser, minimum or None for non-numbers). Minimum 1 means "positive".
@@ -162,9 +202,11 @@ SCHEMA: dict[str, tuple[_Parser, float | None]] = {
     "launch_overhead_s": (_quantity("time"), 0),
     "supported_dtypes": (_dtypes, None),
     "index_bits": (_bits, None),
+    "max_grid": (_grid, None),
     "clock_hz": (_quantity("frequency"), 1e-30),
     "description": (lambda v: "" if v is None else str(v), None),
     "capabilities": (_strings, None),
+    "matrix_instructions": (_matrix_instructions, None),
 }
 _OPTIONAL = {f.name for f in dataclasses.fields(DeviceSpec)
              if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
@@ -279,6 +321,13 @@ def _check_consistency(s: DeviceSpec, where: Callable[[str], str]) -> None:
         if extra:
             fail(table, f"lists {', '.join(extra)}, which supported_dtypes does not",
                  "add them to supported_dtypes or remove the rates")
+    from hal.kernel.mma import LAYOUTS
+
+    for mi in s.matrix_instructions:
+        if LAYOUTS[mi.layout].lanes != s.warp_size:
+            fail("matrix_instructions", f"{mi.name}: layout {mi.layout} is issued by "
+                 f"{LAYOUTS[mi.layout].lanes} lanes, warp_size is {s.warp_size}",
+                 "pick a layout for this warp width")
     if "f32" not in s.vector_flops:
         fail("vector_flops", "has no f32 rate", "add e.g. 'f32: 67 TFLOP/s'")
 

@@ -11,6 +11,33 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class MatrixInstruction:
+    """One matrix-unit instruction a device issues (`matrix_instructions:` in the YAML).
+
+    `layout` names the per-lane fragment layout in hal.kernel.mma (which also owns the
+    instruction's lane count and element counts); `rate` is the dense FLOP/s of the whole
+    device issuing it (0: take the spec's peak_flops for `a`). `native` is False when the
+    hardware reads other encodings than hal's dtypes of the same name (CDNA3's FNUZ fp8):
+    the lowering then does not pick it, the cost model still knows it exists."""
+
+    name: str                        # "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+    m: int
+    n: int
+    k: int
+    a: str                           # dtype name of A
+    b: str                           # dtype name of B
+    acc: str                         # accumulator (C/D) dtype name
+    layout: str                      # hal.kernel.mma layout name, e.g. "nv_m16n8k16_b16"
+    rate: float = 0.0
+    native: bool = True
+
+    @property
+    def flops(self) -> int:
+        """Flops of one issue by one warp/wave (a multiply and an add per product)."""
+        return 2 * self.m * self.n * self.k
+
+
+@dataclass(frozen=True)
 class DeviceSpec:
     name: str                        # "h100-sxm"
     vendor: str                      # "nvidia", "amd", "cpu", "generic"
@@ -35,10 +62,21 @@ class DeviceSpec:
     launch_overhead_s: float         # seconds per kernel launch
     supported_dtypes: tuple[str, ...]
     index_bits: int = 32             # natural index width of generated kernels
+    # blocks per grid axis (x, y, z) a launch may ask for; CUDA's and HIP's documented
+    # limits. Lowering folds y and z into x when a grid would exceed them.
+    max_grid: tuple[int, int, int] = (2**31 - 1, 65535, 65535)
     clock_hz: float = 1.0e9
     description: str = ""
     source: str = ""                 # the file it was loaded from
     capabilities: frozenset[str] = field(default_factory=frozenset)  # e.g. {"fp8", "tensor_cores"}
+    matrix_instructions: tuple[MatrixInstruction, ...] = ()
+
+    def matrix_instruction(self, a: str, b: str, acc: str) -> MatrixInstruction | None:
+        """The first native matrix instruction for these operand/accumulator dtypes, or None."""
+        for mi in self.matrix_instructions:
+            if mi.native and (mi.a, mi.b, mi.acc) == (a, b, acc):
+                return mi
+        return None
 
     def __hash__(self) -> int:  # dict fields: hash by identity of the spec, not its tables
         return hash((self.name, self.source, self.arch))

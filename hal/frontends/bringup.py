@@ -168,13 +168,16 @@ def load_subject(model: str, dtype: str = "f32") -> Subject:
 
 
 def _load_pt2(model: str) -> Any:
-    import torch
 
     if not os.path.isfile(model):
         raise HalError(f"{model}: no such file")
+    from hal.frontends.torch_export import load_program
+
     try:
         with _quiet_torch_logs():
-            return torch.export.load(model)
+            return load_program(model)
+    except HalError:
+        raise
     except Exception as e:  # a truncated or bit-flipped archive: one line
         raise HalError(f"{model}: not a readable torch.export archive ({type(e).__name__}: "
                        f"{_first_lines(str(e), 1, 160)})",
@@ -192,13 +195,12 @@ def _load_subject(model: str, dtype: str = "f32") -> Subject:
             raise HalError(f"{model}: a .pt2 fixes its dtypes when it is exported",
                            hint="export the model in bf16 (model.to(torch.bfloat16)) and save "
                                 "that, or pass module:function")
+        from hal.frontends.torch_export import example_inputs
+
         ep = _load_pt2(model)
-        args = ep.example_inputs[0] if getattr(ep, "example_inputs", None) else None
-        if args is None:
-            raise HalError(f"{model}: the program holds no example inputs",
-                           hint="export with example inputs (torch.export.export(m, args))")
+        args, kwargs = example_inputs(ep, model)
         return _torch_subject(os.path.splitext(os.path.basename(model))[0], ep.module(),
-                              tuple(args), dtype, ep=ep)
+                              args, dtype, ep=ep, kwargs=kwargs)
     fn = _load_callable(model)
     with user_code("calling", model):
         made = fn()
@@ -231,8 +233,10 @@ def _hal_subject(path: str) -> Subject:
                    [out[n] for n in im.output_names])
 
 
-def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = None) -> Subject:
+def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = None,
+                   kwargs: dict | None = None) -> Subject:
     import torch
+    import torch.utils._pytree as pytree
 
     from hal.frontends.torch_convert import TORCH_CONVERTERS, target_key, unsupported_nodes
     from hal.frontends.torch_export import import_exported_program
@@ -243,13 +247,14 @@ def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = No
         args = tuple(a.to(torch.bfloat16) if a.is_floating_point() else a for a in args)
     if isinstance(module, torch.nn.Module) and type(module).__name__ != "GraphModule":
         module = module.eval()
+    kwargs = kwargs or {}
     with torch.no_grad(), user_code("running", name):
-        expected = module(*args)
-    expected = _tensor_outputs(expected, name, torch.Tensor)
+        expected = module(*args, **kwargs)
+    expected = _tensor_outputs(expected, name, torch.Tensor, pytree.tree_leaves)
     if ep is None:
         try:
             with _quiet_torch_logs():
-                ep = torch.export.export(module, args)
+                ep = torch.export.export(module, args, kwargs=kwargs)
         except Exception as e:
             where = _user_frame(e)
             raise ModelError(f"model error: torch.export could not capture {name}: "
@@ -261,7 +266,8 @@ def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = No
     ep = ep.run_decompositions()
     ops = collections.Counter(target_key(n.target) for n in ep.graph.nodes
                               if n.op == "call_function")
-    inputs = [_np(a) for a in args]
+    # graph inputs are the tensor leaves of (args, kwargs); other leaves are baked in
+    inputs = [_np(a) for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
     subject = Subject(name, "torch", None, inputs, [_np(e) for e in expected], dict(ops))
     subject.unsupported = unsupported_nodes(ep.graph_module)
     try:
@@ -282,7 +288,7 @@ def _jax_subject(name: str, fn: Callable, args: tuple, dtype: str) -> Subject:
                      for a in args)
     with user_code("running", name):
         expected = jax.jit(fn)(*args)
-    expected = _tensor_outputs(expected, name, jax.Array)
+    expected = _tensor_outputs(expected, name, jax.Array, jax.tree_util.tree_leaves)
     closed = jax.make_jaxpr(fn)(*args)
     ops: collections.Counter = collections.Counter()
 
@@ -306,24 +312,31 @@ def _jax_subject(name: str, fn: Callable, args: tuple, dtype: str) -> Subject:
     return subject
 
 
-def _tensor_outputs(out: Any, name: str, tensor_type: type) -> list:
-    """The model's outputs as a list of tensors; a dict or other structure is a model
-    error (hal compares outputs by position)."""
-    outs = [out] if isinstance(out, tensor_type) else out
-    if not isinstance(outs, (tuple, list)) or not all(isinstance(o, tensor_type) for o in outs):
+def _tensor_outputs(out: Any, name: str, tensor_type: type, leaves_of) -> list:
+    """The model's outputs as the tensor leaves of its pytree (a tensor, tuple, list, dict
+    or registered dataclass of tensors: the framework's exporter flattens them in the same
+    order, `leaves_of`); a structure with a leaf that is not a tensor, or with no tensor,
+    is a model error."""
+    leaves = leaves_of(out)
+    others = [type(x).__name__ for x in leaves if not isinstance(x, tensor_type)]
+    if others or not leaves:
         raise ModelError(f"model error: {name} returns {type(out).__name__}"
-                         + (f" of {type(outs[0]).__name__}" if isinstance(outs, (tuple, list))
-                            and outs else "")
-                         + "; hal bring-up compares a tensor or a tuple/list of tensors",
-                         hint="return a tensor or a tuple of tensors from forward() (e.g. "
-                              "tuple(d.values()) for a dict)")
-    return list(outs)
+                         + (f" holding {', '.join(sorted(set(others)))}" if others
+                            else " with no tensor")
+                         + "; hal bring-up compares the tensors a model returns",
+                         hint="return a tensor, or a tuple/list/dict of tensors, from forward()")
+    return list(leaves)
 
 
 def _np(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu()
+    if t.is_complex() or t.is_conj() or t.is_neg():
+        raise UnsupportedError(f"a {t.dtype} tensor (an input or output of the model): hal has "
+                               "no complex dtypes",
+                               hint="return torch.view_as_real(x) or the real and imaginary "
+                                    "parts separately")
     if t.dtype == torch.bfloat16:
         import ml_dtypes
 
@@ -387,8 +400,13 @@ def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) 
 
 # -- the whole bring-up ------------------------------------------------------------
 
-def bringup(subject: Subject, backend: str, spec: Any) -> dict[str, Any]:
-    """Plan, run and compare `subject`; a JSON-ready report with `ok` the verdict."""
+def bringup(subject: Subject, backend: str, spec: Any, *,
+            phase: Callable[[str], None] | None = None,
+            run_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Plan, run and compare `subject`; a JSON-ready report with `ok` the verdict.
+    `phase(name)` is called as each phase (plan, run, compare) starts; `run_options`
+    go to the backend's run_graph (cpu_sim: sample, kernel_progress)."""
+    phase = phase or (lambda name: None)
     from hal.backends_registry import get_backend
     from hal.fusion import plan
 
@@ -404,10 +422,16 @@ def bringup(subject: Subject, backend: str, spec: Any) -> dict[str, Any]:
     rep["hal_ops"] = dict(collections.Counter(n.op for n in graph.nodes))
     rep["inputs"] = {v.name: str(v.type) for v in graph.inputs}
     rep["constants"] = len(graph.constants)
+    phase("plan")
     p = plan(graph, spec).to_dict()
     rep["fusion"] = {"totals": p["totals"],
                      "kinds": dict(collections.Counter(g["kind"] for g in p["groups"]))}
-    result = get_backend(backend).run_graph(graph, subject.model.bind(subject.inputs), spec)
+    phase("run")
+    result = get_backend(backend).run_graph(graph, subject.model.bind(subject.inputs), spec,
+                                            **(run_options or {}))
+    phase("compare")
+    if result.report and "sampled" in result.report:
+        rep["sampled"] = result.report["sampled"]
     rep["parity"] = []
     ok = len(subject.expected) == len(graph.outputs)
     for i, (name, exp) in enumerate(zip(subject.model.output_names, subject.expected,
@@ -419,5 +443,7 @@ def bringup(subject: Subject, backend: str, spec: Any) -> dict[str, Any]:
                   "shape": list(np.shape(act)), "rtol": rtol, "atol": atol})
         rep["parity"].append(c)
         ok = ok and c["ok"]
+    if "sampled" in rep:
+        ok = ok and all(r.get("ok", True) for r in rep["sampled"].values())
     rep["ok"] = ok
     return rep

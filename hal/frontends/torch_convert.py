@@ -279,12 +279,16 @@ def _convert_node(cx: TorchContext, n: Any, env: Mapping[Any, Any]) -> Any:
     assert fn is not None
     args, kwargs = _resolve(env, n.args), _resolve(env, n.kwargs)
     first_new = len(cx.b.graph.nodes)
+    val = n.meta.get("val")
     try:
+        if isinstance(val, torch.Tensor) and val.numel() == 0 and val.dtype in torch_dtypes():
+            # an empty result has no values to compute, whatever the op (softmax over an
+            # empty axis, a gather with no indices, ...)
+            return cx.scalar(0, hal_dtype(val.dtype), static_shape(val.shape, n))
         result = fn(cx, *args, **kwargs)
     except HalError as e:
         kind = UnsupportedError if isinstance(e, UnsupportedError) else HalError
         raise kind(f"{cx.where()}: {e.message}", hint=e.hint) from None
-    val = n.meta.get("val")
     if isinstance(result, Value) and isinstance(val, torch.Tensor):
         want = static_shape(val.shape, n)
         if tuple(result.shape) != want:

@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from hal.errors import HalError
-from hal.frontends import torch_ops, torch_ops_tensor  # noqa: F401 - register converters
+from hal.frontends import (  # noqa: F401 - register converters
+    torch_ops,
+    torch_ops_index,
+    torch_ops_math,
+    torch_ops_nn,
+    torch_ops_tensor,
+)
 from hal.frontends.common import ImportedModel
 from hal.frontends.torch_convert import convert_graph_module, lookup, target_key
 

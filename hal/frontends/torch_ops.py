@@ -41,6 +41,20 @@ for _aten, _hal in _UNARY.items():
     converts(f"aten.{_aten}")(_unary(_hal))
 
 
+@converts("aten.round.decimals")
+def _round_decimals(cx: TorchContext, x: Value, *, decimals: int = 0) -> Value:
+    # torch: round(x * 10^d) / 10^d for d >= 0, round(x / 10^-d) * 10^-d for d < 0
+    dt = cx.out_dtype()
+    x = cx.cast(x, dt)
+    if not dt.is_float:
+        return x
+    if decimals == 0:
+        return cx.op("round", x)
+    scale = cx.scalar(10.0 ** abs(int(decimals)), dt, x.shape)
+    up, down = ("mul", "div") if decimals > 0 else ("div", "mul")
+    return cx.op(down, cx.op("round", cx.op(up, x, scale)), scale)
+
+
 @converts("aten.logical_not", "aten.bitwise_not")
 def _not(cx: TorchContext, x: Value) -> Value:
     if x.dtype == bool_ or cx.node.target.__name__.startswith("logical"):
@@ -86,10 +100,18 @@ def _clamp(cx: TorchContext, x: Value, lo: Any = None, hi: Any = None) -> Value:
 
 # -- elementwise binary ----------------------------------------------------------
 
+# torch's arithmetic on bool tensors (isfinite, isclose and logaddexp decompose to it) is
+# logic: a * b is and, a + b is or, max/min are or/and
+_BOOL_OPS = {"mul": "logical_and", "add": "logical_or", "maximum": "logical_or",
+             "minimum": "logical_and"}
+
+
 def _binary(hal_op: str, scaled: bool = False):
     def convert(cx: TorchContext, a: Any, b: Any, alpha: Any = 1) -> Value:
         dt, shape = cx.out_dtype(), cx.out_shape()
         av, bv = cx.tensor(a, dt, shape), cx.tensor(b, dt, shape)
+        if dt == bool_ and hal_op in _BOOL_OPS:
+            return cx.op(_BOOL_OPS[hal_op], av, bv)
         if scaled and alpha != 1:
             bv = cx.op("mul", bv, cx.scalar(alpha, dt, shape))
         return cx.op(hal_op, av, bv)
@@ -242,7 +264,9 @@ def _minmax(hal_red: str, hal_arg: str):
     def convert(cx: TorchContext, x: Value, dim: Any = None, keepdim: bool = False) -> Any:
         if dim is None:
             return cx.op(hal_red, x) if x.rank else x
-        axis = dim % max(x.rank, 1)
+        if x.rank == 0:  # torch allows dim 0 (or -1) on a 0-d tensor: the value, index 0
+            return x, cx.scalar(0, i64, ())
+        axis = dim % x.rank
         values = cx.op(hal_red, x, axes=(axis,), keepdims=keepdim)
         return values, cx.op(hal_arg, x, axis=axis, keepdims=keepdim, dtype=i64)
     return convert
@@ -256,10 +280,12 @@ converts("aten.min.other")(_binary("minimum"))
 
 def _arg(hal_op: str):
     def convert(cx: TorchContext, x: Value, dim: Any = None, keepdim: bool = False) -> Value:
+        if x.rank == 0 or math.prod(x.shape) == 1:
+            return cx.scalar(0, i64, cx.out_shape())
         if dim is None:
             flat = cx.reshape(x, (math.prod(x.shape),))
             return cx.reshape(cx.op(hal_op, flat, axis=0, dtype=i64), cx.out_shape())
-        return cx.op(hal_op, x, axis=dim % max(x.rank, 1), keepdims=keepdim, dtype=i64)
+        return cx.op(hal_op, x, axis=dim % x.rank, keepdims=keepdim, dtype=i64)
     return convert
 
 
@@ -267,13 +293,10 @@ converts("aten.argmax")(_arg("argmax"))
 converts("aten.argmin")(_arg("argmin"))
 
 
-def _correction(correction: Any, unbiased: Any = None) -> int:
+def _correction(correction: Any, unbiased: Any = None) -> float:
     if correction is None:
         return 1 if unbiased is None or unbiased else 0
-    if float(correction) != int(correction):
-        raise UnsupportedError(f"fractional correction {correction}",
-                               hint="use an integer correction")
-    return int(correction)
+    return float(correction)
 
 
 @converts("aten.var_mean", "aten.var")
@@ -281,8 +304,14 @@ def _var_mean(cx: TorchContext, x: Value, dim: Any = None, *args: Any,
               correction: Any = None, keepdim: bool = False) -> Any:
     unbiased = args[0] if args and isinstance(args[0], bool) else None
     axes = _axes(x, dim)
-    var = cx.op("variance", x, axes=axes, keepdims=keepdim,
-                correction=_correction(correction, unbiased))
+    c = _correction(correction, unbiased)
+    if c == int(c):
+        var = cx.op("variance", x, axes=axes, keepdims=keepdim, correction=int(c))
+    else:  # a fractional correction rescales the biased variance: n / (n - c)
+        n = math.prod(x.shape[a] for a in (axes if axes is not None else range(x.rank)))
+        var = cx.op("variance", x, axes=axes, keepdims=keepdim, correction=0)
+        var = cx.op("mul", var, cx.scalar(n / (n - c) if n != c else math.inf, var.dtype,
+                                          var.shape))
     if cx.node.target.__name__.startswith("var_mean"):
         return var, cx.op("mean", x, axes=axes, keepdims=keepdim)
     return var
@@ -300,12 +329,19 @@ def _cumsum(cx: TorchContext, x: Value, dim: int, *, dtype: Any = None) -> Value
 
 @converts("aten._softmax", "aten.softmax.int")
 def _softmax(cx: TorchContext, x: Value, dim: int, half_to_float: Any = False) -> Value:
-    return cx.op("softmax", cx.cast(x, cx.out_dtype()), axis=dim)
+    return _softmax_like(cx, "softmax", x, dim)
 
 
 @converts("aten._log_softmax", "aten.log_softmax.int")
 def _log_softmax(cx: TorchContext, x: Value, dim: int, half_to_float: Any = False) -> Value:
-    return cx.op("log_softmax", cx.cast(x, cx.out_dtype()), axis=dim)
+    return _softmax_like(cx, "log_softmax", x, dim)
+
+
+def _softmax_like(cx: TorchContext, op: str, x: Value, dim: int) -> Value:
+    v = cx.cast(x, cx.out_dtype())
+    if v.rank == 0:  # torch treats a 0-d tensor as one row of one element
+        return cx.reshape(cx.op(op, cx.reshape(v, (1,)), axis=0), ())
+    return cx.op(op, v, axis=dim % v.rank)
 
 
 @converts("aten.native_layer_norm")

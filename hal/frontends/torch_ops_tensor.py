@@ -172,12 +172,19 @@ def _embedding(cx: TorchContext, weight: Value, indices: Value, *args: Any) -> V
 
 @converts("aten.index_select")
 def _index_select(cx: TorchContext, x: Value, dim: int, index: Value) -> Value:
+    if x.rank == 0:  # a 0-d tensor indexes as [1]; the only valid index is 0 (or -1)
+        return cx.reshape(cx.op("gather", cx.reshape(x, (1,)), cx.reshape(
+            _wrap(cx, index, 1), (math.prod(index.shape),)), axis=0), cx.out_shape())
     dim %= x.rank
     return cx.op("gather", x, _wrap(cx, index, x.shape[dim]), axis=dim)
 
 
 @converts("aten.gather")
 def _gather(cx: TorchContext, x: Value, dim: int, index: Value, sparse_grad: bool = False) -> Value:
+    if x.rank == 0 or index.rank == 0:  # 0-d: as if both were [1]
+        out = _gather(cx, cx.reshape(x, (1,) * max(x.rank, 1)), dim % max(x.rank, 1),
+                      cx.reshape(index, (1,) * max(index.rank, 1)))
+        return cx.reshape(out, cx.out_shape())
     dim %= x.rank
     for ax in range(x.rank):
         if ax != dim and index.shape[ax] != x.shape[ax]:
@@ -248,7 +255,7 @@ converts("aten.full_like")(_fill(lambda a: a[1]))
 converts("aten.scalar_tensor")(_fill(lambda a: a[0]))
 converts("aten.zeros", "aten.zeros_like", "aten.new_zeros", "aten.empty", "aten.empty_like",
          "aten.new_empty", "aten.empty_strided", "aten.new_empty_strided",
-         "aten.empty.memory_format")(_fill(lambda a: 0))
+         "aten.empty.memory_format", "aten.empty_permuted")(_fill(lambda a: 0))
 converts("aten.ones", "aten.ones_like", "aten.new_ones")(_fill(lambda a: 1))
 
 

@@ -15,10 +15,18 @@ Statements: Declare/Assign of scalar variables, Store (global, shared or
 local, optionally masked), If, For (bounds are expressions: constants, scalar
 params or per-thread values), Barrier (block-wide), AtomicAdd. Loads and warp
 shuffles are expressions (`Load`, `Shuffle`).
+
+Matrix units and memory pipelines (hal.kernel.mma owns the layouts): `Mma` (one
+warp/wave matrix instruction on per-thread fragment arrays, which are LocalBuffers),
+`LdMatrix` (warp-wide fragment load from shared memory), `VecCopy` (a 128-bit vector
+move; `asynchronous=True` is cp.async global -> shared), `CpAsyncCommit` and
+`CpAsyncWait` (commit/wait groups of a multi-stage pipeline). A SharedBuffer's
+`stages` says how many pipeline stages it holds (equal slices), for messages and stats.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,6 +256,68 @@ class Comment(Stmt):
     text: str
 
 
+@dataclass(eq=True)
+class Mma(Stmt):
+    """One matrix instruction issued by the whole warp/wave (every lane must reach it):
+    d[d_off:] = a[a_off:] @ b[b_off:] + c[c_off:], where each lane holds the fragment
+    elements hal.kernel.mma.get_layout(layout) gives it, in LocalBuffers (offsets are
+    constant element offsets). Products are exact and summed with C in f32 (acc dtype)."""
+
+    layout: str
+    d: str
+    d_off: int
+    a: str
+    a_off: int
+    b: str
+    b_off: int
+    c: str
+    c_off: int
+
+
+@dataclass(eq=True)
+class LdMatrix(Stmt):
+    """Warp-wide load of `count` 8x8 matrices of 16-bit elements from shared `buffer`
+    (PTX ldmatrix.sync.aligned.m8n8.x{count}[.trans].b16): each lane gives `addr`, the
+    element index of one 16-byte row (row addr_lane % 8 of matrix lane / 8), and receives
+    2 * count elements into frag[offset:] (hal.kernel.mma.ldmatrix_source)."""
+
+    frag: str
+    offset: int
+    buffer: str
+    addr: Expr
+    count: int
+    trans: bool = False
+
+
+@dataclass(eq=True)
+class VecCopy(Stmt):
+    """dst[dst_index + e] = src[src_index + e] for e < width, one vector access (128 bits
+    when width * itemsize == 16; both indices multiples of width). Where `mask` is false
+    the destination gets zeros. `asynchronous`: a cp.async (global -> shared) completing
+    at the CpAsyncWait that retires its commit group; reading it earlier is a race."""
+
+    dst: str
+    dst_index: Expr
+    src: str
+    src_index: Expr
+    width: int
+    mask: Expr | None = None
+    asynchronous: bool = False
+
+
+@dataclass(eq=True)
+class CpAsyncCommit(Stmt):
+    """Close this thread's group of asynchronous copies (cp.async.commit_group)."""
+
+
+@dataclass(eq=True)
+class CpAsyncWait(Stmt):
+    """Wait until at most `pending` of this thread's committed groups are in flight
+    (cp.async.wait_group); other threads' copies need a Barrier after it to be seen."""
+
+    pending: int
+
+
 # --------------------------------------------------------------------------- kernel
 
 
@@ -283,6 +353,7 @@ class SharedBuffer:
     name: str
     dtype: DType
     size: int
+    stages: int = 1     # pipeline stages it holds (equal slices of `size`)
 
     @property
     def nbytes(self) -> int:
@@ -298,6 +369,39 @@ class LocalBuffer:
     size: int
 
 
+@dataclass(frozen=True)
+class KernelMeta:
+    """What a kernel carries beside its IR (frozen; set by KernelContext.kernel):
+
+    `group` and `ops`: the fused group it came from; `inputs`/`outputs`: graph value
+    names in parameter order; `buffers`: param -> the graph value (or scratch name) it
+    binds; `scratch`: param -> (dtype name, elements) of temporaries the backend
+    allocates per group; `scalars`: param -> value of scalar params; `plan`: the
+    hal.lowering.plan.KernelPlan it was lowered from (None for hand-built kernels);
+    `stage`: which launch of that plan it is ("" for a one-kernel plan); `grid_folded`:
+    the logical grid and why it was folded into x when an axis exceeded the device's
+    grid limit (hal.lowering.grid_limits), or None."""
+
+    group: str = ""
+    ops: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    buffers: Mapping[str, str] = field(default_factory=dict)
+    scratch: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    scalars: Mapping[str, Any] = field(default_factory=dict)
+    plan: Any = None
+    stage: str = ""
+    grid_folded: GridFold | None = None
+
+
+@dataclass(frozen=True)
+class GridFold:
+    """A launch grid folded into x: the `logical` grid the kernel indexes and the `reason`."""
+
+    logical: tuple[int, int, int]
+    reason: str
+
+
 @dataclass
 class Kernel:
     name: str
@@ -309,7 +413,7 @@ class Kernel:
     locals: list[LocalBuffer] = field(default_factory=list)
     index_dtype: DType = i32
     warp_size: int = 32
-    meta: dict[str, Any] = field(default_factory=dict)  # fused ops, schedule, names, notes
+    meta: KernelMeta = field(default_factory=KernelMeta)  # buffers, group, the plan
 
     @property
     def shared_bytes(self) -> int:

@@ -20,12 +20,16 @@ from hal.kernel.ir import (
     Cast,
     Comment,
     Const,
+    CpAsyncCommit,
+    CpAsyncWait,
     Declare,
     Expr,
     For,
     If,
     Kernel,
+    LdMatrix,
     Load,
+    Mma,
     Param,
     ScalarParam,
     Select,
@@ -35,6 +39,7 @@ from hal.kernel.ir import (
     Store,
     Unary,
     Var,
+    VecCopy,
 )
 
 INFIX = {
@@ -144,7 +149,26 @@ def format_stmt(s: Stmt, indent: int = 0) -> list[str]:
         return [pad + "__syncthreads();"]
     if isinstance(s, Comment):
         return [f"{pad}// {line}" for line in s.text.splitlines() or [""]]
-    return [pad + repr(s)]
+    return [pad + _MATRIX_FORMATTERS[type(s)](s)] if type(s) in _MATRIX_FORMATTERS \
+        else [pad + repr(s)]
+
+
+def _vec_copy(s: VecCopy) -> str:
+    kind = "cp.async" if s.asynchronous else "vec_copy"
+    mask = "" if s.mask is None else f", full={format_expr(s.mask)}"
+    return (f"{kind}<{s.width}>(&{s.dst}[{format_expr(s.dst_index)}], "
+            f"&{s.src}[{format_expr(s.src_index)}]{mask});")
+
+
+_MATRIX_FORMATTERS = {
+    Mma: lambda s: (f"mma<{s.layout}>({s.d}+{s.d_off}, {s.a}+{s.a_off}, {s.b}+{s.b_off}, "
+                    f"{s.c}+{s.c_off});"),
+    LdMatrix: lambda s: (f"ldmatrix.x{s.count}{'.trans' if s.trans else ''}({s.frag}+"
+                         f"{s.offset}, &{s.buffer}[{format_expr(s.addr)}]);"),
+    VecCopy: _vec_copy,
+    CpAsyncCommit: lambda s: "cp.async.commit_group;",
+    CpAsyncWait: lambda s: f"cp.async.wait_group {s.pending};",
+}
 
 
 def format_body(body: list[Stmt], indent: int) -> list[str]:

@@ -23,12 +23,16 @@ from hal.kernel.ir import (
     Cast,
     Comment,
     Const,
+    CpAsyncCommit,
+    CpAsyncWait,
     Declare,
     Expr,
     For,
     If,
     Kernel,
+    LdMatrix,
     Load,
+    Mma,
     Param,
     ScalarParam,
     Select,
@@ -38,6 +42,7 @@ from hal.kernel.ir import (
     Store,
     Unary,
     Var,
+    VecCopy,
 )
 from hal.kernel.printer import format_expr, format_stmt
 
@@ -282,6 +287,65 @@ class _Verifier:
         self.body(s.body)
         self.loop_vars.pop()
         self.scopes.pop()
+
+    # ------------------------------------------------------------------ matrix units
+    def _space(self, name: str, want: str, what: str) -> DType:
+        space, dt, _ = self.buffer(name)
+        if space != want:
+            self.fail(f"{what} '{name}' is a {space} buffer, it must be {want}")
+        return dt
+
+    def s_Mma(self, s: Mma) -> None:
+        from hal.kernel.mma import LAYOUTS
+
+        lay = LAYOUTS.get(s.layout)
+        if lay is None:
+            self.fail(f"unknown mma layout '{s.layout}'", hint="see hal.kernel.mma.LAYOUTS")
+        if lay.lanes != self.k.warp_size:
+            self.fail(f"mma layout {s.layout} is issued by {lay.lanes} lanes, the kernel's "
+                      f"warp has {self.k.warp_size}")
+        for frag, off, n in ((s.a, s.a_off, lay.a_elems), (s.b, s.b_off, lay.b_elems),
+                             (s.c, s.c_off, lay.c_elems), (s.d, s.d_off, lay.c_elems)):
+            self._space(frag, "local", "mma fragment")
+            size = next(b.size for b in self.k.locals if b.name == frag)
+            if off < 0 or off + n > size:
+                self.fail(f"mma fragment {frag}[{off}:{off + n}] exceeds its {size} elements")
+        if self.buffers[s.c][1] != self.buffers[s.d][1]:
+            self.fail("mma accumulators c and d have different dtypes")
+
+    def s_LdMatrix(self, s: LdMatrix) -> None:
+        dt = self._space(s.buffer, "shared", "ldmatrix source")
+        fd = self._space(s.frag, "local", "ldmatrix fragment")
+        if dt.bits != 16 or fd != dt:
+            self.fail(f"ldmatrix moves 16-bit elements: {s.buffer} is {dt}, {s.frag} is {fd}")
+        if s.count not in (1, 2, 4):
+            self.fail(f"ldmatrix count {s.count} is not 1, 2 or 4")
+        if self.k.warp_size != 32:
+            self.fail("ldmatrix needs 32-lane warps")
+        self.index(s.addr, "ldmatrix row address")
+
+    def s_VecCopy(self, s: VecCopy) -> None:
+        src_space, sdt, _ = self.buffer(s.src)
+        dst_space, ddt, ro = self.buffer(s.dst)
+        if sdt != ddt:
+            self.fail(f"vector copy from {s.src} ({sdt}) to {s.dst} ({ddt})")
+        if ro:
+            self.fail(f"vector copy into read-only buffer '{s.dst}'")
+        if s.width < 1 or s.width & (s.width - 1) or s.width * sdt.itemsize > 16:
+            self.fail(f"vector width {s.width} of {sdt} is not a power of two within 16 bytes")
+        if s.asynchronous and (src_space, dst_space) != ("global", "shared"):
+            self.fail("cp.async copies global memory to shared memory only")
+        self.index(s.src_index, f"index of {s.src}")
+        self.index(s.dst_index, f"index of {s.dst}")
+        if s.mask is not None:
+            self.boolean(s.mask, "vector copy mask")
+
+    def s_CpAsyncCommit(self, s: CpAsyncCommit) -> None:
+        pass
+
+    def s_CpAsyncWait(self, s: CpAsyncWait) -> None:
+        if s.pending < 0:
+            self.fail(f"cp.async wait with {s.pending} pending groups")
 
 
 def _expr_children(e: Expr) -> list[Expr]:

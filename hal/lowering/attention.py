@@ -83,11 +83,12 @@ from hal.lowering.expr import (
     rounded,
     to_storage,
 )
-from hal.lowering.matmul import contraction_dims
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes
-from hal.lowering.registry import register_lowering
 from hal.lowering.tiling import cdiv, round_up
 from hal.ops import Category, get_op
+from hal.ops.contraction import contraction_dims
 
 # Ops allowed on the score path (s -> x) and on the probability path (e / l -> p).
 _SCORE_CATS = {Category.ELEMENTWISE, Category.BROADCAST, Category.SOURCE, Category.MOVEMENT}
@@ -122,7 +123,7 @@ def _cat(n: Node) -> Category:
 
 
 def _last_axis_only(r: Node) -> bool:
-    from hal.fusion.group import reduction_axes
+    from hal.ops.reduction import reduction_axes
 
     x = r.inputs[0]
     return x.rank >= 1 and reduction_axes(r) == (x.rank - 1,)
@@ -296,12 +297,13 @@ def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
     return max(cands, key=score)
 
 
-def _tiles_for(group, pat: AttentionPattern, spec: DeviceSpec) -> AttentionTiles | str:
-    forced = group.schedule.get("attention_tiles")
+def tiles_for(pat: AttentionPattern, spec: DeviceSpec,
+              forced: tuple[int, int, int] | None = None) -> AttentionTiles | str:
+    """The tiles of `pat` on `spec` (attention_tiles), or the forced (br, bc, tpr)."""
     qb, vb, pb = (_stage_dtype(x.dtype).itemsize for x in (pat.qk.inputs[0], *pat.pv.inputs[::-1]))
     passes = 2 if pat.two_pass else 1
     if forced:
-        br, bc, tpr = forced["br"], forced["bc"], forced["tpr"]
+        br, bc, tpr = forced
         return AttentionTiles(br, bc, tpr, _smem(br, bc, pat.d, pat.dv, qb, vb, pb),
                               cdiv(bc, tpr) + cdiv(pat.dv, tpr) + 24, passes)
     # Both schedules stage the same tiles (pass 1 only leaves V and P unused).
@@ -318,24 +320,26 @@ def schedule_reason(pat: AttentionPattern) -> str:
     return "one pass: online softmax (P is not rounded before P@V)"
 
 
-def plan_attention(group, spec: DeviceSpec) -> tuple[AttentionPattern, AttentionTiles] | str:
-    """Pattern and tiles of an attention group, or why it cannot be one kernel on `spec`;
-    notes one or two passes (and split-K: `group.schedule["split_k"]`) among the reasons."""
+def plan_attention(group, spec: DeviceSpec, forced_tiles: tuple[int, int, int] | None = None,
+                   split_k: int | None = None
+                   ) -> tuple[AttentionPattern, AttentionTiles, int, tuple[str, ...]] | str:
+    """(pattern, tiles, key chunks S, reasons) of an attention group, or why it cannot be
+    one kernel on `spec`. Pure: the KernelPlan (planners_tiled.plan_attention_group)
+    records the choice; the reasons say one or two passes and split-K."""
     pat = match_attention(group.nodes)
     if isinstance(pat, str):
         return pat
-    tiles = _tiles_for(group, pat, spec)
+    tiles = tiles_for(pat, spec, forced_tiles)
     if isinstance(tiles, str):
         return tiles
-    if "split_k" not in group.schedule:  # few row tiles: split the keys (attention_split)
+    reasons: list[str] = []
+    if split_k is None:  # few row tiles: split the keys (attention_split)
         from hal.lowering.attention_split import choose_split_k
 
-        group.schedule["split_k"], split_why = choose_split_k(pat, tiles, spec)
-        group.reasons += [split_why] if split_why else []
-    why = schedule_reason(pat)
-    if why not in group.reasons:
-        group.reasons.append(why)
-    return pat, tiles
+        split_k, split_why = choose_split_k(pat, tiles, spec)
+        reasons += [split_why] if split_why else []
+    reasons.append(schedule_reason(pat))
+    return pat, tiles, split_k, tuple(reasons)
 
 
 def _stage_dtype(d: DType) -> DType:
@@ -355,11 +359,12 @@ def _scatter(rank: int, parts) -> tuple[Expr, ...]:
 
 
 def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles, name: str, *,
-               chunk_tiles: int = 0, only: str = "", stats=None) -> SimpleNamespace:
+               chunk_tiles: int = 0, only: str = "", stats=None,
+               options: LoweringOptions = DEFAULT_OPTIONS) -> SimpleNamespace:
     """The kernel body but its epilogue, and its live names. chunk_tiles: the block walks key
     tiles [z * chunk_tiles, +chunk_tiles) only (split-K); only="pass1"/"pass2": that pass of
     the two-pass schedule alone, pass 2 taking (m, l) from `stats(ctx, body, grow, bcoords)`."""
-    ctx = KernelContext(name, spec, index_dtype_for(group_sizes(group), spec))
+    ctx = KernelContext(name, spec, index_dtype_for(group_sizes(group), spec), options)
     (q, k), (p_val, v), s0 = pat.qk.inputs, pat.pv.inputs, pat.qk.outputs[0]
     lb, rb, lc, rc, lf, rf = contraction_dims(pat.qk)
     plb, prb, plc, prc, plf, prf = contraction_dims(pat.pv)
@@ -453,8 +458,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         sl: list[Stmt] = []
         j = ctx.declare(sl, "j", ctx.add(ctx.mul(si, tpr), c))
         gn = ctx.declare(sl, "gn", ctx.add(n0, j))
-        ok = ctx.declare(sl, "ok", Binary("logical_and", grow.lt(ctx.c(pat.m)),
-                                          gn.lt(ctx.c(pat.t))))
+        ok = ctx.declare(sl, "ok", grow.lt(ctx.c(pat.m)) if ctx.options.fault("attention_key_mask")
+                         else Binary("logical_and", grow.lt(ctx.c(pat.m)), gn.lt(ctx.c(pat.t))))
         sl.append(Store(sreg, si, ninf))
         dot = ctx.var("dot", f32)
         inner: list[Stmt] = [Declare(dot, Const(0.0, f32))]
@@ -466,7 +471,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         _s_coords, x_coords = score_coords(gn)
         s_cd = compute_dtype(s0.dtype)
         s_val = ctx.declare(inner, "s0",
-                            rounded(Cast(dot, s_cd) if s_cd != f32 else dot, s0.dtype))
+                            rounded(Cast(dot, s_cd) if s_cd != f32 else dot, s0.dtype,
+                                    ctx.options))
         lb_ = builder.scope(inner)
         lb_.env = dict(builder.env)
         lb_.env[s0.name] = (None, s_val)
@@ -524,7 +530,8 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         dvi = ctx.declare(al, "dv", ctx.add(ctx.mul(ai, tpr), c))
         o = ctx.var("o", f32)
         old = Load(acc, ai, f32)
-        ain: list[Stmt] = [Declare(o, old * alpha if alpha is not None else old)]
+        rescale = alpha is not None and not ctx.options.fault("attention_no_rescale")
+        ain: list[Stmt] = [Declare(o, old * alpha if rescale else old)]  # (self-test hook)
         jj = ctx.var("jj", ctx.idx)
         pv_l = Load(p_sh, ctx.add(ctx.mul(r, bc), jj), pdt)
         vv_l = Load(v_sh, ctx.add(ctx.mul(jj, dv), dvi), vdt)
@@ -578,12 +585,16 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
                            bcoords=bcoords, na=na, acc=acc, m_i=m_i, l_i=l_i)
 
 
-def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
-    planned = plan_attention(group, spec)
-    if isinstance(planned, str):
-        raise UnsupportedError(f"group {group.name}: not a fusable attention: {planned}",
+def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
+                    options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    """Emit `plan` (planners_tiled.plan_attention_group): its tiles and split-K."""
+    pat = match_attention(group.nodes)
+    if isinstance(pat, str) or not plan.tiles:
+        why = pat if isinstance(pat, str) else "; ".join(plan.reasons)
+        raise UnsupportedError(f"group {group.name}: not a fusable attention: {why}",
                                hint="split the group at its contractions")
-    pat, t = planned
+    sizes = plan.tile_sizes
+    t = tiles_for(pat, spec, (sizes["br"], sizes["bc"], sizes["tpr"]))
     out = pat.pv.outputs[0]
     for v in group.outputs:
         if v.name != out.name:
@@ -592,11 +603,11 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
     nb = math.prod(pat.batch)
     if nb * pat.m * pat.dv == 0:
         return []
-    if group.schedule.get("split_k", 1) > 1:
+    if plan.detail("split_k", 1) > 1:
         from hal.lowering.attention_split import lower_split_k
 
-        return lower_split_k(group, spec, pat, t, group.schedule["split_k"])
-    f = flash_body(group, spec, pat, t, group.name)
+        return lower_split_k(group, plan, spec, pat, t, options)
+    f = flash_body(group, spec, pat, t, group.name, options=options)
     ctx, ai, grow = f.ctx, f.ai, f.grow
     # epilogue: o = acc / l (two-pass: acc, P is normalised), rounded to the output dtype
     el: list[Stmt] = []
@@ -604,11 +615,7 @@ def lower_attention(group, spec: DeviceSpec) -> list[Kernel]:
     res = Load(f.acc, ai, f32) if pat.two_pass else Binary("div", Load(f.acc, ai, f32), f.l_i)
     el.append(store_output(ctx, f.builder, pat, f.bcoords, grow, dvo, res))
     f.body.append(For(ai, ctx.c(0), ctx.c(f.na), ctx.c(1), el))
-    sched = {**group.schedule, "strategy": "flash_attention", "tiles": t.as_dict(),
-             "rows": pat.m, "keys": pat.t, "head_dim": pat.d, "value_dim": pat.dv, "batch": nb,
-             "passes": t.passes, "passes_reason": schedule_reason(pat)}
-    return [ctx.kernel(f.body, (cdiv(pat.m, t.br), nb, 1), t.threads,
-                       {"ops": group.ops, "group": group.name, "schedule": sched})]
+    return [ctx.kernel(f.body, plan.grid, plan.block, group, plan)]
 
 
 def store_output(ctx: KernelContext, builder: ScalarBuilder, pat: AttentionPattern, bcoords,
@@ -616,7 +623,8 @@ def store_output(ctx: KernelContext, builder: ScalarBuilder, pat: AttentionPatte
     """If (row, dv) in range: out[batch, row, dv] = res rounded to the output dtype."""
     out, nbd = pat.pv.outputs[0], len(pat.batch)
     st: list[Stmt] = []
-    res = ctx.declare(st, out.name, rounded(_as(res, compute_dtype(out.dtype)), out.dtype))
+    res = ctx.declare(st, out.name, rounded(_as(res, compute_dtype(out.dtype)), out.dtype,
+                                              ctx.options))
     coords = _scatter(out.rank, [(tuple(range(nbd)), bcoords), ((nbd,), [grow]),
                                  ((nbd + 1,), [dvo])])
     param, idx = builder.store_index(out, coords)
@@ -641,4 +649,3 @@ def _row_allreduce(stmts: list[Stmt], ctx: KernelContext, v, op: str, width: int
         off //= 2
 
 
-register_lowering("attention")(lower_attention)

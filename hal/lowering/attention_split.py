@@ -47,8 +47,10 @@ from hal.kernel.ir import (
 from hal.lowering.attention import AttentionPattern, AttentionTiles, flash_body, store_output
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes
-from hal.lowering.tiling import cdiv, elementwise_block
+from hal.lowering.tiling import cdiv
 
 MIN_CHUNK_TILES = 2     # key tiles per chunk at least (a chunk amortises its Q load and partials)
 MIN_CHUNK_KEYS = 256    # and keys
@@ -80,18 +82,14 @@ def choose_split_k(pat: AttentionPattern, t: AttentionTiles, spec: DeviceSpec) -
                f"partials through scratch, {kernels} kernels")
 
 
-def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles,
-                  s: int) -> list[Kernel]:
-    ntiles = cdiv(pat.t, t.bc)
-    ct = cdiv(ntiles, s)
-    s = cdiv(ntiles, ct)
+def lower_split_k(group, plan: KernelPlan, spec: DeviceSpec, pat: AttentionPattern,
+                  t: AttentionTiles, options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    """Emit a split-K attention plan: S = plan's split_k chunks of chunk_tiles key tiles."""
+    s, ct = plan.detail("split_k"), plan.detail("chunk_tiles")
     nb, m, dv = math.prod(pat.batch), pat.m, pat.dv
-    sched = {**group.schedule, "strategy": "flash_attention", "tiles": t.as_dict(),
-             "rows": m, "keys": pat.t, "head_dim": pat.d, "value_dim": dv, "batch": nb,
-             "passes": t.passes, "split_k": s, "chunk_tiles": ct}
-    meta = {"ops": group.ops, "group": group.name}
+    launch = {x.stage: x for x in plan.launches}
     names = {k: f"{group.name}_{k}" for k in ("m", "l", "acc")}
-    grid = (cdiv(m, t.br), nb, s)
+    grid = launch["partial"].grid
 
     def bufs(ctx: KernelContext, which: str, readonly: bool) -> list[str]:
         return [ctx.scratch_buffer(names[k], f32, nb * m * s * (dv if k == "acc" else 1),
@@ -140,10 +138,10 @@ def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTi
     kernels: list[Kernel] = []
     if pat.two_pass:
         f1 = flash_body(group, spec, pat, t, f"{group.name}_stats", chunk_tiles=ct,
-                        only="pass1")
+                        only="pass1", options=options)
         store_partials(f1, True, False)
-        kernels.append(f1.ctx.kernel(f1.body, grid, t.threads, {
-            **meta, "schedule": {**sched, "split_stage": "stats"}}))
+        kernels.append(f1.ctx.kernel(f1.body, launch["stats"].grid, t.threads, group, plan,
+                                     "stats"))
 
         def stats(ctx, body, grow, _bcoords):
             ok = grow.lt(ctx.c(m))
@@ -152,18 +150,17 @@ def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTi
             return mx, sm
 
         f2 = flash_body(group, spec, pat, t, f"{group.name}_split", chunk_tiles=ct,
-                        only="pass2", stats=stats)
+                        only="pass2", stats=stats, options=options)
         store_partials(f2, False, True)
-        kernels.append(f2.ctx.kernel(f2.body, grid, t.threads, {
-            **meta, "schedule": {**sched, "split_stage": "partial"}}))
+        kernels.append(f2.ctx.kernel(f2.body, grid, t.threads, group, plan, "partial"))
     else:
-        f1 = flash_body(group, spec, pat, t, f"{group.name}_split", chunk_tiles=ct)
+        f1 = flash_body(group, spec, pat, t, f"{group.name}_split", chunk_tiles=ct,
+                        options=options)
         store_partials(f1, True, True)
-        kernels.append(f1.ctx.kernel(f1.body, grid, t.threads, {
-            **meta, "schedule": {**sched, "split_stage": "partial"}}))
+        kernels.append(f1.ctx.kernel(f1.body, grid, t.threads, group, plan, "partial"))
     # combine: one thread per output element (batch entry, row, dv)
-    ctx = KernelContext(f"{group.name}_combine", spec, idx)
-    block = elementwise_block(spec)
+    ctx = KernelContext(f"{group.name}_combine", spec, idx, options)
+    block = launch["combine"].block
     total = nb * m * dv
     body: list[Stmt] = []
     e = ctx.declare(body, "e", ctx.add(ctx.mul(ctx.bid("x"), block), ctx.tid()))
@@ -184,14 +181,15 @@ def lower_split_k(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTi
     else:
         _mx, sm, mu, mb = combined_stats(ctx, inner, base, None)
         w = Unary("exp", Load(mb, ctx.add(base, si), f32) - mu)
+        if options.fault("split_k_combine_unscaled"):  # self-test hook
+            w = Const(1.0, f32)
         inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1),
                          [Assign(o, o + Binary("mul", a_s, w))]))
         res = Binary("div", o, sm)
     builder = ScalarBuilder(ctx, group.nodes, inner)
     inner.append(store_output(ctx, builder, pat, bcoords, grow, dvo, res))
     body.append(If(e.lt(ctx.c(total)), inner))
-    kernels.append(ctx.kernel(body, (cdiv(total, block), 1, 1), block, {
-        **meta, "schedule": {**sched, "split_stage": "combine"}}))
+    kernels.append(ctx.kernel(body, launch["combine"].grid, block, group, plan, "combine"))
     return kernels
 
 

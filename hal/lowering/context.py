@@ -3,11 +3,8 @@
 It owns parameter naming (graph value names sanitised to C identifiers),
 fresh variable names, shared/local buffer declarations, index arithmetic
 helpers that fold constants (small expression trees simulate and render
-faster), and the final `Kernel` with its `meta` record:
-
-    meta = {"inputs": [value names, param order], "outputs": [...],
-            "scratch": {param: (dtype name, numel)}, "buffers": {param: value name},
-            "ops": [...], "group": name, "schedule": {...}}
+faster), and the final `Kernel` with its frozen `KernelMeta` (buffers, group, the
+KernelPlan it was lowered from).
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import keyword
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
 
 from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType, i32, i64
@@ -32,12 +29,16 @@ from hal.kernel.ir import (
     Const,
     Declare,
     Expr,
+    GridFold,
     Kernel,
+    KernelMeta,
     LocalBuffer,
     SharedBuffer,
     Stmt,
     Var,
 )
+from hal.lowering.grid_limits import describe_fold, fit_grid
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -74,9 +75,11 @@ def index_dtype_for(sizes: Sequence[int], spec: DeviceSpec) -> DType:
 class KernelContext:
     """Collects a kernel's parameters, buffers and fresh names."""
 
-    def __init__(self, name: str, spec: DeviceSpec, index_dtype: DType = i32):
+    def __init__(self, name: str, spec: DeviceSpec, index_dtype: DType = i32,
+                 options: LoweringOptions = DEFAULT_OPTIONS):
         self.name = c_identifier(name)
         self.spec = spec
+        self.options = options
         self.idx = index_dtype
         self.params: list[BufferParam] = []
         self.param_of: dict[str, str] = {}   # value name -> param name
@@ -193,6 +196,8 @@ class KernelContext:
         inner = math.prod(shape)
         for d in shape:
             inner //= max(d, 1)
+            if self.options.fault("unravel_wrong_extent") and len(shape) >= 3 and coords:
+                d = d + 1 if d > 1 else d  # self-test hook: modulo by the wrong extent
             coords.append(self.c(0) if d == 1 else self.mod(self.div(flat, inner), d)
                           if coords else self.div(flat, inner))
         return coords
@@ -205,16 +210,21 @@ class KernelContext:
 
     # -- result --------------------------------------------------------------
     def kernel(self, body: list[Stmt], grid: tuple[int, int, int], block: int,
-               meta: dict[str, Any]) -> Kernel:
+               group, plan=None, stage: str = "") -> Kernel:
+        """The finished Kernel of `group`, lowered from `plan` (a KernelPlan), launch `stage`."""
         order = {"input": 0, "scratch": 1, "output": 2}
         params = sorted(self.params, key=lambda p: order[self.roles[p.name]])
         value_of = {p: v for v, p in self.param_of.items()}
-        full_meta = {
-            "inputs": [value_of[p.name] for p in params if self.roles[p.name] == "input"],
-            "outputs": [value_of[p.name] for p in params if self.roles[p.name] == "output"],
-            "scratch": dict(self.scratch),
-            "buffers": {p.name: value_of.get(p.name, p.name) for p in params},
-        }
-        full_meta.update(meta)
-        return Kernel(self.name, list(params), body, grid, block, list(self.shared),
-                      list(self.locals), self.idx, self.spec.warp_size, full_meta)
+        meta = KernelMeta(
+            group=group.name, ops=tuple(group.ops),
+            inputs=tuple(value_of[p.name] for p in params if self.roles[p.name] == "input"),
+            outputs=tuple(value_of[p.name] for p in params if self.roles[p.name] == "output"),
+            buffers={p.name: value_of.get(p.name, p.name) for p in params},
+            scratch=dict(self.scratch), plan=plan, stage=stage)
+        # grid axes y and z are limited (65535 on CUDA): fold an over-long grid into x
+        limits = self.spec.max_grid
+        body, launch_grid, folded = fit_grid(self.name, body, grid, limits)
+        if folded:
+            meta = replace(meta, grid_folded=GridFold(tuple(grid), describe_fold(grid, limits)))
+        return Kernel(self.name, list(params), body, launch_grid, block, list(self.shared),
+                      list(self.locals), self.idx, self.spec.warp_size, meta)

@@ -32,6 +32,7 @@ from hal.ir.graph import Node, Value
 from hal.kernel.ir import Binary, Cast, Const, Expr, Load, Select, Stmt, Unary, Var
 from hal.lowering import faults
 from hal.lowering.context import KernelContext
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.ops import Category, get_op
 
 Coords = tuple[Expr, ...]
@@ -52,11 +53,12 @@ def register_emitter(op: str) -> Callable[[Emitter], Emitter]:
     return deco
 
 
-def rounded(e: Expr, d: DType) -> Expr:
-    """`e` (in compute dtype) rounded to storage dtype `d` and widened back."""
+def rounded(e: Expr, d: DType, options: LoweringOptions = DEFAULT_OPTIONS) -> Expr:
+    """`e` (in compute dtype) rounded to storage dtype `d` and widened back (`options`:
+    the kernel's `ctx.options`, for the self-test's bf16_truncation fault)."""
     c = compute_dtype(d)
     if d.is_float and c != d:
-        if faults.active("bf16_truncation") and d.name == "bf16":
+        if options.fault("bf16_truncation") and d.name == "bf16":
             e = faults.truncate_bf16(e)  # self-test hook: round toward zero
         return Cast(Cast(e, d), c)
     return e
@@ -156,7 +158,7 @@ class ScalarBuilder:
             e = self._load(v, coords, mask)
         else:
             e = self._node(node, coords, mask)
-            e = rounded(e, v.dtype) if get_op(node.op).category is Category.ELEMENTWISE else e
+            e = rounded(e, v.dtype, self.ctx.options) if get_op(node.op).category is Category.ELEMENTWISE else e
         if not isinstance(e, (Const, Var)):
             e = self.ctx.declare(self.stmts, v.name, e)
         self._cache[key] = e
@@ -248,7 +250,7 @@ def _cast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
 def _broadcast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     src = n.inputs[0].shape
     off = len(coords) - len(src)
-    if faults.active("wrong_broadcast_axis") and off > 0:
+    if b.ctx.options.fault("wrong_broadcast_axis") and off > 0:
         off -= 1  # self-test hook: read the source along the wrong axis
     sc = tuple(b.ctx.c(0) if d == 1 else coords[off + i] for i, d in enumerate(src))
     return b.value(n.inputs[0], sc, mask)
@@ -257,7 +259,7 @@ def _broadcast(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> 
 @register_emitter("transpose")
 def _transpose(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     perm = n.attrs["perm"]
-    if faults.active("swapped_transpose"):
+    if b.ctx.options.fault("swapped_transpose"):
         perm = tuple(perm.index(i) for i in range(len(perm)))  # self-test hook: inverse
     src: list[Expr] = [b.ctx.c(0)] * len(perm)
     for d, p in enumerate(perm):
@@ -332,7 +334,7 @@ def _concat(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Exp
 def _iota(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     d = n.outputs[0].dtype
     c = coords[n.attrs["dimension"] % n.outputs[0].rank]
-    return rounded(to_compute(Cast(c, d), d), d)
+    return rounded(to_compute(Cast(c, d), d), d, b.ctx.options)
 
 
 @register_emitter("full")

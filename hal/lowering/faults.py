@@ -1,22 +1,16 @@
 """Planted lowering faults for the conformance self-test (`hal conformance --self-test`).
 
 Each fault is a named, deliberate bug that a hook inside hal.lowering switches
-on (`if faults.active("missing_barrier"): ...`), one to three lines at the
+on (`if ctx.options.fault("missing_barrier"): ...`), one to three lines at the
 exact place the real bug would live. The conformance suite must catch every
 one of them, by a numeric mismatch or by a simulator check (race,
-out_of_bounds). Nothing is active unless `planted(name)` is entered or the
-environment variable HAL_FAULT names the fault (so worker processes inherit it).
+out_of_bounds). A fault is planted only through the frozen
+`hal.lowering.options.LoweringOptions` a lowering runs under
+(`LoweringOptions.planting(name)`); there is no module state and no
+environment variable. `register_fault` is the extension point.
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from hal.errors import HalError
-
-ENV_VAR = "HAL_FAULT"
 
 FAULTS: dict[str, str] = {}
 
@@ -34,31 +28,39 @@ register_fault("swapped_transpose", "transpose reads with the inverse permutatio
 register_fault("bf16_truncation", "bf16 stores round toward zero instead of to nearest even")
 register_fault("wrong_broadcast_axis", "broadcast_to reads its source along the wrong axis")
 register_fault("dropped_epilogue", "matmul epilogue skips the last elementwise op")
-
-_active: set[str] = set()
-
-
-def active(name: str) -> bool:
-    """Whether fault `name` is planted now (cheap: a set lookup and an env read)."""
-    return name in _active or os.environ.get(ENV_VAR) == name
-
-
-@contextmanager
-def planted(name: str) -> Iterator[None]:
-    """Plant fault `name` for the duration of the block (and in child processes via env)."""
-    if name not in FAULTS:
-        raise HalError(f"unknown fault '{name}'", hint="known: " + ", ".join(FAULTS))
-    old = os.environ.get(ENV_VAR)
-    _active.add(name)
-    os.environ[ENV_VAR] = name
-    try:
-        yield
-    finally:
-        _active.discard(name)
-        if old is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = old
+# matrix-unit kernels (hal.lowering.matmul_mma)
+register_fault("mma_swapped_fragment_halves",
+               "matrix-unit A fragments load their two k halves swapped")
+register_fault("mma_wrong_k_order",
+               "matrix-unit B fragments read the k steps of a tile in reverse order")
+register_fault("missing_cp_async_wait",
+               "a pipeline stage is read without its wait (cp.async.wait_group, or the "
+               "barrier after a register-prefetched stage is stored)")
+register_fault("wrong_swizzle",
+               "fragment loads read the shared tiles with the unpadded row stride")
+# issue 21: one per lowering module at least, and the misses the issue measured
+register_fault("split_drops_partial_chunk", "split reduction: k = row_len // chunk drops the "
+               "partial last chunk")
+register_fault("butterfly_offset_16", "reduction shuffle tree starts at offset 16 (right only "
+               "for 32-lane warps)")
+register_fault("row_block_partial_warp", "tiling.row_block returns half a warp short of whole "
+               "warps")
+register_fault("unravel_wrong_extent", "KernelContext.unravel takes inner coordinates of rank>=3 "
+               "modulo extent + 1")
+register_fault("grid_stride_block_step", "pointwise grid-stride loop steps by blockDim, not "
+               "blockDim * gridDim")
+register_fault("prologue_floor_k", "norm->matmul prologue row statistics run K // warp steps")
+register_fault("raster_full_last_group", "matmul grouped raster assumes a full last group of "
+               "row panels")
+register_fault("matmul_k_tail_unmasked", "matmul A tile loads past K are not masked")
+register_fault("attention_key_mask", "attention scores of keys past T are not masked")
+register_fault("attention_no_rescale", "online softmax does not rescale the accumulator by "
+               "exp(m_old - m_new)")
+register_fault("split_k_combine_unscaled", "split-K combine adds chunk accumulators without "
+               "exp(m_s - M)")
+register_fault("scan_reverse_off_by_one", "reverse cumsum reads position length - t")
+register_fault("transpose_tile_pitch", "tiled transpose reads its padded tile with pitch T, "
+               "not T + 1")
 
 
 def truncate_bf16(e):

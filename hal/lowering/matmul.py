@@ -11,10 +11,11 @@ Tiled through shared memory (the classic SGEMM structure):
   elements load as 0 (masked), so no shape has to divide the tiles;
   barrier; each thread multiplies TM A values by TN B values for each of the
   BK steps; barrier before the next tiles overwrite shared memory;
-* tiles come from `tiling.matmul_tiles(spec)`: (BM + BN) * BK elements within
+* tiles come from the group's KernelPlan (planners_tiled.plan_matmul, which calls
+  `tiling.matmul_tiles(spec)`: (BM + BN) * BK elements within
   shared_mem_per_block, threads a whole number of warps within
   max_threads_per_block, TM*TN + TM + TN + 16 registers within
-  max_registers_per_thread; `schedule={"tiles": {...}}` overrides;
+  max_registers_per_thread; `PlanHints(matmul_tiles=...)` overrides);
 * operands may be any expression of their coordinates (a transpose or cast in
   the group, matmul's transpose flags, dot_general's dimension numbers): the
   loads go through the shared ScalarBuilder, so transposed operands are
@@ -58,7 +59,6 @@ from hal.kernel.ir import (
     Stmt,
     Store,
 )
-from hal.lowering import faults
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import (
     ScalarBuilder,
@@ -67,38 +67,13 @@ from hal.lowering.expr import (
     to_storage,
     zero_of,
 )
+from hal.lowering.matmul_mma import lower_matmul_mma
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes
-from hal.lowering.registry import register_lowering
-from hal.lowering.tiling import (
-    MatmulTiles,
-    cdiv,
-    group_rows,
-    matmul_in_flight,
-    matmul_tiles,
-)
+from hal.lowering.tiling import MatmulTiles, cdiv, group_rows, matmul_in_flight, matmul_tiles
 from hal.ops import Category, get_op
-
-
-def contraction_dims(node: Node):
-    """(lhs_batch, rhs_batch, lhs_contract, rhs_contract, lhs_free, rhs_free) of a contraction."""
-    a, b = node.inputs
-    if node.op == "matmul":
-        ra, rb = a.rank, b.rank
-        batch = tuple(range(ra - 2))
-        lc, lf = (ra - 2, ra - 1) if node.attrs["transpose_a"] else (ra - 1, ra - 2)
-        rc, rf = (rb - 1, rb - 2) if node.attrs["transpose_b"] else (rb - 2, rb - 1)
-        return batch, tuple(range(rb - 2)), (lc,), (rc,), (lf,), (rf,)
-    key = (a.rank, b.rank, node.attrs.get("lhs_contracting"), node.attrs.get("rhs_contracting"),
-           node.attrs.get("lhs_batch"), node.attrs.get("rhs_batch"))
-    dims = _DIMS.get(key)
-    if dims is None:
-        from hal.ops.contraction import dot_general_dims
-
-        dims = _DIMS[key] = dot_general_dims(a.rank, b.rank, node.attrs)
-    return dims
-
-
-_DIMS: dict[tuple, tuple] = {}   # dot_general dims by (ranks, dimension numbers)
+from hal.ops.contraction import contraction_dims  # noqa: F401  (re-exported)
 
 
 def _scatter(rank: int, parts: list[tuple[tuple[int, ...], list[Expr]]]) -> tuple[Expr, ...]:
@@ -246,7 +221,10 @@ def fused_reserve(nodes, inputs) -> int:
     return 2 * extra_inputs + math.ceil((len(nodes) - len(dots)) / 4)
 
 
-def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
+def lower_matmul(group, plan: KernelPlan, spec: DeviceSpec,
+                 options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    """Emit `plan` (hal.lowering.planners_tiled.plan_matmul): its tiles, raster group and
+    grid; the structure (segments, epilogue views) is checked here."""
     dots = sibling_contractions(group.nodes)
     if isinstance(dots, str) or not dots:
         raise UnsupportedError(f"group {group.name}: " + (dots or "no contraction"),
@@ -292,15 +270,28 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     from hal.ops.contraction import accumulation_dtype
 
     acc_dt = compute_dtype(accumulation_dtype(a.dtype, dot.attrs))
-    if faults.active("f16_accumulation") and a.dtype.is_float and a.dtype.bits == 16:
+    if options.fault("f16_accumulation") and a.dtype.is_float and a.dtype.bits == 16:
         acc_dt = a.dtype  # self-test hook: accumulate in the storage dtype
     nops = max(len(ds) for ds, _outs in segments)  # contractions sharing one tile grid
-    n_tile = min(math.prod(n_dims(ds[0])) for ds, _outs in segments)
-    forced = group.schedule.get("tiles")
-    reserve = fused_reserve(group.nodes, group.inputs)
-    t = MatmulTiles(**{key: forced[key] for key in ("bm", "bn", "bk", "tm", "tn")}) if forced \
-        else matmul_tiles(m, n_tile, k, acc_dt.itemsize, spec, operands=nops, reserve=reserve)
-    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+    if plan.strategy == "mma" and not options.fault("f16_accumulation"):
+        # the matrix unit: the plan's instruction and tiles (planners_tiled.plan_matmul)
+        return lower_matmul_mma(group, plan, spec, [(list(ds), list(outs))
+                                                    for ds, outs in segments], views, options)
+    if not plan.launches:
+        raise UnsupportedError(f"group {group.name}: {'; '.join(plan.reasons)}",
+                               hint="keep the epilogue out of the matmul or use a device with "
+                                    "more registers/shared memory")
+    # self-test hook f16_accumulation on a matrix-unit plan: the SIMT kernel (the matrix
+    # unit always accumulates in f32), with SIMT tiles and raster of its own
+    simt_for_fault = plan.strategy == "mma"
+    if simt_for_fault:
+        reserve = fused_reserve(group.nodes, group.inputs)
+        t = matmul_tiles(m, min(math.prod(n_dims(ds[0])) for ds, _outs in segments), k,
+                         acc_dt.itemsize, spec, operands=nops, reserve=reserve)
+    else:
+        sizes = plan.tile_sizes
+        t = MatmulTiles(*(sizes[key] for key in ("bm", "bn", "bk", "tm", "tn")))
+    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec), options)
     threads = t.threads
     body: list[Stmt] = []
     tid = ctx.tid()
@@ -312,7 +303,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     # group stay in L2 while B streams past them once per group (see tiling.group_rows).
     npm = cdiv(m, t.bm)
     gm_rows = group_rows(npm, t.bm, k, a.dtype.itemsize, spec,
-                         matmul_in_flight(t, acc_dt.itemsize, spec, nops, reserve))
+                         matmul_in_flight(t, acc_dt.itemsize, spec, nops, reserve)) \
+        if simt_for_fault else plan.detail("group_m")
     pid = ctx.declare(body, "pid", ctx.bid("x"))
     bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
                for c in ctx.unravel(ctx.bid("z"), bs)]
@@ -335,6 +327,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
         first_m = ctx.declare(body, "first_m", ctx.mul(ctx.div(pid, width), gm_rows))
         size_m = ctx.declare(body, "size_m", Binary("minimum", Binary("sub", ctx.c(npm), first_m),
                                                     ctx.c(gm_rows)))
+        if options.fault("raster_full_last_group"):  # self-test hook
+            size_m = ctx.c(gm_rows)
         pid_m = ctx.add(first_m, Binary("remainder", pid, size_m))
         pid_n = Binary("div", ctx.mod(pid, width), size_m)
         m0 = ctx.declare(body, "m0", ctx.mul(pid_m, t.bm))
@@ -359,6 +353,8 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
             gm = ctx.declare(stmts, "gm", ctx.add(m0, mm))
             gk = ctx.declare(stmts, "gk", ctx.add(kbase, kk))
             valid = Binary("logical_and", gm.lt(ctx.c(m)), gk.lt(ctx.c(k)))
+            if options.fault("matmul_k_tail_unmasked"):  # self-test hook
+                valid = gm.lt(ctx.c(m))
             coords = _scatter(a.rank, [(lb, bcoords), (lf, ctx.unravel(gm, ms)),
                                        (lc, ctx.unravel(gk, ks))])
             return coords, valid, ctx.add(ctx.mul(kk, t.bm), mm)
@@ -406,7 +402,7 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
                     value = Load(acc, ctx.c(ii * t.tn + jj), acc_dt)
                     value = Cast(value, compute_dtype(o.dtype)) \
                         if acc_dt != compute_dtype(o.dtype) else value
-                    ep.env[o.name] = (coords, ctx.declare(inner, o.name, rounded(value, o.dtype)))
+                    ep.env[o.name] = (coords, ctx.declare(inner, o.name, rounded(value, o.dtype, options)))
                 # a view regrouping the result's leading axes ([B*S, N] -> [B, S, N]): the
                 # epilogue after it runs at the view's coordinates of the same element
                 space = {tuple(dots[0].outputs[0].shape): coords}
@@ -420,7 +416,7 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
                         ep.env[r.outputs[0].name] = (vc, ep.value(r.inputs[0], coords))
                 for v in outputs:
                     at = space[tuple(v.shape)]
-                    drop = faults.active("dropped_epilogue") and id(v.producer) not in dot_ids  # self-test
+                    drop = options.fault("dropped_epilogue") and id(v.producer) not in dot_ids  # self-test
                     e = ep.value(v.producer.inputs[0] if drop else v, at)
                     param, idx = ep.store_index(v, at)
                     inner.append(Store(param, idx, to_storage(e, v.dtype)))
@@ -441,15 +437,9 @@ def lower_matmul(group, spec: DeviceSpec) -> list[Kernel]:
     for end, stmts in reversed(branches[:-1]):
         tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
     body.extend(tail)
-    col_segments = [math.prod(n_dims(ds[0])) for ds, _outs in segments]
-    grid = (start, 1, nb)
-    sched = {**group.schedule, "strategy": "smem_tiled", "tiles": t.as_dict(),
-             "group_m": gm_rows, "contractions": len(dots),
-             "acc_dtype": acc_dt.name, "m": m, "n": sum(col_segments), "k": k, "batch": nb}
-    if len(segments) > 1:
-        sched["column_segments"] = col_segments
-    return [ctx.kernel(body, grid, threads, {"ops": group.ops, "group": group.name,
-                                             "schedule": sched})]
-
-
-register_lowering("matmul")(lower_matmul)
+    if simt_for_fault:
+        return [ctx.kernel(body, (start, 1, nb), threads, group, plan)]
+    if (start, 1, nb) != plan.grid:   # the plan's grid is the one the blocks above walk
+        raise UnsupportedError(f"group {group.name}: grid {(start, 1, nb)} differs from its "
+                               f"plan's {plan.grid}", hint="a planner bug: report it")
+    return [ctx.kernel(body, plan.grid, threads, group, plan)]

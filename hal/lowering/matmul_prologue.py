@@ -12,7 +12,7 @@ The pre-pass (`emit_prologue_reductions`, called by `hal.lowering.matmul.lower_m
   the mean, then the variance of x - mean); each level is one sweep over the block's rows;
 * warp w of the block handles rows w, w + nwarps, ... of its BM rows; the lanes of a warp
   stride K (coalesced loads along A's contiguous axis), accumulating in the reduction's
-  accumulation dtype (reduction.py's `_acc_setup` / `_accumulate`), then an xor shuffle tree
+  accumulation dtype (reduction.py's `acc_setup` / `accumulate`), then an xor shuffle tree
   at the spec's warp width (reduction.py's `block_combine` with a one-warp block) gives every
   lane the row's value; lane 0 stores it (rounded to the reduction's dtype, as the reduction
   lowering does) into a shared array of BM values per reduction; rows past M are masked (they
@@ -57,7 +57,7 @@ def row_space(r, a, dims) -> tuple[tuple[int, ...], tuple[int, ...]] | str:
     M axis (torch's `x.view(-1, d)` before a Linear: the norm runs on [B, S, D], the matmul
     reads [B*S, D]; row r of A is row r of the tensor in row-major order). `dims` is
     contraction_dims of the matmul."""
-    from hal.fusion.group import reduction_axes
+    from hal.ops.reduction import reduction_axes
 
     lb, _rb, lc, _rc, _lf, _rf = dims
     xs, as_ = tuple(r.inputs[0].shape), tuple(a.shape)
@@ -83,7 +83,7 @@ def reduction_layout(nodes, dot, reductions) -> tuple[set[int], set, set] | str:
     why not: A must not be read transposed, and each reduction must feed A, not be an arg
     reduction and reduce A's rows over its contraction axes (row_space). Shared by the
     fusion rule (fusion.plan) and the lowering (prologue_layout)."""
-    from hal.lowering.matmul import contraction_dims
+    from hal.ops.contraction import contraction_dims
 
     a = dot.inputs[0]
     dims = contraction_dims(dot)
@@ -139,14 +139,9 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
     reds = prologue_reductions(group.nodes)
     if not reds:
         return
-    from hal.fusion.cost import _reduction_levels
-    from hal.lowering.matmul import contraction_dims
-    from hal.lowering.reduction import (
-        ReductionPlan,
-        _acc_setup,
-        _accumulate,
-        _Emitter,
-    )
+    from hal.lowering.reduction import RowEmitter, RowLayout, acc_setup, accumulate
+    from hal.lowering.traffic import reduction_levels
+    from hal.ops.contraction import contraction_dims
 
     why = prologue_layout(group, dot)
     if why:
@@ -162,10 +157,10 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
     ms, ks = [a.shape[i] for i in lf], [a.shape[i] for i in lc]
     m, k = math.prod(ms), math.prod(ks)
     keep = tuple(1 if i in lc else d for i, d in enumerate(a.shape))
-    levels = _reduction_levels(group, reds)
-    plan = ReductionPlan(tuple(a.shape), tuple(lc), tuple(a.shape[i] for i in (*lb, *lf)),
+    levels = reduction_levels(group.nodes, reds)
+    lay = RowLayout(tuple(a.shape), tuple(lc), tuple(a.shape[i] for i in (*lb, *lf)),
                          keep, tuple(ks), levels, [], [])
-    em = _Emitter(group, spec, plan, ctx, "block_per_row", w)  # one-warp combine: shuffles
+    em = RowEmitter(group, spec, lay, ctx, "block_per_row", w)  # one-warp combine: shuffles
     # one shared array of BM values per reduction, reused by every column-panel segment of
     # the kernel (only one segment runs in a block)
     stats: dict[str, tuple[str, object]] = ctx.__dict__.setdefault("prologue_stats", {})
@@ -219,7 +214,7 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
             row_ok = Binary("logical_and", r.lt(ctx.c(tiles.bm)), row_ok)
         row_ok = ctx.declare(rows, "pok", row_ok)
         em.body = rows
-        setups = [(red, *_acc_setup(em, red)) for red in level]
+        setups = [(red, *acc_setup(em, red)) for red in level]
         it = ctx.var("pk", ctx.idx)
         kl: list[Stmt] = []
         kk = ctx.declare(kl, "pkk", ctx.add(ctx.mul(it, w), lane))
@@ -232,15 +227,16 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
         for red, accs, combine, _ident in setups:
             xs = reshaped.get(red.outputs[0].name)
             at = tuple(coords) if xs is None else (*ctx.unravel(gm, list(xs[:-1])), kk)
-            _accumulate(em, red, accs, combine, inner, at, kk)
+            accumulate(em, red, accs, combine, inner, at, kk)
         kl.append(If(Binary("logical_and", row_ok, kk.lt(ctx.c(k))), inner))
-        rows.append(For(it, ctx.c(0), ctx.c(-(-k // w)), ctx.c(1), kl))
+        steps = k // w if ctx.options.fault("prologue_floor_k") else -(-k // w)  # self-test
+        rows.append(For(it, ctx.c(0), ctx.c(steps), ctx.c(1), kl))
         stores: list[Stmt] = []
         for red, accs, combine, _ident in setups:
             (val,) = em.block_combine(accs, combine)  # every lane holds the row's value
             out = red.outputs[0]
             buf, dt = stats[out.name]
-            e = rounded(val, out.dtype) if val.dtype == dt else Cast(val, dt)
+            e = rounded(val, out.dtype, ctx.options) if val.dtype == dt else Cast(val, dt)
             stores.append(Store(buf, r, e))
         lane0 = lane.lt(ctx.c(1))   # (lane == 0: `if ((v == 0))` draws clang's -Wparentheses)
         if tiles.bm % nwarps:

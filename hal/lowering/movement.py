@@ -13,32 +13,25 @@ pointwise kernel whose loads carry the index math (hal.lowering.pointwise).
 
 from __future__ import annotations
 
-import math
-
 from hal.devices.spec import DeviceSpec
 from hal.kernel.ir import Barrier, Binary, For, If, Kernel, Load, Stmt, Store
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes, lower_pointwise
-from hal.lowering.registry import register_lowering
-from hal.lowering.tiling import cdiv, transpose_tile
 
 GRID_Z_LIMIT = 65535
 
 
-def _tiled_transpose(group, spec: DeviceSpec) -> Kernel | None:
-    if len(group.nodes) != 1 or group.nodes[0].op != "transpose":
-        return None
-    node = group.nodes[0]
-    x, out = node.inputs[0], node.outputs[0]
-    perm, r = tuple(node.attrs["perm"]), x.rank
-    ax_x, ax_y = r - 1, (perm[-1] if perm else r - 1)
-    rest = [a for a in range(r) if a not in (ax_x, ax_y)]
-    nrest = math.prod(x.shape[a] for a in rest)
-    if r < 2 or ax_x == ax_y or nrest > GRID_Z_LIMIT or math.prod(x.shape) == 0:
-        return None
-    t, rows = transpose_tile(x.dtype.itemsize, spec)
+def _tiled_transpose(group, plan: KernelPlan, spec: DeviceSpec,
+                     options: LoweringOptions) -> Kernel:
+    from hal.lowering.planners import transpose_geometry
+
+    x, out, perm, ax_x, ax_y, rest, _nrest, _t, _rows = transpose_geometry(group, spec)
+    t, rows = plan.tile_sizes["tile"], plan.tile_sizes["rows"]
+    r = x.rank
     sx, sy = x.shape[ax_x], x.shape[ax_y]
-    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
+    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec), options)
     src = ctx.buffer(x, "input")
     dst = ctx.buffer(out, "output")
     tile = ctx.shared_buffer("tile", x.dtype, t * (t + 1))
@@ -81,19 +74,16 @@ def _tiled_transpose(group, spec: DeviceSpec) -> Kernel | None:
     ci = coords_in(oy, ox)
     co = [ci[perm[d]] for d in range(r)]
     assert all(out_axis[perm[d]] == d for d in range(r))
-    v = Load(tile, ctx.add(ctx.mul(tx, t + 1), lx), x.dtype)
+    pitch = t if options.fault("transpose_tile_pitch") else t + 1  # self-test hook
+    v = Load(tile, ctx.add(ctx.mul(tx, pitch), lx), x.dtype)
     store.append(If(ok2, [Store(dst, ctx.linear(co, out_strides), v)]))
     body.append(For(q, ctx.c(0), ctx.c(t // rows), ctx.c(1), store))
-    grid = (cdiv(sx, t), cdiv(sy, t), nrest)
-    sched = {**group.schedule, "strategy": "smem_transpose", "tile": t, "rows": rows,
-             "padding": 1}
-    return ctx.kernel(body, grid, t * rows, {"ops": group.ops, "group": group.name,
-                                             "schedule": sched})
+    return ctx.kernel(body, plan.grid, plan.block, group, plan)
 
 
-def lower_movement(group, spec: DeviceSpec) -> list[Kernel]:
-    k = _tiled_transpose(group, spec)
-    return [k] if k is not None else lower_pointwise(group, spec)
-
-
-register_lowering("movement")(lower_movement)
+def lower_movement(group, plan: KernelPlan, spec: DeviceSpec,
+                   options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    """Emit `plan` (hal.lowering.planners.plan_movement)."""
+    if plan.strategy == "smem_transpose":
+        return [_tiled_transpose(group, plan, spec, options)]
+    return lower_pointwise(group, plan, spec, options)

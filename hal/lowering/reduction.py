@@ -14,16 +14,17 @@ a final loop stores the per-element outputs; per-row outputs are stored by
 one thread. softmax as primitives is ONE kernel: two reduction phases and
 an epilogue loop.
 
-Strategies (recorded in kernel.meta["schedule"]):
+Strategies (decided by the group's KernelPlan, hal.lowering.planners.plan_reduction;
+this module emits them):
 * "block_per_row" (row_reduction): `row_block(L, spec)` threads stride the
   row and accumulate in the compute dtype (f32 for 16-bit/fp8), then an xor
   shuffle tree at the spec's warp width, one partial per warp in shared
   memory, a barrier, and every thread combines the partials (same order in
   every thread, so all hold the same result). When several loops read the
   row and it fits in shared memory next to the partials, the row's inputs
-  are cached in shared memory on the first loop ("row_cache": "shared"),
-  otherwise later loops re-read global memory ("row_cache": "global").
-* "split" (schedule {"split": k} or automatic when rows are too few to
+  are cached in shared memory on the first loop (row_cache "shared",
+  `row_cache_fits`), otherwise later loops re-read global memory ("global").
+* "split" (PlanHints(split=k), or automatic when rows are too few to
   fill the device): k blocks per row write partials to a scratch buffer,
   a second kernel combines them. Single-phase groups without per-element
   outputs only.
@@ -60,13 +61,14 @@ from hal.kernel.ir import (
     Store,
     Var,
 )
-from hal.lowering import faults
 from hal.lowering.context import KernelContext, contiguous_strides, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, rounded, to_storage
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes
-from hal.lowering.registry import register_lowering
-from hal.lowering.tiling import auto_split, cdiv, elementwise_block, round_up, row_block
+from hal.lowering.tiling import cdiv, row_block
 from hal.ops import Category, get_op
+from hal.ops.reduction import reduction_axes
 
 # --------------------------------------------------------------------------- combiners
 
@@ -109,7 +111,7 @@ ARG_REDUCTIONS = {"argmax": "gt", "argmin": "lt"}
 # --------------------------------------------------------------------------- analysis
 
 @dataclass
-class ReductionPlan:
+class RowLayout:
     full_shape: tuple[int, ...]
     red_axes: tuple[int, ...]
     kept_shape: tuple[int, ...]
@@ -128,17 +130,11 @@ class ReductionPlan:
         return math.prod(self.red_shape)
 
 
-def _axes(node: Node) -> tuple[int, ...]:
-    from hal.fusion.group import reduction_axes
-
-    return reduction_axes(node)
-
-
-def analyse(group) -> ReductionPlan:
+def analyse(group) -> RowLayout:
     reds = [n for n in group.nodes if get_op(n.op).category is Category.REDUCTION]
-    shape, axes = tuple(reds[0].inputs[0].shape), _axes(reds[0])
+    shape, axes = tuple(reds[0].inputs[0].shape), reduction_axes(reds[0])
     for r in reds[1:]:
-        if tuple(r.inputs[0].shape) != shape or _axes(r) != axes:
+        if tuple(r.inputs[0].shape) != shape or reduction_axes(r) != axes:
             raise UnsupportedError(
                 f"group {group.name}: reductions {reds[0].op} (%{reds[0].outputs[0].name}) and "
                 f"{r.op} (%{r.outputs[0].name}) reduce different shapes or axes",
@@ -156,7 +152,7 @@ def analyse(group) -> ReductionPlan:
     row_out, scalar_out = [], []
     for v in group.outputs:
         if tuple(v.shape) == shape and v.producer not in reds or \
-                _row_source(v, shape) is not v:
+                row_source(v, shape) is not v:
             row_out.append(v)
         elif tuple(v.shape) in (kept, keep):
             scalar_out.append(v)
@@ -164,17 +160,17 @@ def analyse(group) -> ReductionPlan:
             raise UnsupportedError(f"group {group.name}: output %{v.name} {list(v.shape)} is "
                                    f"neither per-element {list(shape)} nor per-row",
                                    hint="split the group before this value")
-    return ReductionPlan(shape, axes, kept, keep, red, phases, row_out, scalar_out)
+    return RowLayout(shape, axes, kept, keep, red, phases, row_out, scalar_out)
 
 
 # --------------------------------------------------------------------------- emission
 
-class _Emitter:
+class RowEmitter:
     """Builds one reduction kernel: rows, loops over the row, block reductions."""
 
-    def __init__(self, group, spec: DeviceSpec, plan: ReductionPlan, ctx: KernelContext,
+    def __init__(self, group, spec: DeviceSpec, lay: RowLayout, ctx: KernelContext,
                  strategy: str, block: int):
-        self.g, self.spec, self.plan, self.ctx = group, spec, plan, ctx
+        self.g, self.spec, self.lay, self.ctx = group, spec, lay, ctx
         self.strategy, self.block = strategy, block
         self.body: list[Stmt] = []
         self.env: dict = {}
@@ -185,7 +181,7 @@ class _Emitter:
 
     # coordinates
     def setup_row(self, row: Expr) -> None:
-        ctx, p = self.ctx, self.plan
+        ctx, p = self.ctx, self.lay
         self.row = ctx.declare(self.body, "row", row)
         kc = [c if isinstance(c, (Var, Const)) else ctx.declare(self.body, "k", c)
               for c in ctx.unravel(self.row, p.kept_shape)]
@@ -195,10 +191,10 @@ class _Emitter:
                           for i in range(len(p.full_shape)))
 
     def scalar_coords(self, v: Value) -> tuple[Expr, ...]:
-        return self.kept if tuple(v.shape) == self.plan.kept_shape else self.keep
+        return self.kept if tuple(v.shape) == self.lay.kept_shape else self.keep
 
     def element_coords(self, stmts: list[Stmt], j: Expr) -> tuple[Expr, ...]:
-        ctx, p = self.ctx, self.plan
+        ctx, p = self.ctx, self.lay
         rc = iter([c if isinstance(c, (Var, Const)) else ctx.declare(stmts, "r", c)
                    for c in ctx.unravel(j, p.red_shape)])
         kc = iter(self.kept)
@@ -212,7 +208,7 @@ class _Emitter:
 
         if v.name not in self.cached:
             buf = self.ctx.shared_buffer(f"row_{v.name}", compute_dtype(v.dtype),
-                                         self.plan.row_len)
+                                         self.lay.row_len)
             self.cached[v.name] = (buf, self.pass_no)
         buf, first = self.cached[v.name]
         cd = compute_dtype(v.dtype)
@@ -235,9 +231,9 @@ class _Emitter:
         self._coords = self.element_coords(inner, j)
         self.b = self.b.scope(inner)
         emit(inner, self._coords)
-        end = ctx.c(self.plan.row_len) if self._limit is None else self._limit
-        exact = (stride == 1 or self.plan.row_len % stride == 0) and self._limit is None \
-            and count * stride == self.plan.row_len
+        end = ctx.c(self.lay.row_len) if self._limit is None else self._limit
+        exact = (stride == 1 or self.lay.row_len % stride == 0) and self._limit is None \
+            and count * stride == self.lay.row_len
         loop.extend(inner) if exact else loop.append(If(j.lt(end), inner))
         self.body.append(For(it, ctx.c(0), ctx.c(count), ctx.c(1), loop))
         self.b = self.b.scope(self.body)
@@ -251,7 +247,7 @@ class _Emitter:
         if self.strategy == "thread_per_row":
             return list(accs)
         ctx, w = self.ctx, self.spec.warp_size
-        off = w // 2
+        off = 16 if ctx.options.fault("butterfly_offset_16") else w // 2  # self-test hook
         while off >= 1:
             others = [ctx.declare(self.body, "sh", Shuffle(a, "xor", Const(off, i32), w))
                       for a in accs]
@@ -264,7 +260,7 @@ class _Emitter:
         lane0 = ctx.mod(ctx.tid(), w).eq(ctx.c(0))
         self.body.append(If(lane0, [Store(buf, ctx.div(ctx.tid(), w), a)
                                     for buf, a in zip(bufs, accs, strict=True)]))
-        if not faults.active("missing_barrier"):  # self-test hook
+        if not ctx.options.fault("missing_barrier"):  # self-test hook
             self.body.append(Barrier())
         res = [ctx.declare(self.body, "blk", Load(buf, ctx.c(0), a.dtype))
                for buf, a in zip(bufs, accs, strict=True)]
@@ -281,14 +277,14 @@ class _Emitter:
 
 
 def _simple_combine(reducer: Reducer):
-    def combine(em: _Emitter, accs, others):
+    def combine(em: RowEmitter, accs, others):
         return [reducer.combine(accs[0], others[0])]
 
     return combine
 
 
 def _arg_combine(cmp: str):
-    def combine(em: _Emitter, accs, others):
+    def combine(em: RowEmitter, accs, others):
         (v, i), (v2, i2) = accs, others
         nan2 = Binary("ne", v2, v2)
         nan1 = Binary("ne", v, v)
@@ -309,15 +305,15 @@ def Unary_not(x: Expr) -> Expr:
     return Unary("logical_not", x)
 
 
-def _acc_setup(em: _Emitter, red: Node) -> tuple[list[Var], Callable, list[Const]]:
+def acc_setup(em: RowEmitter, red: Node) -> tuple[list[Var], Callable, list[Const]]:
     """Declare the accumulators of one reduction; returns (accs, combine, identities)."""
     ctx = em.ctx
     x = red.inputs[0]
     cd = bool_ if x.dtype.is_bool else compute_dtype(x.dtype)
-    if faults.active("f16_accumulation") and x.dtype.is_float and x.dtype.bits == 16:
+    if ctx.options.fault("f16_accumulation") and x.dtype.is_float and x.dtype.bits == 16:
         cd = x.dtype  # self-test hook: accumulate in the storage dtype
     if red.op in ARG_REDUCTIONS:
-        idents = [_extreme(-1 if red.op == "argmax" else 1)(cd), ctx.c(em.plan.row_len)]
+        idents = [_extreme(-1 if red.op == "argmax" else 1)(cd), ctx.c(em.lay.row_len)]
         combine = _arg_combine(ARG_REDUCTIONS[red.op])
     else:
         reducer = REDUCERS.get(red.op)
@@ -325,7 +321,7 @@ def _acc_setup(em: _Emitter, red: Node) -> tuple[list[Var], Callable, list[Const
             raise UnsupportedError(f"reduction {red.op} (%{red.outputs[0].name}) has no "
                                    f"combiner", hint="register one with register_reducer")
         idents = [reducer.identity(cd)]
-        if faults.active("wrong_reduction_identity") and red.op == "reduce_sum":
+        if ctx.options.fault("wrong_reduction_identity") and red.op == "reduce_sum":
             idents = [Const(idents[0].value + 1, cd)]  # self-test hook
         combine = _simple_combine(reducer)
     accs = [ctx.var(f"acc_{red.outputs[0].name}", c.dtype) for c in idents]
@@ -334,7 +330,7 @@ def _acc_setup(em: _Emitter, red: Node) -> tuple[list[Var], Callable, list[Const
     return accs, combine, idents
 
 
-def _accumulate(em: _Emitter, red: Node, accs, combine, stmts, coords, j: Expr) -> None:
+def accumulate(em: RowEmitter, red: Node, accs, combine, stmts, coords, j: Expr) -> None:
     b = em.b
     x = b.value(red.inputs[0], coords)
     if x.dtype != accs[0].dtype:
@@ -348,21 +344,21 @@ def _accumulate(em: _Emitter, red: Node, accs, combine, stmts, coords, j: Expr) 
         stmts.append(Assign(a, e))
 
 
-def _finish(em: _Emitter, red: Node, vals: list[Expr]) -> None:
+def _finish(em: RowEmitter, red: Node, vals: list[Expr]) -> None:
     out = red.outputs[0]
     if red.op in ARG_REDUCTIONS:
         e: Expr = Cast(vals[1], out.dtype)
     else:
-        e = rounded(vals[0], out.dtype) if vals[0].dtype == compute_dtype(out.dtype) \
+        e = rounded(vals[0], out.dtype, em.ctx.options) if vals[0].dtype == compute_dtype(out.dtype) \
             else vals[0]
     v = em.ctx.declare(em.body, out.name, e)
     em.env[out.name] = (em.scalar_coords(out), v)
 
 
-def _store_scalars(em: _Emitter) -> None:
+def _store_scalars(em: RowEmitter) -> None:
     stmts: list[Stmt] = []
     b = em.b.scope(stmts)
-    for v in em.plan.scalar_outputs:
+    for v in em.lay.scalar_outputs:
         coords = em.scalar_coords(v)
         e = b.value(v, coords)
         param, idx = b.store_index(v, coords)
@@ -373,7 +369,7 @@ def _store_scalars(em: _Emitter) -> None:
         em.body.append(If(em.ctx.tid().eq(em.ctx.c(0)), stmts))
 
 
-def _row_source(v: Value, shape: tuple) -> Value:
+def row_source(v: Value, shape: tuple) -> Value:
     """The per-element value a row output stores: itself, or for a reshape of a value shaped
     like the rows (the group's last op, e.g. torch's x.view(-1, d) after a norm) that value,
     stored at the same row-major index."""
@@ -383,72 +379,72 @@ def _row_source(v: Value, shape: tuple) -> Value:
     return x if tuple(x.shape) == shape and x.type.numel == v.type.numel else v
 
 
-def _store_rows(em: _Emitter, count: int) -> None:
-    strides = contiguous_strides(em.plan.full_shape)
+def _store_rows(em: RowEmitter, count: int) -> None:
+    strides = contiguous_strides(em.lay.full_shape)
 
     def emit(stmts, coords):
-        for v in em.plan.row_outputs:
-            e = em.b.value(_row_source(v, em.plan.full_shape), coords)
+        for v in em.lay.row_outputs:
+            e = em.b.value(row_source(v, em.lay.full_shape), coords)
             param = em.ctx.buffer(v, "output")
             stmts.append(Store(param, em.ctx.linear(coords, strides), to_storage(e, v.dtype)))
 
     em.row_loop(em.ctx.c(0), count, emit)
 
 
-def _phase(em: _Emitter, reds: list[Node], count: int, start: Expr) -> list[tuple]:
-    setups = [(r, *_acc_setup(em, r)) for r in reds]
+def _phase(em: RowEmitter, reds: list[Node], count: int, start: Expr) -> list[tuple]:
+    setups = [(r, *acc_setup(em, r)) for r in reds]
 
     def emit(stmts, coords):
         for r, accs, combine, _ in setups:
-            _accumulate(em, r, accs, combine, stmts, coords, em._j)
+            accumulate(em, r, accs, combine, stmts, coords, em._j)
 
     em.row_loop(start, count, emit)
     return setups
 
 
-def _meta(group, strategy: str, extra: dict) -> dict:
-    return {"ops": group.ops, "group": group.name,
-            "schedule": {**group.schedule, "strategy": strategy, **extra}}
+def row_cache_fits(group, lay: RowLayout, block: int, spec: DeviceSpec) -> bool:
+    """The row cache decision (made once, by the plan): a block-per-row kernel that walks
+    its row more than once keeps the row's per-element inputs in shared memory (compute
+    dtype) when they fit beside the partials of its block reductions (+64 bytes slack)."""
+    passes = len(lay.phases) + (1 if lay.row_outputs else 0)
+    partial_bytes = sum(_reds_bytes(r) for ph in lay.phases for r in ph) * (block //
+                                                                            spec.warp_size)
+    full_inputs = [v for v in group.inputs if tuple(v.shape) == lay.full_shape]
+    cache_bytes = sum(lay.row_len * compute_dtype(v.dtype).itemsize for v in full_inputs)
+    return bool(passes > 1 and full_inputs and cache_bytes + partial_bytes + 64
+                <= spec.shared_mem_per_block)
 
 
-def lower_reduction(group, spec: DeviceSpec) -> list[Kernel]:
-    plan = analyse(group)
-    if plan.rows == 0:
+def lower_reduction(group, plan: KernelPlan, spec: DeviceSpec,
+                    options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    """Emit `plan` (hal.lowering.planners.plan_reduction): its strategy, block, split and
+    row cache decisions."""
+    lay = analyse(group)
+    if not plan.launches:
         return []
     idx = index_dtype_for(group_sizes(group), spec)
-    if group.kind == "column_reduction":
-        return [_lower_thread_per_row(group, spec, plan, idx)]
-    block = row_block(plan.row_len, spec)
-    splittable = len(plan.phases) == 1 and len(plan.phases[0]) == 1 and not plan.row_outputs
-    k = group.schedule.get("split")
-    if k is None:
-        k = auto_split(plan.rows, plan.row_len, block, spec) if splittable else 1
-    if k > 1 and splittable:
-        return _lower_split(group, spec, plan, idx, block, int(k))
-    ctx = KernelContext(group.name, spec, idx)
-    em = _Emitter(group, spec, plan, ctx, "block_per_row", block)
+    if plan.strategy == "thread_per_row":
+        return [_lower_thread_per_row(group, plan, spec, lay, idx, options)]
+    if plan.strategy == "split":
+        return _lower_split(group, plan, spec, lay, idx, options)
+    (launch,) = plan.launches
+    block = launch.block
+    if options.fault("row_block_partial_warp"):  # self-test hook
+        block = row_block(lay.row_len, spec, options)
+    ctx = KernelContext(group.name, spec, idx, options)
+    em = RowEmitter(group, spec, lay, ctx, "block_per_row", block)
     em.setup_row(ctx.bid())
-    count = cdiv(plan.row_len, block)
-    passes = len(plan.phases) + (1 if plan.row_outputs else 0)
-    partial_bytes = sum(_reds_bytes(r) for ph in plan.phases for r in ph) * (block //
-                                                                            spec.warp_size)
-    full_inputs = [v for v in group.inputs if tuple(v.shape) == plan.full_shape]
-    cache_bytes = sum(plan.row_len * compute_dtype(v.dtype).itemsize for v in full_inputs)
-    cache = passes > 1 and full_inputs and cache_bytes + partial_bytes + 64 <= \
-        spec.shared_mem_per_block
-    if cache:
-        em.cache_candidates = {v.name for v in full_inputs}
-    for reds in plan.phases:
+    count = cdiv(lay.row_len, block)
+    if plan.detail("row_cache") == "shared":
+        em.cache_candidates = {v.name for v in group.inputs if tuple(v.shape) == lay.full_shape}
+    for reds in lay.phases:
         setups = _phase(em, reds, count, ctx.c(0))
         for r, accs, combine, _ in setups:
             _finish(em, r, em.block_combine(accs, combine))
-    if plan.row_outputs:
+    if lay.row_outputs:
         _store_rows(em, count)
     _store_scalars(em)
-    sched = {"block": block, "rows": plan.rows, "row_len": plan.row_len,
-             "phases": len(plan.phases), "row_passes": passes,
-             "row_cache": "shared" if cache else ("global" if passes > 1 else "none")}
-    return [ctx.kernel(em.body, (plan.rows, 1, 1), block, _meta(group, "block_per_row", sched))]
+    return [ctx.kernel(em.body, launch.grid, block, group, plan)]
 
 
 def _reds_bytes(r: Node) -> int:
@@ -456,56 +452,57 @@ def _reds_bytes(r: Node) -> int:
     return d.itemsize + (8 if r.op in ARG_REDUCTIONS else 0)
 
 
-def _lower_thread_per_row(group, spec, plan: ReductionPlan, idx) -> Kernel:
-    ctx = KernelContext(group.name, spec, idx)
-    block = elementwise_block(spec)
-    grid = cdiv(plan.rows, block)
-    em = _Emitter(group, spec, plan, ctx, "thread_per_row", block)
+def _lower_thread_per_row(group, plan: KernelPlan, spec, lay: RowLayout, idx,
+                          options: LoweringOptions) -> Kernel:
+    ctx = KernelContext(group.name, spec, idx, options)
+    block, grid = plan.block, plan.grid[0]
+    em = RowEmitter(group, spec, lay, ctx, "thread_per_row", block)
     em.setup_row(ctx.add(ctx.mul(ctx.bid(), block), ctx.tid()))
     head = len(em.body)
-    for reds in plan.phases:
-        for r, accs, _combine, _ in _phase(em, reds, plan.row_len, ctx.c(0)):
+    for reds in lay.phases:
+        for r, accs, _combine, _ in _phase(em, reds, lay.row_len, ctx.c(0)):
             _finish(em, r, list(accs))
-    if plan.row_outputs:
-        _store_rows(em, plan.row_len)
+    if lay.row_outputs:
+        _store_rows(em, lay.row_len)
     _store_scalars(em)
     outer, rest = em.body[:head], em.body[head:]
-    if grid * block != plan.rows:  # the tail mask: threads past the last row do nothing
-        rest = [If(em.row.lt(ctx.c(plan.rows)), rest)]
+    if grid * block != lay.rows:  # the tail mask: threads past the last row do nothing
+        rest = [If(em.row.lt(ctx.c(lay.rows)), rest)]
     outer.extend(rest)
-    sched = {"block": block, "grid": grid, "rows": plan.rows, "row_len": plan.row_len,
-             "phases": len(plan.phases)}
-    return ctx.kernel(outer, (grid, 1, 1), block, _meta(group, "thread_per_row", sched))
+    return ctx.kernel(outer, plan.grid, block, group, plan)
 
 
-def _lower_split(group, spec, plan: ReductionPlan, idx, block: int, k: int) -> list[Kernel]:
-    (red,) = plan.phases[0]
-    chunk = round_up(cdiv(plan.row_len, k), block)
-    k = cdiv(plan.row_len, chunk)
-    sched = {"block": block, "rows": plan.rows, "row_len": plan.row_len, "split": k,
-             "chunk": chunk}
+def _lower_split(group, plan: KernelPlan, spec, lay: RowLayout, idx,
+                 options: LoweringOptions) -> list[Kernel]:
+    (red,) = lay.phases[0]
+    first, second = plan.launches
+    block, k, chunk = first.block, plan.detail("split"), plan.detail("chunk")
+    grid1 = first.grid
+    if options.fault("split_drops_partial_chunk"):  # self-test hook
+        k = lay.row_len // chunk
+        grid1 = (grid1[0], k, grid1[2])
     # kernel 1: k blocks per row, partials to scratch
-    ctx = KernelContext(f"{group.name}_partial", spec, idx)
-    em = _Emitter(group, spec, plan, ctx, "block_per_row", block)
+    ctx = KernelContext(f"{group.name}_partial", spec, idx, options)
+    em = RowEmitter(group, spec, lay, ctx, "block_per_row", block)
     em.setup_row(ctx.bid())
     start = ctx.declare(em.body, "start", ctx.mul(ctx.bid("y"), chunk))
     em._limit = ctx.declare(em.body, "stop", Binary("minimum", ctx.add(start, chunk),
-                                                    ctx.c(plan.row_len)))
+                                                    ctx.c(lay.row_len)))
     (r, accs, combine, idents), = _phase(em, [red], chunk // block, start)
     vals = em.block_combine(accs, combine)
     names = [f"{group.name}_partial{i}" for i in range(len(accs))]
-    bufs = [ctx.scratch_buffer(n, a.dtype, plan.rows * k, readonly=False)
+    bufs = [ctx.scratch_buffer(n, a.dtype, lay.rows * k, readonly=False)
             for n, a in zip(names, accs, strict=True)]
     slot = ctx.add(ctx.mul(em.row, k), ctx.bid("y"))
     em.body.append(If(ctx.tid().eq(ctx.c(0)), [Store(b, slot, v)
                                                for b, v in zip(bufs, vals, strict=True)]))
-    k1 = ctx.kernel(em.body, (plan.rows, k, 1), block, _meta(group, "split_partial", sched))
+    k1 = ctx.kernel(em.body, grid1, block, group, plan, first.stage)
     # kernel 2: one block per row combines the k partials
-    block2 = max(spec.warp_size, min(spec.max_threads_per_block, round_up(k, spec.warp_size)))
-    ctx2 = KernelContext(f"{group.name}_final", spec, idx)
-    em2 = _Emitter(group, spec, plan, ctx2, "block_per_row", block2)
+    block2 = second.block
+    ctx2 = KernelContext(f"{group.name}_final", spec, idx, options)
+    em2 = RowEmitter(group, spec, lay, ctx2, "block_per_row", block2)
     em2.setup_row(ctx2.bid())
-    bufs2 = [ctx2.scratch_buffer(n, a.dtype, plan.rows * k, readonly=True)
+    bufs2 = [ctx2.scratch_buffer(n, a.dtype, lay.rows * k, readonly=True)
              for n, a in zip(names, accs, strict=True)]
     has = ctx2.tid().lt(ctx2.c(k))
     slot2 = ctx2.add(ctx2.mul(em2.row, k), ctx2.tid())
@@ -516,9 +513,7 @@ def _lower_split(group, spec, plan: ReductionPlan, idx, block: int, k: int) -> l
         accs2.append(v)
     _finish(em2, r, em2.block_combine(accs2, combine))
     _store_scalars(em2)
-    k2 = ctx2.kernel(em2.body, (plan.rows, 1, 1), block2, _meta(group, "split_final", sched))
+    k2 = ctx2.kernel(em2.body, second.grid, block2, group, plan, second.stage)
     return [k1, k2]
 
 
-register_lowering("row_reduction")(lower_reduction)
-register_lowering("column_reduction")(lower_reduction)

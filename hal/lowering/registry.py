@@ -1,42 +1,77 @@
-"""Group kind -> lowering function: the one dispatch point from FusedGroup to kernels.
+"""Group kinds: one registered object per kind, the one dispatch point from FusedGroup to kernels.
 
-    @register_lowering("pointwise")
-    def lower_pointwise(group, spec) -> list[Kernel]: ...
+    register_kind(GroupKindRule(GroupKind.SCAN, plan=plan_scan, lower=lower_scan))
 
-`lower_group(group, spec)` looks the group's kind up here. A new kind (or a
-better lowering of an existing one) is one registration; nothing else in hal
-switches on group kinds.
+A `GroupKindRule` holds, for one `GroupKind`:
+
+* `plan(group, spec) -> KernelPlan`: every decision about the group's kernels (grid,
+  block, tiles, cache choices, split factors) and what they load, once;
+* `lower(group, plan, spec, options) -> list[Kernel]`: emits exactly that plan;
+* `can_fuse(nodes) -> str | None`: a kind-specific reason the nodes cannot be one
+  kernel of this kind (None: no objection; the fusion pass's structure rules and the
+  resource checks still apply).
+
+`plan_group(group, spec)` and `lower_group(group, spec, options)` look the group's kind
+up here; the fusion cost model prices `plan_group`'s KernelPlan. The rules are
+registered in hal.lowering.kinds. A new kind (or a better plan or lowering of an
+existing one) is one registration here, plus its kind in hal.fusion.group.group_kind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import UnsupportedError
 from hal.kernel.ir import Kernel
-
-Lowering = Callable[..., list[Kernel]]
-
-LOWERINGS: dict[str, Lowering] = {}
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.plan import GroupKind, KernelPlan
 
 
-def register_lowering(kind: str) -> Callable[[Lowering], Lowering]:
-    """Register the lowering of fused groups of `kind` (replaces an earlier one)."""
-    def deco(fn: Lowering) -> Lowering:
-        LOWERINGS[kind] = fn
-        return fn
-
-    return deco
+def _no_objection(nodes) -> str | None:
+    return None
 
 
-def lower_group(group, spec: DeviceSpec) -> list[Kernel]:
-    """Lower one FusedGroup to its kernels (usually one; split reductions give two)."""
+@dataclass(frozen=True)
+class GroupKindRule:
+    kind: GroupKind
+    plan: Callable[..., KernelPlan]
+    lower: Callable[..., list[Kernel]]
+    can_fuse: Callable[..., str | None] = _no_objection
+
+
+KINDS: dict[GroupKind, GroupKindRule] = {}
+
+
+def register_kind(rule: GroupKindRule) -> GroupKindRule:
+    """Register the rule of one group kind (replaces an earlier one)."""
+    KINDS[GroupKind(rule.kind)] = rule
+    return rule
+
+
+def kind_rule(kind: str) -> GroupKindRule:
     from hal.lowering import _load_all
 
     _load_all()
-    fn = LOWERINGS.get(group.kind)
-    if fn is None:
-        raise UnsupportedError(f"group {group.name}: no lowering for kind '{group.kind}'",
-                               hint="known kinds: " + ", ".join(sorted(LOWERINGS)))
-    return fn(group, spec)
+    try:
+        return KINDS[GroupKind(kind)]
+    except (ValueError, KeyError):
+        raise UnsupportedError(f"no lowering for group kind '{kind}'",
+                               hint="known kinds: " + ", ".join(sorted(KINDS))) from None
+
+
+def plan_group(group, spec: DeviceSpec) -> KernelPlan:
+    """The KernelPlan of one FusedGroup on `spec` (what the cost model prices)."""
+    return kind_rule(group.kind).plan(group, spec)
+
+
+def lower_group(group, spec: DeviceSpec, options: LoweringOptions = DEFAULT_OPTIONS,
+                plan: KernelPlan | None = None) -> list[Kernel]:
+    """Lower one FusedGroup to its kernels (usually one; split reductions give two) under
+    `options` (the self-test's planted faults; none by default). `plan`: the group's
+    plan when the caller already has it."""
+    rule = kind_rule(group.kind)
+    if plan is None:
+        plan = rule.plan(group, spec)
+    return rule.lower(group, plan, spec, options)

@@ -17,13 +17,15 @@ from hal.errors import UnsupportedError
 from hal.kernel.ir import Assign, Cast, Declare, For, If, Kernel, Stmt, Store
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, rounded, to_storage, zero_of
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes
-from hal.lowering.registry import register_lowering
-from hal.lowering.tiling import cdiv, elementwise_block
 from hal.ops import Category, get_op
 
 
-def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
+def lower_scan(group, plan: KernelPlan, spec: DeviceSpec,
+               options: LoweringOptions = DEFAULT_OPTIONS) -> list[Kernel]:
+    """Emit `plan` (hal.lowering.planners.plan_scan)."""
     scans = [n for n in group.nodes if get_op(n.op).category is Category.SCAN]
     if len(scans) != 1 or scans[0].op != "cumsum":
         raise UnsupportedError(f"group {group.name}: expects exactly one cumsum, got "
@@ -39,11 +41,10 @@ def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
         if tuple(v.shape) != shape:
             raise UnsupportedError(f"group {group.name}: output %{v.name} is not shaped like "
                                    f"the scan {list(shape)}", hint="split the group")
-    if rows == 0 or length == 0:
+    if not plan.launches:
         return []
-    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec))
-    block = elementwise_block(spec)
-    grid = cdiv(rows, block)
+    ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec), options)
+    block, grid = plan.block, plan.grid[0]
     body: list[Stmt] = []
     row = ctx.declare(body, "row", ctx.add(ctx.mul(ctx.bid(), block), ctx.tid()))
     guarded: list[Stmt] = []
@@ -53,7 +54,8 @@ def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
     guarded.append(Declare(acc, zero_of(acc_dt)))
     t = ctx.var("t", ctx.idx)
     step: list[Stmt] = []
-    pos = ctx.declare(step, "pos", ctx.c(length - 1) - t if node.attrs["reverse"] else t)
+    last = length if options.fault("scan_reverse_off_by_one") else length - 1  # self-test
+    pos = ctx.declare(step, "pos", ctx.c(last) - t if node.attrs["reverse"] else t)
     coords = (*rc[:axis], pos, *rc[axis:])
     b = ScalarBuilder(ctx, group.nodes, step)
     term = b.value(x, coords)
@@ -61,7 +63,7 @@ def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
     if not node.attrs["exclusive"]:
         step.append(Assign(acc, acc + term))
     b.env[out.name] = (coords, ctx.declare(step, out.name,
-                                           rounded(acc, out.dtype)))
+                                           rounded(acc, out.dtype, options)))
     for v in group.outputs:
         e = b.value(v, coords)
         param, idx = b.store_index(v, coords)
@@ -73,10 +75,4 @@ def lower_scan(group, spec: DeviceSpec) -> list[Kernel]:
         body.append(If(row.lt(ctx.c(rows)), guarded))
     else:
         body.extend(guarded)
-    sched = {**group.schedule, "strategy": "thread_per_row_sequential", "block": block,
-             "rows": rows, "length": length}
-    return [ctx.kernel(body, (grid, 1, 1), block, {"ops": group.ops, "group": group.name,
-                                                   "schedule": sched})]
-
-
-register_lowering("scan")(lower_scan)
+    return [ctx.kernel(body, plan.grid, block, group, plan)]

@@ -36,9 +36,12 @@ def elementwise_grid(numel: int, block: int, spec: DeviceSpec) -> int:
     return max(1, min(cdiv(numel, block), 4 * resident))
 
 
-def row_block(row_len: int, spec: DeviceSpec) -> int:
-    """One block per row: about ELEMS_PER_THREAD elements per thread, whole warps."""
+def row_block(row_len: int, spec: DeviceSpec, options=None) -> int:
+    """One block per row: about ELEMS_PER_THREAD elements per thread, whole warps.
+    (`options`: hal.lowering.options.LoweringOptions, for a self-test fault.)"""
     want = round_up(max(1, cdiv(row_len, ELEMS_PER_THREAD)), spec.warp_size)
+    if options is not None and options.fault("row_block_partial_warp"):  # self-test hook
+        want -= spec.warp_size // 2
     return max(spec.warp_size, min(spec.max_threads_per_block, want))
 
 

@@ -64,8 +64,8 @@ def _minmax(which: str) -> Callable[[str, DType], str]:
 
 
 def _sign(c: str, d: DType) -> str:
-    if d.is_float:  # zeros keep their sign, NaN stays NaN
-        body = f"return a > 0 ? ({c})1 : (a < 0 ? ({c})-1 : a);"
+    if d.is_float:  # sign(-0) = +0 as np.sign (hal's definition); NaN stays NaN
+        body = f"return a > 0 ? ({c})1 : (a < 0 ? ({c})-1 : (a == 0 ? ({c})0 : a));"
     else:
         body = f"return ({c})((a > 0) - (a < 0));"
     return f"HAL_FN {c} hal_sign_{d.name}({c} a) {{ {body} }}\n"

@@ -181,20 +181,20 @@ class ScratchNpuBackend(CpuSimBackend):
                 compiled = self.compile(k, spec)
                 args: list[Buffer] = []
                 for p in k.params:
-                    if p.name in k.meta["scratch"]:
+                    if p.name in k.meta.scratch:
                         if p.name not in scratch:
                             from hal.dtypes import dtype as to_dtype
 
-                            dt, numel = k.meta["scratch"][p.name]
+                            dt, numel = k.meta.scratch[p.name]
                             dt = to_dtype(dt)
                             scratch[p.name] = self.allocate(numel * dt.itemsize, dt, (numel,))
                         args.append(scratch[p.name])
                     else:
-                        args.append(buffers[k.meta["buffers"][p.name]])
+                        args.append(buffers[k.meta.buffers[p.name]])
                 self.launch(compiled, args, k.grid, (k.block, 1, 1), k.shared_bytes)
                 d = dict(compiled.metadata.get("last_launch", {}))
-                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta["ops"]),
-                         schedule=k.meta.get("schedule", {}))
+                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
+                         plan=k.meta.plan.summary() if k.meta.plan is not None else {})
                 stats.append(d)
         self.synchronize()
         outputs = {orig.name: self.copy_out(buffers[new.name]).reshape(new.shape)

@@ -1,0 +1,210 @@
+"""Sampled simulation of a kernel: `choose_blocks`, `run_group_sampled`.
+
+For graphs too large to simulate every block (in the spirit of sampled GPU
+simulation: simulate representative blocks, extrapolate the rest):
+
+* which blocks: every block on a boundary of the grid (first and last index
+  along each grid axis, and the first and last block in launch order, which
+  for the rasterised matmul and attention grids are the first and the last
+  output tiles, where row and column tails are masked), plus a seeded random
+  sample of `fraction` of the other (interior) blocks. Both sets are simulated
+  exactly, with every check on;
+* outputs: the group's outputs are first computed functionally, node by node
+  with each op's reference rounded to every value's declared dtype (the dtypes
+  the kernel stores), in float64 except contractions of f32-or-narrower
+  operands, which run in float32 as the kernels accumulate; so later kernels
+  read correct inputs;
+  then every element a simulated block stored replaces the functional value.
+  The simulated elements are compared with the functional ones (the parity on
+  the simulated blocks); the graph's outputs are compared with the reference
+  as in an exact run (the parity on the whole output);
+* counters: boundary blocks count as themselves; the interior sample's counts
+  are scaled to all interior blocks. The sample is run in up to four strata of
+  blocks, and the spread of their per-block means gives the stated relative
+  error (three standard errors; 0 when every sampled interior block counted
+  the same);
+* groups of several kernels (one kernel reads another's scratch) and kernels
+  with global atomics (a partial sum is not a block's output) run exactly, and
+  the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hal.kernel.ir import AtomicAdd, For, If, Kernel
+
+COUNTERS = ("global_bytes_read", "global_bytes_written", "shared_bytes_read",
+            "shared_bytes_written", "barriers", "atomics")
+STRATA = 4
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """`fraction` of the interior blocks, drawn with `seed`."""
+
+    fraction: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from hal.errors import HalError
+
+        if not 0.0 < self.fraction <= 1.0:
+            raise HalError(f"--sample {self.fraction}: the sampled fraction must be in (0, 1]",
+                           hint="e.g. --sample 0.05 simulates 5% of the interior blocks")
+
+
+def choose_blocks(grid: tuple[int, int, int], options: SampleOptions
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(boundary block ids, sampled interior block ids), linear ids in launch order."""
+    gx, gy, gz = grid
+    nb = gx * gy * gz
+    lin = np.arange(nb, dtype=np.int64)
+    bx, by, bz = lin % gx, (lin // gx) % gy, lin // (gx * gy)
+    edge = np.zeros(nb, bool)
+    for c, g in ((bx, gx), (by, gy), (bz, gz)):
+        if g > 1:
+            edge |= (c == 0) | (c == g - 1)
+    edge[0] = edge[-1] = True
+    boundary = lin[edge]
+    interior = lin[~edge]
+    n = min(interior.size, max(1, math.ceil(options.fraction * interior.size))) \
+        if interior.size else 0
+    rng = np.random.default_rng(options.seed)
+    sample = np.sort(rng.choice(interior, size=n, replace=False)) if n else interior[:0]
+    return boundary, sample
+
+
+def _has_global_atomics(kernel: Kernel) -> bool:
+    shared = {b.name for b in kernel.shared}
+
+    def walk(body) -> bool:
+        for s in body:
+            if isinstance(s, AtomicAdd) and s.buffer not in shared:
+                return True
+            if isinstance(s, For) and walk(s.body):
+                return True
+            if isinstance(s, If) and (walk(s.then) or walk(s.orelse)):
+                return True
+        return False
+
+    return walk(kernel.body)
+
+
+def samplable(kernels: list[Kernel]) -> str | None:
+    """None when the group's kernel can be sampled, else the reason it runs exactly."""
+    if len(kernels) != 1:
+        return f"{len(kernels)} kernels share scratch buffers"
+    if _has_global_atomics(kernels[0]):
+        return "global atomics accumulate partial results"
+    return None
+
+
+def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The group's outputs, flat, computed node by node with each op's float64 reference
+    and rounded to every value's declared dtype."""
+    from hal.dtypes import cast
+    from hal.ops import get_op
+    from hal.ops.registry import Category
+    from hal.reference import widen
+
+    wide: dict[str, np.ndarray] = {}
+
+    def get(v) -> np.ndarray:
+        if v.name not in wide:
+            wide[v.name] = widen(buffers[v.name].reshape(v.shape), v.dtype)
+        return wide[v.name]
+
+    with np.errstate(all="ignore"):
+        for n in group.nodes:
+            opdef = get_op(n.op)
+            args = [get(v) for v in n.inputs]
+            if opdef.category is Category.CONTRACTION and all(
+                    v.dtype.is_float and v.dtype.bits <= 32 for v in n.inputs):
+                # the kernels multiply f32 (or narrower) values and accumulate in f32:
+                # the same contraction in float32 (BLAS sgemm), not float64
+                args = [a.astype(np.float32) for a in args]
+            results = opdef.reference(args, opdef.check_attrs(n.attrs))
+            for out, r in zip(n.outputs, results, strict=True):
+                wide[out.name] = widen(cast(np.asarray(r), out.dtype), out.dtype)
+    return {v.name: cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
+
+
+def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, options: SampleOptions,
+                       simulate: Callable[..., Any], **sim_kw: Any) -> tuple[Any, dict]:
+    """Simulate the boundary blocks and the interior sample of `kernel` (args changed in
+    place only where those blocks store); return (stats with extrapolated counters,
+    sample report with the written indices per buffer parameter)."""
+    from .stats import KernelStats
+
+    grid = tuple(int(g) for g in kernel.grid)
+    nb = kernel.num_blocks
+    boundary, sample = choose_blocks(grid, options)  # type: ignore[arg-type]
+    gparams = [p for p in kernel.params if hasattr(p, "numel")]
+    written: list[list[np.ndarray]] = [[] for _ in gparams]
+    sb = simulate(kernel, args, spec, blocks=boundary, written=written, **sim_kw)
+    strata = [s for s in np.array_split(sample, min(STRATA, sample.size)) if s.size] \
+        if sample.size else []
+    per_block: list[dict[str, float]] = []
+    total = {c: getattr(sb, c) for c in COUNTERS}
+    flops_b = dict(sb.flops_by_dtype)
+    interior = nb - boundary.size
+    scale = interior / sample.size if sample.size else 0.0
+    flops_s: dict[str, float] = {}
+    sums = {c: 0 for c in COUNTERS}
+    wall = sb.wall_s
+    for blocks in strata:
+        st = simulate(kernel, args, spec, blocks=blocks, written=written, **sim_kw)
+        wall += st.wall_s
+        per_block.append({c: getattr(st, c) / blocks.size for c in COUNTERS}
+                         | {"flops": st.flops / blocks.size})
+        for c in COUNTERS:
+            sums[c] += getattr(st, c)
+        for d, f in st.flops_by_dtype.items():
+            flops_s[d] = flops_s.get(d, 0) + f
+    stats = KernelStats(kernel.name, grid, kernel.block, kernel.shared_bytes)  # type: ignore[arg-type]
+    for c in COUNTERS:
+        setattr(stats, c, int(round(total[c] + sums[c] * scale)))
+    stats.flops_by_dtype = {d: int(round(flops_b.get(d, 0) + flops_s.get(d, 0) * scale))
+                            for d in sorted(set(flops_b) | set(flops_s))}
+    stats.waves = sb.waves
+    stats.lanes_per_wave = sb.lanes_per_wave
+    stats.finish(spec)
+    stats.wall_s = wall
+    err = 0.0
+    if len(per_block) > 1:   # three standard errors of the interior estimate, relative
+        for key in (*COUNTERS, "flops"):
+            vals = np.array([p[key] for p in per_block], np.float64)
+            se = float(vals.std(ddof=1)) / math.sqrt(len(vals))
+            est = _boundary(total, flops_b, key) + float(vals.mean()) * interior
+            if est > 0:
+                err = max(err, 3.0 * se * interior / est)
+    simulated = np.concatenate([boundary, sample])
+    report = {
+        "blocks_simulated": int(simulated.size), "blocks": nb,
+        "fraction": simulated.size / nb if nb else 1.0,
+        "boundary_blocks": int(boundary.size), "sampled_blocks": int(sample.size),
+        "seed": options.seed, "counter_rel_error": err,
+        "simulated_block_ids": simulated.tolist(),
+        "written": {p.name: (np.unique(np.concatenate(w)) if w else np.zeros(0, np.int64))
+                    for p, w in zip(gparams, written, strict=True)},
+    }
+    return stats, report
+
+
+def _boundary(total: dict, flops: dict, key: str) -> float:
+    return float(sum(flops.values())) if key == "flops" else float(total[key])
+
+
+def block_coords(ids: list[int], grid: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    gx, gy, _ = grid
+    return [(i % gx, (i // gx) % gy, i // (gx * gy)) for i in ids]
+
+
+__all__ = ["SampleOptions", "choose_blocks", "samplable", "functional_outputs",
+           "run_kernel_sampled", "block_coords"]

@@ -1,0 +1,108 @@
+"""Benchmark cpu_sim at model scale (issue 19): wall time, CPU time, peak RSS, simulated fraction.
+
+Each case runs the real command in a subprocess under `/usr/bin/time -v` (peak RSS
+of the whole process, reference evaluation included) and records the load average
+before and after, because the shared 2-core machine this was written on is busy
+with other work: compare CPU seconds and ratios run side by side, not wall time
+alone. Targets (issue 19): gpt_block_d768_s2048 exact on h100-sxm <= 30 s wall and
+<= 2 GiB; a Llama-3-8B-shaped layer at sequence 2048 <= 120 s exact or <= 30 s
+sampled and <= 4 GiB; `hal --help` <= 0.5 s.
+
+Run:  python benchmarks/bench_sim_scale.py [--case NAME ...] [--hal PATH] [--timeout S]
+Prints one markdown table row per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EX = ROOT / "examples"
+
+CASES: dict[str, list[str]] = {
+    "help": ["--help"],
+    "version": ["--version"],
+    "gpt_block_d768_s128 exact": ["run", str(EX / "gpt_block_d768_s128.hal"), "--backend",
+                                  "cpu_sim", "--device", "h100-sxm", "--json"],
+    "gpt_block_d768_s2048 exact": ["run", str(EX / "gpt_block_d768_s2048.hal"), "--backend",
+                                   "cpu_sim", "--device", "h100-sxm", "--json"],
+    "gpt_block_d768_s2048 sampled 5%": ["run", str(EX / "gpt_block_d768_s2048.hal"),
+                                        "--backend", "cpu_sim", "--device", "h100-sxm",
+                                        "--sample", "0.05", "--json"],
+    "llama_block_d4096_s128 exact": ["run", str(EX / "llama_block_d4096_s128.hal"),
+                                     "--backend", "cpu_sim", "--device", "h100-sxm", "--json"],
+    "llama_block_d4096_s2048 sampled 2%": ["run", str(EX / "llama_block_d4096_s2048.hal"),
+                                           "--backend", "cpu_sim", "--device", "h100-sxm",
+                                           "--sample", "0.02", "--json"],
+}
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run_case(hal: str, args: list[str], timeout: float) -> dict:
+    """Run `hal args` under /usr/bin/time -v; wall, user+sys CPU, peak RSS, fraction."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        load0 = _load()
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run(["/usr/bin/time", "-v", "-o", tf.name, hal, *args],
+                               capture_output=True, text=True, timeout=timeout)
+            rc = p.returncode
+            out = p.stdout
+        except subprocess.TimeoutExpired:
+            return {"wall_s": time.perf_counter() - t0, "rc": "timeout", "load": load0}
+        wall = time.perf_counter() - t0
+        text = Path(tf.name).read_text()
+    num = {k: float(re.search(rf"{k}.*?: ([\d.]+)", text).group(1))
+           for k in ("User time", "System time", "Maximum resident set size")}
+    res = {"wall_s": wall, "cpu_s": num["User time"] + num["System time"],
+           "peak_rss_gib": num["Maximum resident set size"] / 2**20, "rc": rc,
+           "load": f"{load0} -> {_load()}"}
+    if args and args[0] == "run":
+        try:
+            js = json.loads(out)
+        except json.JSONDecodeError:
+            return res
+        blocks = simulated = 0
+        for st in js.get("stats") or []:
+            g = st.get("grid", [1, 1, 1])
+            nb = g[0] * g[1] * g[2]
+            blocks += nb
+            simulated += st.get("sample", {}).get("blocks_simulated", nb)
+        res["fraction"] = simulated / blocks if blocks else 1.0
+        res["parity"] = "ok" if (js.get("report") or {}).get("ok") else "MISMATCH"
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", action="append", choices=sorted(CASES), help="default: all")
+    ap.add_argument("--hal", default=shutil.which("hal") or "hal", help="the hal executable")
+    ap.add_argument("--timeout", type=float, default=3600.0)
+    a = ap.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("| case | wall s | CPU s | peak RSS GiB | simulated fraction | parity | load before -> after |")
+    print("|---|---|---|---|---|---|---|")
+    for name in a.case or list(CASES):
+        r = run_case(a.hal, CASES[name], a.timeout)
+        if r["rc"] == "timeout":
+            print(f"| {name} | > {a.timeout:.0f} (timeout) | | | | | {r['load']} |")
+            continue
+        print(f"| {name} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_rss_gib']:.2f} | "
+              f"{r.get('fraction', 1.0):.3f} | {r.get('parity', '-')} | {r['load']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Block, warp and pipeline tiles of matrix-unit matmuls (`MmaTiles`, `mma_tiles`).
+
+Everything comes from the DeviceSpec and the matrix instruction's shape
+(hal.kernel.mma): a block computes BM x BN of the result with WM x WN warps, each
+warp MI x NI instruction tiles (m x n each); a K step of BK is staged in shared
+memory, `stages` deep when the spec has `async_copy` (cp.async multi-stage pipeline),
+one stage plus a register prefetch otherwise. Shared tiles are padded by PAD elements
+(16 bytes) per row, so the 8 rows an ldmatrix phase reads, and the rows of a fragment
+load, fall in different banks. Read by the matrix lowering (hal.lowering.matmul_mma)
+and by the cost model.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+from hal.devices.spec import DeviceSpec, MatrixInstruction
+from hal.kernel.mma import get_layout
+from hal.lowering.tiling import blocks_per_unit, cdiv, round_up
+
+PAD_BYTES = 16
+
+
+@dataclass(frozen=True)
+class MmaTiles:
+    bm: int
+    bn: int
+    bk: int
+    wm: int            # warps along M
+    wn: int            # warps along N
+    stages: int        # shared stages (1: register prefetch)
+    layout: str        # hal.kernel.mma layout name
+    itemsize: int      # bytes of an operand element
+    operands: int = 1  # B operands sharing the A tile (a dual GEMM)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MmaTiles:
+        """The tiles from a kernel's schedule record (`as_dict`)."""
+        return cls(**{f: d[f] for f in ("bm", "bn", "bk", "wm", "wn", "stages", "layout",
+                                         "itemsize", "operands")})
+
+    @property
+    def lanes(self) -> int:
+        return get_layout(self.layout).lanes
+
+    @property
+    def threads(self) -> int:
+        return self.wm * self.wn * self.lanes
+
+    @property
+    def mi(self) -> int:
+        return self.bm // self.wm // get_layout(self.layout).m
+
+    @property
+    def ni(self) -> int:
+        return self.bn // self.wn // get_layout(self.layout).n
+
+    @property
+    def pad(self) -> int:
+        return PAD_BYTES // self.itemsize
+
+    @property
+    def vec(self) -> int:
+        """Elements per 128-bit vector copy."""
+        return 16 // self.itemsize
+
+    def a_stage(self) -> int:
+        return self.bm * (self.bk + self.pad)
+
+    def b_stage(self, n_major: bool) -> int:
+        return self.bn * (self.bk + self.pad) if n_major else self.bk * (self.bn + self.pad)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"threads": self.threads, "mi": self.mi, "ni": self.ni}
+
+
+def mma_shared_bytes(t: MmaTiles) -> int:
+    """Shared bytes of all stages (the larger B layout, so either orientation fits)."""
+    return t.stages * (t.a_stage() + t.operands * max(t.b_stage(True), t.b_stage(False))) \
+        * t.itemsize
+
+
+def mma_registers(t: MmaTiles) -> int:
+    """32-bit registers per thread: accumulators, one k-step of fragments, the register
+    prefetch of a 1-stage pipeline, addresses."""
+    lay = get_layout(t.layout)
+    acc = t.operands * t.mi * t.ni * lay.c_elems
+    frags = (t.mi * lay.a_elems + t.ni * lay.b_elems) * t.itemsize // 4
+    prefetch = 0 if t.stages > 1 else (cdiv(t.bm * t.bk, t.vec * t.threads)
+                                       + t.operands * cdiv(t.bk * t.bn, t.vec * t.threads)) * 4
+    return acc + frags + prefetch + 24
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int,
+                reserve: int, operands: int) -> tuple[MmaTiles, ...]:
+    lay = get_layout(mi_.layout)
+    stages_opts = (3, 2) if "async_copy" in spec.capabilities else (1,)
+    out = []
+    for bm in (128, 64, 32, 16, 8):
+        for bn in (128, 64, 32, 16, 8):
+            for bk in (64, 32, 16, 8):
+                if bk % lay.k or (bk * itemsize) % 16:
+                    continue
+                for wm in (4, 2, 1):
+                    for wn in (4, 2, 1):
+                        if bm % (wm * lay.m) or bn % (wn * lay.n):
+                            continue
+                        for st in stages_opts:
+                            t = MmaTiles(bm, bn, bk, wm, wn, st, lay.name, itemsize,
+                                         operands)
+                            if t.threads > spec.max_threads_per_block or \
+                                    mma_shared_bytes(t) > spec.shared_mem_per_block or \
+                                    mma_registers(t) + reserve > \
+                                    spec.registers_per_thread_at(t.threads):
+                                continue
+                            out.append(t)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def mma_tiles(m: int, n: int, k: int, spec: DeviceSpec, instr: MatrixInstruction,
+              itemsize: int, reserve: int = 0, operands: int = 1) -> MmaTiles | None:
+    """The tile for an m x n x k matmul on `instr`, or None when none fits the spec.
+
+    Preference, as the SIMT tiles (tiling.matmul_tiles): a grid that keeps the device busy,
+    little padding waste, big and square block tiles (reuse per shared byte), warp tiles of
+    several instructions (fragment reuse), 4-8 warps, deeper pipelines, BK of 32."""
+    cands = _candidates(spec, instr, itemsize, reserve, operands)
+    if not cands:
+        return None
+
+    def score(t: MmaTiles) -> tuple:
+        blocks = cdiv(m, t.bm) * cdiv(n, t.bn)
+        waste = (round_up(m, t.bm) * round_up(n, t.bn)) / max(1, m * n)
+        kwaste = round_up(k, t.bk) / max(1, k)
+        busy = blocks * 4 >= spec.compute_units
+        wtm, wtn = t.bm // t.wm, t.bn // t.wn
+        return (busy, -round(waste, 1), -round(kwaste, 1), t.bm * t.bn,
+                -abs(t.bm.bit_length() - t.bn.bit_length()), min(wtm * wtn, 64 * 64),
+                -abs(wtm.bit_length() - wtn.bit_length()), min(t.wm * t.wn, 8), t.stages,
+                -abs(t.bk * t.itemsize - 128))   # 128-byte rows: conflict-free phases
+
+    return max(cands, key=score)
+
+
+def mma_in_flight(t: MmaTiles, spec: DeviceSpec, reserve: int = 0) -> int:
+    """Tiles running at once on the whole device (one wave)."""
+    return spec.compute_units * blocks_per_unit(t.threads, mma_registers(t) + reserve,
+                                                mma_shared_bytes(t), spec)

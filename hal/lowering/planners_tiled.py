@@ -1,0 +1,295 @@
+"""Plans of the tiled kinds: matmul (one contraction, dual GEMM, sibling segments, norm
+prologue) and attention (one kernel, two-pass, split-K).
+
+`plan_matmul` picks the tiles (tiling.matmul_tiles, or PlanHints.matmul_tiles), the
+grid of column-panel segments and the grouped raster order; `plan_attention_group`
+the attention tiles, passes and key chunks (hal.lowering.attention.plan_attention).
+Both state per input how often it is loaded (A once per column panel, B once per row
+panel; K and V once per row tile and pass) and which loads reach DRAM
+(hal.lowering.traffic). The lowering emits these plans; the cost model prices them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hal.devices.spec import DeviceSpec
+from hal.dtypes import compute_dtype
+from hal.lowering.plan import (
+    GroupKind,
+    KernelPlan,
+    Launch,
+    MathInstruction,
+    MathKind,
+    MemoryLevel,
+)
+from hal.lowering.planners import (
+    base_registers,
+    default_blocks,
+    group_flops,
+    hints_of,
+    launch_name,
+    operand_loads,
+    written_bytes,
+)
+from hal.lowering.tiling import cdiv, elementwise_block
+from hal.lowering.traffic import (
+    fmt_bytes,
+    issued_reads,
+    matmul_rereads,
+    node_flops,
+    norm_prologue_traffic,
+    operand_sources,
+)
+from hal.ops import Category, get_op
+from hal.ops.contraction import accumulation_dtype, contraction_dims, contraction_mnk
+
+# --------------------------------------------------------------------------- matmul
+
+
+def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
+    """Tiles, grid and loads of a matmul group (hal.lowering.matmul emits it)."""
+    from hal.lowering.matmul import fused_reserve, one_tile_grid
+    from hal.lowering.matmul_mma import mma_choice
+    from hal.lowering.mma_tiles import mma_in_flight, mma_registers
+    from hal.lowering.tiling import (
+        MatmulTiles,
+        group_rows,
+        matmul_in_flight,
+        matmul_registers,
+        matmul_tiles,
+    )
+
+    dots = [n for n in group.nodes if get_op(n.op).category is Category.CONTRACTION]
+    mm = dots[0]
+    a = mm.inputs[0]
+    m, n_, k = contraction_mnk(mm)
+    nb = math.prod(a.shape[i] for i in contraction_dims(mm)[0])
+    one = one_tile_grid(dots)
+    if one:
+        segs = [(dots, n_)]
+    else:   # siblings of different shapes: one column-panel segment each
+        segs = [([d], contraction_mnk(d)[1]) for d in dots]
+        segs = [(ds, n) for ds, n in segs if n] or segs
+    operands = len(dots) if one else 1
+    acc = compute_dtype(accumulation_dtype(a.dtype, mm.attrs))
+    reserve = fused_reserve(group.nodes, group.inputs)
+    reasons: list[str] = []
+    hinted = hints_of(group).matmul_tiles
+    # the matrix unit whenever the spec has an instruction for these dtypes (and no SIMT
+    # tiles are forced): hal.lowering.matmul_mma emits it
+    choice = None if hinted is not None else mma_choice(dots, spec, reserve)
+    t = hinted
+    if t is None and choice is None:
+        try:
+            t = matmul_tiles(m, min(n for _ds, n in segs), k, acc.itemsize, spec, operands,
+                             reserve)
+        except ValueError:
+            t = None
+            reasons.append(f"no matmul tile fits {spec.name} with {reserve} registers per "
+                           f"thread kept for the fused ops")
+    notes: list[str] = []
+    # priced with 128 x 128 tiles when none fits (the register estimate then vetoes it)
+    if choice is not None:
+        bm, bn = choice.tiles.bm, choice.tiles.bn
+        in_flight = mma_in_flight(choice.tiles, spec)
+    else:
+        bm, bn = (t.bm, t.bn) if t is not None else (128, 128)
+        in_flight = matmul_in_flight(t, acc.itemsize, spec, operands, reserve) \
+            if t is not None else spec.compute_units
+    row_tiles = cdiv(m, bm)
+    col_panels = sum(cdiv(n, bn) for _ds, n in segs)
+    # A once per column panel, each B once per row panel (tile loads through shared memory)
+    factors = {d.inputs[1].name: row_tiles for d in dots}
+    factors[a.name] = col_panels
+    issued = issued_reads(group, factors, stop_at_reductions=True)
+    extra: dict[str, int] = {}
+    blocks = 0
+    for seg_dots, n in segs:
+        bs = [d.inputs[1] for d in seg_dots]
+        col_tiles = cdiv(n, bn)
+        blocks += col_tiles * row_tiles
+        if a.type.nbytes + sum(b.type.nbytes for b in bs) > spec.l2_bytes:
+            ea, eb = matmul_rereads(a, bs, m, k, row_tiles, col_tiles, bm, spec, in_flight,
+                                    notes)
+            extra[a.name] = extra.get(a.name, 0) + ea
+            for b in bs:
+                extra[b.name] = extra.get(b.name, 0) + eb * b.type.nbytes
+    if len(segs) > 1:
+        notes.append(f"{len(dots)} sibling contractions read A once: "
+                     f"{', '.join(str(n) for _ds, n in segs)} columns in one grid")
+    elif len(dots) > 1:
+        notes.append(f"{len(dots)} sibling contractions share the A tile")
+    pre_dram, pre_flops, pre_issued = norm_prologue_traffic(group, dots, col_panels, bm, k,
+                                                            spec, notes)
+    for name, b in pre_issued.items():
+        issued[name] = issued.get(name, 0.0) + b
+    for name, b in pre_dram.items():
+        extra[name] = extra.get(name, 0) + b
+    staged = {a.name: MemoryLevel.SHARED, **{d.inputs[1].name: MemoryLevel.SHARED for d in dots}}
+    launches: tuple[Launch, ...] = ()
+    details: tuple = ()
+    tiles: tuple = ()
+    stages = 1
+    strategy = "smem_tiled"
+    math_inst = MathInstruction(MathKind.SIMT_FMA, acc.name)   # FMAs in the accumulator dtype
+    threads = 0
+    if choice is not None:
+        strategy, stages, threads = "mma", choice.tiles.stages, choice.tiles.threads
+        tiles = tuple(choice.tiles.as_dict().items())
+        math_inst = MathInstruction(MathKind.MATRIX, a.dtype.name, choice.instruction.name)
+        registers = mma_registers(choice.tiles) + reserve
+        details = (("mma_choice", choice),)
+    elif t is not None:
+        tiles = tuple((key, getattr(t, key)) for key in ("bm", "bn", "bk", "tm", "tn"))
+        threads = t.threads
+        live = len(dots) if one else 1
+        registers = matmul_registers(MatmulTiles(*(v for _k, v in tiles)), live) + reserve
+    else:
+        registers = spec.max_registers_per_thread + 1
+    if tiles:
+        npm = cdiv(m, bm)
+        gm = group_rows(npm, bm, k, a.dtype.itemsize, spec, in_flight)
+        grid_x = sum(npm * cdiv(n, bn) for _ds, n in segs if n)
+        if nb * m and grid_x:
+            launches = (Launch(launch_name(group), (grid_x, 1, nb), threads),)
+        details += (("group_m", gm), ("contractions", len(dots)), ("acc_dtype", acc.name),
+                    ("m", m), ("n", sum(n for _ds, n in segs)), ("k", k), ("batch", nb),
+                    ("in_flight", in_flight))
+        if len(segs) > 1:
+            details += (("column_segments", tuple(n for _ds, n in segs)),)
+    return KernelPlan(group.name, GroupKind.MATMUL, strategy, launches, math=math_inst,
+                      tiles=tiles, stages=stages,
+                      registers=registers, loads=operand_loads(group, issued, extra, staged),
+                      written_bytes=written_bytes(group), flops=group_flops(group) + pre_flops,
+                      blocks=max(1, blocks), details=details, reasons=tuple(reasons),
+                      notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------- attention
+
+def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
+    """Tiles, passes, split-K and loads of an attention group (hal.lowering.attention)."""
+    from hal.lowering.attention import plan_attention
+
+    hints = hints_of(group)
+    planned = plan_attention(group, spec, hints.attention_tiles, hints.split_k)
+    regs = base_registers(group) + 32
+    if isinstance(planned, str):
+        # not one attention kernel: priced as its inputs read once (lowering refuses it)
+        return KernelPlan(group.name, GroupKind.ATTENTION, "flash_attention", (),
+                          registers=regs + 2 * cdiv(64, spec.warp_size),
+                          loads=operand_loads(group, {v.name: float(v.type.nbytes)
+                                                      for v in group.inputs}),
+                          written_bytes=written_bytes(group), flops=group_flops(group),
+                          blocks=default_blocks(group), reasons=(planned,))
+    pat, t, split, reasons = planned
+    nb = math.prod(pat.batch)
+    rt = cdiv(pat.m, t.br)
+    passes = 2 if pat.two_pass else 1
+    notes: list[str] = []
+    # issued: K once per row tile and pass, V once per row tile; with split-K Q once per
+    # chunk (and pass kernel), plus the partials
+    q, kk, v = pat.qk.inputs[0], pat.qk.inputs[1], pat.pv.inputs[1]
+    factors = {kk.name: rt * passes, v.name: rt}
+    scratch_issued = scratch = 0
+    ntiles = cdiv(pat.t, t.bc)
+    ct = cdiv(ntiles, split) if split > 1 else ntiles
+    split = cdiv(ntiles, ct) if split > 1 else 1
+    if split > 1:
+        from hal.lowering.attention_split import split_issued_bytes, split_scratch_bytes
+
+        factors[q.name] = split * passes
+        scratch_issued = split_issued_bytes(pat, t.tpr, split)
+        scratch = split_scratch_bytes(pat, split)
+    # the logits (scores through the group's mask/bias/softcap ops) are evaluated once per
+    # key and pass into registers; P and the row statistics read them there
+    issued = issued_reads(group, factors, by_coords=True, env=frozenset({pat.logits.name}))
+    for name, b in issued_reads(group, factors, by_coords=True, roots=[
+            (pat.logits, pat.logits.type.numel * passes)]).items():
+        issued[name] = issued.get(name, 0.0) + b
+    # DRAM: K and V re-read per row tile when the blocks in flight's K/V exceed L2
+    k_src, v_src = operand_sources(group, pat, "k"), operand_sources(group, pat, "v")
+    per_entry = (sum(k_src.values()) + sum(v_src.values())) // max(1, nb)
+    blocks = rt * nb
+    in_flight = min(blocks, 2 * spec.compute_units)
+    entries = min(max(1, nb), cdiv(in_flight, rt) + 1)
+    spills = per_entry * entries > spec.l2_bytes
+    extra: dict[str, int] = {}
+    if spills:
+        for src in (k_src, v_src):
+            for name, b in src.items():
+                extra[name] = extra.get(name, 0) + (rt - 1) * b
+        notes.append("K/V of the blocks in flight exceed L2: re-read per row tile")
+    flops = group_flops(group) + _prologue_recompute_flops(group, pat, rt, split, notes)
+    if split > 1:
+        kernels = 3 if pat.two_pass else 2
+        notes.append(f"split-K: keys in {split} chunks, {fmt_bytes(2 * scratch)} of "
+                     f"partials through scratch, {kernels} kernels")
+    if pat.two_pass:   # pass 2 recomputes the scores: q k^T again, K read again per row tile
+        flops += node_flops(pat.qk)
+        if spills:
+            for name, b in k_src.items():
+                extra[name] = extra.get(name, 0) + rt * b
+            notes.append("two-pass (P rounded before P@V): K read twice per row tile, "
+                         "q k^T computed twice")
+        else:
+            notes.append("two-pass (P rounded before P@V): q k^T computed twice, the second "
+                         "K pass hits L2")
+    grid = (rt, nb, split)
+    if nb * pat.m * pat.dv == 0:
+        launches: tuple[Launch, ...] = ()
+    elif split > 1:
+        eb = elementwise_block(spec)
+        first = [Launch(launch_name(group, "_stats"), grid, t.threads, "stats")] \
+            if pat.two_pass else []
+        launches = (*first, Launch(launch_name(group, "_split"), grid, t.threads, "partial"),
+                    Launch(launch_name(group, "_combine"),
+                           (cdiv(nb * pat.m * pat.dv, eb), 1, 1), eb, "combine"))
+    else:
+        launches = (Launch(launch_name(group), grid, t.threads),)
+    staged = {x: MemoryLevel.SHARED for src in (k_src, v_src, operand_sources(group, pat, "q"))
+              for x in src}
+    return KernelPlan(
+        group.name, GroupKind.ATTENTION, "flash_attention", launches,
+        # SIMT FMAs in the compute dtype: the attention kernel has no matrix-unit path yet
+        math=MathInstruction(MathKind.SIMT_FMA, compute_dtype(q.dtype).name),
+        tiles=(("br", t.br), ("bc", t.bc), ("tpr", t.tpr)),
+        registers=regs + 2 * cdiv(pat.d, spec.warp_size),
+        loads=operand_loads(group, issued, extra, staged), written_bytes=written_bytes(group),
+        scratch_bytes=scratch, scratch_issued_bytes=scratch_issued, flops=flops,
+        blocks=blocks * split,
+        details=(("passes", t.passes), ("split_k", split), ("chunk_tiles", ct),
+                 ("rows", pat.m), ("keys", pat.t), ("head_dim", pat.d), ("value_dim", pat.dv),
+                 ("batch", nb), ("shared_bytes", t.shared_bytes)),
+        reasons=(f"fused attention: Br={t.br}, Bc={t.bc}, {t.threads} threads, tiles need "
+                 f"{fmt_bytes(t.shared_bytes)} of {fmt_bytes(spec.shared_mem_per_block)} "
+                 f"shared memory on {spec.name}", *reasons),
+        notes=tuple(notes))
+
+
+def prologue_loads(pat, row_tiles: int, split: int) -> dict[str, int]:
+    """How often the attention lowering loads each operand's tiles (and so evaluates its
+    prologue): Q once per block (per chunk and pass kernel when split), K once per row tile
+    and pass, V once per row tile."""
+    passes = 2 if pat.two_pass else 1
+    return {"q": split * passes if split > 1 else 1, "k": row_tiles * passes, "v": row_tiles}
+
+
+def _prologue_recompute_flops(group, pat, row_tiles: int, split: int,
+                              notes: list[str]) -> float:
+    """Flops of the operand prologues (fusion.attention: rotary, casts ...) beyond the one
+    evaluation `node_flops` counts: each runs once per load of its operand's tiles."""
+    from hal.lowering.attention import operand_prologues
+
+    loads = prologue_loads(pat, row_tiles, split)
+    evals: dict[int, int] = {}
+    for role, ns in operand_prologues(pat, group.nodes).items():
+        for n in ns:
+            evals[id(n)] = evals.get(id(n), 0) + loads[role]
+    extra = sum(node_flops(n) * (evals[id(n)] - 1) for n in group.nodes if id(n) in evals)
+    computing = [n for n in group.nodes if id(n) in evals and node_flops(n)]
+    if computing:
+        notes.append(f"operand prologues ({len(computing)} computing ops) evaluated in the "
+                     f"tile loads: K's and V's once per tile of query rows")
+    return extra

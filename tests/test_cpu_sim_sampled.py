@@ -1,0 +1,117 @@
+"""Sampled simulation (sampled.py): the same outputs and, within the stated error, the same
+counters as an exact run; faults planted in boundary blocks are still caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hal.backends.cpu_sim.backend import CpuSimBackend
+from hal.backends.cpu_sim.checks import SimulationError
+from hal.backends.cpu_sim.sampled import SampleOptions, choose_blocks
+from hal.devices.loader import load_spec
+from hal.dtypes import f32
+from hal.ir import GraphBuilder
+from hal.lowering.options import LoweringOptions
+from hal.reference import random_inputs
+
+SPEC = load_spec("h100-sxm")
+COUNTERS = ("global_bytes_read", "global_bytes_written", "shared_bytes_read",
+            "shared_bytes_written", "barriers", "flops")
+
+
+def _mlp(m: int, k: int, n: int):
+    b = GraphBuilder("mlp")
+    x = b.input("x", f32, (m, k))
+    w = b.input("w", f32, (k, n))
+    bias = b.input("b", f32, (n,))
+    y = b.op("add", b.op("matmul", x, w), b.op("broadcast_to", bias, shape=[m, n]))
+    b.output(b.op("gelu", y, approximate="tanh", name="y"))
+    return b.build()
+
+
+def _pointwise(n: int):
+    b = GraphBuilder("pw")
+    x = b.input("x", f32, (n,))
+    b.output(b.op("exp", b.op("mul", x, x), name="y"))
+    return b.build()
+
+
+def test_boundary_blocks_cover_grid_edges_and_sample_is_seeded() -> None:
+    boundary, sample = choose_blocks((5, 4, 1), SampleOptions(0.5, seed=1))
+    coords = {(i % 5, i // 5) for i in boundary.tolist()}
+    assert {(0, 0), (4, 3), (0, 3), (4, 0), (2, 0), (0, 2)} <= coords
+    assert (2, 1) not in coords and sample.size == 3   # ceil(0.5 * 6 interior)
+    again, _ = choose_blocks((5, 4, 1), SampleOptions(0.5, seed=1))
+    assert np.array_equal(again, boundary)
+    assert np.array_equal(choose_blocks((5, 4, 1), SampleOptions(0.5, seed=1))[1], sample)
+
+
+def test_sampled_matches_exact_outputs_and_counters() -> None:
+    g = _mlp(700, 96, 300)
+    inputs = random_inputs(g, seed=0)
+    be = CpuSimBackend()
+    exact = be.run_graph(g, inputs, SPEC)
+    sampled = be.run_graph(g, inputs, SPEC, sample=SampleOptions(0.25, seed=3))
+    assert exact.report["ok"] and sampled.report["ok"]
+    # every element: the simulated blocks' own, the rest functional in f32
+    np.testing.assert_allclose(sampled.outputs["y"], exact.outputs["y"], rtol=2e-5, atol=2e-5)
+    for e, s in zip(exact.stats, sampled.stats, strict=True):
+        info = s["sample"]
+        if "exact" in info:
+            continue
+        assert 0 < info["fraction"] < 1 and info["blocks_simulated"] < info["blocks"]
+        assert info["parity_on_simulated"]["y"]["ok"] if "y" in info["parity_on_simulated"] else True
+        err = info["counter_rel_error"]
+        for c in COUNTERS:
+            assert abs(s[c] - e[c]) <= err * e[c] + 1, (c, s[c], e[c], err)
+
+
+def test_sampled_run_reports_which_blocks_ran() -> None:
+    g = _mlp(700, 96, 300)
+    res = CpuSimBackend().run_graph(g, random_inputs(g, seed=0), SPEC,
+                                    sample=SampleOptions(0.2, seed=0))
+    (info,) = [s["sample"] for s in res.stats if "blocks_simulated" in s.get("sample", {})]
+    ids = info["simulated_block_ids"]
+    assert ids[0] == 0 and info["blocks"] - 1 in ids and len(ids) == info["blocks_simulated"]
+    assert res.report["sampled"]
+
+
+def test_planted_tail_fault_in_boundary_block_is_caught_when_sampled() -> None:
+    g = _pointwise(100_000 + 17)   # the masked tail lives in the last block only
+    inputs = random_inputs(g, seed=0)
+    faulty = LoweringOptions(faults=frozenset({"off_by_one_mask"}))
+    with pytest.raises(SimulationError) as e:
+        CpuSimBackend().run_graph(g, inputs, SPEC, lowering_options=faulty,
+                                  sample=SampleOptions(0.01, seed=0))
+    assert e.value.kind == "out_of_bounds"
+    assert e.value.block is not None
+
+
+def test_planted_wrong_value_fault_is_caught_on_simulated_blocks() -> None:
+    g = _mlp(700, 96, 300)
+    inputs = random_inputs(g, seed=0)
+    faulty = LoweringOptions(faults=frozenset({"dropped_epilogue"}))
+    res = CpuSimBackend().run_graph(g, inputs, SPEC, lowering_options=faulty,
+                                    sample=SampleOptions(0.05, seed=0))
+    assert not res.report["ok"]
+    bad = [k for k, r in res.report["sampled"].items() if r.get("ok") is False]
+    assert bad, res.report["sampled"]
+
+
+def test_cli_run_sample_flag_reports_sampled_kernels() -> None:
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from hal.cli.main import main
+
+    mlp = Path(__file__).resolve().parent.parent / "examples" / "mlp.hal"
+    res = CliRunner().invoke(main, ["run", str(mlp), "--backend", "cpu_sim", "--device",
+                                    "h100-sxm", "--sample", "0.5", "--sample-seed", "2",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    js = json.loads(res.output)
+    assert js["report"]["sampled"] and js["report"]["ok"]
+    assert all("sample" in s for s in js["stats"])
