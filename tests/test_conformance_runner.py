@@ -61,7 +61,7 @@ def test_per_case_exception_is_an_error_verdict(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("lowering exploded")
 
-    monkeypatch.setattr(runner, "output_bounds", boom)
+    monkeypatch.setattr(runner, "graph_bounds", boom)
     s, w = _run(PASSING)
     assert w.results[0]["verdict"] == "error" and "lowering exploded" in w.results[0]["reason"]
     assert not s["ok"]
