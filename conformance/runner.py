@@ -263,8 +263,7 @@ def start_method(backend: str) -> str:
 
 
 def _run_one(case_id: str, cfg: SuiteConfig) -> dict[str, Any]:
-    return execute(get_case(case_id), cfg.backend, cfg.device, cfg.seed, cfg.compare_backend,
-                   cfg.unfused)
+    return _worker([case_id], cfg)[0]   # one definition of a case's run, in or out of process
 
 
 def _crashed(cfg: SuiteConfig) -> Callable[[str, str], dict[str, Any]]:

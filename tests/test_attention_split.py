@@ -104,9 +104,12 @@ def test_split_for_decode_not_for_prefill(device):
     decode = sdpa_graph(b=1, h=32, hk=8, s=1, t=8192, d=128, causal=False, dt="bf16")
     prefill = sdpa_graph(b=1, h=32, hk=8, s=2048, t=2048, d=128, causal=True, dt="bf16")
     assert plan_group(_att(decode, spec), spec).detail("split_k") > 1
-    att = _att(prefill, spec)
-    assert plan_group(att, spec).detail("split_k") == 1
-    assert not any(r.startswith("split-K") for r in att.reasons)
+    # the prefill attention is fused where the model prices the (SIMT) flash kernel below
+    # the matrix-unit matmuls plus a softmax kernel (not on mi300x, whose matrix rate is 8x
+    # its vector rate); where it is fused, it is not split
+    for att in [x for x in plan(prefill, spec).groups if x.kind == "attention"]:
+        assert plan_group(att, spec).detail("split_k") == 1
+        assert not any(r.startswith("split-K") for r in att.reasons)
     small = sdpa_graph(h=4, hk=2, s=1, t=100, d=32, causal=False)   # one key tile: no split
     assert plan_group(_att(small, spec), spec).detail("split_k") == 1
 
