@@ -438,7 +438,10 @@ class _Planner:
             return reject("another kernel sits between them (fusing would create a cycle)")
         cand = self.make(nodes)
         cost_sep = self.cost(self.members[p]), self.cost(self.members[c])
-        cost_f = self.cost(nodes)
+        try:
+            cost_f = self.cost(nodes)
+        except UnsupportedError as e:   # the group kind cannot plan this candidate kernel
+            return reject(f"no kernel plan: {e.message}")
         if cost_f.registers > self.spec.max_registers_per_thread:
             return reject(f"~{cost_f.registers} registers per thread, {self.spec.name} allows "
                           f"{self.spec.max_registers_per_thread} (would spill)")

@@ -140,7 +140,7 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
     return {v.name: cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
 
 
-def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, options: SampleOptions,
+def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: SampleOptions,
                        simulate: Callable[..., Any], **sim_kw: Any) -> tuple[Any, dict]:
     """Simulate the boundary blocks and the interior sample of `kernel` (args changed in
     place only where those blocks store); return (stats with extrapolated counters,
@@ -149,7 +149,7 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, options:
 
     grid = tuple(int(g) for g in kernel.grid)
     nb = kernel.num_blocks
-    boundary, sample = choose_blocks(grid, options)  # type: ignore[arg-type]
+    boundary, sample = choose_blocks(grid, how)  # type: ignore[arg-type]
     gparams = [p for p in kernel.params if hasattr(p, "numel")]
     written: list[list[np.ndarray]] = [[] for _ in gparams]
     sb = simulate(kernel, args, spec, blocks=boundary, written=written, **sim_kw)
@@ -194,7 +194,7 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, options:
         "blocks_simulated": int(simulated.size), "blocks": nb,
         "fraction": simulated.size / nb if nb else 1.0,
         "boundary_blocks": int(boundary.size), "sampled_blocks": int(sample.size),
-        "seed": options.seed, "counter_rel_error": err,
+        "seed": how.seed, "counter_rel_error": err,
         "simulated_block_ids": simulated.tolist(),
         "written": {p.name: (np.unique(np.concatenate(w)) if w else np.zeros(0, np.int64))
                     for p, w in zip(gparams, written, strict=True)},
