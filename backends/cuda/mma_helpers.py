@@ -8,6 +8,8 @@ lower-numbered element in the low half, as PTX numbers them.
 
 from __future__ import annotations
 
+from hal.render.helpers import vec_copy_helper
+
 _MMA = """HAL_FN void {name}(float* d, const {t}* a, const {t}* b, const float* c) {{
   const unsigned* A = reinterpret_cast<const unsigned*>(a);
   const unsigned* B = reinterpret_cast<const unsigned*>(b);
@@ -32,14 +34,6 @@ def _ldmatrix(count: int, trans: bool) -> str:
             f'               : {outs} : "r"(s) : "memory");\n}}\n')
 
 
-def _vec_copy(nbytes: int) -> str:
-    t = {16: "uint4", 8: "uint2", 4: "unsigned", 2: "unsigned short"}[nbytes]
-    zero = {16: "make_uint4(0u, 0u, 0u, 0u)", 8: "make_uint2(0u, 0u)"}.get(nbytes, "0")
-    return (f"HAL_FN void hal_vec_copy_{nbytes}(void* dst, const void* src, bool full) {{\n"
-            f"  {t} v = {zero};\n  if (full) v = *reinterpret_cast<const {t}*>(src);\n"
-            f"  *reinterpret_cast<{t}*>(dst) = v;\n}}\n")
-
-
 CUDA_MATRIX_HELPERS: dict[str, str] = {
     "hal_mma_m16n8k16_bf16_f32": _MMA.format(name="hal_mma_m16n8k16_bf16_f32",
                                              t="__nv_bfloat16", shape="m16n8k16", ptx="bf16"),
@@ -62,5 +56,5 @@ CUDA_MATRIX_HELPERS: dict[str, str] = {
                             '{ asm volatile("cp.async.commit_group;\\n" ::: "memory"); }\n'),
     "hal_cp_async_wait": ('template <int N> HAL_FN void hal_cp_async_wait() '
                           '{ asm volatile("cp.async.wait_group %0;\\n" :: "n"(N) : "memory"); }\n'),
-    **{f"hal_vec_copy_{n}": _vec_copy(n) for n in (16, 8, 4, 2)},
+    **{f"hal_vec_copy_{n}": vec_copy_helper(n) for n in (16, 8, 4, 2)},
 }

@@ -386,7 +386,13 @@ def _matmul(cx: TorchContext, a: Value, b: Value) -> Value:
 def _addmm(cx: TorchContext, bias: Value, a: Value, b: Value, *, beta: Any = 1,
            alpha: Any = 1) -> Value:
     dt, shape = cx.out_dtype(), cx.out_shape()
-    y = _mm(cx, a, b)
+    return axpby(cx, _mm(cx, a, b), bias, alpha, beta, dt, shape)
+
+
+def axpby(cx: TorchContext, y: Value, bias: Any, alpha: Any, beta: Any, dt: Any,
+          shape: tuple[int, ...]) -> Value:
+    """alpha * y + beta * bias, the BLAS-style epilogue of addmm/addmv/addr/addbmm (beta 0:
+    bias is not read, as torch does)."""
     if alpha != 1:
         y = cx.op("mul", y, cx.scalar(alpha, dt, shape))
     if beta == 0:

@@ -20,6 +20,7 @@ import numpy as np
 from hal.dtypes import bool_, compute_dtype, i64
 from hal.errors import UnsupportedError
 from hal.frontends.torch_convert import TorchContext, converts
+from hal.frontends.torch_ops import axpby
 from hal.ir.graph import Value
 
 # -- classification ----------------------------------------------------------------
@@ -412,7 +413,7 @@ def _addmv(cx: TorchContext, bias: Any, a: Value, v: Value, *, beta: Any = 1,
     dt, shape = cx.out_dtype(), cx.out_shape()
     y = cx.reshape(cx.op("matmul", cx.cast(a, dt), cx.reshape(cx.cast(v, dt), (v.shape[0], 1))),
                    shape)
-    return _axpby(cx, y, bias, alpha, beta, dt, shape)
+    return axpby(cx, y, bias, alpha, beta, dt, shape)
 
 
 @converts("aten.addbmm")
@@ -422,7 +423,7 @@ def _addbmm(cx: TorchContext, bias: Any, a: Value, b: Value, *, beta: Any = 1,
     prod = cx.op("matmul", cx.cast(a, dt), cx.cast(b, dt))
     y = cx.op("reduce_sum", prod, axes=(0,), keepdims=False) if a.shape[0] else \
         cx.scalar(0, dt, shape)
-    return _axpby(cx, y, bias, alpha, beta, dt, shape)
+    return axpby(cx, y, bias, alpha, beta, dt, shape)
 
 
 @converts("aten.addr")
@@ -433,19 +434,7 @@ def _addr(cx: TorchContext, bias: Any, a: Value, b: Value, *, beta: Any = 1,
                   cx.bcast(cx.reshape(cx.cast(b, dt), (1, b.shape[0])), shape))
     if dt == bool_:
         raise UnsupportedError("addr on bool tensors", hint="cast to an integer type first")
-    return _axpby(cx, outer, bias, alpha, beta, dt, shape)
-
-
-def _axpby(cx: TorchContext, y: Value, bias: Any, alpha: Any, beta: Any, dt: Any,
-           shape: tuple[int, ...]) -> Value:
-    if alpha != 1:
-        y = cx.op("mul", y, cx.scalar(alpha, dt, shape))
-    if beta == 0:
-        return y
-    c = cx.tensor(bias, dt, shape)
-    if beta != 1:
-        c = cx.op("mul", c, cx.scalar(beta, dt, shape))
-    return cx.op("add", y, c)
+    return axpby(cx, outer, bias, alpha, beta, dt, shape)
 
 
 # -- simple elementwise --------------------------------------------------------------
