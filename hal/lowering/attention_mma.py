@@ -149,8 +149,9 @@ def attention_mma_choice(pat, spec: DeviceSpec, reserve: int = 0) -> AttentionMm
     q, k = pat.qk.inputs
     p_val, v = pat.pv.inputs
     dt = q.dtype
-    instr = spec.matrix_instruction(dt.name, dt.name, "f32")
-    if instr is None:
+    instrs = [mi for mi in spec.matrix_instructions
+              if mi.native and (mi.a, mi.b, mi.acc) == (dt.name, dt.name, "f32")]
+    if not instrs:
         return f"{spec.name} has no matrix instruction for {dt.name} x {dt.name} -> f32"
     if k.dtype != dt or v.dtype != dt:
         return f"Q, K, V dtypes differ ({dt.name}, {k.dtype.name}, {v.dtype.name})"
@@ -158,15 +159,34 @@ def attention_mma_choice(pat, spec: DeviceSpec, reserve: int = 0) -> AttentionMm
         return (f"P is {p_val.dtype.name} before P@V (the graph does not round it to "
                 f"{dt.name}): rounding it for the matrix unit would add an error the graph "
                 f"does not have")
-    lay = get_layout(instr.layout)
-    if lay.lanes != spec.warp_size:
-        return f"{instr.name} is issued by {lay.lanes} lanes, {spec.name} warps have " \
-               f"{spec.warp_size}"
-    tiles = _pick_tiles(pat.m, pat.t, pat.d, pat.dv, dt.itemsize, lay, spec,
-                        math.prod(pat.batch), reserve)
-    if tiles is None:
+    instrs = [mi for mi in instrs if get_layout(mi.layout).lanes == spec.warp_size]
+    if not instrs:
+        return f"{spec.name}'s matrix instructions are issued by warps of another width " \
+               f"than its {spec.warp_size} lanes"
+    best = None
+    for mi in instrs:
+        tiles = _pick_tiles(pat.m, pat.t, pat.d, pat.dv, dt.itemsize, get_layout(mi.layout),
+                            spec, math.prod(pat.batch), reserve)
+        if tiles is not None and (best is None or _score(tiles, pat.m, pat.t, spec,
+                                                         math.prod(pat.batch))
+                                  > _score(best[1], pat.m, pat.t, spec, math.prod(pat.batch))):
+            best = (mi, tiles)
+    if best is None:
         return f"no matrix-unit attention tile fits {spec.name} for head dims {pat.d}/{pat.dv}"
-    return AttentionMmaChoice(instr, tiles)
+    return AttentionMmaChoice(*best)
+
+
+def _score(c: AttentionMmaTiles, m: int, t: int, spec: DeviceSpec,
+           blocks_per_row_tile: int) -> tuple:
+    """Preference: enough blocks to keep a quarter of the units busy, little padding, then
+    fewer rows per lane (the softmax statistics live in registers, one set per row a lane
+    holds: 2 for mma.sync, 4 for a 16x16 MFMA, 16 for a 32x32 one), key tiles of 64, four
+    warps or more, larger Br, fewer registers."""
+    busy = cdiv(m, c.br) * blocks_per_row_tile * 4 >= spec.compute_units
+    waste = round_up(m, c.br) / max(1, m) + round_up(t, c.bc) / max(1, t)
+    slots = len(row_slots(get_layout(c.layout)))
+    return (busy, -round(waste, 1), -slots, min(c.bc, 64), min(c.warps, 4), c.br,
+            -c.registers)
 
 
 @functools.lru_cache(maxsize=256)   # pure in its arguments; the spec hashes by identity
@@ -189,13 +209,7 @@ def _pick_tiles(m: int, t: int, d: int, dv: int, itemsize: int, lay: FragmentLay
             cands.append(tl)
     if not cands:
         return None
-
-    def score(c: AttentionMmaTiles) -> tuple:
-        busy = cdiv(m, c.br) * blocks_per_row_tile * 4 >= spec.compute_units
-        waste = round_up(m, c.br) / max(1, m) + round_up(t, c.bc) / max(1, t)
-        return (busy, -round(waste, 1), min(c.bc, 64), min(c.warps, 4), c.br, -c.registers)
-
-    return max(cands, key=score)
+    return max(cands, key=lambda c: _score(c, m, t, spec, blocks_per_row_tile))
 
 
 def mma_flops(t: AttentionMmaTiles, blocks: int, key_tiles: int, passes: int) -> int:
