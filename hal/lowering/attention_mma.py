@@ -151,8 +151,8 @@ def attention_mma_choice(pat, spec: DeviceSpec, reserve: int = 0) -> AttentionMm
     q, k = pat.qk.inputs
     p_val, v = pat.pv.inputs
     dt = q.dtype
-    instrs = [mi for mi in spec.matrix_instructions
-              if mi.native and (mi.a, mi.b, mi.acc) == (dt.name, dt.name, "f32")]
+    instrs = [mi for mi in spec.usable_matrix_instructions()
+              if (mi.a, mi.b, mi.acc) == (dt.name, dt.name, "f32")]
     if not instrs:
         return f"{spec.name} has no matrix instruction for {dt.name} x {dt.name} -> f32"
     if k.dtype != dt or v.dtype != dt:
