@@ -146,6 +146,7 @@ FAULT_AREAS = {
     "mma_swapped_fragment_halves": "lowering/matmul_mma", "mma_wrong_k_order":
     "lowering/matmul_mma", "missing_cp_async_wait": "lowering/matmul_mma",
     "wrong_swizzle": "lowering/matmul_mma",
+    "attention_pv_fragment_transposed": "lowering/attention_mma",
 }
 
 # faults that leave the code for some specs unchanged (not a bug there)

@@ -593,8 +593,6 @@ def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
         why = pat if isinstance(pat, str) else "; ".join(plan.reasons)
         raise UnsupportedError(f"group {group.name}: not a fusable attention: {why}",
                                hint="split the group at its contractions")
-    sizes = plan.tile_sizes
-    t = tiles_for(pat, spec, (sizes["br"], sizes["bc"], sizes["tpr"]))
     out = pat.pv.outputs[0]
     for v in group.outputs:
         if v.name != out.name:
@@ -603,6 +601,12 @@ def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
     nb = math.prod(pat.batch)
     if nb * pat.m * pat.dv == 0:
         return []
+    if plan.strategy == "flash_attention_mma":   # Q K^T and P V on the matrix unit
+        from hal.lowering.attention_mma import lower_attention_mma
+
+        return lower_attention_mma(group, plan, spec, pat, options)
+    sizes = plan.tile_sizes
+    t = tiles_for(pat, spec, (sizes["br"], sizes["bc"], sizes["tpr"]))
     if plan.detail("split_k", 1) > 1:
         from hal.lowering.attention_split import lower_split_k
 

@@ -50,7 +50,7 @@ from hal.lowering.expr import ScalarBuilder
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes
-from hal.lowering.tiling import cdiv
+from hal.lowering.tiling import cdiv, round_up
 
 MIN_CHUNK_TILES = 2     # key tiles per chunk at least (a chunk amortises its Q load and partials)
 MIN_CHUNK_KEYS = 256    # and keys
@@ -221,3 +221,36 @@ def split_issued_bytes(pat: AttentionPattern, tpr: int, s: int) -> int:
     # stats: m, l written; kernel 2: each of a row's tpr threads reads 2 m, 1 l per chunk in
     # each of the S chunk blocks, writes acc; kernel 3 reads acc
     return rows * s * 8 + rows * s * tpr * s * 12 + 2 * rows * s * pat.dv * 4
+
+
+def decode_mma_reason(pat: AttentionPattern, spec: DeviceSpec) -> str:
+    """Why the split-K kernels stay SIMT, with the cost model's numbers: the contractions'
+    time on the FMA units against the K/V read at DRAM bandwidth (decode has a few query
+    rows per kv head: the matrix unit would pad them to its m and save nothing while the
+    kernel waits on memory)."""
+    from hal.dtypes import compute_dtype
+    from hal.kernel.mma import get_layout
+    from hal.roofline import MathInstruction, MathKind, peak
+
+    q = pat.qk.inputs[0]
+    kv_bytes = sum(x.type.numel * x.dtype.itemsize for x in (pat.qk.inputs[1], pat.pv.inputs[1]))
+    rows = math.prod(pat.batch) * pat.m
+    passes = 2 if pat.two_pass else 1
+    flops = 2.0 * rows * pat.t * (passes * pat.d + pat.dv)
+    t_mem = kv_bytes / spec.dram_bandwidth
+    vec = peak(spec, MathInstruction(MathKind.SIMT_FMA, compute_dtype(q.dtype).name))
+    t_fma = flops / vec
+    instr = spec.matrix_instruction(q.dtype.name, q.dtype.name, "f32")
+    if instr is None:
+        return (f"split-K decode on the vector units: {spec.name} has no matrix instruction "
+                f"for {q.dtype.name}")
+    lay = get_layout(instr.layout)
+    padded = flops * round_up(pat.m, lay.m) / max(1, pat.m)
+    t_mma = padded / peak(spec, MathInstruction(MathKind.MATRIX, q.dtype.name, instr.name))
+    verdict = ("the matrix unit would not pay: the kernel is memory-bound"
+               if t_fma <= t_mem else
+               "the matrix unit would pay, but the split-K kernels have no matrix-unit form yet")
+    return (f"split-K decode stays SIMT: {pat.m} query rows per kv head (padded to "
+            f"{round_up(pat.m, lay.m)} for {instr.name}); K/V {kv_bytes / 2**20:.3g} MiB take "
+            f"{t_mem * 1e6:.3g} us at DRAM bandwidth, the contractions {t_fma * 1e6:.3g} us on "
+            f"FMAs, {t_mma * 1e6:.3g} us on the matrix unit: {verdict}")

@@ -38,6 +38,9 @@ register_fault("missing_cp_async_wait",
                "barrier after a register-prefetched stage is stored)")
 register_fault("wrong_swizzle",
                "fragment loads read the shared tiles with the unpadded row stride")
+register_fault("attention_pv_fragment_transposed",
+               "matrix-unit attention reads V's P@V fragments transposed (hal.lowering."
+               "attention_mma)")
 # issue 21: one per lowering module at least, and the misses the issue measured
 register_fault("split_drops_partial_chunk", "split reduction: k = row_len // chunk drops the "
                "partial last chunk")
