@@ -52,6 +52,11 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "mma_wrong_k_order": ("fused/matmul_bias_relu/bf16/64x128x96", None),
     "missing_cp_async_wait": ("fused/matmul_bias_relu/bf16/64x128x96", None),
     "wrong_swizzle": ("fused/matmul_bias_relu/bf16/64x128x96", None),
+    # issue 15: the Hopper path (h100-sxm; the code is unchanged on mi300x)
+    "wgmma_wrong_swizzle": ("fused/matmul_bias_relu/bf16/64x128x96", None),
+    "missing_wgmma_wait": ("fused/matmul_bias_relu/bf16/64x128x96", "race"),
+    "wrong_mbarrier_tx_count": ("fused/matmul_bias_relu/bf16/64x128x96", "bad_mbarrier"),
+    "tma_box_off_by_one": ("fused/matmul_bias_relu/bf16/64x128x96", "numeric"),
 }
 _CLEAN: dict[tuple[str, str], str] = {}
 

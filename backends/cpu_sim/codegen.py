@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hal.dtypes import DType, cast
+from hal.kernel import ir_async as ira
 from hal.kernel.ir import (
     Assign,
     AtomicAdd,
@@ -70,8 +71,6 @@ from hal.kernel.ir import (
 )
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
-
-from hal.kernel import ir_async as ira
 
 from . import faults, mma_sim, wgmma_sim
 from .contract import Reduction
