@@ -54,6 +54,11 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "wrong_swizzle": ("fused/matmul_bias_relu/bf16/64x128x96", None),
     # the matrix-unit attention (both widths: mma.sync on h100-sxm, MFMA on mi300x)
     "attention_pv_fragment_transposed": ("fused/attention/bf16/1x2x2x17x16/causal", "numeric"),
+    # issue 15: the Hopper path (h100-sxm; the code is unchanged on mi300x)
+    "wgmma_wrong_swizzle": ("fused/matmul_bias_relu/bf16/64x128x96", None),
+    "missing_wgmma_wait": ("fused/matmul_bias_relu/bf16/64x128x96", "race"),
+    "wrong_mbarrier_tx_count": ("fused/matmul_bias_relu/bf16/64x128x96", "bad_mbarrier"),
+    "tma_box_off_by_one": ("fused/matmul_bias_relu/bf16/64x128x96", "numeric"),
 }
 _CLEAN: dict[tuple[str, str], str] = {}
 

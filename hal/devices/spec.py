@@ -30,6 +30,9 @@ class MatrixInstruction:
     layout: str                      # hal.kernel.mma layout name, e.g. "nv_m16n8k16_b16"
     rate: float = 0.0
     native: bool = True
+    # "warp" (mma.sync, MFMA: hal.kernel.mma layouts) or "warpgroup" (Hopper wgmma: the
+    # layout is one of hal.kernel.wgmma.WGMMA_LAYOUTS, n the largest N of the family)
+    scope: str = "warp"
 
     @property
     def flops(self) -> int:
@@ -71,10 +74,12 @@ class DeviceSpec:
     capabilities: frozenset[str] = field(default_factory=frozenset)  # e.g. {"fp8", "tensor_cores"}
     matrix_instructions: tuple[MatrixInstruction, ...] = ()
 
-    def matrix_instruction(self, a: str, b: str, acc: str) -> MatrixInstruction | None:
-        """The first native matrix instruction for these operand/accumulator dtypes, or None."""
+    def matrix_instruction(self, a: str, b: str, acc: str,
+                           scope: str = "warp") -> MatrixInstruction | None:
+        """The first native matrix instruction of `scope` ("warp": mma.sync/MFMA,
+        "warpgroup": wgmma) for these operand/accumulator dtypes, or None."""
         for mi in self.matrix_instructions:
-            if mi.native and (mi.a, mi.b, mi.acc) == (a, b, acc):
+            if mi.native and mi.scope == scope and (mi.a, mi.b, mi.acc) == (a, b, acc):
                 return mi
         return None
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from hal.render.toolchain import run_tool, save_source
 
-NVIDIA_MNEMONICS = ("HMMA", "LDSM", "LDGSTS", "LDG.E.128")
+NVIDIA_MNEMONICS = ("HMMA", "LDSM", "LDGSTS", "LDG.E.128", "HGMMA", "UTMALDG", "SYNCS",
+                    "USETMAXREG")
 AMD_MNEMONICS = ("v_mfma", "ds_read_b128", "ds_read_b64", "global_load_dwordx4")
 
 
