@@ -713,4 +713,7 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
         from .measured import refine
 
         result = refine(result, run, measure)
+    from .memory import check_device_memory
+
+    check_device_memory(result.graph, result.groups, spec)
     return result
