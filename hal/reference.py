@@ -21,6 +21,7 @@ from hal.dtypes import DType, cast
 from hal.errors import HalError, ShapeError
 from hal.ir.graph import Graph, Value
 from hal.ir.types import TensorType
+from hal.reference_blocked import BLOCKED, TILE_ELEMENTS, use_blocked
 
 
 def widen(a: np.ndarray, dt: DType) -> np.ndarray:
@@ -69,7 +70,7 @@ def _bound(t: TensorType, dims: Mapping[str, int]) -> TensorType:
     return t.with_shape(tuple(dims.get(d, d) if isinstance(d, str) else d for d in t.shape))
 
 
-def _decomposed(graph: Graph) -> Graph:
+def _decomposed(graph: Graph, keep=None) -> Graph:
     from hal.ops import get_op
 
     if not any(get_op(n.op).is_composite for n in graph.nodes):
@@ -80,15 +81,17 @@ def _decomposed(graph: Graph) -> Graph:
         if e.name != "hal.ops.decompose":
             raise
         return graph  # composites run their own reference
-    return decompose_graph(graph)
+    return decompose_graph(graph, keep)
 
 
 def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
          constants: Mapping[str, np.ndarray] | None,
-         keep: set[str] | None = None) -> dict[str, np.ndarray]:
+         keep: set[str] | None = None,
+         tile_elements: int | None = None) -> dict[str, np.ndarray]:
     """Every value of `graph`, in its declared dtype; with `keep`, only those values
     (each other value is dropped after its last use, so that a real-size layer's
-    float64 intermediates do not all stay alive at once)."""
+    float64 intermediates do not all stay alive at once). A composite node left in
+    the graph runs its blocked evaluator (hal.reference_blocked) with `tile_elements`."""
     from hal.ir.initializers import materialize
     from hal.ops import get_op
 
@@ -138,7 +141,10 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             attrs = opdef.check_attrs(n.attrs)
             with np.errstate(all="ignore"):
                 args = [wide[v.name] for v in n.inputs]
-                results = opdef.reference(args, attrs)
+                if opdef.is_composite and n.op in BLOCKED:
+                    results = BLOCKED[n.op](args, attrs, n, tile_elements or TILE_ELEMENTS)
+                else:
+                    results = opdef.reference(args, attrs)
         except ShapeError as e:
             raise HalError(f"{where}: {e.message}", hint=e.hint) from None
         if len(results) != len(n.outputs):
@@ -170,10 +176,15 @@ def evaluate_all(graph: Graph, inputs: Mapping[str, np.ndarray], *,
 
 
 def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray], *,
-             constants: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The graph's outputs by name, each in its declared dtype (NumPy / ml_dtypes arrays)."""
-    prim = _decomposed(graph)
-    values = _run(prim, inputs, constants, keep={v.name for v in prim.outputs})
+             constants: Mapping[str, np.ndarray] | None = None,
+             tile_elements: int = TILE_ELEMENTS) -> dict[str, np.ndarray]:
+    """The graph's outputs by name, each in its declared dtype (NumPy / ml_dtypes arrays).
+
+    An attention node whose score tensor exceeds `tile_elements` is evaluated blocked
+    (hal.reference_blocked: the decomposition's steps, one query tile at a time)."""
+    prim = _decomposed(graph, keep=lambda n: use_blocked(n, tile_elements))
+    values = _run(prim, inputs, constants, keep={v.name for v in prim.outputs},
+                  tile_elements=tile_elements)
     # decomposition may rename internal values; outputs correspond by position
     return {orig.name: values[new.name]
             for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
