@@ -98,6 +98,27 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
     dims = bind_dims(graph, inputs)
     declared: dict[str, np.ndarray] = {}
     wide: dict[str, np.ndarray] = {}
+    leaves: dict[str, tuple[np.ndarray, DType]] = {}
+
+    def store_leaf(v: Value, a: np.ndarray) -> None:
+        if keep is None:
+            store(v, a)
+            return
+        # an input or constant stays in its own dtype and is widened at each use (a
+        # layer's weights in float64 would be 4x their bf16 size, all alive at once)
+        d = cast(a, v.dtype)
+        leaves[v.name] = (d, v.dtype)
+        if v.name in keep:
+            declared[v.name] = d
+
+    def wide_arg(name: str) -> np.ndarray:
+        if name in wide:
+            return wide[name]
+        if name in lazy:
+            c, t = lazy.pop(name)
+            store_leaf(c.value, materialize(c.init, t, graph.base_dir, name=name))
+        d, dt = leaves[name]
+        return widen(d, dt)
 
     def store(v: Value, a: np.ndarray, fresh: bool = False) -> None:
         if (fresh and keep is not None and v.name not in keep and v.dtype.name == "f32"
@@ -113,8 +134,12 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             declared[v.name] = d
 
     for v in graph.inputs:
-        store(v, inputs[v.name])
+        store_leaf(v, inputs[v.name])
     given = dict(constants or {})
+    used = {v.name for n in graph.nodes for v in n.inputs}
+    # with `keep`, a constant a node reads is materialised at its first use (a model's
+    # weights are then alive one layer at a time, not all at once)
+    lazy: dict[str, tuple] = {}
     for c in graph.constants:
         v = c.value
         t = _bound(v.type, dims)
@@ -123,9 +148,12 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             if t.is_static and tuple(a.shape) != t.shape:
                 raise HalError(f"graph {graph.name}: constant %{v.name} is {v.type} but the "
                                f"array given has shape {list(a.shape)}")
+        elif keep is not None and v.name in used and v.name not in keep:
+            lazy[v.name] = (c, t)
+            continue
         else:
             a = materialize(c.init, t, graph.base_dir, name=v.name)
-        store(v, a)
+        store_leaf(v, a)
     if given:
         raise HalError(f"graph {graph.name}: {', '.join(given)} given as constants but the "
                        "graph has no such constant")
@@ -140,7 +168,7 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
         try:
             attrs = opdef.check_attrs(n.attrs)
             with np.errstate(all="ignore"):
-                args = [wide[v.name] for v in n.inputs]
+                args = [wide_arg(v.name) for v in n.inputs]
                 if opdef.is_composite and n.op in BLOCKED:
                     results = BLOCKED[n.op](args, attrs, n, tile_elements or TILE_ELEMENTS)
                 else:
@@ -166,6 +194,7 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
                 if last_use.get(v.name) == i and v.name not in keep:
                     declared.pop(v.name, None)
                     wide.pop(v.name, None)
+                    leaves.pop(v.name, None)
     return declared
 
 
