@@ -73,16 +73,17 @@ class CpuSimBackend(Backend):
             if v.name not in inputs:
                 raise UnsupportedError(f"cpu_sim: missing input %{v.name}")
             buffers[v.name] = np.ascontiguousarray(cast(inputs[v.name], v.dtype)).reshape(-1)
-        for name, arr in prim.materialize_constants().items():
-            buffers[name] = np.ascontiguousarray(arr).reshape(-1)
+        lazy = _LazyBuffers(prim, groups, buffers)
         stats: list[dict[str, Any]] = []
         sampled_report: dict[str, Any] = {}
         for i, g in enumerate(groups):
             if progress is not None:
                 progress(i, len(groups), g.name)
+            lazy.before(i)
             if is_alias_group(g):
                 n = g.nodes[0]
                 buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
+                lazy.after(i)
                 continue
             scratch: dict[str, np.ndarray] = {}
             for v in (o for n in g.nodes for o in n.outputs):
@@ -123,6 +124,7 @@ class CpuSimBackend(Backend):
                          plan=k.meta.plan.summary() if k.meta.plan is not None else {},
                          stage=k.meta.stage, lower_s=lower_s)
                 stats.append(d)
+            lazy.after(i)
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
         report = None
@@ -134,6 +136,50 @@ class CpuSimBackend(Backend):
             simulated_ok = all(r.get("ok", True) for r in sampled_report.values())
             report["ok"] = bool(report.get("ok", True)) and simulated_ok
         return RunResult(outputs, stats, report)
+
+
+class _LazyBuffers:
+    """Constants materialised just before the first group that reads them, and every
+    buffer dropped after the last group that reads it (graph outputs stay): a model's
+    weights and activations are alive a few groups at a time, not all at once."""
+
+    def __init__(self, prim: Graph, groups: Sequence, buffers: dict[str, np.ndarray]):
+        self.buffers = buffers
+        self.prim = prim
+        self.constants = {c.value.name: c for c in prim.constants}
+        self.first: dict[int, list[str]] = {}
+        self.last: dict[int, list[str]] = {}
+        outputs = {v.name for v in prim.outputs}
+        first_use: dict[str, int] = {}
+        last_use: dict[str, int] = {}
+        for i, g in enumerate(groups):
+            for n in g.nodes:
+                for v in n.inputs:
+                    first_use.setdefault(v.name, i)
+                    last_use[v.name] = i
+                for v in n.outputs:  # a value no later group reads goes after its own
+                    last_use.setdefault(v.name, i)
+        for name in self.constants:
+            if name in first_use:
+                self.first.setdefault(first_use[name], []).append(name)
+            else:  # an output or unread constant: now, as before (its initializer checked)
+                self._materialize(name)
+        for name, i in last_use.items():
+            if name not in outputs:
+                self.last.setdefault(i, []).append(name)
+
+    def _materialize(self, name: str) -> None:
+        c = self.constants[name]
+        arr = cast(c.init.materialize(c.value.type, self.prim.base_dir), c.value.dtype)
+        self.buffers[name] = np.ascontiguousarray(arr).reshape(-1)
+
+    def before(self, i: int) -> None:
+        for name in self.first.pop(i, ()):
+            self._materialize(name)
+
+    def after(self, i: int) -> None:
+        for name in self.last.pop(i, ()):
+            self.buffers.pop(name, None)
 
 
 def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
