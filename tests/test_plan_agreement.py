@@ -51,11 +51,17 @@ def vary(spec, rng: random.Random):
         l2_bytes=rng.choice([1 << 20, 8 << 20, 50 << 20, 256 << 20]))
 
 
-def kernel_tiles(k) -> dict[str, int]:
+def kernel_tiles(k, warp: int) -> dict[str, int]:
     """The tile sizes a lowered kernel really has, read from its buffers and block."""
     shared = {s.name.rstrip("_0123456789"): s.size for s in k.shared}
     local = {b.name.rstrip("_0123456789"): b.size for b in k.locals}
     plan_tiles = k.meta.plan.tile_sizes
+    if "q_tile" in shared and "frag_a" in local:  # matrix-unit attention: rows of d + pad
+        d = k.meta.plan.detail("head_dim")
+        pad = 16 // k.params[0].dtype.itemsize        # one 16-byte chunk per shared row
+        br, bc = shared["q_tile"] // (d + pad), shared["k_tile"] // (d + pad)
+        assert br * (d + pad) == shared["q_tile"] and bc * (d + pad) == shared["k_tile"]
+        return {"br": br, "bc": bc, "warps": k.block // warp}
     if "frag_a" in local:    # matrix-unit matmul: A tile stages x BM x (BK + pad), MI x NI
         from hal.kernel.mma import get_layout  # instruction tiles of C fragments per warp
 
@@ -93,7 +99,7 @@ def check_plan_is_lowered(group, spec) -> None:
     for k in kernels:
         assert k.meta.plan is kp and k.meta.group == group.name, where
         assert k.shared_bytes <= spec.shared_mem_per_block, where
-        got = kernel_tiles(k)
+        got = kernel_tiles(k, spec.warp_size)
         if got and k.meta.stage != "combine":
             assert got == {key: kp.tile_sizes[key] for key in got}, where
 
