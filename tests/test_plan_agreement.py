@@ -56,12 +56,15 @@ def kernel_tiles(k, warp: int) -> dict[str, int]:
     shared = {s.name.rstrip("_0123456789"): s.size for s in k.shared}
     local = {b.name.rstrip("_0123456789"): b.size for b in k.locals}
     plan_tiles = k.meta.plan.tile_sizes
-    if "q_tile" in shared and "frag_a" in local:  # matrix-unit attention: rows of d + pad
-        d = k.meta.plan.detail("head_dim")
-        pad = 16 // k.params[0].dtype.itemsize        # one 16-byte chunk per shared row
-        br, bc = shared["q_tile"] // (d + pad), shared["k_tile"] // (d + pad)
-        assert br * (d + pad) == shared["q_tile"] and bc * (d + pad) == shared["k_tile"]
-        return {"br": br, "bc": bc, "warps": k.block // warp}
+    if "s_acc" in local:     # matrix-unit attention: Q Br x (D' + pad), K Bc x (D' + pad),
+        from hal.kernel.mma import get_layout  # S accumulators Bc / n C fragments per lane
+
+        t = k.meta.plan.detail("mma_choice").tiles
+        lay = get_layout(t.layout)
+        br, bc = shared["q_tile"] // (t.dp + t.pad), shared["k_tile"] // (t.dp + t.pad)
+        assert local["s_acc"] == bc // lay.n * lay.c_elems
+        assert shared["p_tile"] == br * (bc + t.pad)
+        return {"br": br, "bc": bc, "warps": k.block // lay.lanes}
     if "frag_a" in local:    # matrix-unit matmul: A tile stages x BM x (BK + pad), MI x NI
         from hal.kernel.mma import get_layout  # instruction tiles of C fragments per warp
 
