@@ -239,7 +239,7 @@ def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = No
     import torch.utils._pytree as pytree
 
     from hal.frontends.torch_convert import TORCH_CONVERTERS, target_key, unsupported_nodes
-    from hal.frontends.torch_export import import_exported_program
+    from hal.frontends.torch_export import decompose_program, import_exported_program
 
     assert TORCH_CONVERTERS
     if dtype == "bf16":
@@ -263,7 +263,7 @@ def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = No
                              hint="data-dependent control flow and Python side effects do not "
                                   "export; `hal --debug bringup ...` shows torch's full "
                                   "text") from e
-    ep = ep.run_decompositions()
+    ep = decompose_program(ep)
     ops = collections.Counter(target_key(n.target) for n in ep.graph.nodes
                               if n.op == "call_function")
     # graph inputs are the tensor leaves of (args, kwargs); other leaves are baked in
