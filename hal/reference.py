@@ -21,7 +21,7 @@ from hal.dtypes import DType, cast
 from hal.errors import HalError, ShapeError
 from hal.ir.graph import Graph, Value
 from hal.ir.types import TensorType
-from hal.reference_blocked import BLOCKED, TILE_ELEMENTS, use_blocked
+from hal.reference_blocked import BLOCKED, use_blocked
 
 
 def widen(a: np.ndarray, dt: DType) -> np.ndarray:
@@ -170,7 +170,7 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             with np.errstate(all="ignore"):
                 args = [wide_arg(v.name) for v in n.inputs]
                 if opdef.is_composite and n.op in BLOCKED:
-                    results = BLOCKED[n.op](args, attrs, n, tile_elements or TILE_ELEMENTS)
+                    results = BLOCKED[n.op](args, attrs, n, tile_elements)
                 else:
                     results = opdef.reference(args, attrs)
         except ShapeError as e:
@@ -206,10 +206,11 @@ def evaluate_all(graph: Graph, inputs: Mapping[str, np.ndarray], *,
 
 def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray], *,
              constants: Mapping[str, np.ndarray] | None = None,
-             tile_elements: int = TILE_ELEMENTS) -> dict[str, np.ndarray]:
+             tile_elements: int | None = None) -> dict[str, np.ndarray]:
     """The graph's outputs by name, each in its declared dtype (NumPy / ml_dtypes arrays).
 
-    An attention node whose score tensor exceeds `tile_elements` is evaluated blocked
+    An attention node whose score tensor exceeds `tile_elements` (default
+    hal.reference_blocked.TILE_ELEMENTS) is evaluated blocked
     (hal.reference_blocked: the decomposition's steps, one query tile at a time)."""
     prim = _decomposed(graph, keep=lambda n: use_blocked(n, tile_elements))
     values = _run(prim, inputs, constants, keep={v.name for v in prim.outputs},

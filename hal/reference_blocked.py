@@ -61,7 +61,7 @@ def _score_elements(node: Node) -> int:
 
 
 def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node: Node,
-                      tile_elements: int = TILE_ELEMENTS) -> list[np.ndarray]:
+                      tile_elements: int | None = None) -> list[np.ndarray]:
     """scaled_dot_product_attention / sdpa_masked on float64 operands (already rounded to
     their dtypes), one (batch, kv head, query tile) at a time; the output rounded to q's
     dtype, in float64."""
@@ -77,7 +77,7 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
     if mask is not None:
         mask = np.broadcast_to(_round(mask, cdt, fresh=False) if node.inputs[3].dtype != cdt else mask,
                                (bsz, hq, s, t))
-    rows = max(1, min(s, tile_elements // max(1, group * t)))
+    rows = max(1, min(s, (tile_elements or TILE_ELEMENTS) // max(1, group * t)))
     out = np.empty((bsz, hq, s, dv), np.float64)
     cols = np.arange(t)
     for b in range(bsz):
@@ -128,8 +128,9 @@ register_blocked("scaled_dot_product_attention", attention_blocked)
 register_blocked("sdpa_masked", attention_blocked)
 
 
-def use_blocked(node: Node, tile_elements: int = TILE_ELEMENTS) -> bool:
-    """Whether `node` has a blocked evaluator and its score tensor exceeds one tile."""
+def use_blocked(node: Node, tile_elements: int | None = None) -> bool:
+    """Whether `node` has a blocked evaluator and its score tensor exceeds one tile
+    (`tile_elements`, default TILE_ELEMENTS)."""
     if node.op not in BLOCKED or not all(v.type.is_static for v in node.inputs):
         return False
-    return _score_elements(node) > tile_elements
+    return _score_elements(node) > (tile_elements or TILE_ELEMENTS)

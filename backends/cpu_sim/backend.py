@@ -27,7 +27,13 @@ from hal.ir.graph import Graph
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .parity import compare, tolerance_for
-from .sampled import SampleOptions, functional_outputs, run_kernel_sampled, samplable
+from .sampled import (
+    SampleOptions,
+    blocked_composites,
+    functional_outputs,
+    run_kernel_sampled,
+    samplable,
+)
 
 
 class CpuSimBackend(Backend):
@@ -74,6 +80,7 @@ class CpuSimBackend(Backend):
                 raise UnsupportedError(f"cpu_sim: missing input %{v.name}")
             buffers[v.name] = np.ascontiguousarray(cast(inputs[v.name], v.dtype)).reshape(-1)
         lazy = _LazyBuffers(prim, groups, buffers)
+        composites = blocked_composites(graph, prim) if sample is not None else {}
         stats: list[dict[str, Any]] = []
         sampled_report: dict[str, Any] = {}
         for i, g in enumerate(groups):
@@ -112,7 +119,8 @@ class CpuSimBackend(Backend):
                 why_exact = samplable(kernels) if sample is not None else None
                 if sample is not None and why_exact is None:
                     st, rep = run_kernel_sampled(k, args, spec, sample, simulate, **kw)
-                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep)
+                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
+                                                               composites)
                 else:
                     st = simulate(k, args, spec, **kw)
                     if sample is not None:
@@ -183,10 +191,10 @@ class _LazyBuffers:
 
 
 def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
-                      rep: dict[str, Any]) -> dict[str, Any]:
+                      rep: dict[str, Any], composites: Mapping[str, Any]) -> dict[str, Any]:
     """Give the group's outputs their functional values except where the simulated blocks
     stored; compare the simulated elements with the functional ones."""
-    func = functional_outputs(group, buffers)
+    func = functional_outputs(group, buffers, composites)
     param_of = {value: param for param, value in kernel.meta.buffers.items()}
     parity = {}
     for v in group.outputs:
