@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -105,10 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--minimal", default=None, help="write a minimal covering case list here")
     ap.add_argument("--min", type=float, default=None, help="exit 1 below this lowering %%")
     ap.add_argument("--results", default=None, help="write each case's result here (JSON)")
+    ap.add_argument("--arcs", default=None, help="write the lowering branch arcs each case "
+                    "reached here (JSON: {device<TAB>case id: [[file, from, to], ...]})")
     a = ap.parse_args(argv)
     pairs = select_pairs(a.device or DEFAULT_DEVICES, a.pattern, a.cases)
     records: list = []
-    res = measure(pairs, contexts=bool(a.minimal), progress=True, records=records)
+    res = measure(pairs, contexts=bool(a.minimal or a.arcs), progress=True, records=records)
     if a.results:
         Path(a.results).write_text(json.dumps(records))
     for name, v in res["areas"].items():
@@ -117,8 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for f, fv in sorted(v["files"].items()):
                 print(f"    {f:<40} {fv['covered']:>4}/{fv['branches']:<4}")
     print(f"{res['cases']} case runs in {res['wall_s']} s; verdicts {res['verdicts']}")
+    per_case = res.pop("per_case", None)
+    if a.arcs:
+        Path(a.arcs).write_text(json.dumps({c: sorted([os.path.relpath(os.path.abspath(f), ROOT), x, y]
+                                                      for f, x, y in arcs)
+                                            for c, arcs in per_case.items()}))
     if a.minimal:
-        chosen = minimal_set(res.pop("per_case"))
+        chosen = minimal_set(per_case)
         Path(a.minimal).write_text("# minimal conformance cases reaching every lowering branch"
                                    " the full suite reaches (benchmarks/conformance_coverage.py)"
                                    "\n" + "\n".join(chosen) + "\n")

@@ -140,6 +140,7 @@ FAULT_AREAS = {
     "scan_reverse_off_by_one": "lowering/scan", "transpose_tile_pitch": "lowering/movement",
     "sim_bf16_ties_away": "cpu_sim rounding", "sim_f16_flush_subnormals": "cpu_sim rounding",
     "sim_rsqrt_flush_subnormals": "cpu_sim rounding", "sim_fp8_overflow_nan": "cpu_sim rounding",
+    "sim_mac_bf16_accumulator": "cpu_sim accumulation",
     "tol_ulps_16x": "tolerance", "tol_accumulation_16x": "tolerance",
     "tol_no_signed_zero": "tolerance+compare", "tol_store_widened": "tolerance",
     "gelu_tanh_constant": "op definition (ops/composite)",

@@ -47,6 +47,8 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "sim_f16_flush_subnormals": ("special/neg/f16/16x33", "numeric"),
     "sim_fp8_overflow_nan": ("overflow/cast/f32-f8e4m3fn/16x33", "numeric"),
     "tol_store_widened": ("canary/truncation/cast/f32-bf16/33x257", "canary"),
+    # a multiply-accumulate that keeps bf16 accumulators: only exact rounding shows it
+    "sim_mac_bf16_accumulator": ("contraction/matmul/f32/33x65x31", "numeric"),
     # issue 14: the matrix-unit path (a bf16 matmul takes the matrix unit on both widths)
     "mma_swapped_fragment_halves": ("fused/matmul_bias_relu/bf16/64x128x96", None),
     "mma_wrong_k_order": ("fused/matmul_bias_relu/bf16/64x128x96", None),
