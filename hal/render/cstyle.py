@@ -505,7 +505,8 @@ class CStyleRenderer:
             return [f"  {attr(s.name)}alignas({s.align}) {self.smem_qualifier} "
                     f"{self.ctype(s.dtype)} {ident(s.name)}[{s.size}];" for s in k.shared]
         align = max([16, *(s.align for s in k.shared)])
-        lines = [f"  extern {self.smem_qualifier} __align__({align}) unsigned char hal_smem[];"
+        attr_align = f"__align__({align}) " if align > 16 else ""   # a TMA swizzle pattern
+        lines = [f"  extern {self.smem_qualifier} {attr_align}unsigned char hal_smem[];"
                  f"  // {align}-byte aligned"]
         for s, offset in zip(k.shared, k.shared_offsets(), strict=True):
             # the layout Kernel.shared_offsets describes (each buffer at its alignment)
