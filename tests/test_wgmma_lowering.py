@@ -14,7 +14,7 @@ from hal.backends.cpu_sim.backend import CpuSimBackend
 from hal.conformance.cases import get_case
 from hal.conformance.runner import execute
 from hal.devices.loader import load_spec
-from hal.dtypes import bf16, f16
+from hal.dtypes import bf16, f8e4m3fn, f8e5m2, f16
 from hal.errors import HalError
 from hal.fusion.group import make_group
 from hal.ir import GraphBuilder
@@ -74,6 +74,21 @@ def test_hopper_path_matches_reference(spec_name, m, k, n, tb, batch, dt):
     assert all(s.align == 1024 for s in kern.shared if s.name.startswith(("a_tile", "b_tile")))
     wg = next(s for s in stmts if isinstance(s, ira.Wgmma))
     assert wg.trans_b == (not tb)
+
+
+@pytest.mark.parametrize("dt", [f8e4m3fn, f8e5m2])
+def test_fp8_takes_wgmma_k32_when_b_is_k_major(dt):
+    b = GraphBuilder("mm8")
+    x = b.input("x", dt, (200, 160))
+    w = b.input("w", dt, (136, 160))
+    b.output(b.op("matmul", x, w, transpose_b=True, out_dtype="bf16"))
+    kern, r = _run(b.build(), "h200")
+    assert kern.meta.plan.strategy == "wgmma" and r.report["ok"], r.report
+    assert "k32" in kern.meta.plan.detail("matmul_path")[1]
+    assert peak(load_spec("h200"), kern.meta.plan.math) == 1979e12
+    kern, r = _run(_mm(64, 64, 64, dt=dt), "h200")     # B [K, N]: fp8 wgmma cannot read it
+    assert kern.meta.plan.strategy == "mma" and r.report["ok"]
+    assert "K-major only" in kern.meta.plan.detail("matmul_path")[1]
 
 
 def test_plan_prices_the_wgmma_rate_and_falls_back_with_a_reason():
