@@ -19,7 +19,7 @@ from hal.errors import HalError
 from hal.fusion.group import make_group
 from hal.ir import GraphBuilder
 from hal.kernel import ir_async as ira
-from hal.kernel.ir import walk_stmts
+from hal.kernel.ir import stmt_bodies, walk_stmts
 from hal.lowering import lower_group
 from hal.lowering.options import LoweringOptions
 from hal.reference import random_inputs
@@ -70,6 +70,9 @@ def test_hopper_path_matches_reference(spec_name, m, k, n, tb, batch, dt):
     assert {ira.Wgmma, ira.WgmmaCommit, ira.WgmmaWait, ira.TmaLoad, ira.MbarrierInit,
             ira.MbarrierArrive, ira.MbarrierWait, ira.SetMaxNReg} <= kinds
     assert kern.block == 128 * (1 + (2 if m > 64 else 1))
+    (roles,) = [s for s in stmts if isinstance(s, ira.Roles)]   # producer / consumers
+    assert isinstance(roles.first[0], ira.SetMaxNReg) and not roles.first[0].increase
+    assert isinstance(roles.second[0], ira.SetMaxNReg) and roles.second[0].increase
     assert {t.swizzle for t in kern.tensor_maps} == {128}
     assert all(s.align == 1024 for s in kern.shared if s.name.startswith(("a_tile", "b_tile")))
     wg = next(s for s in stmts if isinstance(s, ira.Wgmma))
@@ -171,9 +174,10 @@ def test_wrong_phase_parity_is_a_deadlock_and_early_read_a_race():
         run(_edited(kern, flip))
 
     (kern,) = lower_group(grp, spec)
-    for body in (s.then for s in walk_stmts(kern.body) if hasattr(s, "then")):
-        body[:] = [s for s in body if not (isinstance(s, ira.MbarrierWait)
-                                           and s.bar.startswith("full"))]
+    for st in list(walk_stmts(kern.body)):   # the consumers no longer wait for the TMA
+        for body in stmt_bodies(st):
+            body[:] = [s for s in body if not (isinstance(s, ira.MbarrierWait)
+                                               and s.bar.startswith("full"))]
     with pytest.raises(HalError, match="race.*wgmma reads shared a_tile.*before mbarrier "
                                        "phase"):
         run(kern)

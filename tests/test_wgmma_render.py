@@ -74,6 +74,9 @@ def test_sass_has_hgmma_and_utmaldg(tb, tmp_path):
     assert r.counts.get("UTMALDG", 0) >= 2, r.forms      # A and B boxes
     assert r.counts.get("SYNCS", 0) > 0, r.forms         # mbarrier wait / arrive
     assert r.counts.get("HMMA", 0) == 0, r.forms
+    # the roles are separate code regions: ptxas applies the register reallocation
+    assert r.forms.get("USETMAXREG.DEALLOC.CTAPOOL", 0) == 1, r.forms
+    assert r.forms.get("USETMAXREG.TRY_ALLOC.CTAPOOL", 0) == 1, r.forms
 
 
 def test_nvrtc_compiles_the_hopper_kernel():

@@ -12,13 +12,15 @@ detail; anything else keeps the mma.sync kernel of hal.lowering.matmul_mma). The
   is K-major, e.g. a torch Linear weight, else [BK][BN] as 64-column boxes), each written by
   TMA with the 128-byte swizzle and 1024-byte aligned; mbarriers full[s] (1 arrival + the
   stage's transaction bytes) and empty[s] (one arrival per consumer thread);
-* one k-loop of ktiles + stages - 1 steps, skewed: at step t thread 0 of the producer
-  (setmaxnreg.dec 40) waits empty[t % S] (parity of its previous use), arms full[t % S] with
-  expect_tx and issues the TMA boxes of k tile t; the consumers (setmaxnreg.inc 232) handle
-  k tile t - (S - 1): wait full[s] with its phase parity, wgmma.fence, BK / 16 wgmmas per
-  B (descriptors advanced 32 bytes per wgmma K step for K-major operands, 16 rows for an
-  N-major B), commit_group, wait_group 0, arrive on empty[s]. The producer runs S - 1 tiles
-  ahead, as a warp-specialised kernel's does; the loop form lets cpu_sim run it in lock step;
+* warp-specialised roles (hal.kernel.ir_async.Roles, rendered as if / else so each role is
+  its own code region): the producer warpgroup (setmaxnreg.dec 40) loops over the k tiles,
+  its thread 0 waiting empty[t % S] (the parity of the stage's previous use), arming
+  full[t % S] with expect_tx and issuing the TMA boxes of k tile t; the consumers
+  (setmaxnreg.inc 232) loop over the same tiles: wait full[s] with its phase parity,
+  wgmma.fence, BK / K wgmmas per B (descriptors advanced 32 bytes per wgmma K step for
+  K-major operands, 16 rows for an N-major B), commit_group, wait_group 0, arrive on
+  empty[s]. On a GPU the producer runs up to S tiles ahead; cpu_sim interleaves the two
+  loops step by step and checks the mbarrier protocol, not the timing;
 * each consumer warpgroup's accumulators are the per-thread wgmma layout, which equals the
   m16n8 C layout of its four warps tiled over N (hal.kernel.wgmma), so the epilogue (bias,
   activation, residual, casts, views, a dual GEMM's combination) is the mma.sync emitter's,
@@ -241,23 +243,21 @@ class _WgmmaEmitter(_MmaEmitter):
         pass
 
     def _pipeline(self) -> None:
-        ctx, t, body, s = self.ctx, self.t, self.body, self.stages
-        consumer = Binary("ne", self.wg, ctx.c(0))
-        body.append(If(Binary("eq", self.wg, ctx.c(0)),
-                       [ira.SetMaxNReg(PRODUCER_REGS, False)],
-                       [ira.SetMaxNReg(CONSUMER_REGS, True)]))
+        """The roles: the producer warpgroup (thread 0 issues) and the consumers, each with
+        its register budget and its own k-loop; the consumers' epilogue follows theirs."""
+        ctx, t = self.ctx, self.t
         ktiles = cdiv(self.k, t.bk)
-        step = ctx.var("kt", ctx.idx)
-        loop: list[Stmt] = []
+        kp, kc = ctx.var("kt", ctx.idx), ctx.var("kc", ctx.idx)
         prod: list[Stmt] = []
-        self._produce(prod, step)
-        loop.append(If(Binary("logical_and", ctx.tid().eq(ctx.c(0)),
-                              step.lt(ctx.c(ktiles))), prod))
+        self._produce(prod, kp)
+        producer = [ira.SetMaxNReg(PRODUCER_REGS, False),
+                    For(kp, ctx.c(0), ctx.c(ktiles), ctx.c(1),
+                        [If(ctx.tid().eq(ctx.c(0)), prod)])]
         cons: list[Stmt] = []
-        kc = ctx.declare(cons, "kc", ctx.sub(step, s - 1))
         self._consume(cons, kc)
-        loop.append(If(Binary("logical_and", consumer, step.ge(ctx.c(s - 1))), cons))
-        body.append(For(step, ctx.c(0), ctx.c(ktiles + s - 1), ctx.c(1), loop))
+        self.consumer = [ira.SetMaxNReg(CONSUMER_REGS, True),
+                         For(kc, ctx.c(0), ctx.c(ktiles), ctx.c(1), cons)]
+        self.body.append(ira.Roles(Binary("eq", self.wg, ctx.c(0)), producer, self.consumer))
 
     def _stage_phase(self, out: list[Stmt], kt) -> tuple:
         ctx, s = self.ctx, self.stages
@@ -320,12 +320,11 @@ class _WgmmaEmitter(_MmaEmitter):
         out.append(ira.MbarrierArrive(self.empty, st))
 
     def _epilogue(self) -> None:
+        """The mma.sync emitter's epilogue, after the consumers' loop (their role)."""
         outer = self.body
-        inner: list[Stmt] = []
-        self.body = inner
+        self.body = self.consumer
         super()._epilogue()
         self.body = outer
-        outer.append(If(Binary("ne", self.wg, self.ctx.c(0)), inner))
 
 
 def lower_matmul_wgmma(group, plan, spec: DeviceSpec, segments: list, views: list[Node],

@@ -411,6 +411,12 @@ class CStyleRenderer:
             lines += [f"{pad}}} else {{", *self.body(s.orelse, pad + "  ")]
         return lines + [pad + "}"]
 
+    def _s_Roles(self, s, pad: str) -> list[str]:
+        """Warp-specialised roles: if / else, each role its own code region."""
+        return [f"{pad}if ({self.expr(s.cond)}) {{  // producer / consumer roles",
+                *self.body(s.first, pad + "  "), f"{pad}}} else {{",
+                *self.body(s.second, pad + "  "), pad + "}"]
+
     def _s_For(self, s: For, pad: str) -> list[str]:
         v = ident(s.var.name)
         head = (f"{pad}for ({self.ctype(s.var.dtype)} {v} = {self.expr(s.start)}; "
