@@ -56,6 +56,15 @@ def kernel_tiles(k, warp: int) -> dict[str, int]:
     shared = {s.name.rstrip("_0123456789"): s.size for s in k.shared}
     local = {b.name.rstrip("_0123456789"): b.size for b in k.locals}
     plan_tiles = k.meta.plan.tile_sizes
+    if "full_bar" in shared:  # Hopper matmul: stages x BM x BK A, stages x BN x BK B (TMA),
+        # one mbarrier pair per stage, BN / 2 accumulators per consumer thread, a producer
+        # warpgroup beside the consumers' BM / 16 warps
+        stages = shared["full_bar"]
+        isz = next(s.dtype.itemsize for s in k.shared if s.name.startswith("a_tile"))
+        bk = 128 // isz
+        bm, bn = shared["a_tile"] // (stages * bk), 2 * local["acc"]
+        assert shared["b_tile"] == stages * bn * bk and k.block == 128 + 2 * bm
+        return {"bm": bm, "bn": bn, "bk": bk, "stages": stages, "threads": k.block - 128}
     if "s_acc" in local:     # matrix-unit attention: Q Br x (D' + pad), K Bc x (D' + pad),
         from hal.kernel.mma import get_layout  # S accumulators Bc / n C fragments per lane
 

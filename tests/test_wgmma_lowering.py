@@ -14,12 +14,12 @@ from hal.backends.cpu_sim.backend import CpuSimBackend
 from hal.conformance.cases import get_case
 from hal.conformance.runner import execute
 from hal.devices.loader import load_spec
-from hal.dtypes import bf16, f16
+from hal.dtypes import bf16, f8e4m3fn, f8e5m2, f16
 from hal.errors import HalError
 from hal.fusion.group import make_group
 from hal.ir import GraphBuilder
 from hal.kernel import ir_async as ira
-from hal.kernel.ir import walk_stmts
+from hal.kernel.ir import stmt_bodies, walk_stmts
 from hal.lowering import lower_group
 from hal.lowering.options import LoweringOptions
 from hal.reference import random_inputs
@@ -70,10 +70,28 @@ def test_hopper_path_matches_reference(spec_name, m, k, n, tb, batch, dt):
     assert {ira.Wgmma, ira.WgmmaCommit, ira.WgmmaWait, ira.TmaLoad, ira.MbarrierInit,
             ira.MbarrierArrive, ira.MbarrierWait, ira.SetMaxNReg} <= kinds
     assert kern.block == 128 * (1 + (2 if m > 64 else 1))
+    (roles,) = [s for s in stmts if isinstance(s, ira.Roles)]   # producer / consumers
+    assert isinstance(roles.first[0], ira.SetMaxNReg) and not roles.first[0].increase
+    assert isinstance(roles.second[0], ira.SetMaxNReg) and roles.second[0].increase
     assert {t.swizzle for t in kern.tensor_maps} == {128}
     assert all(s.align == 1024 for s in kern.shared if s.name.startswith(("a_tile", "b_tile")))
     wg = next(s for s in stmts if isinstance(s, ira.Wgmma))
     assert wg.trans_b == (not tb)
+
+
+@pytest.mark.parametrize("dt", [f8e4m3fn, f8e5m2])
+def test_fp8_takes_wgmma_k32_when_b_is_k_major(dt):
+    b = GraphBuilder("mm8")
+    x = b.input("x", dt, (200, 160))
+    w = b.input("w", dt, (136, 160))
+    b.output(b.op("matmul", x, w, transpose_b=True, out_dtype="bf16"))
+    kern, r = _run(b.build(), "h200")
+    assert kern.meta.plan.strategy == "wgmma" and r.report["ok"], r.report
+    assert "k32" in kern.meta.plan.detail("matmul_path")[1]
+    assert peak(load_spec("h200"), kern.meta.plan.math) == 1979e12
+    kern, r = _run(_mm(64, 64, 64, dt=dt), "h200")     # B [K, N]: fp8 wgmma cannot read it
+    assert kern.meta.plan.strategy == "mma" and r.report["ok"]
+    assert "K-major only" in kern.meta.plan.detail("matmul_path")[1]
 
 
 def test_plan_prices_the_wgmma_rate_and_falls_back_with_a_reason():
@@ -156,9 +174,10 @@ def test_wrong_phase_parity_is_a_deadlock_and_early_read_a_race():
         run(_edited(kern, flip))
 
     (kern,) = lower_group(grp, spec)
-    for body in (s.then for s in walk_stmts(kern.body) if hasattr(s, "then")):
-        body[:] = [s for s in body if not (isinstance(s, ira.MbarrierWait)
-                                           and s.bar.startswith("full"))]
+    for st in list(walk_stmts(kern.body)):   # the consumers no longer wait for the TMA
+        for body in stmt_bodies(st):
+            body[:] = [s for s in body if not (isinstance(s, ira.MbarrierWait)
+                                               and s.bar.startswith("full"))]
     with pytest.raises(HalError, match="race.*wgmma reads shared a_tile.*before mbarrier "
                                        "phase"):
         run(kern)

@@ -74,6 +74,9 @@ def test_sass_has_hgmma_and_utmaldg(tb, tmp_path):
     assert r.counts.get("UTMALDG", 0) >= 2, r.forms      # A and B boxes
     assert r.counts.get("SYNCS", 0) > 0, r.forms         # mbarrier wait / arrive
     assert r.counts.get("HMMA", 0) == 0, r.forms
+    # the roles are separate code regions: ptxas applies the register reallocation
+    assert r.forms.get("USETMAXREG.DEALLOC.CTAPOOL", 0) == 1, r.forms
+    assert r.forms.get("USETMAXREG.TRY_ALLOC.CTAPOOL", 0) == 1, r.forms
 
 
 def test_nvrtc_compiles_the_hopper_kernel():
@@ -135,3 +138,22 @@ def test_encode_refuses_a_misaligned_buffer():
     _g, kern = _kernel()
     with pytest.raises(DeviceError, match="16-byte aligned"):
         encode_tiled(FakeCuda(H100), kern.tensor_maps[0], 0x1008)
+
+
+@pytest.mark.skipif(not shutil.which("nvcc") or cuobjdump_path() is None,
+                    reason="nvcc or cuobjdump (nvidia-cuda-cuobjdump wheel) not installed")
+def test_fp8_sass_has_qgmma(tmp_path):
+    from hal.dtypes import f8e4m3fn
+
+    b = GraphBuilder("mm8")
+    x = b.input("x", f8e4m3fn, (4096, 4096))
+    w = b.input("w", f8e4m3fn, (4096, 4096))
+    b.output(b.op("matmul", x, w, transpose_b=True, out_dtype="bf16"))
+    g = b.build()
+    (kern,) = lower_group(make_group(g, g.nodes, "g"), H100)
+    assert kern.meta.plan.strategy == "wgmma"
+    r = count_instructions(render_cuda(kern, H100), "cuda", "sm_90a", name="wgmma8",
+                           out_dir=tmp_path)
+    assert not isinstance(r, str), r
+    assert r.forms.get("QGMMA.64x128x32.F32.E4M3.E4M3", 0) == 4, r.forms
+    assert r.counts.get("UTMALDG", 0) >= 2, r.forms

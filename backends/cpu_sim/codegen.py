@@ -151,10 +151,10 @@ class _Uniformity:
             elif isinstance(s, Assign):
                 if divergent or not self.expr(s.value):
                     self.varying.add(s.var.name)
-            elif isinstance(s, If):
+            elif isinstance(s, (If, ira.Roles)):
                 d = divergent or not self.expr(s.cond)
-                self._walk(s.then, d)
-                self._walk(s.orelse, d)
+                for b in (s.then, s.orelse) if isinstance(s, If) else (s.first, s.second):
+                    self._walk(b, d)
             elif isinstance(s, For):
                 u = all(self.expr(x) for x in (s.start, s.stop, s.step))
                 if not u:
@@ -477,6 +477,36 @@ class _Translator:
 
     def s_FenceProxyAsync(self, s: ira.FenceProxyAsync, ctx: _Ctx, depth: int) -> None:
         self.emit("pass  # fence.proxy.async", depth)
+
+    def s_Roles(self, s: ira.Roles, ctx: _Ctx, depth: int) -> None:
+        """The roles' leading statements, their loops interleaved step by step (uniform,
+        equal bounds: checked by the verifier), their trailing statements."""
+        (pa, la, ta), (pb, lb, tb) = (ira.role_parts(b) for b in (s.first, s.second))
+        c = self.tmp("_c")
+        self.emit(f"{c} = {self.expr(s.cond, ctx)}", depth)
+        roles = []
+        for narrow in ("narrow", "narrow_not"):
+            m, n = self.tmp("_m"), self.tmp("_n")
+            self.emit(f"{m}, {n} = W.{narrow}({ctx.mask}, {c})", depth)
+            roles.append(_Ctx(m, n))
+        for stmts, rc in ((pa, roles[0]), (pb, roles[1])):
+            if stmts:
+                self.emit(f"if {rc.count}:", depth)
+                self.body(stmts, rc, depth + 1)
+        if not all(self.uni.expr(x) for x in (la.start, la.stop, la.step)):
+            raise ValueError(f"kernel {self.k.name}: warp-specialised role loops need "
+                             "uniform bounds")
+        va, vb = self.var(la.var), self.var(lb.var)
+        bounds = ", ".join(f"int({self.expr(x, ctx)})" for x in (la.start, la.stop, la.step))
+        self.emit(f"for {va} in range({bounds}):", depth)
+        self.emit(f"{vb} = {va}", depth + 1)
+        for loop, rc in ((la, roles[0]), (lb, roles[1])):
+            self.emit(f"if {rc.count}:", depth + 1)
+            self.body(loop.body, rc, depth + 2)
+        for stmts, rc in ((ta, roles[0]), (tb, roles[1])):
+            if stmts:
+                self.emit(f"if {rc.count}:", depth)
+                self.body(stmts, rc, depth + 1)
 
     def s_SetMaxNReg(self, s: ira.SetMaxNReg, ctx: _Ctx, depth: int) -> None:
         self.emit(f"WG.setmaxnreg(W, {ctx.mask}, {self.site(ctx, None)})", depth)

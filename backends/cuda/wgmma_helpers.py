@@ -39,6 +39,21 @@ def _wgmma(n: int, ptx: str, trans_b: bool) -> tuple[str, str]:
     return name, text
 
 
+def _wgmma8(n: int, ptx: str) -> tuple[str, str]:
+    """8-bit operands: k32, both operands K-major (no transpose immediates)."""
+    name = f"hal_wgmma_m64n{n}k32_{ptx}"
+    regs = n // 2
+    dlist = ", ".join(f"%{i}" for i in range(regs))
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
+    text = (f"HAL_FN void {name}(float* d, unsigned long long a, unsigned long long b) {{\n"
+            f'  asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{regs + 2}, 0;\\n"\n'
+            f'               "wgmma.mma_async.sync.aligned.m64n{n}k32.f32.{ptx}.{ptx} "\n'
+            f'               "{{{dlist}}}, %{regs}, %{regs + 1}, p, 1, 1;\\n}}\\n"\n'
+            f'               : {outs}\n'
+            f'               : "l"(a), "l"(b), "r"(1));\n}}\n')
+    return name, text
+
+
 def _fence_acc(n: int) -> tuple[str, str]:
     name = f"hal_wgmma_fence_acc_{n}"
     body = "\n".join(f'  asm volatile("" : "+f"(d[{i}]) :: "memory");' for i in range(n))
@@ -100,6 +115,7 @@ HOPPER_HELPERS: dict[str, str] = {
         for r in range(1, 6)},
     **dict(_wgmma(n, p, t) for n in range(8, 257, 8) for p in ("bf16", "f16")
            for t in (False, True)),
+    **dict(_wgmma8(n, p) for n in range(8, 257, 8) for p in ("e4m3", "e5m2")),
     **dict(_fence_acc(n) for n in range(4, 129, 4)),
 }
 
@@ -113,13 +129,10 @@ class HopperRendering:
                 f"{_SW_CODE[e.swizzle]}ull)")
 
     def _s_Wgmma(self, s: ira.Wgmma, pad: str) -> list[str]:
-        ptx = {"bf16": "bf16", "f16": "f16"}.get(s.atype)
-        if ptx is None:
-            from hal.errors import UnsupportedError
-            raise UnsupportedError(f"cuda renderer: no wgmma helper for {s.atype} operands",
-                                   hint="8-bit wgmma (k32) is not rendered yet")
-        fn = self._matrix(f"hal_wgmma_m64n{s.n}k16_{ptx}{'_tb' if s.trans_b else ''}",
-                          f"wgmma m64n{s.n}k16 {s.atype}")
+        ptx = {"bf16": "bf16", "f16": "f16", "f8e4m3fn": "e4m3", "f8e5m2": "e5m2"}[s.atype]
+        k = 32 if s.atype.startswith("f8") else 16
+        fn = self._matrix(f"hal_wgmma_m64n{s.n}k{k}_{ptx}{'_tb' if s.trans_b else ''}",
+                          f"wgmma m64n{s.n}k{k} {s.atype}")
         return [f"{pad}{fn}(&{ident(s.acc)}[{s.acc_off}], "
                 f"(unsigned long long)({self.expr(s.a_desc)}), "
                 f"(unsigned long long)({self.expr(s.b_desc)}));"]

@@ -79,15 +79,11 @@ class DeviceSpec:
 
     def matrix_instruction(self, a: str, b: str, acc: str,
                            scope: str = "warp") -> MatrixInstruction | None:
-        """The first native matrix instruction of `scope` ("warp": mma.sync/MFMA,
-        "warpgroup": wgmma) for these operand/accumulator dtypes, or None."""
-        for mi in self.matrix_instructions:
-            if mi.native and mi.scope == scope and (mi.a, mi.b, mi.acc) == (a, b, acc):
-    def matrix_instruction(self, a: str, b: str, acc: str) -> MatrixInstruction | None:
-        """The first usable matrix instruction for these operand/accumulator dtypes, or None
-        (an opt-in one, TF32 for f32, only on a spec the user granted it: `allow_tf32`)."""
+        """The first usable matrix instruction of `scope` ("warp": mma.sync/MFMA,
+        "warpgroup": wgmma) for these operand/accumulator dtypes, or None (an opt-in one,
+        TF32 for f32, only on a spec the user granted it: `allow_tf32`)."""
         for mi in self.usable_matrix_instructions():
-            if (mi.a, mi.b, mi.acc) == (a, b, acc):
+            if mi.scope == scope and (mi.a, mi.b, mi.acc) == (a, b, acc):
                 return mi
         return None
 

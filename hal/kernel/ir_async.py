@@ -24,6 +24,7 @@ follow hal.kernel.ir's conventions (their fields are in its traversal tables, fi
   Issued by one thread.
 * `FenceProxyAsync`: fence.proxy.async.shared::cta (generic-proxy shared writes, such as
   mbarrier inits, made visible to the async proxy).
+* `Roles(cond, first, second)`: warp-specialised roles running concurrently (see the class).
 * `SetMaxNReg(count, increase)`: setmaxnreg.{inc,dec}.sync.aligned.u32 (a warpgroup's role:
   the producer gives registers back, the consumers take them).
 """
@@ -33,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hal.dtypes import i64
-from hal.kernel.ir import EXPR_CHILDREN, STMT_EXPRS, Expr, Stmt
+from hal.kernel.ir import EXPR_CHILDREN, STMT_BODIES, STMT_EXPRS, Expr, Stmt
 
 
 @dataclass(frozen=True, eq=True)
@@ -112,6 +113,31 @@ class FenceProxyAsync(Stmt):
 
 
 @dataclass(eq=True)
+class Roles(Stmt):
+    """Warp-specialised roles: the threads where `cond` holds run `first`, the others
+    `second`, CONCURRENTLY. Each branch is leading statements, one For loop, trailing
+    statements; both loops have the same bounds and meet only through mbarriers. Rendered as
+    if / else (each role its own code region, so setmaxnreg takes effect there); cpu_sim runs
+    the leading statements, then the two loops interleaved step by step (an iteration of the
+    first role, then the same iteration of the second), then the trailing statements."""
+
+    cond: Expr
+    first: list[Stmt]
+    second: list[Stmt]
+
+
+def role_parts(branch: list[Stmt]):
+    """(leading statements, the loop, trailing statements) of a Roles branch, or None."""
+    from hal.kernel.ir import For
+
+    loops = [i for i, s in enumerate(branch) if isinstance(s, For)]
+    if len(loops) != 1:
+        return None
+    i = loops[0]
+    return branch[:i], branch[i], branch[i + 1:]
+
+
+@dataclass(eq=True)
 class SetMaxNReg(Stmt):
     count: int
     increase: bool
@@ -122,11 +148,13 @@ STMT_EXPRS.update({
     Wgmma: ("a_desc", "b_desc"), WgmmaFence: (), WgmmaCommit: (), WgmmaWait: (),
     MbarrierInit: ("index",), MbarrierArrive: ("index",), MbarrierWait: ("index", "parity"),
     TmaLoad: ("dst_index", "coords", "bar_index"), FenceProxyAsync: (), SetMaxNReg: (),
+    Roles: ("cond",),
 })
+STMT_BODIES[Roles] = ("first", "second")
 
 ASYNC_STMTS = (Wgmma, WgmmaFence, WgmmaCommit, WgmmaWait, MbarrierInit, MbarrierArrive,
-               MbarrierWait, TmaLoad, FenceProxyAsync, SetMaxNReg)
+               MbarrierWait, TmaLoad, FenceProxyAsync, SetMaxNReg, Roles)
 
 __all__ = ["ASYNC_STMTS", "FenceProxyAsync", "MbarrierArrive", "MbarrierInit", "MbarrierWait",
-           "SetMaxNReg", "SmemDesc", "TmaLoad", "Wgmma", "WgmmaCommit", "WgmmaFence",
+           "Roles", "SetMaxNReg", "role_parts", "SmemDesc", "TmaLoad", "Wgmma", "WgmmaCommit", "WgmmaFence",
            "WgmmaWait"]

@@ -139,6 +139,10 @@ def format_stmt(s: Stmt, indent: int = 0) -> list[str]:
             lines.append(f"{pad}}} else {{")
             lines += format_body(s.orelse, indent + 1)
         return lines + [pad + "}"]
+    if isinstance(s, ira.Roles):
+        return [f"{pad}roles ({format_expr(s.cond)}) {{  // concurrent warp-specialised roles",
+                *format_body(s.first, indent + 1), f"{pad}}} else {{",
+                *format_body(s.second, indent + 1), pad + "}"]
     if isinstance(s, For):
         v = s.var.name
         lines = [f"{pad}#pragma unroll"] if s.unroll else []

@@ -433,6 +433,23 @@ class _Verifier:
     def s_FenceProxyAsync(self, s) -> None:
         pass
 
+    def s_Roles(self, s: ira.Roles) -> None:
+        self.boolean(s.cond, "role condition")
+        parts = [ira.role_parts(b) for b in (s.first, s.second)]
+        if None in parts:
+            self.fail("each role holds exactly one loop (leading statements, the loop, "
+                      "trailing statements)")
+        (_, la, _), (_, lb, _) = parts
+        if [format_expr(x) for x in (la.start, la.stop, la.step)] != \
+                [format_expr(x) for x in (lb.start, lb.stop, lb.step)]:
+            self.fail("the roles' loops must have the same bounds (they step together)")
+        if _has_barrier(s.first + s.second):
+            self.fail("a Barrier inside warp-specialised roles: the other role never reaches "
+                      "it", hint="synchronise the roles with mbarriers")
+        self.body(s.first)
+        self.stmt = s
+        self.body(s.second)
+
     def s_SetMaxNReg(self, s: ira.SetMaxNReg) -> None:
         if s.count % 8 or not 24 <= s.count <= 256:
             self.fail(f"setmaxnreg {s.count}: a multiple of 8 in 24..256")

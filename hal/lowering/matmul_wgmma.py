@@ -12,20 +12,23 @@ detail; anything else keeps the mma.sync kernel of hal.lowering.matmul_mma). The
   is K-major, e.g. a torch Linear weight, else [BK][BN] as 64-column boxes), each written by
   TMA with the 128-byte swizzle and 1024-byte aligned; mbarriers full[s] (1 arrival + the
   stage's transaction bytes) and empty[s] (one arrival per consumer thread);
-* one k-loop of ktiles + stages - 1 steps, skewed: at step t thread 0 of the producer
-  (setmaxnreg.dec 40) waits empty[t % S] (parity of its previous use), arms full[t % S] with
-  expect_tx and issues the TMA boxes of k tile t; the consumers (setmaxnreg.inc 232) handle
-  k tile t - (S - 1): wait full[s] with its phase parity, wgmma.fence, BK / 16 wgmmas per
-  B (descriptors advanced 32 bytes per k16 step for K-major operands, 16 rows for an
-  N-major B), commit_group, wait_group 0, arrive on empty[s]. The producer runs S - 1 tiles
-  ahead, as a warp-specialised kernel's does; the loop form lets cpu_sim run it in lock step;
+* warp-specialised roles (hal.kernel.ir_async.Roles, rendered as if / else so each role is
+  its own code region): the producer warpgroup (setmaxnreg.dec 40) loops over the k tiles,
+  its thread 0 waiting empty[t % S] (the parity of the stage's previous use), arming
+  full[t % S] with expect_tx and issuing the TMA boxes of k tile t; the consumers
+  (setmaxnreg.inc 232) loop over the same tiles: wait full[s] with its phase parity,
+  wgmma.fence, BK / K wgmmas per B (descriptors advanced 32 bytes per wgmma K step for
+  K-major operands, 16 rows for an N-major B), commit_group, wait_group 0, arrive on
+  empty[s]. On a GPU the producer runs up to S tiles ahead; cpu_sim interleaves the two
+  loops step by step and checks the mbarrier protocol, not the timing;
 * each consumer warpgroup's accumulators are the per-thread wgmma layout, which equals the
   m16n8 C layout of its four warps tiled over N (hal.kernel.wgmma), so the epilogue (bias,
   activation, residual, casts, views, a dual GEMM's combination) is the mma.sync emitter's,
   run by the consumer threads.
 
-Not on this path (the reason is recorded): fp8 (k32 wgmma; the planner keeps mma.sync),
-sibling segments of different N, operands computed in the group (casts, a fused norm
+fp8 (e4m3, e5m2) takes wgmma k32 when B is K-major (a [N, K] weight), the only layout
+wgmma reads 8-bit operands in. Not on this path (the reason is recorded): sibling segments of
+different N, operands computed in the group (casts, a fused norm
 prologue), row strides that are not multiples of 16 bytes (TMA's rule).
 
 Self-test faults planted here: wgmma_wrong_swizzle, missing_wgmma_wait,
@@ -44,6 +47,7 @@ from hal.ir.graph import Node
 from hal.kernel import ir_async as ira
 from hal.kernel.ir import Barrier, Binary, For, If, Kernel, SharedBuffer, Stmt
 from hal.kernel.tma import TensorMap, TensorMapError
+from hal.kernel.wgmma import wgmma_k
 from hal.lowering.matmul_mma import MmaChoice, _MmaEmitter, a_access, b_accesses
 from hal.lowering.mma_tiles import MmaTiles
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
@@ -92,26 +96,30 @@ def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
         return None, f"{spec.name} has no warpgroup MMA for {a.dtype}"
     if "tma" not in spec.capabilities or spec.warp_size != 32:
         return None, f"{spec.name} has no TMA"
-    if a.dtype.bits != 16:
-        return None, f"wgmma k32 ({a.dtype}) is not lowered yet: mma.sync"
     if segments > 1 or (len(dots) > 1 and not one_tile_grid(dots)):
         return None, "sibling contractions of different N: mma.sync column-panel segments"
     if len(dots) > 2:
         return None, f"{len(dots)} sibling contractions (the wgmma kernel takes 1 or 2)"
     producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
     vec = 16 // a.dtype.itemsize
-    acc_a = a_access(dot, producers, vec)
-    accs_b, b_k_major = b_accesses(dots, producers, vec)
-    if acc_a.source is None or any(x.source is None for x in accs_b):
-        return None, ("an operand is computed in the group (cast, prologue) or not laid out "
-                      "with K or N contiguous: TMA copies group inputs only")
     lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
     m = math.prod(a.shape[i] for i in lf)
     n = math.prod(b.shape[i] for i in contraction_dims(dot)[5])
     k = math.prod(a.shape[i] for i in lc)
-    if (k * a.dtype.itemsize) % 16 or (not b_k_major and (n * a.dtype.itemsize) % 16):
-        return None, (f"TMA needs 16-byte row strides: K={k}" + ("" if b_k_major else
-                                                                  f", N={n}"))
+    if k % vec:
+        return None, (f"K={k} rows are {k * a.dtype.itemsize} bytes: TMA needs 16-byte "
+                      f"multiples")
+    acc_a = a_access(dot, producers, vec)
+    accs_b, b_k_major = b_accesses(dots, producers, vec)
+    if not b_k_major and n % vec:
+        return None, (f"N={n} rows of B are {n * a.dtype.itemsize} bytes: TMA needs 16-byte "
+                      f"multiples")
+    if a.dtype.bits == 8 and not b_k_major:
+        return None, (f"wgmma reads {a.dtype} B K-major only: B is [K, N] (N contiguous), "
+                      f"pass it as [N, K]")
+    if acc_a.source is None or any(x.source is None for x in accs_b):
+        return None, ("an operand is computed in the group (a cast or a fused norm prologue) "
+                      "or not a contiguous group input: TMA copies group inputs only")
     consumers = 2 if m > 64 else 1
     bm, bn, bk = 64 * consumers, (128 if n > 64 else 64), 128 // a.dtype.itemsize
     ops = len(dots)
@@ -124,7 +132,8 @@ def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
                      ops)
     layout = "K-major" if b_k_major else "N-major"
     return WgmmaChoice(instr, tiles, consumers, b_k_major,
-                       f"{instr.name.split('.')[0]} m64n{bn}k16 from TMA-fed shared tiles "
+                       f"{instr.name.split('.')[0]} m64n{bn}k{instr.k} from TMA-fed shared "
+                       f"tiles "
                        f"({layout} B), {consumers} consumer warpgroup(s), {stages}-stage "
                        f"mbarrier ring: mma.sync reaches {_share(spec, a.dtype.name)} of the "
                        f"{spec.name} matrix peak"), ""
@@ -234,23 +243,21 @@ class _WgmmaEmitter(_MmaEmitter):
         pass
 
     def _pipeline(self) -> None:
-        ctx, t, body, s = self.ctx, self.t, self.body, self.stages
-        consumer = Binary("ne", self.wg, ctx.c(0))
-        body.append(If(Binary("eq", self.wg, ctx.c(0)),
-                       [ira.SetMaxNReg(PRODUCER_REGS, False)],
-                       [ira.SetMaxNReg(CONSUMER_REGS, True)]))
+        """The roles: the producer warpgroup (thread 0 issues) and the consumers, each with
+        its register budget and its own k-loop; the consumers' epilogue follows theirs."""
+        ctx, t = self.ctx, self.t
         ktiles = cdiv(self.k, t.bk)
-        step = ctx.var("kt", ctx.idx)
-        loop: list[Stmt] = []
+        kp, kc = ctx.var("kt", ctx.idx), ctx.var("kc", ctx.idx)
         prod: list[Stmt] = []
-        self._produce(prod, step)
-        loop.append(If(Binary("logical_and", ctx.tid().eq(ctx.c(0)),
-                              step.lt(ctx.c(ktiles))), prod))
+        self._produce(prod, kp)
+        producer = [ira.SetMaxNReg(PRODUCER_REGS, False),
+                    For(kp, ctx.c(0), ctx.c(ktiles), ctx.c(1),
+                        [If(ctx.tid().eq(ctx.c(0)), prod)])]
         cons: list[Stmt] = []
-        kc = ctx.declare(cons, "kc", ctx.sub(step, s - 1))
         self._consume(cons, kc)
-        loop.append(If(Binary("logical_and", consumer, step.ge(ctx.c(s - 1))), cons))
-        body.append(For(step, ctx.c(0), ctx.c(ktiles + s - 1), ctx.c(1), loop))
+        self.consumer = [ira.SetMaxNReg(CONSUMER_REGS, True),
+                         For(kc, ctx.c(0), ctx.c(ktiles), ctx.c(1), cons)]
+        self.body.append(ira.Roles(Binary("eq", self.wg, ctx.c(0)), producer, self.consumer))
 
     def _stage_phase(self, out: list[Stmt], kt) -> tuple:
         ctx, s = self.ctx, self.stages
@@ -296,11 +303,12 @@ class _WgmmaEmitter(_MmaEmitter):
                                                 ctx.mul(ctx.sub(self.wg, 1), 64 * t.bk)))
         b_base = ctx.declare(out, "sb", ctx.mul(st, t.bn * t.bk))
         row = 128 // self.a.dtype.itemsize          # elements per 128-byte row
-        for kk in range(t.bk // 16):
-            a_desc = ira.SmemDesc(self.a_sh, ctx.add(a_base, kk * 16), 16, 1024, sw)
+        ks = wgmma_k(self.a.dtype.name)             # 32 bytes of K per wgmma
+        for kk in range(t.bk // ks):
+            a_desc = ira.SmemDesc(self.a_sh, ctx.add(a_base, kk * ks), 16, 1024, sw)
             for j, acc in enumerate(self.acc[:len(self.dots)]):
                 if self.b_n_major:
-                    b_desc = ira.SmemDesc(self.b_sh[j], ctx.add(b_base, kk * 16), 16, 1024, sw)
+                    b_desc = ira.SmemDesc(self.b_sh[j], ctx.add(b_base, kk * ks), 16, 1024, sw)
                 else:   # N-major: 16 k rows on; 64-column boxes BK rows apart (LBO)
                     b_desc = ira.SmemDesc(self.b_sh[j], ctx.add(b_base, kk * 16 * row),
                                           t.bk * 128, 1024, sw)
@@ -312,12 +320,11 @@ class _WgmmaEmitter(_MmaEmitter):
         out.append(ira.MbarrierArrive(self.empty, st))
 
     def _epilogue(self) -> None:
+        """The mma.sync emitter's epilogue, after the consumers' loop (their role)."""
         outer = self.body
-        inner: list[Stmt] = []
-        self.body = inner
+        self.body = self.consumer
         super()._epilogue()
         self.body = outer
-        outer.append(If(Binary("ne", self.wg, self.ctx.c(0)), inner))
 
 
 def lower_matmul_wgmma(group, plan, spec: DeviceSpec, segments: list, views: list[Node],

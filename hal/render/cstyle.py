@@ -411,6 +411,12 @@ class CStyleRenderer:
             lines += [f"{pad}}} else {{", *self.body(s.orelse, pad + "  ")]
         return lines + [pad + "}"]
 
+    def _s_Roles(self, s, pad: str) -> list[str]:
+        """Warp-specialised roles: if / else, each role its own code region."""
+        return [f"{pad}if ({self.expr(s.cond)}) {{  // producer / consumer roles",
+                *self.body(s.first, pad + "  "), f"{pad}}} else {{",
+                *self.body(s.second, pad + "  "), pad + "}"]
+
     def _s_For(self, s: For, pad: str) -> list[str]:
         v = ident(s.var.name)
         head = (f"{pad}for ({self.ctype(s.var.dtype)} {v} = {self.expr(s.start)}; "
@@ -505,7 +511,8 @@ class CStyleRenderer:
             return [f"  {attr(s.name)}alignas({s.align}) {self.smem_qualifier} "
                     f"{self.ctype(s.dtype)} {ident(s.name)}[{s.size}];" for s in k.shared]
         align = max([16, *(s.align for s in k.shared)])
-        lines = [f"  extern {self.smem_qualifier} __align__({align}) unsigned char hal_smem[];"
+        attr_align = f"__align__({align}) " if align > 16 else ""   # a TMA swizzle pattern
+        lines = [f"  extern {self.smem_qualifier} {attr_align}unsigned char hal_smem[];"
                  f"  // {align}-byte aligned"]
         for s, offset in zip(k.shared, k.shared_offsets(), strict=True):
             # the layout Kernel.shared_offsets describes (each buffer at its alignment)
