@@ -559,43 +559,18 @@ class _Planner:
         return narrow
 
     def long_chains(self) -> None:
-        """Fuse each long in-tree of elementwise ops (fusion.chains) as one candidate when
-        it passes the checks of a merge; linear in its size (the greedy pass is not)."""
-        from .chains import chain_trees
+        """Fuse long chains of elementwise ops in few steps (fusion.chains)."""
+        from .chains import fuse_long_chains
 
-        def eligible(gid: int) -> bool:
-            ns = self.members[gid]
-            return len(ns) == 1 and _cat(ns[0]) is Category.ELEMENTWISE
-
-        for tree in chain_trees(self.succ, sorted(self.members), eligible):
-            nodes = sorted((n for g in tree for n in self.members[g]),
-                           key=lambda n: self.order[id(n)])
-            if structural_veto(nodes) or self.forbidden_reason(nodes):
-                continue
-            try:
-                cost_f = self.cost(nodes)
-            except UnsupportedError:
-                continue
-            if cost_f.registers > self.spec.max_registers_per_thread or (
-                    self.verify_lowering and self.lowering_veto(self.make(nodes))):
-                continue
-            sep = [self.cost(self.members[g]) for g in tree]
-            saved_b = sum(x.dram_bytes for x in sep) - cost_f.dram_bytes
-            saved_t = sum(x.time_s for x in sep) - cost_f.time_s
-            if saved_t < 0:
-                continue
-            self.decisions.append(Decision(self.label(tree[0]), self.label(tree[-1]), True,
-                                           f"fused a chain of {len(tree)} elementwise ops at "
-                                           f"once: saves {fmt_bytes(saved_b)} of DRAM traffic,"
-                                           f" ~{fmt_time(saved_t)}", saved_b, saved_t))
-            self.merge_many(tree[:-1], tree[-1])
+        fuse_long_chains(self)
 
     def merge_many(self, gids: list[int], target: int) -> None:
         """merge(g, target) for every g in `gids`, with one sort of the members."""
         for g in gids:
             members, self.members[target] = self.members[target], []
             self.merge(g, target)          # merge() sorts an empty list plus g's nodes
-            self.members[target] = members + self.members[target]
+            members.extend(self.members[target])
+            self.members[target] = members
         self.members[target].sort(key=lambda n: self.order[id(n)])
 
     def producer_consumer(self) -> None:

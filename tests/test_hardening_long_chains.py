@@ -116,6 +116,16 @@ def test_planning_a_fused_chain_is_linear_in_its_length(monkeypatch):
     assert k_tree == 1 and ops_tree <= 8 * 602
 
 
+def test_a_chain_over_the_register_estimate_is_cut_in_n_log_n(monkeypatch):
+    # 1200 ops do not fit one kernel's register estimate: the line is cut into the
+    # longest passing segments (doubling, then bisection) instead of n greedy merges
+    ops_1200, k1200 = _lowered_ops(monkeypatch, 1200)
+    ops_2400, k2400 = _lowered_ops(monkeypatch, 2400)
+    assert 2 <= k1200 < k2400 <= 8
+    assert ops_2400 <= 2.6 * ops_1200, (ops_1200, ops_2400)   # quadratic would be 4x
+    assert ops_2400 <= 4 * 2400 * 12    # ~ c n log2(n); n^2/2 would be 2.9 million
+
+
 def test_short_chains_are_left_to_the_greedy_pass():
     from hal.fusion import plan
     from hal.fusion.chains import LONG_CHAIN
