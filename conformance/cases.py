@@ -194,6 +194,10 @@ MM_SHAPES = (  # (m, k, n, batch, ta, tb, label)
     (33, 65, 31, (), True, True, "tt"),
     (17, 33, 9, (2,), False, True, "batch"),
     (0, 5, 3, (), False, False, ""),
+    # issue 15: shapes TMA can feed (16-byte rows): the sm_90a wgmma kernel with two consumer
+    # warpgroups, a K-major B (fp8 too) and tile edges in M, N and K; a batch with an N-major B
+    (200, 144, 72, (), False, True, "kmajor"),
+    (96, 64, 128, (2,), False, False, "batch"),
 )
 
 
