@@ -162,6 +162,14 @@ def _load_callable(spec: str) -> Callable:
     return fn
 
 
+def load_callable(model: str, what: str = "a model") -> Any:
+    """Import MODULE:FUNCTION (or path/file.py:FUNCTION) and call it; what it returns (the
+    user's errors are ModelErrors). `what` names the expected result in messages."""
+    fn = _load_callable(model)
+    with _quiet_frameworks(), user_code(f"calling ({what})", model):
+        return fn()
+
+
 def load_subject(model: str, dtype: str = "f32") -> Subject:
     with _quiet_frameworks():
         return _load_subject(model, dtype)
@@ -231,6 +239,14 @@ def _hal_subject(path: str) -> Subject:
     out = evaluate(graph, inputs)
     return Subject(graph.name, "hal", im, [inputs[n] for n in im.input_names],
                    [out[n] for n in im.output_names])
+
+
+def torch_subject(name: str, module: Any, args: tuple, dtype: str = "f32", *,
+                  kwargs: dict | None = None) -> Subject:
+    """A Subject from a torch module and its example inputs (what `hal bringup
+    file.py:function` builds from the function's return value)."""
+    with _quiet_frameworks():
+        return _torch_subject(name, module, tuple(args), dtype, kwargs=kwargs)
 
 
 def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = None,
