@@ -288,6 +288,22 @@ def _near_attention(c: _Collector) -> None:
                   suffix=label, unfused=True)
 
 
+def _edges(c: _Collector) -> None:
+    """Edge shapes the per-op families miss: empty rows, a pad on one axis only, value names
+    that are not C identifiers, attention with no query rows."""
+    c.add("reduction", "reduce_sum", ("f32",), "0x5", lambda b: b.output(b.op(
+        "reduce_sum", b.input("x", "f32", (0, 5)), axes=(1,))), suffix="no_rows")
+    c.add("scan", "cumsum", ("f32",), "0x5", lambda b: b.output(b.op(
+        "cumsum", b.input("x", "f32", (0, 5)), axis=1)), suffix="no_rows")
+    c.add("movement", "pad", ("f32",), "33x31", lambda b: b.output(b.op(
+        "pad", b.input("x", "f32", (33, 31)), low=[0, 2], high=[0, 1], value=-1.0)),
+        suffix="one_axis")
+    c.add("layout", "names", ("f32",), "33x65", lambda b: b.output(b.op(
+        "mul", b.input("int", "f32", (33, 65)), b.input("2x", "f32", (33, 65)))))
+    c.add("fused", "attention", ("f32",), "1x2x2x0x16", lambda b: _attention(
+        b, "f32", (1, 2, 0, 16), (1, 2, 9, 16), False), suffix="no_queries")
+
+
 def coverage_cases(c: _Collector) -> None:
     _activations(c)
     _long_rows(c)
@@ -296,3 +312,4 @@ def coverage_cases(c: _Collector) -> None:
     _stress(c)
     _variants(c)
     _near_attention(c)
+    _edges(c)
