@@ -112,7 +112,7 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
     from hal.backends_registry import get_backend
     from hal.devices.loader import load_spec
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec: dict[str, Any] = {"id": case.id, "op": case.op, "kind": case.kind,
                            "dtypes": list(case.dtypes), "shape": case.shape, "device": device,
                            "backend": backend_name, "dist": case.dist,
@@ -132,7 +132,8 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
             outs = _run_graph(backend, graph, inputs, spec, lowering)
         except SimulationError as e:
             rec.update(verdict="fail", reason=f"simulator check {e.kind}: {e.message}"[:400],
-                       check=e.kind, seconds=time.perf_counter() - t0, **_merge({}))
+                       check=e.kind, seconds=time.perf_counter() - t0,
+                       cpu_seconds=round(time.process_time() - c0, 4), **_merge({}))
             return rec
         comps = {name: check(outs[name], b, model.signed_zero) for name, b in bounds.items()}
         rec.update(_merge(comps))
@@ -180,6 +181,7 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
             verdict, why = judge_canary(case, outs, bounds, not bad, inputs, model.signed_zero)
             rec.update(verdict=verdict, reason=(reason + "; " + why).strip("; "))
             rec["seconds"] = round(time.perf_counter() - t0, 4)
+            rec["cpu_seconds"] = round(time.process_time() - c0, 4)
             return rec
         if compare_backend:
             other = _run_graph(get_backend(compare_backend), graph, inputs, spec)
@@ -196,6 +198,7 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
                    detail=traceback.format_exc(limit=6)[-2000:])
         rec.setdefault("max_abs", 0.0)
     rec["seconds"] = round(time.perf_counter() - t0, 4)
+    rec["cpu_seconds"] = round(time.process_time() - c0, 4)  # wall time inflates under load
     return rec
 
 
