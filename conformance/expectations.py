@@ -40,10 +40,6 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
             "as the flash kernel's q prologue): 36 of 1056 outputs are one bf16 ulp off the "
             "error model's interval and the unfused kernels (f32 passes); found by issue 21, "
             "left to the attention lowering's owner",
-        "fused/attention/*/1x2x2x0x16/no_queries":
-            "attention with an empty query axis: plan_attention -> choose_split_k divides by "
-            "the zero block count (hal/lowering/attention_split.py, ZeroDivisionError while "
-            "fusing); found by issue 21, left to the attention lowering's owner",
     },
     "cuda": {},
     "rocm": {},

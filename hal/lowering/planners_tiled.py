@@ -254,7 +254,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     per_entry = (sum(k_src.values()) + sum(v_src.values())) // max(1, nb)
     blocks = rt * nb
     in_flight = min(blocks, 2 * spec.compute_units)
-    entries = min(max(1, nb), cdiv(in_flight, rt) + 1)
+    entries = min(max(1, nb), cdiv(in_flight, max(1, rt)) + 1)   # rt = 0: no query rows
     spills = per_entry * entries > spec.l2_bytes
     extra: dict[str, int] = {}
     if spills:
