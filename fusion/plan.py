@@ -558,6 +558,21 @@ class _Planner:
                                        f" more than a kernel of their own"))
         return narrow
 
+    def long_chains(self) -> None:
+        """Fuse long chains of elementwise ops in few steps (fusion.chains)."""
+        from .chains import fuse_long_chains
+
+        fuse_long_chains(self)
+
+    def merge_many(self, gids: list[int], target: int) -> None:
+        """merge(g, target) for every g in `gids`, with one sort of the members."""
+        for g in gids:
+            members, self.members[target] = self.members[target], []
+            self.merge(g, target)          # merge() sorts an empty list plus g's nodes
+            members.extend(self.members[target])
+            self.members[target] = members
+        self.members[target].sort(key=lambda n: self.order[id(n)])
+
     def producer_consumer(self) -> None:
         """Rounds over the edges, largest flow first; stale candidates are skipped."""
         changed = True
@@ -705,6 +720,7 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
         planner.forbidden = forbidden
         if fuse:
             planner.attention()
+            planner.long_chains()
             planner.producer_consumer()
             planner.siblings()
             # siblings can unblock producers: a norm read by Q, K and V fuses into their
@@ -717,4 +733,7 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
         from .measured import refine
 
         result = refine(result, run, measure)
+    from .memory import check_device_memory
+
+    check_device_memory(result.graph, result.groups, spec)
     return result

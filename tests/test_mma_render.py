@@ -40,6 +40,10 @@ def matmul_kernel(device: str, dt: str = "bf16", m: int = 4096, n: int = 4096, k
 def test_bf16_matmul_uses_the_matrix_unit(device):
     kern, spec = matmul_kernel(device, m=256, n=256, k=256)
     p = kern.meta.plan
+    hopper = spec.matrix_instruction("bf16", "bf16", "f32", "warpgroup")
+    if hopper is not None:   # sm_90a: the wgmma kernel (tests/test_wgmma_render.py)
+        assert p.strategy == "wgmma" and p.math.name == hopper.name
+        return
     assert p.strategy == "mma"
     assert p.math.name == spec.matrix_instruction("bf16", "bf16", "f32").name
     # a cp.async multi-stage ring where the spec has async copies, else one stage plus a
@@ -54,7 +58,7 @@ def test_f32_matmul_stays_simt():
 
 
 def test_cuda_text_calls_ptx_helpers():
-    kern, spec = matmul_kernel("h100-sxm")
+    kern, spec = matmul_kernel("a100-sxm")
     src = render_cuda(kern, spec)
     assert "#ifndef HAL_HOST_SHIM" in src
     for needle in ("hal_mma_m16n8k16_bf16_f32(", "mma.sync.aligned.m16n8k16.row.col.f32.bf16",
@@ -85,7 +89,7 @@ needs_nvcc = pytest.mark.skipif(not shutil.which("nvcc") or cuobjdump_path() is 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_sass_has_hmma(arch, tmp_path):
-    kern, spec = matmul_kernel("h100-sxm")
+    kern, spec = matmul_kernel("a100-sxm")   # mma.sync (sm_90a specs take wgmma), both arches
     r = count_instructions(render_cuda(kern, spec), "cuda", arch, out_dir=tmp_path)
     assert not isinstance(r, str), r
     assert r.forms.get("HMMA.16816.F32.BF16", 0) > 0, r.forms
@@ -94,7 +98,7 @@ def test_sass_has_hmma(arch, tmp_path):
 
 @needs_nvcc
 def test_main_gemm_does_not_spill(tmp_path):
-    kern, spec = matmul_kernel("h100-sxm")
+    kern, spec = matmul_kernel("h100-sxm")   # the wgmma kernel
     (rec,) = nvcc_resources(render_cuda(kern, spec), "sm_90a", out_dir=tmp_path)
     assert rec.spill_bytes == 0 and rec.registers <= 255
 

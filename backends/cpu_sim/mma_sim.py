@@ -146,8 +146,8 @@ def _shared_base(W: Wave, j: int) -> int:
     base = getattr(W, "sh_base_bytes", None)
     if base is None:
         base, off = [], 0
-        for s in W.sh_buf:   # the renderers' layout: each buffer 16-byte aligned
-            off = (off + 15) // 16 * 16
+        for s in W.sh_buf:   # the renderers' layout (Kernel.shared_offsets)
+            off = (off + s.align - 1) // s.align * s.align
             base.append(off)
             off += s.nbytes
         W.sh_base_bytes = base

@@ -32,6 +32,9 @@ class MatrixInstruction:
     layout: str                      # hal.kernel.mma layout name, e.g. "nv_m16n8k16_b16"
     rate: float = 0.0
     native: bool = True
+    # "warp" (mma.sync, MFMA: hal.kernel.mma layouts) or "warpgroup" (Hopper wgmma: the
+    # layout is one of hal.kernel.wgmma.WGMMA_LAYOUTS, n the largest N of the family)
+    scope: str = "warp"
     opt_in: str = ""                 # a capability the user must grant ("allow_tf32"), else ""
 
     @property
@@ -74,11 +77,13 @@ class DeviceSpec:
     capabilities: frozenset[str] = field(default_factory=frozenset)  # e.g. {"fp8", "tensor_cores"}
     matrix_instructions: tuple[MatrixInstruction, ...] = ()
 
-    def matrix_instruction(self, a: str, b: str, acc: str) -> MatrixInstruction | None:
-        """The first usable matrix instruction for these operand/accumulator dtypes, or None
-        (an opt-in one, TF32 for f32, only on a spec the user granted it: `allow_tf32`)."""
+    def matrix_instruction(self, a: str, b: str, acc: str,
+                           scope: str = "warp") -> MatrixInstruction | None:
+        """The first usable matrix instruction of `scope` ("warp": mma.sync/MFMA,
+        "warpgroup": wgmma) for these operand/accumulator dtypes, or None (an opt-in one,
+        TF32 for f32, only on a spec the user granted it: `allow_tf32`)."""
         for mi in self.usable_matrix_instructions():
-            if (mi.a, mi.b, mi.acc) == (a, b, acc):
+            if mi.scope == scope and (mi.a, mi.b, mi.acc) == (a, b, acc):
                 return mi
         return None
 

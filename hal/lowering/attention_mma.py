@@ -151,8 +151,10 @@ def attention_mma_choice(pat, spec: DeviceSpec, reserve: int = 0) -> AttentionMm
     q, k = pat.qk.inputs
     p_val, v = pat.pv.inputs
     dt = q.dtype
+    # warp-level instructions (mma.sync, MFMA): the Hopper path's warpgroup wgmma is not
+    # used for attention yet
     instrs = [mi for mi in spec.usable_matrix_instructions()
-              if (mi.a, mi.b, mi.acc) == (dt.name, dt.name, "f32")]
+              if mi.scope == "warp" and (mi.a, mi.b, mi.acc) == (dt.name, dt.name, "f32")]
     if not instrs:
         return f"{spec.name} has no matrix instruction for {dt.name} x {dt.name} -> f32"
     if k.dtype != dt or v.dtype != dt:

@@ -74,7 +74,7 @@ def choose_split_k(pat: AttentionPattern, t: AttentionTiles, spec: DeviceSpec) -
     kv_bytes = sum(x.type.numel * x.dtype.itemsize for x in (pat.qk.inputs[1], pat.pv.inputs[1]))
     blocks = cdiv(pat.m, t.br) * math.prod(pat.batch)
     ntiles = cdiv(pat.t, t.bc)
-    if blocks >= spec.compute_units:
+    if blocks == 0 or blocks >= spec.compute_units:   # no query rows: nothing to split
         return 1, ""
     s = min(cdiv(2 * spec.compute_units, blocks),
             ntiles // max(MIN_CHUNK_TILES, cdiv(MIN_CHUNK_KEYS, t.bc)))

@@ -79,6 +79,15 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     # the matrix unit whenever the spec has an instruction for these dtypes (and no SIMT
     # tiles are forced): hal.lowering.matmul_mma emits it
     choice = None if hinted is not None else mma_choice(dots, spec, reserve)
+    # the Hopper path (hal.lowering.matmul_wgmma) where the spec has a warpgroup MMA
+    hopper, path = None, ()
+    if choice is not None and spec.matrix_instruction(a.dtype.name, a.dtype.name, acc.name,
+                                                      "warpgroup") is not None:
+        from hal.lowering.matmul_wgmma import wgmma_choice
+
+        hopper, why = wgmma_choice(group, dots, len(segs), spec)
+        path = (("matmul_path", ("wgmma+tma", hopper.reason) if hopper is not None
+                 else ("mma.sync", why)),)
     t = hinted
     if t is None and choice is None:
         try:
@@ -90,7 +99,10 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
                            f"thread kept for the fused ops")
     notes: list[str] = []
     # priced with 128 x 128 tiles when none fits (the register estimate then vetoes it)
-    if choice is not None:
+    if hopper is not None:
+        bm, bn = hopper.tiles.bm, hopper.tiles.bn
+        in_flight = hopper.in_flight(spec)
+    elif choice is not None:
         bm, bn = choice.tiles.bm, choice.tiles.bn
         in_flight = mma_in_flight(choice.tiles, spec)
     else:
@@ -134,13 +146,21 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     strategy = "smem_tiled"
     math_inst = MathInstruction(MathKind.SIMT_FMA, acc.name)   # FMAs in the accumulator dtype
     threads = 0
-    if choice is not None:
+    if hopper is not None:
+        strategy, threads, stages = "wgmma", hopper.threads, hopper.tiles.stages
+        tiles = tuple(hopper.tiles.as_dict().items())
+        math_inst = MathInstruction(MathKind.MATRIX, a.dtype.name, hopper.instruction.name)
+        from hal.lowering.matmul_wgmma import LAUNCH_REGS
+
+        registers = LAUNCH_REGS
+        details = (*path, ("wgmma_choice", hopper))
+    elif choice is not None:
         strategy, threads = "mma", choice.tiles.threads
         stages = pipeline_stages(group, [ds for ds, _n in segs], choice.tiles, spec)
         tiles = tuple(choice.tiles.as_dict().items())
         math_inst = MathInstruction(MathKind.MATRIX, a.dtype.name, choice.instruction.name)
         registers = mma_registers(choice.tiles) + reserve
-        details = (("mma_choice", choice),)
+        details = (*path, ("mma_choice", choice))
     elif t is not None:
         tiles = tuple((key, getattr(t, key)) for key in ("bm", "bn", "bk", "tm", "tn"))
         threads = t.threads
@@ -234,7 +254,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     per_entry = (sum(k_src.values()) + sum(v_src.values())) // max(1, nb)
     blocks = rt * nb
     in_flight = min(blocks, 2 * spec.compute_units)
-    entries = min(max(1, nb), cdiv(in_flight, rt) + 1)
+    entries = min(max(1, nb), cdiv(in_flight, max(1, rt)) + 1)   # rt = 0: no query rows
     spills = per_entry * entries > spec.l2_bytes
     extra: dict[str, int] = {}
     if spills:
