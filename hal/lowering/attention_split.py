@@ -250,8 +250,9 @@ def decode_mma_reason(pat: AttentionPattern, spec: DeviceSpec) -> str:
     vec = peak(spec, MathInstruction(MathKind.SIMT_FMA, compute_dtype(q.dtype).name))
     t_fma = flops / vec
     # the instruction with the fewest rows: the least padding of a few query rows
-    instrs = [mi for mi in spec.usable_matrix_instructions()
-              if (mi.a, mi.b, mi.acc) == (q.dtype.name, q.dtype.name, "f32")]
+    instrs = [mi for mi in spec.usable_matrix_instructions()   # warp-level: mma.sync, MFMA
+              if mi.scope == "warp" and (mi.a, mi.b, mi.acc) == (q.dtype.name, q.dtype.name,
+                                                                 "f32")]
     instr = min(instrs, key=lambda mi: get_layout(mi.layout).m, default=None)
     if instr is None:
         return (f"split-K decode on the vector units: {spec.name} has no matrix instruction "
