@@ -115,3 +115,70 @@ def test_amdgpu_assembly_has_mfma(device, arch, form, tmp_path):
     r = count_instructions(render_hip(kern, spec), "hip", arch, out_dir=tmp_path)
     assert not isinstance(r, str), r
     assert r.forms.get(form, 0) > 0, r.forms
+
+
+# --------------------------------------------------------------------------- attention
+_LLAMA: dict[str, object] = {}
+
+
+def llama_attention_kernel(device: str):
+    """The attention kernel of examples/llama_block_d4096_s2048.hal on `device` (rotary
+    prologues, causal mask, GQA 32/8 heads, two-pass bf16 P)."""
+    from pathlib import Path
+
+    from hal.ir.text import load_graph
+
+    if device not in _LLAMA:
+        root = Path(__file__).resolve().parent.parent
+        spec = load_spec(device)
+        g = load_graph(root / "examples" / "llama_block_d4096_s2048.hal")
+        group = next(x for x in plan(g, spec).groups if x.kind == "attention")
+        (kern,) = lower_group(group, spec)
+        _LLAMA[device] = (kern, spec)
+    return _LLAMA[device]
+
+
+@pytest.mark.parametrize("device", ["h100-sxm", "mi300x"])
+def test_llama_attention_plans_the_matrix_unit(device):
+    kern, spec = llama_attention_kernel(device)
+    p = kern.meta.plan
+    assert p.strategy == "flash_attention_mma"
+    names = {mi.name for mi in spec.matrix_instructions}
+    assert p.math.matrix and p.math.name in names
+    assert p.detail("mma_choice").instruction.name == p.math.name
+    # the roofline prices Q K^T and P V at the matrix rate, the softmax on the vector units
+    kinds = {inst.kind.value for inst, _f in p.flops_by_math}
+    assert kinds == {"matrix", "simt_fma"}
+    assert sum(f for _i, f in p.flops_by_math) == pytest.approx(p.flops)
+
+
+def test_llama_attention_cuda_text_has_mma_and_ldmatrix():
+    kern, spec = llama_attention_kernel("h100-sxm")
+    src = render_cuda(kern, spec)
+    for needle in ("hal_mma_m16n8k16_bf16_f32(", "hal_ldmatrix_x4(", "hal_ldmatrix_x4_trans("):
+        assert needle in src, needle
+
+
+@needs_nvcc
+def test_llama_attention_sass_has_hmma_without_spills(tmp_path):
+    kern, spec = llama_attention_kernel("h100-sxm")
+    src = render_cuda(kern, spec)
+    r = count_instructions(src, "cuda", "sm_90a", out_dir=tmp_path)
+    assert not isinstance(r, str), r
+    assert r.forms.get("HMMA.16816.F32.BF16", 0) > 0, r.forms
+    assert r.counts.get("LDSM", 0) > 0, r.counts
+    (rec,) = nvcc_resources(src, "sm_90a", out_dir=tmp_path)
+    assert rec.spill_bytes == 0 and rec.registers <= 255, rec
+
+
+@pytest.mark.skipif(not shutil.which("clang-19"), reason="gfx942 needs clang-19")
+def test_llama_attention_gfx942_has_mfma_without_spills(tmp_path):
+    from hal.backends.rocm.compiler import clang_resources
+
+    kern, spec = llama_attention_kernel("mi300x")
+    src = render_hip(kern, spec)
+    r = count_instructions(src, "hip", "gfx942", out_dir=tmp_path)
+    assert not isinstance(r, str), r
+    assert r.forms.get("v_mfma_f32_16x16x16_bf16", 0) > 0, r.forms
+    (rec,) = clang_resources(src, "gfx942", out_dir=tmp_path)
+    assert rec.spill_bytes == 0, rec

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from hal.devices.spec import DeviceSpec, MatrixInstruction
+from hal.devices.spec import TF32_SUFFIX, DeviceSpec, MatrixInstruction, allow_tf32
 from hal.devices.units import UnitError, parse_quantity
 from hal.devices.yaml_safe import load_yaml
 from hal.dtypes import DTYPES
@@ -124,8 +124,9 @@ def _strings(v: Any) -> frozenset[str]:
 
 def _matrix_instructions(v: Any) -> tuple[MatrixInstruction, ...]:
     """`matrix_instructions:` a list of {name, shape: [m, n, k], a, b, acc, layout,
-    rate (optional), native (optional)}; the layout must be one of hal.kernel.mma's (warp
-    instructions) or hal.kernel.wgmma's (warpgroup instructions, n the largest N)."""
+    rate (optional), native (optional), opt_in (optional: a capability the user grants)};
+    the layout must be one of hal.kernel.mma's (warp instructions) or hal.kernel.wgmma's
+    (warpgroup instructions, n the largest N)."""
     from hal.kernel.mma import LAYOUTS
     from hal.kernel.wgmma import WGMMA_LAYOUTS, M
 
@@ -156,7 +157,8 @@ def _matrix_instructions(v: Any) -> tuple[MatrixInstruction, ...]:
         out.append(MatrixInstruction(str(item["name"]), *shape, _dtype_name(item["a"]),
                                      _dtype_name(item["b"]), _dtype_name(item["acc"]),
                                      name, rate, bool(item.get("native", True)),
-                                     "warp" if lay is not None else "warpgroup"))
+                                     "warp" if lay is not None else "warpgroup",
+                                     str(item.get("opt_in", ""))))
     return tuple(out)
 
 
@@ -381,6 +383,8 @@ def load_spec(name_or_path: str | os.PathLike | DeviceSpec) -> DeviceSpec:
     if isinstance(name_or_path, DeviceSpec):
         return name_or_path
     s = os.fspath(name_or_path)
+    if s.endswith(TF32_SUFFIX):   # the user's TF32 opt-in (--allow-tf32)
+        return allow_tf32(load_spec(s[:-len(TF32_SUFFIX)]))
     if _looks_like_path(s):
         path = Path(s)
     else:

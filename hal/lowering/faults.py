@@ -38,6 +38,9 @@ register_fault("missing_cp_async_wait",
                "barrier after a register-prefetched stage is stored)")
 register_fault("wrong_swizzle",
                "fragment loads read the shared tiles with the unpadded row stride")
+register_fault("attention_pv_fragment_transposed",
+               "matrix-unit attention reads V's P@V fragments transposed (hal.lowering."
+               "attention_mma)")
 # Hopper kernels (hal.lowering.matmul_wgmma)
 register_fault("wgmma_wrong_swizzle",
                "wgmma descriptors say 64B swizzle for tiles TMA wrote with the 128B swizzle")
