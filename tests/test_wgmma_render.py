@@ -40,7 +40,7 @@ def _kernel(m=256, k=256, n=256, tb=True, spec=H100):
 
 @pytest.mark.parametrize("tb", [True, False])
 def test_source_spells_the_asynchronous_ptx(tb):
-    _g, kern = _kernel(tb=tb)
+    _g, kern = _kernel(2048, 256, 2048, tb=tb)    # 256 tiles of 128 x 128
     src = render_cuda(kern, H100)
     for ptx in ("wgmma.fence.sync.aligned", "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16"
                 ".bf16", "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned",

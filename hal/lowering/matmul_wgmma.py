@@ -56,6 +56,7 @@ from hal.lowering.tiling import blocks_per_unit, cdiv
 SWIZZLE = 128
 PRODUCER_REGS, CONSUMER_REGS = 40, 232
 LAUNCH_REGS = 168     # 65536 registers / 384 threads, a multiple of 8
+STREAMED_B_BYTES = 4 << 20   # B operands above this: the grid's spread sets the bandwidth
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,10 @@ class WgmmaChoice:
 
 
 def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
-                 ) -> tuple[WgmmaChoice | None, str]:
-    """(the Hopper-path choice, or None; the reason either way)."""
+                 alternative_tiles: int = 0) -> tuple[WgmmaChoice | None, str]:
+    """(the Hopper-path choice, or None; the reason either way). `alternative_tiles`: how
+    many blocks the mma.sync kernel would launch; a wgmma grid that leaves units idle where
+    that one spreads wider (a decode-shaped GEMM) keeps the mma.sync kernel."""
     from hal.lowering.matmul import contraction_dims, one_tile_grid
     from hal.ops.contraction import accumulation_dtype
 
@@ -122,6 +125,15 @@ def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
                       "or not a contiguous group input: TMA copies group inputs only")
     consumers = 2 if m > 64 else 1
     bm, bn, bk = 64 * consumers, (128 if n > 64 else 64), 128 // a.dtype.itemsize
+    if bn == 128 and cdiv(m, bm) * cdiv(n, bn) < spec.compute_units:
+        bn = 64                           # twice the blocks where the grid leaves units idle
+    blocks = cdiv(m, bm) * cdiv(n, bn)
+    # a weight-streaming (decode-shaped) GEMM is bandwidth-bound: the units its grid covers
+    # set the bandwidth it reaches; below a few MiB of B both kernels are launch-bound
+    if blocks < spec.compute_units and alternative_tiles > blocks and \
+            len(dots) * n * k * b.dtype.itemsize > STREAMED_B_BYTES:
+        return None, (f"{blocks} wgmma tiles of {bm}x{bn} for {spec.compute_units} units: "
+                      f"the mma.sync kernel's {alternative_tiles} smaller tiles spread wider")
     ops = len(dots)
     stage = (bm + ops * bn) * bk * a.dtype.itemsize
     budget = spec.shared_mem_per_block - 2048

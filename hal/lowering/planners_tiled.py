@@ -85,7 +85,8 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
                                                       "warpgroup") is not None:
         from hal.lowering.matmul_wgmma import wgmma_choice
 
-        hopper, why = wgmma_choice(group, dots, len(segs), spec)
+        alt = cdiv(m, choice.tiles.bm) * sum(cdiv(n, choice.tiles.bn) for _ds, n in segs)
+        hopper, why = wgmma_choice(group, dots, len(segs), spec, alt)
         path = (("matmul_path", ("wgmma+tma", hopper.reason) if hopper is not None
                  else ("mma.sync", why)),)
     t = hinted
