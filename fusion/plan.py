@@ -523,10 +523,14 @@ class _Planner:
             for g in gids[:-1]:
                 self.merge(g, target)
             self.extra_reasons[self.key(nodes)] = [reason, *self.extra_reasons.get(self.key(nodes), [])]
-            _pat, t, _split, _why = planned
+            from hal.lowering import plan_group
+
+            kp = plan_group(cand, self.spec)   # the kernel's own plan (SIMT or matrix unit)
+            ts = kp.tile_sizes
+            on = f", {kp.math.name}" if kp.math.matrix else ""
             self.decisions.append(Decision(label, last, True,
-                                           f"fused attention ({len(nodes)} ops, Br={t.br}, "
-                                           f"Bc={t.bc}): {reason}", sep - fused))
+                                           f"fused attention ({len(nodes)} ops, Br={ts['br']}, "
+                                           f"Bc={ts['bc']}{on}): {reason}", sep - fused))
 
     def _prologue_or_not(self, wide: list[Node], narrow: list[Node] | None) -> list[Node]:
         """Keep the operands' elementwise prologues (rotary) inside the attention kernel
