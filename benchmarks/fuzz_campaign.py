@@ -167,10 +167,11 @@ def read_results(path: Path, seed: int | None = None) -> list[dict]:
 
 def _work(item: tuple[str, str, int, int]) -> dict:
     part, spec, i, seed = item
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec = RUNNERS[part](spec, seed, i)
     return {"part": part, "spec": spec, "index": i, "seed": seed, **rec,
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "seconds": round(time.perf_counter() - t0, 3),
+            "cpu_s": round(time.process_time() - c0, 3)}
 
 
 def _init_worker() -> None:
@@ -217,20 +218,26 @@ def run(items: list[tuple[str, str, int, int]], path: Path, workers: int,
     return done
 
 
+def _cpu_per_item(rs: list[dict]) -> str:
+    timed = [r["cpu_s"] for r in rs if "cpu_s" in r]
+    return f"{sum(timed) / len(timed):.2f} ({len(timed)} timed)" if timed else "-"
+
+
 def table(records: list[dict]) -> str:
     """Markdown table of the records (counts per outcome) and every non-pass and crash."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     latest = {(r["part"], r["spec"], r["index"], r["seed"]): r for r in records}
     for r in latest.values():
         groups[(r["part"], r["spec"])].append(r)
-    rows = ["| part | spec | n | outcome | seconds (sum over items) |", "|---|---|---|---|---|"]
+    rows = ["| part | spec | n | outcome | wall s (sum over items) | CPU s per item |",
+            "|---|---|---|---|---|---|"]
     notes = []
     for (part, spec), rs in sorted(groups.items(), key=lambda kv: (list(RUNNERS).index(
             kv[0][0]), kv[0][1])):
         c = Counter(r["outcome"] for r in rs)
         rows.append(f"| {PART_TITLES[part]} | {spec} | {len(rs)} | "
                     + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
-                    + f" | {sum(r['seconds'] for r in rs):.0f} |")
+                    + f" | {sum(r['seconds'] for r in rs):.0f} | {_cpu_per_item(rs)} |")
         notes += [f"- {part} {spec} {r['id']}: {r['outcome']}: {r['note']}"
                   for r in sorted(rs, key=lambda r: r["index"])
                   if r["outcome"] not in ("pass", "accepted", "clean error")]

@@ -140,8 +140,10 @@ def main(argv: list[str]) -> int:
                 con.print(f"[red]{cname} {arch}: {e}[/red]")
                 failed += 1
                 continue
+            fresh = sum(1 for r in recs if r.compile_s)   # 0.0: from the records cache
             con.print(f"{cname} {arch}: {len(recs)} kernels in "
-                      f"{recs[0].compile_s if recs else 0:.1f} s")
+                      f"{max((r.compile_s or 0 for r in recs), default=0):.1f} s "
+                      f"({len(recs) - fresh} from the records cache)")
             for r in recs:
                 over += r.status != "ok"
                 t.add_row(r.kernel, r.compiler, r.arch, str(r.registers), str(r.sgprs or "-"),

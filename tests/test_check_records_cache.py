@@ -49,8 +49,8 @@ def _entry(calls: list, version: str = "1") -> CompilerEntry:
     def run(source: str, arch: str, *, name: str = "kernels") -> list[ResourceRecord]:
         names = re.findall(r'__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(', source)
         calls.append(names)
-        return [ResourceRecord(kernel=n, compiler="fake", arch=arch, registers=len(source) % 97)
-                for n in names]
+        return [ResourceRecord(kernel=n, compiler="fake", arch=arch, registers=len(source) % 97,
+                               compile_s=1.5) for n in names]
 
     return CompilerEntry("fake", "nvidia", render_cuda_module, lambda: None, run, "sm_90a",
                          identity=lambda: "fake " + version)
@@ -71,6 +71,7 @@ def test_an_identical_kernel_is_compiled_once(tmp_path, monkeypatch):
     assert len(calls) == 1
     assert [r.kernel for r in again] == [k.name for k in renamed]
     assert [r.registers for r in again] == [r.registers for r in first]
+    assert all(r.compile_s == 0.0 for r in again)   # nothing was compiled for them
     # another arch, or another compiler version: compiled again
     compile_records(entry, ks, spec, "sm_80", "t")
     compile_records(_entry(calls, version="2"), ks, spec, "sm_90a", "t")

@@ -14,11 +14,12 @@ version) has its records cached per kernel (`compile_records`): the key is the k
 own translation unit (rendered alone, comment lines dropped, its symbol replaced by a
 placeholder), the target arch and the compiler's identity (for an executable its resolved
 path, size, mtime and `--version` text; and the code of the entry's `run` function,
-which holds the flags). Only the kernels without an entry are
-compiled, in one translation unit; so an identical kernel in another graph, plan or
-device spec (or the plan's own register measurement) is compiled once per compiler and
-arch. Register allocation and spills are decided per kernel function, so a kernel's
-records do not depend on the other kernels of its translation unit.
+which holds the flags). Only the kernels without an entry are compiled, in one
+translation unit; so an identical kernel in another graph, plan or device spec (or the
+plan's own register measurement) is compiled once per compiler and arch. Register
+allocation and spills are decided per kernel function, so a kernel's records do not
+depend on the other kernels of its translation unit. Records served from the cache
+carry `compile_s` 0.0. A compiler failure is never cached (it fails again).
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def compile_records(entry: CompilerEntry, kernels: Sequence[Kernel], spec: Devic
     for k in kernels:
         raw = cache.get(keys[k.name], validate=records_from_json)
         if raw is not None:
-            found[k.name] = [replace(r, kernel=k.name) for r in records_from_json(raw)]
+            found[k.name] = [replace(r, kernel=k.name, compile_s=0.0)   # no compile this time
+                             for r in records_from_json(raw)]
     missing = [k for k in kernels if k.name not in found]
     RECORD_COUNTS["cached"] += len(kernels) - len(missing)
     RECORD_COUNTS["compiled"] += len(missing)
