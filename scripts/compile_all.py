@@ -5,9 +5,10 @@ and print one resource table (kernel, compiler, arch, registers/VGPRs, SGPRs, sp
 shared/LDS, status). Exit 1 on a compiler error or warning; limits are reported per row
 (`--strict` makes them fail too). Compilers that are not installed are skipped with the
 reason. A second table proves the matrix-unit kernels really hold matrix instructions:
-the kernels lowered to the matrix unit are compiled once more per arch and disassembled
-(cuobjdump -sass: HMMA / LDSM / LDGSTS; AMDGPU assembly: v_mfma); a module of matrix-unit
-kernels without them is an error.
+the kernels lowered to the matrix unit (GEMMs and attention: their plans' math is a matrix
+instruction) are compiled once more per arch and disassembled (cuobjdump -sass: HMMA / LDSM /
+LDGSTS, and HGMMA / QGMMA / UTMALDG for sm_90a's wgmma kernels; AMDGPU assembly: v_mfma); a
+module of matrix-unit kernels without them is an error.
 Usage: python scripts/compile_all.py [--strict] [--examples-only]"""
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def matrix_unit_rows(spec_name: str, arch: str, ks: list) -> tuple[list[str], bo
     """(table row, ok) for the matrix-unit kernels among `ks` on one arch."""
     from hal.render.disasm import count_instructions
 
-    mma = [k for k in ks if k.meta.plan is not None and k.meta.plan.strategy == "mma"]
+    # every kernel whose plan issues a matrix instruction: GEMMs (mma.sync, MFMA, wgmma)
+    # and attention
+    mma = [k for k in ks if k.meta.plan is not None and k.meta.plan.math.matrix]
+    att = sum(k.meta.plan.kind == "attention" for k in mma)
     if not mma:
         return [spec_name, arch, "0", "-", "-", "no matrix-unit kernel"], True
     spec = load_spec(spec_name)
@@ -97,7 +101,12 @@ def matrix_unit_rows(spec_name: str, arch: str, ks: list) -> tuple[list[str], bo
         return [spec_name, arch, str(len(mma)), "-", "-", f"skipped: {r}"], True
     forms = ", ".join(f"{f} x{n}" for f, n in sorted(r.forms.items()))
     ok = r.counts.get(key, 0) > 0
-    return [spec_name, arch, str(len(mma)), r.tool, forms, "ok" if ok else f"no {key}"], ok
+    if any(k.meta.plan.strategy == "wgmma" for k in mma):   # Hopper: wgmma fed by TMA
+        ok = ok or (r.counts.get("HGMMA", 0) + r.counts.get("QGMMA", 0) > 0
+                    and r.counts.get("UTMALDG", 0) > 0)
+        ok = ok and r.counts.get("UTMALDG", 0) > 0
+    return [spec_name, arch, f"{len(mma)} ({att} attention)", r.tool, forms,
+            "ok" if ok else f"no {key}"], ok
 
 
 def main(argv: list[str]) -> int:

@@ -105,13 +105,70 @@ def samplable(kernels: list[Kernel]) -> str | None:
     return None
 
 
-def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _composite_interiors(group: Any, composites: Mapping[str, Any],
+                         buffers: Mapping[str, np.ndarray]) -> dict[int, Any]:
+    """{id of a group node: the composite node} for the nodes of each large composite's
+    decomposition inside `group` (the ancestors of its output down to its inputs); the
+    node giving the output maps to the composite, the others to None."""
+    from hal.reference_blocked import use_blocked
+
+    produced = {o.name: n for n in group.nodes for o in n.outputs}
+    inner: dict[int, Any] = {}
+    done: set[int] = set()
+    for out, cnode in composites.items():
+        if out not in produced or id(cnode) in done or not use_blocked(cnode):
+            continue
+        done.add(id(cnode))
+        stop = {v.name for v in cnode.inputs}
+        found: dict[int, Any] = {}
+        stack = [out]
+        while stack:
+            name = stack.pop()
+            n = produced.get(name)
+            if name in stop or n is None or id(n) in found:
+                continue
+            found[id(n)] = None
+            stack.extend(v.name for v in n.inputs)
+        outside = {o.name for n in group.nodes if id(n) not in found for o in n.outputs}
+        if all(v.name in outside or v.name in buffers for v in cnode.inputs):
+            inner.update(found)
+            inner[id(produced[out])] = cnode
+    return inner
+
+
+def blocked_composites(graph: Any, prim: Any) -> dict[str, Any]:
+    """{value name: composite node of `graph` with a blocked evaluator} for each such
+    node's output and the values of `prim` it is a reshape (a view) of, downstream
+    first (a fused group may end before the decomposition's final reshapes)."""
+    from hal.reference_blocked import BLOCKED
+
+    producer = {o.name: n for n in prim.nodes for o in n.outputs}
+    out: dict[str, Any] = {}
+    for cnode in graph.nodes:
+        if cnode.op not in BLOCKED or len(cnode.outputs) != 1:
+            continue
+        name = cnode.outputs[0].name
+        while name not in out:
+            out[name] = cnode
+            p = producer.get(name)
+            if p is None or p.op != "reshape":
+                break
+            name = p.inputs[0].name
+    return out
+
+
+def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
+                       composites: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """The group's outputs, flat, computed node by node with each op's float64 reference
-    and rounded to every value's declared dtype."""
+    and rounded to every value's declared dtype. `composites` (blocked_composites): a
+    large composite whose decomposition lies in the group (attention at model scale) is
+    computed by its blocked evaluator (hal.reference_blocked) instead, so no score-sized
+    float64 tensor exists."""
     from hal.dtypes import cast
     from hal.ops import get_op
     from hal.ops.registry import Category
     from hal.reference import widen
+    from hal.reference_blocked import BLOCKED
 
     wide: dict[str, np.ndarray] = {}
 
@@ -122,9 +179,20 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
 
     keep = {v.name for v in group.outputs}
     last_use = {v.name: i for i, n in enumerate(group.nodes) for v in n.inputs}
+    inner = _composite_interiors(group, composites or {}, buffers)
     with np.errstate(all="ignore"):
         for i, n in enumerate(group.nodes):
             opdef = get_op(n.op)
+            if id(n) in inner:
+                cnode = inner[id(n)]
+                if cnode is not None:
+                    cop = get_op(cnode.op)
+                    (r,) = BLOCKED[cnode.op]([get(v) for v in cnode.inputs],
+                                             cop.check_attrs(cnode.attrs), cnode)
+                    out = n.outputs[0]
+                    wide[out.name] = widen(cast(r.reshape(out.shape), out.dtype), out.dtype)
+                _drop_after(n, i, last_use, keep, wide)
+                continue
             args = [get(v) for v in n.inputs]
             if opdef.category is Category.CONTRACTION and all(
                     v.dtype.is_float and v.dtype.bits <= 32 for v in n.inputs):
@@ -134,10 +202,15 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
             results = opdef.reference(args, opdef.check_attrs(n.attrs))
             for out, r in zip(n.outputs, results, strict=True):
                 wide[out.name] = widen(cast(np.asarray(r), out.dtype), out.dtype)
-            for v in n.inputs:   # an intermediate is dropped after its last use
-                if last_use.get(v.name) == i and v.name not in keep:
-                    wide.pop(v.name, None)
+            _drop_after(n, i, last_use, keep, wide)
     return {v.name: cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
+
+
+def _drop_after(n: Any, i: int, last_use: Mapping[str, int], keep: set[str],
+                wide: dict[str, np.ndarray]) -> None:
+    for v in n.inputs:   # an intermediate is dropped after its last use
+        if last_use.get(v.name) == i and v.name not in keep:
+            wide.pop(v.name, None)
 
 
 def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: SampleOptions,
@@ -212,4 +285,5 @@ def block_coords(ids: list[int], grid: tuple[int, int, int]) -> list[tuple[int, 
 
 
 __all__ = ["SampleOptions", "choose_blocks", "samplable", "functional_outputs",
+           "blocked_composites",
            "run_kernel_sampled", "block_coords"]

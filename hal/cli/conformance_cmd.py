@@ -61,6 +61,9 @@ from hal.errors import HalError
               help="fail a case whose error profile is a precision regression against cpu_sim")
 @click.option("--profile/--no-profile", default=None,
               help="compare error profiles with cpu_sim [default: on for backends but cpu_sim]")
+@click.option("--allow-tf32", "allow_tf32", is_flag=True,
+              help="let f32 matmuls use TF32 matrix instructions (the device becomes "
+                   "'<name>+tf32'; tolerances follow TF32's unit roundoff 2^-11)")
 @click.option("--suite", type=click.Choice(["hal", "torch-opinfo"]), default="hal",
               show_default=True, help="hal's own cases, or PyTorch's OpInfo samples through "
                                       "torch.export")
@@ -75,8 +78,8 @@ def conformance(ctx: click.Context, backend: str, device: str | None, pattern: s
                 report: str | None, junit: str | None, seed: int, n_random: int, workers: int,
                 compare_backend: str | None, no_unfused: bool, repro_dir: str, self_test: bool,
                 list_only: bool, resume: str | None, measure_coverage: bool, strict: bool,
-                profile: bool | None, suite: str, opinfo_every: int, opinfo_samples: int,
-                sample_timeout: float) -> None:
+                profile: bool | None, allow_tf32: bool, suite: str, opinfo_every: int,
+                opinfo_samples: int, sample_timeout: float) -> None:
     """Check a backend's numbers against the float64 reference within the error model."""
     if suite == "torch-opinfo":
         from hal.cli.opinfo_cmd import run_opinfo_suite_cli
@@ -107,6 +110,11 @@ def conformance(ctx: click.Context, backend: str, device: str | None, pattern: s
         pattern, seed = meta.get("pattern", pattern), int(meta.get("seed", seed))
         n_random = int(meta.get("random", n_random))
         report = report or resume
+    if allow_tf32:
+        from hal.devices.spec import TF32_SUFFIX
+
+        device = (device or "h100-sxm")
+        device = device if device.endswith(TF32_SUFFIX) else device + TF32_SUFFIX
     out = console()
     if self_test:
         from hal.backends_registry import get_backend
