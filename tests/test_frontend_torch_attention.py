@@ -159,3 +159,22 @@ def test_attention_dropout_is_unsupported():
     ep = torch.export.export(m, (Q, K, V))
     with pytest.raises(UnsupportedError, match="dropout"):
         import_exported_program(ep, "dropout")
+
+
+def test_fold_takes_input_free_values_only():
+    """TorchContext.fold: a value built from arange folds; one that reads a model input or
+    draws random numbers does not."""
+    from hal.frontends.torch_convert import fold_fx_value
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.arange(4) * 2 + x, torch.rand(4) + x, x * 3
+
+    ep = torch.export.export(M(), (torch.ones(4),))
+    adds = [n for n in ep.graph.nodes if n.op == "call_function" and "add" in str(n.target)]
+    folded = fold_fx_value(adds[0].args[0], {}, ep.graph_module)
+    assert torch.equal(folded, torch.arange(4) * 2)
+    assert fold_fx_value(adds[1].args[0], {}, ep.graph_module) is None   # random
+    mul = next(n for n in ep.graph.nodes if n.op == "call_function" and "mul" in str(n.target)
+               and n.args[0].op == "placeholder")
+    assert fold_fx_value(mul, {}, ep.graph_module) is None               # reads x

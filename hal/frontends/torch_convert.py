@@ -343,6 +343,8 @@ def fold_fx_value(node: Any, constants: Mapping[str, Any], module: Any,
         elif n.op == "call_function":
             if getattr(n.target, "_schema", None) is not None and n.target._schema.is_mutable:
                 return None
+            if torch.Tag.nondeterministic_seeded in getattr(n.target, "tags", ()):
+                return None   # a random value is not a constant of the program
         elif n.op != "get_attr":
             return None
         stack.append((n, True))
