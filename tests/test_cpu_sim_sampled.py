@@ -123,8 +123,13 @@ def test_sampled_attention_computed_blocked_functionally(monkeypatch) -> None:
     import hal.reference_blocked as rb
 
     b = GraphBuilder("attn")
-    q = b.input("q", "bf16", (1, 8, 128, 16))   # a [16, 4] grid: 28 interior blocks
-    k = b.input("k", "bf16", (1, 4, 128, 16))
+    # q and k come in [S, H, D] and are transposed in the attention group's prologue
+    # (so the composite's inputs exist only inside the group); a [16, 4] grid: 28
+    # interior blocks
+    qs = b.input("q", "bf16", (128, 8, 16))
+    ks = b.input("k", "bf16", (128, 4, 16))
+    q = b.op("reshape", b.op("transpose", qs, perm=(1, 0, 2)), shape=(1, 8, 128, 16))
+    k = b.op("reshape", b.op("transpose", ks, perm=(1, 0, 2)), shape=(1, 4, 128, 16))
     v = b.input("v", "bf16", (1, 4, 128, 16))
     b.output(b.op("scaled_dot_product_attention", q, k, v, causal=True, name="y"))
     g = b.build()

@@ -180,6 +180,10 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
     keep = {v.name for v in group.outputs}
     last_use = {v.name: i for i, n in enumerate(group.nodes) for v in n.inputs}
     inner = _composite_interiors(group, composites or {}, buffers)
+    for i, n in enumerate(group.nodes):   # a composite reads its inputs where it ends
+        if inner.get(id(n)) is not None:
+            for v in inner[id(n)].inputs:
+                last_use[v.name] = max(last_use.get(v.name, i), i)
     with np.errstate(all="ignore"):
         for i, n in enumerate(group.nodes):
             opdef = get_op(n.op)
@@ -191,6 +195,7 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
                                              cop.check_attrs(cnode.attrs), cnode)
                     out = n.outputs[0]
                     wide[out.name] = widen(cast(r.reshape(out.shape), out.dtype), out.dtype)
+                    _drop_after(cnode, i, last_use, keep, wide)
                 _drop_after(n, i, last_use, keep, wide)
                 continue
             args = [get(v) for v in n.inputs]
