@@ -589,8 +589,11 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
             scores(loop, n0, False)
             pl: list[Stmt] = []
             pb, s2, _x2, j2 = prob_builder(pl, n0, m_fin)
-            pb.env[pat.row_sum.outputs[0].name] = (
-                None, _as(l_i, compute_dtype(pat.row_sum.outputs[0].dtype)))
+            # the row sum rounded where the graph stores it (a bf16 reduce_sum: P = e / z
+            # divides by the rounded z)
+            zs = pat.row_sum.outputs[0]
+            pb.env[zs.name] = (None, rounded(_as(l_i, compute_dtype(zs.dtype)), zs.dtype,
+                                             ctx.options))
             pl.append(Store(p_sh, ctx.add(ctx.mul(r, bc), j2), _as(pb.value(p_val, s2), pdt)))
             loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), pl))
             loop.append(Barrier())

@@ -552,8 +552,11 @@ class AttentionMmaEmitter:
             gn = self._key(pl, n0, j, i)
             x = Load(self.s_acc, ctx.add(ctx.mul(j, lay.c_elems), i), f32)
             pb = self._prob_builder(pl, x, s, self.m_fin[s])
-            pb.env[pat.row_sum.outputs[0].name] = (
-                None, _as(self.l_run[s], compute_dtype(pat.row_sum.outputs[0].dtype)))
+            # the row sum rounded where the graph stores it (a bf16 reduce_sum: P = e / z
+            # divides by the rounded z)
+            zs = pat.row_sum.outputs[0]
+            pb.env[zs.name] = (None, rounded(_as(self.l_run[s], compute_dtype(zs.dtype)), zs.dtype,
+                                             ctx.options))
             s_coords = self._coords(self.grows[s], gn)[0]
             pv = _as(pb.value(p_val, s_coords), self.dt)
             # a row past M has l = 0 (P = 0/0): its P row is zero, as its tiles are
