@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -30,11 +31,43 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEVICES = ("h100-sxm", "mi300x")
 
 
+def lower_case(case, device: str) -> dict:
+    """The lowering calls conformance makes for `case` on cpu_sim, without simulating:
+    plan (fuse=True) and lower every group on the case's spec, and the same unfused when the
+    case compares fused against unfused. Simulation, the reference and the comparison
+    execute no code of hal/lowering, so this reaches the same lowering branches as
+    `execute` (tests/test_conformance_coverage.py holds the two equal on a sample)."""
+    from hal.conformance.cases import case_spec
+    from hal.devices.loader import load_spec
+    from hal.fusion.group import is_alias_group
+    from hal.fusion.prepare import groups_to_run
+    from hal.lowering import lower_group
+
+    t0 = time.perf_counter()
+    rec = {"id": case.id, "device": device}
+    try:
+        spec = case_spec(case, load_spec(device))
+        graph = case.graph()
+        for fuse in (True, False) if case.unfused else (True,):
+            _prim, groups = groups_to_run(graph, spec, fuse=fuse, who="cpu_sim")
+            for g in groups:
+                if not is_alias_group(g):
+                    lower_group(g, spec)
+        rec["verdict"] = "lowered"
+    except Exception as e:  # the full run would report it as an error verdict
+        rec.update(verdict="error", reason=f"{type(e).__name__}: {e}"[:400])
+    rec["seconds"] = round(time.perf_counter() - t0, 4)
+    return rec
+
+
 def measure(cases: Sequence[tuple[str, str]], *, contexts: bool = False,
-            progress: bool = False, records: list | None = None) -> dict:
+            progress: bool = False, records: list | None = None,
+            lower_only: bool = False) -> dict:
     """Run (device, case id) pairs under coverage (hal.conformance.coverage); returns
     figures and, with `contexts`, the branch arcs each case reached. `records`: each
-    case's result (id, device, verdict, bound, used, max_abs, seconds) is appended there."""
+    case's result (id, device, verdict, bound, used, max_abs, seconds) is appended there.
+    `lower_only`: plan and lower each case as conformance does, without simulating
+    (`lower_case`; the lowering figure is the same, the cpu_sim_codegen one is not measured)."""
     from hal.conformance.cases import get_case
     from hal.conformance.coverage import measuring
     from hal.conformance.runner import execute
@@ -45,7 +78,8 @@ def measure(cases: Sequence[tuple[str, str]], *, contexts: bool = False,
         for i, (dev, cid) in enumerate(cases):
             if contexts:
                 run.cov.switch_context(f"{dev}\t{cid}")
-            r = execute(get_case(cid), "cpu_sim", dev)
+            r = lower_case(get_case(cid), dev) if lower_only else \
+                execute(get_case(cid), "cpu_sim", dev)
             verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
             if records is not None:
                 records.append({k: r.get(k) for k in ("id", "device", "verdict", "bound",
@@ -105,10 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--minimal", default=None, help="write a minimal covering case list here")
     ap.add_argument("--min", type=float, default=None, help="exit 1 below this lowering %%")
     ap.add_argument("--results", default=None, help="write each case's result here (JSON)")
+    ap.add_argument("--arcs", default=None, help="write the lowering branch arcs each case "
+                    "reached here (JSON: {device<TAB>case id: [[file, from, to], ...]})")
+    ap.add_argument("--lower-only", action="store_true",
+                    help="plan and lower each case as conformance does, without simulating "
+                         "(same lowering branches, minutes instead of an hour)")
     a = ap.parse_args(argv)
     pairs = select_pairs(a.device or DEFAULT_DEVICES, a.pattern, a.cases)
     records: list = []
-    res = measure(pairs, contexts=bool(a.minimal), progress=True, records=records)
+    res = measure(pairs, contexts=bool(a.minimal or a.arcs), progress=True, records=records,
+                  lower_only=a.lower_only)
     if a.results:
         Path(a.results).write_text(json.dumps(records))
     for name, v in res["areas"].items():
@@ -117,8 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for f, fv in sorted(v["files"].items()):
                 print(f"    {f:<40} {fv['covered']:>4}/{fv['branches']:<4}")
     print(f"{res['cases']} case runs in {res['wall_s']} s; verdicts {res['verdicts']}")
+    per_case = res.pop("per_case", None)
+    if a.arcs:
+        rel = {c: sorted([os.path.relpath(os.path.abspath(f), ROOT), x, y] for f, x, y in arcs)
+               for c, arcs in per_case.items()}
+        Path(a.arcs).write_text(json.dumps(rel))
     if a.minimal:
-        chosen = minimal_set(res.pop("per_case"))
+        chosen = minimal_set(per_case)
         Path(a.minimal).write_text("# minimal conformance cases reaching every lowering branch"
                                    " the full suite reaches (benchmarks/conformance_coverage.py)"
                                    "\n" + "\n".join(chosen) + "\n")

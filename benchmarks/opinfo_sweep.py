@@ -3,7 +3,8 @@
     python benchmarks/opinfo_sweep.py --device h100-sxm --max-samples 3 \
         [--pattern NAME[,NAME]] [--every K --offset I] [--json out.json] [--timeout 60]
 
-Prints pass / unsupported / rejected / mismatch / crash / export-failure counts
+The same runner as `hal conformance --suite torch-opinfo` (hal.conformance.opinfo_suite),
+with the OpInfo-level summary for the results file. Prints pass / unsupported / rejected / mismatch / crash / export-failure counts
 per OpInfo (worst sample), the missing converters by OpInfos blocked, and every
 crash, mismatch and rejection with its message. `--every 3` runs a third of the
 OpInfos (a sample of the whole; the full set takes tens of minutes on 2 cores).
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 import warnings
@@ -40,10 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     from hal.conformance import opinfo
 
-    def alarm(signum, frame):
-        raise opinfo.SampleTimeout()
-
-    signal.signal(signal.SIGALRM, alarm)
     ops = opinfo.select_opinfos(a.pattern, a.every, a.offset)
     if a.summarize:
         return _summarize(opinfo, ops, a.summarize)
@@ -52,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def progress(name, results):
         count[0] += 1
-        signal.setitimer(signal.ITIMER_REAL, 0)
         v = opinfo.opinfo_verdict(results)
         if a.verbose or v in ("crash", "mismatch", "rejected", "timeout"):
             msg = next((r.message for r in results if r.verdict == v), "")
@@ -98,22 +93,9 @@ def _summarize(opinfo, ops, paths) -> int:
 
 
 def _run_one(opinfo, op, a, progress):
-    mine = []
-    try:
-        for i, s in enumerate(opinfo.samples(op, a.max_samples)):
-            signal.setitimer(signal.ITIMER_REAL, a.timeout)
-            try:
-                mine.append(opinfo.run_sample(op, i, s, a.backend, a.device))
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-    except opinfo.SampleTimeout:
-        mine.append(opinfo.SampleResult(opinfo.opinfo_name(op), len(mine), "timeout",
-                                        "ran past the per-sample limit"))
-    except Exception as e:  # noqa: BLE001 - torch's sample generator failed
-        mine.append(opinfo.SampleResult(opinfo.opinfo_name(op), len(mine), "export_fail",
-                                        f"sample_inputs: {type(e).__name__}: {e}"[:400]))
-    if not mine:
-        mine.append(opinfo.SampleResult(opinfo.opinfo_name(op), 0, "export_fail", "no samples"))
+    from hal.conformance.opinfo_suite import run_opinfo
+
+    mine = run_opinfo(op, a.max_samples, a.backend, a.device, a.timeout)
     progress(opinfo.opinfo_name(op), mine)
     return mine
 

@@ -194,6 +194,10 @@ MM_SHAPES = (  # (m, k, n, batch, ta, tb, label)
     (33, 65, 31, (), True, True, "tt"),
     (17, 33, 9, (2,), False, True, "batch"),
     (0, 5, 3, (), False, False, ""),
+    # issue 15: shapes TMA can feed (16-byte rows): the sm_90a wgmma kernel with two consumer
+    # warpgroups, a K-major B (fp8 too) and tile edges in M, N and K; a batch with an N-major B
+    (200, 144, 72, (), False, True, "kmajor"),
+    (96, 64, 128, (2,), False, False, "batch"),
 )
 
 
@@ -403,7 +407,26 @@ def _small(spec):
                                l2_bytes=min(spec.l2_bytes, 64 * 1024))
 
 
-SPEC_VARIANTS: dict[str, Callable] = {"small": _small}
+def _folded(spec):
+    """Grid axes y and z limited to 3 and 2 blocks: batched and multi-head kernels exceed
+    them on small shapes and run with their grid folded into x (hal.lowering.grid_limits),
+    as a batch of 70,000 would on a real device's 65,535."""
+    import dataclasses
+
+    return dataclasses.replace(spec, name=f"{spec.name}+folded",
+                               max_grid=(spec.max_grid[0], 3, 2))
+
+
+def _wide_index(spec):
+    """64-bit index arithmetic (a spec's `index_bits: 64`), which a tensor of 2^31 elements
+    would otherwise need to reach."""
+    import dataclasses
+
+    return dataclasses.replace(spec, name=f"{spec.name}+i64", index_bits=64)
+
+
+SPEC_VARIANTS: dict[str, Callable] = {"small": _small, "folded": _folded,
+                                      "wide_index": _wide_index}
 
 
 def register_spec_variant(name: str, fn: Callable) -> None:

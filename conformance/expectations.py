@@ -35,10 +35,11 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
 
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "cpu_sim": {
-        "fused/attention/f64/*": "f64 attention runs in the flash kernel, which accumulates "
-                                 "scores, softmax and P @ V in f32 (hal/lowering/attention.py "
-                                 "acc/score buffers): 1e-8 errors against 1e-13 bounds; "
-                                 "found by issue 21's decode cases in every dtype",
+        "fused/attention_primitives/bf16/1x2x33x16/qk_norm":
+            "bf16 attention whose q operand is rms_norm'd inside the group (QK-norm, fused "
+            "as the flash kernel's q prologue): 36 of 1056 outputs are one bf16 ulp off the "
+            "error model's interval and the unfused kernels (f32 passes); found by issue 21, "
+            "left to the attention lowering's owner",
     },
     "cuda": {},
     "rocm": {},

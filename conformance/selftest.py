@@ -140,17 +140,32 @@ FAULT_AREAS = {
     "scan_reverse_off_by_one": "lowering/scan", "transpose_tile_pitch": "lowering/movement",
     "sim_bf16_ties_away": "cpu_sim rounding", "sim_f16_flush_subnormals": "cpu_sim rounding",
     "sim_rsqrt_flush_subnormals": "cpu_sim rounding", "sim_fp8_overflow_nan": "cpu_sim rounding",
+    "sim_mac_bf16_accumulator": "cpu_sim accumulation",
     "tol_ulps_16x": "tolerance", "tol_accumulation_16x": "tolerance",
     "tol_no_signed_zero": "tolerance+compare", "tol_store_widened": "tolerance",
     "gelu_tanh_constant": "op definition (ops/composite)",
     "mma_swapped_fragment_halves": "lowering/matmul_mma", "mma_wrong_k_order":
     "lowering/matmul_mma", "missing_cp_async_wait": "lowering/matmul_mma",
     "wrong_swizzle": "lowering/matmul_mma",
+    "attention_pv_fragment_transposed": "lowering/attention_mma",
+    "wgmma_wrong_swizzle": "lowering/matmul_wgmma", "missing_wgmma_wait":
+    "lowering/matmul_wgmma", "wrong_mbarrier_tx_count": "lowering/matmul_wgmma",
+    "tma_box_off_by_one": "lowering/matmul_wgmma",
 }
 
 # faults that leave the code for some specs unchanged (not a bug there)
+def _hopper(spec) -> bool:
+    """A bf16 matmul takes the wgmma+TMA kernel on this spec (hal.lowering.matmul_wgmma)."""
+    return spec.matrix_instruction("bf16", "bf16", "f32", "warpgroup") is not None
+
+
 SAME_CODE: dict[str, Callable[[Any], bool]] = {
     "butterfly_offset_16": lambda spec: spec.warp_size == 32,
+    # the Hopper kernel's faults where no matmul takes it (the mma.sync faults stay live on
+    # sm_90a: the matmuls TMA cannot feed keep the mma.sync kernel)
+    **{f: (lambda spec: not _hopper(spec)) for f in (
+        "wgmma_wrong_swizzle", "missing_wgmma_wait", "wrong_mbarrier_tx_count",
+        "tma_box_off_by_one")},
 }
 
 

@@ -54,6 +54,7 @@ from hal.reference import widen
 LAMBDA = 5.0
 STATIC_SAFETY = 2.0  # rtol_atol only: it guesses magnitudes instead of reading them
 U64 = f64.unit_roundoff
+U_TF32 = 2.0 ** -11   # TF32: 10 explicit mantissa bits, round to nearest
 
 
 def accumulation_factor(n: int) -> float:
@@ -80,6 +81,9 @@ class ModelOptions:
     accumulation_scale: float = 1.0  # multiplies accumulation_factor
     widen_ulps: float = 0.0          # extra ulps of the value's dtype on every interval
     signed_zero: bool = True         # check the sign of exact zeros
+    # the user allowed TF32 (--allow-tf32): an f32 contraction may round its operands to
+    # TF32 first (10 mantissa bits, unit roundoff 2^-11) before products are summed in f32
+    tf32_inputs: bool = False
 
     @classmethod
     def from_faults(cls, faults) -> ModelOptions:
@@ -337,7 +341,10 @@ def _contraction(node, attrs, ins, exact, m):
         return [np.asarray(prop, dtype=np.float64)]
     u = compute_dtype(accumulation_dtype(a.dtype, attrs)).unit_roundoff
     k = contraction_length(node)
-    return [np.asarray(prop + (m.accumulation(k) + 1) * u * mag + 0.5 * U64 * mag,
+    # TF32 operands: each product's factors carry a relative error <= u_tf32 (2u + u^2)
+    operands = (2 * U_TF32 + U_TF32 ** 2) * mag if m.tf32_inputs and \
+        compute_dtype(a.dtype).name == "f32" and compute_dtype(b.dtype).name == "f32" else 0.0
+    return [np.asarray(prop + (m.accumulation(k) + 1) * u * mag + operands + 0.5 * U64 * mag,
                        dtype=np.float64)]
 
 

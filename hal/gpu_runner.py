@@ -104,6 +104,11 @@ class GpuDriver(abc.ABC):
         """Allow `nbytes` of dynamic shared memory (CUDA needs an opt-in above 48 KiB)."""
         return None
 
+    def encode_tensor_map(self, tm: Any, address: int) -> bytes:
+        """The opaque parameter of a TMA tensor map (hal.kernel.tma) over `address`."""
+        raise DeviceError(f"{self.name}: no TMA tensor maps (kernel lowered for sm_90a)",
+                          hint="run Hopper kernels on the cuda backend")
+
     @abc.abstractmethod
     def alloc(self, nbytes: int) -> int: ...
 
@@ -163,9 +168,10 @@ class PackedArgs:
         return ctypes.addressof(self.array)
 
     def describe(self) -> list[tuple[str, str, Any]]:
-        """(param, C type, value) per argument: pointers as ints, scalars as C values."""
-        return [(n, type(v).__name__, v.value) for n, v in zip(self.names, self.values,
-                                                              strict=True)]
+        """(param, C type, value) per argument: pointers as ints, scalars as C values,
+        tensor maps as their size."""
+        return [(n, type(v).__name__, getattr(v, "value", f"{ctypes.sizeof(v)} bytes"))
+                for n, v in zip(self.names, self.values, strict=True)]
 
 
 def scalar_arg(value: Any, d: DType) -> ctypes._SimpleCData:
@@ -182,9 +188,11 @@ def scalar_arg(value: Any, d: DType) -> ctypes._SimpleCData:
 
 
 def pack_args(kernel: Kernel, pointers: Mapping[str, int],
-              scalars: Mapping[str, Any] | None = None) -> PackedArgs:
+              scalars: Mapping[str, Any] | None = None,
+              tensor_maps: Mapping[str, bytes] | None = None) -> PackedArgs:
     """The argument array of one launch of `kernel`: buffers from `pointers` (param ->
-    device address), scalars from `scalars` or `kernel.meta.scalars`."""
+    device address), scalars from `scalars` or `kernel.meta.scalars`, then the kernel's TMA
+    tensor maps (name -> encoded bytes, GpuDriver.encode_tensor_map)."""
     scalars = {**kernel.meta.scalars, **(scalars or {})}
     names, values = [], []
     for p in kernel.params:
@@ -198,6 +206,13 @@ def pack_args(kernel: Kernel, pointers: Mapping[str, int],
                                   hint="pass it in kernel.meta.scalars or scalars=")
             values.append(scalar_arg(scalars[p.name], p.dtype))
         names.append(p.name)
+    for tm in kernel.tensor_maps:
+        if tm.name not in (tensor_maps or {}):
+            raise DeviceError(f"kernel {kernel.name}: no encoded tensor map '{tm.name}'",
+                              hint="encode it with the driver (encode_tensor_map)")
+        raw = tensor_maps[tm.name]
+        values.append((ctypes.c_ubyte * len(raw)).from_buffer_copy(raw))
+        names.append(tm.name)
     array = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(v) for v in values])
     return PackedArgs(names, values, array)
 
@@ -442,8 +457,10 @@ class GpuRunner:
                     dyn = self.renderer.dynamic_shared_bytes(k)
                     if dyn:
                         d.set_dynamic_shared(fn, dyn)
-                    pg.launches.append(Launch(k, g.name, g.kind, fn, pack_args(k, ptrs, scalars),
-                                              dyn, lower_s))
+                    maps = {tm.name: d.encode_tensor_map(tm, ptrs[tm.buffer])
+                            for tm in k.tensor_maps}
+                    pg.launches.append(Launch(k, g.name, g.kind, fn,
+                                              pack_args(k, ptrs, scalars, maps), dyn, lower_s))
         except BaseException as e:
             pg.free(after=e)
             raise
@@ -646,7 +663,9 @@ class GpuBackend(Backend):
                 ptrs[p.name] = a.handle if isinstance(a, Buffer) else int(a)
             else:
                 scal[p.name] = a
-        packed = pack_args(k, ptrs, scal)
+        d = self.driver()
+        packed = pack_args(k, ptrs, scal, {tm.name: d.encode_tensor_map(tm, ptrs[tm.buffer])
+                                           for tm in k.tensor_maps})
         g = (tuple(grid) + (1, 1, 1))[:3]
         shared = max(int(shared_bytes), int(compiled.metadata.get("dynamic_shared_bytes", 0)))
         # the driver copies the argument values during the launch call itself

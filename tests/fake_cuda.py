@@ -73,6 +73,31 @@ _SYNCHRONISING = {"cuStreamSynchronize", "cuCtxSynchronize", "cuEventSynchronize
                   "cuMemFree", "cuMemcpyHtoD", "cuMemcpyDtoH"}
 
 
+class _Enum:
+    """An enum namespace: any CU_..._NAME attribute is the string NAME."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __getattr__(self, name: str) -> str:
+        if not name.startswith(self.prefix):
+            raise AttributeError(name)
+        return name[len(self.prefix):]
+
+
+class _MapBytes:
+    """What cuTensorMapEncodeTiled returns: 128 bytes at getPtr() (here: the map's id)."""
+
+    def __init__(self, ident: int):
+        self.buf = ctypes.create_string_buffer(ident.to_bytes(8, "little"), 128)
+
+    def getPtr(self) -> int:  # noqa: N802 - cuda-python's name
+        return ctypes.addressof(self.buf)
+
+
+_SWIZZLE_SPAN = {"NONE": 0, "32B": 32, "64B": 64, "128B": 128}
+
+
 class FakeCuda:
     """The stand-in module. `spec` is the device the kernels are simulated for."""
 
@@ -103,6 +128,14 @@ class FakeCuda:
             CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y="grid_y")
         self.CUfunction_attribute = SimpleNamespace(
             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES="max_dyn")
+        # TMA (cuTensorMapEncodeTiled): enums by name, maps by the id in their first bytes
+        self.CUtensorMapDataType = _Enum("CU_TENSOR_MAP_DATA_TYPE_")
+        self.CUtensorMapSwizzle = _Enum("CU_TENSOR_MAP_SWIZZLE_")
+        self.CUtensorMapInterleave = _Enum("CU_TENSOR_MAP_INTERLEAVE_")
+        self.CUtensorMapL2promotion = _Enum("CU_TENSOR_MAP_L2_PROMOTION_")
+        self.CUtensorMapFloatOOBfill = _Enum("CU_TENSOR_MAP_FLOAT_OOB_FILL_")
+        self.cuuint64_t = self.cuuint32_t = int
+        self.tensor_maps: dict[int, dict] = {}
 
     # ------------------------------------------------------------------ plumbing
     def _handle(self) -> int:
@@ -286,6 +319,33 @@ class FakeCuda:
     def _cuEventDestroy(self, ev):
         return (SUCCESS,) if self.events.pop(ev, "gone") != "gone" else (INVALID_HANDLE,)
 
+    def _cuTensorMapEncodeTiled(self, dtype, rank, address, dims, strides, box, estrides,
+                                interleave, swizzle, l2, oob):
+        """The driver's documented requirements (CUDA Driver API, cuTensorMapEncodeTiled)."""
+        size = {"BFLOAT16": 2, "FLOAT16": 2, "FLOAT32": 4, "FLOAT64": 8, "UINT8": 1,
+                "UINT16": 2, "INT32": 4, "INT64": 8}.get(dtype)
+        span = _SWIZZLE_SPAN.get(swizzle)
+        if size is None or span is None or not 1 <= rank <= 5 or interleave != "NONE":
+            return (INVALID_VALUE,)
+        if address % 16 or self.view(address, 1) is None:
+            return (INVALID_VALUE,)
+        if len(dims) != rank or len(strides) != rank - 1 or len(box) != rank:
+            return (INVALID_VALUE,)
+        if any(st % 16 or st >= 2**40 for st in strides) or any(not 0 < b <= 256 for b in box):
+            return (INVALID_VALUE,)
+        if (box[0] * size) % 16 or (span and box[0] * size > span) or any(e != 1 for e in
+                                                                         estrides):
+            return (INVALID_VALUE,)
+        extent = (dims[-1] - 1) * (strides[-1] if strides else size) + \
+            (strides[-1] if strides else dims[0] * size)
+        if self.view(address, extent) is None:
+            return (INVALID_VALUE,)
+        ident = self._handle()
+        self.tensor_maps[ident] = {"address": address, "dims": tuple(dims),
+                                   "strides": tuple(strides), "box": tuple(box),
+                                   "swizzle": span, "dtype": dtype}
+        return (SUCCESS, _MapBytes(ident))
+
     def _cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
         f = self.functions.get(fn)
         if f is None:
@@ -319,10 +379,25 @@ class FakeCuda:
         return (SUCCESS,)
 
     def _decode(self, k: Kernel, sig: list[str], params: int, stream: int) -> dict | None:
-        if len(sig) != len(k.params):
-            self._fault(f"{k.name}: {len(k.params)} parameters, signature has {len(sig)}")
+        if len(sig) != len(k.params) + len(k.tensor_maps):
+            self._fault(f"{k.name}: {len(k.params) + len(k.tensor_maps)} parameters, "
+                        f"signature has {len(sig)}")
             return None
         slots = (ctypes.c_void_p * max(1, len(sig))).from_address(params)
+        for i, tm in enumerate(k.tensor_maps):   # after the buffers and scalars
+            slot = slots[len(k.params) + i]
+            info = self.tensor_maps.get(ctypes.c_uint64.from_address(slot).value) \
+                if slot else None
+            if info is None or "hal_tensor_map" not in sig[len(k.params) + i]:
+                self._fault(f"{k.name}: argument {tm.name} is not an encoded tensor map")
+                return None
+            buf = k.params[[p.name for p in k.params].index(tm.buffer)]
+            ptr = ctypes.c_uint64.from_address(slots[k.params.index(buf)]).value
+            if (info["address"], info["dims"], info["box"], info["swizzle"]) != \
+                    (ptr, tm.dims, tm.box, tm.swizzle):
+                self._fault(f"{k.name}: tensor map {tm.name} encodes {info}, the kernel "
+                            f"expects {tm} over {ptr:#x}")
+                return None
         args: dict[str, Any] = {}
         for p, c, slot in zip(k.params, sig, slots, strict=False):
             if not slot:

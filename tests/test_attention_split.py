@@ -84,9 +84,10 @@ def test_rounded_p_split_stays_exact(device, dt):
     assert [x["stage"] for x in st] == ["stats", "partial", "combine"]
     unfused = be.run_graph(g, inputs, spec, fuse=False)
     p = plan(g, spec)
+    ts = plan_group(att, spec).tile_sizes
     for x in p.groups:
-        if x.kind == "attention":
-            x.hints = PlanHints(split_k=1)     # the one-kernel two-pass schedule
+        if x.kind == "attention":   # the one-kernel two-pass schedule, SIMT like the split one
+            x.hints = PlanHints(split_k=1, attention_tiles=(ts["br"], ts["bc"], ts["tpr"]))
     unsplit = be.run_graph(p.graph, inputs, spec, groups=p.groups, compare_reference=False,
                            exact_rounding=True)
     assert len([x for x in unsplit.stats if x["kind"] == "attention"]) == 1

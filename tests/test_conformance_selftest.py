@@ -47,11 +47,26 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "sim_f16_flush_subnormals": ("special/neg/f16/16x33", "numeric"),
     "sim_fp8_overflow_nan": ("overflow/cast/f32-f8e4m3fn/16x33", "numeric"),
     "tol_store_widened": ("canary/truncation/cast/f32-bf16/33x257", "canary"),
-    # issue 14: the matrix-unit path (a bf16 matmul takes the matrix unit on both widths)
-    "mma_swapped_fragment_halves": ("fused/matmul_bias_relu/bf16/64x128x96", None),
-    "mma_wrong_k_order": ("fused/matmul_bias_relu/bf16/64x128x96", None),
-    "missing_cp_async_wait": ("fused/matmul_bias_relu/bf16/64x128x96", None),
-    "wrong_swizzle": ("fused/matmul_bias_relu/bf16/64x128x96", None),
+    # a multiply-accumulate that keeps bf16 accumulators: only exact rounding shows it
+    "sim_mac_bf16_accumulator": ("contraction/matmul/f32/33x65x31", "numeric"),
+    # issue 14: the matrix-unit path; on sm_90a a case whose matmul keeps mma.sync (the
+    # norm prologue: A is computed in the group, TMA cannot feed it)
+    "mma_swapped_fragment_halves": ("fused/rms_norm_matmul/bf16/64x200x48", None),
+    "mma_wrong_k_order": ("fused/rms_norm_matmul/bf16/64x200x48", None),
+    "missing_cp_async_wait": ("fused/rms_norm_matmul/bf16/64x200x48", "race"),
+    "wrong_swizzle": ("fused/rms_norm_matmul/bf16/64x200x48", None),
+    # the matrix-unit attention (both widths: mma.sync on h100-sxm, MFMA on mi300x)
+    "attention_pv_fragment_transposed": ("fused/attention/bf16/1x2x2x17x16/causal", "numeric"),
+    # issue 15: the Hopper path (h100-sxm; the code is unchanged on mi300x)
+    "wgmma_wrong_swizzle": ("fused/matmul_bias_relu/bf16/64x128x96", None),
+    "missing_wgmma_wait": ("fused/matmul_bias_relu/bf16/64x128x96", "race"),
+    "wrong_mbarrier_tx_count": ("fused/matmul_bias_relu/bf16/64x128x96", "bad_mbarrier"),
+    "tma_box_off_by_one": ("fused/matmul_bias_relu/bf16/64x128x96", "numeric"),
+}
+# where one case does not catch a fault on both widths: (fault, device) -> case
+CATCHER_ON = {
+    # measured: on h100-sxm the norm-prologue case misses it, this f16 -> f32 case catches it
+    ("mma_wrong_k_order", "h100-sxm"): "contraction/matmul/f16-f32/33x257x31/out_f32",
 }
 _CLEAN: dict[tuple[str, str], str] = {}
 
@@ -72,6 +87,7 @@ def test_fault_is_caught(fault, device):
     from hal.devices.loader import load_spec
 
     cid, how = CATCHERS[fault]
+    cid = CATCHER_ON.get((fault, device), cid)
     case = get_case(cid)
     if (cid, device) not in _CLEAN:
         _CLEAN[cid, device] = execute(case, "cpu_sim", device)["verdict"]

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hal.dtypes import DType, cast
+from hal.kernel import ir_async as ira
 from hal.kernel.ir import (
     Assign,
     AtomicAdd,
@@ -65,12 +66,13 @@ from hal.kernel.ir import (
     VecCopy,
     children,
     stmt_exprs,
+    walk_expr,
     walk_stmts,
 )
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from . import faults, mma_sim
+from . import faults, mma_sim, wgmma_sim
 from .contract import Reduction
 from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
 from .vectorize import emit_reduction_loop, match_reduction_loop
@@ -149,10 +151,10 @@ class _Uniformity:
             elif isinstance(s, Assign):
                 if divergent or not self.expr(s.value):
                     self.varying.add(s.var.name)
-            elif isinstance(s, If):
+            elif isinstance(s, (If, ira.Roles)):
                 d = divergent or not self.expr(s.cond)
-                self._walk(s.then, d)
-                self._walk(s.orelse, d)
+                for b in (s.then, s.orelse) if isinstance(s, If) else (s.first, s.second):
+                    self._walk(b, d)
             elif isinstance(s, For):
                 u = all(self.expr(x) for x in (s.start, s.stop, s.step))
                 if not u:
@@ -204,7 +206,7 @@ class _Translator:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim}
+        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim}
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
@@ -223,6 +225,9 @@ class _Translator:
         self.global_or_shared = {p.name for p in self.globals_} | {b.name for b in kernel.shared}
         self.local_names = {b.name for b in kernel.locals}
         self.ns["_Reduction"] = Reduction
+        # Hopper nodes (hal.kernel.ir_async): wgmma_sim keeps their state per wave
+        self.hopper = any(isinstance(s, ira.ASYNC_STMTS) for s in walk_stmts(kernel.body))
+        self.wgmma_accs = {s.acc for s in walk_stmts(kernel.body) if isinstance(s, ira.Wgmma)}
 
     # ----------------------------------------------------------------- helpers
     def tmp(self, prefix: str) -> str:
@@ -361,6 +366,11 @@ class _Translator:
             if dt not in self.flop_dtypes:
                 self.flop_dtypes.append(dt)
             self.emit(f"_fl[{self.flop_dtypes.index(dt)}] += {n} * {ctx.count}", depth)
+        if self.wgmma_accs:   # reading a wgmma accumulator: its wait_group must have run
+            for name in sorted({x.buffer for e in stmt_exprs(s) for x in walk_expr(e)
+                                if isinstance(x, Load) and x.buffer in self.wgmma_accs}):
+                self.emit(f"WG.check_acc(W, _hs, {self.slot[name][1]}, {ctx.mask}, "
+                          f"{self.site(ctx, name)})", depth)
         getattr(self, "s_" + type(s).__name__)(s, ctx, depth)
 
     def s_Comment(self, s: Comment, ctx: _Ctx, depth: int) -> None:
@@ -423,6 +433,84 @@ class _Translator:
     def s_CpAsyncWait(self, s: CpAsyncWait, ctx: _Ctx, depth: int) -> None:
         self.emit(f"MX.cp_wait(W, {s.pending}, {ctx.mask})", depth)
 
+    # Hopper's asynchronous nodes: backends/cpu_sim/wgmma_sim.py runs them
+    def e_SmemDesc(self, e: ira.SmemDesc, ctx: _Ctx) -> str:
+        off = self.expr(e.offset, _Ctx(ctx.mask, ctx.count, e.buffer, ctx.stmt))
+        return (f"WG.desc(W, _hs, {self.slot[e.buffer][1]}, {off}, {e.lbo}, {e.sbo}, "
+                f"{e.swizzle})")
+
+    def s_Wgmma(self, s: ira.Wgmma, ctx: _Ctx, depth: int) -> None:
+        a, b = self.expr(s.a_desc, ctx), self.expr(s.b_desc, ctx)
+        layout = "wg_m64nNk32_b8" if s.atype.startswith("f8") else "wg_m64nNk16_b16"
+        self.emit(f"WG.wgmma(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, {s.acc_off}, "
+                  f"{a}, {b}, {s.trans_b}, {ctx.mask}, {self.site(ctx, None)}, {layout!r})",
+                  depth)
+
+    def s_WgmmaFence(self, s: ira.WgmmaFence, ctx: _Ctx, depth: int) -> None:
+        self.emit("pass  # wgmma.fence", depth)
+
+    def s_WgmmaCommit(self, s: ira.WgmmaCommit, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.commit(W, _hs, {ctx.mask}, {self.site(ctx, None)})", depth)
+
+    def s_WgmmaWait(self, s: ira.WgmmaWait, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.wait(W, _hs, {s.pending}, {ctx.mask}, {self.site(ctx, None)})", depth)
+
+    def s_MbarrierInit(self, s: ira.MbarrierInit, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.mbar_init(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
+                  f"{s.count}, {ctx.mask})", depth)
+
+    def s_MbarrierArrive(self, s: ira.MbarrierArrive, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.mbar_arrive(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
+                  f"{s.tx_bytes}, {ctx.mask}, {self.site(ctx, s.bar)})", depth)
+
+    def s_MbarrierWait(self, s: ira.MbarrierWait, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.mbar_wait(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
+                  f"{self.expr(s.parity, ctx)}, {ctx.mask}, {self.site(ctx, s.bar)})", depth)
+
+    def s_TmaLoad(self, s: ira.TmaLoad, ctx: _Ctx, depth: int) -> None:
+        tm = next(t for t in self.k.tensor_maps if t.name == s.tmap)
+        coords = ", ".join(self.expr(c, ctx) for c in s.coords)
+        di = self.expr(s.dst_index, _Ctx(ctx.mask, ctx.count, s.dst, ctx.stmt))
+        self.emit(f"WG.tma(W, _hs, {self.bind(tm, '_tm')}, {self.slot[tm.buffer][1]}, "
+                  f"{self.slot[s.dst][1]}, {di}, [{coords}], {self.slot[s.bar][1]}, "
+                  f"{self.expr(s.bar_index, ctx)}, {ctx.mask}, {self.site(ctx, s.dst)})", depth)
+
+    def s_FenceProxyAsync(self, s: ira.FenceProxyAsync, ctx: _Ctx, depth: int) -> None:
+        self.emit("pass  # fence.proxy.async", depth)
+
+    def s_Roles(self, s: ira.Roles, ctx: _Ctx, depth: int) -> None:
+        """The roles' leading statements, their loops interleaved step by step (uniform,
+        equal bounds: checked by the verifier), their trailing statements."""
+        (pa, la, ta), (pb, lb, tb) = (ira.role_parts(b) for b in (s.first, s.second))
+        c = self.tmp("_c")
+        self.emit(f"{c} = {self.expr(s.cond, ctx)}", depth)
+        roles = []
+        for narrow in ("narrow", "narrow_not"):
+            m, n = self.tmp("_m"), self.tmp("_n")
+            self.emit(f"{m}, {n} = W.{narrow}({ctx.mask}, {c})", depth)
+            roles.append(_Ctx(m, n))
+        for stmts, rc in ((pa, roles[0]), (pb, roles[1])):
+            if stmts:
+                self.emit(f"if {rc.count}:", depth)
+                self.body(stmts, rc, depth + 1)
+        if not all(self.uni.expr(x) for x in (la.start, la.stop, la.step)):
+            raise ValueError(f"kernel {self.k.name}: warp-specialised role loops need "
+                             "uniform bounds")
+        va, vb = self.var(la.var), self.var(lb.var)
+        bounds = ", ".join(f"int({self.expr(x, ctx)})" for x in (la.start, la.stop, la.step))
+        self.emit(f"for {va} in range({bounds}):", depth)
+        self.emit(f"{vb} = {va}", depth + 1)
+        for loop, rc in ((la, roles[0]), (lb, roles[1])):
+            self.emit(f"if {rc.count}:", depth + 1)
+            self.body(loop.body, rc, depth + 2)
+        for stmts, rc in ((ta, roles[0]), (tb, roles[1])):
+            if stmts:
+                self.emit(f"if {rc.count}:", depth)
+                self.body(stmts, rc, depth + 1)
+
+    def s_SetMaxNReg(self, s: ira.SetMaxNReg, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.setmaxnreg(W, {ctx.mask}, {self.site(ctx, None)})", depth)
+
     def s_If(self, s: If, ctx: _Ctx, depth: int) -> None:
         cond = self.expr(s.cond, ctx)
         if self.uni.expr(s.cond):
@@ -473,6 +561,12 @@ class _Translator:
                 "    _tid = W.tid; _bx = W.bx; _by = W.by; _bz = W.bz"]
         for p in self.scalars:
             head.append(f"    p_{re.sub(r'[^0-9a-zA-Z_]', '_', p.name)} = P[{p.name!r}]")
+        if self.hopper:
+            bars, slot = {}, 0
+            for j, sb in enumerate(self.k.shared):
+                if sb.dtype.name == "i64":   # mbarrier words
+                    bars[j], slot = slot, slot + sb.size
+            head.append(f"    _hs = WG.state(W, {self.k.shared_offsets()!r}, {bars!r})")
         self.lines = []
         self.body(self.k.body, _Ctx(), 1)
         source = "\n".join(head + self.lines) + "\n"

@@ -21,6 +21,8 @@ from hal.lowering.faults import register_fault
 register_fault("sim_bf16_ties_away", "cpu_sim rounds bf16 ties away from zero, not to even")
 register_fault("sim_f16_flush_subnormals", "cpu_sim flushes f16 subnormal results to zero")
 register_fault("sim_rsqrt_flush_subnormals", "cpu_sim's rsqrt treats subnormal inputs as zero")
+register_fault("sim_mac_bf16_accumulator", "cpu_sim's multiply-accumulate loops round their "
+               "f32 accumulators to bf16 after every step (seen only with exact rounding)")
 register_fault("sim_fp8_overflow_nan", "cpu_sim's fp8 casts overflow to NaN instead of "
                "saturating")
 

@@ -159,6 +159,13 @@ class CudaDriver(GpuDriver):
         check(self.cu, self.cu.cuFuncSetAttribute(function, attr, nbytes),
               f"cuFuncSetAttribute(max dynamic shared = {nbytes})")
 
+    def encode_tensor_map(self, tm: Any, address: int) -> bytes:
+        """The 128-byte CUtensorMap of TMA map `tm` over the buffer at `address`."""
+        from .tensor_maps import encode_tiled
+
+        self._init()
+        return encode_tiled(self.cu, tm, address)
+
     def alloc(self, nbytes: int) -> int:
         self._init()
         return int(check(self.cu, self.cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes})"))

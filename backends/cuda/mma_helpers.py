@@ -22,6 +22,24 @@ _MMA = """HAL_FN void {name}(float* d, const {t}* a, const {t}* b, const float* 
 """
 
 
+_MMA_TF32 = """HAL_FN void hal_mma_m16n8k8_tf32_f32(float* d, const float* a, const float* b,
+                                         const float* c) {
+  unsigned A0, A1, A2, A3, B0, B1;   // cvt.rna: round to nearest, ties away (hal's cpu_sim)
+  asm("cvt.rna.tf32.f32 %0, %1;\\n" : "=r"(A0) : "f"(a[0]));
+  asm("cvt.rna.tf32.f32 %0, %1;\\n" : "=r"(A1) : "f"(a[1]));
+  asm("cvt.rna.tf32.f32 %0, %1;\\n" : "=r"(A2) : "f"(a[2]));
+  asm("cvt.rna.tf32.f32 %0, %1;\\n" : "=r"(A3) : "f"(a[3]));
+  asm("cvt.rna.tf32.f32 %0, %1;\\n" : "=r"(B0) : "f"(b[0]));
+  asm("cvt.rna.tf32.f32 %0, %1;\\n" : "=r"(B1) : "f"(b[1]));
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+               "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\\n"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+               : "r"(A0), "r"(A1), "r"(A2), "r"(A3), "r"(B0), "r"(B1),
+                 "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+"""
+
+
 def _ldmatrix(count: int, trans: bool) -> str:
     regs = ",".join(f"%{i}" for i in range(count))
     outs = ", ".join(f'"=r"(r[{i}])' for i in range(count))
@@ -45,6 +63,7 @@ CUDA_MATRIX_HELPERS: dict[str, str] = {
     "hal_mma_m16n8k32_e5m2_f32": _MMA.format(name="hal_mma_m16n8k32_e5m2_f32",
                                              t="__nv_fp8_storage_t", shape="m16n8k32",
                                              ptx="e5m2"),
+    "hal_mma_m16n8k8_tf32_f32": _MMA_TF32,
     **{f"hal_ldmatrix_x{c}{'_trans' if t else ''}": _ldmatrix(c, t)
        for c in (1, 2, 4) for t in (False, True)},
     "hal_cp_async_16": (

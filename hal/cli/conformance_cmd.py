@@ -15,6 +15,11 @@ non-zero if one escapes, or, on the default cases, is caught by fewer than 3 cas
 spec; on the host backends (cuda-host, hip-host) it plants renderer faults instead. On a
 backend other than cpu_sim, each case's error profile is compared with cpu_sim's on the
 same plan; `--strict` fails a precision regression (hal.conformance.error_profile).
+
+`--suite torch-opinfo` runs PyTorch's OpInfo samples instead (hal.conformance.opinfo_suite;
+-k: comma-separated substrings of OpInfo names; `--opinfo-every K`, `--opinfo-samples N`,
+`--sample-timeout S`), with the same --report/--junit files; it fails on a crash, a typed
+rejection, a timeout or a mismatch, and lists what is unsupported with the missing op.
 """
 
 from __future__ import annotations
@@ -56,13 +61,32 @@ from hal.errors import HalError
               help="fail a case whose error profile is a precision regression against cpu_sim")
 @click.option("--profile/--no-profile", default=None,
               help="compare error profiles with cpu_sim [default: on for backends but cpu_sim]")
+@click.option("--allow-tf32", "allow_tf32", is_flag=True,
+              help="let f32 matmuls use TF32 matrix instructions (the device becomes "
+                   "'<name>+tf32'; tolerances follow TF32's unit roundoff 2^-11)")
+@click.option("--suite", type=click.Choice(["hal", "torch-opinfo"]), default="hal",
+              show_default=True, help="hal's own cases, or PyTorch's OpInfo samples through "
+                                      "torch.export")
+@click.option("--opinfo-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch-opinfo: every K-th OpInfo (a representative slice)")
+@click.option("--opinfo-samples", type=click.IntRange(min=1), default=3, show_default=True,
+              help="torch-opinfo: samples per OpInfo at most")
+@click.option("--sample-timeout", type=float, default=60.0, show_default=True,
+              help="torch-opinfo: seconds per sample (0: no limit)")
 @click.pass_context
 def conformance(ctx: click.Context, backend: str, device: str | None, pattern: str | None,
                 report: str | None, junit: str | None, seed: int, n_random: int, workers: int,
                 compare_backend: str | None, no_unfused: bool, repro_dir: str, self_test: bool,
                 list_only: bool, resume: str | None, measure_coverage: bool, strict: bool,
-                profile: bool | None) -> None:
+                profile: bool | None, allow_tf32: bool, suite: str, opinfo_every: int,
+                opinfo_samples: int, sample_timeout: float) -> None:
     """Check a backend's numbers against the float64 reference within the error model."""
+    if suite == "torch-opinfo":
+        from hal.cli.opinfo_cmd import run_opinfo_suite_cli
+
+        run_opinfo_suite_cli(backend, device or "h100-sxm", pattern, opinfo_every,
+                             opinfo_samples, sample_timeout, report, junit, list_only)
+        return
     from hal.conformance.cases import select
     from hal.conformance.random_graphs import random_case
     from hal.conformance.runner import SuiteConfig
@@ -86,6 +110,11 @@ def conformance(ctx: click.Context, backend: str, device: str | None, pattern: s
         pattern, seed = meta.get("pattern", pattern), int(meta.get("seed", seed))
         n_random = int(meta.get("random", n_random))
         report = report or resume
+    if allow_tf32:
+        from hal.devices.spec import TF32_SUFFIX
+
+        device = (device or "h100-sxm")
+        device = device if device.endswith(TF32_SUFFIX) else device + TF32_SUFFIX
     out = console()
     if self_test:
         from hal.backends_registry import get_backend

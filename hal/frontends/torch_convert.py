@@ -108,10 +108,25 @@ def node_location(node: Any) -> str:
 class TorchContext(EmitOps):
     """What a converter uses: the builder, the current node's torch meta, and typing helpers."""
 
-    def __init__(self, builder: GraphBuilder):
+    def __init__(self, builder: GraphBuilder, store: WeightStore | None = None,
+                 constants: Mapping[str, Any] | None = None, module: Any = None):
         self.b = builder
         self.node: Any = None
         self.loc: str | None = None
+        self.store = store if store is not None else WeightStore(builder)
+        self.fx_constants: Mapping[str, Any] = constants or {}
+        self.fx_module = module
+
+    def constant(self, name: str, dt: DType, array: np.ndarray) -> Value:
+        """A new graph constant (written with the model's weights)."""
+        return self.store.add(name, dt, array)
+
+    def fold(self, fx_value: Any, limit: int = 1 << 22) -> Any:
+        """The value of FX node `fx_value` as a torch tensor when it depends on no user
+        input (only on weights, buffers and constant-producing ops such as arange), else
+        None. A causal mask a library builds from positions is such a value; folding it
+        lets a converter see its pattern. Results over `limit` elements are not folded."""
+        return fold_fx_value(fx_value, self.fx_constants, self.fx_module, limit)
 
     # -- the current node ------------------------------------------------------
     @property
@@ -232,8 +247,8 @@ def convert_graph_module(gm: Any, name: str = "main", *,
         raise missing_ops_error("torch frontend", missing, MISSING_HINT)
     b = GraphBuilder(sanitize(name))
     store = WeightStore(b)
-    cx = TorchContext(b)
     constants = dict(constants or {})
+    cx = TorchContext(b, store, constants, gm)
     env: dict[fx.Node, Any] = {}
     for n in gm.graph.nodes:
         if n.op == "placeholder":
@@ -298,6 +313,56 @@ def _convert_node(cx: TorchContext, n: Any, env: Mapping[Any, Any]) -> Any:
         if result.producer is not None and result.producer in cx.b.graph.nodes[first_new:]:
             _rename(cx.b, result, n.name)
     return result
+
+
+def fold_fx_value(node: Any, constants: Mapping[str, Any], module: Any,
+                  limit: int = 1 << 22, max_nodes: int = 2000) -> Any:
+    """Evaluate FX node `node` with torch when its producers reach no user input (see
+    TorchContext.fold); None when they do, or when the cone is larger than `max_nodes`."""
+    import torch
+    import torch.fx as fx
+
+    if not isinstance(node, fx.Node):
+        return None
+    order: list[Any] = []
+    seen: set[Any] = set()
+    stack = [(node, False)]
+    while stack:   # post-order walk of the producers
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+            continue
+        if n in seen:
+            continue
+        seen.add(n)
+        if len(seen) > max_nodes:
+            return None
+        if n.op == "placeholder":
+            if n.name not in constants:
+                return None
+        elif n.op == "call_function":
+            if getattr(n.target, "_schema", None) is not None and n.target._schema.is_mutable:
+                return None
+            if torch.Tag.nondeterministic_seeded in getattr(n.target, "tags", ()):
+                return None   # a random value is not a constant of the program
+        elif n.op != "get_attr":
+            return None
+        stack.append((n, True))
+        stack.extend((a, False) for a in n.all_input_nodes)
+    env: dict[Any, Any] = {}
+    with torch.no_grad():
+        for n in order:
+            if n.op == "placeholder":
+                env[n] = constants[n.name]
+            elif n.op == "get_attr":
+                env[n] = _fetch_attr(module, n.target)
+            else:
+                env[n] = n.target(*_resolve(env, n.args), **_resolve(env, n.kwargs))
+            v = env[n]
+            if isinstance(v, torch.Tensor) and v.numel() > limit:
+                return None
+    out = env[node]
+    return out if isinstance(out, torch.Tensor) else None
 
 
 def _rename(b: GraphBuilder, v: Value, fx_name: str) -> None:

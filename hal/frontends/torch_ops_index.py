@@ -10,7 +10,8 @@
   updates and the sizes models use for these ops;
 - sort, argsort, topk: each element's rank is counted by comparisons
   (stable: ties keep their order; NaN sorts as the largest value, as in
-  torch), and the rank-th element is found by a one-hot reduction.
+  torch), and the rank-th element is found by a one-hot reduction; long rows
+  go through a bitonic network instead (hal.frontends.sort_network, O(n log^2 n)).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from hal.dtypes import bool_, i64
 from hal.errors import UnsupportedError
+from hal.frontends.sort_network import NETWORK_MIN, bitonic_sort_last
 from hal.frontends.torch_convert import TorchContext, converts
 from hal.ir.graph import Value
 
@@ -361,8 +363,12 @@ def _index_put(cx: TorchContext, x: Value, indices: Any, values: Value,
 
 
 def sort_last(cx: TorchContext, x: Value, descending: bool) -> tuple[Value, Value]:
-    """Stable sort along the last axis: (values, int64 indices). NaN is the largest value."""
+    """Stable sort along the last axis: (values, int64 indices). NaN is the largest value.
+    Rows of NETWORK_MIN elements or more go through the bitonic network (sort_network);
+    shorter ones count each element's rank (n^2 comparisons, fewer kernels)."""
     n = x.shape[-1]
+    if n >= NETWORK_MIN:
+        return bitonic_sort_last(cx, x, descending)
     lead = tuple(x.shape[:-1])
     pair = lead + (n, n)
     xi = cx.bcast(cx.reshape(x, lead + (n, 1)), pair)   # [.., i, j] = x_i

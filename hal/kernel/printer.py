@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 from hal.dtypes import DType
+from hal.kernel import ir_async as ira
 from hal.kernel.ir import (
     Assign,
     AtomicAdd,
@@ -138,6 +139,10 @@ def format_stmt(s: Stmt, indent: int = 0) -> list[str]:
             lines.append(f"{pad}}} else {{")
             lines += format_body(s.orelse, indent + 1)
         return lines + [pad + "}"]
+    if isinstance(s, ira.Roles):
+        return [f"{pad}roles ({format_expr(s.cond)}) {{  // concurrent warp-specialised roles",
+                *format_body(s.first, indent + 1), f"{pad}}} else {{",
+                *format_body(s.second, indent + 1), pad + "}"]
     if isinstance(s, For):
         v = s.var.name
         lines = [f"{pad}#pragma unroll"] if s.unroll else []
@@ -169,6 +174,34 @@ _MATRIX_FORMATTERS = {
     CpAsyncCommit: lambda s: "cp.async.commit_group;",
     CpAsyncWait: lambda s: f"cp.async.wait_group {s.pending};",
 }
+
+
+def _tma(s) -> str:
+    coords = ", ".join(format_expr(c) for c in s.coords)
+    return (f"tma.load({s.tmap}, [{coords}]) -> &{s.dst}[{format_expr(s.dst_index)}], "
+            f"mbarrier {s.bar}[{format_expr(s.bar_index)}];")
+
+
+_MATRIX_FORMATTERS.update({
+    ira.Wgmma: lambda s: (f"wgmma.m64n{s.n}.{s.atype}({s.acc}+{s.acc_off}, "
+                          f"{format_expr(s.a_desc)}, {format_expr(s.b_desc)}"
+                          f"{', trans_b' if s.trans_b else ''});"),
+    ira.WgmmaFence: lambda s: "wgmma.fence;",
+    ira.WgmmaCommit: lambda s: "wgmma.commit_group;",
+    ira.WgmmaWait: lambda s: f"wgmma.wait_group {s.pending};",
+    ira.MbarrierInit: lambda s: f"mbarrier.init({s.bar}[{format_expr(s.index)}], {s.count});",
+    ira.MbarrierArrive: lambda s: (f"mbarrier.arrive{'.expect_tx' if s.tx_bytes else ''}("
+                                   f"{s.bar}[{format_expr(s.index)}]"
+                                   f"{f', {s.tx_bytes}' if s.tx_bytes else ''});"),
+    ira.MbarrierWait: lambda s: (f"mbarrier.wait({s.bar}[{format_expr(s.index)}], parity="
+                                 f"{format_expr(s.parity)});"),
+    ira.TmaLoad: _tma,
+    ira.FenceProxyAsync: lambda s: "fence.proxy.async;",
+    ira.SetMaxNReg: lambda s: f"setmaxnreg.{'inc' if s.increase else 'dec'} {s.count};",
+})
+_EXPR_FORMATTERS[ira.SmemDesc] = lambda e: (
+    f"desc(&{e.buffer}[{format_expr(e.offset)}], lbo={e.lbo}, sbo={e.sbo}, "
+    f"swizzle={e.swizzle})")
 
 
 def format_body(body: list[Stmt], indent: int) -> list[str]:

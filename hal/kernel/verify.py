@@ -12,6 +12,7 @@ from __future__ import annotations
 from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType
 from hal.errors import HalError, UnsupportedError
+from hal.kernel import ir_async as ira
 from hal.kernel.ir import (
     SHUFFLE_MODES,
     SPECIALS,
@@ -348,6 +349,110 @@ class _Verifier:
     def s_CpAsyncWait(self, s: CpAsyncWait) -> None:
         if s.pending < 0:
             self.fail(f"cp.async wait with {s.pending} pending groups")
+
+    # ------------------------------------------------------------------ Hopper (ir_async)
+    def x_SmemDesc(self, e: ira.SmemDesc) -> None:
+        from hal.kernel.wgmma import SWIZZLES
+
+        self._space(e.buffer, "shared", "wgmma descriptor operand")
+        self.index(e.offset, f"descriptor offset into {e.buffer}")
+        if e.swizzle not in SWIZZLES or e.lbo % 16 or e.sbo % 16:
+            self.fail(f"descriptor of {e.buffer}: swizzle {e.swizzle} (one of {SWIZZLES}), "
+                      f"LBO {e.lbo} and SBO {e.sbo} (multiples of 16)")
+
+    def s_Wgmma(self, s: ira.Wgmma) -> None:
+        from hal.kernel.wgmma import wgmma_k
+
+        if self.k.warp_size != 32 or self.k.block % 128:
+            self.fail("wgmma needs 32-lane warps and whole 128-thread warpgroups")
+        if not 8 <= s.n <= 256 or s.n % 8:
+            self.fail(f"wgmma N {s.n} is not a multiple of 8 in 8..256")
+        try:
+            wgmma_k(s.atype)
+        except ValueError as e:
+            self.fail(str(e))
+        if s.trans_b and s.atype.startswith("f8"):
+            self.fail("wgmma reads 8-bit B K-major only (no trans_b)")
+        dt = self._space(s.acc, "local", "wgmma accumulator")
+        size = next(b.size for b in self.k.locals if b.name == s.acc)
+        if dt.name != "f32" or s.acc_off < 0 or s.acc_off + s.n // 2 > size:
+            self.fail(f"wgmma accumulator {s.acc}[{s.acc_off}:{s.acc_off + s.n // 2}] must "
+                      f"be f32 elements inside its {size}")
+        for d in (s.a_desc, s.b_desc):
+            self.expr(d)
+            if d.dtype.name != "i64":
+                self.fail("wgmma descriptors are 64-bit (SmemDesc)")
+
+    def s_WgmmaFence(self, s) -> None:
+        pass
+
+    def s_WgmmaCommit(self, s) -> None:
+        pass
+
+    def s_WgmmaWait(self, s: ira.WgmmaWait) -> None:
+        if not 0 <= s.pending <= 7:
+            self.fail(f"wgmma.wait_group {s.pending}: pending groups are 0..7")
+
+    def _bar(self, bar: str, index: Expr) -> None:
+        dt = self._space(bar, "shared", "mbarrier")
+        if dt.name != "i64":
+            self.fail(f"mbarriers are 64-bit words: {bar} is {dt}")
+        self.index(index, f"index of mbarrier {bar}")
+
+    def s_MbarrierInit(self, s: ira.MbarrierInit) -> None:
+        self._bar(s.bar, s.index)
+        if not 0 < s.count < 2**20:
+            self.fail(f"mbarrier arrival count {s.count} must be in 1..2^20-1")
+
+    def s_MbarrierArrive(self, s: ira.MbarrierArrive) -> None:
+        self._bar(s.bar, s.index)
+        if not 0 <= s.tx_bytes < 2**20:
+            self.fail(f"mbarrier transaction count {s.tx_bytes} must be in 0..2^20-1")
+
+    def s_MbarrierWait(self, s: ira.MbarrierWait) -> None:
+        self._bar(s.bar, s.index)
+        self.index(s.parity, "mbarrier phase parity")
+
+    def s_TmaLoad(self, s: ira.TmaLoad) -> None:
+        self._bar(s.bar, s.bar_index)
+        dt = self._space(s.dst, "shared", "TMA destination")
+        tm = next((t for t in self.k.tensor_maps if t.name == s.tmap), None)
+        if tm is None:
+            self.fail(f"tensor map '{s.tmap}' is not in kernel.tensor_maps")
+        src = self.buffers.get(tm.buffer)
+        if src is None or src[0] != "global" or src[1] != dt:
+            self.fail(f"tensor map {tm.name} must describe a global {dt} buffer, not "
+                      f"{tm.buffer}")
+        if len(s.coords) != len(tm.dims):
+            self.fail(f"TMA load gives {len(s.coords)} coordinates, map {tm.name} has rank "
+                      f"{len(tm.dims)}")
+        self.index(s.dst_index, f"index of {s.dst}")
+        for c in s.coords:
+            self.index(c, "TMA coordinate")
+
+    def s_FenceProxyAsync(self, s) -> None:
+        pass
+
+    def s_Roles(self, s: ira.Roles) -> None:
+        self.boolean(s.cond, "role condition")
+        parts = [ira.role_parts(b) for b in (s.first, s.second)]
+        if None in parts:
+            self.fail("each role holds exactly one loop (leading statements, the loop, "
+                      "trailing statements)")
+        (_, la, _), (_, lb, _) = parts
+        if [format_expr(x) for x in (la.start, la.stop, la.step)] != \
+                [format_expr(x) for x in (lb.start, lb.stop, lb.step)]:
+            self.fail("the roles' loops must have the same bounds (they step together)")
+        if _has_barrier(s.first + s.second):
+            self.fail("a Barrier inside warp-specialised roles: the other role never reaches "
+                      "it", hint="synchronise the roles with mbarriers")
+        self.body(s.first)
+        self.stmt = s
+        self.body(s.second)
+
+    def s_SetMaxNReg(self, s: ira.SetMaxNReg) -> None:
+        if s.count % 8 or not 24 <= s.count <= 256:
+            self.fail(f"setmaxnreg {s.count}: a multiple of 8 in 24..256")
 
 
 def _mentions_thread(e: Expr) -> bool:

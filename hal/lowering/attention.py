@@ -41,6 +41,11 @@ recomputes the scores and forms P through the group's own sub, exp, div and cast
 with m and l bound, so P rounds where the graph rounds it, and accumulates P V without
 rescaling. It costs a second q k^T and a second read of K per row tile.
 
+Scores, softmax statistics and accumulators are f32, or f64 when the graph computes the
+contractions in f64 (`accumulator_dtype`). When the spec has a matrix instruction for the
+operands' dtype, the planner picks hal.lowering.attention_mma instead (strategy
+"flash_attention_mma": Q K^T and P V on the matrix unit, the same two-pass schedule).
+
 With few row tiles (decode), `plan_attention` may split the keys into S chunks
 ("split_k", hal.lowering.attention_split): `flash_body` walks one chunk per block and
 partials go through scratch to a combine kernel. The S x T scores never reach memory.
@@ -54,7 +59,7 @@ from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
 
 from hal.devices.spec import DeviceSpec
-from hal.dtypes import DType, compute_dtype, f32, i32
+from hal.dtypes import DType, compute_dtype, f32, f64, i32
 from hal.errors import UnsupportedError
 from hal.ir.graph import Node, Value
 from hal.kernel.ir import (
@@ -276,7 +281,8 @@ def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
             tpr = w
             while tpr >= 1:
                 threads = br * tpr
-                regs = cdiv(bc, tpr) + cdiv(dv, tpr) + 24
+                # scores and accumulators: two registers each in f64 (f64 attention)
+                regs = (cdiv(bc, tpr) + cdiv(dv, tpr)) * (2 if qb == 8 else 1) + 24
                 smem = _smem(br, bc, d, dv, qb, vb, pb)
                 if bc % tpr == 0 and threads % w == 0 and threads <= spec.max_threads_per_block \
                         and regs <= spec.registers_per_thread_at(threads) \
@@ -305,7 +311,8 @@ def tiles_for(pat: AttentionPattern, spec: DeviceSpec,
     if forced:
         br, bc, tpr = forced
         return AttentionTiles(br, bc, tpr, _smem(br, bc, pat.d, pat.dv, qb, vb, pb),
-                              cdiv(bc, tpr) + cdiv(pat.dv, tpr) + 24, passes)
+                              (cdiv(bc, tpr) + cdiv(pat.dv, tpr)) * (2 if qb == 8 else 1) + 24,
+                              passes)
     # Both schedules stage the same tiles (pass 1 only leaves V and P unused).
     tiles = attention_tiles(pat.m, pat.t, pat.d, pat.dv, qb, vb, pb,
                             math.prod(pat.batch), spec)
@@ -342,6 +349,13 @@ def plan_attention(group, spec: DeviceSpec, forced_tiles: tuple[int, int, int] |
     return pat, tiles, split_k, tuple(reasons)
 
 
+def accumulator_dtype(pat: AttentionPattern) -> DType:
+    """The dtype of the scores, softmax statistics and P V accumulators: f64 when the
+    graph computes the contractions in f64 (f64 inputs), else f32."""
+    ds = (*pat.qk.inputs, pat.pv.inputs[1], pat.qk.outputs[0], pat.pv.outputs[0])
+    return f64 if any(compute_dtype(v.dtype) == f64 for v in ds) else f32
+
+
 def _stage_dtype(d: DType) -> DType:
     """Tiles are staged in shared memory in their storage dtype (floats), else f32."""
     return d if d.is_float else f32
@@ -365,6 +379,10 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
     tiles [z * chunk_tiles, +chunk_tiles) only (split-K); only="pass1"/"pass2": that pass of
     the two-pass schedule alone, pass 2 taking (m, l) from `stats(ctx, body, grow, bcoords)`."""
     ctx = KernelContext(name, spec, index_dtype_for(group_sizes(group), spec), options)
+    adt = accumulator_dtype(pat)
+
+    def _acc(e: Expr) -> Expr:
+        return _as(e, adt)
     (q, k), (p_val, v), s0 = pat.qk.inputs, pat.pv.inputs, pat.qk.outputs[0]
     lb, rb, lc, rc, lf, rf = contraction_dims(pat.qk)
     plb, prb, plc, prc, plf, prf = contraction_dims(pat.pv)
@@ -382,10 +400,10 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
     qdt, vdt, pdt = _stage_dtype(q.dtype), _stage_dtype(v.dtype), _stage_dtype(p_val.dtype)
     q_sh, k_sh = ctx.shared_buffer("q_tile", qdt, br * d), ctx.shared_buffer("k_tile", qdt, bc * d)
     v_sh, p_sh = ctx.shared_buffer("v_tile", vdt, bc * dv), ctx.shared_buffer("p_tile", pdt, br * bc)
-    acc = ctx.local_buffer("acc", f32, na)
-    sreg = ctx.local_buffer("score", f32, ns)
+    acc = ctx.local_buffer("acc", adt, na)
+    sreg = ctx.local_buffer("score", adt, ns)
     builder = ScalarBuilder(ctx, group.nodes, body)
-    ninf = Const(-math.inf, f32)
+    ninf = Const(-math.inf, adt)
 
     def tile_load(stmts: list[Stmt], buf: str, rows: int, cols: int, value: Value, sdt: DType,
                   coords_of) -> None:
@@ -402,11 +420,11 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         return coords, gm.lt(ctx.c(pat.m))
 
     tile_load(body, q_sh, br, d, q, qdt, q_coords)
-    m_i = ctx.var("m_run", f32)
-    l_i = ctx.var("l_run", f32)
-    body += [Declare(m_i, ninf), Declare(l_i, Const(0.0, f32))]
+    m_i = ctx.var("m_run", adt)
+    l_i = ctx.var("l_run", adt)
+    body += [Declare(m_i, ninf), Declare(l_i, Const(0.0, adt))]
     i0 = ctx.var("i", ctx.idx)
-    body.append(For(i0, ctx.c(0), ctx.c(na), ctx.c(1), [Store(acc, i0, Const(0.0, f32))],
+    body.append(For(i0, ctx.c(0), ctx.c(na), ctx.c(1), [Store(acc, i0, Const(0.0, adt))],
                     unroll=True))
 
     def k_coords_at(n0: Expr):
@@ -452,7 +470,7 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
     def scores(loop: list[Stmt], n0: Expr, track_max: bool):
         """x of this thread's Bc/tpr keys into `score` (-inf where there is no key), through
         the group's logits program; with track_max, their max in `tmax`."""
-        tmax = ctx.var("tmax", f32) if track_max else None
+        tmax = ctx.var("tmax", adt) if track_max else None
         if tmax is not None:
             loop.append(Declare(tmax, ninf))
         sl: list[Stmt] = []
@@ -461,26 +479,26 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         ok = ctx.declare(sl, "ok", grow.lt(ctx.c(pat.m)) if ctx.options.fault("attention_key_mask")
                          else Binary("logical_and", grow.lt(ctx.c(pat.m)), gn.lt(ctx.c(pat.t))))
         sl.append(Store(sreg, si, ninf))
-        dot = ctx.var("dot", f32)
-        inner: list[Stmt] = [Declare(dot, Const(0.0, f32))]
+        dot = ctx.var("dot", adt)
+        inner: list[Stmt] = [Declare(dot, Const(0.0, adt))]
         dd = ctx.var("d", ctx.idx)
         qv = Load(q_sh, ctx.add(ctx.mul(r, d), dd), qdt)
         kv = Load(k_sh, ctx.add(ctx.mul(j, d), dd), qdt)
         inner.append(For(dd, ctx.c(0), ctx.c(d), ctx.c(1),
-                         [Assign(dot, dot + _f32(qv) * _f32(kv))]))
+                         [Assign(dot, dot + _acc(qv) * _acc(kv))]))
         _s_coords, x_coords = score_coords(gn)
         s_cd = compute_dtype(s0.dtype)
         s_val = ctx.declare(inner, "s0",
-                            rounded(Cast(dot, s_cd) if s_cd != f32 else dot, s0.dtype,
+                            rounded(Cast(dot, s_cd) if s_cd != adt else dot, s0.dtype,
                                     ctx.options))
         lb_ = builder.scope(inner)
         lb_.env = dict(builder.env)
         lb_.env[s0.name] = (None, s_val)
         xv = lb_.value(pat.logits, x_coords)
-        inner.append(Store(sreg, si, _f32(xv)))
+        inner.append(Store(sreg, si, _acc(xv)))
         sl.append(If(ok, inner))
         if tmax is not None:
-            sl.append(Assign(tmax, Binary("maximum", tmax, Load(sreg, si, f32))))
+            sl.append(Assign(tmax, Binary("maximum", tmax, Load(sreg, si, adt))))
         loop.append(For(si, ctx.c(0), ctx.c(ns), ctx.c(1), sl))
         return tmax
 
@@ -493,7 +511,7 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         eb = builder.scope(pl)
         eb.env = dict(builder.env)
         xcd = compute_dtype(pat.logits.dtype)
-        eb.env[pat.logits.name] = (None, ctx.declare(pl, "x", _as(Load(sreg, si, f32), xcd)))
+        eb.env[pat.logits.name] = (None, ctx.declare(pl, "x", _as(Load(sreg, si, adt), xcd)))
         eb.env[pat.row_max.outputs[0].name] = (None, _as(row_max, xcd))
         return eb, s2, x2, j2
 
@@ -503,14 +521,14 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         tmax = scores(loop, n0, True)
         _row_allreduce(loop, ctx, tmax, "maximum", tpr)
         m_new = ctx.declare(loop, "m_new", Binary("maximum", m_i, tmax))
-        m_use = ctx.declare(loop, "m_use", Select(m_new.eq(ninf), Const(0.0, f32), m_new))
+        m_use = ctx.declare(loop, "m_use", Select(m_new.eq(ninf), Const(0.0, adt), m_new))
         alpha = ctx.declare(loop, "alpha", Unary("exp", m_i - m_use))
-        tsum = ctx.var("tsum", f32)
-        loop.append(Declare(tsum, Const(0.0, f32)))
+        tsum = ctx.var("tsum", adt)
+        loop.append(Declare(tsum, Const(0.0, adt)))
         pl: list[Stmt] = []
         eb, s2, x2, j2 = prob_builder(pl, n0, m_use)
         ev = ctx.declare(pl, "ev", eb.value(pat.exps, x2))
-        pl.append(Assign(tsum, tsum + _f32(ev)))
+        pl.append(Assign(tsum, tsum + _acc(ev)))
         if with_p:
             pb = builder.scope(pl)
             pb.env = dict(builder.env)
@@ -528,15 +546,15 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         """acc = acc * alpha + P V over this key tile (P and V from shared memory)."""
         al: list[Stmt] = []
         dvi = ctx.declare(al, "dv", ctx.add(ctx.mul(ai, tpr), c))
-        o = ctx.var("o", f32)
-        old = Load(acc, ai, f32)
+        o = ctx.var("o", adt)
+        old = Load(acc, ai, adt)
         rescale = alpha is not None and not ctx.options.fault("attention_no_rescale")
         ain: list[Stmt] = [Declare(o, old * alpha if rescale else old)]  # (self-test hook)
         jj = ctx.var("jj", ctx.idx)
         pv_l = Load(p_sh, ctx.add(ctx.mul(r, bc), jj), pdt)
         vv_l = Load(v_sh, ctx.add(ctx.mul(jj, dv), dvi), vdt)
         ain.append(For(jj, ctx.c(0), ctx.c(bc), ctx.c(1),
-                       [Assign(o, o + _f32(pv_l) * _f32(vv_l))]))
+                       [Assign(o, o + _acc(pv_l) * _acc(vv_l))]))
         ain.append(Store(acc, ai, o))
         al.extend(ain) if dv % tpr == 0 else al.append(If(dvi.lt(ctx.c(dv)), ain))
         loop.append(For(ai, ctx.c(0), ctx.c(na), ctx.c(1), al))
@@ -564,7 +582,7 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         if stats is not None:
             m_s, l_s = stats(ctx, body, grow, bcoords)
             body += [Assign(m_i, m_s), Assign(l_i, l_s)]
-        m_fin = ctx.declare(body, "m_fin", Select(m_i.eq(ninf), Const(0.0, f32), m_i))
+        m_fin = ctx.declare(body, "m_fin", Select(m_i.eq(ninf), Const(0.0, adt), m_i))
 
         def pass2(loop: list[Stmt], n0: Expr) -> None:
             stage(loop, n0, True)
@@ -582,7 +600,7 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
         if only != "pass1":
             key_loop(pass2)
     return SimpleNamespace(ctx=ctx, body=body, builder=builder, ai=ai, c=c, grow=grow,
-                           bcoords=bcoords, na=na, acc=acc, m_i=m_i, l_i=l_i)
+                           bcoords=bcoords, na=na, acc=acc, m_i=m_i, l_i=l_i, adt=adt)
 
 
 def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
@@ -593,8 +611,6 @@ def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
         why = pat if isinstance(pat, str) else "; ".join(plan.reasons)
         raise UnsupportedError(f"group {group.name}: not a fusable attention: {why}",
                                hint="split the group at its contractions")
-    sizes = plan.tile_sizes
-    t = tiles_for(pat, spec, (sizes["br"], sizes["bc"], sizes["tpr"]))
     out = pat.pv.outputs[0]
     for v in group.outputs:
         if v.name != out.name:
@@ -603,6 +619,12 @@ def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
     nb = math.prod(pat.batch)
     if nb * pat.m * pat.dv == 0:
         return []
+    if plan.strategy == "flash_attention_mma":   # Q K^T and P V on the matrix unit
+        from hal.lowering.attention_mma import lower_attention_mma
+
+        return lower_attention_mma(group, plan, spec, pat, options)
+    sizes = plan.tile_sizes
+    t = tiles_for(pat, spec, (sizes["br"], sizes["bc"], sizes["tpr"]))
     if plan.detail("split_k", 1) > 1:
         from hal.lowering.attention_split import lower_split_k
 
@@ -612,7 +634,8 @@ def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
     # epilogue: o = acc / l (two-pass: acc, P is normalised), rounded to the output dtype
     el: list[Stmt] = []
     dvo = ctx.declare(el, "dv", ctx.add(ctx.mul(ai, t.tpr), f.c))
-    res = Load(f.acc, ai, f32) if pat.two_pass else Binary("div", Load(f.acc, ai, f32), f.l_i)
+    res = Load(f.acc, ai, f.adt) if pat.two_pass else Binary("div", Load(f.acc, ai, f.adt),
+                                                             f.l_i)
     el.append(store_output(ctx, f.builder, pat, f.bcoords, grow, dvo, res))
     f.body.append(For(ai, ctx.c(0), ctx.c(f.na), ctx.c(1), el))
     return [ctx.kernel(f.body, plan.grid, plan.block, group, plan)]
@@ -630,10 +653,6 @@ def store_output(ctx: KernelContext, builder: ScalarBuilder, pat: AttentionPatte
     param, idx = builder.store_index(out, coords)
     st.append(Store(param, idx, to_storage(res, out.dtype)))
     return If(Binary("logical_and", grow.lt(ctx.c(pat.m)), dvo.lt(ctx.c(pat.dv))), st)
-
-
-def _f32(e: Expr) -> Expr:
-    return e if e.dtype == f32 else Cast(e, f32)
 
 
 def _as(e: Expr, d: DType) -> Expr:

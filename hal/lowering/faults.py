@@ -38,6 +38,17 @@ register_fault("missing_cp_async_wait",
                "barrier after a register-prefetched stage is stored)")
 register_fault("wrong_swizzle",
                "fragment loads read the shared tiles with the unpadded row stride")
+register_fault("attention_pv_fragment_transposed",
+               "matrix-unit attention reads V's P@V fragments transposed (hal.lowering."
+               "attention_mma)")
+# Hopper kernels (hal.lowering.matmul_wgmma)
+register_fault("wgmma_wrong_swizzle",
+               "wgmma descriptors say 64B swizzle for tiles TMA wrote with the 128B swizzle")
+register_fault("missing_wgmma_wait",
+               "consumers release a stage and read accumulators without wgmma.wait_group")
+register_fault("wrong_mbarrier_tx_count",
+               "the full barrier's expect_tx counts the A box only, not the B boxes")
+register_fault("tma_box_off_by_one", "the A tensor map's box is one row short of the tile")
 # issue 21: one per lowering module at least, and the misses the issue measured
 register_fault("split_drops_partial_chunk", "split reduction: k = row_len // chunk drops the "
                "partial last chunk")

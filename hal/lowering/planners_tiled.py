@@ -79,6 +79,16 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     # the matrix unit whenever the spec has an instruction for these dtypes (and no SIMT
     # tiles are forced): hal.lowering.matmul_mma emits it
     choice = None if hinted is not None else mma_choice(dots, spec, reserve)
+    # the Hopper path (hal.lowering.matmul_wgmma) where the spec has a warpgroup MMA
+    hopper, path = None, ()
+    if choice is not None and spec.matrix_instruction(a.dtype.name, a.dtype.name, acc.name,
+                                                      "warpgroup") is not None:
+        from hal.lowering.matmul_wgmma import wgmma_choice
+
+        alt = cdiv(m, choice.tiles.bm) * sum(cdiv(n, choice.tiles.bn) for _ds, n in segs)
+        hopper, why = wgmma_choice(group, dots, len(segs), spec, alt)
+        path = (("matmul_path", ("wgmma+tma", hopper.reason) if hopper is not None
+                 else ("mma.sync", why)),)
     t = hinted
     if t is None and choice is None:
         try:
@@ -90,7 +100,10 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
                            f"thread kept for the fused ops")
     notes: list[str] = []
     # priced with 128 x 128 tiles when none fits (the register estimate then vetoes it)
-    if choice is not None:
+    if hopper is not None:
+        bm, bn = hopper.tiles.bm, hopper.tiles.bn
+        in_flight = hopper.in_flight(spec)
+    elif choice is not None:
         bm, bn = choice.tiles.bm, choice.tiles.bn
         in_flight = mma_in_flight(choice.tiles, spec)
     else:
@@ -134,13 +147,21 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     strategy = "smem_tiled"
     math_inst = MathInstruction(MathKind.SIMT_FMA, acc.name)   # FMAs in the accumulator dtype
     threads = 0
-    if choice is not None:
+    if hopper is not None:
+        strategy, threads, stages = "wgmma", hopper.threads, hopper.tiles.stages
+        tiles = tuple(hopper.tiles.as_dict().items())
+        math_inst = MathInstruction(MathKind.MATRIX, a.dtype.name, hopper.instruction.name)
+        from hal.lowering.matmul_wgmma import LAUNCH_REGS
+
+        registers = LAUNCH_REGS
+        details = (*path, ("wgmma_choice", hopper))
+    elif choice is not None:
         strategy, threads = "mma", choice.tiles.threads
         stages = pipeline_stages(group, [ds for ds, _n in segs], choice.tiles, spec)
         tiles = tuple(choice.tiles.as_dict().items())
         math_inst = MathInstruction(MathKind.MATRIX, a.dtype.name, choice.instruction.name)
         registers = mma_registers(choice.tiles) + reserve
-        details = (("mma_choice", choice),)
+        details = (*path, ("mma_choice", choice))
     elif t is not None:
         tiles = tuple((key, getattr(t, key)) for key in ("bm", "bn", "bk", "tm", "tn"))
         threads = t.threads
@@ -186,7 +207,27 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                           blocks=default_blocks(group), reasons=(planned,))
     pat, t, split, reasons = planned
     nb = math.prod(pat.batch)
-    rt = cdiv(pat.m, t.br)
+    # the matrix unit for Q K^T and P V whenever the spec has an instruction for the
+    # dtypes and the keys are not split (hal.lowering.attention_mma says why not)
+    choice = None
+    reserve = math.ceil(len(group.nodes) / 4)
+    if hints.attention_tiles is None:
+        from hal.lowering.attention_mma import attention_mma_choice
+
+        if split > 1:
+            from hal.lowering.attention_split import decode_mma_reason
+
+            reasons = (*reasons, decode_mma_reason(pat, spec))
+        else:
+            c = attention_mma_choice(pat, spec, reserve)
+            if isinstance(c, str):
+                reasons = (*reasons, f"SIMT: {c}")
+            else:
+                choice = c
+    br, bc = (choice.tiles.br, choice.tiles.bc) if choice else (t.br, t.bc)
+    threads = choice.tiles.threads if choice else t.threads
+    shared = choice.tiles.shared_bytes if choice else t.shared_bytes
+    rt = cdiv(pat.m, br)
     passes = 2 if pat.two_pass else 1
     notes: list[str] = []
     # issued: K once per row tile and pass, V once per row tile; with split-K Q once per
@@ -194,7 +235,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     q, kk, v = pat.qk.inputs[0], pat.qk.inputs[1], pat.pv.inputs[1]
     factors = {kk.name: rt * passes, v.name: rt}
     scratch_issued = scratch = 0
-    ntiles = cdiv(pat.t, t.bc)
+    ntiles = cdiv(pat.t, bc)
     ct = cdiv(ntiles, split) if split > 1 else ntiles
     split = cdiv(ntiles, ct) if split > 1 else 1
     if split > 1:
@@ -214,7 +255,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     per_entry = (sum(k_src.values()) + sum(v_src.values())) // max(1, nb)
     blocks = rt * nb
     in_flight = min(blocks, 2 * spec.compute_units)
-    entries = min(max(1, nb), cdiv(in_flight, rt) + 1)
+    entries = min(max(1, nb), cdiv(in_flight, max(1, rt)) + 1)   # rt = 0: no query rows
     spills = per_entry * entries > spec.l2_bytes
     extra: dict[str, int] = {}
     if spills:
@@ -248,25 +289,46 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                     Launch(launch_name(group, "_combine"),
                            (cdiv(nb * pat.m * pat.dv, eb), 1, 1), eb, "combine"))
     else:
-        launches = (Launch(launch_name(group), grid, t.threads),)
+        launches = (Launch(launch_name(group), grid, threads),)
     staged = {x: MemoryLevel.SHARED for src in (k_src, v_src, operand_sources(group, pat, "q"))
               for x in src}
+    vector = MathInstruction(MathKind.SIMT_FMA, compute_dtype(q.dtype).name)
+    details: tuple = (("passes", passes), ("split_k", split), ("chunk_tiles", ct),
+                      ("rows", pat.m), ("keys", pat.t), ("head_dim", pat.d),
+                      ("value_dim", pat.dv), ("batch", nb), ("shared_bytes", shared))
+    if choice is not None:
+        from hal.lowering.attention_mma import mma_flops
+
+        tl = choice.tiles
+        matrix_flops = mma_flops(tl, rt * nb, ntiles, passes)
+        vector_flops = max(0.0, flops - node_flops(pat.qk) * passes - node_flops(pat.pv))
+        math_inst = MathInstruction(MathKind.MATRIX, q.dtype.name, choice.instruction.name)
+        math_flops = ((math_inst, float(matrix_flops)), (vector, vector_flops))
+        flops = matrix_flops + vector_flops
+        strategy = "flash_attention_mma"
+        tiles: tuple = (("br", br), ("bc", bc), ("warps", tl.warps))
+        registers = tl.registers + reserve
+        details = (("mma_choice", choice), *details)
+        notes.append(f"Q K^T and P V on {choice.instruction.name} ({matrix_flops / 1e9:.3g} "
+                     f"GFLOP issued, padding and masked keys included), the softmax and "
+                     f"prologues on the vector units ({vector_flops / 1e9:.3g} GFLOP)")
+        head = (f"fused attention on the matrix unit: Br={br}, Bc={bc}, {tl.warps} warps of "
+                f"{tl.lanes} lanes, tiles need {fmt_bytes(shared)} of "
+                f"{fmt_bytes(spec.shared_mem_per_block)} shared memory on {spec.name}")
+    else:
+        math_inst, math_flops, strategy = vector, (), "flash_attention"
+        tiles = (("br", t.br), ("bc", t.bc), ("tpr", t.tpr))
+        registers = regs + 2 * cdiv(pat.d, spec.warp_size)
+        head = (f"fused attention: Br={t.br}, Bc={t.bc}, {t.threads} threads, tiles need "
+                f"{fmt_bytes(t.shared_bytes)} of {fmt_bytes(spec.shared_mem_per_block)} "
+                f"shared memory on {spec.name}")
     return KernelPlan(
-        group.name, GroupKind.ATTENTION, "flash_attention", launches,
-        # SIMT FMAs in the compute dtype: the attention kernel has no matrix-unit path yet
-        math=MathInstruction(MathKind.SIMT_FMA, compute_dtype(q.dtype).name),
-        tiles=(("br", t.br), ("bc", t.bc), ("tpr", t.tpr)),
-        registers=regs + 2 * cdiv(pat.d, spec.warp_size),
+        group.name, GroupKind.ATTENTION, strategy, launches, math=math_inst,
+        tiles=tiles, registers=registers,
         loads=operand_loads(group, issued, extra, staged), written_bytes=written_bytes(group),
         scratch_bytes=scratch, scratch_issued_bytes=scratch_issued, flops=flops,
-        blocks=blocks * split,
-        details=(("passes", t.passes), ("split_k", split), ("chunk_tiles", ct),
-                 ("rows", pat.m), ("keys", pat.t), ("head_dim", pat.d), ("value_dim", pat.dv),
-                 ("batch", nb), ("shared_bytes", t.shared_bytes)),
-        reasons=(f"fused attention: Br={t.br}, Bc={t.bc}, {t.threads} threads, tiles need "
-                 f"{fmt_bytes(t.shared_bytes)} of {fmt_bytes(spec.shared_mem_per_block)} "
-                 f"shared memory on {spec.name}", *reasons),
-        notes=tuple(notes))
+        math_flops=math_flops, blocks=blocks * split, details=details,
+        reasons=(head, *reasons), notes=tuple(notes))
 
 
 def prologue_loads(pat, row_tiles: int, split: int) -> dict[str, int]:
