@@ -178,3 +178,23 @@ def test_fold_takes_input_free_values_only():
     mul = next(n for n in ep.graph.nodes if n.op == "call_function" and "mul" in str(n.target)
                and n.args[0].op == "placeholder")
     assert fold_fx_value(mul, {}, ep.graph_module) is None               # reads x
+
+
+def test_input_free_expensive_values_become_constants():
+    """An input-free value with a gather or scan among its producers (a library's mask from
+    cumsum'd positions) is imported as a constant; an elementwise chain of arange is not
+    (its consumers' kernels recompute it for free)."""
+    class M(torch.nn.Module):
+        def forward(self, x):
+            pos = torch.cumsum(torch.ones(6, dtype=torch.int64), 0) - 1      # a scan
+            mask = torch.where(pos[None, :] <= pos[:, None], 0.0, float("-inf"))
+            ramp = torch.arange(6.0) * 0.5                                  # elementwise
+            return torch.softmax(x + mask, -1) + ramp
+
+    x = torch.randn(2, 6, 6, generator=G)
+    m = M().eval()
+    im = import_exported_program(torch.export.export(m, (x,)), "fold")
+    ops = _ops(im)
+    assert "cumsum" not in ops and "iota" in ops        # the mask folded, the ramp kept
+    assert any(tuple(c.value.shape) == (6, 6) for c in im.graph.constants)
+    np.testing.assert_allclose(im.run([x.numpy()])[0], m(x).numpy(), rtol=1e-6, atol=1e-6)

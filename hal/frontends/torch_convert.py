@@ -249,6 +249,7 @@ def convert_graph_module(gm: Any, name: str = "main", *,
     store = WeightStore(b)
     constants = dict(constants or {})
     cx = TorchContext(b, store, constants, gm)
+    fold = constant_frontier(gm, constants)
     env: dict[fx.Node, Any] = {}
     for n in gm.graph.nodes:
         if n.op == "placeholder":
@@ -269,7 +270,9 @@ def convert_graph_module(gm: Any, name: str = "main", *,
             env[n] = store.add(n.name, hal_dtype(t.dtype), _to_numpy(t)) \
                 if isinstance(t, torch.Tensor) else t
         elif n.op == "call_function":
-            env[n] = _convert_node(cx, n, env)
+            folded = fold.get(n)
+            env[n] = _convert_node(cx, n, env) if folded is None else \
+                store.add(n.name, hal_dtype(folded.dtype), _to_numpy(folded))
         elif n.op == "output":
             outs = outputs if outputs is not None else list(_flatten(n.args[0]))
             for o in outs:
@@ -313,6 +316,62 @@ def _convert_node(cx: TorchContext, n: Any, env: Mapping[Any, Any]) -> Any:
         if result.producer is not None and result.producer in cx.b.graph.nodes[first_new:]:
             _rename(cx.b, result, n.name)
     return result
+
+
+# ops whose input-free results are folded at import: each would be a kernel of its own
+# (gathers, scans, reductions, contractions), where elementwise and view chains of iota
+# and constants are recomputed inside their consumers' kernels for free
+FOLD_EXPENSIVE = {"aten.index", "aten.index_select", "aten.gather", "aten.embedding",
+                  "aten.cumsum", "aten.cumprod", "aten.any", "aten.all", "aten.sum",
+                  "aten.amax", "aten.amin", "aten.max", "aten.min", "aten.mean", "aten.prod",
+                  "aten.argmax", "aten.argmin", "aten.sort", "aten.topk", "aten.scatter",
+                  "aten.index_put", "aten.mm", "aten.bmm", "aten.addmm"}
+FOLD_LIMIT = 1 << 20   # elements of a folded constant at most
+
+
+def constant_frontier(gm: Any, constants: Mapping[str, Any]) -> dict[Any, Any]:
+    """FX node -> its torch value, for the nodes to import as constants: those that read no
+    model input (weights, buffers and constant-producing ops only; nothing random or
+    mutating), have an expensive op (FOLD_EXPENSIVE) among their producers, and are read
+    by a node that does read an input (or are outputs). A causal mask a library builds
+    with gathers and a cumsum over positions, or rotary tables from a positions matmul,
+    become constants instead of kernels run on every call."""
+    import torch
+
+    free: dict[Any, bool] = {}
+    costly: dict[Any, bool] = {}
+    for n in gm.graph.nodes:
+        ins = n.all_input_nodes
+        if n.op == "placeholder":
+            free[n] = n.name in constants
+        elif n.op == "get_attr":
+            free[n] = True
+        elif n.op == "call_function":
+            schema = getattr(n.target, "_schema", None)
+            free[n] = (all(free.get(a, False) for a in ins)
+                       and not (schema is not None and schema.is_mutable)
+                       and torch.Tag.nondeterministic_seeded not in getattr(n.target, "tags", ())
+                       and isinstance(n.meta.get("val"), torch.Tensor))
+        else:
+            free[n] = False
+        packet = str(getattr(n.target, "overloadpacket", "")) if n.op == "call_function" else ""
+        costly[n] = free[n] and (packet in FOLD_EXPENSIVE or any(costly.get(a) for a in ins))
+    out: dict[Any, Any] = {}
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or not costly[n]:
+            continue
+        if not any(not free.get(u, False) for u in n.users):
+            continue
+        val = n.meta["val"]
+        if val.numel() > FOLD_LIMIT or val.dtype not in torch_dtypes():
+            continue
+        try:
+            t = fold_fx_value(n, constants, gm, FOLD_LIMIT)
+        except Exception:  # noqa: BLE001 - torch could not evaluate it eagerly: convert it
+            t = None
+        if t is not None:
+            out[n] = t
+    return out
 
 
 def fold_fx_value(node: Any, constants: Mapping[str, Any], module: Any,
