@@ -289,12 +289,17 @@ def _near_attention(c: _Collector) -> None:
 
 
 def _edges(c: _Collector) -> None:
-    """Edge shapes the per-op families miss: empty rows, a pad on one axis only, value names
-    that are not C identifiers, attention with no query rows."""
+    """Edge shapes the per-op families miss: empty rows, rows filling whole blocks, a pad on
+    one axis only, value names that are not C identifiers, attention with no query rows."""
     c.add("reduction", "reduce_sum", ("f32",), "0x5", lambda b: b.output(b.op(
         "reduce_sum", b.input("x", "f32", (0, 5)), axes=(1,))), suffix="no_rows")
     c.add("scan", "cumsum", ("f32",), "0x5", lambda b: b.output(b.op(
         "cumsum", b.input("x", "f32", (0, 5)), axis=1)), suffix="no_rows")
+    # one thread per row (column reductions, cumsum) with no partial last block
+    c.add("reduction", "reduce_sum", ("f32",), "5x1024", lambda b: b.output(b.op(
+        "reduce_sum", b.input("x", "f32", (5, 1024)), axes=(0,))), suffix="cols_whole_blocks")
+    c.add("scan", "cumsum", ("f32",), "1024x5", lambda b: b.output(b.op(
+        "cumsum", b.input("x", "f32", (1024, 5)), axis=1)), suffix="rows_whole_blocks")
     c.add("movement", "pad", ("f32",), "33x31", lambda b: b.output(b.op(
         "pad", b.input("x", "f32", (33, 31)), low=[0, 2], high=[0, 1], value=-1.0)),
         suffix="one_axis")
