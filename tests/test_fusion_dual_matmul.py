@@ -108,15 +108,21 @@ def test_llama_plan_fuses_gate_up_and_silu_mul():
                    for d in p.decisions)
         # Q, K and V projections are one kernel too (test_fusion_sibling_matmul.py), with
         # the attention norm as its prologue
-        assert p.kernel_count() == 5
+        assert p.kernel_count() == (5 if dev == "mi300x" else 6)
+        if dev == "h100-sxm":
+            # sm_90a: the Hopper (wgmma + TMA) GEMM takes no prologue yet (issue 15), and the
+            # norm fused into an mma.sync dual GEMM models slower, so it is its own kernel
+            assert any(not d.fused and "ffn_norm" in d.producer and "swiglu" in d.consumer
+                       and "no modelled gain" in d.reason for d in p.decisions)
 
 
 def test_llama_s2048_modelled_bytes_drop():
     g = load_graph("examples/llama_block_d4096_s2048.hal")
-    p = plan(g, load_spec("h100-sxm"), measure=None)
+    p = plan(g, load_spec("mi300x"), measure=None)
     (dual,) = [x for x in p.groups if x.ops.count("dot_general") == 2 and x.kind == "matmul"]
     # before dual GEMMs: 11 kernels, 1.3 GiB modelled (gate.act written and read back, h twice);
-    # the fused QKV projection reads h once instead of three times
+    # the fused QKV projection reads h once instead of three times. (On h100-sxm the Hopper
+    # GEMMs take no prologue and no sibling segments yet (issue 15): 9 kernels, 0.96 GiB.)
     assert p.kernel_count() == 5
     assert p.modelled_bytes < 1.2 * (1 << 30)
     c = p.costs[dual.name]
