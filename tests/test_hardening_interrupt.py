@@ -26,10 +26,19 @@ from hal.conformance.workers import run_parallel
 PATTERN = "elementwise f32"
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default and unblocked, as a shell gives it.
+    A test runner's worker may ignore or block SIGINT, and a child inherits both (Python
+    then installs no KeyboardInterrupt handler), which is not what a user's hal sees."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _hal(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "HAL_MEASURE": "off"}
     return subprocess.Popen([sys.executable, "-m", "hal.cli.main", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_as_from_a_terminal)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -120,7 +129,8 @@ def test_sigint_in_bench_exits_130_without_a_traceback(delay, tmp_path):
     p = subprocess.Popen([sys.executable, "-c", code, "bench", "--suite", suite, "--backend",
                           "cpu_sim", "--device", "h100-sxm"], cwd=tmp_path,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env={**os.environ, "HAL_MEASURE": "off"})
+                         env={**os.environ, "HAL_MEASURE": "off"},
+                         preexec_fn=_as_from_a_terminal)
     time.sleep(delay)
     if p.poll() is not None:
         pytest.skip("the suite finished before the interrupt")
