@@ -30,21 +30,17 @@ def _is_clang(cxx: str) -> bool:
     return "clang" in Path(cxx).name
 
 
+def _shim_include_at(flags: list[str]) -> int | None:
+    """Index of `-include hal_host_shim.h` in `flags` (None: not there)."""
+    return next((i for i in range(len(flags) - 1)
+                 if flags[i] == "-include" and flags[i + 1] == SHIM_HEADER), None)
+
+
 def _force_include_removed(flags: list[str]) -> list[str]:
     """`flags` without `-include hal_host_shim.h` and without `-shared` (a PCH is no link)."""
-    out: list[str] = []
-    skip = False
-    for i, f in enumerate(flags):
-        if skip:
-            skip = False
-            continue
-        if f == "-include" and i + 1 < len(flags) and flags[i + 1] == SHIM_HEADER:
-            skip = True
-            continue
-        if f == "-shared":
-            continue
-        out.append(f)
-    return out
+    at = _shim_include_at(flags)
+    kept = flags if at is None else flags[:at] + flags[at + 2:]
+    return [f for f in kept if f != "-shared"]
 
 
 @cache
@@ -89,20 +85,10 @@ def shim_pch(cxx: str, flags: tuple[str, ...], version: str, digest: str) -> Pat
 
 def pch_flags(flags: list[str], pch: Path | None) -> list[str]:
     """The compile flags that load `pch` in place of the force-include (unchanged: None)."""
-    if pch is None:
+    at = None if pch is None else _shim_include_at(flags)
+    if at is None:
         return flags
-    out: list[str] = []
-    skip = False
-    for i, f in enumerate(flags):
-        if skip:
-            skip = False
-            continue
-        if f == "-include" and i + 1 < len(flags) and flags[i + 1] == SHIM_HEADER:
-            out += ["-include-pch", str(pch), _VALIDATE]
-            skip = True
-            continue
-        out.append(f)
-    return out
+    return [*flags[:at], "-include-pch", str(pch), _VALIDATE, *flags[at + 2:]]
 
 
 __all__ = ["SHIM_HEADER", "pch_flags", "shim_pch"]
