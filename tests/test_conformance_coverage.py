@@ -24,8 +24,9 @@ CASES_FILE = ROOT / "benchmarks" / "results" / "conformance_coverage_cases.txt"
 # Measured 2026-12-01: whole suite 757/842 = 89.9%, CASES_FILE the same (32 case runs).
 # Re-measured after issue 14's matrix-unit attention added lowering branches (the lead, same
 # command, 7448 case runs in 100 s): whole suite 878/976 = 89.96%, CASES_FILE re-selected
-# (34 case runs).
-COVERAGE_FLOOR = 89.9
+# (34 case runs). That list reaches 89.96% with HAL_MEASURE=off and 89.65% in CI (register
+# measurement on, empty cache: some plans differ), so the floor is the CI figure.
+COVERAGE_FLOOR = 89.6
 
 
 def _script():
