@@ -24,34 +24,30 @@ HAL_FN unsigned hal_smem_u32(const void* p) {
 _SW_CODE = {0: 0, 128: 1, 64: 2, 32: 3}
 
 
-def _wgmma(n: int, ptx: str, trans_b: bool) -> tuple[str, str]:
-    name = f"hal_wgmma_m64n{n}k16_{ptx}{'_tb' if trans_b else ''}"
+def _wgmma_fn(name: str, shape: str, ptx: str, n: int, immediates: str) -> tuple[str, str]:
+    """One wgmma.mma_async helper: D (n/2 f32 per thread) += A(desc) x B(desc); scale-d is
+    the predicate, `immediates` the instruction's trailing scale/transpose operands."""
     regs = n // 2
     dlist = ", ".join(f"%{i}" for i in range(regs))
     outs = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
     text = (f"HAL_FN void {name}(float* d, unsigned long long a, unsigned long long b) {{\n"
             f'  asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{regs + 2}, 0;\\n"\n'
-            f'               "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} "\n'
-            f'               "{{{dlist}}}, %{regs}, %{regs + 1}, p, 1, 1, 0, '
-            f'{1 if trans_b else 0};\\n}}\\n"\n'
+            f'               "wgmma.mma_async.sync.aligned.{shape}.f32.{ptx}.{ptx} "\n'
+            f'               "{{{dlist}}}, %{regs}, %{regs + 1}, p, {immediates};\\n}}\\n"\n'
             f'               : {outs}\n'
             f'               : "l"(a), "l"(b), "r"(1));\n}}\n')
     return name, text
+
+
+def _wgmma(n: int, ptx: str, trans_b: bool) -> tuple[str, str]:
+    """16-bit operands: k16, A K-major, B K-major or transposed (tnspB immediate)."""
+    return _wgmma_fn(f"hal_wgmma_m64n{n}k16_{ptx}{'_tb' if trans_b else ''}", f"m64n{n}k16",
+                     ptx, n, f"1, 1, 0, {1 if trans_b else 0}")
 
 
 def _wgmma8(n: int, ptx: str) -> tuple[str, str]:
     """8-bit operands: k32, both operands K-major (no transpose immediates)."""
-    name = f"hal_wgmma_m64n{n}k32_{ptx}"
-    regs = n // 2
-    dlist = ", ".join(f"%{i}" for i in range(regs))
-    outs = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
-    text = (f"HAL_FN void {name}(float* d, unsigned long long a, unsigned long long b) {{\n"
-            f'  asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{regs + 2}, 0;\\n"\n'
-            f'               "wgmma.mma_async.sync.aligned.m64n{n}k32.f32.{ptx}.{ptx} "\n'
-            f'               "{{{dlist}}}, %{regs}, %{regs + 1}, p, 1, 1;\\n}}\\n"\n'
-            f'               : {outs}\n'
-            f'               : "l"(a), "l"(b), "r"(1));\n}}\n')
-    return name, text
+    return _wgmma_fn(f"hal_wgmma_m64n{n}k32_{ptx}", f"m64n{n}k32", ptx, n, "1, 1")
 
 
 def _fence_acc(n: int) -> tuple[str, str]:
