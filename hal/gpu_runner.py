@@ -41,6 +41,7 @@ import abc
 import ctypes
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -277,6 +278,24 @@ def _torch_name(t: Any) -> str | None:
             "torch.bool": "bool", "torch.int8": "i8", "torch.uint8": "u8",
             "torch.int16": "i16", "torch.float8_e4m3fn": "f8e4m3fn",
             "torch.float8_e5m2": "f8e5m2"}.get(str(t))
+
+
+def torch_current_stream(index: int, vendor: str = "cuda") -> int:
+    """torch's current stream on GPU `index` as a raw handle, so hal's work is ordered
+    with torch's. torch.cuda is CUDA on a CUDA build and HIP on a ROCm build
+    (`torch.version.hip`); `vendor` ("cuda" or "hip") is the runtime the caller drives.
+    0 (the default stream) when torch is not imported, has not initialised its GPU
+    runtime (asking would), or was built for the other vendor."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    try:
+        built_for = "hip" if getattr(torch.version, "hip", None) else "cuda"
+        if built_for != vendor or not torch.cuda.is_initialized():
+            return 0
+        return int(torch.cuda.current_stream(index).cuda_stream)
+    except Exception:  # noqa: BLE001 - a torch without a GPU runtime: the default stream
+        return 0
 
 
 # --------------------------------------------------------------------------- a prepared graph
