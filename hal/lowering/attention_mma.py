@@ -65,6 +65,7 @@ from hal.kernel.ir import (
     Unary,
 )
 from hal.kernel.mma import FragmentLayout, Terms, get_layout
+from hal.lowering.attention_causal import causal_bound, emit_key_tile_limit
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder, cooperative_tile_load, reshape_coords, rounded
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
@@ -216,10 +217,12 @@ def _pick_tiles(m: int, t: int, d: int, dv: int, itemsize: int, lay: FragmentLay
     return max(cands, key=lambda c: _score(c, m, t, spec, blocks_per_row_tile))
 
 
-def mma_flops(t: AttentionMmaTiles, blocks: int, key_tiles: int, passes: int) -> int:
-    """Matrix flops the kernel issues: per block and key tile, Q K^T (Br x Bc x D') in each
-    pass and P V (Br x Bc x Dv') once; padded rows, columns and masked keys included."""
-    return blocks * key_tiles * 2 * t.br * t.bc * (passes * t.dp + t.dvp)
+def mma_flops(t: AttentionMmaTiles, tile_pairs: int, passes: int) -> int:
+    """Matrix flops the kernel issues: per (block, key tile) pair it walks (causal skipping
+    leaves out the tiles above the diagonal: attention_causal.causal_work), Q K^T
+    (Br x Bc x D') in each pass and P V (Br x Bc x Dv') once; padded rows, columns and the
+    masked keys of walked tiles included."""
+    return tile_pairs * 2 * t.br * t.bc * (passes * t.dp + t.dvp)
 
 
 def _lane_expr(ctx: KernelContext, lane: Expr, terms: Terms) -> Expr:
@@ -292,6 +295,11 @@ class AttentionMmaEmitter:
         for mv, lv in zip(self.m_run, self.l_run, strict=True):
             body += [Declare(mv, ninf), Declare(lv, Const(0.0, f32))]
         self._fragment_bases()
+        # a causal mask: the key tiles past the block's diagonal are skipped
+        bound = causal_bound(pat, self.group.nodes)
+        ntiles = cdiv(pat.t, t.bc)
+        self.kt_lim = ctx.c(ntiles) if bound is None else emit_key_tile_limit(
+            ctx, body, bound, self.row0, t.br, pat.m, t.bc, ntiles)
         self._load_q()
         self._zero(body, self.o_acc, self.no * lay.c_elems)
         self._key_loop(self._pass1)
@@ -361,7 +369,7 @@ class AttentionMmaEmitter:
         loop: list[Stmt] = []
         n0 = ctx.declare(loop, "n0", ctx.mul(kt, self.t.bc))
         emit(loop, n0)
-        self.body.append(For(kt, ctx.c(0), ctx.c(cdiv(self.pat.t, self.t.bc)), ctx.c(1), loop))
+        self.body.append(For(kt, ctx.c(0), self.kt_lim, ctx.c(1), loop))
 
     # ------------------------------------------------------------------ fragments
     def _fragment_bases(self) -> None:
