@@ -202,5 +202,6 @@ def emit_key_tile_limit(ctx: KernelContext, stmts: list[Stmt], bound: CausalBoun
         same = ctx.div(row0, s).eq(ctx.div(hi, s))
         q_hi = ctx.declare(stmts, "q_hi", Select(same, ctx.mod(hi, s), ctx.c(s - 1)))
     reach = Binary("maximum", ctx.add(q_hi, bound.offset), ctx.c(0))
-    return ctx.declare(stmts, "kt_lim", Binary("minimum", ctx.add(ctx.div(reach, bc), 1),
-                                               ctx.c(key_tiles)))
+    tiles = ctx.div(reach, bc) if ctx.options.fault("attention_causal_overskip") else \
+        ctx.add(ctx.div(reach, bc), 1)   # (self-test hook: the diagonal's tile dropped)
+    return ctx.declare(stmts, "kt_lim", Binary("minimum", tiles, ctx.c(key_tiles)))
