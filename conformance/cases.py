@@ -365,6 +365,13 @@ def _fused(c: _Collector) -> None:
                 b.output(b.op("scaled_dot_product_attention", b.input("q", _dt, _q),
                               b.input("k", _dt, _k), b.input("v", _dt, _k), causal=True))
             c.add("fused", "attention", (dt,), f"{bq}x{hq}x{hkv}x{sq}x{d}", catt, suffix=suffix)
+        if dt in ("f16", "bf16"):
+            # a short prefill over many keys: split-K, on the matrix unit where the cost
+            # model says the contractions bound it (hal.lowering.attention_mma_split)
+            c.add("fused", "attention", (dt,), "1x4x1x4x64", lambda b, _dt=dt: b.output(b.op(
+                "scaled_dot_product_attention", b.input("q", _dt, (1, 4, 4, 64)),
+                b.input("k", _dt, (1, 1, 4096, 64)), b.input("v", _dt, (1, 1, 4096, 64)))),
+                suffix="split_t4096")
 
 
 def _models(c: _Collector) -> None:

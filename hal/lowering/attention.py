@@ -368,6 +368,10 @@ def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
     if nb * pat.m * pat.dv == 0:
         return []
     if plan.strategy == "flash_attention_mma":   # Q K^T and P V on the matrix unit
+        if plan.detail("split_k", 1) > 1:
+            from hal.lowering.attention_mma_split import lower_split_mma
+
+            return lower_split_mma(group, plan, spec, pat, options)
         from hal.lowering.attention_mma import lower_attention_mma
 
         return lower_attention_mma(group, plan, spec, pat, options)

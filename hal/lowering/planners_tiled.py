@@ -208,16 +208,27 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     pat, t, split, reasons = planned
     nb = math.prod(pat.batch)
     # the matrix unit for Q K^T and P V whenever the spec has an instruction for the
-    # dtypes and the keys are not split (hal.lowering.attention_mma says why not)
+    # dtypes (hal.lowering.attention_mma says why not); split-K too when the contractions,
+    # not the K/V read, bound the kernel (attention_split.split_mma_verdict)
     choice = None
     reserve = math.ceil(len(group.nodes) / 4)
     if hints.attention_tiles is None:
         from hal.lowering.attention_mma import attention_mma_choice
 
         if split > 1:
-            from hal.lowering.attention_split import decode_mma_reason
+            from hal.lowering.attention_split import choose_split_k, split_mma_verdict
 
-            reasons = (*reasons, decode_mma_reason(pat, spec))
+            pays, why = split_mma_verdict(pat, spec)
+            c = attention_mma_choice(pat, spec, reserve) if pays else why
+            if isinstance(c, str):
+                reasons = (*reasons, f"SIMT: {c}" if pays else c)
+            else:   # the key chunks again, for the matrix-unit tiles
+                choice = c
+                if hints.split_k is None:
+                    split, split_why = choose_split_k(pat, c.tiles, spec)
+                    reasons = (*([split_why] if split_why else []),
+                               *(r for r in reasons if not r.startswith("split-K: ")))
+                reasons = (*reasons, why)
         else:
             c = attention_mma_choice(pat, spec, reserve)
             if isinstance(c, str):
@@ -253,7 +264,14 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
         from hal.lowering.attention_split import split_issued_bytes, split_scratch_bytes
 
         factors[q.name] = split * passes
-        scratch_issued = split_issued_bytes(pat, t.tpr, split)
+        if choice is not None:    # the lanes holding one row read its stats
+            from hal.kernel.mma import get_layout
+            from hal.lowering.attention_mma import column_lane_offsets
+
+            row_threads = 2 ** len(column_lane_offsets(get_layout(choice.tiles.layout)))
+        else:
+            row_threads = t.tpr
+        scratch_issued = split_issued_bytes(pat, row_threads, split)
         scratch = split_scratch_bytes(pat, split)
     # the logits (scores through the group's mask/bias/softcap ops) are evaluated once per
     # key and pass into registers; P and the row statistics read them there
@@ -295,9 +313,9 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
         launches: tuple[Launch, ...] = ()
     elif split > 1:
         eb = elementwise_block(spec)
-        first = [Launch(launch_name(group, "_stats"), grid, t.threads, "stats")] \
+        first = [Launch(launch_name(group, "_stats"), grid, threads, "stats")] \
             if pat.two_pass else []
-        launches = (*first, Launch(launch_name(group, "_split"), grid, t.threads, "partial"),
+        launches = (*first, Launch(launch_name(group, "_split"), grid, threads, "partial"),
                     Launch(launch_name(group, "_combine"),
                            (cdiv(nb * pat.m * pat.dv, eb), 1, 1), eb, "combine"))
     else:
