@@ -53,7 +53,6 @@ from types import SimpleNamespace
 from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType, compute_dtype, i32
 from hal.errors import UnsupportedError
-from hal.ir.graph import Value
 from hal.kernel.ir import (
     Assign,
     Barrier,
@@ -73,6 +72,7 @@ from hal.kernel.ir import (
     Unary,
 )
 from hal.lowering.attention_causal import causal_bound, emit_key_tile_limit
+from hal.lowering.attention_loads import stage_tile, vector_width
 from hal.lowering.attention_match import (  # noqa: F401  (re-exported: the attention API)
     AttentionPattern,
     accumulator_dtype,
@@ -90,7 +90,6 @@ from hal.lowering.attention_tiles import (  # noqa: F401  (re-exported)
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import (
     ScalarBuilder,
-    cooperative_tile_load,
     reshape_coords,
     rounded,
     to_storage,
@@ -145,21 +144,13 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
     builder = ScalarBuilder(ctx, group.nodes, body)
     ninf = Const(-math.inf, adt)
 
-    def tile_load(stmts: list[Stmt], buf: str, rows: int, cols: int, value: Value, sdt: DType,
-                  coords_of) -> None:
-        """Cooperative load of a rows x cols tile of `value` into shared `buf` (row-major)."""
-        def element(inner, rr, cc, e):
-            return (*coords_of(inner, rr, cc), e)
-
-        cooperative_tile_load(ctx, builder, stmts, buf, rows, cols, threads, tid, value, sdt,
-                              element)
-
     def q_coords(stmts, rr, cc):
         gm = ctx.declare(stmts, "gm", ctx.add(row0, rr))
         coords = _scatter(q.rank, [(lb, bcoords), (lf, [gm]), (lc, ctx.unravel(cc, ks))])
         return coords, gm.lt(ctx.c(pat.m))
 
-    tile_load(body, q_sh, br, d, q, qdt, q_coords)
+    q_vec = vector_width(group, q, lc[-1] if len(lc) == 1 else -1, d, d, qdt)
+    stage_tile(ctx, builder, body, q_sh, br, d, d, threads, q, qdt, q_coords, q_vec, group)
     m_i = ctx.var("m_run", adt)
     l_i = ctx.var("l_run", adt)
     body += [Declare(m_i, ninf), Declare(l_i, Const(0.0, adt))]
@@ -198,10 +189,16 @@ def flash_body(group, spec: DeviceSpec, pat: AttentionPattern, t: AttentionTiles
             hi = Binary("minimum", ctx.add(lo, chunk_tiles), hi)
         body.append(For(kt, lo, hi, ctx.c(1), loop))
 
+    # K and V rows by vector copies where the layout allows (attention_loads)
+    k_vec = vector_width(group, k, rc[-1] if len(rc) == 1 else -1, d, d, qdt)
+    v_vec = vector_width(group, v, prf[0], dv, dv, vdt)
+
     def stage(loop: list[Stmt], n0: Expr, with_v: bool) -> None:
-        tile_load(loop, k_sh, bc, d, k, qdt, k_coords_at(n0))
+        stage_tile(ctx, builder, loop, k_sh, bc, d, d, threads, k, qdt, k_coords_at(n0), k_vec,
+                   group)
         if with_v:
-            tile_load(loop, v_sh, bc, dv, v, vdt, v_coords_at(n0))
+            stage_tile(ctx, builder, loop, v_sh, bc, dv, dv, threads, v, vdt, v_coords_at(n0),
+                       v_vec, group)
         loop.append(Barrier())
 
     def score_coords(gn: Expr) -> tuple[tuple[Expr, ...], tuple[Expr, ...]]:

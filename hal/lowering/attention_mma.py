@@ -64,6 +64,7 @@ from hal.kernel.ir import (
 )
 from hal.kernel.mma import Terms, get_layout
 from hal.lowering.attention_causal import causal_bound, emit_key_tile_limit
+from hal.lowering.attention_loads import stage_tile, vector_width
 from hal.lowering.attention_mma_tiles import (  # noqa: F401  (re-exported)
     LDMATRIX_LAYOUT,
     AttentionMmaChoice,
@@ -74,7 +75,7 @@ from hal.lowering.attention_mma_tiles import (  # noqa: F401  (re-exported)
     row_slots,
 )
 from hal.lowering.context import KernelContext, index_dtype_for
-from hal.lowering.expr import ScalarBuilder, cooperative_tile_load, reshape_coords, rounded
+from hal.lowering.expr import ScalarBuilder, reshape_coords, rounded
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.tiling import cdiv
 from hal.ops.contraction import contraction_dims
@@ -183,18 +184,6 @@ class AttentionMmaEmitter:
                          [Store(buf, i, Const(0.0, f32))], unroll=True))
 
     # ------------------------------------------------------------------ tiles
-    def _tile(self, stmts: list[Stmt], buf: str, rows: int, cols: int, ld: int, value,
-              coords_of) -> None:
-        """Cooperative load of rows x cols of `value` into `buf` (row stride `ld`)."""
-        ctx = self.ctx
-
-        def element(st, r, c, _e):
-            coords, valid = coords_of(st, r, c)
-            return coords, valid, ctx.add(ctx.mul(r, ld), c)
-
-        cooperative_tile_load(ctx, self.builder, stmts, buf, rows, cols, self.t.threads,
-                              ctx.tid(), value, self.dt, element)
-
     def _load_q(self) -> None:
         ctx, pat = self.ctx, self.pat
         q = pat.qk.inputs[0]
@@ -207,7 +196,10 @@ class AttentionMmaEmitter:
                                        (lc, ctx.unravel(c, ks))])
             return coords, Binary("logical_and", gm.lt(ctx.c(pat.m)), c.lt(ctx.c(pat.d)))
 
-        self._tile(self.body, self.q_sh, self.t.br, self.t.dp, self.ldq, q, q_coords)
+        qw = vector_width(self.group, q, lc[-1] if len(lc) == 1 else -1, self.t.dp, self.ldq,
+                          self.dt)
+        stage_tile(self.ctx, self.builder, self.body, self.q_sh, self.t.br, self.t.dp, self.ldq,
+                   self.t.threads, q, self.dt, q_coords, qw, self.group)
 
     def _stage(self, loop: list[Stmt], n0: Expr, with_v: bool) -> None:
         ctx, pat = self.ctx, self.pat
@@ -226,9 +218,16 @@ class AttentionMmaEmitter:
             coords = _scatter(v.rank, [(prb, self.bcoords), (prc, [gn]), (prf, [c])])
             return coords, Binary("logical_and", gn.lt(ctx.c(pat.t)), c.lt(ctx.c(pat.dv)))
 
-        self._tile(loop, self.k_sh, self.t.bc, self.t.dp, self.ldq, k, k_coords)
+        t, ctx, b = self.t, self.ctx, self.builder
+        # K and V rows by vector copies where the layout allows (attention_loads)
+        kw = vector_width(self.group, k, rc[-1] if len(rc) == 1 else -1, t.dp, self.ldq,
+                          self.dt)
+        stage_tile(ctx, b, loop, self.k_sh, t.bc, t.dp, self.ldq, t.threads, k, self.dt,
+                   k_coords, kw, self.group)
         if with_v:
-            self._tile(loop, self.v_sh, self.t.bc, self.t.dvp, self.ldv, v, v_coords)
+            vw = vector_width(self.group, v, prf[0], t.dvp, self.ldv, self.dt)
+            stage_tile(ctx, b, loop, self.v_sh, t.bc, t.dvp, self.ldv, t.threads, v, self.dt,
+                       v_coords, vw, self.group)
         loop.append(Barrier())
 
     def _key_loop(self, emit) -> None:
