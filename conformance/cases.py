@@ -354,6 +354,24 @@ def _fused(c: _Collector) -> None:
             suffix = "causal" if causal else (f"decode_t{skv}" if sq == 1 else "")
             c.add("fused", "attention", (dt,), f"{bq}x{hq}x{hkv}x{sq}x{d}", att,
                   suffix=suffix, unfused=True)
+        # causal key-tile skipping (hal.lowering.attention_causal): query and key tiles
+        # ending exactly on the diagonal (128 = a whole number of 64- and 128-row tiles),
+        # and S != T both ways (the composite's convention: key j visible iff j <= i)
+        for (bq, hq, hkv, sq, skv, d), suffix in (
+                ((1, 2, 2, 128, 128, 32), "causal-tile-boundary"),
+                ((1, 4, 2, 40, 130, 16), "causal-t130"),
+                ((1, 2, 1, 130, 40, 16), "causal-t40")) if dt in ("f32", "bf16") else ():
+            def catt(b, _dt=dt, _q=(bq, hq, sq, d), _k=(bq, hkv, skv, d)):
+                b.output(b.op("scaled_dot_product_attention", b.input("q", _dt, _q),
+                              b.input("k", _dt, _k), b.input("v", _dt, _k), causal=True))
+            c.add("fused", "attention", (dt,), f"{bq}x{hq}x{hkv}x{sq}x{d}", catt, suffix=suffix)
+        if dt in ("f16", "bf16"):
+            # a short prefill over many keys: split-K, on the matrix unit where the cost
+            # model says the contractions bound it (hal.lowering.attention_mma_split)
+            c.add("fused", "attention", (dt,), "1x4x1x4x64", lambda b, _dt=dt: b.output(b.op(
+                "scaled_dot_product_attention", b.input("q", _dt, (1, 4, 4, 64)),
+                b.input("k", _dt, (1, 1, 4096, 64)), b.input("v", _dt, (1, 1, 4096, 64)))),
+                suffix="split_t4096")
 
 
 def _models(c: _Collector) -> None:

@@ -76,8 +76,16 @@ def test_matrix_unit_attention_matches_reference(device, dt, q, kv, causal, dv):
     from hal.lowering.tiling import cdiv
 
     t = p.detail("mma_choice").tiles
-    blocks = p.grid[0] * p.grid[1]
-    want = mma_flops(t, blocks, cdiv(p.detail("keys"), t.bc), 2)
+    # the (block, key tile) pairs walked: every key tile, or (causal) the tiles up to the
+    # last one holding a key some row of the block sees (key j <= query i; rows of the
+    # GQA heads are consecutive blocks of S)
+    sq, nt = q[2], cdiv(kv[2], t.bc)
+    pairs = 0
+    for row0 in range(0, p.detail("rows"), t.br):
+        rows = range(row0, min(row0 + t.br, p.detail("rows")))
+        pairs += max(1, max(min(r % sq, kv[2] - 1) // t.bc + 1 for r in rows)) if causal \
+            else nt
+    want = mma_flops(t, pairs * p.grid[1], 2)
     assert st["matrix_flops"] == {t.layout: want}
     assert dict(p.flops_by_math)[p.math] == want
 

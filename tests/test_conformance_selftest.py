@@ -57,6 +57,9 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "wrong_swizzle": ("fused/rms_norm_matmul/bf16/64x200x48", None),
     # the matrix-unit attention (both widths: mma.sync on h100-sxm, MFMA on mi300x)
     "attention_pv_fragment_transposed": ("fused/attention/bf16/1x2x2x17x16/causal", "numeric"),
+    # causal key-tile skipping: a case whose row tiles need more than one key tile
+    "attention_causal_overskip": ("fused/attention/bf16/1x2x2x128x32/causal-tile-boundary",
+                                  None),
     # issue 15: the Hopper path (h100-sxm; the code is unchanged on mi300x)
     "wgmma_wrong_swizzle": ("fused/matmul_bias_relu/bf16/64x128x96", None),
     "missing_wgmma_wait": ("fused/matmul_bias_relu/bf16/64x128x96", "race"),

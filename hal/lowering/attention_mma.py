@@ -38,11 +38,9 @@ transposed).
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import asdict, dataclass
 
-from hal.devices.spec import DeviceSpec, MatrixInstruction
+from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType, compute_dtype, f32
 from hal.kernel.ir import (
     Assign,
@@ -64,162 +62,23 @@ from hal.kernel.ir import (
     Store,
     Unary,
 )
-from hal.kernel.mma import FragmentLayout, Terms, get_layout
+from hal.kernel.mma import Terms, get_layout
+from hal.lowering.attention_causal import causal_bound, emit_key_tile_limit
+from hal.lowering.attention_loads import stage_tile, vector_width
+from hal.lowering.attention_mma_tiles import (  # noqa: F401  (re-exported)
+    LDMATRIX_LAYOUT,
+    AttentionMmaChoice,
+    AttentionMmaTiles,
+    attention_mma_choice,
+    column_lane_offsets,
+    mma_flops,
+    row_slots,
+)
 from hal.lowering.context import KernelContext, index_dtype_for
-from hal.lowering.expr import ScalarBuilder, cooperative_tile_load, reshape_coords, rounded
+from hal.lowering.expr import ScalarBuilder, reshape_coords, rounded
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
-from hal.lowering.tiling import cdiv, round_up
+from hal.lowering.tiling import cdiv
 from hal.ops.contraction import contraction_dims
-
-PAD_BYTES = 16
-_LDMATRIX_LAYOUT = "nv_m16n8k16_b16"
-
-
-@dataclass(frozen=True)
-class AttentionMmaTiles:
-    """Br = warps * m query rows per block, Bc keys per tile; D' and Dv' the head dims
-    rounded up to the instruction's k and n."""
-
-    br: int
-    bc: int
-    warps: int
-    layout: str
-    itemsize: int
-    dp: int
-    dvp: int
-
-    @property
-    def lanes(self) -> int:
-        return get_layout(self.layout).lanes
-
-    @property
-    def threads(self) -> int:
-        return self.warps * self.lanes
-
-    @property
-    def pad(self) -> int:
-        return PAD_BYTES // self.itemsize
-
-    @property
-    def shared_bytes(self) -> int:
-        p = self.pad
-        elems = [self.br * (self.dp + p), self.bc * (self.dp + p), self.bc * (self.dvp + p),
-                 self.br * (self.bc + p)]
-        return sum(round_up(x * self.itemsize, 16) for x in elems)
-
-    @property
-    def registers(self) -> int:
-        """32-bit registers per thread: S and O accumulators, one k step's fragments, the
-        running max and sum per row slot, ~24 for addresses (the fused logits and prologue
-        ops are the planner's reserve). ptxas gives 127 for the Llama kernel where this
-        says 130."""
-        lay = get_layout(self.layout)
-        slots = len(row_slots(lay))
-        acc = (self.bc // lay.n + self.dvp // lay.n) * lay.c_elems
-        frags = (lay.a_elems + 2 * lay.b_elems) * self.itemsize // 4
-        return acc + frags + 2 * slots + 24
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"threads": self.threads, "shared_bytes": self.shared_bytes}
-
-
-@dataclass(frozen=True)
-class AttentionMmaChoice:
-    instruction: MatrixInstruction
-    tiles: AttentionMmaTiles
-
-
-def row_slots(lay: FragmentLayout) -> list[int]:
-    """The distinct C-row offsets a lane holds (its row slots), in order."""
-    return sorted({int(r) for r in lay.offsets["c"][:, 0]})
-
-
-def column_lane_offsets(lay: FragmentLayout) -> list[int]:
-    """Xor offsets over the lane bits that select a C column: the lanes sharing a row."""
-    out = []
-    for _coef, div, mod in lay.base["c"][1]:
-        if div & (div - 1) or mod & (mod - 1):
-            raise ValueError(f"mma layout {lay.name}: C column lane terms are not bit fields")
-        out += [div << b for b in range(mod.bit_length() - 1)]
-    return out
-
-
-def attention_mma_choice(pat, spec: DeviceSpec, reserve: int = 0) -> AttentionMmaChoice | str:
-    """The matrix instruction and tiles of attention `pat` on `spec` (`reserve` registers
-    per thread kept for the fused logits and prologue ops), or why the kernel stays SIMT
-    (no instruction for the dtypes, P not in the input dtype, no tile fits)."""
-    q, k = pat.qk.inputs
-    p_val, v = pat.pv.inputs
-    dt = q.dtype
-    # warp-level instructions (mma.sync, MFMA): the Hopper path's warpgroup wgmma is not
-    # used for attention yet
-    instrs = [mi for mi in spec.usable_matrix_instructions()
-              if mi.scope == "warp" and (mi.a, mi.b, mi.acc) == (dt.name, dt.name, "f32")]
-    if not instrs:
-        return f"{spec.name} has no matrix instruction for {dt.name} x {dt.name} -> f32"
-    if k.dtype != dt or v.dtype != dt:
-        return f"Q, K, V dtypes differ ({dt.name}, {k.dtype.name}, {v.dtype.name})"
-    if p_val.dtype != dt or not pat.two_pass:
-        return (f"P is {p_val.dtype.name} before P@V (the graph does not round it to "
-                f"{dt.name}): rounding it for the matrix unit would add an error the graph "
-                f"does not have")
-    instrs = [mi for mi in instrs if get_layout(mi.layout).lanes == spec.warp_size]
-    if not instrs:
-        return f"{spec.name}'s matrix instructions are issued by warps of another width " \
-               f"than its {spec.warp_size} lanes"
-    best = None
-    for mi in instrs:
-        tiles = _pick_tiles(pat.m, pat.t, pat.d, pat.dv, dt.itemsize, get_layout(mi.layout),
-                            spec, math.prod(pat.batch), reserve)
-        if tiles is not None and (best is None or _score(tiles, pat.m, pat.t, spec,
-                                                         math.prod(pat.batch))
-                                  > _score(best[1], pat.m, pat.t, spec, math.prod(pat.batch))):
-            best = (mi, tiles)
-    if best is None:
-        return f"no matrix-unit attention tile fits {spec.name} for head dims {pat.d}/{pat.dv}"
-    return AttentionMmaChoice(*best)
-
-
-def _score(c: AttentionMmaTiles, m: int, t: int, spec: DeviceSpec,
-           blocks_per_row_tile: int) -> tuple:
-    """Preference: enough blocks to keep a quarter of the units busy, little padding, then
-    fewer rows per lane (the softmax statistics live in registers, one set per row a lane
-    holds: 2 for mma.sync, 4 for a 16x16 MFMA, 16 for a 32x32 one), key tiles of 64, four
-    warps or more, larger Br, fewer registers."""
-    busy = cdiv(m, c.br) * blocks_per_row_tile * 4 >= spec.compute_units
-    waste = round_up(m, c.br) / max(1, m) + round_up(t, c.bc) / max(1, t)
-    slots = len(row_slots(get_layout(c.layout)))
-    return (busy, -round(waste, 1), -slots, min(c.bc, 64), min(c.warps, 4), c.br,
-            -c.registers)
-
-
-@functools.lru_cache(maxsize=256)   # pure in its arguments; the spec hashes by identity
-def _pick_tiles(m: int, t: int, d: int, dv: int, itemsize: int, lay: FragmentLayout,
-                spec: DeviceSpec, blocks_per_row_tile: int,
-                reserve: int) -> AttentionMmaTiles | None:
-    dp = round_up(d, max(lay.k, 16 // itemsize))
-    dvp = round_up(dv, 2 * lay.n if lay.name == _LDMATRIX_LAYOUT else lay.n)
-    step = math.lcm(lay.n, lay.k)
-    cands = []
-    for warps in (8, 4, 2, 1):
-        for bc in (128, 64, 32, 16, 8):
-            if bc % step:
-                continue
-            tl = AttentionMmaTiles(warps * lay.m, bc, warps, lay.name, itemsize, dp, dvp)
-            if tl.threads > spec.max_threads_per_block or \
-                    tl.shared_bytes > spec.shared_mem_per_block or \
-                    tl.registers + reserve > spec.registers_per_thread_at(tl.threads):
-                continue
-            cands.append(tl)
-    if not cands:
-        return None
-    return max(cands, key=lambda c: _score(c, m, t, spec, blocks_per_row_tile))
-
-
-def mma_flops(t: AttentionMmaTiles, blocks: int, key_tiles: int, passes: int) -> int:
-    """Matrix flops the kernel issues: per block and key tile, Q K^T (Br x Bc x D') in each
-    pass and P V (Br x Bc x Dv') once; padded rows, columns and masked keys included."""
-    return blocks * key_tiles * 2 * t.br * t.bc * (passes * t.dp + t.dvp)
 
 
 def _lane_expr(ctx: KernelContext, lane: Expr, terms: Terms) -> Expr:
@@ -247,16 +106,34 @@ class AttentionMmaEmitter:
         self.group, self.plan, self.spec, self.pat = group, plan, spec, pat
         self.t = choice.tiles
         self.lay = get_layout(self.t.layout)
-        self.ctx = KernelContext(group.name, spec, index_dtype_for(group_sizes(group), spec),
-                                 options)
+        self.options = options
+        self.index_dtype = index_dtype_for(group_sizes(group), spec)
         self.fault = options.fault
         self.dt: DType = pat.qk.inputs[0].dtype
-        self.ldmatrix = self.lay.name == _LDMATRIX_LAYOUT
+        self.ldmatrix = self.lay.name == LDMATRIX_LAYOUT
         self.slots = row_slots(self.lay)
         self.slot_of = [self.slots.index(int(r)) for r in self.lay.offsets["c"][:, 0]]
 
     # ------------------------------------------------------------------ setup
     def lower(self) -> list[Kernel]:
+        self._setup(self.group.name)
+        self._key_loop(self._pass1)
+        self._final_stats()
+        self._key_loop(self._pass2)
+        self._epilogue()
+        return [self.ctx.kernel(self.body, self.plan.grid, self.plan.block, self.group,
+                                self.plan)]
+
+    def _final_stats(self) -> None:
+        """m_fin: the final row max of each row slot (0 for a row with no key)."""
+        ninf = Const(-math.inf, f32)
+        self.m_fin = [self.ctx.declare(self.body, "m_fin", Select(mv.eq(ninf), Const(0.0, f32),
+                                                                  mv)) for mv in self.m_run]
+
+    def _setup(self, name: str) -> None:
+        """A fresh kernel `name`: lane coordinates, buffers, running statistics, the key
+        tile range [kt_lo, kt_hi) (causal: up to the block's diagonal), Q staged, O zero."""
+        self.ctx = KernelContext(name, self.spec, self.index_dtype, self.options)
         ctx, t, lay, pat = self.ctx, self.t, self.lay, self.pat
         body: list[Stmt] = []
         self.body = body
@@ -292,14 +169,14 @@ class AttentionMmaEmitter:
         for mv, lv in zip(self.m_run, self.l_run, strict=True):
             body += [Declare(mv, ninf), Declare(lv, Const(0.0, f32))]
         self._fragment_bases()
+        # a causal mask: the key tiles past the block's diagonal are skipped
+        bound = causal_bound(pat, self.group.nodes)
+        ntiles = cdiv(pat.t, t.bc)
+        self.kt_lo: Expr = ctx.c(0)
+        self.kt_hi: Expr = ctx.c(ntiles) if bound is None else emit_key_tile_limit(
+            ctx, body, bound, self.row0, t.br, pat.m, t.bc, ntiles)
         self._load_q()
         self._zero(body, self.o_acc, self.no * lay.c_elems)
-        self._key_loop(self._pass1)
-        self.m_fin = [ctx.declare(body, "m_fin", Select(mv.eq(ninf), Const(0.0, f32), mv))
-                      for mv in self.m_run]
-        self._key_loop(self._pass2)
-        self._epilogue()
-        return [ctx.kernel(body, self.plan.grid, self.plan.block, self.group, self.plan)]
 
     def _zero(self, stmts: list[Stmt], buf: str, n: int) -> None:
         i = self.ctx.var("z", self.ctx.idx)
@@ -307,18 +184,6 @@ class AttentionMmaEmitter:
                          [Store(buf, i, Const(0.0, f32))], unroll=True))
 
     # ------------------------------------------------------------------ tiles
-    def _tile(self, stmts: list[Stmt], buf: str, rows: int, cols: int, ld: int, value,
-              coords_of) -> None:
-        """Cooperative load of rows x cols of `value` into `buf` (row stride `ld`)."""
-        ctx = self.ctx
-
-        def element(st, r, c, _e):
-            coords, valid = coords_of(st, r, c)
-            return coords, valid, ctx.add(ctx.mul(r, ld), c)
-
-        cooperative_tile_load(ctx, self.builder, stmts, buf, rows, cols, self.t.threads,
-                              ctx.tid(), value, self.dt, element)
-
     def _load_q(self) -> None:
         ctx, pat = self.ctx, self.pat
         q = pat.qk.inputs[0]
@@ -331,7 +196,10 @@ class AttentionMmaEmitter:
                                        (lc, ctx.unravel(c, ks))])
             return coords, Binary("logical_and", gm.lt(ctx.c(pat.m)), c.lt(ctx.c(pat.d)))
 
-        self._tile(self.body, self.q_sh, self.t.br, self.t.dp, self.ldq, q, q_coords)
+        qw = vector_width(self.group, q, lc[-1] if len(lc) == 1 else -1, self.t.dp, self.ldq,
+                          self.dt)
+        stage_tile(self.ctx, self.builder, self.body, self.q_sh, self.t.br, self.t.dp, self.ldq,
+                   self.t.threads, q, self.dt, q_coords, qw, self.group)
 
     def _stage(self, loop: list[Stmt], n0: Expr, with_v: bool) -> None:
         ctx, pat = self.ctx, self.pat
@@ -350,9 +218,16 @@ class AttentionMmaEmitter:
             coords = _scatter(v.rank, [(prb, self.bcoords), (prc, [gn]), (prf, [c])])
             return coords, Binary("logical_and", gn.lt(ctx.c(pat.t)), c.lt(ctx.c(pat.dv)))
 
-        self._tile(loop, self.k_sh, self.t.bc, self.t.dp, self.ldq, k, k_coords)
+        t, ctx, b = self.t, self.ctx, self.builder
+        # K and V rows by vector copies where the layout allows (attention_loads)
+        kw = vector_width(self.group, k, rc[-1] if len(rc) == 1 else -1, t.dp, self.ldq,
+                          self.dt)
+        stage_tile(ctx, b, loop, self.k_sh, t.bc, t.dp, self.ldq, t.threads, k, self.dt,
+                   k_coords, kw, self.group)
         if with_v:
-            self._tile(loop, self.v_sh, self.t.bc, self.t.dvp, self.ldv, v, v_coords)
+            vw = vector_width(self.group, v, prf[0], t.dvp, self.ldv, self.dt)
+            stage_tile(ctx, b, loop, self.v_sh, t.bc, t.dvp, self.ldv, t.threads, v, self.dt,
+                       v_coords, vw, self.group)
         loop.append(Barrier())
 
     def _key_loop(self, emit) -> None:
@@ -361,7 +236,7 @@ class AttentionMmaEmitter:
         loop: list[Stmt] = []
         n0 = ctx.declare(loop, "n0", ctx.mul(kt, self.t.bc))
         emit(loop, n0)
-        self.body.append(For(kt, ctx.c(0), ctx.c(cdiv(self.pat.t, self.t.bc)), ctx.c(1), loop))
+        self.body.append(For(kt, self.kt_lo, self.kt_hi, ctx.c(1), loop))
 
     # ------------------------------------------------------------------ fragments
     def _fragment_bases(self) -> None:

@@ -137,10 +137,12 @@ class SplitKEmitter:
                          [Store(ab, ctx.add(ctx.mul(slot, dv), dvo), Load(f.acc, f.ai, self.adt))]))
             body.append(For(f.ai, ctx.c(0), ctx.c(f.na), ctx.c(1), el))
 
-    def combined_stats(self, ctx: KernelContext, body: list[Stmt], row_base: Expr, ok):
+    def combined_stats(self, ctx: KernelContext, body: list[Stmt], row_base: Expr, ok,
+                       bufs: list[str] | None = None):
         """(M, L, M_use, m buffer) over the S chunks of the row whose partials start at
-        row_base (`ok`: the row exists)."""
-        mb, lb = self.bufs(ctx, "m l", True)
+        row_base (`ok`: the row exists); `bufs`: the m and l buffers if the kernel has
+        them already (a lane combining several rows)."""
+        mb, lb = bufs or self.bufs(ctx, "m l", True)
         ninf = Const(-math.inf, self.adt)
         mx, sm = ctx.var("m_all", self.adt), ctx.var("l_all", self.adt)
         body += [Declare(mx, ninf), Declare(sm, Const(0.0, self.adt))]
@@ -233,10 +235,17 @@ def split_issued_bytes(pat: AttentionPattern, tpr: int, s: int) -> int:
 
 
 def decode_mma_reason(pat: AttentionPattern, spec: DeviceSpec) -> str:
-    """Why the split-K kernels stay SIMT, with the cost model's numbers: the contractions'
-    time on the FMA units against the K/V read at DRAM bandwidth (decode has a few query
-    rows per kv head: the matrix unit would pad them to its m and save nothing while the
-    kernel waits on memory)."""
+    """Why the split-K kernels stay SIMT (split_mma_verdict's reason)."""
+    return split_mma_verdict(pat, spec)[1]
+
+
+def split_mma_verdict(pat: AttentionPattern, spec: DeviceSpec) -> tuple[bool, str]:
+    """(pays, reason): whether the split-K kernels should issue the matrix instruction,
+    with the cost model's numbers: the contractions' time on the FMA units against the K/V
+    read at DRAM bandwidth. Decode has a few query rows per kv head: the matrix unit would
+    pad them to its m and save nothing while the kernel waits on memory; a small prefill
+    (many rows, split because its row tiles cannot fill the device) is bound by the
+    contractions, and the matrix unit pays (hal.lowering.attention_mma_split)."""
     from hal.dtypes import compute_dtype
     from hal.kernel.mma import get_layout
     from hal.roofline import MathInstruction, MathKind, peak
@@ -255,15 +264,18 @@ def decode_mma_reason(pat: AttentionPattern, spec: DeviceSpec) -> str:
                                                                  "f32")]
     instr = min(instrs, key=lambda mi: get_layout(mi.layout).m, default=None)
     if instr is None:
-        return (f"split-K decode on the vector units: {spec.name} has no matrix instruction "
-                f"for {q.dtype.name}")
+        return False, (f"split-K decode on the vector units: {spec.name} has no matrix "
+                       f"instruction for {q.dtype.name}")
     lay = get_layout(instr.layout)
     padded = flops * round_up(pat.m, lay.m) / max(1, pat.m)
     t_mma = padded / peak(spec, MathInstruction(MathKind.MATRIX, q.dtype.name, instr.name))
-    verdict = ("the matrix unit would not pay: the kernel is memory-bound"
-               if t_fma <= t_mem else
-               "the matrix unit would pay, but the split-K kernels have no matrix-unit form yet")
-    return (f"split-K decode stays SIMT: {pat.m} query rows per kv head (padded to "
-            f"{round_up(pat.m, lay.m)} for {instr.name}); K/V {kv_bytes / 2**20:.3g} MiB take "
-            f"{t_mem * 1e6:.3g} us at DRAM bandwidth, the contractions {t_fma * 1e6:.3g} us on "
-            f"FMAs, {t_mma * 1e6:.3g} us on the matrix unit: {verdict}")
+    pays = t_fma > t_mem
+    numbers = (f"{pat.m} query rows per kv head (padded to {round_up(pat.m, lay.m)} for "
+               f"{instr.name}); K/V {kv_bytes / 2**20:.3g} MiB take {t_mem * 1e6:.3g} us at "
+               f"DRAM bandwidth, the contractions {t_fma * 1e6:.3g} us on FMAs, "
+               f"{t_mma * 1e6:.3g} us on the matrix unit")
+    if pays:
+        return True, (f"split-K on the matrix unit: {numbers}: the contractions bound the "
+                      f"kernel")
+    return False, (f"split-K decode stays SIMT: {numbers}: the matrix unit would not pay: "
+                   f"the kernel is memory-bound")

@@ -65,6 +65,8 @@ register_fault("raster_full_last_group", "matmul grouped raster assumes a full l
                "row panels")
 register_fault("matmul_k_tail_unmasked", "matmul A tile loads past K are not masked")
 register_fault("attention_key_mask", "attention scores of keys past T are not masked")
+register_fault("attention_causal_overskip", "causal attention's key loop stops one tile "
+               "early: the tile holding the block's diagonal is skipped too")
 register_fault("attention_no_rescale", "online softmax does not rescale the accumulator by "
                "exp(m_old - m_new)")
 register_fault("split_k_combine_unscaled", "split-K combine adds chunk accumulators without "

@@ -208,16 +208,27 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     pat, t, split, reasons = planned
     nb = math.prod(pat.batch)
     # the matrix unit for Q K^T and P V whenever the spec has an instruction for the
-    # dtypes and the keys are not split (hal.lowering.attention_mma says why not)
+    # dtypes (hal.lowering.attention_mma says why not); split-K too when the contractions,
+    # not the K/V read, bound the kernel (attention_split.split_mma_verdict)
     choice = None
     reserve = math.ceil(len(group.nodes) / 4)
     if hints.attention_tiles is None:
         from hal.lowering.attention_mma import attention_mma_choice
 
         if split > 1:
-            from hal.lowering.attention_split import decode_mma_reason
+            from hal.lowering.attention_split import choose_split_k, split_mma_verdict
 
-            reasons = (*reasons, decode_mma_reason(pat, spec))
+            pays, why = split_mma_verdict(pat, spec)
+            c = attention_mma_choice(pat, spec, reserve) if pays else why
+            if isinstance(c, str):
+                reasons = (*reasons, f"SIMT: {c}" if pays else c)
+            else:   # the key chunks again, for the matrix-unit tiles
+                choice = c
+                if hints.split_k is None:
+                    split, split_why = choose_split_k(pat, c.tiles, spec)
+                    reasons = (*([split_why] if split_why else []),
+                               *(r for r in reasons if not r.startswith("split-K: ")))
+                reasons = (*reasons, why)
         else:
             c = attention_mma_choice(pat, spec, reserve)
             if isinstance(c, str):
@@ -230,10 +241,21 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     rt = cdiv(pat.m, br)
     passes = 2 if pat.two_pass else 1
     notes: list[str] = []
-    # issued: K once per row tile and pass, V once per row tile; with split-K Q once per
-    # chunk (and pass kernel), plus the partials
+    # a causal mask: the kernels skip the key tiles above each row tile's diagonal
+    from hal.lowering.attention_causal import causal_bound, causal_work
+
+    bound = causal_bound(pat, group.nodes)
+    work = causal_work(bound, pat.m, pat.t, br, bc)
+    kv_loads = work.load_factor   # = rt without skipping
+    frac = work.score_fraction    # = 1 without skipping
+    if bound is not None:
+        notes.append(f"causal (key j <= query i + {bound.offset}): key tiles above the "
+                     f"diagonal skipped, {work.tile_pairs} of {rt * cdiv(pat.t, bc)} "
+                     f"(row tile, key tile) pairs walked, {frac:.0%} of the scores computed")
+    # issued: K once per walked key tile and pass, V once per walked key tile; with split-K
+    # Q once per chunk (and pass kernel), plus the partials
     q, kk, v = pat.qk.inputs[0], pat.qk.inputs[1], pat.pv.inputs[1]
-    factors = {kk.name: rt * passes, v.name: rt}
+    factors = {kk.name: kv_loads * passes, v.name: kv_loads}
     scratch_issued = scratch = 0
     ntiles = cdiv(pat.t, bc)
     ct = cdiv(ntiles, split) if split > 1 else ntiles
@@ -242,13 +264,20 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
         from hal.lowering.attention_split import split_issued_bytes, split_scratch_bytes
 
         factors[q.name] = split * passes
-        scratch_issued = split_issued_bytes(pat, t.tpr, split)
+        if choice is not None:    # the lanes holding one row read its stats
+            from hal.kernel.mma import get_layout
+            from hal.lowering.attention_mma import column_lane_offsets
+
+            row_threads = 2 ** len(column_lane_offsets(get_layout(choice.tiles.layout)))
+        else:
+            row_threads = t.tpr
+        scratch_issued = split_issued_bytes(pat, row_threads, split)
         scratch = split_scratch_bytes(pat, split)
     # the logits (scores through the group's mask/bias/softcap ops) are evaluated once per
     # key and pass into registers; P and the row statistics read them there
     issued = issued_reads(group, factors, by_coords=True, env=frozenset({pat.logits.name}))
     for name, b in issued_reads(group, factors, by_coords=True, roots=[
-            (pat.logits, pat.logits.type.numel * passes)]).items():
+            (pat.logits, pat.logits.type.numel * passes * frac)]).items():
         issued[name] = issued.get(name, 0.0) + b
     # DRAM: K and V re-read per row tile when the blocks in flight's K/V exceed L2
     k_src, v_src = operand_sources(group, pat, "k"), operand_sources(group, pat, "v")
@@ -261,18 +290,19 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     if spills:
         for src in (k_src, v_src):
             for name, b in src.items():
-                extra[name] = extra.get(name, 0) + (rt - 1) * b
+                extra[name] = extra.get(name, 0) + max(0.0, kv_loads - 1) * b
         notes.append("K/V of the blocks in flight exceed L2: re-read per row tile")
-    flops = group_flops(group) + _prologue_recompute_flops(group, pat, rt, split, notes)
+    flops = group_flops(group) - (1 - frac) * _score_path_flops(group, pat) + \
+        _prologue_recompute_flops(group, pat, kv_loads, split, notes)
     if split > 1:
         kernels = 3 if pat.two_pass else 2
         notes.append(f"split-K: keys in {split} chunks, {fmt_bytes(2 * scratch)} of "
                      f"partials through scratch, {kernels} kernels")
     if pat.two_pass:   # pass 2 recomputes the scores: q k^T again, K read again per row tile
-        flops += node_flops(pat.qk)
+        flops += node_flops(pat.qk) * frac
         if spills:
             for name, b in k_src.items():
-                extra[name] = extra.get(name, 0) + rt * b
+                extra[name] = extra.get(name, 0) + kv_loads * b
             notes.append("two-pass (P rounded before P@V): K read twice per row tile, "
                          "q k^T computed twice")
         else:
@@ -283,9 +313,9 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
         launches: tuple[Launch, ...] = ()
     elif split > 1:
         eb = elementwise_block(spec)
-        first = [Launch(launch_name(group, "_stats"), grid, t.threads, "stats")] \
+        first = [Launch(launch_name(group, "_stats"), grid, threads, "stats")] \
             if pat.two_pass else []
-        launches = (*first, Launch(launch_name(group, "_split"), grid, t.threads, "partial"),
+        launches = (*first, Launch(launch_name(group, "_split"), grid, threads, "partial"),
                     Launch(launch_name(group, "_combine"),
                            (cdiv(nb * pat.m * pat.dv, eb), 1, 1), eb, "combine"))
     else:
@@ -295,13 +325,15 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     vector = MathInstruction(MathKind.SIMT_FMA, compute_dtype(q.dtype).name)
     details: tuple = (("passes", passes), ("split_k", split), ("chunk_tiles", ct),
                       ("rows", pat.m), ("keys", pat.t), ("head_dim", pat.d),
-                      ("value_dim", pat.dv), ("batch", nb), ("shared_bytes", shared))
+                      ("value_dim", pat.dv), ("batch", nb), ("shared_bytes", shared),
+                      ("key_tile_pairs", work.tile_pairs))
     if choice is not None:
         from hal.lowering.attention_mma import mma_flops
 
         tl = choice.tiles
-        matrix_flops = mma_flops(tl, rt * nb, ntiles, passes)
-        vector_flops = max(0.0, flops - node_flops(pat.qk) * passes - node_flops(pat.pv))
+        matrix_flops = mma_flops(tl, nb * work.tile_pairs, passes)
+        vector_flops = max(0.0, flops - (node_flops(pat.qk) * passes + node_flops(pat.pv))
+                           * frac)
         math_inst = MathInstruction(MathKind.MATRIX, q.dtype.name, choice.instruction.name)
         math_flops = ((math_inst, float(matrix_flops)), (vector, vector_flops))
         flops = matrix_flops + vector_flops
@@ -331,15 +363,25 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
         reasons=(head, *reasons), notes=tuple(notes))
 
 
-def prologue_loads(pat, row_tiles: int, split: int) -> dict[str, int]:
+def prologue_loads(pat, kv_loads: float, split: int) -> dict[str, float]:
     """How often the attention lowering loads each operand's tiles (and so evaluates its
-    prologue): Q once per block (per chunk and pass kernel when split), K once per row tile
-    and pass, V once per row tile."""
+    prologue): Q once per block (per chunk and pass kernel when split), K `kv_loads` times
+    (once per row tile, less the causally skipped tiles: attention_causal.CausalWork) and
+    pass, V `kv_loads` times."""
     passes = 2 if pat.two_pass else 1
-    return {"q": split * passes if split > 1 else 1, "k": row_tiles * passes, "v": row_tiles}
+    return {"q": split * passes if split > 1 else 1, "k": kv_loads * passes, "v": kv_loads}
 
 
-def _prologue_recompute_flops(group, pat, row_tiles: int, split: int,
+def _score_path_flops(group, pat) -> float:
+    """Flops of the nodes computed per score (q k^T, the logits, softmax, P, P V): all but
+    the operand prologues; causal skipping leaves out their share of skipped scores."""
+    from hal.lowering.attention import operand_prologues
+
+    pro = {id(n) for ns in operand_prologues(pat, group.nodes).values() for n in ns}
+    return sum(node_flops(n) for n in group.nodes if id(n) not in pro)
+
+
+def _prologue_recompute_flops(group, pat, row_tiles: float, split: int,
                               notes: list[str]) -> float:
     """Flops of the operand prologues (fusion.attention: rotary, casts ...) beyond the one
     evaluation `node_flops` counts: each runs once per load of its operand's tiles."""
