@@ -129,3 +129,39 @@ def test_unswizzled_prologue_fault_is_caught():
     kern, r = _run(g, options=opts)
     assert kern.meta.plan.strategy == "wgmma"
     assert not r.report["ok"]
+
+
+@pytest.mark.parametrize("heads,s,d,n", [(4, 96, 128, 64), (2, 130, 64, 128)])
+def test_head_merge_view_is_read_by_a_4d_tensor_map(heads, s, d, n):
+    """The attention output [1, H, S, D] -> [S, H, D] -> [S, H*D] before the output
+    projection: TMA reads A's tiles through the transpose (dims (D, S, H, 1)), no copy
+    kernel; a K tile stays inside one head."""
+    b = GraphBuilder("oproj")
+    attn = b.input("attn", bf16, (1, heads, s, d))
+    y = b.op("reshape", attn, shape=[heads, s, d])
+    y = b.op("transpose", y, perm=[1, 0, 2])
+    y = b.op("reshape", y, shape=[s, heads * d])
+    b.output(b.op("matmul", y, b.input("wo", bf16, (n, heads * d)), transpose_b=True))
+    kern, r = _run(b.build())
+    assert kern.meta.plan.strategy == "wgmma", kern.meta.plan.detail("matmul_path")
+    assert "view of %attn" in kern.meta.plan.detail("matmul_path")[1]
+    (ta,) = [t for t in kern.tensor_maps if t.name.startswith("tmap_a")]
+    assert ta.dims == (d, s, heads) and ta.strides == (d * 2, s * d * 2)
+    assert ta.box == (64, kern.meta.plan.detail("wgmma_choice").tiles.bm, 1)
+    assert r.report["ok"], r.report
+
+
+def test_a_view_refusals():
+    from hal.lowering.tma_views import _reshape, a_view
+
+    # [H, S, D] transposed to [S, H, D], reshaped to [S, H * D]: K is two pieces
+    assert _reshape([[(3, 8)], [(2, 24)], [(8, 1)]], [3, 16]) == [[(3, 8)], [(2, 24), (8, 1)]]
+    assert _reshape([[(12, 1)]], [3, 4]) == [[(3, 4)], [(4, 1)]]
+    assert _reshape([[(6, 1)]], [4, 3]) is None      # 4 does not divide 6
+    b = GraphBuilder("ta")
+    x = b.input("x", bf16, (64, 128))
+    b.output(b.op("matmul", b.op("transpose", x, perm=[1, 0]), b.input("w", bf16, (64, 64))))
+    g = b.build()
+    producers = {o.name: nd for nd in g.nodes for o in nd.outputs}
+    dot = [nd for nd in g.nodes if nd.op == "matmul"][0]
+    assert "not contiguous" in a_view(dot, producers, 64, 64)

@@ -26,13 +26,24 @@ detail; anything else keeps the mma.sync kernel of hal.lowering.matmul_mma). The
   activation, residual, casts, views, a dual GEMM's combination) is the mma.sync emitter's,
   run by the consumer threads.
 
+* A's tensor map reads A where it is stored: through reshapes and transposes of a group
+  input (hal.lowering.tma_views; the attention output's head merge is a 3-d map);
+* a norm (or elementwise) prologue of A: TMA copies its source, the consumer warpgroups
+  rewrite their rows of the swizzled stage in place, fence.proxy.async, then a per-warpgroup
+  mbarrier (hal.lowering.matmul_wgmma_prologue); the row statistics pre-pass runs on every
+  warpgroup before the roles split;
+* siblings sharing A with different N (fused QKV): one column-panel segment of grid.x each
+  behind a block-uniform branch, each with its own B tensor maps and roles; a dual GEMM
+  (equal N) shares one grid, two B tiles and two accumulators.
+
 fp8 (e4m3, e5m2) takes wgmma k32 when B is K-major (a [N, K] weight), the only layout
-wgmma reads 8-bit operands in. Not on this path (the reason is recorded): sibling segments of
-different N, operands computed in the group (casts, a fused norm
-prologue), row strides that are not multiples of 16 bytes (TMA's rule).
+wgmma reads 8-bit operands in. Not on this path (the reason is recorded): B operands
+computed in the group (casts), A prologues whose source is not A's dtype, row strides that
+are not multiples of 16 bytes (TMA's rule).
 
 Self-test faults planted here: wgmma_wrong_swizzle, missing_wgmma_wait,
-wrong_mbarrier_tx_count, tma_box_off_by_one.
+wrong_mbarrier_tx_count, tma_box_off_by_one (and wgmma_prologue_unswizzled in
+matmul_wgmma_prologue).
 """
 
 from __future__ import annotations
@@ -90,6 +101,7 @@ def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
     that one spreads wider (a decode-shaped GEMM) keeps the mma.sync kernel."""
     from hal.lowering.matmul import contraction_dims, one_tile_grid
     from hal.lowering.matmul_wgmma_prologue import prologue_source
+    from hal.lowering.tma_views import a_view
     from hal.ops.contraction import accumulation_dtype
 
     dot = dots[0]
@@ -118,13 +130,19 @@ def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
     if k % vec:
         return None, (f"K={k} rows are {k * a.dtype.itemsize} bytes: TMA needs 16-byte "
                       f"multiples")
+    prologue = ""
     if a_access(dot, producers, vec).source is None:
-        src = prologue_source(group, dot)
-        if isinstance(src, str):
-            return None, f"A's prologue: {src}"
-        prologue = f", A's prologue rewritten in shared memory (TMA copies %{src.name})"
-    else:
-        prologue = ""
+        view = a_view(dot, producers, 64, 128 // a.dtype.itemsize)
+        if isinstance(view, str):
+            src = prologue_source(group, dot)
+            if isinstance(src, str):
+                moved = producers.get(a.name) is not None and \
+                    producers[a.name].op in ("reshape", "transpose")
+                return None, f"A: {view}" if moved else f"A's prologue: {src}"
+            prologue = f", A's prologue rewritten in shared memory (TMA copies %{src.name})"
+        else:
+            prologue = f", A's tiles copied from its view of %{view.source.name} " \
+                       f"({len(view.dims)}-d tensor map)"
     layouts = set()
     for sg, n in zip(segs, ns, strict=True):
         accs_b, b_k_major = b_accesses(sg, producers, vec)
@@ -187,7 +205,12 @@ class _WgmmaEmitter(_MmaEmitter):
         self.wc = choice
         self.tmaps: list[TensorMap] = []
         src = None
-        if self.acc_a.source is None:   # A computed in the group: its prologue's source
+        from hal.lowering.tma_views import a_view
+
+        producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
+        if self.acc_a.source is None and isinstance(a_view(self.segments[0]["dots"][0],
+                                                           producers, 64, self.t.bk), str):
+            # A computed in the group: its prologue's source
             from hal.lowering.matmul_wgmma_prologue import prologue_source
 
             src = prologue_source(group, self.segments[0]["dots"][0])
@@ -284,10 +307,29 @@ class _WgmmaEmitter(_MmaEmitter):
         return name
 
     def _map_a(self) -> None:
+        """A's map: over A, a view of a group input (hal.lowering.tma_views) or the
+        prologue's source."""
+        from hal.lowering.tma_views import a_view
+
         t = self.t
-        rows_a = t.bm - 1 if self.fault("tma_box_off_by_one") else t.bm  # self-test hook
-        src = self.acc_a.source if self.prologue_src is None else self.prologue_src
-        self.map_a = self._map("tmap_a", src, (self.nb, self.m, self.k), (1, rows_a, t.bk))
+        producers = {o.name: nd for nd in self.group.nodes for o in nd.outputs}
+        view = a_view(self.segments[0]["dots"][0], producers, t.bm, t.bk, self.prologue_src)
+        if isinstance(view, str):
+            raise UnsupportedError(f"group {self.group.name}: {view}",
+                                   hint="a planner bug: wgmma_choice should refuse it")
+        box = view.box
+        if self.fault("tma_box_off_by_one"):   # self-test hook: one row short
+            box = (box[0], box[1] - 1, *box[2:])
+        self.view_a = view
+        self.map_a = name = self.ctx.unique("tmap_a")
+        src = view.source
+        try:
+            tm = TensorMap(name, self.ctx.buffer(src, "input"), src.dtype.name,
+                           src.dtype.itemsize, view.dims, view.strides, box, SWIZZLE)
+        except TensorMapError as e:
+            raise UnsupportedError(f"group {self.group.name}: {e}",
+                                   hint="a planner bug: wgmma_choice should refuse it") from e
+        self.tmaps.append(tm)
 
     def _maps_b(self) -> None:
         t = self.t
@@ -343,7 +385,7 @@ class _WgmmaEmitter(_MmaEmitter):
         k0 = ctx.mul(kt, t.bk)
         bz = ctx.bid("z")
         out.append(ira.TmaLoad(self.a_sh, ctx.mul(st, t.bm * t.bk), self.map_a,
-                               (k0, self.m0, bz), self.full, st))
+                               self.view_a.coords(ctx, k0, self.m0, bz), self.full, st))
         for j, mb in enumerate(self.map_b):
             bzb = bz if maps[mb].dims[2] > 1 else ctx.c(0)
             base = ctx.mul(st, t.bn * t.bk)
