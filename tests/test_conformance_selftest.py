@@ -49,8 +49,7 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "tol_store_widened": ("canary/truncation/cast/f32-bf16/33x257", "canary"),
     # a multiply-accumulate that keeps bf16 accumulators: only exact rounding shows it
     "sim_mac_bf16_accumulator": ("contraction/matmul/f32/33x65x31", "numeric"),
-    # issue 14: the matrix-unit path; on sm_90a a case whose matmul keeps mma.sync (the
-    # norm prologue: A is computed in the group, TMA cannot feed it)
+    # issue 14: the matrix-unit path (on h100-sxm: CATCHER_ON)
     "mma_swapped_fragment_halves": ("fused/rms_norm_matmul/bf16/64x200x48", None),
     "mma_wrong_k_order": ("fused/rms_norm_matmul/bf16/64x200x48", None),
     "missing_cp_async_wait": ("fused/rms_norm_matmul/bf16/64x200x48", "race"),
@@ -65,11 +64,17 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "missing_wgmma_wait": ("fused/matmul_bias_relu/bf16/64x128x96", "race"),
     "wrong_mbarrier_tx_count": ("fused/matmul_bias_relu/bf16/64x128x96", "bad_mbarrier"),
     "tma_box_off_by_one": ("fused/matmul_bias_relu/bf16/64x128x96", "numeric"),
+    # the Hopper GEMM's norm prologue rewritten in the swizzled TMA tile
+    "wgmma_prologue_unswizzled": ("fused/rms_norm_matmul/bf16/64x200x48", "numeric"),
 }
 # where one case does not catch a fault on both widths: (fault, device) -> case
 CATCHER_ON = {
     # measured: on h100-sxm the norm-prologue case misses it, this f16 -> f32 case catches it
     ("mma_wrong_k_order", "h100-sxm"): "contraction/matmul/f16-f32/33x257x31/out_f32",
+    # on h100-sxm the 64x200x48 norm prologue takes the Hopper GEMM (issue 15); with K = 100
+    # (200-byte rows, which TMA cannot stride) it keeps mma.sync and its cp.async ring
+    **{(f, "h100-sxm"): "fused/rms_norm_matmul/bf16/33x100x31" for f in (
+        "missing_cp_async_wait", "mma_swapped_fragment_halves", "wrong_swizzle")},
 }
 _CLEAN: dict[tuple[str, str], str] = {}
 

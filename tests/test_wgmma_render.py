@@ -124,8 +124,9 @@ def test_runtime_encodes_tensor_maps_and_launches(tb, monkeypatch):
     #  swizzle, L2 promotion, OOB fill)
     x_buf = bufs[[p.name for p in kern.params].index(kern.tensor_maps[0].buffer)]
     a_map = next(c for c in encodes if c[4] == x_buf.handle)
-    assert a_map[2:4] == ("BFLOAT16", 3) and a_map[5] == [136, 200, 1]
-    assert a_map[7] == [64, 128, 1] and a_map[10] == "128B" and a_map[12] == "NONE"
+    # A [200, 136] unbatched: a 2-d map (hal.lowering.tma_views drops size-1 batch axes)
+    assert a_map[2:4] == ("BFLOAT16", 2) and a_map[5] == [136, 200]
+    assert a_map[7] == [64, 128] and a_map[10] == "128B" and a_map[12] == "NONE"
     y = be.copy_out(bufs[-1]).astype(np.float32).reshape(200, 72)
     ref = x.astype(np.float32) @ (w.astype(np.float32).T if tb else w.astype(np.float32))
     np.testing.assert_allclose(y, ref, rtol=2e-2, atol=5e-2)
@@ -157,3 +158,27 @@ def test_fp8_sass_has_qgmma(tmp_path):
     assert not isinstance(r, str), r
     assert r.forms.get("QGMMA.64x128x32.F32.E4M3.E4M3", 0) == 4, r.forms
     assert r.counts.get("UTMALDG", 0) >= 2, r.forms
+
+
+@pytest.mark.skipif(not shutil.which("nvcc") or cuobjdump_path() is None,
+                    reason="nvcc or cuobjdump (nvidia-cuda-cuobjdump wheel) not installed")
+def test_sass_of_the_norm_prologue_kernel(tmp_path):
+    """The RMSNorm prologue on the Hopper GEMM: the consumers' shared rewrite, the proxy
+    fence (FENCE.VIEW.ASYNC.S) and the ready barrier sit between UTMALDG and HGMMA."""
+    from hal.ops.decompose import decompose_graph
+
+    b = GraphBuilder("nmm")
+    x = b.input("x", bf16, (512, 512))
+    h = b.op("rms_norm", x, b.input("nw", bf16, (512,)))
+    b.output(b.op("matmul", h, b.input("w", bf16, (512, 512)), transpose_b=True))
+    g = decompose_graph(b.build())
+    (kern,) = lower_group(make_group(g, g.nodes, "g"), H100)
+    assert "prologue" in kern.meta.plan.detail("matmul_path")[1]
+    src = render_cuda(kern, H100)
+    assert "fence.proxy.async.shared::cta" in src
+    assert src.count("hal_fence_proxy_async();") >= 2    # after the inits, per k tile
+    r = count_instructions(src, "cuda", "sm_90a", name="wgmma_prologue", out_dir=tmp_path)
+    assert not isinstance(r, str), r
+    assert r.counts.get("HGMMA", 0) == 4, r.forms      # BN 64 here: 64 tiles for 132 units
+    assert r.counts.get("UTMALDG", 0) >= 2 and r.counts.get("HMMA", 0) == 0, r.forms
+    assert r.listing.read_text().count("FENCE.VIEW.ASYNC.S") >= 2   # fence.proxy.async

@@ -310,10 +310,15 @@ class _MmaEmitter:
         self.builder = ScalarBuilder(ctx, self.group.nodes, body)
         from hal.lowering.matmul_prologue import emit_prologue_reductions
         emit_prologue_reductions(ctx, self.builder, body, self.group, self.dot, self.m0,
-                                 self.bcoords, t)
+                                 self.bcoords, t, self.block_threads)
         self._fragment_bases()
         self._pipeline()
         self._epilogue()
+
+    @property
+    def block_threads(self) -> int:
+        """The threads of a block (the prologue pre-pass spreads rows over their warps)."""
+        return self.t.threads
 
     @property
     def instr_acc(self):

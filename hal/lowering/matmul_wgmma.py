@@ -26,13 +26,24 @@ detail; anything else keeps the mma.sync kernel of hal.lowering.matmul_mma). The
   activation, residual, casts, views, a dual GEMM's combination) is the mma.sync emitter's,
   run by the consumer threads.
 
+* A's tensor map reads A where it is stored: through reshapes and transposes of a group
+  input (hal.lowering.tma_views; the attention output's head merge is a 3-d map);
+* a norm (or elementwise) prologue of A: TMA copies its source, the consumer warpgroups
+  rewrite their rows of the swizzled stage in place, fence.proxy.async, then a per-warpgroup
+  mbarrier (hal.lowering.matmul_wgmma_prologue); the row statistics pre-pass runs on every
+  warpgroup before the roles split;
+* siblings sharing A with different N (fused QKV): one column-panel segment of grid.x each
+  behind a block-uniform branch, each with its own B tensor maps and roles; a dual GEMM
+  (equal N) shares one grid, two B tiles and two accumulators.
+
 fp8 (e4m3, e5m2) takes wgmma k32 when B is K-major (a [N, K] weight), the only layout
-wgmma reads 8-bit operands in. Not on this path (the reason is recorded): sibling segments of
-different N, operands computed in the group (casts, a fused norm
-prologue), row strides that are not multiples of 16 bytes (TMA's rule).
+wgmma reads 8-bit operands in. Not on this path (the reason is recorded): B operands
+computed in the group (casts), A prologues whose source is not A's dtype, row strides that
+are not multiples of 16 bytes (TMA's rule).
 
 Self-test faults planted here: wgmma_wrong_swizzle, missing_wgmma_wait,
-wrong_mbarrier_tx_count, tma_box_off_by_one.
+wrong_mbarrier_tx_count, tma_box_off_by_one (and wgmma_prologue_unswizzled in
+matmul_wgmma_prologue).
 """
 
 from __future__ import annotations
@@ -89,6 +100,8 @@ def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
     many blocks the mma.sync kernel would launch; a wgmma grid that leaves units idle where
     that one spreads wider (a decode-shaped GEMM) keeps the mma.sync kernel."""
     from hal.lowering.matmul import contraction_dims, one_tile_grid
+    from hal.lowering.matmul_wgmma_prologue import prologue_source
+    from hal.lowering.tma_views import a_view
     from hal.ops.contraction import accumulation_dtype
 
     dot = dots[0]
@@ -99,42 +112,63 @@ def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
         return None, f"{spec.name} has no warpgroup MMA for {a.dtype}"
     if "tma" not in spec.capabilities or spec.warp_size != 32:
         return None, f"{spec.name} has no TMA"
-    if segments > 1 or (len(dots) > 1 and not one_tile_grid(dots)):
-        return None, "sibling contractions of different N: mma.sync column-panel segments"
-    if len(dots) > 2:
-        return None, f"{len(dots)} sibling contractions (the wgmma kernel takes 1 or 2)"
+    # a dual GEMM shares one tile grid; siblings of different N take one column-panel
+    # segment of grid.x each (as the mma.sync kernel)
+    segs = [dots] if len(dots) == 1 or one_tile_grid(dots) else [[d] for d in dots]
+    if max(len(sg) for sg in segs) > 2:
+        return None, f"{len(dots)} sibling contractions on one tile grid (the wgmma kernel " \
+                     f"takes 1 or 2)"
     producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
     vec = 16 // a.dtype.itemsize
     lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
     m = math.prod(a.shape[i] for i in lf)
-    n = math.prod(b.shape[i] for i in contraction_dims(dot)[5])
     k = math.prod(a.shape[i] for i in lc)
+    ns = [math.prod(sg[0].inputs[1].shape[i] for i in contraction_dims(sg[0])[5])
+          for sg in segs]
+    if not (m and k and all(ns)):
+        return None, "an empty contraction"
     if k % vec:
         return None, (f"K={k} rows are {k * a.dtype.itemsize} bytes: TMA needs 16-byte "
                       f"multiples")
-    acc_a = a_access(dot, producers, vec)
-    accs_b, b_k_major = b_accesses(dots, producers, vec)
-    if not b_k_major and n % vec:
-        return None, (f"N={n} rows of B are {n * a.dtype.itemsize} bytes: TMA needs 16-byte "
-                      f"multiples")
-    if a.dtype.bits == 8 and not b_k_major:
-        return None, (f"wgmma reads {a.dtype} B K-major only: B is [K, N] (N contiguous), "
-                      f"pass it as [N, K]")
-    if acc_a.source is None or any(x.source is None for x in accs_b):
-        return None, ("an operand is computed in the group (a cast or a fused norm prologue) "
-                      "or not a contiguous group input: TMA copies group inputs only")
+    prologue = ""
+    if a_access(dot, producers, vec).source is None:
+        view = a_view(dot, producers, 64, 128 // a.dtype.itemsize)
+        if isinstance(view, str):
+            src = prologue_source(group, dot)
+            if isinstance(src, str):
+                moved = producers.get(a.name) is not None and \
+                    producers[a.name].op in ("reshape", "transpose")
+                return None, f"A: {view}" if moved else f"A's prologue: {src}"
+            prologue = f", A's prologue rewritten in shared memory (TMA copies %{src.name})"
+        else:
+            prologue = f", A's tiles copied from its view of %{view.source.name} " \
+                       f"({len(view.dims)}-d tensor map)"
+    layouts = set()
+    for sg, n in zip(segs, ns, strict=True):
+        accs_b, b_k_major = b_accesses(sg, producers, vec)
+        if any(x.source is None for x in accs_b):
+            return None, ("a B operand is computed in the group (a cast) or not a contiguous "
+                          "group input: TMA copies group inputs only")
+        if not b_k_major and n % vec:
+            return None, (f"N={n} rows of B are {n * a.dtype.itemsize} bytes: TMA needs "
+                          f"16-byte multiples")
+        if a.dtype.bits == 8 and not b_k_major:
+            return None, (f"wgmma reads {a.dtype} B K-major only: B is [K, N] (N "
+                          f"contiguous), pass it as [N, K]")
+        layouts.add("K-major" if b_k_major else "N-major")
+    n = min(ns)
     consumers = 2 if m > 64 else 1
     bm, bn, bk = 64 * consumers, (128 if n > 64 else 64), 128 // a.dtype.itemsize
-    if bn == 128 and cdiv(m, bm) * cdiv(n, bn) < spec.compute_units:
+    if bn == 128 and sum(cdiv(m, bm) * cdiv(nn, bn) for nn in ns) < spec.compute_units:
         bn = 64                           # twice the blocks where the grid leaves units idle
-    blocks = cdiv(m, bm) * cdiv(n, bn)
+    blocks = sum(cdiv(m, bm) * cdiv(nn, bn) for nn in ns)
     # a weight-streaming (decode-shaped) GEMM is bandwidth-bound: the units its grid covers
     # set the bandwidth it reaches; below a few MiB of B both kernels are launch-bound
     if blocks < spec.compute_units and alternative_tiles > blocks and \
-            len(dots) * n * k * b.dtype.itemsize > STREAMED_B_BYTES:
+            sum(ns) * max(len(sg) for sg in segs) * k * b.dtype.itemsize > STREAMED_B_BYTES:
         return None, (f"{blocks} wgmma tiles of {bm}x{bn} for {spec.compute_units} units: "
                       f"the mma.sync kernel's {alternative_tiles} smaller tiles spread wider")
-    ops = len(dots)
+    ops = max(len(sg) for sg in segs)
     stage = (bm + ops * bn) * bk * a.dtype.itemsize
     budget = spec.shared_mem_per_block - 2048
     stages = min(4, budget // stage)
@@ -142,13 +176,15 @@ def wgmma_choice(group, dots: list[Node], segments: int, spec: DeviceSpec,
         return None, f"two {stage}-byte pipeline stages exceed {spec.name}'s shared memory"
     tiles = MmaTiles(bm, bn, bk, bm // 16, 1, stages, "nv_m16n8k16_b16", a.dtype.itemsize,
                      ops)
-    layout = "K-major" if b_k_major else "N-major"
-    return WgmmaChoice(instr, tiles, consumers, b_k_major,
+    layout = "/".join(sorted(layouts))
+    sib = f", {len(segs)} column-panel segments (N = {', '.join(map(str, ns))})" \
+        if len(segs) > 1 else ""
+    return WgmmaChoice(instr, tiles, consumers, layouts == {"K-major"},
                        f"{instr.name.split('.')[0]} m64n{bn}k{instr.k} from TMA-fed shared "
                        f"tiles "
                        f"({layout} B), {consumers} consumer warpgroup(s), {stages}-stage "
                        f"mbarrier ring: mma.sync reaches {_share(spec, a.dtype.name)} of the "
-                       f"{spec.name} matrix peak"), ""
+                       f"{spec.name} matrix peak{prologue}{sib}"), ""
 
 
 def _share(spec: DeviceSpec, dt: str) -> str:
@@ -168,6 +204,20 @@ class _WgmmaEmitter(_MmaEmitter):
                                                                 choice.tiles), views, options)
         self.wc = choice
         self.tmaps: list[TensorMap] = []
+        src = None
+        from hal.lowering.tma_views import a_view
+
+        producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
+        if self.acc_a.source is None and isinstance(a_view(self.segments[0]["dots"][0],
+                                                           producers, 64, self.t.bk), str):
+            # A computed in the group: its prologue's source
+            from hal.lowering.matmul_wgmma_prologue import prologue_source
+
+            src = prologue_source(group, self.segments[0]["dots"][0])
+            if isinstance(src, str):
+                raise UnsupportedError(f"group {group.name}: {src}",
+                                       hint="a planner bug: wgmma_choice should refuse it")
+        self.prologue_src = src
 
     def _buffer(self, hint: str, dt, size: int, stages: int, align: int) -> str:
         name = self.ctx.unique(hint)
@@ -191,28 +241,50 @@ class _WgmmaEmitter(_MmaEmitter):
         self.bcoords = [c if not isinstance(c, Binary) else ctx.declare(body, "b", c)
                         for c in ctx.unravel(ctx.bid("z"), self.bs)]
         s = self.stages
+        width_b = max(len(sg["dots"]) for sg in self.segments)
         self.a_sh = self._buffer("a_tile", self.a.dtype, s * t.bm * t.bk, s, 1024)
         self.b_sh = [self._buffer("b_tile", self.b.dtype, s * t.bn * t.bk, s, 1024)
-                     for _ in range(t.operands)]
+                     for _ in range(width_b)]
         self.full = self._buffer("full_bar", i64, s, s, 8)
         self.empty = self._buffer("empty_bar", i64, s, s, 8)
         self.acc = [ctx.local_buffer("acc", DTYPES["f32"], t.bn // 2)
-                    for _ in range(t.operands)]
-        self._use(self.segments[0])
-        self._maps()
+                    for _ in range(width_b)]
+        c = self.wc.consumers
         first = [*(ira.MbarrierInit(self.full, ctx.c(i), 1) for i in range(s)),
-                 *(ira.MbarrierInit(self.empty, ctx.c(i), 128 * self.wc.consumers)
-                   for i in range(s))]
+                 *(ira.MbarrierInit(self.empty, ctx.c(i), 128 * c) for i in range(s))]
+        if self.prologue_src is not None:   # one warpgroup barrier per consumer warpgroup
+            self.ready = self._buffer("ready_bar", i64, c, 1, 8)
+            first += [ira.MbarrierInit(self.ready, ctx.c(i), 128) for i in range(c)]
+        self._map_a()
         body.append(If(tid.eq(ctx.c(0)), first))
         body += [ira.FenceProxyAsync(), Barrier()]
-        self._segment_body(body, pid)
-        grid = (npm * cdiv(self.n, t.bn), 1, self.nb)
+        # blocks [start_s, start_s + npm * npn_s) of grid.x run segment s behind a
+        # block-uniform branch (siblings of different N; their B maps are their own)
+        branches: list[tuple[int, list[Stmt]]] = []
+        start = 0
+        for sg in self.segments:
+            self._use(sg)
+            self._maps_b()
+            stmts: list[Stmt] = []
+            local = ctx.declare(stmts, "seg_pid", ctx.sub(pid, start)) if start else pid
+            self._segment_body(stmts, local)
+            start += npm * cdiv(self.n, t.bn)
+            branches.append((start, stmts))
+        tail = branches[-1][1]
+        for end, stmts in reversed(branches[:-1]):
+            tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
+        body.extend(tail)
+        grid = (start, 1, self.nb)
         if grid != self.plan.grid:
             raise UnsupportedError(f"group {self.group.name}: grid {grid} differs from its "
                                    f"plan's {self.plan.grid}", hint="a planner bug: report it")
         k = ctx.kernel(body, grid, self.wc.threads, self.group, self.plan)
         k.tensor_maps = list(self.tmaps)
         return k
+
+    @property
+    def block_threads(self) -> int:   # the statistics pre-pass runs on every warpgroup
+        return self.wc.threads
 
     # ------------------------------------------------------------------ tensor maps
     def _map(self, hint: str, src, dims: tuple, box: tuple) -> str:
@@ -234,12 +306,33 @@ class _WgmmaEmitter(_MmaEmitter):
         self.tmaps.append(tm)
         return name
 
-    def _maps(self) -> None:
+    def _map_a(self) -> None:
+        """A's map: over A, a view of a group input (hal.lowering.tma_views) or the
+        prologue's source."""
+        from hal.lowering.tma_views import a_view
+
         t = self.t
-        nb = self.nb
-        rows_a = t.bm - 1 if self.fault("tma_box_off_by_one") else t.bm  # self-test hook
-        self.map_a = self._map("tmap_a", self.acc_a.source, (nb, self.m, self.k),
-                               (1, rows_a, t.bk))
+        producers = {o.name: nd for nd in self.group.nodes for o in nd.outputs}
+        view = a_view(self.segments[0]["dots"][0], producers, t.bm, t.bk, self.prologue_src)
+        if isinstance(view, str):
+            raise UnsupportedError(f"group {self.group.name}: {view}",
+                                   hint="a planner bug: wgmma_choice should refuse it")
+        box = view.box
+        if self.fault("tma_box_off_by_one"):   # self-test hook: one row short
+            box = (box[0], box[1] - 1, *box[2:])
+        self.view_a = view
+        self.map_a = name = self.ctx.unique("tmap_a")
+        src = view.source
+        try:
+            tm = TensorMap(name, self.ctx.buffer(src, "input"), src.dtype.name,
+                           src.dtype.itemsize, view.dims, view.strides, box, SWIZZLE)
+        except TensorMapError as e:
+            raise UnsupportedError(f"group {self.group.name}: {e}",
+                                   hint="a planner bug: wgmma_choice should refuse it") from e
+        self.tmaps.append(tm)
+
+    def _maps_b(self) -> None:
+        t = self.t
         self.map_b = []
         for x in self.acc_bs:
             batch = math.prod(x.source.shape[d] for d in x.dims[0])
@@ -292,7 +385,7 @@ class _WgmmaEmitter(_MmaEmitter):
         k0 = ctx.mul(kt, t.bk)
         bz = ctx.bid("z")
         out.append(ira.TmaLoad(self.a_sh, ctx.mul(st, t.bm * t.bk), self.map_a,
-                               (k0, self.m0, bz), self.full, st))
+                               self.view_a.coords(ctx, k0, self.m0, bz), self.full, st))
         for j, mb in enumerate(self.map_b):
             bzb = bz if maps[mb].dims[2] > 1 else ctx.c(0)
             base = ctx.mul(st, t.bn * t.bk)
@@ -309,6 +402,10 @@ class _WgmmaEmitter(_MmaEmitter):
         ctx, t = self.ctx, self.t
         st, ph = self._stage_phase(out, kc)
         out.append(ira.MbarrierWait(self.full, st, ph))
+        if self.prologue_src is not None:   # A's prologue, in place (matmul_wgmma_prologue)
+            from hal.lowering.matmul_wgmma_prologue import emit_transform
+
+            emit_transform(self, out, kc, st)
         out.append(ira.WgmmaFence())
         sw = 64 if self.fault("wgmma_wrong_swizzle") else SWIZZLE   # self-test hook
         a_base = ctx.declare(out, "sa", ctx.add(ctx.mul(st, t.bm * t.bk),
