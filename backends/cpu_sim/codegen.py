@@ -72,7 +72,7 @@ from hal.kernel.ir import (
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from . import faults, mma_sim, wgmma_sim
+from . import faults, mma_batch, mma_sim, wgmma_sim
 from .contract import Reduction
 from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
 from .vectorize import emit_reduction_loop, match_reduction_loop
@@ -83,6 +83,9 @@ CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "div", "pow", "s
 _BY_CONST = {"div": div_by_const, "remainder": rem_by_const}
 SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_by",
                   "block_idx_z": "_bz"}
+# straight-line runs of ldmatrix/mma statements run as one batched call (mma_batch.py);
+# False issues every statement on its own (the reference the tests compare against)
+BATCH_MMA_RUNS = True
 
 
 @dataclass
@@ -206,7 +209,7 @@ class _Translator:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim}
+        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim, "MB": mma_batch}
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
@@ -352,13 +355,19 @@ class _Translator:
 
     def body(self, stmts: list[Stmt], ctx: _Ctx, depth: int) -> None:
         start = len(self.lines)
-        for s in stmts:
-            self.stmt(s, ctx, depth)
+        i = 0
+        while i < len(stmts):
+            end = mma_batch.run_end(stmts, i) if BATCH_MMA_RUNS else i
+            if end > i:
+                mma_batch.emit_run(self, stmts[i:end], ctx, depth)
+                i = end
+                continue
+            self.stmt(stmts[i], ctx, depth)
+            i += 1
         if len(self.lines) == start:
             self.emit("pass", depth)
 
-    def stmt(self, s: Stmt, outer: _Ctx, depth: int) -> None:
-        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+    def count_stmt_flops(self, s: Stmt, ctx: _Ctx, depth: int) -> None:
         flops = Counter()
         for e in stmt_exprs(s):
             count_flops(e, flops)
@@ -366,6 +375,10 @@ class _Translator:
             if dt not in self.flop_dtypes:
                 self.flop_dtypes.append(dt)
             self.emit(f"_fl[{self.flop_dtypes.index(dt)}] += {n} * {ctx.count}", depth)
+
+    def stmt(self, s: Stmt, outer: _Ctx, depth: int) -> None:
+        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+        self.count_stmt_flops(s, ctx, depth)
         if self.wgmma_accs:   # reading a wgmma accumulator: its wait_group must have run
             for name in sorted({x.buffer for e in stmt_exprs(s) for x in walk_expr(e)
                                 if isinstance(x, Load) and x.buffer in self.wgmma_accs}):
