@@ -74,7 +74,7 @@ from hal.ops import get_op
 
 from . import faults, mma_batch, mma_sim, wgmma_sim
 from .contract import Reduction
-from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
+from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
 from .vectorize import emit_reduction_loop, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
@@ -273,14 +273,14 @@ class _Translator:
         key = f"_rnd_{dt.name}"
         if key not in self.ns:
             self.ns[key] = (self.options and faults.faulty_rounding(dt, self.options)) or \
-                (lambda x, _d=dt: to_rep(x, _d))  # (self-test hook)
+                fast_to_rep(dt)  # (self-test hook)
         return key
 
     def caster(self, dt: DType) -> str:
         key = f"_cast_{dt.name}"
         if key not in self.ns:
             self.ns[key] = (self.options and faults.faulty_rounding(dt, self.options)) or \
-                (lambda x, _d=dt: to_rep(x, _d))  # (self-test hook)
+                fast_to_rep(dt)  # (self-test hook)
         return key
 
     # ----------------------------------------------------------------- expressions
@@ -330,6 +330,12 @@ class _Translator:
         return f"{self.op('select')}({', '.join(args)})"
 
     def e_Cast(self, e: Cast, ctx: _Ctx) -> str:
+        src, dt = e.x.dtype, e.dtype
+        if dt.name == "f32" and src.is_float and src.bits < 32:
+            return self.expr(e.x, ctx)   # narrow floats are held in float32: exact already
+        if dt.is_float and dt.bits < 32 and isinstance(e.x, Cast) and e.x.x.dtype == dt \
+                and src.name in ("f32", "f64"):
+            return self.expr(e.x.x, ctx)  # T -> f32/f64 -> T: the T value itself
         x = self.expr(e.x, ctx)
         if e.x.dtype == e.dtype:
             return x
