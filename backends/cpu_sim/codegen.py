@@ -75,6 +75,7 @@ from hal.ops import get_op
 from . import faults, mma_batch, mma_sim, wgmma_sim
 from .contract import Reduction
 from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
+from .ranges import IndexRanges
 from .vectorize import emit_reduction_loop, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
@@ -216,6 +217,7 @@ class _Translator:
         self.n_tmp = 0
         self.uni = _Uniformity(kernel.body)
         self.dataflow = _DataFlow(kernel.body)
+        self.ranges = IndexRanges(kernel, self.uni.expr)   # i32 math that cannot overflow
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}
@@ -312,7 +314,7 @@ class _Translator:
             code = f"{self.rounder(rd)}({code})"
         elif rd.is_int:
             if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS \
-                    and not self.dataflow.expr(e):
+                    and not self.dataflow.expr(e) and not self.ranges.fits_i32(e):
                 site = self.site(ctx, ctx.buffer, format_expr(e))
                 code = f"W.i32({code}, {ctx.mask}, {site})"
             elif rd.bits < 32 or rd.kind == "uint":
