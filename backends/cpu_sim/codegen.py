@@ -72,9 +72,10 @@ from hal.kernel.ir import (
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from . import faults, mma_sim, wgmma_sim
+from . import faults, mma_batch, mma_sim, wgmma_sim
 from .contract import Reduction
-from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
+from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
+from .ranges import IndexRanges
 from .vectorize import emit_reduction_loop, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
@@ -83,6 +84,9 @@ CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "div", "pow", "s
 _BY_CONST = {"div": div_by_const, "remainder": rem_by_const}
 SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_by",
                   "block_idx_z": "_bz"}
+# straight-line runs of ldmatrix/mma statements run as one batched call (mma_batch.py);
+# False issues every statement on its own (the reference the tests compare against)
+BATCH_MMA_RUNS = True
 
 
 @dataclass
@@ -206,13 +210,14 @@ class _Translator:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim}
+        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim, "MB": mma_batch}
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
         self.n_tmp = 0
         self.uni = _Uniformity(kernel.body)
         self.dataflow = _DataFlow(kernel.body)
+        self.ranges = IndexRanges(kernel, self.uni.expr)   # i32 math that cannot overflow
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}
@@ -270,14 +275,14 @@ class _Translator:
         key = f"_rnd_{dt.name}"
         if key not in self.ns:
             self.ns[key] = (self.options and faults.faulty_rounding(dt, self.options)) or \
-                (lambda x, _d=dt: to_rep(x, _d))  # (self-test hook)
+                fast_to_rep(dt)  # (self-test hook)
         return key
 
     def caster(self, dt: DType) -> str:
         key = f"_cast_{dt.name}"
         if key not in self.ns:
             self.ns[key] = (self.options and faults.faulty_rounding(dt, self.options)) or \
-                (lambda x, _d=dt: to_rep(x, _d))  # (self-test hook)
+                fast_to_rep(dt)  # (self-test hook)
         return key
 
     # ----------------------------------------------------------------- expressions
@@ -309,7 +314,7 @@ class _Translator:
             code = f"{self.rounder(rd)}({code})"
         elif rd.is_int:
             if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS \
-                    and not self.dataflow.expr(e):
+                    and not self.dataflow.expr(e) and not self.ranges.fits_i32(e):
                 site = self.site(ctx, ctx.buffer, format_expr(e))
                 code = f"W.i32({code}, {ctx.mask}, {site})"
             elif rd.bits < 32 or rd.kind == "uint":
@@ -327,6 +332,12 @@ class _Translator:
         return f"{self.op('select')}({', '.join(args)})"
 
     def e_Cast(self, e: Cast, ctx: _Ctx) -> str:
+        src, dt = e.x.dtype, e.dtype
+        if dt.name == "f32" and src.is_float and src.bits < 32:
+            return self.expr(e.x, ctx)   # narrow floats are held in float32: exact already
+        if dt.is_float and dt.bits < 32 and isinstance(e.x, Cast) and e.x.x.dtype == dt \
+                and src.name in ("f32", "f64"):
+            return self.expr(e.x.x, ctx)  # T -> f32/f64 -> T: the T value itself
         x = self.expr(e.x, ctx)
         if e.x.dtype == e.dtype:
             return x
@@ -352,13 +363,19 @@ class _Translator:
 
     def body(self, stmts: list[Stmt], ctx: _Ctx, depth: int) -> None:
         start = len(self.lines)
-        for s in stmts:
-            self.stmt(s, ctx, depth)
+        i = 0
+        while i < len(stmts):
+            end = mma_batch.run_end(stmts, i) if BATCH_MMA_RUNS else i
+            if end > i:
+                mma_batch.emit_run(self, stmts[i:end], ctx, depth)
+                i = end
+                continue
+            self.stmt(stmts[i], ctx, depth)
+            i += 1
         if len(self.lines) == start:
             self.emit("pass", depth)
 
-    def stmt(self, s: Stmt, outer: _Ctx, depth: int) -> None:
-        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+    def count_stmt_flops(self, s: Stmt, ctx: _Ctx, depth: int) -> None:
         flops = Counter()
         for e in stmt_exprs(s):
             count_flops(e, flops)
@@ -366,6 +383,10 @@ class _Translator:
             if dt not in self.flop_dtypes:
                 self.flop_dtypes.append(dt)
             self.emit(f"_fl[{self.flop_dtypes.index(dt)}] += {n} * {ctx.count}", depth)
+
+    def stmt(self, s: Stmt, outer: _Ctx, depth: int) -> None:
+        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+        self.count_stmt_flops(s, ctx, depth)
         if self.wgmma_accs:   # reading a wgmma accumulator: its wait_group must have run
             for name in sorted({x.buffer for e in stmt_exprs(s) for x in walk_expr(e)
                                 if isinstance(x, Load) and x.buffer in self.wgmma_accs}):

@@ -37,8 +37,10 @@ _CACHE_SIZE = 128
 
 
 def _structure_key(k: Kernel) -> str:
-    # Everything the generated code depends on (grid and meta are not).
-    return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size))
+    # Everything the generated code depends on (meta is not; grid and block bound the
+    # index ranges whose i32 checks codegen leaves out, ranges.py).
+    return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
+                 tuple(k.grid), k.block))
 
 
 def compiled(kernel: Kernel, options=None) -> CompiledKernel:
