@@ -387,8 +387,10 @@ def _models(c: _Collector) -> None:
 def _more(c: _Collector) -> None:
     from .canaries import canary_cases
     from .cases_coverage import coverage_cases
+    from .cases_paths import path_cases
 
     coverage_cases(c)
+    path_cases(c)
     canary_cases(c)
 
 
@@ -425,8 +427,43 @@ def _wide_index(spec):
     return dataclasses.replace(spec, name=f"{spec.name}+i64", index_bits=64)
 
 
-SPEC_VARIANTS: dict[str, Callable] = {"small": _small, "folded": _folded,
-                                      "wide_index": _wide_index}
+def _shared(kib: int):
+    def variant(spec):
+        """`kib` KiB of shared memory per block (and at most 64 KiB per unit): tiles that fit
+        the shipped devices do not, so the planner's smaller tiles and refusals run."""
+        import dataclasses
+
+        return dataclasses.replace(spec, name=f"{spec.name}+smem{kib}k",
+                                   shared_mem_per_block=kib * 1024,
+                                   shared_mem_per_unit=max(kib * 1024, 64 * 1024))
+    return variant
+
+
+def _other_warp(spec):
+    """The other warp width (32 <-> 64 lanes): the spec's matrix instructions are issued by
+    warps of their own width, so this device runs its GEMMs and attention without them."""
+    import dataclasses
+
+    return dataclasses.replace(spec, name=f"{spec.name}+w{96 - spec.warp_size}",
+                               warp_size=96 - spec.warp_size)
+
+
+def _capability(name: str, grant: bool):
+    def variant(spec):
+        """The spec with capability `name` granted (TF32: f32 contractions may run on the
+        matrix unit) or withdrawn (TMA: Hopper GEMMs without wgmma)."""
+        import dataclasses
+
+        caps = spec.capabilities | {name} if grant else spec.capabilities - {name}
+        return dataclasses.replace(spec, name=f"{spec.name}{'+' if grant else '-'}{name}",
+                                   capabilities=frozenset(caps))
+    return variant
+
+
+SPEC_VARIANTS: dict[str, Callable] = {
+    "small": _small, "folded": _folded, "wide_index": _wide_index,
+    "smem2k": _shared(2), "smem12k": _shared(12), "other_warp": _other_warp,
+    "tf32": _capability("allow_tf32", True), "no_tma": _capability("tma", False)}
 
 
 def register_spec_variant(name: str, fn: Callable) -> None:
