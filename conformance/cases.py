@@ -448,6 +448,15 @@ def _other_warp(spec):
                                warp_size=96 - spec.warp_size)
 
 
+def _few_registers(spec):
+    """24 registers per thread and 8,192 per unit (a small core): a matmul with a long fused
+    epilogue finds no SIMT tile and the planner keeps the epilogue out of its kernel."""
+    import dataclasses
+
+    return dataclasses.replace(spec, name=f"{spec.name}+regs24", max_registers_per_thread=24,
+                               registers_per_unit=8192)
+
+
 def _capability(name: str, grant: bool):
     def variant(spec):
         """The spec with capability `name` granted (TF32: f32 contractions may run on the
@@ -463,6 +472,7 @@ def _capability(name: str, grant: bool):
 SPEC_VARIANTS: dict[str, Callable] = {
     "small": _small, "folded": _folded, "wide_index": _wide_index,
     "smem2k": _shared(2), "smem12k": _shared(12), "other_warp": _other_warp,
+    "few_registers": _few_registers,
     "tf32": _capability("allow_tf32", True), "no_tma": _capability("tma", False)}
 
 

@@ -19,7 +19,7 @@ compared), so a wrong refusal or a wrong fallback shows as a wrong number.
 * spec variants of the device under test (cases.SPEC_VARIANTS): 2 KiB and 12 KiB of shared
   memory per block (the tiles that do not fit, the matrix-unit tiles refused, the wgmma
   pipeline's two stages), the other warp width (a matrix instruction issued by warps of
-  another width), TF32 granted (f32 attention on the matrix unit), no TMA (Hopper GEMMs
+  another width), 24 registers per thread (no SIMT tile for a long epilogue), TF32 granted (f32 attention on the matrix unit), no TMA (Hopper GEMMs
   without wgmma), rows and norm prologues over the `small` variant's L2.
 """
 
@@ -86,6 +86,18 @@ def _epilogues(c: _Collector) -> None:
         b.output(_mm(b, b.input("x", "bf16", (64, 64)), w))
     c.add("fused", "matmul_transposed_weight", ("bf16",), "64x64x96", weight_t, unfused=True)
 
+    def zero_pad_concat(b):   # F.pad by 0 (an exported "same" padding of width 0), then cat
+        x = b.op("pad", b.input("x", "f32", (33, 31)), low=[0, 0], high=[0, 0], value=0.0)
+        b.output(b.op("concat", x, b.input("y", "f32", (33, 5)), axis=1))
+    c.add("movement", "pad_concat", ("f32",), "33x31x5", zero_pad_concat, suffix="zero_width")
+
+    def pick_scale(b):   # params.view(-1)[4] as a scale: constant coordinates fold
+        p = b.op("reshape", b.input("p", "f32", (2, 3)), shape=[6])
+        s = b.op("slice", p, starts=[4], stops=[5], steps=[1], axes=[0])
+        b.output(b.op("mul", b.input("x", "f32", (33, 65)),
+                      b.op("broadcast_to", s, shape=[33, 65])))
+    c.add("layout", "pick_scale", ("f32",), "2x3x33x65", pick_scale)
+
     def embed(b):   # more tokens than vocabulary rows: the whole table is read
         b.output(b.op("gather", b.input("t", "f32", (16, 32)), b.input("i", "i32", (64,)),
                       axis=0))
@@ -137,6 +149,13 @@ def _near_attention(c: _Collector) -> None:
         b.output(b.op("dot_general", _probs(b, s), v, lhs_batch=[0], rhs_batch=[0],
                       lhs_contracting=[3], rhs_contracting=[1]))
 
+    def v_f32(b):   # bf16 Q, K scored in f32 against an f32 V: no matrix-unit attention
+        q, k = b.input("q", "bf16", _QKV), b.input("k", "bf16", _QKV)
+        s = _mm(b, q, k, transpose_b=True, out_dtype="f32")
+        b.output(_softmax_pv(b, s, b.input("v", "f32", _QKV)))
+    c.add("fused", "attention_primitives", ("bf16", "f32"), "1x2x33x16", v_f32, suffix="v_f32",
+          unfused=True)
+
     for label, shape, build in (("exp2", "1x2x33x16", exp2), ("bmm_probs", "1x2x33x16", bmm),
                                 ("probs_transposed", "1x2x33x16", p_t),
                                 ("cumsum_scores", "1x2x33x16", cumsum_scores),
@@ -174,6 +193,13 @@ def _variants(c: _Collector) -> None:
     add("attention", "f32", "1x2x2x65x32", attn("f32", (1, 2, 65, 32), (1, 2, 65, 32)), "tf32")
     add("matmul", "f32", "64x64x96", mm("f32", 64, 64, 96), "tf32")
     add("matmul", "bf16", "128x128x128", mm("bf16", 128, 128, 128), "no_tma")
+
+    def long_epilogue(b):   # six tanh + residual steps after the matmul
+        y = _mm(b, b.input("x", "f32", (64, 64)), b.input("w", "f32", (64, 96)))
+        for i in range(6):
+            y = b.op("add", b.op("tanh", y), b.input(f"r{i}", "f32", (64, 96)))
+        b.output(y)
+    add("matmul_long_epilogue", "f32", "64x64x96", long_epilogue, "few_registers")
     add("matmul", "bf16", "4x64x64x64", lambda b: b.output(_mm(
         b, b.input("a", "bf16", (4, 64, 64)), b.input("b", "bf16", (4, 64, 64)))), "folded",
         suffix="batch")
@@ -181,6 +207,10 @@ def _variants(c: _Collector) -> None:
     add("attention", "bf16", "1x64x1x1x32", attn("bf16", (1, 64, 1, 32), (1, 1, 1500, 32)),
         "small", suffix="gqa64_decode")
     # rows over the L2 while in flight; a norm prologue whose A panel exceeds half the L2
+    # a weight built in the graph (iota): its bytes have no group input to be charged to
+    add("matmul_iota_weight", "f32", "257x128x96", lambda b: b.output(_mm(
+        b, b.input("x", "f32", (257, 128)), b.op("cast", b.op(
+            "iota", shape=[128, 96], dimension=1, dtype="i32"), dtype="f32"))), "small")
     add("softmax", "f32", "2x65536", lambda b: b.output(b.op(
         "softmax", b.input("x", "f32", (2, 65536)), axis=-1)), "small", suffix="rows_over_l2")
 
