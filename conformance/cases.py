@@ -405,8 +405,10 @@ def _models(c: _Collector) -> None:
 def _more(c: _Collector) -> None:
     from .canaries import canary_cases
     from .cases_coverage import coverage_cases
+    from .cases_paths import path_cases
 
     coverage_cases(c)
+    path_cases(c)
     canary_cases(c)
 
 
@@ -443,8 +445,53 @@ def _wide_index(spec):
     return dataclasses.replace(spec, name=f"{spec.name}+i64", index_bits=64)
 
 
-SPEC_VARIANTS: dict[str, Callable] = {"small": _small, "folded": _folded,
-                                      "wide_index": _wide_index}
+def _shared(kib: int):
+    def variant(spec):
+        """`kib` KiB of shared memory per block (and at most 64 KiB per unit): tiles that fit
+        the shipped devices do not, so the planner's smaller tiles and refusals run."""
+        import dataclasses
+
+        return dataclasses.replace(spec, name=f"{spec.name}+smem{kib}k",
+                                   shared_mem_per_block=kib * 1024,
+                                   shared_mem_per_unit=max(kib * 1024, 64 * 1024))
+    return variant
+
+
+def _other_warp(spec):
+    """The other warp width (32 <-> 64 lanes): the spec's matrix instructions are issued by
+    warps of their own width, so this device runs its GEMMs and attention without them."""
+    import dataclasses
+
+    return dataclasses.replace(spec, name=f"{spec.name}+w{96 - spec.warp_size}",
+                               warp_size=96 - spec.warp_size)
+
+
+def _few_registers(spec):
+    """24 registers per thread and 8,192 per unit (a small core): a matmul with a long fused
+    epilogue finds no SIMT tile and the planner keeps the epilogue out of its kernel."""
+    import dataclasses
+
+    return dataclasses.replace(spec, name=f"{spec.name}+regs24", max_registers_per_thread=24,
+                               registers_per_unit=8192)
+
+
+def _capability(name: str, grant: bool):
+    def variant(spec):
+        """The spec with capability `name` granted (TF32: f32 contractions may run on the
+        matrix unit) or withdrawn (TMA: Hopper GEMMs without wgmma)."""
+        import dataclasses
+
+        caps = spec.capabilities | {name} if grant else spec.capabilities - {name}
+        return dataclasses.replace(spec, name=f"{spec.name}{'+' if grant else '-'}{name}",
+                                   capabilities=frozenset(caps))
+    return variant
+
+
+SPEC_VARIANTS: dict[str, Callable] = {
+    "small": _small, "folded": _folded, "wide_index": _wide_index,
+    "smem2k": _shared(2), "smem12k": _shared(12), "other_warp": _other_warp,
+    "few_registers": _few_registers,
+    "tf32": _capability("allow_tf32", True), "no_tma": _capability("tma", False)}
 
 
 def register_spec_variant(name: str, fn: Callable) -> None:

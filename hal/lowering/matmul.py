@@ -290,7 +290,7 @@ def lower_matmul(group, plan: KernelPlan, spec: DeviceSpec,
     # self-test hook f16_accumulation on a matrix-unit plan: the SIMT kernel (the matrix
     # unit always accumulates in f32), with SIMT tiles and raster of its own
     simt_for_fault = plan.strategy in ("mma", "wgmma")
-    if simt_for_fault:
+    if simt_for_fault:   # self-test hook
         reserve = fused_reserve(group.nodes, group.inputs)
         t = matmul_tiles(m, min(math.prod(n_dims(ds[0])) for ds, _outs in segments), k,
                          acc_dt.itemsize, spec, operands=nops, reserve=reserve)
@@ -443,7 +443,7 @@ def lower_matmul(group, plan: KernelPlan, spec: DeviceSpec,
     for end, stmts in reversed(branches[:-1]):
         tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
     body.extend(tail)
-    if simt_for_fault:
+    if simt_for_fault:   # self-test hook
         return [ctx.kernel(body, (start, 1, nb), threads, group, plan)]
     if (start, 1, nb) != plan.grid:   # the plan's grid is the one the blocks above walk
         raise UnsupportedError(f"group {group.name}: grid {(start, 1, nb)} differs from its "
