@@ -123,6 +123,34 @@ def test_sibling_segments_of_different_n(norm):
     assert r.report["ok"], r.report
 
 
+@pytest.mark.parametrize("m,k,n,norm,view,tb,dt", [
+    (200, 136, 72, "rms_norm", 0, True, bf16),    # edges in M, N and K (a chunk past K)
+    (130, 72, 96, "layer_norm", 0, False, bf16),  # weight and bias as 16-byte loads
+    (96, 64, 128, "rms_norm", 2, True, f16),      # the view, f16
+])
+def test_vector_rewrite_is_bitwise_the_scalar_one(monkeypatch, m, k, n, norm, view, tb, dt):
+    """The 16-byte chunk rewrite (LDS.128/STS.128, the norm weight as 16-byte loads) does the
+    same element math in the same order as the element-by-element one: cpu_sim's outputs
+    are bitwise equal."""
+    from hal.kernel.ir import VecCopy
+    from hal.lowering import matmul_wgmma_prologue as mwp
+
+    g = _norm_mm(m, k, n, norm, dt=dt, view=view, tb=tb)
+
+    def shared_copies(kern):
+        return [s for s in walk_stmts(kern.body) if isinstance(s, VecCopy)
+                and "a_tile" in (s.dst, s.src)]
+
+    kv, rv = _run(g)
+    monkeypatch.setattr(mwp, "VECTOR_REWRITE", False)
+    ks, rs = _run(g)
+    assert len(shared_copies(kv)) == 2 and not shared_copies(ks)   # load + store per chunk
+    assert rv.report["ok"] and rs.report["ok"], (rv.report, rs.report)
+    for name, out in rs.outputs.items():
+        assert out.dtype == rv.outputs[name].dtype
+        assert out.tobytes() == rv.outputs[name].tobytes(), name
+
+
 def test_unswizzled_prologue_fault_is_caught():
     g = _norm_mm(64, 64, 64)
     opts = LoweringOptions.planting("wgmma_prologue_unswizzled")
