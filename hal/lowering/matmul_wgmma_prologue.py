@@ -56,6 +56,8 @@ from hal.kernel import ir_async as ira
 from hal.kernel.ir import (
     Binary,
     Cast,
+    Const,
+    Declare,
     Expr,
     For,
     Load,
@@ -144,8 +146,50 @@ def emit_transform(em, out: list[Stmt], kc, st) -> None:
     out.append(ira.MbarrierWait(em.ready, g, ctx.mod(kc, 2)))
 
 
-def _mentions(e: Expr, v: Var) -> bool:
-    return any(x == v for x in walk_expr(e))
+def lane_split(x: Expr, gk: Var, gk0: Var, vec: int) -> tuple[Expr, bool] | None:
+    """(base, lane) with x == base + (e if lane else 0) for every e < vec, where
+    gk = gk0 + e and gk0 is a multiple of vec (a chunk's first column), proved from the form
+    of x (index arithmetic on non-negative values: +, * and / and % by constants), or None.
+    With lane, base is a multiple of vec. Reshapes' unravelled flat indices (a view
+    [B, S, D] -> [B*S, D]) split this way when D is a multiple of vec."""
+    if not any(y == gk for y in walk_expr(x)):
+        return x, False
+    if x == gk:
+        return gk0, True
+    if not isinstance(x, Binary):
+        return None
+    pa, pb = lane_split(x.a, gk, gk0, vec), lane_split(x.b, gk, gk0, vec)
+    if pa is None or pb is None or (pa[1] and pb[1]):
+        return None
+    if not (pa[1] or pb[1]):                     # both operands the same for every e
+        return Binary(x.op, pa[0], pb[0]), False
+    if x.op == "add":
+        base = Binary("add", pa[0], pb[0])
+        return (base, True) if _aligned(base, gk0, vec) else None
+    d = x.b.value if isinstance(x.b, Const) else 0
+    if x.op in ("div", "remainder") and d > 0 and d % vec == 0 and pa[1]:
+        # base + e stays within one multiple of d: the quotient ignores e, the rest adds it
+        return (Binary("div", pa[0], x.b), False) if x.op == "div" else \
+            (Binary("remainder", pa[0], x.b), True)
+    return None
+
+
+def _aligned(x: Expr, gk0: Var, vec: int) -> bool:
+    """x is provably a multiple of vec."""
+    if isinstance(x, Const):
+        return x.value % vec == 0
+    if x == gk0:
+        return True
+    if not isinstance(x, Binary):
+        return False
+    if x.op == "mul":
+        return any(isinstance(y, Const) and y.value % vec == 0 for y in (x.a, x.b)) or \
+            _aligned(x.a, gk0, vec) or _aligned(x.b, gk0, vec)
+    if x.op == "add":
+        return _aligned(x.a, gk0, vec) and _aligned(x.b, gk0, vec)
+    if x.op == "remainder":
+        return isinstance(x.b, Const) and x.b.value % vec == 0 and _aligned(x.a, gk0, vec)
+    return False
 
 
 def _vector_rewrite(em, out: list[Stmt], kc, st) -> None:
@@ -198,15 +242,20 @@ def _vector_rewrite(em, out: list[Stmt], kc, st) -> None:
     def hook(bb, v, co, mask):
         if v.name == src.name:
             return to_compute(Load(xv, e, v.dtype), v.dtype)
-        if mask is not ok:
-            return prev(bb, v, co, mask) if prev is not None else None
-        if not any(_mentions(x, gk) for x in co):     # the same for the chunk's V columns
-            got = prev(hoisted, v, co, mask) if prev is not None else None
-            got = got if got is not None else to_compute(hoisted.global_load(v, co, mask),
+        split = [lane_split(x, gk, gk0, vec) for x in co] if mask is ok else [None]
+        local = {st.var.name for st in inner if isinstance(st, Declare)}   # loop-body vars
+        if None in split or any(isinstance(y, Var) and y.name in local
+                                for bs, _c in split for y in walk_expr(bs)):
+            return prev(bb, v, co, mask) if prev is not None else None   # per element
+        bases = [bs for bs, _c in split]
+        lanes = [i for i, (_b, c) in enumerate(split) if c]
+        if not lanes:                        # the same for the chunk's V columns: once
+            got = prev(hoisted, v, bases, mask) if prev is not None else None
+            got = got if got is not None else to_compute(hoisted.global_load(v, bases, mask),
                                                          v.dtype)
             return ctx.declare(pre, f"p_{v.name}", got)
         got = prev(bb, v, co, mask) if prev is not None else None
-        return got if got is not None else _chunk_load(ctx, pre, v, co, gk, gk0, ok, e, vec)
+        return got if got is not None else _chunk_load(ctx, pre, v, bases, lanes, ok, e, vec)
 
     b.load_hook = hook
     x = b.value(a, coords, ok)
@@ -218,23 +267,20 @@ def _vector_rewrite(em, out: list[Stmt], kc, st) -> None:
     out.append(For(q, ctx.c(0), ctx.c(64 * per_row // 128), ctx.c(1), chunk, unroll=True))
 
 
-def _chunk_load(ctx, pre: list[Stmt], v: Value, co, gk: Var, gk0: Var, ok: Var, e: Var,
+def _chunk_load(ctx, pre: list[Stmt], v: Value, bases, lanes: list[int], ok: Var, e: Var,
                 vec: int) -> Expr | None:
-    """Input `v` read at `co` for column gk = gk0 + e: when its index is (chunk base) + e
-    (the column on a unit-stride axis, the other strides whole chunks), the chunk's `vec`
-    elements as 16-byte global loads into registers (added to `pre`), element e of them
-    returned; None (a load per element) otherwise."""
+    """Input `v` read at coordinates bases + e on axis lanes[0] (lane_split): when that axis
+    has unit stride and the others whole chunks, the chunk's `vec` elements as 16-byte
+    global loads into registers (added to `pre`), element e of them returned; None (a load
+    per element) otherwise."""
     param = ctx.buffer(v, "input")
     strides = ctx.params[[p.name for p in ctx.params].index(param)].strides
-    axes = [i for i, x in enumerate(co) if _mentions(x, gk)]
-    if len(axes) != 1 or co[axes[0]] != gk or strides[axes[0]] != 1 or \
-            any(s % vec for i, s in enumerate(strides) if i != axes[0]):
+    if len(lanes) != 1 or strides[lanes[0]] != 1 or \
+            any(s % vec for i, s in enumerate(strides) if i != lanes[0]):
         return None
     width = min(vec, 16 // v.dtype.itemsize)
     regs = ctx.local_buffer(f"pw_{v.name}", v.dtype, vec)
-    at = ctx.declare(pre, "pwi", Select(ok, ctx.linear([gk0 if i == axes[0] else x
-                                                        for i, x in enumerate(co)], strides),
-                                        ctx.c(0)))
+    at = ctx.declare(pre, "pwi", Select(ok, ctx.linear(bases, strides), ctx.c(0)))
     for j in range(0, vec, width):
         pre.append(VecCopy(regs, ctx.c(j), param, ctx.add(at, j), width, ok))
     return to_compute(Load(regs, e, v.dtype), v.dtype)
@@ -286,4 +332,4 @@ def _scalar_rewrite(em, out: list[Stmt], kc, st) -> None:
     out.append(For(it, ctx.c(0), ctx.c(64 * t.bk // 128), ctx.c(1), inner))
 
 
-__all__ = ["VECTOR_REWRITE", "emit_transform", "prologue_source"]
+__all__ = ["VECTOR_REWRITE", "emit_transform", "lane_split", "prologue_source"]
