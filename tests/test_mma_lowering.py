@@ -99,5 +99,7 @@ def test_qkv_siblings_of_different_n(spec_name):
         b.output(val)
     kern, r = _run(b.build(), spec_name)
     p = kern.meta.plan
-    assert p.strategy == "mma" and p.detail("column_segments") == (40, 16, 16)
+    # sm_90a: the Hopper GEMM takes sibling segments too (issue 15)
+    assert p.strategy == ("wgmma" if spec_name == "h100-sxm" else "mma")
+    assert p.detail("column_segments") == (40, 16, 16)
     assert r.report["ok"], r.report

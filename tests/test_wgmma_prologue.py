@@ -123,6 +123,50 @@ def test_sibling_segments_of_different_n(norm):
     assert r.report["ok"], r.report
 
 
+def _f32_scale_mm(m, k, n):
+    """A = bf16(f32(x) * s) with an f32 per-column scale: the chunk's 8 scales are two
+    16-byte loads."""
+    b = GraphBuilder("scale_mm")
+    s = b.op("broadcast_to", b.input("s", f32, (k,)), shape=[m, k])
+    y = b.op("cast", b.op("mul", b.op("cast", b.input("x", bf16, (m, k)), dtype="f32"), s),
+             dtype="bf16")
+    b.output(b.op("matmul", y, b.input("wm", bf16, (n, k)), transpose_b=True))
+    return b.build()
+
+
+@pytest.mark.parametrize("graph,weight_loads", [
+    (lambda: _norm_mm(200, 136, 72), 1),                        # edges in M, N and K
+    (lambda: _norm_mm(130, 72, 96, "layer_norm", tb=False), 2),  # weight and bias
+    # the view, f16: through the reshape the weight's column is an unravelled flat index,
+    # which the rewrite does not prove contiguous: the weight stays a load per element
+    (lambda: _norm_mm(96, 64, 128, view=2, dt=f16), 1),
+    (lambda: _f32_scale_mm(130, 72, 96), 2),                    # f32: two 16-byte loads
+])
+def test_vector_rewrite_is_bitwise_the_scalar_one(monkeypatch, graph, weight_loads):
+    """The 16-byte chunk rewrite (LDS.128/STS.128, the norm weight as 16-byte loads) does the
+    same element math in the same order as the element-by-element one: cpu_sim's outputs
+    are bitwise equal."""
+    from hal.kernel.ir import VecCopy
+    from hal.lowering import matmul_wgmma_prologue as mwp
+
+    g = graph()
+
+    def copies(kern):
+        vc = [s for s in walk_stmts(kern.body) if isinstance(s, VecCopy)]
+        return ([s for s in vc if "a_tile" in (s.dst, s.src)],
+                [s for s in vc if s.dst.startswith("pw_") and s.width * 4 >= 16])
+
+    kv, rv = _run(g)
+    monkeypatch.setattr(mwp, "VECTOR_REWRITE", False)
+    ks, rs = _run(g)
+    assert [len(c) for c in copies(kv)] == [2, weight_loads]   # x in and out, weights
+    assert copies(ks) == ([], [])
+    assert rv.report["ok"] and rs.report["ok"], (rv.report, rs.report)
+    for name, out in rs.outputs.items():
+        assert out.dtype == rv.outputs[name].dtype
+        assert out.tobytes() == rv.outputs[name].tobytes(), name
+
+
 def test_unswizzled_prologue_fault_is_caught():
     g = _norm_mm(64, 64, 64)
     opts = LoweringOptions.planting("wgmma_prologue_unswizzled")
@@ -165,3 +209,40 @@ def test_a_view_refusals():
     producers = {o.name: nd for nd in g.nodes for o in nd.outputs}
     dot = [nd for nd in g.nodes if nd.op == "matmul"][0]
     assert "not contiguous" in a_view(dot, producers, 64, 64)
+
+
+def test_lane_split_proves_only_chunk_contiguous_indices():
+    """lane_split: x(gk0 + e) == base + e (lane) or == base for all e < 8, checked by
+    evaluating both sides; forms it cannot prove are refused (None)."""
+    from hal.dtypes import i32
+    from hal.kernel.ir import Binary, Const, Var
+    from hal.lowering.matmul_wgmma_prologue import lane_split
+
+    gk, gk0, m = Var("gk", i32), Var("gk0", i32), Var("m", i32)
+
+    def c(v):
+        return Const(v, i32)
+
+    def ev(x, env):
+        if isinstance(x, Const):
+            return x.value
+        if isinstance(x, Var):
+            return env[x.name]
+        a, b = ev(x.a, env), ev(x.b, env)
+        return {"add": lambda: a + b, "mul": lambda: a * b, "div": lambda: a // b,
+                "remainder": lambda: a % b}[x.op]()
+
+    flat = Binary("add", Binary("mul", m, c(64)), gk)      # a view's flat index, D = 64
+    proved = [gk, flat, Binary("remainder", flat, c(64)), Binary("div", flat, c(64)),
+              Binary("remainder", Binary("div", flat, c(64)), c(48)), Binary("mul", m, c(3))]
+    for x in proved:
+        base, lane = lane_split(x, gk, gk0, 8)
+        for mv in (0, 1, 5):
+            for g0 in (0, 8, 56, 64, 120):
+                for e in range(8):
+                    env = {"gk": g0 + e, "gk0": g0, "m": mv}
+                    assert ev(x, env) == ev(base, env) + (e if lane else 0), (x, env)
+    refused = [Binary("mul", gk, c(2)), Binary("remainder", flat, c(12)),
+               Binary("div", flat, c(4)), Binary("add", Binary("mul", m, c(3)), gk),
+               Binary("add", gk, gk)]
+    assert all(lane_split(x, gk, gk0, 8) is None for x in refused)

@@ -163,8 +163,9 @@ def test_fp8_sass_has_qgmma(tmp_path):
 @pytest.mark.skipif(not shutil.which("nvcc") or cuobjdump_path() is None,
                     reason="nvcc or cuobjdump (nvidia-cuda-cuobjdump wheel) not installed")
 def test_sass_of_the_norm_prologue_kernel(tmp_path):
-    """The RMSNorm prologue on the Hopper GEMM: the consumers' shared rewrite, the proxy
-    fence (FENCE.VIEW.ASYNC.S) and the ready barrier sit between UTMALDG and HGMMA."""
+    """The RMSNorm prologue on the Hopper GEMM: the consumers' shared rewrite (16-byte
+    LDS.128/STS.128), the proxy fence (FENCE.VIEW.ASYNC.S) and the ready barrier sit between
+    UTMALDG and HGMMA."""
     from hal.ops.decompose import decompose_graph
 
     b = GraphBuilder("nmm")
@@ -181,4 +182,10 @@ def test_sass_of_the_norm_prologue_kernel(tmp_path):
     assert not isinstance(r, str), r
     assert r.counts.get("HGMMA", 0) == 4, r.forms      # BN 64 here: 64 tiles for 132 units
     assert r.counts.get("UTMALDG", 0) >= 2 and r.counts.get("HMMA", 0) == 0, r.forms
-    assert r.listing.read_text().count("FENCE.VIEW.ASYNC.S") >= 2   # fence.proxy.async
+    sass = r.listing.read_text()
+    assert sass.count("FENCE.VIEW.ASYNC.S") >= 2   # fence.proxy.async
+    # the rewrite moves whole 16-byte chunks: 4 per thread and k tile (unrolled), the norm
+    # weight as 16-byte global loads, no element-wide shared access left
+    assert sass.count("LDS.128") == 4 and sass.count("STS.128") == 4, r.forms
+    assert sass.count("LDG.E.128") >= 4, r.forms
+    assert "LDS.U16" not in sass and "STS.U16" not in sass, r.forms

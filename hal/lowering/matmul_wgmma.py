@@ -29,9 +29,9 @@ detail; anything else keeps the mma.sync kernel of hal.lowering.matmul_mma). The
 * A's tensor map reads A where it is stored: through reshapes and transposes of a group
   input (hal.lowering.tma_views; the attention output's head merge is a 3-d map);
 * a norm (or elementwise) prologue of A: TMA copies its source, the consumer warpgroups
-  rewrite their rows of the swizzled stage in place, fence.proxy.async, then a per-warpgroup
-  mbarrier (hal.lowering.matmul_wgmma_prologue); the row statistics pre-pass runs on every
-  warpgroup before the roles split;
+  rewrite their rows of the swizzled stage in place in 16-byte chunks, fence.proxy.async,
+  then a per-warpgroup mbarrier (hal.lowering.matmul_wgmma_prologue); the row statistics
+  pre-pass runs on every warpgroup before the roles split;
 * siblings sharing A with different N (fused QKV): one column-panel segment of grid.x each
   behind a block-uniform branch, each with its own B tensor maps and roles; a dual GEMM
   (equal N) shares one grid, two B tiles and two accumulators.
