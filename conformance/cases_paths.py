@@ -16,7 +16,7 @@ compared), so a wrong refusal or a wrong fallback shows as a wrong number.
 * attention written in primitives with one more departure each than cases_coverage's
   (exp2 numerator, probabilities reshaped to a batched matmul, P transposed into P @ V,
   two query axes, a scan on the scores): the matcher's reasons;
-* spec variants of the device under test (cases.SPEC_VARIANTS): 2 KiB and 12 KiB of shared
+* spec variants of the device under test (spec_variants.SPEC_VARIANTS): 2 KiB and 12 KiB of shared
   memory per block (the tiles that do not fit, the matrix-unit tiles refused, the wgmma
   pipeline's two stages), the other warp width (a matrix instruction issued by warps of
   another width), 24 registers per thread (no SIMT tile for a long epilogue), TF32 granted (f32 attention on the matrix unit), no TMA (Hopper GEMMs
