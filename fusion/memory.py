@@ -11,8 +11,9 @@ not fit (before this check a graph of any size was planned, compiled and "run" s
 * a lone reshape (`is_alias_group`) is a view: it adds no bytes and extends the life of
   the buffer it views.
 
-This is the least memory any executor of the plan needs (an executor that keeps every
-intermediate alive needs more). `check_device_memory` raises `DeviceMemoryError` naming
+This is the least memory any executor of the plan needs. The GPU runner lays its buffers
+out from the same spans (`live_spans`, placed by `hal.fusion.arena`), so it needs this
+peak plus the arena's fragmentation, not one buffer per intermediate. `check_device_memory` raises `DeviceMemoryError` naming
 the tensor (or the tensors live at the peak), its size, the spec's `dram_bytes` and the
 fix; `fusion.plan.plan` and `fusion.prepare.groups_to_run` call it for every plan.
 """
@@ -54,8 +55,24 @@ def _describe(v: Value, role: str) -> LiveTensor:
     return LiveTensor(v.name, role, str(v.type), _nbytes(v) or 0)
 
 
-def memory_peak(graph: Graph, groups: Sequence[FusedGroup]) -> MemoryPeak:
-    """Peak of the live tensors' bytes over the groups, run in the order given."""
+@dataclass(frozen=True)
+class LiveSpan:
+    """One tensor's life in device memory: the groups (by index in run order) from the one
+    that writes it (0 for inputs and constants) to the last one that reads it."""
+
+    value: Value
+    role: str          # "input", "constant", "output", "intermediate"
+    first: int
+    last: int
+
+    @property
+    def nbytes(self) -> int | None:
+        return _nbytes(self.value)
+
+
+def live_spans(graph: Graph, groups: Sequence[FusedGroup]) -> dict[str, LiveSpan]:
+    """Every tensor the plan keeps in device memory, by value name, with its life. A lone
+    reshape's output is not listed: it views (and extends the life of) its root."""
     n = len(groups)
     end = max(n - 1, 0)
     outputs = {v.name for v in graph.outputs}
@@ -88,19 +105,27 @@ def memory_peak(graph: Graph, groups: Sequence[FusedGroup]) -> MemoryPeak:
         r = root.get(v.name, v.name)
         if r in spans:
             spans[r][3] = end
+    return {name: LiveSpan(*sp) for name, sp in spans.items()}
+
+
+def memory_peak(graph: Graph, groups: Sequence[FusedGroup]) -> MemoryPeak:
+    """Peak of the live tensors' bytes over the groups, run in the order given."""
+    end = max(len(groups) - 1, 0)
+    spans = live_spans(graph, groups).values()
     delta = [0] * (end + 2)
-    for v, _role, first, last in spans.values():
-        b = _nbytes(v)
+    for sp in spans:
+        b = sp.nbytes
         if b:
-            delta[first] += b
-            delta[last + 1] -= b
+            delta[sp.first] += b
+            delta[sp.last + 1] -= b
     best, at, running = 0, 0, 0
     for i in range(end + 1):
         running += delta[i]
         if running > best:
             best, at = running, i
-    live = sorted((_describe(v, role) for v, role, first, last in spans.values()
-                   if first <= at <= last and _nbytes(v)), key=lambda t: (-t.nbytes, t.name))
+    live = sorted((_describe(sp.value, sp.role) for sp in spans
+                   if sp.first <= at <= sp.last and sp.nbytes),
+                  key=lambda t: (-t.nbytes, t.name))
     return MemoryPeak(best, groups[at].name if groups else None, tuple(live))
 
 

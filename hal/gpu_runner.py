@@ -41,6 +41,7 @@ import abc
 import ctypes
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from hal.render.cstyle import kernel_symbol
 
 if TYPE_CHECKING:
     from hal.devices.spec import DeviceSpec
+    from hal.fusion.arena import ArenaLayout
     from hal.ir.graph import Graph
     from hal.render.cstyle import CStyleRenderer
 
@@ -278,6 +280,24 @@ def _torch_name(t: Any) -> str | None:
             "torch.float8_e5m2": "f8e5m2"}.get(str(t))
 
 
+def torch_current_stream(index: int, vendor: str = "cuda") -> int:
+    """torch's current stream on GPU `index` as a raw handle, so hal's work is ordered
+    with torch's. torch.cuda is CUDA on a CUDA build and HIP on a ROCm build
+    (`torch.version.hip`); `vendor` ("cuda" or "hip") is the runtime the caller drives.
+    0 (the default stream) when torch is not imported, has not initialised its GPU
+    runtime (asking would), or was built for the other vendor."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    try:
+        built_for = "hip" if getattr(torch.version, "hip", None) else "cuda"
+        if built_for != vendor or not torch.cuda.is_initialized():
+            return 0
+        return int(torch.cuda.current_stream(index).cuda_stream)
+    except Exception:  # noqa: BLE001 - a torch without a GPU runtime: the default stream
+        return 0
+
+
 # --------------------------------------------------------------------------- a prepared graph
 
 
@@ -307,6 +327,7 @@ class PreparedGraph:
     compile_s: float = 0.0
     source: str = ""
     sync_each: bool = False                     # synchronise after each launch, name faults
+    arena: ArenaLayout | None = None            # where intermediates and scratch share bytes
 
     def __call__(self) -> None:
         for ln in self.launches:
@@ -430,8 +451,9 @@ class GpuRunner:
                            sync_each=self.sync_each)
         try:
             self._bind_values(pg, prim, graph, inputs, out or {})
-            it = iter(renamed)
-            for g, ks, lower_s in lowered:
+            by_group = _kernels_by_group(lowered, renamed)
+            arena_ptr = self._place_in_arena(pg, prim, by_group)
+            for g, ks, lower_s in by_group:
                 if not ks and is_alias_group(g):  # a lone reshape: a view of its input
                     n = g.nodes[0]
                     pg.pointers.setdefault(n.outputs[0].name, pg.pointers[n.inputs[0].name])
@@ -441,16 +463,11 @@ class GpuRunner:
                 for v in (o for n in g.nodes for o in n.outputs):
                     if v.name not in pg.pointers:
                         pg.pointers[v.name] = self._alloc(pg, v.type.nbytes)
-                scratch: dict[str, int] = {}
-                for _k in ks:
-                    k = next(it)
+                for k in ks:
                     ptrs = {}
                     for param, value in k.meta.buffers.items():
                         if param in k.meta.scratch:
-                            dt, numel = k.meta.scratch[param]
-                            if param not in scratch:
-                                scratch[param] = self._alloc(pg, numel * as_dtype(dt).itemsize)
-                            ptrs[param] = scratch[param]
+                            ptrs[param] = arena_ptr[_scratch_key(g, param)]
                         else:
                             ptrs[param] = pg.pointers[value]
                     fn = d.get_function(module, k)
@@ -465,6 +482,43 @@ class GpuRunner:
             pg.free(after=e)
             raise
         return pg
+
+    def _place_in_arena(self, pg: PreparedGraph, prim: Graph,
+                        by_group: list[tuple[Any, list[Kernel], float]]) -> dict[str, int]:
+        """One device allocation for every intermediate, group-internal value and scratch
+        buffer, shared between tensors whose lives do not overlap (hal.fusion.arena over
+        hal.fusion.memory's liveness model). Sets their entries in `pg.pointers`; returns
+        the scratch buffers' addresses by `_scratch_key`. Graph inputs, constants and
+        outputs keep buffers of their own (they live for the whole run)."""
+        from hal.fusion.arena import ArenaRequest, arena_layout
+        from hal.fusion.memory import live_spans
+
+        spans = live_spans(prim, [g for g, _, _ in by_group])
+        requests: list[ArenaRequest] = []
+        for i, (g, ks, _) in enumerate(by_group):
+            if not ks:  # a view, or a kernel-less group (zeroed buffers of its own)
+                continue
+            for v in (o for n in g.nodes for o in n.outputs):
+                sp = spans.get(v.name)
+                if v.name in pg.pointers or (sp is not None and sp.role != "intermediate"):
+                    continue
+                first, last = (sp.first, sp.last) if sp is not None else (i, i)
+                requests.append(ArenaRequest(v.name, v.type.nbytes, first, last))
+            for k in ks:
+                for param, (dt, numel) in k.meta.scratch.items():
+                    key = _scratch_key(g, param)
+                    if all(r.name != key for r in requests):
+                        requests.append(ArenaRequest(key, numel * as_dtype(dt).itemsize, i, i))
+        layout = arena_layout(requests)
+        pg.arena = layout
+        if not requests:
+            return {}
+        base = self._alloc(pg, layout.nbytes)
+        at = {b.request.name: base + b.offset for b in layout.blocks}
+        for name, ptr in at.items():
+            if not name.startswith(_SCRATCH):
+                pg.pointers[name] = ptr
+        return at
 
     def _alloc(self, pg: PreparedGraph, nbytes: int) -> int:
         ptr = self.driver.alloc(max(nbytes, 1))
@@ -525,6 +579,9 @@ class GpuRunner:
                                               "kernels": len(pg.launches),
                                               "compile_s": pg.compile_s},
                                   "device_time_s": sum(times)}
+        if pg.arena is not None:  # intermediates and scratch in one arena (hal.fusion.arena)
+            report["arena"] = {"bytes": pg.arena.nbytes, "tensors": len(pg.arena.blocks),
+                               "unshared_bytes": pg.arena.unshared_bytes}
         if compare_reference:
             from hal.backends.cpu_sim.backend import parity_report
 
@@ -534,6 +591,21 @@ class GpuRunner:
         result_out: dict[str, Any] = dict(outputs)
         result_out.update(pg.device_outputs)  # the caller's own device tensors, filled in
         return RunResult(result_out, stats, report)
+
+
+_SCRATCH = "scratch:"
+
+
+def _scratch_key(g: Any, param: str) -> str:
+    """A group's scratch buffer `param` (its kernels share it) in the arena."""
+    return f"{_SCRATCH}{g.name}:{param}"
+
+
+def _kernels_by_group(lowered: list[tuple[Any, list[Kernel], float]],
+                      renamed: list[Kernel]) -> list[tuple[Any, list[Kernel], float]]:
+    """`lowered` with each group's kernels replaced by their renamed copies (in order)."""
+    it = iter(renamed)
+    return [(g, [next(it) for _ in ks], lower_s) for g, ks, lower_s in lowered]
 
 
 def _host(x: Any, driver: GpuDriver, v: Any) -> np.ndarray:

@@ -23,7 +23,6 @@ naming the call and the error (cuGetErrorName).
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import DeviceError
-from hal.gpu_runner import DLPACK_CUDA, GpuDriver
+from hal.gpu_runner import DLPACK_CUDA, GpuDriver, torch_current_stream  # noqa: F401 (re-export)
 from hal.kernel.ir import Kernel
 from hal.render.cstyle import kernel_symbol
 
@@ -66,20 +65,6 @@ def arch_for(spec_arch: str, major: int, minor: int) -> str:
                           hint="pick the spec of this GPU with --device (`hal devices`)")
     raise DeviceError(f"cuda: compute capability {major}.{minor} is not a hal target",
                       hint="known arches: " + ", ".join(NVIDIA_ARCHES))
-
-
-def torch_current_stream(index: int) -> int:
-    """torch's current CUDA stream on device `index` as a raw handle, 0 (the legacy
-    stream) when torch is not imported or has not initialised CUDA (asking would)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return 0
-    try:
-        if not torch.cuda.is_initialized():
-            return 0
-        return int(torch.cuda.current_stream(index).cuda_stream)
-    except Exception:  # noqa: BLE001 - a torch without CUDA: the legacy stream
-        return 0
 
 
 class CudaDriver(GpuDriver):
