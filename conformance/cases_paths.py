@@ -16,7 +16,7 @@ compared), so a wrong refusal or a wrong fallback shows as a wrong number.
 * attention written in primitives with one more departure each than cases_coverage's
   (exp2 numerator, probabilities reshaped to a batched matmul, P transposed into P @ V,
   two query axes, a scan on the scores): the matcher's reasons;
-* spec variants of the device under test (cases.SPEC_VARIANTS): 2 KiB and 12 KiB of shared
+* spec variants of the device under test (spec_variants.SPEC_VARIANTS): 2 KiB and 12 KiB of shared
   memory per block (the tiles that do not fit, the matrix-unit tiles refused, the wgmma
   pipeline's two stages), the other warp width (a matrix instruction issued by warps of
   another width), 24 registers per thread (no SIMT tile for a long epilogue), TF32 granted (f32 attention on the matrix unit), no TMA (Hopper GEMMs
@@ -215,9 +215,9 @@ def _variants(c: _Collector) -> None:
         "softmax", b.input("x", "f32", (2, 65536)), axis=-1)), "small", suffix="rows_over_l2")
 
     def norm_mm(b):
-        y = b.op("rms_norm", b.input("x", "f32", (64, 512)), b.input("w", "f32", (512,)))
-        b.output(_mm(b, y, b.input("wm", "f32", (512, 32))))
-    add("rms_norm_matmul", "f32", "64x512x32", norm_mm, "small", suffix="panel_over_l2")
+        y = b.op("rms_norm", b.input("x", "f32", (64, 520)), b.input("w", "f32", (520,)))
+        b.output(_mm(b, y, b.input("wm", "f32", (520, 32))))
+    add("rms_norm_matmul", "f32", "64x520x32", norm_mm, "small", suffix="panel_over_l2")
 
 
 def path_cases(c: _Collector) -> None:
