@@ -3,8 +3,9 @@
 Used by hal.lowering.attention.lower_attention when the plan's strategy is
 "flash_attention_mma" (`attention_mma_choice` picked it in planners_tiled): the spec
 lists a matrix instruction for the operands' dtype (f32 accumulate), Q, K, V and the
-graph's P share that dtype, and the keys are not split (split-K decode stays SIMT, see
-`attention_split.decode_mma_pays`). P has the instruction's input dtype only when the
+graph's P share that dtype (a split-K plan: hal.lowering.attention_mma_split, a subclass
+of this emitter, where `attention_split.split_mma_verdict` says the matrix unit pays;
+memory-bound decode stays SIMT). P has the instruction's input dtype only when the
 graph rounds it before P@V (the 16-bit composite does): that is the two-pass schedule
 (hal.lowering.attention), so P is formed normalised and rounded exactly where the graph
 rounds it, and the P@V product adds no rounding the graph does not have (no tolerance
@@ -16,9 +17,11 @@ entry (grid as the SIMT kernel: x row tiles, y batch entries):
 
 * Q is staged once in shared memory [Br][D'] (D' = D rounded up to the instruction's k,
   rows padded by 16 bytes, zero where there is no row or column); per key tile of Bc
-  keys K [Bc][D'] (and, in pass 2, V [Bc][Dv']) are staged the same way. The tile loads
-  evaluate the operands' prologues (rotary, casts) through the group's ScalarBuilder,
-  as the SIMT kernel's loads do;
+  keys K [Bc][D'] (and, in pass 2, V [Bc][Dv']) are staged the same way: by 16-byte
+  vector copies where the operand is stored in that layout, else element by element,
+  evaluating the operands' prologues (rotary, casts) through the group's ScalarBuilder,
+  as the SIMT kernel's loads do (hal.lowering.attention_loads); a causal mask ends the
+  key loop at the block's diagonal (hal.lowering.attention_causal);
 * each warp computes S = Q K^T for its m rows and the Bc keys: A fragments from Q, B
   fragments from K ([BN][BK], k-contiguous), by ldmatrix on the 16-bit mma.sync layout,
   else per-lane loads at the layout's base + offsets (hal.kernel.mma);
