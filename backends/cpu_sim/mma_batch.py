@@ -49,7 +49,7 @@ from hal.kernel.mma import get_layout, ldmatrix_source
 from . import mma_sim
 from .lanes import Wave, to_rep
 
-CHUNK_WORDS = 1 << 21   # lane values per chunk of warps (float64: 16 MiB per temporary)
+CHUNK_WORDS = 1 << 17   # lane values per chunk of warps (1 MiB float64 temporaries: cache-sized)
 
 
 @dataclass(frozen=True)
