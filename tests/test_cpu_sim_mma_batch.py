@@ -4,6 +4,8 @@ bug planted in the lowering still changes the numbers."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -28,6 +30,17 @@ def _matmul(dt: str, m: int, k: int, n: int):
     b = GraphBuilder("mm")
     d = dtype(dt)
     b.output(b.op("matmul", b.input("a", d, (m, k)), b.input("b", d, (k, n))))
+    return b.build(), "matmul"
+
+
+def _two_matmuls(dt: str, m: int, k: int, n: int):
+    """x @ w1 and x @ w2 of different widths: one kernel whose blocks take one of two
+    uniform branches, so a wave's runs see a mask of whole warps (batched: the active)."""
+    b = GraphBuilder("mm2")
+    d = dtype(dt)
+    x = b.input("a", d, (m, k))
+    b.output(b.op("matmul", x, b.input("b", d, (k, n))))
+    b.output(b.op("matmul", x, b.input("w2", d, (k, n // 4))))
     return b.build(), "matmul"
 
 
@@ -68,6 +81,8 @@ def _same(k, spec, monkeypatch, **kw):
     new, st_new, src = _run(k, spec, True, monkeypatch, **kw)
     old, st_old, src_old = _run(k, spec, False, monkeypatch, **kw)
     assert "MB.run(" in src and "MB.run(" not in src_old
+    if k.name.startswith("k0_multi"):   # runs under a branch's mask of whole warps
+        assert re.search(r"MB.run\(W, _run\d+, \[.*\], _m\d+\)", src)
     for name in old:
         assert old[name].tobytes() == new[name].tobytes(), name
     for field in ("matrix_flops", "bank_conflicts", "shared_bytes_read",
@@ -81,6 +96,7 @@ CASES = [
     ("a100-sxm", _matmul, ("bf16", 96, 80, 72)),
     ("a100-sxm", _matmul, ("f16", 64, 256, 40)),
     ("a100-sxm", _matmul, ("bf16", 33, 257, 31)),
+    ("a100-sxm", _two_matmuls, ("bf16", 64, 96, 256)),
     ("h100-sxm", _attention, ("bf16", (1, 2, 40, 64), (1, 2, 72, 64), True)),
     ("a100-sxm", _attention, ("f16", (2, 1, 16, 32), (2, 1, 48, 32), False)),
     ("mi300x", _matmul, ("bf16", 64, 96, 64)),

@@ -22,8 +22,10 @@ K step. Here codegen hands the whole run to `run`, which executes it lane-exactl
   (tests/test_cpu_sim_mma_batch.py holds them bitwise equal);
 * registers the run writes get their final values at the end, as lane arrays.
 
-`run` issues the statements one by one instead (the reference semantics) when the mask
-is partial (divergent lanes: the per-statement checks name the thread), when a check
+Under a mask of whole warps (blocks that took a uniform branch) only the active warps
+run, and the registers of the others keep their values, as mma_sim does. `run` issues
+the statements one by one instead (the reference semantics) when a warp is partly
+active (the per-statement checks name the divergent thread), when a check
 finds a fault (so the error names the same statement, thread and word), or when the run
 is not of the batched shape (`RunPlan.why_not`: an operand made by an mma of the same
 run, mixed layouts or accumulator dtypes). One difference remains: the address
@@ -47,7 +49,7 @@ from hal.kernel.mma import get_layout, ldmatrix_source
 from . import mma_sim
 from .lanes import Wave, to_rep
 
-CHUNK_WORDS = 1 << 21   # lane values per chunk of warps (float64: 16 MiB per temporary)
+CHUNK_WORDS = 1 << 17   # lane values per chunk of warps (1 MiB float64 temporaries: cache-sized)
 
 
 @dataclass(frozen=True)
@@ -312,15 +314,22 @@ class _Fallback(Exception):
 
 def run(W: Wave, plan: RunPlan, addrs: Sequence[Any], m: Any) -> None:
     """Execute the run (statements in `plan`, ldmatrix addresses `addrs` in order)."""
-    if m is not None and not m.all():
-        return one_by_one(W, plan, addrs, m)
-    if plan.why_not is not None or W.T % plan.lanes or (plan.loads and W.T % 32) or \
+    if m is not None and m.all():
+        m = None
+    unit = max(plan.lanes if plan.why_not is None else 1, 32 if plan.loads else 1)
+    if plan.why_not is not None or W.T % unit or \
             any(W.sh[g[0]].dtype != np.float32 for g in plan.groups):
-        return one_by_one(W, plan, addrs, None)
+        return one_by_one(W, plan, addrs, m)
+    warps = None
+    if m is not None:   # whole warps active (blocks that took a uniform branch) or none
+        mw = m.reshape(-1, unit)
+        warps = mw[:, 0]
+        if (mw != warps[:, None]).any():
+            return one_by_one(W, plan, addrs, m)   # a divergent warp: its error, as before
     try:
-        _batched(W, plan, addrs)
+        _batched(W, plan, addrs, m, warps, unit)
     except _Fallback:
-        one_by_one(W, plan, addrs, None)
+        one_by_one(W, plan, addrs, m)
 
 
 def _ldm_tables(W: Wave, count: int, trans: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -333,7 +342,20 @@ def _ldm_tables(W: Wave, count: int, trans: bool) -> tuple[np.ndarray, np.ndarra
     return plans[key]
 
 
-def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any]) -> None:
+def _spans(L: int, step: int, unit: int, warps: np.ndarray | None) -> list[tuple[int, int]]:
+    """Lane ranges [s, e) of at most `step` lanes covering the active warps (all when
+    `warps` is None), each a whole number of `unit`-lane warps."""
+    if warps is None:
+        runs = [(0, L)]
+    else:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], warps.astype(np.int8), [0]])))
+        runs = [(int(a) * unit, int(b) * unit) for a, b in zip(edges[::2], edges[1::2],
+                                                                  strict=True)]
+    return [(s, min(e, s + step)) for a, e in runs for s in range(a, e, step)]
+
+
+def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any], mask: np.ndarray | None,
+             warps: np.ndarray | None, unit: int) -> None:
     L = W.L
     lay = get_layout(plan.layout)
     lanes, Q = lay.lanes, len(plan.mmas)
@@ -348,6 +370,8 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any]) -> None:
             lw = _ldm_tables(W, count, trans)[2]
             size = W.sh_buf[js].size
             bad = (lw < 8 * count) & ((a % 8 != 0) | (a < 0) | (a + 8 > size))
+            if mask is not None:
+                bad &= mask
             if bad.any():
                 raise _Fallback
         gaddr.append(a)
@@ -361,11 +385,9 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any]) -> None:
     rep_acc = np.float32 if acc_dt.name == "f32" else to_rep(0.0, acc_dt).dtype
     out_d = np.empty((L, ma * nb * ce), rep_acc)
     per_warp = lanes * (plan.pool_cols + 2 * ma * nb * ce) + plan.ta.size + plan.tb.size
-    step = min(L, max(1, CHUNK_WORDS // per_warp) * lanes)
-    step = max(64, step // 64 * 64) if L % 64 == 0 else step   # whole warps
+    step = max(1, CHUNK_WORDS // per_warp) * lanes // unit * unit or unit
     tid = W.tid
-    for s in range(0, L, step):
-        e = min(L, s + step)
+    for s, e in _spans(L, step, unit, warps):
         nn, nw = e - s, (e - s) // lanes
         pool = np.empty((nn, plan.pool_cols), pool_dt)
         c0 = 0
@@ -402,15 +424,17 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any]) -> None:
         D = D.reshape(nw, -1)[:, plan.tout]                   # [warps, lanes, tiles * ce]
         out_d[s:e] = D.reshape(nn, -1)
     for j, el, kind, c in plan.writes:
-        W.loc[j][el] = out_l[:, c] if kind == "l" else out_d[:, c]
+        new = out_l[:, c] if kind == "l" else out_d[:, c]
+        W.loc[j][el] = new if mask is None else np.where(mask, new, W.loc[j][el])
+    n_act = W._count(mask)
     for (js, count, _, ids), a in zip(plan.groups, gaddr, strict=True):
         sb = W.sh_buf[js]
-        W.sr += L * 2 * count * sb.dtype.itemsize * len(ids)
+        W.sr += n_act * 2 * count * sb.dtype.itemsize * len(ids)
         rows = a.reshape(len(ids), -1, 32)[:, :, :8 * count].reshape(-1, 8)
         W.bank_conflicts += mma_sim._conflicts(
             mma_sim._shared_base(W, js) + rows * sb.dtype.itemsize, 16)
     W.mfl[plan.layout] = W.mfl.get(plan.layout, 0) + \
-        2 * lay.m * lay.n * lay.k * (L // lanes) * Q
+        2 * lay.m * lay.n * lay.k * (n_act // lanes) * Q
 
 
 def _check_reads(W: Wave, js: int, flat: np.ndarray, t: np.ndarray) -> None:
