@@ -1,0 +1,70 @@
+"""Issue 17, second OpInfo round: the converters added for the sweep's remaining
+unsupported classes, each against eager torch on hal's reference (float64 evaluation of
+the primitive graph) and a few on cpu_sim for h100-sxm:
+
+- transposed convolution 1-D/2-D/3-D (stride, padding, output_padding, dilation, groups);
+- bitwise shifts, including amounts outside [0, bits) and negative values;
+- gcd / lcm (Euclid unrolled to the dtype's worst case), frexp, pdist."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from tests.test_frontend_torch_families import check  # noqa: E402
+
+g = torch.Generator().manual_seed(1717)
+
+CASES = {
+    "conv_transpose": (lambda x, w2, w1, w3: (
+        F.conv_transpose2d(x, w2, stride=2, padding=1, output_padding=1),
+        F.conv_transpose2d(x, w2[:, :1].repeat(1, 2, 1, 1), stride=(1, 2), padding=(2, 0),
+                           dilation=2, groups=2),
+        F.conv_transpose1d(x.flatten(2), w1, stride=3, padding=4),
+        F.conv_transpose3d(x[:1, :2, :3, :3].unsqueeze(0), w3, stride=(2, 1, 1), padding=1)),
+        torch.randn(2, 4, 5, 5, generator=g), torch.randn(4, 3, 3, 3, generator=g),
+        torch.randn(4, 2, 5, generator=g), torch.randn(1, 2, 2, 2, 2, generator=g)),
+    "shifts_int64": (lambda a, b: (a << b, a >> b, torch.bitwise_left_shift(a, 3),
+                                   torch.bitwise_right_shift(a, 63)),
+                     torch.tensor([5, -5, 7, -8, 1 << 40, -(1 << 50), 9, -9, 3]),
+                     torch.tensor([0, 1, 3, 62, 63, 64, -1, 100, 2])),
+    "shifts_int32_uint8": (lambda a, b, u: (a << b, a >> b, u >> 3, u << 5),
+                           torch.tensor([5, -5, 7, -2**31, 2**31 - 1], dtype=torch.int32),
+                           torch.tensor([31, 32, 1, 1, 30], dtype=torch.int32),
+                           torch.tensor([0, 7, 200, 255], dtype=torch.uint8)),
+    "gcd_lcm": (lambda a, b, c, d: (torch.gcd(a, b), torch.lcm(a, b), torch.gcd(c, d)),
+                torch.tensor([0, 4, -6, 0, 832040, 7 * 2**40, -12]),
+                torch.tensor([0, 6, 4, 5, 514229, 3 * 2**35, -18]),
+                torch.tensor([-128, 100, 0], dtype=torch.int8),
+                torch.tensor([64, -75, 3], dtype=torch.int8)),
+    "frexp": (lambda x: torch.frexp(x),
+              torch.tensor([0.0, -0.0, 1.5, -3.0, math.inf, -math.inf, math.nan, 1e-40, 8.0,
+                            0.999999, 1.0000001, 3e38, 2.0**-126, 0.5, -1.0])),
+    "pdist": (lambda x: (F.pdist(x), F.pdist(x, 1), F.pdist(x, math.inf), F.pdist(x, 0.5),
+                         F.pdist(x[:1])),
+              torch.randn(5, 3, generator=g)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_reference(name):
+    fn, *args = CASES[name]
+    check(fn, *args, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["conv_transpose", "shifts_int64", "frexp"])
+def test_cpu_sim(name):
+    fn, *args = CASES[name]
+    check(fn, *args, backend="cpu_sim", rtol=1e-4, atol=1e-4)
+
+
+def test_transposed_conv_is_one_matmul():
+    """A transposed convolution is the forward implicit GEMM on the dilated input."""
+    im = check(lambda x, w: F.conv_transpose2d(x, w, stride=2), torch.randn(1, 4, 3, 3),
+               torch.randn(4, 2, 3, 3))
+    ops = [n.op for n in im.graph.nodes]
+    assert ops.count("matmul") == 1 and "pad" in ops
