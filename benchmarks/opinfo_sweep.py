@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.flush()
     s = opinfo.summarize(results)
     print(f"\n{opinfo.format_summary(s)}")
+    print(_scope(results))
     print(f"\n{len(results)} samples, {time.time() - t0:.0f} s")
     if a.json:
         with open(a.json, "w") as f:
@@ -87,9 +88,16 @@ def _summarize(opinfo, ops, paths) -> int:
     s = opinfo.summarize(results)
     print(f"{len(wanted)} OpInfos selected, {s.total} found in {', '.join(paths)}")
     print(opinfo.format_summary(s))
+    print(_scope(results))
     for r in opinfo.failing(results, ("crash", "mismatch", "rejected", "timeout")):
         print(f"  {r.case_id}: {r.verdict} {r.message[:160]}")
     return 0
+
+
+def _scope(results) -> str:
+    from hal.conformance.opinfo_scope import format_scope, scope_summary
+
+    return format_scope(scope_summary(results))
 
 
 def _run_one(opinfo, op, a, progress):

@@ -7,7 +7,8 @@ the conformance report (hal.conformance.report: JSON, .jsonl sidecar, JUnit XML)
 
     opinfo verdict   report verdict
     pass             pass
-    unsupported      skip   (the reason names the ATen op or dtype hal lacks)
+    unsupported      skip   (the reason names the ATen op or dtype hal lacks, and its
+                             class and reason from hal.conformance.opinfo_scope)
     export_fail      skip   (torch.export or eager torch cannot run the sample)
     mismatch         fail
     crash, rejected, error
@@ -94,6 +95,11 @@ def run_opinfo_suite(ops: Iterable[Any], backend: str, spec: Any, *, max_samples
 def report_row(r: opinfo.SampleResult, backend: str, device: str) -> dict[str, Any]:
     """One conformance-report row for sample `r` (see the module docstring's table)."""
     reason = r.verdict + (f": {r.message}" if r.message else "")
+    if r.verdict == "unsupported":
+        from hal.conformance.opinfo_scope import classify
+
+        cls, why = classify(r.missing, r.message)
+        reason = f"unsupported [{cls}: {why}]: {r.message}"
     return {"id": r.case_id, "verdict": STATUS[r.verdict], "opinfo_verdict": r.verdict,
             "reason": reason[:500], "missing": list(r.missing), "seconds": round(r.seconds, 3),
             "repro": f"hal conformance --suite torch-opinfo -k '{r.opinfo}' "

@@ -4,7 +4,7 @@ the primitive graph) and a few on cpu_sim for h100-sxm:
 
 - transposed convolution 1-D/2-D/3-D (stride, padding, output_padding, dilation, groups);
 - bitwise shifts, including amounts outside [0, bits) and negative values;
-- gcd / lcm (Euclid unrolled to the dtype's worst case), frexp, pdist."""
+- gcd / lcm (Euclid unrolled to the dtype's worst case), frexp, pdist, masked_scatter."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ CASES = {
     "pdist": (lambda x: (F.pdist(x), F.pdist(x, 1), F.pdist(x, math.inf), F.pdist(x, 0.5),
                          F.pdist(x[:1])),
               torch.randn(5, 3, generator=g)),
+    "masked_scatter": (lambda x, m, s: (x.masked_scatter(m, s), x.masked_scatter(m[0], s)),
+                       torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) > 0.5,
+                       torch.randn(20, generator=g)),
 }
 
 

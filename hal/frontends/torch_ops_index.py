@@ -491,6 +491,23 @@ def _pick_sorted(cx: TorchContext, x: Value, dim: int, keepdim: bool, which: Any
     return val, idx
 
 
+@converts("aten.masked_scatter")
+def _masked_scatter(cx: TorchContext, x: Value, mask: Value, source: Value) -> Value:
+    """x where mask is false; where it is true, source's elements in row-major order: the
+    k-th true position (a running count of the mask) takes source.flatten()[k]."""
+    dt, shape = cx.out_dtype(), cx.out_shape()
+    n, ns = math.prod(shape), math.prod(source.shape)
+    x = cx.bcast(cx.cast(x, dt), shape)
+    m = cx.reshape(cx.bcast(mask, shape), (n,))
+    if n == 0 or ns == 0:
+        return x
+    pos = cx.op("sub", cx.op("cumsum", cx.cast(m, i64), axis=0), cx.scalar(1, i64, (n,)))
+    pos = cx.op("minimum", cx.op("maximum", pos, cx.scalar(0, i64, (n,))),
+                cx.scalar(ns - 1, i64, (n,)))
+    vals = cx.op("gather", cx.reshape(cx.cast(source, dt), (ns,)), pos, axis=0)
+    return cx.op("select", cx.reshape(m, shape), cx.reshape(vals, shape), x)
+
+
 @converts("aten.slice_scatter")
 def _slice_scatter(cx: TorchContext, x: Value, src: Value, dim: int = 0, start: Any = None,
                    end: Any = None, step: int = 1) -> Value:
