@@ -71,3 +71,47 @@ def test_transposed_conv_is_one_matmul():
                torch.randn(4, 2, 3, 3))
     ops = [n.op for n in im.graph.nodes]
     assert ops.count("matmul") == 1 and "pad" in ops
+
+
+# -- scatter through the sorted-index network (hal.frontends.scatter_network) -----------
+
+def _scatters(x, i, s, b):
+    return (torch.scatter(x, 1, i, s), torch.scatter_add(x, 1, i, s),
+            torch.scatter_reduce(x, 1, i, s, "amax", include_self=False),
+            torch.scatter_reduce(x, 1, i, s, "amin"),
+            torch.scatter_reduce(x, 1, i, s, "mean"),
+            torch.scatter_reduce(x, 1, i, s, "mean", include_self=False),
+            torch.scatter_reduce(x, 1, i, s.sign() + 2, "prod"),
+            x.index_add(1, i[0], s, alpha=2), torch.scatter_add(b, 1, i, b[:, :i.shape[1]]),
+            torch.scatter_reduce(b, 1, i, b[:, :i.shape[1]] * 3, "mean"))
+
+
+SCATTER_ARGS = (torch.randn(2, 40, generator=g), torch.randint(0, 40, (2, 37), generator=g),
+                torch.randn(2, 37, generator=g), torch.randint(-9, 9, (2, 40), generator=g))
+
+
+@pytest.mark.parametrize("sorted_path", [False, True])
+def test_scatter_sorted_equals_one_hot(sorted_path, monkeypatch):
+    """The same scatters through both paths (the sorted one forced by lowering its
+    threshold) match eager torch, with repeated indices in every run length."""
+    from hal.frontends import scatter_network
+
+    if sorted_path:
+        monkeypatch.setattr(scatter_network, "SORTED_MIN_WORK", 0)
+        monkeypatch.setattr(scatter_network, "SORTED_MIN_M", 1)
+    im = check(_scatters, *SCATTER_ARGS, rtol=1e-5, atol=1e-5)
+    ops = [n.op for n in im.graph.nodes]
+    # the one-hot path reduces over the [.., m, n] candidates; the sorted one never does
+    assert ("reduce_max" in ops or "reduce_sum" in ops) != sorted_path
+
+
+def test_large_scatter_is_not_quadratic():
+    """A 4096-into-8192 scatter_add: the sorted path (no m x n intermediate) on cpu_sim."""
+    n, m = 8192, 4096
+    x = torch.randn(1, n, generator=g)
+    i = torch.randint(0, n, (1, m), generator=g)
+    s = torch.randn(1, m, generator=g)
+    im = check(lambda x, i, s: (torch.scatter_add(x, 1, i, s), torch.scatter(x, 1, i, s)),
+               x, i, s, backend="cpu_sim", rtol=1e-5, atol=1e-5)
+    biggest = max(math.prod(n.outputs[0].shape) for n in im.graph.nodes)
+    assert biggest < n * 4    # one-hot would build 4096 x 8192 = 33.5M candidates
