@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pattern", default=None, help="substrings of OpInfo names, comma-separated")
     ap.add_argument("--every", type=int, default=1, help="run every K-th OpInfo")
     ap.add_argument("--offset", type=int, default=0)
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per sample")
+    ap.add_argument("--timeout", type=float, default=60.0, help="CPU seconds per sample")
     ap.add_argument("--json", default=None, help="write every sample's verdict here")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every OpInfo's verdict")
     ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL",

@@ -4,7 +4,9 @@ the primitive graph) and a few on cpu_sim for h100-sxm:
 
 - transposed convolution 1-D/2-D/3-D (stride, padding, output_padding, dilation, groups);
 - bitwise shifts, including amounts outside [0, bits) and negative values;
-- gcd / lcm (Euclid unrolled to the dtype's worst case), frexp, pdist, masked_scatter."""
+- gcd / lcm (Euclid unrolled to the dtype's worst case), frexp, pdist, masked_scatter;
+- Chebyshev polynomials T/U/V/W and shifted, with a tensor degree;
+- large scatters through the sorted-index path (hal.frontends.scatter_network)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,15 @@ CASES = {
     "masked_scatter": (lambda x, m, s: (x.masked_scatter(m, s), x.masked_scatter(m[0], s)),
                        torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) > 0.5,
                        torch.randn(20, generator=g)),
+    # every branch: n < 0, |x| = 1, the recurrence, the trigonometric form (|x| < 1, n
+    # large), the hyperbolic form (|x| > 1, n past the unrolled recurrence), fractional n
+    "chebyshev": (lambda x, n: tuple(
+        f(x, n) for f in (torch.special.chebyshev_polynomial_t, torch.special.chebyshev_polynomial_u,
+                          torch.special.chebyshev_polynomial_v, torch.special.chebyshev_polynomial_w,
+                          torch.special.shifted_chebyshev_polynomial_t,
+                          torch.special.shifted_chebyshev_polynomial_w)),
+                  torch.tensor([0.3, -0.7, 1.0, -1.0, 1.05, -1.1, 0.5, 0.95, -0.2, 0.0, 0.51]),
+                  torch.tensor([-2.0, 3.0, 5.0, 4.0, 20.0, 19.0, 12.0, 9.7, 25.0, 7.0, 1.0])),
 }
 
 

@@ -37,6 +37,7 @@ from hal.frontends import (  # noqa: F401 - register converters
     torch_ops_index,
     torch_ops_math,
     torch_ops_nn,
+    torch_ops_special,
     torch_ops_tensor,
 )
 from hal.frontends.common import ImportedModel
