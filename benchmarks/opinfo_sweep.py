@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pattern", default=None, help="substrings of OpInfo names, comma-separated")
     ap.add_argument("--every", type=int, default=1, help="run every K-th OpInfo")
     ap.add_argument("--offset", type=int, default=0)
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per sample")
+    ap.add_argument("--timeout", type=float, default=60.0, help="CPU seconds per sample")
     ap.add_argument("--json", default=None, help="write every sample's verdict here")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every OpInfo's verdict")
     ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL",
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.flush()
     s = opinfo.summarize(results)
     print(f"\n{opinfo.format_summary(s)}")
+    print(_scope(results))
     print(f"\n{len(results)} samples, {time.time() - t0:.0f} s")
     if a.json:
         with open(a.json, "w") as f:
@@ -87,9 +88,16 @@ def _summarize(opinfo, ops, paths) -> int:
     s = opinfo.summarize(results)
     print(f"{len(wanted)} OpInfos selected, {s.total} found in {', '.join(paths)}")
     print(opinfo.format_summary(s))
+    print(_scope(results))
     for r in opinfo.failing(results, ("crash", "mismatch", "rejected", "timeout")):
         print(f"  {r.case_id}: {r.verdict} {r.message[:160]}")
     return 0
+
+
+def _scope(results) -> str:
+    from hal.conformance.opinfo_scope import format_scope, scope_summary
+
+    return format_scope(scope_summary(results))
 
 
 def _run_one(opinfo, op, a, progress):

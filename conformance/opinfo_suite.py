@@ -2,12 +2,13 @@
 
 `run_opinfo_suite(...)` runs the selected OpInfos (hal.conformance.opinfo: each sample
 exported, imported, run on the backend for the spec, judged against eager torch) with a
-wall-clock limit per sample, and `report_row` turns each sample's verdict into a row of
+CPU-time limit per sample, and `report_row` turns each sample's verdict into a row of
 the conformance report (hal.conformance.report: JSON, .jsonl sidecar, JUnit XML):
 
     opinfo verdict   report verdict
     pass             pass
-    unsupported      skip   (the reason names the ATen op or dtype hal lacks)
+    unsupported      skip   (the reason names the ATen op or dtype hal lacks, and its
+                             class and reason from hal.conformance.opinfo_scope)
     export_fail      skip   (torch.export or eager torch cannot run the sample)
     mismatch         fail
     crash, rejected, error
@@ -34,8 +35,10 @@ STATUS = {"pass": "pass", "unsupported": "skip", "export_fail": "skip", "mismatc
 
 @contextlib.contextmanager
 def sample_time_limit(seconds: float) -> Iterator[None]:
-    """Raise opinfo.SampleTimeout in this thread after `seconds` (SIGALRM: main thread
-    only; elsewhere, or with seconds <= 0, no limit)."""
+    """Raise opinfo.SampleTimeout in this thread once the process has used `seconds` of
+    CPU time (ITIMER_PROF / SIGPROF, main thread only; elsewhere, or with seconds <= 0,
+    no limit). CPU time, not wall-clock: on a shared machine a sample's verdict must not
+    depend on what else is running."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -43,13 +46,13 @@ def sample_time_limit(seconds: float) -> Iterator[None]:
     def alarm(signum: int, frame: Any) -> None:
         raise opinfo.SampleTimeout()
 
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    previous = signal.signal(signal.SIGPROF, alarm)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def run_opinfo(op: Any, max_samples: int, backend: str, spec: Any,
@@ -64,7 +67,7 @@ def run_opinfo(op: Any, max_samples: int, backend: str, spec: Any,
                 mine.append(opinfo.run_sample(op, i, s, backend, spec))
     except opinfo.SampleTimeout:
         mine.append(opinfo.SampleResult(name, len(mine), "timeout",
-                                        f"ran past the per-sample limit of {timeout:g} s"))
+                                        f"ran past the per-sample limit of {timeout:g} CPU s"))
     except Exception as e:  # noqa: BLE001 - torch's sample generator failed
         mine.append(opinfo.SampleResult(name, len(mine), "export_fail",
                                         f"sample_inputs: {type(e).__name__}: {e}"[:400]))
@@ -94,6 +97,11 @@ def run_opinfo_suite(ops: Iterable[Any], backend: str, spec: Any, *, max_samples
 def report_row(r: opinfo.SampleResult, backend: str, device: str) -> dict[str, Any]:
     """One conformance-report row for sample `r` (see the module docstring's table)."""
     reason = r.verdict + (f": {r.message}" if r.message else "")
+    if r.verdict == "unsupported":
+        from hal.conformance.opinfo_scope import classify
+
+        cls, why = classify(r.missing, r.message)
+        reason = f"unsupported [{cls}: {why}]: {r.message}"
     return {"id": r.case_id, "verdict": STATUS[r.verdict], "opinfo_verdict": r.verdict,
             "reason": reason[:500], "missing": list(r.missing), "seconds": round(r.seconds, 3),
             "repro": f"hal conformance --suite torch-opinfo -k '{r.opinfo}' "

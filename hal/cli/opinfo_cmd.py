@@ -70,6 +70,9 @@ def run_opinfo_suite_cli(backend: str, device: str, pattern: str | None, every: 
     s = opinfo.summarize(results)
     out.print(f"torch-opinfo on {backend} / {spec.name}")
     out.print(opinfo.format_summary(s))
+    from hal.conformance.opinfo_scope import format_scope, scope_summary
+
+    out.print(format_scope(scope_summary(results)))
     out.print(f"samples: {summary['total']} ({summary['pass']} pass, {summary['skip']} skip, "
               f"{summary['fail']} fail, {summary['error']} error)")
     bad = [r for r in writer.results if r["verdict"] in FAILING]

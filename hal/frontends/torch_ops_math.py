@@ -296,26 +296,43 @@ def _vector_norm(cx: TorchContext, x: Value, ord: Any = 2, dim: Any = None,
     axes = _axes(x, dim)
     kd = bool(keepdim)
     if not axes:
-        red = v
         out = v if ord != 0 else cx.cast(cx.op("ne", v, _k(cx, 0, v)), v.dtype)
         return cx.cast(cx.reshape(out, cx.out_shape()), dt)
-    o = float(ord)
+    return cx.cast(norm_reduce(cx, v, float(ord), axes, kd), dt)
+
+
+def norm_reduce(cx: TorchContext, v: Value, o: float, axes: tuple[int, ...], kd: bool) -> Value:
+    """The `o`-norm of |x| (`v`) over `axes`: max, min, count of nonzeros, sum, root of sums."""
     if o == math.inf:
-        red = cx.op("reduce_max", v, axes=axes, keepdims=kd)
-    elif o == -math.inf:
-        red = cx.op("reduce_min", v, axes=axes, keepdims=kd)
-    elif o == 0:
+        return cx.op("reduce_max", v, axes=axes, keepdims=kd)
+    if o == -math.inf:
+        return cx.op("reduce_min", v, axes=axes, keepdims=kd)
+    if o == 0:
         nz = cx.cast(cx.op("ne", v, _k(cx, 0, v)), v.dtype)
-        red = cx.op("reduce_sum", nz, axes=axes, keepdims=kd)
-    elif o == 1:
-        red = cx.op("reduce_sum", v, axes=axes, keepdims=kd)
-    elif o == 2:
-        red = cx.op("sqrt", cx.op("reduce_sum", cx.op("mul", v, v), axes=axes, keepdims=kd))
-    else:
-        p = cx.op("pow", v, _k(cx, o, v))
-        s = cx.op("reduce_sum", p, axes=axes, keepdims=kd)
-        red = cx.op("pow", s, _k(cx, 1.0 / o, s))
-    return cx.cast(red, dt)
+        return cx.op("reduce_sum", nz, axes=axes, keepdims=kd)
+    if o == 1:
+        return cx.op("reduce_sum", v, axes=axes, keepdims=kd)
+    if o == 2:
+        return cx.op("sqrt", cx.op("reduce_sum", cx.op("mul", v, v), axes=axes, keepdims=kd))
+    s = cx.op("reduce_sum", cx.op("pow", v, _k(cx, o, v)), axes=axes, keepdims=kd)
+    return cx.op("pow", s, _k(cx, 1.0 / o, s))
+
+
+@converts("aten._pdist_forward")
+def _pdist(cx: TorchContext, x: Value, p: float = 2.0) -> Value:
+    """Distances between rows i < j of x [n, m], in torch's order (0,1), (0,2), ..., (1,2)."""
+    dt = cx.out_dtype()
+    n, m = x.shape
+    rows_i, rows_j = np.triu_indices(n, k=1)
+    if rows_i.size == 0:
+        return cx.scalar(0, dt, (0,))
+    x = cx.cast(x, compute_dtype(dt))
+    xi = cx.op("gather", x, cx.constant(f"{cx.node.name}_i", i64, rows_i), axis=0)
+    xj = cx.op("gather", x, cx.constant(f"{cx.node.name}_j", i64, rows_j), axis=0)
+    v = cx.op("abs", cx.op("sub", xi, xj))
+    if m == 0:
+        return cx.scalar(0, dt, (rows_i.size,))
+    return cx.cast(norm_reduce(cx, v, float(p), (1,), False), dt)
 
 
 # -- scans -------------------------------------------------------------------------
