@@ -220,7 +220,89 @@ def _variants(c: _Collector) -> None:
     add("rms_norm_matmul", "f32", "64x520x32", norm_mm, "small", suffix="panel_over_l2")
 
 
+def _hopper_prologues(c: _Collector) -> None:
+    """Norm prologues the Hopper GEMM rewrites in its TMA-landed tile (K and N whole 16-byte
+    rows, so sm_90a takes wgmma): through torch's [B, S, K] -> [B*S, K] view (the weight's
+    column is then (m*K + k) % K, which the vector rewrite must prove contiguous), a
+    LayerNorm with its shift, and an f32 norm cast to bf16 (refused: TMA lands x in f32)."""
+    def view(dt, norm, bsz, s, k, n):
+        def build(b):
+            x, w = b.input("x", dt, (bsz, s, k)), b.input("w", dt, (k,))
+            y = b.op(norm, x, w) if norm == "rms_norm" else \
+                b.op(norm, x, w, b.input("bb", dt, (k,)))
+            y = b.op("reshape", y, shape=[bsz * s, k])
+            b.output(_mm(b, y, b.input("wm", dt, (k, n))))
+        return build
+
+    for dt, norm in (("bf16", "rms_norm"), ("f16", "rms_norm"), ("bf16", "layer_norm")):
+        c.add("fused", f"{norm}_view_matmul", (dt,), "2x40x256x64", view(dt, norm, 2, 40, 256, 64),
+              suffix="tma_prologue", unfused=True)
+
+    def cast_after_norm(b):
+        y = b.op("rms_norm", b.input("x", "f32", (64, 256)), b.input("w", "f32", (256,)))
+        b.output(_mm(b, b.op("cast", y, dtype="bf16"), b.input("wm", "bf16", (256, 64))))
+    c.add("fused", "rms_norm_cast_matmul", ("f32", "bf16"), "64x256x64", cast_after_norm,
+          unfused=True)
+
+
+def _masked_attention(b, dt, s, t, d, mask):
+    """Attention in primitives with a mask built from iotas, as frameworks build theirs:
+    `mask(b, row, col)` gives (predicate, keep), keep False meaning select(pred, -inf, s)."""
+    shape = [1, 2, s, t]
+    q, k, v = (b.input(n, dt, (1, 2, r, d)) for n, r in (("q", s), ("k", t), ("v", t)))
+    sc = b.op("dot_general", q, k, lhs_contracting=(3,), rhs_contracting=(3,),
+              lhs_batch=(0, 1), rhs_batch=(0, 1), out_dtype="f32")
+    row = b.op("iota", shape=[s, t], dimension=0, dtype="i32")
+    col = b.op("iota", shape=[s, t], dimension=1, dtype="i32")
+    pred, keep = mask(b, row, col)
+    pred = b.op("broadcast_to", pred, shape=shape)
+    inf = b.op("full", shape=shape, value=float("-inf"), dtype="f32")
+    sc = b.op("select", pred, sc, inf) if keep else b.op("select", pred, inf, sc)
+    p = _probs(b, sc)
+    if dt != "f32":
+        p = b.op("cast", p, dtype=dt)
+    b.output(b.op("dot_general", p, v, lhs_contracting=(3,), rhs_contracting=(2,),
+                  lhs_batch=(0, 1), rhs_batch=(0, 1)))
+
+
+def _causal_masks(c: _Collector) -> None:
+    """Causal masks as libraries write them (hal.lowering.attention_causal's matcher): the
+    bottom-right mask of a query block at the end of the keys, the same mask given as what
+    to hide, one compared in f32 after casts, and an offset written as row - (-(T - S))."""
+    def bottom_right(b, row, col, off):
+        return b.op("ge", b.op("add", row, b.op("full", shape=[off[0], off[1]],
+                                                 value=float(off[1] - off[0]),
+                                                 dtype="i32")), col), True
+
+    def hide_above(b, row, col, off):
+        diag = b.op("add", row, b.op("full", shape=list(off), value=float(off[1] - off[0]),
+                                     dtype="i32"))
+        return b.op("gt", col, diag), False
+
+    def in_f32(b, row, col, off):
+        return b.op("le", b.op("cast", col, dtype="f32"),
+                    b.op("cast", row, dtype="f32")), True
+
+    def neg_offset(b, row, col, off):
+        neg = b.op("neg", b.op("full", shape=list(off), value=float(off[1] - off[0]),
+                               dtype="i32"))
+        return b.op("lt", col, b.op("add", b.op("sub", row, neg),
+                                    b.op("full", shape=list(off), value=1.0, dtype="i32"))), True
+
+    for label, mask, s, t in (("bottom_right", bottom_right, 40, 130),
+                              ("hide_above", hide_above, 33, 97),
+                              ("compared_in_f32", in_f32, 70, 70),
+                              ("negated_offset", neg_offset, 24, 88)):
+        for dt in ("f32", "bf16"):
+            c.add("fused", "attention_masked", (dt,), f"1x2x{s}x{t}x32",
+                  lambda b, _d=dt, _m=mask, _s=s, _t=t: _masked_attention(
+                      b, _d, _s, _t, 32, lambda bb, r, co: _m(bb, r, co, (_s, _t))),
+                  suffix=label, unfused=True)
+
+
 def path_cases(c: _Collector) -> None:
+    _hopper_prologues(c)
+    _causal_masks(c)
     _siblings(c)
     _epilogues(c)
     _near_attention(c)
