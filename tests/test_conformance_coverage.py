@@ -31,7 +31,14 @@ CASES_FILE = ROOT / "benchmarks" / "results" / "conformance_coverage_cases.txt"
 # 919/966 = 95.13% (HAL_MEASURE=off, 7512 case runs); CASES_FILE re-selected (59 case runs)
 # reaches 919/966 = 95.13% the CI way too (fresh HAL_CACHE_DIR, register measurement on);
 # the floor is that figure less a 0.3 margin.
-COVERAGE_FLOOR = 94.8
+# Integrated main, 2026-12-02 (the lead): issues 14 and 15 merged 198 new lowering branches
+# (causal tile skipping, split-K MMA, vector loads, the Hopper norm prologue and TMA views)
+# that no conformance case reached. With the lead's cases for them (cases_paths
+# _hopper_prologues, _causal_masks) the whole suite reaches 1079/1164 = 92.70% (7552 case
+# runs, HAL_MEASURE=off); CASES_FILE re-selected (67 case runs) reaches 92.70% the CI way
+# too. The floor follows the larger denominator down (92.70 less the 0.3 margin); the 95%
+# target stands and is not met on the integrated code (benchmarks/results/issue-21.md).
+COVERAGE_FLOOR = 92.4
 
 
 def _script():
