@@ -66,6 +66,8 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "tma_box_off_by_one": ("fused/matmul_bias_relu/bf16/64x128x96", "numeric"),
     # the Hopper GEMM's norm prologue rewritten in the swizzled TMA tile
     "wgmma_prologue_unswizzled": ("fused/rms_norm_matmul/bf16/64x200x48", "numeric"),
+    # ... and its missing proxy fence: cpu_sim tracks generic-proxy shared writes
+    "wgmma_prologue_no_proxy_fence": ("fused/rms_norm_matmul/bf16/64x200x48", "race"),
 }
 # where one case does not catch a fault on both widths: (fault, device) -> case
 CATCHER_ON = {

@@ -175,6 +175,16 @@ def test_unswizzled_prologue_fault_is_caught():
     assert not r.report["ok"]
 
 
+def test_missing_proxy_fence_is_a_race():
+    """The prologue's rewrite is a generic-proxy write; wgmma reads through the async proxy.
+    Without fence.proxy.async between them cpu_sim names the race (kernel, word, writer)."""
+    from hal.backends.cpu_sim.checks import SimulationError
+
+    g = _norm_mm(64, 64, 64)
+    with pytest.raises(SimulationError, match="generic proxy with no fence.proxy.async"):
+        _run(g, options=LoweringOptions.planting("wgmma_prologue_no_proxy_fence"))
+
+
 @pytest.mark.parametrize("heads,s,d,n", [(4, 96, 128, 64), (2, 130, 64, 128)])
 def test_head_merge_view_is_read_by_a_4d_tensor_map(heads, s, d, n):
     """The attention output [1, H, S, D] -> [S, H, D] -> [S, H*D] before the output

@@ -497,7 +497,7 @@ class _Translator:
                   f"{self.expr(s.bar_index, ctx)}, {ctx.mask}, {self.site(ctx, s.dst)})", depth)
 
     def s_FenceProxyAsync(self, s: ira.FenceProxyAsync, ctx: _Ctx, depth: int) -> None:
-        self.emit("pass  # fence.proxy.async", depth)
+        self.emit(f"WG.fence_proxy_async(W, _hs, {ctx.mask})", depth)
 
     def s_Roles(self, s: ira.Roles, ctx: _Ctx, depth: int) -> None:
         """The roles' leading statements, their loops interleaved step by step (uniform,

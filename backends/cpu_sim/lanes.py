@@ -373,6 +373,9 @@ class Wave:
         flat = off + i
         if self.check:
             self._race_write(j, flat, act, site)
+            if getattr(self, "hopper", None) is not None:   # generic-proxy write (wgmma_sim)
+                from .wgmma_sim import note_generic_write
+                note_generic_write(self, j, flat, self.lane if act is None else self.lane[act])
         self.sh[j][flat] = v
         self.sh_version[j] += 1
         self.sw += n * sb.dtype.itemsize

@@ -315,6 +315,10 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                         f" of {width} is outside the buffer or not aligned (size {sb.size})",
                         buffer=sb.name, index=int(di[lane]))
             W._race_write(j, flat[sel], act, site, per_lane=width)
+            if getattr(W, "hopper", None) is not None:   # generic-proxy write (wgmma_sim)
+                from .wgmma_sim import note_generic_write
+                note_generic_write(W, j, flat[sel], (W.lane if act is None else W.lane[act])
+                                   [:, None])
         W.sh[j][flat[sel]] = vals[sel]
         W.sh_version[j] += 1   # contract.Reduction's panels are stale now
         if asynchronous:

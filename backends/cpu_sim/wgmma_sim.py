@@ -61,6 +61,9 @@ class HopperState:
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
         self.mark_bar = {}                           # shared j -> slot per word (-1 none)
         self.mark_phase = {}
+        # shared j -> per word, the lane whose generic-proxy write (st.shared, a vector
+        # store, cp.async) is not yet behind that lane's fence.proxy.async (-1 none)
+        self.proxy_writer: dict[int, np.ndarray] = {}
 
 
 def state(W: Wave, offsets: list[int], bar_slots: dict[int, int]) -> HopperState:
@@ -68,6 +71,52 @@ def state(W: Wave, offsets: list[int], bar_slots: dict[int, int]) -> HopperState
     if st is None:
         st = W.hopper = HopperState(W, offsets, bar_slots)
     return st
+
+
+def note_generic_write(W: Wave, j: int, flat: Any, lanes: Any) -> None:
+    """Shared words `flat` written by `lanes` through the generic proxy. Tracked once the
+    kernel has Hopper state (a wgmma kernel): the async proxy (wgmma) may read them only
+    after a fence.proxy.async by the writing thread (PTX ISA, memory consistency model:
+    proxies)."""
+    st = getattr(W, "hopper", None)
+    if st is None or not W.check:
+        return
+    arr = st.proxy_writer.get(j)
+    if arr is None:
+        arr = st.proxy_writer[j] = np.full(W.sh[j].size, -1, np.int64)
+    arr[flat] = lanes
+
+
+def fence_proxy_async(W: Wave, st: HopperState, m: Any) -> None:
+    """fence.proxy.async.shared::cta: the active lanes' generic writes become visible to
+    the async proxy."""
+    act = _act(W, m)
+    for arr in st.proxy_writer.values():
+        pending = arr >= 0
+        if pending.any():
+            cleared = np.zeros_like(pending)
+            cleared[pending] = act[arr[pending]]
+            arr[cleared] = -1
+
+
+def _check_proxy(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
+                 site: int) -> None:
+    """Race if wgmma reads a word written through the generic proxy without a proxy fence."""
+    arr = st.proxy_writer.get(j)
+    if arr is None or not W.check:
+        return
+    w = arr[flat]
+    if (w >= 0).any():
+        gi, wi = (int(x[0]) for x in np.nonzero(w >= 0))
+        sb = W.sh_buf[j]
+        word = int(flat[gi, wi]) % sb.size
+        lane = int(np.flatnonzero(gl)[gi]) * WG
+        W._fail("race", site, lane, f"warpgroup {int(W.tid[lane]) // WG}: wgmma reads shared "
+                f"{sb.name}[{word}], which thread {int(W.tid[int(w[gi, wi])])} wrote through "
+                "the generic proxy with no fence.proxy.async since: the async proxy may not "
+                "see the write", buffer=sb.name, index=word,
+                hint="fence.proxy.async.shared::cta after the generic shared writes, before "
+                     "the wgmma reads them")
 
 
 def _act(W: Wave, m: Any) -> np.ndarray:
@@ -184,6 +233,8 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     b, j_b, fb = _operand(W, st, b_desc, n, k, isz, not trans_b, gl, site, "B")
     info = _check_marks(W, st, j_a, fa, gl, site)
     _check_marks(W, st, j_b, fb, gl, site)
+    _check_proxy(W, st, j_a, fa, gl, site)
+    _check_proxy(W, st, j_b, fb, gl, site)
     tab = accumulator_table(n)                       # [128, n/2, 2]
     lin = (tab[..., 0] * n + tab[..., 1]).ravel()    # thread-major -> matrix position
     rows = W.loc[ja]
@@ -358,6 +409,8 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
                     hint="wgmma.wait_group before releasing the stage to the producer")
     W.sh[jd][words] = vals
     W.sh_version[jd] += 1
+    if jd in st.proxy_writer:           # an async-proxy write: nothing generic left there
+        st.proxy_writer[jd][words] = -1
     b, s = _slots(W, st, jb, bar_index, act)
     if jd not in st.mark_bar:
         st.mark_bar[jd] = np.full(W.sh[jd].size, -1, np.int64)

@@ -49,6 +49,9 @@ register_fault("missing_wgmma_wait",
 register_fault("wrong_mbarrier_tx_count",
                "the full barrier's expect_tx counts the A box only, not the B boxes")
 register_fault("tma_box_off_by_one", "the A tensor map's box is one row short of the tile")
+register_fault("wgmma_prologue_no_proxy_fence",
+               "the Hopper GEMM's A prologue leaves out fence.proxy.async between its "
+               "generic shared writes and the wgmma that reads them")
 register_fault("wgmma_prologue_unswizzled",
                "the Hopper GEMM's A prologue rewrites the TMA tile at unswizzled addresses "
                "(hal.lowering.matmul_wgmma_prologue)")
