@@ -49,12 +49,13 @@ def _shared(kib: int):
 
 
 def _other_warp(spec):
-    """The other warp width (32 <-> 64 lanes): the spec's matrix instructions are issued by
-    warps of their own width, so this device runs its GEMMs and attention without them."""
+    """The other warp width (32 <-> 64 lanes; 32 for any other width, e.g. scratch-npu's
+    16): the spec's matrix instructions are issued by warps of their own width, so this
+    device runs its GEMMs and attention without them."""
     import dataclasses
 
-    return dataclasses.replace(spec, name=f"{spec.name}+w{96 - spec.warp_size}",
-                               warp_size=96 - spec.warp_size)
+    other = 64 if spec.warp_size == 32 else 32
+    return dataclasses.replace(spec, name=f"{spec.name}+w{other}", warp_size=other)
 
 
 def _few_registers(spec):
