@@ -267,12 +267,18 @@ class _MmaEmitter:
         self.fb = ctx.local_buffer("frag_b", self.b.dtype, t.ni * lay.b_elems)
         self.acc = [ctx.local_buffer("acc", self.instr_acc, t.mi * t.ni * lay.c_elems)
                     for _ in range(width_b)]
-        # blocks [start_s, start_s + npm * npn_s) of grid.x run segment s behind a
-        # block-uniform branch (its barriers are reached by all threads of a block or none)
+        grid = self._dispatch_segments(body, pid, npm)
+        return ctx.kernel(body, grid, t.threads, self.group, self.plan)
+
+    def _dispatch_segments(self, body: list[Stmt], pid: Expr, npm: int) -> tuple[int, int, int]:
+        """Blocks [start_s, start_s + npm * npn_s) of grid.x run segment s behind a
+        block-uniform branch (its barriers are reached by all threads of a block or none);
+        returns the grid, checked against the plan's (the one the blocks walk)."""
+        ctx, t = self.ctx, self.t
         branches: list[tuple[int, list[Stmt]]] = []
         start = 0
         for sg in self.segments:
-            self._use(sg)
+            self._use_segment(sg)
             stmts: list[Stmt] = []
             local = ctx.declare(stmts, "seg_pid", ctx.sub(pid, start)) if start else pid
             self._segment_body(stmts, local)
@@ -283,10 +289,14 @@ class _MmaEmitter:
             tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
         body.extend(tail)
         grid = (start, 1, self.nb)
-        if grid != self.plan.grid:   # the plan's grid is the one the blocks above walk
+        if grid != self.plan.grid:
             raise UnsupportedError(f"group {self.group.name}: grid {grid} differs from its "
                                    f"plan's {self.plan.grid}", hint="a planner bug: report it")
-        return ctx.kernel(body, grid, t.threads, self.group, self.plan)
+        return grid
+
+    def _use_segment(self, sg) -> None:
+        """Make segment `sg` the active one (the Hopper emitter also binds its B maps)."""
+        self._use(sg)
 
     def _segment_body(self, body: list[Stmt], pid: Expr) -> None:
         """The active segment's raster position, k-loop and epilogue for block `pid`."""

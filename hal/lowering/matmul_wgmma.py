@@ -258,29 +258,16 @@ class _WgmmaEmitter(_MmaEmitter):
         self._map_a()
         body.append(If(tid.eq(ctx.c(0)), first))
         body += [ira.FenceProxyAsync(), Barrier()]
-        # blocks [start_s, start_s + npm * npn_s) of grid.x run segment s behind a
-        # block-uniform branch (siblings of different N; their B maps are their own)
-        branches: list[tuple[int, list[Stmt]]] = []
-        start = 0
-        for sg in self.segments:
-            self._use(sg)
-            self._maps_b()
-            stmts: list[Stmt] = []
-            local = ctx.declare(stmts, "seg_pid", ctx.sub(pid, start)) if start else pid
-            self._segment_body(stmts, local)
-            start += npm * cdiv(self.n, t.bn)
-            branches.append((start, stmts))
-        tail = branches[-1][1]
-        for end, stmts in reversed(branches[:-1]):
-            tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
-        body.extend(tail)
-        grid = (start, 1, self.nb)
-        if grid != self.plan.grid:
-            raise UnsupportedError(f"group {self.group.name}: grid {grid} differs from its "
-                                   f"plan's {self.plan.grid}", hint="a planner bug: report it")
+        # one block-uniform branch per segment (siblings of different N; their B maps are
+        # their own: _use_segment binds them)
+        grid = self._dispatch_segments(body, pid, npm)
         k = ctx.kernel(body, grid, self.wc.threads, self.group, self.plan)
         k.tensor_maps = list(self.tmaps)
         return k
+
+    def _use_segment(self, sg) -> None:
+        self._use(sg)
+        self._maps_b()
 
     @property
     def block_threads(self) -> int:   # the statistics pre-pass runs on every warpgroup
