@@ -40,7 +40,7 @@ def _structure_key(k: Kernel) -> str:
     # Everything the generated code depends on (meta is not; grid and block bound the
     # index ranges whose i32 checks codegen leaves out, ranges.py).
     return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
-                 tuple(k.grid), k.block))
+                 tuple(k.grid), k.block, tuple(k.cluster)))
 
 
 def compiled(kernel: Kernel, options=None) -> CompiledKernel:
@@ -104,10 +104,15 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
     ck = compiled(kernel, options)   # options: planted self-test faults (cpu_sim/faults.py)
     buffers, scalars = _bind_args(kernel, ck, args)
     T, nb = kernel.block, kernel.num_blocks
+    unit = _cluster_unit(kernel)
     if blocks is not None:  # a subset of the grid (sampled.py): counters cover only these
         blocks = np.asarray(blocks, np.int64)
+        if unit > 1:        # whole clusters: a CTA's peers run with it (cluster_sim)
+            blocks = np.unique(blocks - blocks % unit)[:, None] + np.arange(unit)
+            blocks = blocks.ravel()
         nb = int(blocks.size)
     per_wave = max(1, min(nb, max_lanes // T))
+    per_wave = max(unit, per_wave - per_wave % unit)
     grid = tuple(int(g) for g in kernel.grid)
     stats = KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
                         lanes_per_wave=per_wave * T)
@@ -139,6 +144,18 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
     stats.finish(spec)
     stats.wall_s = time.perf_counter() - t0
     return stats
+
+
+def _cluster_unit(kernel: Kernel) -> int:
+    """Blocks per run of consecutive linear block ids that holds whole clusters (the
+    verifier made each grid axis a multiple of the cluster's)."""
+    cx, cy, cz = kernel.cluster
+    gx, gy, _gz = kernel.grid
+    if cx * cy * cz == 1:
+        return 1
+    if cy == cz == 1:
+        return cx
+    return gx * cy if cz == 1 else gx * gy * cz
 
 
 def kernel_source(kernel: Kernel) -> str:
