@@ -453,7 +453,7 @@ class _WgmmaEmitter(_MmaEmitter):
         if self.cl is None:
             out.append(ira.MbarrierArrive(self.empty, st))
             return
-        from hal.lowering.matmul_cluster import release_stage   # to both CTAs' producers
+        from hal.lowering.matmul_cluster import release_stage  # to both CTAs' producers
 
         release_stage(ctx, out, self.cl, self.empty, st,
                       self.fault("cluster_local_release"))
