@@ -121,6 +121,12 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     # memory), or once per cluster of row panels when multicast
     b_reads = row_tiles if cluster is None else cluster.b_loads(row_tiles)
     factors = {d.inputs[1].name: b_reads for d in dots}
+    if b_reads < row_tiles:
+        saved = sum(d.inputs[1].type.nbytes for d in dots) * (row_tiles - b_reads)
+        notes_cluster = [f"B's tiles reach the SMs once per {cluster.ctas}-CTA cluster (TMA "
+                         f"multicast): {fmt_bytes(saved)} less L2->SM traffic"]
+    else:
+        notes_cluster = []
     factors[a.name] = col_panels
     issued = issued_reads(group, factors, stop_at_reductions=True)
     extra: dict[str, int] = {}
@@ -135,6 +141,7 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
             extra[a.name] = extra.get(a.name, 0) + ea
             for b in bs:
                 extra[b.name] = extra.get(b.name, 0) + eb * b.type.nbytes
+    notes += notes_cluster
     if len(segs) > 1:
         notes.append(f"{len(dots)} sibling contractions read A once: "
                      f"{', '.join(str(n) for _ds, n in segs)} columns in one grid")
