@@ -47,8 +47,7 @@ def main(specs: list[str]) -> None:
     print("|---|---|---|---|---|---|---|")
     for name in specs:
         spec = load_spec(name)
-        plain = dataclasses.replace(spec, capabilities=tuple(
-            c for c in spec.capabilities if c != "clusters"))
+        plain = dataclasses.replace(spec, capabilities=spec.capabilities - {"clusters"})
         for label, graph in graphs.items():
             for g in _groups(graph, spec):
                 after, before = plan_group(g, spec), plan_group(g, plain)

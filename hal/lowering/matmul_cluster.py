@@ -109,7 +109,7 @@ def release_stage(ctx, out: list[Stmt], choice: ClusterChoice, empty: str, st,
     """Thread r (< ctas) of each consumer warpgroup arrives on empty[st] of CTA rank r.
     `local_only` (the cluster_local_release fault): thread 0 arrives on its own CTA only."""
     lt = ctx.declare(out, "wg_lane", ctx.mod(ctx.tid(), 128))
-    if local_only:
+    if local_only:   # self-test hook (cluster_local_release)
         out.append(If(lt.eq(ctx.c(0)), [ira.MbarrierArrive(empty, st)]))
         return
     out.append(If(Binary("lt", lt, ctx.c(choice.ctas)),
