@@ -52,6 +52,9 @@ register_fault("tma_box_off_by_one", "the A tensor map's box is one row short of
 register_fault("wgmma_prologue_no_proxy_fence",
                "the Hopper GEMM's A prologue leaves out fence.proxy.async between its "
                "generic shared writes and the wgmma that reads them")
+register_fault("wgmma_prologue_no_warpgroup_barrier",
+               "the Hopper GEMM's A prologue leaves out the warpgroup's mbarrier between "
+               "its threads' shared writes and the wgmma that reads all of them")
 register_fault("cluster_local_release",
                "the clustered Hopper GEMM's consumers release a stage to their own producer "
                "only, so the peer's B multicast may overwrite a stage still being read "
