@@ -35,6 +35,10 @@ detail; anything else keeps the mma.sync kernel of hal.lowering.matmul_mma). The
 * siblings sharing A with different N (fused QKV): one column-panel segment of grid.x each
   behind a block-uniform branch, each with its own B tensor maps and roles; a dual GEMM
   (equal N) shares one grid, two B tiles and two accumulators.
+* 2-CTA thread-block clusters along M where the plan chose them (its ("cluster", ...)
+  detail): each CTA TMA-loads half of every B box and multicasts it to both, consumers
+  release a stage to both CTAs' producers, cluster barriers after the inits and before exit
+  (hal.lowering.matmul_cluster).
 
 fp8 (e4m3, e5m2) takes wgmma k32 when B is K-major (a [N, K] weight), the only layout
 wgmma reads 8-bit operands in. Not on this path (the reason is recorded): B operands
@@ -398,8 +402,8 @@ class _WgmmaEmitter(_MmaEmitter):
                                self.view_a.coords(ctx, k0, self.m0, bz), self.full, st))
         # with a cluster: this CTA's half of each box (rows of its rank), multicast
         half, mask = (t.bn, 0) if self.cl is None else (t.bn // self.cl.ctas, self.cl.mask)
-        if self.fault("cluster_multicast_mask"):   # self-test hook: rank 0 gets both halves
-            mask = 1
+        if self.cl is not None and self.fault("cluster_multicast_mask"):   # self-test hook
+            mask = 1                               # rank 0 gets both halves, rank 1 none
         for j, mb in enumerate(self.map_b):
             bzb = bz if maps[mb].dims[2] > 1 else ctx.c(0)
             base = ctx.mul(st, t.bn * t.bk)
