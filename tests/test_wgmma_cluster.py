@@ -319,3 +319,15 @@ def test_fake_driver_launches_with_the_cluster_attribute():
     y = be.copy_out(bufs[-1]).astype(np.float32).reshape(256, 64)
     np.testing.assert_allclose(y, x.astype(np.float32) @ w.astype(np.float32).T, rtol=2e-2,
                                atol=5e-2)
+
+
+def test_waves_and_samples_hold_whole_clusters():
+    """A wave never splits a cluster (its CTAs write each other's shared memory): a one-block
+    wave limit still runs pairs, and a sampled block brings its peer along."""
+    g = _mm(512, 128, 128)
+    (k,) = _lower(g)[1]
+    assert k.grid == (8, 1, 1)
+    s = simulate(k, _args(g, k), H100, max_lanes=k.block)
+    assert s.waves == 4
+    s = simulate(k, _args(g, k), H100, blocks=np.array([3]))
+    assert s.waves == 1 and s.lanes_per_wave == 2 * k.block
