@@ -1,0 +1,37 @@
+"""Issue 17, session 5: converters that group elements by value or segment
+(hal/frontends/torch_ops_group.py) against eager torch: mode (ties in frequency go to
+the smallest value; the index is the last occurrence, as torch's CPU kernel gives for
+short rows)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.test_frontend_torch_families import check  # noqa: E402
+
+g = torch.Generator().manual_seed(7)
+# rows with a unique mode, ties in frequency, all-distinct values, repeated negatives
+TIES = torch.tensor([[3., 1., 3., 2., 1., 5., 1., 3.],
+                     [4., 4., 2., 2., 9., 9., 0., 7.],
+                     [5., 6., 7., 8., 1., 2., 3., 4.],
+                     [-1., -1., -1., 2., 2., 2., 2., -1.]])
+
+
+@pytest.mark.parametrize("dim,keepdim", [(-1, False), (0, False), (1, True)])
+def test_mode_ties(dim, keepdim):
+    check(lambda x: torch.mode(x, dim, keepdim), TIES)
+
+
+def test_mode_ints_bool_and_3d():
+    xi = torch.randint(0, 4, (3, 5, 6), generator=g)
+    check(lambda a, b: (torch.mode(a, 1), torch.mode(a), torch.mode(b, 0)), xi, xi > 1)
+
+
+def test_mode_cpu_sim_long_rows():
+    """Rows past the sort network's threshold (bitonic path): values only; torch's
+    index for long rows depends on its unstable std::sort."""
+    x = torch.randint(0, 20, (3, 300), generator=g).float()
+    check(lambda v: torch.mode(v, 1)[0], x, backend="cpu_sim")
+    check(lambda v: torch.mode(v, 1), torch.randn(2, 7, generator=g), backend="cpu_sim")
