@@ -35,3 +35,35 @@ def test_mode_cpu_sim_long_rows():
     x = torch.randint(0, 20, (3, 300), generator=g).float()
     check(lambda v: torch.mode(v, 1)[0], x, backend="cpu_sim")
     check(lambda v: torch.mode(v, 1), torch.randn(2, 7, generator=g), backend="cpu_sim")
+
+
+# -- segment_reduce ------------------------------------------------------------------
+
+SEG_DATA = torch.tensor([[1.5, -2.0], [3.0, 0.5], [float("nan"), 4.0], [-1.0, -6.0],
+                         [2.0, 2.5], [0.25, 8.0], [5.0, -0.5]])
+LENGTHS = torch.tensor([2, 0, 3, 1, 1])        # an empty segment; one with a NaN
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min", "prod"])
+@pytest.mark.parametrize("initial", [None, 1.5])
+def test_segment_reduce_lengths(reduce, initial):
+    check(lambda d, ln: torch.segment_reduce(d, reduce, lengths=ln, axis=0, initial=initial),
+          SEG_DATA, LENGTHS)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_segment_reduce_offsets_and_batched_lengths(reduce):
+    """offsets (the first one past 0: the rows before it belong to no segment) and 2-D
+    lengths, one row of segments per leading index (axis 1)."""
+    off = torch.tensor([1, 3, 3, 6])
+    d2 = torch.randn(3, 6, 4, generator=g)
+    ln2 = torch.tensor([[1, 2, 3], [0, 6, 0], [2, 2, 2]])
+    check(lambda d, o, e, l2: (torch.segment_reduce(d, reduce, offsets=o, axis=0),
+                               torch.segment_reduce(e, reduce, lengths=l2, axis=1)),
+          SEG_DATA, off, d2, ln2)
+
+
+def test_segment_reduce_cpu_sim():
+    check(lambda d, ln: (torch.segment_reduce(d, "mean", lengths=ln, axis=0),
+                         torch.segment_reduce(d, "max", lengths=ln, axis=0, initial=0.0)),
+          SEG_DATA, LENGTHS, backend="cpu_sim")

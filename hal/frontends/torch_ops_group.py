@@ -5,12 +5,21 @@ histogram and segment_reduce, from hal's primitives.
   values by a segmented scan (scatter_network), and the longest run; ties go to the
   smallest value (the first run), the index is the run's last element in the input
   order, as torch's CPU kernel (a sort of (value, index) pairs, strict `>` on the
-  count) gives for the rows OpInfo and models use.
+  count) gives for the rows OpInfo and models use;
+- segment_reduce (lengths or offsets, given as data): each segment's [start, end) along
+  the axis, a one-hot membership mask [segments, axis length] and a masked reduction
+  (sum, mean, max, min, prod) with torch's initial value, NaN propagation and the
+  mean of an empty segment (NaN without `initial`). O(segments x axis length), like
+  the one-hot scatter.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from hal.dtypes import bool_, i64
+from hal.errors import UnsupportedError
 from hal.frontends.scatter_network import segmented_scan
 from hal.frontends.torch_convert import TorchContext, converts
 from hal.frontends.torch_ops_index import sort_last
@@ -55,4 +64,73 @@ def _mode(cx: TorchContext, x: Value, dim: int = -1, keepdim: bool = False) -> t
     return cx.reshape(cx.cast(val, x.dtype), shape), cx.reshape(idx, shape)
 
 
-__all__ = ["mode_last"]
+_IDENTITY = {"sum": 0.0, "mean": 0.0, "max": -math.inf, "min": math.inf, "prod": 1.0}
+_REDUCE = {"sum": "reduce_sum", "mean": "reduce_sum", "max": "reduce_max", "min": "reduce_min",
+           "prod": "reduce_prod"}
+
+
+def segment_reduce(cx: TorchContext, data: Value, reduce: str, start: Value, end: Value,
+                   initial: Any) -> Value:
+    """data [*outer, N, *inner]; start/end [*outer, S] (int64): the reduction of each
+    segment data[..., start:end, ...] into [*outer, S, *inner]."""
+    if reduce not in _IDENTITY:
+        raise UnsupportedError(f"{cx.where()}: segment_reduce reduction {reduce!r}",
+                               hint="use sum, mean, max, min or prod")
+    outer = tuple(start.shape[:-1])
+    s_cnt, axis = start.shape[-1], len(start.shape) - 1
+    n, inner = data.shape[axis], tuple(data.shape[axis + 1:])
+    dt = data.dtype
+    full = outer + (s_cnt, n) + inner
+    pos = _iota(cx, outer + (s_cnt, n), axis + 1)
+    member = cx.op("logical_and",
+                   cx.op("ge", pos, cx.bcast(cx.reshape(start, outer + (s_cnt, 1)), pos.shape)),
+                   cx.op("lt", pos, cx.bcast(cx.reshape(end, outer + (s_cnt, 1)), pos.shape)))
+    member = cx.bcast(cx.reshape(member, outer + (s_cnt, n) + (1,) * len(inner)), full)
+    d = cx.bcast(cx.reshape(data, outer + (1, n) + inner), full)
+    ident = _IDENTITY[reduce]
+    red = cx.op(_REDUCE[reduce], cx.op("select", member, d, cx.scalar(ident, dt, full)),
+                axes=(axis + 1,), keepdims=False)
+    out_shape = red.shape
+    init = cx.scalar(ident if initial is None else float(initial), dt, out_shape)
+    if reduce in ("sum", "mean"):
+        y = cx.op("add", init, red)
+    elif reduce == "prod":
+        y = cx.op("mul", init, red)
+    else:
+        y = cx.op("maximum" if reduce == "max" else "minimum", init, red)
+        # a NaN in the segment wins (torch: isnan(x) ? x : max(acc, x))
+        has_nan = cx.op("reduce_max", cx.cast(cx.op("logical_and", member, cx.op("ne", d, d)),
+                                               i64), axes=(axis + 1,), keepdims=False)
+        y = cx.op("select", cx.op("gt", has_nan, cx.scalar(0, i64, out_shape)),
+                  cx.scalar(math.nan, dt, out_shape), y)
+    if reduce == "mean":
+        length = cx.op("sub", end, start)
+        length = cx.bcast(cx.reshape(length, outer + (s_cnt,) + (1,) * len(inner)), out_shape)
+        empty = cx.op("le", length, cx.scalar(0, i64, out_shape))
+        y = cx.op("select", empty, y, cx.op("div", y, cx.cast(length, dt)))
+        if initial is None:
+            y = cx.op("select", empty, cx.scalar(math.nan, dt, out_shape), y)
+    return y
+
+
+@converts("aten.segment_reduce")
+def _segment_reduce(cx: TorchContext, data: Value, reduce: str, *, lengths: Any = None,
+                    indices: Any = None, offsets: Any = None, axis: int = 0,
+                    unsafe: bool = False, initial: Any = None) -> Value:
+    if lengths is not None:
+        ln = cx.cast(lengths, i64)
+        end = cx.op("cumsum", ln, axis=ln.rank - 1)
+        start = cx.op("sub", end, ln)
+    elif offsets is not None:
+        off = cx.cast(offsets, i64)
+        k = off.shape[-1] - 1
+        last = off.rank - 1
+        start = cx.op("slice", off, starts=(0,), stops=(k,), steps=(1,), axes=(last,))
+        end = cx.op("slice", off, starts=(1,), stops=(k + 1,), steps=(1,), axes=(last,))
+    else:
+        raise UnsupportedError(f"{cx.where()}: segment_reduce by indices (torch does not "
+                               "implement it either)", hint="pass lengths or offsets")
+    return segment_reduce(cx, cx.cast(data, cx.out_dtype()), reduce, start, end, initial)
+
+
+__all__ = ["mode_last", "segment_reduce"]
