@@ -67,3 +67,31 @@ def test_segment_reduce_cpu_sim():
     check(lambda d, ln: (torch.segment_reduce(d, "mean", lengths=ln, axis=0),
                          torch.segment_reduce(d, "max", lengths=ln, axis=0, initial=0.0)),
           SEG_DATA, LENGTHS, backend="cpu_sim")
+
+
+# -- histogram -----------------------------------------------------------------------
+
+HX = torch.tensor([[0.5, 1.0, 2.25, -3.0], [4.0, 1.0, 7.5, 0.0], [2.0, 2.0, -1.0, 6.0]])
+HW = torch.rand(3, 4, generator=g)
+
+
+@pytest.mark.parametrize("density", [False, True])
+def test_histogram_bin_count(density):
+    """min/max edges (the max in the closed last bin), a range that leaves elements out,
+    weights, a constant input (edges widened by 0.5) and values on interior edges."""
+    check(lambda x, w: (torch.histogram(x, 5, density=density),
+                        torch.histogram(x, 4, range=(0.0, 4.0), weight=w, density=density),
+                        torch.histogram(x[1:2, 1:2], 3, density=density),
+                        torch.histogram(x, 7, range=(-3.0, 4.0), density=density)), HX, HW)
+
+
+@pytest.mark.parametrize("density", [False, True])
+def test_histogram_edges_tensor(density):
+    edges = torch.tensor([-2.0, 0.0, 0.5, 2.0, 2.25, 6.0])
+    check(lambda x, e, w: (torch.histogram(x, e, density=density),
+                           torch.histogram(x, e, weight=w, density=density)), HX, edges, HW)
+
+
+def test_histogram_cpu_sim():
+    x = torch.randn(200, generator=g)
+    check(lambda v: torch.histogram(v, 10, density=True), x, backend="cpu_sim", rtol=1e-5)

@@ -10,7 +10,12 @@ histogram and segment_reduce, from hal's primitives.
   the axis, a one-hot membership mask [segments, axis length] and a masked reduction
   (sum, mean, max, min, prod) with torch's initial value, NaN propagation and the
   mean of an empty segment (NaN without `initial`). O(segments x axis length), like
-  the one-hot scatter.
+  the one-hot scatter;
+- histogram (a bin count or given edges; range, weight, density): torch's edges (the
+  input's min and max widened by 0.5 when equal, then linspace with its two-sided
+  formula), each element's bin as the number of edges at or below it (the rightmost
+  bin includes its right edge, elements outside are skipped) and a one-hot weighted
+  count per bin.
 """
 
 from __future__ import annotations
@@ -133,4 +138,77 @@ def _segment_reduce(cx: TorchContext, data: Value, reduce: str, *, lengths: Any 
     return segment_reduce(cx, cx.cast(data, cx.out_dtype()), reduce, start, end, initial)
 
 
-__all__ = ["mode_last", "segment_reduce"]
+def _linspace(cx: TorchContext, lo: Value, hi: Value, steps: int) -> Value:
+    """torch's CPU linspace: start + step i for i < steps / 2, end - step (steps - 1 - i)
+    after, step = (end - start) / (steps - 1); lo, hi are 0-d."""
+    shape = (steps,)
+    i = cx.cast(_iota(cx, shape, 0), lo.dtype)
+    step = cx.op("div", cx.op("sub", hi, lo), cx.scalar(steps - 1, lo.dtype, ()))
+    lo_b, hi_b, st_b = (cx.bcast(cx.reshape(v, (1,)), shape) for v in (lo, hi, step))
+    up = cx.op("add", lo_b, cx.op("mul", st_b, i))
+    down = cx.op("sub", hi_b, cx.op("mul", st_b, cx.op("sub", cx.scalar(steps - 1, lo.dtype,
+                                                                           shape), i)))
+    return cx.op("select", cx.op("lt", i, cx.scalar(steps // 2, lo.dtype, shape)), up, down)
+
+
+def histogram(cx: TorchContext, x: Value, edges: Value, weight: Any,
+              density: bool) -> Value:
+    """Counts (or summed weights) of x's elements per bin of the sorted `edges` [B + 1]."""
+    dt = edges.dtype
+    m, nb = max(1, math.prod(x.shape)), edges.shape[0]
+    xf = cx.reshape(cx.cast(x, dt), (m,))
+    if math.prod(x.shape) == 0:
+        return cx.scalar(0, dt, (nb - 1,))
+    pair = (m, nb)
+    xe = cx.bcast(cx.reshape(xf, (m, 1)), pair)
+    ee = cx.bcast(cx.reshape(edges, (1, nb)), pair)
+    pos = cx.op("sub", cx.op("reduce_sum", cx.cast(cx.op("le", ee, xe), i64), axes=(1,),
+                             keepdims=False), cx.scalar(1, i64, (m,)))
+    pos = cx.op("minimum", pos, cx.scalar(nb - 2, i64, (m,)))   # the last bin is closed
+    first = cx.reshape(cx.op("slice", edges, starts=(0,), stops=(1,), steps=(1,), axes=(0,)), ())
+    last = cx.reshape(cx.op("slice", edges, starts=(nb - 1,), stops=(nb,), steps=(1,),
+                            axes=(0,)), ())
+    inside = cx.op("logical_and", cx.op("ge", xf, cx.bcast(cx.reshape(first, (1,)), (m,))),
+                   cx.op("le", xf, cx.bcast(cx.reshape(last, (1,)), (m,))))
+    w = cx.scalar(1, dt, (m,)) if weight is None else cx.reshape(cx.cast(weight, dt), (m,))
+    w = cx.op("select", inside, w, cx.scalar(0, dt, (m,)))
+    bins = (m, nb - 1)
+    hit = cx.op("eq", cx.bcast(cx.reshape(pos, (m, 1)), bins), _iota(cx, bins, 1))
+    hist = cx.op("reduce_sum", cx.op("select", hit, cx.bcast(cx.reshape(w, (m, 1)), bins),
+                                     cx.scalar(0, dt, bins)), axes=(0,), keepdims=False)
+    if not density:
+        return hist
+    total = cx.bcast(cx.reshape(cx.op("reduce_sum", hist, axes=(0,), keepdims=True), (1,)),
+                     (nb - 1,))
+    widths = cx.op("sub", cx.op("slice", edges, starts=(1,), stops=(nb,), steps=(1,), axes=(0,)),
+                   cx.op("slice", edges, starts=(0,), stops=(nb - 1,), steps=(1,), axes=(0,)))
+    return cx.op("div", cx.op("div", hist, total), widths)
+
+
+@converts("aten.histogram.bin_ct")
+def _histogram_bin_ct(cx: TorchContext, x: Value, bins: int = 100, *, range: Any = None,
+                      weight: Any = None, density: bool = False) -> tuple[Value, Value]:
+    dt = cx.out_dtype(0)
+    if range is not None:
+        lo, hi = cx.scalar(float(range[0]), dt), cx.scalar(float(range[1]), dt)
+    elif math.prod(x.shape) == 0:
+        lo, hi = cx.scalar(0, dt), cx.scalar(0, dt)
+    else:
+        xf = cx.reshape(cx.cast(x, dt), (math.prod(x.shape),))
+        lo = cx.op("reduce_min", xf, axes=(0,), keepdims=False)
+        hi = cx.op("reduce_max", xf, axes=(0,), keepdims=False)
+    same = cx.op("eq", lo, hi)                      # widened as numpy does
+    lo = cx.op("select", same, cx.op("sub", lo, cx.scalar(0.5, dt)), lo)
+    hi = cx.op("select", same, cx.op("add", hi, cx.scalar(0.5, dt)), hi)
+    edges = _linspace(cx, lo, hi, int(bins) + 1)
+    return histogram(cx, x, edges, weight, bool(density)), edges
+
+
+@converts("aten.histogram.bins_tensor")
+def _histogram_edges(cx: TorchContext, x: Value, bins: Value, *, weight: Any = None,
+                     density: bool = False) -> tuple[Value, Value]:
+    edges = cx.cast(bins, cx.out_dtype(0))
+    return histogram(cx, x, edges, weight, bool(density)), edges
+
+
+__all__ = ["mode_last", "segment_reduce", "histogram"]
