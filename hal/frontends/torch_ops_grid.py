@@ -61,7 +61,7 @@ def _source(cx: TorchContext, c: Value, size: int, padding: int, align: bool) ->
 def _grid_sampler_3d(cx: TorchContext, a: Value, grid: Value, interpolation_mode: int,
                      padding_mode: int, align_corners: bool) -> Value:
     if interpolation_mode not in (0, 1) or padding_mode not in (0, 1, 2):
-        raise UnsupportedError(f"{cx.where()}: grid_sampler_3d mode {interpolation_mode}, "
+        raise UnsupportedError(f"grid_sampler_3d mode {interpolation_mode}, "
                                f"padding {padding_mode}",
                                hint="3-D sampling is trilinear (0) or nearest (1); padding "
                                     "zeros, border or reflection")

@@ -79,7 +79,7 @@ def segment_reduce(cx: TorchContext, data: Value, reduce: str, start: Value, end
     """data [*outer, N, *inner]; start/end [*outer, S] (int64): the reduction of each
     segment data[..., start:end, ...] into [*outer, S, *inner]."""
     if reduce not in _IDENTITY:
-        raise UnsupportedError(f"{cx.where()}: segment_reduce reduction {reduce!r}",
+        raise UnsupportedError(f"segment_reduce reduction {reduce!r}",
                                hint="use sum, mean, max, min or prod")
     outer = tuple(start.shape[:-1])
     s_cnt, axis = start.shape[-1], len(start.shape) - 1
@@ -133,7 +133,7 @@ def _segment_reduce(cx: TorchContext, data: Value, reduce: str, *, lengths: Any 
         start = cx.op("slice", off, starts=(0,), stops=(k,), steps=(1,), axes=(last,))
         end = cx.op("slice", off, starts=(1,), stops=(k + 1,), steps=(1,), axes=(last,))
     else:
-        raise UnsupportedError(f"{cx.where()}: segment_reduce by indices (torch does not "
+        raise UnsupportedError("segment_reduce by indices (torch does not "
                                "implement it either)", hint="pass lengths or offsets")
     return segment_reduce(cx, cx.cast(data, cx.out_dtype()), reduce, start, end, initial)
 

@@ -449,7 +449,7 @@ def linear_cross_entropy(cx: TorchContext, x: Value, w: Value, target: Value, bi
     valid targets' weights (0 / 0 = NaN when every target is ignored, as in torch)."""
     if x.rank != 2 or w.rank != 2 or target.rank != 1 or target.dtype.is_float:
         raise UnsupportedError(
-            f"{cx.where()}: linear_cross_entropy with input {list(x.shape)}, weight "
+            f"linear_cross_entropy with input {list(x.shape)}, weight "
             f"{list(w.shape)}, target {list(target.shape)} {target.dtype}: only [N, D] inputs, "
             f"[C, D] weights and class-index targets are converted",
             hint="flatten the batch dimensions before the loss")
@@ -471,7 +471,7 @@ def linear_cross_entropy(cx: TorchContext, x: Value, w: Value, target: Value, bi
     if reduction == "none":
         return nll
     if reduction not in ("sum", "mean"):
-        raise UnsupportedError(f"{cx.where()}: linear_cross_entropy reduction {reduction!r}",
+        raise UnsupportedError(f"linear_cross_entropy reduction {reduction!r}",
                                hint="use 'mean', 'sum' or 'none'")
     loss = cx.op("reduce_sum", nll, axes=(0,), keepdims=False)
     if reduction == "sum":
@@ -486,11 +486,11 @@ def _linear_ce_chunked(cx: TorchContext, x: Value, w: Value, target: Value, bias
     # options: batch_chunk_size, acc_policy, acc_dtype, allow_retain_graph, then the three
     # compute_*_grad flags; with a flag set the forward also precomputes that gradient
     if label_smoothing:
-        raise UnsupportedError(f"{cx.where()}: linear_cross_entropy's chunked op with label "
+        raise UnsupportedError("linear_cross_entropy's chunked op with label "
                                "smoothing (torch's own op rejects it: NotImplementedError)",
                                hint="label smoothing takes torch's non-chunked path")
     if any(bool(f) for f in options[-3:]):
-        raise UnsupportedError(f"{cx.where()}: linear_cross_entropy with precomputed gradients "
+        raise UnsupportedError("linear_cross_entropy with precomputed gradients "
                                "(compute_*_grad set: the program was exported for training)",
                                hint="export under torch.no_grad() or with inputs that do not "
                                     "require grad")
