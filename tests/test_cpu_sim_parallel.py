@@ -57,7 +57,7 @@ def _exchange(nblocks: int, block: int, racy: frozenset[int]) -> Kernel:
                   shared=[SharedBuffer("s", f32, block)])
 
 
-def _run_exchange(racy: frozenset[int], jobs: int, nblocks: int = 64, block: int = 64):
+def _run_exchange(racy: frozenset[int], jobs: int, nblocks: int = 64, block: int = 256):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(nblocks * block).astype(np.float32)
     out = np.zeros_like(x)
@@ -82,9 +82,10 @@ def _same_stats(a: list[dict], b: list[dict]) -> None:
 
 
 def test_wave_plan_is_fixed_and_at_least_min_waves() -> None:
-    assert plan_waves(64, 64, 1 << 17) == [(0, 16), (16, 16), (32, 16), (48, 16)]
-    assert plan_waves(10, 64, 1 << 17) == [(0, 3), (3, 3), (6, 2), (8, 2)]
-    assert plan_waves(2, 64, 1 << 17) == [(0, 1), (1, 1)]
+    assert plan_waves(64, 256, 1 << 17) == [(0, 16), (16, 16), (32, 16), (48, 16)]
+    assert plan_waves(10, 2048, 1 << 17) == [(0, 3), (3, 3), (6, 2), (8, 2)]
+    assert plan_waves(2, 8192, 1 << 17) == [(0, 1), (1, 1)]
+    assert plan_waves(64, 64, 1 << 17) == [(0, 64)]    # under SPLIT_LANES: one wave
     assert len(plan_waves(1000, 256, 256 * 100)) == 10 > MIN_WAVES
     assert sum(n for _, n in plan_waves(1001, 256, 256 * 100)) == 1001
 
@@ -93,7 +94,7 @@ def test_wave_plan_is_fixed_and_at_least_min_waves() -> None:
 def test_parallel_run_is_bitwise_equal_to_serial(jobs: int) -> None:
     x, o1, s1 = _run_exchange(frozenset(), 1)
     _, o2, s2 = _run_exchange(frozenset(), jobs)
-    np.testing.assert_array_equal(o1, np.roll(x.reshape(64, 64), -1, axis=1).reshape(-1))
+    np.testing.assert_array_equal(o1, np.roll(x.reshape(64, 256), -1, axis=1).reshape(-1))
     assert o1.tobytes() == o2.tobytes()
     d1, d2 = s1.to_dict(), s2.to_dict()
     d1.pop("wall_s"), d2.pop("wall_s")
@@ -115,11 +116,12 @@ def test_race_in_a_worker_block_is_reported_as_serial(racy, block) -> None:
 
 
 def test_graph_outputs_counters_and_sampled_reports_equal_across_jobs() -> None:
-    g = _mlp(700, 96, 300)
+    g = _mlp(2000, 64, 520)
     inputs = random_inputs(g, seed=0)
     be = CpuSimBackend()
     r1 = be.run_graph(g, inputs, SPEC, jobs=1)
     r2 = be.run_graph(g, inputs, SPEC, jobs=2)
+    assert all(s["waves"] >= MIN_WAVES for s in r1.stats)   # the workers had waves to share
     assert r1.outputs["y"].tobytes() == r2.outputs["y"].tobytes()
     _same_stats(r1.stats, r2.stats)
     assert r1.report == r2.report

@@ -91,7 +91,10 @@ def _bind_args(kernel: Kernel, ck: CompiledKernel, args: dict[str, Any]):
 # what workers share out, and a fixed partition keeps outputs, counters and the reported
 # fault the same for every --jobs (the first fault is the first in wave order, then in
 # program order). Several block sets (a sampled launch) are waves enough: one or more each.
+# A launch under SPLIT_LANES lanes stays one wave: splitting it would multiply the
+# per-wave Python overhead that dominates small kernels (the conformance suite's).
 MIN_WAVES = 4
+SPLIT_LANES = 1 << 14
 
 
 def plan_waves(nb: int, block: int, max_lanes: int, min_waves: int = MIN_WAVES
@@ -100,6 +103,8 @@ def plan_waves(nb: int, block: int, max_lanes: int, min_waves: int = MIN_WAVES
     if nb == 0:
         return []
     per_wave = max(1, min(nb, max_lanes // block))
+    if nb * block < SPLIT_LANES:
+        min_waves = 1
     n = max(-(-nb // per_wave), min(min_waves, nb))
     size, extra = divmod(nb, n)
     out, b0 = [], 0
