@@ -2,7 +2,7 @@
 
 `/usr/bin/time -v` reports the largest single process's peak RSS; with forked
 simulator workers (`hal run --jobs N`) the tree holds several processes, whose RSS
-counts shared (copy-on-write) pages once per process. This samples every 0.1 s:
+counts shared (copy-on-write) pages once per process. This samples every 0.5 s:
 
 * peak_rss_sum: the largest sum of RSS over the tree (counts shared pages per process:
   an upper bound of the memory in use);
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         peak_rss = max(peak_rss, sum(m[0] for m in mems))
         peak_pss = max(peak_pss, sum(m[1] for m in mems))
         peak_one = max(peak_one, max((m[0] for m in mems), default=0))
-        time.sleep(0.1)
+        time.sleep(0.5)
     wall = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     gib = 1 << 30
