@@ -178,3 +178,17 @@ def test_ties_inputs_are_halfway_cases():
     bf = cast(x, DTYPES["bf16"]).astype(np.float64)
     up = np.nextafter(x.astype(np.float32), np.float32(np.inf)).astype(np.float64)
     assert (np.abs(bf - x) > 0).mean() > 0.2 and np.isfinite(up).all()
+
+
+def test_every_reached_branch_is_attributed_to_a_case():
+    """The per-case arcs (from which the CI list is selected) add up to the run's figure: a
+    branch whose condition spans several lines is recorded at the traced continuation line
+    and must be attributed at the statement's first line, as coverage's report counts it
+    (before, such branches were reached by the suite but by no case of the CI list)."""
+    pytest.importorskip("coverage")
+    mod = _script()
+    res = mod.measure([("h100-sxm", "fused/matmul_hopper_refused/bf16/1x2080x1024/decode"),
+                       ("mi300x", "fused/attention_masked/f32/1x2x33x65x32/window_lower_edge")],
+                      contexts=True, lower_only=True)
+    attributed = set().union(*res["per_case"].values())
+    assert len(attributed) == res["areas"]["lowering"]["covered"]
