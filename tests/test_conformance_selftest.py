@@ -68,6 +68,8 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "wgmma_prologue_unswizzled": ("fused/rms_norm_matmul/bf16/64x200x48", "numeric"),
     # ... and its missing proxy fence: cpu_sim tracks generic-proxy shared writes
     "wgmma_prologue_no_proxy_fence": ("fused/rms_norm_matmul/bf16/64x200x48", "race"),
+    # ... and its missing warpgroup barrier: cpu_sim orders generic writes before wgmma
+    "wgmma_prologue_no_warpgroup_barrier": ("fused/rms_norm_matmul/bf16/64x200x48", "race"),
 }
 # where one case does not catch a fault on both widths: (fault, device) -> case
 CATCHER_ON = {

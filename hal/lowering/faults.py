@@ -52,6 +52,9 @@ register_fault("tma_box_off_by_one", "the A tensor map's box is one row short of
 register_fault("wgmma_prologue_no_proxy_fence",
                "the Hopper GEMM's A prologue leaves out fence.proxy.async between its "
                "generic shared writes and the wgmma that reads them")
+register_fault("wgmma_prologue_no_warpgroup_barrier",
+               "the Hopper GEMM's A prologue leaves out the warpgroup's mbarrier between "
+               "its threads' shared writes and the wgmma that reads all of them")
 register_fault("wgmma_prologue_unswizzled",
                "the Hopper GEMM's A prologue rewrites the TMA tile at unswizzled addresses "
                "(hal.lowering.matmul_wgmma_prologue)")

@@ -140,6 +140,8 @@ def emit_transform(em, out: list[Stmt], kc, st) -> None:
     ctx = em.ctx
     if not em.fault("wgmma_prologue_no_proxy_fence"):   # self-test hook: fence left out
         out.append(ira.FenceProxyAsync())
+    if em.fault("wgmma_prologue_no_warpgroup_barrier"):   # self-test hook: no barrier
+        return
     g = ctx.sub(em.wg, 1)
     out.append(ira.MbarrierArrive(em.ready, g))
     out.append(ira.MbarrierWait(em.ready, g, ctx.mod(kc, 2)))
