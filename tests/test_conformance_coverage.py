@@ -38,7 +38,12 @@ CASES_FILE = ROOT / "benchmarks" / "results" / "conformance_coverage_cases.txt"
 # runs, HAL_MEASURE=off); CASES_FILE re-selected (67 case runs) reaches 92.70% the CI way
 # too. The floor follows the larger denominator down (92.70 less the 0.3 margin); the 95%
 # target stands and is not met on the integrated code (benchmarks/results/issue-21.md).
-COVERAGE_FLOOR = 92.4
+# 2026-12-02, session 5 (conformance/cases_refusals.py, 31 cases; 3 dead branches removed,
+# the fault-name check marked as a self-test hook; per-case arcs of multi-line conditions
+# attributed, so the list can select them): whole suite 1094/1150 = 95.13% (7614 case runs,
+# HAL_MEASURE=off); CASES_FILE re-selected (78 case runs) reaches 1094/1150 = 95.13% the CI
+# way too (fresh HAL_CACHE_DIR, register measurement on). Floor: that less the 0.3 margin.
+COVERAGE_FLOOR = 94.8
 
 
 def _script():
