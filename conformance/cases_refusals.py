@@ -17,6 +17,8 @@ tensor map that does not describe it) moves outputs far outside the bound.
   lengths input, a KV-cache offset given as an input, a chunked (block-causal) mask
   through integer division, a key index built over a size-1 axis (0: every key visible),
   and a mask on an empty query block;
+* hal.lowering.attention_match: a joint softmax over each head's whole score matrix (through
+  a view), which is not attention's row softmax;
 * hal.lowering.tma_views: A as a transposed input, as a sequence-first activation
   [S, B, K] seen as [B*S, K], as views that split a transposed input's factor unevenly, and
   a batched A whose four batch axes are permuted (a rank-6 tensor map);
@@ -106,6 +108,21 @@ def _masks(c: _Collector) -> None:
                   lambda b, _d=dt, _m=mask, _s=s, _t=t, _f=fill: _masked(
                       b, _d, _s, _t, 32, lambda bb, r, co: _m(bb, r, co, (_s, _t)), _f),
                   suffix=label, unfused=True)
+
+
+def _joint_softmax(c: _Collector) -> None:
+    """Scores normalised over the whole S x T matrix of each head (a joint softmax through a
+    view [B, H, S*T], as matching networks normalise), then P @ V: not attention's row
+    softmax, so attention_match refuses it (the logits are not the scores' rows) and the
+    kernels run unfused; read as flash attention it would normalise per row."""
+    def build(b):
+        q, k, v = (b.input(n, "f32", (1, 2, r, 16)) for n, r in (("q", 24), ("k", 40),
+                                                                  ("v", 40)))
+        s = _mm(b, q, k, transpose_b=True)
+        p = _probs(b, b.op("reshape", s, shape=[1, 2, 24 * 40]))
+        b.output(_mm(b, b.op("reshape", p, shape=[1, 2, 24, 40]), v))
+    c.add("fused", "attention_primitives", ("f32",), "1x2x24x40x16", build,
+          suffix="joint_softmax", unfused=True)
 
 
 def _a_views(c: _Collector) -> None:
@@ -216,6 +233,7 @@ def _norm_weights(c: _Collector) -> None:
 def refusal_cases(c: _Collector) -> None:
     _odd_head_dims(c)
     _masks(c)
+    _joint_softmax(c)
     _a_views(c)
     _hopper_refusals(c)
     _norm_weights(c)
