@@ -300,7 +300,31 @@ def _causal_masks(c: _Collector) -> None:
                   suffix=label, unfused=True)
 
 
+def _hopper_attention(c: _Collector) -> None:
+    """Prefill attention that sm_90a runs on wgmma + TMA (hal.lowering.attention_wgmma; other
+    specs: their matrix-unit kernel): head dims 64, 128 and 256 (64-key tiles), causal and
+    not, GQA, T != S, partial row and key tiles, one consumer warpgroup (64 rows), f16; and
+    the same shape on a spec without TMA (the mma.sync kernel, its reason recorded)."""
+    def sdpa(dt, q, kv, causal):
+        return lambda b: b.output(b.op(
+            "scaled_dot_product_attention", b.input("q", dt, q), b.input("k", dt, kv),
+            b.input("v", dt, kv), causal=causal))
+
+    for dt, q, kv, causal in (("bf16", (1, 2, 130, 128), (1, 2, 130, 128), True),
+                              ("bf16", (2, 2, 70, 64), (2, 2, 200, 64), False),
+                              ("f16", (1, 4, 100, 64), (1, 2, 100, 64), True),
+                              ("bf16", (1, 1, 64, 128), (1, 1, 64, 128), False),
+                              ("bf16", (1, 1, 65, 256), (1, 1, 90, 256), False)):
+        shape = "x".join(map(str, (q[0], q[1], kv[1], q[2], q[3])))
+        c.add("fused", "attention", (dt,), shape, sdpa(dt, q, kv, causal),
+              suffix=f"wgmma-t{kv[2]}{'-causal' if causal else ''}", unfused=True)
+    c.add("stress", "attention", ("bf16",), "1x2x2x130x64", sdpa(
+        "bf16", (1, 2, 130, 64), (1, 2, 130, 64), True), variant="no_tma",
+        suffix="causal-no_tma", unfused=True)
+
+
 def path_cases(c: _Collector) -> None:
+    _hopper_attention(c)
     _hopper_prologues(c)
     _causal_masks(c)
     _siblings(c)

@@ -158,6 +158,7 @@ FAULT_AREAS = {
     "tma_box_off_by_one": "lowering/matmul_wgmma",
     "wgmma_prologue_unswizzled": "lowering/matmul_wgmma_prologue",
     "wgmma_prologue_no_proxy_fence": "lowering/matmul_wgmma_prologue",
+    "attention_wgmma_p_fragment_swapped": "lowering/attention_wgmma",
 }
 
 # faults that leave the code for some specs unchanged (not a bug there)
@@ -172,7 +173,8 @@ SAME_CODE: dict[str, Callable[[Any], bool]] = {
     # sm_90a: the matmuls TMA cannot feed keep the mma.sync kernel)
     **{f: (lambda spec: not _hopper(spec)) for f in (
         "wgmma_wrong_swizzle", "missing_wgmma_wait", "wrong_mbarrier_tx_count",
-        "tma_box_off_by_one", "wgmma_prologue_unswizzled", "wgmma_prologue_no_proxy_fence")},
+        "tma_box_off_by_one", "wgmma_prologue_unswizzled", "wgmma_prologue_no_proxy_fence",
+        "attention_wgmma_p_fragment_swapped")},
 }
 
 
