@@ -163,3 +163,6 @@ def test_sass_has_register_a_hgmma_and_utmaldg(tmp_path):
                 and ".tnspB" in ln]) == 8
     assert r.counts.get("UTMALDG", 0) >= 3 and r.counts.get("HMMA", 0) == 0, r.forms
     assert r.forms.get("USETMAXREG.DEALLOC.CTAPOOL", 0) == 1, r.forms
+    # P is packed before wgmma.fence (hal_wgmma_fence_regs): one warpgroup.arrive per wgmma
+    # group (pass-1 Q K^T, pass-2 Q K^T, P V), none injected between the P V wgmmas
+    assert sass.count("WARPGROUP.ARRIVE") == 3, r.forms

@@ -71,6 +71,16 @@ def _wgmma8(n: int, ptx: str) -> tuple[str, str]:
     return _wgmma_fn(f"hal_wgmma_m64n{n}k32_{ptx}", f"m64n{n}k32", ptx, n, "1, 1")
 
 
+def _fence_regs(words: int) -> tuple[str, str]:
+    """Pins a register-A fragment's packed 32-bit words before wgmma.fence, so the packing
+    of its 16-bit elements happens before the fence, not between the wgmmas (where ptxas
+    would inject a warpgroup.arrive per wgmma: C7519)."""
+    name = f"hal_wgmma_fence_regs_{words}"
+    body = "\n".join(f'  asm volatile("" : "+r"(A[{i}]) :: "memory");' for i in range(words))
+    return name, (f"HAL_FN void {name}(void* a) {{\n"
+                  f"  unsigned* A = reinterpret_cast<unsigned*>(a);\n{body}\n}}\n")
+
+
 def _fence_acc(n: int) -> tuple[str, str]:
     name = f"hal_wgmma_fence_acc_{n}"
     body = "\n".join(f'  asm volatile("" : "+f"(d[{i}]) :: "memory");' for i in range(n))
@@ -136,6 +146,7 @@ HOPPER_HELPERS: dict[str, str] = {
     **dict(_wgmma_rs(n, p, t) for n in range(8, 257, 8) for p in ("bf16", "f16")
            for t in (False, True)),
     **dict(_fence_acc(n) for n in range(4, 129, 4)),
+    **dict(_fence_regs(w) for w in range(4, 129, 4)),
 }
 
 
@@ -162,7 +173,38 @@ class HopperRendering:
                 f"(unsigned long long)({self.expr(s.b_desc)}));"]
 
     def _s_WgmmaFence(self, s, pad: str) -> list[str]:
-        return [f"{pad}{self._matrix('hal_wgmma_fence', 'wgmma.fence')}();"]
+        out = []
+        for name in self._fence_operands(s):   # register-A fragments of this group
+            size = self._kernel_obj.buffer(name).size * self._kernel_obj.buffer(
+                name).dtype.itemsize // 4
+            fn = self._matrix(f"hal_wgmma_fence_regs_{size}", "register-A fence")
+            out.append(f"{pad}{fn}({ident(name)});")
+        return [*out, f"{pad}{self._matrix('hal_wgmma_fence', 'wgmma.fence')}();"]
+
+    def _fence_operands(self, fence) -> list[str]:
+        """The register-A buffers of the wgmmas between `fence` and the next commit_group
+        in the same statement list."""
+        from hal.kernel.ir import stmt_bodies
+
+        cache = getattr(self, "_wg_fence_regs", None)
+        if cache is None or cache[0] is not self._kernel_obj:
+            found: dict[int, list[str]] = {}
+
+            def walk(body) -> None:
+                for i, x in enumerate(body):
+                    if isinstance(x, ira.WgmmaFence):
+                        regs: list[str] = []
+                        for y in body[i + 1:]:
+                            if isinstance(y, ira.WgmmaCommit):
+                                break
+                            if isinstance(y, ira.Wgmma) and y.a_regs and y.a_regs not in regs:
+                                regs.append(y.a_regs)
+                        found[id(x)] = regs
+                    for b in stmt_bodies(x):
+                        walk(b)
+            walk(self._kernel_obj.body)
+            cache = self._wg_fence_regs = (self._kernel_obj, found)
+        return cache[1].get(id(fence), [])
 
     def _s_WgmmaCommit(self, s, pad: str) -> list[str]:
         return [f"{pad}{self._matrix('hal_wgmma_commit', 'wgmma.commit_group')}();"]
