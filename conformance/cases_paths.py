@@ -318,6 +318,12 @@ def _hopper_attention(c: _Collector) -> None:
         shape = "x".join(map(str, (q[0], q[1], kv[1], q[2], q[3])))
         c.add("fused", "attention", (dt,), shape, sdpa(dt, q, kv, causal),
               suffix=f"wgmma-t{kv[2]}{'-causal' if causal else ''}", unfused=True)
+    def q_cast(b):   # Q computed in the group (a cast): TMA cannot copy it (mma.sync kept)
+        q = b.op("cast", b.input("q", "f32", (1, 2, 80, 64)), dtype="bf16")
+        b.output(b.op("scaled_dot_product_attention", q, b.input("k", "bf16", (1, 2, 80, 64)),
+                      b.input("v", "bf16", (1, 2, 80, 64)), causal=True))
+    c.add("fused", "attention", ("f32", "bf16"), "1x2x2x80x64", q_cast, suffix="q_cast",
+          unfused=True)
     c.add("stress", "attention", ("bf16",), "1x2x2x130x64", sdpa(
         "bf16", (1, 2, 130, 64), (1, 2, 130, 64), True), variant="no_tma",
         suffix="causal-no_tma", unfused=True)

@@ -42,11 +42,10 @@ with its two 8-key halves swapped).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hal.devices.spec import DeviceSpec, MatrixInstruction
 from hal.dtypes import i64
-from hal.errors import UnsupportedError
 from hal.kernel import ir_async as ira
 from hal.kernel.ir import (
     Barrier,
@@ -70,7 +69,7 @@ from hal.ops.contraction import contraction_dims
 SWIZZLE = 128
 BOX = 64                     # elements of a 128-byte swizzled row (16-bit types)
 PRODUCER_REGS, CONSUMER_REGS = 40, 232
-MAX_STAGES = 2
+STAGES = 2                   # K/V ring depth (Q + 2 stages of K and V: 160 KiB at D 128)
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,7 @@ class AttentionWgmmaChoice:
     consumers: int
     stages: int
     reason: str
+    views: tuple = field(default=(), compare=False, repr=False)   # Q, K, V tile views
 
     @property
     def threads(self) -> int:
@@ -121,15 +121,16 @@ def attention_wgmma_choice(pat, group, spec: DeviceSpec,
     mma.sync kernel (module docstring)."""
     from hal.lowering.matmul_wgmma import _share
 
-    q = pat.qk.inputs[0]
+    (q, k), (p_val, v) = pat.qk.inputs, pat.pv.inputs
     dt = q.dtype
     instr = spec.matrix_instruction(dt.name, dt.name, "f32", "warpgroup")
-    if instr is None:
-        return f"{spec.name} has no warpgroup MMA for {dt.name}"
-    if "tma" not in spec.capabilities or spec.warp_size != 32:
-        return f"{spec.name} has no TMA"
-    if dt.bits != 16:
-        return f"{dt.name} operands: the register-A wgmma of P V takes 16-bit types"
+    if instr is None or dt.bits != 16 or "tma" not in spec.capabilities or \
+            spec.warp_size != 32:
+        return f"{spec.name} has no TMA or no 16-bit warpgroup MMA for {dt.name} (the " \
+               f"register-A wgmma of P V takes 16-bit types)"
+    if {k.dtype, v.dtype, p_val.dtype} != {dt} or not pat.two_pass:
+        return (f"Q, K, V and P are not all {dt.name} with P rounded before P@V (the two-pass "
+                f"schedule of the matrix-unit kernels)")
     if split > 1:
         return f"split-K over the keys in {split} chunks (decode-shaped: {pat.m} query " \
                f"row(s) per batch entry)"
@@ -146,18 +147,17 @@ def attention_wgmma_choice(pat, group, spec: DeviceSpec,
         return views
     tiles = AttentionMmaTiles(bm, bn, 4 * consumers, "nv_m16n8k16_b16", dt.itemsize, pat.d,
                               pat.dv)
-    stages = MAX_STAGES
-    while stages >= 2 and AttentionWgmmaChoice(instr, tiles, consumers, stages,
-                                               "").shared_bytes > spec.shared_mem_per_block:
-        stages -= 1
-    if stages < 2:
-        return f"Q and two K/V stages exceed {spec.name}'s shared memory"
+    stages = STAGES
+    need = AttentionWgmmaChoice(instr, tiles, consumers, stages, "").shared_bytes
+    if need > spec.shared_mem_per_block:
+        return f"Q and {stages} K/V stages need {need} bytes of shared memory, " \
+               f"{spec.name} has {spec.shared_mem_per_block} per block"
     return AttentionWgmmaChoice(
         instr, tiles, consumers, stages,
         f"{instr.name.split('.')[0]} m64n{bn}k16 (Q K^T, both from TMA-fed shared tiles) and "
         f"m64n{pat.dv}k16 (P V, P from registers), {consumers} consumer warpgroup(s), "
         f"{stages}-stage K/V mbarrier ring: mma.sync reaches {_share(spec, dt.name)} of the "
-        f"{spec.name} matrix peak")
+        f"{spec.name} matrix peak", views)
 
 
 class AttentionWgmmaEmitter(AttentionMmaEmitter):
@@ -168,11 +168,7 @@ class AttentionWgmmaEmitter(AttentionMmaEmitter):
         super().__init__(group, plan, spec, pat, AttentionMmaChoice(choice.instruction,
                                                                     choice.tiles), options)
         self.wc = choice
-        views = _views(pat, group, choice.tiles.br, choice.tiles.bc)
-        if isinstance(views, str):
-            raise UnsupportedError(f"group {group.name}: {views}",
-                                   hint="a planner bug: attention_wgmma_choice refuses it")
-        self.views = views
+        self.views = choice.views
 
     # ------------------------------------------------------------------ setup hooks
     def _warp_index(self, tid: Expr) -> Expr:

@@ -237,15 +237,15 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                 choice = c
     # the Hopper kernel (hal.lowering.attention_wgmma) where the spec has a warpgroup MMA
     hopper, path = None, ()
-    if choice is not None and spec.matrix_instruction(
-            pat.qk.inputs[0].dtype.name, pat.qk.inputs[0].dtype.name, "f32",
-            "warpgroup") is not None:
+    dtn = pat.qk.inputs[0].dtype.name
+    if hints.attention_tiles is None and \
+            spec.matrix_instruction(dtn, dtn, "f32", "warpgroup") is not None:
         from hal.lowering.attention_wgmma import attention_wgmma_choice
 
         h = attention_wgmma_choice(pat, group, spec, split)
         hopper = None if isinstance(h, str) else h
         path = (("attention_path", ("wgmma+tma", h.reason) if hopper is not None
-                 else ("mma.sync", h)),)
+                 else ("mma.sync" if choice is not None else "SIMT", h)),)
     br, bc = (choice.tiles.br, choice.tiles.bc) if choice else (t.br, t.bc)
     threads = choice.tiles.threads if choice else t.threads
     shared = choice.tiles.shared_bytes if choice else t.shared_bytes
@@ -384,6 +384,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                 f"{fmt_bytes(spec.shared_mem_per_block)} shared memory on {spec.name}")
     else:
         math_inst, math_flops, strategy = vector, (), "flash_attention"
+        details = (*path, *details)
         tiles = (("br", t.br), ("bc", t.bc), ("tpr", t.tpr))
         registers = regs + 2 * cdiv(pat.d, spec.warp_size)
         head = (f"fused attention: Br={t.br}, Bc={t.bc}, {t.threads} threads, tiles need "
