@@ -303,7 +303,7 @@ def _causal_masks(c: _Collector) -> None:
 def _hopper_attention(c: _Collector) -> None:
     """Prefill attention that sm_90a runs on wgmma + TMA (hal.lowering.attention_wgmma; other
     specs: their matrix-unit kernel): head dims 64, 128 and 256 (64-key tiles), causal and
-    not, GQA, T != S, partial row and key tiles, one consumer warpgroup (64 rows), f16; and
+    not, GQA, T != S, partial row and key tiles, one and two consumer warpgroups, f16; and
     the same shape on a spec without TMA (the mma.sync kernel, its reason recorded)."""
     def sdpa(dt, q, kv, causal):
         return lambda b: b.output(b.op(
@@ -314,7 +314,10 @@ def _hopper_attention(c: _Collector) -> None:
                               ("bf16", (2, 2, 70, 64), (2, 2, 200, 64), False),
                               ("f16", (1, 4, 100, 64), (1, 2, 100, 64), True),
                               ("bf16", (1, 1, 64, 128), (1, 1, 64, 128), False),
-                              ("bf16", (1, 1, 65, 256), (1, 1, 90, 256), False)):
+                              ("bf16", (1, 1, 65, 256), (1, 1, 90, 256), False),
+                              # 132 blocks of 128 rows (GQA: 260 rows per kv head): the
+                              # two-consumer kernel on 132-unit specs
+                              ("bf16", (1, 88, 130, 64), (1, 44, 130, 64), True)):
         shape = "x".join(map(str, (q[0], q[1], kv[1], q[2], q[3])))
         c.add("fused", "attention", (dt,), shape, sdpa(dt, q, kv, causal),
               suffix=f"wgmma-t{kv[2]}{'-causal' if causal else ''}", unfused=True)

@@ -8,6 +8,7 @@ UTMALDG in its SASS."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -42,7 +43,7 @@ def sdpa(dt: str, q, kv, causal: bool):
 
 
 def attention_plan(g, device):
-    spec = load_spec(device)
+    spec = load_spec(device) if isinstance(device, str) else device
     group = next(x for x in plan(g, spec).groups if x.kind == "attention")
     return group, plan_group(group, spec), spec
 
@@ -56,7 +57,10 @@ def test_plan_takes_wgmma_on_sm90a_and_prices_it_at_the_wgmma_rate(device):
     wg = spec.matrix_instruction("bf16", "bf16", "f32", "warpgroup")
     assert p.math.name == wg.name                      # one truth: the cost model's rate
     assert dict(p.flops_by_math)[p.math] > 0
-    assert p.block == 384 and p.grid == (2, 2, 1)      # 128 rows per block, 2 heads
+    assert p.block == 256 and p.grid == (3, 2, 1)      # 4 blocks for 132 units: 64 rows
+    _g, p, spec = attention_plan(sdpa("bf16", (1, 2, 130, 128), (1, 2, 130, 128), True),
+                                 dataclasses.replace(spec, compute_units=4))
+    assert p.block == 384 and p.grid == (2, 2, 1)      # 128-row tiles fill 4 units
 
 
 @pytest.mark.parametrize("dt,q,kv,causal,device,why", [
@@ -77,8 +81,13 @@ def test_no_attention_path_where_there_is_no_warpgroup_mma():
     assert p.strategy == "flash_attention_mma" and p.detail("attention_path") is None
 
 
+FOUR_UNITS = dataclasses.replace(load_spec("h100-sxm"), compute_units=4)
+
+
 @pytest.mark.parametrize("dt,q,kv,causal,device", [
     ("bf16", (1, 2, 130, 128), (1, 2, 130, 128), True, "h100-sxm"),     # causal, partial tile
+    ("bf16", (1, 2, 130, 128), (1, 2, 130, 128), True, FOUR_UNITS),     # 2 consumers
+    ("f16", (1, 4, 100, 64), (1, 2, 100, 64), True, FOUR_UNITS),        # GQA, 2 consumers
     ("bf16", (2, 2, 70, 64), (2, 2, 200, 64), False, "h100-sxm"),       # T != S, D = 64
     ("f16", (1, 4, 100, 64), (1, 2, 100, 64), True, "h200"),            # GQA, causal
     ("bf16", (1, 1, 64, 128), (1, 1, 64, 128), False, "h200"),          # one consumer
@@ -97,8 +106,9 @@ def test_wgmma_attention_matches_reference(dt, q, kv, causal, device):
 
 def test_kernel_structure_register_a_and_roles():
     g = sdpa("bf16", (1, 2, 130, 128), (1, 2, 130, 128), True)
-    group, _p, spec = attention_plan(g, "h100-sxm")
+    group, _p, spec = attention_plan(g, FOUR_UNITS)
     (k,) = lower_group(group, spec)
+    assert k.block == 384                              # producer + 2 consumer warpgroups
     ws = [s for s in walk_stmts(k.body) if isinstance(s, ira.Wgmma)]
     rs = [s for s in ws if s.a_regs is not None]
     # pass 1 and pass 2: 2 x D/16 Q K^T wgmmas; P V: BN/16 register-A wgmmas, V trans-b
@@ -125,7 +135,7 @@ def test_a_fragment_table_is_the_ptx_register_layout():
 
 def test_planted_faults_are_caught():
     g = sdpa("bf16", (1, 2, 130, 128), (1, 2, 130, 128), True)
-    spec = load_spec("h100-sxm")
+    spec = FOUR_UNITS
     bad = CpuSimBackend().run_graph(g, random_inputs(g, 3), spec,
                                     lowering_options=LoweringOptions.planting(
                                         "attention_wgmma_p_fragment_swapped"))
@@ -149,8 +159,10 @@ def test_rendered_kernel_uses_the_register_form():
 @pytest.mark.skipif(not shutil.which("nvcc") or cuobjdump_path() is None,
                     reason="nvcc or cuobjdump (nvidia-cuda-cuobjdump wheel) not installed")
 def test_sass_has_register_a_hgmma_and_utmaldg(tmp_path):
-    g = sdpa("bf16", (1, 4, 256, 128), (1, 2, 256, 128), True)
+    # the GPU check's shape (Llama-3-8B heads): 2 consumer warpgroups, 512 blocks
+    g = sdpa("bf16", (1, 32, 2048, 128), (1, 8, 2048, 128), True)
     group, _p, spec = attention_plan(g, "h100-sxm")
+    assert group and _p.block == 384
     (k,) = lower_group(group, spec)
     r = count_instructions(render_cuda(k, spec), "cuda", "sm_90a", name="attn_wgmma",
                            out_dir=tmp_path)

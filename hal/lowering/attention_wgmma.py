@@ -15,18 +15,18 @@ The kernel (`AttentionWgmmaEmitter`, a subclass of the mma.sync emitter: the sco
 the group's logits program, the online statistics, P formed and rounded where the graph
 rounds it, the causal key-tile bound and the epilogue are that emitter's):
 
-* block = 1 producer warpgroup + C consumer warpgroups (C = 2 when M > 64), BM = 64 C query
-  rows of one batch entry (grid x: row tiles, y: batch entries), key tiles of BN = 128
-  (64 when a head dim exceeds 128);
+* block = 1 producer warpgroup + C consumer warpgroups (C = 2 when M > 64 and 128-row
+  tiles fill the units, else 1), BM = 64 C query rows of one batch entry (grid x: row
+  tiles, y: batch entries), key tiles of BN = 128 (64 when a head dim exceeds 128);
 * shared memory, 128-byte swizzle, 1024-byte aligned, as TMA writes it: Q [D/64][BM][64]
   once; a ring of `stages` slices K [D/64][BN][64] and V [Dv/64][BN][64]; mbarriers
   q_bar, full[s] (1 arrival + transaction bytes), empty[s] (one arrival per consumer
   thread);
-* the producer warpgroup (setmaxnreg.dec) copies Q once, then walks 2 x (key tiles up to
+* the producer warpgroup (setmaxnreg.dec with two consumers) copies Q once, then walks 2 x (key tiles up to
   the causal bound) steps, thread 0 waiting empty[s] and issuing K's boxes (pass 1) or
   K's and V's (pass 2); the step count is uniform (all key tiles), steps past a block's
   causal bound do nothing on either side, so stages and phases follow the walked steps;
-* each consumer warpgroup (setmaxnreg.inc) per step waits full[s], S = Q K^T by D/16
+* each consumer warpgroup (setmaxnreg.inc with two) per step waits full[s], S = Q K^T by D/16
   wgmma m64nBNk16 from the shared tiles (K as a K-major B), commit, wait_group 0; pass 1:
   online row max and sum on the accumulator registers (the wgmma accumulator layout is the
   m16n8 C layout of the warpgroup's four warps tiled over N, so the mma.sync emitter's quad
@@ -140,7 +140,9 @@ def attention_wgmma_choice(pat, group, spec: DeviceSpec,
     if pat.d % BOX or pat.dv % BOX or max(pat.d, pat.dv) > 256:
         return f"head dims {pat.d}/{pat.dv}: the wgmma kernel takes multiples of {BOX} " \
                f"up to 256 (whole 128-byte swizzled rows)"
-    consumers = 2 if pat.m > 64 else 1
+    # two consumer warpgroups (128 rows) unless the grid would leave units idle: then 64
+    consumers = 2 if pat.m > 64 and cdiv(pat.m, 128) * math.prod(pat.batch) >= \
+        spec.compute_units else 1
     bm, bn = 64 * consumers, 128 if max(pat.d, pat.dv) <= 128 else 64
     views = _views(pat, group, bm, bn)
     if isinstance(views, str):
@@ -238,12 +240,16 @@ class AttentionWgmmaEmitter(AttentionMmaEmitter):
                      self.q_bar, ctx.c(0))
         prod: list[Stmt] = []
         self._produce(prod, itp)
-        producer = [ira.SetMaxNReg(PRODUCER_REGS, False), If(tid.eq(ctx.c(0)), qload),
+        # register reallocation where the launch splits the file 3 ways (168 each); with one
+        # consumer both warpgroups start with 255 (ptxas ignores setmaxnreg there: C7508)
+        realloc = c > 1
+        producer = [*([ira.SetMaxNReg(PRODUCER_REGS, False)] if realloc else []),
+                    If(tid.eq(ctx.c(0)), qload),
                     For(itp, ctx.c(0), ctx.c(steps), ctx.c(1),
                         [If(self._walked(itp, tid.eq(ctx.c(0))), prod)])]
         cons: list[Stmt] = []
         self._consume(cons, itc)
-        self.consumer = [ira.SetMaxNReg(CONSUMER_REGS, True),
+        self.consumer = [*([ira.SetMaxNReg(CONSUMER_REGS, True)] if realloc else []),
                          ira.MbarrierWait(self.q_bar, ctx.c(0), ctx.c(0)),
                          For(itc, ctx.c(0), ctx.c(steps), ctx.c(1),
                              [If(self._walked(itc), cons)] if self.causal else cons)]
