@@ -321,6 +321,15 @@ def _hopper_attention(c: _Collector) -> None:
         shape = "x".join(map(str, (q[0], q[1], kv[1], q[2], q[3])))
         c.add("fused", "attention", (dt,), shape, sdpa(dt, q, kv, causal),
               suffix=f"wgmma-t{kv[2]}{'-causal' if causal else ''}", unfused=True)
+    def bshd(b):    # [B, S, H, D] tensors as heads: GQA rows (head in group, position) are
+        # two strided pieces; 128-row tiles never straddle a head (hal.lowering.tma_views)
+        def heads(name, h):
+            return b.op("transpose", b.input(name, "bf16", (1, 128, h, 64)), perm=[0, 2, 1, 3])
+        b.output(b.op("scaled_dot_product_attention", heads("q", 4), heads("k", 2),
+                      heads("v", 2), causal=True))
+    c.add("fused", "attention", ("bf16",), "1x4x2x128x64", bshd, suffix="wgmma-bshd-causal",
+          unfused=True)
+
     def q_cast(b):   # Q computed in the group (a cast): TMA cannot copy it (mma.sync kept)
         q = b.op("cast", b.input("q", "f32", (1, 2, 80, 64)), dtype="bf16")
         b.output(b.op("scaled_dot_product_attention", q, b.input("k", "bf16", (1, 2, 80, 64)),

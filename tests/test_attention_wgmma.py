@@ -104,6 +104,33 @@ def test_wgmma_attention_matches_reference(dt, q, kv, causal, device):
     assert st["matrix_flops"] == {"wg_m64nNk16_b16": dict(p.flops_by_math)[p.math]}
 
 
+def test_gqa_over_bshd_tensors_maps_rows_in_two_pieces():
+    """Q as [B, S, H, D] transposed to heads: a kv head's rows (head in group, position) are
+    two strided pieces, a 3-d box when tiles do not straddle a head (S % 64 == 0), else
+    the mma.sync kernel with the reason."""
+    def graph(s):
+        b = GraphBuilder("bshd")
+
+        def heads(name, h):
+            return b.op("transpose", b.input(name, dtype("bf16"), (1, s, h, 64)),
+                        perm=[0, 2, 1, 3])
+        b.output(b.op("scaled_dot_product_attention", heads("q", 4), heads("k", 2),
+                      heads("v", 2), causal=True))
+        return b.build()
+
+    g = graph(128)
+    group, p, spec = attention_plan(g, "h100-sxm")
+    assert p.strategy == "flash_attention_wgmma", p.reasons
+    (k,) = lower_group(group, spec)
+    qmap = next(m for m in k.tensor_maps if m.name.startswith("tmap_q"))
+    assert qmap.dims[:3] == (64, 128, 2) and qmap.box[:3] == (64, 64, 1)
+    r = CpuSimBackend().run_graph(g, random_inputs(g, 3), spec)
+    assert r.report["ok"], r.report
+    _g, p, _spec = attention_plan(graph(100), "h100-sxm")
+    assert p.strategy == "flash_attention_mma"
+    assert "nor two whose inner one holds whole 64-row tiles" in p.detail("attention_path")[1]
+
+
 def test_kernel_structure_register_a_and_roles():
     g = sdpa("bf16", (1, 2, 130, 128), (1, 2, 130, 128), True)
     group, _p, spec = attention_plan(g, FOUR_UNITS)

@@ -108,7 +108,7 @@ def _views(pat, group, bm: int, bn: int):
     out = []
     for what, x, b, r, c, rows in (("Q", q, lb, lf, lc, bm), ("K", k, rb, rf, rc, bn),
                                    ("V", v, prb, prc, prf, bn)):
-        view = tile_view(x, producers, b, r, c, rows, BOX, what=what)
+        view = tile_view(x, producers, b, r, c, rows, BOX, what=what, split_rows=what == "Q")
         if isinstance(view, str):
             return f"{what}: {view}: TMA copies group inputs (through reshapes and transposes)"
         out.append(view)
