@@ -42,7 +42,7 @@ def _structure_key(k: Kernel) -> str:
     # Everything the generated code depends on (meta is not; grid and block bound the
     # index ranges whose i32 checks codegen leaves out, ranges.py).
     return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
-                 tuple(k.grid), k.block))
+                 tuple(k.grid), k.block, tuple(k.cluster)))
 
 
 def compiled(kernel: Kernel, options=None) -> CompiledKernel:
@@ -97,21 +97,40 @@ MIN_WAVES = 4
 SPLIT_LANES = 1 << 14
 
 
-def plan_waves(nb: int, block: int, max_lanes: int, min_waves: int = MIN_WAVES
-               ) -> list[tuple[int, int]]:
-    """(first block, blocks) of each wave of a launch of `nb` blocks of `block` threads."""
+def plan_waves(nb: int, block: int, max_lanes: int, min_waves: int = MIN_WAVES,
+               unit: int = 1) -> list[tuple[int, int]]:
+    """(first block, blocks) of each wave of a launch of `nb` blocks of `block` threads;
+    every wave holds whole runs of `unit` blocks (a thread-block cluster's CTAs run in one
+    wave: _cluster_unit), so `nb` is a multiple of `unit`."""
     if nb == 0:
         return []
-    per_wave = max(1, min(nb, max_lanes // block))
+    nu = nb // unit
+    per_wave = max(1, min(nu, max_lanes // (block * unit)))
     if nb * block < SPLIT_LANES:
         min_waves = 1
-    n = max(-(-nb // per_wave), min(min_waves, nb))
-    size, extra = divmod(nb, n)
+    n = max(-(-nu // per_wave), min(min_waves, nu))
+    size, extra = divmod(nu, n)
     out, b0 = [], 0
     for i in range(n):
-        c = size + (i < extra)
+        c = (size + (i < extra)) * unit
         out.append((b0, c))
         b0 += c
+    return out
+
+
+def _whole_clusters(parts: list[np.ndarray | None], unit: int) -> list[np.ndarray | None]:
+    """Block sets widened to whole clusters of `unit` consecutive ids; a cluster already in
+    an earlier part is left out of the later ones (each block runs once)."""
+    out: list[np.ndarray | None] = []
+    seen = np.zeros(0, np.int64)
+    for ids in parts:
+        if ids is None:
+            out.append(None)
+            continue
+        first = np.unique(np.asarray(ids, np.int64) // unit * unit)
+        first = first[~np.isin(first, seen)]
+        seen = np.concatenate([seen, first])
+        out.append((first[:, None] + np.arange(unit)).ravel())
     return out
 
 
@@ -153,12 +172,15 @@ def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
     ck = compiled(kernel, options)   # options: planted self-test faults (cpu_sim/faults.py)
     buffers, scalars = _bind_args(kernel, ck, args)
     T = kernel.block
+    unit = _cluster_unit(kernel)
+    if unit > 1:     # whole clusters: a CTA's peers run with it (cluster_sim), once
+        parts = _whole_clusters(parts, unit)
     grid = tuple(int(g) for g in kernel.grid)
     waves: list[tuple[int, int, int, np.ndarray | None]] = []   # (part, b0, n, block ids)
     stats_out = []
     for j, ids in enumerate(parts):
         nb = kernel.num_blocks if ids is None else int(ids.size)
-        plan = plan_waves(nb, T, max_lanes, MIN_WAVES if len(parts) == 1 else 1)
+        plan = plan_waves(nb, T, max_lanes, MIN_WAVES if len(parts) == 1 else 1, unit)
         for b0, n in plan:
             waves.append((j, b0, n, None if ids is None else ids[b0:b0 + n]))
         stats_out.append(KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
@@ -242,6 +264,18 @@ def _run_parallel(kernel: Kernel, buffers, waves, run_wave, written, jobs, progr
                 if x is not None:
                     lst.append(x)
     return results
+
+
+def _cluster_unit(kernel: Kernel) -> int:
+    """Blocks per run of consecutive linear block ids that holds whole clusters (the
+    verifier made each grid axis a multiple of the cluster's)."""
+    cx, cy, cz = kernel.cluster
+    gx, gy, _gz = kernel.grid
+    if cx * cy * cz == 1:
+        return 1
+    if cy == cz == 1:
+        return cx
+    return gx * cy if cz == 1 else gx * gy * cz
 
 
 def kernel_source(kernel: Kernel) -> str:

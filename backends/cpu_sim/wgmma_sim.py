@@ -334,6 +334,11 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     st.acc_from[ja] = (W.sh_buf[j_a].name, *(info or (-1, -1)))
     for j, f in ((j_a, fa), (j_b, fb)):
         st.inflight.append((gids, st.committed[gids].copy(), j, f))
+        if getattr(W, "cluster", None) is not None:   # stage releases (cluster_sim)
+            from . import cluster_sim
+
+            ph = st.mark_phase[j][f] if j in st.mark_phase else np.full(f.shape, -1)
+            cluster_sim.note_reads(W, gids, j, f, ph)
 
 
 def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, jr: int,
@@ -422,6 +427,11 @@ def _complete(st: HopperState) -> None:
     st.pending = np.where(done, st.expected, st.pending)
 
 
+def complete_phases(st: HopperState) -> None:
+    """Complete every barrier phase whose arrivals and transaction bytes are all in."""
+    _complete(st)
+
+
 def mbar_init(W: Wave, st: HopperState, jb: int, index: Any, count: int, m: Any) -> None:
     act = _act(W, m)
     b, s = _slots(W, st, jb, index, act)
@@ -484,7 +494,7 @@ def mbar_wait(W: Wave, st: HopperState, jb: int, index: Any, parity: Any, m: Any
 
 # --------------------------------------------------------------------------- TMA
 def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: list,
-        jb: int, bar_index: Any, m: Any, site: int) -> None:
+        jb: int, bar_index: Any, m: Any, site: int, multicast: int = 0) -> None:
     act = _act(W, m)
     lanes = np.flatnonzero(act)
     if not len(lanes):
@@ -516,7 +526,35 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         W._fail("out_of_bounds", site, int(lanes[0]), f"TMA box of {tm.name} "
                 f"({'x'.join(map(str, tm.box))}) at {sb.name}[{int(dst[0])}] runs past the "
                 f"buffer (size {sb.size})", buffer=sb.name, index=int(dst[0]))
-    words = W.blk[lanes][:, None] * sb.size + elem
+    b_own, s = _slots(W, st, jb, bar_index, act)
+    cl = getattr(W, "cluster", None)      # a cluster kernel (cluster_sim)
+    if cl is None:
+        targets = b_own[:, None]
+    else:
+        from . import cluster_sim
+
+        targets = cluster_sim.multicast_targets(W, cl, lanes, multicast) if multicast \
+            else b_own[:, None]
+    for c in range(targets.shape[1]):   # each CTA the box lands in (one without multicast)
+        b = targets[:, c]
+        words = b[:, None] * sb.size + elem
+        if cl is not None:
+            cluster_sim.before_write(W, st, cl, b_own, b, jd, words, jb, s, site, lanes)
+        _land(W, st, jd, words, vals, site, lanes)
+        if jd not in st.mark_bar:
+            st.mark_bar[jd] = np.full(W.sh[jd].size, -1, np.int64)
+            st.mark_phase[jd] = np.zeros(W.sh[jd].size, np.int64)
+        st.mark_bar[jd][words] = s[:, None]
+        st.mark_phase[jd][words] = st.phase[b, s][:, None]
+        W.sw += words.size * isz
+        complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
+    W.gr += int(np.count_nonzero(ok)) * isz     # read from global once, even multicast
+
+
+def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray, site: int,
+          lanes: np.ndarray) -> None:
+    """A TMA box's words land in shared buffer jd (checked against unretired wgmmas)."""
+    sb = W.sh_buf[jd]
     for gids, groups, j, f in st.inflight:
         if j != jd:
             continue
@@ -524,24 +562,15 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         if live.any() and np.isin(words, f[live]).any():
             lane = int(gids[np.flatnonzero(live)[0]]) * WG
             W._fail("race", site, int(lanes[0]), f"TMA overwrites shared {sb.name} "
-                    f"(stage {int(elem[0, 0]) // max(1, sb.size // sb.stages)}) while the "
-                    f"wgmma of warpgroup {int(W.tid[lane]) // WG} reading it is not retired "
-                    f"by wgmma.wait_group", buffer=sb.name,
+                    f"(stage {int(words[0, 0] % sb.size) // max(1, sb.size // sb.stages)}) "
+                    f"while the wgmma of warpgroup {int(W.tid[lane]) // WG} reading it is not "
+                    f"retired by wgmma.wait_group", buffer=sb.name,
                     hint="wgmma.wait_group before releasing the stage to the producer")
     W.sh[jd][words] = vals
     W.sh_version[jd] += 1
     if jd in st.proxy_writer:           # an async-proxy write: nothing generic left there
         st.proxy_writer[jd][words] = -1
         st.sync_writer[jd][words] = -1
-    b, s = _slots(W, st, jb, bar_index, act)
-    if jd not in st.mark_bar:
-        st.mark_bar[jd] = np.full(W.sh[jd].size, -1, np.int64)
-        st.mark_phase[jd] = np.zeros(W.sh[jd].size, np.int64)
-    st.mark_bar[jd][words] = s[:, None]
-    st.mark_phase[jd][words] = st.phase[b, s][:, None]
-    W.gr += int(np.count_nonzero(ok)) * isz
-    W.sw += words.size * isz
-    complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
 
 
 def setmaxnreg(W: Wave, m: Any, site: int) -> None:
