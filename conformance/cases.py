@@ -415,9 +415,11 @@ def _more(c: _Collector) -> None:
     from .canaries import canary_cases
     from .cases_coverage import coverage_cases
     from .cases_paths import path_cases
+    from .cases_refusals import refusal_cases
 
     coverage_cases(c)
     path_cases(c)
+    refusal_cases(c)
     canary_cases(c)
 
 

@@ -161,6 +161,7 @@ FAULT_AREAS = {
     "wgmma_prologue_unswizzled": "lowering/matmul_wgmma_prologue",
     "wgmma_prologue_no_proxy_fence": "lowering/matmul_wgmma_prologue",
     "wgmma_prologue_no_warpgroup_barrier": "lowering/matmul_wgmma_prologue",
+    "attention_wgmma_p_fragment_swapped": "lowering/attention_wgmma",
     "cluster_local_release": "lowering/matmul_cluster",
     "cluster_multicast_mask": "lowering/matmul_cluster",
 }
@@ -178,8 +179,8 @@ SAME_CODE: dict[str, Callable[[Any], bool]] = {
     **{f: (lambda spec: not _hopper(spec)) for f in (
         "wgmma_wrong_swizzle", "missing_wgmma_wait", "wrong_mbarrier_tx_count",
         "tma_box_off_by_one", "wgmma_prologue_unswizzled", "wgmma_prologue_no_proxy_fence",
-        "wgmma_prologue_no_warpgroup_barrier", "cluster_local_release",
-        "cluster_multicast_mask")},
+        "wgmma_prologue_no_warpgroup_barrier", "attention_wgmma_p_fragment_swapped",
+        "cluster_local_release", "cluster_multicast_mask")},
 }
 
 

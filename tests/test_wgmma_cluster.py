@@ -331,3 +331,24 @@ def test_waves_and_samples_hold_whole_clusters():
     assert s.waves == 4
     s = simulate(k, _args(g, k), H100, blocks=np.array([3]))
     assert s.waves == 1 and s.lanes_per_wave == 2 * k.block
+
+
+def test_sampled_parts_run_whole_clusters_once():
+    """Sampled simulation (issue 19's simulate_parts) widens each part's blocks to whole
+    clusters, so a CTA's multicast peer runs with it, and runs a cluster once even when
+    two parts name blocks of it: the outputs equal the whole grid's, and the later part
+    counts only the clusters that were new to it."""
+    from hal.backends.cpu_sim.simulator import simulate_parts
+
+    g = _mm(512, 128, 128)
+    _grp, (k,) = _lower(g)
+    assert k.cluster == (2, 1, 1) and k.num_blocks == 8
+    full = _args(g, k)
+    simulate(k, full, H100)
+    part = _args(g, k)
+    # part 0: clusters {0, 1} and {2, 3}; part 1: block 3's cluster is part 0's, so
+    # {4, 5} and {6, 7} only
+    s0, s1 = simulate_parts(k, part, H100, [np.array([0, 2]), np.array([3, 4, 5, 6, 7])])
+    out = [p.name for p in k.params if hasattr(p, "numel") and not p.readonly]
+    assert out and all(np.array_equal(full[o], part[o]) for o in out)
+    assert s0.global_bytes_read == s1.global_bytes_read > 0   # two clusters each

@@ -467,8 +467,14 @@ class _Translator:
                 f"{e.swizzle})")
 
     def s_Wgmma(self, s: ira.Wgmma, ctx: _Ctx, depth: int) -> None:
-        a, b = self.expr(s.a_desc, ctx), self.expr(s.b_desc, ctx)
+        b = self.expr(s.b_desc, ctx)
         layout = "wg_m64nNk32_b8" if s.atype.startswith("f8") else "wg_m64nNk16_b16"
+        if s.a_regs is not None:   # A from the threads' registers (wgmma_sim.wgmma_rs)
+            self.emit(f"WG.wgmma_rs(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, "
+                      f"{s.acc_off}, {self.slot[s.a_regs][1]}, {s.a_off}, {b}, {s.trans_b}, "
+                      f"{ctx.mask}, {self.site(ctx, None)}, {layout!r})", depth)
+            return
+        a = self.expr(s.a_desc, ctx)
         self.emit(f"WG.wgmma(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, {s.acc_off}, "
                   f"{a}, {b}, {s.trans_b}, {ctx.mask}, {self.site(ctx, None)}, {layout!r})",
                   depth)

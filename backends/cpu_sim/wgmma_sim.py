@@ -341,6 +341,52 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
             cluster_sim.note_reads(W, gids, j, f, ph)
 
 
+def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, jr: int,
+             a_off: int, b_desc: Any, trans_b: bool, m: Any, site: int, layout: str) -> None:
+    """wgmma with A from registers (Wgmma.a_regs, 16-bit k16): A[64, 16] of each warpgroup
+    is GATHERED from its threads' local buffer `jr` elements a_off .. a_off + 7 through
+    the A fragment layout (hal.kernel.wgmma.a_fragment_table), so a thread holding the
+    wrong elements gives wrong numbers; B through its descriptor as in `wgmma`; one batched
+    contraction per wave, rounded once to f32 into the accumulators."""
+    from hal.kernel.wgmma import A_REG_ELEMS, a_fragment_table
+
+    gl = _whole_groups(W, m, site, "wgmma")
+    if not gl.any():
+        return
+    k = wgmma_k(atype)
+    b, j_b, fb = _operand(W, st, b_desc, n, k, 2, not trans_b, gl, site, "B")
+    info = _check_marks(W, st, j_b, fb, gl, site)
+    _check_proxy(W, st, j_b, fb, gl, site)
+    gids = np.flatnonzero(gl)
+    lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
+    regs = W.loc[jr]
+    vals = np.stack([np.broadcast_to(regs[a_off + e], (W.L,)) for e in range(A_REG_ELEMS)],
+                    axis=1)[lanes].astype(np.float64).reshape(len(gids), WG, A_REG_ELEMS)
+    tab = a_fragment_table()                          # [128, 8, (row, col)]
+    a = np.zeros((len(gids), 64, k), np.float64)
+    a[:, tab[..., 0], tab[..., 1]] = vals
+    rows = W.loc[ja]
+    tabc = accumulator_table(n)
+    lin = (tabc[..., 0] * n + tabc[..., 1]).ravel()
+    cur = np.empty((W.L, n // 2), np.float64)
+    for i in range(n // 2):
+        cur[:, i] = np.broadcast_to(rows[acc_off + i], (W.L,))
+    d = np.zeros((len(gids), 64 * n), np.float64)
+    d[:, lin] = cur[lanes].reshape(len(gids), -1)
+    d = d.reshape(len(gids), 64, n) + np.matmul(a, np.swapaxes(b, 1, 2))
+    out = d.reshape(len(gids), -1)[:, lin].reshape(-1, n // 2).astype(np.float32)
+    for i in range(n // 2):
+        full = np.broadcast_to(rows[acc_off + i], (W.L,)).astype(np.float32).copy()
+        full[lanes] = out[:, i]
+        rows[acc_off + i] = full
+    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
+    W.sr += fb.size * 2
+    grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
+    grp[gids] = st.committed[gids]
+    st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
+    st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
+
+
 def commit(W: Wave, st: HopperState, m: Any, site: int) -> None:
     gl = _whole_groups(W, m, site, "wgmma.commit_group")
     st.committed[gl] += 1
@@ -532,4 +578,4 @@ def setmaxnreg(W: Wave, m: Any, site: int) -> None:
 
 
 __all__ = ["HopperState", "check_acc", "commit", "desc", "mbar_arrive", "mbar_init",
-           "mbar_wait", "setmaxnreg", "state", "tma", "wait", "wgmma"]
+           "mbar_wait", "setmaxnreg", "state", "tma", "wait", "wgmma", "wgmma_rs"]

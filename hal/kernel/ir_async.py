@@ -10,7 +10,12 @@ follow hal.kernel.ir's conventions (their fields are in its traversal tables, fi
   consecutive warps): acc[acc_off : acc_off + n/2] of each thread (its accumulator
   elements, hal.kernel.wgmma.accumulator_table) += A(a_desc) @ B(b_desc). `trans_b`: B is
   N-major (16-bit types only). The result may be read only after the `WgmmaWait` that
-  retires its commit group; `WgmmaFence` orders register accesses before it.
+  retires its commit group; `WgmmaFence` orders register accesses before it. `a_regs`:
+  A from registers instead of shared memory (`a_desc` is then None): elements
+  a_regs[a_off : a_off + 8] of each thread (16-bit types, k16; rendered as 4 x .b32) hold
+  its A fragment, which has the accumulator layout of a m64n16 wgmma
+  (hal.kernel.wgmma.a_fragment_table): so an f32 accumulator converted element by element
+  is the next wgmma's A (FlashAttention's P).
 * `WgmmaFence`, `WgmmaCommit`, `WgmmaWait(pending)`: wgmma.fence / commit_group /
   wait_group.
 * `MbarrierInit(bar, index, count)`: mbarrier.init of bar[index] expecting `count`
@@ -62,9 +67,11 @@ class Wgmma(Stmt):
     atype: str             # dtype name of A and B
     acc: str               # f32 LocalBuffer of the accumulators
     acc_off: int
-    a_desc: Expr
+    a_desc: Expr | None
     b_desc: Expr
     trans_b: bool = False
+    a_regs: str | None = None   # 16-bit LocalBuffer holding A's register fragments
+    a_off: int = 0
 
 
 @dataclass(eq=True)

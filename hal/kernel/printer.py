@@ -184,6 +184,10 @@ def _tma(s) -> str:
             f"mbarrier {s.bar}[{format_expr(s.bar_index)}];")
 
 
+def _wgmma_a(s: ira.Wgmma) -> str:
+    return format_expr(s.a_desc) if s.a_regs is None else f"regs {s.a_regs}+{s.a_off}"
+
+
 def _arrive(s) -> str:
     cta = f", cta={format_expr(s.cta)}" if s.cta is not None else ""
     return (f"mbarrier.arrive{'.expect_tx' if s.tx_bytes else ''}({s.bar}"
@@ -192,7 +196,7 @@ def _arrive(s) -> str:
 
 _MATRIX_FORMATTERS.update({
     ira.Wgmma: lambda s: (f"wgmma.m64n{s.n}.{s.atype}({s.acc}+{s.acc_off}, "
-                          f"{format_expr(s.a_desc)}, {format_expr(s.b_desc)}"
+                          f"{_wgmma_a(s)}, {format_expr(s.b_desc)}"
                           f"{', trans_b' if s.trans_b else ''});"),
     ira.WgmmaFence: lambda s: "wgmma.fence;",
     ira.WgmmaCommit: lambda s: "wgmma.commit_group;",

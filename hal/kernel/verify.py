@@ -379,7 +379,23 @@ class _Verifier:
         if dt.name != "f32" or s.acc_off < 0 or s.acc_off + s.n // 2 > size:
             self.fail(f"wgmma accumulator {s.acc}[{s.acc_off}:{s.acc_off + s.n // 2}] must "
                       f"be f32 elements inside its {size}")
+        if (s.a_desc is None) == (s.a_regs is None):
+            self.fail("wgmma takes A from a descriptor or from registers (a_regs), one of them")
+        if s.a_regs is not None:
+            from hal.kernel.wgmma import A_REG_ELEMS
+
+            adt = self._space(s.a_regs, "local", "wgmma register A")
+            asize = next(b.size for b in self.k.locals if b.name == s.a_regs)
+            if adt.name != s.atype or adt.bits != 16:
+                self.fail(f"wgmma register A {s.a_regs} is {adt}: it must be the "
+                          f"{s.atype} operand type, 16-bit (fp8 A from registers is not "
+                          f"supported)")
+            if s.a_off < 0 or s.a_off + A_REG_ELEMS > asize:
+                self.fail(f"wgmma register A {s.a_regs}[{s.a_off}:{s.a_off + A_REG_ELEMS}] "
+                          f"must lie inside its {asize} elements")
         for d in (s.a_desc, s.b_desc):
+            if d is None:
+                continue
             self.expr(d)
             if d.dtype.name != "i64":
                 self.fail("wgmma descriptors are 64-bit (SmemDesc)")

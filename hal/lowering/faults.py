@@ -65,6 +65,9 @@ register_fault("cluster_multicast_mask",
 register_fault("wgmma_prologue_unswizzled",
                "the Hopper GEMM's A prologue rewrites the TMA tile at unswizzled addresses "
                "(hal.lowering.matmul_wgmma_prologue)")
+register_fault("attention_wgmma_p_fragment_swapped",
+               "Hopper attention stores P's register fragment with its two 8-key halves "
+               "swapped (hal.lowering.attention_wgmma)")
 # issue 21: one per lowering module at least, and the misses the issue measured
 register_fault("split_drops_partial_chunk", "split reduction: k = row_len // chunk drops the "
                "partial last chunk")
