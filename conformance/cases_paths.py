@@ -193,6 +193,8 @@ def _variants(c: _Collector) -> None:
     add("attention", "f32", "1x2x2x65x32", attn("f32", (1, 2, 65, 32), (1, 2, 65, 32)), "tf32")
     add("matmul", "f32", "64x64x96", mm("f32", 64, 64, 96), "tf32")
     add("matmul", "bf16", "128x128x128", mm("bf16", 128, 128, 128), "no_tma")
+    # the Hopper GEMM on a device without thread-block clusters (no B multicast)
+    add("matmul", "bf16", "256x64x128", mm("bf16", 256, 64, 128), "no_clusters")
 
     def long_epilogue(b):   # six tanh + residual steps after the matmul
         y = _mm(b, b.input("x", "f32", (64, 64)), b.input("w", "f32", (64, 96)))

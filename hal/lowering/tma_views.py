@@ -64,9 +64,7 @@ def _reshape(axes: list[Factors], new: list[int]) -> list[Factors] | None:
     for n in new:
         ax: Factors = []
         need = n
-        while need > 1:
-            if not flat:
-                return None
+        while need > 1:     # flat's sizes multiply to the rest of `new`: never exhausted
             size, stride = flat[0]
             if size <= need:
                 if need % size:
