@@ -203,6 +203,10 @@ MM_SHAPES = (  # (m, k, n, batch, ta, tb, label)
     # warpgroups, a K-major B (fp8 too) and tile edges in M, N and K; a batch with an N-major B
     (200, 144, 72, (), False, True, "kmajor"),
     (96, 64, 128, (2,), False, False, "batch"),
+    # issue 15 part B: 2-CTA clusters multicasting B (an even row-tile count); five k tiles
+    # of bf16 for four stages, so a stage is refilled while the peer may still read it
+    (256, 320, 136, (), False, True, "cluster"),
+    (256, 320, 128, (2,), False, False, "cluster"),
 )
 
 
@@ -411,9 +415,11 @@ def _more(c: _Collector) -> None:
     from .canaries import canary_cases
     from .cases_coverage import coverage_cases
     from .cases_paths import path_cases
+    from .cases_refusals import refusal_cases
 
     coverage_cases(c)
     path_cases(c)
+    refusal_cases(c)
     canary_cases(c)
 
 

@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +83,7 @@ class CoverageRun:
             self.report()
         self.cov.save()
         by_file = {os.path.abspath(p): (p, b) for p, b in self.universe.items()}
+        first: dict[str, Callable[[int], int]] = {}
         per: dict[str, set] = {}
         con = sqlite3.connect(self.data_file)
         try:
@@ -91,7 +92,14 @@ class CoverageRun:
                                "join context on context.id = arc.context_id")
             for path, ctx, a, b in rows:
                 hit = by_file.get(os.path.abspath(path))
-                if ctx and hit is not None and (a, b) in hit[1]:
+                if not ctx or hit is None:
+                    continue
+                if path not in first:
+                    first[path] = _first_lines(path)
+                # the data holds traced lines; a condition over several lines is reported
+                # (and counted) from its first line, as coverage's own analysis does
+                a, b = first[path](a), first[path](b)
+                if (a, b) in hit[1]:
                     per.setdefault(ctx, set()).add((hit[0], a, b))
         finally:
             con.close()
@@ -100,6 +108,15 @@ class CoverageRun:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self.data_file)
+
+
+def _first_lines(path: str) -> Callable[[int], int]:
+    """Traced line -> the first line of its statement (negative: an exit from it)."""
+    from coverage.parser import PythonParser
+
+    parser = PythonParser(filename=path)
+    parser.parse_source()
+    return lambda n: parser.first_line(n) if n > 0 else -parser.first_line(-n)
 
 
 def _coverage(data_file: str):

@@ -38,7 +38,12 @@ CASES_FILE = ROOT / "benchmarks" / "results" / "conformance_coverage_cases.txt"
 # runs, HAL_MEASURE=off); CASES_FILE re-selected (67 case runs) reaches 92.70% the CI way
 # too. The floor follows the larger denominator down (92.70 less the 0.3 margin); the 95%
 # target stands and is not met on the integrated code (benchmarks/results/issue-21.md).
-COVERAGE_FLOOR = 92.4
+# 2026-12-02, session 5 (conformance/cases_refusals.py, 31 cases; 3 dead branches removed,
+# the fault-name check marked as a self-test hook; per-case arcs of multi-line conditions
+# attributed, so the list can select them): whole suite 1094/1150 = 95.13% (7614 case runs,
+# HAL_MEASURE=off); CASES_FILE re-selected (78 case runs) reaches 1094/1150 = 95.13% the CI
+# way too (fresh HAL_CACHE_DIR, register measurement on). Floor: that less the 0.3 margin.
+COVERAGE_FLOOR = 94.8
 
 
 def _script():
@@ -178,3 +183,17 @@ def test_ties_inputs_are_halfway_cases():
     bf = cast(x, DTYPES["bf16"]).astype(np.float64)
     up = np.nextafter(x.astype(np.float32), np.float32(np.inf)).astype(np.float64)
     assert (np.abs(bf - x) > 0).mean() > 0.2 and np.isfinite(up).all()
+
+
+def test_every_reached_branch_is_attributed_to_a_case():
+    """The per-case arcs (from which the CI list is selected) add up to the run's figure: a
+    branch whose condition spans several lines is recorded at the traced continuation line
+    and must be attributed at the statement's first line, as coverage's report counts it
+    (before, such branches were reached by the suite but by no case of the CI list)."""
+    pytest.importorskip("coverage")
+    mod = _script()
+    res = mod.measure([("h100-sxm", "fused/matmul_hopper_refused/bf16/1x2080x1024/decode"),
+                       ("mi300x", "fused/attention_masked/f32/1x2x33x65x32/window_lower_edge")],
+                      contexts=True, lower_only=True)
+    attributed = set().union(*res["per_case"].values())
+    assert len(attributed) == res["areas"]["lowering"]["covered"]

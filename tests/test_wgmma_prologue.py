@@ -185,6 +185,18 @@ def test_missing_proxy_fence_is_a_race():
         _run(g, options=LoweringOptions.planting("wgmma_prologue_no_proxy_fence"))
 
 
+def test_missing_warpgroup_barrier_is_a_race():
+    """The four warps of a consumer warpgroup each rewrite part of the A stage; wgmma reads
+    all of it. Without the warpgroup's mbarrier between them, cpu_sim (whose lanes run in
+    lock step, so the numbers come out right) still names the race and the writer."""
+    from hal.backends.cpu_sim.checks import SimulationError
+
+    g = _norm_mm(64, 64, 64)
+    with pytest.raises(SimulationError, match="stored with no barrier since; the writer "
+                                              "never arrived on an mbarrier"):
+        _run(g, options=LoweringOptions.planting("wgmma_prologue_no_warpgroup_barrier"))
+
+
 @pytest.mark.parametrize("heads,s,d,n", [(4, 96, 128, 64), (2, 130, 64, 128)])
 def test_head_merge_view_is_read_by_a_4d_tensor_map(heads, s, d, n):
     """The attention output [1, H, S, D] -> [S, H, D] -> [S, H*D] before the output

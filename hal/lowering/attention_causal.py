@@ -164,10 +164,8 @@ def _is_neg_inf(v: Value, producer: dict[str, Node]) -> bool:
 
 def key_tile_limit(bound: CausalBound, row0: int, br: int, m: int, bc: int,
                    key_tiles: int) -> int:
-    """Key tiles [0, limit) the block of packed rows [row0, row0 + br) walks."""
+    """Key tiles [0, limit) the block of packed rows [row0, row0 + br) walks (row0 < m)."""
     hi = min(row0 + br, m) - 1
-    if hi < row0:
-        return key_tiles
     s = bound.period
     q_hi = hi % s if row0 // s == hi // s else s - 1
     return min(key_tiles, max(0, q_hi + bound.offset) // bc + 1)

@@ -49,8 +49,6 @@ fence.proxy.async is not caught by it (the renderer always emits the fence).
 
 from __future__ import annotations
 
-import math
-
 from hal.ir.graph import Value
 from hal.kernel import ir_async as ira
 from hal.kernel.ir import (
@@ -118,8 +116,8 @@ def prologue_source(group, dot) -> Value | str:
     if x.dtype != a.dtype:
         return (f"A's prologue source %{x.name} is {x.dtype}, A is {a.dtype}: the tile TMA "
                 f"lands is rewritten in place, so they must match")
-    if math.prod(x.shape) != math.prod(a.shape):
-        return f"A's prologue source %{x.name} is not A's size"
+    # x has A's element count: the walk kept coordinates only through reshapes and
+    # elementwise ops, whose operands have their output's shape (ops.elementwise)
     return x
 
 
@@ -142,6 +140,8 @@ def emit_transform(em, out: list[Stmt], kc, st) -> None:
     ctx = em.ctx
     if not em.fault("wgmma_prologue_no_proxy_fence"):   # self-test hook: fence left out
         out.append(ira.FenceProxyAsync())
+    if em.fault("wgmma_prologue_no_warpgroup_barrier"):   # self-test hook: no barrier
+        return
     g = ctx.sub(em.wg, 1)
     out.append(ira.MbarrierArrive(em.ready, g))
     out.append(ira.MbarrierWait(em.ready, g, ctx.mod(kc, 2)))
