@@ -35,6 +35,27 @@ class AttentionTiles:
         return asdict(self) | {"threads": self.threads}
 
 
+# Registers a thread of the SIMT flash kernel needs besides its arrays: indices, addresses,
+# the row's running max and sum, loop counters, its fused prologue's values. Calibrated on
+# nvcc 13 for sm_80 (2026-12-02, one kernel): the GPT block's f32 attention (D = Dv = 64,
+# a bias-add prologue) at Br=128, Bc=128, tpr=8 needs ~66 (it spilled 184 B under the 64 a
+# 1024-thread block leaves: 32 array registers + 34); at Bc=64 it takes 63 with no spill.
+# AMD's compilers need more than this model says (gfx90a/gfx942 SIMT attention still
+# spills at 128 VGPRs with tpr = 8..64): not calibrated.
+SIMT_BASE_REGISTERS = 34
+
+
+def simt_registers(bc: int, tpr: int, d: int, dv: int, qb: int, reserve: int = 0) -> int:
+    """32-bit registers per thread of the SIMT flash kernel, the one estimate both the tile
+    choice and the plan use: its Bc/tpr scores, Dv/tpr accumulators and D/tpr slice of the
+    query row (two registers each in f64), SIMT_BASE_REGISTERS, and an extra `reserve`
+    (0 by default: the calibration includes a small prologue; a quarter of the group's
+    nodes, as the matrix-unit tiles reserve, made the Llama attention with its RoPE
+    prologue unplaceable on scratch-npu's 64 registers)."""
+    arrays = cdiv(bc, tpr) + cdiv(dv, tpr) + cdiv(d, tpr)
+    return arrays * (2 if qb == 8 else 1) + SIMT_BASE_REGISTERS + reserve
+
+
 def _smem(br: int, bc: int, d: int, dv: int, qb: int, vb: int, pb: int) -> int:
     parts = [br * d * qb, bc * d * qb, bc * dv * vb, br * bc * pb]
     return sum(round_up(x, 16) for x in parts)
@@ -42,11 +63,12 @@ def _smem(br: int, bc: int, d: int, dv: int, qb: int, vb: int, pb: int) -> int:
 
 @functools.lru_cache(maxsize=512)  # pure in its arguments; the spec hashes by identity
 def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
-                    blocks_per_row_tile: int, spec: DeviceSpec) -> AttentionTiles | str:
+                    blocks_per_row_tile: int, spec: DeviceSpec,
+                    reserve: int = 0) -> AttentionTiles | str:
     """The best (Br, Bc, threads per row) that fits the spec, or why none does.
 
     Fits: Q, K, V and P tiles within shared_mem_per_block, Br * tpr threads whole warps
-    within max_threads_per_block, Bc/tpr scores + Dv/tpr accumulators + ~24 registers within
+    within max_threads_per_block, `simt_registers` (with the fused ops' `reserve`) within
     spec.registers_per_thread_at(threads). Preference: enough blocks to keep a quarter of
     the units busy, then the largest Br * Bc (fewest K/V re-reads per byte of shared
     memory), then the larger Br, then more threads."""
@@ -57,8 +79,7 @@ def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
             tpr = w
             while tpr >= 1:
                 threads = br * tpr
-                # scores and accumulators: two registers each in f64 (f64 attention)
-                regs = (cdiv(bc, tpr) + cdiv(dv, tpr)) * (2 if qb == 8 else 1) + 24
+                regs = simt_registers(bc, tpr, d, dv, qb, reserve)
                 smem = _smem(br, bc, d, dv, qb, vb, pb)
                 if bc % tpr == 0 and threads % w == 0 and threads <= spec.max_threads_per_block \
                         and regs <= spec.registers_per_thread_at(threads) \
@@ -80,18 +101,19 @@ def attention_tiles(m: int, t: int, d: int, dv: int, qb: int, vb: int, pb: int,
 
 
 def tiles_for(pat: AttentionPattern, spec: DeviceSpec,
-              forced: tuple[int, int, int] | None = None) -> AttentionTiles | str:
-    """The tiles of `pat` on `spec` (attention_tiles), or the forced (br, bc, tpr)."""
+              forced: tuple[int, int, int] | None = None, reserve: int = 0
+              ) -> AttentionTiles | str:
+    """The tiles of `pat` on `spec` (attention_tiles), or the forced (br, bc, tpr);
+    `reserve`: registers for the group's fused ops (fused_reserve)."""
     qb, vb, pb = (stage_dtype(x.dtype).itemsize for x in (pat.qk.inputs[0], *pat.pv.inputs[::-1]))
     passes = 2 if pat.two_pass else 1
     if forced:
         br, bc, tpr = forced
         return AttentionTiles(br, bc, tpr, _smem(br, bc, pat.d, pat.dv, qb, vb, pb),
-                              (cdiv(bc, tpr) + cdiv(pat.dv, tpr)) * (2 if qb == 8 else 1) + 24,
-                              passes)
+                              simt_registers(bc, tpr, pat.d, pat.dv, qb, reserve), passes)
     # Both schedules stage the same tiles (pass 1 only leaves V and P unused).
     tiles = attention_tiles(pat.m, pat.t, pat.d, pat.dv, qb, vb, pb,
-                            math.prod(pat.batch), spec)
+                            math.prod(pat.batch), spec, reserve)
     return tiles if isinstance(tiles, str) else replace(tiles, passes=passes)
 
 
@@ -123,6 +145,12 @@ def plan_attention(group, spec: DeviceSpec, forced_tiles: tuple[int, int, int] |
         reasons += [split_why] if split_why else []
     reasons.append(schedule_reason(pat))
     return pat, tiles, split_k, tuple(reasons)
+
+
+def fused_reserve(group) -> int:
+    """Registers the attention kernels keep for a group's fused ops: a quarter of its nodes
+    (the SIMT tiles here, the matrix-unit tiles in planners_tiled)."""
+    return math.ceil(len(group.nodes) / 4)
 
 
 def stage_dtype(d: DType) -> DType:

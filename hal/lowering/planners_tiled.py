@@ -193,6 +193,7 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
 def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     """Tiles, passes, split-K and loads of an attention group (hal.lowering.attention)."""
     from hal.lowering.attention import plan_attention
+    from hal.lowering.attention_tiles import fused_reserve
 
     hints = hints_of(group)
     planned = plan_attention(group, spec, hints.attention_tiles, hints.split_k)
@@ -211,7 +212,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     # dtypes (hal.lowering.attention_mma says why not); split-K too when the contractions,
     # not the K/V read, bound the kernel (attention_split.split_mma_verdict)
     choice = None
-    reserve = math.ceil(len(group.nodes) / 4)
+    reserve = fused_reserve(group)
     if hints.attention_tiles is None:
         from hal.lowering.attention_mma import attention_mma_choice
 
@@ -350,7 +351,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
     else:
         math_inst, math_flops, strategy = vector, (), "flash_attention"
         tiles = (("br", t.br), ("bc", t.bc), ("tpr", t.tpr))
-        registers = regs + 2 * cdiv(pat.d, spec.warp_size)
+        registers = t.registers        # the estimate the tile choice fitted (simt_registers)
         head = (f"fused attention: Br={t.br}, Bc={t.bc}, {t.threads} threads, tiles need "
                 f"{fmt_bytes(t.shared_bytes)} of {fmt_bytes(spec.shared_mem_per_block)} "
                 f"shared memory on {spec.name}")
