@@ -203,6 +203,10 @@ MM_SHAPES = (  # (m, k, n, batch, ta, tb, label)
     # warpgroups, a K-major B (fp8 too) and tile edges in M, N and K; a batch with an N-major B
     (200, 144, 72, (), False, True, "kmajor"),
     (96, 64, 128, (2,), False, False, "batch"),
+    # issue 15 part B: 2-CTA clusters multicasting B (an even row-tile count); five k tiles
+    # of bf16 for four stages, so a stage is refilled while the peer may still read it
+    (256, 320, 136, (), False, True, "cluster"),
+    (256, 320, 128, (2,), False, False, "cluster"),
 )
 
 

@@ -193,6 +193,8 @@ def _variants(c: _Collector) -> None:
     add("attention", "f32", "1x2x2x65x32", attn("f32", (1, 2, 65, 32), (1, 2, 65, 32)), "tf32")
     add("matmul", "f32", "64x64x96", mm("f32", 64, 64, 96), "tf32")
     add("matmul", "bf16", "128x128x128", mm("bf16", 128, 128, 128), "no_tma")
+    # the Hopper GEMM on a device without thread-block clusters (no B multicast)
+    add("matmul", "bf16", "256x64x128", mm("bf16", 256, 64, 128), "no_clusters")
 
     def long_epilogue(b):   # six tanh + residual steps after the matmul
         y = _mm(b, b.input("x", "f32", (64, 64)), b.input("w", "f32", (64, 96)))
@@ -300,7 +302,49 @@ def _causal_masks(c: _Collector) -> None:
                   suffix=label, unfused=True)
 
 
+def _hopper_attention(c: _Collector) -> None:
+    """Prefill attention that sm_90a runs on wgmma + TMA (hal.lowering.attention_wgmma; other
+    specs: their matrix-unit kernel): head dims 64, 128 and 256 (64-key tiles), causal and
+    not, GQA, T != S, partial row and key tiles, one and two consumer warpgroups, f16; and
+    the same shape on a spec without TMA (the mma.sync kernel, its reason recorded)."""
+    def sdpa(dt, q, kv, causal):
+        return lambda b: b.output(b.op(
+            "scaled_dot_product_attention", b.input("q", dt, q), b.input("k", dt, kv),
+            b.input("v", dt, kv), causal=causal))
+
+    for dt, q, kv, causal in (("bf16", (1, 2, 130, 128), (1, 2, 130, 128), True),
+                              ("bf16", (2, 2, 70, 64), (2, 2, 200, 64), False),
+                              ("f16", (1, 4, 100, 64), (1, 2, 100, 64), True),
+                              ("bf16", (1, 1, 64, 128), (1, 1, 64, 128), False),
+                              ("bf16", (1, 1, 65, 256), (1, 1, 90, 256), False),
+                              # 132 blocks of 128 rows (GQA: 260 rows per kv head): the
+                              # two-consumer kernel on 132-unit specs
+                              ("bf16", (1, 88, 130, 64), (1, 44, 130, 64), True)):
+        shape = "x".join(map(str, (q[0], q[1], kv[1], q[2], q[3])))
+        c.add("fused", "attention", (dt,), shape, sdpa(dt, q, kv, causal),
+              suffix=f"wgmma-t{kv[2]}{'-causal' if causal else ''}", unfused=True)
+    def bshd(b):    # [B, S, H, D] tensors as heads: GQA rows (head in group, position) are
+        # two strided pieces; 128-row tiles never straddle a head (hal.lowering.tma_views)
+        def heads(name, h):
+            return b.op("transpose", b.input(name, "bf16", (1, 128, h, 64)), perm=[0, 2, 1, 3])
+        b.output(b.op("scaled_dot_product_attention", heads("q", 4), heads("k", 2),
+                      heads("v", 2), causal=True))
+    c.add("fused", "attention", ("bf16",), "1x4x2x128x64", bshd, suffix="wgmma-bshd-causal",
+          unfused=True)
+
+    def q_cast(b):   # Q computed in the group (a cast): TMA cannot copy it (mma.sync kept)
+        q = b.op("cast", b.input("q", "f32", (1, 2, 80, 64)), dtype="bf16")
+        b.output(b.op("scaled_dot_product_attention", q, b.input("k", "bf16", (1, 2, 80, 64)),
+                      b.input("v", "bf16", (1, 2, 80, 64)), causal=True))
+    c.add("fused", "attention", ("f32", "bf16"), "1x2x2x80x64", q_cast, suffix="q_cast",
+          unfused=True)
+    c.add("stress", "attention", ("bf16",), "1x2x2x130x64", sdpa(
+        "bf16", (1, 2, 130, 64), (1, 2, 130, 64), True), variant="no_tma",
+        suffix="causal-no_tma", unfused=True)
+
+
 def path_cases(c: _Collector) -> None:
+    _hopper_attention(c)
     _hopper_prologues(c)
     _causal_masks(c)
     _siblings(c)

@@ -58,27 +58,28 @@ SCOPE: tuple[ScopeRow, ...] = (
              "compare"),
     ScopeRow(r"layout:sparse|sparse", "sparse", "sparse layouts: hal is dense only"),
     ScopeRow(r"special_(bessel|modified_bessel|scaled_modified_bessel|spherical_bessel|airy)",
-             "missing", "Bessel/Airy functions: Cephes rational approximations per range, not "
-             "written as converters yet"),
-    ScopeRow(r"special_(chebyshev|shifted_chebyshev|hermite|laguerre|legendre)",
-             "missing", "orthogonal polynomials with a tensor degree: torch loops n times; a "
-             "converter needs closed forms per range or an unrolled recurrence, not written"),
-    ScopeRow(r"special_ndtri|erfinv|special_log_ndtr|special_erfcx|special_i0e|special_i1|"
+             "missing", "Bessel/Airy functions other than J1 and the scaled K0 (converted in "
+             "torch_ops_special): Cephes approximations per range, the same machinery, not "
+             "written yet"),
+    ScopeRow(r"special_(hermite|laguerre|legendre)", "missing",
+             "orthogonal polynomial with a tensor degree n and no closed form: torch runs the "
+             "recurrence n times, a loop whose trip count is data; hal's graphs have no "
+             "data-dependent loops (Chebyshev T/U/V/W have closed forms and are converted)"),
+    ScopeRow(r"erfinv|special_log_ndtr|special_erfcx|special_i0e|special_i1|"
              r"\bi0\b|igamma|zeta|special_entr", "missing",
              "special function without a converter yet (rational approximation needed)"),
-    ScopeRow(r"aten\.mode", "missing", "mode: sort plus run-length counting with torch's "
-             "tie and index rules, not written"),
-    ScopeRow(r"histogram|histc|bincount", "missing",
-             "histograms: data-dependent bin edges and counts (a one-hot reduction per bin), "
-             "not written"),
-    ScopeRow(r"segment_reduce", "missing", "segment_reduce: lengths/offsets given as data "
-             "(a scatter by segment id), not written"),
-    ScopeRow(r"grid_sampler", "missing", "grid_sample: bilinear gathers at data-dependent "
-             "coordinates (2-D exists as interpolation, 3-D not written)"),
-    ScopeRow(r"_scaled_mm", "missing", "fp8 scaled matmul: hal's matmul has no per-tensor "
-             "fp8 scale operands"),
-    ScopeRow(r"_linear_cross_entropy", "missing", "a fused chunked linear + cross-entropy "
-             "custom op (torch_nn namespace): no decomposition registered by torch"),
+    ScopeRow(r"histogramdd|histc|bincount", "missing",
+             "histogramdd (torch's private per-dimension edge ops), histc and bincount (output "
+             "length is data): not written; 1-D histogram is converted"),
+    ScopeRow(r"grid_sampler", "missing", "grid_sample on 5-D inputs converts trilinear and "
+             "nearest; other modes are not written"),
+    ScopeRow(r"_scaled_mm", "missing", "fp8 scaled matmul with an fp8 result (torch's float "
+             "-> fp8 conversion overflows to inf/NaN where hal's fp8 casts saturate) or a "
+             "block-scaled (MX/NVFP4) recipe; tensor-/row-wise scales to 16/32-bit results "
+             "are converted"),
+    ScopeRow(r"_linear_cross_entropy", "missing", "the chunked linear + cross-entropy op "
+             "exported for training (gradients precomputed in the forward) or with label "
+             "smoothing (torch's own op rejects it); the inference loss is converted"),
     ScopeRow(r"max_unpool|_embedding_bag|nonzero|unique|masked_select|index_put with a "
              r"boolean|data-dependent", "missing",
              "the output shape depends on the data (torch.export keeps it symbolic); hal's "

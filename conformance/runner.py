@@ -277,6 +277,9 @@ def start_method(backend: str) -> str:
 
 
 def _run_one(case_id: str, cfg: SuiteConfig) -> dict[str, Any]:
+    # in a suite worker: the suite's workers already share the cores, so cpu_sim runs
+    # each launch in this process unless HAL_SIM_JOBS says otherwise
+    os.environ.setdefault("HAL_SIM_JOBS", "1")
     return _worker([case_id], cfg)[0]   # one definition of a case's run, in or out of process
 
 

@@ -100,6 +100,8 @@ SELFTEST_CASES = (
     # issue 15: norm prologues on the Hopper GEMM (h100-sxm), LayerNorm's two reductions, f16
     "fused/layer_norm_matmul/bf16/64x200x48",
     "fused/rms_norm_matmul/f16/64x200x48",
+    # issue 15 part B: the clustered Hopper GEMM (B multicast) on h100-sxm
+    "contraction/matmul/bf16/256x320x136/cluster",
     "fused/attention/f32/1x2x2x33x32",
     "fused/attention/bf16/1x2x2x17x16/causal",
     "fused/attention/bf16/1x2x2x128x32/causal-tile-boundary",
@@ -159,6 +161,9 @@ FAULT_AREAS = {
     "wgmma_prologue_unswizzled": "lowering/matmul_wgmma_prologue",
     "wgmma_prologue_no_proxy_fence": "lowering/matmul_wgmma_prologue",
     "wgmma_prologue_no_warpgroup_barrier": "lowering/matmul_wgmma_prologue",
+    "attention_wgmma_p_fragment_swapped": "lowering/attention_wgmma",
+    "cluster_local_release": "lowering/matmul_cluster",
+    "cluster_multicast_mask": "lowering/matmul_cluster",
 }
 
 # faults that leave the code for some specs unchanged (not a bug there)
@@ -174,7 +179,8 @@ SAME_CODE: dict[str, Callable[[Any], bool]] = {
     **{f: (lambda spec: not _hopper(spec)) for f in (
         "wgmma_wrong_swizzle", "missing_wgmma_wait", "wrong_mbarrier_tx_count",
         "tma_box_off_by_one", "wgmma_prologue_unswizzled", "wgmma_prologue_no_proxy_fence",
-        "wgmma_prologue_no_warpgroup_barrier")},
+        "wgmma_prologue_no_warpgroup_barrier", "attention_wgmma_p_fragment_swapped",
+        "cluster_local_release", "cluster_multicast_mask")},
 }
 
 

@@ -1,7 +1,7 @@
 """Spec variants conformance cases may run on (`Case.variant`): transforms DeviceSpec ->
 DeviceSpec of the device under test, so the schedules and refusals a device unlike the
 shipped ones gets (few units, a small L2, limited grid axes, 64-bit indices, little shared
-memory, the other warp width, few registers, TF32 granted, no TMA) run on the suite's
+memory, the other warp width, few registers, TF32 granted, no TMA, no clusters) run on the suite's
 small shapes, with the device's own code paths otherwise."""
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ SPEC_VARIANTS: dict[str, Callable] = {
     "small": _small, "folded": _folded, "wide_index": _wide_index,
     "smem2k": _shared(2), "smem12k": _shared(12), "other_warp": _other_warp,
     "few_registers": _few_registers,
-    "tf32": _capability("allow_tf32", True), "no_tma": _capability("tma", False)}
+    "tf32": _capability("allow_tf32", True), "no_tma": _capability("tma", False),
+    "no_clusters": _capability("clusters", False)}
 
 
 def register_spec_variant(name: str, fn: Callable) -> None:

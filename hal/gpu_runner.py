@@ -131,7 +131,9 @@ class GpuDriver(abc.ABC):
     @abc.abstractmethod
     def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
                params: int) -> None:
-        """Queue one launch; `params` is the address of a void*[n] of argument pointers."""
+        """Queue one launch; `params` is the address of a void*[n] of argument pointers. A
+        driver whose kernels may have thread-block clusters (CUDA) also takes `cluster=`
+        (Kernel.cluster), passed only for clustered kernels."""
 
     @abc.abstractmethod
     def synchronize(self) -> None: ...
@@ -338,7 +340,7 @@ class PreparedGraph:
         d = self.driver
         try:
             d.launch(ln.function, ln.kernel.grid, ln.kernel.block, ln.shared_bytes,
-                     ln.args.address)
+                     ln.args.address, **_cluster_kw(ln.kernel))
             if self.sync_each:
                 d.synchronize()
         except DeviceError as e:
@@ -741,7 +743,14 @@ class GpuBackend(Backend):
         g = (tuple(grid) + (1, 1, 1))[:3]
         shared = max(int(shared_bytes), int(compiled.metadata.get("dynamic_shared_bytes", 0)))
         # the driver copies the argument values during the launch call itself
-        self.driver().launch(compiled.handle, g, int(math.prod(block)), shared, packed.address)
+        self.driver().launch(compiled.handle, g, int(math.prod(block)), shared, packed.address,
+                             **_cluster_kw(k))
+
+
+def _cluster_kw(k: Kernel) -> dict:
+    """The launch's cluster (hal.kernel.ir_cluster) for drivers that take one: only passed
+    for clustered kernels, so drivers without clusters keep their signature."""
+    return {"cluster": tuple(k.cluster)} if tuple(k.cluster) != (1, 1, 1) else {}
 
 
 def translate(err: Any, call: str, vendor: str, ok: Callable[[Any], bool]) -> None:

@@ -49,7 +49,8 @@ INVALID_CONTEXT = 201
 INVALID_HANDLE = 400
 NOT_FOUND = 500
 ILLEGAL_ADDRESS = 700
-NAMES = {SUCCESS: "CUDA_SUCCESS", INVALID_VALUE: "CUDA_ERROR_INVALID_VALUE",
+INVALID_CLUSTER_SIZE = 912
+NAMES = {INVALID_CLUSTER_SIZE: "CUDA_ERROR_INVALID_CLUSTER_SIZE", SUCCESS: "CUDA_SUCCESS", INVALID_VALUE: "CUDA_ERROR_INVALID_VALUE",
          OUT_OF_MEMORY: "CUDA_ERROR_OUT_OF_MEMORY", NOT_INITIALIZED: "CUDA_ERROR_NOT_INITIALIZED",
          INVALID_DEVICE: "CUDA_ERROR_INVALID_DEVICE", INVALID_CONTEXT: "CUDA_ERROR_INVALID_CONTEXT",
          INVALID_HANDLE: "CUDA_ERROR_INVALID_HANDLE", NOT_FOUND: "CUDA_ERROR_NOT_FOUND",
@@ -135,6 +136,11 @@ class FakeCuda:
         self.CUtensorMapL2promotion = _Enum("CU_TENSOR_MAP_L2_PROMOTION_")
         self.CUtensorMapFloatOOBfill = _Enum("CU_TENSOR_MAP_FLOAT_OOB_FILL_")
         self.cuuint64_t = self.cuuint32_t = int
+        # cuLaunchKernelEx: a config and its attributes, as cuda.bindings.driver spells them
+        self.CUlaunchAttributeID = SimpleNamespace(CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION=4)
+        self.CUlaunchConfig = lambda: SimpleNamespace(attrs=[], numAttrs=0)
+        self.CUlaunchAttribute = lambda: SimpleNamespace(
+            id=None, value=SimpleNamespace(clusterDim=SimpleNamespace(x=1, y=1, z=1)))
         self.tensor_maps: dict[int, dict] = {}
 
     # ------------------------------------------------------------------ plumbing
@@ -346,7 +352,24 @@ class FakeCuda:
                                    "swizzle": span, "dtype": dtype}
         return (SUCCESS, _MapBytes(ident))
 
-    def _cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+    def _cuLaunchKernelEx(self, cfg, fn, params, extra):
+        """cuLaunchKernelEx: the config's cluster attribute must divide the grid and match
+        the kernel's (hal.kernel.ir_cluster); then as cuLaunchKernel."""
+        cluster = (1, 1, 1)
+        for a in cfg.attrs[:cfg.numAttrs]:
+            if a.id == self.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION:
+                c = a.value.clusterDim
+                cluster = (c.x, c.y, c.z)
+        grid = (cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ)
+        if any(n < 1 or g % n for g, n in zip(grid, cluster, strict=True)) or \
+                cluster[0] * cluster[1] * cluster[2] > 8:
+            return (INVALID_CLUSTER_SIZE,)
+        return self._cuLaunchKernel(fn, *grid, cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ,
+                                    cfg.sharedMemBytes, cfg.hStream, params, extra,
+                                    cluster=cluster)
+
+    def _cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, params, extra,
+                        cluster=(1, 1, 1)):
         f = self.functions.get(fn)
         if f is None:
             return (INVALID_HANDLE,)
@@ -359,7 +382,12 @@ class FakeCuda:
             return (INVALID_VALUE,)
         k: Kernel | None = f["kernel"]
         self.launches.append({"symbol": f["symbol"], "grid": grid, "block": bx,
-                              "shared": shared, "stream": stream})
+                              "shared": shared, "stream": stream, "cluster": cluster})
+        if k is not None and tuple(k.cluster) != tuple(cluster):
+            # a multicast or mapa outside a cluster of the kernel's shape faults
+            self._fault(f"{f['symbol']}: launched with cluster {cluster}, the kernel's "
+                        f"multicasts and remote arrives need {tuple(k.cluster)}")
+            return (SUCCESS,)
         if f["symbol"] in self.fault_on:
             self._fault(f"{f['symbol']}: planted illegal address")
             return (SUCCESS,)

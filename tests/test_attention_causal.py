@@ -166,7 +166,9 @@ def test_skipping_is_real_on_a_long_prefill():
                                         spec), spec)
     full = plan_group(attention_group(sdpa("bf16", (1, 2, 512, 64), (1, 2, 512, 64), False),
                                       spec), spec)
-    t = causal.detail("mma_choice").tiles
+    # the Hopper kernel on h100-sxm (hal.lowering.attention_wgmma), the same skipping
+    assert causal.strategy == "flash_attention_wgmma", causal.reasons
+    t = causal.detail("attention_wgmma_choice").tiles
     nt, rt = cdiv(512, t.bc), cdiv(512, t.br)
     assert full.detail("key_tile_pairs") == nt * rt
     assert causal.detail("key_tile_pairs") == walked_pairs(512, 512, 512, t.br, t.bc)

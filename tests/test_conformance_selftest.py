@@ -70,6 +70,13 @@ CATCHERS = {  # fault -> (a fast case that catches it on both warp widths, how)
     "wgmma_prologue_no_proxy_fence": ("fused/rms_norm_matmul/bf16/64x200x48", "race"),
     # ... and its missing warpgroup barrier: cpu_sim orders generic writes before wgmma
     "wgmma_prologue_no_warpgroup_barrier": ("fused/rms_norm_matmul/bf16/64x200x48", "race"),
+    # the Hopper prefill attention's register-A P fragment (hal.lowering.attention_wgmma)
+    "attention_wgmma_p_fragment_swapped": ("fused/attention/bf16/1x2x2x130x128/wgmma-t130-causal",
+                                           "numeric"),
+    # issue 15 part B: the 2-CTA cluster's B multicast (a stage overwritten before the peer
+    # released it; the peer never receives its B halves)
+    "cluster_local_release": ("contraction/matmul/bf16/256x320x136/cluster", "race"),
+    "cluster_multicast_mask": ("contraction/matmul/bf16/256x320x136/cluster", "deadlock"),
 }
 # where one case does not catch a fault on both widths: (fault, device) -> case
 CATCHER_ON = {

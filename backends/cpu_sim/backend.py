@@ -53,14 +53,15 @@ class CpuSimBackend(Backend):
                   lowering_options: LoweringOptions = DEFAULT_OPTIONS,
                   sample: Any = None, exact_rounding: bool = False,
                   kernel_progress: Callable[[str, int, int], None] | None = None,
-                  **options: Any) -> RunResult:
+                  jobs: int | None = None, **options: Any) -> RunResult:
         """Plan (or take `groups`), lower, simulate kernel by kernel, compare with the
         reference. `progress(done, total, group_name)` is called before each group and
         `kernel_progress(kernel, blocks_done, blocks_total)` before each wave;
         `sample` (sampled.SampleOptions) simulates boundary blocks and a seeded sample of
         each kernel and computes the rest functionally (sampled.py);
-        `lowering_options` (the self-test's planted faults) apply to every group's lowering."""
-        from hal.backends.cpu_sim.simulator import simulate
+        `lowering_options` (the self-test's planted faults) apply to every group's lowering;
+        `jobs` worker processes share each kernel's waves (simulator.simulate)."""
+        from hal.backends.cpu_sim.simulator import simulate, simulate_parts
 
         if isinstance(sample, (int, float)) and not isinstance(sample, bool):
             sample = SampleOptions(float(sample), seed=int(options.pop("sample_seed", None) or 0))
@@ -111,14 +112,14 @@ class CpuSimBackend(Backend):
                         args[param] = scratch[param]
                     else:
                         args[param] = buffers[value]
-                kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes,
+                kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes, jobs=jobs,
                                           exact_rounding=exact_rounding, options=lowering_options)
                 if kernel_progress is not None:
                     kw["progress"] = (lambda done, total, _n=k.name:
                                       kernel_progress(_n, done, total))
                 why_exact = samplable(kernels) if sample is not None else None
                 if sample is not None and why_exact is None:
-                    st, rep = run_kernel_sampled(k, args, spec, sample, simulate, **kw)
+                    st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts, **kw)
                     sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
                                                                composites)
                 else:

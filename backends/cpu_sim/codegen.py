@@ -33,6 +33,7 @@ import numpy as np
 
 from hal.dtypes import DType, cast
 from hal.kernel import ir_async as ira
+from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
     Assign,
     AtomicAdd,
@@ -72,7 +73,7 @@ from hal.kernel.ir import (
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from . import faults, mma_batch, mma_sim, wgmma_sim
+from . import cluster_sim, faults, mma_batch, mma_sim, wgmma_sim
 from .contract import Reduction
 from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
 from .ranges import IndexRanges
@@ -143,7 +144,7 @@ class _Uniformity:
             return True
         if isinstance(e, Var):
             return e.name not in self.varying
-        if isinstance(e, (Special, Load, Shuffle)):
+        if isinstance(e, (Special, Load, Shuffle, irc.ClusterCtaRank)):
             return False
         return all(self.expr(c) for c in children(e))
 
@@ -210,7 +211,8 @@ class _Translator:
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim, "MB": mma_batch}
+        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim, "MB": mma_batch,
+                                   "CL": cluster_sim}
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
@@ -232,6 +234,10 @@ class _Translator:
         self.ns["_Reduction"] = Reduction
         # Hopper nodes (hal.kernel.ir_async): wgmma_sim keeps their state per wave
         self.hopper = any(isinstance(s, ira.ASYNC_STMTS) for s in walk_stmts(kernel.body))
+        # thread-block clusters (hal.kernel.ir_cluster): cluster_sim's state per wave
+        self.clustered = irc.cluster_size(kernel.cluster) > 1 or any(
+            isinstance(s, irc.CLUSTER_STMTS) for s in walk_stmts(kernel.body))
+        self.hopper = self.hopper or self.clustered
         self.wgmma_accs = {s.acc for s in walk_stmts(kernel.body) if isinstance(s, ira.Wgmma)}
 
     # ----------------------------------------------------------------- helpers
@@ -461,8 +467,14 @@ class _Translator:
                 f"{e.swizzle})")
 
     def s_Wgmma(self, s: ira.Wgmma, ctx: _Ctx, depth: int) -> None:
-        a, b = self.expr(s.a_desc, ctx), self.expr(s.b_desc, ctx)
+        b = self.expr(s.b_desc, ctx)
         layout = "wg_m64nNk32_b8" if s.atype.startswith("f8") else "wg_m64nNk16_b16"
+        if s.a_regs is not None:   # A from the threads' registers (wgmma_sim.wgmma_rs)
+            self.emit(f"WG.wgmma_rs(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, "
+                      f"{s.acc_off}, {self.slot[s.a_regs][1]}, {s.a_off}, {b}, {s.trans_b}, "
+                      f"{ctx.mask}, {self.site(ctx, None)}, {layout!r})", depth)
+            return
+        a = self.expr(s.a_desc, ctx)
         self.emit(f"WG.wgmma(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, {s.acc_off}, "
                   f"{a}, {b}, {s.trans_b}, {ctx.mask}, {self.site(ctx, None)}, {layout!r})",
                   depth)
@@ -479,14 +491,36 @@ class _Translator:
     def s_MbarrierInit(self, s: ira.MbarrierInit, ctx: _Ctx, depth: int) -> None:
         self.emit(f"WG.mbar_init(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
                   f"{s.count}, {ctx.mask})", depth)
+        if self.clustered:
+            self.emit(f"CL.note_init(W, _hs, _cs, {self.slot[s.bar][1]}, "
+                      f"{self.expr(s.index, ctx)}, {ctx.mask})", depth)
 
     def s_MbarrierArrive(self, s: ira.MbarrierArrive, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"WG.mbar_arrive(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
+        jb, idx = self.slot[s.bar][1], self.expr(s.index, ctx)
+        if s.cta is not None:   # a peer CTA's barrier (cluster_sim)
+            self.emit(f"CL.arrive(W, _hs, _cs, {jb}, {idx}, {self.expr(s.cta, ctx)}, "
+                      f"{ctx.mask}, {self.site(ctx, s.bar)})", depth)
+            return
+        if self.clustered:      # the arrival releases what its warpgroup read
+            self.emit(f"CL.note_release(W, _hs, _cs, {jb}, {idx}, None, {ctx.mask})", depth)
+        self.emit(f"WG.mbar_arrive(W, _hs, {jb}, {idx}, "
                   f"{s.tx_bytes}, {ctx.mask}, {self.site(ctx, s.bar)})", depth)
 
     def s_MbarrierWait(self, s: ira.MbarrierWait, ctx: _Ctx, depth: int) -> None:
         self.emit(f"WG.mbar_wait(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
                   f"{self.expr(s.parity, ctx)}, {ctx.mask}, {self.site(ctx, s.bar)})", depth)
+        if self.clustered:
+            self.emit(f"CL.observe(W, _hs, _cs, {self.slot[s.bar][1]}, "
+                      f"{self.expr(s.index, ctx)}, {ctx.mask})", depth)
+
+    def e_ClusterCtaRank(self, e: irc.ClusterCtaRank, ctx: _Ctx) -> str:
+        return "CL.rank(W, _cs)"
+
+    def s_ClusterArrive(self, s: irc.ClusterArrive, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"CL.cluster_arrive(W, _cs, {ctx.mask}, {self.site(ctx, None)})", depth)
+
+    def s_ClusterWait(self, s: irc.ClusterWait, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"CL.cluster_wait(W, _hs, _cs, {ctx.mask}, {self.site(ctx, None)})", depth)
 
     def s_TmaLoad(self, s: ira.TmaLoad, ctx: _Ctx, depth: int) -> None:
         tm = next(t for t in self.k.tensor_maps if t.name == s.tmap)
@@ -494,7 +528,8 @@ class _Translator:
         di = self.expr(s.dst_index, _Ctx(ctx.mask, ctx.count, s.dst, ctx.stmt))
         self.emit(f"WG.tma(W, _hs, {self.bind(tm, '_tm')}, {self.slot[tm.buffer][1]}, "
                   f"{self.slot[s.dst][1]}, {di}, [{coords}], {self.slot[s.bar][1]}, "
-                  f"{self.expr(s.bar_index, ctx)}, {ctx.mask}, {self.site(ctx, s.dst)})", depth)
+                  f"{self.expr(s.bar_index, ctx)}, {ctx.mask}, {self.site(ctx, s.dst)}, "
+                  f"{s.multicast})", depth)
 
     def s_FenceProxyAsync(self, s: ira.FenceProxyAsync, ctx: _Ctx, depth: int) -> None:
         self.emit(f"WG.fence_proxy_async(W, _hs, {ctx.mask})", depth)
@@ -588,8 +623,13 @@ class _Translator:
                 if sb.dtype.name == "i64":   # mbarrier words
                     bars[j], slot = slot, slot + sb.size
             head.append(f"    _hs = WG.state(W, {self.k.shared_offsets()!r}, {bars!r})")
+        if self.clustered:
+            head.append(f"    _cs = CL.state(W, _hs, {tuple(self.k.cluster)!r})")
         self.lines = []
         self.body(self.k.body, _Ctx(), 1)
+        if self.clustered:   # the CTAs exit: peers' operations into them must be ordered
+            end = self.site(_Ctx(stmt="(kernel exit)"), None)
+            self.lines.append(f"    CL.exit_check(W, _hs, _cs, {end})")
         source = "\n".join(head + self.lines) + "\n"
         code = compile(source, f"<cpu_sim kernel {self.k.name}>", "exec")
         exec(code, self.ns)  # noqa: S102 - our own generated source

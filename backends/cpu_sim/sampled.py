@@ -80,7 +80,7 @@ def choose_blocks(grid: tuple[int, int, int], options: SampleOptions
     return boundary, sample
 
 
-def _has_global_atomics(kernel: Kernel) -> bool:
+def has_global_atomics(kernel: Kernel) -> bool:
     shared = {b.name for b in kernel.shared}
 
     def walk(body) -> bool:
@@ -100,7 +100,7 @@ def samplable(kernels: list[Kernel]) -> str | None:
     """None when the group's kernel can be sampled, else the reason it runs exactly."""
     if len(kernels) != 1:
         return f"{len(kernels)} kernels share scratch buffers"
-    if _has_global_atomics(kernels[0]):
+    if has_global_atomics(kernels[0]):
         return "global atomics accumulate partial results"
     return None
 
@@ -219,10 +219,12 @@ def _drop_after(n: Any, i: int, last_use: Mapping[str, int], keep: set[str],
 
 
 def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: SampleOptions,
-                       simulate: Callable[..., Any], **sim_kw: Any) -> tuple[Any, dict]:
+                       simulate_parts: Callable[..., Any], **sim_kw: Any) -> tuple[Any, dict]:
     """Simulate the boundary blocks and the interior sample of `kernel` (args changed in
     place only where those blocks store); return (stats with extrapolated counters,
-    sample report with the written indices per buffer parameter)."""
+    sample report with the written indices per buffer parameter). `simulate_parts`
+    (simulator.simulate_parts) runs the boundary and the strata as parts of one launch,
+    so their waves share the same workers."""
     from .stats import KernelStats
 
     grid = tuple(int(g) for g in kernel.grid)
@@ -230,9 +232,10 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
     boundary, sample = choose_blocks(grid, how)  # type: ignore[arg-type]
     gparams = [p for p in kernel.params if hasattr(p, "numel")]
     written: list[list[np.ndarray]] = [[] for _ in gparams]
-    sb = simulate(kernel, args, spec, blocks=boundary, written=written, **sim_kw)
     strata = [s for s in np.array_split(sample, min(STRATA, sample.size)) if s.size] \
         if sample.size else []
+    sb, *st_strata = simulate_parts(kernel, args, spec, [boundary, *strata], written=written,
+                                    **sim_kw)
     per_block: list[dict[str, float]] = []
     total = {c: getattr(sb, c) for c in COUNTERS}
     flops_b = dict(sb.flops_by_dtype)
@@ -241,8 +244,7 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
     flops_s: dict[str, float] = {}
     sums = {c: 0 for c in COUNTERS}
     wall = sb.wall_s
-    for blocks in strata:
-        st = simulate(kernel, args, spec, blocks=blocks, written=written, **sim_kw)
+    for blocks, st in zip(strata, st_strata, strict=True):
         wall += st.wall_s
         per_block.append({c: getattr(st, c) / blocks.size for c in COUNTERS}
                          | {"flops": st.flops / blocks.size})

@@ -334,6 +334,57 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     st.acc_from[ja] = (W.sh_buf[j_a].name, *(info or (-1, -1)))
     for j, f in ((j_a, fa), (j_b, fb)):
         st.inflight.append((gids, st.committed[gids].copy(), j, f))
+        if getattr(W, "cluster", None) is not None:   # stage releases (cluster_sim)
+            from . import cluster_sim
+
+            ph = st.mark_phase[j][f] if j in st.mark_phase else np.full(f.shape, -1)
+            cluster_sim.note_reads(W, gids, j, f, ph)
+
+
+def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, jr: int,
+             a_off: int, b_desc: Any, trans_b: bool, m: Any, site: int, layout: str) -> None:
+    """wgmma with A from registers (Wgmma.a_regs, 16-bit k16): A[64, 16] of each warpgroup
+    is GATHERED from its threads' local buffer `jr` elements a_off .. a_off + 7 through
+    the A fragment layout (hal.kernel.wgmma.a_fragment_table), so a thread holding the
+    wrong elements gives wrong numbers; B through its descriptor as in `wgmma`; one batched
+    contraction per wave, rounded once to f32 into the accumulators."""
+    from hal.kernel.wgmma import A_REG_ELEMS, a_fragment_table
+
+    gl = _whole_groups(W, m, site, "wgmma")
+    if not gl.any():
+        return
+    k = wgmma_k(atype)
+    b, j_b, fb = _operand(W, st, b_desc, n, k, 2, not trans_b, gl, site, "B")
+    info = _check_marks(W, st, j_b, fb, gl, site)
+    _check_proxy(W, st, j_b, fb, gl, site)
+    gids = np.flatnonzero(gl)
+    lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
+    regs = W.loc[jr]
+    vals = np.stack([np.broadcast_to(regs[a_off + e], (W.L,)) for e in range(A_REG_ELEMS)],
+                    axis=1)[lanes].astype(np.float64).reshape(len(gids), WG, A_REG_ELEMS)
+    tab = a_fragment_table()                          # [128, 8, (row, col)]
+    a = np.zeros((len(gids), 64, k), np.float64)
+    a[:, tab[..., 0], tab[..., 1]] = vals
+    rows = W.loc[ja]
+    tabc = accumulator_table(n)
+    lin = (tabc[..., 0] * n + tabc[..., 1]).ravel()
+    cur = np.empty((W.L, n // 2), np.float64)
+    for i in range(n // 2):
+        cur[:, i] = np.broadcast_to(rows[acc_off + i], (W.L,))
+    d = np.zeros((len(gids), 64 * n), np.float64)
+    d[:, lin] = cur[lanes].reshape(len(gids), -1)
+    d = d.reshape(len(gids), 64, n) + np.matmul(a, np.swapaxes(b, 1, 2))
+    out = d.reshape(len(gids), -1)[:, lin].reshape(-1, n // 2).astype(np.float32)
+    for i in range(n // 2):
+        full = np.broadcast_to(rows[acc_off + i], (W.L,)).astype(np.float32).copy()
+        full[lanes] = out[:, i]
+        rows[acc_off + i] = full
+    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
+    W.sr += fb.size * 2
+    grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
+    grp[gids] = st.committed[gids]
+    st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
+    st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
 
 
 def commit(W: Wave, st: HopperState, m: Any, site: int) -> None:
@@ -374,6 +425,11 @@ def _complete(st: HopperState) -> None:
     done = (st.pending == 0) & (st.tx == 0) & (st.expected > 0)
     st.phase += done
     st.pending = np.where(done, st.expected, st.pending)
+
+
+def complete_phases(st: HopperState) -> None:
+    """Complete every barrier phase whose arrivals and transaction bytes are all in."""
+    _complete(st)
 
 
 def mbar_init(W: Wave, st: HopperState, jb: int, index: Any, count: int, m: Any) -> None:
@@ -438,7 +494,7 @@ def mbar_wait(W: Wave, st: HopperState, jb: int, index: Any, parity: Any, m: Any
 
 # --------------------------------------------------------------------------- TMA
 def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: list,
-        jb: int, bar_index: Any, m: Any, site: int) -> None:
+        jb: int, bar_index: Any, m: Any, site: int, multicast: int = 0) -> None:
     act = _act(W, m)
     lanes = np.flatnonzero(act)
     if not len(lanes):
@@ -470,7 +526,35 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         W._fail("out_of_bounds", site, int(lanes[0]), f"TMA box of {tm.name} "
                 f"({'x'.join(map(str, tm.box))}) at {sb.name}[{int(dst[0])}] runs past the "
                 f"buffer (size {sb.size})", buffer=sb.name, index=int(dst[0]))
-    words = W.blk[lanes][:, None] * sb.size + elem
+    b_own, s = _slots(W, st, jb, bar_index, act)
+    cl = getattr(W, "cluster", None)      # a cluster kernel (cluster_sim)
+    if cl is None:
+        targets = b_own[:, None]
+    else:
+        from . import cluster_sim
+
+        targets = cluster_sim.multicast_targets(W, cl, lanes, multicast) if multicast \
+            else b_own[:, None]
+    for c in range(targets.shape[1]):   # each CTA the box lands in (one without multicast)
+        b = targets[:, c]
+        words = b[:, None] * sb.size + elem
+        if cl is not None:
+            cluster_sim.before_write(W, st, cl, b_own, b, jd, words, jb, s, site, lanes)
+        _land(W, st, jd, words, vals, site, lanes)
+        if jd not in st.mark_bar:
+            st.mark_bar[jd] = np.full(W.sh[jd].size, -1, np.int64)
+            st.mark_phase[jd] = np.zeros(W.sh[jd].size, np.int64)
+        st.mark_bar[jd][words] = s[:, None]
+        st.mark_phase[jd][words] = st.phase[b, s][:, None]
+        W.sw += words.size * isz
+        complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
+    W.gr += int(np.count_nonzero(ok)) * isz     # read from global once, even multicast
+
+
+def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray, site: int,
+          lanes: np.ndarray) -> None:
+    """A TMA box's words land in shared buffer jd (checked against unretired wgmmas)."""
+    sb = W.sh_buf[jd]
     for gids, groups, j, f in st.inflight:
         if j != jd:
             continue
@@ -478,24 +562,15 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         if live.any() and np.isin(words, f[live]).any():
             lane = int(gids[np.flatnonzero(live)[0]]) * WG
             W._fail("race", site, int(lanes[0]), f"TMA overwrites shared {sb.name} "
-                    f"(stage {int(elem[0, 0]) // max(1, sb.size // sb.stages)}) while the "
-                    f"wgmma of warpgroup {int(W.tid[lane]) // WG} reading it is not retired "
-                    f"by wgmma.wait_group", buffer=sb.name,
+                    f"(stage {int(words[0, 0] % sb.size) // max(1, sb.size // sb.stages)}) "
+                    f"while the wgmma of warpgroup {int(W.tid[lane]) // WG} reading it is not "
+                    f"retired by wgmma.wait_group", buffer=sb.name,
                     hint="wgmma.wait_group before releasing the stage to the producer")
     W.sh[jd][words] = vals
     W.sh_version[jd] += 1
     if jd in st.proxy_writer:           # an async-proxy write: nothing generic left there
         st.proxy_writer[jd][words] = -1
         st.sync_writer[jd][words] = -1
-    b, s = _slots(W, st, jb, bar_index, act)
-    if jd not in st.mark_bar:
-        st.mark_bar[jd] = np.full(W.sh[jd].size, -1, np.int64)
-        st.mark_phase[jd] = np.zeros(W.sh[jd].size, np.int64)
-    st.mark_bar[jd][words] = s[:, None]
-    st.mark_phase[jd][words] = st.phase[b, s][:, None]
-    W.gr += int(np.count_nonzero(ok)) * isz
-    W.sw += words.size * isz
-    complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
 
 
 def setmaxnreg(W: Wave, m: Any, site: int) -> None:
@@ -503,4 +578,4 @@ def setmaxnreg(W: Wave, m: Any, site: int) -> None:
 
 
 __all__ = ["HopperState", "check_acc", "commit", "desc", "mbar_arrive", "mbar_init",
-           "mbar_wait", "setmaxnreg", "state", "tma", "wait", "wgmma"]
+           "mbar_wait", "setmaxnreg", "state", "tma", "wait", "wgmma", "wgmma_rs"]

@@ -182,11 +182,30 @@ class CudaDriver(GpuDriver):
         check(self.cu, self.cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
 
     def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
-               params: int) -> None:
+               params: int, cluster: tuple[int, int, int] = (1, 1, 1)) -> None:
         self._init()
+        if tuple(cluster) != (1, 1, 1):   # thread-block clusters (hal.kernel.ir_cluster)
+            self._launch_cluster(function, grid, block, shared_bytes, params, cluster)
+            return
         check(self.cu, self.cu.cuLaunchKernel(function, int(grid[0]), int(grid[1]), int(grid[2]),
                                               int(block), 1, 1, int(shared_bytes), self.stream,
                                               params, 0), "cuLaunchKernel")
+
+    def _launch_cluster(self, function: Any, grid: tuple[int, int, int], block: int,
+                        shared_bytes: int, params: int, cluster: tuple[int, int, int]) -> None:
+        """cuLaunchKernelEx with CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: the kernel's blocks
+        run as clusters of `cluster` CTAs (the source does not compile the shape in)."""
+        cu = self.cu
+        attr = cu.CUlaunchAttribute()
+        attr.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+        attr.value.clusterDim.x, attr.value.clusterDim.y, attr.value.clusterDim.z = \
+            (int(c) for c in cluster)
+        cfg = cu.CUlaunchConfig()
+        cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = (int(g) for g in grid)
+        cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = int(block), 1, 1
+        cfg.sharedMemBytes, cfg.hStream = int(shared_bytes), self.stream
+        cfg.attrs, cfg.numAttrs = [attr], 1
+        check(cu, cu.cuLaunchKernelEx(cfg, function, params, 0), "cuLaunchKernelEx")
 
     def synchronize(self) -> None:
         self._init()

@@ -45,9 +45,40 @@ def _wgmma(n: int, ptx: str, trans_b: bool) -> tuple[str, str]:
                      ptx, n, f"1, 1, 0, {1 if trans_b else 0}")
 
 
+def _wgmma_rs(n: int, ptx: str, trans_b: bool) -> tuple[str, str]:
+    """16-bit A from registers (Wgmma.a_regs): A's fragment as 4 x .b32 (two elements each,
+    the lower-numbered in the low half), B through its descriptor; no transpose-A immediate
+    in this form (PTX ISA 9.7.15.5.2, wgmma.mma_async with register A)."""
+    name = f"hal_wgmma_m64n{n}k16_{ptx}_rs{'_tb' if trans_b else ''}"
+    t = "__nv_bfloat16" if ptx == "bf16" else "__half"
+    regs = n // 2
+    dlist = ", ".join(f"%{i}" for i in range(regs))
+    alist = ", ".join(f"%{regs + i}" for i in range(4))
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
+    text = (f"HAL_FN void {name}(float* d, const {t}* a, unsigned long long b) {{\n"
+            f"  const unsigned* A = reinterpret_cast<const unsigned*>(a);\n"
+            f'  asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{regs + 5}, 0;\\n"\n'
+            f'               "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} "\n'
+            f'               "{{{dlist}}}, {{{alist}}}, %{regs + 4}, p, 1, 1, '
+            f'{1 if trans_b else 0};\\n}}\\n"\n'
+            f'               : {outs}\n'
+            f'               : "r"(A[0]), "r"(A[1]), "r"(A[2]), "r"(A[3]), "l"(b), "r"(1));\n}}\n')
+    return name, text
+
+
 def _wgmma8(n: int, ptx: str) -> tuple[str, str]:
     """8-bit operands: k32, both operands K-major (no transpose immediates)."""
     return _wgmma_fn(f"hal_wgmma_m64n{n}k32_{ptx}", f"m64n{n}k32", ptx, n, "1, 1")
+
+
+def _fence_regs(words: int) -> tuple[str, str]:
+    """Pins a register-A fragment's packed 32-bit words before wgmma.fence, so the packing
+    of its 16-bit elements happens before the fence, not between the wgmmas (where ptxas
+    would inject a warpgroup.arrive per wgmma: C7519)."""
+    name = f"hal_wgmma_fence_regs_{words}"
+    body = "\n".join(f'  asm volatile("" : "+r"(A[{i}]) :: "memory");' for i in range(words))
+    return name, (f"HAL_FN void {name}(void* a) {{\n"
+                  f"  unsigned* A = reinterpret_cast<unsigned*>(a);\n{body}\n}}\n")
 
 
 def _fence_acc(n: int) -> tuple[str, str]:
@@ -112,7 +143,10 @@ HOPPER_HELPERS: dict[str, str] = {
     **dict(_wgmma(n, p, t) for n in range(8, 257, 8) for p in ("bf16", "f16")
            for t in (False, True)),
     **dict(_wgmma8(n, p) for n in range(8, 257, 8) for p in ("e4m3", "e5m2")),
+    **dict(_wgmma_rs(n, p, t) for n in range(8, 257, 8) for p in ("bf16", "f16")
+           for t in (False, True)),
     **dict(_fence_acc(n) for n in range(4, 129, 4)),
+    **dict(_fence_regs(w) for w in range(4, 129, 4)),
 }
 
 
@@ -127,6 +161,11 @@ class HopperRendering:
     def _s_Wgmma(self, s: ira.Wgmma, pad: str) -> list[str]:
         ptx = {"bf16": "bf16", "f16": "f16", "f8e4m3fn": "e4m3", "f8e5m2": "e5m2"}[s.atype]
         k = 32 if s.atype.startswith("f8") else 16
+        if s.a_regs is not None:   # A's fragment from the threads' registers
+            fn = self._matrix(f"hal_wgmma_m64n{s.n}k16_{ptx}_rs{'_tb' if s.trans_b else ''}",
+                              f"wgmma m64n{s.n}k16 {s.atype} (A from registers)")
+            return [f"{pad}{fn}(&{ident(s.acc)}[{s.acc_off}], &{ident(s.a_regs)}[{s.a_off}], "
+                    f"(unsigned long long)({self.expr(s.b_desc)}));"]
         fn = self._matrix(f"hal_wgmma_m64n{s.n}k{k}_{ptx}{'_tb' if s.trans_b else ''}",
                           f"wgmma m64n{s.n}k{k} {s.atype}")
         return [f"{pad}{fn}(&{ident(s.acc)}[{s.acc_off}], "
@@ -134,7 +173,38 @@ class HopperRendering:
                 f"(unsigned long long)({self.expr(s.b_desc)}));"]
 
     def _s_WgmmaFence(self, s, pad: str) -> list[str]:
-        return [f"{pad}{self._matrix('hal_wgmma_fence', 'wgmma.fence')}();"]
+        out = []
+        for name in self._fence_operands(s):   # register-A fragments of this group
+            size = self._kernel_obj.buffer(name).size * self._kernel_obj.buffer(
+                name).dtype.itemsize // 4
+            fn = self._matrix(f"hal_wgmma_fence_regs_{size}", "register-A fence")
+            out.append(f"{pad}{fn}({ident(name)});")
+        return [*out, f"{pad}{self._matrix('hal_wgmma_fence', 'wgmma.fence')}();"]
+
+    def _fence_operands(self, fence) -> list[str]:
+        """The register-A buffers of the wgmmas between `fence` and the next commit_group
+        in the same statement list."""
+        from hal.kernel.ir import stmt_bodies
+
+        cache = getattr(self, "_wg_fence_regs", None)
+        if cache is None or cache[0] is not self._kernel_obj:
+            found: dict[int, list[str]] = {}
+
+            def walk(body) -> None:
+                for i, x in enumerate(body):
+                    if isinstance(x, ira.WgmmaFence):
+                        regs: list[str] = []
+                        for y in body[i + 1:]:
+                            if isinstance(y, ira.WgmmaCommit):
+                                break
+                            if isinstance(y, ira.Wgmma) and y.a_regs and y.a_regs not in regs:
+                                regs.append(y.a_regs)
+                        found[id(x)] = regs
+                    for b in stmt_bodies(x):
+                        walk(b)
+            walk(self._kernel_obj.body)
+            cache = self._wg_fence_regs = (self._kernel_obj, found)
+        return cache[1].get(id(fence), [])
 
     def _s_WgmmaCommit(self, s, pad: str) -> list[str]:
         return [f"{pad}{self._matrix('hal_wgmma_commit', 'wgmma.commit_group')}();"]

@@ -55,7 +55,7 @@ def scatter_sorted_last(cx, x: Value, idx: Value, src: Value, mode: str,
     keys, perm = bitonic_sort_last(cx, idx, False)
     vals = cx.op("take_along_axis", cx.cast(src, x.dtype), perm, axis=axis)
     if mode != "set":
-        vals = _segmented_scan(cx, keys, vals, table[mode], lead, m)
+        vals = segmented_scan(cx, keys, vals, table[mode], lead, m)
     jpos = cx.op("iota", shape=lead + (n,), dimension=axis, dtype=i64)
     right = _search(cx, keys, jpos, "le", lead, m, n)    # keys <= j
     left = _search(cx, keys, jpos, "lt", lead, m, n)     # keys < j
@@ -81,7 +81,7 @@ def _k(cx, v, like: Value) -> Value:
     return cx.scalar(v, like.dtype, like.shape)
 
 
-def _segmented_scan(cx, keys: Value, vals: Value, combine: str, lead: tuple[int, ...],
+def segmented_scan(cx, keys: Value, vals: Value, combine: str, lead: tuple[int, ...],
                     m: int) -> Value:
     """Inclusive scan of vals within runs of equal keys (keys sorted along the last axis)."""
     axis = len(lead)
@@ -125,4 +125,4 @@ def _floor_div(cx, a: Value, b: Value) -> Value:
     return cx.op("sub", q, cx.cast(cx.op("logical_and", inexact, signs), a.dtype))
 
 
-__all__ = ["scatter_sorted_last", "use_sorted", "SORTED_MIN_WORK", "SORTED_MIN_M"]
+__all__ = ["scatter_sorted_last", "segmented_scan", "use_sorted", "SORTED_MIN_WORK", "SORTED_MIN_M"]

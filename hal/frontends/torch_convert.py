@@ -24,7 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, bf16, bool_, f16, f32, f64, i8, i16, i32, i64, u8
+from hal.dtypes import (
+    DType,
+    bf16,
+    bool_,
+    f8e4m3fn,
+    f8e5m2,
+    f16,
+    f32,
+    f64,
+    i8,
+    i16,
+    i32,
+    i64,
+    u8,
+)
 from hal.errors import HalError, UnsupportedError
 from hal.frontends.common import (
     EmitOps,
@@ -58,7 +72,8 @@ def torch_dtypes() -> dict:
 
     return {torch.float32: f32, torch.float64: f64, torch.float16: f16, torch.bfloat16: bf16,
             torch.int64: i64, torch.int32: i32, torch.int16: i16, torch.int8: i8,
-            torch.uint8: u8, torch.bool: bool_}
+            torch.uint8: u8, torch.bool: bool_, torch.float8_e4m3fn: f8e4m3fn,
+            torch.float8_e5m2: f8e5m2}
 
 
 def hal_dtype(torch_dtype: Any) -> DType:
@@ -448,6 +463,6 @@ def _to_numpy(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        return t.float().numpy()
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        return t.float().numpy()     # 16-bit and fp8 floats: exact in f32
     return t.numpy()

@@ -34,6 +34,8 @@ from hal.errors import HalError
 from hal.frontends import (  # noqa: F401 - register converters
     torch_ops,
     torch_ops_bits,
+    torch_ops_grid,
+    torch_ops_group,
     torch_ops_index,
     torch_ops_math,
     torch_ops_nn,

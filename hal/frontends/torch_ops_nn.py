@@ -437,3 +437,71 @@ def _upsample_linear(cx: TorchContext, x: Value, output_size: Any, align_corners
         one = cx.scalar(1, cdt, a.shape)
         y = cx.op("add", cx.op("mul", a, cx.op("sub", one, lam_b)), cx.op("mul", b, lam_b))
     return cx.cast(y, dt)
+
+
+# -- torch.nn.functional.linear_cross_entropy's chunked custom ops ---------------------
+
+def linear_cross_entropy(cx: TorchContext, x: Value, w: Value, target: Value, bias: Any,
+                         weight: Any, reduction: str, ignore_index: int, dt: Any) -> Value:
+    """cross_entropy(x @ w.T + bias, target) with class weights and ignore_index, as the
+    chunked op computes it chunk by chunk: the logits [N, C] are one matmul; log_softmax
+    over classes; the target's log-probability by take_along_axis; mean divides by the
+    valid targets' weights (0 / 0 = NaN when every target is ignored, as in torch)."""
+    if x.rank != 2 or w.rank != 2 or target.rank != 1 or target.dtype.is_float:
+        raise UnsupportedError(
+            f"linear_cross_entropy with input {list(x.shape)}, weight "
+            f"{list(w.shape)}, target {list(target.shape)} {target.dtype}: only [N, D] inputs, "
+            f"[C, D] weights and class-index targets are converted",
+            hint="flatten the batch dimensions before the loss")
+    n, c = x.shape[0], w.shape[0]
+    logits = cx.op("matmul", cx.cast(x, dt), cx.op("transpose", cx.cast(w, dt), perm=(1, 0)))
+    if bias is not None:
+        logits = cx.op("add", logits, cx.bcast(cx.reshape(cx.cast(bias, dt), (1, c)), (n, c)))
+    logp = cx.op("log_softmax", logits, axis=1)
+    t = cx.cast(target, i64)
+    valid = cx.op("ne", t, cx.scalar(ignore_index, i64, (n,)))
+    safe_t = cx.op("select", valid, t, cx.scalar(0, i64, (n,)))
+    picked = cx.reshape(cx.op("take_along_axis", logp, cx.reshape(safe_t, (n, 1)), axis=1),
+                        (n,))
+    zero = cx.scalar(0, dt, (n,))
+    w_t = (cx.op("gather", cx.cast(weight, dt), safe_t, axis=0) if weight is not None
+           else cx.scalar(1, dt, (n,)))
+    w_t = cx.op("select", valid, w_t, zero)
+    nll = cx.op("select", valid, cx.op("neg", cx.op("mul", w_t, picked)), zero)
+    if reduction == "none":
+        return nll
+    if reduction not in ("sum", "mean"):
+        raise UnsupportedError(f"linear_cross_entropy reduction {reduction!r}",
+                               hint="use 'mean', 'sum' or 'none'")
+    loss = cx.op("reduce_sum", nll, axes=(0,), keepdims=False)
+    if reduction == "sum":
+        return loss
+    return cx.op("div", loss, cx.op("reduce_sum", w_t, axes=(0,), keepdims=False))
+
+
+@converts("torch_nn._linear_cross_entropy_batch_chunked")
+def _linear_ce_chunked(cx: TorchContext, x: Value, w: Value, target: Value, bias: Any,
+                       weight: Any, reduction: str, ignore_index: int, label_smoothing: float,
+                       *options: Any) -> tuple[Value, ...]:
+    # options: batch_chunk_size, acc_policy, acc_dtype, allow_retain_graph, then the three
+    # compute_*_grad flags; with a flag set the forward also precomputes that gradient
+    if label_smoothing:
+        raise UnsupportedError("linear_cross_entropy's chunked op with label "
+                               "smoothing (torch's own op rejects it: NotImplementedError)",
+                               hint="label smoothing takes torch's non-chunked path")
+    if any(bool(f) for f in options[-3:]):
+        raise UnsupportedError("linear_cross_entropy with precomputed gradients "
+                               "(compute_*_grad set: the program was exported for training)",
+                               hint="export under torch.no_grad() or with inputs that do not "
+                                    "require grad")
+    loss = linear_cross_entropy(cx, x, w, target, bias, weight, reduction, int(ignore_index),
+                                cx.out_dtype(0))
+    empties = tuple(cx.scalar(0, cx.out_dtype(k), cx.out_shape(k)) for k in (1, 2, 3))
+    return (loss, *empties)
+
+
+@converts("torch_nn._linear_cross_entropy_batch_chunked_no_reduction")
+def _linear_ce_chunked_none(cx: TorchContext, x: Value, w: Value, target: Value, bias: Any,
+                            weight: Any, ignore_index: int, *options: Any) -> Value:
+    return linear_cross_entropy(cx, x, w, target, bias, weight, "none", int(ignore_index),
+                                cx.out_dtype())

@@ -488,6 +488,8 @@ class Kernel:
     # TMA tensor maps (hal.kernel.tma.TensorMap) the body's TmaLoads name: parameters
     # after `params`, encoded on the host (cuTensorMapEncodeTiled) from the buffers
     tensor_maps: list = field(default_factory=list)
+    # thread-block cluster (x, y, z) the launch groups blocks into (hal.kernel.ir_cluster)
+    cluster: tuple[int, int, int] = (1, 1, 1)
 
     def shared_offsets(self) -> list[int]:
         """Byte offset of each shared buffer: in order, each aligned to its `align` (16

@@ -10,7 +10,12 @@ follow hal.kernel.ir's conventions (their fields are in its traversal tables, fi
   consecutive warps): acc[acc_off : acc_off + n/2] of each thread (its accumulator
   elements, hal.kernel.wgmma.accumulator_table) += A(a_desc) @ B(b_desc). `trans_b`: B is
   N-major (16-bit types only). The result may be read only after the `WgmmaWait` that
-  retires its commit group; `WgmmaFence` orders register accesses before it.
+  retires its commit group; `WgmmaFence` orders register accesses before it. `a_regs`:
+  A from registers instead of shared memory (`a_desc` is then None): elements
+  a_regs[a_off : a_off + 8] of each thread (16-bit types, k16; rendered as 4 x .b32) hold
+  its A fragment, which has the accumulator layout of a m64n16 wgmma
+  (hal.kernel.wgmma.a_fragment_table): so an f32 accumulator converted element by element
+  is the next wgmma's A (FlashAttention's P).
 * `WgmmaFence`, `WgmmaCommit`, `WgmmaWait(pending)`: wgmma.fence / commit_group /
   wait_group.
 * `MbarrierInit(bar, index, count)`: mbarrier.init of bar[index] expecting `count`
@@ -18,10 +23,16 @@ follow hal.kernel.ir's conventions (their fields are in its traversal tables, fi
   .expect_tx of `tx_bytes` transaction bytes when non-zero. `MbarrierWait(bar, index,
   parity)`: loop on mbarrier.try_wait.parity until the phase of that parity completed.
   Barriers are 8-byte words of a shared buffer (dtype i64).
-* `TmaLoad(dst, dst_index, tmap, coords, bar, bar_index)`: cp.async.bulk.tensor of the
-  box at `coords` (innermost first) of tensor map `tmap` (Kernel.tensor_maps) into shared
-  `dst` at element `dst_index`, completing `box_bytes` transactions on bar[bar_index].
-  Issued by one thread.
+* `TmaLoad(dst, dst_index, tmap, coords, bar, bar_index, multicast)`: cp.async.bulk.tensor
+  of the box at `coords` (innermost first) of tensor map `tmap` (Kernel.tensor_maps) into
+  shared `dst` at element `dst_index`, completing `box_bytes` transactions on
+  bar[bar_index]. Issued by one thread. `multicast` (a CTA mask, bit r = cluster rank r;
+  0 = none): the box lands at the same offset in the shared memory of every CTA of the
+  mask and completes its bytes on each one's bar[bar_index] (.multicast::cluster;
+  hal.kernel.ir_cluster).
+* `MbarrierArrive.cta`: when set, the arrival goes to bar[index] of the CTA of that rank in
+  the kernel's cluster (mapa + mbarrier.arrive.shared::cluster), e.g. a consumer releasing
+  a stage a peer's multicast writes into.
 * `FenceProxyAsync`: fence.proxy.async.shared::cta (generic-proxy shared writes, such as
   mbarrier inits, made visible to the async proxy).
 * `Roles(cond, first, second)`: warp-specialised roles running concurrently (see the class).
@@ -56,9 +67,11 @@ class Wgmma(Stmt):
     atype: str             # dtype name of A and B
     acc: str               # f32 LocalBuffer of the accumulators
     acc_off: int
-    a_desc: Expr
+    a_desc: Expr | None
     b_desc: Expr
     trans_b: bool = False
+    a_regs: str | None = None   # 16-bit LocalBuffer holding A's register fragments
+    a_off: int = 0
 
 
 @dataclass(eq=True)
@@ -88,6 +101,7 @@ class MbarrierArrive(Stmt):
     bar: str
     index: Expr
     tx_bytes: int = 0
+    cta: Expr | None = None    # a peer CTA's rank in the cluster (remote arrive)
 
 
 @dataclass(eq=True)
@@ -105,6 +119,7 @@ class TmaLoad(Stmt):
     coords: tuple
     bar: str
     bar_index: Expr
+    multicast: int = 0         # CTA mask of a .multicast::cluster copy (0: this CTA only)
 
 
 @dataclass(eq=True)
@@ -146,7 +161,7 @@ class SetMaxNReg(Stmt):
 EXPR_CHILDREN[SmemDesc] = ("offset",)
 STMT_EXPRS.update({
     Wgmma: ("a_desc", "b_desc"), WgmmaFence: (), WgmmaCommit: (), WgmmaWait: (),
-    MbarrierInit: ("index",), MbarrierArrive: ("index",), MbarrierWait: ("index", "parity"),
+    MbarrierInit: ("index",), MbarrierArrive: ("index", "cta"), MbarrierWait: ("index", "parity"),
     TmaLoad: ("dst_index", "coords", "bar_index"), FenceProxyAsync: (), SetMaxNReg: (),
     Roles: ("cond",),
 })

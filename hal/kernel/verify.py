@@ -13,6 +13,7 @@ from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType
 from hal.errors import HalError, UnsupportedError
 from hal.kernel import ir_async as ira
+from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
     SHUFFLE_MODES,
     SPECIALS,
@@ -378,7 +379,23 @@ class _Verifier:
         if dt.name != "f32" or s.acc_off < 0 or s.acc_off + s.n // 2 > size:
             self.fail(f"wgmma accumulator {s.acc}[{s.acc_off}:{s.acc_off + s.n // 2}] must "
                       f"be f32 elements inside its {size}")
+        if (s.a_desc is None) == (s.a_regs is None):
+            self.fail("wgmma takes A from a descriptor or from registers (a_regs), one of them")
+        if s.a_regs is not None:
+            from hal.kernel.wgmma import A_REG_ELEMS
+
+            adt = self._space(s.a_regs, "local", "wgmma register A")
+            asize = next(b.size for b in self.k.locals if b.name == s.a_regs)
+            if adt.name != s.atype or adt.bits != 16:
+                self.fail(f"wgmma register A {s.a_regs} is {adt}: it must be the "
+                          f"{s.atype} operand type, 16-bit (fp8 A from registers is not "
+                          f"supported)")
+            if s.a_off < 0 or s.a_off + A_REG_ELEMS > asize:
+                self.fail(f"wgmma register A {s.a_regs}[{s.a_off}:{s.a_off + A_REG_ELEMS}] "
+                          f"must lie inside its {asize} elements")
         for d in (s.a_desc, s.b_desc):
+            if d is None:
+                continue
             self.expr(d)
             if d.dtype.name != "i64":
                 self.fail("wgmma descriptors are 64-bit (SmemDesc)")
@@ -408,6 +425,14 @@ class _Verifier:
         self._bar(s.bar, s.index)
         if not 0 <= s.tx_bytes < 2**20:
             self.fail(f"mbarrier transaction count {s.tx_bytes} must be in 0..2^20-1")
+        if s.cta is not None:
+            self.index(s.cta, "CTA rank of a remote mbarrier arrive")
+            if irc.cluster_size(self.k.cluster) < 2:
+                self.fail("a remote mbarrier arrive (cta=...) in a kernel without a cluster",
+                          hint="set Kernel.cluster, or arrive on this CTA's barrier")
+            if s.tx_bytes:
+                self.fail("a remote mbarrier arrive with expect_tx: arm the transaction "
+                          "count on the barrier's own CTA")
 
     def s_MbarrierWait(self, s: ira.MbarrierWait) -> None:
         self._bar(s.bar, s.index)
@@ -429,6 +454,25 @@ class _Verifier:
         self.index(s.dst_index, f"index of {s.dst}")
         for c in s.coords:
             self.index(c, "TMA coordinate")
+        if s.multicast:
+            size = irc.cluster_size(self.k.cluster)
+            if size < 2:
+                self.fail(f"TMA multicast (mask {s.multicast:#x}) in a kernel without a "
+                          f"cluster", hint="set Kernel.cluster or drop the multicast mask")
+            if s.multicast < 0 or s.multicast >> size:
+                self.fail(f"TMA multicast mask {s.multicast:#x} names CTAs outside the "
+                          f"{size}-CTA cluster {tuple(self.k.cluster)}",
+                          hint=f"use bits 0..{size - 1} only")
+
+    # ------------------------------------------------------------------ clusters
+    def x_ClusterCtaRank(self, e: irc.ClusterCtaRank) -> None:
+        pass
+
+    def s_ClusterArrive(self, s: irc.ClusterArrive) -> None:
+        pass
+
+    def s_ClusterWait(self, s: irc.ClusterWait) -> None:
+        pass
 
     def s_FenceProxyAsync(self, s) -> None:
         pass
@@ -462,7 +506,8 @@ def _mentions_thread(e: Expr) -> bool:
 
 
 def _has_barrier(stmts: list[Stmt]) -> bool:
-    return any(isinstance(s, Barrier) for s in walk_stmts(stmts))
+    """A block barrier or a cluster barrier (both need every thread of the CTA)."""
+    return any(isinstance(s, (Barrier, *irc.CLUSTER_STMTS)) for s in walk_stmts(stmts))
 
 
 def verify_kernel(kernel: Kernel, spec: DeviceSpec | None = None, *,
@@ -480,6 +525,7 @@ def verify_kernel(kernel: Kernel, spec: DeviceSpec | None = None, *,
         raise KernelError(f"kernel {k.name}: warp size {k.warp_size} is not a power of two")
     if not k.index_dtype.is_int:
         raise KernelError(f"kernel {k.name}: index dtype {k.index_dtype} is not an integer")
+    _check_cluster(k)
     v = _Verifier(k, strict_barriers)
     for s in (*k.shared, *k.locals):
         if s.size < 1:
@@ -487,6 +533,21 @@ def verify_kernel(kernel: Kernel, spec: DeviceSpec | None = None, *,
     v.body(k.body)
     if spec is not None:
         _check_spec(k, spec)
+
+
+def _check_cluster(k: Kernel) -> None:
+    c = tuple(k.cluster)
+    if len(c) != 3 or min(c) < 1:
+        raise KernelError(f"kernel {k.name}: cluster {c} must be 3 positive extents")
+    if irc.cluster_size(c) > irc.PORTABLE_CLUSTER:
+        raise KernelError(f"kernel {k.name}: a cluster of {irc.cluster_size(c)} CTAs {c} "
+                          f"exceeds the portable size {irc.PORTABLE_CLUSTER}",
+                          hint="use at most 8 CTAs per cluster")
+    for axis, g, n in zip("xyz", k.grid, c, strict=True):
+        if g % n:
+            raise KernelError(f"kernel {k.name}: grid.{axis} = {g} is not a multiple of the "
+                              f"cluster's {n} (cluster {c})",
+                              hint="pad the grid to whole clusters or use a smaller cluster")
 
 
 def _check_spec(k: Kernel, spec: DeviceSpec) -> None:

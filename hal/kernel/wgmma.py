@@ -88,6 +88,19 @@ def accumulator_table(n: int) -> np.ndarray:
     return t
 
 
+A_REG_ELEMS = 8           # 16-bit A elements per thread of a register-A wgmma (4 x .b32)
+
+
+def a_fragment_table() -> np.ndarray:
+    """[128, 8, 2] (row, col) of A element a_e of each warpgroup thread when A comes from
+    registers (16-bit types, m64k16; PTX ISA 9.7.15.5.1.1, "Register fragments", matrix A
+    of .m64nNk16): warp w holds rows 16 w .. 16 w + 15 as mma.m16n8k16's A: a_e at row
+    16 w + groupID + 8 ((e >> 1) & 1), col 2 threadID_in_group + (e & 1) + 8 (e >> 2).
+    That is accumulator_table(16): accumulator elements 8 kk .. 8 kk + 7 of a wgmma
+    (the columns 16 kk .. 16 kk + 15) are, in order, the A fragment of k step kk."""
+    return accumulator_table(16)
+
+
 # --------------------------------------------------------------------------- swizzle
 def swizzle(addr, mode: int):
     """The byte address `addr` (int or int array) after the swizzle of `mode` bytes:
@@ -168,6 +181,6 @@ def operand_addresses(desc: SmemDescriptor, mn: int, k: int, itemsize: int,
     return swizzle(desc.start + off, desc.swizzle)
 
 
-__all__ = ["K_BYTES", "M", "SWIZZLES", "SmemDescriptor", "WARPGROUP", "WGMMA_LAYOUTS",
-           "WgmmaLayout", "accumulator_coord", "accumulator_table", "canonical_offset",
+__all__ = ["A_REG_ELEMS", "K_BYTES", "M", "SWIZZLES", "SmemDescriptor", "WARPGROUP", "WGMMA_LAYOUTS",
+           "WgmmaLayout", "a_fragment_table", "accumulator_coord", "accumulator_table", "canonical_offset",
            "operand_addresses", "pattern_bytes", "ptx_name", "swizzle", "wgmma_k"]

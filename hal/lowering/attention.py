@@ -364,6 +364,10 @@ def lower_attention(group, plan: KernelPlan, spec: DeviceSpec,
     nb = math.prod(pat.batch)
     if nb * pat.m * pat.dv == 0:
         return []
+    if plan.strategy == "flash_attention_wgmma":   # Hopper: wgmma + TMA, warp-specialised
+        from hal.lowering.attention_wgmma import lower_attention_wgmma
+
+        return lower_attention_wgmma(group, plan, spec, pat, options)
     if plan.strategy == "flash_attention_mma":   # Q K^T and P V on the matrix unit
         if plan.detail("split_k", 1) > 1:
             from hal.lowering.attention_mma_split import lower_split_mma

@@ -141,23 +141,16 @@ class AttentionMmaEmitter:
         body: list[Stmt] = []
         self.body = body
         tid = ctx.tid()
-        warp = ctx.declare(body, "warp", ctx.div(tid, lay.lanes))
+        warp = ctx.declare(body, "warp", self._warp_index(tid))
         self.lane = ctx.declare(body, "lane", ctx.mod(tid, lay.lanes))
         self.row0 = ctx.declare(body, "row0", ctx.mul(ctx.bid("x"), t.br))
         self.wrow = ctx.declare(body, "wrow", ctx.mul(warp, lay.m))
         self.bcoords = [x if not isinstance(x, Binary) else ctx.declare(body, "b", x)
                         for x in ctx.unravel(ctx.bid("y"), list(pat.batch))]
-        p = t.pad
-        self.ldq, self.ldv, self.ldp = t.dp + p, t.dvp + p, t.bc + p
-        self.q_sh = ctx.shared_buffer("q_tile", self.dt, t.br * self.ldq)
-        self.k_sh = ctx.shared_buffer("k_tile", self.dt, t.bc * self.ldq)
-        self.v_sh = ctx.shared_buffer("v_tile", self.dt, t.bc * self.ldv)
-        self.p_sh = ctx.shared_buffer("p_tile", self.dt, t.br * self.ldp)
         self.ns, self.no = t.bc // lay.n, t.dvp // lay.n
+        self._buffers()
         self.s_acc = ctx.local_buffer("s_acc", f32, self.ns * lay.c_elems)
         self.o_acc = ctx.local_buffer("o_acc", f32, self.no * lay.c_elems)
-        self.fa = ctx.local_buffer("frag_a", self.dt, lay.a_elems)
-        self.fb = ctx.local_buffer("frag_b", self.dt, 2 * lay.b_elems)
         self.builder = ScalarBuilder(ctx, self.group.nodes, body)
         cr, cc = (_lane_expr(ctx, self.lane, x) for x in lay.base["c"])
         self.cr_local = ctx.declare(body, "cr", cr)
@@ -180,6 +173,22 @@ class AttentionMmaEmitter:
             ctx, body, bound, self.row0, t.br, pat.m, t.bc, ntiles)
         self._load_q()
         self._zero(body, self.o_acc, self.no * lay.c_elems)
+
+    def _warp_index(self, tid: Expr) -> Expr:
+        """The warp whose m rows of the block's Br this thread's fragments hold."""
+        return self.ctx.div(tid, self.lay.lanes)
+
+    def _buffers(self) -> None:
+        """Shared tiles Q, K, V, P (rows padded by 16 bytes) and the fragment registers."""
+        ctx, t, lay = self.ctx, self.t, self.lay
+        p = t.pad
+        self.ldq, self.ldv, self.ldp = t.dp + p, t.dvp + p, t.bc + p
+        self.q_sh = ctx.shared_buffer("q_tile", self.dt, t.br * self.ldq)
+        self.k_sh = ctx.shared_buffer("k_tile", self.dt, t.bc * self.ldq)
+        self.v_sh = ctx.shared_buffer("v_tile", self.dt, t.bc * self.ldv)
+        self.p_sh = ctx.shared_buffer("p_tile", self.dt, t.br * self.ldp)
+        self.fa = ctx.local_buffer("frag_a", self.dt, lay.a_elems)
+        self.fb = ctx.local_buffer("frag_b", self.dt, 2 * lay.b_elems)
 
     def _zero(self, stmts: list[Stmt], buf: str, n: int) -> None:
         i = self.ctx.var("z", self.ctx.idx)
@@ -319,10 +328,8 @@ class AttentionMmaEmitter:
     def _scores(self, loop: list[Stmt], n0: Expr) -> None:
         """S = Q K^T into s_acc, then each element through the logits program (-inf where
         there is no key or row)."""
-        ctx, t, lay, pat = self.ctx, self.t, self.lay, self.pat
-        self._zero(loop, self.s_acc, self.ns * lay.c_elems)
-        self._gemm(loop, self.q_sh, self.q_base, self.ldq, t.dp // lay.k, self.k_sh,
-                   self.k_base, self.ldq, self.ns, self.s_acc, True)
+        ctx, lay, pat = self.ctx, self.lay, self.pat
+        self._qk(loop)
         s0 = pat.qk.outputs[0]
         s_cd = compute_dtype(s0.dtype)
         ninf = Const(-math.inf, f32)
@@ -346,6 +353,13 @@ class AttentionMmaEmitter:
             inner.append(Store(self.s_acc, idx, xv if xv.dtype == f32 else Cast(xv, f32)))
             sl.append(If(ok, inner, [Store(self.s_acc, idx, ninf)]))
         loop.append(For(j, ctx.c(0), ctx.c(self.ns), ctx.c(1), sl, unroll=True))
+
+    def _qk(self, loop: list[Stmt]) -> None:
+        """s_acc = Q K^T of this warp's rows and the key tile."""
+        t, lay = self.t, self.lay
+        self._zero(loop, self.s_acc, self.ns * lay.c_elems)
+        self._gemm(loop, self.q_sh, self.q_base, self.ldq, t.dp // lay.k, self.k_sh,
+                   self.k_base, self.ldq, self.ns, self.s_acc, True)
 
     def _key(self, stmts: list[Stmt], n0: Expr, j: Expr, i: int) -> Expr:
         """The key (global column) of S element i of n tile j of this lane."""
@@ -414,11 +428,15 @@ class AttentionMmaEmitter:
         for s, v in enumerate(tsum):
             self._row_reduce(loop, v, "add")
             loop.append(Assign(self.l_run[s], self.l_run[s] * alpha[s] + v))
-        loop.append(Barrier())   # the next key tile overwrites K
+        self._release(loop)
+
+    def _release(self, loop: list[Stmt]) -> None:
+        """The key tile's end: the next one overwrites K (and V and P)."""
+        loop.append(Barrier())
 
     def _pass2(self, loop: list[Stmt], n0: Expr) -> None:
         """P = g(exp(x - m) / l) (rounded where the graph rounds it) to shared, O += P V."""
-        ctx, t, lay, pat = self.ctx, self.t, self.lay, self.pat
+        ctx, lay, pat = self.ctx, self.lay, self.pat
         self._stage(loop, n0, True)
         self._scores(loop, n0)
         p_val = pat.pv.inputs[0]
@@ -439,14 +457,24 @@ class AttentionMmaEmitter:
             pv = _as(pb.value(p_val, s_coords), self.dt)
             # a row past M has l = 0 (P = 0/0): its P row is zero, as its tiles are
             pv = Select(self.grows[s].lt(ctx.c(pat.m)), pv, Const(0.0, self.dt))
-            local_row = ctx.add(ctx.add(self.wrow, self.cr_local), r)
-            col = ctx.add(ctx.mul(j, lay.n), ctx.add(self.ccol, c))
-            pl.append(Store(self.p_sh, ctx.add(ctx.mul(local_row, self.ldp), col), pv))
+            self._put_p(pl, j, i, r, c, pv)
         loop.append(For(j, ctx.c(0), ctx.c(self.ns), ctx.c(1), pl, unroll=True))
+        self._pv(loop)
+        self._release(loop)
+
+    def _put_p(self, pl: list[Stmt], j: Expr, i: int, r: int, c: int, pv: Expr) -> None:
+        """P element i of n tile j (C-layout offsets r, c) to the shared P tile."""
+        ctx = self.ctx
+        local_row = ctx.add(ctx.add(self.wrow, self.cr_local), r)
+        col = ctx.add(ctx.mul(j, self.lay.n), ctx.add(self.ccol, c))
+        pl.append(Store(self.p_sh, ctx.add(ctx.mul(local_row, self.ldp), col), pv))
+
+    def _pv(self, loop: list[Stmt]) -> None:
+        """O += P V (P from its shared tile once every warp stored its part)."""
+        t, lay = self.t, self.lay
         loop.append(Barrier())
         self._gemm(loop, self.p_sh, self.p_base, self.ldp, t.bc // lay.k, self.v_sh,
                    self.v_base, self.ldv, self.no, self.o_acc, False)
-        loop.append(Barrier())   # the next key tile overwrites K, V and P
 
     # ------------------------------------------------------------------ epilogue
     def _epilogue(self) -> None:

@@ -55,9 +55,19 @@ register_fault("wgmma_prologue_no_proxy_fence",
 register_fault("wgmma_prologue_no_warpgroup_barrier",
                "the Hopper GEMM's A prologue leaves out the warpgroup's mbarrier between "
                "its threads' shared writes and the wgmma that reads all of them")
+register_fault("cluster_local_release",
+               "the clustered Hopper GEMM's consumers release a stage to their own producer "
+               "only, so the peer's B multicast may overwrite a stage still being read "
+               "(hal.lowering.matmul_cluster)")
+register_fault("cluster_multicast_mask",
+               "the clustered Hopper GEMM multicasts both B halves to CTA rank 0 only "
+               "(mask 0b01 instead of 0b11)")
 register_fault("wgmma_prologue_unswizzled",
                "the Hopper GEMM's A prologue rewrites the TMA tile at unswizzled addresses "
                "(hal.lowering.matmul_wgmma_prologue)")
+register_fault("attention_wgmma_p_fragment_swapped",
+               "Hopper attention stores P's register fragment with its two 8-key halves "
+               "swapped (hal.lowering.attention_wgmma)")
 # issue 21: one per lowering module at least, and the misses the issue measured
 register_fault("split_drops_partial_chunk", "split reduction: k = row_len // chunk drops the "
                "partial last chunk")

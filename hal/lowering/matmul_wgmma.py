@@ -35,6 +35,10 @@ detail; anything else keeps the mma.sync kernel of hal.lowering.matmul_mma). The
 * siblings sharing A with different N (fused QKV): one column-panel segment of grid.x each
   behind a block-uniform branch, each with its own B tensor maps and roles; a dual GEMM
   (equal N) shares one grid, two B tiles and two accumulators.
+* 2-CTA thread-block clusters along M where the plan chose them (its ("cluster", ...)
+  detail): each CTA TMA-loads half of every B box and multicasts it to both, consumers
+  release a stage to both CTAs' producers, cluster barriers after the inits and before exit
+  (hal.lowering.matmul_cluster).
 
 fp8 (e4m3, e5m2) takes wgmma k32 when B is K-major (a [N, K] weight), the only layout
 wgmma reads 8-bit operands in. Not on this path (the reason is recorded): B operands
@@ -56,6 +60,7 @@ from hal.dtypes import DTYPES, compute_dtype, i64
 from hal.errors import UnsupportedError
 from hal.ir.graph import Node
 from hal.kernel import ir_async as ira
+from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import Barrier, Binary, For, If, Kernel, SharedBuffer, Stmt
 from hal.kernel.tma import TensorMap, TensorMapError
 from hal.kernel.wgmma import wgmma_k
@@ -218,6 +223,9 @@ class _WgmmaEmitter(_MmaEmitter):
                 raise UnsupportedError(f"group {group.name}: {src}",
                                        hint="a planner bug: wgmma_choice should refuse it")
         self.prologue_src = src
+        # 2-CTA clusters with B multicast (hal.lowering.matmul_cluster), as the plan chose
+        cl = plan.detail("cluster")
+        self.cl = cl if cl is not None and cl.ctas > 1 else None
 
     def _buffer(self, hint: str, dt, size: int, stages: int, align: int) -> str:
         name = self.ctx.unique(hint)
@@ -250,19 +258,36 @@ class _WgmmaEmitter(_MmaEmitter):
         self.acc = [ctx.local_buffer("acc", DTYPES["f32"], t.bn // 2)
                     for _ in range(width_b)]
         c = self.wc.consumers
+        # empty[s]: every consumer thread, or with a cluster one arrival per consumer
+        # warpgroup of each CTA whose stage the multicast writes (matmul_cluster)
+        releases = 128 * c if self.cl is None else \
+            c * (1 if self.fault("cluster_local_release") else self.cl.ctas)
         first = [*(ira.MbarrierInit(self.full, ctx.c(i), 1) for i in range(s)),
-                 *(ira.MbarrierInit(self.empty, ctx.c(i), 128 * c) for i in range(s))]
+                 *(ira.MbarrierInit(self.empty, ctx.c(i), releases) for i in range(s))]
         if self.prologue_src is not None:   # one warpgroup barrier per consumer warpgroup
             self.ready = self._buffer("ready_bar", i64, c, 1, 8)
             first += [ira.MbarrierInit(self.ready, ctx.c(i), 128) for i in range(c)]
         self._map_a()
         body.append(If(tid.eq(ctx.c(0)), first))
-        body += [ira.FenceProxyAsync(), Barrier()]
+        body.append(ira.FenceProxyAsync())
+        if self.cl is None:
+            body.append(Barrier())
+        else:   # the peers' barriers are initialised before any multicast reaches them
+            from hal.lowering.matmul_cluster import cluster_start
+
+            body += cluster_start()
+            self.crank = ctx.declare(body, "crank", irc.ClusterCtaRank())
         # one block-uniform branch per segment (siblings of different N; their B maps are
         # their own: _use_segment binds them)
         grid = self._dispatch_segments(body, pid, npm)
+        if self.cl is not None:   # no CTA exits while its peer may still reach it
+            from hal.lowering.matmul_cluster import cluster_end
+
+            body += cluster_end()
         k = ctx.kernel(body, grid, self.wc.threads, self.group, self.plan)
         k.tensor_maps = list(self.tmaps)
+        if self.cl is not None:
+            k.cluster = self.cl.dims
         return k
 
     def _use_segment(self, sg) -> None:
@@ -324,11 +349,14 @@ class _WgmmaEmitter(_MmaEmitter):
         for x in self.acc_bs:
             batch = math.prod(x.source.shape[d] for d in x.dims[0])
             if self.b_n_major:   # [N, K]: boxes of BN rows of 128 bytes
-                self.map_b.append(self._map("tmap_b", x.source, (batch, self.n, self.k),
-                                            (1, t.bn, t.bk)))
+                dims, box = (batch, self.n, self.k), (1, t.bn, t.bk)
             else:                # [K, N]: 64-column boxes of BK rows
-                self.map_b.append(self._map("tmap_b", x.source, (batch, self.k, self.n),
-                                            (1, t.bk, 128 // self.b.dtype.itemsize)))
+                dims, box = (batch, self.k, self.n), (1, t.bk, 128 // self.b.dtype.itemsize)
+            if self.cl is not None:   # each CTA of the cluster multicasts half the rows
+                from hal.lowering.matmul_cluster import b_box
+
+                box = b_box(box, self.cl.ctas)
+            self.map_b.append(self._map("tmap_b", x.source, dims, box))
 
     # ------------------------------------------------------------------ pipeline
     def _fragment_bases(self) -> None:   # wgmma reads shared tiles through descriptors
@@ -363,9 +391,8 @@ class _WgmmaEmitter(_MmaEmitter):
         out.append(ira.MbarrierWait(self.empty, st, Binary("sub", ctx.c(1), ph)))
         maps = {m.name: m for m in self.tmaps}
         tx = maps[self.map_a].box_bytes
-        for mb in self.map_b:
-            tx += maps[mb].box_bytes * (1 if self.b_n_major else t.bn * self.b.dtype.itemsize
-                                        // 128)
+        for _mb in self.map_b:   # each CTA receives the whole B tile (halves multicast)
+            tx += t.bn * t.bk * self.b.dtype.itemsize
         if self.fault("wrong_mbarrier_tx_count"):   # self-test hook: B boxes forgotten
             tx = maps[self.map_a].box_bytes
         out.append(ira.MbarrierArrive(self.full, st, tx))
@@ -373,17 +400,31 @@ class _WgmmaEmitter(_MmaEmitter):
         bz = ctx.bid("z")
         out.append(ira.TmaLoad(self.a_sh, ctx.mul(st, t.bm * t.bk), self.map_a,
                                self.view_a.coords(ctx, k0, self.m0, bz), self.full, st))
+        # with a cluster: this CTA's half of each box (rows of its rank), multicast
+        half, mask = (t.bn, 0) if self.cl is None else (t.bn // self.cl.ctas, self.cl.mask)
+        if self.cl is not None and self.fault("cluster_multicast_mask"):   # self-test hook
+            mask = 1                               # rank 0 gets both halves, rank 1 none
         for j, mb in enumerate(self.map_b):
             bzb = bz if maps[mb].dims[2] > 1 else ctx.c(0)
             base = ctx.mul(st, t.bn * t.bk)
             if self.b_n_major:
-                out.append(ira.TmaLoad(self.b_sh[j], base, mb, (k0, self.n0, bzb), self.full,
-                                       st))
+                n0, dst = self.n0, base
+                if self.cl is not None:
+                    n0 = ctx.add(n0, ctx.mul(self.crank, half))
+                    dst = ctx.add(base, ctx.mul(self.crank, half * t.bk))
+                out.append(ira.TmaLoad(self.b_sh[j], dst, mb, (k0, n0, bzb), self.full, st,
+                                       multicast=mask))
                 continue
             cols = 128 // self.b.dtype.itemsize
+            kb, rows = k0, t.bk // (self.cl.ctas if self.cl is not None else 1)
             for c in range(t.bn // cols):
-                out.append(ira.TmaLoad(self.b_sh[j], ctx.add(base, c * cols * t.bk), mb,
-                                       (ctx.add(self.n0, c * cols), k0, bzb), self.full, st))
+                dst = ctx.add(base, c * cols * t.bk)
+                if self.cl is not None:
+                    kb = ctx.add(k0, ctx.mul(self.crank, rows))
+                    dst = ctx.add(dst, ctx.mul(self.crank, rows * cols))
+                out.append(ira.TmaLoad(self.b_sh[j], dst, mb, (ctx.add(self.n0, c * cols), kb,
+                                                              bzb), self.full, st,
+                                       multicast=mask))
 
     def _consume(self, out: list[Stmt], kc) -> None:
         ctx, t = self.ctx, self.t
@@ -413,7 +454,13 @@ class _WgmmaEmitter(_MmaEmitter):
         out.append(ira.WgmmaCommit())
         if not self.fault("missing_wgmma_wait"):    # self-test hook
             out.append(ira.WgmmaWait(0))
-        out.append(ira.MbarrierArrive(self.empty, st))
+        if self.cl is None:
+            out.append(ira.MbarrierArrive(self.empty, st))
+            return
+        from hal.lowering.matmul_cluster import release_stage  # to both CTAs' producers
+
+        release_stage(ctx, out, self.cl, self.empty, st,
+                      self.fault("cluster_local_release"))
 
     def _epilogue(self) -> None:
         """The mma.sync emitter's epilogue, after the consumers' loop (their role)."""

@@ -112,8 +112,21 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
             if t is not None else spec.compute_units
     row_tiles = cdiv(m, bm)
     col_panels = sum(cdiv(n, bn) for _ds, n in segs)
-    # A once per column panel, each B once per row panel (tile loads through shared memory)
-    factors = {d.inputs[1].name: row_tiles for d in dots}
+    cluster = None
+    if hopper is not None:   # 2-CTA clusters multicasting B (hal.lowering.matmul_cluster)
+        from hal.lowering.matmul_cluster import cluster_choice
+
+        cluster = cluster_choice(spec, m, bm, col_panels)
+    # A once per column panel, each B once per row panel (tile loads through shared
+    # memory), or once per cluster of row panels when multicast
+    b_reads = row_tiles if cluster is None else cluster.b_loads(row_tiles)
+    factors = {d.inputs[1].name: b_reads for d in dots}
+    if b_reads < row_tiles:
+        saved = sum(d.inputs[1].type.nbytes for d in dots) * (row_tiles - b_reads)
+        notes_cluster = [f"B's tiles reach the SMs once per {cluster.ctas}-CTA cluster (TMA "
+                         f"multicast): {fmt_bytes(saved)} less L2->SM traffic"]
+    else:
+        notes_cluster = []
     factors[a.name] = col_panels
     issued = issued_reads(group, factors, stop_at_reductions=True)
     extra: dict[str, int] = {}
@@ -128,6 +141,7 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
             extra[a.name] = extra.get(a.name, 0) + ea
             for b in bs:
                 extra[b.name] = extra.get(b.name, 0) + eb * b.type.nbytes
+    notes += notes_cluster
     if len(segs) > 1:
         notes.append(f"{len(dots)} sibling contractions read A once: "
                      f"{', '.join(str(n) for _ds, n in segs)} columns in one grid")
@@ -154,7 +168,7 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
         from hal.lowering.matmul_wgmma import LAUNCH_REGS
 
         registers = LAUNCH_REGS
-        details = (*path, ("wgmma_choice", hopper))
+        details = (*path, ("wgmma_choice", hopper), ("cluster", cluster))
     elif choice is not None:
         strategy, threads = "mma", choice.tiles.threads
         stages = pipeline_stages(group, [ds for ds, _n in segs], choice.tiles, spec)
@@ -172,6 +186,8 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     if tiles:
         npm = cdiv(m, bm)
         gm = group_rows(npm, bm, k, a.dtype.itemsize, spec, in_flight)
+        if cluster is not None:   # a cluster's CTAs take adjacent rows of one column
+            gm = cluster.group_m(gm)
         grid_x = sum(npm * cdiv(n, bn) for _ds, n in segs if n)
         if nb * m and grid_x:
             launches = (Launch(launch_name(group), (grid_x, 1, nb), threads),)
@@ -236,9 +252,23 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                 reasons = (*reasons, f"SIMT: {c}")
             else:
                 choice = c
+    # the Hopper kernel (hal.lowering.attention_wgmma) where the spec has a warpgroup MMA
+    hopper, path = None, ()
+    dtn = pat.qk.inputs[0].dtype.name
+    if hints.attention_tiles is None and \
+            spec.matrix_instruction(dtn, dtn, "f32", "warpgroup") is not None:
+        from hal.lowering.attention_wgmma import attention_wgmma_choice
+
+        h = attention_wgmma_choice(pat, group, spec, split)
+        hopper = None if isinstance(h, str) else h
+        path = (("attention_path", ("wgmma+tma", h.reason) if hopper is not None
+                 else ("mma.sync" if choice is not None else "SIMT", h)),)
     br, bc = (choice.tiles.br, choice.tiles.bc) if choice else (t.br, t.bc)
     threads = choice.tiles.threads if choice else t.threads
     shared = choice.tiles.shared_bytes if choice else t.shared_bytes
+    if hopper is not None:
+        br, bc, threads, shared = hopper.tiles.br, hopper.tiles.bc, hopper.threads, \
+            hopper.shared_bytes
     rt = cdiv(pat.m, br)
     passes = 2 if pat.two_pass else 1
     notes: list[str] = []
@@ -328,7 +358,28 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                       ("rows", pat.m), ("keys", pat.t), ("head_dim", pat.d),
                       ("value_dim", pat.dv), ("batch", nb), ("shared_bytes", shared),
                       ("key_tile_pairs", work.tile_pairs))
-    if choice is not None:
+    if hopper is not None:
+        from hal.lowering.attention_mma import mma_flops
+
+        tl = hopper.tiles
+        matrix_flops = mma_flops(tl, nb * work.tile_pairs, passes)
+        vector_flops = max(0.0, flops - (node_flops(pat.qk) * passes + node_flops(pat.pv))
+                           * frac)
+        math_inst = MathInstruction(MathKind.MATRIX, q.dtype.name, hopper.instruction.name)
+        math_flops = ((math_inst, float(matrix_flops)), (vector, vector_flops))
+        flops = matrix_flops + vector_flops
+        strategy = "flash_attention_wgmma"
+        tiles = (("br", br), ("bc", bc), ("warps", tl.warps + 4))
+        registers = hopper.registers
+        details = (*path, ("attention_wgmma_choice", hopper), *details)
+        notes.append(f"Q K^T and P V on {hopper.instruction.name} ({matrix_flops / 1e9:.3g} "
+                     f"GFLOP issued, padding and masked keys included), the softmax and "
+                     f"prologues on the vector units ({vector_flops / 1e9:.3g} GFLOP)")
+        head = (f"fused attention on wgmma + TMA: Br={br}, Bc={bc}, 1 producer and "
+                f"{hopper.consumers} consumer warpgroup(s), {hopper.stages}-stage K/V ring, "
+                f"tiles need {fmt_bytes(shared)} of {fmt_bytes(spec.shared_mem_per_block)} "
+                f"shared memory on {spec.name}")
+    elif choice is not None:
         from hal.lowering.attention_mma import mma_flops
 
         tl = choice.tiles
@@ -341,7 +392,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
         strategy = "flash_attention_mma"
         tiles: tuple = (("br", br), ("bc", bc), ("warps", tl.warps))
         registers = tl.registers + reserve
-        details = (("mma_choice", choice), *details)
+        details = (*path, ("mma_choice", choice), *details)
         notes.append(f"Q K^T and P V on {choice.instruction.name} ({matrix_flops / 1e9:.3g} "
                      f"GFLOP issued, padding and masked keys included), the softmax and "
                      f"prologues on the vector units ({vector_flops / 1e9:.3g} GFLOP)")
@@ -350,6 +401,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                 f"{fmt_bytes(spec.shared_mem_per_block)} shared memory on {spec.name}")
     else:
         math_inst, math_flops, strategy = vector, (), "flash_attention"
+        details = (*path, *details)
         tiles = (("br", t.br), ("bc", t.bc), ("tpr", t.tpr))
         registers = t.registers        # the estimate the tile choice fitted (simt_registers)
         head = (f"fused attention: Br={t.br}, Bc={t.bc}, {t.threads} threads, tiles need "

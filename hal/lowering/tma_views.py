@@ -41,6 +41,7 @@ class ATmaView:
     kd: int                         # the contiguous K factor
     k_outer: tuple[int, ...]        # outer K factors, outermost first
     batch: tuple[int, ...]          # batch factors, outermost first
+    m_inner: int = 0                # rows in two strided pieces: the inner one's length
 
     def coords(self, ctx, k0, m0, bz) -> tuple:
         """Copy coordinates (innermost first) of the tile at k offset `k0`, row `m0`, batch
@@ -48,7 +49,8 @@ class ATmaView:
         ko = ctx.unravel(ctx.div(k0, self.kd), list(self.k_outer)) if self.k_outer else []
         bs = ctx.unravel(bz, list(self.batch)) if self.batch else []
         inner = ctx.mod(k0, self.kd) if self.k_outer else k0
-        return (inner, m0, *reversed(ko), *reversed(bs))
+        ms = (ctx.mod(m0, self.m_inner), ctx.div(m0, self.m_inner)) if self.m_inner else (m0,)
+        return (inner, *ms, *reversed(ko), *reversed(bs))
 
 
 Factors = list[tuple[int, int]]     # (size, element stride) pieces of one axis, outer first
@@ -121,39 +123,53 @@ def a_view(dot, producers: dict, bm: int, bk: int, source: Value | None = None
     prologue's TMA source laid out as A (hal.lowering.matmul_wgmma_prologue)."""
     from hal.lowering.matmul import contraction_dims
 
-    a = dot.inputs[0]
     lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
+    return tile_view(dot.inputs[0], producers, lb, lf, lc, bm, bk, source, "A")
+
+
+def tile_view(v: Value, producers: dict, batch_axes, row_axes, col_axes, rows: int,
+              cols: int, source: Value | None = None, what: str = "A",
+              split_rows: bool = False) -> ATmaView | str:
+    """The tensor map of `v`'s tiles of `rows` x `cols` elements: `col_axes` (A's K: the
+    contiguous one) by `row_axes` (A's M), `batch_axes` a box of 1 each (module docstring;
+    the attention operands Q, K and V use it too), or why TMA cannot copy them.
+    `split_rows`: rows may be two strided pieces (GQA's query heads of a kv head over the
+    positions of a [B, S, H, D] tensor) when tiles never straddle the outer one (the inner
+    length a multiple of `rows`): the outer piece is a map dimension of box 1."""
     if source is not None:
         src = source
-        axes = [[(sz, math.prod(a.shape[i + 1:]))] for i, sz in enumerate(a.shape)]
+        axes = [[(sz, math.prod(v.shape[i + 1:]))] for i, sz in enumerate(v.shape)]
     else:
-        got = strided_layout(a, producers)
+        got = strided_layout(v, producers)
         if isinstance(got, str):
             return got
         src, axes = got
     isz = src.dtype.itemsize
-    ks = _merge([f for i in lc for f in axes[i]])
-    ms = _merge([f for i in lf for f in axes[i]])
-    bs = _merge([f for i in lb for f in axes[i]])
+    ks = _merge([f for i in col_axes for f in axes[i]])
+    ms = _merge([f for i in row_axes for f in axes[i]])
+    bs = _merge([f for i in batch_axes for f in axes[i]])
     if not ks or ks[-1][1] != 1:
-        return "A's K axis is not contiguous in memory (A is read transposed)"
+        return f"{what}'s K axis is not contiguous in memory ({what} is read transposed)"
     kd = ks[-1][0]
-    if len(ks) > 1 and kd % bk:
-        return f"A's K is {kd}-element pieces {ks[0][1] * isz} bytes apart, not whole " \
-               f"{bk}-element tiles"
-    if len(ms) > 1:
-        return "A's rows are not one strided dimension"
-    m_dim = ms[0] if ms else (1, kd)
-    dims = (kd, m_dim[0], *(s for s, _t in reversed(ks[:-1])), *(s for s, _t in reversed(bs)))
-    strides_b = (m_dim[1] * isz, *(t * isz for _s, t in reversed(ks[:-1])),
+    if len(ks) > 1 and kd % cols:
+        return f"{what}'s K is {kd}-element pieces {ks[0][1] * isz} bytes apart, not whole " \
+               f"{cols}-element tiles"
+    two = split_rows and len(ms) == 2 and ms[1][0] % rows == 0
+    if len(ms) > 1 and not two:
+        return f"{what}'s rows are not one strided dimension" + (
+            f" (nor two whose inner one holds whole {rows}-row tiles)" if split_rows else "")
+    m_dims = list(reversed(ms)) if ms else [(1, kd)]    # innermost first
+    dims = (kd, *(s for s, _t in m_dims), *(s for s, _t in reversed(ks[:-1])),
+            *(s for s, _t in reversed(bs)))
+    strides_b = (*(t * isz for _s, t in m_dims), *(t * isz for _s, t in reversed(ks[:-1])),
                  *(t * isz for _s, t in reversed(bs)))
     if any(t % 16 for t in strides_b):
-        return f"A's view has byte strides {list(strides_b)}: TMA needs 16-byte multiples"
+        return f"{what}'s view has byte strides {list(strides_b)}: TMA needs 16-byte multiples"
     if len(dims) > 5:
-        return f"A's view needs a rank-{len(dims)} tensor map (TMA takes 5)"
-    box = (bk, bm, *([1] * (len(dims) - 2)))
+        return f"{what}'s view needs a rank-{len(dims)} tensor map (TMA takes 5)"
+    box = (cols, rows, *([1] * (len(dims) - 2)))
     return ATmaView(src, dims, strides_b, box, kd, tuple(s for s, _t in ks[:-1]),
-                    tuple(s for s, _t in bs))
+                    tuple(s for s, _t in bs), ms[1][0] if two else 0)
 
 
-__all__ = ["ATmaView", "a_view", "strided_layout"]
+__all__ = ["ATmaView", "a_view", "strided_layout", "tile_view"]

@@ -486,7 +486,9 @@ class CStyleRenderer:
         lines = [f"// kernel {k.name}" + (f" for {spec.name} ({spec.arch})" if spec else ""),
                  f"//   launch: grid={tuple(k.grid)} block={k.block} warp={k.warp_size} "
                  f"index={k.index_dtype} shared={k.shared_bytes} B"
-                 + (" (dynamic)" if self.dynamic_shared_bytes(k) else "")]
+                 + (" (dynamic)" if self.dynamic_shared_bytes(k) else "")
+                 + (f" cluster={tuple(k.cluster)} (launch attribute)"
+                    if tuple(k.cluster) != (1, 1, 1) else "")]
         if ops:
             lines.append(f"//   fused ops ({len(ops)}): " + ", ".join(ops))
         plan = k.meta.plan
