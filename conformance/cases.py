@@ -339,7 +339,10 @@ def _fused(c: _Collector) -> None:
                 b.output(b.op("reduce_sum", x, axes=(1,)), b.op("reduce_max", x, axes=(1,)),
                          b.op("exp", x), b.op("sin", x))
             c.add("fused", "siblings", (dt,), s, siblings, unfused=True)
-        for m, k, n in ((33, 65, 31), (64, 128, 96), (1, 17, 5)):
+        # bf16 also at 256x320x128: the Hopper GEMM's 2-CTA cluster with an epilogue, five k
+        # tiles over a four-stage ring (the self-test's cluster faults need stage reuse)
+        more = ((256, 320, 128),) if dt == "bf16" else ()
+        for m, k, n in ((33, 65, 31), (64, 128, 96), (1, 17, 5), *more):
             for act in ("gelu", "silu", "relu"):
                 def mm(b, _dt=dt, _m=m, _k=k, _n=n, _act=act):
                     y = b.op("matmul", b.input("x", _dt, (_m, _k)), b.input("w", _dt, (_k, _n)))

@@ -58,9 +58,8 @@ SCOPE: tuple[ScopeRow, ...] = (
              "compare"),
     ScopeRow(r"layout:sparse|sparse", "sparse", "sparse layouts: hal is dense only"),
     ScopeRow(r"special_(bessel|modified_bessel|scaled_modified_bessel|spherical_bessel|airy)",
-             "missing", "Bessel/Airy functions other than J1 and the scaled K0 (converted in "
-             "torch_ops_special): Cephes approximations per range, the same machinery, not "
-             "written yet"),
+             "missing", "Airy Ai (the Bessel functions are converted, torch_ops_cephes): "
+             "Cephes approximations per range, the same machinery, not written yet"),
     ScopeRow(r"special_(hermite|laguerre|legendre)", "missing",
              "orthogonal polynomial with a tensor degree n and no closed form: torch runs the "
              "recurrence n times, a loop whose trip count is data; hal's graphs have no "

@@ -100,8 +100,11 @@ SELFTEST_CASES = (
     # issue 15: norm prologues on the Hopper GEMM (h100-sxm), LayerNorm's two reductions, f16
     "fused/layer_norm_matmul/bf16/64x200x48",
     "fused/rms_norm_matmul/f16/64x200x48",
-    # issue 15 part B: the clustered Hopper GEMM (B multicast) on h100-sxm
+    # issue 15 part B: the clustered Hopper GEMM (B multicast) on h100-sxm, three cases so
+    # each cluster fault has MIN_CATCHES catchers (f16, and bf16 with an epilogue)
     "contraction/matmul/bf16/256x320x136/cluster",
+    "contraction/matmul/f16/256x320x136/cluster",
+    "fused/matmul_bias_relu/bf16/256x320x128",
     "fused/attention/f32/1x2x2x33x32",
     "fused/attention/bf16/1x2x2x17x16/causal",
     "fused/attention/bf16/1x2x2x128x32/causal-tile-boundary",

@@ -205,3 +205,64 @@ def test_sass_has_register_a_hgmma_and_utmaldg(tmp_path):
     # P is packed before wgmma.fence (hal_wgmma_fence_regs): one warpgroup.arrive per wgmma
     # group (pass-1 Q K^T, pass-2 Q K^T, P V), none injected between the P V wgmmas
     assert sass.count("WARPGROUP.ARRIVE") == 3, r.forms
+
+
+def test_cuda_runtime_encodes_the_attention_maps_and_launches(monkeypatch):
+    """The CUDA backend over the fake driver (tests/fake_cuda.py: launches run on cpu_sim
+    with the memory the driver holds): three tensor maps encoded by cuTensorMapEncodeTiled,
+    Q's a 4-d map of a [B, S, H, D] tensor (GQA rows in two pieces), and the numbers of
+    causal attention."""
+    import numpy as np
+    from fake_cuda import FakeCuda, FakeCudaDriver
+
+    from hal.backend import Availability
+    from hal.backends.cuda.backend import CudaBackend
+    from hal.dtypes import bf16, cast
+
+    class _Fake(CudaBackend):
+        def __init__(self, driver):
+            super().__init__()
+            self._driver = driver
+            self._availability = Availability(True, "FakeCuda")
+
+    s, hq, hkv, d = 128, 4, 2, 64
+    b = GraphBuilder("bshd")
+    x = {n: b.input(n, dtype("bf16"), (1, s, h, d)) for n, h in (("q", hq), ("k", hkv),
+                                                                  ("v", hkv))}
+    b.output(b.op("scaled_dot_product_attention",
+                  *(b.op("transpose", x[n], perm=[0, 2, 1, 3]) for n in "qkv"), causal=True))
+    g = b.build()
+    group, p, spec = attention_plan(g, "h100-sxm")
+    assert p.strategy == "flash_attention_wgmma"
+    (kern,) = lower_group(group, spec)
+    fake = FakeCuda(spec)
+    be = _Fake(FakeCudaDriver(fake))
+    rng = np.random.default_rng(0)
+    vals = {n: np.asarray(cast(rng.standard_normal((1, s, h, d)), bf16))
+            for n, h in (("q", hq), ("k", hkv), ("v", hkv))}
+    ck = be.compile(kern, spec)
+    bufs = []
+    for prm in kern.params:
+        buf = be.allocate(prm.numel * prm.dtype.itemsize, prm.dtype, prm.shape)
+        if prm.readonly:
+            be.copy_in(buf, vals[kern.meta.buffers[prm.name]])
+        else:
+            out = buf
+        bufs.append(buf)
+    be.launch(ck, bufs, kern.grid, (kern.block,))
+    be.synchronize()
+    assert not fake.faults, fake.faults
+    encodes = [c for c in fake.calls if c[0] == "cuTensorMapEncodeTiled"]
+    assert len(encodes) == 3
+    q_buf = bufs[[prm.name for prm in kern.params].index(kern.tensor_maps[0].buffer)]
+    q_map = next(c for c in encodes if c[4] == q_buf.handle)
+    # (D, S, head in group, kv head): box 64 x 64 rows x 1 x 1, 128B swizzle, zero fill
+    assert q_map[5] == [64, 128, 2, 2] and q_map[7] == [64, 64, 1, 1] and q_map[10] == "128B"
+    y = be.copy_out(out).astype(np.float64).reshape(1, hq, s, d)
+    qf, kf, vf = (vals[n].astype(np.float64).transpose(0, 2, 1, 3) for n in "qkv")
+    kf, vf = np.repeat(kf, hq // hkv, axis=1), np.repeat(vf, hq // hkv, axis=1)
+    sc = qf @ kf.transpose(0, 1, 3, 2) / np.sqrt(d)
+    sc = np.where(np.tril(np.ones((s, s), bool)), sc, -np.inf)
+    pr = np.exp(sc - sc.max(-1, keepdims=True))
+    ref = (pr / pr.sum(-1, keepdims=True)) @ vf
+    np.testing.assert_allclose(y, ref, rtol=3e-2, atol=3e-2)

@@ -42,8 +42,11 @@ CASES_FILE = ROOT / "benchmarks" / "results" / "conformance_coverage_cases.txt"
 # the fault-name check marked as a self-test hook; per-case arcs of multi-line conditions
 # attributed, so the list can select them): whole suite 1094/1150 = 95.13% (7614 case runs,
 # HAL_MEASURE=off); CASES_FILE re-selected (78 case runs) reaches 1094/1150 = 95.13% the CI
-# way too (fresh HAL_CACHE_DIR, register measurement on). Floor: that less the 0.3 margin.
-COVERAGE_FLOOR = 94.8
+# way too (fresh HAL_CACHE_DIR, register measurement on). After merging issue 15's parts
+# (Hopper attention on wgmma, clusters; their cases reach their branches) and a joint-softmax
+# case: whole suite 1155/1210 = 95.45% (7680 case runs); CASES_FILE re-selected (84 case
+# runs) reaches 1155/1210 = 95.45% the CI way. Floor: that less the 0.3 margin.
+COVERAGE_FLOOR = 95.1
 
 
 def _script():

@@ -1,5 +1,6 @@
 """Issue 17, session 5: the Cephes special functions torch computes by rational or
-Chebyshev approximations per range (hal/frontends/torch_ops_special.py), against eager
+Chebyshev approximations per range (hal/frontends/torch_ops_cephes.py: Bessel J0, J1,
+Y0, Y1, modified I0, I1, K0, K1, scaled K0, K1, spherical j0, ndtri), against eager
 torch on every range and at the edge values (0, the range boundaries, negative inputs,
 NaN, +-inf):
 
@@ -25,10 +26,25 @@ NDTRI_Y = [-0.1, 0.0, 1e-300, 1e-30, 1e-14, 6e-13, 1e-6, 0.01, 0.135335283236612
            0.2, 0.5, 0.7, 0.8646647167633873, 0.8646647167633874, 0.95, 0.999, 1 - 1e-12, 1.0,
            1.5, nan]
 
+Y_X = [-1.0, 0.0, 1e-6, 0.3, 0.9, 2.5, 4.99, 5.0, 5.01, 9.0, 60.0, 1e4,
+       inf, nan]
+I_X = [-50.0, -8.01, -8.0, -3.0, -0.1, 0.0, 1e-4, 1.5, 7.99, 8.0, 8.01, 30.0, 85.0, nan]
+SPH_X = [-inf, -7.0, -0.5, -0.49, -1e-3, 0.0, 0.2, 0.4999, 0.5, 3.0, 100.0, inf, nan]
+S = torch.special
+
 CASES = {
-    "bessel_j1": (torch.special.bessel_j1, J1_X),
-    "scaled_modified_bessel_k0": (torch.special.scaled_modified_bessel_k0, K0_X),
-    "ndtri": (torch.special.ndtri, NDTRI_Y),
+    "bessel_j0": (S.bessel_j0, J1_X + [1e-5, 9e-6, 2.404825557695773]),
+    "bessel_j1": (S.bessel_j1, J1_X),
+    "bessel_y0": (S.bessel_y0, Y_X),
+    "bessel_y1": (S.bessel_y1, Y_X),
+    "modified_bessel_i0": (S.modified_bessel_i0, I_X),
+    "modified_bessel_i1": (S.modified_bessel_i1, I_X),
+    "modified_bessel_k0": (S.modified_bessel_k0, K0_X),
+    "modified_bessel_k1": (S.modified_bessel_k1, K0_X),
+    "scaled_modified_bessel_k0": (S.scaled_modified_bessel_k0, K0_X),
+    "scaled_modified_bessel_k1": (S.scaled_modified_bessel_k1, K0_X),
+    "spherical_bessel_j0": (S.spherical_bessel_j0, SPH_X),
+    "ndtri": (S.ndtri, NDTRI_Y),
 }
 
 
@@ -54,5 +70,9 @@ def test_random_inputs_match_torch():
     g = torch.Generator().manual_seed(17)
     x = torch.cat([torch.randn(300, generator=g, dtype=torch.float64) * 10,
                    torch.rand(300, generator=g, dtype=torch.float64) * 4])
-    check(lambda v: (torch.special.bessel_j1(v), torch.special.scaled_modified_bessel_k0(v.abs()),
-                     torch.special.ndtri(torch.sigmoid(v))), x, rtol=1e-11, atol=1e-300)
+    check(lambda v: (S.bessel_j0(v), S.bessel_j1(v), S.bessel_y0(v.abs()), S.bessel_y1(v.abs()),
+                     S.modified_bessel_i0(v), S.modified_bessel_i1(v),
+                     S.modified_bessel_k0(v.abs()), S.modified_bessel_k1(v.abs()),
+                     S.scaled_modified_bessel_k0(v.abs()), S.scaled_modified_bessel_k1(v.abs()),
+                     S.spherical_bessel_j0(v), S.ndtri(torch.sigmoid(v))),
+          x, rtol=1e-11, atol=1e-300)

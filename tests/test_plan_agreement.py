@@ -56,6 +56,14 @@ def kernel_tiles(k, warp: int) -> dict[str, int]:
     shared = {s.name.rstrip("_0123456789"): s.size for s in k.shared}
     local = {b.name.rstrip("_0123456789"): b.size for b in k.locals}
     plan_tiles = k.meta.plan.tile_sizes
+    if "q_bar" in shared:     # Hopper attention: Q BM x D once, stages x BN x D K and
+        # stages x BN x Dv V (TMA), BN / 2 S accumulators and P elements per consumer thread
+        t = k.meta.plan.detail("attention_wgmma_choice").tiles
+        stages = shared["full_bar"]
+        br, bc = shared["q_tile"] // t.dp, shared["k_tile"] // (stages * t.dp)
+        assert shared["v_tile"] == stages * bc * t.dvp
+        assert local["s_acc"] == local["p_frag"] == bc // 2
+        return {"br": br, "bc": bc, "warps": k.block // 32}
     if "full_bar" in shared:  # Hopper matmul: stages x BM x BK A, stages x BN x BK B (TMA),
         # one mbarrier pair per stage, BN / 2 accumulators per consumer thread, a producer
         # warpgroup beside the consumers' BM / 16 warps

@@ -321,6 +321,18 @@ def test_fake_driver_launches_with_the_cluster_attribute():
                                atol=5e-2)
 
 
+def test_waves_and_samples_hold_whole_clusters():
+    """A wave never splits a cluster (its CTAs write each other's shared memory): a one-block
+    wave limit still runs pairs, and a sampled block brings its peer along."""
+    g = _mm(512, 128, 128)
+    (k,) = _lower(g)[1]
+    assert k.grid == (8, 1, 1)
+    s = simulate(k, _args(g, k), H100, max_lanes=k.block)
+    assert s.waves == 4
+    s = simulate(k, _args(g, k), H100, blocks=np.array([3]))
+    assert s.waves == 1 and s.lanes_per_wave == 2 * k.block
+
+
 def test_sampled_parts_run_whole_clusters_once():
     """Sampled simulation (issue 19's simulate_parts) widens each part's blocks to whole
     clusters, so a CTA's multicast peer runs with it, and runs a cluster once even when

@@ -25,6 +25,7 @@ from hal.frontends import (  # noqa: F401 - register converters
     torch_ops,
     torch_ops_attention,
     torch_ops_bits,
+    torch_ops_cephes,
     torch_ops_grid,
     torch_ops_group,
     torch_ops_index,

@@ -126,8 +126,8 @@ def attention_wgmma_choice(pat, group, spec: DeviceSpec,
     instr = spec.matrix_instruction(dt.name, dt.name, "f32", "warpgroup")
     if instr is None or dt.bits != 16 or "tma" not in spec.capabilities or \
             spec.warp_size != 32:
-        return f"{spec.name} has no TMA or no 16-bit warpgroup MMA for {dt.name} (the " \
-               f"register-A wgmma of P V takes 16-bit types)"
+        return f"the wgmma kernel needs TMA, 32-lane warps and a 16-bit warpgroup MMA " \
+               f"for {dt.name} on {spec.name} (the register-A wgmma of P V takes 16-bit types)"
     if {k.dtype, v.dtype, p_val.dtype} != {dt} or not pat.two_pass:
         return (f"Q, K, V and P are not all {dt.name} with P rounded before P@V (the two-pass "
                 f"schedule of the matrix-unit kernels)")
