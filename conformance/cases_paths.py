@@ -247,9 +247,10 @@ def _hopper_prologues(c: _Collector) -> None:
           unfused=True)
 
 
-def _masked_attention(b, dt, s, t, d, mask):
+def _masked_attention(b, dt, s, t, d, mask, fill=float("-inf")):
     """Attention in primitives with a mask built from iotas, as frameworks build theirs:
-    `mask(b, row, col)` gives (predicate, keep), keep False meaning select(pred, -inf, s)."""
+    `mask(b, row, col)` gives (predicate, keep), keep False meaning select(pred, fill, s)
+    (fill -inf unless given: cases_refusals uses finite fills)."""
     shape = [1, 2, s, t]
     q, k, v = (b.input(n, dt, (1, 2, r, d)) for n, r in (("q", s), ("k", t), ("v", t)))
     sc = b.op("dot_general", q, k, lhs_contracting=(3,), rhs_contracting=(3,),
@@ -258,8 +259,8 @@ def _masked_attention(b, dt, s, t, d, mask):
     col = b.op("iota", shape=[s, t], dimension=1, dtype="i32")
     pred, keep = mask(b, row, col)
     pred = b.op("broadcast_to", pred, shape=shape)
-    inf = b.op("full", shape=shape, value=float("-inf"), dtype="f32")
-    sc = b.op("select", pred, sc, inf) if keep else b.op("select", pred, inf, sc)
+    hide = b.op("full", shape=shape, value=fill, dtype="f32")
+    sc = b.op("select", pred, sc, hide) if keep else b.op("select", pred, hide, sc)
     p = _probs(b, sc)
     if dt != "f32":
         p = b.op("cast", p, dtype=dt)

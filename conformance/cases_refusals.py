@@ -34,7 +34,7 @@ tensor map that does not describe it) moves outputs far outside the bound.
 from __future__ import annotations
 
 from .cases import _Collector
-from .cases_paths import _probs
+from .cases_paths import _masked_attention, _probs
 
 _INF = float("-inf")
 
@@ -50,23 +50,8 @@ def _full(b, shape, value, dt="i32"):
 def _masked(b, dt, s, t, d, mask, fill=_INF):
     """Attention in primitives, scores [1, 2, s, t], with `mask(b, row, col)` giving
     (predicate, keep): keep True means select(pred, scores, fill), else select(pred, fill,
-    scores)."""
-    shape = [1, 2, s, t]
-    q, k, v = (b.input(n, dt, (1, 2, r, d)) for n, r in (("q", s), ("k", t), ("v", t)))
-    sc = b.op("dot_general", q, k, lhs_contracting=(3,), rhs_contracting=(3,),
-              lhs_batch=(0, 1), rhs_batch=(0, 1), out_dtype="f32")
-    row = b.op("iota", shape=[s, t], dimension=0, dtype="i32")
-    col = b.op("iota", shape=[s, t], dimension=1, dtype="i32")
-    pred, keep = mask(b, row, col)
-    pred = b.op("broadcast_to", pred, shape=shape)
-    hide = b.op("full", shape=shape, value=fill, dtype="f32")
-    sc = b.op("select", pred, sc, hide) if keep else b.op("select", pred, hide, sc)
-    p = _probs(b, sc)
-    if dt != "f32":
-        p = b.op("cast", p, dtype=dt)
-    b.output(b.op("dot_general", p, v, lhs_contracting=(3,), rhs_contracting=(2,),
-                  lhs_batch=(0, 1), rhs_batch=(0, 1)))
-
+    scores) (cases_paths._masked_attention)."""
+    _masked_attention(b, dt, s, t, d, mask, fill)
 
 def _masks(c: _Collector) -> None:
     """Masks attention_causal.causal_bound must leave alone (every key tile walked)."""

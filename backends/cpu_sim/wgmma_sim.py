@@ -309,24 +309,8 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     _check_proxy(W, st, j_b, fb, gl, site)
     _check_ordered(W, st, j_a, fa, gl, site)
     _check_ordered(W, st, j_b, fb, gl, site)
-    tab = accumulator_table(n)                       # [128, n/2, 2]
-    lin = (tab[..., 0] * n + tab[..., 1]).ravel()    # thread-major -> matrix position
-    rows = W.loc[ja]
     gids = np.flatnonzero(gl)
-    lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
-    cur = np.empty((W.L, n // 2), np.float64)
-    for i in range(n // 2):
-        cur[:, i] = np.broadcast_to(rows[acc_off + i], (W.L,))
-    d = np.zeros((len(gids), 64 * n), np.float64)
-    d[:, lin] = cur[lanes].reshape(len(gids), -1)
-    d = d.reshape(len(gids), 64, n) + np.matmul(a, np.swapaxes(b, 1, 2))
-    out = d.reshape(len(gids), -1)[:, lin].reshape(-1, n // 2).astype(np.float32)
-    act = np.zeros(W.L, bool)
-    act[lanes] = True
-    for i in range(n // 2):
-        full = np.broadcast_to(rows[acc_off + i], (W.L,)).astype(np.float32).copy()
-        full[lanes] = out[:, i]
-        rows[acc_off + i] = full
+    _accumulate(W, ja, acc_off, n, gids, a, b)
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
     W.sr += (fa.size + fb.size) * isz
     grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
@@ -365,9 +349,25 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
     tab = a_fragment_table()                          # [128, 8, (row, col)]
     a = np.zeros((len(gids), 64, k), np.float64)
     a[:, tab[..., 0], tab[..., 1]] = vals
+    _accumulate(W, ja, acc_off, n, gids, a, b)
+    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
+    W.sr += fb.size * 2
+    grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
+    grp[gids] = st.committed[gids]
+    st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
+    st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
+
+
+def _accumulate(W: Wave, ja: int, acc_off: int, n: int, gids: np.ndarray, a: np.ndarray,
+                b: np.ndarray) -> None:
+    """D += A @ B^T for warpgroups `gids` (a [G, 64, k], b [G, n, k] float64): the
+    accumulators come from and go back to local buffer `ja` (elements acc_off ..
+    acc_off + n/2 - 1 of each thread) in the per-thread layout (accumulator_table); exact
+    products summed in float64 with the accumulator, rounded once to f32."""
+    tab = accumulator_table(n)                       # [128, n/2, 2]
+    lin = (tab[..., 0] * n + tab[..., 1]).ravel()    # thread-major -> matrix position
     rows = W.loc[ja]
-    tabc = accumulator_table(n)
-    lin = (tabc[..., 0] * n + tabc[..., 1]).ravel()
+    lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
     cur = np.empty((W.L, n // 2), np.float64)
     for i in range(n // 2):
         cur[:, i] = np.broadcast_to(rows[acc_off + i], (W.L,))
@@ -379,12 +379,6 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
         full = np.broadcast_to(rows[acc_off + i], (W.L,)).astype(np.float32).copy()
         full[lanes] = out[:, i]
         rows[acc_off + i] = full
-    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
-    W.sr += fb.size * 2
-    grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
-    grp[gids] = st.committed[gids]
-    st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
-    st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
 
 
 def commit(W: Wave, st: HopperState, m: Any, site: int) -> None:
