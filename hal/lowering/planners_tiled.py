@@ -358,44 +358,34 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                       ("rows", pat.m), ("keys", pat.t), ("head_dim", pat.d),
                       ("value_dim", pat.dv), ("batch", nb), ("shared_bytes", shared),
                       ("key_tile_pairs", work.tile_pairs))
-    if hopper is not None:
+    unit = hopper or choice
+    if unit is not None:   # Q K^T and P V on the matrix unit, the rest on the vector units
         from hal.lowering.attention_mma import mma_flops
 
-        tl = hopper.tiles
+        tl = unit.tiles
         matrix_flops = mma_flops(tl, nb * work.tile_pairs, passes)
         vector_flops = max(0.0, flops - (node_flops(pat.qk) * passes + node_flops(pat.pv))
                            * frac)
-        math_inst = MathInstruction(MathKind.MATRIX, q.dtype.name, hopper.instruction.name)
+        math_inst = MathInstruction(MathKind.MATRIX, q.dtype.name, unit.instruction.name)
         math_flops = ((math_inst, float(matrix_flops)), (vector, vector_flops))
         flops = matrix_flops + vector_flops
+        notes.append(f"Q K^T and P V on {unit.instruction.name} ({matrix_flops / 1e9:.3g} "
+                     f"GFLOP issued, padding and masked keys included), the softmax and "
+                     f"prologues on the vector units ({vector_flops / 1e9:.3g} GFLOP)")
+    if hopper is not None:
         strategy = "flash_attention_wgmma"
         tiles = (("br", br), ("bc", bc), ("warps", tl.warps + 4))
         registers = hopper.registers
         details = (*path, ("attention_wgmma_choice", hopper), *details)
-        notes.append(f"Q K^T and P V on {hopper.instruction.name} ({matrix_flops / 1e9:.3g} "
-                     f"GFLOP issued, padding and masked keys included), the softmax and "
-                     f"prologues on the vector units ({vector_flops / 1e9:.3g} GFLOP)")
         head = (f"fused attention on wgmma + TMA: Br={br}, Bc={bc}, 1 producer and "
                 f"{hopper.consumers} consumer warpgroup(s), {hopper.stages}-stage K/V ring, "
                 f"tiles need {fmt_bytes(shared)} of {fmt_bytes(spec.shared_mem_per_block)} "
                 f"shared memory on {spec.name}")
     elif choice is not None:
-        from hal.lowering.attention_mma import mma_flops
-
-        tl = choice.tiles
-        matrix_flops = mma_flops(tl, nb * work.tile_pairs, passes)
-        vector_flops = max(0.0, flops - (node_flops(pat.qk) * passes + node_flops(pat.pv))
-                           * frac)
-        math_inst = MathInstruction(MathKind.MATRIX, q.dtype.name, choice.instruction.name)
-        math_flops = ((math_inst, float(matrix_flops)), (vector, vector_flops))
-        flops = matrix_flops + vector_flops
         strategy = "flash_attention_mma"
         tiles: tuple = (("br", br), ("bc", bc), ("warps", tl.warps))
         registers = tl.registers + reserve
         details = (*path, ("mma_choice", choice), *details)
-        notes.append(f"Q K^T and P V on {choice.instruction.name} ({matrix_flops / 1e9:.3g} "
-                     f"GFLOP issued, padding and masked keys included), the softmax and "
-                     f"prologues on the vector units ({vector_flops / 1e9:.3g} GFLOP)")
         head = (f"fused attention on the matrix unit: Br={br}, Bc={bc}, {tl.warps} warps of "
                 f"{tl.lanes} lanes, tiles need {fmt_bytes(shared)} of "
                 f"{fmt_bytes(spec.shared_mem_per_block)} shared memory on {spec.name}")
