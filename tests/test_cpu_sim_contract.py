@@ -167,6 +167,17 @@ def test_race_check_by_lane_groups_is_taken_and_changes_nothing(monkeypatch) -> 
         return r
 
     monkeypatch.setattr(Reduction, "_no_race_by_groups", spy)
+    # The kernel's contractions read tiles stored before a barrier, so no word is marked
+    # written and the check is skipped; mark every shared buffer as written (its writer
+    # entries stay as they are) so that the check runs on every shared operand.
+    orig_operand = Reduction.operand
+
+    def dirty_operand(self, space, slot, *rest):
+        if space == "s":
+            self.W.sh_dirty[slot] = True
+        return orig_operand(self, space, slot, *rest)
+
+    monkeypatch.setattr(Reduction, "operand", dirty_operand)
     a = _args(kern)
     b = {n: v.copy() for n, v in a.items()}
     s1 = simulate(kern, a, SPEC, jobs=1).to_dict()
@@ -175,3 +186,68 @@ def test_race_check_by_lane_groups_is_taken_and_changes_nothing(monkeypatch) -> 
     assert any(taken), "the grouped race check never applied"
     s1.pop("wall_s"), s2.pop("wall_s")
     assert s1 == s2 and all(a[n].tobytes() == b[n].tobytes() for n in a)
+
+
+def _per_lane_only(monkeypatch) -> None:
+    """Force masked contractions onto the per-lane path (the form before whole-block masks)."""
+    from hal.backends.cpu_sim.contract import Reduction
+
+    monkeypatch.setattr(Reduction, "_whole_blocks",
+                        lambda self: self.m is None and not self.stray)
+
+
+def test_whole_block_masks_take_the_block_path_and_change_nothing(monkeypatch) -> None:
+    """Causal attention's key loop runs a different number of tiles per block, so most of
+    its contractions run under a mask that switches whole blocks off; they take the block
+    path (only the active blocks' products), with the per-lane path's counters and values
+    (one rounding of a float64 sum either way)."""
+    from hal.backends.cpu_sim.contract import Reduction
+
+    kern = _attention_kernel(512, 32)
+    masked = []
+    orig = Reduction._by_blocks
+
+    def spy(self, pairs):
+        r = orig(self, pairs)
+        if self.blocks is not None:
+            masked.append((r is not None, int(self.blocks.sum()), self.W.B))
+        return r
+
+    monkeypatch.setattr(Reduction, "_by_blocks", spy)
+    a = _args(kern)
+    b = {n: v.copy() for n, v in a.items()}
+    s1 = simulate(kern, a, SPEC, jobs=1).to_dict()
+    assert masked and all(taken for taken, _, _ in masked), masked
+    assert any(on < blocks for _, on, blocks in masked), "no block was ever switched off"
+    _per_lane_only(monkeypatch)
+    s2 = simulate(kern, b, SPEC, jobs=1).to_dict()
+    s1.pop("wall_s"), s2.pop("wall_s")
+    assert s1 == s2
+    for n in a:
+        np.testing.assert_allclose(a[n], b[n], rtol=0, atol=1e-6 * float(np.abs(b[n]).max()))
+
+
+def test_race_under_a_whole_block_mask_reports_as_the_per_lane_check(monkeypatch) -> None:
+    """The key loop's barrier between the K/V tile stores and the scores loop removed: the
+    race is reported the same on the block path as on the per-lane path."""
+    kern = _attention_kernel(512, 32)
+    _, _, matched = _matched(kern)
+
+    def holds(stmts) -> bool:
+        return any(s is matched or holds([x for _, _, x in _loops([s])][1:]) for s in stmts)
+
+    key_loop = next(s for _, _, s in _loops(kern.body)
+                    if any(isinstance(x, Barrier) for x in s.body) and holds(s.body))
+    first = next(n for n, x in enumerate(key_loop.body) if isinstance(x, Barrier))
+    del key_loop.body[first]
+    planted = _rebuilt(kern)
+    errs = []
+    for per_lane in (False, True):
+        if per_lane:
+            _per_lane_only(monkeypatch)
+        with pytest.raises(SimulationError) as e:
+            simulate(planted, _args(kern), SPEC, jobs=1)
+        errs.append(e.value)
+    assert errs[0].kind == errs[1].kind == "race"
+    assert (str(errs[0]), errs[0].block, errs[0].thread, errs[0].index) == \
+        (str(errs[1]), errs[1].block, errs[1].thread, errs[1].index)

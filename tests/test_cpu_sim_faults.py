@@ -17,6 +17,7 @@ from hal.kernel.ir import (
     BufferParam,
     Const,
     Declare,
+    For,
     If,
     Kernel,
     Load,
@@ -204,3 +205,23 @@ def test_checks_off_still_refuse_launch_but_skip_bounds() -> None:
     o = np.zeros(64, np.float32)
     simulate(k2, {"o": o}, H100, check=False)
     assert (o == 1).all()
+
+
+def test_race_of_a_block_that_left_its_loop_early_is_still_caught() -> None:
+    """A loop whose trip count differs per block: its barrier in block 1's extra trip is
+    reached by block 1 only. Block 0 left the loop with words written since its last
+    barrier; its read of a neighbour's word after the loop is a race, which the partial
+    barrier must not forget (the simulator keeps 'written since the barrier' per block)."""
+    kv, v = Var("k", i32), Var("v", f32)
+    loop = For(kv, Const(0, i32), BLOCK_IDX_X + Const(1, i32), Const(1, i32),
+               [Barrier(), If(kv.eq(0), [Store("s", THREAD_IDX, Const(1.0, f32))])])
+    read = [Declare(v, Load("s", (THREAD_IDX + Const(1, i32)) % Const(32, i32), f32)),
+            Store("o", BLOCK_IDX_X * Const(32, i32) + THREAD_IDX, v)]
+    k = Kernel("early_exit", [BufferParam("o", f32, (64,), readonly=False)],
+               [loop, *read], grid=(2, 1, 1), block=32, shared=[SharedBuffer("s", f32, 32)])
+    with pytest.raises(SimulationError, match="wrote since the last barrier") as e:
+        simulate(k, {"o": np.zeros(64, np.float32)}, H100)
+    assert e.value.kind == "race" and e.value.block == (0, 0, 0) and e.value.thread == 0
+    fixed = Kernel("early_exit_fixed", k.params, [loop, Barrier(), *read], grid=(2, 1, 1),
+                   block=32, shared=k.shared)
+    simulate(fixed, {"o": np.zeros(64, np.float32)}, H100)   # with the barrier: clean

@@ -17,9 +17,13 @@ executions while the lane part only shifts) turns each block's sums into one
 product of its distinct rows (x operands) and columns (y operands), batched over
 the wave's blocks; each lane then reads its own (row, column) of its block's
 product. Reads are recorded for race checking per group (a word read by a group
-of two or more threads counts as read by several). When grouping does not apply
-(some lanes inactive, unequal groups per block, or a product much larger than
-the per-lane work) the sums are taken lane by lane in chunks of iterations.
+of two or more threads counts as read by several). A mask that switches whole
+blocks on or off (a loop whose trip count differs per block, e.g. causal
+attention's key loop) keeps this path: only the active blocks' products are
+taken, read-recorded and race-checked, and inactive lanes sum to 0 as on the
+per-lane path. When grouping does not apply (a mask inside a block, unequal
+groups per block, or a product much larger than the per-lane work) the sums are
+taken lane by lane in chunks of iterations.
 """
 
 from __future__ import annotations
@@ -46,6 +50,13 @@ class Reduction:
             m = None
         self.W, self.ks, self.m = W, ks, m
         self.n_active = W.L if m is None else int(np.count_nonzero(m))
+        # bool [B]: the active blocks, when the mask switches whole blocks (else None)
+        self.blocks: np.ndarray | None = None
+        if m is not None and self.n_active:
+            per = m.reshape(W.B, W.T)
+            on = per.all(axis=1)
+            if bool((on | ~per.any(axis=1)).all()):
+                self.blocks = on
         self.ops: list[_Op] = []
         self.stray = False   # an unchecked (check=False) access outside its buffer: clip
 
@@ -99,8 +110,12 @@ class Reduction:
                 return k, lane, int(v[lane])
         raise AssertionError("range said out of bounds but no access is")
 
+    def _whole_blocks(self) -> bool:
+        """True when the block path applies: every lane active, or whole blocks."""
+        return (self.m is None or self.blocks is not None) and not self.stray
+
     def _check_written(self, op: _Op, site: int) -> None:
-        if self.m is None and not self.stray and self._no_race_by_groups(op):
+        if self._whole_blocks() and self._no_race_by_groups(op):
             return
         W, m = self.W, self.m
         lanes = np.arange(W.L) if m is None else np.flatnonzero(m)
@@ -120,11 +135,14 @@ class Reduction:
         if g is None:
             return False
         W = self.W
-        _, first, _, sizes = g
-        reps = first.reshape(-1)
-        if reps.size * 2 > W.L:    # hardly any sharing: the per-lane check costs the same
+        _, first, n, sizes = g
+        reps, lone = first.reshape(-1), sizes == 1
+        if self.blocks is not None:     # only the active blocks read
+            reps = first[self.blocks].reshape(-1)
+            lone = lone.reshape(W.B, n)[self.blocks].reshape(-1)
+        if reps.size * 2 > self.n_active:  # hardly any sharing: the per-lane check costs the same
             return False
-        base, tid, lone = op.base[reps][None, :], W.tid[reps][None, :], (sizes == 1)[None, :]
+        base, tid, lone = op.base[reps][None, :], W.tid[reps][None, :], lone[None, :]
         writer = W.sh_writer[op.slot]
         step = max(1, CHUNK_ELEMENTS // max(1, reps.size))
         for k0 in range(0, op.row.size, step):
@@ -138,7 +156,7 @@ class Reduction:
         W = self.W
         if self.n_active == 0:
             return [np.zeros(W.L) for _ in pairs]
-        sums = self._by_blocks(pairs) if self.m is None and not self.stray else None
+        sums = self._by_blocks(pairs) if self._whole_blocks() else None
         if sums is None:
             sums = self._by_lanes(pairs)
         return sums
@@ -169,10 +187,10 @@ class Reduction:
         cache[key] = (base, grouping)
         return grouping
 
-    def _values(self, op: _Op, flat: np.ndarray) -> np.ndarray:
+    def _values(self, op: _Op, flat: np.ndarray, clip: bool = False) -> np.ndarray:
         W = self.W
         mem = W.g[op.slot] if op.space == "g" else W.sh[op.slot]
-        v = np.take(mem, flat)
+        v = np.take(mem, flat, mode="clip") if clip else np.take(mem, flat)
         if op.space == "g" and W.g_conv[op.slot] is not None:
             v = v.astype(W.g_conv[op.slot])
         if op.conv is not None:
@@ -191,12 +209,19 @@ class Reduction:
             groups[i] = g
         ra = sum(groups[i][2] for i in xs)
         rb = sum(groups[i][2] for i in ys)
-        if W.B * ra * rb > WASTE_LIMIT * len(pairs) * W.L:
+        blocks = self.blocks
+        nb = W.B if blocks is None else int(np.count_nonzero(blocks))
+        if nb * ra * rb > WASTE_LIMIT * len(pairs) * self.n_active:
             return None
         a, offa, a_seen = self._panel(xs, groups, "a")
         b, offb, b_seen = self._panel(ys, groups, "b")
         seen = (set(xs) if a_seen else set()) | (set(ys) if b_seen else set())
-        prod = np.matmul(a, b).reshape(-1)                                  # [B * ra * rb]
+        if blocks is None:
+            prod = np.matmul(a, b).reshape(-1)                              # [B * ra * rb]
+        else:   # inactive blocks' products stay 0, as the per-lane path's sums
+            prod = np.zeros((W.B, ra, rb))
+            prod[blocks] = np.matmul(a[blocks], b[blocks])
+            prod = prod.reshape(-1)
         out = []
         for p, q in pairs:
             # where each lane's (row, column) sits in its block's product; the same for
@@ -212,9 +237,11 @@ class Reduction:
             # the same words read by the same groups since the last barrier: recorded once
             if op.space == "s" and W.check and i not in seen:
                 _, rep, n, size = groups[i]
+                if blocks is not None:
+                    rep, size = rep[blocks], size.reshape(W.B, n)[blocks]
                 reps = rep.reshape(-1)
                 words = op.base[reps][None, :] + op.row[:, None]
-                readers = np.where(size > 1, -2, W.tid[reps]).astype(np.int32)
+                readers = np.where(size.reshape(-1) > 1, -2, W.tid[reps]).astype(np.int32)
                 W.record_reads(op.slot, words, readers)
         return out
 
@@ -224,8 +251,11 @@ class Reduction:
         role "a", [B, K, rows] for role "b" (NumPy hands contiguous stacks to BLAS).
         Reused while the memory, the rows and the iterations are the same (attention
         reads one Q tile against every K sub-tile). The flag says the same panel was
-        used since the last barrier, so its reads are already recorded."""
+        used since the last barrier by at least the blocks active now, so their reads
+        are already recorded. Under a whole-block mask the inactive blocks' indices may
+        point anywhere: their values are read clipped to the memory and never used."""
         W = self.W
+        blocks = self.blocks
         version = tuple((self.ops[i].space, self.ops[i].slot,
                          (W.g_version if self.ops[i].space == "g" else W.sh_version)[self.ops[i].slot])
                         for i in ids)
@@ -233,9 +263,12 @@ class Reduction:
         if hit is not None and hit[0] == version and all(
                 np.array_equal(self.ops[i].row, r) and np.array_equal(self.ops[i].base, b)
                 for i, r, b in zip(ids, hit[1], hit[2], strict=True)):
-            same_epoch = hit[5] == W.epoch
-            W.panels[role] = (*hit[:5], W.epoch)
-            return hit[3], hit[4], same_epoch
+            recorded = hit[6] if hit[5] == W.epoch else np.zeros(W.B, bool)
+            covered = bool(recorded.all()) if blocks is None else \
+                not bool((blocks & ~recorded).any())
+            now = np.ones(W.B, bool) if blocks is None else (recorded | blocks)
+            W.panels[role] = (*hit[:5], W.epoch, now)
+            return hit[3], hit[4], covered
         parts, offs, off = [], {}, 0
         for i in ids:
             op, (_, rep, n, _) = self.ops[i], groups[i]
@@ -244,12 +277,13 @@ class Reduction:
                 flat = base[:, :, None] + op.row[None, None, :]                # [B, n, K]
             else:
                 flat = base[:, None, :] + op.row[None, :, None]                # [B, K, n]
-            parts.append(self._values(op, flat))
+            parts.append(self._values(op, flat, clip=blocks is not None))
             offs[i] = off
             off += n
         panel = np.concatenate(parts, axis=1 if role == "a" else 2) if len(parts) > 1 else parts[0]
+        now = np.ones(W.B, bool) if blocks is None else blocks.copy()
         W.panels[role] = (version, [self.ops[i].row for i in ids],
-                          [self.ops[i].base for i in ids], panel, offs, W.epoch)
+                          [self.ops[i].base for i in ids], panel, offs, W.epoch, now)
         return panel, offs, False
 
     def _by_lanes(self, pairs: list[tuple[int, int]]) -> list[np.ndarray]:

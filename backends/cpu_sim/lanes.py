@@ -580,8 +580,18 @@ class Wave:
                     self.sh_dirty[j] = self.sh_read[j] = False
                 else:
                     self._fold_reads(j)
-                    self.sh_writer[j].reshape(self.B, sb.size)[reached] = -1
-                    self.sh_reader[j].reshape(self.B, sb.size)[reached] = -1
+                    wr = self.sh_writer[j].reshape(self.B, sb.size)
+                    rd = self.sh_reader[j].reshape(self.B, sb.size)
+                    wr[reached] = -1
+                    rd[reached] = -1
+                    # the flags stay set only while a block that did not reach this
+                    # barrier (it left the loop earlier) still has words written or
+                    # read since its last one: then every later access checks them
+                    rest = ~reached
+                    if self.sh_dirty[j]:
+                        self.sh_dirty[j] = bool((wr[rest] >= 0).any())
+                    if self.sh_read[j]:
+                        self.sh_read[j] = bool((rd[rest] != -1).any())
 
 
 def div_by_const(a: Any, c: int) -> Any:
