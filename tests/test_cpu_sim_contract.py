@@ -216,11 +216,14 @@ def test_whole_block_masks_take_the_block_path_and_change_nothing(monkeypatch) -
     monkeypatch.setattr(Reduction, "_by_blocks", spy)
     a = _args(kern)
     b = {n: v.copy() for n, v in a.items()}
-    s1 = simulate(kern, a, SPEC, jobs=1).to_dict()
+    # every block, in linear order (a launch in several waves would be ordered by
+    # blockIdx.x, which gives each wave blocks of one trip count: no mask to test)
+    ids = np.arange(kern.num_blocks)
+    s1 = simulate(kern, a, SPEC, jobs=1, blocks=ids).to_dict()
     assert masked and all(taken for taken, _, _ in masked), masked
     assert any(on < blocks for _, on, blocks in masked), "no block was ever switched off"
     _per_lane_only(monkeypatch)
-    s2 = simulate(kern, b, SPEC, jobs=1).to_dict()
+    s2 = simulate(kern, b, SPEC, jobs=1, blocks=ids).to_dict()
     s1.pop("wall_s"), s2.pop("wall_s")
     assert s1 == s2
     for n in a:
@@ -246,7 +249,7 @@ def test_race_under_a_whole_block_mask_reports_as_the_per_lane_check(monkeypatch
         if per_lane:
             _per_lane_only(monkeypatch)
         with pytest.raises(SimulationError) as e:
-            simulate(planted, _args(kern), SPEC, jobs=1)
+            simulate(planted, _args(kern), SPEC, jobs=1, blocks=np.arange(kern.num_blocks))
         errs.append(e.value)
     assert errs[0].kind == errs[1].kind == "race"
     assert (str(errs[0]), errs[0].block, errs[0].thread, errs[0].index) == \

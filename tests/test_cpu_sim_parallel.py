@@ -12,7 +12,7 @@ from hal.backends.cpu_sim.backend import CpuSimBackend
 from hal.backends.cpu_sim.checks import SimulationError
 from hal.backends.cpu_sim.parallel import JOBS_ENV, WorkerLost, run_waves, sim_jobs
 from hal.backends.cpu_sim.sampled import SampleOptions
-from hal.backends.cpu_sim.simulator import MIN_WAVES, plan_waves, simulate
+from hal.backends.cpu_sim.simulator import MIN_WAVES, plan_waves, simulate, x_major_order
 from hal.devices.loader import load_spec
 from hal.dtypes import f32, i32
 from hal.errors import HalError
@@ -185,3 +185,25 @@ def test_sim_jobs_reads_flag_then_environment(monkeypatch) -> None:
     assert 1 <= sim_jobs() <= 8
     with pytest.raises(HalError, match="--jobs 0"):
         sim_jobs(0)
+
+
+def test_waves_of_a_2d_grid_group_blocks_by_blockidx_x() -> None:
+    """A causal attention launch in several waves: each wave holds blocks of one or a few
+    row tiles (blockIdx.x), over every head, and the outputs and counters equal those of
+    the same blocks run in linear order."""
+    from test_cpu_sim_contract import SPEC, _args, _attention_kernel
+
+    assert x_major_order((4, 1, 1)) is None
+    assert x_major_order((3, 2, 1)).tolist() == [0, 3, 1, 4, 2, 5]
+    kern = _attention_kernel(512, 32)
+    assert kern.grid[0] > 1 and kern.grid[1] > 1
+    a = _args(kern)
+    b = {n: v.copy() for n, v in a.items()}
+    s1 = simulate(kern, a, SPEC, jobs=1).to_dict()
+    s2 = simulate(kern, b, SPEC, jobs=1, blocks=np.arange(kern.num_blocks)).to_dict()
+    assert s1.pop("waves") > 1
+    s2.pop("waves")
+    s1.pop("wall_s"), s2.pop("wall_s")
+    assert s1 == s2
+    for n in a:
+        np.testing.assert_allclose(a[n], b[n], rtol=0, atol=1e-6 * float(np.abs(b[n]).max()))

@@ -118,6 +118,20 @@ def plan_waves(nb: int, block: int, max_lanes: int, min_waves: int = MIN_WAVES,
     return out
 
 
+def x_major_order(grid: tuple[int, int, int]) -> np.ndarray | None:
+    """The linear block ids of a 2-d or 3-d grid ordered by blockIdx.x first, or None
+    (a 1-d grid: linear order already). A launch in several waves then puts blocks of
+    one blockIdx.x (causal attention's row tile, over every head) in one wave, and a
+    loop whose trip count follows blockIdx.x runs about as many iterations per wave as
+    its blocks need instead of the launch's maximum. The partition is fixed for every
+    --jobs, so outputs, counters and the first fault stay the same whatever the jobs."""
+    gx, gy, gz = grid
+    if gx == 1 or gy * gz == 1:
+        return None
+    return (np.arange(gx, dtype=np.int64)[:, None]
+            + gx * np.arange(gy * gz, dtype=np.int64)[None, :]).reshape(-1)
+
+
 def _whole_clusters(parts: list[np.ndarray | None], unit: int) -> list[np.ndarray | None]:
     """Block sets widened to whole clusters of `unit` consecutive ids; a cluster already in
     an earlier part is left out of the later ones (each block runs once)."""
@@ -181,6 +195,8 @@ def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
     for j, ids in enumerate(parts):
         nb = kernel.num_blocks if ids is None else int(ids.size)
         plan = plan_waves(nb, T, max_lanes, MIN_WAVES if len(parts) == 1 else 1, unit)
+        if ids is None and unit == 1 and len(plan) > 1:
+            ids = x_major_order(grid)
         for b0, n in plan:
             waves.append((j, b0, n, None if ids is None else ids[b0:b0 + n]))
         stats_out.append(KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
