@@ -196,14 +196,22 @@ def _u(dt: DType) -> float:
 
 
 def _local(node: Node, exact: np.ndarray, out: Value, m: ModelOptions) -> np.ndarray:
-    """The op's own error: ulps of the compute dtype relative to the result."""
-    ulps = get_op(node.op).error.ulps * m.ulp_scale
+    """The op's own error: ulps of the compute dtype relative to the result (and 0
+    allowed below 1 / max where the op's formula overflows: ErrorModel)."""
+    model = get_op(node.op).error
+    ulps = model.ulps * m.ulp_scale
     if not ulps or not out.dtype.is_float:
         return np.zeros(np.shape(exact))
     c = compute_dtype(out.dtype)
     eps = 2 * c.unit_roundoff  # one ulp relative to the value (ulps are ulps, 0.5 = exact RNE)
     floor = ulps * c.tiny * eps  # subnormal results: spacing of the subnormals
-    return (ulps * eps + 0.5 * U64) * _finite_abs(exact) + floor
+    mag = _finite_abs(exact)
+    local = (ulps * eps + 0.5 * U64) * mag + floor
+    if model.zero_below_inverse_max:  # e.g. sigmoid: 1 / (1 + inf) = 0 where e^-x overflows
+        # a factor 2 of margin for the intermediate's own ulps near the threshold; 2 / max
+        # is still below the smallest normal, so a normal result keeps its ulps bound
+        local = np.where(mag < 2.0 / c.max, np.maximum(local, mag), local)
+    return local
 
 
 def _perturbed(b: Bound, sign: int) -> np.ndarray:

@@ -94,6 +94,11 @@ def _minimum(a, b):
     return np.minimum(a, b)
 
 
+# Error-model facts beyond the ulps (ErrorModel's docstring): sigmoid's e^-x overflows
+# where the result is below 1 / max of the compute dtype, and 1 / (1 + inf) is 0.
+_ERROR_EXTRAS = {"sigmoid": {"zero_below_inverse_max": True}}
+
+
 def _unary(name, fn, dtypes, ulps, doc):
     def infer(types, attrs, _n=name, _d=dtypes):
         t = types[0]
@@ -106,8 +111,8 @@ def _unary(name, fn, dtypes, ulps, doc):
         return [_f(xs[0])]
 
     register_op(OpDef(name, Category.ELEMENTWISE, ("x",), infer, reference,
-                      error=ErrorModel(ulps=ulps), scalar=scalar,
-                      dtypes=tuple(d.name for d in dtypes), doc=doc))
+                      error=ErrorModel(ulps=ulps, **_ERROR_EXTRAS.get(name, {})),
+                      scalar=scalar, dtypes=tuple(d.name for d in dtypes), doc=doc))
 
 
 def _binary(name, fn, dtypes, ulps, doc, out_bool=False):

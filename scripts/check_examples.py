@@ -20,6 +20,7 @@ Usage: python scripts/check_examples.py [--examples a.hal,b.hal] [--specs h100-s
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import os
 import resource
@@ -31,10 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # rough relative cost of an example (kernels x their size); orders the chains only
 _WEIGHT = {"llama_block_d4096_s2048": 9, "llama_block_d4096_s128": 8,
            "gpt_block_d768_s2048": 5, "gpt_block_d768_s128": 3, "tiny_gpt": 3, "mlp": 1}
-
-
-def _arg(argv: list[str], name: str) -> list[str] | None:
-    return argv[argv.index(name) + 1].split(",") if name in argv else None
 
 
 def _cpu_s() -> float:
@@ -85,17 +82,52 @@ def chains(examples: list[str], specs) -> tuple[list[tuple[str, str, tuple[str, 
     return out, na
 
 
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The options; an unknown option, spec or example is an error (a typo never passes
+    by checking nothing, or everything)."""
+    from hal.devices.loader import list_specs
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--examples", type=_names, help="comma-separated .hal files "
+                    "(default: every examples/*.hal)")
+    ap.add_argument("--specs", type=_names, help="comma-separated shipped spec names "
+                    "(default: all)")
+    ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                    help="worker processes (default: the CPU count, at most 4)")
+    a = ap.parse_args(argv)
+    known = [s.name for s in list_specs()]
+    bad = [s for s in a.specs or () if s not in known]
+    if bad or a.specs == []:
+        ap.error(f"unknown spec(s) {', '.join(bad) or '(none given)'}; shipped: "
+                 f"{', '.join(known)}")
+    missing = [e for e in a.examples or () if not (ROOT / e).is_file()]
+    if missing or a.examples == []:
+        ap.error(f"no such example file(s) {', '.join(missing) or '(none given)'} "
+                 f"(paths are relative to {ROOT})")
+    if a.jobs < 1:
+        ap.error(f"--jobs must be at least 1, not {a.jobs}")
+    return a
+
+
 def main(argv: list[str]) -> int:
     from hal.devices.loader import list_specs
 
-    examples = _arg(argv, "--examples") or sorted(
+    a = parse_args(argv)
+    examples = a.examples or sorted(
         str(p.relative_to(ROOT)) for p in (ROOT / "examples").glob("*.hal"))
-    wanted = _arg(argv, "--specs")
-    jobs = int((_arg(argv, "--jobs") or [min(4, os.cpu_count() or 1)])[0])
-    specs = [s for s in list_specs() if wanted is None or s.name in wanted]
+    jobs = a.jobs
+    specs = [s for s in list_specs() if a.specs is None or s.name in a.specs]
     todo, na = chains(examples, specs)
     for line in na:
         print(line)
+    if not todo:
+        print("error: no pair to check: every spec selected is n/a", file=sys.stderr)
+        return 2
     t_all = time.perf_counter()
     results: list[dict] = []
 
