@@ -4,8 +4,11 @@ Cases (one run, one device, in this order so a run cut short keeps the most tell
 
     gemm 4096^3 bf16          hal matmul      vs torch.matmul (cuBLAS)
     gemm 8192^3 bf16          hal matmul      vs torch.matmul
+    gemm 8192^3 fp8 e4m3      hal matmul (B [N, K], bf16 out) vs torch._scaled_mm (unit
+                              scales, cuBLASLt fp8)
     prefill attention s2048   hal attention   vs torch SDPA (causal, GQA 32/8 heads, D 128,
                               batch 4)                          flash / cuDNN / efficient)
+    prefill attention s8192   as above, batch 1, s 8192 (32 query heads, d 128, causal)
     decode attention T=8192   hal attention   vs torch SDPA (1 query row, GQA 32/8, D 128,
                               batch 8: memory-bound, GB/s of the K/V cache)
     llama block s2048 d4096   hal's fused plan of examples/llama_block_d4096_s2048.hal vs
@@ -75,6 +78,27 @@ def gemm_case(n: int):
     from hal.bench.cases import make_case
 
     return make_case("matmul", [f"{n}x{n}", f"{n}x{n}"], "bf16", name=f"gemm {n}^3 bf16")
+
+
+def fp8_gemm_case(n: int):
+    """fp8 e4m3 GEMM with a bf16 result, B as [N, K] (what torch._scaled_mm wants
+    column-major): the baseline is torch._scaled_mm with unit scales."""
+    from hal.bench.cases import make_case
+
+    case = make_case("matmul", [f"{n}x{n}", f"{n}x{n}"], "f8e4m3fn",
+                     attrs={"transpose_b": True, "out_dtype": "bf16"},
+                     name=f"gemm {n}^3 fp8 e4m3")
+    case.recipe = ScaledMmRecipe()
+    return case
+
+
+class ScaledMmRecipe:
+    """a [M, K] @ b[N, K]^T in fp8 with unit scales: torch._scaled_mm (cuBLASLt)."""
+
+    def __call__(self, ops: Any, a: Any, b: Any) -> Any:
+        torch = ops.t
+        one = torch.ones((), device=a.device, dtype=torch.float32)
+        return torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
 
 
 def attention_case(name: str, b: int, s: int, t: int):
@@ -150,8 +174,12 @@ def to_torch(torch: Any, a: Any, device: Any) -> Any:
 CASES = (
     ("gemm4096", "bf16 [4096x4096] @ [4096x4096]", lambda: gemm_case(4096), ("torch",)),
     ("gemm8192", "bf16 [8192x8192] @ [8192x8192]", lambda: gemm_case(8192), ("torch",)),
+    ("gemm_fp8", "f8e4m3 [8192x8192] @ [8192x8192]^T -> bf16", lambda: fp8_gemm_case(8192),
+     ("torch",)),
     ("prefill", "q 4x32x2048x128, k/v 4x8x2048x128, causal",
      lambda: attention_case("prefill attention s2048 bf16", 4, 2048, 2048), ("torch",)),
+    ("prefill8192", "q 1x32x8192x128, k/v 1x8x8192x128, causal",
+     lambda: attention_case("prefill attention s8192 bf16", 1, 8192, 8192), ("torch",)),
     ("decode", "q 8x32x1x128, k/v 8x8x8192x128",
      lambda: attention_case("decode attention T=8192 bf16", 8, 1, 8192), ("torch",)),
     ("llama", "x 2048x4096, d_ff 14336, GQA 32/8", llama_block_case,

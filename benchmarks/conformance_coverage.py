@@ -13,8 +13,8 @@ branch the whole selection reaches; CI re-measures that set
 (tests/test_conformance_coverage.py) and holds the figure above
 `COVERAGE_FLOOR`, so the figure cannot silently fall.
 
-Lines that only plant self-test faults (`faults.active(...)`,
-`options.fault(...)`-style hooks) are excluded: a clean run must not reach them.
+Lines that only plant self-test faults (`options.fault(...)` hooks) are excluded:
+a clean run must not reach them (hal.conformance.coverage).
 """
 
 from __future__ import annotations
@@ -23,108 +23,78 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-AREAS = {
-    "lowering": ("hal/lowering",),
-    "fusion": ("fusion",),
-    "cpu_sim_codegen": ("backends/cpu_sim/codegen.py",),
-}
-SOURCES = ("hal/lowering", "fusion", "backends/cpu_sim")  # directories; AREAS pick files
-OMIT = ("*/hal/lowering/faults.py", "*/hal/lowering/registry.py")
-# Fault-planting hooks: reached only under --self-test, never by a clean run.
-EXCLUDE = (r"faults\.active\(", r"\.fault\(", r"faults\.truncate", r"# self-test hook",
-           r"in options\.faults", r"\.planted\(", r"pragma: no cover")
 DEFAULT_DEVICES = ("h100-sxm", "mi300x")
 
 
-def _area(path: str) -> str | None:
-    rel = os.path.relpath(path, ROOT)
-    for name, prefixes in AREAS.items():
-        if any(rel == p or rel.startswith(p + "/") for p in prefixes):
-            return name
-    return None
+def lower_case(case, device: str) -> dict:
+    """The lowering calls conformance makes for `case` on cpu_sim, without simulating:
+    plan (fuse=True) and lower every group on the case's spec, and the same unfused when the
+    case compares fused against unfused. Simulation, the reference and the comparison
+    execute no code of hal/lowering, so this reaches the same lowering branches as
+    `execute` (tests/test_conformance_coverage.py holds the two equal on a sample)."""
+    from hal.conformance.cases import case_spec
+    from hal.devices.loader import load_spec
+    from hal.fusion.group import is_alias_group
+    from hal.fusion.prepare import groups_to_run
+    from hal.lowering import lower_group
+
+    t0 = time.perf_counter()
+    rec = {"id": case.id, "device": device}
+    try:
+        spec = case_spec(case, load_spec(device))
+        graph = case.graph()
+        for fuse in (True, False) if case.unfused else (True,):
+            _prim, groups = groups_to_run(graph, spec, fuse=fuse, who="cpu_sim")
+            for g in groups:
+                if not is_alias_group(g):
+                    lower_group(g, spec)
+        rec["verdict"] = "lowered"
+    except Exception as e:  # the full run would report it as an error verdict
+        rec.update(verdict="error", reason=f"{type(e).__name__}: {e}"[:400])
+    rec["seconds"] = round(time.perf_counter() - t0, 4)
+    return rec
 
 
 def measure(cases: Sequence[tuple[str, str]], *, contexts: bool = False,
-            progress: bool = False) -> dict:
-    """Run (device, case id) pairs under coverage; returns figures and, with `contexts`,
-    the branch arcs each case reached."""
-    import coverage
-
+            progress: bool = False, records: list | None = None,
+            lower_only: bool = False) -> dict:
+    """Run (device, case id) pairs under coverage (hal.conformance.coverage); returns
+    figures and, with `contexts`, the branch arcs each case reached. `records`: each
+    case's result (id, device, verdict, bound, used, max_abs, seconds) is appended there.
+    `lower_only`: plan and lower each case as conformance does, without simulating
+    (`lower_case`; the lowering figure is the same, the cpu_sim_codegen one is not measured)."""
     from hal.conformance.cases import get_case
+    from hal.conformance.coverage import measuring
     from hal.conformance.runner import execute
 
-    data_file = tempfile.mktemp(prefix="halcov", suffix=".db")
-    cov = coverage.Coverage(data_file=data_file, branch=True,
-                            source=[str(ROOT / d) for d in SOURCES],
-                            omit=list(OMIT))
-    for pat in EXCLUDE:
-        cov.exclude(pat)
     verdicts: dict[str, int] = {}
     t0 = time.perf_counter()
-    cov.start()
-    try:
+    with measuring() as run:
         for i, (dev, cid) in enumerate(cases):
             if contexts:
-                cov.switch_context(f"{dev}\t{cid}")
-            r = execute(get_case(cid), "cpu_sim", dev)
+                run.cov.switch_context(f"{dev}\t{cid}")
+            r = lower_case(get_case(cid), dev) if lower_only else \
+                execute(get_case(cid), "cpu_sim", dev)
             verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+            if records is not None:
+                records.append({k: r.get(k) for k in ("id", "device", "verdict", "bound",
+                                                      "used", "max_abs", "seconds",
+                                                      "reason")})
             if progress and i % 200 == 0:
                 print(f"  {i}/{len(cases)} {time.perf_counter() - t0:.0f}s", file=sys.stderr,
                       flush=True)
-    finally:
-        cov.stop()
     wall = time.perf_counter() - t0
-    cov.save()
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        cov.json_report(outfile=f.name, show_contexts=False)
-        rep = json.loads(Path(f.name).read_text())
-    areas: dict[str, dict] = {a: {"branches": 0, "covered": 0, "files": {}} for a in AREAS}
-    universe: dict[str, set] = {}
-    for path, fd in rep["files"].items():
-        a = _area(path)
-        if a is None:
-            continue
-        s = fd["summary"]
-        areas[a]["branches"] += s["num_branches"]
-        areas[a]["covered"] += s["covered_branches"]
-        areas[a]["files"][os.path.relpath(path, ROOT)] = {
-            "branches": s["num_branches"], "covered": s["covered_branches"],
-            "missing": [list(x) for x in fd.get("missing_branches", [])]}
-        if a == "lowering":
-            universe[path] = {tuple(x) for x in fd.get("executed_branches", [])} | \
-                {tuple(x) for x in fd.get("missing_branches", [])}
-    for v in areas.values():
-        v["percent"] = round(100.0 * v["covered"] / max(1, v["branches"]), 2)
     out = {"cases": len(cases), "wall_s": round(wall, 1), "verdicts": verdicts,
-           "areas": areas}
+           "areas": run.report()}
     if contexts:
-        out["per_case"] = _per_case_arcs(cov, universe)
-    try:
-        os.unlink(data_file)
-    except OSError:
-        pass
+        out["per_case"] = run.per_context_arcs()
+    run.close()
     return out
-
-
-def _per_case_arcs(cov, universe: dict[str, set]) -> dict[str, set]:
-    data = cov.get_data()
-    per: dict[str, set] = {}
-    for path, branches in universe.items():
-        full = os.path.abspath(path)
-        by_ctx = data.contexts_by_lineno(full)  # cheap filter: contexts touching the file
-        ctxs = {c for cs in by_ctx.values() for c in cs if c}
-        for ctx in ctxs:
-            data.set_query_contexts([ctx])
-            arcs = {(path, a, b) for a, b in (data.arcs(full) or ()) if (a, b) in branches}
-            per.setdefault(ctx, set()).update(arcs)
-        data.set_query_contexts(None)
-    return per
 
 
 def minimal_set(per_case: dict[str, set]) -> list[str]:
@@ -168,17 +138,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--minimal", default=None, help="write a minimal covering case list here")
     ap.add_argument("--min", type=float, default=None, help="exit 1 below this lowering %%")
+    ap.add_argument("--results", default=None, help="write each case's result here (JSON)")
+    ap.add_argument("--arcs", default=None, help="write the lowering branch arcs each case "
+                    "reached here (JSON: {device<TAB>case id: [[file, from, to], ...]})")
+    ap.add_argument("--lower-only", action="store_true",
+                    help="plan and lower each case as conformance does, without simulating "
+                         "(same lowering branches, minutes instead of an hour)")
     a = ap.parse_args(argv)
     pairs = select_pairs(a.device or DEFAULT_DEVICES, a.pattern, a.cases)
-    res = measure(pairs, contexts=bool(a.minimal), progress=True)
+    records: list = []
+    res = measure(pairs, contexts=bool(a.minimal or a.arcs), progress=True, records=records,
+                  lower_only=a.lower_only)
+    if a.results:
+        Path(a.results).write_text(json.dumps(records))
     for name, v in res["areas"].items():
         print(f"{name:<16} branches {v['covered']:>5}/{v['branches']:<5} {v['percent']:6.2f}%")
         if name == "lowering":
             for f, fv in sorted(v["files"].items()):
                 print(f"    {f:<40} {fv['covered']:>4}/{fv['branches']:<4}")
     print(f"{res['cases']} case runs in {res['wall_s']} s; verdicts {res['verdicts']}")
+    per_case = res.pop("per_case", None)
+    if a.arcs:
+        rel = {c: sorted([os.path.relpath(os.path.abspath(f), ROOT), x, y] for f, x, y in arcs)
+               for c, arcs in per_case.items()}
+        Path(a.arcs).write_text(json.dumps(rel))
     if a.minimal:
-        chosen = minimal_set(res.pop("per_case"))
+        chosen = minimal_set(per_case)
         Path(a.minimal).write_text("# minimal conformance cases reaching every lowering branch"
                                    " the full suite reaches (benchmarks/conformance_coverage.py)"
                                    "\n" + "\n".join(chosen) + "\n")

@@ -3,7 +3,8 @@
     python benchmarks/opinfo_sweep.py --device h100-sxm --max-samples 3 \
         [--pattern NAME[,NAME]] [--every K --offset I] [--json out.json] [--timeout 60]
 
-Prints pass / unsupported / rejected / mismatch / crash / export-failure counts
+The same runner as `hal conformance --suite torch-opinfo` (hal.conformance.opinfo_suite),
+with the OpInfo-level summary for the results file. Prints pass / unsupported / rejected / mismatch / crash / export-failure counts
 per OpInfo (worst sample), the missing converters by OpInfos blocked, and every
 crash, mismatch and rejection with its message. `--every 3` runs a third of the
 OpInfos (a sample of the whole; the full set takes tens of minutes on 2 cores).
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 import warnings
@@ -28,26 +28,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pattern", default=None, help="substrings of OpInfo names, comma-separated")
     ap.add_argument("--every", type=int, default=1, help="run every K-th OpInfo")
     ap.add_argument("--offset", type=int, default=0)
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per sample")
+    ap.add_argument("--timeout", type=float, default=60.0, help="CPU seconds per sample")
     ap.add_argument("--json", default=None, help="write every sample's verdict here")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every OpInfo's verdict")
+    ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL",
+                    help="run nothing: summarize earlier runs' .jsonl files over the OpInfos "
+                         "selected by --pattern/--every/--offset")
     a = ap.parse_args(argv)
 
     os.environ.setdefault("HAL_MEASURE", "off")
     warnings.filterwarnings("ignore")
     from hal.conformance import opinfo
 
-    def alarm(signum, frame):
-        raise opinfo.SampleTimeout()
-
-    signal.signal(signal.SIGALRM, alarm)
     ops = opinfo.select_opinfos(a.pattern, a.every, a.offset)
+    if a.summarize:
+        return _summarize(opinfo, ops, a.summarize)
     t0 = time.time()
     count = [0]
 
     def progress(name, results):
         count[0] += 1
-        signal.setitimer(signal.ITIMER_REAL, 0)
         v = opinfo.opinfo_verdict(results)
         if a.verbose or v in ("crash", "mismatch", "rejected", "timeout"):
             msg = next((r.message for r in results if r.verdict == v), "")
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.flush()
     s = opinfo.summarize(results)
     print(f"\n{opinfo.format_summary(s)}")
+    print(_scope(results))
     print(f"\n{len(results)} samples, {time.time() - t0:.0f} s")
     if a.json:
         with open(a.json, "w") as f:
@@ -73,23 +74,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _summarize(opinfo, ops, paths) -> int:
+    wanted = {opinfo.opinfo_name(o) for o in ops}
+    results = []
+    for p in paths:
+        with open(p) as f:
+            for line in f:
+                d = json.loads(line)
+                if d["opinfo"] in wanted:
+                    results.append(opinfo.SampleResult(d["opinfo"], d["sample"], d["verdict"],
+                                                       d["message"], tuple(d["missing"]),
+                                                       d["seconds"]))
+    s = opinfo.summarize(results)
+    print(f"{len(wanted)} OpInfos selected, {s.total} found in {', '.join(paths)}")
+    print(opinfo.format_summary(s))
+    print(_scope(results))
+    for r in opinfo.failing(results, ("crash", "mismatch", "rejected", "timeout")):
+        print(f"  {r.case_id}: {r.verdict} {r.message[:160]}")
+    return 0
+
+
+def _scope(results) -> str:
+    from hal.conformance.opinfo_scope import format_scope, scope_summary
+
+    return format_scope(scope_summary(results))
+
+
 def _run_one(opinfo, op, a, progress):
-    mine = []
-    try:
-        for i, s in enumerate(opinfo.samples(op, a.max_samples)):
-            signal.setitimer(signal.ITIMER_REAL, a.timeout)
-            try:
-                mine.append(opinfo.run_sample(op, i, s, a.backend, a.device))
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-    except opinfo.SampleTimeout:
-        mine.append(opinfo.SampleResult(opinfo.opinfo_name(op), len(mine), "timeout",
-                                        "ran past the per-sample limit"))
-    except Exception as e:  # noqa: BLE001 - torch's sample generator failed
-        mine.append(opinfo.SampleResult(opinfo.opinfo_name(op), len(mine), "export_fail",
-                                        f"sample_inputs: {type(e).__name__}: {e}"[:400]))
-    if not mine:
-        mine.append(opinfo.SampleResult(opinfo.opinfo_name(op), 0, "export_fail", "no samples"))
+    from hal.conformance.opinfo_suite import run_opinfo
+
+    mine = run_opinfo(op, a.max_samples, a.backend, a.device, a.timeout)
     progress(opinfo.opinfo_name(op), mine)
     return mine
 

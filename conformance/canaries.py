@@ -100,8 +100,8 @@ def _truncation(case, actual, b, inputs):
     # the neighbour of the nearest value on the side of zero, where exact lies beyond it
     toward = np.nextafter(rne.astype(b.dtype.np_dtype), np.zeros((), b.dtype.np_dtype)) \
         if b.dtype.name in ("f32", "f16", "f64") else None
-    if toward is None:   # bf16 / fp8: step by the dtype's ulp
-        step = ulp(np.abs(rne), b.dtype)
+    if toward is None:   # bf16 / fp8: step by the spacing just below |rne| (binade edges)
+        step = ulp(np.abs(rne) * (1.0 - 2.0 ** -12), b.dtype)
         toward = rne - np.sign(rne) * step
     toward = np.asarray(toward, dtype=np.float64)
     rtz = np.where(np.abs(rne) > np.abs(exact), toward, rne)
@@ -109,8 +109,10 @@ def _truncation(case, actual, b, inputs):
 
 
 def judge_canary(case, outputs: Mapping[str, np.ndarray], bounds: Mapping, clean_ok: bool,
-                 inputs: Mapping[str, np.ndarray] | None = None) -> tuple[str, str]:
-    """(raw verdict, reason) of a canary case: pass when the defect is rejected."""
+                 inputs: Mapping[str, np.ndarray] | None = None,
+                 signed_zero: bool = True) -> tuple[str, str]:
+    """(raw verdict, reason) of a canary case: pass when the defect is rejected
+    (`signed_zero`: the comparison's, see compare.check)."""
     from .compare import check
 
     if not clean_ok:
@@ -123,7 +125,7 @@ def judge_canary(case, outputs: Mapping[str, np.ndarray], bounds: Mapping, clean
             bad = d.apply(case, actual, b, inputs or {})
         changed += int(np.sum(~((bad == actual) & (np.signbit(bad) == np.signbit(actual)))
                               & ~np.isnan(actual)))
-        if not check(cast(bad, b.dtype), b).ok:
+        if not check(cast(bad, b.dtype), b, signed_zero).ok:
             rejected.append(k)
     if not changed:
         return "error", f"the {case.defect} defect changes no element of this case"

@@ -20,12 +20,15 @@ Families (ids start with the family):
 * stress: cases run on a small variant of the device under test (`variant`,
   SPEC_VARIANTS: two compute units and a 64 KiB L2, the same warp width,
   shared memory and registers), so grid-stride loops, split reductions,
-  split-K attention and multi-group matmul rasters run on small tensors;
+  split-K attention and multi-group matmul rasters run on small tensors; other
+  variants fold the grid, use 64-bit indices, 2 or 12 KiB of shared memory,
+  the other warp width, 24 registers per thread, TF32 granted or no TMA;
 * canary: cases built to fail just outside the correct bound (`defect`,
   hal.conformance.canaries): the device's output is perturbed by a defect the
   error model must reject, so a loosened tolerance is caught.
 Coverage cases (partial split chunks, norm->matmul prologues with K not a
-multiple of the warp, decode attention in every dtype) live in cases_coverage.
+multiple of the warp, decode attention in every dtype) live in cases_coverage;
+cases reaching the planner's refusals and the variants' paths in cases_paths.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from hal.dtypes import DTYPES, DType, cast
 from hal.ir import GraphBuilder
 from hal.ir.graph import Graph
 from hal.ops import OPS, Category
+
+from .spec_variants import SPEC_VARIANTS, case_spec, register_spec_variant  # noqa: F401
 
 FLOATS = ("f32", "f16", "bf16", "f64", "f8e4m3fn", "f8e5m2")
 NARROW = ("f32", "f16", "bf16")
@@ -138,6 +143,12 @@ def _elementwise(c: _Collector) -> None:
                     b.output(b.op("cast", b.input("x", _dt, _s), dtype=_to))
                 c.add("elementwise", "cast", (dt, to), shape_str(shape), build, dist=dist,
                       family=fam)
+            if dt in ("f32", "f64", "f16") and to in ("bf16", "f16", "f8e4m3fn", "f8e5m2") \
+                    and to != dt:  # round-half-even on real ties
+                def build(b, _dt=dt, _to=to):
+                    b.output(b.op("cast", b.input("x", _dt, (33, 257)), dtype=_to))
+                c.add("elementwise", "cast", (dt, to), "33x257", build, dist="ties",
+                      family="cast", suffix="ties")
 
 
 RED_SHAPES = (  # (shape, axes, keepdims, label)
@@ -188,6 +199,14 @@ MM_SHAPES = (  # (m, k, n, batch, ta, tb, label)
     (33, 65, 31, (), True, True, "tt"),
     (17, 33, 9, (2,), False, True, "batch"),
     (0, 5, 3, (), False, False, ""),
+    # issue 15: shapes TMA can feed (16-byte rows): the sm_90a wgmma kernel with two consumer
+    # warpgroups, a K-major B (fp8 too) and tile edges in M, N and K; a batch with an N-major B
+    (200, 144, 72, (), False, True, "kmajor"),
+    (96, 64, 128, (2,), False, False, "batch"),
+    # issue 15 part B: 2-CTA clusters multicasting B (an even row-tile count); five k tiles
+    # of bf16 for four stages, so a stage is refilled while the peer may still read it
+    (256, 320, 136, (), False, True, "cluster"),
+    (256, 320, 128, (2,), False, False, "cluster"),
 )
 
 
@@ -320,7 +339,10 @@ def _fused(c: _Collector) -> None:
                 b.output(b.op("reduce_sum", x, axes=(1,)), b.op("reduce_max", x, axes=(1,)),
                          b.op("exp", x), b.op("sin", x))
             c.add("fused", "siblings", (dt,), s, siblings, unfused=True)
-        for m, k, n in ((33, 65, 31), (64, 128, 96), (1, 17, 5)):
+        # bf16 also at 256x320x128: the Hopper GEMM's 2-CTA cluster with an epilogue, five k
+        # tiles over a four-stage ring (the self-test's cluster faults need stage reuse)
+        more = ((256, 320, 128),) if dt == "bf16" else ()
+        for m, k, n in ((33, 65, 31), (64, 128, 96), (1, 17, 5), *more):
             for act in ("gelu", "silu", "relu"):
                 def mm(b, _dt=dt, _m=m, _k=k, _n=n, _act=act):
                     y = b.op("matmul", b.input("x", _dt, (_m, _k)), b.input("w", _dt, (_k, _n)))
@@ -344,6 +366,24 @@ def _fused(c: _Collector) -> None:
             suffix = "causal" if causal else (f"decode_t{skv}" if sq == 1 else "")
             c.add("fused", "attention", (dt,), f"{bq}x{hq}x{hkv}x{sq}x{d}", att,
                   suffix=suffix, unfused=True)
+        # causal key-tile skipping (hal.lowering.attention_causal): query and key tiles
+        # ending exactly on the diagonal (128 = a whole number of 64- and 128-row tiles),
+        # and S != T both ways (the composite's convention: key j visible iff j <= i)
+        for (bq, hq, hkv, sq, skv, d), suffix in (
+                ((1, 2, 2, 128, 128, 32), "causal-tile-boundary"),
+                ((1, 4, 2, 40, 130, 16), "causal-t130"),
+                ((1, 2, 1, 130, 40, 16), "causal-t40")) if dt in ("f32", "bf16") else ():
+            def catt(b, _dt=dt, _q=(bq, hq, sq, d), _k=(bq, hkv, skv, d)):
+                b.output(b.op("scaled_dot_product_attention", b.input("q", _dt, _q),
+                              b.input("k", _dt, _k), b.input("v", _dt, _k), causal=True))
+            c.add("fused", "attention", (dt,), f"{bq}x{hq}x{hkv}x{sq}x{d}", catt, suffix=suffix)
+        if dt in ("f16", "bf16"):
+            # a short prefill over many keys: split-K, on the matrix unit where the cost
+            # model says the contractions bound it (hal.lowering.attention_mma_split)
+            c.add("fused", "attention", (dt,), "1x4x1x4x64", lambda b, _dt=dt: b.output(b.op(
+                "scaled_dot_product_attention", b.input("q", _dt, (1, 4, 4, 64)),
+                b.input("k", _dt, (1, 1, 4096, 64)), b.input("v", _dt, (1, 1, 4096, 64)))),
+                suffix="split_t4096")
 
 
 def _models(c: _Collector) -> None:
@@ -377,37 +417,17 @@ def _models(c: _Collector) -> None:
 def _more(c: _Collector) -> None:
     from .canaries import canary_cases
     from .cases_coverage import coverage_cases
+    from .cases_paths import path_cases
+    from .cases_refusals import refusal_cases
 
     coverage_cases(c)
+    path_cases(c)
+    refusal_cases(c)
     canary_cases(c)
 
 
 GENERATORS: list[Callable[[_Collector], None]] = [
     _elementwise, _reductions, _contractions, _movement, _layout, _fused, _models, _more]
-
-
-# --------------------------------------------------------------------------- spec variants
-
-def _small(spec):
-    """Two compute units and a 64 KiB L2 (same lanes, shared memory, registers): the
-    schedules a big device uses on big tensors run on the suite's small shapes."""
-    import dataclasses
-
-    return dataclasses.replace(spec, name=f"{spec.name}+small", compute_units=2,
-                               l2_bytes=min(spec.l2_bytes, 64 * 1024))
-
-
-SPEC_VARIANTS: dict[str, Callable] = {"small": _small}
-
-
-def register_spec_variant(name: str, fn: Callable) -> None:
-    """A named transform DeviceSpec -> DeviceSpec that cases may run on (`Case.variant`)."""
-    SPEC_VARIANTS[name] = fn
-
-
-def case_spec(case: Case, spec):
-    """The spec `case` runs on: the device's own, or its variant."""
-    return SPEC_VARIANTS[case.variant](spec) if case.variant else spec
 
 
 @functools.cache
@@ -481,7 +501,8 @@ def _index_ranges(graph: Graph) -> dict[str, int]:
 
 def make_inputs(graph: Graph, dist: str = "normal", seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs: `normal` N(0,1), `positive` U(0.5, 1.5), `v_plus1` (N(0,1), input
-    %v N(1,1)), `special` (inf, nan, -0,
+    %v N(1,1)), `ties` (few significant bits: ties when rounded to bf16, f16, fp8),
+    `special` (inf, nan, -0,
     subnormals, max), `overflow` (near +-max); ints in [-8, 8), indices in range."""
     rng = np.random.default_rng(seed)
     idx = _index_ranges(graph)
@@ -505,6 +526,10 @@ def make_inputs(graph: Graph, dist: str = "normal", seed: int = 0) -> dict[str, 
             a = _overflow(dt, n, rng)
         elif dist == "positive":
             a = rng.uniform(0.5, 1.5, n)
+        elif dist == "ties":  # 4, 5, 9 or 12 significant bits: halfway cases of every format
+            bits = rng.choice([4, 5, 9, 12], n)
+            odd = 2 * rng.integers(2 ** (bits - 2), 2 ** (bits - 1)) + 1
+            a = odd * np.exp2(rng.integers(-6, 4, n) - bits) * rng.choice([-1.0, 1.0], n)
         elif dist == "v_plus1":  # attention: values near 1, so a lost or extra key shows
             a = rng.standard_normal(n) + (1.0 if v.name == "v" else 0.0)
         else:

@@ -38,7 +38,27 @@ def _attention(b, dt, q, kv, causal, dv=None):
                   b.input("v", dt, vshape), causal=causal))
 
 
+def _norm_view_matmul(b, dt, bsz, s, k, n):
+    """torch's shape: the norm on [B, S, K], a view to [B*S, K], then the matmul."""
+    y = b.op("rms_norm", b.input("x", dt, (bsz, s, k)), b.input("w", dt, (k,)))
+    y = b.op("reshape", y, shape=[bsz * s, k])
+    b.output(b.op("matmul", y, b.input("wm", dt, (k, n))))
+
+
+def _matmul_view_epilogue(b, dt, bsz, s, k, n):
+    """torch's Linear on [B, S, K]: mm on [B*S, K], a view back to [B, S, N], residual, gelu."""
+    y = b.op("matmul", b.input("x", dt, (bsz * s, k)), b.input("w", dt, (k, n)))
+    y = b.op("reshape", y, shape=[bsz, s, n])
+    y = b.op("add", y, b.input("r", dt, (bsz, s, n)))
+    b.output(b.op("gelu", y))
+
+
 def _norm_prologues(c: _Collector) -> None:
+    for dt in ("f32", "bf16"):
+        c.add("fused", "rms_norm_view_matmul", (dt,), "2x17x100x31",
+              lambda b, _d=dt: _norm_view_matmul(b, _d, 2, 17, 100, 31), unfused=True)
+        c.add("fused", "matmul_view_epilogue", (dt,), "2x17x64x40",
+              lambda b, _d=dt: _matmul_view_epilogue(b, _d, 2, 17, 64, 40), unfused=True)
     for dt in NARROW:
         for m, k, n in ((33, 100, 31), (17, 72, 9), (64, 200, 48)):
             for norm in ("rms_norm", "layer_norm"):
@@ -151,7 +171,150 @@ def _stress(c: _Collector) -> None:
         b, "f32", (1, 2, 130, 32), (1, 2, 130, 32), True), suffix="causal", unfused=True)
 
 
+def _activations(c: _Collector) -> None:
+    """The activation composites on their own and as a matmul epilogue: their direct
+    formulas (direct_reference) check the decomposition's constants."""
+    for dt in (*NARROW, "f64"):
+        for shape in ((33, 257), (4, 4097), (257,)):
+            for name, attrs in (("gelu_tanh", {"approximate": "tanh"}), ("gelu", {}),
+                                ("silu", {})):
+                op = name.split("_")[0]
+                c.add("fused", name, (dt,), shape_str(shape), lambda b, _o=op, _a=attrs,
+                      _d=dt, _s=shape: b.output(b.op(_o, b.input("x", _d, _s), **_a)),
+                      unfused=True)
+        for m, k, n in ((33, 65, 31), (64, 128, 96)) if dt in NARROW else ():
+            def mm(b, _d=dt, _m=m, _k=k, _n=n):
+                y = b.op("matmul", b.input("x", _d, (_m, _k)), b.input("w", _d, (_k, _n)))
+                y = b.op("add", y, b.op("broadcast_to", b.input("bias", _d, (_n,)),
+                                        shape=[_m, _n]))
+                b.output(b.op("gelu", y, approximate="tanh"))
+            c.add("fused", "matmul_bias_gelu_tanh", (dt,), f"{m}x{k}x{n}", mm, unfused=True)
+
+
+def _long_rows(c: _Collector) -> None:
+    """Two rows longer than an H100's shared memory holds: the planner splits the
+    normalisations' reductions over many blocks (split partial / final kernels)."""
+    for op in ("softmax", "layer_norm"):
+        def build(b, _o=op):
+            x = b.input("x", "f32", (2, 60000))
+            if _o == "softmax":
+                b.output(b.op("softmax", x, axis=-1))
+            else:
+                b.output(b.op("layer_norm", x, b.input("w", "f32", (60000,)),
+                              b.input("b", "f32", (60000,))))
+        c.add("fused", op, ("f32",), "2x60000", build, suffix="long_split")
+
+
+def _variants(c: _Collector) -> None:
+    """Kernels on `folded` (grid y, z limited to 3 and 2: every grid folds into x) and
+    `wide_index` (64-bit index arithmetic) variants of the device under test."""
+    for dt in ("f32", "bf16"):
+        c.add("stress", "matmul", (dt,), "4x33x16x20", lambda b, _d=dt: b.output(b.op(
+            "matmul", b.input("a", _d, (4, 33, 16)), b.input("b", _d, (4, 16, 20)))),
+            suffix="batch-folded", variant="folded")
+    c.add("stress", "matmul", ("f32",), "3x70x16x80", lambda b: b.output(b.op(
+        "matmul", b.input("a", "f32", (3, 70, 16)), b.input("b", "f32", (3, 16, 80)))),
+        suffix="batch-folded", variant="folded")
+    for q, kv, causal, label in (((2, 4, 33, 16), (2, 2, 33, 16), True, "causal-folded"),
+                                 ((1, 4, 1, 32), (1, 2, 1500, 32), False, "decode_t1500-folded"),
+                                 ((1, 2, 70, 16), (1, 2, 70, 16), False, "folded")):
+        c.add("stress", "attention", ("f32",), "x".join(map(str, (*q[:2], kv[1], q[2], q[3]))),
+              lambda b, _q=q, _k=kv, _c=causal: _attention(b, "f32", _q, _k, _c),
+              suffix=label, variant="folded", dist="v_plus1")
+    c.add("stress", "cumsum", ("f32",), "5x33x7", lambda b: b.output(b.op(
+        "cumsum", b.input("x", "f32", (5, 33, 7)), axis=1)), suffix="axis1-folded",
+        variant="folded")
+    for op, dt, shape, build in (
+        ("add", "f32", (33, 257), lambda b: b.output(b.op(
+            "add", b.input("x", "f32", (33, 257)), b.input("y", "f32", (33, 257))))),
+        ("transpose_add", "bf16", (5, 33, 65), lambda b: b.output(b.op(
+            "add", b.op("transpose", b.input("x", "bf16", (5, 33, 65)), perm=[2, 0, 1]),
+            b.input("y", "bf16", (65, 5, 33))))),
+        ("reduce_sum", "f32", (33, 257), lambda b: b.output(b.op(
+            "reduce_sum", b.input("x", "f32", (33, 257)), axes=(1,)))),
+        ("matmul", "f32", (33, 65, 31), lambda b: b.output(b.op(
+            "matmul", b.input("a", "f32", (33, 65)), b.input("b", "f32", (65, 31))))),
+        ("softmax", "f32", (33, 257), lambda b: b.output(b.op(
+            "softmax", b.input("x", "f32", (33, 257)), axis=-1))),
+        ("cumsum", "f32", (257, 33), lambda b: b.output(b.op(
+            "cumsum", b.input("x", "f32", (257, 33)), axis=0, reverse=True))),
+    ):
+        c.add("stress", op, (dt,), shape_str(shape), build, suffix="i64", variant="wide_index")
+    c.add("stress", "attention", ("f32",), "1x2x2x33x32", lambda b: _attention(
+        b, "f32", (1, 2, 33, 32), (1, 2, 33, 32), True), suffix="causal-i64",
+        variant="wide_index")
+
+
+def _scores_softmax_pv(b, dt, q, kv, *, naive=False, recip=False, pscale=False, axis=-1,
+                       qnorm=False):
+    """Attention written out in primitives, with one departure from the pattern the fused
+    attention kernel matches; the planner must refuse to fuse it as attention and the
+    result must still be right."""
+    def const(v, shape):
+        return b.op("broadcast_to", b.op("full", shape=(), value=v, dtype=dt), shape=shape)
+
+    qv, kvv, vv = b.input("q", dt, q), b.input("k", dt, kv), b.input("v", dt, kv)
+    if qnorm:
+        qv = b.op("rms_norm", qv, b.input("wq", dt, (q[-1],)))
+    s = b.op("matmul", qv, kvv, transpose_b=True)
+    shape = list(s.shape)
+    s = b.op("mul", s, const(1.0 / q[-1] ** 0.5, shape))
+    red = shape[:]
+    red[axis] = 1
+    if naive:
+        e = b.op("exp", s)
+    else:
+        m = b.op("reduce_max", s, axes=(axis % len(shape),), keepdims=True)
+        e = b.op("exp", b.op("sub", s, b.op("broadcast_to", m, shape=shape)))
+    z = b.op("broadcast_to", b.op("reduce_sum", e, axes=(axis % len(shape),), keepdims=True),
+             shape=shape)
+    p = b.op("mul", e, b.op("reciprocal", z)) if recip else b.op("div", e, z)
+    if pscale:
+        p = b.op("mul", p, const(0.9, shape))
+    b.output(b.op("matmul", p, vv))
+
+
+NEAR_ATTENTION = {  # label -> the departure from the fused attention pattern
+    "naive_exp": {"naive": True}, "reciprocal": {"recip": True},
+    "scaled_p": {"pscale": True}, "query_axis": {"axis": -2}, "qk_norm": {"qnorm": True},
+}
+
+
+def _near_attention(c: _Collector) -> None:
+    for label, kw in NEAR_ATTENTION.items():
+        for dt in ("f32", "bf16"):
+            c.add("fused", "attention_primitives", (dt,), "1x2x33x16", lambda b, _d=dt,
+                  _kw=kw: _scores_softmax_pv(b, _d, (1, 2, 33, 16), (1, 2, 33, 16), **_kw),
+                  suffix=label, unfused=True)
+
+
+def _edges(c: _Collector) -> None:
+    """Edge shapes the per-op families miss: empty rows, rows filling whole blocks, a pad on
+    one axis only, value names that are not C identifiers, attention with no query rows."""
+    c.add("reduction", "reduce_sum", ("f32",), "0x5", lambda b: b.output(b.op(
+        "reduce_sum", b.input("x", "f32", (0, 5)), axes=(1,))), suffix="no_rows")
+    c.add("scan", "cumsum", ("f32",), "0x5", lambda b: b.output(b.op(
+        "cumsum", b.input("x", "f32", (0, 5)), axis=1)), suffix="no_rows")
+    # one thread per row (column reductions, cumsum) with no partial last block
+    c.add("reduction", "reduce_sum", ("f32",), "5x1024", lambda b: b.output(b.op(
+        "reduce_sum", b.input("x", "f32", (5, 1024)), axes=(0,))), suffix="cols_whole_blocks")
+    c.add("scan", "cumsum", ("f32",), "1024x5", lambda b: b.output(b.op(
+        "cumsum", b.input("x", "f32", (1024, 5)), axis=1)), suffix="rows_whole_blocks")
+    c.add("movement", "pad", ("f32",), "33x31", lambda b: b.output(b.op(
+        "pad", b.input("x", "f32", (33, 31)), low=[0, 2], high=[0, 1], value=-1.0)),
+        suffix="one_axis")
+    c.add("layout", "names", ("f32",), "33x65", lambda b: b.output(b.op(
+        "mul", b.input("int", "f32", (33, 65)), b.input("2x", "f32", (33, 65)))))
+    c.add("fused", "attention", ("f32",), "1x2x2x0x16", lambda b: _attention(
+        b, "f32", (1, 2, 0, 16), (1, 2, 9, 16), False), suffix="no_queries")
+
+
 def coverage_cases(c: _Collector) -> None:
+    _activations(c)
+    _long_rows(c)
     _norm_prologues(c)
     _decode_attention(c)
     _stress(c)
+    _variants(c)
+    _near_attention(c)
+    _edges(c)

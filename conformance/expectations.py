@@ -34,12 +34,7 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
 }
 
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
-    "cpu_sim": {
-        "fused/attention/f64/*": "f64 attention runs in the flash kernel, which accumulates "
-                                 "scores, softmax and P @ V in f32 (hal/lowering/attention.py "
-                                 "acc/score buffers): 1e-8 errors against 1e-13 bounds; "
-                                 "found by issue 21's decode cases in every dtype",
-    },
+    "cpu_sim": {},
     "cuda": {},
     "rocm": {},
 }

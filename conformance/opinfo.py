@@ -172,8 +172,8 @@ def _to_numpy(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu().resolve_conj().resolve_neg()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        return t.float().numpy()
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        return t.float().numpy()   # 16-bit and fp8 floats: exact in f32
     return t.numpy()
 
 
@@ -218,6 +218,7 @@ def run_sample(op: Any, index: int, sample: Any, backend: str = "cpu_sim",
     import torch
 
     from hal.errors import HalError, UnsupportedError
+    from hal.frontends.torch_export import decompose_program
 
     name = opinfo_name(op)
     t0 = time.perf_counter()
@@ -238,7 +239,7 @@ def run_sample(op: Any, index: int, sample: Any, backend: str = "cpu_sim",
             eager = _outputs(module(*tensors))
         if eager is None:
             return done("export_fail", "the op returns a non-tensor")
-        ep = torch.export.export(module, tensors).run_decompositions()
+        ep = decompose_program(torch.export.export(module, tensors))
     except Exception as e:  # noqa: BLE001 - classify torch's own failures
         return done("export_fail", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     try:

@@ -23,6 +23,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--hal-device", default="h100-sxm", help="device spec for --hal-backend")
     g.addoption("--hal-seed", type=int, default=0, help="seed offset for conformance inputs")
     g.addoption("--hal-random", type=int, default=0, help="also run N random graphs")
+    g.addoption("--hal-strict", action="store_true",
+                help="fail precision regressions against cpu_sim (error_profile)")
 
 
 def _enabled(config: pytest.Config) -> bool:
@@ -51,4 +53,4 @@ def hal_conformance(request: pytest.FixtureRequest) -> dict:
     """The suite settings: backend, device, seed."""
     c = request.config
     return {"backend": c.getoption("--hal-backend"), "device": c.getoption("--hal-device"),
-            "seed": c.getoption("--hal-seed")}
+            "seed": c.getoption("--hal-seed"), "strict": c.getoption("--hal-strict")}

@@ -31,7 +31,8 @@ def test_case(hal_case_id: str | None, hal_conformance: dict) -> None:
     if why:
         pytest.skip(why)
     xfail = expected_failure(backend, case.id, device)
-    r = execute(case, backend, device, hal_conformance["seed"])
+    r = execute(case, backend, device, hal_conformance["seed"],
+                strict=bool(hal_conformance.get("strict")))
     if xfail:
         if r["verdict"] == "pass":
             pytest.fail(f"unexpected pass (listed as expected failure: {xfail})")

@@ -44,8 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hal.dtypes import DType, cast, compute_dtype, f64
+from hal.dtypes import DType, cast, compute_dtype, f64, ulp
 from hal.ir.graph import Graph, Node, Value
+from hal.lowering.faults import register_fault
 from hal.ops import Category, get_op
 from hal.ops.contraction import contraction_length
 from hal.reference import widen
@@ -53,6 +54,7 @@ from hal.reference import widen
 LAMBDA = 5.0
 STATIC_SAFETY = 2.0  # rtol_atol only: it guesses magnitudes instead of reading them
 U64 = f64.unit_roundoff
+U_TF32 = 2.0 ** -11   # TF32: 10 explicit mantissa bits, round to nearest
 
 
 def accumulation_factor(n: int) -> float:
@@ -60,6 +62,42 @@ def accumulation_factor(n: int) -> float:
     if n <= 1:
         return 0.0
     return float(min(n - 1, LAMBDA * math.sqrt(n) + math.log2(n)))
+
+
+register_fault("tol_ulps_16x", "tolerance: the per-op ulp term 16x looser")
+register_fault("tol_accumulation_16x", "tolerance: the accumulation term 16x looser")
+register_fault("tol_no_signed_zero", "tolerance: the sign of an exact zero is not checked")
+register_fault("tol_store_widened", "tolerance: every interval one ulp of its dtype wider, "
+               "exact results too")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Knobs of the error model. Production uses the defaults; the conformance self-test
+    plants its tolerance faults (the `tol_*` names in hal.lowering.faults) through them,
+    so a loosened bound is caught by the canary cases (hal.conformance.canaries)."""
+
+    ulp_scale: float = 1.0           # multiplies every op's ulps
+    accumulation_scale: float = 1.0  # multiplies accumulation_factor
+    widen_ulps: float = 0.0          # extra ulps of the value's dtype on every interval
+    signed_zero: bool = True         # check the sign of exact zeros
+    # the user allowed TF32 (--allow-tf32): an f32 contraction may round its operands to
+    # TF32 first (10 mantissa bits, unit roundoff 2^-11) before products are summed in f32
+    tf32_inputs: bool = False
+
+    @classmethod
+    def from_faults(cls, faults) -> ModelOptions:
+        f = set(faults)
+        return cls(16.0 if "tol_ulps_16x" in f else 1.0,
+                   16.0 if "tol_accumulation_16x" in f else 1.0,
+                   1.0 if "tol_store_widened" in f else 0.0,
+                   "tol_no_signed_zero" not in f)
+
+    def accumulation(self, n: int) -> float:
+        return self.accumulation_scale * accumulation_factor(n)
+
+
+DEFAULT_MODEL = ModelOptions()
 
 
 @dataclass
@@ -104,10 +142,13 @@ def exact_bound(a: np.ndarray, dt: DType) -> Bound:
     return Bound(dt, ref, ref, ref, ref, z, np.zeros(ref.shape, bool), True)
 
 
-def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool) -> Bound:
+def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
+                m: ModelOptions = DEFAULT_MODEL) -> Bound:
     """Round the interval exact +- delta to `dt` (module docstring)."""
     exact = np.asarray(exact)
     ref = widen(cast(exact, dt), dt)
+    if m.widen_ulps and dt.is_float:  # self-test fault tol_store_widened
+        delta = delta + m.widen_ulps * ulp(np.nan_to_num(np.asarray(exact, np.float64)), dt)
     delta = np.broadcast_to(np.where(np.isnan(delta), np.inf, delta), ref.shape)
     free = np.isinf(delta)
     if not delta.any():
@@ -134,13 +175,15 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool) -
 # --------------------------------------------------------------------------- rules
 # A rule returns (exact results, deltas) for a node: delta = propagated + local error.
 
-Rule = Callable[[Node, dict, list[Bound], list[np.ndarray]], list[np.ndarray]]
+Rule = Callable[[Node, dict, list[Bound], list[np.ndarray], ModelOptions], list[np.ndarray]]
 RULES: dict[str, Rule] = {}
 CATEGORY_RULES: dict[Category, Rule] = {}
 
 
 def register_rule(op: str | Category) -> Callable[[Rule], Rule]:
-    """Register how errors pass through op `op` (or a whole category)."""
+    """Register how errors pass through op `op` (or a whole category): the rule gets
+    (node, checked attrs, input Bounds, exact results, ModelOptions) and returns the
+    delta (propagated + local error) of each output."""
     def deco(fn: Rule) -> Rule:
         (CATEGORY_RULES if isinstance(op, Category) else RULES)[op] = fn
         return fn
@@ -152,9 +195,9 @@ def _u(dt: DType) -> float:
     return compute_dtype(dt).unit_roundoff if dt.is_float else 0.0
 
 
-def _local(node: Node, exact: np.ndarray, out: Value) -> np.ndarray:
+def _local(node: Node, exact: np.ndarray, out: Value, m: ModelOptions) -> np.ndarray:
     """The op's own error: ulps of the compute dtype relative to the result."""
-    ulps = get_op(node.op).error.ulps
+    ulps = get_op(node.op).error.ulps * m.ulp_scale
     if not ulps or not out.dtype.is_float:
         return np.zeros(np.shape(exact))
     c = compute_dtype(out.dtype)
@@ -172,9 +215,9 @@ def _perturbed(b: Bound, sign: int) -> np.ndarray:
 
 
 @register_rule(Category.ELEMENTWISE)
-def _elementwise(node, attrs, ins, exact):
+def _elementwise(node, attrs, ins, exact, m):
     op = get_op(node.op)
-    delta = _local(node, exact[0], node.outputs[0])
+    delta = _local(node, exact[0], node.outputs[0], m)
     noisy = [i for i, b in enumerate(ins) if b.err.any()]
     if noisy:
         prop = np.zeros(np.shape(exact[0]))
@@ -202,19 +245,19 @@ def _moved(node, attrs, errs: list[np.ndarray]) -> np.ndarray:
 
 @register_rule(Category.MOVEMENT)
 @register_rule(Category.BROADCAST)
-def _movement(node, attrs, ins, exact):
+def _movement(node, attrs, ins, exact, m):
     return [_moved(node, attrs, [b.err for b in ins])]
 
 
 @register_rule(Category.GATHER)
-def _gather(node, attrs, ins, exact):
+def _gather(node, attrs, ins, exact, m):
     table, idx = ins
     d = _moved(node, attrs, [table.err, idx.ref])
     return [d if not idx.err.any() else np.full(d.shape, np.inf)]
 
 
 @register_rule(Category.SOURCE)
-def _source(node, attrs, ins, exact):
+def _source(node, attrs, ins, exact, m):
     return [np.zeros(np.shape(exact[0]))]
 
 
@@ -234,16 +277,16 @@ def _reduced_count(node) -> int:
 
 
 @register_rule("reduce_sum")
-def _reduce_sum(node, attrs, ins, exact):
+def _reduce_sum(node, attrs, ins, exact, m):
     (x,) = ins
     u = _u(x.dtype)
     mag = _reduce_with("reduce_sum", node, attrs, _finite_abs(x.ref))
     prop = _reduce_with("reduce_sum", node, attrs, x.err)
-    return [prop + accumulation_factor(_reduced_count(node)) * u * mag]
+    return [prop + m.accumulation(_reduced_count(node)) * u * mag]
 
 
 @register_rule("reduce_prod")
-def _reduce_prod(node, attrs, ins, exact):
+def _reduce_prod(node, attrs, ins, exact, m):
     (x,) = ins
     u = _u(x.dtype)
     with np.errstate(all="ignore"):
@@ -252,16 +295,16 @@ def _reduce_prod(node, attrs, ins, exact):
     relsum = _reduce_with("reduce_sum", node, attrs, rel)
     n = _reduced_count(node)
     with np.errstate(all="ignore"):
-        return [_finite_abs(exact[0]) * (relsum + (accumulation_factor(n) + 1) * u)]
+        return [_finite_abs(exact[0]) * (relsum + (m.accumulation(n) + 1) * u)]
 
 
 @register_rule("reduce_max")
 @register_rule("reduce_min")
-def _reduce_extreme(node, attrs, ins, exact):
+def _reduce_extreme(node, attrs, ins, exact, m):
     return [_reduce_with("reduce_max", node, attrs, ins[0].err)]
 
 
-def _any_noise(node, attrs, ins, exact):
+def _any_noise(node, attrs, ins, exact, m):
     noisy = _reduce_with("reduce_sum", node, attrs, (ins[0].err > 0).astype(np.float64))
     return [np.where(noisy > 0, np.inf, 0.0)]
 
@@ -271,18 +314,18 @@ for _op in ("reduce_any", "reduce_all", "argmax", "argmin"):
 
 
 @register_rule(Category.SCAN)
-def _scan(node, attrs, ins, exact):
+def _scan(node, attrs, ins, exact, m):
     (x,) = ins
     ref = get_op(node.op).reference
     with np.errstate(all="ignore"):
         prop = np.asarray(ref([x.err], attrs)[0], dtype=np.float64)
         mag = np.asarray(ref([_finite_abs(x.ref)], attrs)[0], dtype=np.float64)
     n = x.ref.shape[attrs["axis"] % x.ref.ndim] if x.ref.ndim else 1
-    return [prop + accumulation_factor(n) * _u(x.dtype) * mag]
+    return [prop + m.accumulation(n) * _u(x.dtype) * mag]
 
 
 @register_rule(Category.CONTRACTION)
-def _contraction(node, attrs, ins, exact):
+def _contraction(node, attrs, ins, exact, m):
     from hal.ops.contraction import accumulation_dtype
 
     a, b = ins
@@ -298,7 +341,10 @@ def _contraction(node, attrs, ins, exact):
         return [np.asarray(prop, dtype=np.float64)]
     u = compute_dtype(accumulation_dtype(a.dtype, attrs)).unit_roundoff
     k = contraction_length(node)
-    return [np.asarray(prop + (accumulation_factor(k) + 1) * u * mag + 0.5 * U64 * mag,
+    # TF32 operands: each product's factors carry a relative error <= u_tf32 (2u + u^2)
+    operands = (2 * U_TF32 + U_TF32 ** 2) * mag if m.tf32_inputs and \
+        compute_dtype(a.dtype).name == "f32" and compute_dtype(b.dtype).name == "f32" else 0.0
+    return [np.asarray(prop + (m.accumulation(k) + 1) * u * mag + operands + 0.5 * U64 * mag,
                        dtype=np.float64)]
 
 
@@ -312,8 +358,8 @@ def primitive_graph(graph: Graph) -> Graph:
     return graph
 
 
-def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray]
-                 ) -> tuple[Graph, dict[str, Bound]]:
+def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
+                 model: ModelOptions = DEFAULT_MODEL) -> tuple[Graph, dict[str, Bound]]:
     """(the primitive graph, a Bound for each of its values)."""
     prim = primitive_graph(graph)
     bounds: dict[str, Bound] = {}
@@ -329,10 +375,10 @@ def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray]
         with np.errstate(all="ignore"):
             exact = [np.asarray(r) for r in op.reference([b.ref for b in ins], attrs)]
         rule = RULES.get(node.op) or CATEGORY_RULES[op.category]
-        deltas = rule(node, attrs, ins, exact)
+        deltas = rule(node, attrs, ins, exact, model)
         strict = op.error.exact and all(b.strict_zero for b in ins)
         for out, ex, d in zip(node.outputs, exact, deltas, strict=True):
-            bounds[out.name] = round_bound(ex, d, out.dtype, strict)
+            bounds[out.name] = round_bound(ex, d, out.dtype, strict, model)
     return prim, bounds
 
 

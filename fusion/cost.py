@@ -7,7 +7,7 @@ docstrings state the traffic rules); this module never re-derives one. It turns 
 plan into time with the one roofline (hal.roofline, as XLA's GPU performance model
 does from a device description):
 
-    time = roofline_time(spec, {DRAM: plan's DRAM bytes}, {plan.math: plan.flops},
+    time = roofline_time(spec, {DRAM: plan's DRAM bytes}, plan.flops_by_math,
                          efficiency(plan.blocks)) + launches * launch_overhead
 
 where `efficiency` is the fraction of peak a kernel with that many blocks can draw
@@ -77,7 +77,7 @@ def efficiency(blocks: int, spec: DeviceSpec) -> float:
 def price(plan: KernelPlan, spec: DeviceSpec) -> GroupCost:
     """Modelled DRAM bytes, flops and time of a KernelPlan on `spec`."""
     read, write = plan.dram_read_bytes, plan.dram_write_bytes
-    time_s = roofline_time(spec, {MemoryLevel.DRAM: read + write}, {plan.math: plan.flops},
+    time_s = roofline_time(spec, {MemoryLevel.DRAM: read + write}, plan.flops_by_math,
                            efficiency(plan.blocks, spec))
     time_s += max(1, len(plan.launches)) * spec.launch_overhead_s
     return GroupCost(read, write, plan.flops, time_s, plan.blocks, plan.registers,

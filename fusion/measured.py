@@ -33,11 +33,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import HalError, UnsupportedError
-from hal.render.toolchain import CompileCache, ResourceRecord
+from hal.render.toolchain import CompileCache, ResourceRecord, records_from_json
 
 from .group import FusedGroup, is_alias_group
 from .plan import Decision, FusionPlan, signature
@@ -52,6 +52,8 @@ _DESCRIBE = {"nvcc": "ptxas (nvcc)", "nvrtc": "ptxas (NVRTC)"}
 _MEMO: dict[tuple, list[ResourceRecord]] = {}
 
 Forbidden = list[tuple[frozenset[str], str]]
+__all__ = ["measure_groups", "measuring_compiler", "records_from_json", "refine",
+           "register_measuring_compilers"]
 
 
 def register_measuring_compilers(vendor: str, names: Sequence[str]) -> None:
@@ -130,37 +132,6 @@ def measure_groups(groups: Sequence[FusedGroup], spec: DeviceSpec,
         recs = [by_kernel[k.name] for k in (next(it) for _ in ks) if k.name in by_kernel]
         _MEMO[key] = recs
         out[g.name] = recs
-    return out
-
-
-def _json_types(annotation: str) -> tuple[type, ...]:
-    """JSON value types a ResourceRecord field of this (string) annotation may hold."""
-    base = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,)}
-    out: tuple[type, ...] = ()
-    for part in str(annotation).split("|"):
-        part = part.strip()
-        out += (type(None),) if part == "None" else (list,) if part.startswith("list") \
-            else base.get(part, (object,))
-    return out
-
-
-_RECORD_TYPES = {f.name: _json_types(f.type) for f in fields(ResourceRecord)}
-
-
-def records_from_json(raw: bytes) -> list[ResourceRecord]:
-    """ResourceRecords from a cached measurement; ValueError/TypeError on any schema breach
-    (the cache then reports the entry by name and replaces it)."""
-    data = json.loads(raw.decode())
-    if not isinstance(data, list):
-        raise TypeError(f"expected a list of records, found {type(data).__name__}")
-    out = []
-    for i, r in enumerate(data):
-        if not isinstance(r, dict) or set(r) != set(_RECORD_TYPES):
-            raise ValueError(f"record {i} does not have the ResourceRecord fields")
-        for name, types in _RECORD_TYPES.items():
-            if not isinstance(r[name], types) or (isinstance(r[name], bool) and bool not in types):
-                raise TypeError(f"record {i} field {name!r}: {type(r[name]).__name__}")
-        out.append(ResourceRecord(**r))
     return out
 
 

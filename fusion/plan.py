@@ -438,7 +438,10 @@ class _Planner:
             return reject("another kernel sits between them (fusing would create a cycle)")
         cand = self.make(nodes)
         cost_sep = self.cost(self.members[p]), self.cost(self.members[c])
-        cost_f = self.cost(nodes)
+        try:
+            cost_f = self.cost(nodes)
+        except UnsupportedError as e:   # the group kind cannot plan this candidate kernel
+            return reject(f"no kernel plan: {e.message}")
         if cost_f.registers > self.spec.max_registers_per_thread:
             return reject(f"~{cost_f.registers} registers per thread, {self.spec.name} allows "
                           f"{self.spec.max_registers_per_thread} (would spill)")
@@ -520,10 +523,14 @@ class _Planner:
             for g in gids[:-1]:
                 self.merge(g, target)
             self.extra_reasons[self.key(nodes)] = [reason, *self.extra_reasons.get(self.key(nodes), [])]
-            _pat, t, _split, _why = planned
+            from hal.lowering import plan_group
+
+            kp = plan_group(cand, self.spec)   # the kernel's own plan (SIMT or matrix unit)
+            ts = kp.tile_sizes
+            on = f", {kp.math.name}" if kp.math.matrix else ""
             self.decisions.append(Decision(label, last, True,
-                                           f"fused attention ({len(nodes)} ops, Br={t.br}, "
-                                           f"Bc={t.bc}): {reason}", sep - fused))
+                                           f"fused attention ({len(nodes)} ops, Br={ts['br']}, "
+                                           f"Bc={ts['bc']}{on}): {reason}", sep - fused))
 
     def _prologue_or_not(self, wide: list[Node], narrow: list[Node] | None) -> list[Node]:
         """Keep the operands' elementwise prologues (rotary) inside the attention kernel
@@ -550,6 +557,21 @@ class _Planner:
                                        f"them per tile costs {fmt_time(inside.time_s - t_apart)}"
                                        f" more than a kernel of their own"))
         return narrow
+
+    def long_chains(self) -> None:
+        """Fuse long chains of elementwise ops in few steps (fusion.chains)."""
+        from .chains import fuse_long_chains
+
+        fuse_long_chains(self)
+
+    def merge_many(self, gids: list[int], target: int) -> None:
+        """merge(g, target) for every g in `gids`, with one sort of the members."""
+        for g in gids:
+            members, self.members[target] = self.members[target], []
+            self.merge(g, target)          # merge() sorts an empty list plus g's nodes
+            members.extend(self.members[target])
+            self.members[target] = members
+        self.members[target].sort(key=lambda n: self.order[id(n)])
 
     def producer_consumer(self) -> None:
         """Rounds over the edges, largest flow first; stale candidates are skipped."""
@@ -698,6 +720,7 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
         planner.forbidden = forbidden
         if fuse:
             planner.attention()
+            planner.long_chains()
             planner.producer_consumer()
             planner.siblings()
             # siblings can unblock producers: a norm read by Q, K and V fuses into their
@@ -710,4 +733,7 @@ def plan(graph: Graph, spec: DeviceSpec, *, fuse: bool = True,
         from .measured import refine
 
         result = refine(result, run, measure)
+    from .memory import check_device_memory
+
+    check_device_memory(result.graph, result.groups, spec)
     return result

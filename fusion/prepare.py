@@ -13,6 +13,7 @@ from hal.errors import UnsupportedError
 from hal.ir.graph import Graph
 
 from .group import FusedGroup, trivial_groups
+from .memory import check_device_memory
 
 
 def groups_to_run(graph: Graph, spec: DeviceSpec, *, groups: Sequence[FusedGroup] | None = None,
@@ -29,6 +30,7 @@ def groups_to_run(graph: Graph, spec: DeviceSpec, *, groups: Sequence[FusedGroup
     else:
         prim = graph if groups is not None else decompose_graph(graph)
         chosen = list(groups) if groups is not None else trivial_groups(prim)
+        check_device_memory(prim, chosen, spec)   # plan() checks its own
     for v in prim.values().values():
         if not v.type.is_static:
             raise UnsupportedError(f"{who}: value %{v.name} has symbolic shape "

@@ -87,3 +87,7 @@ class DeviceError(HalError):
 
 class GraphError(HalError):
     """A graph that fails verification (dangling value, duplicate name, type mismatch)."""
+
+
+class DeviceMemoryError(HalError):
+    """A graph whose tensors do not fit in the device spec's memory (`dram_bytes`)."""

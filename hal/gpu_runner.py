@@ -41,6 +41,7 @@ import abc
 import ctypes
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from hal.render.cstyle import kernel_symbol
 
 if TYPE_CHECKING:
     from hal.devices.spec import DeviceSpec
+    from hal.fusion.arena import ArenaLayout
     from hal.ir.graph import Graph
     from hal.render.cstyle import CStyleRenderer
 
@@ -104,6 +106,11 @@ class GpuDriver(abc.ABC):
         """Allow `nbytes` of dynamic shared memory (CUDA needs an opt-in above 48 KiB)."""
         return None
 
+    def encode_tensor_map(self, tm: Any, address: int) -> bytes:
+        """The opaque parameter of a TMA tensor map (hal.kernel.tma) over `address`."""
+        raise DeviceError(f"{self.name}: no TMA tensor maps (kernel lowered for sm_90a)",
+                          hint="run Hopper kernels on the cuda backend")
+
     @abc.abstractmethod
     def alloc(self, nbytes: int) -> int: ...
 
@@ -124,7 +131,9 @@ class GpuDriver(abc.ABC):
     @abc.abstractmethod
     def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
                params: int) -> None:
-        """Queue one launch; `params` is the address of a void*[n] of argument pointers."""
+        """Queue one launch; `params` is the address of a void*[n] of argument pointers. A
+        driver whose kernels may have thread-block clusters (CUDA) also takes `cluster=`
+        (Kernel.cluster), passed only for clustered kernels."""
 
     @abc.abstractmethod
     def synchronize(self) -> None: ...
@@ -163,9 +172,10 @@ class PackedArgs:
         return ctypes.addressof(self.array)
 
     def describe(self) -> list[tuple[str, str, Any]]:
-        """(param, C type, value) per argument: pointers as ints, scalars as C values."""
-        return [(n, type(v).__name__, v.value) for n, v in zip(self.names, self.values,
-                                                              strict=True)]
+        """(param, C type, value) per argument: pointers as ints, scalars as C values,
+        tensor maps as their size."""
+        return [(n, type(v).__name__, getattr(v, "value", f"{ctypes.sizeof(v)} bytes"))
+                for n, v in zip(self.names, self.values, strict=True)]
 
 
 def scalar_arg(value: Any, d: DType) -> ctypes._SimpleCData:
@@ -182,9 +192,11 @@ def scalar_arg(value: Any, d: DType) -> ctypes._SimpleCData:
 
 
 def pack_args(kernel: Kernel, pointers: Mapping[str, int],
-              scalars: Mapping[str, Any] | None = None) -> PackedArgs:
+              scalars: Mapping[str, Any] | None = None,
+              tensor_maps: Mapping[str, bytes] | None = None) -> PackedArgs:
     """The argument array of one launch of `kernel`: buffers from `pointers` (param ->
-    device address), scalars from `scalars` or `kernel.meta.scalars`."""
+    device address), scalars from `scalars` or `kernel.meta.scalars`, then the kernel's TMA
+    tensor maps (name -> encoded bytes, GpuDriver.encode_tensor_map)."""
     scalars = {**kernel.meta.scalars, **(scalars or {})}
     names, values = [], []
     for p in kernel.params:
@@ -198,6 +210,13 @@ def pack_args(kernel: Kernel, pointers: Mapping[str, int],
                                   hint="pass it in kernel.meta.scalars or scalars=")
             values.append(scalar_arg(scalars[p.name], p.dtype))
         names.append(p.name)
+    for tm in kernel.tensor_maps:
+        if tm.name not in (tensor_maps or {}):
+            raise DeviceError(f"kernel {kernel.name}: no encoded tensor map '{tm.name}'",
+                              hint="encode it with the driver (encode_tensor_map)")
+        raw = tensor_maps[tm.name]
+        values.append((ctypes.c_ubyte * len(raw)).from_buffer_copy(raw))
+        names.append(tm.name)
     array = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(v) for v in values])
     return PackedArgs(names, values, array)
 
@@ -263,6 +282,24 @@ def _torch_name(t: Any) -> str | None:
             "torch.float8_e5m2": "f8e5m2"}.get(str(t))
 
 
+def torch_current_stream(index: int, vendor: str = "cuda") -> int:
+    """torch's current stream on GPU `index` as a raw handle, so hal's work is ordered
+    with torch's. torch.cuda is CUDA on a CUDA build and HIP on a ROCm build
+    (`torch.version.hip`); `vendor` ("cuda" or "hip") is the runtime the caller drives.
+    0 (the default stream) when torch is not imported, has not initialised its GPU
+    runtime (asking would), or was built for the other vendor."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    try:
+        built_for = "hip" if getattr(torch.version, "hip", None) else "cuda"
+        if built_for != vendor or not torch.cuda.is_initialized():
+            return 0
+        return int(torch.cuda.current_stream(index).cuda_stream)
+    except Exception:  # noqa: BLE001 - a torch without a GPU runtime: the default stream
+        return 0
+
+
 # --------------------------------------------------------------------------- a prepared graph
 
 
@@ -292,6 +329,7 @@ class PreparedGraph:
     compile_s: float = 0.0
     source: str = ""
     sync_each: bool = False                     # synchronise after each launch, name faults
+    arena: ArenaLayout | None = None            # where intermediates and scratch share bytes
 
     def __call__(self) -> None:
         for ln in self.launches:
@@ -302,7 +340,7 @@ class PreparedGraph:
         d = self.driver
         try:
             d.launch(ln.function, ln.kernel.grid, ln.kernel.block, ln.shared_bytes,
-                     ln.args.address)
+                     ln.args.address, **_cluster_kw(ln.kernel))
             if self.sync_each:
                 d.synchronize()
         except DeviceError as e:
@@ -415,8 +453,9 @@ class GpuRunner:
                            sync_each=self.sync_each)
         try:
             self._bind_values(pg, prim, graph, inputs, out or {})
-            it = iter(renamed)
-            for g, ks, lower_s in lowered:
+            by_group = _kernels_by_group(lowered, renamed)
+            arena_ptr = self._place_in_arena(pg, prim, by_group)
+            for g, ks, lower_s in by_group:
                 if not ks and is_alias_group(g):  # a lone reshape: a view of its input
                     n = g.nodes[0]
                     pg.pointers.setdefault(n.outputs[0].name, pg.pointers[n.inputs[0].name])
@@ -426,28 +465,62 @@ class GpuRunner:
                 for v in (o for n in g.nodes for o in n.outputs):
                     if v.name not in pg.pointers:
                         pg.pointers[v.name] = self._alloc(pg, v.type.nbytes)
-                scratch: dict[str, int] = {}
-                for _k in ks:
-                    k = next(it)
+                for k in ks:
                     ptrs = {}
                     for param, value in k.meta.buffers.items():
                         if param in k.meta.scratch:
-                            dt, numel = k.meta.scratch[param]
-                            if param not in scratch:
-                                scratch[param] = self._alloc(pg, numel * as_dtype(dt).itemsize)
-                            ptrs[param] = scratch[param]
+                            ptrs[param] = arena_ptr[_scratch_key(g, param)]
                         else:
                             ptrs[param] = pg.pointers[value]
                     fn = d.get_function(module, k)
                     dyn = self.renderer.dynamic_shared_bytes(k)
                     if dyn:
                         d.set_dynamic_shared(fn, dyn)
-                    pg.launches.append(Launch(k, g.name, g.kind, fn, pack_args(k, ptrs, scalars),
-                                              dyn, lower_s))
+                    maps = {tm.name: d.encode_tensor_map(tm, ptrs[tm.buffer])
+                            for tm in k.tensor_maps}
+                    pg.launches.append(Launch(k, g.name, g.kind, fn,
+                                              pack_args(k, ptrs, scalars, maps), dyn, lower_s))
         except BaseException as e:
             pg.free(after=e)
             raise
         return pg
+
+    def _place_in_arena(self, pg: PreparedGraph, prim: Graph,
+                        by_group: list[tuple[Any, list[Kernel], float]]) -> dict[str, int]:
+        """One device allocation for every intermediate, group-internal value and scratch
+        buffer, shared between tensors whose lives do not overlap (hal.fusion.arena over
+        hal.fusion.memory's liveness model). Sets their entries in `pg.pointers`; returns
+        the scratch buffers' addresses by `_scratch_key`. Graph inputs, constants and
+        outputs keep buffers of their own (they live for the whole run)."""
+        from hal.fusion.arena import ArenaRequest, arena_layout
+        from hal.fusion.memory import live_spans
+
+        spans = live_spans(prim, [g for g, _, _ in by_group])
+        requests: list[ArenaRequest] = []
+        for i, (g, ks, _) in enumerate(by_group):
+            if not ks:  # a view, or a kernel-less group (zeroed buffers of its own)
+                continue
+            for v in (o for n in g.nodes for o in n.outputs):
+                sp = spans.get(v.name)
+                if v.name in pg.pointers or (sp is not None and sp.role != "intermediate"):
+                    continue
+                first, last = (sp.first, sp.last) if sp is not None else (i, i)
+                requests.append(ArenaRequest(v.name, v.type.nbytes, first, last))
+            for k in ks:
+                for param, (dt, numel) in k.meta.scratch.items():
+                    key = _scratch_key(g, param)
+                    if all(r.name != key for r in requests):
+                        requests.append(ArenaRequest(key, numel * as_dtype(dt).itemsize, i, i))
+        layout = arena_layout(requests)
+        pg.arena = layout
+        if not requests:
+            return {}
+        base = self._alloc(pg, layout.nbytes)
+        at = {b.request.name: base + b.offset for b in layout.blocks}
+        for name, ptr in at.items():
+            if not name.startswith(_SCRATCH):
+                pg.pointers[name] = ptr
+        return at
 
     def _alloc(self, pg: PreparedGraph, nbytes: int) -> int:
         ptr = self.driver.alloc(max(nbytes, 1))
@@ -508,6 +581,9 @@ class GpuRunner:
                                               "kernels": len(pg.launches),
                                               "compile_s": pg.compile_s},
                                   "device_time_s": sum(times)}
+        if pg.arena is not None:  # intermediates and scratch in one arena (hal.fusion.arena)
+            report["arena"] = {"bytes": pg.arena.nbytes, "tensors": len(pg.arena.blocks),
+                               "unshared_bytes": pg.arena.unshared_bytes}
         if compare_reference:
             from hal.backends.cpu_sim.backend import parity_report
 
@@ -517,6 +593,21 @@ class GpuRunner:
         result_out: dict[str, Any] = dict(outputs)
         result_out.update(pg.device_outputs)  # the caller's own device tensors, filled in
         return RunResult(result_out, stats, report)
+
+
+_SCRATCH = "scratch:"
+
+
+def _scratch_key(g: Any, param: str) -> str:
+    """A group's scratch buffer `param` (its kernels share it) in the arena."""
+    return f"{_SCRATCH}{g.name}:{param}"
+
+
+def _kernels_by_group(lowered: list[tuple[Any, list[Kernel], float]],
+                      renamed: list[Kernel]) -> list[tuple[Any, list[Kernel], float]]:
+    """`lowered` with each group's kernels replaced by their renamed copies (in order)."""
+    it = iter(renamed)
+    return [(g, [next(it) for _ in ks], lower_s) for g, ks, lower_s in lowered]
 
 
 def _host(x: Any, driver: GpuDriver, v: Any) -> np.ndarray:
@@ -646,11 +737,20 @@ class GpuBackend(Backend):
                 ptrs[p.name] = a.handle if isinstance(a, Buffer) else int(a)
             else:
                 scal[p.name] = a
-        packed = pack_args(k, ptrs, scal)
+        d = self.driver()
+        packed = pack_args(k, ptrs, scal, {tm.name: d.encode_tensor_map(tm, ptrs[tm.buffer])
+                                           for tm in k.tensor_maps})
         g = (tuple(grid) + (1, 1, 1))[:3]
         shared = max(int(shared_bytes), int(compiled.metadata.get("dynamic_shared_bytes", 0)))
         # the driver copies the argument values during the launch call itself
-        self.driver().launch(compiled.handle, g, int(math.prod(block)), shared, packed.address)
+        self.driver().launch(compiled.handle, g, int(math.prod(block)), shared, packed.address,
+                             **_cluster_kw(k))
+
+
+def _cluster_kw(k: Kernel) -> dict:
+    """The launch's cluster (hal.kernel.ir_cluster) for drivers that take one: only passed
+    for clustered kernels, so drivers without clusters keep their signature."""
+    return {"cluster": tuple(k.cluster)} if tuple(k.cluster) != (1, 1, 1) else {}
 
 
 def translate(err: Any, call: str, vendor: str, ok: Callable[[Any], bool]) -> None:

@@ -21,6 +21,7 @@ from hal.dtypes import DType, cast
 from hal.errors import HalError, ShapeError
 from hal.ir.graph import Graph, Value
 from hal.ir.types import TensorType
+from hal.reference_blocked import BLOCKED, use_blocked
 
 
 def widen(a: np.ndarray, dt: DType) -> np.ndarray:
@@ -69,7 +70,7 @@ def _bound(t: TensorType, dims: Mapping[str, int]) -> TensorType:
     return t.with_shape(tuple(dims.get(d, d) if isinstance(d, str) else d for d in t.shape))
 
 
-def _decomposed(graph: Graph) -> Graph:
+def _decomposed(graph: Graph, keep=None) -> Graph:
     from hal.ops import get_op
 
     if not any(get_op(n.op).is_composite for n in graph.nodes):
@@ -80,21 +81,44 @@ def _decomposed(graph: Graph) -> Graph:
         if e.name != "hal.ops.decompose":
             raise
         return graph  # composites run their own reference
-    return decompose_graph(graph)
+    return decompose_graph(graph, keep)
 
 
 def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
          constants: Mapping[str, np.ndarray] | None,
-         keep: set[str] | None = None) -> dict[str, np.ndarray]:
+         keep: set[str] | None = None,
+         tile_elements: int | None = None) -> dict[str, np.ndarray]:
     """Every value of `graph`, in its declared dtype; with `keep`, only those values
     (each other value is dropped after its last use, so that a real-size layer's
-    float64 intermediates do not all stay alive at once)."""
+    float64 intermediates do not all stay alive at once). A composite node left in
+    the graph runs its blocked evaluator (hal.reference_blocked) with `tile_elements`."""
     from hal.ir.initializers import materialize
     from hal.ops import get_op
 
     dims = bind_dims(graph, inputs)
     declared: dict[str, np.ndarray] = {}
     wide: dict[str, np.ndarray] = {}
+    leaves: dict[str, tuple[np.ndarray, DType]] = {}
+
+    def store_leaf(v: Value, a: np.ndarray) -> None:
+        if keep is None:
+            store(v, a)
+            return
+        # an input or constant stays in its own dtype and is widened at each use (a
+        # layer's weights in float64 would be 4x their bf16 size, all alive at once)
+        d = cast(a, v.dtype)
+        leaves[v.name] = (d, v.dtype)
+        if v.name in keep:
+            declared[v.name] = d
+
+    def wide_arg(name: str) -> np.ndarray:
+        if name in wide:
+            return wide[name]
+        if name in lazy:
+            c, t = lazy.pop(name)
+            store_leaf(c.value, materialize(c.init, t, graph.base_dir, name=name))
+        d, dt = leaves[name]
+        return widen(d, dt)
 
     def store(v: Value, a: np.ndarray, fresh: bool = False) -> None:
         if (fresh and keep is not None and v.name not in keep and v.dtype.name == "f32"
@@ -110,8 +134,12 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             declared[v.name] = d
 
     for v in graph.inputs:
-        store(v, inputs[v.name])
+        store_leaf(v, inputs[v.name])
     given = dict(constants or {})
+    used = {v.name for n in graph.nodes for v in n.inputs}
+    # with `keep`, a constant a node reads is materialised at its first use (a model's
+    # weights are then alive one layer at a time, not all at once)
+    lazy: dict[str, tuple] = {}
     for c in graph.constants:
         v = c.value
         t = _bound(v.type, dims)
@@ -120,9 +148,12 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             if t.is_static and tuple(a.shape) != t.shape:
                 raise HalError(f"graph {graph.name}: constant %{v.name} is {v.type} but the "
                                f"array given has shape {list(a.shape)}")
+        elif keep is not None and v.name in used and v.name not in keep:
+            lazy[v.name] = (c, t)
+            continue
         else:
             a = materialize(c.init, t, graph.base_dir, name=v.name)
-        store(v, a)
+        store_leaf(v, a)
     if given:
         raise HalError(f"graph {graph.name}: {', '.join(given)} given as constants but the "
                        "graph has no such constant")
@@ -137,8 +168,11 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
         try:
             attrs = opdef.check_attrs(n.attrs)
             with np.errstate(all="ignore"):
-                args = [wide[v.name] for v in n.inputs]
-                results = opdef.reference(args, attrs)
+                args = [wide_arg(v.name) for v in n.inputs]
+                if opdef.is_composite and n.op in BLOCKED:
+                    results = BLOCKED[n.op](args, attrs, n, tile_elements)
+                else:
+                    results = opdef.reference(args, attrs)
         except ShapeError as e:
             raise HalError(f"{where}: {e.message}", hint=e.hint) from None
         if len(results) != len(n.outputs):
@@ -160,6 +194,7 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
                 if last_use.get(v.name) == i and v.name not in keep:
                     declared.pop(v.name, None)
                     wide.pop(v.name, None)
+                    leaves.pop(v.name, None)
     return declared
 
 
@@ -170,10 +205,16 @@ def evaluate_all(graph: Graph, inputs: Mapping[str, np.ndarray], *,
 
 
 def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray], *,
-             constants: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The graph's outputs by name, each in its declared dtype (NumPy / ml_dtypes arrays)."""
-    prim = _decomposed(graph)
-    values = _run(prim, inputs, constants, keep={v.name for v in prim.outputs})
+             constants: Mapping[str, np.ndarray] | None = None,
+             tile_elements: int | None = None) -> dict[str, np.ndarray]:
+    """The graph's outputs by name, each in its declared dtype (NumPy / ml_dtypes arrays).
+
+    An attention node whose score tensor exceeds `tile_elements` (default
+    hal.reference_blocked.TILE_ELEMENTS) is evaluated blocked
+    (hal.reference_blocked: the decomposition's steps, one query tile at a time)."""
+    prim = _decomposed(graph, keep=lambda n: use_blocked(n, tile_elements))
+    values = _run(prim, inputs, constants, keep={v.name for v in prim.outputs},
+                  tile_elements=tile_elements)
     # decomposition may rename internal values; outputs correspond by position
     return {orig.name: values[new.name]
             for orig, new in zip(graph.outputs, prim.outputs, strict=True)}

@@ -9,6 +9,8 @@ the new nodes take names prefixed by the first output's name (`y_0`, `y_1`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hal.errors import GraphError
 from hal.ir.builder import GraphBuilder
 from hal.ir.graph import Constant, Graph, Node, Value
@@ -18,7 +20,8 @@ from .registry import get_op
 MAX_DEPTH = 16  # nesting levels of composites inside composites
 
 
-def _expand_once(graph: Graph) -> tuple[Graph, bool]:
+def _expand_once(graph: Graph, keep: Callable[[Node], bool] | None = None
+                 ) -> tuple[Graph, bool]:
     new = Graph(graph.name, base_dir=graph.base_dir)
     values: dict[str, Value] = {}
 
@@ -33,7 +36,7 @@ def _expand_once(graph: Graph) -> tuple[Graph, bool]:
     for node in graph.nodes:
         opdef = get_op(node.op)
         ins = [values[v.name] for v in node.inputs]
-        if not opdef.is_composite:
+        if not opdef.is_composite or (keep is not None and keep(node)):
             new.nodes.append(Node(node.op, ins, [clone(o) for o in node.outputs],
                                   dict(node.attrs), node.loc))
             continue
@@ -64,12 +67,14 @@ def _expand_once(graph: Graph) -> tuple[Graph, bool]:
     return new, changed
 
 
-def decompose_graph(graph: Graph) -> Graph:
-    """A new, verified graph in which every composite op is expanded into primitives."""
-    current, changed = _expand_once(graph)
+def decompose_graph(graph: Graph, keep: Callable[[Node], bool] | None = None) -> Graph:
+    """A new, verified graph in which every composite op is expanded into primitives,
+    except the composite nodes for which `keep(node)` is true (the reference evaluates
+    large attention nodes blocked, hal.reference_blocked)."""
+    current, changed = _expand_once(graph, keep)
     for _ in range(MAX_DEPTH):
         if not changed:
             return current.verify()
-        current, changed = _expand_once(current)
+        current, changed = _expand_once(current, keep)
     raise GraphError(f"graph {graph.name}: composites still remain after {MAX_DEPTH} "
                      f"expansions", hint="a composite's decomposition refers back to itself")

@@ -16,7 +16,7 @@ A document marks what is generated:
 Commands run in a temporary directory holding the hal-doc-files and links to examples/
 and benchmarks/, with HAL_MEASURE=off (plans that do not depend on which compilers a
 machine has) and the example plugin (examples/plugin) installed into a private target
-directory when a command names its backend. Only stable figures belong in kept lines:
+directory. Only stable figures belong in kept lines:
 counts, verdicts and modelled numbers, never wall times.
 
     python scripts/gen_docs.py [--check] [FILE.md ...]
@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FILE_MARK = re.compile(r"<!-- hal-doc-file: (?P<name>\S+) -->\n```yaml\n(?P<body>.*?)```\n",
                        re.S)
-CMD_MARK = re.compile(r"<!-- hal-doc: (?P<spec>.+?) -->\n```console\n(?P<body>.*?)```\n", re.S)
+CMD_MARK = re.compile(r"<!-- hal-doc: (?P<spec>.+?) -->\n```console\n"
+                      r"(?P<body>(?:(?!```).*\n)*?)```\n")  # a fence only at a line start
 
 
 def _install_plugin(work: Path) -> Path:
@@ -82,9 +83,8 @@ def run_command(command: str, work: Path, files: dict[str, str],
     argv = shlex.split(command)
     if argv[0] != "hal":
         raise SystemExit(f"gen_docs: only hal commands run here, not '{command}'")
-    if "scratchnpu" in command:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_install_plugin(work)),
-                                                          env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_install_plugin(work)),
+                                                      env.get("PYTHONPATH")]))
     p = subprocess.run([sys.executable, "-c", "import sys; from hal.cli import entry; "
                         "sys.argv[0] = 'hal'; sys.exit(entry())", *argv[1:]],
                        cwd=run_dir, env=env, capture_output=True, text=True, timeout=1800)

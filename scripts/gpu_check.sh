@@ -15,8 +15,10 @@
 #   membound     benchmarks/bench_membound.py: fused memory-bound kernels vs the measured copy
 #                bandwidth, torch eager and torch.compile
 #   kernels      benchmarks/bench_gpu_kernels.py: bf16 GEMM 4096^3 / 8192^3 vs torch.matmul,
-#                prefill (s2048) and decode (T=8192) attention vs torch SDPA, the Llama block
-#                vs torch eager and torch.compile; gets whatever time is left
+#                fp8 GEMM 8192^3 vs torch._scaled_mm, causal prefill (s2048, s8192) and decode
+#                (T=8192) attention vs torch SDPA, the Llama block vs torch eager and
+#                torch.compile; gets whatever time is left (on sm_90a the GEMMs are hal's
+#                wgmma + TMA kernels)
 #
 # Output: the steps write under $OUT/run (HAL_CACHE_DIR=$OUT/run/hal-cache, so the source a
 # CompileError names is brought back); at the end (also on TERM/INT) everything is packed

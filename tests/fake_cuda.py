@@ -49,7 +49,8 @@ INVALID_CONTEXT = 201
 INVALID_HANDLE = 400
 NOT_FOUND = 500
 ILLEGAL_ADDRESS = 700
-NAMES = {SUCCESS: "CUDA_SUCCESS", INVALID_VALUE: "CUDA_ERROR_INVALID_VALUE",
+INVALID_CLUSTER_SIZE = 912
+NAMES = {INVALID_CLUSTER_SIZE: "CUDA_ERROR_INVALID_CLUSTER_SIZE", SUCCESS: "CUDA_SUCCESS", INVALID_VALUE: "CUDA_ERROR_INVALID_VALUE",
          OUT_OF_MEMORY: "CUDA_ERROR_OUT_OF_MEMORY", NOT_INITIALIZED: "CUDA_ERROR_NOT_INITIALIZED",
          INVALID_DEVICE: "CUDA_ERROR_INVALID_DEVICE", INVALID_CONTEXT: "CUDA_ERROR_INVALID_CONTEXT",
          INVALID_HANDLE: "CUDA_ERROR_INVALID_HANDLE", NOT_FOUND: "CUDA_ERROR_NOT_FOUND",
@@ -71,6 +72,31 @@ _NO_CONTEXT = {"cuInit", "cuDeviceGet", "cuDeviceGetCount", "cuDevicePrimaryCtxR
 # the calls that wait for the device, where an asynchronous fault shows
 _SYNCHRONISING = {"cuStreamSynchronize", "cuCtxSynchronize", "cuEventSynchronize",
                   "cuMemFree", "cuMemcpyHtoD", "cuMemcpyDtoH"}
+
+
+class _Enum:
+    """An enum namespace: any CU_..._NAME attribute is the string NAME."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __getattr__(self, name: str) -> str:
+        if not name.startswith(self.prefix):
+            raise AttributeError(name)
+        return name[len(self.prefix):]
+
+
+class _MapBytes:
+    """What cuTensorMapEncodeTiled returns: 128 bytes at getPtr() (here: the map's id)."""
+
+    def __init__(self, ident: int):
+        self.buf = ctypes.create_string_buffer(ident.to_bytes(8, "little"), 128)
+
+    def getPtr(self) -> int:  # noqa: N802 - cuda-python's name
+        return ctypes.addressof(self.buf)
+
+
+_SWIZZLE_SPAN = {"NONE": 0, "32B": 32, "64B": 64, "128B": 128}
 
 
 class FakeCuda:
@@ -103,6 +129,19 @@ class FakeCuda:
             CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y="grid_y")
         self.CUfunction_attribute = SimpleNamespace(
             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES="max_dyn")
+        # TMA (cuTensorMapEncodeTiled): enums by name, maps by the id in their first bytes
+        self.CUtensorMapDataType = _Enum("CU_TENSOR_MAP_DATA_TYPE_")
+        self.CUtensorMapSwizzle = _Enum("CU_TENSOR_MAP_SWIZZLE_")
+        self.CUtensorMapInterleave = _Enum("CU_TENSOR_MAP_INTERLEAVE_")
+        self.CUtensorMapL2promotion = _Enum("CU_TENSOR_MAP_L2_PROMOTION_")
+        self.CUtensorMapFloatOOBfill = _Enum("CU_TENSOR_MAP_FLOAT_OOB_FILL_")
+        self.cuuint64_t = self.cuuint32_t = int
+        # cuLaunchKernelEx: a config and its attributes, as cuda.bindings.driver spells them
+        self.CUlaunchAttributeID = SimpleNamespace(CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION=4)
+        self.CUlaunchConfig = lambda: SimpleNamespace(attrs=[], numAttrs=0)
+        self.CUlaunchAttribute = lambda: SimpleNamespace(
+            id=None, value=SimpleNamespace(clusterDim=SimpleNamespace(x=1, y=1, z=1)))
+        self.tensor_maps: dict[int, dict] = {}
 
     # ------------------------------------------------------------------ plumbing
     def _handle(self) -> int:
@@ -286,7 +325,51 @@ class FakeCuda:
     def _cuEventDestroy(self, ev):
         return (SUCCESS,) if self.events.pop(ev, "gone") != "gone" else (INVALID_HANDLE,)
 
-    def _cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+    def _cuTensorMapEncodeTiled(self, dtype, rank, address, dims, strides, box, estrides,
+                                interleave, swizzle, l2, oob):
+        """The driver's documented requirements (CUDA Driver API, cuTensorMapEncodeTiled)."""
+        size = {"BFLOAT16": 2, "FLOAT16": 2, "FLOAT32": 4, "FLOAT64": 8, "UINT8": 1,
+                "UINT16": 2, "INT32": 4, "INT64": 8}.get(dtype)
+        span = _SWIZZLE_SPAN.get(swizzle)
+        if size is None or span is None or not 1 <= rank <= 5 or interleave != "NONE":
+            return (INVALID_VALUE,)
+        if address % 16 or self.view(address, 1) is None:
+            return (INVALID_VALUE,)
+        if len(dims) != rank or len(strides) != rank - 1 or len(box) != rank:
+            return (INVALID_VALUE,)
+        if any(st % 16 or st >= 2**40 for st in strides) or any(not 0 < b <= 256 for b in box):
+            return (INVALID_VALUE,)
+        if (box[0] * size) % 16 or (span and box[0] * size > span) or any(e != 1 for e in
+                                                                         estrides):
+            return (INVALID_VALUE,)
+        extent = (dims[-1] - 1) * (strides[-1] if strides else size) + \
+            (strides[-1] if strides else dims[0] * size)
+        if self.view(address, extent) is None:
+            return (INVALID_VALUE,)
+        ident = self._handle()
+        self.tensor_maps[ident] = {"address": address, "dims": tuple(dims),
+                                   "strides": tuple(strides), "box": tuple(box),
+                                   "swizzle": span, "dtype": dtype}
+        return (SUCCESS, _MapBytes(ident))
+
+    def _cuLaunchKernelEx(self, cfg, fn, params, extra):
+        """cuLaunchKernelEx: the config's cluster attribute must divide the grid and match
+        the kernel's (hal.kernel.ir_cluster); then as cuLaunchKernel."""
+        cluster = (1, 1, 1)
+        for a in cfg.attrs[:cfg.numAttrs]:
+            if a.id == self.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION:
+                c = a.value.clusterDim
+                cluster = (c.x, c.y, c.z)
+        grid = (cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ)
+        if any(n < 1 or g % n for g, n in zip(grid, cluster, strict=True)) or \
+                cluster[0] * cluster[1] * cluster[2] > 8:
+            return (INVALID_CLUSTER_SIZE,)
+        return self._cuLaunchKernel(fn, *grid, cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ,
+                                    cfg.sharedMemBytes, cfg.hStream, params, extra,
+                                    cluster=cluster)
+
+    def _cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, params, extra,
+                        cluster=(1, 1, 1)):
         f = self.functions.get(fn)
         if f is None:
             return (INVALID_HANDLE,)
@@ -299,7 +382,12 @@ class FakeCuda:
             return (INVALID_VALUE,)
         k: Kernel | None = f["kernel"]
         self.launches.append({"symbol": f["symbol"], "grid": grid, "block": bx,
-                              "shared": shared, "stream": stream})
+                              "shared": shared, "stream": stream, "cluster": cluster})
+        if k is not None and tuple(k.cluster) != tuple(cluster):
+            # a multicast or mapa outside a cluster of the kernel's shape faults
+            self._fault(f"{f['symbol']}: launched with cluster {cluster}, the kernel's "
+                        f"multicasts and remote arrives need {tuple(k.cluster)}")
+            return (SUCCESS,)
         if f["symbol"] in self.fault_on:
             self._fault(f"{f['symbol']}: planted illegal address")
             return (SUCCESS,)
@@ -319,10 +407,25 @@ class FakeCuda:
         return (SUCCESS,)
 
     def _decode(self, k: Kernel, sig: list[str], params: int, stream: int) -> dict | None:
-        if len(sig) != len(k.params):
-            self._fault(f"{k.name}: {len(k.params)} parameters, signature has {len(sig)}")
+        if len(sig) != len(k.params) + len(k.tensor_maps):
+            self._fault(f"{k.name}: {len(k.params) + len(k.tensor_maps)} parameters, "
+                        f"signature has {len(sig)}")
             return None
         slots = (ctypes.c_void_p * max(1, len(sig))).from_address(params)
+        for i, tm in enumerate(k.tensor_maps):   # after the buffers and scalars
+            slot = slots[len(k.params) + i]
+            info = self.tensor_maps.get(ctypes.c_uint64.from_address(slot).value) \
+                if slot else None
+            if info is None or "hal_tensor_map" not in sig[len(k.params) + i]:
+                self._fault(f"{k.name}: argument {tm.name} is not an encoded tensor map")
+                return None
+            buf = k.params[[p.name for p in k.params].index(tm.buffer)]
+            ptr = ctypes.c_uint64.from_address(slots[k.params.index(buf)]).value
+            if (info["address"], info["dims"], info["box"], info["swizzle"]) != \
+                    (ptr, tm.dims, tm.box, tm.swizzle):
+                self._fault(f"{k.name}: tensor map {tm.name} encodes {info}, the kernel "
+                            f"expects {tm} over {ptr:#x}")
+                return None
         args: dict[str, Any] = {}
         for p, c, slot in zip(k.params, sig, slots, strict=False):
             if not slot:

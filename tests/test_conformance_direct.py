@@ -49,7 +49,9 @@ def _inputs(g, seed=0):
 
 
 def test_every_composite_has_a_direct_formula():
-    composites = {n for n, o in OPS.items() if o.category is Category.COMPOSITE}
+    # names starting with "_" are ops other test modules register as fixtures
+    composites = {n for n, o in OPS.items()
+                  if o.category is Category.COMPOSITE and not n.startswith("_")}
     assert composites <= set(DIRECT), composites - set(DIRECT)
     assert set(SHAPES) == set(DIRECT)
 

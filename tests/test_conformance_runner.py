@@ -44,7 +44,7 @@ def test_unexpected_pass_fails_the_run(fake_expectations):
 
 def test_expected_failure_is_not_a_failure(fake_expectations, monkeypatch):
     fake_expectations["h100-sxm:" + PASSING] = "device-specific bug"
-    monkeypatch.setattr(runner, "check", lambda a, b: _failing_comparison())
+    monkeypatch.setattr(runner, "check", lambda a, b, *_: _failing_comparison())
     s, w = _run(PASSING)
     assert w.results[0]["verdict"] == "xfail" and s["ok"]
     s2, w2 = _run(PASSING, device="mi300x")  # the expectation names h100-sxm only
@@ -61,7 +61,7 @@ def test_per_case_exception_is_an_error_verdict(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("lowering exploded")
 
-    monkeypatch.setattr(runner, "output_bounds", boom)
+    monkeypatch.setattr(runner, "graph_bounds", boom)
     s, w = _run(PASSING)
     assert w.results[0]["verdict"] == "error" and "lowering exploded" in w.results[0]["reason"]
     assert not s["ok"]
@@ -127,7 +127,7 @@ def test_cli_runs_and_writes_reports(tmp_path):
 def test_cli_exit_code_on_failure(monkeypatch):
     from hal.cli.main import main
 
-    monkeypatch.setattr(runner, "check", lambda a, b: _failing_comparison())
+    monkeypatch.setattr(runner, "check", lambda a, b, *_: _failing_comparison())
     res = CliRunner().invoke(main, ["conformance", "-k", PASSING, "--workers", "1"])
     assert res.exit_code == 1 and "failures" in res.output
 

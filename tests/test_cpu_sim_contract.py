@@ -130,3 +130,48 @@ def test_out_of_bounds_operand_in_contraction_is_caught() -> None:
     assert e2.value.kind == "out_of_bounds"
     assert (e.value.block, e.value.thread) == (e2.value.block, e2.value.thread)
     simulate(_rebuilt(kern), _args(kern), SPEC, check=False)   # unchecked: clipped, no crash
+
+
+def test_race_check_by_lane_groups_reports_as_the_per_lane_check(monkeypatch) -> None:
+    """contract.Reduction decides 'no race' once per group of lanes reading the same
+    words; a race still goes to the per-lane check, so the report is the same."""
+    from hal.backends.cpu_sim.contract import Reduction
+
+    kern = _matmul_kernel(64, 64, 64)
+    body, i, _ = _matched(kern)
+    j = max(n for n in range(i) if isinstance(body[n], Barrier))
+    del body[j]
+    planted = _rebuilt(kern)
+    errs = []
+    for grouped in (True, False):
+        if not grouped:
+            monkeypatch.setattr(Reduction, "_no_race_by_groups", lambda self, op: False)
+        with pytest.raises(SimulationError) as e:
+            simulate(planted, _args(kern), SPEC)
+        errs.append(e.value)
+    assert errs[0].kind == errs[1].kind == "race"
+    assert (str(errs[0]), errs[0].block, errs[0].thread, errs[0].index) == \
+        (str(errs[1]), errs[1].block, errs[1].thread, errs[1].index)
+
+
+def test_race_check_by_lane_groups_is_taken_and_changes_nothing(monkeypatch) -> None:
+    from hal.backends.cpu_sim.contract import Reduction
+
+    kern = _attention_kernel(256, 32)
+    taken = []
+    orig = Reduction._no_race_by_groups
+
+    def spy(self, op):
+        r = orig(self, op)
+        taken.append(r)
+        return r
+
+    monkeypatch.setattr(Reduction, "_no_race_by_groups", spy)
+    a = _args(kern)
+    b = {n: v.copy() for n, v in a.items()}
+    s1 = simulate(kern, a, SPEC, jobs=1).to_dict()
+    monkeypatch.setattr(Reduction, "_no_race_by_groups", lambda self, op: False)
+    s2 = simulate(kern, b, SPEC, jobs=1).to_dict()
+    assert any(taken), "the grouped race check never applied"
+    s1.pop("wall_s"), s2.pop("wall_s")
+    assert s1 == s2 and all(a[n].tobytes() == b[n].tobytes() for n in a)

@@ -115,3 +115,43 @@ def test_cli_run_sample_flag_reports_sampled_kernels() -> None:
     js = json.loads(res.output)
     assert js["report"]["sampled"] and js["report"]["ok"]
     assert all("sample" in s for s in js["stats"])
+
+
+def test_sampled_attention_computed_blocked_functionally(monkeypatch) -> None:
+    """A large attention group's unsimulated blocks come from the blocked evaluator
+    (hal.reference_blocked), not the whole-tensor decomposition, with the same outputs."""
+    import hal.reference_blocked as rb
+
+    b = GraphBuilder("attn")
+    # q and k come in [S, H, D] and are transposed in the attention group's prologue
+    # (so the composite's inputs exist only inside the group); a [16, 4] grid: 28
+    # interior blocks
+    qs = b.input("q", "bf16", (128, 8, 16))
+    ks = b.input("k", "bf16", (128, 4, 16))
+    q = b.op("reshape", b.op("transpose", qs, perm=(1, 0, 2)), shape=(1, 8, 128, 16))
+    k = b.op("reshape", b.op("transpose", ks, perm=(1, 0, 2)), shape=(1, 4, 128, 16))
+    v = b.input("v", "bf16", (1, 4, 128, 16))
+    b.output(b.op("scaled_dot_product_attention", q, k, v, causal=True, name="y"))
+    g = b.build()
+    inputs = random_inputs(g, seed=2)
+    be = CpuSimBackend()
+    whole = be.run_graph(g, inputs, SPEC, sample=SampleOptions(0.25, seed=1))
+    calls = []
+    real = rb.attention_blocked
+
+    def spy(*a, **kw):
+        calls.append(a[2].op)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rb, "TILE_ELEMENTS", 512)   # 8 * 128 * 128 scores exceed it
+    monkeypatch.setitem(rb.BLOCKED, "scaled_dot_product_attention", spy)
+    blocked = be.run_graph(g, inputs, SPEC, sample=SampleOptions(0.25, seed=1))
+    # once functionally, once in the whole-output reference
+    assert calls == ["scaled_dot_product_attention"] * 2
+    assert whole.report["ok"] and blocked.report["ok"]
+    info = blocked.report["sampled"]["k0_attention"]
+    assert info["blocks_simulated"] < info["blocks"]   # some outputs are functional
+    # the functional values: float64 blocked vs the decomposition's f32 contractions,
+    # both rounded to bf16: equal within one bf16 ulp
+    np.testing.assert_allclose(np.asarray(blocked.outputs["y"], np.float32),
+                               np.asarray(whole.outputs["y"], np.float32), rtol=2**-7, atol=1e-6)

@@ -200,15 +200,6 @@ def _complex_model():
     return Fn(lambda x: torch.view_as_complex(x).conj()), (torch.randn(3, 2),)
 
 
-def test_transposed_conv_is_reported():
-    from hal.errors import UnsupportedError
-
-    m = Fn(lambda x, w: F.conv_transpose2d(x, w)).eval()
-    args = (IMG, torch.randn(4, 2, 3, 3, generator=g))
-    with pytest.raises(UnsupportedError, match="transposed convolution"):
-        import_exported_program(torch.export.export(m, args), "case")
-
-
 def test_resnet_style_example_brings_up():
     """The CNN example: conv + batch norm + pooling import, plan to matmul kernels (conv as
     implicit GEMM, batch norm fused) and match eager torch on the reference."""

@@ -107,17 +107,43 @@ def test_llama_plan_fuses_gate_up_and_silu_mul():
         assert any(d.fused and "gate.act" in d.producer and "swiglu" in d.consumer
                    for d in p.decisions)
         # Q, K and V projections are one kernel too (test_fusion_sibling_matmul.py), with
-        # the attention norm as its prologue
+        # the attention norm as its prologue; on sm_90a both take the Hopper (wgmma + TMA)
+        # GEMM, its A prologue rewritten in shared memory (hal.lowering.matmul_wgmma_prologue)
         assert p.kernel_count() == 5
+        assert any(n.op == "reduce_sum" for n in dual.nodes)    # the FFN norm's statistics
+        if dev == "h100-sxm":
+            assert "prologue rewritten" in p.costs[dual.name].plan.detail("matmul_path")[1]
 
 
 def test_llama_s2048_modelled_bytes_drop():
     g = load_graph("examples/llama_block_d4096_s2048.hal")
-    p = plan(g, load_spec("h100-sxm"), measure=None)
+    p = plan(g, load_spec("mi300x"), measure=None)
     (dual,) = [x for x in p.groups if x.ops.count("dot_general") == 2 and x.kind == "matmul"]
     # before dual GEMMs: 11 kernels, 1.3 GiB modelled (gate.act written and read back, h twice);
-    # the fused QKV projection reads h once instead of three times
+    # the fused QKV projection reads h once instead of three times.
     assert p.kernel_count() == 5
     assert p.modelled_bytes < 1.2 * (1 << 30)
     c = p.costs[dual.name]
     assert c.flops >= 2 * (2 * 2048 * 14336 * 4096)   # both contractions' flops
+
+
+def test_llama_s2048_on_h100_fuses_both_norms_into_wgmma_gemms():
+    """sm_90a: the norms are prologues of the Hopper GEMMs (QKV in three column-panel
+    segments, gate/up dual GEMM) and the head-merge transpose is read by the output
+    projection's 3-d tensor map; all four GEMMs on wgmma. The attention takes the wgmma
+    kernel too, which TMA must feed, so the fusion cost comparison puts the rotary in a
+    kernel of its own: 6 kernels (mi300x: 5, the rotary inside its MFMA attention)."""
+    g = load_graph("examples/llama_block_d4096_s2048.hal")
+    p = plan(g, load_spec("h100-sxm"), measure=None)
+    assert p.kernel_count() == 6
+    (att,) = [x for x in p.groups if x.kind == "attention"]
+    assert p.costs[att.name].plan.strategy == "flash_attention_wgmma"
+    mms = [x for x in p.groups if x.kind == "matmul"]
+    assert len(mms) == 4
+    for grp in mms:
+        assert p.costs[grp.name].plan.strategy == "wgmma", grp.name
+    normed = [x for x in mms if any(n.op == "reduce_sum" for n in x.nodes)]
+    assert len(normed) == 2
+    assert {x.ops.count("dot_general") for x in normed} == {2, 3}
+    assert any("transpose" in x.ops for x in mms)
+    assert p.modelled_bytes < 0.9 * (1 << 30)

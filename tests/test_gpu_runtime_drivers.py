@@ -111,11 +111,46 @@ def test_hip_driver_call_sequence_and_errors():
     launch = next(c for c in hip.calls if c[0] == "hipModuleLaunchKernel")
     assert launch[1:] == (fn, 4, 1, 1, 64, 1, 1, 0, None, 0xDEF, None)
     assert hip.calls[0][0] == "hipSetDevice"
-    memcpy = next(c for c in hip.calls if c[0] == "hipMemcpy")
-    assert memcpy[1] == ptr and memcpy[3:] == (32, 1)
+    memcpy = next(c for c in hip.calls if c[0] == "hipMemcpyAsync")
+    assert memcpy[1] == ptr and memcpy[3:] == (32, 1, None)  # the null stream: no torch HIP
+    assert ("hipStreamSynchronize", None) in hip.calls
     with pytest.raises(DeviceError, match="hipMalloc.*hipErrorOutOfMemory"):
         HipDriver(hip=Recorder(fail="hipMalloc"), compiler="hipcc").alloc(8)
     assert hip_check(hip, (0, 3), "x") == 3
+
+
+def test_hip_driver_queues_everything_on_the_framework_stream():
+    hip = Recorder()
+    d = HipDriver(hip=hip, compiler="hipcc", stream_source=lambda index: 0x5EA)
+    ptr = d.alloc(32)
+    d.memset_zero(ptr, 32)
+    d.copy_in(ptr, np.zeros(8, np.float32))
+    d.copy_out(np.empty(8, np.float32), ptr)
+    fn = d.get_function(d.load_module(b"co"), SimpleNamespace(name="k"))
+    d.launch(fn, (1, 1, 1), 64, 0, 0xDEF)
+    d.record(d.event())
+    d.synchronize()
+    streams = {c[0]: c[-1] for c in hip.calls if c[0] in (
+        "hipMemsetAsync", "hipMemcpyAsync", "hipStreamSynchronize", "hipEventRecord")}
+    assert streams == dict.fromkeys(
+        ("hipMemsetAsync", "hipMemcpyAsync", "hipStreamSynchronize", "hipEventRecord"), 0x5EA)
+    launch = next(c for c in hip.calls if c[0] == "hipModuleLaunchKernel")
+    assert launch[9] == 0x5EA
+    assert not any(c[0] in ("hipMemcpy", "hipMemset", "hipDeviceSynchronize")
+                   for c in hip.calls)
+
+
+def test_torch_stream_is_taken_only_from_a_build_for_the_same_vendor(monkeypatch):
+    from hal.gpu_runner import torch_current_stream
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda i: SimpleNamespace(cuda_stream=0x100 + i))
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert torch_current_stream(0, "cuda") == 0x100 and torch_current_stream(0, "hip") == 0
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    assert torch_current_stream(1, "hip") == 0x101 and torch_current_stream(1, "cuda") == 0
 
 
 def test_hip_compiler_choice():

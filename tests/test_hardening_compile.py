@@ -91,3 +91,48 @@ def test_skipped_compilers_print_without_markup(monkeypatch):
     r = _compile(MLP, "--backend", "cuda", "--device", "h100-sxm")
     assert "skipped nvcc: nvcc not found: pretend" in r.output
     assert "[yellow]" not in r.output and "[/yellow]" not in r.output
+
+
+WGMMA = """graph mm {
+  input %a: bf16[128, 512]
+  input %b: bf16[512, 512]
+  %c: bf16[128, 512] = matmul(%a, %b)
+  output %c
+}
+"""
+
+
+def _wgmma_kernels():
+    from hal.devices.loader import load_spec
+    from hal.fusion import plan
+    from hal.ir.text import parse_graph
+    from hal.lowering import lower_group
+
+    spec = load_spec("h100-sxm")
+    ks = [k for g in plan(parse_graph(WGMMA), spec, measure="off").groups
+          for k in lower_group(g, spec)]
+    assert [k.meta.plan.strategy for k in ks] == ["wgmma"] and ks[0].tensor_maps
+    return spec, ks
+
+
+def test_check_compiles_other_arches_only_with_what_they_have():
+    # Reproduction: once h100-sxm plans used wgmma and TMA, `--check` compiled them for
+    # sm_80 too, and ptxas refused ("wgmma.fence not supported on .target sm_80"), so
+    # every shipped llama example failed `hal compile --check` on h100-sxm and h200.
+    from hal.cli.compile_cmd import portable
+
+    spec, ks = _wgmma_kernels()
+    ok, why = portable(ks, spec, "sm_80")
+    assert ok == [] and len(why) == 1
+    assert "wgmma.mma_async" in why[0] and "TMA" in why[0] and "a100-sxm (sm_80) lacks" in why[0]
+    assert portable(ks, spec, "sm_90a") == (ks, [])
+
+
+def test_check_of_a_wgmma_kernel_passes_with_the_skip_named(tmp_path):
+    _need("nvcc", "nvrtc")
+    f = tmp_path / "mm.hal"
+    f.write_text(WGMMA)
+    r = _compile(str(f), "--backend", "cuda", "--device", "h100-sxm", "--check")
+    assert r.exit_code == 0, r.output
+    assert "skipped on nvcc: k0_matmul not compiled for sm_80" in " ".join(r.output.split())
+    assert "sm_90a" in r.output

@@ -56,6 +56,9 @@ def test_down_projection_rereads_follow_the_wave_model():
     from hal.lowering.mma_tiles import MmaTiles, mma_in_flight
 
     h100 = load_spec("h100-sxm")
+    # the mma.sync kernel (sm_90a specs take wgmma where TMA fits: checked below)
+    h100 = dataclasses.replace(h100, matrix_instructions=tuple(
+        mi for mi in h100.matrix_instructions if mi.scope == "warp"))
     g = matmul_graph(2048, 14336, 4096, bf16)
     grp = make_group(g, g.nodes, "down")
     (k,) = lower_group(grp, h100)
@@ -73,6 +76,13 @@ def test_down_projection_rereads_follow_the_wave_model():
     one_per_unit = dataclasses.replace(h100, max_blocks_per_unit=1)  # 132 in flight: 4 waves
     assert group_cost(make_group(g, g.nodes, "down"), one_per_unit).dram_read == \
         a_b + b_b + 3 * a_b
+    # the Hopper kernel: 128 x 128 tiles, one block of 384 threads per SM (registers), so
+    # 132 tiles in flight: 4 waves of the same 16-row-panel group
+    wg = make_group(g, g.nodes, "down")
+    (k,) = lower_group(wg, load_spec("h100-sxm"))
+    assert k.meta.plan.strategy == "wgmma" and k.meta.plan.detail("in_flight") == 132
+    assert k.meta.plan.detail("group_m") == 16
+    assert group_cost(wg, load_spec("h100-sxm")).dram_read == a_b + b_b + 3 * a_b
 
 
 def test_blocks_per_unit_takes_the_tightest_limit():

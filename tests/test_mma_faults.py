@@ -18,13 +18,13 @@ def _no_measure(monkeypatch):
     monkeypatch.setenv("HAL_MEASURE", "off")
 
 
-@pytest.mark.parametrize("device", ["h100-sxm", "mi300x", "scratch-npu"])
+@pytest.mark.parametrize("device", ["a100-sxm", "mi300x", "scratch-npu"])
 def test_clean_case_passes(device):
     assert execute(get_case(CASE), "cpu_sim", device, 0)["verdict"] == "pass"
 
 
 @pytest.mark.parametrize("fault", MMA_FAULTS)
-@pytest.mark.parametrize("device", ["h100-sxm", "mi300x", "scratch-npu"])
+@pytest.mark.parametrize("device", ["a100-sxm", "mi300x", "scratch-npu"])
 def test_fault_is_caught(fault, device):
     r = execute(get_case(CASE), "cpu_sim", device, 0,
                 lowering=LoweringOptions.planting(fault))

@@ -51,11 +51,46 @@ def vary(spec, rng: random.Random):
         l2_bytes=rng.choice([1 << 20, 8 << 20, 50 << 20, 256 << 20]))
 
 
-def kernel_tiles(k) -> dict[str, int]:
+def kernel_tiles(k, warp: int) -> dict[str, int]:
     """The tile sizes a lowered kernel really has, read from its buffers and block."""
     shared = {s.name.rstrip("_0123456789"): s.size for s in k.shared}
     local = {b.name.rstrip("_0123456789"): b.size for b in k.locals}
     plan_tiles = k.meta.plan.tile_sizes
+    if "q_bar" in shared:     # Hopper attention: Q BM x D once, stages x BN x D K and
+        # stages x BN x Dv V (TMA), BN / 2 S accumulators and P elements per consumer thread
+        t = k.meta.plan.detail("attention_wgmma_choice").tiles
+        stages = shared["full_bar"]
+        br, bc = shared["q_tile"] // t.dp, shared["k_tile"] // (stages * t.dp)
+        assert shared["v_tile"] == stages * bc * t.dvp
+        assert local["s_acc"] == local["p_frag"] == bc // 2
+        return {"br": br, "bc": bc, "warps": k.block // 32}
+    if "full_bar" in shared:  # Hopper matmul: stages x BM x BK A, stages x BN x BK B (TMA),
+        # one mbarrier pair per stage, BN / 2 accumulators per consumer thread, a producer
+        # warpgroup beside the consumers' BM / 16 warps
+        stages = shared["full_bar"]
+        isz = next(s.dtype.itemsize for s in k.shared if s.name.startswith("a_tile"))
+        bk = 128 // isz
+        bm, bn = shared["a_tile"] // (stages * bk), 2 * local["acc"]
+        assert shared["b_tile"] == stages * bn * bk and k.block == 128 + 2 * bm
+        return {"bm": bm, "bn": bn, "bk": bk, "stages": stages, "threads": k.block - 128}
+    if "s_acc" in local:     # matrix-unit attention: Q Br x (D' + pad), K Bc x (D' + pad),
+        from hal.kernel.mma import get_layout  # S accumulators Bc / n C fragments per lane
+
+        t = k.meta.plan.detail("mma_choice").tiles
+        lay = get_layout(t.layout)
+        br, bc = shared["q_tile"] // (t.dp + t.pad), shared["k_tile"] // (t.dp + t.pad)
+        assert local["s_acc"] == bc // lay.n * lay.c_elems
+        assert shared["p_tile"] == br * (bc + t.pad)
+        return {"br": br, "bc": bc, "warps": k.block // lay.lanes}
+    if "frag_a" in local:    # matrix-unit matmul: A tile stages x BM x (BK + pad), MI x NI
+        from hal.kernel.mma import get_layout  # instruction tiles of C fragments per warp
+
+        lay = get_layout(plan_tiles["layout"])
+        stages = next(b.stages for b in k.shared if b.name.startswith("a_tile"))
+        bk = shared["a_tile"] // (stages * plan_tiles["bm"]) - 16 // plan_tiles["itemsize"]
+        mi, ni = local["frag_a"] // lay.a_elems, local["frag_b"] // lay.b_elems
+        assert local["acc"] == mi * ni * lay.c_elems
+        return {"bk": bk, "mi": mi, "ni": ni, "threads": k.block}
     if "a_tile" in shared:   # matmul: A tile BM x BK, B tile BK x BN, TM x TN accumulators
         bm, bn = plan_tiles["bm"], plan_tiles["bn"]
         bk = shared["a_tile"] // bm
@@ -84,7 +119,7 @@ def check_plan_is_lowered(group, spec) -> None:
     for k in kernels:
         assert k.meta.plan is kp and k.meta.group == group.name, where
         assert k.shared_bytes <= spec.shared_mem_per_block, where
-        got = kernel_tiles(k)
+        got = kernel_tiles(k, spec.warp_size)
         if got and k.meta.stage != "combine":
             assert got == {key: kp.tile_sizes[key] for key in got}, where
 

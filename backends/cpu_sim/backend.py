@@ -27,7 +27,13 @@ from hal.ir.graph import Graph
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .parity import compare, tolerance_for
-from .sampled import SampleOptions, functional_outputs, run_kernel_sampled, samplable
+from .sampled import (
+    SampleOptions,
+    blocked_composites,
+    functional_outputs,
+    run_kernel_sampled,
+    samplable,
+)
 
 
 class CpuSimBackend(Backend):
@@ -47,14 +53,15 @@ class CpuSimBackend(Backend):
                   lowering_options: LoweringOptions = DEFAULT_OPTIONS,
                   sample: Any = None, exact_rounding: bool = False,
                   kernel_progress: Callable[[str, int, int], None] | None = None,
-                  **options: Any) -> RunResult:
+                  jobs: int | None = None, **options: Any) -> RunResult:
         """Plan (or take `groups`), lower, simulate kernel by kernel, compare with the
         reference. `progress(done, total, group_name)` is called before each group and
         `kernel_progress(kernel, blocks_done, blocks_total)` before each wave;
         `sample` (sampled.SampleOptions) simulates boundary blocks and a seeded sample of
         each kernel and computes the rest functionally (sampled.py);
-        `lowering_options` (the self-test's planted faults) apply to every group's lowering."""
-        from hal.backends.cpu_sim.simulator import simulate
+        `lowering_options` (the self-test's planted faults) apply to every group's lowering;
+        `jobs` worker processes share each kernel's waves (simulator.simulate)."""
+        from hal.backends.cpu_sim.simulator import simulate, simulate_parts
 
         if isinstance(sample, (int, float)) and not isinstance(sample, bool):
             sample = SampleOptions(float(sample), seed=int(options.pop("sample_seed", None) or 0))
@@ -73,16 +80,18 @@ class CpuSimBackend(Backend):
             if v.name not in inputs:
                 raise UnsupportedError(f"cpu_sim: missing input %{v.name}")
             buffers[v.name] = np.ascontiguousarray(cast(inputs[v.name], v.dtype)).reshape(-1)
-        for name, arr in prim.materialize_constants().items():
-            buffers[name] = np.ascontiguousarray(arr).reshape(-1)
+        lazy = _LazyBuffers(prim, groups, buffers)
+        composites = blocked_composites(graph, prim) if sample is not None else {}
         stats: list[dict[str, Any]] = []
         sampled_report: dict[str, Any] = {}
         for i, g in enumerate(groups):
             if progress is not None:
                 progress(i, len(groups), g.name)
+            lazy.before(i)
             if is_alias_group(g):
                 n = g.nodes[0]
                 buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
+                lazy.after(i)
                 continue
             scratch: dict[str, np.ndarray] = {}
             for v in (o for n in g.nodes for o in n.outputs):
@@ -103,15 +112,16 @@ class CpuSimBackend(Backend):
                         args[param] = scratch[param]
                     else:
                         args[param] = buffers[value]
-                kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes,
-                                          exact_rounding=exact_rounding)
+                kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes, jobs=jobs,
+                                          exact_rounding=exact_rounding, options=lowering_options)
                 if kernel_progress is not None:
                     kw["progress"] = (lambda done, total, _n=k.name:
                                       kernel_progress(_n, done, total))
                 why_exact = samplable(kernels) if sample is not None else None
                 if sample is not None and why_exact is None:
-                    st, rep = run_kernel_sampled(k, args, spec, sample, simulate, **kw)
-                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep)
+                    st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts, **kw)
+                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
+                                                               composites)
                 else:
                     st = simulate(k, args, spec, **kw)
                     if sample is not None:
@@ -123,6 +133,7 @@ class CpuSimBackend(Backend):
                          plan=k.meta.plan.summary() if k.meta.plan is not None else {},
                          stage=k.meta.stage, lower_s=lower_s)
                 stats.append(d)
+            lazy.after(i)
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
         report = None
@@ -136,11 +147,55 @@ class CpuSimBackend(Backend):
         return RunResult(outputs, stats, report)
 
 
+class _LazyBuffers:
+    """Constants materialised just before the first group that reads them, and every
+    buffer dropped after the last group that reads it (graph outputs stay): a model's
+    weights and activations are alive a few groups at a time, not all at once."""
+
+    def __init__(self, prim: Graph, groups: Sequence, buffers: dict[str, np.ndarray]):
+        self.buffers = buffers
+        self.prim = prim
+        self.constants = {c.value.name: c for c in prim.constants}
+        self.first: dict[int, list[str]] = {}
+        self.last: dict[int, list[str]] = {}
+        outputs = {v.name for v in prim.outputs}
+        first_use: dict[str, int] = {}
+        last_use: dict[str, int] = {}
+        for i, g in enumerate(groups):
+            for n in g.nodes:
+                for v in n.inputs:
+                    first_use.setdefault(v.name, i)
+                    last_use[v.name] = i
+                for v in n.outputs:  # a value no later group reads goes after its own
+                    last_use.setdefault(v.name, i)
+        for name in self.constants:
+            if name in first_use:
+                self.first.setdefault(first_use[name], []).append(name)
+            else:  # an output or unread constant: now, as before (its initializer checked)
+                self._materialize(name)
+        for name, i in last_use.items():
+            if name not in outputs:
+                self.last.setdefault(i, []).append(name)
+
+    def _materialize(self, name: str) -> None:
+        c = self.constants[name]
+        arr = cast(c.init.materialize(c.value.type, self.prim.base_dir), c.value.dtype)
+        self.buffers[name] = np.ascontiguousarray(arr).reshape(-1)
+
+    def before(self, i: int) -> None:
+        for name in self.first.pop(i, ()):
+            self._materialize(name)
+
+    def after(self, i: int) -> None:
+        for name in self.last.pop(i, ()):
+            self.buffers.pop(name, None)
+
+
 def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
-                      rep: dict[str, Any]) -> dict[str, Any]:
+                      rep: dict[str, Any], composites: Mapping[str, Any]) -> dict[str, Any]:
     """Give the group's outputs their functional values except where the simulated blocks
     stored; compare the simulated elements with the functional ones."""
-    func = functional_outputs(group, buffers)
+    func = functional_outputs(group, buffers, composites)
     param_of = {value: param for param, value in kernel.meta.buffers.items()}
     parity = {}
     for v in group.outputs:

@@ -13,7 +13,7 @@ from hal.kernel.ir import Kernel
 
 SIMULATION_ERROR_KINDS = ("out_of_bounds", "race", "index_overflow", "launch_refused",
                           "divergent_barrier", "bad_shuffle", "divergent_mma", "bad_mma",
-                          "misaligned", "unsupported")
+                          "misaligned", "unsupported", "deadlock", "bad_mbarrier")
 
 
 class SimulationError(DeviceError):

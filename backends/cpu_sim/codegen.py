@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from hal.dtypes import DType, cast
+from hal.kernel import ir_async as ira
+from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
     Assign,
     AtomicAdd,
@@ -65,14 +67,16 @@ from hal.kernel.ir import (
     VecCopy,
     children,
     stmt_exprs,
+    walk_expr,
     walk_stmts,
 )
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from . import mma_sim
+from . import cluster_sim, faults, mma_batch, mma_sim, wgmma_sim
 from .contract import Reduction
-from .lanes import div_by_const, rem_by_const, rep_dtype, to_rep
+from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
+from .ranges import IndexRanges
 from .vectorize import emit_reduction_loop, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
@@ -81,6 +85,9 @@ CHECKED_I32_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "div", "pow", "s
 _BY_CONST = {"div": div_by_const, "remainder": rem_by_const}
 SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_by",
                   "block_idx_z": "_bz"}
+# straight-line runs of ldmatrix/mma statements run as one batched call (mma_batch.py);
+# False issues every statement on its own (the reference the tests compare against)
+BATCH_MMA_RUNS = True
 
 
 @dataclass
@@ -137,7 +144,7 @@ class _Uniformity:
             return True
         if isinstance(e, Var):
             return e.name not in self.varying
-        if isinstance(e, (Special, Load, Shuffle)):
+        if isinstance(e, (Special, Load, Shuffle, irc.ClusterCtaRank)):
             return False
         return all(self.expr(c) for c in children(e))
 
@@ -149,10 +156,10 @@ class _Uniformity:
             elif isinstance(s, Assign):
                 if divergent or not self.expr(s.value):
                     self.varying.add(s.var.name)
-            elif isinstance(s, If):
+            elif isinstance(s, (If, ira.Roles)):
                 d = divergent or not self.expr(s.cond)
-                self._walk(s.then, d)
-                self._walk(s.orelse, d)
+                for b in (s.then, s.orelse) if isinstance(s, If) else (s.first, s.second):
+                    self._walk(b, d)
             elif isinstance(s, For):
                 u = all(self.expr(x) for x in (s.start, s.stop, s.step))
                 if not u:
@@ -199,16 +206,20 @@ class _Ctx:
 
 
 class _Translator:
+    options = None   # LoweringOptions of a self-test run (compile_kernel sets it)
+
     def __init__(self, kernel: Kernel):
         self.k = kernel
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim}
+        self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim, "MB": mma_batch,
+                                   "CL": cluster_sim}
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
         self.n_tmp = 0
         self.uni = _Uniformity(kernel.body)
         self.dataflow = _DataFlow(kernel.body)
+        self.ranges = IndexRanges(kernel, self.uni.expr)   # i32 math that cannot overflow
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}
@@ -221,6 +232,13 @@ class _Translator:
         self.global_or_shared = {p.name for p in self.globals_} | {b.name for b in kernel.shared}
         self.local_names = {b.name for b in kernel.locals}
         self.ns["_Reduction"] = Reduction
+        # Hopper nodes (hal.kernel.ir_async): wgmma_sim keeps their state per wave
+        self.hopper = any(isinstance(s, ira.ASYNC_STMTS) for s in walk_stmts(kernel.body))
+        # thread-block clusters (hal.kernel.ir_cluster): cluster_sim's state per wave
+        self.clustered = irc.cluster_size(kernel.cluster) > 1 or any(
+            isinstance(s, irc.CLUSTER_STMTS) for s in walk_stmts(kernel.body))
+        self.hopper = self.hopper or self.clustered
+        self.wgmma_accs = {s.acc for s in walk_stmts(kernel.body) if isinstance(s, ira.Wgmma)}
 
     # ----------------------------------------------------------------- helpers
     def tmp(self, prefix: str) -> str:
@@ -255,19 +273,22 @@ class _Translator:
     def op(self, name: str) -> str:
         key = f"_f_{name}"
         if key not in self.ns:
-            self.ns[key] = scalar_fn(name)
+            self.ns[key] = scalar_fn(name) if self.options is None else \
+                faults.faulty_scalar(name, scalar_fn(name), self.options)  # self-test hook
         return key
 
     def rounder(self, dt: DType) -> str:
         key = f"_rnd_{dt.name}"
         if key not in self.ns:
-            self.ns[key] = lambda x, _d=dt: to_rep(x, _d)
+            self.ns[key] = (self.options and faults.faulty_rounding(dt, self.options)) or \
+                fast_to_rep(dt)  # (self-test hook)
         return key
 
     def caster(self, dt: DType) -> str:
         key = f"_cast_{dt.name}"
         if key not in self.ns:
-            self.ns[key] = lambda x, _d=dt: to_rep(x, _d)
+            self.ns[key] = (self.options and faults.faulty_rounding(dt, self.options)) or \
+                fast_to_rep(dt)  # (self-test hook)
         return key
 
     # ----------------------------------------------------------------- expressions
@@ -299,7 +320,7 @@ class _Translator:
             code = f"{self.rounder(rd)}({code})"
         elif rd.is_int:
             if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS \
-                    and not self.dataflow.expr(e):
+                    and not self.dataflow.expr(e) and not self.ranges.fits_i32(e):
                 site = self.site(ctx, ctx.buffer, format_expr(e))
                 code = f"W.i32({code}, {ctx.mask}, {site})"
             elif rd.bits < 32 or rd.kind == "uint":
@@ -317,6 +338,12 @@ class _Translator:
         return f"{self.op('select')}({', '.join(args)})"
 
     def e_Cast(self, e: Cast, ctx: _Ctx) -> str:
+        src, dt = e.x.dtype, e.dtype
+        if dt.name == "f32" and src.is_float and src.bits < 32:
+            return self.expr(e.x, ctx)   # narrow floats are held in float32: exact already
+        if dt.is_float and dt.bits < 32 and isinstance(e.x, Cast) and e.x.x.dtype == dt \
+                and src.name in ("f32", "f64"):
+            return self.expr(e.x.x, ctx)  # T -> f32/f64 -> T: the T value itself
         x = self.expr(e.x, ctx)
         if e.x.dtype == e.dtype:
             return x
@@ -342,13 +369,19 @@ class _Translator:
 
     def body(self, stmts: list[Stmt], ctx: _Ctx, depth: int) -> None:
         start = len(self.lines)
-        for s in stmts:
-            self.stmt(s, ctx, depth)
+        i = 0
+        while i < len(stmts):
+            end = mma_batch.run_end(stmts, i) if BATCH_MMA_RUNS else i
+            if end > i:
+                mma_batch.emit_run(self, stmts[i:end], ctx, depth)
+                i = end
+                continue
+            self.stmt(stmts[i], ctx, depth)
+            i += 1
         if len(self.lines) == start:
             self.emit("pass", depth)
 
-    def stmt(self, s: Stmt, outer: _Ctx, depth: int) -> None:
-        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+    def count_stmt_flops(self, s: Stmt, ctx: _Ctx, depth: int) -> None:
         flops = Counter()
         for e in stmt_exprs(s):
             count_flops(e, flops)
@@ -356,6 +389,15 @@ class _Translator:
             if dt not in self.flop_dtypes:
                 self.flop_dtypes.append(dt)
             self.emit(f"_fl[{self.flop_dtypes.index(dt)}] += {n} * {ctx.count}", depth)
+
+    def stmt(self, s: Stmt, outer: _Ctx, depth: int) -> None:
+        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+        self.count_stmt_flops(s, ctx, depth)
+        if self.wgmma_accs:   # reading a wgmma accumulator: its wait_group must have run
+            for name in sorted({x.buffer for e in stmt_exprs(s) for x in walk_expr(e)
+                                if isinstance(x, Load) and x.buffer in self.wgmma_accs}):
+                self.emit(f"WG.check_acc(W, _hs, {self.slot[name][1]}, {ctx.mask}, "
+                          f"{self.site(ctx, name)})", depth)
         getattr(self, "s_" + type(s).__name__)(s, ctx, depth)
 
     def s_Comment(self, s: Comment, ctx: _Ctx, depth: int) -> None:
@@ -418,6 +460,113 @@ class _Translator:
     def s_CpAsyncWait(self, s: CpAsyncWait, ctx: _Ctx, depth: int) -> None:
         self.emit(f"MX.cp_wait(W, {s.pending}, {ctx.mask})", depth)
 
+    # Hopper's asynchronous nodes: backends/cpu_sim/wgmma_sim.py runs them
+    def e_SmemDesc(self, e: ira.SmemDesc, ctx: _Ctx) -> str:
+        off = self.expr(e.offset, _Ctx(ctx.mask, ctx.count, e.buffer, ctx.stmt))
+        return (f"WG.desc(W, _hs, {self.slot[e.buffer][1]}, {off}, {e.lbo}, {e.sbo}, "
+                f"{e.swizzle})")
+
+    def s_Wgmma(self, s: ira.Wgmma, ctx: _Ctx, depth: int) -> None:
+        b = self.expr(s.b_desc, ctx)
+        layout = "wg_m64nNk32_b8" if s.atype.startswith("f8") else "wg_m64nNk16_b16"
+        if s.a_regs is not None:   # A from the threads' registers (wgmma_sim.wgmma_rs)
+            self.emit(f"WG.wgmma_rs(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, "
+                      f"{s.acc_off}, {self.slot[s.a_regs][1]}, {s.a_off}, {b}, {s.trans_b}, "
+                      f"{ctx.mask}, {self.site(ctx, None)}, {layout!r})", depth)
+            return
+        a = self.expr(s.a_desc, ctx)
+        self.emit(f"WG.wgmma(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, {s.acc_off}, "
+                  f"{a}, {b}, {s.trans_b}, {ctx.mask}, {self.site(ctx, None)}, {layout!r})",
+                  depth)
+
+    def s_WgmmaFence(self, s: ira.WgmmaFence, ctx: _Ctx, depth: int) -> None:
+        self.emit("pass  # wgmma.fence", depth)
+
+    def s_WgmmaCommit(self, s: ira.WgmmaCommit, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.commit(W, _hs, {ctx.mask}, {self.site(ctx, None)})", depth)
+
+    def s_WgmmaWait(self, s: ira.WgmmaWait, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.wait(W, _hs, {s.pending}, {ctx.mask}, {self.site(ctx, None)})", depth)
+
+    def s_MbarrierInit(self, s: ira.MbarrierInit, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.mbar_init(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
+                  f"{s.count}, {ctx.mask})", depth)
+        if self.clustered:
+            self.emit(f"CL.note_init(W, _hs, _cs, {self.slot[s.bar][1]}, "
+                      f"{self.expr(s.index, ctx)}, {ctx.mask})", depth)
+
+    def s_MbarrierArrive(self, s: ira.MbarrierArrive, ctx: _Ctx, depth: int) -> None:
+        jb, idx = self.slot[s.bar][1], self.expr(s.index, ctx)
+        if s.cta is not None:   # a peer CTA's barrier (cluster_sim)
+            self.emit(f"CL.arrive(W, _hs, _cs, {jb}, {idx}, {self.expr(s.cta, ctx)}, "
+                      f"{ctx.mask}, {self.site(ctx, s.bar)})", depth)
+            return
+        if self.clustered:      # the arrival releases what its warpgroup read
+            self.emit(f"CL.note_release(W, _hs, _cs, {jb}, {idx}, None, {ctx.mask})", depth)
+        self.emit(f"WG.mbar_arrive(W, _hs, {jb}, {idx}, "
+                  f"{s.tx_bytes}, {ctx.mask}, {self.site(ctx, s.bar)})", depth)
+
+    def s_MbarrierWait(self, s: ira.MbarrierWait, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.mbar_wait(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
+                  f"{self.expr(s.parity, ctx)}, {ctx.mask}, {self.site(ctx, s.bar)})", depth)
+        if self.clustered:
+            self.emit(f"CL.observe(W, _hs, _cs, {self.slot[s.bar][1]}, "
+                      f"{self.expr(s.index, ctx)}, {ctx.mask})", depth)
+
+    def e_ClusterCtaRank(self, e: irc.ClusterCtaRank, ctx: _Ctx) -> str:
+        return "CL.rank(W, _cs)"
+
+    def s_ClusterArrive(self, s: irc.ClusterArrive, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"CL.cluster_arrive(W, _cs, {ctx.mask}, {self.site(ctx, None)})", depth)
+
+    def s_ClusterWait(self, s: irc.ClusterWait, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"CL.cluster_wait(W, _hs, _cs, {ctx.mask}, {self.site(ctx, None)})", depth)
+
+    def s_TmaLoad(self, s: ira.TmaLoad, ctx: _Ctx, depth: int) -> None:
+        tm = next(t for t in self.k.tensor_maps if t.name == s.tmap)
+        coords = ", ".join(self.expr(c, ctx) for c in s.coords)
+        di = self.expr(s.dst_index, _Ctx(ctx.mask, ctx.count, s.dst, ctx.stmt))
+        self.emit(f"WG.tma(W, _hs, {self.bind(tm, '_tm')}, {self.slot[tm.buffer][1]}, "
+                  f"{self.slot[s.dst][1]}, {di}, [{coords}], {self.slot[s.bar][1]}, "
+                  f"{self.expr(s.bar_index, ctx)}, {ctx.mask}, {self.site(ctx, s.dst)}, "
+                  f"{s.multicast})", depth)
+
+    def s_FenceProxyAsync(self, s: ira.FenceProxyAsync, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.fence_proxy_async(W, _hs, {ctx.mask})", depth)
+
+    def s_Roles(self, s: ira.Roles, ctx: _Ctx, depth: int) -> None:
+        """The roles' leading statements, their loops interleaved step by step (uniform,
+        equal bounds: checked by the verifier), their trailing statements."""
+        (pa, la, ta), (pb, lb, tb) = (ira.role_parts(b) for b in (s.first, s.second))
+        c = self.tmp("_c")
+        self.emit(f"{c} = {self.expr(s.cond, ctx)}", depth)
+        roles = []
+        for narrow in ("narrow", "narrow_not"):
+            m, n = self.tmp("_m"), self.tmp("_n")
+            self.emit(f"{m}, {n} = W.{narrow}({ctx.mask}, {c})", depth)
+            roles.append(_Ctx(m, n))
+        for stmts, rc in ((pa, roles[0]), (pb, roles[1])):
+            if stmts:
+                self.emit(f"if {rc.count}:", depth)
+                self.body(stmts, rc, depth + 1)
+        if not all(self.uni.expr(x) for x in (la.start, la.stop, la.step)):
+            raise ValueError(f"kernel {self.k.name}: warp-specialised role loops need "
+                             "uniform bounds")
+        va, vb = self.var(la.var), self.var(lb.var)
+        bounds = ", ".join(f"int({self.expr(x, ctx)})" for x in (la.start, la.stop, la.step))
+        self.emit(f"for {va} in range({bounds}):", depth)
+        self.emit(f"{vb} = {va}", depth + 1)
+        for loop, rc in ((la, roles[0]), (lb, roles[1])):
+            self.emit(f"if {rc.count}:", depth + 1)
+            self.body(loop.body, rc, depth + 2)
+        for stmts, rc in ((ta, roles[0]), (tb, roles[1])):
+            if stmts:
+                self.emit(f"if {rc.count}:", depth)
+                self.body(stmts, rc, depth + 1)
+
+    def s_SetMaxNReg(self, s: ira.SetMaxNReg, ctx: _Ctx, depth: int) -> None:
+        self.emit(f"WG.setmaxnreg(W, {ctx.mask}, {self.site(ctx, None)})", depth)
+
     def s_If(self, s: If, ctx: _Ctx, depth: int) -> None:
         cond = self.expr(s.cond, ctx)
         if self.uni.expr(s.cond):
@@ -468,8 +617,19 @@ class _Translator:
                 "    _tid = W.tid; _bx = W.bx; _by = W.by; _bz = W.bz"]
         for p in self.scalars:
             head.append(f"    p_{re.sub(r'[^0-9a-zA-Z_]', '_', p.name)} = P[{p.name!r}]")
+        if self.hopper:
+            bars, slot = {}, 0
+            for j, sb in enumerate(self.k.shared):
+                if sb.dtype.name == "i64":   # mbarrier words
+                    bars[j], slot = slot, slot + sb.size
+            head.append(f"    _hs = WG.state(W, {self.k.shared_offsets()!r}, {bars!r})")
+        if self.clustered:
+            head.append(f"    _cs = CL.state(W, _hs, {tuple(self.k.cluster)!r})")
         self.lines = []
         self.body(self.k.body, _Ctx(), 1)
+        if self.clustered:   # the CTAs exit: peers' operations into them must be ordered
+            end = self.site(_Ctx(stmt="(kernel exit)"), None)
+            self.lines.append(f"    CL.exit_check(W, _hs, _cs, {end})")
         source = "\n".join(head + self.lines) + "\n"
         code = compile(source, f"<cpu_sim kernel {self.k.name}>", "exec")
         exec(code, self.ns)  # noqa: S102 - our own generated source
@@ -478,9 +638,12 @@ class _Translator:
                               self.flop_dtypes)
 
 
-def compile_kernel(kernel: Kernel) -> CompiledKernel:
-    """Translate `kernel` (assumed verified) into a wave function."""
-    return _Translator(kernel).translate()
+def compile_kernel(kernel: Kernel, options=None) -> CompiledKernel:
+    """Translate `kernel` (assumed verified) into a wave function (`options`: the
+    LoweringOptions of a self-test run, for the planted simulator faults in .faults)."""
+    t = _Translator(kernel)
+    t.options = options
+    return t.translate()
 
 
 def param_value(value: Any, dt: DType) -> Any:

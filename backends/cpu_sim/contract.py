@@ -100,12 +100,38 @@ class Reduction:
         raise AssertionError("range said out of bounds but no access is")
 
     def _check_written(self, op: _Op, site: int) -> None:
+        if self.m is None and not self.stray and self._no_race_by_groups(op):
+            return
         W, m = self.W, self.m
         lanes = np.arange(W.L) if m is None else np.flatnonzero(m)
         step = max(1, CHUNK_ELEMENTS // max(1, lanes.size))
         for k0 in range(0, op.row.size, step):
             words = op.base[lanes][None, :] + op.row[k0:k0 + step, None]
             W.check_written(op.slot, words, lanes, site)
+
+    def _no_race_by_groups(self, op: _Op) -> bool:
+        """True when no (iteration, lane) read of `op` hits a word another thread wrote
+        since the barrier, decided once per group of lanes that read the same words
+        (_grouping: one block, one lane part): a written word read by a group of two or
+        more threads is a race for one of them; by a lone thread, unless it wrote it.
+        False (some race, or no grouping) sends the caller to the per-lane check, which
+        reports the first race in (iteration, lane) order as before."""
+        g = self._grouping(op)
+        if g is None:
+            return False
+        W = self.W
+        _, first, _, sizes = g
+        reps = first.reshape(-1)
+        if reps.size * 2 > W.L:    # hardly any sharing: the per-lane check costs the same
+            return False
+        base, tid, lone = op.base[reps][None, :], W.tid[reps][None, :], (sizes == 1)[None, :]
+        writer = W.sh_writer[op.slot]
+        step = max(1, CHUNK_ELEMENTS // max(1, reps.size))
+        for k0 in range(0, op.row.size, step):
+            w = writer[base + op.row[k0:k0 + step, None]]
+            if bool(((w >= 0) & (~lone | (w != tid))).any()):
+                return False
+        return True
 
     # ------------------------------------------------------------------ sums
     def run(self, pairs: list[tuple[int, int]]) -> list[np.ndarray]:

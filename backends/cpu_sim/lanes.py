@@ -55,6 +55,19 @@ def to_rep(x: Any, dt: DType) -> Any:
     return cast(x, dt).astype(rep_dtype(dt))
 
 
+def fast_to_rep(dt: DType) -> Any:
+    """`to_rep(x, dt)` as one function, for codegen's rounding after each narrow op: for
+    a non-saturating float dtype the same NumPy conversions as hal.dtypes.cast without its
+    per-call dispatch (the simulator holds values as float32/float64/int64/bool, never as
+    ml_dtypes arrays; the caller silences FP warnings)."""
+    if not dt.is_float or dt.saturates:
+        return lambda x: to_rep(x, dt)
+    npd, rep = dt.np_dtype, rep_dtype(dt)
+    if npd == rep:
+        return lambda x: np.asarray(x).astype(rep)
+    return lambda x: np.asarray(x).astype(npd).astype(rep)
+
+
 class Wave:
     """State of one wave: lanes, memories, counters; methods called by generated code."""
 
@@ -360,6 +373,9 @@ class Wave:
         flat = off + i
         if self.check:
             self._race_write(j, flat, act, site)
+            if getattr(self, "hopper", None) is not None:   # generic-proxy write (wgmma_sim)
+                from .wgmma_sim import note_generic_write
+                note_generic_write(self, j, flat, self.lane if act is None else self.lane[act])
         self.sh[j][flat] = v
         self.sh_version[j] += 1
         self.sw += n * sb.dtype.itemsize

@@ -67,6 +67,17 @@ def _frag(W: Wave, j: int, off: int, n: int) -> np.ndarray:
     return out
 
 
+def round_tf32(x: np.ndarray) -> np.ndarray:
+    """f32 values rounded to TF32 (10 mantissa bits) to nearest, ties away from zero (PTX
+    cvt.rna.tf32.f32): add half of the 13 dropped bits' unit to the magnitude, truncate.
+    Infinities and NaNs pass unchanged; a carry into the exponent rounds up (to inf past
+    the largest TF32)."""
+    x32 = np.asarray(x, np.float32)
+    bits = x32.view(np.uint32)
+    r = ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+    return np.where(np.isfinite(x32), r, x32).astype(np.float64)
+
+
 def _whole_warps(W: Wave, m: Any, lanes: int, site: int, what: str) -> None:
     if W.T % lanes:
         W._fail("bad_mma", site, 0, f"{what} needs whole {lanes}-lane warps, the block has "
@@ -90,6 +101,8 @@ def mma(W: Wave, layout: str, jd: int, doff: int, ja: int, aoff: int, jb: int, b
     nw = W.L // lay.lanes
     a = _frag(W, ja, aoff, lay.a_elems).reshape(nw, -1)[:, inv_a].reshape(nw, lay.m, lay.k)
     b = _frag(W, jb, boff, lay.b_elems).reshape(nw, -1)[:, inv_b].reshape(nw, lay.k, lay.n)
+    if lay.input_format == "tf32":   # cvt.rna.tf32.f32 of every A and B element first
+        a, b = round_tf32(a), round_tf32(b)
     c = _frag(W, jc, coff, lay.c_elems).reshape(nw, -1)[:, inv_c].reshape(nw, lay.m, lay.n)
     d = np.matmul(a, b) + c
     acc: DType = W.loc_buf[jd].dtype
@@ -133,8 +146,8 @@ def _shared_base(W: Wave, j: int) -> int:
     base = getattr(W, "sh_base_bytes", None)
     if base is None:
         base, off = [], 0
-        for s in W.sh_buf:   # the renderers' layout: each buffer 16-byte aligned
-            off = (off + 15) // 16 * 16
+        for s in W.sh_buf:   # the renderers' layout (Kernel.shared_offsets)
+            off = (off + s.align - 1) // s.align * s.align
             base.append(off)
             off += s.nbytes
         W.sh_base_bytes = base
@@ -302,6 +315,10 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                         f" of {width} is outside the buffer or not aligned (size {sb.size})",
                         buffer=sb.name, index=int(di[lane]))
             W._race_write(j, flat[sel], act, site, per_lane=width)
+            if getattr(W, "hopper", None) is not None:   # generic-proxy write (wgmma_sim)
+                from .wgmma_sim import note_generic_write
+                note_generic_write(W, j, flat[sel], (W.lane if act is None else W.lane[act])
+                                   [:, None])
         W.sh[j][flat[sel]] = vals[sel]
         W.sh_version[j] += 1   # contract.Reduction's panels are stale now
         if asynchronous:

@@ -80,7 +80,7 @@ def choose_blocks(grid: tuple[int, int, int], options: SampleOptions
     return boundary, sample
 
 
-def _has_global_atomics(kernel: Kernel) -> bool:
+def has_global_atomics(kernel: Kernel) -> bool:
     shared = {b.name for b in kernel.shared}
 
     def walk(body) -> bool:
@@ -100,18 +100,75 @@ def samplable(kernels: list[Kernel]) -> str | None:
     """None when the group's kernel can be sampled, else the reason it runs exactly."""
     if len(kernels) != 1:
         return f"{len(kernels)} kernels share scratch buffers"
-    if _has_global_atomics(kernels[0]):
+    if has_global_atomics(kernels[0]):
         return "global atomics accumulate partial results"
     return None
 
 
-def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _composite_interiors(group: Any, composites: Mapping[str, Any],
+                         buffers: Mapping[str, np.ndarray]) -> dict[int, Any]:
+    """{id of a group node: the composite node} for the nodes of each large composite's
+    decomposition inside `group` (the ancestors of its output down to its inputs); the
+    node giving the output maps to the composite, the others to None."""
+    from hal.reference_blocked import use_blocked
+
+    produced = {o.name: n for n in group.nodes for o in n.outputs}
+    inner: dict[int, Any] = {}
+    done: set[int] = set()
+    for out, cnode in composites.items():
+        if out not in produced or id(cnode) in done or not use_blocked(cnode):
+            continue
+        done.add(id(cnode))
+        stop = {v.name for v in cnode.inputs}
+        found: dict[int, Any] = {}
+        stack = [out]
+        while stack:
+            name = stack.pop()
+            n = produced.get(name)
+            if name in stop or n is None or id(n) in found:
+                continue
+            found[id(n)] = None
+            stack.extend(v.name for v in n.inputs)
+        outside = {o.name for n in group.nodes if id(n) not in found for o in n.outputs}
+        if all(v.name in outside or v.name in buffers for v in cnode.inputs):
+            inner.update(found)
+            inner[id(produced[out])] = cnode
+    return inner
+
+
+def blocked_composites(graph: Any, prim: Any) -> dict[str, Any]:
+    """{value name: composite node of `graph` with a blocked evaluator} for each such
+    node's output and the values of `prim` it is a reshape (a view) of, downstream
+    first (a fused group may end before the decomposition's final reshapes)."""
+    from hal.reference_blocked import BLOCKED
+
+    producer = {o.name: n for n in prim.nodes for o in n.outputs}
+    out: dict[str, Any] = {}
+    for cnode in graph.nodes:
+        if cnode.op not in BLOCKED or len(cnode.outputs) != 1:
+            continue
+        name = cnode.outputs[0].name
+        while name not in out:
+            out[name] = cnode
+            p = producer.get(name)
+            if p is None or p.op != "reshape":
+                break
+            name = p.inputs[0].name
+    return out
+
+
+def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
+                       composites: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """The group's outputs, flat, computed node by node with each op's float64 reference
-    and rounded to every value's declared dtype."""
+    and rounded to every value's declared dtype. `composites` (blocked_composites): a
+    large composite whose decomposition lies in the group (attention at model scale) is
+    computed by its blocked evaluator (hal.reference_blocked) instead, so no score-sized
+    float64 tensor exists."""
     from hal.dtypes import cast
     from hal.ops import get_op
     from hal.ops.registry import Category
     from hal.reference import widen
+    from hal.reference_blocked import BLOCKED
 
     wide: dict[str, np.ndarray] = {}
 
@@ -120,9 +177,27 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
             wide[v.name] = widen(buffers[v.name].reshape(v.shape), v.dtype)
         return wide[v.name]
 
+    keep = {v.name for v in group.outputs}
+    last_use = {v.name: i for i, n in enumerate(group.nodes) for v in n.inputs}
+    inner = _composite_interiors(group, composites or {}, buffers)
+    for i, n in enumerate(group.nodes):   # a composite reads its inputs where it ends
+        if inner.get(id(n)) is not None:
+            for v in inner[id(n)].inputs:
+                last_use[v.name] = max(last_use.get(v.name, i), i)
     with np.errstate(all="ignore"):
-        for n in group.nodes:
+        for i, n in enumerate(group.nodes):
             opdef = get_op(n.op)
+            if id(n) in inner:
+                cnode = inner[id(n)]
+                if cnode is not None:
+                    cop = get_op(cnode.op)
+                    (r,) = BLOCKED[cnode.op]([get(v) for v in cnode.inputs],
+                                             cop.check_attrs(cnode.attrs), cnode)
+                    out = n.outputs[0]
+                    wide[out.name] = widen(cast(r.reshape(out.shape), out.dtype), out.dtype)
+                    _drop_after(cnode, i, last_use, keep, wide)
+                _drop_after(n, i, last_use, keep, wide)
+                continue
             args = [get(v) for v in n.inputs]
             if opdef.category is Category.CONTRACTION and all(
                     v.dtype.is_float and v.dtype.bits <= 32 for v in n.inputs):
@@ -132,24 +207,35 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray]) -> dict[st
             results = opdef.reference(args, opdef.check_attrs(n.attrs))
             for out, r in zip(n.outputs, results, strict=True):
                 wide[out.name] = widen(cast(np.asarray(r), out.dtype), out.dtype)
+            _drop_after(n, i, last_use, keep, wide)
     return {v.name: cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
 
 
-def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, options: SampleOptions,
-                       simulate: Callable[..., Any], **sim_kw: Any) -> tuple[Any, dict]:
+def _drop_after(n: Any, i: int, last_use: Mapping[str, int], keep: set[str],
+                wide: dict[str, np.ndarray]) -> None:
+    for v in n.inputs:   # an intermediate is dropped after its last use
+        if last_use.get(v.name) == i and v.name not in keep:
+            wide.pop(v.name, None)
+
+
+def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: SampleOptions,
+                       simulate_parts: Callable[..., Any], **sim_kw: Any) -> tuple[Any, dict]:
     """Simulate the boundary blocks and the interior sample of `kernel` (args changed in
     place only where those blocks store); return (stats with extrapolated counters,
-    sample report with the written indices per buffer parameter)."""
+    sample report with the written indices per buffer parameter). `simulate_parts`
+    (simulator.simulate_parts) runs the boundary and the strata as parts of one launch,
+    so their waves share the same workers."""
     from .stats import KernelStats
 
     grid = tuple(int(g) for g in kernel.grid)
     nb = kernel.num_blocks
-    boundary, sample = choose_blocks(grid, options)  # type: ignore[arg-type]
+    boundary, sample = choose_blocks(grid, how)  # type: ignore[arg-type]
     gparams = [p for p in kernel.params if hasattr(p, "numel")]
     written: list[list[np.ndarray]] = [[] for _ in gparams]
-    sb = simulate(kernel, args, spec, blocks=boundary, written=written, **sim_kw)
     strata = [s for s in np.array_split(sample, min(STRATA, sample.size)) if s.size] \
         if sample.size else []
+    sb, *st_strata = simulate_parts(kernel, args, spec, [boundary, *strata], written=written,
+                                    **sim_kw)
     per_block: list[dict[str, float]] = []
     total = {c: getattr(sb, c) for c in COUNTERS}
     flops_b = dict(sb.flops_by_dtype)
@@ -158,8 +244,7 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, options:
     flops_s: dict[str, float] = {}
     sums = {c: 0 for c in COUNTERS}
     wall = sb.wall_s
-    for blocks in strata:
-        st = simulate(kernel, args, spec, blocks=blocks, written=written, **sim_kw)
+    for blocks, st in zip(strata, st_strata, strict=True):
         wall += st.wall_s
         per_block.append({c: getattr(st, c) / blocks.size for c in COUNTERS}
                          | {"flops": st.flops / blocks.size})
@@ -189,7 +274,7 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, options:
         "blocks_simulated": int(simulated.size), "blocks": nb,
         "fraction": simulated.size / nb if nb else 1.0,
         "boundary_blocks": int(boundary.size), "sampled_blocks": int(sample.size),
-        "seed": options.seed, "counter_rel_error": err,
+        "seed": how.seed, "counter_rel_error": err,
         "simulated_block_ids": simulated.tolist(),
         "written": {p.name: (np.unique(np.concatenate(w)) if w else np.zeros(0, np.int64))
                     for p, w in zip(gparams, written, strict=True)},
@@ -207,4 +292,5 @@ def block_coords(ids: list[int], grid: tuple[int, int, int]) -> list[tuple[int, 
 
 
 __all__ = ["SampleOptions", "choose_blocks", "samplable", "functional_outputs",
+           "blocked_composites",
            "run_kernel_sampled", "block_coords"]

@@ -30,6 +30,8 @@ from hal.kernel.ir import Kernel
 from .checks import SimulationError, check_launch
 from .codegen import CompiledKernel, compile_kernel, param_value
 from .lanes import Wave
+from .parallel import SharedOutputs, run_waves, sim_jobs
+from .sampled import has_global_atomics
 from .stats import KernelStats
 
 _CACHE: OrderedDict[str, CompiledKernel] = OrderedDict()
@@ -37,13 +39,15 @@ _CACHE_SIZE = 128
 
 
 def _structure_key(k: Kernel) -> str:
-    # Everything the generated code depends on (grid and meta are not).
-    return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size))
+    # Everything the generated code depends on (meta is not; grid and block bound the
+    # index ranges whose i32 checks codegen leaves out, ranges.py).
+    return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
+                 tuple(k.grid), k.block, tuple(k.cluster)))
 
 
-def compiled(kernel: Kernel) -> CompiledKernel:
+def compiled(kernel: Kernel, options=None) -> CompiledKernel:
     """The verified, translated kernel, from the cache when the same structure was seen."""
-    key = _structure_key(kernel)
+    key = _structure_key(kernel) + repr(sorted(options.faults) if options else [])
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
@@ -51,7 +55,7 @@ def compiled(kernel: Kernel) -> CompiledKernel:
     from hal.kernel.verify import verify_kernel
 
     verify_kernel(kernel, strict_barriers=False)  # barriers are checked at run time
-    ck = compile_kernel(kernel)
+    ck = compile_kernel(kernel, options)
     _CACHE[key] = ck
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -82,60 +86,196 @@ def _bind_args(kernel: Kernel, ck: CompiledKernel, args: dict[str, Any]):
     return buffers, scalars
 
 
+# A launch (or one block set) of at least MIN_WAVES blocks runs in at least MIN_WAVES
+# waves of equal size (to one block), whatever the number of worker processes: waves are
+# what workers share out, and a fixed partition keeps outputs, counters and the reported
+# fault the same for every --jobs (the first fault is the first in wave order, then in
+# program order). Several block sets (a sampled launch) are waves enough: one or more each.
+# A launch under SPLIT_LANES lanes stays one wave: splitting it would multiply the
+# per-wave Python overhead that dominates small kernels (the conformance suite's).
+MIN_WAVES = 4
+SPLIT_LANES = 1 << 14
+
+
+def plan_waves(nb: int, block: int, max_lanes: int, min_waves: int = MIN_WAVES,
+               unit: int = 1) -> list[tuple[int, int]]:
+    """(first block, blocks) of each wave of a launch of `nb` blocks of `block` threads;
+    every wave holds whole runs of `unit` blocks (a thread-block cluster's CTAs run in one
+    wave: _cluster_unit), so `nb` is a multiple of `unit`."""
+    if nb == 0:
+        return []
+    nu = nb // unit
+    per_wave = max(1, min(nu, max_lanes // (block * unit)))
+    if nb * block < SPLIT_LANES:
+        min_waves = 1
+    n = max(-(-nu // per_wave), min(min_waves, nu))
+    size, extra = divmod(nu, n)
+    out, b0 = [], 0
+    for i in range(n):
+        c = (size + (i < extra)) * unit
+        out.append((b0, c))
+        b0 += c
+    return out
+
+
+def _whole_clusters(parts: list[np.ndarray | None], unit: int) -> list[np.ndarray | None]:
+    """Block sets widened to whole clusters of `unit` consecutive ids; a cluster already in
+    an earlier part is left out of the later ones (each block runs once)."""
+    out: list[np.ndarray | None] = []
+    seen = np.zeros(0, np.int64)
+    for ids in parts:
+        if ids is None:
+            out.append(None)
+            continue
+        first = np.unique(np.asarray(ids, np.int64) // unit * unit)
+        first = first[~np.isin(first, seen)]
+        seen = np.concatenate([seen, first])
+        out.append((first[:, None] + np.arange(unit)).ravel())
+    return out
+
+
 def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: DeviceSpec, *,
              check: bool = True, max_lanes: int = 1 << 18,
              exact_rounding: bool = False, blocks: np.ndarray | None = None,
              written: list | None = None,
-             progress: Callable[[int, int], None] | None = None) -> KernelStats:
+             progress: Callable[[int, int], None] | None = None,
+             options=None, jobs: int | None = None) -> KernelStats:
     """Run `kernel` once on the grid it names, for the device `spec`; return its counters.
 
     Global buffer args are modified in place. `blocks` runs only those linear block ids
     (sampled simulation); `written` (one list per global buffer) collects the indices
-    stores hit; `progress(blocks_done, blocks_total)` is called before each wave. A wave holds as many whole blocks as fit in
-    `max_lanes` lanes (at least one block); 2^18 keeps lane arrays cache-sized and the
-    extra memory near 3x a 64 MiB tensor while Python overhead stays small. Raises SimulationError for launches
-    the device would refuse (always) and for faults (with check=True).
+    stores hit; `progress(blocks_done, blocks_total)` is called before the first wave and
+    as waves finish. A wave holds as many whole blocks as fit in `max_lanes` lanes (at
+    least one block; plan_waves); 2^18 keeps lane arrays cache-sized and the
+    extra memory near 3x a 64 MiB tensor while Python overhead stays small. `jobs`
+    worker processes share the waves out (parallel.py; default sim_jobs()). Raises
+    SimulationError for launches the device would refuse (always) and for faults
+    (with check=True).
     """
+    parts = [None] if blocks is None else [np.asarray(blocks, np.int64)]
+    return simulate_parts(kernel, args, spec, parts, check=check, max_lanes=max_lanes,
+                          exact_rounding=exact_rounding, written=written, progress=progress,
+                          options=options, jobs=jobs)[0]
+
+
+def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
+                   spec: DeviceSpec, parts: list[np.ndarray | None], *,
+                   check: bool = True, max_lanes: int = 1 << 18,
+                   exact_rounding: bool = False, written: list | None = None,
+                   progress: Callable[[int, int], None] | None = None,
+                   options=None, jobs: int | None = None) -> list[KernelStats]:
+    """`simulate` of several block sets of one launch (None: the whole grid), all waves
+    shared out among the same workers; one KernelStats per part, counted as if each
+    part had been simulated on its own, in order (sampled.py's boundary and strata)."""
     t0 = time.perf_counter()
     check_launch(kernel, spec)
-    ck = compiled(kernel)
+    ck = compiled(kernel, options)   # options: planted self-test faults (cpu_sim/faults.py)
     buffers, scalars = _bind_args(kernel, ck, args)
-    T, nb = kernel.block, kernel.num_blocks
-    if blocks is not None:  # a subset of the grid (sampled.py): counters cover only these
-        blocks = np.asarray(blocks, np.int64)
-        nb = int(blocks.size)
-    per_wave = max(1, min(nb, max_lanes // T))
+    T = kernel.block
+    unit = _cluster_unit(kernel)
+    if unit > 1:     # whole clusters: a CTA's peers run with it (cluster_sim), once
+        parts = _whole_clusters(parts, unit)
     grid = tuple(int(g) for g in kernel.grid)
-    stats = KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
-                        lanes_per_wave=per_wave * T)
-    flops = [0] * len(ck.flop_dtypes)
+    waves: list[tuple[int, int, int, np.ndarray | None]] = []   # (part, b0, n, block ids)
+    stats_out = []
+    for j, ids in enumerate(parts):
+        nb = kernel.num_blocks if ids is None else int(ids.size)
+        plan = plan_waves(nb, T, max_lanes, MIN_WAVES if len(parts) == 1 else 1, unit)
+        for b0, n in plan:
+            waves.append((j, b0, n, None if ids is None else ids[b0:b0 + n]))
+        stats_out.append(KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
+                                     lanes_per_wave=(plan[0][1] if plan else 0) * T))
+    total = sum(w[2] for w in waves)
     groups: dict = {}
-    with np.errstate(all="ignore"):
-        for b0 in range(0, nb, per_wave):
-            if progress is not None:
-                progress(b0, nb)
-            n = min(per_wave, nb - b0)
-            w = Wave(kernel.name, grid, T, b0, n, kernel.warp_size,  # type: ignore[arg-type]
-                     buffers, ck.shared, ck.locals_, ck.sites, len(ck.flop_dtypes), check,
-                     fast=not exact_rounding, reduction_groups=groups,
-                     block_ids=None if blocks is None else blocks[b0:b0 + n],
-                     written=written)
+
+    def run_wave(i: int, bufs=buffers, wr=written) -> dict:
+        _, b0, n, ids = waves[i]
+        w = Wave(kernel.name, grid, T, b0, n, kernel.warp_size,  # type: ignore[arg-type]
+                 bufs, ck.shared, ck.locals_, ck.sites, len(ck.flop_dtypes), check,
+                 fast=not exact_rounding, reduction_groups=groups, block_ids=ids, written=wr)
+        with np.errstate(all="ignore"):
             ck.run(w, scalars)
-            stats.global_bytes_read += w.gr
-            stats.global_bytes_written += w.gw
-            stats.shared_bytes_read += w.sr
-            stats.shared_bytes_written += w.sw
-            stats.barriers += w.barriers
-            stats.atomics += w.atomics
-            stats.waves += 1
-            stats.bank_conflicts += w.bank_conflicts
-            for lay, n in w.mfl.items():
-                stats.matrix_flops[lay] = stats.matrix_flops.get(lay, 0) + n
-            flops = [a + b for a, b in zip(flops, w.fl, strict=False)]
-    stats.flops_by_dtype = dict(zip(ck.flop_dtypes, (int(f) for f in flops), strict=False))
-    stats.finish(spec)
-    stats.wall_s = time.perf_counter() - t0
-    return stats
+        return {"global_bytes_read": w.gr, "global_bytes_written": w.gw,
+                "shared_bytes_read": w.sr, "shared_bytes_written": w.sw,
+                "barriers": w.barriers, "atomics": w.atomics,
+                "bank_conflicts": w.bank_conflicts, "mfl": dict(w.mfl), "fl": list(w.fl)}
+
+    nj = sim_jobs(jobs)
+    if nj > 1 and len(waves) > 1 and not has_global_atomics(kernel):
+        results = _run_parallel(kernel, buffers, waves, run_wave, written, nj, progress, total)
+    else:
+        results = []
+        done = 0
+        for i in range(len(waves)):
+            if progress is not None:
+                progress(done, total)
+            results.append(run_wave(i))
+            done += waves[i][2]
+    flops = [[0] * len(ck.flop_dtypes) for _ in parts]
+    for (j, *_), r in zip(waves, results, strict=True):
+        st = stats_out[j]
+        for c in ("global_bytes_read", "global_bytes_written", "shared_bytes_read",
+                  "shared_bytes_written", "barriers", "atomics", "bank_conflicts"):
+            setattr(st, c, getattr(st, c) + r[c])
+        st.waves += 1
+        for lay, n in r["mfl"].items():
+            st.matrix_flops[lay] = st.matrix_flops.get(lay, 0) + n
+        flops[j] = [a + b for a, b in zip(flops[j], r["fl"], strict=False)]
+    wall = time.perf_counter() - t0
+    for st, fl in zip(stats_out, flops, strict=True):
+        st.flops_by_dtype = dict(zip(ck.flop_dtypes, (int(f) for f in fl), strict=False))
+        st.finish(spec)
+        st.wall_s = wall / len(parts)
+    return stats_out
+
+
+def _run_parallel(kernel: Kernel, buffers, waves, run_wave, written, jobs, progress,
+                  total) -> list[dict]:
+    """The waves in `jobs` forked workers (parallel.py): stores into shared copies of
+    the output buffers, written indices sent back per wave and kept in wave order."""
+    shared = SharedOutputs()
+    arrays = shared.swap([a for _, a in buffers], [not p.readonly for p, _ in buffers])
+    child_bufs = [(p, a) for (p, _), a in zip(buffers, arrays, strict=True)]
+    nbuf = len(buffers)
+
+    def in_worker(i: int) -> dict:
+        wr = None if written is None else [[] for _ in range(nbuf)]
+        r = run_wave(i, child_bufs, wr)
+        if wr is not None:
+            r["written"] = [np.concatenate(x) if x else None for x in wr]
+        return r
+
+    done = [0]
+
+    def on_done(i: int) -> None:
+        done[0] += waves[i][2]
+        if progress is not None:
+            progress(done[0], total)
+
+    if progress is not None:
+        progress(0, total)
+    try:
+        results = run_waves(len(waves), in_worker, jobs, on_done)
+    finally:
+        shared.copy_back()
+    if written is not None:
+        for r in results:
+            for lst, x in zip(written, r.pop("written"), strict=True):
+                if x is not None:
+                    lst.append(x)
+    return results
+
+
+def _cluster_unit(kernel: Kernel) -> int:
+    """Blocks per run of consecutive linear block ids that holds whole clusters (the
+    verifier made each grid axis a multiple of the cluster's)."""
+    cx, cy, cz = kernel.cluster
+    gx, gy, _gz = kernel.grid
+    if cx * cy * cz == 1:
+        return 1
+    if cy == cz == 1:
+        return cx
+    return gx * cy if cz == 1 else gx * gy * cz
 
 
 def kernel_source(kernel: Kernel) -> str:
@@ -143,4 +283,4 @@ def kernel_source(kernel: Kernel) -> str:
     return compiled(kernel).source
 
 
-__all__ = ["simulate", "KernelStats", "SimulationError", "kernel_source", "compiled"]
+__all__ = ["simulate", "simulate_parts", "plan_waves", "KernelStats", "SimulationError", "kernel_source", "compiled"]

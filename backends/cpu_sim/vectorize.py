@@ -325,6 +325,32 @@ def emit_reduction_loop(tr: _Translator, s: For, plan: ReductionLoop, ctx: _Ctx,
     v = tr.var(s.var)
     tr.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth + 1)
     tr.body(s.body, ctx, depth + 2)
+    if tr.options is not None and tr.options.fault("sim_mac_bf16_accumulator"):
+        _round_accumulators(tr, plan, by_target, ctx, depth + 2)  # self-test hook
+
+
+def _round_accumulators(tr: _Translator, plan: ReductionLoop, targets: dict, ctx: _Ctx,
+                        depth: int) -> None:
+    """Planted fault (cpu_sim/faults.py): the plain loop's f32 accumulators are rounded
+    to bf16 after every step, a multiply-accumulate unit that keeps too few bits. Only the
+    per-step (exact_rounding) form can show it: the contraction form sums in float64."""
+    from hal.dtypes import DTYPES
+
+    rnd = tr.rounder(DTYPES["bf16"])
+    for target, idxs in targets.items():
+        if plan.reductions[idxs[0]].dtype.bits != 32:
+            continue
+        if isinstance(target, Var):
+            v = tr.var(target)
+            new = f"{rnd}({v}).astype({v}.dtype)"
+            tr.emit(f"{v} = {new}" if ctx.mask == "None"
+                    else f"{v} = W.merge({ctx.mask}, {new}, {v})", depth)
+        else:
+            buf, c = target
+            _, slot = tr.slot[buf]
+            site = tr.site(ctx, buf, ctx.stmt)
+            old = f"W.ldl({slot}, {c}, None, 0.0, {ctx.mask}, {site})"
+            tr.emit(f"W.stl({slot}, {c}, {rnd}({old}), None, {ctx.mask}, {site})", depth)
 
 
 __all__ = ["ReductionLoop", "Operand", "Reduction", "match_reduction_loop",

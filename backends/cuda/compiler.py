@@ -138,6 +138,25 @@ def nvrtc_available() -> str | None:
     return None
 
 
+def nvrtc_identity() -> str | None:
+    """NVRTC's version and the CUDA headers it compiles against (the records cache key)."""
+    from importlib import metadata
+
+    try:
+        from cuda.bindings import nvrtc
+
+        err, major, minor = nvrtc.nvrtcVersion()
+    except Exception:  # not installed: nothing is cached
+        return None
+    wheels = []
+    for dist in ("cuda-bindings", "nvidia-cuda-nvrtc", "nvidia-cuda-nvrtc-cu12"):
+        try:
+            wheels.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return f"nvrtc {major}.{minor} {' '.join(wheels)} headers {cuda_include_dir()}"
+
+
 def _nvrtc_log(nvrtc, prog) -> str:
     _, n = nvrtc.nvrtcGetProgramLogSize(prog)
     buf = b" " * n

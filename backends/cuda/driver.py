@@ -23,7 +23,6 @@ naming the call and the error (cuGetErrorName).
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import DeviceError
-from hal.gpu_runner import DLPACK_CUDA, GpuDriver
+from hal.gpu_runner import DLPACK_CUDA, GpuDriver, torch_current_stream  # noqa: F401 (re-export)
 from hal.kernel.ir import Kernel
 from hal.render.cstyle import kernel_symbol
 
@@ -66,20 +65,6 @@ def arch_for(spec_arch: str, major: int, minor: int) -> str:
                           hint="pick the spec of this GPU with --device (`hal devices`)")
     raise DeviceError(f"cuda: compute capability {major}.{minor} is not a hal target",
                       hint="known arches: " + ", ".join(NVIDIA_ARCHES))
-
-
-def torch_current_stream(index: int) -> int:
-    """torch's current CUDA stream on device `index` as a raw handle, 0 (the legacy
-    stream) when torch is not imported or has not initialised CUDA (asking would)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return 0
-    try:
-        if not torch.cuda.is_initialized():
-            return 0
-        return int(torch.cuda.current_stream(index).cuda_stream)
-    except Exception:  # noqa: BLE001 - a torch without CUDA: the legacy stream
-        return 0
 
 
 class CudaDriver(GpuDriver):
@@ -159,6 +144,13 @@ class CudaDriver(GpuDriver):
         check(self.cu, self.cu.cuFuncSetAttribute(function, attr, nbytes),
               f"cuFuncSetAttribute(max dynamic shared = {nbytes})")
 
+    def encode_tensor_map(self, tm: Any, address: int) -> bytes:
+        """The 128-byte CUtensorMap of TMA map `tm` over the buffer at `address`."""
+        from .tensor_maps import encode_tiled
+
+        self._init()
+        return encode_tiled(self.cu, tm, address)
+
     def alloc(self, nbytes: int) -> int:
         self._init()
         return int(check(self.cu, self.cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes})"))
@@ -190,11 +182,30 @@ class CudaDriver(GpuDriver):
         check(self.cu, self.cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
 
     def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
-               params: int) -> None:
+               params: int, cluster: tuple[int, int, int] = (1, 1, 1)) -> None:
         self._init()
+        if tuple(cluster) != (1, 1, 1):   # thread-block clusters (hal.kernel.ir_cluster)
+            self._launch_cluster(function, grid, block, shared_bytes, params, cluster)
+            return
         check(self.cu, self.cu.cuLaunchKernel(function, int(grid[0]), int(grid[1]), int(grid[2]),
                                               int(block), 1, 1, int(shared_bytes), self.stream,
                                               params, 0), "cuLaunchKernel")
+
+    def _launch_cluster(self, function: Any, grid: tuple[int, int, int], block: int,
+                        shared_bytes: int, params: int, cluster: tuple[int, int, int]) -> None:
+        """cuLaunchKernelEx with CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: the kernel's blocks
+        run as clusters of `cluster` CTAs (the source does not compile the shape in)."""
+        cu = self.cu
+        attr = cu.CUlaunchAttribute()
+        attr.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+        attr.value.clusterDim.x, attr.value.clusterDim.y, attr.value.clusterDim.z = \
+            (int(c) for c in cluster)
+        cfg = cu.CUlaunchConfig()
+        cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = (int(g) for g in grid)
+        cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = int(block), 1, 1
+        cfg.sharedMemBytes, cfg.hStream = int(shared_bytes), self.stream
+        cfg.attrs, cfg.numAttrs = [attr], 1
+        check(cu, cu.cuLaunchKernelEx(cfg, function, params, 0), "cuLaunchKernelEx")
 
     def synchronize(self) -> None:
         self._init()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hal.backends.cuda.cluster_helpers import CLUSTER_HELPERS, ClusterRendering
 from hal.backends.cuda.mma_helpers import CUDA_MATRIX_HELPERS
+from hal.backends.cuda.wgmma_helpers import HOPPER_HELPERS, PREAMBLE, HopperRendering
 from hal.devices.spec import DeviceSpec
 from hal.kernel.ir import Kernel
 from hal.render.cstyle import CStyleRenderer
 
 
-class CudaRenderer(CStyleRenderer):
+class CudaRenderer(ClusterRendering, HopperRendering, CStyleRenderer):
     vendor = "cuda"
     headers = ("cuda_fp16.h", "cuda_bf16.h", "cuda_fp8.h")
     static_shared_limit = 48 * 1024  # more needs dynamic shared memory + an opt-in attribute
@@ -26,7 +28,13 @@ class CudaRenderer(CStyleRenderer):
     }
     type_names = {**CStyleRenderer.type_names, "f16": "__half", "bf16": "__nv_bfloat16",
                   "f8e4m3fn": "__nv_fp8_storage_t", "f8e5m2": "__nv_fp8_storage_t"}
-    matrix_helpers = CUDA_MATRIX_HELPERS
+    matrix_helpers = {**CUDA_MATRIX_HELPERS, **HOPPER_HELPERS, **CLUSTER_HELPERS}
+
+    @property
+    def matrix_preamble(self) -> str:   # type: ignore[override]
+        """The tensor-map type and shared-address helper, when a Hopper helper is used."""
+        return PREAMBLE if any(h in HOPPER_HELPERS or h in CLUSTER_HELPERS
+                               for h in self._matrix_used) else ""
     low_float = {
         "f16": ("__half2float({x})", "__float2half_rn({x})"),
         "bf16": ("__bfloat162float({x})", "__float2bfloat16_rn({x})"),

@@ -20,6 +20,9 @@ DIFFERENCES from a GPU (and from cpu_sim), pinned by tests/test_host_shim_differ
 * matrix units (mma.sync, MFMA) sum the exact products in double and round once; a GPU
   accumulates in f32 in an unspecified order (within the contraction's tolerance).
 * launches are synchronous and "device time" is host wall time (not a GPU estimate).
+* Hopper's asynchronous units (wgmma, TMA, mbarriers) are not emulated: kernels are lowered
+  for the spec without its warpgroup matrix instructions (the mma.sync kernel on sm_90a);
+  cpu_sim runs the wgmma kernels.
 """
 
 from __future__ import annotations
@@ -55,6 +58,16 @@ class HostBackend(GpuBackend):
             self._availability = Availability(why is None, why or
                                               f"{self.vendor} text on the host CPU")
         return self._availability
+
+    def _spec(self, spec):
+        """The spec without warpgroup (wgmma) instructions: the shim runs mma.sync kernels."""
+        import dataclasses
+
+        s = super()._spec(spec)
+        if any(mi.scope == "warpgroup" for mi in s.matrix_instructions):
+            s = dataclasses.replace(s, matrix_instructions=tuple(
+                mi for mi in s.matrix_instructions if mi.scope != "warpgroup"))
+        return s
 
     def make_driver(self) -> GpuDriver:
         from .driver import HostDriver

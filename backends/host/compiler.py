@@ -6,8 +6,10 @@ shim force-included (`-include hal_host_shim.h -DHAL_HOST_SHIM -DHAL_WARP_SIZE=<
 and the shim's stand-ins for <cuda_fp16.h>, <hip/hip_runtime.h> & co. first on the
 include path. A second, generated file `#include`s that text and adds one launch entry
 per kernel (`HAL_HOST_ENTRY(name)`, a trampoline that unpacks a cuLaunchKernel-style
-argument array). The result is a shared object, cached by sha256 of (compiler, options,
-source, shim headers) under $HAL_CACHE_DIR/host-kernels.
+argument array). With clang the shim is loaded as a precompiled header
+(`backends.host.pch`), which halves a small kernel's compile. The result is a shared
+object, cached by sha256 of (compiler, options, source, shim headers) under
+$HAL_CACHE_DIR/host-kernels.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 
 from hal.errors import CompileError
 from hal.render.toolchain import CompileCache, atomic_write, cache_dir, run_tool, save_source
+
+from .pch import pch_flags, shim_pch
 
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 CANDIDATES = ("clang++-19", "clang++", "g++")
@@ -137,8 +141,8 @@ def compile_host(source: str, options: HostCompileOptions, *, name: str = "kerne
                            hint="install clang-19 or g++, or set HAL_HOST_CXX")
     names = kernel_names(source)  # none for a graph of empty tensors: the unit still builds
     cache = cache or CompileCache(namespace="host-kernels")
-    key = CompileCache.key("host-shim", _compiler_version(cxx), options, source,
-                           shim_digest())
+    digest = shim_digest()
+    key = CompileCache.key("host-shim", _compiler_version(cxx), options, source, digest)
     hit = cache.get(key)
     if hit is not None:
         return hit
@@ -151,11 +155,20 @@ def compile_host(source: str, options: HostCompileOptions, *, name: str = "kerne
     atomic_write(unit, launch_unit(src_path, names))
     fd, out = tempfile.mkstemp(dir=build, suffix=".so")
     os.close(fd)
+    flags = options.flags()
+    pch = shim_pch(cxx, tuple(flags), _compiler_version(cxx), digest)
+    rest = [*link_flags(cxx), f"-I{src_path.parent}", str(unit), "-o", out]
+    what = f"host shim ({Path(cxx).name})"
     try:
-        cmd = [cxx, *options.flags(), *link_flags(cxx), f"-I{src_path.parent}", str(unit),
-               "-o", out]
-        run_tool(cmd, what=f"host shim ({Path(cxx).name})", source_path=src_path,
-                 warnings_fail=False)
+        try:
+            run_tool([cxx, *pch_flags(flags, pch), *rest], what=what, source_path=src_path,
+                     warnings_fail=False)
+        except CompileError:
+            if pch is None:
+                raise
+            # the PCH is only a speed-up: a failure with it is judged by the plain compile
+            run_tool([cxx, *flags, *rest], what=what, source_path=src_path,
+                     warnings_fail=False)
         binary = Path(out).read_bytes()
     finally:
         Path(out).unlink(missing_ok=True)

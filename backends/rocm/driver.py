@@ -1,7 +1,7 @@
 """HipDriver: hal.gpu_runner's driver for AMD GPUs, over hip-python (`hip.hip`).
 
 NOT RUN ON HARDWARE: written against hip-python's documented API (hipSetDevice,
-hipModuleLoadData, hipModuleGetFunction, hipMalloc / hipFree / hipMemset, hipMemcpy,
+hipModuleLoadData, hipModuleGetFunction, hipMalloc / hipFree / hipMemsetAsync, hipMemcpyAsync, hipStreamSynchronize,
 hipModuleLaunchKernel with a void** argument array, hipEvent*), and tested here only
 with a stand-in module (`hip=`) that records the calls.
 
@@ -16,6 +16,11 @@ one. The hipcc path runs here (Debian's ROCm 5.2 hipcc, gfx90a).
 hipGetDeviceProperties, e.g. "gfx90a:sramecc+:xnack-"; the target features after ':'
 are not part of hal's arch names) and refuses a mismatch, as the CUDA driver does with
 the compute capability: a code object for another gfx target fails to load, or worse.
+
+Stream: as the CUDA driver, work is queued on the stream `stream_source()` names, by
+default torch's current stream when a ROCm build of torch has initialised HIP, else the
+null stream. Copies and memsets are asynchronous on it, followed by a stream synchronise,
+so they are ordered with the kernels around them and with torch's own work.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import CompileError, DeviceError
-from hal.gpu_runner import DLPACK_ROCM, GpuDriver
+from hal.gpu_runner import DLPACK_ROCM, GpuDriver, torch_current_stream
 from hal.kernel.ir import Kernel
 from hal.render.cstyle import kernel_symbol
 from hal.render.toolchain import CompileCache, run_tool, save_source
@@ -113,7 +119,8 @@ class HipDriver(GpuDriver):
     name = "rocm"
     dlpack_device_types = (DLPACK_ROCM,)
 
-    def __init__(self, device: int = 0, hip: Any = None, compiler: str | None = None):
+    def __init__(self, device: int = 0, hip: Any = None, compiler: str | None = None,
+                 stream_source: Callable[[int], int] | None = None):
         if hip is None:
             from hip import hip
         self.hip = hip
@@ -122,7 +129,12 @@ class HipDriver(GpuDriver):
         self._forced = compiler or os.environ.get("HAL_HIP_COMPILER") or None
         self._compiler: str | None = None
         self._gcn_arch: str | None = None
-        self.stream = None  # the null stream
+        self.stream_source = stream_source or (lambda i: torch_current_stream(i, "hip"))
+
+    @property
+    def stream(self) -> int | None:
+        """The stream work is queued on now: a handle, or None for the null stream."""
+        return self.stream_source(self.index) or None
 
     @property
     def compiler(self) -> str:  # type: ignore[override]
@@ -182,21 +194,26 @@ class HipDriver(GpuDriver):
 
     def memset_zero(self, ptr: int, nbytes: int) -> None:
         self._init()
-        check(self.hip, self.hip.hipMemset(ptr, 0, nbytes), "hipMemset")
+        check(self.hip, self.hip.hipMemsetAsync(ptr, 0, nbytes, self.stream), "hipMemsetAsync")
 
     def copy_in(self, ptr: int, host: np.ndarray) -> None:
         self._init()
         host = np.ascontiguousarray(host)
         kind = self.hip.hipMemcpyKind.hipMemcpyHostToDevice
-        check(self.hip, self.hip.hipMemcpy(ptr, host.ctypes.data, host.nbytes, kind),
-              "hipMemcpy(HostToDevice)")
+        stream = self.stream
+        check(self.hip, self.hip.hipMemcpyAsync(ptr, host.ctypes.data, host.nbytes, kind,
+                                                stream), "hipMemcpyAsync(HostToDevice)")
+        check(self.hip, self.hip.hipStreamSynchronize(stream), "hipStreamSynchronize")
 
     def copy_out(self, host: np.ndarray, ptr: int) -> None:
         if not host.flags.c_contiguous:
             raise DeviceError("rocm: copy_out needs a contiguous host array")
+        self._init()
         kind = self.hip.hipMemcpyKind.hipMemcpyDeviceToHost
-        check(self.hip, self.hip.hipMemcpy(host.ctypes.data, ptr, host.nbytes, kind),
-              "hipMemcpy(DeviceToHost)")
+        stream = self.stream
+        check(self.hip, self.hip.hipMemcpyAsync(host.ctypes.data, ptr, host.nbytes, kind,
+                                                stream), "hipMemcpyAsync(DeviceToHost)")
+        check(self.hip, self.hip.hipStreamSynchronize(stream), "hipStreamSynchronize")
 
     def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
                params: int) -> None:
@@ -207,7 +224,7 @@ class HipDriver(GpuDriver):
 
     def synchronize(self) -> None:
         self._init()
-        check(self.hip, self.hip.hipDeviceSynchronize(), "hipDeviceSynchronize")
+        check(self.hip, self.hip.hipStreamSynchronize(self.stream), "hipStreamSynchronize")
 
     def event(self) -> Any:
         self._init()

@@ -8,6 +8,8 @@ lane. The gfx90a `_1k` bf16 builtins are also gfx942's v_mfma_f32_*_bf16.
 
 from __future__ import annotations
 
+from hal.render.helpers import vec_copy_helper
+
 PREAMBLE = """typedef short hal_short4 __attribute__((ext_vector_type(4)));
 typedef _Float16 hal_half4 __attribute__((ext_vector_type(4)));
 typedef float hal_floatx4 __attribute__((ext_vector_type(4)));
@@ -29,14 +31,6 @@ def _mfma(name: str, t: str, v: str, n: int, builtin: str) -> str:
     return _MFMA.format(name=name, t=t, v=v, n=n, builtin=builtin)
 
 
-def _vec_copy(nbytes: int) -> str:
-    t = {16: "uint4", 8: "uint2", 4: "unsigned", 2: "unsigned short"}[nbytes]
-    zero = {16: "make_uint4(0u, 0u, 0u, 0u)", 8: "make_uint2(0u, 0u)"}.get(nbytes, "0")
-    return (f"HAL_FN void hal_vec_copy_{nbytes}(void* dst, const void* src, bool full) {{\n"
-            f"  {t} v = {zero};\n  if (full) v = *reinterpret_cast<const {t}*>(src);\n"
-            f"  *reinterpret_cast<{t}*>(dst) = v;\n}}\n")
-
-
 HIP_MATRIX_HELPERS: dict[str, str] = {
     "hal_mfma_f32_32x32x8_bf16": _mfma("hal_mfma_f32_32x32x8_bf16", "hip_bfloat16",
                                        "hal_short4", 16,
@@ -48,5 +42,5 @@ HIP_MATRIX_HELPERS: dict[str, str] = {
                                       "__builtin_amdgcn_mfma_f32_32x32x8f16"),
     "hal_mfma_f32_16x16x16_f16": _mfma("hal_mfma_f32_16x16x16_f16", "__half", "hal_half4", 4,
                                        "__builtin_amdgcn_mfma_f32_16x16x16f16"),
-    **{f"hal_vec_copy_{n}": _vec_copy(n) for n in (16, 8, 4, 2)},
+    **{f"hal_vec_copy_{n}": vec_copy_helper(n) for n in (16, 8, 4, 2)},
 }

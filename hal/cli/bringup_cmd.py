@@ -7,6 +7,11 @@ device, runs it on the backend, runs the framework's own model on the same
 inputs, and prints what it found: ops, unsupported ops, fusion summary,
 kernels, modelled time and DRAM bytes, and parity per output against a bound
 from the output dtype. Exit code 0 only when parity holds.
+
+`--decode N`: MODEL returns (decode step, (prompt [B, P], *initial KV cache)); the step
+is exported once, the prompt fed one token per step and N tokens generated greedily on
+the backend and in eager torch (hal.frontends.decode). Exit code 0 only when every step
+is within the bound and hal's tokens equal torch's.
 """
 
 from __future__ import annotations
@@ -34,13 +39,19 @@ from hal.cli.common import console, device_option, fmt_number, resolve_device
                    "compute the rest functionally (see `hal run --sample`)")
 @click.option("--sample-seed", type=int, default=0, show_default=True,
               help="seed of the --sample block draw")
+@click.option("--decode", "decode_tokens", type=click.IntRange(min=1), default=None,
+              metavar="N", help="MODEL is a KV-cache decode step: generate N tokens greedily "
+                                "on the backend and in torch, and compare every step")
 def bringup(model: str, backend: str, device: str | None, dtype: str, as_json: bool,
-            sample: float | None, sample_seed: int) -> None:
+            sample: float | None, sample_seed: int, decode_tokens: int | None) -> None:
     """Import MODEL, plan, run on a backend and check parity with its framework."""
     from hal.frontends.bringup import bringup as run_bringup
     from hal.frontends.bringup import load_subject
 
     spec = resolve_device(device, "h100-sxm")
+    if decode_tokens is not None:
+        _decode(model, backend, spec, decode_tokens, as_json)
+        return
     run_options: dict = {}
     if sample is not None:
         run_options.update(sample=sample, sample_seed=sample_seed)
@@ -59,6 +70,50 @@ def bringup(model: str, backend: str, device: str | None, dtype: str, as_json: b
         click.echo(json.dumps(rep, indent=2, default=str))
     else:
         _print(rep)
+    if not rep["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+def _decode(model: str, backend: str, spec, new_tokens: int, as_json: bool) -> None:
+    from hal.frontends.bringup import ModelError, load_callable
+    from hal.frontends.decode import decode, decode_subject
+
+    with _phases(as_json) as phase:
+        phase("export and import")
+        made = load_callable(model, "a decode step")
+        if not (isinstance(made, tuple) and len(made) == 2 and len(made[1]) >= 2):
+            raise ModelError(f"model error: {model} must return (step, (prompt, *cache))",
+                             hint="see examples/models/hf_zoo.py:llama_decode")
+        step, (prompt, *cache) = made
+        name = model.rpartition(":")[2]
+        rep = decode(decode_subject(name, step, prompt, tuple(cache)), new_tokens, backend,
+                     spec, phase=phase)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2, default=str))
+    else:
+        con = console()
+        tot = rep["fusion"]["totals"]
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(rep["fusion"]["kinds"].items()))
+        con.print(f"decode: {rep['model']} on {rep['backend']} / {rep['device']}")
+        con.print(f"fusion: {tot['kernels']} kernels ({kinds})")
+        for a in rep["attention"]:
+            con.print(f"attention {a['group']}: split-K {a['split_k']} "
+                      f"({a['launches']} launches)")
+        t = Table(title="decode steps: parity against eager torch")
+        for col in ("step", "torch token", "hal token", "logits max abs err / atol",
+                    "cache ok", "ok"):
+            t.add_column(col)
+        for r in rep["steps"]:
+            logits, *cache = r["outputs"]
+            t.add_row(str(r["step"]), str(r["torch_token"]), str(r["hal_token"]),
+                      f"{fmt_number(logits['max_abs'])} / {fmt_number(logits['atol'])}",
+                      "yes" if all(c["ok"] for c in cache) else "NO",
+                      "yes" if r["ok"] else "NO")
+        con.print(t)
+        con.print(f"prompt: {rep['prompt']}")
+        con.print(f"generated (torch): {rep['torch_tokens']}")
+        con.print(f"generated (hal):   {rep['hal_tokens']}")
+        con.print("decode: " + ("OK" if rep["ok"] else "FAIL"))
     if not rep["ok"]:
         raise click.exceptions.Exit(1)
 

@@ -9,7 +9,10 @@ failure, makes the command exit non-zero after the table is printed; a row says
 the spill, or another compiler than the plan's measured it). For the spec's own arch,
 --check uses the compiler the plan's register feedback used (fusion.measured). The
 shared column includes dynamic shared memory. A spec of the other GPU vendor is an
-error. `--json` prints the records.
+error. On another arch than the spec's own, --check compiles only the kernels that arch
+can run (`portable`): a kernel using a matrix instruction or TMA that the shipped spec of
+that arch lacks (an h100-sxm wgmma kernel on sm_80) is listed as skipped, with the
+reason. `--json` prints the records.
 """
 
 from __future__ import annotations
@@ -43,6 +46,37 @@ def shown_shared(r, kernel) -> int | None:
     kernel's total (static + dynamic, passed at launch) when that is larger."""
     total = kernel.shared_bytes if kernel is not None else 0
     return max(r.shared_bytes or 0, total) if r.shared_bytes is not None or total else None
+
+
+def portable(kernels: list, spec, arch: str) -> tuple[list, list[str]]:
+    """(kernels `arch` can run, one sentence per kernel it cannot). What a kernel needs is
+    read from its plan (the matrix instructions it issues, from `spec`'s list) and its TMA
+    tensor maps; what `arch` has, from the shipped spec of that arch (none: all run)."""
+    from hal.devices.loader import list_specs
+
+    if arch == spec.arch:
+        return list(kernels), []
+    target = next((s for s in list_specs() if s.vendor == spec.vendor and s.arch == arch), None)
+    if target is None:
+        return list(kernels), []
+    own = {mi.name for mi in spec.matrix_instructions}
+    there = {mi.name for mi in target.matrix_instructions}
+    ok, why = [], []
+    for k in kernels:
+        plan_ = k.meta.plan
+        names = set()
+        if plan_ is not None:
+            names = {m.name for m in (plan_.math, *(m for m, _ in plan_.math_flops))
+                     if m.name is not None}
+        missing = sorted(n for n in names if n in own and n not in there)
+        if k.tensor_maps and "tma" not in target.capabilities:
+            missing.append("TMA (cp.async.bulk.tensor)")
+        if missing:
+            why.append(f"{k.name} not compiled for {arch}: it uses {', '.join(missing)}, "
+                       f"which {target.name} ({arch}) lacks")
+        else:
+            ok.append(k)
+    return ok, why
 
 
 def _row(t: Table, r, kernel) -> None:
@@ -122,8 +156,15 @@ def compile_(file: str, backend: str, device: str, emit_dir: str | None, check: 
             arches = sorted({*(a for a in extra.get(cname, ()) if a != spec.arch or mine),
                              *([spec.arch] if mine else [])})
         for arch in arches:
+            runnable, why_not = portable(kernels, spec, arch or spec.arch)
+            for line in why_not:
+                skipped.append(f"skipped on {cname}: {line}")
+                if not as_json:
+                    con.print(Text(skipped[-1], style="yellow"))
+            if not runnable:
+                continue
             try:
-                recs = check_kernels(kernels, spec, [cname], arch=arch, name=graph.name,
+                recs = check_kernels(runnable, spec, [cname], arch=arch, name=graph.name,
                                      raise_on_limit=False)
             except (CompileError, HalError) as e:
                 failures.append(f"{cname} {arch or spec.arch}: {e.message}")

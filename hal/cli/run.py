@@ -42,6 +42,9 @@ RUN_OPTIONS: list = [
                       "extrapolate the counters (e.g. 0.05)"),
     click.option("--sample-seed", type=int, default=None, metavar="N",
                  help="seed of the --sample block draw (default 0)"),
+    click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="cpu_sim: worker processes that share each kernel's waves (default: "
+                      "$HAL_SIM_JOBS, else the CPUs available, at most 8; 1: one process)"),
 ]
 
 

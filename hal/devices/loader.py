@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from hal.devices.spec import DeviceSpec, MatrixInstruction
+from hal.devices.spec import TF32_SUFFIX, DeviceSpec, MatrixInstruction, allow_tf32
 from hal.devices.units import UnitError, parse_quantity
 from hal.devices.yaml_safe import load_yaml
 from hal.dtypes import DTYPES
@@ -124,8 +124,11 @@ def _strings(v: Any) -> frozenset[str]:
 
 def _matrix_instructions(v: Any) -> tuple[MatrixInstruction, ...]:
     """`matrix_instructions:` a list of {name, shape: [m, n, k], a, b, acc, layout,
-    rate (optional), native (optional)}; the layout must be one of hal.kernel.mma's."""
+    rate (optional), native (optional), opt_in (optional: a capability the user grants)};
+    the layout must be one of hal.kernel.mma's (warp instructions) or hal.kernel.wgmma's
+    (warpgroup instructions, n the largest N)."""
     from hal.kernel.mma import LAYOUTS
+    from hal.kernel.wgmma import WGMMA_LAYOUTS, M
 
     if not isinstance(v, list):
         raise UnitError(f"expected a list of instructions, got {v!r}",
@@ -140,17 +143,22 @@ def _matrix_instructions(v: Any) -> tuple[MatrixInstruction, ...]:
         if not (isinstance(shape, list) and len(shape) == 3 and all(
                 isinstance(x, int) and x > 0 for x in shape)):
             raise UnitError(f"{item['name']}: shape must be [m, n, k], got {shape!r}")
-        lay = LAYOUTS.get(str(item["layout"]))
-        if lay is None:
+        name = str(item["layout"])
+        lay = LAYOUTS.get(name)
+        wg = WGMMA_LAYOUTS.get(name)
+        if lay is None and wg is None:
             raise UnitError(f"{item['name']}: unknown layout {item['layout']!r}",
-                            hint="known: " + ", ".join(sorted(LAYOUTS)))
-        if (lay.m, lay.n, lay.k) != tuple(shape):
-            raise UnitError(f"{item['name']}: shape {shape} differs from layout {lay.name} "
-                            f"({lay.m}x{lay.n}x{lay.k})")
+                            hint="known: " + ", ".join(sorted([*LAYOUTS, *WGMMA_LAYOUTS])))
+        want = (lay.m, lay.n, lay.k) if lay is not None else (M, wg.max_n, wg.k)
+        if want != tuple(shape):
+            raise UnitError(f"{item['name']}: shape {shape} differs from layout {name} "
+                            f"({'x'.join(str(x) for x in want)})")
         rate = parse_quantity(item["rate"], "flops") if "rate" in item else 0.0
         out.append(MatrixInstruction(str(item["name"]), *shape, _dtype_name(item["a"]),
                                      _dtype_name(item["b"]), _dtype_name(item["acc"]),
-                                     lay.name, rate, bool(item.get("native", True))))
+                                     name, rate, bool(item.get("native", True)),
+                                     "warp" if lay is not None else "warpgroup",
+                                     str(item.get("opt_in", ""))))
     return tuple(out)
 
 
@@ -324,6 +332,11 @@ def _check_consistency(s: DeviceSpec, where: Callable[[str], str]) -> None:
     from hal.kernel.mma import LAYOUTS
 
     for mi in s.matrix_instructions:
+        if mi.scope == "warpgroup":
+            if s.warp_size != 32:
+                fail("matrix_instructions", f"{mi.name}: a warpgroup instruction needs "
+                     f"32-lane warps, warp_size is {s.warp_size}", "remove it")
+            continue
         if LAYOUTS[mi.layout].lanes != s.warp_size:
             fail("matrix_instructions", f"{mi.name}: layout {mi.layout} is issued by "
                  f"{LAYOUTS[mi.layout].lanes} lanes, warp_size is {s.warp_size}",
@@ -370,6 +383,8 @@ def load_spec(name_or_path: str | os.PathLike | DeviceSpec) -> DeviceSpec:
     if isinstance(name_or_path, DeviceSpec):
         return name_or_path
     s = os.fspath(name_or_path)
+    if s.endswith(TF32_SUFFIX):   # the user's TF32 opt-in (--allow-tf32)
+        return allow_tf32(load_spec(s[:-len(TF32_SUFFIX)]))
     if _looks_like_path(s):
         path = Path(s)
     else:

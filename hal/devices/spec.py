@@ -18,7 +18,9 @@ class MatrixInstruction:
     instruction's lane count and element counts); `rate` is the dense FLOP/s of the whole
     device issuing it (0: take the spec's peak_flops for `a`). `native` is False when the
     hardware reads other encodings than hal's dtypes of the same name (CDNA3's FNUZ fp8):
-    the lowering then does not pick it, the cost model still knows it exists."""
+    the lowering then does not pick it, the cost model still knows it exists. `opt_in`
+    names a capability the user grants (`allow_tf32`: `--allow-tf32`, the "+tf32" spec
+    variant) before the lowering may pick it: TF32 rounds f32 inputs to 10 mantissa bits."""
 
     name: str                        # "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
     m: int
@@ -30,6 +32,10 @@ class MatrixInstruction:
     layout: str                      # hal.kernel.mma layout name, e.g. "nv_m16n8k16_b16"
     rate: float = 0.0
     native: bool = True
+    # "warp" (mma.sync, MFMA: hal.kernel.mma layouts) or "warpgroup" (Hopper wgmma: the
+    # layout is one of hal.kernel.wgmma.WGMMA_LAYOUTS, n the largest N of the family)
+    scope: str = "warp"
+    opt_in: str = ""                 # a capability the user must grant ("allow_tf32"), else ""
 
     @property
     def flops(self) -> int:
@@ -71,12 +77,20 @@ class DeviceSpec:
     capabilities: frozenset[str] = field(default_factory=frozenset)  # e.g. {"fp8", "tensor_cores"}
     matrix_instructions: tuple[MatrixInstruction, ...] = ()
 
-    def matrix_instruction(self, a: str, b: str, acc: str) -> MatrixInstruction | None:
-        """The first native matrix instruction for these operand/accumulator dtypes, or None."""
-        for mi in self.matrix_instructions:
-            if mi.native and (mi.a, mi.b, mi.acc) == (a, b, acc):
+    def matrix_instruction(self, a: str, b: str, acc: str,
+                           scope: str = "warp") -> MatrixInstruction | None:
+        """The first usable matrix instruction of `scope` ("warp": mma.sync/MFMA,
+        "warpgroup": wgmma) for these operand/accumulator dtypes, or None (an opt-in one,
+        TF32 for f32, only on a spec the user granted it: `allow_tf32`)."""
+        for mi in self.usable_matrix_instructions():
+            if mi.scope == scope and (mi.a, mi.b, mi.acc) == (a, b, acc):
                 return mi
         return None
+
+    def usable_matrix_instructions(self) -> tuple[MatrixInstruction, ...]:
+        """The instructions a lowering may pick: native ones, opt-in ones once granted."""
+        return tuple(mi for mi in self.matrix_instructions
+                     if mi.native and (not mi.opt_in or mi.opt_in in self.capabilities))
 
     def __hash__(self) -> int:  # dict fields: hash by identity of the spec, not its tables
         return hash((self.name, self.source, self.arch))
@@ -101,3 +115,18 @@ class DeviceSpec:
 
     def supports(self, dtype_name: str) -> bool:
         return dtype_name in self.supported_dtypes
+
+
+TF32_SUFFIX = "+tf32"
+
+
+def allow_tf32(spec: DeviceSpec) -> DeviceSpec:
+    """`spec` with the user's TF32 opt-in (`--allow-tf32`): f32 matmuls may issue the spec's
+    TF32 matrix instruction. Named "<name>+tf32" (caches and reports keep it apart;
+    hal.devices.loader.load_spec reads the suffix back)."""
+    from dataclasses import replace
+
+    if "allow_tf32" in spec.capabilities:
+        return spec
+    return replace(spec, name=spec.name + TF32_SUFFIX,
+                   capabilities=frozenset(spec.capabilities) | {"allow_tf32"})

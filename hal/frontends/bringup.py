@@ -162,6 +162,14 @@ def _load_callable(spec: str) -> Callable:
     return fn
 
 
+def load_callable(model: str, what: str = "a model") -> Any:
+    """Import MODULE:FUNCTION (or path/file.py:FUNCTION) and call it; what it returns (the
+    user's errors are ModelErrors). `what` names the expected result in messages."""
+    fn = _load_callable(model)
+    with _quiet_frameworks(), user_code(f"calling ({what})", model):
+        return fn()
+
+
 def load_subject(model: str, dtype: str = "f32") -> Subject:
     with _quiet_frameworks():
         return _load_subject(model, dtype)
@@ -233,13 +241,21 @@ def _hal_subject(path: str) -> Subject:
                    [out[n] for n in im.output_names])
 
 
+def torch_subject(name: str, module: Any, args: tuple, dtype: str = "f32", *,
+                  kwargs: dict | None = None) -> Subject:
+    """A Subject from a torch module and its example inputs (what `hal bringup
+    file.py:function` builds from the function's return value)."""
+    with _quiet_frameworks():
+        return _torch_subject(name, module, tuple(args), dtype, kwargs=kwargs)
+
+
 def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = None,
                    kwargs: dict | None = None) -> Subject:
     import torch
     import torch.utils._pytree as pytree
 
     from hal.frontends.torch_convert import TORCH_CONVERTERS, target_key, unsupported_nodes
-    from hal.frontends.torch_export import import_exported_program
+    from hal.frontends.torch_export import decompose_program, import_exported_program
 
     assert TORCH_CONVERTERS
     if dtype == "bf16":
@@ -263,7 +279,7 @@ def _torch_subject(name: str, module: Any, args: tuple, dtype: str, ep: Any = No
                              hint="data-dependent control flow and Python side effects do not "
                                   "export; `hal --debug bringup ...` shows torch's full "
                                   "text") from e
-    ep = ep.run_decompositions()
+    ep = decompose_program(ep)
     ops = collections.Counter(target_key(n.target) for n in ep.graph.nodes
                               if n.op == "call_function")
     # graph inputs are the tensor leaves of (args, kwargs); other leaves are baked in

@@ -24,7 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, bf16, bool_, f16, f32, f64, i8, i16, i32, i64, u8
+from hal.dtypes import (
+    DType,
+    bf16,
+    bool_,
+    f8e4m3fn,
+    f8e5m2,
+    f16,
+    f32,
+    f64,
+    i8,
+    i16,
+    i32,
+    i64,
+    u8,
+)
 from hal.errors import HalError, UnsupportedError
 from hal.frontends.common import (
     EmitOps,
@@ -58,7 +72,8 @@ def torch_dtypes() -> dict:
 
     return {torch.float32: f32, torch.float64: f64, torch.float16: f16, torch.bfloat16: bf16,
             torch.int64: i64, torch.int32: i32, torch.int16: i16, torch.int8: i8,
-            torch.uint8: u8, torch.bool: bool_}
+            torch.uint8: u8, torch.bool: bool_, torch.float8_e4m3fn: f8e4m3fn,
+            torch.float8_e5m2: f8e5m2}
 
 
 def hal_dtype(torch_dtype: Any) -> DType:
@@ -108,10 +123,25 @@ def node_location(node: Any) -> str:
 class TorchContext(EmitOps):
     """What a converter uses: the builder, the current node's torch meta, and typing helpers."""
 
-    def __init__(self, builder: GraphBuilder):
+    def __init__(self, builder: GraphBuilder, store: WeightStore | None = None,
+                 constants: Mapping[str, Any] | None = None, module: Any = None):
         self.b = builder
         self.node: Any = None
         self.loc: str | None = None
+        self.store = store if store is not None else WeightStore(builder)
+        self.fx_constants: Mapping[str, Any] = constants or {}
+        self.fx_module = module
+
+    def constant(self, name: str, dt: DType, array: np.ndarray) -> Value:
+        """A new graph constant (written with the model's weights)."""
+        return self.store.add(name, dt, array)
+
+    def fold(self, fx_value: Any, limit: int = 1 << 22) -> Any:
+        """The value of FX node `fx_value` as a torch tensor when it depends on no user
+        input (only on weights, buffers and constant-producing ops such as arange), else
+        None. A causal mask a library builds from positions is such a value; folding it
+        lets a converter see its pattern. Results over `limit` elements are not folded."""
+        return fold_fx_value(fx_value, self.fx_constants, self.fx_module, limit)
 
     # -- the current node ------------------------------------------------------
     @property
@@ -232,8 +262,9 @@ def convert_graph_module(gm: Any, name: str = "main", *,
         raise missing_ops_error("torch frontend", missing, MISSING_HINT)
     b = GraphBuilder(sanitize(name))
     store = WeightStore(b)
-    cx = TorchContext(b)
     constants = dict(constants or {})
+    cx = TorchContext(b, store, constants, gm)
+    fold = constant_frontier(gm, constants)
     env: dict[fx.Node, Any] = {}
     for n in gm.graph.nodes:
         if n.op == "placeholder":
@@ -254,7 +285,9 @@ def convert_graph_module(gm: Any, name: str = "main", *,
             env[n] = store.add(n.name, hal_dtype(t.dtype), _to_numpy(t)) \
                 if isinstance(t, torch.Tensor) else t
         elif n.op == "call_function":
-            env[n] = _convert_node(cx, n, env)
+            folded = fold.get(n)
+            env[n] = _convert_node(cx, n, env) if folded is None else \
+                store.add(n.name, hal_dtype(folded.dtype), _to_numpy(folded))
         elif n.op == "output":
             outs = outputs if outputs is not None else list(_flatten(n.args[0]))
             for o in outs:
@@ -300,6 +333,112 @@ def _convert_node(cx: TorchContext, n: Any, env: Mapping[Any, Any]) -> Any:
     return result
 
 
+# ops whose input-free results are folded at import: each would be a kernel of its own
+# (gathers, scans, reductions, contractions), where elementwise and view chains of iota
+# and constants are recomputed inside their consumers' kernels for free
+FOLD_EXPENSIVE = {"aten.index", "aten.index_select", "aten.gather", "aten.embedding",
+                  "aten.cumsum", "aten.cumprod", "aten.any", "aten.all", "aten.sum",
+                  "aten.amax", "aten.amin", "aten.max", "aten.min", "aten.mean", "aten.prod",
+                  "aten.argmax", "aten.argmin", "aten.sort", "aten.topk", "aten.scatter",
+                  "aten.index_put", "aten.mm", "aten.bmm", "aten.addmm"}
+FOLD_LIMIT = 1 << 20   # elements of a folded constant at most
+
+
+def constant_frontier(gm: Any, constants: Mapping[str, Any]) -> dict[Any, Any]:
+    """FX node -> its torch value, for the nodes to import as constants: those that read no
+    model input (weights, buffers and constant-producing ops only; nothing random or
+    mutating), have an expensive op (FOLD_EXPENSIVE) among their producers, and are read
+    by a node that does read an input (or are outputs). A causal mask a library builds
+    with gathers and a cumsum over positions, or rotary tables from a positions matmul,
+    become constants instead of kernels run on every call."""
+    import torch
+
+    free: dict[Any, bool] = {}
+    costly: dict[Any, bool] = {}
+    for n in gm.graph.nodes:
+        ins = n.all_input_nodes
+        if n.op == "placeholder":
+            free[n] = n.name in constants
+        elif n.op == "get_attr":
+            free[n] = True
+        elif n.op == "call_function":
+            schema = getattr(n.target, "_schema", None)
+            free[n] = (all(free.get(a, False) for a in ins)
+                       and not (schema is not None and schema.is_mutable)
+                       and torch.Tag.nondeterministic_seeded not in getattr(n.target, "tags", ())
+                       and isinstance(n.meta.get("val"), torch.Tensor))
+        else:
+            free[n] = False
+        packet = str(getattr(n.target, "overloadpacket", "")) if n.op == "call_function" else ""
+        costly[n] = free[n] and (packet in FOLD_EXPENSIVE or any(costly.get(a) for a in ins))
+    out: dict[Any, Any] = {}
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or not costly[n]:
+            continue
+        if not any(not free.get(u, False) for u in n.users):
+            continue
+        val = n.meta["val"]
+        if val.numel() > FOLD_LIMIT or val.dtype not in torch_dtypes():
+            continue
+        try:
+            t = fold_fx_value(n, constants, gm, FOLD_LIMIT)
+        except Exception:  # noqa: BLE001 - torch could not evaluate it eagerly: convert it
+            t = None
+        if t is not None:
+            out[n] = t
+    return out
+
+
+def fold_fx_value(node: Any, constants: Mapping[str, Any], module: Any,
+                  limit: int = 1 << 22, max_nodes: int = 2000) -> Any:
+    """Evaluate FX node `node` with torch when its producers reach no user input (see
+    TorchContext.fold); None when they do, or when the cone is larger than `max_nodes`."""
+    import torch
+    import torch.fx as fx
+
+    if not isinstance(node, fx.Node):
+        return None
+    order: list[Any] = []
+    seen: set[Any] = set()
+    stack = [(node, False)]
+    while stack:   # post-order walk of the producers
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+            continue
+        if n in seen:
+            continue
+        seen.add(n)
+        if len(seen) > max_nodes:
+            return None
+        if n.op == "placeholder":
+            if n.name not in constants:
+                return None
+        elif n.op == "call_function":
+            if getattr(n.target, "_schema", None) is not None and n.target._schema.is_mutable:
+                return None
+            if torch.Tag.nondeterministic_seeded in getattr(n.target, "tags", ()):
+                return None   # a random value is not a constant of the program
+        elif n.op != "get_attr":
+            return None
+        stack.append((n, True))
+        stack.extend((a, False) for a in n.all_input_nodes)
+    env: dict[Any, Any] = {}
+    with torch.no_grad():
+        for n in order:
+            if n.op == "placeholder":
+                env[n] = constants[n.name]
+            elif n.op == "get_attr":
+                env[n] = _fetch_attr(module, n.target)
+            else:
+                env[n] = n.target(*_resolve(env, n.args), **_resolve(env, n.kwargs))
+            v = env[n]
+            if isinstance(v, torch.Tensor) and v.numel() > limit:
+                return None
+    out = env[node]
+    return out if isinstance(out, torch.Tensor) else None
+
+
 def _rename(b: GraphBuilder, v: Value, fx_name: str) -> None:
     """Give the node's result torch's name (or a fresh variant), for readable .hal text."""
     v.name = b.fresh(sanitize(fx_name))
@@ -324,6 +463,6 @@ def _to_numpy(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        return t.float().numpy()
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        return t.float().numpy()     # 16-bit and fp8 floats: exact in f32
     return t.numpy()

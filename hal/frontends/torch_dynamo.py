@@ -33,9 +33,14 @@ import numpy as np
 from hal.errors import HalError
 from hal.frontends import (  # noqa: F401 - register converters
     torch_ops,
+    torch_ops_bits,
+    torch_ops_cephes,
+    torch_ops_grid,
+    torch_ops_group,
     torch_ops_index,
     torch_ops_math,
     torch_ops_nn,
+    torch_ops_special,
     torch_ops_tensor,
 )
 from hal.frontends.common import ImportedModel

@@ -5,7 +5,9 @@
     model = import_exported_program(ep)          # ImportedModel: graph + run helpers
     graph = load_pt2("model.pt2")
 
-The program is first decomposed to core ATen (`ep.run_decompositions()`);
+The program is first decomposed to core ATen (`decompose_program`: torch's default
+table, but scaled_dot_product_attention stays whole: hal's converter turns it into
+its attention composite, see torch_ops_attention);
 parameters, buffers and lifted constants become graph constants, user inputs
 become graph inputs in order, user outputs become graph outputs. Every op
 without a converter is reported at once, with where the model used it.
@@ -21,9 +23,15 @@ from typing import Any
 from hal.errors import HalError, UnsupportedError
 from hal.frontends import (  # noqa: F401 - register converters
     torch_ops,
+    torch_ops_attention,
+    torch_ops_bits,
+    torch_ops_cephes,
+    torch_ops_grid,
+    torch_ops_group,
     torch_ops_index,
     torch_ops_math,
     torch_ops_nn,
+    torch_ops_special,
     torch_ops_tensor,
 )
 from hal.frontends.common import ImportedModel
@@ -37,7 +45,7 @@ def import_exported_program(ep: Any, name: str | None = None, *,
     from torch.export.graph_signature import InputKind, OutputKind
 
     if decompose:
-        ep = ep.run_decompositions()
+        ep = decompose_program(ep)
     sig = ep.graph_signature
     constants: dict[str, Any] = {}
     user_inputs: list[str] = []
@@ -62,6 +70,24 @@ def import_exported_program(ep: Any, name: str | None = None, *,
     model_name = name or "model"
     return convert_graph_module(ep.graph_module, model_name, constants=constants,
                                 user_inputs=user_inputs, outputs=outputs)
+
+
+# ops hal converts whole, although torch's default table decomposes them
+KEEP_WHOLE = ("scaled_dot_product_attention.default",)
+
+
+def decompose_program(ep: Any) -> Any:
+    """`ep` decomposed to core ATen, keeping the ops of KEEP_WHOLE (hal converts them to its
+    composites, which the fusion pass matches as a whole)."""
+    import torch
+
+    table = torch.export.default_decompositions()
+    for name in KEEP_WHOLE:
+        packet, overload = name.rsplit(".", 1)
+        op = getattr(getattr(torch.ops.aten, packet), overload)
+        if op in table:
+            del table[op]
+    return ep.run_decompositions(table)
 
 
 def from_exported_program(ep: Any, name: str | None = None) -> Graph:

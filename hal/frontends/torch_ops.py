@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hal.dtypes import bool_, i64
+from hal.dtypes import bool_, f32, i64
 from hal.errors import UnsupportedError
 from hal.frontends.torch_convert import TorchContext, converts
 from hal.ir.graph import Value
@@ -386,7 +386,13 @@ def _matmul(cx: TorchContext, a: Value, b: Value) -> Value:
 def _addmm(cx: TorchContext, bias: Value, a: Value, b: Value, *, beta: Any = 1,
            alpha: Any = 1) -> Value:
     dt, shape = cx.out_dtype(), cx.out_shape()
-    y = _mm(cx, a, b)
+    return axpby(cx, _mm(cx, a, b), bias, alpha, beta, dt, shape)
+
+
+def axpby(cx: TorchContext, y: Value, bias: Any, alpha: Any, beta: Any, dt: Any,
+          shape: tuple[int, ...]) -> Value:
+    """alpha * y + beta * bias, the BLAS-style epilogue of addmm/addmv/addr/addbmm (beta 0:
+    bias is not read, as torch does)."""
     if alpha != 1:
         y = cx.op("mul", y, cx.scalar(alpha, dt, shape))
     if beta == 0:
@@ -407,3 +413,57 @@ def _dot(cx: TorchContext, a: Value, b: Value) -> Value:
 def _mv(cx: TorchContext, a: Value, b: Value) -> Value:
     return cx.reshape(_mm(cx, a, cx.reshape(b, (b.shape[0], 1))), (a.shape[0],))
 
+
+
+# fp8 scaled matmul: torch's ScalingType and SwizzleType values
+_TENSORWISE, _ROWWISE, _NO_SWIZZLE = 0, 1, 0
+
+
+@converts("aten._scaled_mm_v2")
+def _scaled_mm_v2(cx: TorchContext, a: Value, b: Value, scale_a: Any, recipe_a: Any,
+                  swizzle_a: Any, scale_b: Any, recipe_b: Any, swizzle_b: Any, bias: Any = None,
+                  out_dtype: Any = None, contraction_dim: Any = (),
+                  use_fast_accum: bool = False) -> Value:
+    """(a @ b) * scale_a * scale_b (+ bias) in f32, rounded to out_dtype: the fp8 matmul
+    accumulates in f32 (hal's matmul with out_dtype f32); per-tensor or per-row/column
+    scales broadcast over the product."""
+    recipes = tuple(recipe_a) + tuple(recipe_b)
+    if (len(scale_a) != 1 or len(scale_b) != 1 or any(r not in (_TENSORWISE, _ROWWISE)
+                                                      for r in recipes)
+            or any(z != _NO_SWIZZLE for z in tuple(swizzle_a) + tuple(swizzle_b))
+            or tuple(contraction_dim or ()) not in ((), (1, 0))):
+        raise UnsupportedError(f"_scaled_mm_v2 with recipes {list(recipes)}, "
+                               f"swizzles {list(swizzle_a) + list(swizzle_b)}: only one "
+                               "tensor-wise or row-wise scale per operand, unswizzled",
+                               hint="block-scaled (MX/NVFP4) recipes are not converted")
+    return _scaled(cx, a, b, scale_a[0], scale_b[0], bias)
+
+
+@converts("aten._scaled_mm")
+def _scaled_mm(cx: TorchContext, a: Value, b: Value, scale_a: Value, scale_b: Value,
+               bias: Any = None, scale_result: Any = None, out_dtype: Any = None,
+               use_fast_accum: bool = False) -> Value:
+    if scale_result is not None:
+        raise UnsupportedError("_scaled_mm with scale_result (an fp8 output)",
+                               hint="use a 16- or 32-bit out_dtype")
+    return _scaled(cx, a, b, scale_a, scale_b, bias)
+
+
+def _scaled(cx: TorchContext, a: Value, b: Value, scale_a: Value, scale_b: Value,
+            bias: Any) -> Value:
+    out = cx.out_dtype()
+    if out.saturates:
+        raise UnsupportedError(f"scaled matmul with an {out} result: torch's "
+                               "float -> fp8 conversion overflows to inf/NaN, hal's fp8 cast "
+                               "saturates", hint="use a 16- or 32-bit out_dtype")
+    m, n = a.shape[0], b.shape[1]
+    if a.dtype != b.dtype:          # e4m3 x e5m2: the products are exact in f32
+        a, b = cx.cast(a, f32), cx.cast(b, f32)
+    y = cx.op("matmul", a, b, out_dtype=f32)
+    for sc, shape in ((scale_a, (m, 1)), (scale_b, (1, n))):
+        s = cx.cast(sc, f32)
+        s = cx.reshape(s, (1, 1) if math.prod(s.shape) == 1 else shape)
+        y = cx.op("mul", y, cx.bcast(s, (m, n)))
+    if bias is not None:
+        y = cx.op("add", y, cx.bcast(cx.reshape(cx.cast(bias, f32), (1, n)), (m, n)))
+    return cx.cast(y, out)

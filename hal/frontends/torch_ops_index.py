@@ -7,10 +7,12 @@
   then a select and a reduction over the candidates (sum, prod, amax, amin,
   mean; a plain write takes the last matching candidate, as torch's CPU
   kernels do). The work is O(candidates x axis length), which fits cache
-  updates and the sizes models use for these ops;
+  updates; large scatters (hal.frontends.scatter_network.use_sorted) sort the
+  indices instead and combine runs with a segmented scan, O(m log^2 m + n log m);
 - sort, argsort, topk: each element's rank is counted by comparisons
   (stable: ties keep their order; NaN sorts as the largest value, as in
-  torch), and the rank-th element is found by a one-hot reduction.
+  torch), and the rank-th element is found by a one-hot reduction; long rows
+  go through a bitonic network instead (hal.frontends.sort_network, O(n log^2 n)).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 
 from hal.dtypes import bool_, i64
 from hal.errors import UnsupportedError
+from hal.frontends.scatter_network import scatter_sorted_last, use_sorted
+from hal.frontends.sort_network import NETWORK_MIN, bitonic_sort_last
 from hal.frontends.torch_convert import TorchContext, converts
 from hal.ir.graph import Value
 
@@ -137,6 +141,8 @@ def scatter_last(cx: TorchContext, x: Value, idx: Value, src: Value, mode: str,
     lead = tuple(x.shape[:-1])
     if m == 0:
         return x
+    if use_sorted(m, n):
+        return scatter_sorted_last(cx, x, _wrap(cx, idx, n), src, mode, include_self)
     cand = lead + (m, n)
     hit = cx.op("eq", cx.bcast(cx.reshape(_wrap(cx, idx, n), lead + (m, 1)), cand),
                 _iota(cx, cand, len(cand) - 1))
@@ -361,8 +367,12 @@ def _index_put(cx: TorchContext, x: Value, indices: Any, values: Value,
 
 
 def sort_last(cx: TorchContext, x: Value, descending: bool) -> tuple[Value, Value]:
-    """Stable sort along the last axis: (values, int64 indices). NaN is the largest value."""
+    """Stable sort along the last axis: (values, int64 indices). NaN is the largest value.
+    Rows of NETWORK_MIN elements or more go through the bitonic network (sort_network);
+    shorter ones count each element's rank (n^2 comparisons, fewer kernels)."""
     n = x.shape[-1]
+    if n >= NETWORK_MIN:
+        return bitonic_sort_last(cx, x, descending)
     lead = tuple(x.shape[:-1])
     pair = lead + (n, n)
     xi = cx.bcast(cx.reshape(x, lead + (n, 1)), pair)   # [.., i, j] = x_i
@@ -483,6 +493,23 @@ def _pick_sorted(cx: TorchContext, x: Value, dim: int, keepdim: bool, which: Any
     if keepdim:
         val, idx = _restore(cx, val, perm), _restore(cx, idx, perm)
     return val, idx
+
+
+@converts("aten.masked_scatter")
+def _masked_scatter(cx: TorchContext, x: Value, mask: Value, source: Value) -> Value:
+    """x where mask is false; where it is true, source's elements in row-major order: the
+    k-th true position (a running count of the mask) takes source.flatten()[k]."""
+    dt, shape = cx.out_dtype(), cx.out_shape()
+    n, ns = math.prod(shape), math.prod(source.shape)
+    x = cx.bcast(cx.cast(x, dt), shape)
+    m = cx.reshape(cx.bcast(mask, shape), (n,))
+    if n == 0 or ns == 0:
+        return x
+    pos = cx.op("sub", cx.op("cumsum", cx.cast(m, i64), axis=0), cx.scalar(1, i64, (n,)))
+    pos = cx.op("minimum", cx.op("maximum", pos, cx.scalar(0, i64, (n,))),
+                cx.scalar(ns - 1, i64, (n,)))
+    vals = cx.op("gather", cx.reshape(cx.cast(source, dt), (ns,)), pos, axis=0)
+    return cx.op("select", cx.reshape(m, shape), cx.reshape(vals, shape), x)
 
 
 @converts("aten.slice_scatter")

@@ -20,6 +20,7 @@ import numpy as np
 from hal.dtypes import bool_, compute_dtype, i64
 from hal.errors import UnsupportedError
 from hal.frontends.torch_convert import TorchContext, converts
+from hal.frontends.torch_ops import axpby
 from hal.ir.graph import Value
 
 # -- classification ----------------------------------------------------------------
@@ -295,26 +296,43 @@ def _vector_norm(cx: TorchContext, x: Value, ord: Any = 2, dim: Any = None,
     axes = _axes(x, dim)
     kd = bool(keepdim)
     if not axes:
-        red = v
         out = v if ord != 0 else cx.cast(cx.op("ne", v, _k(cx, 0, v)), v.dtype)
         return cx.cast(cx.reshape(out, cx.out_shape()), dt)
-    o = float(ord)
+    return cx.cast(norm_reduce(cx, v, float(ord), axes, kd), dt)
+
+
+def norm_reduce(cx: TorchContext, v: Value, o: float, axes: tuple[int, ...], kd: bool) -> Value:
+    """The `o`-norm of |x| (`v`) over `axes`: max, min, count of nonzeros, sum, root of sums."""
     if o == math.inf:
-        red = cx.op("reduce_max", v, axes=axes, keepdims=kd)
-    elif o == -math.inf:
-        red = cx.op("reduce_min", v, axes=axes, keepdims=kd)
-    elif o == 0:
+        return cx.op("reduce_max", v, axes=axes, keepdims=kd)
+    if o == -math.inf:
+        return cx.op("reduce_min", v, axes=axes, keepdims=kd)
+    if o == 0:
         nz = cx.cast(cx.op("ne", v, _k(cx, 0, v)), v.dtype)
-        red = cx.op("reduce_sum", nz, axes=axes, keepdims=kd)
-    elif o == 1:
-        red = cx.op("reduce_sum", v, axes=axes, keepdims=kd)
-    elif o == 2:
-        red = cx.op("sqrt", cx.op("reduce_sum", cx.op("mul", v, v), axes=axes, keepdims=kd))
-    else:
-        p = cx.op("pow", v, _k(cx, o, v))
-        s = cx.op("reduce_sum", p, axes=axes, keepdims=kd)
-        red = cx.op("pow", s, _k(cx, 1.0 / o, s))
-    return cx.cast(red, dt)
+        return cx.op("reduce_sum", nz, axes=axes, keepdims=kd)
+    if o == 1:
+        return cx.op("reduce_sum", v, axes=axes, keepdims=kd)
+    if o == 2:
+        return cx.op("sqrt", cx.op("reduce_sum", cx.op("mul", v, v), axes=axes, keepdims=kd))
+    s = cx.op("reduce_sum", cx.op("pow", v, _k(cx, o, v)), axes=axes, keepdims=kd)
+    return cx.op("pow", s, _k(cx, 1.0 / o, s))
+
+
+@converts("aten._pdist_forward")
+def _pdist(cx: TorchContext, x: Value, p: float = 2.0) -> Value:
+    """Distances between rows i < j of x [n, m], in torch's order (0,1), (0,2), ..., (1,2)."""
+    dt = cx.out_dtype()
+    n, m = x.shape
+    rows_i, rows_j = np.triu_indices(n, k=1)
+    if rows_i.size == 0:
+        return cx.scalar(0, dt, (0,))
+    x = cx.cast(x, compute_dtype(dt))
+    xi = cx.op("gather", x, cx.constant(f"{cx.node.name}_i", i64, rows_i), axis=0)
+    xj = cx.op("gather", x, cx.constant(f"{cx.node.name}_j", i64, rows_j), axis=0)
+    v = cx.op("abs", cx.op("sub", xi, xj))
+    if m == 0:
+        return cx.scalar(0, dt, (rows_i.size,))
+    return cx.cast(norm_reduce(cx, v, float(p), (1,), False), dt)
 
 
 # -- scans -------------------------------------------------------------------------
@@ -412,7 +430,7 @@ def _addmv(cx: TorchContext, bias: Any, a: Value, v: Value, *, beta: Any = 1,
     dt, shape = cx.out_dtype(), cx.out_shape()
     y = cx.reshape(cx.op("matmul", cx.cast(a, dt), cx.reshape(cx.cast(v, dt), (v.shape[0], 1))),
                    shape)
-    return _axpby(cx, y, bias, alpha, beta, dt, shape)
+    return axpby(cx, y, bias, alpha, beta, dt, shape)
 
 
 @converts("aten.addbmm")
@@ -422,7 +440,7 @@ def _addbmm(cx: TorchContext, bias: Any, a: Value, b: Value, *, beta: Any = 1,
     prod = cx.op("matmul", cx.cast(a, dt), cx.cast(b, dt))
     y = cx.op("reduce_sum", prod, axes=(0,), keepdims=False) if a.shape[0] else \
         cx.scalar(0, dt, shape)
-    return _axpby(cx, y, bias, alpha, beta, dt, shape)
+    return axpby(cx, y, bias, alpha, beta, dt, shape)
 
 
 @converts("aten.addr")
@@ -433,19 +451,7 @@ def _addr(cx: TorchContext, bias: Any, a: Value, b: Value, *, beta: Any = 1,
                   cx.bcast(cx.reshape(cx.cast(b, dt), (1, b.shape[0])), shape))
     if dt == bool_:
         raise UnsupportedError("addr on bool tensors", hint="cast to an integer type first")
-    return _axpby(cx, outer, bias, alpha, beta, dt, shape)
-
-
-def _axpby(cx: TorchContext, y: Value, bias: Any, alpha: Any, beta: Any, dt: Any,
-           shape: tuple[int, ...]) -> Value:
-    if alpha != 1:
-        y = cx.op("mul", y, cx.scalar(alpha, dt, shape))
-    if beta == 0:
-        return y
-    c = cx.tensor(bias, dt, shape)
-    if beta != 1:
-        c = cx.op("mul", c, cx.scalar(beta, dt, shape))
-    return cx.op("add", y, c)
+    return axpby(cx, outer, bias, alpha, beta, dt, shape)
 
 
 # -- simple elementwise --------------------------------------------------------------

@@ -1,7 +1,8 @@
 """ATen converters for CNN layers: convolution, pooling and batch norm, from primitives.
 
-- convolution (1-D/2-D/3-D, stride, padding, dilation, groups) is an implicit
-  GEMM: the padded input is sliced once per kernel offset (strided slices),
+- convolution (1-D/2-D/3-D, stride, padding, dilation, groups; transposed ones
+  as the forward convolution of the zero-dilated input with the flipped kernel)
+  is an implicit GEMM: the padded input is sliced once per kernel offset (strided slices),
   the slices are stacked into patches [g, N*L, C/g*K] and multiplied with the
   weights [g, C/g*K, O/g] by one batched matmul, so the fusion pass puts it
   on the matmul path and it gets the matrix units when the matmul does;
@@ -73,44 +74,90 @@ def _stack(cx: TorchContext, parts: list[Value], axis: int) -> Value:
 def _convolution(cx: TorchContext, x: Value, w: Value, bias: Value | None, stride: Any,
                  padding: Any, dilation: Any, transposed: bool, output_padding: Any,
                  groups: int) -> Value:
-    if transposed:
-        raise UnsupportedError("transposed convolution",
-                               hint="only forward convolutions are decomposed; write the "
-                                    "transposed one as a convolution of the dilated input")
     out_shape = cx.out_shape()
     dt = cx.out_dtype()
     unbatched = x.rank == w.rank - 1
     if unbatched:
         x = cx.reshape(x, (1,) + tuple(x.shape))
     d = x.rank - 2
-    n, c = x.shape[0], x.shape[1]
-    o = w.shape[0]
-    kernel = tuple(w.shape[2:])
-    out = tuple(out_shape[-d:])
     g = int(groups)
-    cg, og, kk, ll = c // g, o // g, math.prod(kernel), math.prod(out)
+    kernel = tuple(w.shape[2:])
     x, w = cx.cast(x, dt), cx.cast(w, dt)
+    if transposed:
+        # w [C, O/g, *K]: the weights of the equivalent forward convolution, [g, O/g, C/g*K]
+        # with the kernel flipped (the patches take the offsets in reverse order)
+        cg, og = w.shape[0] // g, w.shape[1]
+        wm = cx.reshape(w, (g, cg, og, math.prod(kernel)))
+        wm = cx.reshape(cx.op("transpose", wm, perm=(0, 2, 1, 3)), (g, og, cg * math.prod(kernel)))
+        x = _dilate_pad(cx, x, kernel, _ints(stride, d), _ints(padding, d, 0),
+                        _ints(dilation, d), _ints(output_padding, d, 0))
+        stride, padding = (1,) * d, (0,) * d
+    else:
+        og = w.shape[0] // g
+        wm = cx.reshape(w, (g, og, (w.shape[1]) * math.prod(kernel)))
+    o = g * og
+    out = tuple(out_shape[-d:])
+    n = x.shape[0]
     if math.prod(out_shape) == 0:
         return cx.scalar(0, dt, out_shape)
-    if cg * kk == 0:  # nothing to contract: the bias alone
+    if wm.shape[2] == 0:  # nothing to contract: the bias alone
         y = cx.scalar(0, dt, (n, o) + out)
     else:
         parts = _windows(cx, x, kernel, _ints(stride, d), _ints(padding, d, 0), out,
                          _ints(dilation, d), 0.0)
-        patches = _stack(cx, parts, 2)                            # [N, C, K, *out]
-        patches = cx.reshape(patches, (n, g, cg * kk, ll))
-        patches = cx.op("transpose", patches, perm=(1, 0, 3, 2))  # [g, N, L, Cg*K]
-        patches = cx.reshape(patches, (g, n * ll, cg * kk))
-        wm = cx.reshape(w, (g, og, cg * kk))
-        wm = cx.op("transpose", wm, perm=(0, 2, 1))               # [g, Cg*K, Og]
-        y = cx.op("matmul", patches, wm)                          # [g, N*L, Og]
-        y = cx.reshape(y, (g, n, ll, og))
-        y = cx.op("transpose", y, perm=(1, 0, 3, 2))              # [N, g, Og, L]
-        y = cx.reshape(y, (n, o) + out)
+        if transposed:
+            parts = parts[::-1]
+        y = _implicit_gemm(cx, _stack(cx, parts, 2), wm, g, out)
     if bias is not None:
         bshape = (1, o) + (1,) * d
         y = cx.op("add", y, cx.bcast(cx.reshape(cx.cast(bias, dt), bshape), y.shape))
     return cx.reshape(y, out_shape)
+
+
+def _implicit_gemm(cx: TorchContext, patches: Value, wm: Value, g: int,
+                   out: tuple[int, ...]) -> Value:
+    """patches [N, C, K, *out] x weights [g, O/g, C/g*K] -> [N, O, *out], one batched matmul."""
+    n, c, kk = patches.shape[0], patches.shape[1], patches.shape[2]
+    cg, og, ll = c // g, wm.shape[1], math.prod(out)
+    patches = cx.reshape(patches, (n, g, cg * kk, ll))
+    patches = cx.op("transpose", patches, perm=(1, 0, 3, 2))  # [g, N, L, Cg*K]
+    patches = cx.reshape(patches, (g, n * ll, cg * kk))
+    wt = cx.op("transpose", wm, perm=(0, 2, 1))               # [g, Cg*K, Og]
+    y = cx.op("matmul", patches, wt)                          # [g, N*L, Og]
+    y = cx.reshape(y, (g, n, ll, og))
+    y = cx.op("transpose", y, perm=(1, 0, 3, 2))              # [N, g, Og, L]
+    return cx.reshape(y, (n, g * og) + out)
+
+
+def _dilate_pad(cx: TorchContext, x: Value, kernel: tuple[int, ...], stride: tuple[int, ...],
+                padding: tuple[int, ...], dilation: tuple[int, ...],
+                output_padding: tuple[int, ...]) -> Value:
+    """A transposed convolution's input as a forward one sees it: stride - 1 zeros between
+    elements, dilation * (K - 1) - padding zeros before and that plus output_padding after
+    (negative amounts crop)."""
+    d = len(kernel)
+    n, c, sp = x.shape[0], x.shape[1], tuple(x.shape[2:])
+    if any(s > 1 for s in stride):
+        inter = tuple(a for i in range(d) for a in (sp[i], 1))
+        y = cx.reshape(x, (n, c) + inter)
+        y = cx.op("pad", y, low=(0,) * (2 + 2 * d),
+                  high=(0, 0) + tuple(a for i in range(d) for a in (0, stride[i] - 1)),
+                  value=0.0)
+        x = cx.reshape(y, (n, c) + tuple(sp[i] * stride[i] for i in range(d)))
+    full = tuple((sp[i] - 1) * stride[i] + 1 for i in range(d))  # the dilated input's extent
+    lo = tuple(dilation[i] * (kernel[i] - 1) - padding[i] for i in range(d))
+    hi = tuple(lo[i] + output_padding[i] for i in range(d))
+    cur = tuple(x.shape[2:])
+    pad_lo = tuple(max(0, v) for v in lo)
+    pad_hi = tuple(max(0, full[i] + hi[i] - cur[i]) for i in range(d))
+    if any(pad_lo) or any(pad_hi):
+        x = cx.op("pad", x, low=(0, 0) + pad_lo, high=(0, 0) + pad_hi, value=0.0)
+    starts = tuple(max(0, -v) for v in lo)
+    stops = tuple(pad_lo[i] + full[i] + hi[i] for i in range(d))
+    if any(starts) or stops != tuple(x.shape[2:]):
+        x = cx.op("slice", x, starts=starts, stops=stops, steps=(1,) * d,
+                  axes=tuple(range(2, 2 + d)))
+    return x
 
 
 # -- pooling -----------------------------------------------------------------------
@@ -390,3 +437,71 @@ def _upsample_linear(cx: TorchContext, x: Value, output_size: Any, align_corners
         one = cx.scalar(1, cdt, a.shape)
         y = cx.op("add", cx.op("mul", a, cx.op("sub", one, lam_b)), cx.op("mul", b, lam_b))
     return cx.cast(y, dt)
+
+
+# -- torch.nn.functional.linear_cross_entropy's chunked custom ops ---------------------
+
+def linear_cross_entropy(cx: TorchContext, x: Value, w: Value, target: Value, bias: Any,
+                         weight: Any, reduction: str, ignore_index: int, dt: Any) -> Value:
+    """cross_entropy(x @ w.T + bias, target) with class weights and ignore_index, as the
+    chunked op computes it chunk by chunk: the logits [N, C] are one matmul; log_softmax
+    over classes; the target's log-probability by take_along_axis; mean divides by the
+    valid targets' weights (0 / 0 = NaN when every target is ignored, as in torch)."""
+    if x.rank != 2 or w.rank != 2 or target.rank != 1 or target.dtype.is_float:
+        raise UnsupportedError(
+            f"linear_cross_entropy with input {list(x.shape)}, weight "
+            f"{list(w.shape)}, target {list(target.shape)} {target.dtype}: only [N, D] inputs, "
+            f"[C, D] weights and class-index targets are converted",
+            hint="flatten the batch dimensions before the loss")
+    n, c = x.shape[0], w.shape[0]
+    logits = cx.op("matmul", cx.cast(x, dt), cx.op("transpose", cx.cast(w, dt), perm=(1, 0)))
+    if bias is not None:
+        logits = cx.op("add", logits, cx.bcast(cx.reshape(cx.cast(bias, dt), (1, c)), (n, c)))
+    logp = cx.op("log_softmax", logits, axis=1)
+    t = cx.cast(target, i64)
+    valid = cx.op("ne", t, cx.scalar(ignore_index, i64, (n,)))
+    safe_t = cx.op("select", valid, t, cx.scalar(0, i64, (n,)))
+    picked = cx.reshape(cx.op("take_along_axis", logp, cx.reshape(safe_t, (n, 1)), axis=1),
+                        (n,))
+    zero = cx.scalar(0, dt, (n,))
+    w_t = (cx.op("gather", cx.cast(weight, dt), safe_t, axis=0) if weight is not None
+           else cx.scalar(1, dt, (n,)))
+    w_t = cx.op("select", valid, w_t, zero)
+    nll = cx.op("select", valid, cx.op("neg", cx.op("mul", w_t, picked)), zero)
+    if reduction == "none":
+        return nll
+    if reduction not in ("sum", "mean"):
+        raise UnsupportedError(f"linear_cross_entropy reduction {reduction!r}",
+                               hint="use 'mean', 'sum' or 'none'")
+    loss = cx.op("reduce_sum", nll, axes=(0,), keepdims=False)
+    if reduction == "sum":
+        return loss
+    return cx.op("div", loss, cx.op("reduce_sum", w_t, axes=(0,), keepdims=False))
+
+
+@converts("torch_nn._linear_cross_entropy_batch_chunked")
+def _linear_ce_chunked(cx: TorchContext, x: Value, w: Value, target: Value, bias: Any,
+                       weight: Any, reduction: str, ignore_index: int, label_smoothing: float,
+                       *options: Any) -> tuple[Value, ...]:
+    # options: batch_chunk_size, acc_policy, acc_dtype, allow_retain_graph, then the three
+    # compute_*_grad flags; with a flag set the forward also precomputes that gradient
+    if label_smoothing:
+        raise UnsupportedError("linear_cross_entropy's chunked op with label "
+                               "smoothing (torch's own op rejects it: NotImplementedError)",
+                               hint="label smoothing takes torch's non-chunked path")
+    if any(bool(f) for f in options[-3:]):
+        raise UnsupportedError("linear_cross_entropy with precomputed gradients "
+                               "(compute_*_grad set: the program was exported for training)",
+                               hint="export under torch.no_grad() or with inputs that do not "
+                                    "require grad")
+    loss = linear_cross_entropy(cx, x, w, target, bias, weight, reduction, int(ignore_index),
+                                cx.out_dtype(0))
+    empties = tuple(cx.scalar(0, cx.out_dtype(k), cx.out_shape(k)) for k in (1, 2, 3))
+    return (loss, *empties)
+
+
+@converts("torch_nn._linear_cross_entropy_batch_chunked_no_reduction")
+def _linear_ce_chunked_none(cx: TorchContext, x: Value, w: Value, target: Value, bias: Any,
+                            weight: Any, ignore_index: int, *options: Any) -> Value:
+    return linear_cross_entropy(cx, x, w, target, bias, weight, "none", int(ignore_index),
+                                cx.out_dtype())

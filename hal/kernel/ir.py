@@ -23,6 +23,10 @@ move; `asynchronous=True` is cp.async global -> shared), `CpAsyncCommit` and
 `CpAsyncWait` (commit/wait groups of a multi-stage pipeline). A SharedBuffer's
 `stages` says how many pipeline stages it holds (equal slices), for messages and stats.
 
+Hopper's asynchronous nodes (wgmma, TMA, mbarriers, setmaxnreg) live in
+hal.kernel.ir_async, which adds them to the traversal tables below when imported (this
+module imports it at its end).
+
 Traversal is defined once, here: `children(e)`, `stmt_exprs(s)`, `stmt_bodies(s)`,
 `walk_expr`, `walk_stmts` read the field tables EXPR_CHILDREN / STMT_EXPRS /
 STMT_BODIES; the verifier and cpu_sim's code generator and analyses walk through
@@ -352,8 +356,16 @@ def children(e: Expr) -> list[Expr]:
 
 
 def stmt_exprs(s: Stmt) -> list[Expr]:
-    """The expressions a statement evaluates itself (not those of nested bodies)."""
-    return [x for f in STMT_EXPRS.get(type(s), ()) if (x := getattr(s, f)) is not None]
+    """The expressions a statement evaluates itself (not those of nested bodies); a field
+    holding a tuple of expressions (TmaLoad's coordinates) gives each of them."""
+    out: list[Expr] = []
+    for f in STMT_EXPRS.get(type(s), ()):
+        x = getattr(s, f)
+        if isinstance(x, tuple):
+            out.extend(x)
+        elif x is not None:
+            out.append(x)
+    return out
 
 
 def stmt_bodies(s: Stmt) -> list[list[Stmt]]:
@@ -412,6 +424,7 @@ class SharedBuffer:
     dtype: DType
     size: int
     stages: int = 1     # pipeline stages it holds (equal slices of `size`)
+    align: int = 16     # byte alignment (1024 for a TMA destination with the 128B swizzle)
 
     @property
     def nbytes(self) -> int:
@@ -472,13 +485,27 @@ class Kernel:
     index_dtype: DType = i32
     warp_size: int = 32
     meta: KernelMeta = field(default_factory=KernelMeta)  # buffers, group, the plan
+    # TMA tensor maps (hal.kernel.tma.TensorMap) the body's TmaLoads name: parameters
+    # after `params`, encoded on the host (cuTensorMapEncodeTiled) from the buffers
+    tensor_maps: list = field(default_factory=list)
+    # thread-block cluster (x, y, z) the launch groups blocks into (hal.kernel.ir_cluster)
+    cluster: tuple[int, int, int] = (1, 1, 1)
+
+    def shared_offsets(self) -> list[int]:
+        """Byte offset of each shared buffer: in order, each aligned to its `align` (16
+        bytes unless a TMA destination needs its swizzle pattern), as the renderers and
+        cpu_sim lay them out."""
+        out, total = [], 0
+        for s in self.shared:
+            total = (total + s.align - 1) // s.align * s.align
+            out.append(total)
+            total += s.nbytes
+        return out
 
     @property
     def shared_bytes(self) -> int:
-        total = 0
-        for s in self.shared:  # each buffer aligned to 16 bytes, as the renderers lay them out
-            total = (total + 15) // 16 * 16 + s.nbytes
-        return total
+        offs = self.shared_offsets()
+        return offs[-1] + self.shared[-1].nbytes if offs else 0
 
     @property
     def num_blocks(self) -> int:
@@ -504,3 +531,6 @@ THREAD_IDX = Special("thread_idx")
 BLOCK_IDX_X = Special("block_idx_x")
 BLOCK_IDX_Y = Special("block_idx_y")
 BLOCK_IDX_Z = Special("block_idx_z")
+
+
+from hal.kernel import ir_async as _ir_async  # noqa: E402,F401  (registers its nodes' fields)

@@ -37,6 +37,8 @@ its own definitions of the same names and signatures):
                                     const float* c)
       void hal_mma_m16n8k32_e4m3_f32(float* d, const __nv_fp8_storage_t* a,
                                      const __nv_fp8_storage_t* b, const float* c)  (and e5m2)
+      void hal_mma_m16n8k8_tf32_f32(float* d, const float* a, const float* b,
+                                    const float* c)   (cvt.rna.tf32.f32 of a and b first)
       void hal_ldmatrix_x4(void* dst, const void* smem_row)      (x1, x2; _trans variants)
       void hal_cp_async_16(void* smem, const void* gmem, bool full)   (zero-fill if !full)
       void hal_cp_async_commit()
@@ -81,6 +83,9 @@ class FragmentLayout:
     b: np.ndarray = field(repr=False)
     c: np.ndarray = field(repr=False)
     family: str = ""          # "nv_mma", "amd_mfma", "npu"
+    # the instruction reads its f32 inputs rounded to this format ("tf32": 10 mantissa bits,
+    # round to nearest, ties away, as cvt.rna.tf32.f32), "" when it reads them exactly
+    input_format: str = ""
     # per operand "a"/"b"/"c": (row terms, col terms) of element 0's coordinates, and the
     # constant [elements, 2] offsets of the others from it (the same for every lane)
     base: dict = field(default_factory=dict, repr=False)
@@ -124,8 +129,8 @@ def terms_value(terms: Terms, lane: int) -> int:
 
 
 def register_layout(name: str, m: int, n: int, k: int, lanes: int, a: Coord, b: Coord,
-                    c: Coord, family: str, base: dict[str, tuple[Terms, Terms]]
-                    ) -> FragmentLayout:
+                    c: Coord, family: str, base: dict[str, tuple[Terms, Terms]],
+                    input_format: str = "") -> FragmentLayout:
     """Register a fragment layout (the extension point for a new matrix unit).
 
     `base[operand]` gives each lane's element-0 coordinates as lane terms; every other
@@ -148,7 +153,8 @@ def register_layout(name: str, m: int, n: int, k: int, lanes: int, a: Coord, b: 
         off0 = off[0].copy()
         off0.setflags(write=False)
         offsets[op] = off0
-    lay = FragmentLayout(name, m, n, k, lanes, ta, tb, tc, family, dict(base), offsets)
+    lay = FragmentLayout(name, m, n, k, lanes, ta, tb, tc, family, input_format, dict(base),
+                         offsets)
     LAYOUTS[name] = lay
     return lay
 
@@ -189,11 +195,27 @@ def _nv32_b(lane: int, i: int) -> tuple[int, int]:
     return 4 * t + (i & 3) + 16 * (i >> 2), g
 
 
+def _nv8_a(lane: int, i: int) -> tuple[int, int]:   # tf32 A: one element per register
+    g, t = lane >> 2, lane % 4
+    return g + 8 * (i & 1), t + 4 * (i >> 1)
+
+
+def _nv8_b(lane: int, i: int) -> tuple[int, int]:
+    g, t = lane >> 2, lane % 4
+    return t + 4 * i, g
+
+
 _G, _T2, _T4 = ((1, 4, 8),), ((2, 1, 4),), ((4, 1, 4),)   # groupID, 2*tig, 4*tig
+_T1 = ((1, 1, 4),)                                           # tig
 register_layout("nv_m16n8k16_b16", 16, 8, 16, 32, _nv16_a, _nv16_b, _nv_c, "nv_mma",
                 {"a": (_G, _T2), "b": (_T2, _G), "c": (_G, _T2)})
 register_layout("nv_m16n8k32_b8", 16, 8, 32, 32, _nv32_a, _nv32_b, _nv_c, "nv_mma",
                 {"a": (_G, _T4), "b": (_T4, _G), "c": (_G, _T2)})
+# PTX ISA "Matrix Fragments for mma.m16n8k8" (.tf32): a0..a3 row groupID (+8 for a1, a3),
+# col threadID_in_group (+4 for a2, a3); b0, b1 row threadID_in_group (+4 for b1), col
+# groupID; C/D as m16n8k16. Issued only where the user opts into TF32 (--allow-tf32).
+register_layout("nv_m16n8k8_tf32", 16, 8, 8, 32, _nv8_a, _nv8_b, _nv_c, "nv_mma",
+                {"a": (_G, _T1), "b": (_T1, _G), "c": (_G, _T2)}, input_format="tf32")
 
 
 # --------------------------------------------------------------------------- AMD MFMA (wave64)
@@ -262,11 +284,13 @@ def ldmatrix_row_of_lane(lane: int) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- helper names
-_SHORT = {"bf16": "bf16", "f16": "f16", "f8e4m3fn": "e4m3", "f8e5m2": "e5m2", "f32": "f32"}
+_SHORT = {"bf16": "bf16", "f16": "f16", "f8e4m3fn": "e4m3", "f8e5m2": "e5m2", "f32": "f32",
+          "tf32": "tf32"}
 
 
 def helper_name(layout: FragmentLayout, a: str, acc: str) -> str:
     """The device helper a renderer calls for one MMA of `layout` on `a`-typed inputs."""
+    a = layout.input_format or a
     if layout.family == "nv_mma":
         return f"hal_mma_m{layout.m}n{layout.n}k{layout.k}_{_SHORT[a]}_{_SHORT[acc]}"
     if layout.family == "amd_mfma":

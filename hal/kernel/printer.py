@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable
 
 from hal.dtypes import DType
+from hal.kernel import ir_async as ira
+from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
     Assign,
     AtomicAdd,
@@ -138,6 +140,10 @@ def format_stmt(s: Stmt, indent: int = 0) -> list[str]:
             lines.append(f"{pad}}} else {{")
             lines += format_body(s.orelse, indent + 1)
         return lines + [pad + "}"]
+    if isinstance(s, ira.Roles):
+        return [f"{pad}roles ({format_expr(s.cond)}) {{  // concurrent warp-specialised roles",
+                *format_body(s.first, indent + 1), f"{pad}}} else {{",
+                *format_body(s.second, indent + 1), pad + "}"]
     if isinstance(s, For):
         v = s.var.name
         lines = [f"{pad}#pragma unroll"] if s.unroll else []
@@ -171,6 +177,49 @@ _MATRIX_FORMATTERS = {
 }
 
 
+def _tma(s) -> str:
+    coords = ", ".join(format_expr(c) for c in s.coords)
+    mc = f".multicast({s.multicast:#x})" if s.multicast else ""
+    return (f"tma.load{mc}({s.tmap}, [{coords}]) -> &{s.dst}[{format_expr(s.dst_index)}], "
+            f"mbarrier {s.bar}[{format_expr(s.bar_index)}];")
+
+
+def _wgmma_a(s: ira.Wgmma) -> str:
+    return format_expr(s.a_desc) if s.a_regs is None else f"regs {s.a_regs}+{s.a_off}"
+
+
+def _arrive(s) -> str:
+    cta = f", cta={format_expr(s.cta)}" if s.cta is not None else ""
+    return (f"mbarrier.arrive{'.expect_tx' if s.tx_bytes else ''}({s.bar}"
+            f"[{format_expr(s.index)}]{f', {s.tx_bytes}' if s.tx_bytes else ''}{cta});")
+
+
+_MATRIX_FORMATTERS.update({
+    ira.Wgmma: lambda s: (f"wgmma.m64n{s.n}.{s.atype}({s.acc}+{s.acc_off}, "
+                          f"{_wgmma_a(s)}, {format_expr(s.b_desc)}"
+                          f"{', trans_b' if s.trans_b else ''});"),
+    ira.WgmmaFence: lambda s: "wgmma.fence;",
+    ira.WgmmaCommit: lambda s: "wgmma.commit_group;",
+    ira.WgmmaWait: lambda s: f"wgmma.wait_group {s.pending};",
+    ira.MbarrierInit: lambda s: f"mbarrier.init({s.bar}[{format_expr(s.index)}], {s.count});",
+    ira.MbarrierArrive: _arrive,
+    ira.MbarrierWait: lambda s: (f"mbarrier.wait({s.bar}[{format_expr(s.index)}], parity="
+                                 f"{format_expr(s.parity)});"),
+    ira.TmaLoad: _tma,
+    ira.FenceProxyAsync: lambda s: "fence.proxy.async;",
+    ira.SetMaxNReg: lambda s: f"setmaxnreg.{'inc' if s.increase else 'dec'} {s.count};",
+})
+_MATRIX_FORMATTERS.update({
+    irc.ClusterArrive: lambda s: ("fence.mbarrier_init.cluster; " if s.init_fence else "")
+    + "barrier.cluster.arrive;",
+    irc.ClusterWait: lambda s: "barrier.cluster.wait;",
+})
+_EXPR_FORMATTERS[irc.ClusterCtaRank] = lambda e: "%cluster_ctarank"
+_EXPR_FORMATTERS[ira.SmemDesc] = lambda e: (
+    f"desc(&{e.buffer}[{format_expr(e.offset)}], lbo={e.lbo}, sbo={e.sbo}, "
+    f"swizzle={e.swizzle})")
+
+
 def format_body(body: list[Stmt], indent: int) -> list[str]:
     lines: list[str] = []
     for s in body:
@@ -193,7 +242,8 @@ def print_kernel(kernel: Kernel) -> str:
     """The whole kernel: launch configuration, signature, shared and local arrays, body."""
     k = kernel
     lines = [f"// kernel {k.name}: grid={tuple(k.grid)} block={k.block} warp={k.warp_size} "
-             f"index={k.index_dtype} shared={k.shared_bytes} B",
+             f"index={k.index_dtype} shared={k.shared_bytes} B"
+             + (f" cluster={tuple(k.cluster)}" if tuple(k.cluster) != (1, 1, 1) else ""),
              _signature(k) + " {"]
     for s in k.shared:
         lines.append(f"  __shared__ {s.dtype} {s.name}[{s.size}];")

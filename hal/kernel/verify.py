@@ -12,6 +12,8 @@ from __future__ import annotations
 from hal.devices.spec import DeviceSpec
 from hal.dtypes import DType
 from hal.errors import HalError, UnsupportedError
+from hal.kernel import ir_async as ira
+from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
     SHUFFLE_MODES,
     SPECIALS,
@@ -349,6 +351,153 @@ class _Verifier:
         if s.pending < 0:
             self.fail(f"cp.async wait with {s.pending} pending groups")
 
+    # ------------------------------------------------------------------ Hopper (ir_async)
+    def x_SmemDesc(self, e: ira.SmemDesc) -> None:
+        from hal.kernel.wgmma import SWIZZLES
+
+        self._space(e.buffer, "shared", "wgmma descriptor operand")
+        self.index(e.offset, f"descriptor offset into {e.buffer}")
+        if e.swizzle not in SWIZZLES or e.lbo % 16 or e.sbo % 16:
+            self.fail(f"descriptor of {e.buffer}: swizzle {e.swizzle} (one of {SWIZZLES}), "
+                      f"LBO {e.lbo} and SBO {e.sbo} (multiples of 16)")
+
+    def s_Wgmma(self, s: ira.Wgmma) -> None:
+        from hal.kernel.wgmma import wgmma_k
+
+        if self.k.warp_size != 32 or self.k.block % 128:
+            self.fail("wgmma needs 32-lane warps and whole 128-thread warpgroups")
+        if not 8 <= s.n <= 256 or s.n % 8:
+            self.fail(f"wgmma N {s.n} is not a multiple of 8 in 8..256")
+        try:
+            wgmma_k(s.atype)
+        except ValueError as e:
+            self.fail(str(e))
+        if s.trans_b and s.atype.startswith("f8"):
+            self.fail("wgmma reads 8-bit B K-major only (no trans_b)")
+        dt = self._space(s.acc, "local", "wgmma accumulator")
+        size = next(b.size for b in self.k.locals if b.name == s.acc)
+        if dt.name != "f32" or s.acc_off < 0 or s.acc_off + s.n // 2 > size:
+            self.fail(f"wgmma accumulator {s.acc}[{s.acc_off}:{s.acc_off + s.n // 2}] must "
+                      f"be f32 elements inside its {size}")
+        if (s.a_desc is None) == (s.a_regs is None):
+            self.fail("wgmma takes A from a descriptor or from registers (a_regs), one of them")
+        if s.a_regs is not None:
+            from hal.kernel.wgmma import A_REG_ELEMS
+
+            adt = self._space(s.a_regs, "local", "wgmma register A")
+            asize = next(b.size for b in self.k.locals if b.name == s.a_regs)
+            if adt.name != s.atype or adt.bits != 16:
+                self.fail(f"wgmma register A {s.a_regs} is {adt}: it must be the "
+                          f"{s.atype} operand type, 16-bit (fp8 A from registers is not "
+                          f"supported)")
+            if s.a_off < 0 or s.a_off + A_REG_ELEMS > asize:
+                self.fail(f"wgmma register A {s.a_regs}[{s.a_off}:{s.a_off + A_REG_ELEMS}] "
+                          f"must lie inside its {asize} elements")
+        for d in (s.a_desc, s.b_desc):
+            if d is None:
+                continue
+            self.expr(d)
+            if d.dtype.name != "i64":
+                self.fail("wgmma descriptors are 64-bit (SmemDesc)")
+
+    def s_WgmmaFence(self, s) -> None:
+        pass
+
+    def s_WgmmaCommit(self, s) -> None:
+        pass
+
+    def s_WgmmaWait(self, s: ira.WgmmaWait) -> None:
+        if not 0 <= s.pending <= 7:
+            self.fail(f"wgmma.wait_group {s.pending}: pending groups are 0..7")
+
+    def _bar(self, bar: str, index: Expr) -> None:
+        dt = self._space(bar, "shared", "mbarrier")
+        if dt.name != "i64":
+            self.fail(f"mbarriers are 64-bit words: {bar} is {dt}")
+        self.index(index, f"index of mbarrier {bar}")
+
+    def s_MbarrierInit(self, s: ira.MbarrierInit) -> None:
+        self._bar(s.bar, s.index)
+        if not 0 < s.count < 2**20:
+            self.fail(f"mbarrier arrival count {s.count} must be in 1..2^20-1")
+
+    def s_MbarrierArrive(self, s: ira.MbarrierArrive) -> None:
+        self._bar(s.bar, s.index)
+        if not 0 <= s.tx_bytes < 2**20:
+            self.fail(f"mbarrier transaction count {s.tx_bytes} must be in 0..2^20-1")
+        if s.cta is not None:
+            self.index(s.cta, "CTA rank of a remote mbarrier arrive")
+            if irc.cluster_size(self.k.cluster) < 2:
+                self.fail("a remote mbarrier arrive (cta=...) in a kernel without a cluster",
+                          hint="set Kernel.cluster, or arrive on this CTA's barrier")
+            if s.tx_bytes:
+                self.fail("a remote mbarrier arrive with expect_tx: arm the transaction "
+                          "count on the barrier's own CTA")
+
+    def s_MbarrierWait(self, s: ira.MbarrierWait) -> None:
+        self._bar(s.bar, s.index)
+        self.index(s.parity, "mbarrier phase parity")
+
+    def s_TmaLoad(self, s: ira.TmaLoad) -> None:
+        self._bar(s.bar, s.bar_index)
+        dt = self._space(s.dst, "shared", "TMA destination")
+        tm = next((t for t in self.k.tensor_maps if t.name == s.tmap), None)
+        if tm is None:
+            self.fail(f"tensor map '{s.tmap}' is not in kernel.tensor_maps")
+        src = self.buffers.get(tm.buffer)
+        if src is None or src[0] != "global" or src[1] != dt:
+            self.fail(f"tensor map {tm.name} must describe a global {dt} buffer, not "
+                      f"{tm.buffer}")
+        if len(s.coords) != len(tm.dims):
+            self.fail(f"TMA load gives {len(s.coords)} coordinates, map {tm.name} has rank "
+                      f"{len(tm.dims)}")
+        self.index(s.dst_index, f"index of {s.dst}")
+        for c in s.coords:
+            self.index(c, "TMA coordinate")
+        if s.multicast:
+            size = irc.cluster_size(self.k.cluster)
+            if size < 2:
+                self.fail(f"TMA multicast (mask {s.multicast:#x}) in a kernel without a "
+                          f"cluster", hint="set Kernel.cluster or drop the multicast mask")
+            if s.multicast < 0 or s.multicast >> size:
+                self.fail(f"TMA multicast mask {s.multicast:#x} names CTAs outside the "
+                          f"{size}-CTA cluster {tuple(self.k.cluster)}",
+                          hint=f"use bits 0..{size - 1} only")
+
+    # ------------------------------------------------------------------ clusters
+    def x_ClusterCtaRank(self, e: irc.ClusterCtaRank) -> None:
+        pass
+
+    def s_ClusterArrive(self, s: irc.ClusterArrive) -> None:
+        pass
+
+    def s_ClusterWait(self, s: irc.ClusterWait) -> None:
+        pass
+
+    def s_FenceProxyAsync(self, s) -> None:
+        pass
+
+    def s_Roles(self, s: ira.Roles) -> None:
+        self.boolean(s.cond, "role condition")
+        parts = [ira.role_parts(b) for b in (s.first, s.second)]
+        if None in parts:
+            self.fail("each role holds exactly one loop (leading statements, the loop, "
+                      "trailing statements)")
+        (_, la, _), (_, lb, _) = parts
+        if [format_expr(x) for x in (la.start, la.stop, la.step)] != \
+                [format_expr(x) for x in (lb.start, lb.stop, lb.step)]:
+            self.fail("the roles' loops must have the same bounds (they step together)")
+        if _has_barrier(s.first + s.second):
+            self.fail("a Barrier inside warp-specialised roles: the other role never reaches "
+                      "it", hint="synchronise the roles with mbarriers")
+        self.body(s.first)
+        self.stmt = s
+        self.body(s.second)
+
+    def s_SetMaxNReg(self, s: ira.SetMaxNReg) -> None:
+        if s.count % 8 or not 24 <= s.count <= 256:
+            self.fail(f"setmaxnreg {s.count}: a multiple of 8 in 24..256")
+
 
 def _mentions_thread(e: Expr) -> bool:
     if isinstance(e, Special) and e.kind == "thread_idx":
@@ -357,7 +506,8 @@ def _mentions_thread(e: Expr) -> bool:
 
 
 def _has_barrier(stmts: list[Stmt]) -> bool:
-    return any(isinstance(s, Barrier) for s in walk_stmts(stmts))
+    """A block barrier or a cluster barrier (both need every thread of the CTA)."""
+    return any(isinstance(s, (Barrier, *irc.CLUSTER_STMTS)) for s in walk_stmts(stmts))
 
 
 def verify_kernel(kernel: Kernel, spec: DeviceSpec | None = None, *,
@@ -375,6 +525,7 @@ def verify_kernel(kernel: Kernel, spec: DeviceSpec | None = None, *,
         raise KernelError(f"kernel {k.name}: warp size {k.warp_size} is not a power of two")
     if not k.index_dtype.is_int:
         raise KernelError(f"kernel {k.name}: index dtype {k.index_dtype} is not an integer")
+    _check_cluster(k)
     v = _Verifier(k, strict_barriers)
     for s in (*k.shared, *k.locals):
         if s.size < 1:
@@ -382,6 +533,21 @@ def verify_kernel(kernel: Kernel, spec: DeviceSpec | None = None, *,
     v.body(k.body)
     if spec is not None:
         _check_spec(k, spec)
+
+
+def _check_cluster(k: Kernel) -> None:
+    c = tuple(k.cluster)
+    if len(c) != 3 or min(c) < 1:
+        raise KernelError(f"kernel {k.name}: cluster {c} must be 3 positive extents")
+    if irc.cluster_size(c) > irc.PORTABLE_CLUSTER:
+        raise KernelError(f"kernel {k.name}: a cluster of {irc.cluster_size(c)} CTAs {c} "
+                          f"exceeds the portable size {irc.PORTABLE_CLUSTER}",
+                          hint="use at most 8 CTAs per cluster")
+    for axis, g, n in zip("xyz", k.grid, c, strict=True):
+        if g % n:
+            raise KernelError(f"kernel {k.name}: grid.{axis} = {g} is not a multiple of the "
+                              f"cluster's {n} (cluster {c})",
+                              hint="pad the grid to whole clusters or use a smaller cluster")
 
 
 def _check_spec(k: Kernel, spec: DeviceSpec) -> None:

@@ -20,7 +20,8 @@ small beside K and V. The lowering (`lower_split_k`) then emits, with grid z = c
   the graph rounds it) and writes its partial P@V; kernel 3 sums the S partials. Three
   launches, but the rounding of P is the unsplit schedule's.
 
-Scratch: m and l are [batch entries, rows, S] f32, the accumulators [.., S, Dv] f32.
+Scratch: m and l are [batch entries, rows, S], the accumulators [.., S, Dv], in the
+accumulator dtype (f32; f64 for f64 attention).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import math
 
 from hal.devices.spec import DeviceSpec
-from hal.dtypes import f32
 from hal.kernel.ir import (
     Assign,
     Binary,
@@ -44,13 +44,19 @@ from hal.kernel.ir import (
     Store,
     Unary,
 )
-from hal.lowering.attention import AttentionPattern, AttentionTiles, flash_body, store_output
+from hal.lowering.attention import (
+    AttentionPattern,
+    AttentionTiles,
+    accumulator_dtype,
+    flash_body,
+    store_output,
+)
 from hal.lowering.context import KernelContext, index_dtype_for
 from hal.lowering.expr import ScalarBuilder
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.plan import KernelPlan
 from hal.lowering.pointwise import group_sizes
-from hal.lowering.tiling import cdiv
+from hal.lowering.tiling import cdiv, round_up
 
 MIN_CHUNK_TILES = 2     # key tiles per chunk at least (a chunk amortises its Q load and partials)
 MIN_CHUNK_KEYS = 256    # and keys
@@ -58,8 +64,9 @@ SCRATCH_SHARE = 4       # partials' traffic at most 1/4 of the K and V bytes
 
 
 def split_scratch_bytes(pat: AttentionPattern, s: int) -> int:
-    """Bytes of the partials (m, l and the f32 accumulators of every row and chunk)."""
-    return math.prod(pat.batch) * pat.m * s * (pat.dv + 2) * 4
+    """Bytes of the partials (m, l and the accumulators of every row and chunk, in the
+    accumulator dtype)."""
+    return math.prod(pat.batch) * pat.m * s * (pat.dv + 2) * accumulator_dtype(pat).itemsize
 
 
 def choose_split_k(pat: AttentionPattern, t: AttentionTiles, spec: DeviceSpec) -> tuple[int, str]:
@@ -67,7 +74,7 @@ def choose_split_k(pat: AttentionPattern, t: AttentionTiles, spec: DeviceSpec) -
     kv_bytes = sum(x.type.numel * x.dtype.itemsize for x in (pat.qk.inputs[1], pat.pv.inputs[1]))
     blocks = cdiv(pat.m, t.br) * math.prod(pat.batch)
     ntiles = cdiv(pat.t, t.bc)
-    if blocks >= spec.compute_units:
+    if blocks == 0 or blocks >= spec.compute_units:   # no query rows: nothing to split
         return 1, ""
     s = min(cdiv(2 * spec.compute_units, blocks),
             ntiles // max(MIN_CHUNK_TILES, cdiv(MIN_CHUNK_KEYS, t.bc)))
@@ -96,6 +103,7 @@ class SplitKEmitter:
                  t: AttentionTiles, options: LoweringOptions):
         self.group, self.plan, self.spec, self.pat, self.t = group, plan, spec, pat, t
         self.options = options
+        self.adt = accumulator_dtype(pat)   # f64 for f64 attention, else f32
         self.s, self.ct = plan.detail("split_k"), plan.detail("chunk_tiles")
         self.nb, self.m, self.dv = math.prod(pat.batch), pat.m, pat.dv
         self.launch = {x.stage: x for x in plan.launches}
@@ -107,7 +115,7 @@ class SplitKEmitter:
     # -- scratch ---------------------------------------------------------------
     def bufs(self, ctx: KernelContext, which: str, readonly: bool) -> list[str]:
         """The scratch buffers `which` ("m", "l", "acc") of every (row, chunk)."""
-        return [ctx.scratch_buffer(self.names[k], f32,
+        return [ctx.scratch_buffer(self.names[k], self.adt,
                                    self.nb * self.m * self.s * (self.dv if k == "acc" else 1),
                                    readonly=readonly) for k in which.split()]
 
@@ -126,28 +134,30 @@ class SplitKEmitter:
             el: list[Stmt] = []
             dvo = ctx.declare(el, "dv", ctx.add(ctx.mul(f.ai, self.t.tpr), f.c))
             el.append(If(Binary("logical_and", ok, dvo.lt(ctx.c(dv))),
-                         [Store(ab, ctx.add(ctx.mul(slot, dv), dvo), Load(f.acc, f.ai, f32))]))
+                         [Store(ab, ctx.add(ctx.mul(slot, dv), dvo), Load(f.acc, f.ai, self.adt))]))
             body.append(For(f.ai, ctx.c(0), ctx.c(f.na), ctx.c(1), el))
 
-    def combined_stats(self, ctx: KernelContext, body: list[Stmt], row_base: Expr, ok):
+    def combined_stats(self, ctx: KernelContext, body: list[Stmt], row_base: Expr, ok,
+                       bufs: list[str] | None = None):
         """(M, L, M_use, m buffer) over the S chunks of the row whose partials start at
-        row_base (`ok`: the row exists)."""
-        mb, lb = self.bufs(ctx, "m l", True)
-        ninf = Const(-math.inf, f32)
-        mx, sm = ctx.var("m_all", f32), ctx.var("l_all", f32)
-        body += [Declare(mx, ninf), Declare(sm, Const(0.0, f32))]
+        row_base (`ok`: the row exists); `bufs`: the m and l buffers if the kernel has
+        them already (a lane combining several rows)."""
+        mb, lb = bufs or self.bufs(ctx, "m l", True)
+        ninf = Const(-math.inf, self.adt)
+        mx, sm = ctx.var("m_all", self.adt), ctx.var("l_all", self.adt)
+        body += [Declare(mx, ninf), Declare(sm, Const(0.0, self.adt))]
         si = ctx.var("sk", ctx.idx)
 
         def ld(buf: str, other: Const) -> Expr:
             i = ctx.add(row_base, si)
-            return Load(buf, i, f32) if ok is None else Load(buf, i, f32, ok, other)
+            return Load(buf, i, self.adt) if ok is None else Load(buf, i, self.adt, ok, other)
 
         body.append(For(si, ctx.c(0), ctx.c(self.s), ctx.c(1),
                         [Assign(mx, Binary("maximum", mx, ld(mb, ninf)))]))
-        mu = ctx.declare(body, "m_use", Select(mx.eq(ninf), Const(0.0, f32), mx))
+        mu = ctx.declare(body, "m_use", Select(mx.eq(ninf), Const(0.0, self.adt), mx))
         w = Unary("exp", ld(mb, ninf) - mu)
         body.append(For(si, ctx.c(0), ctx.c(self.s), ctx.c(1),
-                        [Assign(sm, sm + Binary("mul", ld(lb, Const(0.0, f32)), w))]))
+                        [Assign(sm, sm + Binary("mul", ld(lb, Const(0.0, self.adt)), w))]))
         return mx, sm, mu, mb
 
     def row_stats(self, ctx, body, grow, _bcoords):
@@ -191,18 +201,18 @@ class SplitKEmitter:
         bcoords = ctx.unravel(b, list(pat.batch))
         base = ctx.declare(inner, "rbase", ctx.mul(ctx.add(ctx.mul(b, m), grow), s))
         (ab,) = self.bufs(ctx, "acc", True)
-        o = ctx.var("o", f32)
-        inner.append(Declare(o, Const(0.0, f32)))
+        o = ctx.var("o", self.adt)
+        inner.append(Declare(o, Const(0.0, self.adt)))
         si = ctx.var("sk", ctx.idx)
-        a_s = Load(ab, ctx.add(ctx.mul(ctx.add(base, si), dv), dvo), f32)
+        a_s = Load(ab, ctx.add(ctx.mul(ctx.add(base, si), dv), dvo), self.adt)
         if pat.two_pass:     # the partials are of the normalised, rounded P: a plain sum
             inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1), [Assign(o, o + a_s)]))
             res: Expr = o
         else:
             _mx, sm, mu, mb = self.combined_stats(ctx, inner, base, None)
-            w = Unary("exp", Load(mb, ctx.add(base, si), f32) - mu)
+            w = Unary("exp", Load(mb, ctx.add(base, si), self.adt) - mu)
             if self.options.fault("split_k_combine_unscaled"):  # self-test hook
-                w = Const(1.0, f32)
+                w = Const(1.0, self.adt)
             inner.append(For(si, ctx.c(0), ctx.c(s), ctx.c(1),
                              [Assign(o, o + Binary("mul", a_s, w))]))
             res = Binary("div", o, sm)
@@ -216,8 +226,56 @@ def split_issued_bytes(pat: AttentionPattern, tpr: int, s: int) -> int:
     """Global bytes the split kernels load and store beyond Q, K, V and O (the partials, as
     lowered: the combine kernel reads each row's m and l once per output element)."""
     rows = math.prod(pat.batch) * pat.m
+    b = accumulator_dtype(pat).itemsize
     if not pat.two_pass:   # kernel 1 writes m, l, acc; kernel 2: 3 m, 1 l, 1 acc per chunk
-        return rows * s * (pat.dv + 2) * 4 + rows * pat.dv * s * 20
+        return rows * s * (pat.dv + 2) * b + rows * pat.dv * s * 5 * b
     # stats: m, l written; kernel 2: each of a row's tpr threads reads 2 m, 1 l per chunk in
     # each of the S chunk blocks, writes acc; kernel 3 reads acc
-    return rows * s * 8 + rows * s * tpr * s * 12 + 2 * rows * s * pat.dv * 4
+    return rows * s * 2 * b + rows * s * tpr * s * 3 * b + 2 * rows * s * pat.dv * b
+
+
+def decode_mma_reason(pat: AttentionPattern, spec: DeviceSpec) -> str:
+    """Why the split-K kernels stay SIMT (split_mma_verdict's reason)."""
+    return split_mma_verdict(pat, spec)[1]
+
+
+def split_mma_verdict(pat: AttentionPattern, spec: DeviceSpec) -> tuple[bool, str]:
+    """(pays, reason): whether the split-K kernels should issue the matrix instruction,
+    with the cost model's numbers: the contractions' time on the FMA units against the K/V
+    read at DRAM bandwidth. Decode has a few query rows per kv head: the matrix unit would
+    pad them to its m and save nothing while the kernel waits on memory; a small prefill
+    (many rows, split because its row tiles cannot fill the device) is bound by the
+    contractions, and the matrix unit pays (hal.lowering.attention_mma_split)."""
+    from hal.dtypes import compute_dtype
+    from hal.kernel.mma import get_layout
+    from hal.roofline import MathInstruction, MathKind, peak
+
+    q = pat.qk.inputs[0]
+    kv_bytes = sum(x.type.numel * x.dtype.itemsize for x in (pat.qk.inputs[1], pat.pv.inputs[1]))
+    rows = math.prod(pat.batch) * pat.m
+    passes = 2 if pat.two_pass else 1
+    flops = 2.0 * rows * pat.t * (passes * pat.d + pat.dv)
+    t_mem = kv_bytes / spec.dram_bandwidth
+    vec = peak(spec, MathInstruction(MathKind.SIMT_FMA, compute_dtype(q.dtype).name))
+    t_fma = flops / vec
+    # the instruction with the fewest rows: the least padding of a few query rows
+    instrs = [mi for mi in spec.usable_matrix_instructions()   # warp-level: mma.sync, MFMA
+              if mi.scope == "warp" and (mi.a, mi.b, mi.acc) == (q.dtype.name, q.dtype.name,
+                                                                 "f32")]
+    instr = min(instrs, key=lambda mi: get_layout(mi.layout).m, default=None)
+    if instr is None:
+        return False, (f"split-K decode on the vector units: {spec.name} has no matrix "
+                       f"instruction for {q.dtype.name}")
+    lay = get_layout(instr.layout)
+    padded = flops * round_up(pat.m, lay.m) / max(1, pat.m)
+    t_mma = padded / peak(spec, MathInstruction(MathKind.MATRIX, q.dtype.name, instr.name))
+    pays = t_fma > t_mem
+    numbers = (f"{pat.m} query rows per kv head (padded to {round_up(pat.m, lay.m)} for "
+               f"{instr.name}); K/V {kv_bytes / 2**20:.3g} MiB take {t_mem * 1e6:.3g} us at "
+               f"DRAM bandwidth, the contractions {t_fma * 1e6:.3g} us on FMAs, "
+               f"{t_mma * 1e6:.3g} us on the matrix unit")
+    if pays:
+        return True, (f"split-K on the matrix unit: {numbers}: the contractions bound the "
+                      f"kernel")
+    return False, (f"split-K decode stays SIMT: {numbers}: the matrix unit would not pay: "
+                   f"the kernel is memory-bound")

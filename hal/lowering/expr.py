@@ -303,9 +303,9 @@ def _in_range(b: ScalarBuilder, c: Expr, lo: int, hi: int) -> Expr:
 def _pad(b: ScalarBuilder, n: Node, coords: Coords, mask: Expr | None) -> Expr:
     x = n.inputs[0]
     src, valid = [], None
-    for c, lo, d in zip(coords, n.attrs["low"], x.shape, strict=True):
+    for c, lo, hi, d in zip(coords, n.attrs["low"], n.attrs["high"], x.shape, strict=True):
         src.append(b.ctx.sub(c, lo))
-        if lo or n.attrs["high"]:
+        if lo or hi:   # an axis padded on neither side needs no bounds check
             valid = conj(valid, _in_range(b, c, lo, lo + d))
     inner = b.value(x, tuple(src), conj(mask, valid))
     fill = scalar_const(n.attrs["value"], x.dtype)

@@ -38,6 +38,36 @@ register_fault("missing_cp_async_wait",
                "barrier after a register-prefetched stage is stored)")
 register_fault("wrong_swizzle",
                "fragment loads read the shared tiles with the unpadded row stride")
+register_fault("attention_pv_fragment_transposed",
+               "matrix-unit attention reads V's P@V fragments transposed (hal.lowering."
+               "attention_mma)")
+# Hopper kernels (hal.lowering.matmul_wgmma)
+register_fault("wgmma_wrong_swizzle",
+               "wgmma descriptors say 64B swizzle for tiles TMA wrote with the 128B swizzle")
+register_fault("missing_wgmma_wait",
+               "consumers release a stage and read accumulators without wgmma.wait_group")
+register_fault("wrong_mbarrier_tx_count",
+               "the full barrier's expect_tx counts the A box only, not the B boxes")
+register_fault("tma_box_off_by_one", "the A tensor map's box is one row short of the tile")
+register_fault("wgmma_prologue_no_proxy_fence",
+               "the Hopper GEMM's A prologue leaves out fence.proxy.async between its "
+               "generic shared writes and the wgmma that reads them")
+register_fault("wgmma_prologue_no_warpgroup_barrier",
+               "the Hopper GEMM's A prologue leaves out the warpgroup's mbarrier between "
+               "its threads' shared writes and the wgmma that reads all of them")
+register_fault("cluster_local_release",
+               "the clustered Hopper GEMM's consumers release a stage to their own producer "
+               "only, so the peer's B multicast may overwrite a stage still being read "
+               "(hal.lowering.matmul_cluster)")
+register_fault("cluster_multicast_mask",
+               "the clustered Hopper GEMM multicasts both B halves to CTA rank 0 only "
+               "(mask 0b01 instead of 0b11)")
+register_fault("wgmma_prologue_unswizzled",
+               "the Hopper GEMM's A prologue rewrites the TMA tile at unswizzled addresses "
+               "(hal.lowering.matmul_wgmma_prologue)")
+register_fault("attention_wgmma_p_fragment_swapped",
+               "Hopper attention stores P's register fragment with its two 8-key halves "
+               "swapped (hal.lowering.attention_wgmma)")
 # issue 21: one per lowering module at least, and the misses the issue measured
 register_fault("split_drops_partial_chunk", "split reduction: k = row_len // chunk drops the "
                "partial last chunk")
@@ -54,6 +84,8 @@ register_fault("raster_full_last_group", "matmul grouped raster assumes a full l
                "row panels")
 register_fault("matmul_k_tail_unmasked", "matmul A tile loads past K are not masked")
 register_fault("attention_key_mask", "attention scores of keys past T are not masked")
+register_fault("attention_causal_overskip", "causal attention's key loop stops one tile "
+               "early: the tile holding the block's diagonal is skipped too")
 register_fault("attention_no_rescale", "online softmax does not rescale the accumulator by "
                "exp(m_old - m_new)")
 register_fault("split_k_combine_unscaled", "split-K combine adds chunk accumulators without "

@@ -273,6 +273,12 @@ def lower_matmul(group, plan: KernelPlan, spec: DeviceSpec,
     if options.fault("f16_accumulation") and a.dtype.is_float and a.dtype.bits == 16:
         acc_dt = a.dtype  # self-test hook: accumulate in the storage dtype
     nops = max(len(ds) for ds, _outs in segments)  # contractions sharing one tile grid
+    if plan.strategy == "wgmma" and not options.fault("f16_accumulation"):
+        # the Hopper path: TMA producer, wgmma consumers (hal.lowering.matmul_wgmma)
+        from hal.lowering.matmul_wgmma import lower_matmul_wgmma
+
+        return lower_matmul_wgmma(group, plan, spec, [(list(ds), list(outs))
+                                                      for ds, outs in segments], views, options)
     if plan.strategy == "mma" and not options.fault("f16_accumulation"):
         # the matrix unit: the plan's instruction and tiles (planners_tiled.plan_matmul)
         return lower_matmul_mma(group, plan, spec, [(list(ds), list(outs))
@@ -283,8 +289,8 @@ def lower_matmul(group, plan: KernelPlan, spec: DeviceSpec,
                                     "more registers/shared memory")
     # self-test hook f16_accumulation on a matrix-unit plan: the SIMT kernel (the matrix
     # unit always accumulates in f32), with SIMT tiles and raster of its own
-    simt_for_fault = plan.strategy == "mma"
-    if simt_for_fault:
+    simt_for_fault = plan.strategy in ("mma", "wgmma")
+    if simt_for_fault:   # self-test hook
         reserve = fused_reserve(group.nodes, group.inputs)
         t = matmul_tiles(m, min(math.prod(n_dims(ds[0])) for ds, _outs in segments), k,
                          acc_dt.itemsize, spec, operands=nops, reserve=reserve)
@@ -437,7 +443,7 @@ def lower_matmul(group, plan: KernelPlan, spec: DeviceSpec,
     for end, stmts in reversed(branches[:-1]):
         tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
     body.extend(tail)
-    if simt_for_fault:
+    if simt_for_fault:   # self-test hook
         return [ctx.kernel(body, (start, 1, nb), threads, group, plan)]
     if (start, 1, nb) != plan.grid:   # the plan's grid is the one the blocks above walk
         raise UnsupportedError(f"group {group.name}: grid {(start, 1, nb)} differs from its "

@@ -20,7 +20,12 @@ matmuls stay SIMT. The kernel (one `_MmaEmitter`):
 * fragments come from shared memory by ldmatrix (x4, .trans for a [BK][BN] B) for the
   16-bit mma.sync layout, else by per-lane loads at the layout's base + offsets;
 * the epilogue (bias, activation, residual, casts, views) runs on each accumulator
-  element at the row/column its C layout gives it, as the SIMT kernel's does.
+  element at the row/column its C layout gives it, as the SIMT kernel's does;
+* siblings sharing A: a dual GEMM (equal shapes, e.g. SwiGLU's gate and up) keeps one
+  B tile and one accumulator per contraction and shares the A fragments; siblings of
+  different N (fused QKV) get one column-panel segment of grid.x each, behind a
+  block-uniform branch, reusing the tiles, fragments and accumulator; a norm fused as
+  A's prologue runs its row-statistics pre-pass (matmul_prologue) in each segment.
 
 Self-test faults planted here (hal.lowering.faults): mma_swapped_fragment_halves,
 mma_wrong_k_order, missing_cp_async_wait, wrong_swizzle.
@@ -86,6 +91,10 @@ def mma_choice(dots: list[Node], spec: DeviceSpec, reserve: int = 0,
     instr = spec.matrix_instruction(a.dtype.name, b.dtype.name, acc.name)
     if instr is None or any(d.inputs[1].dtype != a.dtype for d in dots):
         return None
+    if get_layout(instr.layout).lanes != spec.warp_size:
+        # the instruction is issued by a warp of its own width (a spec variant with another
+        # warp size cannot issue it): the SIMT kernel
+        return None
     lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
     m = math.prod(a.shape[i] for i in lf)
     k = math.prod(a.shape[i] for i in lc)
@@ -127,6 +136,45 @@ def _direct(v: Value, producers: dict, batch, outer, inner, vec: int,
     return _Access(src, (tuple(batch), tuple(outer), tuple(inner)), inner_is_k)
 
 
+def a_access(dot: Node, producers: dict, vec: int) -> _Access:
+    """How A reaches its shared tile (vector copies or element by element)."""
+    from hal.lowering.matmul import contraction_dims
+
+    lb, _rb, lc, _rc, lf, _rf = contraction_dims(dot)
+    return _direct(dot.inputs[0], producers, lb, lf, lc, vec, True) or _Access(None)
+
+
+def b_accesses(dots: list[Node], producers: dict, vec: int) -> tuple[list[_Access], bool]:
+    """How each B of a segment reaches its tile, and whether the segment's B tiles are laid
+    out [BN][BK] (every B k-contiguous) rather than [BK][BN]."""
+    from hal.lowering.matmul import contraction_dims
+
+    _lb, rb, _lc, rc, _lf, rf = contraction_dims(dots[0])
+    accs = [_direct(d.inputs[1], producers, rb, rf, rc, vec, True)
+            or _direct(d.inputs[1], producers, rb, rc, rf, vec, False) or _Access(None)
+            for d in dots]
+    n_major = all(x.source is not None and x.inner_is_k for x in accs)
+    return [x if x.inner_is_k == n_major else _Access(None) for x in accs], n_major
+
+
+def pipeline_stages(group, segments: list[list[Node]], tiles: MmaTiles,
+                    spec: DeviceSpec) -> int:
+    """Shared-memory stages of the matrix-unit kernel: the tiles' multi-stage cp.async ring
+    when the spec has async copies and every operand reaches its tile by vector copies,
+    else 1 (one stage plus a register prefetch). The planner records it; the emitter
+    builds it."""
+    producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
+    if "async_copy" not in spec.capabilities or tiles.stages <= 1:
+        return 1
+    if a_access(segments[0][0], producers, tiles.vec).source is None:
+        return 1
+    for dots in segments:
+        accs, _n_major = b_accesses(dots, producers, tiles.vec)
+        if any(x.source is None for x in accs):
+            return 1
+    return tiles.stages
+
+
 def _lane_expr(ctx: KernelContext, lane: Expr, terms: Terms) -> Expr:
     out: Expr = ctx.c(0)
     for coef, div, mod in terms:
@@ -158,12 +206,11 @@ class _MmaEmitter:
         self.m, self.k = math.prod(self.ms), math.prod(self.ks)
         self.nb = math.prod(self.bs)
         producers = {o.name: nd for nd in group.nodes for o in nd.outputs}
-        self.acc_a = _direct(a, producers, lb, lf, lc, t.vec, True) or _Access(None)
+        self.acc_a = a_access(dot, producers, t.vec)
         self.segments = [self._segment(dots, outs, producers) for dots, outs in segments]
-        self.asynchronous = "async_copy" in spec.capabilities and t.stages > 1 and \
-            self.acc_a.source is not None and all(
-                x.source is not None for sg in self.segments for x in sg["acc_bs"])
-        self.stages = t.stages if self.asynchronous else 1
+        # the plan's pipeline (planners_tiled.plan_matmul asked pipeline_stages, below)
+        self.stages = plan.stages
+        self.asynchronous = self.stages > 1
         self.lda = t.bk + t.pad
         self.frag_lda = self.lda - t.pad if self.fault("wrong_swizzle") else self.lda
 
@@ -172,19 +219,12 @@ class _MmaEmitter:
         B operands and how they reach their tiles."""
         from hal.lowering.matmul import contraction_dims
 
-        t = self.t
         dims = contraction_dims(dots[0])
-        _lb, rb, _lc, rc, _lf, rf = dims
-        b_vals = [d.inputs[1] for d in dots]
-        accs = [_direct(bv, producers, rb, rf, rc, t.vec, True)
-                or _direct(bv, producers, rb, rc, rf, t.vec, False) or _Access(None)
-                for bv in b_vals]
-        # one shared layout for the segment's B tiles: [BN][BK] when every B is k-contiguous
-        n_major = all(x.source is not None and x.inner_is_k for x in accs)
+        _lb, _rb, _lc, _rc, _lf, rf = dims
+        acc_bs, n_major = b_accesses(dots, producers, self.t.vec)
         ns = [dots[0].inputs[1].shape[j] for j in rf]
-        return {"dots": dots, "outputs": outputs, "b_vals": b_vals, "dims": dims, "ns": ns,
-                "acc_bs": [x if x.inner_is_k == n_major else _Access(None) for x in accs],
-                "b_n_major": n_major}
+        return {"dots": dots, "outputs": outputs, "b_vals": [d.inputs[1] for d in dots],
+                "dims": dims, "ns": ns, "acc_bs": acc_bs, "b_n_major": n_major}
 
     def _use(self, sg: dict) -> None:
         """Make segment `sg` the one the emitting methods below work on."""
@@ -227,12 +267,18 @@ class _MmaEmitter:
         self.fb = ctx.local_buffer("frag_b", self.b.dtype, t.ni * lay.b_elems)
         self.acc = [ctx.local_buffer("acc", self.instr_acc, t.mi * t.ni * lay.c_elems)
                     for _ in range(width_b)]
-        # blocks [start_s, start_s + npm * npn_s) of grid.x run segment s behind a
-        # block-uniform branch (its barriers are reached by all threads of a block or none)
+        grid = self._dispatch_segments(body, pid, npm)
+        return ctx.kernel(body, grid, t.threads, self.group, self.plan)
+
+    def _dispatch_segments(self, body: list[Stmt], pid: Expr, npm: int) -> tuple[int, int, int]:
+        """Blocks [start_s, start_s + npm * npn_s) of grid.x run segment s behind a
+        block-uniform branch (its barriers are reached by all threads of a block or none);
+        returns the grid, checked against the plan's (the one the blocks walk)."""
+        ctx, t = self.ctx, self.t
         branches: list[tuple[int, list[Stmt]]] = []
         start = 0
         for sg in self.segments:
-            self._use(sg)
+            self._use_segment(sg)
             stmts: list[Stmt] = []
             local = ctx.declare(stmts, "seg_pid", ctx.sub(pid, start)) if start else pid
             self._segment_body(stmts, local)
@@ -243,10 +289,14 @@ class _MmaEmitter:
             tail = [If(pid.lt(ctx.c(end)), stmts, tail)]
         body.extend(tail)
         grid = (start, 1, self.nb)
-        if grid != self.plan.grid:   # the plan's grid is the one the blocks above walk
+        if grid != self.plan.grid:
             raise UnsupportedError(f"group {self.group.name}: grid {grid} differs from its "
                                    f"plan's {self.plan.grid}", hint="a planner bug: report it")
-        return ctx.kernel(body, grid, t.threads, self.group, self.plan)
+        return grid
+
+    def _use_segment(self, sg) -> None:
+        """Make segment `sg` the active one (the Hopper emitter also binds its B maps)."""
+        self._use(sg)
 
     def _segment_body(self, body: list[Stmt], pid: Expr) -> None:
         """The active segment's raster position, k-loop and epilogue for block `pid`."""
@@ -270,10 +320,15 @@ class _MmaEmitter:
         self.builder = ScalarBuilder(ctx, self.group.nodes, body)
         from hal.lowering.matmul_prologue import emit_prologue_reductions
         emit_prologue_reductions(ctx, self.builder, body, self.group, self.dot, self.m0,
-                                 self.bcoords, t)
+                                 self.bcoords, t, self.block_threads)
         self._fragment_bases()
         self._pipeline()
         self._epilogue()
+
+    @property
+    def block_threads(self) -> int:
+        """The threads of a block (the prologue pre-pass spreads rows over their warps)."""
+        return self.t.threads
 
     @property
     def instr_acc(self):

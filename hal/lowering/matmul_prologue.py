@@ -133,9 +133,12 @@ def prologue_layout(group, dot) -> str | None:
 
 
 def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: list[Stmt],
-                             group, dot, m0: Expr, bcoords, tiles) -> None:
+                             group, dot, m0: Expr, bcoords, tiles,
+                             threads: int | None = None) -> None:
     """Emit the pre-pass computing the row reductions of A's block rows into shared memory
-    (see the module docstring) and make `builder` read them there. No-op without reductions."""
+    (see the module docstring) and make `builder` read them there. No-op without reductions.
+    `threads`: the block's threads when they differ from `tiles.threads` (the Hopper kernel's
+    producer warpgroup joins the pre-pass)."""
     reds = prologue_reductions(group.nodes)
     if not reds:
         return
@@ -148,7 +151,7 @@ def emit_prologue_reductions(ctx: KernelContext, builder: ScalarBuilder, body: l
         raise UnsupportedError(f"group {group.name}: {why}", hint=_HINT)
     spec = ctx.spec
     w = spec.warp_size
-    threads = tiles.threads
+    threads = threads or tiles.threads
     if threads % w:
         raise UnsupportedError(f"group {group.name}: {threads} threads are not whole warps of "
                                f"{w}: the prologue pre-pass reduces a row per warp", hint=_HINT)

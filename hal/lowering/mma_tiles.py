@@ -75,6 +75,9 @@ class MmaTiles:
         return asdict(self) | {"threads": self.threads, "mi": self.mi, "ni": self.ni}
 
 
+ADDRESS_REGISTERS = 3    # per copied chunk: a 64-bit global address and a shared offset
+
+
 def mma_shared_bytes(t: MmaTiles) -> int:
     """Shared bytes of all stages (the larger B layout, so either orientation fits)."""
     return t.stages * (t.a_stage() + t.operands * max(t.b_stage(True), t.b_stage(False))) \
@@ -83,13 +86,19 @@ def mma_shared_bytes(t: MmaTiles) -> int:
 
 def mma_registers(t: MmaTiles) -> int:
     """32-bit registers per thread: accumulators, one k-step of fragments, the register
-    prefetch of a 1-stage pipeline, addresses."""
+    prefetch of a 1-stage pipeline, and ADDRESS_REGISTERS per 16-byte chunk a thread copies
+    per k step: the copies are unrolled and the compilers hoist each chunk's global address
+    (64-bit) and shared offset out of the k loop (ptxas sm_80: 239 registers for the Llama
+    QKV GEMM's 128x128x64 tile on 4 warps, 8 + 8 chunks, where this gives 240; the same
+    warp tile on one warp, 16 + 16 chunks, took 255 registers and spilled 456 bytes, which
+    the estimate without the chunks' addresses (192) did not foresee), ~24 for the rest."""
     lay = get_layout(t.layout)
     acc = t.operands * t.mi * t.ni * lay.c_elems
     frags = (t.mi * lay.a_elems + t.ni * lay.b_elems) * t.itemsize // 4
-    prefetch = 0 if t.stages > 1 else (cdiv(t.bm * t.bk, t.vec * t.threads)
-                                       + t.operands * cdiv(t.bk * t.bn, t.vec * t.threads)) * 4
-    return acc + frags + prefetch + 24
+    chunks = cdiv(t.bm * t.bk, t.vec * t.threads) + \
+        t.operands * cdiv(t.bk * t.bn, t.vec * t.threads)
+    prefetch = 0 if t.stages > 1 else chunks * 4
+    return acc + frags + prefetch + ADDRESS_REGISTERS * chunks + 24
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,7 +16,9 @@ Records (all frozen, all fields plain data):
   matrix unit, with `name` the matrix instruction the plan chose (priced at that
   instruction's rate). A matmul plan says MATRIX when hal.lowering.matmul_mma emits it
   (strategy "mma"), SIMT_FMA in the accumulator dtype for the SIMT kernel; attention
-  plans say SIMT_FMA (no matrix-unit attention kernel yet).
+  plans say MATRIX when hal.lowering.attention_mma emits them (strategy
+  "flash_attention_mma"; `math_flops` then splits the flops: Q K^T and P V at the
+  instruction's rate, the softmax and prologues on the vector units), else SIMT_FMA.
 * `MemoryLevel` (hal.roofline): where a load is served from or staged in.
 * `OperandLoad`: per group input, how often it is loaded and through which level:
   `issued_bytes` is what the kernels ask of global memory for it as lowered (cache
@@ -121,6 +123,10 @@ class KernelPlan:
     scratch_issued_bytes: int = 0  # global loads and stores of those partials, as lowered
     flops: float = 0.0
     blocks: int = 1              # blocks sharing the device (the bandwidth efficiency)
+    # flops per instruction kind when the kernels issue more than one (a matrix-unit
+    # attention: Q K^T and P V on the matrix unit, the softmax on the vector units); ()
+    # means all `flops` run on `math`
+    math_flops: tuple[tuple[MathInstruction, float], ...] = ()
     details: Details = ()
     reasons: tuple[str, ...] = field(default=(), compare=False)  # why: for the fusion log
     notes: tuple[str, ...] = field(default=(), compare=False)    # how it is priced
@@ -137,6 +143,11 @@ class KernelPlan:
     @property
     def tile_sizes(self) -> dict[str, int]:
         return dict(self.tiles)
+
+    @property
+    def flops_by_math(self) -> tuple[tuple[MathInstruction, float], ...]:
+        """(instruction kind, flops) pairs the roofline prices (fusion.cost)."""
+        return self.math_flops or ((self.math, self.flops),)
 
     def detail(self, key: str, default: Any = None) -> Any:
         return dict(self.details).get(key, default)

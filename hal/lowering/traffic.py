@@ -19,8 +19,6 @@ in shared memory is loaded from global memory on its first pass only).
 
 from __future__ import annotations
 
-import math
-
 from hal.devices.spec import DeviceSpec
 from hal.ir.graph import Node, Value
 from hal.ops import Category, get_op
@@ -323,6 +321,3 @@ def fmt_time(s: float) -> str:
         return f"{s * 1e3:.2f} ms"
     return f"{s * 1e6:.1f} us"
 
-
-def prod(xs) -> int:
-    return math.prod(xs)

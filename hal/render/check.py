@@ -8,17 +8,38 @@ amount and the limit; a compiler failure or warning raises `CompileError`.
 `COMPILERS` maps a compiler name to a `CompilerEntry` (vendor, renderer, `available()`,
 `run(source, arch, name)`); the CUDA and ROCm backends provide them (register one with
 `register_compiler`). Many kernels go into one translation unit per compiler call.
+
+A compiler entry with an `identity` (nvcc, hipcc, clang-19: `binary_identity`; NVRTC: its
+version) has its records cached per kernel (`compile_records`): the key is the kernel's
+own translation unit (rendered alone, comment lines dropped, its symbol replaced by a
+placeholder), the target arch and the compiler's identity (for an executable its resolved
+path, size, mtime and `--version` text; and the code of the entry's `run` function,
+which holds the flags). Only the kernels without an entry are compiled, in one
+translation unit; so an identical kernel in another graph, plan or device spec (or the
+plan's own register measurement) is compiled once per compiler and arch. Register
+allocation and spills are decided per kernel function, so a kernel's records do not
+depend on the other kernels of its translation unit. Records served from the cache
+carry `compile_s` 0.0. A compiler failure is never cached (it fails again).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import CompileError, UnsupportedError
 from hal.kernel.ir import Kernel
-from hal.render.toolchain import ResourceRecord
+from hal.render.cache import CompileCache
+from hal.render.cstyle import kernel_symbol
+from hal.render.toolchain import ResourceRecord, records_from_json
 
 
 class ResourceLimitError(CompileError):
@@ -34,6 +55,8 @@ class CompilerEntry:
     run: Callable[..., list[ResourceRecord]]      # run(source, arch, name=...) -> records
     default_arch: str
     arches: tuple[str, ...] = ()                  # the arches it can target (empty: any)
+    # the compiler's version, for the per-kernel records cache (None: not cached)
+    identity: Callable[[], str | None] | None = None
 
 
 COMPILERS: dict[str, CompilerEntry] = {}
@@ -47,6 +70,91 @@ def _load() -> None:
     if not COMPILERS:
         import hal.backends.cuda.checks  # noqa: F401  (registers nvrtc, nvcc)
         import hal.backends.rocm.checks  # noqa: F401  (registers hipcc, clang-19)
+
+
+def binary_identity(binary: str) -> Callable[[], str | None]:
+    """An `identity` for a compiler executable: its resolved path, size, mtime and
+    `--version` text (None when it is not installed)."""
+    def identity() -> str | None:
+        path = shutil.which(binary)
+        if path is None:
+            return None
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        try:
+            version = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                     timeout=60).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return f"{real}|{st.st_size}|{st.st_mtime_ns}|{version}"
+    return identity
+
+
+@cache
+def compiler_identity(entry: CompilerEntry) -> str | None:
+    """What a cached record must match: the entry's `identity()` (the compiler's version)
+    and the code of `entry.run` (its flags). None: not cacheable."""
+    if entry.identity is None:
+        return None
+    ident = entry.identity()
+    if ident is None:
+        return None
+    code = getattr(entry.run, "__code__", None)
+    fn = hashlib.sha256(repr((code.co_code, code.co_consts)).encode()).hexdigest() \
+        if code is not None else repr(entry.run)
+    return f"{entry.name}|{ident}|{fn}"
+
+
+_TEXTS: dict[tuple, tuple[Kernel, DeviceSpec, str]] = {}
+# kernels compiled and kernels served from the records cache, in this process
+RECORD_COUNTS: dict[str, int] = {"compiled": 0, "cached": 0}
+
+
+def kernel_key_text(entry: CompilerEntry, kernel: Kernel, spec: DeviceSpec) -> str:
+    """The kernel alone as a translation unit, without comment lines and with its symbol
+    replaced: equal texts compile to equal records whatever the kernel is called."""
+    memo = (entry.render, id(kernel), id(spec))
+    hit = _TEXTS.get(memo)
+    if hit is not None and hit[0] is kernel and hit[1] is spec:
+        return hit[2]
+    text = entry.render([kernel], spec)
+    text = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("//"))
+    text = re.sub(rf"\b{re.escape(kernel_symbol(kernel))}\b", "HAL_KERNEL_SYMBOL", text)
+    if len(_TEXTS) > 4096:
+        _TEXTS.clear()
+    _TEXTS[memo] = (kernel, spec, text)
+    return text
+
+
+def compile_records(entry: CompilerEntry, kernels: Sequence[Kernel], spec: DeviceSpec,
+                    target: str, name: str) -> list[ResourceRecord]:
+    """`entry.run` over `kernels` for `target`, through the per-kernel records cache
+    (module docstring); the records come back in kernel order."""
+    ident = compiler_identity(entry)
+    cache = CompileCache(namespace="records") if ident is not None else None
+    if cache is None or cache.root is None:
+        RECORD_COUNTS["compiled"] += len(kernels)
+        return entry.run(entry.render(kernels, spec), target, name=name)
+    keys = {k.name: cache.key("records-v1", ident, target, kernel_key_text(entry, k, spec))
+            for k in kernels}
+    found: dict[str, list[ResourceRecord]] = {}
+    for k in kernels:
+        raw = cache.get(keys[k.name], validate=records_from_json)
+        if raw is not None:
+            found[k.name] = [replace(r, kernel=k.name, compile_s=0.0)   # no compile this time
+                             for r in records_from_json(raw)]
+    missing = [k for k in kernels if k.name not in found]
+    RECORD_COUNTS["cached"] += len(kernels) - len(missing)
+    RECORD_COUNTS["compiled"] += len(missing)
+    if missing:
+        fresh: dict[str, list[ResourceRecord]] = {k.name: [] for k in missing}
+        for rec in entry.run(entry.render(missing, spec), target, name=name):
+            if rec.kernel in fresh:
+                fresh[rec.kernel].append(rec)
+        for k in missing:
+            cache.put(keys[k.name], json.dumps([r.to_dict() for r in fresh[k.name]]).encode())
+        found.update(fresh)
+    return [r for k in kernels for r in found[k.name]]
 
 
 def compilers_for(vendor: str) -> list[str]:
@@ -116,10 +224,9 @@ def check_kernels(kernels: Sequence[Kernel], spec: DeviceSpec,
         why = entry.available()
         if why is not None:
             raise UnsupportedError(f"compiler {cname} unavailable: {why}")
-        source = entry.render(kernels, spec)
         target = arch or (spec.arch if entry.vendor == spec.vendor and (
             not entry.arches or spec.arch in entry.arches) else entry.default_arch)
-        for rec in entry.run(source, target, name=name):
+        for rec in compile_records(entry, kernels, spec, target, name):
             k = by_name.get(rec.kernel)
             if k is None:
                 continue

@@ -232,7 +232,11 @@ class CStyleRenderer:
 
     # ------------------------------------------------------------------ expressions
     def expr(self, e: Expr) -> str:
-        return getattr(self, "_e_" + type(e).__name__)(e)
+        fn = getattr(self, "_e_" + type(e).__name__, None)
+        if fn is None:
+            raise UnsupportedError(f"{self.vendor} renderer: no spelling for "
+                                   f"{type(e).__name__}")
+        return fn(e)
 
     def _e_Const(self, e: Const) -> str:
         d, v = e.dtype, e.value
@@ -365,7 +369,12 @@ class CStyleRenderer:
 
     # ------------------------------------------------------------------ statements
     def stmt(self, s: Stmt, pad: str) -> list[str]:
-        return getattr(self, "_s_" + type(s).__name__)(s, pad)
+        fn = getattr(self, "_s_" + type(s).__name__, None)
+        if fn is None:
+            raise UnsupportedError(f"{self.vendor} renderer: no spelling for "
+                                   f"{type(s).__name__}", hint="lower for a device whose "
+                                   "renderer has it (Hopper's wgmma/TMA nodes: CUDA)")
+        return fn(s, pad)
 
     def body(self, stmts: list[Stmt], pad: str) -> list[str]:
         return [line for s in stmts for line in self.stmt(s, pad)]
@@ -401,6 +410,12 @@ class CStyleRenderer:
         if s.orelse:
             lines += [f"{pad}}} else {{", *self.body(s.orelse, pad + "  ")]
         return lines + [pad + "}"]
+
+    def _s_Roles(self, s, pad: str) -> list[str]:
+        """Warp-specialised roles: if / else, each role its own code region."""
+        return [f"{pad}if ({self.expr(s.cond)}) {{  // producer / consumer roles",
+                *self.body(s.first, pad + "  "), f"{pad}}} else {{",
+                *self.body(s.second, pad + "  "), pad + "}"]
 
     def _s_For(self, s: For, pad: str) -> list[str]:
         v = ident(s.var.name)
@@ -461,12 +476,19 @@ class CStyleRenderer:
         const = "const " if p.readonly else ""
         return f"{const}{self.ctype(p.dtype)}* {ident(p.name)}"
 
+    def _tensor_map_param(self, tm) -> str:
+        raise UnsupportedError(f"{self.vendor} renderer: TMA tensor map {tm.name} (CUDA sm_90 "
+                               f"only)", hint="lower for a device with the `tma` capability "
+                                              "and render for CUDA")
+
     def _comment_block(self, k: Kernel, spec: DeviceSpec | None) -> list[str]:
         ops = k.meta.ops
         lines = [f"// kernel {k.name}" + (f" for {spec.name} ({spec.arch})" if spec else ""),
                  f"//   launch: grid={tuple(k.grid)} block={k.block} warp={k.warp_size} "
                  f"index={k.index_dtype} shared={k.shared_bytes} B"
-                 + (" (dynamic)" if self.dynamic_shared_bytes(k) else "")]
+                 + (" (dynamic)" if self.dynamic_shared_bytes(k) else "")
+                 + (f" cluster={tuple(k.cluster)} (launch attribute)"
+                    if tuple(k.cluster) != (1, 1, 1) else "")]
         if ops:
             lines.append(f"//   fused ops ({len(ops)}): " + ", ".join(ops))
         plan = k.meta.plan
@@ -488,21 +510,23 @@ class CStyleRenderer:
         def attr(name: str) -> str:
             return "[[maybe_unused]] " if name in unread else ""
         if not self.dynamic_shared_bytes(k):
-            return [f"  {attr(s.name)}alignas(16) {self.smem_qualifier} {self.ctype(s.dtype)} "
-                    f"{ident(s.name)}[{s.size}];" for s in k.shared]
-        lines = [f"  extern {self.smem_qualifier} unsigned char hal_smem[];  // 16-byte aligned"]
-        offset = 0
-        for s in k.shared:  # the layout Kernel.shared_bytes describes: 16-byte aligned buffers
-            offset = (offset + 15) // 16 * 16
+            return [f"  {attr(s.name)}alignas({s.align}) {self.smem_qualifier} "
+                    f"{self.ctype(s.dtype)} {ident(s.name)}[{s.size}];" for s in k.shared]
+        align = max([16, *(s.align for s in k.shared)])
+        attr_align = f"__align__({align}) " if align > 16 else ""   # a TMA swizzle pattern
+        lines = [f"  extern {self.smem_qualifier} {attr_align}unsigned char hal_smem[];"
+                 f"  // {align}-byte aligned"]
+        for s, offset in zip(k.shared, k.shared_offsets(), strict=True):
+            # the layout Kernel.shared_offsets describes (each buffer at its alignment)
             t = self.ctype(s.dtype)
             lines.append(f"  {attr(s.name)}{t}* {ident(s.name)} = ({t}*)(hal_smem + {offset});"
                          f"  // {s.size}")
-            offset += s.nbytes
         return lines
 
     def _kernel(self, k: Kernel, spec: DeviceSpec | None) -> str:
         bounds = self.launch_bounds.format(block=k.block)
-        params = ", ".join(self._param(p) for p in k.params)
+        params = ", ".join([*(self._param(p) for p in k.params),
+                            *(self._tensor_map_param(tm) for tm in k.tensor_maps)])
         lines = self._comment_block(k, spec)
         lines.append(f"{self.kernel_prefix} {bounds} {kernel_symbol(k)}({params}) {{")
         # a buffer the body never loads from (a split-K statistics pass keeps the flash

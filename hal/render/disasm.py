@@ -5,7 +5,8 @@ a cubin and disassembled by `cuobjdump -sass` (the nvidia-cuda-cuobjdump and
 nvidia-cuda-nvdisasm wheels, the `cuda` extra, provide both without a GPU); HIP source
 is compiled to AMDGPU assembly by clang-19 (gfx942) or hipcc (gfx90a). Mnemonics are
 counted by prefix: HMMA (tensor-core mma.sync), LDSM (ldmatrix), LDGSTS (cp.async),
-LDG.E.128 (128-bit global loads) on NVIDIA; v_mfma, ds_read_b128/b64 and
+LDG.E.128 (128-bit global loads), and Hopper's HGMMA / QGMMA (wgmma on 16-bit / fp8
+operands), UTMALDG (TMA tensor loads), SYNCS (mbarrier arrive / try_wait) on NVIDIA; v_mfma, ds_read_b128/b64 and
 global_load_dwordx4 on AMD. A missing tool is a reason string, never an exception.
 """
 
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from hal.render.toolchain import run_tool, save_source
 
-NVIDIA_MNEMONICS = ("HMMA", "LDSM", "LDGSTS", "LDG.E.128")
+NVIDIA_MNEMONICS = ("HMMA", "LDSM", "LDGSTS", "LDG.E.128", "HGMMA", "QGMMA", "UTMALDG", "SYNCS",
+                    "USETMAXREG")
 AMD_MNEMONICS = ("v_mfma", "ds_read_b128", "ds_read_b64", "global_load_dwordx4")
 
 

@@ -200,3 +200,13 @@ def compute_type(d: DType) -> DType:
 
 
 __all__ = ["FP8_FORMATS", "Helpers", "TYPED_HELPERS", "compute_type", "f64"]
+
+
+def vec_copy_helper(nbytes: int) -> str:
+    """The `hal_vec_copy_<nbytes>` device helper (a VecCopy of 16/8/4/2 bytes, zero-filled
+    where `full` is false): the same text for CUDA and HIP."""
+    t = {16: "uint4", 8: "uint2", 4: "unsigned", 2: "unsigned short"}[nbytes]
+    zero = {16: "make_uint4(0u, 0u, 0u, 0u)", 8: "make_uint2(0u, 0u)"}.get(nbytes, "0")
+    return (f"HAL_FN void hal_vec_copy_{nbytes}(void* dst, const void* src, bool full) {{\n"
+            f"  {t} v = {zero};\n  if (full) v = *reinterpret_cast<const {t}*>(src);\n"
+            f"  *reinterpret_cast<{t}*>(dst) = v;\n}}\n")

@@ -10,18 +10,19 @@ is unusable).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from hal.errors import CompileError
 from hal.render.cache import CompileCache, atomic_write, cache_dir, save_source
 
-__all__ = ["CompileCache", "ResourceRecord", "atomic_write", "cache_dir", "run_tool",
-           "save_source", "warnings_in"]
+__all__ = ["CompileCache", "ResourceRecord", "atomic_write", "cache_dir", "records_from_json",
+           "run_tool", "save_source", "warnings_in"]
 
 
 @dataclass
@@ -45,6 +46,38 @@ class ResourceRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _json_types(annotation: str) -> tuple[type, ...]:
+    """JSON value types a ResourceRecord field of this (string) annotation may hold."""
+    base = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,)}
+    out: tuple[type, ...] = ()
+    for part in str(annotation).split("|"):
+        part = part.strip()
+        out += (type(None),) if part == "None" else (list,) if part.startswith("list") \
+            else base.get(part, (object,))
+    return out
+
+
+_RECORD_TYPES = {f.name: _json_types(f.type) for f in fields(ResourceRecord)}
+
+
+def records_from_json(raw: bytes) -> list[ResourceRecord]:
+    """ResourceRecords from a cached JSON list (fusion.measured's measurements,
+    hal.render.check's per-kernel records); ValueError/TypeError on any schema breach (the
+    cache then reports the entry by name and replaces it)."""
+    data = json.loads(raw.decode())
+    if not isinstance(data, list):
+        raise TypeError(f"expected a list of records, found {type(data).__name__}")
+    out = []
+    for i, r in enumerate(data):
+        if not isinstance(r, dict) or set(r) != set(_RECORD_TYPES):
+            raise ValueError(f"record {i} does not have the ResourceRecord fields")
+        for name, types in _RECORD_TYPES.items():
+            if not isinstance(r[name], types) or (isinstance(r[name], bool) and bool not in types):
+                raise TypeError(f"record {i} field {name!r}: {type(r[name]).__name__}")
+        out.append(ResourceRecord(**r))
+    return out
 
 
 _WARNING = re.compile(r"\bwarning\b", re.IGNORECASE)

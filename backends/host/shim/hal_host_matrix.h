@@ -123,6 +123,43 @@ static inline void mma_m16n8k32_fp8(float* d, const unsigned char* a, const unsi
   for (int i = 0; i < 4; i++) d[i] = out[i];
 }
 
+// m16n8k8 .tf32 (f32 registers, cvt.rna.tf32.f32 first: 10 mantissa bits, ties away):
+//  a_i: row gid (+8 for i in {1,3}), col tig (+4 for i >= 2)
+//  b_i: row(k) tig (+4 for i = 1), col(n) gid;  C/D as m16n8k16
+static inline float tf32_rna(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7F800000u) == 0x7F800000u) return x;  // inf, NaN
+  u = (u + 0x1000u) & 0xFFFFE000u;
+  memcpy(&x, &u, 4);
+  return x;
+}
+static inline void mma_m16n8k8_tf32(float* d, const float* a, const float* b, const float* c,
+                                    const char* what) {
+  if (kWarp != 32) fail("%s: mma.sync is a 32-lane warp instruction, not %d", what, kWarp);
+  MmaFrags mine{a, b};
+  const void* const* all = warp_gather(&mine, what);
+  float A[16][8], B[8][8];
+  for (int l = 0; l < 32; l++) {
+    const MmaFrags* f = static_cast<const MmaFrags*>(all[l]);
+    const float* fa = static_cast<const float*>(f->a);
+    const float* fb = static_cast<const float*>(f->b);
+    int gid = l / 4, tig = l % 4;
+    for (int i = 0; i < 4; i++) A[gid + 8 * (i & 1)][tig + 4 * (i >> 1)] = tf32_rna(fa[i]);
+    for (int i = 0; i < 2; i++) B[tig + 4 * i][gid] = tf32_rna(fb[i]);
+  }
+  const int l = lane_id(), gid = l / 4, tig = l % 4;
+  float out[4];
+  for (int i = 0; i < 4; i++) {
+    int row = gid + (i >= 2 ? 8 : 0), col = 2 * tig + (i & 1);
+    double s = 0;
+    for (int k = 0; k < 8; k++) s += (double)A[row][k] * (double)B[k][col];
+    out[i] = (float)(s + (double)c[i]);
+  }
+  warp_arrive(what);
+  for (int i = 0; i < 4; i++) d[i] = out[i];
+}
+
 // ldmatrix.m8n8.xN(.trans).b16: lane t gives the address of row t%8 of matrix t/8 (lanes
 // 0..8N-1 used); lane t receives of matrix j the elements (t/4, 2*(t%4)+e), or with .trans
 // (2*(t%4)+e, t/4), e = 0, 1, as its 16-bit elements 2j+e.
@@ -218,6 +255,10 @@ static inline void mfma(float* d, const T* a, const T* b, const float* c, int M,
 #if HAL_WARP_SIZE == 32
 HAL_HOST_MMA(hal_mma_m16n8k16_bf16_f32, __nv_bfloat16)
 HAL_HOST_MMA(hal_mma_m16n8k16_f16_f32, __half)
+static inline void hal_mma_m16n8k8_tf32_f32(float* d, const float* a, const float* b,
+                                            const float* c) {
+  ::hal_host::mma_m16n8k8_tf32(d, a, b, c, "hal_mma_m16n8k8_tf32_f32");
+}
 static inline void hal_mma_m16n8k32_e4m3_f32(float* d, const __nv_fp8_storage_t* a,
                                              const __nv_fp8_storage_t* b, const float* c) {
   ::hal_host::mma_m16n8k32_fp8(d, a, b, c, __NV_E4M3, "hal_mma_m16n8k32_e4m3_f32");

@@ -1,0 +1,348 @@
+"""Thread-block clusters in the simulator (hal.kernel.ir_cluster): ranks, multicast, remote
+arrivals, cluster barriers, and the races only a cluster can have.
+
+The simulator (simulator.py) puts whole clusters into one wave, so the CTAs of a cluster
+run together in lock step and one CTA's operations can land in a peer's shared memory and
+mbarriers (`ClusterState.peer`: wave block x cluster rank -> wave block). Called by the
+code codegen generates, beside wgmma_sim:
+
+* `rank`: %cluster_ctarank per lane.
+* TMA multicast: wgmma_sim.tma writes the box into every CTA of the mask at the same
+  offset and completes its bytes on each one's mbarrier; it asks `before_write` first and
+  counts the box's global bytes once (the multicast's saving shows in the counters).
+* `arrive` (a remote arrive, `MbarrierArrive.cta`) lands on the peer's barrier.
+* `cluster_arrive` / `cluster_wait`: barrier.cluster.arrive / wait per CTA (every thread).
+
+Checks (check=True), each a `race` naming kernel, CTA rank, buffer, stage and phase:
+
+* a TMA (multicast or not) landing in shared words that a CTA's wgmmas read and whose
+  release the issuing CTA has not observed: a consumer warpgroup releases what it read by
+  arriving on a barrier of the issuer (remote or local), and the issuer observes it by
+  completing a wait on that barrier's phase. A pipeline whose consumers release a stage to
+  their own producer only lets a peer's multicast overwrite a stage still being read;
+* a peer's multicast or remote arrive reaching an mbarrier before a cluster barrier
+  ordered it after that barrier's init;
+* a CTA exiting while a peer's multicast or remote arrive into it is not ordered before
+  the exit: neither observed through one of its barriers' phases nor followed by a
+  barrier.cluster.arrive that the exiting CTA waited on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hal.kernel.ir_cluster import cluster_size, cta_rank
+
+from .lanes import Wave
+
+WG = 128
+
+
+class ClusterState:
+    """Per-wave cluster state; `W.cluster` while a cluster kernel runs."""
+
+    def __init__(self, W: Wave, hs, cluster: tuple[int, int, int]):
+        self.dims = tuple(cluster)
+        self.size = cluster_size(self.dims)
+        B = W.B
+        bx, by, bz = (np.asarray(a, np.int64)[::W.T] for a in (W.bx, W.by, W.bz))
+        self.rank = cta_rank(self.dims, bx, by, bz)                  # [B]
+        gx, gy, _gz = W.grid
+        cx, cy, cz = self.dims
+        lin = bx + gx * (by + gy * bz)
+        where = {int(v): i for i, v in enumerate(lin)}
+        self.peer = np.zeros((B, self.size), np.int64)
+        for r in range(self.size):
+            x = bx - bx % cx + r % cx
+            y = by - by % cy + (r // cx) % cy
+            z = bz - bz % cz + r // (cx * cy)
+            for b, v in enumerate(x + gx * (y + gy * z)):
+                p = where.get(int(v))
+                if p is None:
+                    raise RuntimeError(f"kernel {W.name}: the wave does not hold the whole "
+                                       f"cluster of block {int(lin[b])} (simulator bug)")
+                self.peer[b, r] = p
+        nslots = hs.expected.shape[1]
+        self.arrived = np.zeros(W.L, np.int64)    # barrier.cluster.arrive per thread
+        self.waited = np.zeros(W.L, np.int64)     # completed barrier.cluster.wait per thread
+        self.init_at = np.zeros((B, nslots), np.int64)   # cluster arrivals before mbarrier.init
+        # the latest remote operation into (block, barrier slot): its barrier phase (-1:
+        # none or ordered), the issuer's cluster arrivals then, the issuer's wave block, kind
+        self.rem_phase = np.full((B, nslots), -1, np.int64)
+        self.rem_arr = np.zeros((B, nslots), np.int64)
+        self.rem_from = np.zeros((B, nslots), np.int64)
+        self.rem_kind: dict[tuple[int, int], str] = {}
+        # per issuer rank: shared words (wave-global, per buffer) read by a wgmma and not yet
+        # released to that rank and observed by it
+        self.unreleased: list[dict[int, np.ndarray]] = [{} for _ in range(self.size)]
+        self.read_since: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+        self.releases: dict[tuple[int, int], list[tuple[int, int, int, np.ndarray]]] = {}
+        self.read_phase: dict[int, np.ndarray] = {}   # shared j -> phase of the read fill
+
+
+def state(W: Wave, hs, cluster: tuple[int, int, int]) -> ClusterState:
+    cs = getattr(W, "cluster", None)
+    if cs is None:
+        cs = W.cluster = ClusterState(W, hs, cluster)
+    return cs
+
+
+def _act(W: Wave, m: Any) -> np.ndarray:
+    return np.ones(W.L, bool) if m is None else np.broadcast_to(np.asarray(m, bool), (W.L,))
+
+
+def _lanes(W: Wave, x: Any) -> np.ndarray:
+    return np.broadcast_to(np.asarray(x, np.int64), (W.L,))
+
+
+def rank(W: Wave, cs: ClusterState) -> np.ndarray:
+    return cs.rank[W.blk]
+
+
+def _bar_name(W: Wave, hs, slot: int) -> str:
+    for j, first in hs.bar_slot.items():
+        if first <= slot < first + W.sh_buf[j].size:
+            return f"{W.sh_buf[j].name}[{slot - first}]"
+    return f"mbarrier slot {slot}"
+
+
+def _cta(W: Wave, cs: ClusterState, b: int) -> str:
+    lane = b * W.T
+    where = (int(W.bx[lane]), int(W.by[lane]), int(W.bz[lane]))
+    return f"CTA rank {int(cs.rank[b])} (block {where})"
+
+
+# --------------------------------------------------------------------------- ordering
+def _check_init(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
+                slots: np.ndarray, what: str, site: int, lanes: np.ndarray) -> None:
+    """A peer's operation on barrier (dst, slot) must follow a cluster barrier that came
+    after the barrier's init."""
+    if not W.check:
+        return
+    remote = src != dst
+    src_waited = cs.waited[src * W.T]
+    bad = remote & (src_waited <= cs.init_at[dst, slots])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        W._fail("race", site, int(lanes[i]), f"{_cta(W, cs, int(src[i]))}: {what} reaches "
+                f"mbarrier {_bar_name(W, hs, int(slots[i]))} of {_cta(W, cs, int(dst[i]))} "
+                "with no cluster barrier since that CTA's mbarrier.init: it may not be "
+                "initialised yet", hint="fence.mbarrier_init + barrier.cluster.arrive/wait "
+                                        "after the inits, before any multicast or remote arrive")
+
+
+def _note_remote(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
+                 slots: np.ndarray, kind: str, lanes: np.ndarray) -> None:
+    remote = src != dst
+    for s_, d, sl, ln in zip(src[remote], dst[remote], slots[remote], lanes[remote],
+                             strict=True):
+        d, sl = int(d), int(sl)
+        cs.rem_phase[d, sl] = hs.phase[d, sl]
+        cs.rem_arr[d, sl] = cs.arrived[int(ln)]
+        cs.rem_from[d, sl] = int(s_)
+        cs.rem_kind[(d, sl)] = kind
+
+
+def note_init(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
+    act = _act(W, m)
+    b = W.blk[act]
+    s = hs.bar_slot[jb] + _lanes(W, index)[act]
+    cs.init_at[b, s] = cs.arrived[np.flatnonzero(act)]
+    cs.rem_phase[b, s] = -1
+
+
+def observe(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
+    """After a successful mbarrier wait: the waiting CTA has observed the phase, with the
+    releases and remote operations that went into it."""
+    act = _act(W, m)
+    if not act.any():
+        return
+    b = W.blk[act]
+    s = hs.bar_slot[jb] + _lanes(W, index)[act]
+    for bb, ss in set(zip(b.tolist(), s.tolist(), strict=True)):
+        ph = int(hs.phase[bb, ss])
+        if 0 <= cs.rem_phase[bb, ss] < ph:
+            cs.rem_phase[bb, ss] = -1
+        rel = cs.releases.get((bb, ss))
+        if rel:
+            keep = []
+            r = int(cs.rank[bb])
+            for p, j, _reader, words in rel:
+                if p < ph:
+                    arr = cs.unreleased[r].get(j)
+                    if arr is not None:
+                        arr[words] = False
+                else:
+                    keep.append((p, j, _reader, words))
+            cs.releases[(bb, ss)] = keep
+
+
+# --------------------------------------------------------------------------- releases
+def note_reads(W: Wave, gids: np.ndarray, j: int, flat: np.ndarray, phase: np.ndarray) -> None:
+    """Warpgroups `gids` (wave-global) read shared words `flat` [G, words] of buffer j (a
+    wgmma operand) filled at mbarrier phase `phase` (per word)."""
+    cs = getattr(W, "cluster", None)
+    if cs is None or not W.check:
+        return
+    n = W.sh[j].size
+    for r in range(cs.size):
+        arr = cs.unreleased[r].get(j)
+        if arr is None:
+            arr = cs.unreleased[r][j] = np.zeros(n, bool)
+        arr[flat.ravel()] = True
+    rp = cs.read_phase.get(j)
+    if rp is None:
+        rp = cs.read_phase[j] = np.full(n, -1, np.int64)
+    rp[flat.ravel()] = np.broadcast_to(phase, flat.shape).ravel()
+    for g, row in zip(gids.tolist(), flat, strict=True):
+        for r in range(cs.size):
+            cs.read_since.setdefault((g, r), []).append((j, row))
+
+
+def note_release(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any,
+                 m: Any) -> None:
+    """Before an arrive on bar[index] of the CTA of rank `cta` (None: the own CTA): the
+    arriving warpgroups release what they read since their last release to that CTA."""
+    act = _act(W, m)
+    if not act.any() or not W.check:
+        return
+    lanes = np.flatnonzero(act)
+    own = W.blk[lanes]
+    dst = own if cta is None else cs.peer[own, _lanes(W, cta)[lanes]]
+    slots = hs.bar_slot[jb] + _lanes(W, index)[lanes]
+    for ln, d, sl in zip(lanes.tolist(), dst.tolist(), slots.tolist(), strict=True):
+        key = (ln // WG, int(cs.rank[d]))
+        got = cs.read_since.pop(key, None)
+        if got:
+            rel = cs.releases.setdefault((d, sl), [])
+            rel += [(int(hs.phase[d, sl]), j, int(W.blk[ln]), w) for j, w in got]
+
+
+def arrive(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any, m: Any,
+           site: int) -> None:
+    """mapa + mbarrier.arrive.shared::cluster on bar[index] of the CTA of rank `cta`."""
+    from . import wgmma_sim
+
+    act = _act(W, m)
+    if not act.any():
+        return
+    note_release(W, hs, cs, jb, index, cta, m)
+    lanes = np.flatnonzero(act)
+    own = W.blk[lanes]
+    r = _lanes(W, cta)[lanes]
+    if W.check and ((r < 0) | (r >= cs.size)).any():
+        i = int(np.flatnonzero((r < 0) | (r >= cs.size))[0])
+        W._fail("out_of_bounds", site, int(lanes[i]), f"remote mbarrier arrive on CTA rank "
+                f"{int(r[i])} of a {cs.size}-CTA cluster", hint="ranks are 0..size-1")
+    dst = cs.peer[own, r]
+    slots = hs.bar_slot[jb] + _lanes(W, index)[lanes]
+    _check_init(W, hs, cs, own, dst, slots, "a remote mbarrier arrive", site, lanes)
+    _note_remote(W, hs, cs, own, dst, slots, "remote arrive", lanes)
+    np.add.at(hs.pending, (dst, slots), -1)
+    if (hs.pending < 0).any():
+        bb, ss = (int(x[0]) for x in np.nonzero(hs.pending < 0))
+        W._fail("bad_mbarrier", site, int(lanes[0]), f"mbarrier {_bar_name(W, hs, ss)} of "
+                f"{_cta(W, cs, bb)} got more arrivals than its count "
+                f"{int(hs.expected[bb, ss])} (remote arrivals from its cluster included)",
+                hint="init the barrier with the arrivals of every CTA that releases it")
+    wgmma_sim.complete_phases(hs)
+
+
+def multicast_targets(W: Wave, cs: ClusterState, lanes: np.ndarray, mask: int) -> np.ndarray:
+    """[lanes, CTAs of the mask]: wave blocks a multicast issued by `lanes` lands in."""
+    ranks = [r for r in range(cs.size) if mask >> r & 1]
+    return cs.peer[W.blk[lanes]][:, ranks]
+
+
+def before_write(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
+                 jd: int, words: np.ndarray, jb: int, slots: np.ndarray, site: int,
+                 lanes: np.ndarray) -> None:
+    """A TMA issued by blocks `src` writes `words` [lanes, box] of blocks `dst` and
+    completes on their barrier `slots`."""
+    _check_init(W, hs, cs, src, dst, slots, "a TMA multicast", site, lanes)
+    _note_remote(W, hs, cs, src, dst, slots, "TMA multicast", lanes)
+    if W.check:
+        for r in range(cs.size):
+            arr = cs.unreleased[r].get(jd)
+            if arr is None:
+                continue
+            issuer = cs.rank[src] == r
+            hit = arr[words] & issuer[:, None]
+            if hit.any():
+                i, w = (int(x[0]) for x in np.nonzero(hit))
+                sb = W.sh_buf[jd]
+                word = int(words[i, w]) % sb.size
+                stage = word // max(1, sb.size // sb.stages)
+                phase = int(cs.read_phase[jd][words[i, w]])
+                W._fail("race", site, int(lanes[i]), f"{_cta(W, cs, int(src[i]))}: TMA "
+                        f"{'multicast ' if src[i] != dst[i] else ''}lands in shared "
+                        f"{sb.name}[{word}] (pipeline stage {stage}) of "
+                        f"{_cta(W, cs, int(dst[i]))}, whose wgmma read it (filled at mbarrier "
+                        f"phase {phase}) and whose release of the stage CTA rank {r} has not "
+                        f"observed", buffer=sb.name, index=word,
+                        hint="every consumer whose stage a multicast writes must arrive on "
+                             "the issuing CTA's empty barrier (mapa + remote arrive), and "
+                             "the issuer must wait on it")
+    for r in range(cs.size):
+        arr = cs.unreleased[r].get(jd)
+        if arr is not None:
+            arr[words] = False
+
+
+# --------------------------------------------------------------------------- cluster barrier
+def _whole_ctas(W: Wave, m: Any, site: int, what: str) -> np.ndarray:
+    a = _act(W, m).reshape(W.B, W.T)
+    part = a.any(axis=1) & ~a.all(axis=1)
+    if part.any():
+        b = int(np.flatnonzero(part)[0])
+        lane = b * W.T + int(np.flatnonzero(~a[b])[0])
+        W._fail("divergent_barrier", site, lane, f"{what} reached by part of the CTA "
+                f"(thread {int(W.tid[lane])} is inactive): the .aligned cluster barrier "
+                "needs every thread", hint="execute cluster barriers outside "
+                                           "thread-dependent branches")
+    return a.all(axis=1)
+
+
+def cluster_arrive(W: Wave, cs: ClusterState, m: Any, site: int) -> None:
+    whole = _whole_ctas(W, m, site, "barrier.cluster.arrive")
+    cs.arrived[np.repeat(whole, W.T)] += 1
+
+
+def cluster_wait(W: Wave, hs, cs: ClusterState, m: Any, site: int) -> None:
+    whole = _whole_ctas(W, m, site, "barrier.cluster.wait")
+    per_cta = cs.arrived.reshape(W.B, W.T).min(axis=1)
+    for b in np.flatnonzero(whole).tolist():
+        k = int(cs.waited[b * W.T]) + 1
+        peers = cs.peer[b]
+        short = [int(p) for p in peers if per_cta[p] < k]
+        if short and W.check:
+            W._fail("deadlock", site, b * W.T, f"{_cta(W, cs, b)} waits on cluster barrier "
+                    f"phase {k}, which {_cta(W, cs, short[0])} never arrives at in program "
+                    "order", hint="every CTA of the cluster executes the same "
+                                  "barrier.cluster.arrive/wait pairs")
+        cs.waited[b * W.T:(b + 1) * W.T] = k
+        # remote operations issued before the issuer's k-th arrival are now ordered
+        ordered = (cs.rem_phase[b] >= 0) & (cs.rem_arr[b] < k)
+        cs.rem_phase[b, ordered] = -1
+
+
+def exit_check(W: Wave, hs, cs: ClusterState, site: int) -> None:
+    """The end of the kernel: every peer operation into a CTA must be ordered before it."""
+    if not W.check:
+        return
+    pend = np.argwhere(cs.rem_phase >= 0)
+    if len(pend):
+        b, s = (int(x) for x in pend[0])
+        src = int(cs.rem_from[b, s])
+        W._fail("race", site, b * W.T, f"{_cta(W, cs, b)} exits while the "
+                f"{cs.rem_kind.get((b, s), 'operation')} of {_cta(W, cs, src)} on its mbarrier "
+                f"{_bar_name(W, hs, s)} (phase {int(cs.rem_phase[b, s])}) is not ordered "
+                "before the exit: the peer may still write its shared memory",
+                hint="barrier.cluster.arrive + barrier.cluster.wait before the CTAs exit")
+
+
+__all__ = ["ClusterState", "arrive", "before_write", "cluster_arrive", "cluster_wait",
+           "exit_check", "multicast_targets", "note_init", "note_reads", "note_release",
+           "observe", "rank", "state"]

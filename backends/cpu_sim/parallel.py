@@ -1,0 +1,225 @@
+"""Run a launch's waves in forked worker processes: `sim_jobs`, `SharedOutputs`, `run_waves`.
+
+The blocks of a launch are independent on a GPU (no block reads what another block of
+the same launch stores, apart from global atomics, which the caller keeps serial), so
+the simulator's waves are too. `run_waves` forks `jobs` workers; worker r runs waves
+r, r + jobs, r + 2 jobs, ... in order and sends each wave's result (counters, written
+indices: small) back through a pipe, stopping after its first failure. The parent
+gathers the results by wave index, so counters are merged in wave order, exactly as the
+serial loop adds them, and the failure reported is the one of the lowest failing wave
+(every lower wave ran, in some worker), which is the one the serial loop reports.
+
+Memory: workers are forks, so the tensors are shared copy-on-write and never copied;
+the buffers a kernel stores into (its non-readonly parameters) are copied once into
+shared memory (`SharedOutputs`, anonymous MAP_SHARED pages) before the fork and back
+after, so each worker's stores land where the parent sees them. Every other global
+buffer is handed to the workers read-only, so a store the kernel was not declared to
+make fails loudly in the worker instead of being lost. Each worker adds one wave's
+lane arrays; the processes together hold about the tensors plus `jobs` waves.
+
+Needs os.fork (Linux, macOS); elsewhere `sim_jobs` is 1 and the serial loop runs.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import selectors
+import signal
+import struct
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from hal.errors import HalError
+
+JOBS_ENV = "HAL_SIM_JOBS"
+MAX_DEFAULT_JOBS = 8
+_HEADER = struct.Struct("<Q")
+
+
+def sim_jobs(jobs: int | None = None) -> int:
+    """Worker processes for one launch: `jobs`, else $HAL_SIM_JOBS, else the CPUs this
+    process may use (at most MAX_DEFAULT_JOBS); 1 where os.fork is missing."""
+    if not hasattr(os, "fork"):
+        return 1
+    if jobs is None:
+        env = os.environ.get(JOBS_ENV, "").strip()
+        if env:
+            if not env.isdigit() or int(env) < 1:
+                raise HalError(f"{JOBS_ENV}={env!r} is not a positive integer",
+                               hint=f"e.g. {JOBS_ENV}=2, or {JOBS_ENV}=1 for one process")
+            jobs = int(env)
+        else:
+            cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else os.cpu_count() or 1)
+            jobs = min(cpus, MAX_DEFAULT_JOBS)
+    if jobs < 1:
+        raise HalError(f"--jobs {jobs}: the number of simulator processes must be >= 1",
+                       hint="--jobs 1 runs every wave in this process")
+    return int(jobs)
+
+
+class SharedOutputs:
+    """Shared-memory copies of the arrays a launch stores into (aliases share one copy).
+
+    `swap(arrays, written)` returns the list to hand to the workers: a shared copy for
+    each array in `written`, a read-only view of each other one. `copy_back()` writes
+    the shared copies into the caller's arrays and releases them."""
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[np.ndarray, np.ndarray, mmap.mmap]] = []
+
+    def swap(self, arrays: Sequence[np.ndarray], written: Sequence[bool]) -> list[np.ndarray]:
+        by_addr: dict[tuple[int, int], np.ndarray] = {}
+        out = []
+        for a, w in zip(arrays, written, strict=True):
+            if not w or a.nbytes == 0:
+                v = a.view()
+                v.flags.writeable = False
+                out.append(v)
+                continue
+            key = (a.__array_interface__["data"][0], a.nbytes)
+            sh = by_addr.get(key)
+            if sh is None:
+                mm = mmap.mmap(-1, a.nbytes)
+                sh = np.frombuffer(mm, dtype=a.dtype, count=a.size)
+                sh[...] = a
+                by_addr[key] = sh
+                self._pairs.append((a, sh, mm))
+            out.append(sh)
+        return out
+
+    def copy_back(self) -> None:
+        for a, sh, _ in self._pairs:
+            a[...] = sh
+        self._pairs.clear()   # the pages go with the last view of them
+
+
+class WorkerLost(HalError):
+    """A simulator worker process ended without reporting its waves."""
+
+
+def _send(fd: int, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _pack_error(e: BaseException) -> tuple:
+    """An exception as (class, args, attributes, traceback text): rebuilt in the parent
+    without calling its __init__, so typed errors with keyword fields survive."""
+    state = {k: v for k, v in vars(e).items() if _picklable(v)}
+    return (type(e), e.args, state, traceback.format_exc())
+
+
+def _picklable(v: Any) -> bool:
+    try:
+        pickle.dumps(v)
+        return True
+    except Exception:
+        return False
+
+
+def _unpack_error(packed: tuple) -> BaseException:
+    cls, args, state, _tb = packed
+    e = cls.__new__(cls)
+    e.args = args
+    vars(e).update(state)
+    return e
+
+
+def _worker(r: int, jobs: int, n: int, run_wave: Callable[[int], Any], fd: int) -> None:
+    for i in range(r, n, jobs):
+        try:
+            res = run_wave(i)
+        except BaseException as e:   # noqa: BLE001 - every failure goes to the parent
+            try:
+                _send(fd, (i, False, _pack_error(e)))
+            except Exception:
+                _send(fd, (i, False, (HalError, (f"{type(e).__name__}: {e}",), {}, "")))
+            return
+        _send(fd, (i, True, res))
+
+
+def run_waves(n: int, run_wave: Callable[[int], Any], jobs: int,
+              on_done: Callable[[int], None] | None = None) -> list[Any]:
+    """[run_wave(i) for i in range(n)], computed by `jobs` forked workers; the first
+    failing wave's exception (lowest index) is raised. `on_done(i)` runs in this process
+    as wave i's result arrives."""
+    jobs = max(1, min(jobs, n))
+    pids: list[int] = []
+    sel = selectors.DefaultSelector()
+    bufs: dict[int, bytearray] = {}
+    results: dict[int, tuple[bool, Any]] = {}
+    finished = False
+    try:
+        for r in range(jobs):
+            rfd, wfd = os.pipe()
+            pid = os.fork()
+            if pid == 0:   # the worker: run its waves, report, leave without cleanup
+                code = 0
+                try:
+                    os.close(rfd)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    _worker(r, jobs, n, run_wave, wfd)
+                except BaseException:   # noqa: BLE001
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(wfd)
+            pids.append(pid)
+            sel.register(rfd, selectors.EVENT_READ)
+            bufs[rfd] = bytearray()
+        open_fds = len(bufs)
+        while open_fds:
+            for key, _ in sel.select():
+                fd = key.fd
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    sel.unregister(fd)
+                    os.close(fd)
+                    open_fds -= 1
+                    continue
+                buf = bufs[fd]
+                buf += chunk
+                while len(buf) >= _HEADER.size:
+                    (size,) = _HEADER.unpack_from(buf)
+                    if len(buf) < _HEADER.size + size:
+                        break
+                    i, ok, res = pickle.loads(bytes(buf[_HEADER.size:_HEADER.size + size]))
+                    del buf[:_HEADER.size + size]
+                    results[i] = (ok, res)
+                    if ok and on_done is not None:
+                        on_done(i)
+        finished = True
+    finally:
+        for pid in pids:   # every worker has closed its pipe, or this process is leaving
+            try:
+                if not finished:
+                    os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+        for key in list(sel.get_map().values()):
+            os.close(key.fd)
+        sel.close()
+    out = []
+    for i in range(n):
+        if i not in results:
+            raise WorkerLost(f"cpu_sim worker process ended without running wave {i} of {n}",
+                             hint="run again with --jobs 1 (HAL_SIM_JOBS=1) to see the "
+                                  "failure in this process")
+        ok, res = results[i]
+        if not ok:
+            raise _unpack_error(res)
+        out.append(res)
+    return out
+
+
+__all__ = ["sim_jobs", "SharedOutputs", "run_waves", "WorkerLost", "JOBS_ENV"]

@@ -1,0 +1,575 @@
+"""Hopper's asynchronous machinery in the simulator: wgmma, TMA, mbarriers (hal.kernel.ir_async).
+
+Called by the code codegen generates, on a lanes.Wave (all threads of a wave's blocks run
+in lock step, statement by statement):
+
+* `desc`: a SmemDesc evaluates to the real 64-bit descriptor (hal.kernel.wgmma), its start
+  address the buffer's byte offset in the block's shared layout (Kernel.shared_offsets).
+* `wgmma`: each warpgroup's descriptors are DECODED (start, LBO, SBO, swizzle) and the
+  operands gathered from the shared bytes they address, so a wrong swizzle or stride gives
+  wrong numbers; the whole wave's wgmmas run as ONE batched contraction ([G, 64, K] @
+  [G, K, N], exact products summed in float64 with the accumulator, rounded once to f32),
+  and each thread's accumulator elements come from / go back to the per-thread layout
+  (hal.kernel.wgmma.accumulator_table).
+* `commit` / `wait`: wgmma groups per warpgroup. Reading an accumulator (any Load of a wgmma
+  accumulator buffer) before the wait_group that retires the wgmma that wrote it is a
+  `race` naming kernel, block, warpgroup, the operands' pipeline stage and mbarrier phase;
+  so is a TMA overwriting shared words an unretired wgmma reads.
+* mbarriers: per block and barrier, expected arrivals, pending arrivals, pending transaction
+  bytes and completed phases. `mbar_wait(parity)` succeeds when the phase of that parity
+  has completed; since the lanes run in program order, a wait that cannot succeed now
+  never will: a `deadlock` naming the barrier, its phase and what is missing (a wrong
+  expect_tx count shows here). More transaction bytes than expected is `bad_mbarrier`.
+* `tma`: the box of a tensor map (hal.kernel.tma), zeros where it crosses the tensor's
+  edge, written swizzled into shared memory; its words are marked with (barrier, phase).
+  A wgmma reading a marked word before its threads observed that phase complete (a
+  successful try_wait) is a `race`.
+* generic shared writes read by wgmma need a synchronisation as well as the proxy fence:
+  wgmma reads the whole tile for all four warps of the warpgroup, so a word one thread
+  stored must be ordered before every reading thread. Each such word keeps its writer
+  until a block barrier, or until the writer arrives on an mbarrier (the word is then
+  published at that barrier's phase); a wgmma whose threads have not all observed that
+  phase complete is a `race` naming the writer (the lanes run in lock step, so without
+  this a missing warpgroup barrier would never show).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hal.kernel.wgmma import accumulator_table, canonical_offset, swizzle, wgmma_k
+
+from .lanes import Wave, rep_dtype
+
+WG = 128
+_SW_CODE = {0: 0, 128: 1, 64: 2, 32: 3}
+_CODE_SW = {v: k for k, v in _SW_CODE.items()}
+
+
+class HopperState:
+    """Per-wave state: shared layout, mbarriers, wgmma groups, TMA marks."""
+
+    def __init__(self, W: Wave, offsets: list[int], bar_slots: dict[int, int]):
+        self.base = offsets                         # byte offset of each shared buffer
+        self.bar_slot = bar_slots                   # shared buffer j -> first barrier slot
+        nslots = sum(W.sh_buf[j].size for j in bar_slots)
+        self.expected = np.zeros((W.B, nslots), np.int64)
+        self.pending = np.zeros((W.B, nslots), np.int64)
+        self.tx = np.zeros((W.B, nslots), np.int64)
+        self.phase = np.zeros((W.B, nslots), np.int64)
+        self.observed = np.zeros((W.L, nslots), np.int64)   # phases each thread saw complete
+        ng = W.L // WG
+        self.committed = np.zeros(ng, np.int64)
+        self.done = np.zeros(ng, np.int64)
+        self.acc_group: dict[int, np.ndarray] = {}   # local j -> per-warpgroup group (-1)
+        self.acc_from: dict[int, tuple] = {}         # local j -> (buffer, stage, phase)
+        self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
+        self.mark_bar = {}                           # shared j -> slot per word (-1 none)
+        self.mark_phase = {}
+        # shared j -> per word, the lane whose generic-proxy write (st.shared, a vector
+        # store, cp.async) is not yet behind that lane's fence.proxy.async (-1 none)
+        self.proxy_writer: dict[int, np.ndarray] = {}
+        # shared j -> per word, the lane of a generic write not yet ordered before other
+        # threads (-1 none), and the mbarrier slot/phase its writer published it at (-1)
+        self.sync_writer: dict[int, np.ndarray] = {}
+        self.pub_slot: dict[int, np.ndarray] = {}
+        self.pub_phase: dict[int, np.ndarray] = {}
+
+
+def state(W: Wave, offsets: list[int], bar_slots: dict[int, int]) -> HopperState:
+    st = getattr(W, "hopper", None)
+    if st is None:
+        st = W.hopper = HopperState(W, offsets, bar_slots)
+    return st
+
+
+def note_generic_write(W: Wave, j: int, flat: Any, lanes: Any) -> None:
+    """Shared words `flat` written by `lanes` through the generic proxy. Tracked once the
+    kernel has Hopper state (a wgmma kernel): the async proxy (wgmma) may read them only
+    after a fence.proxy.async by the writing thread (PTX ISA, memory consistency model:
+    proxies)."""
+    st = getattr(W, "hopper", None)
+    if st is None or not W.check:
+        return
+    arr = st.proxy_writer.get(j)
+    if arr is None:
+        arr = st.proxy_writer[j] = np.full(W.sh[j].size, -1, np.int64)
+        st.sync_writer[j] = np.full(W.sh[j].size, -1, np.int64)
+        st.pub_slot[j] = np.full(W.sh[j].size, -1, np.int64)
+        st.pub_phase[j] = np.zeros(W.sh[j].size, np.int64)
+    arr[flat] = lanes
+    st.sync_writer[j][flat] = lanes
+    st.pub_slot[j][flat] = -1
+
+
+def _publish(W: Wave, st: HopperState, act: np.ndarray, slots: np.ndarray,
+             blocks: np.ndarray) -> None:
+    """The active lanes arrive on mbarrier `slots` (one per active lane): the generic
+    writes they made and have not published yet are published at that barrier's current
+    phase (a thread that observes the phase complete sees them)."""
+    if not st.sync_writer:
+        return
+    lane_slot = np.full(W.L, -1, np.int64)
+    lane_slot[act] = slots
+    lane_phase = np.zeros(W.L, np.int64)
+    lane_phase[act] = st.phase[blocks, slots]
+    for j, writer in st.sync_writer.items():
+        pub = st.pub_slot[j]
+        new = (writer >= 0) & (pub < 0)
+        if not new.any():
+            continue
+        idx = np.flatnonzero(new)
+        idx = idx[act[writer[idx]]]
+        pub[idx] = lane_slot[writer[idx]]
+        st.pub_phase[j][idx] = lane_phase[writer[idx]]
+
+
+def _check_ordered(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
+                   site: int) -> None:
+    """Race if wgmma reads a word a thread stored (generic proxy) with no block barrier
+    since and no mbarrier phase, published by the writer, that every thread of the reading
+    warpgroup has observed complete."""
+    writer = st.sync_writer.get(j)
+    if writer is None or not W.check:
+        return
+    w = writer[flat]
+    live = (w >= 0) & (W.sh_writer[j][flat] >= 0)      # a block barrier orders everything
+    if not live.any():
+        return
+    gids = np.flatnonzero(gl)
+    seen = st.observed.reshape(-1, WG, st.observed.shape[1]).min(axis=1)[gids]  # [G, slots]
+    slot = st.pub_slot[j][flat]
+    ok = ~live | ((slot >= 0) & (np.take_along_axis(seen, np.where(slot >= 0, slot, 0),
+                                                    axis=1) > st.pub_phase[j][flat]))
+    if ok.all():
+        return
+    gi, wi = (int(x[0]) for x in np.nonzero(~ok))
+    sb = W.sh_buf[j]
+    word = int(flat[gi, wi]) % sb.size
+    lane = int(gids[gi]) * WG
+    how = ("never arrived on an mbarrier since" if slot[gi, wi] < 0 else
+           f"arrived on mbarrier slot {int(slot[gi, wi])} (phase {int(st.pub_phase[j][flat][gi, wi])}), "
+           "a phase not every reading thread has observed complete")
+    W._fail("race", site, lane, f"warpgroup {int(W.tid[lane]) // WG}: wgmma reads shared "
+            f"{sb.name}[{word}], which thread {int(W.tid[int(w[gi, wi])])} stored with no "
+            f"barrier since; the writer {how}", buffer=sb.name, index=word,
+            hint="order the generic shared writes before the wgmma for all threads of the "
+                 "warpgroup: arrive on and wait for an mbarrier (or a barrier) after them")
+
+
+def fence_proxy_async(W: Wave, st: HopperState, m: Any) -> None:
+    """fence.proxy.async.shared::cta: the active lanes' generic writes become visible to
+    the async proxy."""
+    act = _act(W, m)
+    for arr in st.proxy_writer.values():
+        pending = arr >= 0
+        if pending.any():
+            cleared = np.zeros_like(pending)
+            cleared[pending] = act[arr[pending]]
+            arr[cleared] = -1
+
+
+def _check_proxy(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
+                 site: int) -> None:
+    """Race if wgmma reads a word written through the generic proxy without a proxy fence."""
+    arr = st.proxy_writer.get(j)
+    if arr is None or not W.check:
+        return
+    w = arr[flat]
+    if (w >= 0).any():
+        gi, wi = (int(x[0]) for x in np.nonzero(w >= 0))
+        sb = W.sh_buf[j]
+        word = int(flat[gi, wi]) % sb.size
+        lane = int(np.flatnonzero(gl)[gi]) * WG
+        W._fail("race", site, lane, f"warpgroup {int(W.tid[lane]) // WG}: wgmma reads shared "
+                f"{sb.name}[{word}], which thread {int(W.tid[int(w[gi, wi])])} wrote through "
+                "the generic proxy with no fence.proxy.async since: the async proxy may not "
+                "see the write", buffer=sb.name, index=word,
+                hint="fence.proxy.async.shared::cta after the generic shared writes, before "
+                     "the wgmma reads them")
+
+
+def _act(W: Wave, m: Any) -> np.ndarray:
+    return np.ones(W.L, bool) if m is None else np.broadcast_to(np.asarray(m, bool), (W.L,))
+
+
+def _lanes(W: Wave, x: Any) -> np.ndarray:
+    return np.broadcast_to(np.asarray(x, np.int64), (W.L,))
+
+
+def _whole_groups(W: Wave, m: Any, site: int, what: str) -> np.ndarray:
+    """Active warpgroups (bool [G]); a warpgroup partly active is an error."""
+    if W.T % WG:
+        W._fail("bad_mma", site, 0, f"{what} needs whole 128-thread warpgroups, the block "
+                f"has {W.T} threads", hint="make the block a multiple of 128 threads")
+    a = _act(W, m).reshape(-1, WG)
+    part = a.any(axis=1) & ~a.all(axis=1)
+    if part.any():
+        g = int(np.flatnonzero(part)[0])
+        lane = g * WG + int(np.flatnonzero(~a[g])[0])
+        W._fail("divergent_mma", site, lane, f"{what} reached by part of warpgroup "
+                f"{int(W.tid[lane]) // WG} (thread {int(W.tid[lane])} is inactive)",
+                hint="issue warpgroup instructions outside thread-dependent branches")
+    return a.all(axis=1)
+
+
+# --------------------------------------------------------------------------- descriptors
+def desc(W: Wave, st: HopperState, j: int, offset: Any, lbo: int, sbo: int, sw: int) -> Any:
+    addr = st.base[j] + np.asarray(offset, np.int64) * W.sh_buf[j].dtype.itemsize
+    hi = ((lbo >> 4) & 0x3FFF) << 16 | ((sbo >> 4) & 0x3FFF) << 32 | _SW_CODE[sw] << 62
+    hi = hi - (1 << 64) if hi >= 1 << 63 else hi
+    return np.int64(hi) | ((addr & 0x3FFFF) >> 4)
+
+
+def _decode(v: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    u = v.astype(np.int64).view(np.uint64)
+    start = ((u & np.uint64(0x3FFF)) << np.uint64(4)).astype(np.int64)
+    lbo = ((u >> np.uint64(16)) & np.uint64(0x3FFF)) << np.uint64(4)
+    sbo = ((u >> np.uint64(32)) & np.uint64(0x3FFF)) << np.uint64(4)
+    code = (u >> np.uint64(62)) & np.uint64(3)
+    return start, int(lbo[0]), int(sbo[0]), _CODE_SW[int(code[0])]
+
+
+def _buffer_at(W: Wave, st: HopperState, addr: np.ndarray, site: int, lane: int) -> int:
+    lo, hi = int(addr.min()), int(addr.max())
+    for j, sb in enumerate(W.sh_buf):
+        if st.base[j] <= lo and hi < st.base[j] + sb.nbytes:
+            return j
+    W._fail("out_of_bounds", site, lane, f"wgmma descriptor addresses shared bytes "
+            f"{lo}..{hi}, not inside one shared buffer", hint="check the descriptor's "
+            "start address, LBO/SBO and the tile's size")
+    return -1
+
+
+def _operand(W: Wave, st: HopperState, v: Any, rows: int, k: int, itemsize: int,
+             k_major: bool, gl: np.ndarray, site: int, what: str):
+    """Gather one operand for the active warpgroups `gl`: ([G, rows, k] float64 values,
+    buffer j, flat words [G, rows * k])."""
+    v = _lanes(W, v).reshape(-1, WG)
+    if W.check and (v != v[:, :1]).any():
+        g = int(np.flatnonzero((v != v[:, :1]).any(axis=1))[0])
+        W._fail("bad_mma", site, g * WG, f"wgmma {what} descriptor differs between the "
+                "threads of a warpgroup", hint="build descriptors from warpgroup-uniform values")
+    start, lbo, sbo, sw = _decode(v[gl, 0])
+    r = np.arange(rows, dtype=np.int64)[:, None]
+    c = np.arange(k, dtype=np.int64)[None, :]
+    off = canonical_offset(r, c, itemsize, k_major, sw, lbo, sbo)
+    addr = swizzle(start[:, None, None] + off[None], sw)
+    lane0 = int(np.flatnonzero(gl)[0]) * WG
+    j = _buffer_at(W, st, addr, site, lane0)
+    elem = (addr - st.base[j]) // itemsize
+    blk = (np.flatnonzero(gl) * WG) // W.T
+    flat = (blk[:, None, None] * W.sh_buf[j].size + elem).reshape(len(blk), -1)
+    vals = W.sh[j][flat].astype(np.float64).reshape(len(blk), rows, k)
+    return vals, j, flat
+
+
+def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
+                 site: int) -> tuple[int, int] | None:
+    """Race if a word was written by a TMA whose mbarrier phase the reading warpgroup has
+    not observed; returns (stage, phase) of the first word read (for messages)."""
+    if j not in st.mark_bar:
+        return None
+    slot = st.mark_bar[j][flat]
+    ph = st.mark_phase[j][flat]
+    gids = np.flatnonzero(gl)
+    seen = st.observed.reshape(-1, WG, st.observed.shape[1]).min(axis=1)[gids]  # [G, slots]
+    marked = slot >= 0
+    ok = ~marked | (np.take_along_axis(seen, np.where(marked, slot, 0), axis=1) > ph)
+    sb = W.sh_buf[j]
+    stage_size = max(1, sb.size // sb.stages)
+    first = flat[0, 0] % sb.size
+    info = (int(first // stage_size), int(ph[0, 0]) if marked[0, 0] else -1)
+    if W.check and not ok.all():
+        gi, wi = (int(x[0]) for x in np.nonzero(~ok))
+        word = int(flat[gi, wi]) % sb.size
+        lane = int(gids[gi]) * WG
+        W._fail("race", site, lane, f"warpgroup {int(W.tid[lane]) // WG}: wgmma reads shared "
+                f"{sb.name}[{word}] (pipeline stage {word // stage_size}) before mbarrier "
+                f"phase {int(ph[gi, wi])} of its TMA copy completed for it", buffer=sb.name,
+                index=word, hint="mbarrier.try_wait on the stage's full barrier with the "
+                                 "phase parity before the wgmma reads it")
+    return info
+
+
+def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a_desc: Any,
+          b_desc: Any, trans_b: bool, m: Any, site: int, layout: str) -> None:
+    gl = _whole_groups(W, m, site, "wgmma")
+    if not gl.any():
+        return
+    k = wgmma_k(atype)
+    isz = 1 if atype.startswith("f8") else 2
+    a, j_a, fa = _operand(W, st, a_desc, 64, k, isz, True, gl, site, "A")
+    b, j_b, fb = _operand(W, st, b_desc, n, k, isz, not trans_b, gl, site, "B")
+    info = _check_marks(W, st, j_a, fa, gl, site)
+    _check_marks(W, st, j_b, fb, gl, site)
+    _check_proxy(W, st, j_a, fa, gl, site)
+    _check_proxy(W, st, j_b, fb, gl, site)
+    _check_ordered(W, st, j_a, fa, gl, site)
+    _check_ordered(W, st, j_b, fb, gl, site)
+    gids = np.flatnonzero(gl)
+    _accumulate(W, ja, acc_off, n, gids, a, b)
+    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
+    W.sr += (fa.size + fb.size) * isz
+    grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
+    grp[gids] = st.committed[gids]
+    st.acc_from[ja] = (W.sh_buf[j_a].name, *(info or (-1, -1)))
+    for j, f in ((j_a, fa), (j_b, fb)):
+        st.inflight.append((gids, st.committed[gids].copy(), j, f))
+        if getattr(W, "cluster", None) is not None:   # stage releases (cluster_sim)
+            from . import cluster_sim
+
+            ph = st.mark_phase[j][f] if j in st.mark_phase else np.full(f.shape, -1)
+            cluster_sim.note_reads(W, gids, j, f, ph)
+
+
+def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, jr: int,
+             a_off: int, b_desc: Any, trans_b: bool, m: Any, site: int, layout: str) -> None:
+    """wgmma with A from registers (Wgmma.a_regs, 16-bit k16): A[64, 16] of each warpgroup
+    is GATHERED from its threads' local buffer `jr` elements a_off .. a_off + 7 through
+    the A fragment layout (hal.kernel.wgmma.a_fragment_table), so a thread holding the
+    wrong elements gives wrong numbers; B through its descriptor as in `wgmma`; one batched
+    contraction per wave, rounded once to f32 into the accumulators."""
+    from hal.kernel.wgmma import A_REG_ELEMS, a_fragment_table
+
+    gl = _whole_groups(W, m, site, "wgmma")
+    if not gl.any():
+        return
+    k = wgmma_k(atype)
+    b, j_b, fb = _operand(W, st, b_desc, n, k, 2, not trans_b, gl, site, "B")
+    info = _check_marks(W, st, j_b, fb, gl, site)
+    _check_proxy(W, st, j_b, fb, gl, site)
+    gids = np.flatnonzero(gl)
+    lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
+    regs = W.loc[jr]
+    vals = np.stack([np.broadcast_to(regs[a_off + e], (W.L,)) for e in range(A_REG_ELEMS)],
+                    axis=1)[lanes].astype(np.float64).reshape(len(gids), WG, A_REG_ELEMS)
+    tab = a_fragment_table()                          # [128, 8, (row, col)]
+    a = np.zeros((len(gids), 64, k), np.float64)
+    a[:, tab[..., 0], tab[..., 1]] = vals
+    _accumulate(W, ja, acc_off, n, gids, a, b)
+    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
+    W.sr += fb.size * 2
+    grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
+    grp[gids] = st.committed[gids]
+    st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
+    st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
+
+
+def _accumulate(W: Wave, ja: int, acc_off: int, n: int, gids: np.ndarray, a: np.ndarray,
+                b: np.ndarray) -> None:
+    """D += A @ B^T for warpgroups `gids` (a [G, 64, k], b [G, n, k] float64): the
+    accumulators come from and go back to local buffer `ja` (elements acc_off ..
+    acc_off + n/2 - 1 of each thread) in the per-thread layout (accumulator_table); exact
+    products summed in float64 with the accumulator, rounded once to f32."""
+    tab = accumulator_table(n)                       # [128, n/2, 2]
+    lin = (tab[..., 0] * n + tab[..., 1]).ravel()    # thread-major -> matrix position
+    rows = W.loc[ja]
+    lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
+    cur = np.empty((W.L, n // 2), np.float64)
+    for i in range(n // 2):
+        cur[:, i] = np.broadcast_to(rows[acc_off + i], (W.L,))
+    d = np.zeros((len(gids), 64 * n), np.float64)
+    d[:, lin] = cur[lanes].reshape(len(gids), -1)
+    d = d.reshape(len(gids), 64, n) + np.matmul(a, np.swapaxes(b, 1, 2))
+    out = d.reshape(len(gids), -1)[:, lin].reshape(-1, n // 2).astype(np.float32)
+    for i in range(n // 2):
+        full = np.broadcast_to(rows[acc_off + i], (W.L,)).astype(np.float32).copy()
+        full[lanes] = out[:, i]
+        rows[acc_off + i] = full
+
+
+def commit(W: Wave, st: HopperState, m: Any, site: int) -> None:
+    gl = _whole_groups(W, m, site, "wgmma.commit_group")
+    st.committed[gl] += 1
+
+
+def wait(W: Wave, st: HopperState, pending: int, m: Any, site: int) -> None:
+    gl = _whole_groups(W, m, site, "wgmma.wait_group")
+    st.done[gl] = np.maximum(st.done[gl], st.committed[gl] - pending)
+    st.inflight = [r for r in st.inflight if (r[1] >= st.done[r[0]]).any()]
+
+
+def check_acc(W: Wave, st: HopperState, ja: int, m: Any, site: int) -> None:
+    """A thread reads accumulator buffer `ja`: its wgmma must be retired."""
+    grp = st.acc_group.get(ja)
+    if grp is None or not W.check:
+        return
+    g = W.lane // WG
+    bad = _act(W, m) & (grp[g] >= 0) & (grp[g] >= st.done[g])
+    if bad.any():
+        lane = int(np.flatnonzero(bad)[0])
+        buf, stage, phase = st.acc_from.get(ja, ("?", -1, -1))
+        W._fail("race", site, lane, f"warpgroup {int(W.tid[lane]) // WG} reads accumulator "
+                f"{W.loc_buf[ja].name} before wgmma.wait_group retired the wgmma that writes "
+                f"it (commit group {int(grp[g[lane]])}, operands from {buf} stage {stage}, "
+                f"mbarrier phase {phase})", buffer=W.loc_buf[ja].name,
+                hint="wgmma.commit_group then wgmma.wait_group before reading accumulators")
+
+
+# --------------------------------------------------------------------------- mbarriers
+def _slots(W: Wave, st: HopperState, jb: int, index: Any, act: np.ndarray):
+    idx = _lanes(W, index)[act]
+    return W.blk[act], st.bar_slot[jb] + idx
+
+
+def _complete(st: HopperState) -> None:
+    done = (st.pending == 0) & (st.tx == 0) & (st.expected > 0)
+    st.phase += done
+    st.pending = np.where(done, st.expected, st.pending)
+
+
+def complete_phases(st: HopperState) -> None:
+    """Complete every barrier phase whose arrivals and transaction bytes are all in."""
+    _complete(st)
+
+
+def mbar_init(W: Wave, st: HopperState, jb: int, index: Any, count: int, m: Any) -> None:
+    act = _act(W, m)
+    b, s = _slots(W, st, jb, index, act)
+    st.expected[b, s] = count
+    st.pending[b, s] = count
+    st.tx[b, s] = 0
+    st.phase[b, s] = 0
+
+
+def mbar_arrive(W: Wave, st: HopperState, jb: int, index: Any, tx: int, m: Any,
+                site: int) -> None:
+    act = _act(W, m)
+    b, s = _slots(W, st, jb, index, act)
+    _publish(W, st, act, s, b)
+    np.add.at(st.tx, (b, s), tx)
+    np.add.at(st.pending, (b, s), -1)
+    if (st.pending < 0).any():
+        bb, ss = (int(x[0]) for x in np.nonzero(st.pending < 0))
+        W._fail("bad_mbarrier", site, int(np.flatnonzero(act)[0]), f"mbarrier "
+                f"{W.sh_buf[jb].name}[{ss - st.bar_slot[jb]}] of block {bb} got more "
+                f"arrivals than its count {int(st.expected[bb, ss])}",
+                hint="init the barrier with the number of arriving threads")
+    _complete(st)
+
+
+def complete_tx(W: Wave, st: HopperState, blocks: np.ndarray, slots: np.ndarray, nbytes: int,
+                jb: int, site: int, lane: int) -> None:
+    np.add.at(st.tx, (blocks, slots), -nbytes)
+    if (st.tx < 0).any():
+        bb, ss = (int(x[0]) for x in np.nonzero(st.tx < 0))
+        W._fail("bad_mbarrier", site, lane, f"mbarrier {W.sh_buf[jb].name}"
+                f"[{ss - st.bar_slot[jb]}] received more TMA transaction bytes than "
+                f"expect_tx announced (phase {int(st.phase[bb, ss])}, "
+                f"{-int(st.tx[bb, ss])} bytes over)",
+                hint="arrive.expect_tx with the bytes of every box the stage receives")
+    _complete(st)
+
+
+def mbar_wait(W: Wave, st: HopperState, jb: int, index: Any, parity: Any, m: Any,
+              site: int) -> None:
+    act = _act(W, m)
+    if not act.any():
+        return
+    b, s = _slots(W, st, jb, index, act)
+    par = _lanes(W, parity)[act]
+    ok = (st.phase[b, s] % 2) != par
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        lane = int(np.flatnonzero(act)[i])
+        bb, ss = int(b[i]), int(s[i])
+        W._fail("deadlock", site, lane, f"mbarrier {W.sh_buf[jb].name}"
+                f"[{ss - st.bar_slot[jb]}], phase {int(st.phase[bb, ss])} (parity "
+                f"{int(par[i])}) never completes: {int(st.pending[bb, ss])} of "
+                f"{int(st.expected[bb, ss])} arrivals and {int(st.tx[bb, ss])} transaction "
+                f"bytes are still missing when the warps reach this wait in program order",
+                hint="check the expect_tx byte count, the arrival count and the phase parity")
+    lanes = np.flatnonzero(act)
+    st.observed[lanes, s] = np.maximum(st.observed[lanes, s], st.phase[b, s])
+
+
+# --------------------------------------------------------------------------- TMA
+def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: list,
+        jb: int, bar_index: Any, m: Any, site: int, multicast: int = 0) -> None:
+    act = _act(W, m)
+    lanes = np.flatnonzero(act)
+    if not len(lanes):
+        return
+    sb = W.sh_buf[jd]
+    isz = sb.dtype.itemsize
+    rel = np.meshgrid(*[np.arange(b, dtype=np.int64) for b in reversed(tm.box)],
+                      indexing="ij")
+    rel = [r.ravel() for r in reversed(rel)]             # per dim (innermost first)
+    estr = (1, *(s // isz for s in tm.strides))
+    flat = np.zeros((len(lanes), rel[0].size), np.int64)
+    ok = np.ones(flat.shape, bool)
+    for d, c in enumerate(coords):
+        g = rel[d][None, :] + _lanes(W, c)[lanes][:, None]
+        ok &= (g >= 0) & (g < tm.dims[d])
+        flat += g * estr[d]
+    src = W.g[jg]
+    vals = np.where(ok, np.take(src, np.where(ok, flat, 0)), 0).astype(rep_dtype(sb.dtype))
+    dst = _lanes(W, dst_index)[lanes]
+    addr = st.base[jd] + dst * isz
+    if W.check and (addr % tm.alignment).any():
+        lane = int(lanes[np.flatnonzero(addr % tm.alignment)[0]])
+        W._fail("misaligned", site, lane, f"TMA destination {sb.name} at shared byte "
+                f"{int(addr[0])} is not {tm.alignment}-byte aligned (swizzle {tm.swizzle}B)",
+                buffer=sb.name, hint="align the tile to its swizzle pattern")
+    elem = (swizzle(addr[:, None] + np.arange(rel[0].size) * isz, tm.swizzle)
+            - st.base[jd]) // isz
+    if W.check and ((elem < 0) | (elem >= sb.size)).any():
+        W._fail("out_of_bounds", site, int(lanes[0]), f"TMA box of {tm.name} "
+                f"({'x'.join(map(str, tm.box))}) at {sb.name}[{int(dst[0])}] runs past the "
+                f"buffer (size {sb.size})", buffer=sb.name, index=int(dst[0]))
+    b_own, s = _slots(W, st, jb, bar_index, act)
+    cl = getattr(W, "cluster", None)      # a cluster kernel (cluster_sim)
+    if cl is None:
+        targets = b_own[:, None]
+    else:
+        from . import cluster_sim
+
+        targets = cluster_sim.multicast_targets(W, cl, lanes, multicast) if multicast \
+            else b_own[:, None]
+    for c in range(targets.shape[1]):   # each CTA the box lands in (one without multicast)
+        b = targets[:, c]
+        words = b[:, None] * sb.size + elem
+        if cl is not None:
+            cluster_sim.before_write(W, st, cl, b_own, b, jd, words, jb, s, site, lanes)
+        _land(W, st, jd, words, vals, site, lanes)
+        if jd not in st.mark_bar:
+            st.mark_bar[jd] = np.full(W.sh[jd].size, -1, np.int64)
+            st.mark_phase[jd] = np.zeros(W.sh[jd].size, np.int64)
+        st.mark_bar[jd][words] = s[:, None]
+        st.mark_phase[jd][words] = st.phase[b, s][:, None]
+        W.sw += words.size * isz
+        complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
+    W.gr += int(np.count_nonzero(ok)) * isz     # read from global once, even multicast
+
+
+def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray, site: int,
+          lanes: np.ndarray) -> None:
+    """A TMA box's words land in shared buffer jd (checked against unretired wgmmas)."""
+    sb = W.sh_buf[jd]
+    for gids, groups, j, f in st.inflight:
+        if j != jd:
+            continue
+        live = groups >= st.done[gids]
+        if live.any() and np.isin(words, f[live]).any():
+            lane = int(gids[np.flatnonzero(live)[0]]) * WG
+            W._fail("race", site, int(lanes[0]), f"TMA overwrites shared {sb.name} "
+                    f"(stage {int(words[0, 0] % sb.size) // max(1, sb.size // sb.stages)}) "
+                    f"while the wgmma of warpgroup {int(W.tid[lane]) // WG} reading it is not "
+                    f"retired by wgmma.wait_group", buffer=sb.name,
+                    hint="wgmma.wait_group before releasing the stage to the producer")
+    W.sh[jd][words] = vals
+    W.sh_version[jd] += 1
+    if jd in st.proxy_writer:           # an async-proxy write: nothing generic left there
+        st.proxy_writer[jd][words] = -1
+        st.sync_writer[jd][words] = -1
+
+
+def setmaxnreg(W: Wave, m: Any, site: int) -> None:
+    _whole_groups(W, m, site, "setmaxnreg")
+
+
+__all__ = ["HopperState", "check_acc", "commit", "desc", "mbar_arrive", "mbar_init",
+           "mbar_wait", "setmaxnreg", "state", "tma", "wait", "wgmma", "wgmma_rs"]
