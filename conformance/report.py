@@ -108,6 +108,8 @@ def summarize(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         by_kind.setdefault(r["id"].split("/")[0], Counter())[r["verdict"]] += 1
     return {"total": len(results), **{v: counts.get(v, 0) for v in VERDICTS},
             "ok": not any(counts.get(v, 0) for v in FAILING),
+            # cases the backend ran on kernels other than the device's (runner: "substituted")
+            "substituted": sum(1 for r in results if r.get("substituted")),
             "by_family": {k: dict(v) for k, v in sorted(by_kind.items())}}
 
 
@@ -217,6 +219,9 @@ def summary_table(summary: Mapping[str, Any], results: list[Mapping[str, Any]],
     for fam, c in summary["by_family"].items():
         t.add_row(fam, *(str(c.get(v, 0)) for v in VERDICTS))
     t.add_row("total", *(str(summary[v]) for v in VERDICTS))
+    if summary.get("substituted"):
+        t.caption = (f"{summary['substituted']} of these ran substitute kernels for the "
+                     "device's (each result's 'substituted' says which and why)")
     parts: list[Any] = [t]
     bad = [r for r in results if r["verdict"] in FAILING]
     if bad:

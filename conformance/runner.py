@@ -69,7 +69,10 @@ def repro_command(backend: str, device: str, case_id: str, seed: int) -> str:
 
 
 def _run_graph(backend, graph, inputs, spec, lowering: LoweringOptions = DEFAULT_OPTIONS,
-               **opts) -> dict[str, np.ndarray]:
+               notes: list[str] | None = None, **opts) -> dict[str, np.ndarray]:
+    """The backend's outputs; a substitution the backend reports (`report["substituted"]`:
+    kernels it ran in place of the device's, e.g. the host shim's mma.sync for wgmma) is
+    appended to `notes`."""
     params = inspect.signature(backend.run_graph).parameters
     accepted = {k: v for k, v in opts.items() if k in params}
     if lowering != DEFAULT_OPTIONS:
@@ -84,7 +87,11 @@ def _run_graph(backend, graph, inputs, spec, lowering: LoweringOptions = DEFAULT
         accepted["compare_reference"] = False
     if "exact_rounding" in params:
         accepted["exact_rounding"] = EXACT_ROUNDING
-    return backend.run_graph(graph, inputs, spec, **accepted).outputs
+    result = backend.run_graph(graph, inputs, spec, **accepted)
+    note = (result.report or {}).get("substituted")
+    if notes is not None and note and note not in notes:
+        notes.append(note)
+    return result.outputs
 
 
 def _merge(comps: dict[str, Any]) -> dict[str, Any]:
@@ -128,8 +135,9 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
         prim, all_bounds = graph_bounds(graph, inputs, model)
         bounds = {o.name: all_bounds[p.name]
                   for o, p in zip(graph.outputs, prim.outputs, strict=True)}
+        notes: list[str] = []   # what the backend ran in place of the device's kernels
         try:
-            outs = _run_graph(backend, graph, inputs, spec, lowering)
+            outs = _run_graph(backend, graph, inputs, spec, lowering, notes)
         except SimulationError as e:
             rec.update(verdict="fail", reason=f"simulator check {e.kind}: {e.message}"[:400],
                        check=e.kind, seconds=time.perf_counter() - t0,
@@ -154,13 +162,15 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
             bad += db
         if case.unfused and unfused and "fuse" in inspect.signature(
                 backend.run_graph).parameters:
-            outs2 = _run_graph(backend, graph, inputs, spec, lowering, fuse=False)
+            outs2 = _run_graph(backend, graph, inputs, spec, lowering, notes, fuse=False)
             d = {k: diff(outs[k], outs2[k], b) for k, b in bounds.items()}
             rec["unfused"] = {k: c.to_dict() for k, c in d.items()}
             ub = [k for k, c in d.items() if not c.ok]
             if ub:
                 reason += "; fused vs unfused differ beyond the bound on " + ", ".join(ub)
                 bad += ub
+        if notes:   # the case passed or failed on substitute kernels: never silently
+            rec["substituted"] = "; ".join(notes)
         if profile if profile is not None else backend_name != "cpu_sim":
             from .error_profile import compare_profiles
 

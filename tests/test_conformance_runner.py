@@ -112,6 +112,40 @@ def test_junit_marks_failures_and_skips():
     assert root.find("testcase[@name='a/x']/failure").get("message") == "off by 3 ulp"
 
 
+def test_substituted_kernels_are_counted_and_captioned():
+    # a backend that ran other kernels than the device's (the host shim's mma.sync for
+    # h100-sxm's wgmma) says so per case; the summary counts those cases and the table
+    # names them, so a pass on substitute kernels is never silent
+    from rich.console import Console
+
+    from hal.conformance.report import summarize, summary_table
+
+    results = [{"id": "a/x", "verdict": "pass", "substituted": "g0 (wgmma): mma.sync ran"},
+               {"id": "a/y", "verdict": "pass"}]
+    s = summarize(results)
+    assert s["substituted"] == 1 and s["ok"]
+    assert summarize(results[1:])["substituted"] == 0
+    con = Console(record=True, width=120)
+    con.print(summary_table(s, results, "t"))
+    assert "1 of these ran substitute kernels" in con.export_text()
+
+
+def test_a_backends_substitution_note_reaches_the_case_record(monkeypatch):
+    from hal.backend import RunResult
+    from hal.backends_registry import get_backend
+
+    backend = get_backend("cpu_sim")
+    real = backend.run_graph
+
+    def noted(*a, **k):
+        r = real(*a, **k)
+        return RunResult(r.outputs, r.stats, {**(r.report or {}), "substituted": "k0: other"})
+
+    monkeypatch.setattr(backend, "run_graph", noted)
+    rec = runner.execute(runner.get_case(PASSING), "cpu_sim", "h100-sxm", profile=False)
+    assert rec["verdict"] == "pass" and rec["substituted"] == "k0: other"
+
+
 def test_cli_runs_and_writes_reports(tmp_path):
     from hal.cli.main import main
 

@@ -74,3 +74,55 @@ def test_a_group_without_kernels_is_not_taken_for_a_reshape(monkeypatch):
                                              compare_reference=False).outputs
     np.testing.assert_allclose(out["y"], np.exp(x), rtol=1e-6)
     assert (out["z"] == 0).all()  # no kernel ran for it: zeroed, as cpu_sim leaves it
+
+
+def test_wgmma_groups_run_the_mma_sync_kernel_on_the_host_and_say_so():
+    # The shim does not emulate Hopper's warpgroup instructions (wgmma, TMA, clusters), so
+    # on h100-sxm the host runs the mma.sync kernel where the GPU's plan takes wgmma. That
+    # must never pass silently: the case record names the substituted groups.
+    from hal.conformance.cases import get_case
+    from hal.conformance.runner import execute
+    from hal.devices.loader import load_spec
+    from hal.fusion.prepare import groups_to_run
+    from hal.lowering.registry import plan_group
+
+    cid = "contraction/matmul/bf16/256x320x136/cluster"
+    g = get_case(cid).graph()
+    full = load_spec("h100-sxm")   # the GPU's plan: wgmma with a 2-CTA cluster
+    assert any(plan_group(x, full).strategy == "wgmma" for x in groups_to_run(g, full)[1]
+               if str(x.kind) == "matmul")
+    rec = execute(get_case(cid), "cuda-host", "h100-sxm", profile=False)
+    assert rec["verdict"] == "pass", rec.get("reason")
+    note = rec["substituted"]
+    assert "wgmma" in note and "2-CTA cluster" in note and "mma.sync kernel ran" in note
+    # nothing is substituted where the spec has no warpgroup instruction or no contraction
+    assert "substituted" not in execute(get_case(cid), "hip-host", "mi300x", profile=False,
+                                        unfused=False)
+    assert "substituted" not in execute(get_case("elementwise/exp/f32/31"), "cuda-host",
+                                        "h100-sxm", profile=False)
+
+
+@pytest.mark.parametrize("backend,device", TARGETS)
+def test_conformance_compares_fused_and_unfused_runs_on_the_host(backend, device,
+                                                                   monkeypatch):
+    # GpuBackend.run_graph took `fuse` and `compare_reference` only through **options, so
+    # conformance's signature check never saw them: on cuda, rocm and both host backends
+    # the fused-vs-unfused comparison of the cases marked `unfused` never ran, and every run
+    # built a reference parity report that the runner then ignored.
+    from hal.conformance.cases import get_case
+    from hal.conformance.runner import execute
+    from hal.gpu_runner import GpuRunner
+
+    seen = []
+    real = GpuRunner.run
+
+    def spy(self, graph, inputs, spec, **kw):
+        seen.append((kw.get("fuse"), kw.get("compare_reference")))
+        return real(self, graph, inputs, spec, **kw)
+
+    monkeypatch.setattr(GpuRunner, "run", spy)
+    rec = execute(get_case("layout/transpose_add/f32/5x33x65/perm102"), backend, device,
+                  profile=False)
+    assert rec["verdict"] == "pass", rec.get("reason")
+    assert rec["unfused"] and all(c["ok"] for c in rec["unfused"].values())
+    assert seen == [(True, False), (False, False)]

@@ -20,21 +20,28 @@ DIFFERENCES from a GPU (and from cpu_sim), pinned by tests/test_host_shim_differ
 * matrix units (mma.sync, MFMA) sum the exact products in double and round once; a GPU
   accumulates in f32 in an unspecified order (within the contraction's tolerance).
 * launches are synchronous and "device time" is host wall time (not a GPU estimate).
-* Hopper's asynchronous units (wgmma, TMA, mbarriers) are not emulated: kernels are lowered
-  for the spec without its warpgroup matrix instructions (the mma.sync kernel on sm_90a);
-  cpu_sim runs the wgmma kernels.
+* Hopper's asynchronous units (wgmma, TMA, mbarriers, thread-block clusters) are not
+  emulated: kernels are lowered for the spec without its warpgroup matrix instructions (the
+  mma.sync kernel on sm_90a); cpu_sim runs the wgmma kernels. This is never silent: where
+  the device's own plan would run a group on wgmma, the run's report says which groups ran
+  the mma.sync kernel instead (`report["substituted"]`, `warpgroup_substitution`), and
+  conformance records it per case and counts it in the summary.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from hal.backend import Availability, Capability
+from hal.backend import Availability, Capability, RunResult
 from hal.gpu_runner import GpuBackend, GpuDriver
 
 from .compiler import host_supported
 
 if TYPE_CHECKING:
+    from hal.devices.spec import DeviceSpec
+    from hal.ir.graph import Graph
     from hal.render.cstyle import CStyleRenderer
 
 HOST_CAPABILITIES = frozenset({Capability.FP16, Capability.BF16, Capability.FP8,
@@ -61,13 +68,25 @@ class HostBackend(GpuBackend):
 
     def _spec(self, spec):
         """The spec without warpgroup (wgmma) instructions: the shim runs mma.sync kernels."""
-        import dataclasses
+        return without_warpgroup(super()._spec(spec))
 
-        s = super()._spec(spec)
-        if any(mi.scope == "warpgroup" for mi in s.matrix_instructions):
-            s = dataclasses.replace(s, matrix_instructions=tuple(
-                mi for mi in s.matrix_instructions if mi.scope != "warpgroup"))
-        return s
+    def run_graph(self, graph: Graph, inputs: Mapping[str, Any],
+                  spec: DeviceSpec | str | None = None, *, fuse: bool = True,
+                  groups: Sequence | None = None, compare_reference: bool = True,
+                  **options: Any) -> RunResult:
+        """GpuBackend.run_graph on the spec without warpgroup instructions. Where the
+        device's own plan would run a matmul or attention group on wgmma, the report's
+        `substituted` names those groups (they ran the mma.sync kernel here)."""
+        full = super()._spec(spec)
+        reduced = without_warpgroup(full)
+        result = self.runner().run(graph, inputs, reduced, fuse=fuse, groups=groups,
+                                   compare_reference=compare_reference, **options)
+        if reduced is not full and result.report is not None and any(
+                s["kind"] in _CONTRACTION_KINDS for s in result.stats or ()):
+            note = warpgroup_substitution(graph, full, reduced, fuse=fuse, groups=groups)
+            if note:
+                result.report["substituted"] = note
+        return result
 
     def make_driver(self) -> GpuDriver:
         from .driver import HostDriver
@@ -79,6 +98,44 @@ class HostBackend(GpuBackend):
         from .faults import run_render_selftest
 
         return run_render_selftest(self.name, device)
+
+
+_CONTRACTION_KINDS = ("matmul", "attention")
+
+
+def without_warpgroup(spec: DeviceSpec) -> DeviceSpec:
+    """`spec` without its warpgroup matrix instructions (`spec` itself when it has none)."""
+    if not any(mi.scope == "warpgroup" for mi in spec.matrix_instructions):
+        return spec
+    return dataclasses.replace(spec, matrix_instructions=tuple(
+        mi for mi in spec.matrix_instructions if mi.scope != "warpgroup"))
+
+
+def warpgroup_substitution(graph: Graph, full: DeviceSpec, reduced: DeviceSpec, *,
+                           fuse: bool = True, groups: Sequence | None = None) -> str | None:
+    """What the host run of `graph` on `reduced` substituted for `full`'s warpgroup kernels:
+    each matmul/attention group it ran that `full`'s planner puts on wgmma (+ TMA, and a
+    thread-block cluster where chosen), or None when there is none."""
+    from hal.fusion.group import is_alias_group
+    from hal.fusion.prepare import groups_to_run
+    from hal.lowering.registry import plan_group
+
+    _, gs = groups_to_run(graph, reduced, groups=groups, fuse=fuse, who="host")
+    found = []
+    for g in gs:
+        if str(g.kind) not in _CONTRACTION_KINDS or is_alias_group(g):
+            continue
+        plan = plan_group(g, full)
+        if "wgmma" not in plan.strategy:
+            continue
+        cluster = plan.detail("cluster")
+        ctas = getattr(cluster, "ctas", 1)
+        found.append(f"{g.name} ({plan.strategy}" + (f", {ctas}-CTA cluster)" if ctas > 1
+                                                     else ")"))
+    if not found:
+        return None
+    return (f"{full.name} plans {', '.join(found)} on warpgroup instructions, which the host "
+            f"shim does not emulate: the mma.sync kernel ran instead (cpu_sim runs wgmma)")
 
 
 class CudaHostBackend(HostBackend):
@@ -103,4 +160,5 @@ class HipHostBackend(HostBackend):
         return HipRenderer()
 
 
-__all__ = ["CudaHostBackend", "HipHostBackend", "HostBackend"]
+__all__ = ["CudaHostBackend", "HipHostBackend", "HostBackend", "warpgroup_substitution",
+           "without_warpgroup"]
