@@ -45,7 +45,7 @@ class Reduction:
         if m is not None and bool(m.all()):
             m = None
         self.W, self.ks, self.m = W, ks, m
-        self.n_active = W.L if m is None else int(np.count_nonzero(m))
+        self.n_active = W.tally(m)
         self.ops: list[_Op] = []
         self.stray = False   # an unchecked (check=False) access outside its buffer: clip
 

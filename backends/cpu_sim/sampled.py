@@ -235,13 +235,15 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
     strata = [s for s in np.array_split(sample, min(STRATA, sample.size)) if s.size] \
         if sample.size else []
     sb, *st_strata = simulate_parts(kernel, args, spec, [boundary, *strata], written=written,
-                                    **sim_kw)
+                                    combine=True, **sim_kw)
     per_block: list[dict[str, float]] = []
     total = {c: getattr(sb, c) for c in COUNTERS}
     flops_b = dict(sb.flops_by_dtype)
+    mfl_b = dict(sb.matrix_flops)
     interior = nb - boundary.size
     scale = interior / sample.size if sample.size else 0.0
     flops_s: dict[str, float] = {}
+    mfl_s: dict[str, float] = {}
     sums = {c: 0 for c in COUNTERS}
     wall = sb.wall_s
     for blocks, st in zip(strata, st_strata, strict=True):
@@ -252,11 +254,15 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
             sums[c] += getattr(st, c)
         for d, f in st.flops_by_dtype.items():
             flops_s[d] = flops_s.get(d, 0) + f
+        for lay, f in st.matrix_flops.items():
+            mfl_s[lay] = mfl_s.get(lay, 0) + f
     stats = KernelStats(kernel.name, grid, kernel.block, kernel.shared_bytes)  # type: ignore[arg-type]
     for c in COUNTERS:
         setattr(stats, c, int(round(total[c] + sums[c] * scale)))
     stats.flops_by_dtype = {d: int(round(flops_b.get(d, 0) + flops_s.get(d, 0) * scale))
                             for d in sorted(set(flops_b) | set(flops_s))}
+    stats.matrix_flops = {lay: int(round(mfl_b.get(lay, 0) + mfl_s.get(lay, 0) * scale))
+                          for lay in sorted(set(mfl_b) | set(mfl_s))}
     stats.waves = sb.waves
     stats.lanes_per_wave = sb.lanes_per_wave
     stats.finish(spec)
@@ -266,7 +272,8 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
         for key in (*COUNTERS, "flops"):
             vals = np.array([p[key] for p in per_block], np.float64)
             se = float(vals.std(ddof=1)) / math.sqrt(len(vals))
-            est = _boundary(total, flops_b, key) + float(vals.mean()) * interior
+            est = _boundary(total, [*flops_b.values(), *mfl_b.values()], key) \
+                + float(vals.mean()) * interior
             if est > 0:
                 err = max(err, 3.0 * se * interior / est)
     simulated = np.concatenate([boundary, sample])
@@ -282,8 +289,8 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
     return stats, report
 
 
-def _boundary(total: dict, flops: dict, key: str) -> float:
-    return float(sum(flops.values())) if key == "flops" else float(total[key])
+def _boundary(total: dict, flops: list, key: str) -> float:
+    return float(sum(flops)) if key == "flops" else float(total[key])
 
 
 def block_coords(ids: list[int], grid: tuple[int, int, int]) -> list[tuple[int, int, int]]:

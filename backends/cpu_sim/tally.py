@@ -1,0 +1,88 @@
+"""Per-part counting for one wave that holds blocks of several parts: `Tally`, `per_part`.
+
+A sampled launch (sampled.py) needs its counters per block set (the boundary blocks and
+each stratum of the interior sample: the boundary counts as itself, the sample is scaled
+to the interior and the spread of the strata gives the stated error). Running each set as
+its own wave repeats the kernel's whole statement stream (and its Python overhead) once
+per set; `simulator.simulate_parts(..., combine=True)` runs them as ONE wave and counts
+per part instead.
+
+Every counter of the simulator is a sum of per-lane (or per-block, per-warp) counts
+times constants: `W.gr += n * itemsize`, `_fl[i] += 3 * count`, ... In a wave built with
+`parts` (lanes.Wave), the lane counts the wave hands out (`W.L`, `W.B`, `W._count`,
+`W.narrow`, `W.tally`, `W.tally_at`) are `Tally` values: ints (so every other use is
+unchanged: sizes, reshapes, comparisons) that also carry the count per part. Adding two
+tallies, adding 0, multiplying by an int and exact division by an int keep the parts; any
+other arithmetic gives a plain int. `per_part` turns a finished counter into its vector
+and raises when a counter holds a plain nonzero int, i.e. when some counting site used a
+count that is not a tally: a counter is never attributed to a part by guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hal.errors import HalError
+
+
+class Tally(int):
+    """An int (the total) with `parts`, its split over the parts of a wave (int64 vector)."""
+
+    parts: np.ndarray
+
+    def __new__(cls, parts: np.ndarray) -> Tally:
+        parts = np.asarray(parts, np.int64)
+        obj = super().__new__(cls, int(parts.sum()))
+        obj.parts = parts
+        return obj
+
+    def __add__(self, other: Any) -> Any:
+        if isinstance(other, Tally):
+            return Tally(self.parts + other.parts)
+        if isinstance(other, (int, np.integer)) and other == 0:
+            return self
+        return int(self) + other
+
+    __radd__ = __add__
+
+    def __mul__(self, other: Any) -> Any:
+        if isinstance(other, Tally):   # a product of two counts is not a count
+            return int(self) * int(other)
+        if isinstance(other, (int, np.integer)) and not isinstance(other, bool):
+            return Tally(self.parts * int(other))
+        return int(self) * other
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: Any) -> Any:
+        if isinstance(other, (int, np.integer)) and not isinstance(other, (Tally, bool)) \
+                and other > 0 and not (self.parts % int(other)).any():
+            return Tally(self.parts // int(other))
+        return int(self) // other
+
+    def __reduce__(self):
+        return (Tally, (self.parts,))
+
+
+class UnattributedCounter(HalError):
+    """A counter of a combined sampled wave was counted without per-part lane counts."""
+
+
+def per_part(value: Any, nparts: int, what: str) -> np.ndarray:
+    """The counter `value` of a combined wave as a vector over its parts."""
+    if isinstance(value, Tally):
+        if value.parts.size != nparts:
+            raise UnattributedCounter(f"cpu_sim: counter {what} has {value.parts.size} parts, "
+                                      f"the wave {nparts}")
+        return value.parts
+    if value == 0:
+        return np.zeros(nparts, np.int64)
+    raise UnattributedCounter(
+        f"cpu_sim: counter {what} = {value} of a combined sampled wave was counted without "
+        "per-part lane counts", hint="count with W.tally / W.tally_at (backends/cpu_sim/"
+        "tally.py), or run the sampled parts as separate waves (combine=False)")
+
+
+__all__ = ["Tally", "per_part", "UnattributedCounter"]
