@@ -26,6 +26,7 @@ from hal.errors import UnsupportedError
 from hal.ir.graph import Graph
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
+from .parallel import sim_jobs
 from .parity import compare, tolerance_for
 from .sampled import (
     SampleOptions,
@@ -84,10 +85,19 @@ class CpuSimBackend(Backend):
         composites = blocked_composites(graph, prim) if sample is not None else {}
         stats: list[dict[str, Any]] = []
         sampled_report: dict[str, Any] = {}
+        # sampled, with a second CPU: each kernel's sampled blocks run in a forked child
+        # while this process computes the functional values, advances the reference and
+        # makes the next group's constants (_overlapped)
+        overlap = sample is not None and sim_jobs(jobs) > 1
+        # the whole-output reference, node by node beside the groups, reading the
+        # constants cpu_sim made (a model's weights are made once, not twice)
+        ref = _ReferenceSteps(graph, inputs, lazy, prim) if compare_reference else None
         for i, g in enumerate(groups):
             if progress is not None:
                 progress(i, len(groups), g.name)
             lazy.before(i)
+            if ref is not None:
+                ref.advance()
             if is_alias_group(g):
                 n = g.nodes[0]
                 buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
@@ -118,7 +128,12 @@ class CpuSimBackend(Backend):
                     kw["progress"] = (lambda done, total, _n=k.name:
                                       kernel_progress(_n, done, total))
                 why_exact = samplable(kernels) if sample is not None else None
-                if sample is not None and why_exact is None:
+                if sample is not None and why_exact is None and overlap:
+                    st, rep = _overlapped(k, args, spec, sample, kw, g, buffers, composites,
+                                          ref, lazy, i, jobs)
+                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
+                                                               composites, rep.pop("func"))
+                elif sample is not None and why_exact is None:
                     st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts, **kw)
                     sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
                                                                composites)
@@ -137,14 +152,91 @@ class CpuSimBackend(Backend):
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
         report = None
-        if compare_reference:
-            report = parity_report(graph, prim, inputs, outputs)
+        if ref is not None:
+            report = _parity(graph, prim, outputs, ref.finish())
         if sample is not None:
             report = dict(report or {})
             report["sampled"] = sampled_report
             simulated_ok = all(r.get("ok", True) for r in sampled_report.values())
             report["ok"] = bool(report.get("ok", True)) and simulated_ok
         return RunResult(outputs, stats, report)
+
+
+def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOptions,
+                kw: dict[str, Any], g: Any, buffers: dict[str, np.ndarray],
+                composites: Mapping[str, Any], ref: _ReferenceSteps | None,
+                lazy: _LazyBuffers, i: int, jobs: int | None) -> tuple[Any, dict]:
+    """run_kernel_sampled in a forked child (its stores land in shared copies of the
+    kernel's output buffers, copied back at the join) while this process computes the
+    group's functional outputs, advances the reference and makes the next group's
+    constants. Same stats, report and stored values as the serial path."""
+    from hal.backends.cpu_sim.parallel import SharedOutputs, sim_jobs, start_child
+    from hal.backends.cpu_sim.simulator import simulate_parts
+
+    readonly = {p.name for p in k.params if getattr(p, "readonly", False)}
+    out = [p for p, a in args.items() if p not in readonly and isinstance(a, np.ndarray)]
+    shared = SharedOutputs()
+    swapped = shared.swap([args[p] for p in out], [True] * len(out))
+    child_args = dict(args) | dict(zip(out, swapped, strict=True))
+    ckw = dict(kw, jobs=max(1, sim_jobs(jobs) - 1))
+    child = start_child(lambda: run_kernel_sampled(k, child_args, spec, sample,
+                                                   simulate_parts, **ckw))
+    try:
+        func = functional_outputs(g, buffers, composites)
+        if ref is not None:
+            ref.advance()
+        lazy.before(i + 1)
+        if ref is not None:
+            ref.advance()
+        st, rep = child.join()
+    except BaseException:
+        child.kill()
+        shared.copy_back()
+        raise
+    shared.copy_back()
+    rep["func"] = func
+    return st, rep
+
+
+class _ReferenceSteps:
+    """hal.reference.evaluate_steps driven beside the groups: a node runs once the
+    constants it reads first are made by cpu_sim (handed over, not made again) or are
+    not cpu_sim's to make; `finish` runs the rest and returns the outputs."""
+
+    def __init__(self, graph: Graph, inputs: Mapping[str, np.ndarray], lazy: _LazyBuffers,
+                 prim: Graph):
+        from hal.reference import evaluate_steps
+
+        self.lazy = lazy
+        own = {c.value.name for c in graph.constants}
+        self.shape = {c.value.name: tuple(c.value.shape) for c in prim.constants
+                      if c.value.name in own}
+        self.steps = evaluate_steps(graph, inputs, provide=self._provide)
+        self.result: dict[str, np.ndarray] | None = None
+        self.pending: list[str] | None = self._next()
+
+    def _provide(self, name: str) -> np.ndarray | None:
+        a = self.lazy.buffers.get(name) if name in self.shape else None
+        return None if a is None else a.reshape(self.shape[name])
+
+    def _next(self) -> list[str] | None:
+        try:
+            return next(self.steps)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+    def advance(self) -> None:
+        """Run the nodes whose first-use constants are available now."""
+        while self.pending is not None and not any(
+                n in self.shape and self.lazy.scheduled(n) for n in self.pending):
+            self.pending = self._next()
+
+    def finish(self) -> dict[str, np.ndarray]:
+        while self.pending is not None:
+            self.pending = self._next()
+        assert self.result is not None
+        return self.result
 
 
 class _LazyBuffers:
@@ -168,9 +260,11 @@ class _LazyBuffers:
                     last_use[v.name] = i
                 for v in n.outputs:  # a value no later group reads goes after its own
                     last_use.setdefault(v.name, i)
+        self.pending: set[str] = set()   # constants made before a later group
         for name in self.constants:
             if name in first_use:
                 self.first.setdefault(first_use[name], []).append(name)
+                self.pending.add(name)
             else:  # an output or unread constant: now, as before (its initializer checked)
                 self._materialize(name)
         for name, i in last_use.items():
@@ -182,9 +276,14 @@ class _LazyBuffers:
         arr = cast(c.init.materialize(c.value.type, self.prim.base_dir), c.value.dtype)
         self.buffers[name] = np.ascontiguousarray(arr).reshape(-1)
 
+    def scheduled(self, name: str) -> bool:
+        """A constant cpu_sim makes later (before a group still to run)."""
+        return name in self.pending
+
     def before(self, i: int) -> None:
         for name in self.first.pop(i, ()):
             self._materialize(name)
+            self.pending.discard(name)
 
     def after(self, i: int) -> None:
         for name in self.last.pop(i, ()):
@@ -192,10 +291,13 @@ class _LazyBuffers:
 
 
 def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
-                      rep: dict[str, Any], composites: Mapping[str, Any]) -> dict[str, Any]:
-    """Give the group's outputs their functional values except where the simulated blocks
-    stored; compare the simulated elements with the functional ones."""
-    func = functional_outputs(group, buffers, composites)
+                      rep: dict[str, Any], composites: Mapping[str, Any],
+                      func: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Give the group's outputs their functional values (`func`, else computed here)
+    except where the simulated blocks stored; compare the simulated elements with the
+    functional ones."""
+    if func is None:
+        func = functional_outputs(group, buffers, composites)
     param_of = {value: param for param, value in kernel.meta.buffers.items()}
     parity = {}
     for v in group.outputs:
@@ -219,7 +321,11 @@ def parity_report(graph: Graph, prim: Graph, inputs: Mapping[str, np.ndarray],
     """Each output against hal.reference.evaluate, with the tolerance it was held to."""
     from hal.reference import evaluate
 
-    expected = evaluate(graph, inputs)
+    return _parity(graph, prim, outputs, evaluate(graph, inputs))
+
+
+def _parity(graph: Graph, prim: Graph, outputs: Mapping[str, np.ndarray],
+            expected: Mapping[str, np.ndarray]) -> dict[str, Any]:
     per: dict[str, Any] = {}
     for orig, new in zip(graph.outputs, prim.outputs, strict=True):
         rtol, atol = tolerance_for(prim, new)

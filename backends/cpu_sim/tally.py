@@ -34,13 +34,11 @@ class Tally(int):
 
     def __new__(cls, parts: np.ndarray) -> Tally:
         parts = np.asarray(parts, np.int64)
-        obj = super().__new__(cls, int(parts.sum()))
-        obj.parts = parts
-        return obj
+        return _make(parts, int(parts.sum()))
 
     def __add__(self, other: Any) -> Any:
-        if isinstance(other, Tally):
-            return Tally(self.parts + other.parts)
+        if type(other) is Tally:
+            return _make(self.parts + other.parts, int.__add__(self, other))
         if isinstance(other, (int, np.integer)) and other == 0:
             return self
         return int(self) + other
@@ -48,10 +46,12 @@ class Tally(int):
     __radd__ = __add__
 
     def __mul__(self, other: Any) -> Any:
+        if type(other) is int or (isinstance(other, (int, np.integer))
+                                  and not isinstance(other, (Tally, bool))):
+            k = int(other)
+            return _make(self.parts * k, int.__mul__(self, k))
         if isinstance(other, Tally):   # a product of two counts is not a count
             return int(self) * int(other)
-        if isinstance(other, (int, np.integer)) and not isinstance(other, bool):
-            return Tally(self.parts * int(other))
         return int(self) * other
 
     __rmul__ = __mul__
@@ -59,11 +59,17 @@ class Tally(int):
     def __floordiv__(self, other: Any) -> Any:
         if isinstance(other, (int, np.integer)) and not isinstance(other, (Tally, bool)) \
                 and other > 0 and not (self.parts % int(other)).any():
-            return Tally(self.parts // int(other))
+            return _make(self.parts // int(other), int.__floordiv__(self, int(other)))
         return int(self) // other
 
     def __reduce__(self):
         return (Tally, (self.parts,))
+
+
+def _make(parts: np.ndarray, total: int) -> Tally:
+    t = int.__new__(Tally, total)
+    t.parts = parts
+    return t
 
 
 class UnattributedCounter(HalError):
