@@ -25,6 +25,7 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
+import select
 import selectors
 import signal
 import struct
@@ -272,6 +273,10 @@ class ChildRun:
         if not ok:
             raise _unpack_error(res)
         return res
+
+    def done(self) -> bool:
+        """Whether the child has finished (its result, or its end, is waiting)."""
+        return bool(select.select([self.fd], [], [], 0)[0])
 
     def kill(self) -> None:
         """End the child (this process is leaving because of another error)."""

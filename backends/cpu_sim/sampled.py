@@ -31,6 +31,7 @@ simulation: simulate representative blocks, extrapolate the rest):
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -198,12 +199,16 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
                     _drop_after(cnode, i, last_use, keep, wide)
                 _drop_after(n, i, last_use, keep, wide)
                 continue
-            args = [get(v) for v in n.inputs]
             if opdef.category is Category.CONTRACTION and all(
                     v.dtype.is_float and v.dtype.bits <= 32 for v in n.inputs):
                 # the kernels multiply f32 (or narrower) values and accumulate in f32:
-                # the same contraction in float32 (BLAS sgemm), not float64
-                args = [a.astype(np.float32) for a in args]
+                # the same contraction in float32 (BLAS sgemm), not float64; an operand
+                # not widened yet (a weight) goes to float32 directly (exact either way)
+                args = [wide[v.name].astype(np.float32) if v.name in wide
+                        else buffers[v.name].reshape(v.shape).astype(np.float32)
+                        for v in n.inputs]
+            else:
+                args = [get(v) for v in n.inputs]
             results = opdef.reference(args, opdef.check_attrs(n.attrs))
             for out, r in zip(n.outputs, results, strict=True):
                 wide[out.name] = widen(cast(np.asarray(r), out.dtype), out.dtype)
@@ -234,8 +239,10 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
     written: list[list[np.ndarray]] = [[] for _ in gparams]
     strata = [s for s in np.array_split(sample, min(STRATA, sample.size)) if s.size] \
         if sample.size else []
+    cpu0 = time.process_time()
     sb, *st_strata = simulate_parts(kernel, args, spec, [boundary, *strata], written=written,
                                     combine=True, **sim_kw)
+    cpu_s = time.process_time() - cpu0
     per_block: list[dict[str, float]] = []
     total = {c: getattr(sb, c) for c in COUNTERS}
     flops_b = dict(sb.flops_by_dtype)
@@ -281,7 +288,7 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
         "blocks_simulated": int(simulated.size), "blocks": nb,
         "fraction": simulated.size / nb if nb else 1.0,
         "boundary_blocks": int(boundary.size), "sampled_blocks": int(sample.size),
-        "seed": how.seed, "counter_rel_error": err,
+        "seed": how.seed, "counter_rel_error": err, "sim_cpu_s": round(cpu_s, 3),
         "simulated_block_ids": simulated.tolist(),
         "written": {p.name: (np.unique(np.concatenate(w)) if w else np.zeros(0, np.int64))
                     for p, w in zip(gparams, written, strict=True)},

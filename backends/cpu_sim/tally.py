@@ -28,17 +28,29 @@ from hal.errors import HalError
 
 
 class Tally(int):
-    """An int (the total) with `parts`, its split over the parts of a wave (int64 vector)."""
+    """An int (the total) with `parts`, its split over the parts of a wave (int64 vector).
 
-    parts: np.ndarray
+    Kept as `base * k` (a shared vector and a factor): the generated code multiplies one
+    lane count by constants and adds the products up statement after statement, which
+    then costs no array operation until two different counts meet."""
+
+    _base: np.ndarray
+    _k: int
 
     def __new__(cls, parts: np.ndarray) -> Tally:
         parts = np.asarray(parts, np.int64)
-        return _make(parts, int(parts.sum()))
+        return _make(parts, 1, int(parts.sum()))
+
+    @property
+    def parts(self) -> np.ndarray:
+        return self._base * self._k if self._k != 1 else self._base
 
     def __add__(self, other: Any) -> Any:
         if type(other) is Tally:
-            return _make(self.parts + other.parts, int.__add__(self, other))
+            total = int.__add__(self, other)
+            if other._base is self._base:
+                return _make(self._base, self._k + other._k, total)
+            return _make(self.parts + other.parts, 1, total)
         if isinstance(other, (int, np.integer)) and other == 0:
             return self
         return int(self) + other
@@ -49,7 +61,7 @@ class Tally(int):
         if type(other) is int or (isinstance(other, (int, np.integer))
                                   and not isinstance(other, (Tally, bool))):
             k = int(other)
-            return _make(self.parts * k, int.__mul__(self, k))
+            return _make(self._base, self._k * k, int.__mul__(self, k))
         if isinstance(other, Tally):   # a product of two counts is not a count
             return int(self) * int(other)
         return int(self) * other
@@ -59,16 +71,17 @@ class Tally(int):
     def __floordiv__(self, other: Any) -> Any:
         if isinstance(other, (int, np.integer)) and not isinstance(other, (Tally, bool)) \
                 and other > 0 and not (self.parts % int(other)).any():
-            return _make(self.parts // int(other), int.__floordiv__(self, int(other)))
+            return _make(self.parts // int(other), 1, int.__floordiv__(self, int(other)))
         return int(self) // other
 
     def __reduce__(self):
         return (Tally, (self.parts,))
 
 
-def _make(parts: np.ndarray, total: int) -> Tally:
+def _make(base: np.ndarray, k: int, total: int) -> Tally:
     t = int.__new__(Tally, total)
-    t.parts = parts
+    t._base = base
+    t._k = k
     return t
 
 
