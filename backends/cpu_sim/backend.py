@@ -8,6 +8,15 @@ stats, and a report comparing every output with hal.reference.evaluate within
 parity.tolerance_for. A lone reshape group aliases its input buffer (no
 kernel: a contiguous reshape is a view). Waves of 2^17 lanes: on a 4096x4096
 softmax they were faster than the simulator's 2^20 default and used 8x less memory.
+
+At model scale: constants are made before the first group that reads them and every
+buffer is dropped after its last reader (_LazyBuffers); the reference of the parity
+report is evaluated node by node beside the groups (hal.reference.evaluate_steps) and
+reads the constants made here, so weights are made once. Sampled, with a second CPU
+(`jobs` > 1): each sampled kernel runs in a forked child while this process computes
+the group's functional outputs, advances the reference and makes the constants of the
+groups ahead (_overlapped); the stats, reports and stored bits are those of the serial
+path (`jobs=1`).
 """
 
 from __future__ import annotations

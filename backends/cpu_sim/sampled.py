@@ -19,10 +19,13 @@ simulation: simulate representative blocks, extrapolate the rest):
   the simulated blocks); the graph's outputs are compared with the reference
   as in an exact run (the parity on the whole output);
 * counters: boundary blocks count as themselves; the interior sample's counts
-  are scaled to all interior blocks. The sample is run in up to four strata of
-  blocks, and the spread of their per-block means gives the stated relative
-  error (three standard errors; 0 when every sampled interior block counted
-  the same);
+  (vector and matrix flops, bytes, barriers, atomics) are scaled to all interior
+  blocks. The sample is split into up to four strata of blocks, and the spread of
+  their per-block means gives the stated relative error (three standard errors; 0
+  when every sampled interior block counted the same). The boundary blocks and the
+  strata run together as one launch of that many blocks (usually one wave), each
+  lane count split per part (tally.py), so the kernel's statement stream runs once,
+  not once per part; bank conflicts are not extrapolated;
 * groups of several kernels (one kernel reads another's scratch) and kernels
   with global atomics (a partial sum is not a block's output) run exactly, and
   the report says so.
