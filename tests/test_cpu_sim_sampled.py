@@ -238,3 +238,48 @@ def _counts(st) -> dict:
     return {k: d[k] for k in ("global_bytes_read", "global_bytes_written", "shared_bytes_read",
                               "shared_bytes_written", "barriers", "atomics", "flops",
                               "flops_by_dtype", "matrix_flops")}
+
+
+def test_overlapped_sampled_model_run_equals_serial_and_reference_shares_weights(
+        monkeypatch) -> None:
+    """A model with weight constants, sampled: with a second process (each sampled kernel
+    in a forked child while the parent computes the functional values, makes the next
+    groups' constants and steps the reference) the outputs, counters and reports equal
+    the serial run's; the whole-output reference is evaluate()'s, and it was handed every
+    weight cpu_sim made instead of making it again."""
+    import hal.ir.initializers as inits
+    from hal.backends.cpu_sim.backend import parity_report
+
+    g = _bf16_block(64, 4, 2, 32, 256)
+    inputs = random_inputs(g, seed=0)
+    be = CpuSimBackend()
+    serial = be.run_graph(g, inputs, SPEC, jobs=1, sample=SampleOptions(0.3, seed=2))
+    made: list[str] = []
+    real = inits.materialize
+
+    def counting(init, type, base_dir=None, *, name=None):
+        made.append(name)
+        return real(init, type, base_dir, name=name)
+
+    monkeypatch.setattr(inits, "materialize", counting)
+    over = be.run_graph(g, inputs, SPEC, jobs=2, sample=SampleOptions(0.3, seed=2))
+    by_run = list(made)   # (the evaluate() below makes its own)
+    for k in serial.outputs:
+        assert serial.outputs[k].tobytes() == over.outputs[k].tobytes()
+    for a, b in zip(serial.stats, over.stats, strict=True):
+        a, b = dict(a), dict(b)
+        for d in (a, b):
+            d.pop("wall_s"), d.pop("lower_s"), d.pop("sim_cpu_s", None)
+        assert a == b
+    assert serial.report == over.report and over.report["ok"]
+    # the reference part of the report is evaluate()'s on the same outputs
+    prim_outputs = dict(over.outputs)
+    from hal.fusion.prepare import groups_to_run
+
+    prim, _ = groups_to_run(g, SPEC, groups=None, fuse=True, who="test")
+    assert parity_report(g, prim, inputs, prim_outputs)["outputs"] == over.report["outputs"]
+    # cpu_sim makes constants without a name (Initializer.materialize), the reference
+    # by name: no weight was made by the reference
+    weights = [c.value.name for c in g.constants if c.value.type.numel > 4096]
+    assert weights and not set(weights) & set(by_run), by_run
+    assert by_run.count(None) >= len(weights)

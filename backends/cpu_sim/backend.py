@@ -215,8 +215,11 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
 
 class _ReferenceSteps:
     """hal.reference.evaluate_steps driven beside the groups: a node runs once the
-    constants it reads first are made by cpu_sim (handed over, not made again) or are
-    not cpu_sim's to make; `finish` runs the rest and returns the outputs."""
+    large constants it reads first are made by cpu_sim (handed over, not made again);
+    a small one (under PULL_BYTES: norms, rope tables) is made early for it, and one
+    cpu_sim does not make is the reference's own. cpu_sim keeps a constant it is done
+    with until the reference has taken it (_LazyBuffers.hold), so each weight is made
+    once. `finish` runs the rest and returns the outputs."""
 
     def __init__(self, graph: Graph, inputs: Mapping[str, np.ndarray], lazy: _LazyBuffers,
                  prim: Graph):
@@ -226,12 +229,21 @@ class _ReferenceSteps:
         own = {c.value.name for c in graph.constants}
         self.shape = {c.value.name: tuple(c.value.shape) for c in prim.constants
                       if c.value.name in own}
+        self.nbytes = {c.value.name: c.value.type.numel * c.value.dtype.np_dtype.itemsize
+                       for c in prim.constants if c.value.name in own}
+        self.taken: set[str] = set()
+        lazy.hold = lambda name: name in self.shape and name not in self.taken
         self.steps = evaluate_steps(graph, inputs, provide=self._provide)
         self.result: dict[str, np.ndarray] | None = None
         self.pending: list[str] | None = self._next()
 
     def _provide(self, name: str) -> np.ndarray | None:
-        a = self.lazy.buffers.get(name) if name in self.shape else None
+        if name not in self.shape:
+            return None
+        self.taken.add(name)
+        a = self.lazy.buffers.get(name)
+        if a is None:
+            a = self.lazy.retained.pop(name, None)
         return None if a is None else a.reshape(self.shape[name])
 
     def _next(self) -> list[str] | None:
@@ -243,8 +255,12 @@ class _ReferenceSteps:
 
     def advance(self) -> None:
         """Run the nodes whose first-use constants are available now."""
-        while self.pending is not None and not any(
-                n in self.shape and self.lazy.scheduled(n) for n in self.pending):
+        while self.pending is not None:
+            later = [n for n in self.pending if n in self.shape and self.lazy.scheduled(n)]
+            if any(self.nbytes[n] >= PULL_BYTES for n in later):
+                return
+            for n in later:
+                self.lazy.make_now(n)
             self.pending = self._next()
 
     def finish(self) -> dict[str, np.ndarray]:
@@ -256,6 +272,8 @@ class _ReferenceSteps:
 
 # constants made ahead of the running group while a sampled kernel's child simulates
 PREFETCH_BYTES = 1 << 30
+# a constant the reference reaches before cpu_sim needs it is made early when smaller
+PULL_BYTES = 1 << 20
 
 
 class _LazyBuffers:
@@ -268,6 +286,10 @@ class _LazyBuffers:
         self.prim = prim
         self.ngroups = len(groups)
         self.made: dict[int, list[str]] = {}   # group -> the constants made for it
+        # hold(name): keep a constant after its last group (the reference still needs
+        # it) in `retained` instead of dropping it
+        self.hold: Callable[[str], bool] | None = None
+        self.retained: dict[str, np.ndarray] = {}
         self.constants = {c.value.name: c for c in prim.constants}
         self.first: dict[int, list[str]] = {}
         self.last: dict[int, list[str]] = {}
@@ -314,7 +336,20 @@ class _LazyBuffers:
 
     def after(self, i: int) -> None:
         for name in self.last.pop(i, ()):
-            self.buffers.pop(name, None)
+            a = self.buffers.pop(name, None)
+            if a is not None and name in self.constants and self.hold is not None \
+                    and self.hold(name):
+                self.retained[name] = a
+
+    def make_now(self, name: str) -> None:
+        """Make a constant scheduled for a later group now (the reference reads it)."""
+        for j, names in self.first.items():
+            if name in names:
+                names.remove(name)
+                self._materialize(name)
+                self.pending.discard(name)
+                self.made.setdefault(j, []).append(name)
+                return
 
 
 def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
