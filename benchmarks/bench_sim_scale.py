@@ -46,10 +46,14 @@ CASES: dict[str, list[str]] = {
                                            "--sample", "0.02", "--json"],
     "llama_32l_d4096_s128 sampled 2%": ["run", "{llama_32l}", "--backend", "cpu_sim",
                                          "--device", "h100-sxm", "--sample", "0.02", "--json"],
+    # one layer of that model (the same generator): the unit the 32-layer time scales by
+    "llama_1l_d4096_s128 sampled 2%": ["run", "{llama_1l}", "--backend", "cpu_sim",
+                                        "--device", "h100-sxm", "--sample", "0.02", "--json"],
 }
 # Graphs too large to ship in examples/ (compile_all and check_examples glob it): written
 # to a temporary folder from hal.examples.build when a case names them.
-GENERATED = {"llama_32l": ("llama_32l_d4096_s128.hal", "make_llama_model", (32, 4096, 128))}
+GENERATED = {"llama_32l": ("llama_32l_d4096_s128.hal", "make_llama_model", (32, 4096, 128)),
+             "llama_1l": ("llama_1l_d4096_s128.hal", "make_llama_model", (1, 4096, 128))}
 
 
 def _generated_args(args: list[str], tmp: str) -> list[str]:

@@ -13,7 +13,7 @@ the same rounded inputs a device kernel sees (DESIGN.md, decision 8).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -92,6 +92,23 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
     (each other value is dropped after its last use, so that a real-size layer's
     float64 intermediates do not all stay alive at once). A composite node left in
     the graph runs its blocked evaluator (hal.reference_blocked) with `tile_elements`."""
+    steps = _steps(graph, inputs, constants, keep, tile_elements)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
+           constants: Mapping[str, np.ndarray] | None,
+           keep: set[str] | None = None,
+           tile_elements: int | None = None,
+           provide: Callable[[str], np.ndarray | None] | None = None):
+    """_run as a generator: before each node it yields the names of the constants that
+    node materialises first (with `keep`, at their first use); returns _run's values.
+    `provide(name)`, when given, may return such a constant already made elsewhere, in
+    its declared dtype (None: materialise it here)."""
     from hal.ir.initializers import materialize
     from hal.ops import get_op
 
@@ -116,7 +133,14 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             return wide[name]
         if name in lazy:
             c, t = lazy.pop(name)
-            store_leaf(c.value, materialize(c.init, t, graph.base_dir, name=name))
+            made = provide(name) if provide is not None else None
+            if made is not None and made.dtype == c.value.dtype.np_dtype \
+                    and tuple(made.shape) == tuple(t.shape):
+                leaves[name] = (made, c.value.dtype)   # the caller's array, not copied
+                if keep is None or name in keep:
+                    declared[name] = made
+            else:
+                store_leaf(c.value, materialize(c.init, t, graph.base_dir, name=name))
         d, dt = leaves[name]
         return widen(d, dt)
 
@@ -163,6 +187,7 @@ def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
             for v in n.inputs:
                 last_use[v.name] = i
     for i, n in enumerate(graph.nodes):
+        yield [v.name for v in n.inputs if v.name in lazy]
         opdef = get_op(n.op)
         where = f"graph {graph.name}: node {i} ({n.op}" + (f" at {n.loc}" if n.loc else "") + ")"
         try:
@@ -216,6 +241,22 @@ def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray], *,
     values = _run(prim, inputs, constants, keep={v.name for v in prim.outputs},
                   tile_elements=tile_elements)
     # decomposition may rename internal values; outputs correspond by position
+    return {orig.name: values[new.name]
+            for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
+
+
+def evaluate_steps(graph: Graph, inputs: Mapping[str, np.ndarray], *,
+                   provide: Callable[[str], np.ndarray | None] | None = None,
+                   tile_elements: int | None = None):
+    """`evaluate` one node at a time: a generator that yields, before each node, the
+    names of the graph constants that node materialises first, and returns (StopIteration
+    value) what `evaluate` returns. `provide(name)` may hand over such a constant already
+    made by the caller (in its declared dtype and shape; it is read, never written), so
+    that a caller evaluating the same model (cpu_sim's whole-output parity) does not
+    make a model's weights twice; None lets the reference materialise it."""
+    prim = _decomposed(graph, keep=lambda n: use_blocked(n, tile_elements))
+    values = yield from _steps(prim, inputs, None, keep={v.name for v in prim.outputs},
+                               tile_elements=tile_elements, provide=provide)
     return {orig.name: values[new.name]
             for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
 

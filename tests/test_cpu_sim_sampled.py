@@ -155,3 +155,131 @@ def test_sampled_attention_computed_blocked_functionally(monkeypatch) -> None:
     # both rounded to bf16: equal within one bf16 ulp
     np.testing.assert_allclose(np.asarray(blocked.outputs["y"], np.float32),
                                np.asarray(whole.outputs["y"], np.float32), rtol=2**-7, atol=1e-6)
+
+
+def _bf16_block(seq: int, heads: int, kv: int, hd: int, ffn: int):
+    """A small Llama-shaped block (bf16): matmuls on the matrix units, attention."""
+    from hal.examples.build import make_llama_model
+
+    return make_llama_model(1, heads * hd, seq, heads=heads, kv_heads=kv, ffn=ffn)
+
+
+@pytest.mark.parametrize("device", ["h100-sxm", "a100-sxm", "mi300x"])
+def test_combined_sampled_wave_counts_each_part_as_separate_waves(device: str) -> None:
+    """simulate_parts(combine=True) runs the boundary and the strata as one wave with
+    per-part lane counts (tally.py): every part's counters (bytes, barriers, atomics,
+    vector and matrix flops), the stored values and the written indices are those of
+    separate waves, on SIMT, mma.sync/MFMA and wgmma/TMA kernels."""
+    from hal.backends.cpu_sim.sampled import STRATA
+    from hal.backends.cpu_sim.simulator import simulate_parts
+    from hal.fusion.prepare import groups_to_run
+    from hal.lowering import lower_group
+
+    spec = load_spec(device)
+    for g in (_mlp(300, 96, 200), _bf16_block(128, 4, 2, 64, 1024), _causal_attention()):
+        inputs = random_inputs(g, seed=0)
+        prim, groups = groups_to_run(g, spec, groups=None, fuse=True, who="test")
+        bufs = {v.name: np.ascontiguousarray(inputs[v.name]).reshape(-1) for v in prim.inputs}
+        for c in prim.constants:
+            from hal.dtypes import cast
+
+            bufs[c.value.name] = np.ascontiguousarray(
+                cast(c.init.materialize(c.value.type, prim.base_dir), c.value.dtype)).reshape(-1)
+        checked = 0
+        for grp in groups:
+            if len(grp.nodes) == 1 and grp.nodes[0].op == "reshape":
+                bufs[grp.nodes[0].outputs[0].name] = bufs[grp.nodes[0].inputs[0].name]
+                continue
+            for v in (o for n in grp.nodes for o in n.outputs):
+                bufs.setdefault(v.name, np.zeros(int(np.prod(v.shape)), v.dtype.np_dtype))
+            ks = lower_group(grp, spec)
+            if len(ks) != 1:
+                continue
+            (k,) = ks
+            args = {p: bufs[v] for p, v in k.meta.buffers.items()}
+            boundary, sample = choose_blocks(tuple(k.grid), SampleOptions(0.3, seed=1))
+            if sample.size == 0:
+                continue
+            parts = [boundary, *np.array_split(sample, min(STRATA, sample.size))]
+            runs = []
+            for combine in (False, True):
+                mine = {p: a.copy() for p, a in args.items()}
+                gparams = [p for p in k.params if hasattr(p, "numel")]
+                written: list[list[np.ndarray]] = [[] for _ in gparams]
+                sts = simulate_parts(k, mine, spec, parts, written=written, combine=combine,
+                                     jobs=1)
+                runs.append((mine, [_counts(s) for s in sts],
+                             [np.unique(np.concatenate(w)) if w else None for w in written]))
+            (a0, c0, w0), (a1, c1, w1) = runs
+            assert c0 == c1, (k.name, c0, c1)
+            for p in a0:
+                assert a0[p].tobytes() == a1[p].tobytes(), (k.name, p)
+            assert all((x is None and y is None) or np.array_equal(x, y)
+                       for x, y in zip(w0, w1, strict=True))
+            checked += 1
+            # the real group's values for the next group
+            from hal.backends.cpu_sim.simulator import simulate
+
+            simulate(k, args, spec, jobs=1)
+        assert checked >= 1
+
+
+def _causal_attention():
+    b = GraphBuilder("attn")
+    q = b.input("q", "bf16", (1, 8, 256, 32))
+    k = b.input("k", "bf16", (1, 4, 256, 32))
+    v = b.input("v", "bf16", (1, 4, 256, 32))
+    b.output(b.op("scaled_dot_product_attention", q, k, v, causal=True, name="y"))
+    return b.build()
+
+
+def _counts(st) -> dict:
+    d = st.to_dict()
+    return {k: d[k] for k in ("global_bytes_read", "global_bytes_written", "shared_bytes_read",
+                              "shared_bytes_written", "barriers", "atomics", "flops",
+                              "flops_by_dtype", "matrix_flops")}
+
+
+def test_overlapped_sampled_model_run_equals_serial_and_reference_shares_weights(
+        monkeypatch) -> None:
+    """A model with weight constants, sampled: with a second process (each sampled kernel
+    in a forked child while the parent computes the functional values, makes the next
+    groups' constants and steps the reference) the outputs, counters and reports equal
+    the serial run's; the whole-output reference is evaluate()'s, and it was handed every
+    weight cpu_sim made instead of making it again."""
+    import hal.ir.initializers as inits
+    from hal.backends.cpu_sim.backend import parity_report
+
+    g = _bf16_block(64, 4, 2, 32, 256)
+    inputs = random_inputs(g, seed=0)
+    be = CpuSimBackend()
+    serial = be.run_graph(g, inputs, SPEC, jobs=1, sample=SampleOptions(0.3, seed=2))
+    made: list[str] = []
+    real = inits.materialize
+
+    def counting(init, type, base_dir=None, *, name=None):
+        made.append(name)
+        return real(init, type, base_dir, name=name)
+
+    monkeypatch.setattr(inits, "materialize", counting)
+    over = be.run_graph(g, inputs, SPEC, jobs=2, sample=SampleOptions(0.3, seed=2))
+    by_run = list(made)   # (the evaluate() below makes its own)
+    for k in serial.outputs:
+        assert serial.outputs[k].tobytes() == over.outputs[k].tobytes()
+    for a, b in zip(serial.stats, over.stats, strict=True):
+        a, b = dict(a), dict(b)
+        for d in (a, b):
+            d.pop("wall_s"), d.pop("lower_s"), d.pop("sim_cpu_s", None)
+        assert a == b
+    assert serial.report == over.report and over.report["ok"]
+    # the reference part of the report is evaluate()'s on the same outputs
+    prim_outputs = dict(over.outputs)
+    from hal.fusion.prepare import groups_to_run
+
+    prim, _ = groups_to_run(g, SPEC, groups=None, fuse=True, who="test")
+    assert parity_report(g, prim, inputs, prim_outputs)["outputs"] == over.report["outputs"]
+    # cpu_sim makes constants without a name (Initializer.materialize), the reference
+    # by name: no weight was made by the reference
+    weights = [c.value.name for c in g.constants if c.value.type.numel > 4096]
+    assert weights and not set(weights) & set(by_run), by_run
+    assert by_run.count(None) >= len(weights)

@@ -8,6 +8,15 @@ stats, and a report comparing every output with hal.reference.evaluate within
 parity.tolerance_for. A lone reshape group aliases its input buffer (no
 kernel: a contiguous reshape is a view). Waves of 2^17 lanes: on a 4096x4096
 softmax they were faster than the simulator's 2^20 default and used 8x less memory.
+
+At model scale: constants are made before the first group that reads them and every
+buffer is dropped after its last reader (_LazyBuffers); the reference of the parity
+report is evaluated node by node beside the groups (hal.reference.evaluate_steps) and
+reads the constants made here, so weights are made once. Sampled, with a second CPU
+(`jobs` > 1): each sampled kernel runs in a forked child while this process computes
+the group's functional outputs, advances the reference and makes the constants of the
+groups ahead (_overlapped); the stats, reports and stored bits are those of the serial
+path (`jobs=1`).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from hal.errors import UnsupportedError
 from hal.ir.graph import Graph
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
+from .parallel import sim_jobs
 from .parity import compare, tolerance_for
 from .sampled import (
     SampleOptions,
@@ -84,10 +94,19 @@ class CpuSimBackend(Backend):
         composites = blocked_composites(graph, prim) if sample is not None else {}
         stats: list[dict[str, Any]] = []
         sampled_report: dict[str, Any] = {}
+        # sampled, with a second CPU: each kernel's sampled blocks run in a forked child
+        # while this process computes the functional values, advances the reference and
+        # makes the next group's constants (_overlapped)
+        overlap = sample is not None and sim_jobs(jobs) > 1
+        # the whole-output reference, node by node beside the groups, reading the
+        # constants cpu_sim made (a model's weights are made once, not twice)
+        ref = _ReferenceSteps(graph, inputs, lazy, prim) if compare_reference else None
         for i, g in enumerate(groups):
             if progress is not None:
                 progress(i, len(groups), g.name)
             lazy.before(i)
+            if ref is not None:
+                ref.advance()
             if is_alias_group(g):
                 n = g.nodes[0]
                 buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
@@ -118,7 +137,12 @@ class CpuSimBackend(Backend):
                     kw["progress"] = (lambda done, total, _n=k.name:
                                       kernel_progress(_n, done, total))
                 why_exact = samplable(kernels) if sample is not None else None
-                if sample is not None and why_exact is None:
+                if sample is not None and why_exact is None and overlap:
+                    st, rep = _overlapped(k, args, spec, sample, kw, g, buffers, composites,
+                                          ref, lazy, i, jobs)
+                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
+                                                               composites, rep.pop("func"))
+                elif sample is not None and why_exact is None:
                     st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts, **kw)
                     sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
                                                                composites)
@@ -129,6 +153,8 @@ class CpuSimBackend(Backend):
                 d = st.to_dict()
                 if k.name in sampled_report:
                     d["sample"] = sampled_report[k.name]
+                    if "sim_cpu_s" in d["sample"]:   # a timing: beside wall_s, not a result
+                        d["sim_cpu_s"] = d["sample"].pop("sim_cpu_s")
                 d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
                          plan=k.meta.plan.summary() if k.meta.plan is not None else {},
                          stage=k.meta.stage, lower_s=lower_s)
@@ -137,14 +163,117 @@ class CpuSimBackend(Backend):
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
         report = None
-        if compare_reference:
-            report = parity_report(graph, prim, inputs, outputs)
+        if ref is not None:
+            report = _parity(graph, prim, outputs, ref.finish())
         if sample is not None:
             report = dict(report or {})
             report["sampled"] = sampled_report
             simulated_ok = all(r.get("ok", True) for r in sampled_report.values())
             report["ok"] = bool(report.get("ok", True)) and simulated_ok
         return RunResult(outputs, stats, report)
+
+
+def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOptions,
+                kw: dict[str, Any], g: Any, buffers: dict[str, np.ndarray],
+                composites: Mapping[str, Any], ref: _ReferenceSteps | None,
+                lazy: _LazyBuffers, i: int, jobs: int | None) -> tuple[Any, dict]:
+    """run_kernel_sampled in a forked child (its stores land in shared copies of the
+    kernel's output buffers, copied back at the join) while this process computes the
+    group's functional outputs, advances the reference and makes the next group's
+    constants. Same stats, report and stored values as the serial path."""
+    from hal.backends.cpu_sim.parallel import SharedOutputs, sim_jobs, start_child
+    from hal.backends.cpu_sim.simulator import simulate_parts
+
+    readonly = {p.name for p in k.params if getattr(p, "readonly", False)}
+    out = [p for p, a in args.items() if p not in readonly and isinstance(a, np.ndarray)]
+    shared = SharedOutputs()
+    swapped = shared.swap([args[p] for p in out], [True] * len(out))
+    child_args = dict(args) | dict(zip(out, swapped, strict=True))
+    ckw = dict(kw, jobs=max(1, sim_jobs(jobs) - 1))
+    child = start_child(lambda: run_kernel_sampled(k, child_args, spec, sample,
+                                                   simulate_parts, **ckw))
+    try:
+        func = functional_outputs(g, buffers, composites)
+        if ref is not None:
+            ref.advance()
+        j = i + 1   # while the child runs: the constants of the groups ahead (bounded)
+        while j < lazy.ngroups and (j == i + 1 or (
+                not child.done() and lazy.made_ahead(i) < PREFETCH_BYTES)):
+            lazy.before(j)
+            if ref is not None:
+                ref.advance()
+            j += 1
+        st, rep = child.join()
+    except BaseException:
+        child.kill()
+        shared.copy_back()
+        raise
+    shared.copy_back()
+    rep["func"] = func
+    return st, rep
+
+
+class _ReferenceSteps:
+    """hal.reference.evaluate_steps driven beside the groups: a node runs once the
+    large constants it reads first are made by cpu_sim (handed over, not made again);
+    a small one (under PULL_BYTES: norms, rope tables) is made early for it, and one
+    cpu_sim does not make is the reference's own. cpu_sim keeps a constant it is done
+    with until the reference has taken it (_LazyBuffers.hold), so each weight is made
+    once. `finish` runs the rest and returns the outputs."""
+
+    def __init__(self, graph: Graph, inputs: Mapping[str, np.ndarray], lazy: _LazyBuffers,
+                 prim: Graph):
+        from hal.reference import evaluate_steps
+
+        self.lazy = lazy
+        own = {c.value.name for c in graph.constants}
+        self.shape = {c.value.name: tuple(c.value.shape) for c in prim.constants
+                      if c.value.name in own}
+        self.nbytes = {c.value.name: c.value.type.numel * c.value.dtype.np_dtype.itemsize
+                       for c in prim.constants if c.value.name in own}
+        self.taken: set[str] = set()
+        lazy.hold = lambda name: name in self.shape and name not in self.taken
+        self.steps = evaluate_steps(graph, inputs, provide=self._provide)
+        self.result: dict[str, np.ndarray] | None = None
+        self.pending: list[str] | None = self._next()
+
+    def _provide(self, name: str) -> np.ndarray | None:
+        if name not in self.shape:
+            return None
+        self.taken.add(name)
+        a = self.lazy.buffers.get(name)
+        if a is None:
+            a = self.lazy.retained.pop(name, None)
+        return None if a is None else a.reshape(self.shape[name])
+
+    def _next(self) -> list[str] | None:
+        try:
+            return next(self.steps)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+    def advance(self) -> None:
+        """Run the nodes whose first-use constants are available now."""
+        while self.pending is not None:
+            later = [n for n in self.pending if n in self.shape and self.lazy.scheduled(n)]
+            if any(self.nbytes[n] >= PULL_BYTES for n in later):
+                return
+            for n in later:
+                self.lazy.make_now(n)
+            self.pending = self._next()
+
+    def finish(self) -> dict[str, np.ndarray]:
+        while self.pending is not None:
+            self.pending = self._next()
+        assert self.result is not None
+        return self.result
+
+
+# constants made ahead of the running group while a sampled kernel's child simulates
+PREFETCH_BYTES = 1 << 30
+# a constant the reference reaches before cpu_sim needs it is made early when smaller
+PULL_BYTES = 1 << 20
 
 
 class _LazyBuffers:
@@ -155,6 +284,12 @@ class _LazyBuffers:
     def __init__(self, prim: Graph, groups: Sequence, buffers: dict[str, np.ndarray]):
         self.buffers = buffers
         self.prim = prim
+        self.ngroups = len(groups)
+        self.made: dict[int, list[str]] = {}   # group -> the constants made for it
+        # hold(name): keep a constant after its last group (the reference still needs
+        # it) in `retained` instead of dropping it
+        self.hold: Callable[[str], bool] | None = None
+        self.retained: dict[str, np.ndarray] = {}
         self.constants = {c.value.name: c for c in prim.constants}
         self.first: dict[int, list[str]] = {}
         self.last: dict[int, list[str]] = {}
@@ -168,9 +303,11 @@ class _LazyBuffers:
                     last_use[v.name] = i
                 for v in n.outputs:  # a value no later group reads goes after its own
                     last_use.setdefault(v.name, i)
+        self.pending: set[str] = set()   # constants made before a later group
         for name in self.constants:
             if name in first_use:
                 self.first.setdefault(first_use[name], []).append(name)
+                self.pending.add(name)
             else:  # an output or unread constant: now, as before (its initializer checked)
                 self._materialize(name)
         for name, i in last_use.items():
@@ -182,20 +319,47 @@ class _LazyBuffers:
         arr = cast(c.init.materialize(c.value.type, self.prim.base_dir), c.value.dtype)
         self.buffers[name] = np.ascontiguousarray(arr).reshape(-1)
 
+    def scheduled(self, name: str) -> bool:
+        """A constant cpu_sim makes later (before a group still to run)."""
+        return name in self.pending
+
     def before(self, i: int) -> None:
         for name in self.first.pop(i, ()):
             self._materialize(name)
+            self.pending.discard(name)
+            self.made.setdefault(i, []).append(name)
+
+    def made_ahead(self, i: int) -> int:
+        """Bytes of the constants made for groups after group `i`."""
+        return sum(self.buffers[n].nbytes for j, names in self.made.items() if j > i
+                   for n in names if n in self.buffers)
 
     def after(self, i: int) -> None:
         for name in self.last.pop(i, ()):
-            self.buffers.pop(name, None)
+            a = self.buffers.pop(name, None)
+            if a is not None and name in self.constants and self.hold is not None \
+                    and self.hold(name):
+                self.retained[name] = a
+
+    def make_now(self, name: str) -> None:
+        """Make a constant scheduled for a later group now (the reference reads it)."""
+        for j, names in self.first.items():
+            if name in names:
+                names.remove(name)
+                self._materialize(name)
+                self.pending.discard(name)
+                self.made.setdefault(j, []).append(name)
+                return
 
 
 def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
-                      rep: dict[str, Any], composites: Mapping[str, Any]) -> dict[str, Any]:
-    """Give the group's outputs their functional values except where the simulated blocks
-    stored; compare the simulated elements with the functional ones."""
-    func = functional_outputs(group, buffers, composites)
+                      rep: dict[str, Any], composites: Mapping[str, Any],
+                      func: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Give the group's outputs their functional values (`func`, else computed here)
+    except where the simulated blocks stored; compare the simulated elements with the
+    functional ones."""
+    if func is None:
+        func = functional_outputs(group, buffers, composites)
     param_of = {value: param for param, value in kernel.meta.buffers.items()}
     parity = {}
     for v in group.outputs:
@@ -219,7 +383,11 @@ def parity_report(graph: Graph, prim: Graph, inputs: Mapping[str, np.ndarray],
     """Each output against hal.reference.evaluate, with the tolerance it was held to."""
     from hal.reference import evaluate
 
-    expected = evaluate(graph, inputs)
+    return _parity(graph, prim, outputs, evaluate(graph, inputs))
+
+
+def _parity(graph: Graph, prim: Graph, outputs: Mapping[str, np.ndarray],
+            expected: Mapping[str, np.ndarray]) -> dict[str, Any]:
     per: dict[str, Any] = {}
     for orig, new in zip(graph.outputs, prim.outputs, strict=True):
         rtol, atol = tolerance_for(prim, new)

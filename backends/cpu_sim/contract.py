@@ -49,7 +49,7 @@ class Reduction:
         if m is not None and bool(m.all()):
             m = None
         self.W, self.ks, self.m = W, ks, m
-        self.n_active = W.L if m is None else int(np.count_nonzero(m))
+        self.n_active = W.tally(m)
         # bool [B]: the active blocks, when the mask switches whole blocks (else None)
         self.blocks: np.ndarray | None = None
         if m is not None and self.n_active:

@@ -32,6 +32,7 @@ from hal.dtypes import DType, cast
 from hal.kernel.ir import BufferParam, LocalBuffer, SharedBuffer
 
 from .checks import SimulationError
+from .tally import Tally
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 READS_PENDING_LIMIT = 1 << 22   # recorded shared reads kept unfolded (bounds their memory)
@@ -77,7 +78,8 @@ class Wave:
                  shared: list[SharedBuffer], locals_: list[LocalBuffer],
                  sites: list[tuple[str, str | None, str]], n_flop_dtypes: int, check: bool,
                  fast: bool = True, reduction_groups: dict | None = None,
-                 block_ids: np.ndarray | None = None, written: list | None = None):
+                 block_ids: np.ndarray | None = None, written: list | None = None,
+                 parts: tuple[np.ndarray, int] | None = None):
         self.name, self.grid, self.T, self.B = kernel_name, grid, block, nblocks
         # fast: matched multiply-accumulate loops run as contractions (vectorize.py)
         self.fast = fast
@@ -92,6 +94,14 @@ class Wave:
         self.lane = np.arange(L, dtype=np.int64)
         self.blk = self.lane // block
         self.tid = self.lane - self.blk * block
+        # parts: (the part of each block, number of parts) of a combined sampled wave
+        # (tally.py): lane counts (L, B, _count, narrow, tally, tally_at) split per part
+        self.lane_part, self.nparts = None, 0
+        if parts is not None:
+            of_block, self.nparts = np.asarray(parts[0], np.int64), int(parts[1])
+            self.lane_part = of_block[self.blk]
+            self.B = Tally(np.bincount(of_block, minlength=self.nparts))
+            self.L = Tally(self.B.parts * block)
         # block_ids: the linear ids of a sampled wave's blocks (sampled.py); else contiguous
         lin = self.blk + block0 if block_ids is None else np.asarray(block_ids, np.int64)[self.blk]
         # written: per global buffer, a list that collects the indices stores hit (sampled.py)
@@ -154,10 +164,10 @@ class Wave:
     def narrow(self, m: np.ndarray | None, c: Any) -> tuple[Any, int]:
         if _ndim(c) == 0:
             if c:
-                return m, (self.L if m is None else int(np.count_nonzero(m)))
+                return m, self.tally(m)
             return m, 0
         nm = c if m is None else (m & c)
-        return nm, int(np.count_nonzero(nm))
+        return nm, self.tally(nm)
 
     def narrow_not(self, m: np.ndarray | None, c: Any) -> tuple[Any, int]:
         return self.narrow(m, (not c) if _ndim(c) == 0 else ~c)
@@ -243,7 +253,26 @@ class Wave:
         return extra if m is None else (m & extra)
 
     def _count(self, act: np.ndarray | None) -> int:
-        return self.L if act is None else int(np.count_nonzero(act))
+        return self.tally(act)
+
+    def tally(self, act: np.ndarray | None) -> int:
+        """Active lanes of `act` (None: all): an int, a Tally in a combined wave."""
+        if act is None:
+            return self.L
+        if self.lane_part is None:
+            return int(np.count_nonzero(act))
+        return Tally(np.bincount(self.lane_part[act], minlength=self.nparts))
+
+    def tally_at(self, lanes: np.ndarray, weights: np.ndarray | None = None) -> int:
+        """len(lanes) (or the sum of `weights`, one per lane of `lanes`): the count of
+        something each listed lane does (a warp's or warpgroup's first lane, a TMA's
+        issuing lane); a Tally in a combined wave."""
+        lanes = np.asarray(lanes, np.int64)
+        if self.lane_part is None:
+            return int(lanes.size) if weights is None else int(np.sum(weights))
+        w = None if weights is None else np.asarray(weights, np.int64)
+        return Tally(np.bincount(self.lane_part[lanes], weights=w,
+                                 minlength=self.nparts).astype(np.int64))
 
     @staticmethod
     def _sel(x: Any, act: np.ndarray | None) -> Any:
@@ -568,7 +597,7 @@ class Wave:
                            f"(thread {there} waits, thread {missing} never arrives)",
                            hint="move the Barrier out of the thread-dependent branch")
             reached = per == self.T
-            self.barriers += int(np.count_nonzero(reached))
+            self.barriers += self.tally_at(np.flatnonzero(reached) * self.T)
         self.epoch += 1   # contract.Reduction records a repeated read once per epoch
         if self.check:
             for j, sb in enumerate(self.sh_buf):

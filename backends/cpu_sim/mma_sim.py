@@ -112,7 +112,7 @@ def mma(W: Wave, layout: str, jd: int, doff: int, ja: int, aoff: int, jb: int, b
     rows = W.loc[jd]
     for i in range(lay.c_elems):
         rows[doff + i] = dl[:, i] if m is None else np.where(m, dl[:, i], rows[doff + i])
-    active = nw if m is None else int(np.count_nonzero(m)) // lay.lanes
+    active = nw if m is None else W.tally(m) // lay.lanes
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * lay.m * lay.n * lay.k * active
 
 
@@ -281,8 +281,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
         safe = np.clip(si, 0, max(0, W.g_n[j] - width))
         vals = np.take(buf, safe[:, None] + e).astype(rep_dtype(dt))
         vals[~lanes_valid] = 0
-        W.gr += int(np.count_nonzero(lanes_valid if act is None else lanes_valid & act)) \
-            * width * dt.itemsize
+        W.gr += W.tally(lanes_valid if act is None else lanes_valid & act) * width * dt.itemsize
     elif space == "s":
         sb = W.sh_buf[j]
         dt = sb.dtype

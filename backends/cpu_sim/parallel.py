@@ -25,6 +25,7 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
+import select
 import selectors
 import signal
 import struct
@@ -222,4 +223,75 @@ def run_waves(n: int, run_wave: Callable[[int], Any], jobs: int,
     return out
 
 
-__all__ = ["sim_jobs", "SharedOutputs", "run_waves", "WorkerLost", "JOBS_ENV"]
+class ChildRun:
+    """`fn()` running in one forked process while this one goes on (`start_child`);
+    `join()` waits and returns its result, or raises its exception (WorkerLost if it
+    died). Stores it makes land only in SharedOutputs pages handed to it before."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(rfd)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                try:
+                    res = fn()
+                except BaseException as e:   # noqa: BLE001 - every failure goes back
+                    try:
+                        _send(wfd, (0, False, _pack_error(e)))
+                    except Exception:
+                        _send(wfd, (0, False, (HalError, (f"{type(e).__name__}: {e}",), {},
+                                               "")))
+                else:
+                    _send(wfd, (0, True, res))
+            except BaseException:   # noqa: BLE001
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        self.pid, self.fd = pid, rfd
+
+    def join(self) -> Any:
+        buf = bytearray()
+        try:
+            while True:
+                chunk = os.read(self.fd, 1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+        finally:
+            os.close(self.fd)
+            os.waitpid(self.pid, 0)
+        if len(buf) < _HEADER.size:
+            raise WorkerLost("cpu_sim child process ended without reporting",
+                             hint="run again with --jobs 1 (HAL_SIM_JOBS=1) to see the "
+                                  "failure in this process")
+        (size,) = _HEADER.unpack_from(buf)
+        _, ok, res = pickle.loads(bytes(buf[_HEADER.size:_HEADER.size + size]))
+        if not ok:
+            raise _unpack_error(res)
+        return res
+
+    def done(self) -> bool:
+        """Whether the child has finished (its result, or its end, is waiting)."""
+        return bool(select.select([self.fd], [], [], 0)[0])
+
+    def kill(self) -> None:
+        """End the child (this process is leaving because of another error)."""
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.close(self.fd)
+            os.waitpid(self.pid, 0)
+        except (ChildProcessError, ProcessLookupError, OSError):
+            pass
+
+
+def start_child(fn: Callable[[], Any]) -> ChildRun:
+    """Run `fn` in a forked process (see ChildRun); join() for its result."""
+    return ChildRun(fn)
+
+
+__all__ = ["sim_jobs", "SharedOutputs", "run_waves", "WorkerLost", "JOBS_ENV", "ChildRun",
+           "start_child"]

@@ -19,10 +19,13 @@ simulation: simulate representative blocks, extrapolate the rest):
   the simulated blocks); the graph's outputs are compared with the reference
   as in an exact run (the parity on the whole output);
 * counters: boundary blocks count as themselves; the interior sample's counts
-  are scaled to all interior blocks. The sample is run in up to four strata of
-  blocks, and the spread of their per-block means gives the stated relative
-  error (three standard errors; 0 when every sampled interior block counted
-  the same);
+  (vector and matrix flops, bytes, barriers, atomics) are scaled to all interior
+  blocks. The sample is split into up to four strata of blocks, and the spread of
+  their per-block means gives the stated relative error (three standard errors; 0
+  when every sampled interior block counted the same). The boundary blocks and the
+  strata run together as one launch of that many blocks (usually one wave), each
+  lane count split per part (tally.py), so the kernel's statement stream runs once,
+  not once per part; bank conflicts are not extrapolated;
 * groups of several kernels (one kernel reads another's scratch) and kernels
   with global atomics (a partial sum is not a block's output) run exactly, and
   the report says so.
@@ -31,6 +34,7 @@ simulation: simulate representative blocks, extrapolate the rest):
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -198,12 +202,16 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
                     _drop_after(cnode, i, last_use, keep, wide)
                 _drop_after(n, i, last_use, keep, wide)
                 continue
-            args = [get(v) for v in n.inputs]
             if opdef.category is Category.CONTRACTION and all(
                     v.dtype.is_float and v.dtype.bits <= 32 for v in n.inputs):
                 # the kernels multiply f32 (or narrower) values and accumulate in f32:
-                # the same contraction in float32 (BLAS sgemm), not float64
-                args = [a.astype(np.float32) for a in args]
+                # the same contraction in float32 (BLAS sgemm), not float64; an operand
+                # not widened yet (a weight) goes to float32 directly (exact either way)
+                args = [wide[v.name].astype(np.float32) if v.name in wide
+                        else buffers[v.name].reshape(v.shape).astype(np.float32)
+                        for v in n.inputs]
+            else:
+                args = [get(v) for v in n.inputs]
             results = opdef.reference(args, opdef.check_attrs(n.attrs))
             for out, r in zip(n.outputs, results, strict=True):
                 wide[out.name] = widen(cast(np.asarray(r), out.dtype), out.dtype)
@@ -234,14 +242,18 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
     written: list[list[np.ndarray]] = [[] for _ in gparams]
     strata = [s for s in np.array_split(sample, min(STRATA, sample.size)) if s.size] \
         if sample.size else []
+    cpu0 = time.process_time()
     sb, *st_strata = simulate_parts(kernel, args, spec, [boundary, *strata], written=written,
-                                    **sim_kw)
+                                    combine=True, **sim_kw)
+    cpu_s = time.process_time() - cpu0
     per_block: list[dict[str, float]] = []
     total = {c: getattr(sb, c) for c in COUNTERS}
     flops_b = dict(sb.flops_by_dtype)
+    mfl_b = dict(sb.matrix_flops)
     interior = nb - boundary.size
     scale = interior / sample.size if sample.size else 0.0
     flops_s: dict[str, float] = {}
+    mfl_s: dict[str, float] = {}
     sums = {c: 0 for c in COUNTERS}
     wall = sb.wall_s
     for blocks, st in zip(strata, st_strata, strict=True):
@@ -252,11 +264,15 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
             sums[c] += getattr(st, c)
         for d, f in st.flops_by_dtype.items():
             flops_s[d] = flops_s.get(d, 0) + f
+        for lay, f in st.matrix_flops.items():
+            mfl_s[lay] = mfl_s.get(lay, 0) + f
     stats = KernelStats(kernel.name, grid, kernel.block, kernel.shared_bytes)  # type: ignore[arg-type]
     for c in COUNTERS:
         setattr(stats, c, int(round(total[c] + sums[c] * scale)))
     stats.flops_by_dtype = {d: int(round(flops_b.get(d, 0) + flops_s.get(d, 0) * scale))
                             for d in sorted(set(flops_b) | set(flops_s))}
+    stats.matrix_flops = {lay: int(round(mfl_b.get(lay, 0) + mfl_s.get(lay, 0) * scale))
+                          for lay in sorted(set(mfl_b) | set(mfl_s))}
     stats.waves = sb.waves
     stats.lanes_per_wave = sb.lanes_per_wave
     stats.finish(spec)
@@ -266,7 +282,8 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
         for key in (*COUNTERS, "flops"):
             vals = np.array([p[key] for p in per_block], np.float64)
             se = float(vals.std(ddof=1)) / math.sqrt(len(vals))
-            est = _boundary(total, flops_b, key) + float(vals.mean()) * interior
+            est = _boundary(total, [*flops_b.values(), *mfl_b.values()], key) \
+                + float(vals.mean()) * interior
             if est > 0:
                 err = max(err, 3.0 * se * interior / est)
     simulated = np.concatenate([boundary, sample])
@@ -274,7 +291,7 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
         "blocks_simulated": int(simulated.size), "blocks": nb,
         "fraction": simulated.size / nb if nb else 1.0,
         "boundary_blocks": int(boundary.size), "sampled_blocks": int(sample.size),
-        "seed": how.seed, "counter_rel_error": err,
+        "seed": how.seed, "counter_rel_error": err, "sim_cpu_s": round(cpu_s, 3),
         "simulated_block_ids": simulated.tolist(),
         "written": {p.name: (np.unique(np.concatenate(w)) if w else np.zeros(0, np.int64))
                     for p, w in zip(gparams, written, strict=True)},
@@ -282,8 +299,8 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
     return stats, report
 
 
-def _boundary(total: dict, flops: dict, key: str) -> float:
-    return float(sum(flops.values())) if key == "flops" else float(total[key])
+def _boundary(total: dict, flops: list, key: str) -> float:
+    return float(sum(flops)) if key == "flops" else float(total[key])
 
 
 def block_coords(ids: list[int], grid: tuple[int, int, int]) -> list[tuple[int, int, int]]:

@@ -33,6 +33,7 @@ from .lanes import Wave
 from .parallel import SharedOutputs, run_waves, sim_jobs
 from .sampled import has_global_atomics
 from .stats import KernelStats
+from .tally import per_part
 
 _CACHE: OrderedDict[str, CompiledKernel] = OrderedDict()
 _CACHE_SIZE = 128
@@ -177,10 +178,22 @@ def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
                    check: bool = True, max_lanes: int = 1 << 18,
                    exact_rounding: bool = False, written: list | None = None,
                    progress: Callable[[int, int], None] | None = None,
-                   options=None, jobs: int | None = None) -> list[KernelStats]:
+                   options=None, jobs: int | None = None,
+                   combine: bool = False) -> list[KernelStats]:
     """`simulate` of several block sets of one launch (None: the whole grid), all waves
     shared out among the same workers; one KernelStats per part, counted as if each
-    part had been simulated on its own, in order (sampled.py's boundary and strata)."""
+    part had been simulated on its own, in order (sampled.py's boundary and strata).
+
+    combine=True (disjoint block id sets): the parts' blocks run together, in launch
+    order, in as few waves as a launch of that many blocks (one when they fit in
+    `max_lanes`), each lane count split per part (tally.py); the statement stream and
+    its Python overhead run once instead of once per part. The values, checks and the
+    per-part counters are the same as with separate waves; which fault is reported first
+    when several blocks fail can differ (program order comes before part order)."""
+    if combine and len(parts) > 1 and all(p is not None for p in parts):
+        return _simulate_combined(kernel, args, spec, parts, check=check, max_lanes=max_lanes,
+                                  exact_rounding=exact_rounding, written=written,
+                                  progress=progress, options=options, jobs=jobs)
     t0 = time.perf_counter()
     check_launch(kernel, spec)
     ck = compiled(kernel, options)   # options: planted self-test faults (cpu_sim/faults.py)
@@ -243,6 +256,80 @@ def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
         st.finish(spec)
         st.wall_s = wall / len(parts)
     return stats_out
+
+
+def _simulate_combined(kernel: Kernel, args, spec: DeviceSpec, parts: list, *, check: bool,
+                       max_lanes: int, exact_rounding: bool, written, progress, options,
+                       jobs) -> list[KernelStats]:
+    """simulate_parts(combine=True): one launch over the union of the parts' blocks."""
+    t0 = time.perf_counter()
+    check_launch(kernel, spec)
+    ck = compiled(kernel, options)
+    buffers, scalars = _bind_args(kernel, ck, args)
+    T = kernel.block
+    unit = _cluster_unit(kernel)
+    if unit > 1:
+        parts = _whole_clusters(parts, unit)
+    ids = np.concatenate([np.asarray(p, np.int64) for p in parts])
+    label = np.concatenate([np.full(len(p), j, np.int64) for j, p in enumerate(parts)])
+    if np.unique(ids).size != ids.size:
+        raise ValueError("simulate_parts(combine=True): a block is in more than one part")
+    order = np.argsort(ids, kind="stable")
+    ids, label = ids[order], label[order]
+    P = len(parts)
+    grid = tuple(int(g) for g in kernel.grid)
+    plan = plan_waves(int(ids.size), T, max_lanes, MIN_WAVES, unit)
+    counters = ("global_bytes_read", "global_bytes_written", "shared_bytes_read",
+                "shared_bytes_written", "barriers", "atomics")
+    attrs = ("gr", "gw", "sr", "sw", "barriers", "atomics")
+    groups: dict = {}
+
+    def run_wave(i: int, bufs=buffers, wr=written) -> dict:
+        b0, n = plan[i]
+        w = Wave(kernel.name, grid, T, b0, n, kernel.warp_size,  # type: ignore[arg-type]
+                 bufs, ck.shared, ck.locals_, ck.sites, len(ck.flop_dtypes), check,
+                 fast=not exact_rounding, reduction_groups=groups,
+                 block_ids=ids[b0:b0 + n], written=wr, parts=(label[b0:b0 + n], P))
+        with np.errstate(all="ignore"):
+            ck.run(w, scalars)
+        out = {c: per_part(getattr(w, a), P, c) for c, a in zip(counters, attrs, strict=True)}
+        out["mfl"] = {lay: per_part(v, P, f"matrix flops {lay}") for lay, v in w.mfl.items()}
+        out["fl"] = [per_part(v, P, f"flops {d}") for v, d in zip(w.fl, ck.flop_dtypes,
+                                                                 strict=False)]
+        out["bank_conflicts"] = int(w.bank_conflicts)
+        return out
+
+    nj = sim_jobs(jobs)
+    waves = [(0, b0, n, None) for b0, n in plan]
+    if nj > 1 and len(plan) > 1 and not has_global_atomics(kernel):
+        results = _run_parallel(kernel, buffers, waves, run_wave, written, nj, progress,
+                                int(ids.size))
+    else:
+        results, done = [], 0
+        for i in range(len(plan)):
+            if progress is not None:
+                progress(done, int(ids.size))
+            results.append(run_wave(i))
+            done += plan[i][1]
+    wall = time.perf_counter() - t0
+    out = []
+    for j in range(P):
+        st = KernelStats(kernel.name, grid, T, kernel.shared_bytes,  # type: ignore[arg-type]
+                         lanes_per_wave=(plan[0][1] if plan else 0) * T)
+        for c in counters:
+            setattr(st, c, int(sum(int(r[c][j]) for r in results)))
+        for r in results:
+            for lay, v in r["mfl"].items():
+                st.matrix_flops[lay] = st.matrix_flops.get(lay, 0) + int(v[j])
+        st.flops_by_dtype = {d: int(sum(int(r["fl"][q][j]) for r in results))
+                             for q, d in enumerate(ck.flop_dtypes)}
+        st.waves = len(plan)
+        st.finish(spec)
+        st.wall_s = wall / P
+        out.append(st)
+    # bank conflicts are counted per wave, not per part: all of them on the first part
+    out[0].bank_conflicts = sum(r["bank_conflicts"] for r in results)
+    return out
 
 
 def _run_parallel(kernel: Kernel, buffers, waves, run_wave, written, jobs, progress,

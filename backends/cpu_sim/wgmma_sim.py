@@ -311,8 +311,9 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     _check_ordered(W, st, j_b, fb, gl, site)
     gids = np.flatnonzero(gl)
     _accumulate(W, ja, acc_off, n, gids, a, b)
-    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
-    W.sr += (fa.size + fb.size) * isz
+    groups = W.tally_at(gids * WG)   # per part in a combined sampled wave (tally.py)
+    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
+    W.sr += groups * (fa.shape[1] + fb.shape[1]) * isz
     grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
     grp[gids] = st.committed[gids]
     st.acc_from[ja] = (W.sh_buf[j_a].name, *(info or (-1, -1)))
@@ -350,8 +351,9 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
     a = np.zeros((len(gids), 64, k), np.float64)
     a[:, tab[..., 0], tab[..., 1]] = vals
     _accumulate(W, ja, acc_off, n, gids, a, b)
-    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * len(gids)
-    W.sr += fb.size * 2
+    groups = W.tally_at(gids * WG)
+    W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
+    W.sr += groups * fb.shape[1] * 2
     grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
     grp[gids] = st.committed[gids]
     st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
@@ -540,9 +542,9 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
             st.mark_phase[jd] = np.zeros(W.sh[jd].size, np.int64)
         st.mark_bar[jd][words] = s[:, None]
         st.mark_phase[jd][words] = st.phase[b, s][:, None]
-        W.sw += words.size * isz
+        W.sw += W.tally_at(lanes) * words.shape[1] * isz
         complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
-    W.gr += int(np.count_nonzero(ok)) * isz     # read from global once, even multicast
+    W.gr += W.tally_at(lanes, ok.sum(axis=1)) * isz   # read from global once, even multicast
 
 
 def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray, site: int,

@@ -105,8 +105,9 @@ def _widen(a: np.ndarray, type: TensorType) -> np.ndarray:
         return a.astype(bool) if a.dtype == np.bool_ else (a != 0)
     if d.is_int and a.dtype.kind in "biu":
         return a.astype(np.int64)
-    # floats, and non-integral data for an int constant (the caller's cast truncates)
-    return a.astype(np.float64)
+    # floats, and non-integral data for an int constant (the caller's cast truncates);
+    # a float64 array (random, fill) is returned as it is, not copied
+    return a.astype(np.float64, copy=False)
 
 
 def _number(params: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -191,7 +192,9 @@ def _random(params, type: TensorType, base_dir) -> np.ndarray:
         raise _InitError(f"scale must be finite, got {scale}")
     dist = params.get("dist", "normal")
     if dist == "normal":
-        return rng.standard_normal(size=type.shape) * scale
+        out = rng.standard_normal(size=type.shape)
+        out *= scale   # in place: the same values as `* scale`, one array less
+        return out
     if dist == "uniform":
         return rng.uniform(-scale, scale, size=type.shape)
     raise _InitError(f"dist must be 'normal' or 'uniform', got {dist!r}")
