@@ -73,7 +73,8 @@ from hal.kernel.ir import (
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from . import cluster_sim, faults, mma_batch, mma_sim, wgmma_sim
+from . import cluster_sim, faults, mma_batch, mma_sim, wgmma_sim, widen
+from .checks import SimulationError
 from .contract import Reduction
 from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
 from .ranges import IndexRanges
@@ -131,8 +132,8 @@ def _headline(s: Stmt) -> str:
 class _Uniformity:
     """Which variables hold the same value in every lane (fixpoint over the body)."""
 
-    def __init__(self, body: list[Stmt]):
-        self.varying: set[str] = set()
+    def __init__(self, body: list[Stmt], varying: frozenset[str] = frozenset()):
+        self.varying: set[str] = set(varying)   # (widen.py: the loop variable varies)
         while True:
             before = len(self.varying)
             self._walk(body, False)
@@ -212,7 +213,10 @@ class _Translator:
         self.k = kernel
         self.lines: list[str] = []
         self.ns: dict[str, Any] = {"np": np, "MX": mma_sim, "WG": wgmma_sim, "MB": mma_batch,
-                                   "CL": cluster_sim}
+                                   "CL": cluster_sim, "WD": widen,
+                                   "SimulationError": SimulationError}
+        self.prelude: list[str] = []    # functions of run(): widened loop bodies (widen.py)
+        self.widening = False           # translating a widened loop body
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
@@ -594,6 +598,11 @@ class _Translator:
             if plan is not None:  # a multiply-accumulate loop: also emit its contraction form
                 emit_reduction_loop(self, s, plan, ctx, depth)
                 return
+            stores = None if self.widening or self.clustered else widen.widenable(
+                s, self.k.body, self.global_or_shared, self.local_names)
+            if stores is not None:   # independent iterations: also emit the wide pass
+                widen.emit_widened_loop(self, s, stores, ctx, (start, stop, step), depth)
+                return
             self.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth)
             self.body(s.body, ctx, depth + 1)
             return
@@ -630,7 +639,7 @@ class _Translator:
         if self.clustered:   # the CTAs exit: peers' operations into them must be ordered
             end = self.site(_Ctx(stmt="(kernel exit)"), None)
             self.lines.append(f"    CL.exit_check(W, _hs, _cs, {end})")
-        source = "\n".join(head + self.lines) + "\n"
+        source = "\n".join(head + ["    " + x for x in self.prelude] + self.lines) + "\n"
         code = compile(source, f"<cpu_sim kernel {self.k.name}>", "exec")
         exec(code, self.ns)  # noqa: S102 - our own generated source
         return CompiledKernel(self.ns["run"], source, self.globals_, self.scalars,

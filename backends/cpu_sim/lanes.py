@@ -92,6 +92,7 @@ class Wave:
         self.block0, self.warp_size, self.check, self.sites = block0, warp_size, check, sites
         L = self.L = block * nblocks
         self.lane = np.arange(L, dtype=np.int64)
+        self.lane_id = self.lane   # the real lane of each position (widen.py repeats lanes)
         self.blk = self.lane // block
         self.tid = self.lane - self.blk * block
         # parts: (the part of each block, number of parts) of a combined sampled wave
@@ -404,7 +405,8 @@ class Wave:
             self._race_write(j, flat, act, site)
             if getattr(self, "hopper", None) is not None:   # generic-proxy write (wgmma_sim)
                 from .wgmma_sim import note_generic_write
-                note_generic_write(self, j, flat, self.lane if act is None else self.lane[act])
+                note_generic_write(self, j, flat,
+                                   self.lane_id if act is None else self.lane_id[act])
         self.sh[j][flat] = v
         self.sh_version[j] += 1
         self.sw += n * sb.dtype.itemsize
