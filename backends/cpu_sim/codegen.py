@@ -118,6 +118,32 @@ def count_flops(e: Expr, acc: Counter) -> Counter:
     return acc
 
 
+class _Text:
+    """A message fragment (a statement's headline, an expression) formatted on first use:
+    every access gets a site, and almost none of them ever reports."""
+
+    __slots__ = ("fn", "arg", "text")
+
+    def __init__(self, fn: Callable[[Any], str], arg: Any):
+        self.fn, self.arg, self.text = fn, arg, None
+
+    def __str__(self) -> str:
+        if self.text is None:
+            self.text = self.fn(self.arg)
+        return self.text
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+
+def headline_text(s: Stmt) -> _Text:
+    """`_headline(s)` (at most 160 characters), formatted when a message needs it."""
+    return _Text(lambda st: _headline(st)[:160], s)
+
+
 def _headline(s: Stmt) -> str:
     """One line naming a statement in messages (bodies of If/For left out)."""
     if isinstance(s, If):
@@ -201,7 +227,7 @@ class _Ctx:
     mask: str = "None"
     count: str = "_L"
     buffer: str | None = None       # the access whose index is being generated
-    stmt: str = ""
+    stmt: Any = ""                  # the headline (a _Text) of the statement being run
     site: int = -1
     extra: dict = field(default_factory=dict)
 
@@ -220,6 +246,7 @@ class _Translator:
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
+        self.consts: dict[tuple, str] = {}   # (dtype, type, repr) -> its literal or name
         self.n_tmp = 0
         self.uni = _Uniformity(kernel.body)
         self.dataflow = _DataFlow(kernel.body)
@@ -265,11 +292,17 @@ class _Translator:
         return len(self.sites) - 1
 
     def const(self, value: Any, dt: DType) -> str:
-        if dt.is_int:
-            return repr(int(cast(value, dt)))
-        if dt.is_bool:
-            return repr(bool(value))
-        return self.bind(to_rep(value, dt)[()])
+        key = (dt.name, type(value).__name__, repr(value))   # repr keeps -0.0 apart from 0.0
+        hit = self.consts.get(key)
+        if hit is None:
+            if dt.is_int:
+                hit = repr(int(cast(value, dt)))
+            elif dt.is_bool:
+                hit = repr(bool(value))
+            else:
+                hit = self.bind(to_rep(value, dt)[()])
+            self.consts[key] = hit
+        return hit
 
     def zero(self, dt: DType) -> str:
         return self.const(0, dt)
@@ -325,7 +358,7 @@ class _Translator:
         elif rd.is_int:
             if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS \
                     and not self.dataflow.expr(e) and not self.ranges.fits_i32(e):
-                site = self.site(ctx, ctx.buffer, format_expr(e))
+                site = self.site(ctx, ctx.buffer, _Text(format_expr, e))
                 code = f"W.i32({code}, {ctx.mask}, {site})"
             elif rd.bits < 32 or rd.kind == "uint":
                 code = f"{self.rounder(rd)}({code})"
@@ -359,12 +392,12 @@ class _Translator:
         idx = self.expr(e.index, ictx)
         mask = "None" if e.mask is None else self.expr(e.mask, ctx)
         other = self.expr(e.other, ctx) if e.other is not None else self.zero(e.dtype)
-        site = self.site(ctx, e.buffer, format_expr(e))
+        site = self.site(ctx, e.buffer, _Text(format_expr, e))
         return f"W.ld{space}({slot}, {idx}, {mask}, {other}, {ctx.mask}, {site})"
 
     def e_Shuffle(self, e: Shuffle, ctx: _Ctx) -> str:
         x, off = self.expr(e.x, ctx), self.expr(e.offset, ctx)
-        site = self.site(ctx, None, format_expr(e))
+        site = self.site(ctx, None, _Text(format_expr, e))
         return f"W.shfl({x}, {e.mode!r}, {off}, {e.width}, {ctx.mask}, {site})"
 
     # ----------------------------------------------------------------- statements
@@ -395,7 +428,7 @@ class _Translator:
             self.emit(f"_fl[{self.flop_dtypes.index(dt)}] += {n} * {ctx.count}", depth)
 
     def stmt(self, s: Stmt, outer: _Ctx, depth: int) -> None:
-        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+        ctx = _Ctx(outer.mask, outer.count, None, headline_text(s))
         self.count_stmt_flops(s, ctx, depth)
         if self.wgmma_accs:   # reading a wgmma accumulator: its wait_group must have run
             for name in sorted({x.buffer for e in stmt_exprs(s) for x in walk_expr(e)

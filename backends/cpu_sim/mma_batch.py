@@ -275,14 +275,14 @@ def emit_run(tr: Any, stmts: Sequence[Stmt], outer: Any, depth: int) -> None:
     """Generate the call running `stmts` (codegen's translator `tr`, its context `outer`):
     the same sites and flop counting as one statement at a time, the ldmatrix addresses
     evaluated in order before the call."""
-    from .codegen import _Ctx, _headline
+    from .codegen import _Ctx, headline_text
 
     ops: list[LdmOp | MmaOp] = []
     addrs = []
     for s in stmts:
         if isinstance(s, Comment):
             continue
-        ctx = _Ctx(outer.mask, outer.count, None, _headline(s)[:160])
+        ctx = _Ctx(outer.mask, outer.count, None, headline_text(s))
         tr.count_stmt_flops(s, ctx, depth)
         if isinstance(s, LdMatrix):
             addrs.append(tr.expr(s.addr, _Ctx(ctx.mask, ctx.count, s.buffer, ctx.stmt)))
