@@ -368,19 +368,26 @@ def _accumulate(W: Wave, ja: int, acc_off: int, n: int, gids: np.ndarray, a: np.
     products summed in float64 with the accumulator, rounded once to f32."""
     tab = accumulator_table(n)                       # [128, n/2, 2]
     lin = (tab[..., 0] * n + tab[..., 1]).ravel()    # thread-major -> matrix position
-    rows = W.loc[ja]
+    rows, h, L = W.loc[ja], n // 2, int(W.L)
     lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
-    cur = np.empty((W.L, n // 2), np.float64)
-    for i in range(n // 2):
-        cur[:, i] = np.broadcast_to(rows[acc_off + i], (W.L,))
+    full = _registers(rows[acc_off:acc_off + h], L)  # [h, L] float32, a fresh array
     d = np.zeros((len(gids), 64 * n), np.float64)
-    d[:, lin] = cur[lanes].reshape(len(gids), -1)
+    d[:, lin] = full[:, lanes].T.reshape(len(gids), -1)
     d = d.reshape(len(gids), 64, n) + np.matmul(a, np.swapaxes(b, 1, 2))
-    out = d.reshape(len(gids), -1)[:, lin].reshape(-1, n // 2).astype(np.float32)
-    for i in range(n // 2):
-        full = np.broadcast_to(rows[acc_off + i], (W.L,)).astype(np.float32).copy()
-        full[lanes] = out[:, i]
-        rows[acc_off + i] = full
+    full[:, lanes] = d.reshape(len(gids), -1)[:, lin].reshape(-1, h).T
+    for i in range(h):   # each element's new lane array (a row of `full`, never written again)
+        rows[acc_off + i] = full[i]
+
+
+def _registers(seg: list, L: int) -> np.ndarray:
+    """Register elements `seg` (each a lane array or a scalar) as one new [len, L] float32
+    array."""
+    if all(isinstance(r, np.ndarray) and r.shape == (L,) for r in seg):
+        return np.array(seg, dtype=np.float32)
+    out = np.empty((len(seg), L), np.float32)
+    for i, r in enumerate(seg):
+        out[i] = r
+    return out
 
 
 def commit(W: Wave, st: HopperState, m: Any, site: int) -> None:
