@@ -24,7 +24,8 @@ What makes a loop widenable (`widenable`, decided on the kernel IR):
   change what a load sees), no local arrays, barriers, atomics, matrix or async ops,
   no multiply-accumulate loop (vectorize.py) inside, no variable of the loop used after it;
 * the kernel uses no thread-block cluster (its CTAs' shared memory is cluster_sim's);
-* at run time: at least two iterations, no cp.async pipeline on the wave, and at most `WIDEN_LANES` lanes per pass (longer loops run in chunks of
+* at run time: at least two iterations, a wave of at most `WIDEN_MAX_WAVE` lanes (where
+  the per-statement cost is NumPy's call overhead), no cp.async pipeline on the wave, and at most `WIDEN_LANES` lanes per pass (longer loops run in chunks of
   iterations, in order).
 
 Equivalence: a store's value and address depend only on values from before the loop
@@ -73,6 +74,11 @@ if TYPE_CHECKING:   # pragma: no cover
     from .lanes import Wave
 
 WIDEN_LANES = 1 << 17      # virtual lanes per wide pass (bounds the arrays' memory)
+# a wave of more lanes runs its loops plain: a NumPy call on its arrays already costs far
+# more than the call itself, and the wide pass's snapshot (a copy of the stored shared
+# buffers, for the fallback) would cost about as much as the loop (measured on the GPT
+# block's 12,288-lane tile loads: 10-15% slower wide)
+WIDEN_MAX_WAVE = 4096
 MIN_TRIPS = 4              # a loop with fewer constant iterations stays plain
 ENABLED = True             # False: every loop stays plain (the tests compare both)
 # the wave's scalar counters a view adds to (lists, dicts and arrays are shared)
@@ -206,7 +212,7 @@ def emit_widened_loop(tr: _Translator, s: For, stores: tuple[str, ...], ctx: _Ct
 # ----------------------------------------------------------------------------- run time
 def chunk(W: Wave, n: int) -> int:
     """Iterations per wide pass (0: run the plain loop)."""
-    if n < 2 or W.pipe is not None:
+    if n < 2 or W.pipe is not None or int(W.L) > WIDEN_MAX_WAVE:
         return 0
     k = WIDEN_LANES // max(int(W.L), 1)
     return min(k, n) if k >= 2 else 0
@@ -280,5 +286,6 @@ def restore(W: Wave, snap: tuple) -> None:
         W.sh_pending[j], W.sh_dirty[j], W.sh_read[j] = pending, dirty, read
 
 
-__all__ = ["COUNTERS", "MIN_TRIPS", "WIDEN_LANES", "chunk", "emit_widened_loop", "fold",
-           "iters", "restore", "snapshot", "view", "wide", "widenable"]
+__all__ = ["COUNTERS", "MIN_TRIPS", "WIDEN_LANES", "WIDEN_MAX_WAVE", "chunk",
+           "emit_widened_loop", "fold", "iters", "restore", "snapshot", "view", "wide",
+           "widenable"]
