@@ -174,6 +174,8 @@ def cast(x: np.ndarray | float | int, to: DType) -> np.ndarray:
         if a.dtype in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2, ml_dtypes.bfloat16):
             a = a.astype(np.float32)  # exact: these all embed in f32
         with np.errstate(over="ignore", invalid="ignore"):
+            if to is bf16 and a.dtype == np.float64 and a.size >= _BF16_VIA_F32_MIN:
+                return _f64_to_bf16(a)
             return a.astype(to.np_dtype)
     # integer target
     if src_float:
@@ -187,6 +189,23 @@ def cast(x: np.ndarray | float | int, to: DType) -> np.ndarray:
                 return np.asarray(out).astype(to.np_dtype)
             return t.astype(to.np_dtype)
     return a.astype(to.np_dtype)  # int -> int wraps, as numpy does
+
+
+_BF16_VIA_F32_MIN = 1 << 16
+
+
+def _f64_to_bf16(a: np.ndarray) -> np.ndarray:
+    """float64 -> bfloat16, rounded to nearest even exactly as `astype(bfloat16)` (which
+    is 2-3x slower on model weights): through float32 (fast conversions), then the
+    elements where that double rounding can differ - the float32 value lies exactly
+    halfway between two bf16 values (low 16 bits 0x8000) - again from float64. Any other
+    float32 value lies on the same side of every bf16 midpoint as the float64 one."""
+    f = a.astype(np.float32, order="C")
+    out = f.astype(ml_dtypes.bfloat16)
+    ties = np.flatnonzero((f.view(np.uint32) & np.uint32(0xFFFF)) == np.uint32(0x8000))
+    if ties.size:
+        out.reshape(-1)[ties] = a.reshape(-1)[ties].astype(ml_dtypes.bfloat16)
+    return out
 
 
 def round_to(x: np.ndarray, to: DType) -> np.ndarray:
