@@ -12,9 +12,10 @@ A `GroupKindRule` holds, for one `GroupKind`:
   resource checks still apply).
 
 `plan_group(group, spec)` and `lower_group(group, spec, options)` look the group's kind
-up here; the fusion cost model prices `plan_group`'s KernelPlan. The rules are
-registered in hal.lowering.kinds. A new kind (or a better plan or lowering of an
-existing one) is one registration here, plus its kind in hal.fusion.group.group_kind.
+up here (plans are memoised per group and spec: hal.lowering.memo); the fusion cost
+model prices `plan_group`'s KernelPlan. The rules are registered in hal.lowering.kinds.
+A new kind (or a better plan or lowering of an existing one) is one registration here,
+plus its kind in hal.fusion.group.group_kind.
 """
 
 from __future__ import annotations
@@ -62,8 +63,12 @@ def kind_rule(kind: str) -> GroupKindRule:
 
 
 def plan_group(group, spec: DeviceSpec) -> KernelPlan:
-    """The KernelPlan of one FusedGroup on `spec` (what the cost model prices)."""
-    return kind_rule(group.kind).plan(group, spec)
+    """The KernelPlan of one FusedGroup on `spec` (what the cost model prices). Planning is
+    pure: a group planned again (the fusion veto's candidate, a final group lowered by a
+    backend) is served from hal.lowering.memo.PLANS."""
+    from hal.lowering.memo import PLANS, group_key
+
+    return PLANS.get((group_key(group), spec), lambda: kind_rule(group.kind).plan(group, spec))
 
 
 def lower_group(group, spec: DeviceSpec, options: LoweringOptions = DEFAULT_OPTIONS,
@@ -73,5 +78,5 @@ def lower_group(group, spec: DeviceSpec, options: LoweringOptions = DEFAULT_OPTI
     plan when the caller already has it."""
     rule = kind_rule(group.kind)
     if plan is None:
-        plan = rule.plan(group, spec)
+        plan = plan_group(group, spec)
     return rule.lower(group, plan, spec, options)
