@@ -42,9 +42,11 @@ def _load_avg() -> str:
         return "?"
 
 
-def run(out: Path, devices: tuple[str, ...], hal: str) -> None:
+def run(out: Path, devices: tuple[str, ...], hal: str, pythonpath: str | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HAL_MEASURE="off")
+    if pythonpath:   # another checkout's package tree (see --pythonpath)
+        env["PYTHONPATH"] = pythonpath
     for dev in devices:
         report = out / f"{dev}.json"
         for stale in (report, out / f"{dev}.json.jsonl", out / f"{dev}.jsonl"):
@@ -52,7 +54,7 @@ def run(out: Path, devices: tuple[str, ...], hal: str) -> None:
         load0, t0 = _load_avg(), time.perf_counter()
         r = subprocess.run(["/usr/bin/time", "-v", hal, "conformance", "--backend", "cpu_sim",
                             "--device", dev, "--strict", "--workers", "2", "--report",
-                            str(report)], env=env, capture_output=True, text=True)
+                            str(report)], env=env, capture_output=True, text=True, cwd=out)
         wall = time.perf_counter() - t0
         tv = dict(re.findall(r"^\s*([^:\n]+?): (\S+)$", r.stderr, re.M))
         rec = {"device": dev, "rc": r.returncode, "wall_s": round(wall, 2),
@@ -135,6 +137,10 @@ def main() -> int:
     r.add_argument("out", type=Path)
     r.add_argument("--devices", default=",".join(DEVICES))
     r.add_argument("--hal", default=str(Path(sys.executable).with_name("hal")))
+    r.add_argument("--pythonpath", help="run another checkout: a directory holding a `hal` "
+                   "package tree (hal/ with ops, fusion, conformance and backends linked "
+                   "in, as the installed package maps them); runs from OUT_DIR so the "
+                   "current directory's checkout is not imported")
     c = sub.add_parser("compare")
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
@@ -142,7 +148,7 @@ def main() -> int:
     args = ap.parse_args()
     devices = tuple(args.devices.split(","))
     if args.cmd == "run":
-        run(args.out, devices, args.hal)
+        run(args.out.resolve(), devices, args.hal, args.pythonpath)
         return 0
     return compare(args.before, args.after, devices)
 

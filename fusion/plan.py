@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from hal.devices.spec import DeviceSpec
 from hal.errors import HalError, UnsupportedError
 from hal.ir.graph import Graph, Node
-from hal.lowering.memo import Memo, group_key
+from hal.lowering.memo import Memo, group_key, keep_lowering
+from hal.lowering.options import DEFAULT_OPTIONS
 from hal.ops import Category, get_op
 from hal.ops.reduction import reduction_axes
 
@@ -503,6 +504,7 @@ class _Planner:
                         f"per block")
             if k.block > self.spec.max_threads_per_block:
                 return f"{k.block} threads per block exceed {self.spec.max_threads_per_block}"
+        keep_lowering(cand, self.spec, DEFAULT_OPTIONS, kernels)   # for the final group's
         return None
 
     # -- passes ---------------------------------------------------------------

@@ -6,18 +6,26 @@ DeviceSpec, and of nothing else (no LoweringOptions: planted faults act in the e
 never in a planner). The fusion pass prices a candidate, its lowering veto plans the same
 candidate again, the plan's final groups are priced and then planned again by every
 backend's `lower_group`; `plan_group` (hal.lowering.registry) serves these repeats from
-`PLANS`, keyed by `group_key(group)` and the spec.
+`PLANS` (`cached_plan`), keyed by `group_key(group)` without the group's name and by the
+spec: a plan found under another group name (the veto's "cand", the final "k3_add") is
+renamed (`rename_plan`), which gives exactly the plan the planner makes for that name.
 
 Rules every memo here keeps:
 
 * bounded: a `Memo` is a least-recently-used table of at most `maxsize` entries;
-* keyed on everything the result depends on: `group_key` holds the value names and the
-  group name (plans name their launches and loads after them), the hints, and for each
-  group input the chain of reshapes that produced it outside the group (a row output
+* keyed on everything the result depends on: `group_key` holds the group name, the value
+  names (plans name their loads, kernels their parameters after them), the hints, and for
+  each group input the chain of reshapes that produced it outside the group (a row output
   stored through a reshape is traced back through it, hal.lowering.reduction.row_source);
-  the DeviceSpec is compared by value (a frozen dataclass), so spec variants never share;
-* values are immutable (frozen KernelPlans), so a hit is the very object a miss returns;
+  the memos key on it without the group name and rename what they serve; the DeviceSpec
+  is compared by value (a frozen dataclass), so spec variants never share;
+* values are immutable (frozen KernelPlans) or handed out once (LOWERINGS);
 * no Node or Value is held (only names, types and strings), so a memo never keeps a graph.
+
+The fusion veto lowers each candidate it accepts; the plan's final group of the same nodes
+is lowered again by the backend under its own name. `keep_lowering` / `take_lowering` hand
+the veto's kernels over once (LOWERINGS, keyed on the nodes, spec and LoweringOptions, so
+a lowering with planted faults is never served a fault-free one), renamed.
 
 `disabled()` turns every memo off within a block (tests that compare cached and uncached
 results); `clear_all()` empties them; `Memo.info()` counts hits and misses.
@@ -68,6 +76,17 @@ class Memo:
         if hit is _MISSING:
             return default
         self._table.move_to_end(key)
+        return hit
+
+    def take(self, key: Hashable, default: Any = None) -> Any:
+        """Remove and return the value under `key` (`default` when absent or disabled)."""
+        if not _ENABLED[0]:
+            return default
+        hit = self._table.pop(key, _MISSING)
+        if hit is _MISSING:
+            self.misses += 1
+            return default
+        self.hits += 1
         return hit
 
     def put(self, key: Hashable, value: Any) -> None:
@@ -126,6 +145,92 @@ def group_key(group) -> tuple:
             tuple(v.name for v in group.outputs))
 
 
-# KernelPlans by (group_key, spec): the fusion pass's candidates and final groups of one
-# graph, and the groups the backends lower (a few KiB each).
+# KernelPlans by (group_key without the group's name, spec) -> (group name, plan): the
+# fusion pass's candidates ("cand") and final groups of one graph, the unfused groups,
+# and the groups the backends lower (a few KiB each).
 PLANS = Memo("plans", 4096)
+
+
+def cached_plan(group, spec, compute: Callable[[], Any]) -> Any:
+    """The KernelPlan of `group` on `spec`: from PLANS when a group of the same nodes was
+    planned (renamed when that group had another name: rename_plan), else `compute()`."""
+    key = (group_key(group)[1:], spec)
+    hit = PLANS.lookup(key)
+    if hit is not None:
+        name, plan = hit
+        if name == group.name:
+            PLANS.hits += 1
+            return plan
+        renamed = rename_plan(plan, name, group.name)
+        if renamed is not None:
+            PLANS.hits += 1
+            return renamed
+    PLANS.misses += 1
+    plan = compute()
+    PLANS.put(key, (group.name, plan))
+    return plan
+
+
+def rename_plan(plan, old: str, new: str):
+    """`plan` (of a group named `old`) as the planner gives it for the same nodes in a group
+    named `new`, or None when that is not certain. A planner reads the group's name only for
+    KernelPlan.group and its launch names (hal.lowering.planners.launch_name:
+    c_identifier(name + suffix)); the rename is refused when either name is not already a
+    plain C identifier or `old` appears anywhere else in the plan."""
+    from dataclasses import replace
+
+    from hal.lowering.context import c_identifier
+
+    if plan.group != old or c_identifier(old) != old or c_identifier(new) != new:
+        return None
+    launches = []
+    for x in plan.launches:
+        suffix = x.name[len(old):]
+        if not x.name.startswith(old) or c_identifier(new + suffix) != new + suffix:
+            return None
+        launches.append(replace(x, name=new + suffix))
+    rest = replace(plan, group="", launches=())
+    if old in repr((rest, rest.reasons, rest.notes)):
+        return None
+    return replace(plan, group=new, launches=tuple(launches))
+
+# The fusion veto's lowerings of accepted candidates, by (group_key without the group's
+# name, spec, LoweringOptions), each taken (removed) by the next lower_group of a group of
+# the same nodes: the plan's final group, which differs from the candidate only in its
+# name. One use each, so no two callers share a Kernel; a few dozen candidates of one
+# plan are kept at most.
+LOWERINGS = Memo("lowerings", 128)
+
+
+def _lowering_key(group, spec, options) -> tuple:
+    return (group_key(group)[1:], spec, options)
+
+
+def keep_lowering(group, spec, options, kernels: list) -> None:
+    """Keep `kernels` (group's lowering under `options`) for the next lower_group of a group
+    with the same nodes (take_lowering). Kernels with scratch buffers are not kept: their
+    buffers are named after the group."""
+    if kernels and not any(k.meta.scratch for k in kernels):
+        LOWERINGS.put(_lowering_key(group, spec, options), (group.name, tuple(kernels)))
+
+
+def take_lowering(group, spec, options, plan) -> list | None:
+    """The kept lowering of a group with `group`'s nodes under the same spec and options,
+    renamed to `group` (kernel names, KernelMeta.group and .plan: `plan`, the group's own
+    plan), or None. The kernels are exactly what lowering `group` gives: a lowering reads
+    its group's name only to name its kernels (hal.lowering.context.KernelContext) and,
+    for split attention, its scratch buffers (never kept)."""
+    from dataclasses import replace
+
+    from hal.lowering.context import c_identifier
+
+    hit = LOWERINGS.take(_lowering_key(group, spec, options))
+    if hit is None:
+        return None
+    old_name, kernels = hit
+    old, new = c_identifier(old_name), c_identifier(group.name)
+    if not all(k.name.startswith(old) and k.meta.group == old_name for k in kernels):
+        return None
+    return [replace(k, name=new + k.name[len(old):], meta=replace(k.meta, group=group.name,
+                                                                  plan=plan))
+            for k in kernels]
