@@ -104,6 +104,10 @@ class Memo:
     def __len__(self) -> int:
         return len(self._table)
 
+    def keys(self) -> list:
+        """The keys held, least recently used first."""
+        return list(self._table)
+
     def info(self) -> dict[str, int]:
         return {"size": len(self._table), "maxsize": self.maxsize, "hits": self.hits,
                 "misses": self.misses}
