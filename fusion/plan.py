@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from hal.devices.spec import DeviceSpec
 from hal.errors import HalError, UnsupportedError
 from hal.ir.graph import Graph, Node
+from hal.lowering.memo import Memo, group_key, keep_lowering
+from hal.lowering.options import DEFAULT_OPTIONS
 from hal.ops import Category, get_op
 from hal.ops.reduction import reduction_axes
 
@@ -62,6 +64,8 @@ FUSIBLE_CATEGORIES = {Category.ELEMENTWISE, Category.BROADCAST, Category.SOURCE,
                       Category.REDUCTION, Category.CONTRACTION, Category.MOVEMENT}
 # Ops that only re-index: inside a kernel they are index math on the loads.
 INDEX_ONLY = {Category.MOVEMENT, Category.BROADCAST, Category.SOURCE}
+# Lowering-veto verdicts by (candidate signature, spec) across plans (_Planner.lowering_veto)
+VETOES = Memo("fusion_vetoes", 4096)
 
 
 @dataclass
@@ -469,6 +473,22 @@ class _Planner:
         return next((why for fs, why in self.forbidden if fs <= names), None)
 
     def lowering_veto(self, cand: FusedGroup) -> str | None:
+        """Why the candidate's kernels cannot run on the spec (the lowering refuses it or
+        its kernels exceed shared memory or threads per block), or None. The verdict is a
+        function of the candidate's structure and the spec (the within-plan `_sig_veto`
+        already shares it between a model's repeated layers); across plans it is kept in
+        VETOES by (signature, spec): a None verdict serves every candidate of that
+        structure, a reason (whose text may name values) only the same named candidate."""
+        key = (signature(cand), self.spec)
+        hit = VETOES.lookup(key)
+        named = group_key(cand)
+        if hit is not None and (hit[1] is None or hit[0] == named):
+            return hit[1]
+        why = self._lower_and_check(cand)
+        VETOES.put(key, (None if why is None else named, why))
+        return why
+
+    def _lower_and_check(self, cand: FusedGroup) -> str | None:
         from hal.lowering import lower_group
 
         try:
@@ -484,6 +504,7 @@ class _Planner:
                         f"per block")
             if k.block > self.spec.max_threads_per_block:
                 return f"{k.block} threads per block exceed {self.spec.max_threads_per_block}"
+        keep_lowering(cand, self.spec, DEFAULT_OPTIONS, kernels)   # for the final group's
         return None
 
     # -- passes ---------------------------------------------------------------

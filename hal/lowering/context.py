@@ -9,6 +9,7 @@ KernelPlan it was lowered from).
 
 from __future__ import annotations
 
+import functools
 import keyword
 import math
 import re
@@ -48,6 +49,7 @@ gridDim""".split()) | frozenset(keyword.kwlist)
 INT32_LIMIT = 2**31 - 1
 
 
+@functools.lru_cache(maxsize=8192)   # pure; a kernel asks for the same hints many times
 def c_identifier(name: str) -> str:
     s = re.sub(r"\W", "_", name)
     if not s or s[0].isdigit():

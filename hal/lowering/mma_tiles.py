@@ -101,9 +101,12 @@ def mma_registers(t: MmaTiles) -> int:
     return acc + frags + prefetch + ADDRESS_REGISTERS * chunks + 24
 
 
-@functools.lru_cache(maxsize=256)
-def _candidates(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int,
-                reserve: int, operands: int) -> tuple[MmaTiles, ...]:
+@functools.lru_cache(maxsize=64)
+def _slack(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int,
+           operands: int) -> tuple[tuple[MmaTiles, int], ...]:
+    """Every tile within the spec's thread and shared-memory limits, in search order, with
+    the registers per thread it leaves for a fused prologue and epilogue (the `reserve` it
+    admits: spec.registers_per_thread_at(threads) - mma_registers)."""
     lay = get_layout(mi_.layout)
     stages_opts = (3, 2) if "async_copy" in spec.capabilities else (1,)
     out = []
@@ -120,12 +123,35 @@ def _candidates(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int,
                             t = MmaTiles(bm, bn, bk, wm, wn, st, lay.name, itemsize,
                                          operands)
                             if t.threads > spec.max_threads_per_block or \
-                                    mma_shared_bytes(t) > spec.shared_mem_per_block or \
-                                    mma_registers(t) + reserve > \
-                                    spec.registers_per_thread_at(t.threads):
+                                    mma_shared_bytes(t) > spec.shared_mem_per_block:
                                 continue
-                            out.append(t)
+                            out.append((t, spec.registers_per_thread_at(t.threads)
+                                        - mma_registers(t)))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int,
+                reserve: int, operands: int) -> tuple[MmaTiles, ...]:
+    return tuple(t for t, slack in _slack(spec, mi_, itemsize, operands) if reserve <= slack)
+
+
+@functools.lru_cache(maxsize=256)
+def _steps(spec: DeviceSpec, mi_: MatrixInstruction, itemsize: int, reserve: int,
+           operands: int) -> tuple[tuple[int, int, int, tuple, MmaTiles], ...]:
+    """The candidates by block tile and K step (BM, BN, BK), in search order: (bm, bn, bk,
+    key, tile) with the tile whose shape-free score part (mma_tiles' score after busy, waste
+    and K waste) is highest, the first such in search order."""
+    best: dict[tuple[int, int, int], tuple[tuple, MmaTiles]] = {}
+    for t in _candidates(spec, mi_, itemsize, reserve, operands):
+        wtm, wtn = t.bm // t.wm, t.bn // t.wn
+        key = (t.bm * t.bn, -abs(t.bm.bit_length() - t.bn.bit_length()),
+               min(wtm * wtn, 64 * 64), -abs(wtm.bit_length() - wtn.bit_length()),
+               min(t.wm * t.wn, 8), t.stages, -abs(t.bk * t.itemsize - 128))
+        old = best.get((t.bm, t.bn, t.bk))
+        if old is None or key > old[0]:
+            best[(t.bm, t.bn, t.bk)] = (key, t)
+    return tuple((bm, bn, bk, key, t) for (bm, bn, bk), (key, t) in best.items())
 
 
 @functools.lru_cache(maxsize=1024)
@@ -135,23 +161,22 @@ def mma_tiles(m: int, n: int, k: int, spec: DeviceSpec, instr: MatrixInstruction
 
     Preference, as the SIMT tiles (tiling.matmul_tiles): a grid that keeps the device busy,
     little padding waste, big and square block tiles (reuse per shared byte), warp tiles of
-    several instructions (fragment reuse), 4-8 warps, deeper pipelines, BK of 32."""
-    cands = _candidates(spec, instr, itemsize, reserve, operands)
-    if not cands:
-        return None
-
-    def score(t: MmaTiles) -> tuple:
-        blocks = cdiv(m, t.bm) * cdiv(n, t.bn)
-        waste = (round_up(m, t.bm) * round_up(n, t.bn)) / max(1, m * n)
-        kwaste = round_up(k, t.bk) / max(1, k)
-        busy = blocks * 4 >= spec.compute_units
-        wtm, wtn = t.bm // t.wm, t.bn // t.wn
-        return (busy, -round(waste, 1), -round(kwaste, 1), t.bm * t.bn,
-                -abs(t.bm.bit_length() - t.bn.bit_length()), min(wtm * wtn, 64 * 64),
-                -abs(wtm.bit_length() - wtn.bit_length()), min(t.wm * t.wn, 8), t.stages,
-                -abs(t.bk * t.itemsize - 128))   # 128-byte rows: conflict-free phases
-
-    return max(cands, key=score)
+    several instructions (fragment reuse), 4-8 warps, deeper pipelines, BK of 32. The score,
+    compared as a tuple (the first highest in search order wins): (busy, -waste, -K waste,
+    BM*BN, -|log BM - log BN|, min(warp tile, 64x64), -|log WTM - log WTN|, min(warps, 8),
+    stages, -|BK bytes - 128|) (128-byte rows: conflict-free phases). Only busy, waste and
+    K waste depend on the shape, and only through (BM, BN, BK): the search scores the best
+    tile of each (BM, BN, BK) (_steps) and picks exactly the tile the score over every
+    candidate picks."""
+    best_key, best = None, None
+    for bm, bn, bk, rest, t in _steps(spec, instr, itemsize, reserve, operands):
+        blocks = cdiv(m, bm) * cdiv(n, bn)
+        waste = (round_up(m, bm) * round_up(n, bn)) / max(1, m * n)
+        kwaste = round_up(k, bk) / max(1, k)
+        key = (blocks * 4 >= spec.compute_units, -round(waste, 1), -round(kwaste, 1), *rest)
+        if best_key is None or key > best_key:
+            best_key, best = key, t
+    return best
 
 
 def mma_in_flight(t: MmaTiles, spec: DeviceSpec, reserve: int = 0) -> int:

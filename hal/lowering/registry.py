@@ -12,9 +12,10 @@ A `GroupKindRule` holds, for one `GroupKind`:
   resource checks still apply).
 
 `plan_group(group, spec)` and `lower_group(group, spec, options)` look the group's kind
-up here; the fusion cost model prices `plan_group`'s KernelPlan. The rules are
-registered in hal.lowering.kinds. A new kind (or a better plan or lowering of an
-existing one) is one registration here, plus its kind in hal.fusion.group.group_kind.
+up here (plans are memoised per group and spec: hal.lowering.memo); the fusion cost
+model prices `plan_group`'s KernelPlan. The rules are registered in hal.lowering.kinds.
+A new kind (or a better plan or lowering of an existing one) is one registration here,
+plus its kind in hal.fusion.group.group_kind.
 """
 
 from __future__ import annotations
@@ -62,16 +63,28 @@ def kind_rule(kind: str) -> GroupKindRule:
 
 
 def plan_group(group, spec: DeviceSpec) -> KernelPlan:
-    """The KernelPlan of one FusedGroup on `spec` (what the cost model prices)."""
-    return kind_rule(group.kind).plan(group, spec)
+    """The KernelPlan of one FusedGroup on `spec` (what the cost model prices). Planning is
+    pure: a group planned again (the fusion veto's candidate, a final group lowered by a
+    backend, the same nodes under another group name) is served from
+    hal.lowering.memo.PLANS."""
+    from hal.lowering.memo import cached_plan
+
+    return cached_plan(group, spec, lambda: kind_rule(group.kind).plan(group, spec))
 
 
 def lower_group(group, spec: DeviceSpec, options: LoweringOptions = DEFAULT_OPTIONS,
                 plan: KernelPlan | None = None) -> list[Kernel]:
     """Lower one FusedGroup to its kernels (usually one; split reductions give two) under
     `options` (the self-test's planted faults; none by default). `plan`: the group's
-    plan when the caller already has it."""
+    plan when the caller already has it. Without one, a lowering of the same nodes the
+    fusion veto kept (hal.lowering.memo.keep_lowering) is taken, renamed, instead of
+    lowering again."""
+    from hal.lowering.memo import take_lowering
+
     rule = kind_rule(group.kind)
     if plan is None:
-        plan = rule.plan(group, spec)
+        plan = plan_group(group, spec)
+        kept = take_lowering(group, spec, options, plan)   # the fusion veto's, renamed
+        if kept is not None:
+            return kept
     return rule.lower(group, plan, spec, options)

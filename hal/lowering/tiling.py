@@ -82,19 +82,44 @@ def matmul_shared_bytes(t: MatmulTiles, acc_bytes: int, operands: int = 1) -> in
     return (t.bm + operands * t.bn) * t.bk * acc_bytes
 
 
+@functools.lru_cache(maxsize=64)
+def _tile_slack(acc_bytes: int, spec: DeviceSpec,
+                operands: int) -> tuple[tuple[MatmulTiles, int], ...]:
+    """Every tile within the spec's thread and shared-memory limits, in search order, with
+    the registers per thread it leaves for a fused prologue and epilogue (the `reserve`
+    a tile admits: spec.registers_per_thread_at(threads) - matmul_registers)."""
+    def fits(t: MatmulTiles) -> bool:
+        return (t.threads % spec.warp_size == 0 and t.threads <= spec.max_threads_per_block
+                and matmul_shared_bytes(t, acc_bytes, operands) <= spec.shared_mem_per_block)
+
+    return tuple((t, spec.registers_per_thread_at(t.threads) - matmul_registers(t, operands))
+                 for bm in (128, 64, 32, 16, 8) for bn in (128, 64, 32, 16, 8)
+                 for bk in (32, 16, 8) for tm in (8, 4, 2, 1) for tn in (8, 4, 2, 1)
+                 if tm <= bm and tn <= bn and fits(t := MatmulTiles(bm, bn, bk, tm, tn)))
+
+
 @functools.lru_cache(maxsize=256)
 def _tile_candidates(acc_bytes: int, spec: DeviceSpec, operands: int,
                      reserve: int) -> tuple[MatmulTiles, ...]:
     """Every tile that fits the spec (matmul_tiles' constraints), independent of the shape."""
-    def fits(t: MatmulTiles) -> bool:
-        return (t.threads % spec.warp_size == 0 and t.threads <= spec.max_threads_per_block
-                and matmul_shared_bytes(t, acc_bytes, operands) <= spec.shared_mem_per_block
-                and matmul_registers(t, operands) + reserve
-                <= spec.registers_per_thread_at(t.threads))
+    return tuple(t for t, slack in _tile_slack(acc_bytes, spec, operands) if reserve <= slack)
 
-    return tuple(t for bm in (128, 64, 32, 16, 8) for bn in (128, 64, 32, 16, 8)
-                 for bk in (32, 16, 8) for tm in (8, 4, 2, 1) for tn in (8, 4, 2, 1)
-                 if tm <= bm and tn <= bn and fits(t := MatmulTiles(bm, bn, bk, tm, tn)))
+
+@functools.lru_cache(maxsize=256)
+def _tile_panels(acc_bytes: int, spec: DeviceSpec, operands: int, reserve: int,
+                 k_cap: int) -> tuple[tuple[int, int, tuple, MatmulTiles], ...]:
+    """The candidates by block tile (BM, BN), in search order: (bm, bn, key, tile) with the
+    tile whose shape-free score part (matmul_tiles' score after busy and waste) is highest,
+    the first such in search order. `k_cap` = min(round_up(k, 8), 32) (BK <= 32)."""
+    best: dict[tuple[int, int], tuple[tuple, MatmulTiles]] = {}
+    for t in _tile_candidates(acc_bytes, spec, operands, reserve):
+        key = (t.bm * t.bn, -abs(t.bm.bit_length() - t.bn.bit_length()),
+               min(t.threads, 4 * spec.warp_size), t.tm * t.tn, -abs(t.tm - t.tn),
+               min(t.bk, k_cap))
+        old = best.get((t.bm, t.bn))
+        if old is None or key > old[0]:
+            best[(t.bm, t.bn)] = (key, t)
+    return tuple((bm, bn, key, t) for (bm, bn), (key, t) in best.items())
 
 
 @functools.lru_cache(maxsize=1024)  # pure in its arguments (a model repeats its shapes)
@@ -107,23 +132,27 @@ def matmul_tiles(m: int, n: int, k: int, acc_bytes: int, spec: DeviceSpec,
     the register file leaves each thread of such a block (spec.registers_per_thread_at).
     `operands` > 1: that many contractions share the A tile (a dual GEMM). `reserve`
     registers per thread are kept for the fused prologue and epilogue (matmul.fused_reserve),
-    so a device with few registers gets smaller micro-tiles rather than spills."""
-    cands = _tile_candidates(acc_bytes, spec, operands, reserve)
-    if not cands:
+    so a device with few registers gets smaller micro-tiles rather than spills.
+
+    The score of a tile, compared as a tuple (the first highest in search order wins):
+    (busy, -waste, BM*BN, -|log BM - log BN|, min(threads, 4 warps), TM*TN, -|TM - TN|,
+    min(BK, K rounded up to 8)). A block for every fourth unit is enough to call the
+    device busy (each block is several warps); past that, bigger and squarer tiles (more
+    reuse per shared byte) win, then a few warps per block, then work per thread, then
+    deeper K steps. Only busy and waste depend on M and N, and only through (BM, BN): the
+    search scores the best tile of each (BM, BN) panel (_tile_panels), 25 at most, and
+    picks exactly the tile the score over every candidate picks."""
+    if not _tile_candidates(acc_bytes, spec, operands, reserve):
         raise ValueError(f"no matmul tile fits device {spec.name}")
-
-    def score(t: MatmulTiles) -> tuple:
-        blocks = cdiv(m, t.bm) * cdiv(n, t.bn)
-        waste = (round_up(m, t.bm) * round_up(n, t.bn)) / max(1, m * n)
-        # A block for every fourth unit is enough to call the device busy (each block
-        # is several warps); past that, bigger and squarer tiles (more reuse per shared
-        # byte) win, then a few warps per block, then work per thread, then deeper K steps.
-        busy = blocks * 4 >= spec.compute_units
-        return (busy, -round(waste, 1), t.bm * t.bn, -abs(t.bm.bit_length() - t.bn.bit_length()),
-                min(t.threads, 4 * spec.warp_size),
-                t.tm * t.tn, -abs(t.tm - t.tn), min(t.bk, round_up(k, 8)))
-
-    return max(cands, key=score)
+    best_key, best = None, None
+    for bm, bn, rest, t in _tile_panels(acc_bytes, spec, operands, reserve,
+                                        min(round_up(k, 8), 32)):
+        blocks = cdiv(m, bm) * cdiv(n, bn)
+        waste = (round_up(m, bm) * round_up(n, bn)) / max(1, m * n)
+        key = (blocks * 4 >= spec.compute_units, -round(waste, 1), *rest)
+        if best_key is None or key > best_key:
+            best_key, best = key, t
+    return best
 
 
 def blocks_per_unit(threads: int, registers: int, shared_bytes: int, spec: DeviceSpec) -> int:

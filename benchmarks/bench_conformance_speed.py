@@ -1,0 +1,157 @@
+"""Time the cpu_sim conformance suite, and check that two runs agree case by case.
+
+Run (one report per device, timed with /usr/bin/time -v, load average before and after):
+
+    python benchmarks/bench_conformance_speed.py run OUT_DIR [--devices h100-sxm,mi300x]
+
+runs `HAL_MEASURE=off hal conformance --backend cpu_sim --device D --strict --workers 2
+--report OUT_DIR/D.json` and writes OUT_DIR/D.time.json (wall, user, sys, peak RSS, load).
+
+Compare (speed and identity):
+
+    python benchmarks/bench_conformance_speed.py compare BEFORE_DIR AFTER_DIR
+
+prints, per device, the wall and CPU time of both runs and the per-case CPU sums
+(`cpu_seconds` of every case, which excludes start-up and worker scheduling) in total and
+per family, with the before/after ratios; then checks that every case record is identical
+apart from its timing fields (`seconds`, `cpu_seconds`): verdict, check, max_abs, max_rel,
+bound, ulps and every per-output error record (fused, unfused, direct). It exits 1 when a
+case differs or is missing. The machine may be shared: prefer the per-case CPU sums.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+TIMING_FIELDS = ("seconds", "cpu_seconds")
+DEVICES = ("h100-sxm", "mi300x")
+
+
+def _load_avg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def run(out: Path, devices: tuple[str, ...], hal: str, pythonpath: str | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HAL_MEASURE="off")
+    if pythonpath:   # another checkout's package tree (see --pythonpath)
+        env["PYTHONPATH"] = pythonpath
+    for dev in devices:
+        report = out / f"{dev}.json"
+        for stale in (report, out / f"{dev}.json.jsonl", out / f"{dev}.jsonl"):
+            stale.unlink(missing_ok=True)
+        load0, t0 = _load_avg(), time.perf_counter()
+        r = subprocess.run(["/usr/bin/time", "-v", hal, "conformance", "--backend", "cpu_sim",
+                            "--device", dev, "--strict", "--workers", "2", "--report",
+                            str(report)], env=env, capture_output=True, text=True, cwd=out)
+        wall = time.perf_counter() - t0
+        tv = dict(re.findall(r"^\s*([^:\n]+?): (\S+)$", r.stderr, re.M))
+        rec = {"device": dev, "rc": r.returncode, "wall_s": round(wall, 2),
+               "user_s": float(tv.get("User time (seconds)", "nan")),
+               "sys_s": float(tv.get("System time (seconds)", "nan")),
+               "peak_rss_kib": int(tv.get("Maximum resident set size (kbytes)", "0")),
+               "load_before": load0, "load_after": _load_avg()}
+        (out / f"{dev}.time.json").write_text(json.dumps(rec, indent=1))
+        (out / f"{dev}.log").write_text(r.stdout[-4000:])
+        print(json.dumps(rec), flush=True)
+
+
+def _cases(path: Path) -> dict[str, dict]:
+    return {c["id"]: c for c in json.loads(path.read_text())["results"]}
+
+
+def _family(case_id: str) -> str:
+    return case_id.split("/", 1)[0]
+
+
+def cpu_by_family(cases: dict[str, dict]) -> dict[str, float]:
+    fam: dict[str, float] = defaultdict(float)
+    for cid, c in cases.items():
+        fam[_family(cid)] += c.get("cpu_seconds", 0.0)
+    return dict(fam)
+
+
+def differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
+    out = [f"{cid}: only in the first run" for cid in sorted(a.keys() - b.keys())]
+    out += [f"{cid}: only in the second run" for cid in sorted(b.keys() - a.keys())]
+    for cid in sorted(a.keys() & b.keys()):
+        x = {k: v for k, v in a[cid].items() if k not in TIMING_FIELDS}
+        y = {k: v for k, v in b[cid].items() if k not in TIMING_FIELDS}
+        if x != y:
+            keys = sorted(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
+            out.append(f"{cid}: differs in {', '.join(keys)}")
+    return out
+
+
+def compare(before: Path, after: Path, devices: tuple[str, ...]) -> int:
+    bad = 0
+    for dev in devices:
+        pa, pb = before / f"{dev}.json", after / f"{dev}.json"
+        if not (pa.exists() and pb.exists()):
+            print(f"{dev}: missing report ({pa} or {pb})")
+            bad += 1
+            continue
+        a, b = _cases(pa), _cases(pb)
+        print(f"== {dev}: {len(a)} vs {len(b)} cases")
+        for tag, d in (("before", before), ("after", after)):
+            t = d / f"{dev}.time.json"
+            if t.exists():
+                r = json.loads(t.read_text())
+                print(f"  {tag:6}: wall {r['wall_s']:.1f} s, CPU {r['user_s'] + r['sys_s']:.1f} s"
+                      f" (user {r['user_s']:.1f} + sys {r['sys_s']:.1f}), peak RSS "
+                      f"{r['peak_rss_kib'] / 2**20:.2f} GiB, load {r['load_before']} -> "
+                      f"{r['load_after']}")
+        fa, fb = cpu_by_family(a), cpu_by_family(b)
+        ta, tb = sum(fa.values()), sum(fb.values())
+        print(f"  per-case CPU sum: {ta:.1f} s -> {tb:.1f} s ({ta / tb if tb else 0:.2f}x)")
+        for fam in sorted(fa, key=lambda f: -fa[f]):
+            x, y = fa[fam], fb.get(fam, 0.0)
+            print(f"    {fam:12} {x:7.1f} -> {y:7.1f} s ({x / y if y else 0:.2f}x)")
+        diffs = differences(a, b)
+        for line in diffs[:40]:
+            print("  DIFF " + line)
+        verdicts = defaultdict(int)
+        for c in b.values():
+            verdicts[c["verdict"]] += 1
+        print(f"  identical records (timing aside): {len(a.keys() & b.keys()) - len(diffs)}"
+              f"/{len(a.keys() | b.keys())}; verdicts after: {dict(verdicts)}")
+        bad += bool(diffs)
+    return 1 if bad else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("out", type=Path)
+    r.add_argument("--devices", default=",".join(DEVICES))
+    r.add_argument("--hal", default=str(Path(sys.executable).with_name("hal")))
+    r.add_argument("--pythonpath", help="run another checkout: a directory holding a `hal` "
+                   "package tree (hal/ with ops, fusion, conformance and backends linked "
+                   "in, as the installed package maps them); runs from OUT_DIR so the "
+                   "current directory's checkout is not imported")
+    c = sub.add_parser("compare")
+    c.add_argument("before", type=Path)
+    c.add_argument("after", type=Path)
+    c.add_argument("--devices", default=",".join(DEVICES))
+    args = ap.parse_args()
+    devices = tuple(args.devices.split(","))
+    if args.cmd == "run":
+        run(args.out.resolve(), devices, args.hal, args.pythonpath)
+        return 0
+    return compare(args.before, args.after, devices)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
