@@ -29,7 +29,7 @@ from hal.kernel.ir import (
     Var,
 )
 
-T, ITERS = 64, 16
+T, ITERS, ROWS = 64, 32, 16
 
 
 def _c(v: int):
@@ -44,7 +44,7 @@ def fill_then_sum(*, n_in: int = 2 * ITERS * T, shared_stride: int = T,
                                                      ("st", f32), ("acc", f32), ("j", i32)))
     r, s, w = Var("r", i32), Var("s", f32), Var("w", f32)
     base = BLOCK_IDX_X * (ITERS * T)
-    stats = For(r, _c(0), _c(4), _c(1), [            # a statistic per row, shuffled
+    stats = For(r, _c(0), _c(ROWS), _c(1), [            # a statistic per row, shuffled
         Declare(s, Load("x", base + r * T + THREAD_IDX, f32)),
         Assign(s, s + Shuffle(s, "xor", _c(1), 32)),
         If(THREAD_IDX.eq(0), [Store("stat", r, s)]),
@@ -52,7 +52,7 @@ def fill_then_sum(*, n_in: int = 2 * ITERS * T, shared_stride: int = T,
     fill = For(i, _c(0), _c(rows_per_thread), _c(1), [
         Declare(e, i * T + THREAD_IDX),
         Declare(x, Load("x", base + e, f32, mask=e.lt(n_in), other=Const(0.0, f32))),
-        Declare(w, Load("stat", i % 4, f32)),
+        Declare(w, Load("stat", i % ROWS, f32)),
         If(x.lt(Const(0.0, f32)), [Assign(x, x * w)]),
         Store("tile", i * shared_stride + THREAD_IDX, x * Const(0.5, f32)),
     ])
@@ -63,7 +63,7 @@ def fill_then_sum(*, n_in: int = 2 * ITERS * T, shared_stride: int = T,
     return Kernel("fill_then_sum", [BufferParam("x", f32, (n_in,)),
                                     BufferParam("out", f32, (2 * T,), readonly=False)],
                   body, grid=(2, 1, 1), block=T,
-                  shared=[SharedBuffer("tile", f32, ITERS * T), SharedBuffer("stat", f32, 4)],
+                  shared=[SharedBuffer("tile", f32, ITERS * T), SharedBuffer("stat", f32, ROWS)],
                   warp_size=warp)
 
 
@@ -90,7 +90,7 @@ def test_wide_pass_equals_plain_loop(spec, monkeypatch) -> None:
     plain_out, plain_stats = _run(k, spec, on=False)
     assert calls == []
     wide_out, wide_stats = _run(k, spec, on=True)
-    assert sorted(set(calls)) == [4, ITERS]   # both loops ran wide, the reduction did not
+    assert sorted(set(calls)) == [ROWS, ITERS]   # both loops ran wide, the reduction did not
     assert wide_out.tobytes() == plain_out.tobytes()
     plain_stats.pop("wall_s", None)
     wide_stats.pop("wall_s", None)
@@ -122,7 +122,7 @@ def test_race_between_iterations_reports_as_the_plain_loop() -> None:
         (plain.kind, plain.block, plain.thread, plain.index, str(plain))
 
 
-def _loop(body, stop: int = 8) -> For:
+def _loop(body, stop: int = 32) -> For:
     return For(Var("i", i32), _c(0), _c(stop), _c(1), body)
 
 

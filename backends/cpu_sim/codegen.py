@@ -243,6 +243,7 @@ class _Translator:
                                    "SimulationError": SimulationError}
         self.prelude: list[str] = []    # functions of run(): widened loop bodies (widen.py)
         self.widening = False           # translating a widened loop body
+        self.var_uses = None            # widen.names of the kernel, on first use
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
@@ -631,8 +632,10 @@ class _Translator:
             if plan is not None:  # a multiply-accumulate loop: also emit its contraction form
                 emit_reduction_loop(self, s, plan, ctx, depth)
                 return
+            if self.var_uses is None and not (self.widening or self.clustered):
+                self.var_uses = widen.names(self.k.body)
             stores = None if self.widening or self.clustered else widen.widenable(
-                s, self.k.body, self.global_or_shared, self.local_names)
+                s, self.var_uses, self.global_or_shared, self.local_names)
             if stores is not None:   # independent iterations: also emit the wide pass
                 widen.emit_widened_loop(self, s, stores, ctx, (start, stop, step), depth)
                 return

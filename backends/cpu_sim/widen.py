@@ -79,7 +79,9 @@ WIDEN_LANES = 1 << 17      # virtual lanes per wide pass (bounds the arrays' mem
 # buffers, for the fallback) would cost about as much as the loop (measured on the GPT
 # block's 12,288-lane tile loads: 10-15% slower wide)
 WIDEN_MAX_WAVE = 4096
-MIN_TRIPS = 4              # a loop with fewer constant iterations stays plain
+# a loop with fewer constant iterations stays plain: translating its body twice costs
+# more than the wide pass saves (conformance's small kernels)
+MIN_TRIPS = 16
 ENABLED = True             # False: every loop stays plain (the tests compare both)
 # the wave's scalar counters a view adds to (lists, dicts and arrays are shared)
 COUNTERS = ("gr", "gw", "sr", "sw", "atomics", "barriers", "bank_conflicts")
@@ -87,7 +89,7 @@ _STMTS = (Declare, Assign, Store, If, For, Comment)
 _EXPRS = (Const, Param, Var, Special, Unary, Binary, Select, Cast, Load, Shuffle)
 
 
-def _names(stmts: list[Stmt]) -> Counter:
+def names(stmts: list[Stmt]) -> Counter:
     """Occurrences of every variable name (read, declared, assigned, looped over)."""
     acc: Counter = Counter()
     for s in walk_stmts(stmts):
@@ -100,10 +102,11 @@ def _names(stmts: list[Stmt]) -> Counter:
     return acc
 
 
-def widenable(s: For, kernel_body: list[Stmt], global_or_shared: set[str],
+def widenable(s: For, kernel_body: list[Stmt] | Counter, global_or_shared: set[str],
               local_names: set[str]) -> tuple[str, ...] | None:
     """The buffers `s` stores to (sorted) when its iterations can run as one wide pass
-    (module docstring), else None."""
+    (module docstring), else None. `kernel_body`: the kernel's statements, or their
+    `names` (computed once per kernel by the caller)."""
     if not ENABLED:
         return None
     if isinstance(s.start, Const) and isinstance(s.stop, Const) and isinstance(s.step, Const):
@@ -138,7 +141,8 @@ def widenable(s: For, kernel_body: list[Stmt], global_or_shared: set[str],
                     loads.add(x.buffer)
     if loads & stores:
         return None
-    inside, everywhere = _names([s]), _names(kernel_body)
+    inside = names([s])
+    everywhere = kernel_body if isinstance(kernel_body, Counter) else names(kernel_body)
     if any(everywhere[n] > inside[n] for n in declared):
         return None         # a variable of the loop is read after it
     return tuple(sorted(stores))
@@ -286,6 +290,6 @@ def restore(W: Wave, snap: tuple) -> None:
         W.sh_pending[j], W.sh_dirty[j], W.sh_read[j] = pending, dirty, read
 
 
-__all__ = ["COUNTERS", "MIN_TRIPS", "WIDEN_LANES", "WIDEN_MAX_WAVE", "chunk",
+__all__ = ["COUNTERS", "MIN_TRIPS", "WIDEN_LANES", "WIDEN_MAX_WAVE", "chunk", "names",
            "emit_widened_loop", "fold", "iters", "restore", "snapshot", "view", "wide",
            "widenable"]
