@@ -211,7 +211,7 @@ def rename_plan(plan, old: str, new: str):
 # the same nodes: the plan's final group, which differs from the candidate only in its
 # name. One use each, so no two callers share a Kernel; a few dozen candidates of one
 # plan are kept at most.
-LOWERINGS = Memo("lowerings", 128)
+LOWERINGS = Memo("lowerings", 32)
 
 
 def _lowering_key(group, spec, options, gkey: tuple | None) -> tuple:
