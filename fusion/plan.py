@@ -452,7 +452,7 @@ class _Planner:
         if self.verify_lowering:
             sig = signature(cand)
             if sig not in self._sig_veto:
-                self._sig_veto[sig] = self.lowering_veto(cand)
+                self._sig_veto[sig] = self.lowering_veto(cand, sig)
             why = self._sig_veto[sig]
             if why:
                 return reject(why)
@@ -472,20 +472,20 @@ class _Planner:
         names = {o.name for n in nodes for o in n.outputs}
         return next((why for fs, why in self.forbidden if fs <= names), None)
 
-    def lowering_veto(self, cand: FusedGroup) -> str | None:
+    def lowering_veto(self, cand: FusedGroup, sig: tuple | None = None) -> str | None:
         """Why the candidate's kernels cannot run on the spec (the lowering refuses it or
         its kernels exceed shared memory or threads per block), or None. The verdict is a
         function of the candidate's structure and the spec (the within-plan `_sig_veto`
         already shares it between a model's repeated layers); across plans it is kept in
         VETOES by (signature, spec): a None verdict serves every candidate of that
-        structure, a reason (whose text may name values) only the same named candidate."""
-        key = (signature(cand), self.spec)
+        structure, a reason (whose text may name values) only the same named candidate.
+        `sig`: signature(cand), when the caller has it."""
+        key = (sig or signature(cand), self.spec)
         hit = VETOES.lookup(key)
-        named = group_key(cand)
-        if hit is not None and (hit[1] is None or hit[0] == named):
+        if hit is not None and (hit[1] is None or hit[0] == group_key(cand)):
             return hit[1]
         why = self._lower_and_check(cand)
-        VETOES.put(key, (None if why is None else named, why))
+        VETOES.put(key, (None if why is None else group_key(cand), why))
         return why
 
     def _lower_and_check(self, cand: FusedGroup) -> str | None:
@@ -531,7 +531,7 @@ class _Planner:
                 cand = self.make(nodes)
                 sig = signature(cand)
                 if sig not in self._sig_veto:
-                    self._sig_veto[sig] = self.lowering_veto(cand)
+                    self._sig_veto[sig] = self.lowering_veto(cand, sig)
                 why = self._sig_veto[sig]
             if why:
                 self.decisions.append(Decision(label, last, False, f"attention not fused: {why}"))

@@ -121,6 +121,25 @@ def cooperative_tile_load(ctx: KernelContext, builder: ScalarBuilder, stmts: lis
     stmts.append(For(it, ctx.c(0), ctx.c(-(-total // threads)), ctx.c(1), loop))
 
 
+class _At:
+    """The (coordinates, mask) part of a ScalarBuilder cache key, hashed once: coordinates
+    are Expr trees, whose (dataclass) hash walks the whole tree at every dict lookup. Equal
+    exactly when the (coords, mask) tuples are equal."""
+
+    __slots__ = ("coords", "mask", "_hash")
+
+    def __init__(self, coords: tuple, mask: Expr | None):
+        self.coords, self.mask = coords, mask
+        self._hash = hash((coords, mask))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (isinstance(other, _At) and self._hash == other._hash
+                                 and (self.coords, self.mask) == (other.coords, other.mask))
+
+
 class ScalarBuilder:
     """Emits the scalar program for elements of a group's values into `stmts`."""
 
@@ -131,7 +150,7 @@ class ScalarBuilder:
         self.stmts = stmts
         self.env: Env = env if env is not None else {}
         self.load_hook = load_hook
-        self._cache: dict[tuple, Expr] = {}
+        self._cache: dict[tuple[str, _At], Expr] = {}
 
     def scope(self, stmts: list[Stmt]) -> ScalarBuilder:
         """A builder writing into another statement list (fresh cache, same env)."""
@@ -148,12 +167,14 @@ class ScalarBuilder:
                     f"it at (e.g. a transpose or slice of a reduction/matmul result)",
                     hint="split the group before the movement op")
             return e
-        key = (v.name, coords, mask)
-        if key in self._cache:
-            return self._cache[key]
+        at = _At(coords, mask)
+        key = (v.name, at)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         node = self.producer.get(v.name)
         if node is not None and _keeps_coords(node):
-            self._prefetch(node, coords, mask)
+            self._prefetch(node, coords, mask, at)
         if node is None:
             e = self._load(v, coords, mask)
         else:
@@ -164,7 +185,7 @@ class ScalarBuilder:
         self._cache[key] = e
         return e
 
-    def _prefetch(self, node: Node, coords: Coords, mask: Expr | None) -> None:
+    def _prefetch(self, node: Node, coords: Coords, mask: Expr | None, at: _At) -> None:
         """Build, in dependency order and without recursion, every ancestor of `node`
         reached through ops that keep the coordinates (elementwise, select, cast), so
         that the recursive `value` of a chain of thousands of ops finds each input
@@ -180,7 +201,7 @@ class ScalarBuilder:
                 x = n.inputs[i]
                 p = self.producer.get(x.name)
                 if p is None or x.name in seen or x.name in self.env or \
-                        (x.name, coords, mask) in self._cache or not _keeps_coords(p):
+                        (x.name, at) in self._cache or not _keeps_coords(p):
                     continue
                 seen.add(x.name)
                 stack.append((p, 0))

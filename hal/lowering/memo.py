@@ -130,23 +130,30 @@ def disabled() -> Iterator[None]:
 
 
 def _outside_reshapes(v) -> tuple:
-    """The reshapes that produced group input `v` outside the group: (input name, type)
-    each, innermost last."""
+    """The reshapes that produced group input `v` outside the group: (input name, dtype,
+    shape) each, innermost last."""
     chain = []
     x = v
     while x.producer is not None and x.producer.op == "reshape":
         x = x.producer.inputs[0]
-        chain.append((x.name, x.type))
+        chain.append((x.name, x.type.dtype.name, x.type.shape))
     return tuple(chain)
 
 
-def group_key(group) -> tuple:
-    """Everything a planner reads from a FusedGroup, as a hashable record (names included)."""
-    return (group.name, str(group.kind), group.hints,
-            tuple((v.name, v.type, _outside_reshapes(v)) for v in group.inputs),
-            tuple((n.op, repr(sorted(n.attrs.items())), tuple(v.name for v in n.inputs),
-                   tuple((o.name, o.type) for o in n.outputs)) for n in group.nodes),
-            tuple(v.name for v in group.outputs))
+def group_key(group) -> tuple[str, tuple]:
+    """(the group's name, everything else a planner or lowering reads from the FusedGroup)
+    as a hashable record of strings and ints (cheap to hash: dtypes by name)."""
+    from hal.lowering.plan import NO_HINTS
+
+    return (group.name, (
+        getattr(group.kind, "value", group.kind), None if group.hints is NO_HINTS else group.hints,
+        tuple((v.name, v.type.dtype.name, v.type.shape, _outside_reshapes(v))
+              for v in group.inputs),
+        tuple((n.op, repr(sorted(n.attrs.items())) if n.attrs else "",
+               tuple(v.name for v in n.inputs),
+               tuple((o.name, o.type.dtype.name, o.type.shape) for o in n.outputs))
+              for n in group.nodes),
+        tuple(v.name for v in group.outputs)))
 
 
 # KernelPlans by (group_key without the group's name, spec) -> (group name, plan): the
@@ -155,10 +162,11 @@ def group_key(group) -> tuple:
 PLANS = Memo("plans", 4096)
 
 
-def cached_plan(group, spec, compute: Callable[[], Any]) -> Any:
+def cached_plan(group, spec, compute: Callable[[], Any], gkey: tuple | None = None) -> Any:
     """The KernelPlan of `group` on `spec`: from PLANS when a group of the same nodes was
-    planned (renamed when that group had another name: rename_plan), else `compute()`."""
-    key = (group_key(group)[1:], spec)
+    planned (renamed when that group had another name: rename_plan), else `compute()`.
+    `gkey`: group_key(group) when the caller has it."""
+    key = ((gkey or group_key(group))[1], spec)
     hit = PLANS.lookup(key)
     if hit is not None:
         name, plan = hit
@@ -203,22 +211,22 @@ def rename_plan(plan, old: str, new: str):
 # the same nodes: the plan's final group, which differs from the candidate only in its
 # name. One use each, so no two callers share a Kernel; a few dozen candidates of one
 # plan are kept at most.
-LOWERINGS = Memo("lowerings", 128)
+LOWERINGS = Memo("lowerings", 32)
 
 
-def _lowering_key(group, spec, options) -> tuple:
-    return (group_key(group)[1:], spec, options)
+def _lowering_key(group, spec, options, gkey: tuple | None) -> tuple:
+    return ((gkey or group_key(group))[1], spec, options)
 
 
-def keep_lowering(group, spec, options, kernels: list) -> None:
+def keep_lowering(group, spec, options, kernels: list, gkey: tuple | None = None) -> None:
     """Keep `kernels` (group's lowering under `options`) for the next lower_group of a group
     with the same nodes (take_lowering). Kernels with scratch buffers are not kept: their
     buffers are named after the group."""
     if kernels and not any(k.meta.scratch for k in kernels):
-        LOWERINGS.put(_lowering_key(group, spec, options), (group.name, tuple(kernels)))
+        LOWERINGS.put(_lowering_key(group, spec, options, gkey), (group.name, tuple(kernels)))
 
 
-def take_lowering(group, spec, options, plan) -> list | None:
+def take_lowering(group, spec, options, plan, gkey: tuple | None = None) -> list | None:
     """The kept lowering of a group with `group`'s nodes under the same spec and options,
     renamed to `group` (kernel names, KernelMeta.group and .plan: `plan`, the group's own
     plan), or None. The kernels are exactly what lowering `group` gives: a lowering reads
@@ -228,7 +236,7 @@ def take_lowering(group, spec, options, plan) -> list | None:
 
     from hal.lowering.context import c_identifier
 
-    hit = LOWERINGS.take(_lowering_key(group, spec, options))
+    hit = LOWERINGS.take(_lowering_key(group, spec, options, gkey))
     if hit is None:
         return None
     old_name, kernels = hit

@@ -62,14 +62,14 @@ def kind_rule(kind: str) -> GroupKindRule:
                                hint="known kinds: " + ", ".join(sorted(KINDS))) from None
 
 
-def plan_group(group, spec: DeviceSpec) -> KernelPlan:
+def plan_group(group, spec: DeviceSpec, gkey: tuple | None = None) -> KernelPlan:
     """The KernelPlan of one FusedGroup on `spec` (what the cost model prices). Planning is
     pure: a group planned again (the fusion veto's candidate, a final group lowered by a
     backend, the same nodes under another group name) is served from
-    hal.lowering.memo.PLANS."""
+    hal.lowering.memo.PLANS. `gkey`: hal.lowering.memo.group_key(group), when known."""
     from hal.lowering.memo import cached_plan
 
-    return cached_plan(group, spec, lambda: kind_rule(group.kind).plan(group, spec))
+    return cached_plan(group, spec, lambda: kind_rule(group.kind).plan(group, spec), gkey)
 
 
 def lower_group(group, spec: DeviceSpec, options: LoweringOptions = DEFAULT_OPTIONS,
@@ -79,12 +79,13 @@ def lower_group(group, spec: DeviceSpec, options: LoweringOptions = DEFAULT_OPTI
     plan when the caller already has it. Without one, a lowering of the same nodes the
     fusion veto kept (hal.lowering.memo.keep_lowering) is taken, renamed, instead of
     lowering again."""
-    from hal.lowering.memo import take_lowering
+    from hal.lowering.memo import group_key, take_lowering
 
     rule = kind_rule(group.kind)
     if plan is None:
-        plan = plan_group(group, spec)
-        kept = take_lowering(group, spec, options, plan)   # the fusion veto's, renamed
+        gkey = group_key(group)
+        plan = plan_group(group, spec, gkey)
+        kept = take_lowering(group, spec, options, plan, gkey)   # the fusion veto's, renamed
         if kept is not None:
             return kept
     return rule.lower(group, plan, spec, options)
