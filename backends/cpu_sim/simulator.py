@@ -41,9 +41,11 @@ _CACHE_SIZE = 128
 
 def _structure_key(k: Kernel) -> str:
     # Everything the generated code depends on (meta is not; grid and block bound the
-    # index ranges whose i32 checks codegen leaves out, ranges.py).
-    return repr((k.name, k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
-                 tuple(k.grid), k.block, tuple(k.cluster)))
+    # index ranges whose i32 checks codegen leaves out, ranges.py). Not the name: messages
+    # take it from the launch, so a fused run's k0_exp and an unfused run's g0_exp of the
+    # same body share one translation.
+    return repr((k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
+                 tuple(k.grid), k.block, tuple(k.cluster), tuple(k.tensor_maps)))
 
 
 def compiled(kernel: Kernel, options=None) -> CompiledKernel:
