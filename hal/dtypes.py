@@ -174,7 +174,7 @@ def cast(x: np.ndarray | float | int, to: DType) -> np.ndarray:
         if a.dtype in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2, ml_dtypes.bfloat16):
             a = a.astype(np.float32)  # exact: these all embed in f32
         with np.errstate(over="ignore", invalid="ignore"):
-            if to is bf16 and a.dtype == np.float64 and a.size >= _BF16_VIA_F32_MIN:
+            if to == bf16 and a.dtype == np.float64 and a.size >= _BF16_VIA_F32_MIN:
                 return _f64_to_bf16(a)
             return a.astype(to.np_dtype)
     # integer target

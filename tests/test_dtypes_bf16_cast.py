@@ -54,3 +54,16 @@ def test_shapes_and_strides_are_kept() -> None:
     got = cast(a, bf16)
     assert got.shape == (700, 300)
     assert _same(got, a.astype(ml_dtypes.bfloat16))
+
+
+def test_an_unpickled_bf16_takes_the_same_path(monkeypatch) -> None:
+    """A DType from another process (pickled) is equal to bf16, not the same object."""
+    import pickle
+
+    other = pickle.loads(pickle.dumps(bf16))
+    assert other == bf16 and other is not bf16
+    calls = []
+    real = dtypes._f64_to_bf16
+    monkeypatch.setattr(dtypes, "_f64_to_bf16", lambda x: calls.append(1) or real(x))
+    a = np.random.default_rng(3).standard_normal(dtypes._BF16_VIA_F32_MIN)
+    assert _same(cast(a, other), a.astype(ml_dtypes.bfloat16)) and calls == [1]
