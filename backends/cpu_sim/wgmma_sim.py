@@ -35,6 +35,8 @@ in lock step, statement by statement):
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,9 @@ class HopperState:
         self.done = np.zeros(ng, np.int64)
         self.acc_group: dict[int, np.ndarray] = {}   # local j -> per-warpgroup group (-1)
         self.acc_from: dict[int, tuple] = {}         # local j -> (buffer, stage, phase)
+        # (local j, first element, n) -> the last wgmma's registers, warpgroups, rows and
+        # matrix-form result (_accumulate)
+        self.acc_last: dict[tuple, tuple] = {}
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
         self.mark_bar = {}                           # shared j -> slot per word (-1 none)
         self.mark_phase = {}
@@ -310,7 +315,7 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     _check_ordered(W, st, j_a, fa, gl, site)
     _check_ordered(W, st, j_b, fb, gl, site)
     gids = np.flatnonzero(gl)
-    _accumulate(W, ja, acc_off, n, gids, a, b)
+    _accumulate(W, st, ja, acc_off, n, gids, a, b)
     groups = W.tally_at(gids * WG)   # per part in a combined sampled wave (tally.py)
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
     W.sr += groups * (fa.shape[1] + fb.shape[1]) * isz
@@ -350,7 +355,7 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
     tab = a_fragment_table()                          # [128, 8, (row, col)]
     a = np.zeros((len(gids), 64, k), np.float64)
     a[:, tab[..., 0], tab[..., 1]] = vals
-    _accumulate(W, ja, acc_off, n, gids, a, b)
+    _accumulate(W, st, ja, acc_off, n, gids, a, b)
     groups = W.tally_at(gids * WG)
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
     W.sr += groups * fb.shape[1] * 2
@@ -360,23 +365,49 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
     st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
 
 
-def _accumulate(W: Wave, ja: int, acc_off: int, n: int, gids: np.ndarray, a: np.ndarray,
-                b: np.ndarray) -> None:
+def _accumulate(W: Wave, st: HopperState, ja: int, acc_off: int, n: int, gids: np.ndarray,
+                a: np.ndarray, b: np.ndarray) -> None:
     """D += A @ B^T for warpgroups `gids` (a [G, 64, k], b [G, n, k] float64): the
     accumulators come from and go back to local buffer `ja` (elements acc_off ..
     acc_off + n/2 - 1 of each thread) in the per-thread layout (accumulator_table); exact
-    products summed in float64 with the accumulator, rounded once to f32."""
-    tab = accumulator_table(n)                       # [128, n/2, 2]
+    products summed in float64 with the accumulator, rounded once to f32.
+
+    The registers are a [n/2, L] float32 array whose rows are the elements' lane arrays;
+    matrix position p of warpgroup g is one flat index into it (_acc_index), so the
+    layout change is one `take` and one indexed store. Consecutive wgmmas into the same
+    accumulator (a K loop) find the registers exactly as the last one left them (the same
+    row objects: a store to any element replaces its row, nothing writes a row in place),
+    so the last result's matrix form is used instead of gathering it again."""
+    h, L = n // 2, int(W.L)
+    seg = W.loc[ja][acc_off:acc_off + h]
+    idx = (gids[:, None] * WG + _acc_index(n, L)).ravel()
+    key = (ja, acc_off, n)
+    last = st.acc_last.get(key)
+    if last is not None and np.array_equal(last[1], gids) and \
+            all(map(operator.is_, seg, last[2])):
+        full, d = last[0].copy(), last[3]
+    else:
+        full = _registers(seg, L)                    # [h, L] float32, a fresh array
+        d = full.reshape(-1).take(idx)
+    d = d.reshape(len(gids), 64, n).astype(np.float64) + np.matmul(a, np.swapaxes(b, 1, 2))
+    d = d.astype(np.float32).reshape(-1)
+    full.reshape(-1)[idx] = d
+    rows = list(full)    # each element's new lane array (a row of `full`, never written again)
+    W.loc[ja][acc_off:acc_off + h] = rows
+    st.acc_last[key] = (full, gids.copy(), rows, d)
+
+
+@functools.lru_cache(maxsize=16)
+def _acc_index(n: int, L: int) -> np.ndarray:
+    """[64 * n] flat index into the [n/2, L] registers of warpgroup 0 of each row-major
+    position of its 64 x n accumulator (warpgroup g: + 128 g)."""
+    tab = accumulator_table(n)                       # [128, n/2, 2]: thread, element
     lin = (tab[..., 0] * n + tab[..., 1]).ravel()    # thread-major -> matrix position
-    rows, h, L = W.loc[ja], n // 2, int(W.L)
-    lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
-    full = _registers(rows[acc_off:acc_off + h], L)  # [h, L] float32, a fresh array
-    d = np.zeros((len(gids), 64 * n), np.float64)
-    d[:, lin] = full[:, lanes].T.reshape(len(gids), -1)
-    d = d.reshape(len(gids), 64, n) + np.matmul(a, np.swapaxes(b, 1, 2))
-    full[:, lanes] = d.reshape(len(gids), -1)[:, lin].reshape(-1, h).T
-    for i in range(h):   # each element's new lane array (a row of `full`, never written again)
-        rows[acc_off + i] = full[i]
+    inv = np.empty(64 * n, np.int64)
+    inv[lin] = np.arange(64 * n)
+    out = (inv % (n // 2)) * L + inv // (n // 2)
+    out.setflags(write=False)
+    return out
 
 
 def _registers(seg: list, L: int) -> np.ndarray:
