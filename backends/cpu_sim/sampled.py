@@ -293,10 +293,21 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
         "boundary_blocks": int(boundary.size), "sampled_blocks": int(sample.size),
         "seed": how.seed, "counter_rel_error": err, "sim_cpu_s": round(cpu_s, 3),
         "simulated_block_ids": simulated.tolist(),
-        "written": {p.name: (np.unique(np.concatenate(w)) if w else np.zeros(0, np.int64))
-                    for p, w in zip(gparams, written, strict=True)},
+        "written": {p.name: _distinct(w, p.numel) for p, w in zip(gparams, written, strict=True)},
     }
     return stats, report
+
+
+def _distinct(parts: list[np.ndarray], numel: int) -> np.ndarray:
+    """The sorted distinct indices of `parts` (np.unique of their concatenation), through a
+    mask of the buffer's `numel` elements: stores hit each element several times (tiles
+    stored per K step), and a mask is linear where np.unique sorts or hashes them all."""
+    if not parts:
+        return np.zeros(0, np.int64)
+    seen = np.zeros(numel, bool)
+    for w in parts:
+        seen[w] = True
+    return np.flatnonzero(seen)
 
 
 def _boundary(total: dict, flops: list, key: str) -> float:
