@@ -283,3 +283,45 @@ def test_overlapped_sampled_model_run_equals_serial_and_reference_shares_weights
     weights = [c.value.name for c in g.constants if c.value.type.numel > 4096]
     assert weights and not set(weights) & set(by_run), by_run
     assert by_run.count(None) >= len(weights)
+
+
+@pytest.mark.parametrize("retain", [0, 1 << 40])
+def test_overlapped_run_with_the_reference_behind_equals_serial(monkeypatch, retain) -> None:
+    """The reference runs only while a child simulates and may fall behind the groups:
+    kept at once within a retain budget of 0 bytes (it catches up before every group), or
+    left behind to the end under an unbounded one (the children never wait for it; it
+    finishes after the last group). Either way the outputs and the report are the serial
+    run's, and the reference makes no weight itself."""
+    import hal.backends.cpu_sim.backend as bk
+    import hal.ir.initializers as inits
+
+    g = _bf16_block(64, 4, 2, 32, 256)
+    inputs = random_inputs(g, seed=0)
+    be = CpuSimBackend()
+    serial = be.run_graph(g, inputs, SPEC, jobs=1, sample=SampleOptions(0.3, seed=2))
+    monkeypatch.setattr(bk, "RETAIN_BYTES", retain)
+    if retain:   # a child that reads as done at once: the reference never runs beside it
+        from hal.backends.cpu_sim import parallel
+
+        start = parallel.start_child
+
+        def done_child(fn):
+            c = start(fn)
+            c.done = lambda: True
+            return c
+
+        monkeypatch.setattr(parallel, "start_child", done_child)   # _overlapped imports it
+    made: list[str] = []
+    real = inits.materialize
+
+    def counting(init, type, base_dir=None, *, name=None):
+        made.append(name)
+        return real(init, type, base_dir, name=name)
+
+    monkeypatch.setattr(inits, "materialize", counting)
+    over = be.run_graph(g, inputs, SPEC, jobs=2, sample=SampleOptions(0.3, seed=2))
+    for k in serial.outputs:
+        assert serial.outputs[k].tobytes() == over.outputs[k].tobytes()
+    assert serial.report == over.report and over.report["ok"]
+    weights = [c.value.name for c in g.constants if c.value.type.numel > 4096]
+    assert weights and not set(weights) & set(made), made

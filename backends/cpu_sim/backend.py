@@ -15,8 +15,11 @@ report is evaluated node by node beside the groups (hal.reference.evaluate_steps
 reads the constants made here, so weights are made once. Sampled, with a second CPU
 (`jobs` > 1): each sampled kernel runs in a forked child while this process computes
 the group's functional outputs, advances the reference and makes the constants of the
-groups ahead (_overlapped); the stats, reports and stored bits are those of the serial
-path (`jobs=1`).
+groups ahead (_overlapped); the reference runs only while a child simulates and stops,
+between nodes, when it is done, so the next child starts at once: it may fall behind the
+groups (what it still needs kept within RETAIN_BYTES) and catches up beside later
+children or at the end. The stats, reports and stored bits are those of the serial path
+(`jobs=1`).
 """
 
 from __future__ import annotations
@@ -105,8 +108,8 @@ class CpuSimBackend(Backend):
             if progress is not None:
                 progress(i, len(groups), g.name)
             lazy.before(i)
-            if ref is not None:
-                ref.advance()
+            if ref is not None:   # overlapped: it runs while the children simulate, kept
+                ref.advance(until=ref.caught_up if overlap else None)   # within RETAIN_BYTES
             if is_alias_group(g):
                 n = g.nodes[0]
                 buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
@@ -194,14 +197,17 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
                                                    simulate_parts, **ckw))
     try:
         func = functional_outputs(g, buffers, composites)
+        # while the child runs: the reference, node by node, until the child is done (a
+        # reference left behind catches up beside the next children), and the constants
+        # of the groups ahead (bounded)
         if ref is not None:
-            ref.advance()
-        j = i + 1   # while the child runs: the constants of the groups ahead (bounded)
+            ref.advance(until=child.done)
+        j = i + 1
         while j < lazy.ngroups and (j == i + 1 or (
                 not child.done() and lazy.made_ahead(i) < PREFETCH_BYTES)):
             lazy.before(j)
             if ref is not None:
-                ref.advance()
+                ref.advance(until=child.done)
             j += 1
         st, rep = child.join()
     except BaseException:
@@ -253,15 +259,23 @@ class _ReferenceSteps:
             self.result = done.value
             return None
 
-    def advance(self) -> None:
-        """Run the nodes whose first-use constants are available now."""
+    def advance(self, until: Callable[[], bool] | None = None) -> None:
+        """Run the nodes whose first-use constants are available now; with `until`, stop
+        before a node once it returns True."""
         while self.pending is not None:
+            if until is not None and until():
+                return
             later = [n for n in self.pending if n in self.shape and self.lazy.scheduled(n)]
             if any(self.nbytes[n] >= PULL_BYTES for n in later):
                 return
             for n in later:
                 self.lazy.make_now(n)
             self.pending = self._next()
+
+    def caught_up(self) -> bool:
+        """The constants cpu_sim keeps for the reference (made, not taken yet) are within
+        RETAIN_BYTES: a reference behind the groups may stay behind."""
+        return sum(a.nbytes for a in self.lazy.retained.values()) <= RETAIN_BYTES
 
     def finish(self) -> dict[str, np.ndarray]:
         while self.pending is not None:
@@ -274,6 +288,8 @@ class _ReferenceSteps:
 PREFETCH_BYTES = 1 << 30
 # a constant the reference reaches before cpu_sim needs it is made early when smaller
 PULL_BYTES = 1 << 20
+# the constants a sampled run keeps for a reference running behind its groups, at most
+RETAIN_BYTES = 1 << 29
 
 
 class _LazyBuffers:
