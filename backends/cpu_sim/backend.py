@@ -195,19 +195,20 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
     ckw = dict(kw, jobs=max(1, sim_jobs(jobs) - 1))
     child = start_child(lambda: run_kernel_sampled(k, child_args, spec, sample,
                                                    simulate_parts, **ckw))
+    # while the child runs: the reference, node by node, until the child is done (a
+    # reference left behind catches up beside the next children) unless what it still
+    # needs is over RETAIN_BYTES, and the constants of the groups ahead (bounded)
+    until = None if ref is None else (lambda: child.done() and ref.caught_up())
     try:
         func = functional_outputs(g, buffers, composites)
-        # while the child runs: the reference, node by node, until the child is done (a
-        # reference left behind catches up beside the next children), and the constants
-        # of the groups ahead (bounded)
         if ref is not None:
-            ref.advance(until=child.done)
+            ref.advance(until=until)
         j = i + 1
         while j < lazy.ngroups and (j == i + 1 or (
                 not child.done() and lazy.made_ahead(i) < PREFETCH_BYTES)):
             lazy.before(j)
             if ref is not None:
-                ref.advance(until=child.done)
+                ref.advance(until=until)
             j += 1
         st, rep = child.join()
     except BaseException:
