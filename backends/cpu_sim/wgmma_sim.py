@@ -62,6 +62,7 @@ class HopperState:
         self.tx = np.zeros((W.B, nslots), np.int64)
         self.phase = np.zeros((W.B, nslots), np.int64)
         self.observed = np.zeros((W.L, nslots), np.int64)   # phases each thread saw complete
+        self.seen: np.ndarray | None = None          # per warpgroup, its threads' minimum
         ng = W.L // WG
         self.committed = np.zeros(ng, np.int64)
         self.done = np.zeros(ng, np.int64)
@@ -144,7 +145,7 @@ def _check_ordered(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.nd
     if not live.any():
         return
     gids = np.flatnonzero(gl)
-    seen = st.observed.reshape(-1, WG, st.observed.shape[1]).min(axis=1)[gids]  # [G, slots]
+    seen = _seen(st)[gids]   # [G, slots]
     slot = st.pub_slot[j][flat]
     ok = ~live | ((slot >= 0) & (np.take_along_axis(seen, np.where(slot >= 0, slot, 0),
                                                     axis=1) > st.pub_phase[j][flat]))
@@ -280,7 +281,7 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
     slot = st.mark_bar[j][flat]
     ph = st.mark_phase[j][flat]
     gids = np.flatnonzero(gl)
-    seen = st.observed.reshape(-1, WG, st.observed.shape[1]).min(axis=1)[gids]  # [G, slots]
+    seen = _seen(st)[gids]   # [G, slots]
     marked = slot >= 0
     ok = ~marked | (np.take_along_axis(seen, np.where(marked, slot, 0), axis=1) > ph)
     sb = W.sh_buf[j]
@@ -524,6 +525,16 @@ def mbar_wait(W: Wave, st: HopperState, jb: int, index: Any, parity: Any, m: Any
                 hint="check the expect_tx byte count, the arrival count and the phase parity")
     lanes = np.flatnonzero(act)
     st.observed[lanes, s] = np.maximum(st.observed[lanes, s], st.phase[b, s])
+    st.seen = None
+
+
+def _seen(st: HopperState) -> np.ndarray:
+    """[warpgroups, slots]: the phases every thread of a warpgroup has observed complete
+    (kept until the next successful wait changes `observed`; every wgmma's operand checks
+    read it)."""
+    if st.seen is None:
+        st.seen = st.observed.reshape(-1, WG, st.observed.shape[1]).min(axis=1)
+    return st.seen
 
 
 # --------------------------------------------------------------------------- TMA
