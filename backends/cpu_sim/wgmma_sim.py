@@ -145,10 +145,8 @@ def _check_ordered(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.nd
     if not live.any():
         return
     gids = np.flatnonzero(gl)
-    seen = _seen(st)[gids]   # [G, slots]
     slot = st.pub_slot[j][flat]
-    ok = ~live | ((slot >= 0) & (np.take_along_axis(seen, np.where(slot >= 0, slot, 0),
-                                                    axis=1) > st.pub_phase[j][flat]))
+    ok = ~live | ((slot >= 0) & (_seen_at(st, gids, slot) > st.pub_phase[j][flat]))
     if ok.all():
         return
     gi, wi = (int(x[0]) for x in np.nonzero(~ok))
@@ -281,9 +279,8 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
     slot = st.mark_bar[j][flat]
     ph = st.mark_phase[j][flat]
     gids = np.flatnonzero(gl)
-    seen = _seen(st)[gids]   # [G, slots]
     marked = slot >= 0
-    ok = ~marked | (np.take_along_axis(seen, np.where(marked, slot, 0), axis=1) > ph)
+    ok = ~marked | (_seen_at(st, gids, slot) > ph)
     sb = W.sh_buf[j]
     stage_size = max(1, sb.size // sb.stages)
     first = flat[0, 0] % sb.size
@@ -535,6 +532,14 @@ def _seen(st: HopperState) -> np.ndarray:
     if st.seen is None:
         st.seen = st.observed.reshape(-1, WG, st.observed.shape[1]).min(axis=1)
     return st.seen
+
+
+def _seen_at(st: HopperState, gids: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """[G, words]: _seen of warpgroup gids[g] at mbarrier `slot[g, w]` (slot -1: any
+    value; the callers mask those words)."""
+    seen = _seen(st)
+    ns = seen.shape[1]
+    return seen.reshape(-1).take(gids[:, None] * ns + np.maximum(slot, 0))
 
 
 # --------------------------------------------------------------------------- TMA
