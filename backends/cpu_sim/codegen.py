@@ -182,7 +182,10 @@ class _Uniformity:
             return e.name not in self.varying
         if isinstance(e, (Special, Load, Shuffle, irc.ClusterCtaRank)):
             return False
-        return all(self.expr(c) for c in children(e))
+        for c in children(e):
+            if not self.expr(c):
+                return False
+        return True
 
     def _walk(self, body: list[Stmt], divergent: bool) -> None:
         for s in body:
@@ -228,7 +231,10 @@ class _DataFlow:
             return True
         if isinstance(e, Var):
             return e.name in self.data
-        return any(self.expr(c) for c in children(e))
+        for c in children(e):
+            if self.expr(c):
+                return True
+        return False
 
     def _walk(self, body: list[Stmt]) -> None:
         for s in walk_stmts(body):
