@@ -1,9 +1,10 @@
 """Conformance reports: JSON (incremental and atomic), JUnit XML and a human summary.
 
 `ReportWriter` appends each result to `<report>.jsonl` as it arrives (one
-flushed line per case) and rewrites `<report>` every `every` cases (at
-most once per `min_interval` seconds) and at the end through a temporary file and os.replace, so a report already written
-survives a crash or an interrupt of a later case. The JSON report is
+flushed line per case) and rewrites `<report>` every `every` cases (at most once per
+`min_interval` seconds, and spaced so rewrites take ~5% of the run at most:
+REWRITE_SPACING) and at the end, through a temporary file and os.replace, so a report
+already written survives a crash or an interrupt of a later case. The JSON report is
 {"meta": {...}, "summary": {...}, "results": [...]}. `finalize` holds a second Ctrl-C
 off until the report is written; `load_report` reads an earlier run back for
 `hal conformance --resume`.
@@ -123,6 +124,12 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+# A rewrite of the whole JSON (indented: the pure-Python encoder) grows with the run; the
+# next one waits at least this many times as long as the last one took, so rewrites
+# cost at most ~1/REWRITE_SPACING of the run (the .jsonl sidecar has every case anyway).
+REWRITE_SPACING = 20.0
+
+
 class ReportWriter:
     """Collects results; writes the .jsonl sidecar per case and the JSON atomically."""
 
@@ -137,6 +144,7 @@ class ReportWriter:
         self.every = every
         self.min_interval = min_interval  # seconds between rewrites (the .jsonl has every case)
         self._last_write = time.monotonic()
+        self._write_cost = 0.0   # seconds the last rewrite took
         self.results: list[dict[str, Any]] = []
         self._sidecar = None
         if self.json_path:
@@ -157,8 +165,8 @@ class ReportWriter:
         if self._sidecar is not None:
             self._sidecar.write(json.dumps(r) + "\n")
             self._sidecar.flush()
-            if len(self.results) % self.every == 0 and \
-                    time.monotonic() - self._last_write >= self.min_interval:
+            if len(self.results) % self.every == 0 and time.monotonic() - self._last_write \
+                    >= max(self.min_interval, REWRITE_SPACING * self._write_cost):
                 self.write_json(final=False)
 
     def document(self, final: bool) -> dict[str, Any]:
@@ -167,8 +175,10 @@ class ReportWriter:
 
     def write_json(self, final: bool) -> None:
         if self.json_path:
+            t0 = time.monotonic()
             atomic_write(self.json_path, json.dumps(self.document(final), indent=1))
             self._last_write = time.monotonic()
+            self._write_cost = self._last_write - t0
 
     def finalize(self, complete: bool = True) -> dict[str, Any]:
         with shielded_from_interrupt():

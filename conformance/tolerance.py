@@ -130,6 +130,8 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     with np.errstate(all="ignore"):
         d = np.abs(a64 - b64)
+        if not np.isnan(d).any():   # no NaN, no inf - inf: equal values are at 0 already
+            return d
         same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
         d = np.where(same, 0.0, d)
     return np.where(np.isnan(d), np.inf, d)
@@ -159,13 +161,14 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
             free = free | (delta > 0)
             lo = hi = ref
         else:
-            ex = exact.astype(np.float64)
+            ex = exact.astype(np.float64, copy=False)
             lo = widen(cast(ex - delta, dt), dt)
             hi = widen(cast(ex + delta, dt), dt)
-            lo = np.where(delta == 0, ref, lo)
-            hi = np.where(delta == 0, ref, hi)
-        err = np.maximum(np.where(hi == ref, 0.0, hi.astype(np.float64) - ref),
-                         np.where(lo == ref, 0.0, ref - lo.astype(np.float64)))
+            exact_here = delta == 0
+            lo = np.where(exact_here, ref, lo)
+            hi = np.where(exact_here, ref, hi)
+        err = np.maximum(np.where(hi == ref, 0.0, hi.astype(np.float64, copy=False) - ref),
+                         np.where(lo == ref, 0.0, ref - lo.astype(np.float64, copy=False)))
     nan_ref = np.isnan(ref) if dt.is_float else np.zeros(ref.shape, bool)
     err = np.where(nan_ref & ~free, 0.0, err)
     err = np.where(np.isnan(err) | free, np.inf, err)

@@ -115,6 +115,7 @@ DTYPES: dict[str, DType] = {
     d.name: d for d in (f64, f32, f16, bf16, f8e4m3fn, f8e5m2, i64, i32, i16, i8, u8, bool_)
 }
 FLOAT_DTYPES = tuple(d for d in DTYPES.values() if d.is_float)
+_FLOAT_NP_DTYPES = frozenset(d.np_dtype for d in FLOAT_DTYPES)   # (cast: built once)
 INT_DTYPES = tuple(d for d in DTYPES.values() if d.is_int)
 LOW_PRECISION_FLOATS = (f16, bf16, f8e4m3fn, f8e5m2)
 
@@ -165,7 +166,7 @@ def cast(x: np.ndarray | float | int, to: DType) -> np.ndarray:
         return (a != 0) if a.dtype != np.bool_ else a.copy()
     if a.dtype == np.bool_:
         return a.astype(to.np_dtype)
-    src_float = a.dtype.kind == "f" or a.dtype in {d.np_dtype for d in FLOAT_DTYPES}
+    src_float = a.dtype.kind == "f" or a.dtype in _FLOAT_NP_DTYPES
     if to.is_float:
         if to.saturates:
             wide = a.astype(np.float64)

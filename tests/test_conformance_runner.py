@@ -196,3 +196,16 @@ def test_workers_spawn_for_real_hardware_and_fork_for_simulators():
     assert start_method("reference") == "fork"
     assert start_method("cuda") == "spawn"
     assert start_method("rocm") == "spawn"
+
+
+def test_json_rewrites_are_spaced_by_their_cost(tmp_path):
+    """A rewrite waits REWRITE_SPACING times as long as the last one took; the final
+    report is complete whatever was skipped."""
+    w = ReportWriter(tmp_path / "p.json", None, {}, every=1, min_interval=0)
+    w.add({"id": "a/0", "verdict": "pass"})
+    assert len(json.loads((tmp_path / "p.json").read_text())["results"]) == 1
+    w._write_cost = 3600.0   # as if the last rewrite had taken an hour
+    w.add({"id": "a/1", "verdict": "pass"})
+    assert len(json.loads((tmp_path / "p.json").read_text())["results"]) == 1
+    w.finalize()
+    assert json.loads((tmp_path / "p.json").read_text())["summary"]["total"] == 2

@@ -75,8 +75,10 @@ from hal.ops import get_op
 
 from . import cluster_sim, faults, mma_batch, mma_sim, wgmma_sim, widen
 from .checks import SimulationError
+from .code_cache import compile_wave
 from .contract import Reduction
 from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
+from .node_memo import NodeMemo
 from .ranges import IndexRanges
 from .vectorize import emit_reduction_loop, match_reduction_loop
 
@@ -160,20 +162,30 @@ class _Uniformity:
 
     def __init__(self, body: list[Stmt], varying: frozenset[str] = frozenset()):
         self.varying: set[str] = set(varying)   # (widen.py: the loop variable varies)
+        self.memo: NodeMemo | None = None
         while True:
             before = len(self.varying)
             self._walk(body, False)
             if len(self.varying) == before:
                 break
+        self.memo = NodeMemo()   # the fixpoint: answers are final from here on
 
     def expr(self, e: Expr) -> bool:
+        if self.memo is not None:
+            return self.memo.get(e, self._expr)
+        return self._expr(e)
+
+    def _expr(self, e: Expr) -> bool:
         if isinstance(e, (Const, Param)):
             return True
         if isinstance(e, Var):
             return e.name not in self.varying
         if isinstance(e, (Special, Load, Shuffle, irc.ClusterCtaRank)):
             return False
-        return all(self.expr(c) for c in children(e))
+        for c in children(e):
+            if not self.expr(c):
+                return False
+        return True
 
     def _walk(self, body: list[Stmt], divergent: bool) -> None:
         for s in body:
@@ -201,18 +213,28 @@ class _DataFlow:
 
     def __init__(self, body: list[Stmt]):
         self.data: set[str] = set()
+        self.memo: NodeMemo | None = None
         while True:
             before = len(self.data)
             self._walk(body)
             if len(self.data) == before:
                 break
+        self.memo = NodeMemo()   # the fixpoint: answers are final from here on
 
     def expr(self, e: Expr) -> bool:
+        if self.memo is not None:
+            return self.memo.get(e, self._expr)
+        return self._expr(e)
+
+    def _expr(self, e: Expr) -> bool:
         if isinstance(e, (Load, Shuffle)):
             return True
         if isinstance(e, Var):
             return e.name in self.data
-        return any(self.expr(c) for c in children(e))
+        for c in children(e):
+            if self.expr(c):
+                return True
+        return False
 
     def _walk(self, body: list[Stmt]) -> None:
         for s in walk_stmts(body):
@@ -676,7 +698,7 @@ class _Translator:
             end = self.site(_Ctx(stmt="(kernel exit)"), None)
             self.lines.append(f"    CL.exit_check(W, _hs, _cs, {end})")
         source = "\n".join(head + ["    " + x for x in self.prelude] + self.lines) + "\n"
-        code = compile(source, f"<cpu_sim kernel {self.k.name}>", "exec")
+        code = compile_wave(source, f"<cpu_sim kernel {self.k.name}>")
         exec(code, self.ns)  # noqa: S102 - our own generated source
         return CompiledKernel(self.ns["run"], source, self.globals_, self.scalars,
                               list(self.k.shared), list(self.k.locals), self.sites,

@@ -42,6 +42,8 @@ from hal.kernel.ir import (
     walk_stmts,
 )
 
+from .node_memo import NodeMemo
+
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 Interval = tuple[int, int]
 
@@ -79,12 +81,20 @@ class IndexRanges:
         self.usable = {n for n, c in decls.items() if c == 1 and n not in assigned}
         self.var_iv: dict[str, Interval | None] = {}
         self.busy: set[str] = set()
+        self.memo = NodeMemo()
 
     def fits_i32(self, e: Expr) -> bool:
         """Whether `e`'s exact value is inside i32 for every lane (False: unknown)."""
         return _fits(self.interval(e))
 
     def interval(self, e: Expr) -> Interval | None:
+        # memoised outside variable definitions only: inside one (`busy`) a variable of
+        # the chain reads as unknown, an answer that must not outlive that computation
+        if self.busy:
+            return self._interval(e)
+        return self.memo.get(e, self._interval)
+
+    def _interval(self, e: Expr) -> Interval | None:
         if isinstance(e, Const):
             if isinstance(e.value, bool) or not isinstance(e.value, int):
                 return None

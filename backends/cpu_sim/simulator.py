@@ -36,7 +36,7 @@ from .stats import KernelStats
 from .tally import per_part
 
 _CACHE: OrderedDict[str, CompiledKernel] = OrderedDict()
-_CACHE_SIZE = 128
+_CACHE_SIZE = 1024
 
 
 def _structure_key(k: Kernel) -> str:

@@ -352,7 +352,10 @@ STMT_BODIES: dict[type, tuple[str, ...]] = {If: ("then", "orelse"), For: ("body"
 
 def children(e: Expr) -> list[Expr]:
     """The direct sub-expressions of `e` (none for leaves: Const, Var, Param, Special)."""
-    return [c for f in EXPR_CHILDREN.get(type(e), ()) if (c := getattr(e, f)) is not None]
+    fields = EXPR_CHILDREN.get(type(e))
+    if not fields:   # a leaf (most nodes: the walks call this millions of times)
+        return []
+    return [c for f in fields if (c := getattr(e, f)) is not None]
 
 
 def stmt_exprs(s: Stmt) -> list[Expr]:
@@ -384,8 +387,10 @@ def walk_stmts(body: list[Stmt]) -> Iterator[Stmt]:
     """Every statement of `body` and of the bodies nested in it, in program order."""
     for s in body:
         yield s
-        for b in stmt_bodies(s):
-            yield from walk_stmts(b)
+        fields = STMT_BODIES.get(type(s))
+        if fields:   # (stmt_bodies, inlined: most statements have none)
+            for f in fields:
+                yield from walk_stmts(getattr(s, f))
 
 
 # --------------------------------------------------------------------------- kernel
