@@ -371,14 +371,15 @@ def _accumulate(W: Wave, st: HopperState, ja: int, acc_off: int, n: int, gids: n
     products summed in float64 with the accumulator, rounded once to f32.
 
     The registers are a [n/2, L] float32 array whose rows are the elements' lane arrays;
-    matrix position p of warpgroup g is one flat index into it (_acc_index), so the
-    layout change is one `take` and one indexed store. Consecutive wgmmas into the same
-    accumulator (a K loop) find the registers exactly as the last one left them (the same
-    row objects: a store to any element replaces its row, nothing writes a row in place),
-    so the last result's matrix form is used instead of gathering it again."""
-    h, L = n // 2, int(W.L)
+    a warpgroup's [n/2, 128] block of it is its 64 x n matrix under one fixed permutation
+    (_acc_perm), so the layout change is a gather of the groups' lanes and one small
+    index per group. Consecutive wgmmas into the same accumulator (a K loop) find the
+    registers exactly as the last one left them (the same row objects: a store to any
+    element replaces its row, nothing writes a row in place), so the last result's matrix
+    form is used instead of gathering it again."""
+    h, L, G = n // 2, int(W.L), len(gids)
     seg = W.loc[ja][acc_off:acc_off + h]
-    idx = (gids[:, None] * WG + _acc_index(n, L)).ravel()
+    perm = _acc_perm(n)
     key = (ja, acc_off, n)
     last = st.acc_last.get(key)
     if last is not None and np.array_equal(last[1], gids) and \
@@ -386,24 +387,27 @@ def _accumulate(W: Wave, st: HopperState, ja: int, acc_off: int, n: int, gids: n
         full, d = last[0].copy(), last[3]
     else:
         full = _registers(seg, L)                    # [h, L] float32, a fresh array
-        d = full.reshape(-1).take(idx)
-    d = d.reshape(len(gids), 64, n).astype(np.float64) + np.matmul(a, np.swapaxes(b, 1, 2))
-    d = d.astype(np.float32).reshape(-1)
-    full.reshape(-1)[idx] = d
+        regs = full.reshape(h, L // WG, WG)[:, gids, :].transpose(1, 0, 2)
+        d = regs.reshape(G, h * WG)[:, perm]
+    d = d.reshape(G, 64, n).astype(np.float64) + np.matmul(a, np.swapaxes(b, 1, 2))
+    d = d.astype(np.float32).reshape(G, 64 * n)
+    regs = np.empty((G, h * WG), np.float32)
+    regs[:, perm] = d
+    full.reshape(h, L // WG, WG)[:, gids, :] = regs.reshape(G, h, WG).transpose(1, 0, 2)
     rows = list(full)    # each element's new lane array (a row of `full`, never written again)
     W.loc[ja][acc_off:acc_off + h] = rows
     st.acc_last[key] = (full, gids.copy(), rows, d)
 
 
 @functools.lru_cache(maxsize=16)
-def _acc_index(n: int, L: int) -> np.ndarray:
-    """[64 * n] flat index into the [n/2, L] registers of warpgroup 0 of each row-major
-    position of its 64 x n accumulator (warpgroup g: + 128 g)."""
+def _acc_perm(n: int) -> np.ndarray:
+    """[64 * n]: for each row-major position of a warpgroup's 64 x n accumulator, its
+    index in the warpgroup's [n/2, 128] registers (element * 128 + thread)."""
     tab = accumulator_table(n)                       # [128, n/2, 2]: thread, element
     lin = (tab[..., 0] * n + tab[..., 1]).ravel()    # thread-major -> matrix position
     inv = np.empty(64 * n, np.int64)
-    inv[lin] = np.arange(64 * n)
-    out = (inv % (n // 2)) * L + inv // (n // 2)
+    inv[lin] = np.arange(64 * n)                     # matrix position -> thread * h + element
+    out = (inv % (n // 2)) * WG + inv // (n // 2)
     out.setflags(write=False)
     return out
 
