@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from hal.blas_threads import one_blas_thread
+
 Result = dict[str, Any]
 
 
 def _serve(conn: Connection, run_one: Callable[[str, Any], Result], cfg: Any) -> None:
     """A worker's loop: receive a batch, send each result, then ("done", None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    one_blas_thread()   # the workers share the cores (hal.blas_threads)
     try:
         while True:
             batch = conn.recv()

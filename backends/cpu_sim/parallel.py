@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from hal.blas_threads import one_blas_thread
 from hal.errors import HalError
 
 JOBS_ENV = "HAL_SIM_JOBS"
@@ -168,6 +169,7 @@ def run_waves(n: int, run_wave: Callable[[int], Any], jobs: int,
                 try:
                     os.close(rfd)
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    one_blas_thread()   # the workers share the cores (hal.blas_threads)
                     _worker(r, jobs, n, run_wave, wfd)
                 except BaseException:   # noqa: BLE001
                     code = 1
@@ -236,6 +238,7 @@ class ChildRun:
             try:
                 os.close(rfd)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                one_blas_thread()   # this process shares the cores (hal.blas_threads)
                 try:
                     res = fn()
                 except BaseException as e:   # noqa: BLE001 - every failure goes back

@@ -1,0 +1,25 @@
+"""BLAS threads of worker processes: `one_blas_thread`.
+
+NumPy's OpenBLAS starts one thread per core in every process. hal's worker processes
+(the simulator's wave workers and a sampled kernel's child, backends/cpu_sim/parallel.py;
+the conformance suite's case workers, conformance/workers.py) already use every core
+between them, so their BLAS threads oversubscribe the machine, and OpenBLAS's idle
+threads spin while waiting for work: on a 2-core machine the exact gpt_block_d768_s2048
+run took 33 s wall and 61 CPU s with two wave workers of two BLAS threads each, 16 s and
+24 CPU s with one BLAS thread per worker (benchmarks/results/issue-19.md, session 8). A
+single-process run keeps its BLAS threads (a float64 reference of a model layer uses
+both cores). threadpoolctl is the library made for this: it finds the BLAS NumPy loaded
+and sets its thread count at run time, after the fork.
+"""
+
+from __future__ import annotations
+
+
+def one_blas_thread() -> None:
+    """Limit this process's BLAS to one thread (a worker process, after its fork)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+__all__ = ["one_blas_thread"]
