@@ -240,21 +240,12 @@ def _counts(st) -> dict:
                               "flops_by_dtype", "matrix_flops")}
 
 
-def test_overlapped_sampled_model_run_equals_serial_and_reference_shares_weights(
-        monkeypatch) -> None:
-    """A model with weight constants, sampled: with a second process (each sampled kernel
-    in a forked child while the parent computes the functional values, makes the next
-    groups' constants and steps the reference) the outputs, counters and reports equal
-    the serial run's; the whole-output reference is evaluate()'s, and it was handed every
-    weight cpu_sim made instead of making it again."""
+def _count_materialized(monkeypatch) -> list:
+    """The names of the constants materialised from here on (None: made by cpu_sim, which
+    makes them without a name; the reference makes them by name)."""
     import hal.ir.initializers as inits
-    from hal.backends.cpu_sim.backend import parity_report
 
-    g = _bf16_block(64, 4, 2, 32, 256)
-    inputs = random_inputs(g, seed=0)
-    be = CpuSimBackend()
-    serial = be.run_graph(g, inputs, SPEC, jobs=1, sample=SampleOptions(0.3, seed=2))
-    made: list[str] = []
+    made: list = []
     real = inits.materialize
 
     def counting(init, type, base_dir=None, *, name=None):
@@ -262,6 +253,23 @@ def test_overlapped_sampled_model_run_equals_serial_and_reference_shares_weights
         return real(init, type, base_dir, name=name)
 
     monkeypatch.setattr(inits, "materialize", counting)
+    return made
+
+
+def test_overlapped_sampled_model_run_equals_serial_and_reference_shares_weights(
+        monkeypatch) -> None:
+    """A model with weight constants, sampled: with a second process (each sampled kernel
+    in a forked child while the parent computes the functional values, makes the next
+    groups' constants and steps the reference) the outputs, counters and reports equal
+    the serial run's; the whole-output reference is evaluate()'s, and it was handed every
+    weight cpu_sim made instead of making it again."""
+    from hal.backends.cpu_sim.backend import parity_report
+
+    g = _bf16_block(64, 4, 2, 32, 256)
+    inputs = random_inputs(g, seed=0)
+    be = CpuSimBackend()
+    serial = be.run_graph(g, inputs, SPEC, jobs=1, sample=SampleOptions(0.3, seed=2))
+    made = _count_materialized(monkeypatch)
     over = be.run_graph(g, inputs, SPEC, jobs=2, sample=SampleOptions(0.3, seed=2))
     by_run = list(made)   # (the evaluate() below makes its own)
     for k in serial.outputs:
@@ -293,7 +301,6 @@ def test_overlapped_run_with_the_reference_behind_equals_serial(monkeypatch, ret
     finishes after the last group). Either way the outputs and the report are the serial
     run's, and the reference makes no weight itself."""
     import hal.backends.cpu_sim.backend as bk
-    import hal.ir.initializers as inits
 
     g = _bf16_block(64, 4, 2, 32, 256)
     inputs = random_inputs(g, seed=0)
@@ -311,14 +318,7 @@ def test_overlapped_run_with_the_reference_behind_equals_serial(monkeypatch, ret
             return c
 
         monkeypatch.setattr(parallel, "start_child", done_child)   # _overlapped imports it
-    made: list[str] = []
-    real = inits.materialize
-
-    def counting(init, type, base_dir=None, *, name=None):
-        made.append(name)
-        return real(init, type, base_dir, name=name)
-
-    monkeypatch.setattr(inits, "materialize", counting)
+    made = _count_materialized(monkeypatch)
     over = be.run_graph(g, inputs, SPEC, jobs=2, sample=SampleOptions(0.3, seed=2))
     for k in serial.outputs:
         assert serial.outputs[k].tobytes() == over.outputs[k].tobytes()
