@@ -14,11 +14,13 @@ and sets its thread count at run time, after the fork.
 
 from __future__ import annotations
 
+# imported here, in the parent, not after the fork: a worker that failed to import it
+# would end without reporting why ("child process ended without reporting")
+from threadpoolctl import threadpool_limits
+
 
 def one_blas_thread() -> None:
     """Limit this process's BLAS to one thread (a worker process, after its fork)."""
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(limits=1, user_api="blas")
 
 
