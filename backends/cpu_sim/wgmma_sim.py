@@ -68,6 +68,9 @@ class HopperState:
         self.done = np.zeros(ng, np.int64)
         self.acc_group: dict[int, np.ndarray] = {}   # local j -> per-warpgroup group (-1)
         self.acc_from: dict[int, tuple] = {}         # local j -> (buffer, stage, phase)
+        # accumulators whose wgmmas are all retired (check_acc: nothing to check until a
+        # wgmma writes them again)
+        self.acc_retired: set[int] = set()
         # (local j, first element, n) -> the last wgmma's registers, warpgroups, rows and
         # matrix-form result (_accumulate)
         self.acc_last: dict[tuple, tuple] = {}
@@ -271,21 +274,24 @@ def _operand(W: Wave, st: HopperState, v: Any, rows: int, k: int, itemsize: int,
 
 
 def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
-                 site: int) -> tuple[int, int] | None:
+                 site: int) -> tuple[tuple[int, int] | None, np.ndarray | None]:
     """Race if a word was written by a TMA whose mbarrier phase the reading warpgroup has
-    not observed; returns (stage, phase) of the first word read (for messages)."""
+    not observed; returns (stage, phase) of the first word read (for messages) and the
+    TMA phase of every word read (None: no TMA wrote the buffer)."""
     if j not in st.mark_bar:
-        return None
+        return None, None
     slot = st.mark_bar[j][flat]
     ph = st.mark_phase[j][flat]
-    gids = np.flatnonzero(gl)
     marked = slot >= 0
-    ok = ~marked | (_seen_at(st, gids, slot) > ph)
     sb = W.sh_buf[j]
     stage_size = max(1, sb.size // sb.stages)
     first = flat[0, 0] % sb.size
     info = (int(first // stage_size), int(ph[0, 0]) if marked[0, 0] else -1)
-    if W.check and not ok.all():
+    if not W.check:
+        return info, ph
+    gids = np.flatnonzero(gl)
+    ok = ~marked | (_seen_at(st, gids, slot) > ph)
+    if not ok.all():
         gi, wi = (int(x[0]) for x in np.nonzero(~ok))
         word = int(flat[gi, wi]) % sb.size
         lane = int(gids[gi]) * WG
@@ -294,7 +300,7 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
                 f"phase {int(ph[gi, wi])} of its TMA copy completed for it", buffer=sb.name,
                 index=word, hint="mbarrier.try_wait on the stage's full barrier with the "
                                  "phase parity before the wgmma reads it")
-    return info
+    return info, ph
 
 
 def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a_desc: Any,
@@ -306,8 +312,8 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     isz = 1 if atype.startswith("f8") else 2
     a, j_a, fa = _operand(W, st, a_desc, 64, k, isz, True, gl, site, "A")
     b, j_b, fb = _operand(W, st, b_desc, n, k, isz, not trans_b, gl, site, "B")
-    info = _check_marks(W, st, j_a, fa, gl, site)
-    _check_marks(W, st, j_b, fb, gl, site)
+    info, ph_a = _check_marks(W, st, j_a, fa, gl, site)
+    _, ph_b = _check_marks(W, st, j_b, fb, gl, site)
     _check_proxy(W, st, j_a, fa, gl, site)
     _check_proxy(W, st, j_b, fb, gl, site)
     _check_ordered(W, st, j_a, fa, gl, site)
@@ -319,14 +325,14 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     W.sr += groups * (fa.shape[1] + fb.shape[1]) * isz
     grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
     grp[gids] = st.committed[gids]
+    st.acc_retired.discard(ja)
     st.acc_from[ja] = (W.sh_buf[j_a].name, *(info or (-1, -1)))
-    for j, f in ((j_a, fa), (j_b, fb)):
+    for j, f, ph in ((j_a, fa, ph_a), (j_b, fb, ph_b)):
         st.inflight.append((gids, st.committed[gids].copy(), j, f))
         if getattr(W, "cluster", None) is not None:   # stage releases (cluster_sim)
             from . import cluster_sim
 
-            ph = st.mark_phase[j][f] if j in st.mark_phase else np.full(f.shape, -1)
-            cluster_sim.note_reads(W, gids, j, f, ph)
+            cluster_sim.note_reads(W, gids, j, f, np.full(f.shape, -1) if ph is None else ph)
 
 
 def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, jr: int,
@@ -343,7 +349,7 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
         return
     k = wgmma_k(atype)
     b, j_b, fb = _operand(W, st, b_desc, n, k, 2, not trans_b, gl, site, "B")
-    info = _check_marks(W, st, j_b, fb, gl, site)
+    info, _ = _check_marks(W, st, j_b, fb, gl, site)
     _check_proxy(W, st, j_b, fb, gl, site)
     gids = np.flatnonzero(gl)
     lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
@@ -359,6 +365,7 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
     W.sr += groups * fb.shape[1] * 2
     grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
     grp[gids] = st.committed[gids]
+    st.acc_retired.discard(ja)
     st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
     st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
 
@@ -449,10 +456,14 @@ def wait(W: Wave, st: HopperState, pending: int, m: Any, site: int) -> None:
 def check_acc(W: Wave, st: HopperState, ja: int, m: Any, site: int) -> None:
     """A thread reads accumulator buffer `ja`: its wgmma must be retired."""
     grp = st.acc_group.get(ja)
-    if grp is None or not W.check:
+    if grp is None or not W.check or ja in st.acc_retired:
+        return
+    pending = (grp >= 0) & (grp >= st.done)      # per warpgroup, whatever the mask
+    if not pending.any():   # `done` only grows: retired until the next wgmma writes ja
+        st.acc_retired.add(ja)
         return
     g = W.lane // WG
-    bad = _act(W, m) & (grp[g] >= 0) & (grp[g] >= st.done[g])
+    bad = _act(W, m) & pending[g]
     if bad.any():
         lane = int(np.flatnonzero(bad)[0])
         buf, stage, phase = st.acc_from.get(ja, ("?", -1, -1))
