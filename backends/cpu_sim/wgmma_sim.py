@@ -323,9 +323,7 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     groups = W.tally_at(gids * WG)   # per part in a combined sampled wave (tally.py)
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
     W.sr += groups * (fa.shape[1] + fb.shape[1]) * isz
-    grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
-    grp[gids] = st.committed[gids]
-    st.acc_retired.discard(ja)
+    note_acc_write(st, ja, gids)
     st.acc_from[ja] = (W.sh_buf[j_a].name, *(info or (-1, -1)))
     for j, f, ph in ((j_a, fa, ph_a), (j_b, fb, ph_b)):
         st.inflight.append((gids, st.committed[gids].copy(), j, f))
@@ -363,9 +361,7 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
     groups = W.tally_at(gids * WG)
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
     W.sr += groups * fb.shape[1] * 2
-    grp = st.acc_group.setdefault(ja, np.full(len(gl), -1, np.int64))
-    grp[gids] = st.committed[gids]
-    st.acc_retired.discard(ja)
+    note_acc_write(st, ja, gids)
     st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
     st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
 
@@ -451,6 +447,14 @@ def wait(W: Wave, st: HopperState, pending: int, m: Any, site: int) -> None:
     gl = _whole_groups(W, m, site, "wgmma.wait_group")
     st.done[gl] = np.maximum(st.done[gl], st.committed[gl] - pending)
     st.inflight = [r for r in st.inflight if (r[1] >= st.done[r[0]]).any()]
+
+
+def note_acc_write(st: HopperState, ja: int, gids: np.ndarray) -> None:
+    """A wgmma of warpgroups `gids` writes accumulator buffer `ja`: it belongs to their
+    current commit group, and `ja` is no longer known to be retired (check_acc)."""
+    grp = st.acc_group.setdefault(ja, np.full(len(st.committed), -1, np.int64))
+    grp[gids] = st.committed[gids]
+    st.acc_retired.discard(ja)
 
 
 def check_acc(W: Wave, st: HopperState, ja: int, m: Any, site: int) -> None:
