@@ -332,8 +332,10 @@ class _LazyBuffers:
                 self.last.setdefault(i, []).append(name)
 
     def _materialize(self, name: str) -> None:
+        from hal.ir.initializers import materialize_as
+
         c = self.constants[name]
-        arr = cast(c.init.materialize(c.value.type, self.prim.base_dir), c.value.dtype)
+        arr = materialize_as(c.init, c.value.type, self.prim.base_dir, name=name)
         self.buffers[name] = np.ascontiguousarray(arr).reshape(-1)
 
     def scheduled(self, name: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, cast
+from hal.dtypes import DType
 from hal.errors import GraphError, ShapeError
 from hal.ir.types import TensorType
 
@@ -152,7 +152,10 @@ class Graph:
         return out
 
     def materialize_constants(self) -> dict[str, np.ndarray]:
-        return {c.value.name: cast(c.init.materialize(c.value.type, self.base_dir), c.value.dtype)
+        from hal.ir.initializers import materialize_as
+
+        return {c.value.name: materialize_as(c.init, c.value.type, self.base_dir,
+                                             name=c.value.name)
                 for c in self.constants}
 
     # -- equality ----------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,9 @@ from hal.ir.graph import Initializer
 from hal.ir.types import TensorType
 
 MakeFn = Callable[[Mapping[str, Any], TensorType, "str | None"], np.ndarray]
+# (params, static type, chunk elements) -> the flat float64 data in consecutive chunks
+# (each may reuse the previous one's memory), or None where this kind cannot for `type`
+ChunksFn = Callable[[Mapping[str, Any], TensorType, int], "Iterator[np.ndarray] | None"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class InitializerKind:
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     doc: str = ""
+    chunks: ChunksFn | None = None    # the same data chunk by chunk (materialize_as)
 
 
 INITIALIZERS: dict[str, InitializerKind] = {}
@@ -97,6 +101,35 @@ def materialize(init: Initializer, type: TensorType, base_dir: str | None = None
     except _InitError as e:
         raise GraphError(f"{_where(init, name)}: {e.message}", hint=e.hint) from None
     return _widen(np.asarray(arr).reshape(type.shape), type)
+
+
+CHUNK_ELEMENTS = 1 << 20
+
+
+def materialize_as(init: Initializer, type: TensorType, base_dir: str | None = None, *,
+                   name: str | None = None, chunk: int = CHUNK_ELEMENTS) -> np.ndarray:
+    """The constant in its declared dtype: `cast(materialize(...), type.dtype)`, the same
+    bits. A kind that makes its data chunk by chunk (random floats) is cast chunk by
+    chunk into the result, so the float64 data never exists whole (a model's weight
+    would be 4x its bf16 size) and one chunk's memory is reused throughout."""
+    from hal.dtypes import cast
+
+    kind = check_initializer(init, name)
+    if kind.chunks is None or not type.is_static or type.numel <= chunk \
+            or not type.dtype.is_float:
+        return cast(materialize(init, type, base_dir, name=name), type.dtype)
+    try:
+        parts = kind.chunks(dict(init.params), type, chunk)
+        if parts is None:
+            return cast(materialize(init, type, base_dir, name=name), type.dtype)
+        out = np.empty(type.numel, type.dtype.np_dtype)
+        pos = 0
+        for part in parts:
+            out[pos:pos + part.size] = cast(part, type.dtype)
+            pos += part.size
+    except _InitError as e:
+        raise GraphError(f"{_where(init, name)}: {e.message}", hint=e.hint) from None
+    return out.reshape(type.shape)
 
 
 def _widen(a: np.ndarray, type: TensorType) -> np.ndarray:
@@ -174,30 +207,60 @@ def _fill(params, type: TensorType, base_dir) -> np.ndarray:
     return np.full(type.shape, _array([v])[0])
 
 
-def _random(params, type: TensorType, base_dir) -> np.ndarray:
+def _random_float(params, type: TensorType) -> tuple[np.random.Generator, str, float]:
+    """The generator, distribution and scale of a float random initializer (checked)."""
     seed = _int(params, "seed", 0)
     if seed < 0:
         raise _InitError(f"seed must be >= 0, got {seed}")
-    rng = np.random.default_rng(seed)
-    d = type.dtype
-    if d.is_bool:
-        return rng.integers(0, 2, size=type.shape).astype(bool)
-    if d.is_int:
-        low, high = _int(params, "low", 0), _int(params, "high", 8)
-        if low >= high:
-            raise _InitError(f"needs low < high, got low={low}, high={high}")
-        return rng.integers(low, high, size=type.shape, dtype=np.int64)
     scale = float(_number(params, "scale", 1.0))
     if not math.isfinite(scale):
         raise _InitError(f"scale must be finite, got {scale}")
     dist = params.get("dist", "normal")
+    if dist not in ("normal", "uniform"):
+        raise _InitError(f"dist must be 'normal' or 'uniform', got {dist!r}")
+    return np.random.default_rng(seed), dist, scale
+
+
+def _random(params, type: TensorType, base_dir) -> np.ndarray:
+    d = type.dtype
+    if d.is_bool or d.is_int:
+        seed = _int(params, "seed", 0)
+        if seed < 0:
+            raise _InitError(f"seed must be >= 0, got {seed}")
+        rng = np.random.default_rng(seed)
+        if d.is_bool:
+            return rng.integers(0, 2, size=type.shape).astype(bool)
+        low, high = _int(params, "low", 0), _int(params, "high", 8)
+        if low >= high:
+            raise _InitError(f"needs low < high, got low={low}, high={high}")
+        return rng.integers(low, high, size=type.shape, dtype=np.int64)
+    rng, dist, scale = _random_float(params, type)
     if dist == "normal":
         out = rng.standard_normal(size=type.shape)
         out *= scale   # in place: the same values as `* scale`, one array less
         return out
-    if dist == "uniform":
-        return rng.uniform(-scale, scale, size=type.shape)
-    raise _InitError(f"dist must be 'normal' or 'uniform', got {dist!r}")
+    return rng.uniform(-scale, scale, size=type.shape)
+
+
+def _random_chunks(params, type: TensorType, chunk: int) -> Iterator[np.ndarray] | None:
+    """_random's float data in consecutive chunks: a Generator draws the same stream
+    whether asked for n values at once or in pieces (tests/test_initializers_chunked.py)."""
+    if not type.dtype.is_float:
+        return None
+    rng, dist, scale = _random_float(params, type)
+
+    def gen() -> Iterator[np.ndarray]:
+        buf = np.empty(chunk, np.float64)
+        for start in range(0, type.numel, chunk):
+            part = buf[:min(chunk, type.numel - start)]
+            if dist == "normal":
+                rng.standard_normal(out=part)
+                part *= scale
+                yield part
+            else:
+                yield rng.uniform(-scale, scale, size=part.size)
+
+    return gen()
 
 
 def _iota(params, type: TensorType, base_dir) -> np.ndarray:
@@ -252,7 +315,8 @@ register_initializer(InitializerKind("inline", _inline, ("values",), (),
 register_initializer(InitializerKind("fill", _fill, ("value",), (), "fill(value=0.0)"))
 register_initializer(InitializerKind("random", _random, (), ("dist", "high", "low", "scale",
                                                              "seed"),
-                                     "random(seed=0, dist=\"normal\", scale=1.0)"))
+                                     "random(seed=0, dist=\"normal\", scale=1.0)",
+                                     chunks=_random_chunks))
 register_initializer(InitializerKind("iota", _iota, (), ("start", "step"),
                                      "iota(start=0, step=1)"))
 register_initializer(InitializerKind("npz", _npz, ("path",), ("key",),
