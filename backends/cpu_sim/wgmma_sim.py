@@ -143,13 +143,13 @@ def _check_ordered(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.nd
     writer = st.sync_writer.get(j)
     if writer is None or not W.check:
         return
-    w = writer[flat]
-    live = (w >= 0) & (W.sh_writer[j][flat] >= 0)      # a block barrier orders everything
+    w = writer.take(flat)   # take: a faster gather than fancy indexing
+    live = (w >= 0) & (W.sh_writer[j].take(flat) >= 0)      # a block barrier orders everything
     if not live.any():
         return
     gids = np.flatnonzero(gl)
-    slot = st.pub_slot[j][flat]
-    ok = ~live | ((slot >= 0) & (_seen_at(st, gids, slot) > st.pub_phase[j][flat]))
+    slot = st.pub_slot[j].take(flat)
+    ok = ~live | ((slot >= 0) & (_seen_at(st, gids, slot) > st.pub_phase[j].take(flat)))
     if ok.all():
         return
     gi, wi = (int(x[0]) for x in np.nonzero(~ok))
@@ -184,7 +184,7 @@ def _check_proxy(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
     arr = st.proxy_writer.get(j)
     if arr is None or not W.check:
         return
-    w = arr[flat]
+    w = arr.take(flat)
     if (w >= 0).any():
         gi, wi = (int(x[0]) for x in np.nonzero(w >= 0))
         sb = W.sh_buf[j]
@@ -269,7 +269,7 @@ def _operand(W: Wave, st: HopperState, v: Any, rows: int, k: int, itemsize: int,
     elem = (addr - st.base[j]) // itemsize
     blk = (np.flatnonzero(gl) * WG) // W.T
     flat = (blk[:, None, None] * W.sh_buf[j].size + elem).reshape(len(blk), -1)
-    vals = W.sh[j][flat].astype(np.float64).reshape(len(blk), rows, k)
+    vals = W.sh[j].take(flat).astype(np.float64).reshape(len(blk), rows, k)
     return vals, j, flat
 
 
@@ -280,8 +280,8 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
     TMA phase of every word read (None: no TMA wrote the buffer)."""
     if j not in st.mark_bar:
         return None, None
-    slot = st.mark_bar[j][flat]
-    ph = st.mark_phase[j][flat]
+    slot = st.mark_bar[j].take(flat)
+    ph = st.mark_phase[j].take(flat)
     marked = slot >= 0
     sb = W.sh_buf[j]
     stage_size = max(1, sb.size // sb.stages)
