@@ -28,11 +28,16 @@ def test_chunked_equals_whole(dt, params):
         assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
 
 
-def test_small_or_integer_constants_take_the_whole_path():
+def test_integer_bool_and_fill_constants_equal_the_whole_path():
+    """Kinds or dtypes without chunks (the random kind declines integers and bools) fall
+    back to cast(materialize(...))."""
     t = TensorType(dtype("i32"), (300, 300))
     init = _init(seed=2, low=-5, high=5)
     assert np.array_equal(materialize_as(init, t, chunk=1000),
                           cast(materialize(init, t), t.dtype))
+    tb = TensorType(dtype("bool"), (300, 300))
+    assert np.array_equal(materialize_as(_init(seed=4), tb, chunk=1000),
+                          cast(materialize(_init(seed=4), tb), tb.dtype))
     fill = Initializer("fill", (("value", 0.5),))
     assert np.all(materialize_as(fill, TensorType(bf16, (4, 4))) == 0.5)
 

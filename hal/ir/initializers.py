@@ -115,8 +115,7 @@ def materialize_as(init: Initializer, type: TensorType, base_dir: str | None = N
     from hal.dtypes import cast
 
     kind = check_initializer(init, name)
-    if kind.chunks is None or not type.is_static or type.numel <= chunk \
-            or not type.dtype.is_float:
+    if kind.chunks is None or not type.is_static or type.numel <= chunk:
         return cast(materialize(init, type, base_dir, name=name), type.dtype)
     try:
         parts = kind.chunks(dict(init.params), type, chunk)
@@ -207,34 +206,37 @@ def _fill(params, type: TensorType, base_dir) -> np.ndarray:
     return np.full(type.shape, _array([v])[0])
 
 
-def _random_float(params, type: TensorType) -> tuple[np.random.Generator, str, float]:
-    """The generator, distribution and scale of a float random initializer (checked)."""
+def _rng(params) -> np.random.Generator:
+    """The seeded generator of a random initializer (the seed checked)."""
     seed = _int(params, "seed", 0)
     if seed < 0:
         raise _InitError(f"seed must be >= 0, got {seed}")
+    return np.random.default_rng(seed)
+
+
+def _random_float(params) -> tuple[np.random.Generator, str, float]:
+    """The generator, distribution and scale of a float random initializer (checked)."""
+    rng = _rng(params)
     scale = float(_number(params, "scale", 1.0))
     if not math.isfinite(scale):
         raise _InitError(f"scale must be finite, got {scale}")
     dist = params.get("dist", "normal")
     if dist not in ("normal", "uniform"):
         raise _InitError(f"dist must be 'normal' or 'uniform', got {dist!r}")
-    return np.random.default_rng(seed), dist, scale
+    return rng, dist, scale
 
 
 def _random(params, type: TensorType, base_dir) -> np.ndarray:
     d = type.dtype
-    if d.is_bool or d.is_int:
-        seed = _int(params, "seed", 0)
-        if seed < 0:
-            raise _InitError(f"seed must be >= 0, got {seed}")
-        rng = np.random.default_rng(seed)
-        if d.is_bool:
-            return rng.integers(0, 2, size=type.shape).astype(bool)
+    if d.is_bool:
+        return _rng(params).integers(0, 2, size=type.shape).astype(bool)
+    if d.is_int:
+        rng = _rng(params)
         low, high = _int(params, "low", 0), _int(params, "high", 8)
         if low >= high:
             raise _InitError(f"needs low < high, got low={low}, high={high}")
         return rng.integers(low, high, size=type.shape, dtype=np.int64)
-    rng, dist, scale = _random_float(params, type)
+    rng, dist, scale = _random_float(params)
     if dist == "normal":
         out = rng.standard_normal(size=type.shape)
         out *= scale   # in place: the same values as `* scale`, one array less
@@ -247,7 +249,7 @@ def _random_chunks(params, type: TensorType, chunk: int) -> Iterator[np.ndarray]
     whether asked for n values at once or in pieces (tests/test_initializers_chunked.py)."""
     if not type.dtype.is_float:
         return None
-    rng, dist, scale = _random_float(params, type)
+    rng, dist, scale = _random_float(params)
 
     def gen() -> Iterator[np.ndarray]:
         buf = np.empty(chunk, np.float64)
