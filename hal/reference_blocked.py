@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, cast, compute_dtype, f32
+from hal.dtypes import DType, compute_dtype, round_to
 from hal.ir.graph import Node
 
 #: float64 words per score-sized intermediate of one tile (32 MiB); a composite whose
@@ -45,13 +45,11 @@ def _prim(name: str, *args: np.ndarray, **attrs: Any) -> np.ndarray:
 
 
 def _round(a: np.ndarray, dt: DType, fresh: bool = True) -> np.ndarray:
-    """`a` rounded to `dt` and widened back to float64; in place when `a` is a fresh f32
-    result (an operand passed in is never written)."""
+    """`a` rounded to `dt` and widened back to float64; in place when `a` is a fresh
+    float64 result (an operand passed in is never written)."""
     a = np.asarray(a, np.float64)
-    if fresh and dt == f32 and a.flags.owndata and a.flags.writeable:
-        a[...] = a.astype(np.float32)
-        return a
-    return np.asarray(cast(a, dt), np.float64)
+    in_place = fresh and a.flags.owndata and a.flags.writeable
+    return round_to(a, dt, out=a if in_place else None)
 
 
 def _score_elements(node: Node) -> int:

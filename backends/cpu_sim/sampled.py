@@ -195,10 +195,10 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
                 cnode = inner[id(n)]
                 if cnode is not None:
                     cop = get_op(cnode.op)
-                    (r,) = BLOCKED[cnode.op]([get(v) for v in cnode.inputs],
-                                             cop.check_attrs(cnode.attrs), cnode)
+                    args = [get(v) for v in cnode.inputs]
+                    (r,) = BLOCKED[cnode.op](args, cop.check_attrs(cnode.attrs), cnode)
                     out = n.outputs[0]
-                    wide[out.name] = widen(cast(r.reshape(out.shape), out.dtype), out.dtype)
+                    wide[out.name] = _rounded_wide(r.reshape(out.shape), out.dtype, args)
                     _drop_after(cnode, i, last_use, keep, wide)
                 _drop_after(n, i, last_use, keep, wide)
                 continue
@@ -214,9 +214,23 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
                 args = [get(v) for v in n.inputs]
             results = opdef.reference(args, opdef.check_attrs(n.attrs))
             for out, r in zip(n.outputs, results, strict=True):
-                wide[out.name] = widen(cast(np.asarray(r), out.dtype), out.dtype)
+                wide[out.name] = _rounded_wide(r, out.dtype, args)
             _drop_after(n, i, last_use, keep, wide)
     return {v.name: cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
+
+
+def _rounded_wide(r: Any, dt: Any, args: list[np.ndarray]) -> np.ndarray:
+    """An op's result `r` rounded to its value's dtype `dt`, in the wide form (float64,
+    int64 or bool); a float64 array the op made itself is rounded in place."""
+    from hal.dtypes import cast, round_to
+    from hal.reference import widen
+
+    r = np.asarray(r)
+    if not (dt.is_float and r.dtype == np.float64):
+        return widen(cast(r, dt), dt)
+    own = r.flags.owndata and r.flags.writeable and not any(
+        np.may_share_memory(r, x) for x in args)
+    return round_to(r, dt, out=r if own else None)
 
 
 def _drop_after(n: Any, i: int, last_use: Mapping[str, int], keep: set[str],
