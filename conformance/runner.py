@@ -9,7 +9,8 @@ becomes a "fail" or "error" verdict with the message.
 
 `run_suite(...)` selects cases (-k), skips the non-applicable and UNSUPPORTED
 ones, runs the rest in `workers` processes (2 by default: both cores here;
-hal.conformance.workers starts and stops them explicitly), classifies against
+hal.conformance.workers starts and stops them explicitly; cpu_sim then runs each launch
+in its case's process, see one_sim_process), classifies against
 EXPECTED_FAILURES and streams every result to a ReportWriter; on
 KeyboardInterrupt it stops the workers, finalizes the report with every result
 received (shielded from a second Ctrl-C) and re-raises.
@@ -22,12 +23,14 @@ import os
 import shlex
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from hal.backends.cpu_sim.parallel import JOBS_ENV
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .cases import Case, case_spec, get_case, make_inputs, select
@@ -272,8 +275,9 @@ def run_suite(cfg: SuiteConfig, writer: ReportWriter, *,
     ids = [c.id for c in run]
     try:
         if cfg.workers <= 1 or len(ids) <= cfg.batch:
-            for i in ids:
-                emit(_worker([i], cfg)[0])
+            with one_sim_process():
+                for i in ids:
+                    emit(_worker([i], cfg)[0])
         else:
             _parallel(ids, cfg, emit)
     except KeyboardInterrupt:
@@ -298,10 +302,28 @@ def start_method(backend: str) -> str:
     return "spawn" if real else "fork"
 
 
+@contextmanager
+def one_sim_process() -> Iterator[None]:
+    """cpu_sim runs each launch in this process while cases run here, unless $HAL_SIM_JOBS
+    says otherwise. A case's launches are small: forking simulator workers for them
+    cost more than it saved (the whole suite in one process, mi300x: 146 s of CPU with
+    a fork per multi-wave launch, 41 s of it system time; the attention cases: a fork
+    of this ~1 GB process and the page faults after it cost ~0.1 s of CPU, against a
+    multi-wave launch's ~35 ms of simulation on average)."""
+    had = os.environ.get(JOBS_ENV)
+    if had is None:
+        os.environ[JOBS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if had is None:
+            os.environ.pop(JOBS_ENV, None)
+
+
 def _run_one(case_id: str, cfg: SuiteConfig) -> dict[str, Any]:
     # in a suite worker: the suite's workers already share the cores, so cpu_sim runs
     # each launch in this process unless HAL_SIM_JOBS says otherwise
-    os.environ.setdefault("HAL_SIM_JOBS", "1")
+    os.environ.setdefault(JOBS_ENV, "1")
     return _worker([case_id], cfg)[0]   # one definition of a case's run, in or out of process
 
 

@@ -2,10 +2,11 @@
 
 The blocks of a launch are independent on a GPU (no block reads what another block of
 the same launch stores, apart from global atomics, which the caller keeps serial), so
-the simulator's waves are too. `run_waves` forks `jobs` workers; worker r runs waves
-r, r + jobs, r + 2 jobs, ... in order and sends each wave's result (counters, written
-indices: small) back through a pipe, stopping after its first failure. The parent
-gathers the results by wave index, so counters are merged in wave order, exactly as the
+the simulator's waves are too. `run_waves` runs `jobs` workers: worker r runs waves
+r, r + jobs, r + 2 jobs, ... in order, stopping after its first failure. Worker 0 is
+the calling process (a fork of a large process is not cheap: one fewer per launch);
+the others are forks that send each wave's result (counters, written indices: small)
+back through a pipe. The parent gathers the results by wave index, so counters are merged in wave order, exactly as the
 serial loop adds them, and the failure reported is the one of the lowest failing wave
 (every lower wave ran, in some worker), which is the one the serial loop reports.
 
@@ -31,9 +32,11 @@ import signal
 import struct
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hal.blas_threads import one_blas_thread
 from hal.errors import HalError
@@ -149,45 +152,58 @@ def _worker(r: int, jobs: int, n: int, run_wave: Callable[[int], Any], fd: int) 
         _send(fd, (i, True, res))
 
 
-def run_waves(n: int, run_wave: Callable[[int], Any], jobs: int,
-              on_done: Callable[[int], None] | None = None) -> list[Any]:
-    """[run_wave(i) for i in range(n)], computed by `jobs` forked workers; the first
-    failing wave's exception (lowest index) is raised. `on_done(i)` runs in this process
-    as wave i's result arrives."""
-    jobs = max(1, min(jobs, n))
-    pids: list[int] = []
+def _fork_worker(r: int, jobs: int, n: int, run_wave: Callable[[int], Any]) -> tuple[int, int]:
+    """(pid, read end of its pipe) of a forked worker running waves r, r + jobs, ..."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the worker: run its waves, report, leave without cleanup
+        code = 0
+        try:
+            os.close(rfd)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            one_blas_thread()   # the workers share the cores (hal.blas_threads)
+            _worker(r, jobs, n, run_wave, wfd)
+        except BaseException:   # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    return pid, rfd
+
+
+def _run_own_share(jobs: int, n: int, run_wave: Callable[[int], Any],
+                   results: dict[int, tuple[bool, Any]],
+                   on_done: Callable[[int], None] | None) -> None:
+    """Worker 0's waves (0, jobs, 2 jobs, ...) in this process, stopping after the first
+    that fails (its exception kept, as a worker's is). BLAS keeps to one thread here too
+    while the forked workers share the cores (hal.blas_threads)."""
+    with threadpool_limits(limits=1, user_api="blas") if jobs > 1 else nullcontext():
+        for i in range(0, n, jobs):
+            try:
+                results[i] = (True, run_wave(i))
+            except Exception as e:   # an interrupt leaves at once (the workers are ended)
+                results[i] = (False, e)
+                return
+            if on_done is not None:
+                on_done(i)
+
+
+def _gather(fds: list[int], results: dict[int, tuple[bool, Any]],
+            on_done: Callable[[int], None] | None) -> None:
+    """Every result the workers send, until each has closed its pipe."""
     sel = selectors.DefaultSelector()
     bufs: dict[int, bytearray] = {}
-    results: dict[int, tuple[bool, Any]] = {}
-    finished = False
+    for fd in fds:
+        sel.register(fd, selectors.EVENT_READ)
+        bufs[fd] = bytearray()
     try:
-        for r in range(jobs):
-            rfd, wfd = os.pipe()
-            pid = os.fork()
-            if pid == 0:   # the worker: run its waves, report, leave without cleanup
-                code = 0
-                try:
-                    os.close(rfd)
-                    signal.signal(signal.SIGINT, signal.SIG_DFL)
-                    one_blas_thread()   # the workers share the cores (hal.blas_threads)
-                    _worker(r, jobs, n, run_wave, wfd)
-                except BaseException:   # noqa: BLE001
-                    code = 1
-                finally:
-                    os._exit(code)
-            os.close(wfd)
-            pids.append(pid)
-            sel.register(rfd, selectors.EVENT_READ)
-            bufs[rfd] = bytearray()
-        open_fds = len(bufs)
-        while open_fds:
+        while bufs:
             for key, _ in sel.select():
                 fd = key.fd
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:
                     sel.unregister(fd)
-                    os.close(fd)
-                    open_fds -= 1
+                    del bufs[fd]
                     continue
                 buf = bufs[fd]
                 buf += chunk
@@ -197,21 +213,39 @@ def run_waves(n: int, run_wave: Callable[[int], Any], jobs: int,
                         break
                     i, ok, res = pickle.loads(bytes(buf[_HEADER.size:_HEADER.size + size]))
                     del buf[:_HEADER.size + size]
-                    results[i] = (ok, res)
+                    results[i] = (ok, res if ok else _unpack_error(res))
                     if ok and on_done is not None:
                         on_done(i)
+    finally:
+        sel.close()
+
+
+def run_waves(n: int, run_wave: Callable[[int], Any], jobs: int,
+              on_done: Callable[[int], None] | None = None) -> list[Any]:
+    """[run_wave(i) for i in range(n)], computed by `jobs` workers: this process is
+    worker 0 and forks the others (a fork of a large process costs ~0.1 s of CPU in
+    page-table copies and the page faults after it: one fork fewer per launch); the
+    first failing wave's exception (lowest index) is raised. `on_done(i)` runs in this
+    process as wave i's result arrives."""
+    jobs = max(1, min(jobs, n))
+    results: dict[int, tuple[bool, Any]] = {}
+    workers: list[tuple[int, int]] = []
+    finished = False
+    try:
+        for r in range(1, jobs):
+            workers.append(_fork_worker(r, jobs, n, run_wave))
+        _run_own_share(jobs, n, run_wave, results, on_done)
+        _gather([fd for _, fd in workers], results, on_done)
         finished = True
     finally:
-        for pid in pids:   # every worker has closed its pipe, or this process is leaving
+        for pid, fd in workers:   # every worker has closed its pipe, or this process is leaving
             try:
                 if not finished:
                     os.kill(pid, signal.SIGTERM)
                 os.waitpid(pid, 0)
             except (ChildProcessError, ProcessLookupError):
                 pass
-        for key in list(sel.get_map().values()):
-            os.close(key.fd)
-        sel.close()
+            os.close(fd)
     out = []
     for i in range(n):
         if i not in results:
@@ -220,7 +254,7 @@ def run_waves(n: int, run_wave: Callable[[int], Any], jobs: int,
                                   "failure in this process")
         ok, res = results[i]
         if not ok:
-            raise _unpack_error(res)
+            raise res
         out.append(res)
     return out
 
