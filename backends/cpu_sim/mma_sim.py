@@ -121,17 +121,24 @@ def _conflicts(byte_addr: np.ndarray, nbytes: int) -> int:
 
     Phases that are one pattern shifted (the usual case: per-lane offsets plus a per-warp
     base) conflict alike when their bases agree modulo the 128 bytes the banks span, so
-    one phase per distinct base is counted and multiplied."""
-    rel = byte_addr - byte_addr[:, :1]
-    if byte_addr.shape[0] > 1 and (rel == rel[0]).all():
-        vals, first, counts = np.unique(byte_addr[:, 0] % (4 * BANKS), return_index=True,
-                                        return_counts=True)
-        return sum(_conflicts_raw(byte_addr[i:i + 1], nbytes) * int(c)
-                   for i, c in zip(first.tolist(), counts.tolist(), strict=True))
-    return _conflicts_raw(byte_addr, nbytes)
+    one phase per distinct base is counted (all in one pass) and weighted."""
+    if byte_addr.shape[0] > 1:
+        rel = byte_addr[1:] - byte_addr[1:, :1]
+        if (rel == byte_addr[0] - byte_addr[0, 0]).all():
+            _, first, counts = np.unique(byte_addr[:, 0] % (4 * BANKS), return_index=True,
+                                         return_counts=True)
+            return int(_conflicts_per_phase(byte_addr[first], nbytes) @ counts)
+    return int(_conflicts_per_phase(byte_addr, nbytes).sum())
 
 
 def _conflicts_raw(byte_addr: np.ndarray, nbytes: int) -> int:
+    """The straightforward count: every phase on its own (tests check _conflicts by it)."""
+    return int(_conflicts_per_phase(byte_addr, nbytes).sum())
+
+
+def _conflicts_per_phase(byte_addr: np.ndarray, nbytes: int) -> np.ndarray:
+    """Per phase [G, P], the wavefronts past the first: the most distinct words any one
+    bank holds, less one (a word many lanes read is one broadcast)."""
     words = (byte_addr[..., None] // 4 + np.arange(max(1, nbytes // 4))).reshape(
         byte_addr.shape[0], -1)
     words = np.sort(words, axis=1)
@@ -139,7 +146,7 @@ def _conflicts_raw(byte_addr: np.ndarray, nbytes: int) -> int:
     first[:, 1:] = words[:, 1:] != words[:, :-1]
     key = np.arange(words.shape[0])[:, None] * BANKS + words % BANKS
     counts = np.bincount(key[first], minlength=words.shape[0] * BANKS).reshape(-1, BANKS)
-    return int(np.maximum(counts.max(axis=1) - 1, 0).sum())
+    return np.maximum(counts.max(axis=1) - 1, 0).astype(np.int64)
 
 
 def _shared_base(W: Wave, j: int) -> int:
