@@ -166,7 +166,8 @@ class Wave:
         self.sh_writer = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
         self.sh_reader = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
         self.block_base = [shared_offsets(1, nblocks, s.size) for s in shared]
-        self.sh_reads: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in shared]
+        # per shared buffer: (words, readers[, reading lanes]) recorded since the last fold
+        self.sh_reads: list[list[tuple[np.ndarray, ...]]] = [[] for _ in shared]
         self.sh_dirty = [False] * len(shared)   # some word written since the last barrier
         self.sh_read = [False] * len(shared)    # some word read since the last barrier
         self.sh_pending = [0] * len(shared)     # words in sh_reads (folded past a limit)
@@ -480,25 +481,33 @@ class Wave:
     def _race_read(self, j: int, flat: np.ndarray, act: Any, site: int,
                    per_lane: int = 1) -> None:
         """`flat`: the words each lane reads ([L] or, for vector reads, [L, per_lane])."""
+        if self.sh_dirty[j]:
+            self._check_read_written(j, flat, act, site, per_lane)
+        # recorded with the lanes' mask, applied only if a write folds them in (most
+        # reads are dropped unfolded at the next barrier)
+        t = self.tid if per_lane == 1 else self.tid[:, None]
+        self.sh_read[j] = True
+        reads = self.sh_reads[j]
+        reads.append((flat, t) if act is None else (flat, t, act))
+        self.sh_pending[j] += flat.size
+        if len(reads) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
+            self._fold_reads(j)
+
+    def _check_read_written(self, j: int, flat: np.ndarray, act: Any, site: int,
+                            per_lane: int) -> None:
+        """Race: an active lane reads a word another thread wrote since the last barrier."""
         f = flat if act is None else flat[act]
         t = self.tid if act is None else self.tid[act]
         if per_lane > 1:
             f, t = f.reshape(-1), np.repeat(t, per_lane)
-        if self.sh_dirty[j]:
-            w = self.sh_writer[j][f]
-            bad = (w >= 0) & (w != t)
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                li = k // per_lane
-                lane = li if act is None else int(np.flatnonzero(act)[li])
-                self._race(j, site, lane, int(f[k]),
-                           f"reads a word that thread {int(w[k])} wrote since the last barrier")
-        reads = self.sh_reads[j]
-        self.sh_read[j] = True
-        reads.append((f, t))
-        self.sh_pending[j] += f.size
-        if len(reads) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
-            self._fold_reads(j)
+        w = self.sh_writer[j][f]
+        bad = (w >= 0) & (w != t)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            li = k // per_lane
+            lane = li if act is None else int(np.flatnonzero(act)[li])
+            self._race(j, site, lane, int(f[k]),
+                       f"reads a word that thread {int(w[k])} wrote since the last barrier")
 
     def _race_read_uniform(self, j: int, words: np.ndarray, site: int) -> None:
         """All T threads of each block read words[b] (T >= 2 means several readers)."""
@@ -517,10 +526,13 @@ class Wave:
 
     def _pending_reads(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """The recorded reads of shared buffer j as one pair of flat arrays (word, reader)."""
-        reads = self.sh_reads[j]
-        words = [f.reshape(-1) for f, _ in reads]
-        readers = [np.broadcast_to(np.asarray(t, np.int32), f.shape).reshape(-1)
-                   for f, t in reads]
+        words, readers = [], []
+        for f, t, *act in self.sh_reads[j]:
+            t = np.broadcast_to(np.asarray(t, np.int32), f.shape)
+            if act:   # the reading lanes (rows) of a masked read
+                f, t = f[act[0]], t[act[0]]
+            words.append(f.reshape(-1))
+            readers.append(t.reshape(-1))
         if len(words) == 1:
             return words[0], readers[0]
         return np.concatenate(words), np.concatenate(readers)
