@@ -100,3 +100,18 @@ def test_swizzled_box_matches_the_swizzle(mode: int, isz: int) -> None:
         a = np.array(addr, np.int64)
         want = swizzle(a[:, None] + np.arange(elems) * isz, mode)
         assert wgmma_sim._swizzled_box(a, mode, elems, isz).tolist() == want.tolist()
+
+
+# ---------------------------------------------------------------- vector copies
+@pytest.mark.parametrize("width", [1, 2, 4, 8, 3])
+def test_vectors_inside_matches_the_three_checks(width: int) -> None:
+    rng = np.random.default_rng(5)
+    size = 64
+    for _ in range(300):
+        start = rng.integers(-2 * width, size + width, int(rng.integers(0, 6))).astype(np.int64)
+        if rng.random() < 0.5:
+            start = start - start % width   # mostly aligned
+        want = bool(((start >= 0) & (start + width <= size) & (start % width == 0)).all())
+        assert mma_sim._vectors_inside(start, width, size) == want, start
+    assert not mma_sim._vectors_inside(np.array([np.iinfo(np.int64).min]), 4, size)
+    assert not mma_sim._vectors_inside(np.array([0]), 4, 2)

@@ -161,6 +161,7 @@ class Wave:
         self.g_conv = [None if a.dtype == rep_dtype(p.dtype) else rep_dtype(p.dtype)
                        for p, a in globals_]
         self.sh_buf = shared
+        self.sh_isz = [s.dtype.itemsize for s in shared]
         self.sh = [np.zeros(nblocks * s.size, rep_dtype(s.dtype)) for s in shared]
         self.sh_off = [shared_offsets(block, nblocks, s.size) for s in shared]
         self.sh_writer = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
@@ -257,7 +258,10 @@ class Wave:
     def _bounds(self, idx: Any, size: int, act: np.ndarray | None, site: int, buf: str,
                 space: str) -> Any:
         """Check active lanes' indices against [0, size); return indices safe to gather."""
-        if _ndim(idx) == 0:
+        if type(idx) is np.ndarray and idx.ndim:   # the common case first (called a lot)
+            if idx.dtype == np.int64 and (not idx.size or int(idx.view(np.uint64).max()) < size):
+                return idx
+        elif _ndim(idx) == 0:
             i = int(idx)
             if 0 <= i < size:
                 return i
@@ -414,8 +418,8 @@ class Wave:
             return other
         sb = self.sh_buf[j]
         safe = self._bounds(idx, sb.size, act, site, sb.name, "shared")
-        n = self._count(act)
-        self.sr += n * sb.dtype.itemsize
+        n = self.tally(act)
+        self.sr += n * self.sh_isz[j]
         if _ndim(safe) == 0 and act is None:
             # every thread of every block reads one word: gather per block, then spread
             words = self.block_base[j] + safe
@@ -424,7 +428,7 @@ class Wave:
                 self._race_read_uniform(j, words, site)
             return v
         flat = self.sh_off[j] + safe
-        v = np.take(self.sh[j], flat)
+        v = self.sh[j].take(flat)
         if self.check and n:
             self._race_read(j, flat, act, site)
             if self.pipe is not None:  # a word still in flight from a cp.async
