@@ -42,6 +42,16 @@ def _ndim(x: Any) -> int:
     return x.ndim if isinstance(x, np.ndarray) else 0
 
 
+def all_in_range(idx: np.ndarray, size: int) -> bool:
+    """Every index of the array in [0, size): for int64 one pass over the indices seen as
+    uint64 (a negative index becomes one >= 2**63, so past any size)."""
+    if idx.size == 0:
+        return True
+    if idx.dtype == np.int64:
+        return int(idx.view(np.uint64).max()) < size
+    return bool(idx.min() >= 0 and idx.max() < size)
+
+
 def rep_dtype(dt: DType) -> np.dtype:
     """The NumPy dtype the simulator holds values of `dt` in."""
     if dt.is_float:
@@ -69,6 +79,43 @@ def fast_to_rep(dt: DType) -> Any:
     return lambda x: np.asarray(x).astype(npd).astype(rep)
 
 
+# Waves of the same shape share their lane geometry (read-only arrays): most launches
+# run many small waves, and building these per wave showed in profiles.
+SHARED_GEOMETRY_LANES = 1 << 14
+_geometry: dict[tuple, Any] = {}
+
+
+def _shared_readonly(key: tuple, lanes: int, make: Callable[[], Any]) -> Any:
+    """make(), kept (frozen) for the next wave of the same key when it has few lanes."""
+    if lanes > SHARED_GEOMETRY_LANES:
+        return make()
+    got = _geometry.get(key)
+    if got is None:
+        got = make()
+        for a in (got if isinstance(got, tuple) else (got,)):
+            a.flags.writeable = False
+        _geometry[key] = got
+    return got
+
+
+def _make_lane_geometry(block: int, nblocks: int) -> tuple[np.ndarray, ...]:
+    lane = np.arange(block * nblocks, dtype=np.int64)
+    blk = lane // block
+    return lane, blk, lane - blk * block
+
+
+def lane_geometry(block: int, nblocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lane, block of the lane, thread of the lane) over the wave's block * nblocks lanes."""
+    return _shared_readonly(("lanes", block, nblocks), block * nblocks,
+                            lambda: _make_lane_geometry(block, nblocks))
+
+
+def shared_offsets(block: int, nblocks: int, size: int) -> np.ndarray:
+    """Per lane (block threads each), the start of its block's part of a shared buffer."""
+    return _shared_readonly(("shared", block, nblocks, size), block * nblocks,
+                            lambda: lane_geometry(block, nblocks)[1] * size)
+
+
 class Wave:
     """State of one wave: lanes, memories, counters; methods called by generated code."""
 
@@ -90,11 +137,9 @@ class Wave:
         self.panels: dict = {}
         self.pick_index: dict = {}
         self.block0, self.warp_size, self.check, self.sites = block0, warp_size, check, sites
-        L = self.L = block * nblocks
-        self.lane = np.arange(L, dtype=np.int64)
+        self.L = block * nblocks
+        self.lane, self.blk, self.tid = lane_geometry(block, nblocks)
         self.lane_id = self.lane   # the real lane of each position (widen.py repeats lanes)
-        self.blk = self.lane // block
-        self.tid = self.lane - self.blk * block
         # parts: (the part of each block, number of parts) of a combined sampled wave
         # (tally.py): lane counts (L, B, _count, narrow, tally, tally_at) split per part
         self.lane_part, self.nparts = None, 0
@@ -116,12 +161,14 @@ class Wave:
         self.g_conv = [None if a.dtype == rep_dtype(p.dtype) else rep_dtype(p.dtype)
                        for p, a in globals_]
         self.sh_buf = shared
+        self.sh_isz = [s.dtype.itemsize for s in shared]
         self.sh = [np.zeros(nblocks * s.size, rep_dtype(s.dtype)) for s in shared]
-        self.sh_off = [self.blk * s.size for s in shared]
+        self.sh_off = [shared_offsets(block, nblocks, s.size) for s in shared]
         self.sh_writer = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
         self.sh_reader = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
-        self.block_base = [np.arange(nblocks, dtype=np.int64) * s.size for s in shared]
-        self.sh_reads: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in shared]
+        self.block_base = [shared_offsets(1, nblocks, s.size) for s in shared]
+        # per shared buffer: (words, readers[, reading lanes]) recorded since the last fold
+        self.sh_reads: list[list[tuple[np.ndarray, ...]]] = [[] for _ in shared]
         self.sh_dirty = [False] * len(shared)   # some word written since the last barrier
         self.sh_read = [False] * len(shared)    # some word read since the last barrier
         self.sh_pending = [0] * len(shared)     # words in sh_reads (folded past a limit)
@@ -211,7 +258,10 @@ class Wave:
     def _bounds(self, idx: Any, size: int, act: np.ndarray | None, site: int, buf: str,
                 space: str) -> Any:
         """Check active lanes' indices against [0, size); return indices safe to gather."""
-        if _ndim(idx) == 0:
+        if type(idx) is np.ndarray and idx.ndim:   # the common case first (called a lot)
+            if idx.dtype == np.int64 and (not idx.size or int(idx.view(np.uint64).max()) < size):
+                return idx
+        elif _ndim(idx) == 0:
             i = int(idx)
             if 0 <= i < size:
                 return i
@@ -219,7 +269,7 @@ class Wave:
                 lane = 0 if act is None else int(np.flatnonzero(act)[0])
                 self._oob(site, lane, buf, space, i, size)
             return min(max(i, 0), size - 1)
-        if idx.size == 0 or (idx.min() >= 0 and idx.max() < size):
+        if all_in_range(idx, size):
             return idx
         if self.check:
             lane = self._first((idx < 0) | (idx >= size), act)
@@ -233,7 +283,7 @@ class Wave:
         fall outside [0, size) are dropped (hardware would write past the buffer)."""
         if self.check or _ndim(i) == 0:
             return self._bounds(i, size, None, site, buf, space), v
-        if i.size == 0 or (i.min() >= 0 and i.max() < size):
+        if all_in_range(i, size):
             return i, v
         keep = (i >= 0) & (i < size)
         return i[keep], (v[keep] if _ndim(v) else v)
@@ -368,8 +418,8 @@ class Wave:
             return other
         sb = self.sh_buf[j]
         safe = self._bounds(idx, sb.size, act, site, sb.name, "shared")
-        n = self._count(act)
-        self.sr += n * sb.dtype.itemsize
+        n = self.tally(act)
+        self.sr += n * self.sh_isz[j]
         if _ndim(safe) == 0 and act is None:
             # every thread of every block reads one word: gather per block, then spread
             words = self.block_base[j] + safe
@@ -378,7 +428,7 @@ class Wave:
                 self._race_read_uniform(j, words, site)
             return v
         flat = self.sh_off[j] + safe
-        v = np.take(self.sh[j], flat)
+        v = self.sh[j].take(flat)
         if self.check and n:
             self._race_read(j, flat, act, site)
             if self.pipe is not None:  # a word still in flight from a cp.async
@@ -396,7 +446,7 @@ class Wave:
             return
         sb = self.sh_buf[j]
         i, v, off = self._sel(idx, act), self._sel(val, act), self._sel(self.sh_off[j], act)
-        if not self.check and _ndim(i) > 0 and i.size and (i.min() < 0 or i.max() >= sb.size):
+        if not self.check and _ndim(i) > 0 and not all_in_range(i, sb.size):
             keep = (i >= 0) & (i < sb.size)   # unchecked: drop the stray lanes' writes
             i, off, v = i[keep], off[keep], (v[keep] if _ndim(v) else v)
         i = self._bounds(i, sb.size, None, site, sb.name, "shared")
@@ -435,25 +485,33 @@ class Wave:
     def _race_read(self, j: int, flat: np.ndarray, act: Any, site: int,
                    per_lane: int = 1) -> None:
         """`flat`: the words each lane reads ([L] or, for vector reads, [L, per_lane])."""
+        if self.sh_dirty[j]:
+            self._check_read_written(j, flat, act, site, per_lane)
+        # recorded with the lanes' mask, applied only if a write folds them in (most
+        # reads are dropped unfolded at the next barrier)
+        t = self.tid if per_lane == 1 else self.tid[:, None]
+        self.sh_read[j] = True
+        reads = self.sh_reads[j]
+        reads.append((flat, t) if act is None else (flat, t, act))
+        self.sh_pending[j] += flat.size
+        if len(reads) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
+            self._fold_reads(j)
+
+    def _check_read_written(self, j: int, flat: np.ndarray, act: Any, site: int,
+                            per_lane: int) -> None:
+        """Race: an active lane reads a word another thread wrote since the last barrier."""
         f = flat if act is None else flat[act]
         t = self.tid if act is None else self.tid[act]
         if per_lane > 1:
             f, t = f.reshape(-1), np.repeat(t, per_lane)
-        if self.sh_dirty[j]:
-            w = self.sh_writer[j][f]
-            bad = (w >= 0) & (w != t)
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                li = k // per_lane
-                lane = li if act is None else int(np.flatnonzero(act)[li])
-                self._race(j, site, lane, int(f[k]),
-                           f"reads a word that thread {int(w[k])} wrote since the last barrier")
-        reads = self.sh_reads[j]
-        self.sh_read[j] = True
-        reads.append((f, t))
-        self.sh_pending[j] += f.size
-        if len(reads) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
-            self._fold_reads(j)
+        w = self.sh_writer[j][f]
+        bad = (w >= 0) & (w != t)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            li = k // per_lane
+            lane = li if act is None else int(np.flatnonzero(act)[li])
+            self._race(j, site, lane, int(f[k]),
+                       f"reads a word that thread {int(w[k])} wrote since the last barrier")
 
     def _race_read_uniform(self, j: int, words: np.ndarray, site: int) -> None:
         """All T threads of each block read words[b] (T >= 2 means several readers)."""
@@ -470,16 +528,39 @@ class Wave:
         if len(self.sh_reads[j]) > 256:
             self._fold_reads(j)
 
+    def _pending_reads(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded reads of shared buffer j as one pair of flat arrays (word, reader)."""
+        words, readers = [], []
+        for f, t, *act in self.sh_reads[j]:
+            t = np.broadcast_to(np.asarray(t, np.int32), f.shape)
+            if act:   # the reading lanes (rows) of a masked read
+                f, t = f[act[0]], t[act[0]]
+            words.append(f.reshape(-1))
+            readers.append(t.reshape(-1))
+        if len(words) == 1:
+            return words[0], readers[0]
+        return np.concatenate(words), np.concatenate(readers)
+
     def _fold_reads(self, j: int) -> None:
+        """Fold the recorded reads into sh_reader in one pass: a word keeps its one reader
+        thread, else becomes -2 (several), exactly as folding the reads one at a time."""
         self.sh_pending[j] = 0
-        reader = self.sh_reader[j]
-        for f, t in self.sh_reads[j]:
-            r = reader[f]
-            new = np.where((r == -1) | (r == t), t, -2)
-            reader[f] = new
-            again = reader[f]
-            reader[f[again != new]] = -2  # two threads read one word in this statement
+        if not self.sh_reads[j]:
+            return
+        f, t = self._pending_reads(j)
         self.sh_reads[j].clear()
+        fold_reader_words(self.sh_reader[j], f, t)
+
+    def _forget_reads_of(self, j: int, reached: np.ndarray) -> None:
+        """Drop the recorded reads of the blocks that reached a barrier (their reader
+        words are reset anyway); the other blocks' reads stay recorded, unfolded."""
+        if not self.sh_reads[j]:
+            return
+        f, t = self._pending_reads(j)
+        keep = ~reached[f // self.sh_buf[j].size]
+        f, t = f[keep], t[keep]
+        self.sh_reads[j][:] = [(f, t)] if f.size else []
+        self.sh_pending[j] = int(f.size)
 
     def _race_write(self, j: int, flat: Any, act: Any, site: int, per_lane: int = 1) -> None:
         """`flat`: the words the active lanes write ([n] or [n, per_lane] for vectors)."""
@@ -602,15 +683,19 @@ class Wave:
             self.barriers += self.tally_at(np.flatnonzero(reached) * self.T)
         self.epoch += 1   # contract.Reduction records a repeated read once per epoch
         if self.check:
+            if reached is not None and reached.all():
+                reached = None   # every block passed: the same reset as an unmasked barrier
             for j, sb in enumerate(self.sh_buf):
                 if reached is None:
                     self.sh_reads[j].clear()
                     self.sh_pending[j] = 0
-                    self.sh_writer[j].fill(-1)
-                    self.sh_reader[j].fill(-1)
+                    if self.sh_dirty[j]:
+                        self.sh_writer[j].fill(-1)
+                    if self.sh_read[j]:
+                        self.sh_reader[j].fill(-1)
                     self.sh_dirty[j] = self.sh_read[j] = False
                 else:
-                    self._fold_reads(j)
+                    self._forget_reads_of(j, reached)
                     wr = self.sh_writer[j].reshape(self.B, sb.size)
                     rd = self.sh_reader[j].reshape(self.B, sb.size)
                     wr[reached] = -1
@@ -622,7 +707,21 @@ class Wave:
                     if self.sh_dirty[j]:
                         self.sh_dirty[j] = bool((wr[rest] >= 0).any())
                     if self.sh_read[j]:
-                        self.sh_read[j] = bool((rd[rest] != -1).any())
+                        self.sh_read[j] = bool(self.sh_reads[j]) or bool((rd[rest] != -1).any())
+
+def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray) -> None:
+    """reader[w] becomes the one thread that read word w (its old entry, -1 for none,
+    and every readers[k] with words[k] == w), or -2 where those are several."""
+    if not words.size:
+        return
+    lo = np.full(reader.shape, np.iinfo(np.int32).max, np.int32)
+    hi = np.full(reader.shape, np.iinfo(np.int32).min, np.int32)
+    np.minimum.at(lo, words, readers)
+    np.maximum.at(hi, words, readers)
+    hit = np.flatnonzero(hi != np.iinfo(np.int32).min)
+    lo, hi, old = lo[hit], hi[hit], reader[hit]
+    one = (lo == hi) & ((old == -1) | (old == lo))
+    reader[hit] = np.where(one, lo, np.int32(-2))
 
 
 def div_by_const(a: Any, c: int) -> Any:

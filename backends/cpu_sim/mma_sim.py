@@ -121,17 +121,24 @@ def _conflicts(byte_addr: np.ndarray, nbytes: int) -> int:
 
     Phases that are one pattern shifted (the usual case: per-lane offsets plus a per-warp
     base) conflict alike when their bases agree modulo the 128 bytes the banks span, so
-    one phase per distinct base is counted and multiplied."""
-    rel = byte_addr - byte_addr[:, :1]
-    if byte_addr.shape[0] > 1 and (rel == rel[0]).all():
-        vals, first, counts = np.unique(byte_addr[:, 0] % (4 * BANKS), return_index=True,
-                                        return_counts=True)
-        return sum(_conflicts_raw(byte_addr[i:i + 1], nbytes) * int(c)
-                   for i, c in zip(first.tolist(), counts.tolist(), strict=True))
-    return _conflicts_raw(byte_addr, nbytes)
+    one phase per distinct base is counted (all in one pass) and weighted."""
+    if byte_addr.shape[0] > 1:
+        rel = byte_addr[1:] - byte_addr[1:, :1]
+        if (rel == byte_addr[0] - byte_addr[0, 0]).all():
+            _, first, counts = np.unique(byte_addr[:, 0] % (4 * BANKS), return_index=True,
+                                         return_counts=True)
+            return int(_conflicts_per_phase(byte_addr[first], nbytes) @ counts)
+    return int(_conflicts_per_phase(byte_addr, nbytes).sum())
 
 
 def _conflicts_raw(byte_addr: np.ndarray, nbytes: int) -> int:
+    """The straightforward count: every phase on its own (tests check _conflicts by it)."""
+    return int(_conflicts_per_phase(byte_addr, nbytes).sum())
+
+
+def _conflicts_per_phase(byte_addr: np.ndarray, nbytes: int) -> np.ndarray:
+    """Per phase [G, P], the wavefronts past the first: the most distinct words any one
+    bank holds, less one (a word many lanes read is one broadcast)."""
     words = (byte_addr[..., None] // 4 + np.arange(max(1, nbytes // 4))).reshape(
         byte_addr.shape[0], -1)
     words = np.sort(words, axis=1)
@@ -139,7 +146,7 @@ def _conflicts_raw(byte_addr: np.ndarray, nbytes: int) -> int:
     first[:, 1:] = words[:, 1:] != words[:, :-1]
     key = np.arange(words.shape[0])[:, None] * BANKS + words % BANKS
     counts = np.bincount(key[first], minlength=words.shape[0] * BANKS).reshape(-1, BANKS)
-    return int(np.maximum(counts.max(axis=1) - 1, 0).sum())
+    return np.maximum(counts.max(axis=1) - 1, 0).astype(np.int64)
 
 
 def _shared_base(W: Wave, j: int) -> int:
@@ -252,6 +259,19 @@ def cp_wait(W: Wave, pending: int, m: Any) -> None:
     p.done = new if m is None else np.where(m, new, p.done)
 
 
+def _vectors_inside(start: np.ndarray, width: int, size: int) -> bool:
+    """Every lane's `width`-wide vector at `start` aligned and inside [0, size): one pass
+    for the range (a negative start seen as uint64 is past any size) and one for the
+    alignment (widths are powers of two)."""
+    if not start.size:
+        return True
+    if start.dtype != np.int64 or width & (width - 1):
+        return bool((start >= 0).all() and (start + width <= size).all()
+                    and not (start % width).any())
+    return int(start.view(np.uint64).max()) <= size - width and \
+        not (start & (width - 1)).any()
+
+
 def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src_idx: Any,
           width: int, vmask: Any, asynchronous: bool, m: Any, site: int) -> None:
     act = W._act(m, None)
@@ -268,7 +288,8 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
         p, buf = W.g_param[j], W.g[j]
         dt: DType = p.dtype
         si = W.lanes_int(src_idx)
-        if W.check:
+        whole = _vectors_inside(si, width, W.g_n[j])
+        if W.check and not whole:
             chk = lanes_valid & (np.ones(W.L, bool) if act is None else act)
             bad = chk & ((si % width != 0) | (si < 0) | (si + width > W.g_n[j]))
             if bad.any():
@@ -278,9 +299,10 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                         f" is {'not aligned' if kind == 'misaligned' else 'out of bounds'} "
                         f"(size {W.g_n[j]})", buffer=p.name, index=int(si[lane]),
                         hint="mask the lanes whose vector is not whole")
-        safe = np.clip(si, 0, max(0, W.g_n[j] - width))
+        safe = si if whole else np.clip(si, 0, max(0, W.g_n[j] - width))
         vals = np.take(buf, safe[:, None] + e).astype(rep_dtype(dt))
-        vals[~lanes_valid] = 0
+        if valid is not None:
+            vals[~lanes_valid] = 0
         W.gr += W.tally(lanes_valid if act is None else lanes_valid & act) * width * dt.itemsize
     elif space == "s":
         sb = W.sh_buf[j]
@@ -291,7 +313,8 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
             W._race_read(j, flat, act, site, per_lane=width)
             if W.pipe is not None:
                 W.pipe.check_read(W, j, flat, act, site)
-        vals = np.where(lanes_valid[:, None], vals, 0)
+        if valid is not None or vals.dtype == np.bool_:   # (where() makes bools int64)
+            vals = np.where(lanes_valid[:, None], vals, 0)
         W.sr += n_act * width * dt.itemsize
     else:
         dt = W.loc_buf[j].dtype
@@ -305,7 +328,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
         di = W.lanes_int(dst_idx)
         flat = W.sh_off[j][:, None] + di[:, None] + e
         sel = slice(None) if act is None else act
-        if W.check:
+        if W.check and not _vectors_inside(di, width, sb.size):
             bad = (di < 0) | (di + width > sb.size) | (di % width != 0)
             bad = bad if act is None else bad & act
             if bad.any():
@@ -313,6 +336,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                 W._fail("out_of_bounds", site, lane, f"vector store {sb.name}[{int(di[lane])}]"
                         f" of {width} is outside the buffer or not aligned (size {sb.size})",
                         buffer=sb.name, index=int(di[lane]))
+        if W.check:
             W._race_write(j, flat[sel], act, site, per_lane=width)
             if getattr(W, "hopper", None) is not None:   # generic-proxy write (wgmma_sim)
                 from .wgmma_sim import note_generic_write

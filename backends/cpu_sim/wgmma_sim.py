@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.kernel.wgmma import accumulator_table, canonical_offset, swizzle, wgmma_k
+from hal.kernel.wgmma import accumulator_table, canonical_offset, pattern_bytes, swizzle, wgmma_k
 
 from .lanes import Wave, rep_dtype
 
@@ -582,18 +582,9 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         return
     sb = W.sh_buf[jd]
     isz = sb.dtype.itemsize
-    rel = np.meshgrid(*[np.arange(b, dtype=np.int64) for b in reversed(tm.box)],
-                      indexing="ij")
-    rel = [r.ravel() for r in reversed(rel)]             # per dim (innermost first)
     estr = (1, *(s // isz for s in tm.strides))
-    flat = np.zeros((len(lanes), rel[0].size), np.int64)
-    ok = np.ones(flat.shape, bool)
-    for d, c in enumerate(coords):
-        g = rel[d][None, :] + _lanes(W, c)[lanes][:, None]
-        ok &= (g >= 0) & (g < tm.dims[d])
-        flat += g * estr[d]
-    src = W.g[jg]
-    vals = np.where(ok, np.take(src, np.where(ok, flat, 0)), 0).astype(rep_dtype(sb.dtype))
+    vals, read = _box_gather(W.g[jg], tm, estr, [_lanes(W, c)[lanes] for c in coords])
+    vals = vals.astype(rep_dtype(sb.dtype))
     dst = _lanes(W, dst_index)[lanes]
     addr = st.base[jd] + dst * isz
     if W.check and (addr % tm.alignment).any():
@@ -601,8 +592,7 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         W._fail("misaligned", site, lane, f"TMA destination {sb.name} at shared byte "
                 f"{int(addr[0])} is not {tm.alignment}-byte aligned (swizzle {tm.swizzle}B)",
                 buffer=sb.name, hint="align the tile to its swizzle pattern")
-    elem = (swizzle(addr[:, None] + np.arange(rel[0].size) * isz, tm.swizzle)
-            - st.base[jd]) // isz
+    elem = (_swizzled_box(addr, tm.swizzle, int(np.prod(tm.box)), isz) - st.base[jd]) // isz
     if W.check and ((elem < 0) | (elem >= sb.size)).any():
         W._fail("out_of_bounds", site, int(lanes[0]), f"TMA box of {tm.name} "
                 f"({'x'.join(map(str, tm.box))}) at {sb.name}[{int(dst[0])}] runs past the "
@@ -629,7 +619,55 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         st.mark_phase[jd][words] = st.phase[b, s][:, None]
         W.sw += W.tally_at(lanes) * words.shape[1] * isz
         complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
-    W.gr += W.tally_at(lanes, ok.sum(axis=1)) * isz   # read from global once, even multicast
+    W.gr += W.tally_at(lanes, read) * isz   # read from global once, even multicast
+
+
+@functools.lru_cache(maxsize=256)
+def _box_offsets(box: tuple[int, ...], estr: tuple[int, ...]) -> tuple[tuple[np.ndarray, ...],
+                                                                        np.ndarray]:
+    """Per dimension (innermost first) each box element's coordinate in the box, and its
+    element offset from the box's first element: the same for every TMA of this box."""
+    rel = np.meshgrid(*[np.arange(b, dtype=np.int64) for b in reversed(box)], indexing="ij")
+    rel = tuple(r.ravel() for r in reversed(rel))
+    offs = sum((r * e for r, e in zip(rel, estr, strict=False)), np.zeros_like(rel[0]))
+    for a in (*rel, offs):
+        a.flags.writeable = False
+    return rel, offs
+
+
+def _box_gather(src: np.ndarray, tm, estr: tuple[int, ...],
+                coords: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """[lanes, box elements] of global `src` at each lane's box (zeros past the tensor's
+    edge) and the elements each lane read inside the tensor."""
+    rel, offs = _box_offsets(tuple(tm.box), estr)
+    n = len(coords[0])
+    if all(c.min() >= 0 and c.max() + b <= d for c, b, d in zip(coords, tm.box, tm.dims,
+                                                                   strict=False)):
+        base = sum((c * e for c, e in zip(coords, estr, strict=False)), np.zeros(n, np.int64))
+        return np.take(src, base[:, None] + offs), np.full(n, offs.size, np.int64)
+    flat = np.zeros((n, offs.size), np.int64)   # a box crossing the edge: per element
+    ok = np.ones(flat.shape, bool)
+    for d, c in enumerate(coords):
+        g = rel[d][None, :] + c[:, None]
+        ok &= (g >= 0) & (g < tm.dims[d])
+        flat += g * estr[d]
+    return np.where(ok, np.take(src, np.where(ok, flat, 0)), 0), ok.sum(axis=1)
+
+
+def _swizzled_box(addr: np.ndarray, mode: int, elems: int, isz: int) -> np.ndarray:
+    """[lanes, elems]: the swizzled byte address of each element of a box written from
+    `addr`; the pattern is shared when every address starts a swizzle pattern."""
+    pattern = pattern_bytes(mode)
+    if pattern and not (addr % pattern).any():
+        return addr[:, None] + _swizzled_offsets(mode, elems, isz)
+    return swizzle(addr[:, None] + np.arange(elems) * isz, mode)
+
+
+@functools.lru_cache(maxsize=64)
+def _swizzled_offsets(mode: int, elems: int, isz: int) -> np.ndarray:
+    out = swizzle(np.arange(elems, dtype=np.int64) * isz, mode)
+    out.flags.writeable = False
+    return out
 
 
 def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray, site: int,
