@@ -357,8 +357,9 @@ class _Translator:
         self.var_names: dict[str, str] = {}
         self.consts: dict[tuple, str] = {}   # (dtype, type, repr) -> its literal or name
         self.n_tmp = 0
+        stmts = list(walk_stmts(kernel.body))   # (one walk shared by the questions below)
         self.facts = _Facts(kernel.body)   # uniformity, dataflow, flops
-        self.ranges = IndexRanges(kernel, self.facts.uniform)   # i32 math that cannot overflow
+        self.ranges = IndexRanges(kernel, self.facts.uniform, stmts)   # i32 math that cannot overflow
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}
@@ -372,12 +373,12 @@ class _Translator:
         self.local_names = {b.name for b in kernel.locals}
         self.ns["_Reduction"] = Reduction
         # Hopper nodes (hal.kernel.ir_async): wgmma_sim keeps their state per wave
-        self.hopper = any(isinstance(s, ira.ASYNC_STMTS) for s in walk_stmts(kernel.body))
+        self.hopper = any(isinstance(s, ira.ASYNC_STMTS) for s in stmts)
         # thread-block clusters (hal.kernel.ir_cluster): cluster_sim's state per wave
         self.clustered = irc.cluster_size(kernel.cluster) > 1 or any(
-            isinstance(s, irc.CLUSTER_STMTS) for s in walk_stmts(kernel.body))
+            isinstance(s, irc.CLUSTER_STMTS) for s in stmts)
         self.hopper = self.hopper or self.clustered
-        self.wgmma_accs = {s.acc for s in walk_stmts(kernel.body) if isinstance(s, ira.Wgmma)}
+        self.wgmma_accs = {s.acc for s in stmts if isinstance(s, ira.Wgmma)}
 
     # ----------------------------------------------------------------- helpers
     def tmp(self, prefix: str) -> str:
@@ -438,8 +439,7 @@ class _Translator:
 
     # ----------------------------------------------------------------- expressions
     def expr(self, e: Expr, ctx: _Ctx) -> str:
-        fn = getattr(self, "e_" + type(e).__name__)
-        return fn(e, ctx)
+        return _EMIT_EXPR[type(e)](self, e, ctx)
 
     def e_Const(self, e: Const, ctx: _Ctx) -> str:
         return self.const(e.value, e.dtype)
@@ -540,7 +540,7 @@ class _Translator:
                                 if isinstance(x, Load) and x.buffer in self.wgmma_accs}):
                 self.emit(f"WG.check_acc(W, _hs, {self.slot[name][1]}, {ctx.mask}, "
                           f"{self.site(ctx, name)})", depth)
-        getattr(self, "s_" + type(s).__name__)(s, ctx, depth)
+        _EMIT_STMT[type(s)](self, s, ctx, depth)
 
     def s_Comment(self, s: Comment, ctx: _Ctx, depth: int) -> None:
         pass
@@ -785,6 +785,23 @@ class _Translator:
         return CompiledKernel(self.ns["run"], source, self.globals_, self.scalars,
                               list(self.k.shared), list(self.k.locals), self.sites,
                               self.flop_dtypes)
+
+
+class _Emitters(dict):
+    """node type -> the `_Translator` method named prefix + the type's name, looked up
+    on first use (a dict probe per node instead of building a name and a bound method)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, t: type) -> Callable[..., Any]:
+        fn = self[t] = getattr(_Translator, self.prefix + t.__name__)
+        return fn
+
+
+_EMIT_EXPR = _Emitters("e_")
+_EMIT_STMT = _Emitters("s_")
 
 
 def compile_kernel(kernel: Kernel, options=None) -> CompiledKernel:

@@ -37,6 +37,7 @@ from hal.kernel.ir import (
     Kernel,
     Select,
     Special,
+    Stmt,
     Unary,
     Var,
     walk_stmts,
@@ -60,14 +61,16 @@ def _trunc_div(a: int, b: int) -> int:
 class IndexRanges:
     """Intervals of a kernel's integer expressions (module docstring)."""
 
-    def __init__(self, kernel: Kernel, uniform: Callable[[Expr], bool]):
+    def __init__(self, kernel: Kernel, uniform: Callable[[Expr], bool],
+                 stmts: list[Stmt] | None = None):
+        """`stmts`: walk_stmts(kernel.body), when the caller has it already."""
         g = tuple(int(x) for x in kernel.grid)
         self.special = {"thread_idx": (0, int(kernel.block) - 1), "block_idx_x": (0, g[0] - 1),
                         "block_idx_y": (0, g[1] - 1), "block_idx_z": (0, g[2] - 1)}
         decls: dict[str, int] = {}
         assigned: set[str] = set()
         self.defs: dict[str, Any] = {}
-        for s in walk_stmts(kernel.body):
+        for s in walk_stmts(kernel.body) if stmts is None else stmts:
             if isinstance(s, Declare):
                 decls[s.var.name] = decls.get(s.var.name, 0) + 1
                 self.defs[s.var.name] = s

@@ -45,12 +45,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hal.kernel.ir import (
+    EXPR_CHILDREN,
     Assign,
     Binary,
     Cast,
     Comment,
     Const,
     Declare,
+    Expr,
     For,
     If,
     Load,
@@ -94,12 +96,22 @@ def names(stmts: list[Stmt]) -> Counter:
     acc: Counter = Counter()
     for s in walk_stmts(stmts):
         for e in stmt_exprs(s):
-            for x in walk_expr(e):
-                if isinstance(x, Var):
-                    acc[x.name] += 1
+            _count_vars(e, acc)
         if isinstance(s, (Declare, Assign, For)):
             acc[s.var.name] += 1
     return acc
+
+
+def _count_vars(e: Expr, acc: Counter) -> None:
+    """Var occurrences in `e` (walk_expr's order of nodes, without its generators)."""
+    t = type(e)
+    if t is Var:
+        acc[e.name] += 1
+        return
+    for f in EXPR_CHILDREN.get(t, ()):
+        c = getattr(e, f)
+        if c is not None:
+            _count_vars(c, acc)
 
 
 def widenable(s: For, kernel_body: list[Stmt] | Counter, global_or_shared: set[str],
