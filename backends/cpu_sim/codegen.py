@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
     COMPARISONS,
     EXPR_CHILDREN,
+    STMT_EXPRS,
     Assign,
     AtomicAdd,
     Barrier,
@@ -144,7 +145,11 @@ class _Text:
 
 def headline_text(s: Stmt) -> _Text:
     """`_headline(s)` (at most 160 characters), formatted when a message needs it."""
-    return _Text(lambda st: _headline(st)[:160], s)
+    return _Text(_headline_160, s)
+
+
+def _headline_160(s: Stmt) -> str:
+    return _headline(s)[:160]
 
 
 def _headline(s: Stmt) -> str:
@@ -170,8 +175,10 @@ class _Facts:
     * the statement's flops per float dtype (every float Unary/Binary it evaluates).
 
     The variables that vary and those that hold data are fixpoints over the body: passes
-    repeat until one adds nothing, and that last pass saw the final sets, so its answers
-    (kept per node and per statement) are final. `varying` seeds the varying variables
+    repeat until one adds no variable it had read before the addition (`stale`). Every
+    answer of such a pass holds for its final sets, so a further pass would add nothing:
+    its answers (kept per node and per statement) are final. Straight-line code, which
+    declares before it reads, needs one pass; a loop-carried value, two or more. `varying` seeds the varying variables
     (widen.py: the loop variable varies); `data`, the data variables of an enclosing
     body (widen.py: a loop body's values may come from before the loop)."""
 
@@ -181,11 +188,12 @@ class _Facts:
         self.data: set[str] = set(data)
         self.keep: list[Expr] = []   # nodes asked about after the fixpoint (ids stay theirs)
         while True:
-            before = len(self.varying), len(self.data)
             self.nodes: dict[int, tuple[bool, bool, DType]] = {}   # id -> (uniform, data, dtype)
             self.flops: dict[int, dict[str, int]] = {}             # id(stmt) -> dtype -> n
+            self.read: set[str] = set()    # variables read so far in this pass
+            self.stale = False             # one of them was added to varying or data since
             self._walk(body, False)
-            if (len(self.varying), len(self.data)) == before:
+            if not self.stale:
                 break
 
     def uniform(self, e: Expr) -> bool:
@@ -211,9 +219,20 @@ class _Facts:
 
     def _visit_stmt(self, s: Stmt) -> dict[str, int]:
         fl: dict[str, int] = {}
-        for e in stmt_exprs(s):
-            _visit(self, e, fl)
+        for f in STMT_EXPRS.get(type(s), ()):   # (stmt_exprs without its list)
+            x = getattr(s, f)
+            if isinstance(x, tuple):
+                for y in x:
+                    _visit(self, y, fl)
+            elif x is not None:
+                _visit(self, x, fl)
         return fl
+
+    def _add(self, names: set[str], name: str) -> None:
+        if name not in names:
+            names.add(name)
+            if name in self.read:   # an answer of this pass may not hold: pass again
+                self.stale = True
 
     def _walk(self, body: list[Stmt], divergent: bool) -> None:
         nodes = self.nodes
@@ -224,15 +243,15 @@ class _Facts:
                 if s.init is not None:
                     uni, dat, _ = nodes[id(s.init)]
                     if not uni:
-                        self.varying.add(s.var.name)
+                        self._add(self.varying, s.var.name)
                     if dat:
-                        self.data.add(s.var.name)
+                        self._add(self.data, s.var.name)
             elif t is Assign:
                 uni, dat, _ = nodes[id(s.value)]
                 if divergent or not uni:
-                    self.varying.add(s.var.name)
+                    self._add(self.varying, s.var.name)
                 if dat:
-                    self.data.add(s.var.name)
+                    self._add(self.data, s.var.name)
             elif t is If or t is ira.Roles:
                 d = divergent or not nodes[id(s.cond)][0]
                 for b in (s.then, s.orelse) if t is If else (s.first, s.second):
@@ -240,7 +259,7 @@ class _Facts:
             elif t is For:
                 u = nodes[id(s.start)][0] and nodes[id(s.stop)][0] and nodes[id(s.step)][0]
                 if not u:
-                    self.varying.add(s.var.name)
+                    self._add(self.varying, s.var.name)
                 self._walk(s.body, divergent or not u)
 
 
@@ -258,6 +277,7 @@ def _visit_leaf(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool,
 
 
 def _visit_var(facts: _Facts, e: Var, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    facts.read.add(e.name)
     r = facts.nodes[id(e)] = (e.name not in facts.varying, e.name in facts.data, e.dtype)
     return r
 
@@ -330,14 +350,13 @@ _VISITORS: dict[type, Callable[..., tuple[bool, bool, DType]]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Ctx:
     mask: str = "None"
     count: str = "_L"
     buffer: str | None = None       # the access whose index is being generated
     stmt: Any = ""                  # the headline (a _Text) of the statement being run
     site: int = -1
-    extra: dict = field(default_factory=dict)
 
 
 class _Translator:
@@ -391,17 +410,20 @@ class _Translator:
         return name
 
     def var(self, v: Var) -> str:
-        if v.name not in self.var_names:
+        name = self.var_names.get(v.name)
+        if name is None:
             clean = re.sub(r"\W", "_", v.name)
-            self.var_names[v.name] = f"v_{clean}_{len(self.var_names)}"
-        return self.var_names[v.name]
+            name = self.var_names[v.name] = f"v_{clean}_{len(self.var_names)}"
+        return name
 
     def site(self, ctx: _Ctx, buffer: str | None, expr: str = "") -> int:
         self.sites.append((ctx.stmt, buffer, expr))
         return len(self.sites) - 1
 
     def const(self, value: Any, dt: DType) -> str:
-        key = (dt.name, type(value).__name__, repr(value))   # repr keeps -0.0 apart from 0.0
+        t = type(value)
+        # an int or bool is its own key; a float's repr keeps -0.0 apart from 0.0
+        key = (dt.name, t, value) if t is int or t is bool else (dt.name, t, repr(value))
         hit = self.consts.get(key)
         if hit is None:
             if dt.is_int:
