@@ -222,3 +222,12 @@ def test_translation_flop_counters_follow_the_facts():
     ck = compile_kernel(_kernel(MIXED))
     assert set(ck.flop_dtypes) == {"f16", "f32", "bf16"}
     assert "W.i32(" in ck.source or "_fl[" in ck.source
+
+
+def test_facts_dtypes_are_the_nodes_dtypes():
+    for body in (LATE, MIXED):
+        facts = _Facts(body)
+        for s in walk_stmts(body):
+            for e in stmt_exprs(s):
+                for x in walk_expr(e):
+                    assert facts.dtype(x) == x.dtype, x

@@ -202,6 +202,10 @@ class _Facts:
     def is_data(self, e: Expr) -> bool:
         return self._node(e)[1]
 
+    def dtype(self, e: Expr) -> DType:
+        """`e.dtype`, without walking down Unary/Binary operand chains again."""
+        return self._node(e)[2]
+
     def stmt_flops(self, s: Stmt) -> list[tuple[str, int]]:
         """(dtype name, flops) of the statement's own expressions, by dtype name."""
         fl = self.flops.get(id(s))
@@ -477,12 +481,12 @@ class _Translator:
 
     def _arith(self, e: Unary | Binary, args: list[str], ctx: _Ctx) -> str:
         code = f"{self.op(e.op)}({', '.join(args)})"
-        if isinstance(e, Binary) and e.op in _BY_CONST and e.dtype.is_int \
+        rd = self.facts.dtype(e)   # (e.dtype would walk down the operand chain)
+        if isinstance(e, Binary) and e.op in _BY_CONST and rd.is_int \
                 and isinstance(e.b, Const) and int(e.b.value) > 0:
             # index math by a positive constant: one NumPy pass instead of the general rule
             self.ns.setdefault(f"_{e.op}_c", _BY_CONST[e.op])
             code = f"_{e.op}_c({args[0]}, {int(e.b.value)})"
-        rd = e.dtype
         if rd.is_float and rd.bits < 32:
             code = f"{self.rounder(rd)}({code})"
         elif rd.is_int:
