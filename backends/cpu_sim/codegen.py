@@ -26,15 +26,18 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, cast
+from hal.dtypes import DType, bool_, cast
 from hal.kernel import ir_async as ira
 from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
+    COMPARISONS,
+    EXPR_CHILDREN,
+    STMT_EXPRS,
     Assign,
     AtomicAdd,
     Barrier,
@@ -78,7 +81,6 @@ from .checks import SimulationError
 from .code_cache import compile_wave
 from .contract import Reduction
 from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
-from .node_memo import NodeMemo
 from .ranges import IndexRanges
 from .vectorize import emit_reduction_loop, match_reduction_loop
 
@@ -143,7 +145,11 @@ class _Text:
 
 def headline_text(s: Stmt) -> _Text:
     """`_headline(s)` (at most 160 characters), formatted when a message needs it."""
-    return _Text(lambda st: _headline(st)[:160], s)
+    return _Text(_headline_160, s)
+
+
+def _headline_160(s: Stmt) -> str:
+    return _headline(s)[:160]
 
 
 def _headline(s: Stmt) -> str:
@@ -157,101 +163,204 @@ def _headline(s: Stmt) -> str:
     return format_stmt(s)[0].strip()
 
 
-class _Uniformity:
-    """Which variables hold the same value in every lane (fixpoint over the body)."""
+class _Facts:
+    """What codegen asks of a kernel's expressions, gathered by one walk over every
+    statement's expressions (`_visit`) instead of one walk per question:
 
-    def __init__(self, body: list[Stmt], varying: frozenset[str] = frozenset()):
-        self.varying: set[str] = set(varying)   # (widen.py: the loop variable varies)
-        self.memo: NodeMemo | None = None
+    * uniform: the same in every lane of the wave (constants, scalar params, variables
+      only ever given uniform values outside divergent code; not lane indices, loads,
+      shuffles, cluster ranks);
+    * data: derived from memory or shuffles rather than index arithmetic (i32 overflow in
+      data wraps, as integer tensors do on hardware; only index arithmetic is checked);
+    * the statement's flops per float dtype (every float Unary/Binary it evaluates).
+
+    The variables that vary and those that hold data are fixpoints over the body: passes
+    repeat until one adds no variable it had read before the addition (`stale`). Every
+    answer of such a pass holds for its final sets, so a further pass would add nothing:
+    its answers (kept per node and per statement) are final. Straight-line code, which
+    declares before it reads, needs one pass; a loop-carried value, two or more. `varying` seeds the varying variables
+    (widen.py: the loop variable varies); `data`, the data variables of an enclosing
+    body (widen.py: a loop body's values may come from before the loop)."""
+
+    def __init__(self, body: list[Stmt], varying: frozenset[str] = frozenset(),
+                 data: frozenset[str] = frozenset()):
+        self.varying: set[str] = set(varying)
+        self.data: set[str] = set(data)
+        self.keep: list[Expr] = []   # nodes asked about after the fixpoint (ids stay theirs)
         while True:
-            before = len(self.varying)
+            self.nodes: dict[int, tuple[bool, bool, DType]] = {}   # id -> (uniform, data, dtype)
+            self.flops: dict[int, dict[str, int]] = {}             # id(stmt) -> dtype -> n
+            self.read: set[str] = set()    # variables read so far in this pass
+            self.stale = False             # one of them was added to varying or data since
             self._walk(body, False)
-            if len(self.varying) == before:
+            if not self.stale:
                 break
-        self.memo = NodeMemo()   # the fixpoint: answers are final from here on
 
-    def expr(self, e: Expr) -> bool:
-        if self.memo is not None:
-            return self.memo.get(e, self._expr)
-        return self._expr(e)
+    def uniform(self, e: Expr) -> bool:
+        return self._node(e)[0]
 
-    def _expr(self, e: Expr) -> bool:
-        if isinstance(e, (Const, Param)):
-            return True
-        if isinstance(e, Var):
-            return e.name not in self.varying
-        if isinstance(e, (Special, Load, Shuffle, irc.ClusterCtaRank)):
-            return False
-        for c in children(e):
-            if not self.expr(c):
-                return False
-        return True
+    def is_data(self, e: Expr) -> bool:
+        return self._node(e)[1]
+
+    def dtype(self, e: Expr) -> DType:
+        """`e.dtype`, without walking down Unary/Binary operand chains again."""
+        return self._node(e)[2]
+
+    def stmt_flops(self, s: Stmt) -> list[tuple[str, int]]:
+        """(dtype name, flops) of the statement's own expressions, by dtype name."""
+        fl = self.flops.get(id(s))
+        if fl is None:   # a statement outside the analysed body: its nodes kept, it not
+            self.keep.extend(stmt_exprs(s))
+            fl = self._visit_stmt(s)
+        return sorted(fl.items())
+
+    def _node(self, e: Expr) -> tuple[bool, bool, DType]:
+        hit = self.nodes.get(id(e))
+        if hit is None:   # a node built after the analysis (vectorize's index rests)
+            self.keep.append(e)
+            hit = _visit(self, e, {})
+        return hit
+
+    def _visit_stmt(self, s: Stmt) -> dict[str, int]:
+        fl: dict[str, int] = {}
+        for f in STMT_EXPRS.get(type(s), ()):   # (stmt_exprs without its list)
+            x = getattr(s, f)
+            if isinstance(x, tuple):
+                for y in x:
+                    _visit(self, y, fl)
+            elif x is not None:
+                _visit(self, x, fl)
+        return fl
+
+    def _add(self, names: set[str], name: str) -> None:
+        if name not in names:
+            names.add(name)
+            if name in self.read:   # an answer of this pass may not hold: pass again
+                self.stale = True
 
     def _walk(self, body: list[Stmt], divergent: bool) -> None:
+        nodes = self.nodes
         for s in body:
-            if isinstance(s, Declare):
-                if s.init is not None and not self.expr(s.init):
-                    self.varying.add(s.var.name)
-            elif isinstance(s, Assign):
-                if divergent or not self.expr(s.value):
-                    self.varying.add(s.var.name)
-            elif isinstance(s, (If, ira.Roles)):
-                d = divergent or not self.expr(s.cond)
-                for b in (s.then, s.orelse) if isinstance(s, If) else (s.first, s.second):
+            self.flops[id(s)] = self._visit_stmt(s)
+            t = type(s)
+            if t is Declare:
+                if s.init is not None:
+                    uni, dat, _ = nodes[id(s.init)]
+                    if not uni:
+                        self._add(self.varying, s.var.name)
+                    if dat:
+                        self._add(self.data, s.var.name)
+            elif t is Assign:
+                uni, dat, _ = nodes[id(s.value)]
+                if divergent or not uni:
+                    self._add(self.varying, s.var.name)
+                if dat:
+                    self._add(self.data, s.var.name)
+            elif t is If or t is ira.Roles:
+                d = divergent or not nodes[id(s.cond)][0]
+                for b in (s.then, s.orelse) if t is If else (s.first, s.second):
                     self._walk(b, d)
-            elif isinstance(s, For):
-                u = all(self.expr(x) for x in (s.start, s.stop, s.step))
+            elif t is For:
+                u = nodes[id(s.start)][0] and nodes[id(s.stop)][0] and nodes[id(s.step)][0]
                 if not u:
-                    self.varying.add(s.var.name)
+                    self._add(self.varying, s.var.name)
                 self._walk(s.body, divergent or not u)
 
 
-class _DataFlow:
-    """Which variables hold data (values derived from memory or shuffles) rather than
-    index arithmetic. i32 overflow in data wraps, as integer tensors do on hardware;
-    only index arithmetic is checked for overflow."""
-
-    def __init__(self, body: list[Stmt]):
-        self.data: set[str] = set()
-        self.memo: NodeMemo | None = None
-        while True:
-            before = len(self.data)
-            self._walk(body)
-            if len(self.data) == before:
-                break
-        self.memo = NodeMemo()   # the fixpoint: answers are final from here on
-
-    def expr(self, e: Expr) -> bool:
-        if self.memo is not None:
-            return self.memo.get(e, self._expr)
-        return self._expr(e)
-
-    def _expr(self, e: Expr) -> bool:
-        if isinstance(e, (Load, Shuffle)):
-            return True
-        if isinstance(e, Var):
-            return e.name in self.data
-        for c in children(e):
-            if self.expr(c):
-                return True
-        return False
-
-    def _walk(self, body: list[Stmt]) -> None:
-        for s in walk_stmts(body):
-            if isinstance(s, Declare) and s.init is not None and self.expr(s.init):
-                self.data.add(s.var.name)
-            elif isinstance(s, Assign) and self.expr(s.value):
-                self.data.add(s.var.name)
+# ------------------------------------------------------------- the one expression walk
+# Each visitor returns (and records in facts.nodes) a node's (uniform, data, dtype) and
+# counts its float arithmetic into `fl`; dtypes come up from the children (Unary's and
+# Binary's dtype properties would walk down their operand chains again).
+def _visit(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    return _VISITORS.get(type(e), _visit_node)(facts, e, fl)
 
 
-@dataclass
+def _visit_leaf(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    r = facts.nodes[id(e)] = (True, False, e.dtype)       # Const, Param
+    return r
+
+
+def _visit_var(facts: _Facts, e: Var, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    facts.read.add(e.name)
+    r = facts.nodes[id(e)] = (e.name not in facts.varying, e.name in facts.data, e.dtype)
+    return r
+
+
+def _visit_lane(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    r = facts.nodes[id(e)] = (False, False, e.dtype)      # Special, ClusterCtaRank
+    return r
+
+
+def _visit_memory(facts: _Facts, e: Load | Shuffle, fl: dict[str, int]
+                  ) -> tuple[bool, bool, DType]:
+    x = None
+    for f in EXPR_CHILDREN[type(e)]:   # (their flops and their nodes' facts)
+        c = getattr(e, f)
+        if c is not None:
+            r = _visit(facts, c, fl)
+            if x is None:
+                x = r[2]
+    dt = x if type(e) is Shuffle else e.dtype   # Shuffle.dtype: its value's
+    r = facts.nodes[id(e)] = (False, True, dt)
+    return r
+
+
+def _visit_unary(facts: _Facts, e: Unary, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    uni, dat, dt = _visit(facts, e.x, fl)
+    if e.op == "logical_not":
+        dt = bool_
+    elif dt.kind == "float":
+        fl[dt.name] = fl.get(dt.name, 0) + 1
+    r = facts.nodes[id(e)] = (uni, dat, dt)
+    return r
+
+
+def _visit_binary(facts: _Facts, e: Binary, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    ua, da, dt = _visit(facts, e.a, fl)
+    ub, db, _ = _visit(facts, e.b, fl)
+    if e.op in COMPARISONS:
+        dt = bool_
+    elif dt.kind == "float":
+        fl[dt.name] = fl.get(dt.name, 0) + 1
+    r = facts.nodes[id(e)] = (ua and ub, da or db, dt)
+    return r
+
+
+def _visit_select(facts: _Facts, e: Select, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    up, dp, _ = _visit(facts, e.pred, fl)
+    ut, dt_, dt = _visit(facts, e.on_true, fl)   # Select.dtype: on_true's
+    uf, df, _ = _visit(facts, e.on_false, fl)
+    r = facts.nodes[id(e)] = (up and ut and uf, dp or dt_ or df, dt)
+    return r
+
+
+def _visit_node(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool, DType]:
+    """Any other node (Select, Cast, SmemDesc, ...): uniform when all its children are,
+    data when any is."""
+    uni, dat = True, False
+    for f in EXPR_CHILDREN.get(type(e), ()):
+        c = getattr(e, f)
+        if c is not None:
+            u, d, _ = _visit(facts, c, fl)
+            uni, dat = uni and u, dat or d
+    r = facts.nodes[id(e)] = (uni, dat, e.dtype)
+    return r
+
+
+_VISITORS: dict[type, Callable[..., tuple[bool, bool, DType]]] = {
+    Const: _visit_leaf, Param: _visit_leaf, Var: _visit_var, Special: _visit_lane,
+    irc.ClusterCtaRank: _visit_lane, Load: _visit_memory, Shuffle: _visit_memory,
+    Unary: _visit_unary, Binary: _visit_binary, Select: _visit_select,
+}
+
+
+@dataclass(slots=True)
 class _Ctx:
     mask: str = "None"
     count: str = "_L"
     buffer: str | None = None       # the access whose index is being generated
     stmt: Any = ""                  # the headline (a _Text) of the statement being run
     site: int = -1
-    extra: dict = field(default_factory=dict)
 
 
 class _Translator:
@@ -271,9 +380,9 @@ class _Translator:
         self.var_names: dict[str, str] = {}
         self.consts: dict[tuple, str] = {}   # (dtype, type, repr) -> its literal or name
         self.n_tmp = 0
-        self.uni = _Uniformity(kernel.body)
-        self.dataflow = _DataFlow(kernel.body)
-        self.ranges = IndexRanges(kernel, self.uni.expr)   # i32 math that cannot overflow
+        stmts = list(walk_stmts(kernel.body))   # (one walk shared by the questions below)
+        self.facts = _Facts(kernel.body)   # uniformity, dataflow, flops
+        self.ranges = IndexRanges(kernel, self.facts.uniform, stmts)   # i32 math that cannot overflow
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}
@@ -287,12 +396,12 @@ class _Translator:
         self.local_names = {b.name for b in kernel.locals}
         self.ns["_Reduction"] = Reduction
         # Hopper nodes (hal.kernel.ir_async): wgmma_sim keeps their state per wave
-        self.hopper = any(isinstance(s, ira.ASYNC_STMTS) for s in walk_stmts(kernel.body))
+        self.hopper = any(isinstance(s, ira.ASYNC_STMTS) for s in stmts)
         # thread-block clusters (hal.kernel.ir_cluster): cluster_sim's state per wave
         self.clustered = irc.cluster_size(kernel.cluster) > 1 or any(
-            isinstance(s, irc.CLUSTER_STMTS) for s in walk_stmts(kernel.body))
+            isinstance(s, irc.CLUSTER_STMTS) for s in stmts)
         self.hopper = self.hopper or self.clustered
-        self.wgmma_accs = {s.acc for s in walk_stmts(kernel.body) if isinstance(s, ira.Wgmma)}
+        self.wgmma_accs = {s.acc for s in stmts if isinstance(s, ira.Wgmma)}
 
     # ----------------------------------------------------------------- helpers
     def tmp(self, prefix: str) -> str:
@@ -305,17 +414,20 @@ class _Translator:
         return name
 
     def var(self, v: Var) -> str:
-        if v.name not in self.var_names:
+        name = self.var_names.get(v.name)
+        if name is None:
             clean = re.sub(r"\W", "_", v.name)
-            self.var_names[v.name] = f"v_{clean}_{len(self.var_names)}"
-        return self.var_names[v.name]
+            name = self.var_names[v.name] = f"v_{clean}_{len(self.var_names)}"
+        return name
 
     def site(self, ctx: _Ctx, buffer: str | None, expr: str = "") -> int:
         self.sites.append((ctx.stmt, buffer, expr))
         return len(self.sites) - 1
 
     def const(self, value: Any, dt: DType) -> str:
-        key = (dt.name, type(value).__name__, repr(value))   # repr keeps -0.0 apart from 0.0
+        t = type(value)
+        # an int or bool is its own key; a float's repr keeps -0.0 apart from 0.0
+        key = (dt.name, t, value) if t is int or t is bool else (dt.name, t, repr(value))
         hit = self.consts.get(key)
         if hit is None:
             if dt.is_int:
@@ -353,8 +465,7 @@ class _Translator:
 
     # ----------------------------------------------------------------- expressions
     def expr(self, e: Expr, ctx: _Ctx) -> str:
-        fn = getattr(self, "e_" + type(e).__name__)
-        return fn(e, ctx)
+        return _EMIT_EXPR[type(e)](self, e, ctx)
 
     def e_Const(self, e: Const, ctx: _Ctx) -> str:
         return self.const(e.value, e.dtype)
@@ -370,17 +481,17 @@ class _Translator:
 
     def _arith(self, e: Unary | Binary, args: list[str], ctx: _Ctx) -> str:
         code = f"{self.op(e.op)}({', '.join(args)})"
-        if isinstance(e, Binary) and e.op in _BY_CONST and e.dtype.is_int \
+        rd = self.facts.dtype(e)   # (e.dtype would walk down the operand chain)
+        if isinstance(e, Binary) and e.op in _BY_CONST and rd.is_int \
                 and isinstance(e.b, Const) and int(e.b.value) > 0:
             # index math by a positive constant: one NumPy pass instead of the general rule
             self.ns.setdefault(f"_{e.op}_c", _BY_CONST[e.op])
             code = f"_{e.op}_c({args[0]}, {int(e.b.value)})"
-        rd = e.dtype
         if rd.is_float and rd.bits < 32:
             code = f"{self.rounder(rd)}({code})"
         elif rd.is_int:
             if rd.bits == 32 and rd.kind == "int" and e.op in CHECKED_I32_OPS \
-                    and not self.dataflow.expr(e) and not self.ranges.fits_i32(e):
+                    and not self.facts.is_data(e) and not self.ranges.fits_i32(e):
                 site = self.site(ctx, ctx.buffer, _Text(format_expr, e))
                 code = f"W.i32({code}, {ctx.mask}, {site})"
             elif rd.bits < 32 or rd.kind == "uint":
@@ -442,10 +553,7 @@ class _Translator:
             self.emit("pass", depth)
 
     def count_stmt_flops(self, s: Stmt, ctx: _Ctx, depth: int) -> None:
-        flops = Counter()
-        for e in stmt_exprs(s):
-            count_flops(e, flops)
-        for dt, n in sorted(flops.items()):
+        for dt, n in self.facts.stmt_flops(s):
             if dt not in self.flop_dtypes:
                 self.flop_dtypes.append(dt)
             self.emit(f"_fl[{self.flop_dtypes.index(dt)}] += {n} * {ctx.count}", depth)
@@ -458,7 +566,7 @@ class _Translator:
                                 if isinstance(x, Load) and x.buffer in self.wgmma_accs}):
                 self.emit(f"WG.check_acc(W, _hs, {self.slot[name][1]}, {ctx.mask}, "
                           f"{self.site(ctx, name)})", depth)
-        getattr(self, "s_" + type(s).__name__)(s, ctx, depth)
+        _EMIT_STMT[type(s)](self, s, ctx, depth)
 
     def s_Comment(self, s: Comment, ctx: _Ctx, depth: int) -> None:
         pass
@@ -609,7 +717,7 @@ class _Translator:
             if stmts:
                 self.emit(f"if {rc.count}:", depth)
                 self.body(stmts, rc, depth + 1)
-        if not all(self.uni.expr(x) for x in (la.start, la.stop, la.step)):
+        if not all(self.facts.uniform(x) for x in (la.start, la.stop, la.step)):
             raise ValueError(f"kernel {self.k.name}: warp-specialised role loops need "
                              "uniform bounds")
         va, vb = self.var(la.var), self.var(lb.var)
@@ -629,7 +737,7 @@ class _Translator:
 
     def s_If(self, s: If, ctx: _Ctx, depth: int) -> None:
         cond = self.expr(s.cond, ctx)
-        if self.uni.expr(s.cond):
+        if self.facts.uniform(s.cond):
             self.emit(f"if {cond}:", depth)
             self.body(s.then, ctx, depth + 1)
             if s.orelse:
@@ -649,7 +757,7 @@ class _Translator:
     def s_For(self, s: For, ctx: _Ctx, depth: int) -> None:
         v = self.var(s.var)
         start, stop, step = (self.expr(x, ctx) for x in (s.start, s.stop, s.step))
-        if all(self.uni.expr(x) for x in (s.start, s.stop, s.step)):
+        if all(self.facts.uniform(x) for x in (s.start, s.stop, s.step)):
             plan = match_reduction_loop(s, self.global_or_shared, self.local_names)
             if plan is not None:  # a multiply-accumulate loop: also emit its contraction form
                 emit_reduction_loop(self, s, plan, ctx, depth)
@@ -703,6 +811,23 @@ class _Translator:
         return CompiledKernel(self.ns["run"], source, self.globals_, self.scalars,
                               list(self.k.shared), list(self.k.locals), self.sites,
                               self.flop_dtypes)
+
+
+class _Emitters(dict):
+    """node type -> the `_Translator` method named prefix + the type's name, looked up
+    on first use (a dict probe per node instead of building a name and a bound method)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, t: type) -> Callable[..., Any]:
+        fn = self[t] = getattr(_Translator, self.prefix + t.__name__)
+        return fn
+
+
+_EMIT_EXPR = _Emitters("e_")
+_EMIT_STMT = _Emitters("s_")
 
 
 def compile_kernel(kernel: Kernel, options=None) -> CompiledKernel:

@@ -37,6 +37,7 @@ from hal.kernel.ir import (
     Kernel,
     Select,
     Special,
+    Stmt,
     Unary,
     Var,
     walk_stmts,
@@ -60,14 +61,16 @@ def _trunc_div(a: int, b: int) -> int:
 class IndexRanges:
     """Intervals of a kernel's integer expressions (module docstring)."""
 
-    def __init__(self, kernel: Kernel, uniform: Callable[[Expr], bool]):
+    def __init__(self, kernel: Kernel, uniform: Callable[[Expr], bool],
+                 stmts: list[Stmt] | None = None):
+        """`stmts`: walk_stmts(kernel.body), when the caller has it already."""
         g = tuple(int(x) for x in kernel.grid)
         self.special = {"thread_idx": (0, int(kernel.block) - 1), "block_idx_x": (0, g[0] - 1),
                         "block_idx_y": (0, g[1] - 1), "block_idx_z": (0, g[2] - 1)}
         decls: dict[str, int] = {}
         assigned: set[str] = set()
         self.defs: dict[str, Any] = {}
-        for s in walk_stmts(kernel.body):
+        for s in walk_stmts(kernel.body) if stmts is None else stmts:
             if isinstance(s, Declare):
                 decls[s.var.name] = decls.get(s.var.name, 0) + 1
                 self.defs[s.var.name] = s
@@ -95,29 +98,33 @@ class IndexRanges:
         return self.memo.get(e, self._interval)
 
     def _interval(self, e: Expr) -> Interval | None:
-        if isinstance(e, Const):
-            if isinstance(e.value, bool) or not isinstance(e.value, int):
-                return None
-            return (int(e.value), int(e.value))
-        if isinstance(e, Special):
-            return self.special.get(e.kind)
-        if isinstance(e, Var):
-            return self._var(e.name)
-        if isinstance(e, Select):
-            a, b = self.interval(e.on_true), self.interval(e.on_false)
-            return (min(a[0], b[0]), max(a[1], b[1])) if _fits(a) and _fits(b) else None
-        if isinstance(e, Unary):
-            x = self.interval(e.x)
-            if not _fits(x) or not e.dtype.is_int:
-                return None
-            if e.op == "neg":
-                return (-x[1], -x[0])
-            if e.op == "abs":
-                lo = 0 if x[0] <= 0 <= x[1] else min(abs(x[0]), abs(x[1]))
-                return (lo, max(abs(x[0]), abs(x[1])))
+        rule = _RULES.get(type(e))
+        return None if rule is None else rule(self, e)   # (anything else: unknown)
+
+    def _const(self, e: Const) -> Interval | None:
+        if isinstance(e.value, bool) or not isinstance(e.value, int):
             return None
-        if isinstance(e, Binary) and e.dtype.is_int:
-            return self._binary(e)
+        return (int(e.value), int(e.value))
+
+    def _special(self, e: Special) -> Interval | None:
+        return self.special.get(e.kind)
+
+    def _variable(self, e: Var) -> Interval | None:
+        return self._var(e.name)
+
+    def _select(self, e: Select) -> Interval | None:
+        a, b = self.interval(e.on_true), self.interval(e.on_false)
+        return (min(a[0], b[0]), max(a[1], b[1])) if _fits(a) and _fits(b) else None
+
+    def _unary(self, e: Unary) -> Interval | None:
+        x = self.interval(e.x)
+        if not _fits(x) or not e.dtype.is_int:
+            return None
+        if e.op == "neg":
+            return (-x[1], -x[0])
+        if e.op == "abs":
+            lo = 0 if x[0] <= 0 <= x[1] else min(abs(x[0]), abs(x[1]))
+            return (lo, max(abs(x[0]), abs(x[1])))
         return None
 
     def _var(self, name: str) -> Interval | None:
@@ -141,6 +148,8 @@ class IndexRanges:
         return iv
 
     def _binary(self, e: Binary) -> Interval | None:
+        if not e.dtype.is_int:
+            return None
         a, b = self.interval(e.a), self.interval(e.b)
         if not (_fits(a) and _fits(b)):
             return None
@@ -163,3 +172,11 @@ class IndexRanges:
             hi = b[1] - 1
             return (0, min(hi, a[1])) if a[0] >= 0 else (-hi, hi)
         return None
+
+
+# node type -> its rule (a dict probe instead of an isinstance chain per node)
+_RULES: dict[type, Callable[[IndexRanges, Any], Interval | None]] = {
+    Const: IndexRanges._const, Special: IndexRanges._special, Var: IndexRanges._variable,
+    Select: IndexRanges._select, Unary: IndexRanges._unary, Binary: IndexRanges._binary,
+}
+

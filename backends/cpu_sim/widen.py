@@ -45,12 +45,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hal.kernel.ir import (
+    EXPR_CHILDREN,
     Assign,
     Binary,
     Cast,
     Comment,
     Const,
     Declare,
+    Expr,
     For,
     If,
     Load,
@@ -94,12 +96,22 @@ def names(stmts: list[Stmt]) -> Counter:
     acc: Counter = Counter()
     for s in walk_stmts(stmts):
         for e in stmt_exprs(s):
-            for x in walk_expr(e):
-                if isinstance(x, Var):
-                    acc[x.name] += 1
+            _count_vars(e, acc)
         if isinstance(s, (Declare, Assign, For)):
             acc[s.var.name] += 1
     return acc
+
+
+def _count_vars(e: Expr, acc: Counter) -> None:
+    """Var occurrences in `e` (walk_expr's order of nodes, without its generators)."""
+    t = type(e)
+    if t is Var:
+        acc[e.name] += 1
+        return
+    for f in EXPR_CHILDREN.get(t, ()):
+        c = getattr(e, f)
+        if c is not None:
+            _count_vars(c, acc)
 
 
 def widenable(s: For, kernel_body: list[Stmt] | Counter, global_or_shared: set[str],
@@ -167,7 +179,7 @@ def emit_widened_loop(tr: _Translator, s: For, stores: tuple[str, ...], ctx: _Ct
                       bounds: tuple[str, str, str], depth: int) -> None:
     """Emit the loop as: the wide pass (a function of the view, defined in `tr.prelude`)
     with the plain loop as its fallback."""
-    from .codegen import _Ctx, _Uniformity
+    from .codegen import _Ctx, _Facts
 
     fn = tr.tmp("_wb")
     outer = _outer_inputs(tr, s)
@@ -176,14 +188,15 @@ def emit_widened_loop(tr: _Translator, s: For, stores: tuple[str, ...], ctx: _Ct
     params = ["W", "_L", "_fl", "_tid", "_bx", "_by", "_bz", tr.var(s.var),
               *masks, *counts, *outer]
     # translate the body again with the loop variable varying, into the function
-    saved_lines, saved_uni, saved_flag = tr.lines, tr.uni, tr.widening
+    saved_lines, saved_facts, saved_flag = tr.lines, tr.facts, tr.widening
     tr.lines, tr.widening = [], True
-    tr.uni = _Uniformity(s.body, frozenset(saved_uni.varying | {s.var.name}))
+    tr.facts = _Facts(s.body, frozenset(saved_facts.varying | {s.var.name}),
+                      frozenset(saved_facts.data))   # (the kernel's data variables)
     try:
         tr.body(s.body, _Ctx(ctx.mask, ctx.count), 1)
         body = tr.lines
     finally:
-        tr.lines, tr.uni, tr.widening = saved_lines, saved_uni, saved_flag
+        tr.lines, tr.facts, tr.widening = saved_lines, saved_facts, saved_flag
     tr.prelude.append(f"def {fn}({', '.join(params)}):")
     tr.prelude.extend(body)
 

@@ -76,6 +76,7 @@ class _Verifier:
             self._add_buffer(loc.name, "local", loc.dtype, False)
         self.stmt: Stmt | None = None
         self.loop_vars: list[str] = []
+        self.ops_ok: set[str] = set()   # op names already checked (the check imports ops)
 
     def fail(self, what: str, hint: str | None = None) -> None:
         where = ""
@@ -110,6 +111,8 @@ class _Verifier:
                       hint="compare it with ne(x, 0)")
 
     def op(self, name: str, e: Expr) -> None:
+        if name in self.ops_ok:
+            return
         from hal.ops import get_op
 
         try:
@@ -120,12 +123,13 @@ class _Verifier:
         if od.scalar is None:
             self.fail(f"op '{name}' has no scalar definition and cannot appear in a kernel",
                       hint="use Cast / Select nodes, or an elementwise op")
+        self.ops_ok.add(name)
 
     def expr(self, e: Expr) -> None:
-        fn = getattr(self, "x_" + type(e).__name__, None)
+        fn = _CHECK_EXPR[type(e)]
         if fn is None:
             self.fail(f"unknown expression {type(e).__name__}")
-        fn(e)
+        fn(self, e)
 
     def x_Const(self, e: Const) -> None:
         pass
@@ -135,7 +139,7 @@ class _Verifier:
         if dt is None:
             self.fail(f"variable '{e.name}' is used before it is declared",
                       hint="add a Declare before the first use (For binds its own variable)")
-        if dt != e.dtype:
+        if dt is not e.dtype and dt != e.dtype:
             self.fail(f"variable '{e.name}' is declared {dt} but used as {e.dtype}")
 
     def x_Param(self, e: Param) -> None:
@@ -159,14 +163,15 @@ class _Verifier:
         self.expr(e.a)
         self.expr(e.b)
         self.op(e.op, e)
+        a, b = e.a.dtype, e.b.dtype   # (properties that walk down operand chains: once)
         if e.op in SHIFT_OPS:
-            if not (e.a.dtype.is_int and e.b.dtype.is_int):
+            if not (a.is_int and b.is_int):
                 self.fail(f"`{format_expr(e)}`: shifts need integer operands")
-        elif e.a.dtype != e.b.dtype:
-            self.fail(f"`{format_expr(e)}`: operands of {e.op} are {e.a.dtype} and {e.b.dtype}",
+        elif a is not b and a != b:
+            self.fail(f"`{format_expr(e)}`: operands of {e.op} are {a} and {b}",
                       hint="insert an explicit Cast")
-        if e.op in BOOL_OPS and not e.a.dtype.is_bool:
-            self.fail(f"`{format_expr(e)}`: {e.op} needs bool operands, got {e.a.dtype}")
+        if e.op in BOOL_OPS and not a.is_bool:
+            self.fail(f"`{format_expr(e)}`: {e.op} needs bool operands, got {a}")
 
     def x_Select(self, e: Select) -> None:
         self.boolean(e.pred, "select predicate")
@@ -216,10 +221,10 @@ class _Verifier:
 
     def statement(self, s: Stmt) -> None:
         self.stmt = s
-        fn = getattr(self, "s_" + type(s).__name__, None)
+        fn = _CHECK_STMT[type(s)]
         if fn is None:
             self.fail(f"unknown statement {type(s).__name__}")
-        fn(s)
+        fn(self, s)
 
     def s_Comment(self, s: Comment) -> None:
         pass
@@ -230,7 +235,7 @@ class _Verifier:
     def s_Declare(self, s: Declare) -> None:
         if s.init is not None:
             self.expr(s.init)
-            if s.init.dtype != s.var.dtype:
+            if s.init.dtype is not s.var.dtype and s.init.dtype != s.var.dtype:
                 self.fail(f"'{s.var.name}' is {s.var.dtype} but its initial value is "
                           f"{s.init.dtype}", hint="insert an explicit Cast")
         if s.var.name in self.scopes[-1]:
@@ -240,7 +245,7 @@ class _Verifier:
     def s_Assign(self, s: Assign) -> None:
         self.x_Var(s.var)
         self.expr(s.value)
-        if s.value.dtype != s.var.dtype:
+        if s.value.dtype is not s.var.dtype and s.value.dtype != s.var.dtype:
             self.fail(f"assigning {s.value.dtype} to '{s.var.name}' of type {s.var.dtype}",
                       hint="insert an explicit Cast")
         if s.var.name in self.loop_vars:
@@ -497,6 +502,23 @@ class _Verifier:
     def s_SetMaxNReg(self, s: ira.SetMaxNReg) -> None:
         if s.count % 8 or not 24 <= s.count <= 256:
             self.fail(f"setmaxnreg {s.count}: a multiple of 8 in 24..256")
+
+
+class _Checks(dict):
+    """node type -> the `_Verifier` method named prefix + the type's name (None: the node
+    is unknown), looked up on first use instead of building a name per node."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, t: type):
+        fn = self[t] = getattr(_Verifier, self.prefix + t.__name__, None)
+        return fn
+
+
+_CHECK_EXPR = _Checks("x_")
+_CHECK_STMT = _Checks("s_")
 
 
 def _mentions_thread(e: Expr) -> bool:
