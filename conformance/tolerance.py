@@ -121,15 +121,21 @@ class Bound:
 
 
 def _finite_abs(a: np.ndarray) -> np.ndarray:
-    return np.abs(np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=0.0,
-                                neginf=0.0))
+    """|a| in float64 (a fresh array) with NaN and +-inf at 0."""
+    a64 = np.asarray(a, dtype=np.float64)
+    out = np.abs(a64, out=np.empty(a64.shape))   # out=: an array also for 0-d
+    # one max instead of three masks: it is finite only when every element is
+    if out.size and not np.isfinite(out.max()):
+        out[~np.isfinite(out)] = 0.0
+    return out
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|a - b| in float64 with equal values (also equal infs, both NaN) at 0, else NaN -> inf."""
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     with np.errstate(all="ignore"):
-        d = np.abs(a64 - b64)
+        d = np.subtract(a64, b64, out=np.empty(np.broadcast_shapes(a64.shape, b64.shape)))
+        np.abs(d, out=d)
         if not np.isnan(d).any():   # no NaN, no inf - inf: equal values are at 0 already
             return d
         same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
@@ -151,28 +157,61 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
     ref = widen(cast(exact, dt), dt)
     if m.widen_ulps and dt.is_float:  # self-test fault tol_store_widened
         delta = delta + m.widen_ulps * ulp(np.nan_to_num(np.asarray(exact, np.float64)), dt)
-    delta = np.broadcast_to(np.where(np.isnan(delta), np.inf, delta), ref.shape)
+    delta = np.asarray(delta, dtype=np.float64)
+    if np.isnan(delta).any():   # NaN = unknown, like inf (most deltas have none: no copy)
+        delta = np.where(np.isnan(delta), np.inf, delta)
+    delta = np.broadcast_to(delta, ref.shape)
     free = np.isinf(delta)
     if not delta.any():
-        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free.copy(), strict,
+        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free, strict,
                      np.zeros(ref.shape))
     with np.errstate(all="ignore"):
         if dt.is_bool:
             free = free | (delta > 0)
             lo = hi = ref
         else:
-            ex = exact.astype(np.float64, copy=False)
-            lo = widen(cast(ex - delta, dt), dt)
-            hi = widen(cast(ex + delta, dt), dt)
-            exact_here = delta == 0
-            lo = np.where(exact_here, ref, lo)
-            hi = np.where(exact_here, ref, hi)
-        err = np.maximum(np.where(hi == ref, 0.0, hi.astype(np.float64, copy=False) - ref),
-                         np.where(lo == ref, 0.0, ref - lo.astype(np.float64, copy=False)))
+            lo, hi = _rounded_ends(exact.astype(np.float64, copy=False), delta, ref, dt)
+        err = None if dt.is_bool else _err_fast(lo, hi, ref, free)
+        if err is None:
+            err = _err_general(lo, hi, ref, free, dt)
+    return Bound(dt, exact, ref, lo, hi, err, free, strict, np.asarray(delta, np.float64))
+
+
+def _rounded_ends(ex: np.ndarray, delta: np.ndarray, ref: np.ndarray, dt: DType
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi): exact -+ delta rounded to `dt`, in the wide type; exactly ref where delta
+    is 0 (ex + 0 would turn a -0 into +0)."""
+    lo = widen(cast(np.subtract(ex, delta), dt), dt)   # widen copies: ours to change
+    hi = widen(cast(np.add(ex, delta), dt), dt)
+    exact_here = delta == 0
+    np.copyto(lo, ref, where=exact_here)
+    np.copyto(hi, ref, where=exact_here)
+    return lo, hi
+
+
+def _err_general(lo, hi, ref, free, dt: DType) -> np.ndarray:
+    """max(hi - ref, ref - lo) with equal ends (also equal infs) at 0, a NaN reference at 0
+    where checked, and unknown (NaN, free) at inf."""
+    err = np.maximum(np.where(hi == ref, 0.0, hi.astype(np.float64, copy=False) - ref),
+                     np.where(lo == ref, 0.0, ref - lo.astype(np.float64, copy=False)))
     nan_ref = np.isnan(ref) if dt.is_float else np.zeros(ref.shape, bool)
     err = np.where(nan_ref & ~free, 0.0, err)
-    err = np.where(np.isnan(err) | free, np.inf, err)
-    return Bound(dt, exact, ref, lo, hi, err, free, strict, np.asarray(delta, np.float64))
+    return np.where(np.isnan(err) | free, np.inf, err)
+
+
+def _err_fast(lo, hi, ref, free) -> np.ndarray | None:
+    """_err_general's answer when no end or reference is NaN and no end equals an infinite
+    reference (then hi - ref and ref - lo have no NaN), else None. Without NaNs an equal
+    end gives +-0, not 0.0 as there: max(+-0, +-0) + 0.0 is +0, and adding +0 changes
+    nothing else."""
+    err = np.subtract(hi, ref, dtype=np.float64, out=np.empty(ref.shape))  # 0-d: an array
+    np.maximum(err, np.subtract(ref, lo, dtype=np.float64), out=err)
+    if np.isnan(err).any():     # a NaN end or reference, or inf - inf: the general rule
+        return None
+    err += 0.0
+    if free.any():
+        np.copyto(err, np.inf, where=free)
+    return err
 
 
 # --------------------------------------------------------------------------- rules
