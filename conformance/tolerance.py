@@ -248,7 +248,8 @@ def _local(node: Node, exact: np.ndarray, out: Value, m: ModelOptions) -> np.nda
     eps = 2 * c.unit_roundoff  # one ulp relative to the value (ulps are ulps, 0.5 = exact RNE)
     floor = ulps * c.tiny * eps  # subnormal results: spacing of the subnormals
     mag = _finite_abs(exact)
-    local = (ulps * eps + 0.5 * U64) * mag + floor
+    local = (ulps * eps + 0.5 * U64) * mag
+    local += floor
     if model.zero_below_inverse_max:  # e.g. sigmoid: 1 / (1 + inf) = 0 where e^-x overflows
         # a factor 2 of margin for the intermediate's own ulps near the threshold; 2 / max
         # is still below the smallest normal, so a normal result keeps its ulps bound
@@ -259,8 +260,8 @@ def _local(node: Node, exact: np.ndarray, out: Value, m: ModelOptions) -> np.nda
 def _perturbed(b: Bound, sign: int) -> np.ndarray:
     if b.dtype.is_bool:
         return np.where(b.err > 0, ~b.ref, b.ref) if sign > 0 else b.ref
-    with np.errstate(all="ignore"):
-        p = b.ref.astype(np.float64) + sign * b.err
+    with np.errstate(all="ignore"):   # ref - err is ref + (-1 * err), bit for bit
+        p = (np.add if sign > 0 else np.subtract)(b.ref, b.err, dtype=np.float64)
     return p if b.dtype.is_float else np.where(np.isfinite(p), p, 0).astype(np.int64)
 
 
@@ -270,18 +271,19 @@ def _elementwise(node, attrs, ins, exact, m):
     delta = _local(node, exact[0], node.outputs[0], m)
     noisy = [i for i, b in enumerate(ins) if b.err.any()]
     if noisy:
+        corners = {(i, s): _perturbed(ins[i], s) for i in noisy for s in (-1, 1)}
         prop = np.zeros(np.shape(exact[0]))
         for signs in itertools.product((-1, 1), repeat=len(noisy)):
             args = [b.ref for b in ins]
             for i, s in zip(noisy, signs, strict=True):
-                args[i] = _perturbed(ins[i], s)
+                args[i] = corners[i, s]
             with np.errstate(all="ignore"):
                 val = op.reference(args, attrs)[0]
-            prop = np.maximum(prop, _dist(val, exact[0]))
-        unknown = np.zeros(np.shape(exact[0]), bool)
-        for b in ins:
-            unknown = unknown | np.broadcast_to(b.free, unknown.shape)
-        delta = np.where(unknown, np.inf, delta + prop)
+            np.maximum(prop, _dist(val, exact[0]), out=prop)
+        delta = delta + prop
+        for b in ins:   # an unknown input error leaves the result unknown
+            if b.free.any():
+                np.copyto(delta, np.inf, where=b.free)
     return [delta]
 
 
@@ -374,6 +376,24 @@ def _scan(node, attrs, ins, exact, m):
     return [prop + m.accumulation(n) * _u(x.dtype) * mag]
 
 
+def _all_plus_zero(err: np.ndarray) -> bool:
+    """Every element is +0.0 (error arrays have no -0; the sign is checked anyway)."""
+    e = np.asarray(err, dtype=np.float64)
+    return not e.any() and not np.signbit(e).any()
+
+
+def _propagated_contraction(ref, attrs, a: Bound, b: Bound, aa, ab) -> np.ndarray:
+    """(|A| err_B + err_A |B|) + err_A err_B. With err_A all +0 and err_B finite, err_A |B|
+    is +0 everywhere (|B| is finite and never -0) and err_A err_B is +-0, so the sum is
+    |A| err_B + 0.0 bit for bit: two matmuls skipped (and the same with A and B swapped)."""
+    if _all_plus_zero(a.err) and np.isfinite(b.err).all():
+        return ref([aa, b.err], attrs)[0] + 0.0
+    if _all_plus_zero(b.err) and np.isfinite(a.err).all():
+        return ref([a.err, ab], attrs)[0] + 0.0
+    return ref([aa, b.err], attrs)[0] + ref([a.err, ab], attrs)[0] \
+        + ref([a.err, b.err], attrs)[0]
+
+
 @register_rule(Category.CONTRACTION)
 def _contraction(node, attrs, ins, exact, m):
     from hal.ops.contraction import accumulation_dtype
@@ -385,8 +405,7 @@ def _contraction(node, attrs, ins, exact, m):
         mag = ref([aa, ab], attrs)[0]
         prop = np.zeros(np.shape(exact[0]))
         if a.err.any() or b.err.any():
-            prop = ref([aa, b.err], attrs)[0] + ref([a.err, ab], attrs)[0] \
-                + ref([a.err, b.err], attrs)[0]
+            prop = _propagated_contraction(ref, attrs, a, b, aa, ab)
     if not a.dtype.is_float:
         return [np.asarray(prop, dtype=np.float64)]
     u = compute_dtype(accumulation_dtype(a.dtype, attrs)).unit_roundoff
