@@ -136,7 +136,7 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
         d = np.subtract(a64, b64, out=np.empty(np.broadcast_shapes(a64.shape, b64.shape)))
         np.abs(d, out=d)
-        if not np.isnan(d).any():   # no NaN, no inf - inf: equal values are at 0 already
+        if not _has_nan(d):   # no NaN, no inf - inf: equal values are at 0 already
             return d
         same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
         d = np.where(same, 0.0, d)
@@ -150,6 +150,12 @@ def exact_bound(a: np.ndarray, dt: DType) -> Bound:
     return Bound(dt, ref, ref, ref, ref, z, np.zeros(ref.shape, bool), True)
 
 
+def _has_nan(x: np.ndarray) -> bool:
+    """Any NaN in float array `x`: max propagates NaN, and one reduction is cheaper than a
+    mask."""
+    return bool(x.size) and bool(np.isnan(x.max()))
+
+
 def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
                 m: ModelOptions = DEFAULT_MODEL) -> Bound:
     """Round the interval exact +- delta to `dt` (module docstring)."""
@@ -158,11 +164,13 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
     if m.widen_ulps and dt.is_float:  # self-test fault tol_store_widened
         delta = delta + m.widen_ulps * ulp(np.nan_to_num(np.asarray(exact, np.float64)), dt)
     delta = np.asarray(delta, dtype=np.float64)
-    if np.isnan(delta).any():   # NaN = unknown, like inf (most deltas have none: no copy)
+    if _has_nan(delta):   # NaN = unknown, like inf (most deltas have none: no copy)
         delta = np.where(np.isnan(delta), np.inf, delta)
     delta = np.broadcast_to(delta, ref.shape)
-    free = np.isinf(delta)
-    if not delta.any():
+    least, most = (float(delta.min()), float(delta.max())) if delta.size else (0.0, 0.0)
+    any_free = math.isinf(least) or math.isinf(most)
+    free = np.isinf(delta) if any_free else np.zeros(ref.shape, bool)
+    if least == 0 and most == 0:   # every delta 0 (none is NaN here)
         return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free, strict,
                      np.zeros(ref.shape))
     with np.errstate(all="ignore"):
@@ -170,22 +178,24 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
             free = free | (delta > 0)
             lo = hi = ref
         else:
-            lo, hi = _rounded_ends(exact.astype(np.float64, copy=False), delta, ref, dt)
-        err = None if dt.is_bool else _err_fast(lo, hi, ref, free)
+            lo, hi = _rounded_ends(exact.astype(np.float64, copy=False), delta, ref, dt,
+                                   some_zero=least <= 0 <= most)
+        err = None if dt.is_bool else _err_fast(lo, hi, ref, free, any_free)
         if err is None:
             err = _err_general(lo, hi, ref, free, dt)
-    return Bound(dt, exact, ref, lo, hi, err, free, strict, np.asarray(delta, np.float64))
+    return Bound(dt, exact, ref, lo, hi, err, free, strict, delta)
 
 
-def _rounded_ends(ex: np.ndarray, delta: np.ndarray, ref: np.ndarray, dt: DType
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _rounded_ends(ex: np.ndarray, delta: np.ndarray, ref: np.ndarray, dt: DType,
+                  some_zero: bool) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi): exact -+ delta rounded to `dt`, in the wide type; exactly ref where delta
-    is 0 (ex + 0 would turn a -0 into +0)."""
+    is 0 (ex + 0 would turn a -0 into +0; `some_zero`: delta may have zeros)."""
     lo = widen(cast(np.subtract(ex, delta), dt), dt)   # widen copies: ours to change
     hi = widen(cast(np.add(ex, delta), dt), dt)
-    exact_here = delta == 0
-    np.copyto(lo, ref, where=exact_here)
-    np.copyto(hi, ref, where=exact_here)
+    if some_zero:
+        exact_here = delta == 0
+        np.copyto(lo, ref, where=exact_here)
+        np.copyto(hi, ref, where=exact_here)
     return lo, hi
 
 
@@ -199,17 +209,17 @@ def _err_general(lo, hi, ref, free, dt: DType) -> np.ndarray:
     return np.where(np.isnan(err) | free, np.inf, err)
 
 
-def _err_fast(lo, hi, ref, free) -> np.ndarray | None:
+def _err_fast(lo, hi, ref, free, any_free: bool) -> np.ndarray | None:
     """_err_general's answer when no end or reference is NaN and no end equals an infinite
     reference (then hi - ref and ref - lo have no NaN), else None. Without NaNs an equal
     end gives +-0, not 0.0 as there: max(+-0, +-0) + 0.0 is +0, and adding +0 changes
     nothing else."""
     err = np.subtract(hi, ref, dtype=np.float64, out=np.empty(ref.shape))  # 0-d: an array
     np.maximum(err, np.subtract(ref, lo, dtype=np.float64), out=err)
-    if np.isnan(err).any():     # a NaN end or reference, or inf - inf: the general rule
+    if _has_nan(err):     # a NaN end or reference, or inf - inf: the general rule
         return None
     err += 0.0
-    if free.any():
+    if any_free:
         np.copyto(err, np.inf, where=free)
     return err
 
@@ -280,7 +290,7 @@ def _elementwise(node, attrs, ins, exact, m):
             with np.errstate(all="ignore"):
                 val = op.reference(args, attrs)[0]
             np.maximum(prop, _dist(val, exact[0]), out=prop)
-        delta = delta + prop
+        delta += prop   # _local's array is fresh and of the result's shape
         for b in ins:   # an unknown input error leaves the result unknown
             if b.free.any():
                 np.copyto(delta, np.inf, where=b.free)
