@@ -37,6 +37,7 @@ plus log2(n) for a final tree, capped at the worst case n - 1.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -437,9 +438,29 @@ def primitive_graph(graph: Graph) -> Graph:
     return graph
 
 
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the BLAS NumPy loaded, found once: its `limit` is then ~10 us
+    a call instead of ~0.3 ms for a fresh threadpool_limits."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
                  model: ModelOptions = DEFAULT_MODEL) -> tuple[Graph, dict[str, Bound]]:
-    """(the primitive graph, a Bound for each of its values)."""
+    """(the primitive graph, a Bound for each of its values).
+
+    On one BLAS thread: the bounds' float64 matmuls are small, and a second OpenBLAS
+    thread cost 2-4x their CPU on shared cores (spinning) for no wall time. It also makes
+    the float64 sums the same in every process: the suite's workers already run on one
+    BLAS thread (hal.blas_threads), and a matmul's last bits depend on the thread count."""
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return _graph_bounds(graph, inputs, model)
+
+
+def _graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
+                  model: ModelOptions) -> tuple[Graph, dict[str, Bound]]:
     prim = primitive_graph(graph)
     bounds: dict[str, Bound] = {}
     for v in prim.inputs:
