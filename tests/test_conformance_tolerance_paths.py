@@ -305,3 +305,22 @@ def test_an_exact_device_gets_zero_statistics():
     off[3] = np.nextafter(off[3], np.float32(np.inf))
     c = compare.check(off, b)
     assert c.max_abs > 0 and c.ulp_max == 1.0 and 0 < c.used <= 1
+
+
+def test_graph_bounds_runs_on_one_blas_thread_and_restores_the_callers(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before, seen = blas_threads(), []
+    inner = tolerance._graph_bounds
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return inner(*args)
+
+    monkeypatch.setattr(tolerance, "_graph_bounds", spy)
+    g = _graph(lambda b: b.output(b.op("exp", b.input("x", f32, (4,)))))
+    graph_bounds(g, {"x": cast(np.zeros(4), f32)})
+    assert seen == [[1] * len(before)] and blas_threads() == before
