@@ -22,7 +22,7 @@ import numpy as np
 from hal.dtypes import ulp
 from hal.reference import widen
 
-from .tolerance import Bound, _dist
+from .tolerance import Bound, _dist, _finite_abs
 
 
 @dataclass
@@ -44,19 +44,24 @@ class Comparison:
         return asdict(self)
 
 
+_EXACT_SUMMARY = {"max_abs": 0.0, "max_rel": 0.0, "ulp_p50": 0.0, "ulp_p99": 0.0,
+                  "ulp_max": 0.0}
+
+
 def _summary(d: np.ndarray, ref: np.ndarray, dt) -> dict:
     if not d.size:
         return {}
+    if not d.any():   # every element exact (d is a distance: +0, never -0): all 0.0
+        return dict(_EXACT_SUMMARY)
     fin = np.isfinite(d)
-    rel = d / np.maximum(np.abs(np.nan_to_num(ref.astype(np.float64), posinf=0, neginf=0)),
-                         1e-300)
+    rel = d / np.maximum(_finite_abs(ref), 1e-300)
     rel = np.where(d == 0, 0.0, rel)
     units = d / ulp(np.nan_to_num(ref.astype(np.float64)), dt) if dt.is_float else d
     units = np.where(d == 0, 0.0, units)
     fu = units[fin] if fin.any() else np.zeros(1)
+    p50, p99 = np.percentile(fu, [50, 99])   # one partition for both
     return {"max_abs": float(d.max()), "max_rel": float(rel.max()),
-            "ulp_p50": float(np.percentile(fu, 50)), "ulp_p99": float(np.percentile(fu, 99)),
-            "ulp_max": float(units.max())}
+            "ulp_p50": float(p50), "ulp_p99": float(p99), "ulp_max": float(units.max())}
 
 
 def check(actual: np.ndarray, b: Bound, signed_zero: bool = True) -> Comparison:
@@ -91,6 +96,8 @@ def check(actual: np.ndarray, b: Bound, signed_zero: bool = True) -> Comparison:
 def _used(d: np.ndarray, b: Bound) -> float:
     """How much of the bound the device used: max |error| / allowed error over elements
     with a non-zero allowance (the bound / clean-error ratio is its inverse)."""
+    if not d.any():   # exact everywhere: 0 / allowance is 0.0 wherever one is live
+        return 0.0
     live = ~b.free & (b.err > 0) & np.isfinite(b.err) & np.isfinite(d)
     if not live.any():
         return 0.0

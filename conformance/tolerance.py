@@ -37,6 +37,7 @@ plus log2(n) for a final tree, capped at the worst case n - 1.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -121,16 +122,22 @@ class Bound:
 
 
 def _finite_abs(a: np.ndarray) -> np.ndarray:
-    return np.abs(np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=0.0,
-                                neginf=0.0))
+    """|a| in float64 (a fresh array) with NaN and +-inf at 0."""
+    a64 = np.asarray(a, dtype=np.float64)
+    out = np.abs(a64, out=np.empty(a64.shape))   # out=: an array also for 0-d
+    # one max instead of three masks: it is finite only when every element is
+    if out.size and not np.isfinite(out.max()):
+        out[~np.isfinite(out)] = 0.0
+    return out
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|a - b| in float64 with equal values (also equal infs, both NaN) at 0, else NaN -> inf."""
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     with np.errstate(all="ignore"):
-        d = np.abs(a64 - b64)
-        if not np.isnan(d).any():   # no NaN, no inf - inf: equal values are at 0 already
+        d = np.subtract(a64, b64, out=np.empty(np.broadcast_shapes(a64.shape, b64.shape)))
+        np.abs(d, out=d)
+        if not _has_nan(d):   # no NaN, no inf - inf: equal values are at 0 already
             return d
         same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
         d = np.where(same, 0.0, d)
@@ -144,6 +151,12 @@ def exact_bound(a: np.ndarray, dt: DType) -> Bound:
     return Bound(dt, ref, ref, ref, ref, z, np.zeros(ref.shape, bool), True)
 
 
+def _has_nan(x: np.ndarray) -> bool:
+    """Any NaN in float array `x`: max propagates NaN, and one reduction is cheaper than a
+    mask."""
+    return bool(x.size) and bool(np.isnan(x.max()))
+
+
 def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
                 m: ModelOptions = DEFAULT_MODEL) -> Bound:
     """Round the interval exact +- delta to `dt` (module docstring)."""
@@ -151,28 +164,65 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
     ref = widen(cast(exact, dt), dt)
     if m.widen_ulps and dt.is_float:  # self-test fault tol_store_widened
         delta = delta + m.widen_ulps * ulp(np.nan_to_num(np.asarray(exact, np.float64)), dt)
-    delta = np.broadcast_to(np.where(np.isnan(delta), np.inf, delta), ref.shape)
-    free = np.isinf(delta)
-    if not delta.any():
-        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free.copy(), strict,
+    delta = np.asarray(delta, dtype=np.float64)
+    if _has_nan(delta):   # NaN = unknown, like inf (most deltas have none: no copy)
+        delta = np.where(np.isnan(delta), np.inf, delta)
+    delta = np.broadcast_to(delta, ref.shape)
+    least, most = (float(delta.min()), float(delta.max())) if delta.size else (0.0, 0.0)
+    any_free = math.isinf(least) or math.isinf(most)
+    free = np.isinf(delta) if any_free else np.zeros(ref.shape, bool)
+    if least == 0 and most == 0:   # every delta 0 (none is NaN here)
+        return Bound(dt, exact, ref, ref, ref, np.zeros(ref.shape), free, strict,
                      np.zeros(ref.shape))
     with np.errstate(all="ignore"):
         if dt.is_bool:
             free = free | (delta > 0)
             lo = hi = ref
         else:
-            ex = exact.astype(np.float64, copy=False)
-            lo = widen(cast(ex - delta, dt), dt)
-            hi = widen(cast(ex + delta, dt), dt)
-            exact_here = delta == 0
-            lo = np.where(exact_here, ref, lo)
-            hi = np.where(exact_here, ref, hi)
-        err = np.maximum(np.where(hi == ref, 0.0, hi.astype(np.float64, copy=False) - ref),
-                         np.where(lo == ref, 0.0, ref - lo.astype(np.float64, copy=False)))
+            lo, hi = _rounded_ends(exact.astype(np.float64, copy=False), delta, ref, dt,
+                                   some_zero=least <= 0 <= most)
+        err = None if dt.is_bool else _err_fast(lo, hi, ref, free, any_free)
+        if err is None:
+            err = _err_general(lo, hi, ref, free, dt)
+    return Bound(dt, exact, ref, lo, hi, err, free, strict, delta)
+
+
+def _rounded_ends(ex: np.ndarray, delta: np.ndarray, ref: np.ndarray, dt: DType,
+                  some_zero: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi): exact -+ delta rounded to `dt`, in the wide type; exactly ref where delta
+    is 0 (ex + 0 would turn a -0 into +0; `some_zero`: delta may have zeros)."""
+    lo = widen(cast(np.subtract(ex, delta), dt), dt)   # widen copies: ours to change
+    hi = widen(cast(np.add(ex, delta), dt), dt)
+    if some_zero:
+        exact_here = delta == 0
+        np.copyto(lo, ref, where=exact_here)
+        np.copyto(hi, ref, where=exact_here)
+    return lo, hi
+
+
+def _err_general(lo, hi, ref, free, dt: DType) -> np.ndarray:
+    """max(hi - ref, ref - lo) with equal ends (also equal infs) at 0, a NaN reference at 0
+    where checked, and unknown (NaN, free) at inf."""
+    err = np.maximum(np.where(hi == ref, 0.0, hi.astype(np.float64, copy=False) - ref),
+                     np.where(lo == ref, 0.0, ref - lo.astype(np.float64, copy=False)))
     nan_ref = np.isnan(ref) if dt.is_float else np.zeros(ref.shape, bool)
     err = np.where(nan_ref & ~free, 0.0, err)
-    err = np.where(np.isnan(err) | free, np.inf, err)
-    return Bound(dt, exact, ref, lo, hi, err, free, strict, np.asarray(delta, np.float64))
+    return np.where(np.isnan(err) | free, np.inf, err)
+
+
+def _err_fast(lo, hi, ref, free, any_free: bool) -> np.ndarray | None:
+    """_err_general's answer when no end or reference is NaN and no end equals an infinite
+    reference (then hi - ref and ref - lo have no NaN), else None. Without NaNs an equal
+    end gives +-0, not 0.0 as there: max(+-0, +-0) + 0.0 is +0, and adding +0 changes
+    nothing else."""
+    err = np.subtract(hi, ref, dtype=np.float64, out=np.empty(ref.shape))  # 0-d: an array
+    np.maximum(err, np.subtract(ref, lo, dtype=np.float64), out=err)
+    if _has_nan(err):     # a NaN end or reference, or inf - inf: the general rule
+        return None
+    err += 0.0
+    if any_free:
+        np.copyto(err, np.inf, where=free)
+    return err
 
 
 # --------------------------------------------------------------------------- rules
@@ -209,7 +259,8 @@ def _local(node: Node, exact: np.ndarray, out: Value, m: ModelOptions) -> np.nda
     eps = 2 * c.unit_roundoff  # one ulp relative to the value (ulps are ulps, 0.5 = exact RNE)
     floor = ulps * c.tiny * eps  # subnormal results: spacing of the subnormals
     mag = _finite_abs(exact)
-    local = (ulps * eps + 0.5 * U64) * mag + floor
+    local = (ulps * eps + 0.5 * U64) * mag
+    local += floor
     if model.zero_below_inverse_max:  # e.g. sigmoid: 1 / (1 + inf) = 0 where e^-x overflows
         # a factor 2 of margin for the intermediate's own ulps near the threshold; 2 / max
         # is still below the smallest normal, so a normal result keeps its ulps bound
@@ -220,8 +271,8 @@ def _local(node: Node, exact: np.ndarray, out: Value, m: ModelOptions) -> np.nda
 def _perturbed(b: Bound, sign: int) -> np.ndarray:
     if b.dtype.is_bool:
         return np.where(b.err > 0, ~b.ref, b.ref) if sign > 0 else b.ref
-    with np.errstate(all="ignore"):
-        p = b.ref.astype(np.float64) + sign * b.err
+    with np.errstate(all="ignore"):   # ref - err is ref + (-1 * err), bit for bit
+        p = (np.add if sign > 0 else np.subtract)(b.ref, b.err, dtype=np.float64)
     return p if b.dtype.is_float else np.where(np.isfinite(p), p, 0).astype(np.int64)
 
 
@@ -231,18 +282,19 @@ def _elementwise(node, attrs, ins, exact, m):
     delta = _local(node, exact[0], node.outputs[0], m)
     noisy = [i for i, b in enumerate(ins) if b.err.any()]
     if noisy:
+        corners = {(i, s): _perturbed(ins[i], s) for i in noisy for s in (-1, 1)}
         prop = np.zeros(np.shape(exact[0]))
         for signs in itertools.product((-1, 1), repeat=len(noisy)):
             args = [b.ref for b in ins]
             for i, s in zip(noisy, signs, strict=True):
-                args[i] = _perturbed(ins[i], s)
+                args[i] = corners[i, s]
             with np.errstate(all="ignore"):
                 val = op.reference(args, attrs)[0]
-            prop = np.maximum(prop, _dist(val, exact[0]))
-        unknown = np.zeros(np.shape(exact[0]), bool)
-        for b in ins:
-            unknown = unknown | np.broadcast_to(b.free, unknown.shape)
-        delta = np.where(unknown, np.inf, delta + prop)
+            np.maximum(prop, _dist(val, exact[0]), out=prop)
+        delta += prop   # _local's array is fresh and of the result's shape
+        for b in ins:   # an unknown input error leaves the result unknown
+            if b.free.any():
+                np.copyto(delta, np.inf, where=b.free)
     return [delta]
 
 
@@ -335,6 +387,24 @@ def _scan(node, attrs, ins, exact, m):
     return [prop + m.accumulation(n) * _u(x.dtype) * mag]
 
 
+def _all_plus_zero(err: np.ndarray) -> bool:
+    """Every element is +0.0 (error arrays have no -0; the sign is checked anyway)."""
+    e = np.asarray(err, dtype=np.float64)
+    return not e.any() and not np.signbit(e).any()
+
+
+def _propagated_contraction(ref, attrs, a: Bound, b: Bound, aa, ab) -> np.ndarray:
+    """(|A| err_B + err_A |B|) + err_A err_B. With err_A all +0 and err_B finite, err_A |B|
+    is +0 everywhere (|B| is finite and never -0) and err_A err_B is +-0, so the sum is
+    |A| err_B + 0.0 bit for bit: two matmuls skipped (and the same with A and B swapped)."""
+    if _all_plus_zero(a.err) and np.isfinite(b.err).all():
+        return ref([aa, b.err], attrs)[0] + 0.0
+    if _all_plus_zero(b.err) and np.isfinite(a.err).all():
+        return ref([a.err, ab], attrs)[0] + 0.0
+    return ref([aa, b.err], attrs)[0] + ref([a.err, ab], attrs)[0] \
+        + ref([a.err, b.err], attrs)[0]
+
+
 @register_rule(Category.CONTRACTION)
 def _contraction(node, attrs, ins, exact, m):
     from hal.ops.contraction import accumulation_dtype
@@ -346,8 +416,7 @@ def _contraction(node, attrs, ins, exact, m):
         mag = ref([aa, ab], attrs)[0]
         prop = np.zeros(np.shape(exact[0]))
         if a.err.any() or b.err.any():
-            prop = ref([aa, b.err], attrs)[0] + ref([a.err, ab], attrs)[0] \
-                + ref([a.err, b.err], attrs)[0]
+            prop = _propagated_contraction(ref, attrs, a, b, aa, ab)
     if not a.dtype.is_float:
         return [np.asarray(prop, dtype=np.float64)]
     u = compute_dtype(accumulation_dtype(a.dtype, attrs)).unit_roundoff
@@ -369,9 +438,29 @@ def primitive_graph(graph: Graph) -> Graph:
     return graph
 
 
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the BLAS NumPy loaded, found once: its `limit` is then ~10 us
+    a call instead of ~0.3 ms for a fresh threadpool_limits."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
                  model: ModelOptions = DEFAULT_MODEL) -> tuple[Graph, dict[str, Bound]]:
-    """(the primitive graph, a Bound for each of its values)."""
+    """(the primitive graph, a Bound for each of its values).
+
+    On one BLAS thread: the bounds' float64 matmuls are small, and a second OpenBLAS
+    thread cost 2-4x their CPU on shared cores (spinning) for no wall time. It also makes
+    the float64 sums the same in every process: the suite's workers already run on one
+    BLAS thread (hal.blas_threads), and a matmul's last bits depend on the thread count."""
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return _graph_bounds(graph, inputs, model)
+
+
+def _graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
+                  model: ModelOptions) -> tuple[Graph, dict[str, Bound]]:
     prim = primitive_graph(graph)
     bounds: dict[str, Bound] = {}
     for v in prim.inputs:
