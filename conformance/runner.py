@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from hal.backends.cpu_sim.parallel import JOBS_ENV
+from hal.gc_budget import collecting_less
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .cases import Case, case_spec, get_case, make_inputs, select
@@ -275,7 +276,7 @@ def run_suite(cfg: SuiteConfig, writer: ReportWriter, *,
     ids = [c.id for c in run]
     try:
         if cfg.workers <= 1 or len(ids) <= cfg.batch:
-            with one_sim_process():
+            with one_sim_process(), collecting_less():
                 for i in ids:
                     emit(_worker([i], cfg)[0])
         else:

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from hal.blas_threads import one_blas_thread
+from hal.gc_budget import collect_less
 
 Result = dict[str, Any]
 
@@ -32,6 +33,7 @@ def _serve(conn: Connection, run_one: Callable[[str, Any], Result], cfg: Any) ->
     """A worker's loop: receive a batch, send each result, then ("done", None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     one_blas_thread()   # the workers share the cores (hal.blas_threads)
+    collect_less()      # a long run of small cases (hal.gc_budget)
     try:
         while True:
             batch = conn.recv()
