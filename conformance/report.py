@@ -8,8 +8,8 @@ already written survives a crash or an interrupt of a later case. The JSON repor
 {"meta": {...}, "summary": {...}, "results": [...]}: meta and summary indented, one
 result a line (json's C encoder: indenting the whole suite's results took the pure-Python
 encoder ~0.2 s per rewrite, ~3 s over a run's rewrites; a line is also what the .jsonl
-holds, so a rewrite during the run reuses the sidecar's lines: ~0.014 s). `finalize` holds a second Ctrl-C
-off until the report is written; `load_report` reads an earlier run back for
+holds, so a rewrite during the run reuses the sidecar's lines: ~0.014 s). `finalize`
+holds a second Ctrl-C off until the report is written; `load_report` reads an earlier run back for
 `hal conformance --resume`.
 """
 
@@ -131,14 +131,14 @@ def document_text(meta: Mapping[str, Any], summary: Mapping[str, Any],
                   result_lines: Iterable[str]) -> str:
     """The JSON report's text: meta and summary indented, then one result (already
     encoded, one line) a line."""
-    head = json.dumps({"meta": meta, "summary": summary}, indent=1)
-    assert head.endswith("\n}")
+    head = json.dumps({"meta": meta, "summary": summary}, indent=1).removesuffix("\n}")
     body = ",\n".join(result_lines)
-    return f'{head[:-2]},\n "results": [\n{body}\n ]\n}}\n'
+    return f'{head},\n "results": [\n{body}\n ]\n}}\n'
 
 
-# A rewrite of the whole JSON grows with the run; the next one waits at least this
-# many times as long as the last one took, so rewrites cost at most ~1/REWRITE_SPACING of the run (the .jsonl sidecar has every case anyway).
+# A rewrite of the whole JSON grows with the run; the next one waits at least this many
+# times as long as the last one took, so rewrites cost at most ~1/REWRITE_SPACING of the
+# run (the .jsonl sidecar has every case anyway).
 REWRITE_SPACING = 20.0
 
 

@@ -37,7 +37,6 @@ plus log2(n) for a final tree, capped at the worst case n - 1.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -45,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hal.blas_threads import one_blas_thread_within
 from hal.dtypes import DType, cast, compute_dtype, f64, ulp
 from hal.ir.graph import Graph, Node, Value
 from hal.lowering.faults import register_fault
@@ -438,15 +438,6 @@ def primitive_graph(graph: Graph) -> Graph:
     return graph
 
 
-@functools.cache
-def _blas_controller():
-    """threadpoolctl's view of the BLAS NumPy loaded, found once: its `limit` is then ~10 us
-    a call instead of ~0.3 ms for a fresh threadpool_limits."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
                  model: ModelOptions = DEFAULT_MODEL) -> tuple[Graph, dict[str, Bound]]:
     """(the primitive graph, a Bound for each of its values).
@@ -455,7 +446,7 @@ def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
     thread cost 2-4x their CPU on shared cores (spinning) for no wall time. It also makes
     the float64 sums the same in every process: the suite's workers already run on one
     BLAS thread (hal.blas_threads), and a matmul's last bits depend on the thread count."""
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with one_blas_thread_within():
         return _graph_bounds(graph, inputs, model)
 
 

@@ -1,4 +1,4 @@
-"""BLAS threads of worker processes: `one_blas_thread`.
+"""BLAS threads of worker processes: `one_blas_thread`, `one_blas_thread_within`.
 
 NumPy's OpenBLAS starts one thread per core in every process. hal's worker processes
 (the simulator's wave workers and a sampled kernel's child, backends/cpu_sim/parallel.py;
@@ -10,13 +10,24 @@ run took 33 s wall and 61 CPU s with two wave workers of two BLAS threads each, 
 single-process run keeps its BLAS threads (a float64 reference of a model layer uses
 both cores). threadpoolctl is the library made for this: it finds the BLAS NumPy loaded
 and sets its thread count at run time, after the fork.
+
+`one_blas_thread_within()` limits BLAS to one thread for a block and restores the
+caller's count after it: the simulator's calling process while its forked wave workers
+run (backends/cpu_sim/parallel.py), and the conformance bounds' small float64 matmuls
+(conformance/tolerance.py: a second OpenBLAS thread cost 2-4x their CPU on shared cores,
+and the float64 sums then match those of the suite's workers, which run on one thread).
+threadpoolctl's controller is found once: its `limit` is then ~10 us a call instead of
+~0.3 ms for a fresh `threadpool_limits`.
 """
 
 from __future__ import annotations
 
 # imported here, in the parent, not after the fork: a worker that failed to import it
 # would end without reporting why ("child process ended without reporting")
-from threadpoolctl import threadpool_limits
+import functools
+from contextlib import AbstractContextManager
+
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 
 def one_blas_thread() -> None:
@@ -24,4 +35,15 @@ def one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-__all__ = ["one_blas_thread"]
+@functools.cache
+def _controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def one_blas_thread_within() -> AbstractContextManager:
+    """A context in which this process's BLAS runs on one thread (the caller's count
+    comes back after it)."""
+    return _controller().limit(limits=1, user_api="blas")
+
+
+__all__ = ["one_blas_thread", "one_blas_thread_within"]

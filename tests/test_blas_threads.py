@@ -39,3 +39,12 @@ def test_conformance_workers_use_one_blas_thread():
     assert parent.recv() == ("done", None)
     parent.send(None)
     p.join(10)
+
+
+def test_one_blas_thread_within_a_block_gives_the_callers_count_back():
+    from hal.blas_threads import one_blas_thread_within
+
+    before = _blas_threads()
+    with one_blas_thread_within():
+        assert _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before

@@ -178,9 +178,10 @@ class _Facts:
     repeat until one adds no variable it had read before the addition (`stale`). Every
     answer of such a pass holds for its final sets, so a further pass would add nothing:
     its answers (kept per node and per statement) are final. Straight-line code, which
-    declares before it reads, needs one pass; a loop-carried value, two or more. `varying` seeds the varying variables
-    (widen.py: the loop variable varies); `data`, the data variables of an enclosing
-    body (widen.py: a loop body's values may come from before the loop)."""
+    declares before it reads, needs one pass; a loop-carried value, two or more.
+    `varying` seeds the varying variables (widen.py: the loop variable varies); `data`,
+    the data variables of an enclosing body (widen.py: a loop body's values may come
+    from before the loop)."""
 
     def __init__(self, body: list[Stmt], varying: frozenset[str] = frozenset(),
                  data: frozenset[str] = frozenset()):
@@ -382,7 +383,8 @@ class _Translator:
         self.n_tmp = 0
         stmts = list(walk_stmts(kernel.body))   # (one walk shared by the questions below)
         self.facts = _Facts(kernel.body)   # uniformity, dataflow, flops
-        self.ranges = IndexRanges(kernel, self.facts.uniform, stmts)   # i32 math that cannot overflow
+        # i32 math that cannot overflow
+        self.ranges = IndexRanges(kernel, self.facts.uniform, stmts)
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}

@@ -259,7 +259,7 @@ class Wave:
                 space: str) -> Any:
         """Check active lanes' indices against [0, size); return indices safe to gather."""
         if type(idx) is np.ndarray and idx.ndim:   # the common case first (called a lot)
-            if idx.dtype == np.int64 and (not idx.size or int(idx.view(np.uint64).max()) < size):
+            if all_in_range(idx, size):
                 return idx
         elif _ndim(idx) == 0:
             i = int(idx)
@@ -269,7 +269,7 @@ class Wave:
                 lane = 0 if act is None else int(np.flatnonzero(act)[0])
                 self._oob(site, lane, buf, space, i, size)
             return min(max(i, 0), size - 1)
-        if all_in_range(idx, size):
+        elif all_in_range(idx, size):   # (an ndarray subclass)
             return idx
         if self.check:
             lane = self._first((idx < 0) | (idx >= size), act)
@@ -708,6 +708,7 @@ class Wave:
                         self.sh_dirty[j] = bool((wr[rest] >= 0).any())
                     if self.sh_read[j]:
                         self.sh_read[j] = bool(self.sh_reads[j]) or bool((rd[rest] != -1).any())
+
 
 def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray) -> None:
     """reader[w] becomes the one thread that read word w (its old entry, -1 for none,

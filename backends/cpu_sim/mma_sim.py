@@ -128,11 +128,11 @@ def _conflicts(byte_addr: np.ndarray, nbytes: int) -> int:
             _, first, counts = np.unique(byte_addr[:, 0] % (4 * BANKS), return_index=True,
                                          return_counts=True)
             return int(_conflicts_per_phase(byte_addr[first], nbytes) @ counts)
-    return int(_conflicts_per_phase(byte_addr, nbytes).sum())
+    return _conflicts_raw(byte_addr, nbytes)
 
 
 def _conflicts_raw(byte_addr: np.ndarray, nbytes: int) -> int:
-    """The straightforward count: every phase on its own (tests check _conflicts by it)."""
+    """Every phase counted on its own (the general case; tests check _conflicts by it)."""
     return int(_conflicts_per_phase(byte_addr, nbytes).sum())
 
 

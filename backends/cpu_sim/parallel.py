@@ -6,9 +6,10 @@ the simulator's waves are too. `run_waves` runs `jobs` workers: worker r runs wa
 r, r + jobs, r + 2 jobs, ... in order, stopping after its first failure. Worker 0 is
 the calling process (a fork of a large process is not cheap: one fewer per launch);
 the others are forks that send each wave's result (counters, written indices: small)
-back through a pipe. The parent gathers the results by wave index, so counters are merged in wave order, exactly as the
-serial loop adds them, and the failure reported is the one of the lowest failing wave
-(every lower wave ran, in some worker), which is the one the serial loop reports.
+back through a pipe. The parent gathers the results by wave index, so counters are
+merged in wave order, exactly as the serial loop adds them, and the failure reported is
+the one of the lowest failing wave (every lower wave ran, in some worker), which is the
+one the serial loop reports.
 
 Memory: workers are forks, so the tensors are shared copy-on-write and never copied;
 the buffers a kernel stores into (its non-readonly parameters) are copied once into
@@ -36,9 +37,8 @@ from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from hal.blas_threads import one_blas_thread
+from hal.blas_threads import one_blas_thread, one_blas_thread_within
 from hal.errors import HalError
 
 JOBS_ENV = "HAL_SIM_JOBS"
@@ -177,7 +177,7 @@ def _run_own_share(jobs: int, n: int, run_wave: Callable[[int], Any],
     """Worker 0's waves (0, jobs, 2 jobs, ...) in this process, stopping after the first
     that fails (its exception kept, as a worker's is). BLAS keeps to one thread here too
     while the forked workers share the cores (hal.blas_threads)."""
-    with threadpool_limits(limits=1, user_api="blas") if jobs > 1 else nullcontext():
+    with one_blas_thread_within() if jobs > 1 else nullcontext():
         for i in range(0, n, jobs):
             try:
                 results[i] = (True, run_wave(i))

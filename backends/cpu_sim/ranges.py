@@ -179,4 +179,3 @@ _RULES: dict[type, Callable[[IndexRanges, Any], Interval | None]] = {
     Const: IndexRanges._const, Special: IndexRanges._special, Var: IndexRanges._variable,
     Select: IndexRanges._select, Unary: IndexRanges._unary, Binary: IndexRanges._binary,
 }
-
