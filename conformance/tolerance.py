@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hal.blas_threads import one_blas_thread_within
+from hal.blas_threads import one_numpy_blas_thread_within
 from hal.dtypes import DType, cast, compute_dtype, f64, ulp
 from hal.ir.graph import Graph, Node, Value
 from hal.lowering.faults import register_fault
@@ -446,7 +446,7 @@ def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
     thread cost 2-4x their CPU on shared cores (spinning) for no wall time. It also makes
     the float64 sums the same in every process: the suite's workers already run on one
     BLAS thread (hal.blas_threads), and a matmul's last bits depend on the thread count."""
-    with one_blas_thread_within():
+    with one_numpy_blas_thread_within():
         return _graph_bounds(graph, inputs, model)
 
 

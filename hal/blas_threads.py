@@ -11,13 +11,15 @@ single-process run keeps its BLAS threads (a float64 reference of a model layer 
 both cores). threadpoolctl is the library made for this: it finds the BLAS NumPy loaded
 and sets its thread count at run time, after the fork.
 
-`one_blas_thread_within()` limits BLAS to one thread for a block and restores the
-caller's count after it: the simulator's calling process while its forked wave workers
-run (backends/cpu_sim/parallel.py), and the conformance bounds' small float64 matmuls
-(conformance/tolerance.py: a second OpenBLAS thread cost 2-4x their CPU on shared cores,
-and the float64 sums then match those of the suite's workers, which run on one thread).
-threadpoolctl's controller is found once: its `limit` is then ~10 us a call instead of
-~0.3 ms for a fresh `threadpool_limits`.
+`one_blas_thread_within()` limits every BLAS loaded to one thread for a block and
+restores the caller's counts after it: the simulator's calling process while its forked
+wave workers run (backends/cpu_sim/parallel.py). `one_numpy_blas_thread_within()` does
+the same for NumPy's BLAS with threadpoolctl's controller found once (its `limit` is
+~10 us a call instead of ~0.3 ms for a fresh search, and it is entered once per
+conformance case): the conformance bounds' small float64 matmuls (conformance/tolerance.py:
+a second OpenBLAS thread cost 2-4x their CPU on shared cores, and the float64 sums then
+match those of the suite's workers, which run on one thread). A BLAS loaded after that
+first call (SciPy's own, say) is not limited by it; NumPy's is loaded with NumPy.
 """
 
 from __future__ import annotations
@@ -35,15 +37,23 @@ def one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-@functools.cache
-def _controller() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
 def one_blas_thread_within() -> AbstractContextManager:
-    """A context in which this process's BLAS runs on one thread (the caller's count
-    comes back after it)."""
-    return _controller().limit(limits=1, user_api="blas")
+    """A block in which every BLAS loaded runs on one thread (the caller's counts come
+    back after it)."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
-__all__ = ["one_blas_thread", "one_blas_thread_within"]
+@functools.cache
+def _numpy_blas() -> ThreadpoolController:
+    import numpy  # noqa: F401  (loaded first: its BLAS is among the controller's)
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def one_numpy_blas_thread_within() -> AbstractContextManager:
+    """A block in which NumPy's BLAS (and any other loaded before the first call) runs on
+    one thread; the caller's counts come back after it."""
+    return _numpy_blas().limit(limits=1)
+
+
+__all__ = ["one_blas_thread", "one_blas_thread_within", "one_numpy_blas_thread_within"]

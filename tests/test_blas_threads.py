@@ -48,3 +48,17 @@ def test_one_blas_thread_within_a_block_gives_the_callers_count_back():
     with one_blas_thread_within():
         assert _blas_threads() == [1] * len(before)
     assert _blas_threads() == before
+
+
+def test_one_numpy_blas_thread_within_a_block_gives_the_callers_count_back():
+    from hal.blas_threads import one_numpy_blas_thread_within
+
+    def numpy_blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info()
+                if i["user_api"] == "blas" and "numpy" in i["filepath"]]
+
+    before = numpy_blas()
+    assert before, "NumPy's BLAS is not visible to threadpoolctl"
+    with one_numpy_blas_thread_within():
+        assert numpy_blas() == [1] * len(before)
+    assert numpy_blas() == before
