@@ -17,6 +17,12 @@ per family, with the before/after ratios; then checks that every case record is 
 apart from its timing fields (`seconds`, `cpu_seconds`): verdict, check, max_abs, max_rel,
 bound, ulps and every per-output error record (fused, unfused, direct). It exits 1 when a
 case differs or is missing. The machine may be shared: prefer the per-case CPU sums.
+
+Against an older checkout whose suite had fewer cases and leaner records (the issue's
+starting point), run it with `run OUT_DIR --no-strict --hal OLD_VENV/bin/hal` (no --strict
+flag then) and compare with `compare OLD NEW --common`: the per-case time sums are then taken
+over the case ids both runs have (`seconds`, the older reports have no `cpu_seconds`), the
+cases only one run has are counted, and only verdicts must agree.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ def _load_avg() -> str:
         return "?"
 
 
-def run(out: Path, devices: tuple[str, ...], hal: str, pythonpath: str | None = None) -> None:
+def run(out: Path, devices: tuple[str, ...], hal: str, pythonpath: str | None = None,
+        strict: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HAL_MEASURE="off")
     if pythonpath:   # another checkout's package tree (see --pythonpath)
@@ -52,9 +59,10 @@ def run(out: Path, devices: tuple[str, ...], hal: str, pythonpath: str | None = 
         for stale in (report, out / f"{dev}.json.jsonl", out / f"{dev}.jsonl"):
             stale.unlink(missing_ok=True)
         load0, t0 = _load_avg(), time.perf_counter()
-        r = subprocess.run(["/usr/bin/time", "-v", hal, "conformance", "--backend", "cpu_sim",
-                            "--device", dev, "--strict", "--workers", "2", "--report",
-                            str(report)], env=env, capture_output=True, text=True, cwd=out)
+        cmd = [hal, "conformance", "--backend", "cpu_sim", "--device", dev,
+               *(["--strict"] if strict else []), "--workers", "2", "--report", str(report)]
+        r = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True,
+                           text=True, cwd=out)
         wall = time.perf_counter() - t0
         tv = dict(re.findall(r"^\s*([^:\n]+?): (\S+)$", r.stderr, re.M))
         rec = {"device": dev, "rc": r.returncode, "wall_s": round(wall, 2),
@@ -75,11 +83,18 @@ def _family(case_id: str) -> str:
     return case_id.split("/", 1)[0]
 
 
-def cpu_by_family(cases: dict[str, dict]) -> dict[str, float]:
+def cpu_by_family(cases: dict[str, dict], field: str = "cpu_seconds",
+                  ids: set[str] | None = None) -> dict[str, float]:
     fam: dict[str, float] = defaultdict(float)
     for cid, c in cases.items():
-        fam[_family(cid)] += c.get("cpu_seconds", 0.0)
+        if ids is None or cid in ids:
+            fam[_family(cid)] += c.get(field, 0.0)
     return dict(fam)
+
+
+def verdict_changes(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
+    return [f"{cid}: verdict {a[cid]['verdict']} -> {b[cid]['verdict']}"
+            for cid in sorted(a.keys() & b.keys()) if a[cid]["verdict"] != b[cid]["verdict"]]
 
 
 def differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
@@ -94,7 +109,7 @@ def differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
     return out
 
 
-def compare(before: Path, after: Path, devices: tuple[str, ...]) -> int:
+def compare(before: Path, after: Path, devices: tuple[str, ...], common: bool = False) -> int:
     bad = 0
     for dev in devices:
         pa, pb = before / f"{dev}.json", after / f"{dev}.json"
@@ -112,20 +127,31 @@ def compare(before: Path, after: Path, devices: tuple[str, ...]) -> int:
                       f" (user {r['user_s']:.1f} + sys {r['sys_s']:.1f}), peak RSS "
                       f"{r['peak_rss_kib'] / 2**20:.2f} GiB, load {r['load_before']} -> "
                       f"{r['load_after']}")
-        fa, fb = cpu_by_family(a), cpu_by_family(b)
+        if common:
+            ids = a.keys() & b.keys()
+            field = "cpu_seconds" if all("cpu_seconds" in x[i] for x in (a, b) for i in ids) \
+                else "seconds"
+            print(f"  {len(ids)} cases in both runs, {len(a) - len(ids)} only before, "
+                  f"{len(b) - len(ids)} only after (per-case `{field}` over the common ones;"
+                  f" all of the after run: {sum(c.get(field, 0.0) for c in b.values()):.1f} s)")
+            fa, fb = cpu_by_family(a, field, ids), cpu_by_family(b, field, ids)
+        else:
+            fa, fb = cpu_by_family(a), cpu_by_family(b)
         ta, tb = sum(fa.values()), sum(fb.values())
         print(f"  per-case CPU sum: {ta:.1f} s -> {tb:.1f} s ({ta / tb if tb else 0:.2f}x)")
         for fam in sorted(fa, key=lambda f: -fa[f]):
             x, y = fa[fam], fb.get(fam, 0.0)
             print(f"    {fam:12} {x:7.1f} -> {y:7.1f} s ({x / y if y else 0:.2f}x)")
-        diffs = differences(a, b)
+        diffs = verdict_changes(a, b) if common else differences(a, b)
         for line in diffs[:40]:
             print("  DIFF " + line)
         verdicts = defaultdict(int)
         for c in b.values():
             verdicts[c["verdict"]] += 1
-        print(f"  identical records (timing aside): {len(a.keys() & b.keys()) - len(diffs)}"
-              f"/{len(a.keys() | b.keys())}; verdicts after: {dict(verdicts)}")
+        what, of = (("same verdict", a.keys() & b.keys()) if common
+                    else ("identical records (timing aside)", a.keys() | b.keys()))
+        print(f"  {what}: {len(a.keys() & b.keys()) - len(diffs)}/{len(of)};"
+              f" verdicts after: {dict(verdicts)}")
         bad += bool(diffs)
     return 1 if bad else 0
 
@@ -141,16 +167,20 @@ def main() -> int:
                    "package tree (hal/ with ops, fusion, conformance and backends linked "
                    "in, as the installed package maps them); runs from OUT_DIR so the "
                    "current directory's checkout is not imported")
+    r.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="omit --strict (checkouts from before it existed)")
     c = sub.add_parser("compare")
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
     c.add_argument("--devices", default=",".join(DEVICES))
+    c.add_argument("--common", action="store_true",
+                   help="a suite that grew: time the common case ids, compare verdicts only")
     args = ap.parse_args()
     devices = tuple(args.devices.split(","))
     if args.cmd == "run":
-        run(args.out.resolve(), devices, args.hal, args.pythonpath)
+        run(args.out.resolve(), devices, args.hal, args.pythonpath, args.strict)
         return 0
-    return compare(args.before, args.after, devices)
+    return compare(args.before, args.after, devices, args.common)
 
 
 if __name__ == "__main__":
