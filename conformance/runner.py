@@ -36,7 +36,7 @@ from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .cases import Case, case_spec, get_case, make_inputs, select
 from .compare import check, diff
-from .direct_reference import check_direct
+from .direct_reference import check_direct, values_read
 from .expectations import classify, not_applicable, unsupported_reason
 from .report import ReportWriter
 from .tolerance import ModelOptions, graph_bounds
@@ -149,7 +149,8 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
         model = ModelOptions.from_faults(lowering.faults)  # tolerance faults of the self-test
         if "allow_tf32" in spec.capabilities:   # --allow-tf32: f32 matmuls may read TF32
             model = replace(model, tf32_inputs=True)
-        prim, all_bounds = graph_bounds(graph, inputs, model)
+        prim, all_bounds = graph_bounds(graph, inputs, model, keep=lambda prim: {
+            p.name for p in prim.outputs} | values_read(graph, prim))
         bounds = {o.name: all_bounds[p.name]
                   for o, p in zip(graph.outputs, prim.outputs, strict=True)}
         notes: list[str] = []   # what the backend ran in place of the device's kernels

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -439,27 +439,54 @@ def primitive_graph(graph: Graph) -> Graph:
 
 
 def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
-                 model: ModelOptions = DEFAULT_MODEL) -> tuple[Graph, dict[str, Bound]]:
+                 model: ModelOptions = DEFAULT_MODEL,
+                 keep: Callable[[Graph], Collection[str]] | None = None
+                 ) -> tuple[Graph, dict[str, Bound]]:
     """(the primitive graph, a Bound for each of its values).
+
+    `keep` (given the primitive graph, the names of the values whose Bounds the caller
+    reads): every other value's Bound is dropped after its last consumer, so that a large
+    graph's float64 intermediates (seven arrays a value) do not all stay alive at once:
+    attention's 88x130x130 scores held ~1 GB, and faulting that memory in cost ~2 s of
+    system time, 3x the bounds' arithmetic. None keeps every value.
 
     On one BLAS thread: the bounds' float64 matmuls are small, and a second OpenBLAS
     thread cost 2-4x their CPU on shared cores (spinning) for no wall time. It also makes
     the float64 sums the same in every process: the suite's workers already run on one
     BLAS thread (hal.blas_threads), and a matmul's last bits depend on the thread count."""
     with one_numpy_blas_thread_within():
-        return _graph_bounds(graph, inputs, model)
+        return _graph_bounds(graph, inputs, model, keep)
+
+
+def _last_uses(prim: Graph, keep: Collection[str]) -> dict[int, list[str]]:
+    """For each node index, the values (not in `keep`) whose last consumer it is; a value
+    no node reads is dropped where it is made."""
+    last: dict[str, int] = {}
+    for i, node in enumerate(prim.nodes):
+        for v in node.inputs:
+            last[v.name] = i
+        for v in node.outputs:
+            last.setdefault(v.name, i)
+    drop: dict[int, list[str]] = {}
+    for name, i in last.items():
+        if name not in keep:
+            drop.setdefault(i, []).append(name)
+    return drop
 
 
 def _graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
-                  model: ModelOptions) -> tuple[Graph, dict[str, Bound]]:
+                  model: ModelOptions,
+                  keep: Callable[[Graph], Collection[str]] | None = None
+                  ) -> tuple[Graph, dict[str, Bound]]:
     prim = primitive_graph(graph)
+    drop = _last_uses(prim, keep(prim)) if keep is not None else {}
     bounds: dict[str, Bound] = {}
     for v in prim.inputs:
         bounds[v.name] = exact_bound(inputs[v.name], v.dtype)
     for name, arr in prim.materialize_constants().items():
         v = prim.values()[name]
         bounds[name] = exact_bound(arr, v.dtype)
-    for node in prim.nodes:
+    for i, node in enumerate(prim.nodes):
         op = get_op(node.op)
         attrs = op.check_attrs(node.attrs)
         ins = [bounds[v.name] for v in node.inputs]
@@ -470,6 +497,9 @@ def _graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
         strict = op.error.exact and all(b.strict_zero for b in ins)
         for out, ex, d in zip(node.outputs, exact, deltas, strict=True):
             bounds[out.name] = round_bound(ex, d, out.dtype, strict, model)
+        del ins, exact, deltas
+        for name in drop.get(i, ()):
+            bounds.pop(name, None)
     return prim, bounds
 
 
