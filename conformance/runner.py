@@ -126,8 +126,10 @@ def _merge(comps: dict[str, Any]) -> dict[str, Any]:
 def execute(case: Case, backend_name: str, device: str, seed: int = 0,
             compare_backend: str | None = None, unfused: bool = True,
             lowering: LoweringOptions = DEFAULT_OPTIONS, *,
-            strict: bool = False, profile: bool | None = None) -> dict[str, Any]:
+            strict: bool = False, profile: bool | None = None,
+            device_spec: Any = None) -> dict[str, Any]:
     """Run one case; returns its result record with the raw verdict (pass/fail/error).
+    `device_spec`: `device` loaded already (the suite's, see _suite_spec), else loaded here.
     `lowering` (planted self-test faults) applies to the backend under test only.
     `profile` (default: on for any backend but cpu_sim) also runs cpu_sim on the same
     plan and records both error profiles; `strict` fails a precision regression
@@ -142,7 +144,7 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
                            "backend": backend_name, "dist": case.dist,
                            "repro": repro_command(backend_name, device, case.id, seed)}
     try:
-        spec = case_spec(case, load_spec(device))
+        spec = case_spec(case, device_spec if device_spec is not None else load_spec(device))
         backend = get_backend(backend_name)
         graph = case.graph()
         inputs = make_inputs(graph, case.dist, case.seed + seed)
@@ -229,9 +231,24 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
     return rec
 
 
+def _suite_spec(device: str):
+    """The suite's device spec, loaded once per process: load_spec checks the file's path
+    and modification time on every call (~0.2 ms, stat and realpath calls), and a
+    suite runs every case on the spec it started with."""
+    from hal.devices.loader import load_spec
+
+    if device not in _SUITE_SPECS:
+        _SUITE_SPECS[device] = load_spec(device)
+    return _SUITE_SPECS[device]
+
+
+_SUITE_SPECS: dict[str, Any] = {}
+
+
 def _worker(ids: list[str], cfg: SuiteConfig) -> list[dict[str, Any]]:
     return [execute(get_case(i), cfg.backend, cfg.device, cfg.seed, cfg.compare_backend,
-                    cfg.unfused, cfg.lowering, strict=cfg.strict, profile=cfg.profile)
+                    cfg.unfused, cfg.lowering, strict=cfg.strict, profile=cfg.profile,
+                    device_spec=_suite_spec(cfg.device))
             for i in ids]
 
 

@@ -165,10 +165,12 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
     if m.widen_ulps and dt.is_float:  # self-test fault tol_store_widened
         delta = delta + m.widen_ulps * ulp(np.nan_to_num(np.asarray(exact, np.float64)), dt)
     delta = np.asarray(delta, dtype=np.float64)
-    if _has_nan(delta):   # NaN = unknown, like inf (most deltas have none: no copy)
-        delta = np.where(np.isnan(delta), np.inf, delta)
-    delta = np.broadcast_to(delta, ref.shape)
+    if delta.shape != ref.shape:
+        delta = np.broadcast_to(delta, ref.shape)
     least, most = (float(delta.min()), float(delta.max())) if delta.size else (0.0, 0.0)
+    if math.isnan(least):   # NaN = unknown, like inf (min propagates a NaN: no extra pass)
+        delta = np.where(np.isnan(delta), np.inf, delta)
+        least, most = float(delta.min()), float(delta.max())
     any_free = math.isinf(least) or math.isinf(most)
     free = np.isinf(delta) if any_free else np.zeros(ref.shape, bool)
     if least == 0 and most == 0:   # every delta 0 (none is NaN here)
