@@ -104,6 +104,8 @@ def _run_graph(backend, graph, inputs, spec, lowering: LoweringOptions = DEFAULT
         accepted["compare_reference"] = False
     if "exact_rounding" in params:
         accepted["exact_rounding"] = EXACT_ROUNDING
+    if "kernel_stats" in params:   # only the outputs and the report are read here
+        accepted["kernel_stats"] = False
     result = backend.run_graph(graph, inputs, spec, **accepted)
     note = (result.report or {}).get("substituted")
     if notes is not None and note and note not in notes:
@@ -354,8 +356,31 @@ def _crashed(cfg: SuiteConfig) -> Callable[[str, str], dict[str, Any]]:
     return record
 
 
+def _preload(cfg: SuiteConfig) -> None:
+    """Import, before forking the workers, what a case imports on first use (the case's
+    inputs, decompositions, checks and the backend's run path: `preload()` where the
+    backend has one), so that the workers share it instead of each importing it again
+    inside its first case."""
+    import numpy.random  # noqa: F401
+
+    import hal.backends.cpu_sim.checks  # noqa: F401
+    import hal.ops.decompose  # noqa: F401
+    from hal.backends_registry import get_backend
+
+    from . import random_graphs  # noqa: F401
+
+    try:
+        preload = getattr(get_backend(cfg.backend), "preload", None)
+    except Exception:   # an unknown or broken backend fails in the workers, with its reason
+        return
+    if preload is not None:
+        preload()
+
+
 def _parallel(ids: list[str], cfg: SuiteConfig, emit) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context(start_method(cfg.backend))
+    if ctx.get_start_method() == "fork":
+        _preload(cfg)
     run_parallel(ids, cfg.batch, cfg.workers, ctx, _run_one, cfg, emit, _crashed(cfg))
