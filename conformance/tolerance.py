@@ -139,9 +139,12 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         np.abs(d, out=d)
         if not _has_nan(d):   # no NaN, no inf - inf: equal values are at 0 already
             return d
-        same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
-        d = np.where(same, 0.0, d)
-    return np.where(np.isnan(d), np.inf, d)
+        # only the NaN elements change: equal values elsewhere are at +0 already; a NaN
+        # is inf - inf of one sign (equal: 0) or a NaN operand (both NaN: 0, else inf)
+        nan = np.isnan(d)
+        an, bn = np.broadcast_to(a64, d.shape)[nan], np.broadcast_to(b64, d.shape)[nan]
+        d[nan] = np.where((an == bn) | (np.isnan(an) & np.isnan(bn)), 0.0, np.inf)
+    return d
 
 
 # round_to from this many elements: f32 always (the same two conversions without cast's

@@ -167,3 +167,26 @@ def test_runner_asks_cpu_sim_for_no_stats(monkeypatch):
 def test_preload_imports_what_a_case_imports_first(mod):
     runner._preload(runner.SuiteConfig())
     assert mod in sys.modules
+
+
+def _dist_by_masks(a, b):
+    """_dist's definition, with whole-array masks."""
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        d = np.abs(a64 - b64)
+        d = np.where((a64 == b64) | (np.isnan(a64) & np.isnan(b64)), 0.0, d)
+    return np.where(np.isnan(d), np.inf, d)
+
+
+@pytest.mark.parametrize("layout", ["flat", "broadcast", "scalar"])
+def test_dist_fixes_only_the_nan_elements_as_the_masks_do(layout):
+    from hal.conformance.tolerance import _dist
+
+    vals = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, -np.nan, 1e308, -1e308,
+                     5e-324, 2.5])
+    a, b = {"flat": (np.repeat(vals, vals.size), np.tile(vals, vals.size)),
+            "broadcast": (vals[:, None], vals[None, :]),
+            "scalar": (np.array(np.inf), vals)}[layout]
+    got, want = _dist(a, b), _dist_by_masks(a, b)
+    assert _same(got, want)
+    assert _same(_dist(np.array(np.nan), np.array(np.nan)), np.array(0.0))
