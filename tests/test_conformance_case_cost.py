@@ -190,3 +190,11 @@ def test_dist_fixes_only_the_nan_elements_as_the_masks_do(layout):
     got, want = _dist(a, b), _dist_by_masks(a, b)
     assert _same(got, want)
     assert _same(_dist(np.array(np.nan), np.array(np.nan)), np.array(0.0))
+
+
+def test_a_suite_spec_that_does_not_load_is_each_cases_error(monkeypatch):
+    monkeypatch.setattr(runner, "_SUITE_SPECS", {})
+    assert runner._suite_spec("no-such-device") is None
+    cfg = runner.SuiteConfig(device="no-such-device", workers=1)
+    (rec,) = runner._worker(["elementwise/exp/f32/31"], cfg)
+    assert rec["verdict"] == "error" and "no-such-device" in rec["reason"]
