@@ -15,7 +15,7 @@ unfused): both may sit anywhere in [lo, hi], so they may differ by hi - lo.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,7 +41,14 @@ class Comparison:
     note: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """asdict's dict (fields in order, `worst` and its lists copied), built directly:
+        dataclasses.asdict's recursion cost ~70 us a comparison, several per case."""
+        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "ulp_p50": self.ulp_p50,
+                "ulp_p99": self.ulp_p99, "ulp_max": self.ulp_max, "bound": self.bound,
+                "used": self.used, "bad": self.bad, "numel": self.numel,
+                "worst": {k: list(v) if isinstance(v, list) else v
+                          for k, v in self.worst.items()},
+                "ok": self.ok, "note": self.note}
 
 
 _EXACT_SUMMARY = {"max_abs": 0.0, "max_rel": 0.0, "ulp_p50": 0.0, "ulp_p99": 0.0,

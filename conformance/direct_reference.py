@@ -214,18 +214,41 @@ class DirectComparison:
                 "ok": self.ok}
 
 
-def _computed_width(prim, bounds: Mapping, name: str) -> np.ndarray:
-    """The unrounded half-width of the last op that computes `name`, in `name`'s shape
-    (through reshapes: attention's output is a reshape of its P @ V dot)."""
-    shape = np.shape(bounds[name].ref)
+def _computing_value(prim, name: str) -> str:
+    """The value whose op last computes `name`: `name` itself, or the source of the
+    reshapes it is made by (attention's output is a reshape of its P @ V dot)."""
     producer = {o.name: n for n in prim.nodes for o in n.outputs}
     n = producer.get(name)
     while n is not None and n.op == "reshape":
         name = n.inputs[0].name
         n = producer.get(name)
-    d = bounds[name].delta
-    return np.zeros(shape) if d is None else np.reshape(np.broadcast_to(
-        d, np.shape(bounds[name].ref)), shape)
+    return name
+
+
+def _computed_width(prim, bounds: Mapping, name: str) -> np.ndarray:
+    """The unrounded half-width of the last op that computes `name`, in `name`'s shape."""
+    shape = np.shape(bounds[name].ref)
+    src = bounds[_computing_value(prim, name)]
+    return np.zeros(shape) if src.delta is None else np.reshape(np.broadcast_to(
+        src.delta, np.shape(src.ref)), shape)
+
+
+def _checked_nodes(graph):
+    """The nodes of `graph` that check_direct may check: a composite with a direct formula
+    whose output is a graph output."""
+    out_names = {v.name for v in graph.outputs}
+    return [n for n in graph.nodes if n.op in DIRECT and n.outputs[0].name in out_names]
+
+
+def values_read(graph, prim) -> set[str]:
+    """The names of the values whose Bounds check_direct(graph, prim, ...) reads (for
+    graph_bounds' `keep`)."""
+    names: set[str] = set()
+    for node in _checked_nodes(graph):
+        o = node.outputs[0].name
+        names.update(v.name for v in node.inputs)
+        names.update((o, _computing_value(prim, o)))
+    return names
 
 
 def check_direct(graph, prim, bounds: Mapping, outputs: Mapping[str, np.ndarray]
@@ -237,13 +260,12 @@ def check_direct(graph, prim, bounds: Mapping, outputs: Mapping[str, np.ndarray]
     from hal.ops import get_op
     from hal.reference import widen
 
-    out_names = {v.name for v in graph.outputs}
     res: dict[str, DirectComparison] = {}
-    for node in graph.nodes:
-        fn = DIRECT.get(node.op)
+    for node in _checked_nodes(graph):
+        fn = DIRECT[node.op]
         o = node.outputs[0]
-        if fn is None or o.name not in out_names or o.name not in outputs or \
-                any(v.name not in bounds for v in node.inputs) or o.name not in bounds:
+        if o.name not in outputs or any(v.name not in bounds for v in node.inputs) or \
+                o.name not in bounds:
             continue
         b = bounds[o.name]
         if not b.dtype.is_float:

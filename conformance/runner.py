@@ -36,7 +36,7 @@ from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
 from .cases import Case, case_spec, get_case, make_inputs, select
 from .compare import check, diff
-from .direct_reference import check_direct
+from .direct_reference import check_direct, values_read
 from .expectations import classify, not_applicable, unsupported_reason
 from .report import ReportWriter
 from .tolerance import ModelOptions, graph_bounds
@@ -104,6 +104,8 @@ def _run_graph(backend, graph, inputs, spec, lowering: LoweringOptions = DEFAULT
         accepted["compare_reference"] = False
     if "exact_rounding" in params:
         accepted["exact_rounding"] = EXACT_ROUNDING
+    if "kernel_stats" in params:   # only the outputs and the report are read here
+        accepted["kernel_stats"] = False
     result = backend.run_graph(graph, inputs, spec, **accepted)
     note = (result.report or {}).get("substituted")
     if notes is not None and note and note not in notes:
@@ -126,8 +128,10 @@ def _merge(comps: dict[str, Any]) -> dict[str, Any]:
 def execute(case: Case, backend_name: str, device: str, seed: int = 0,
             compare_backend: str | None = None, unfused: bool = True,
             lowering: LoweringOptions = DEFAULT_OPTIONS, *,
-            strict: bool = False, profile: bool | None = None) -> dict[str, Any]:
+            strict: bool = False, profile: bool | None = None,
+            device_spec: Any = None) -> dict[str, Any]:
     """Run one case; returns its result record with the raw verdict (pass/fail/error).
+    `device_spec`: `device` loaded already (the suite's, see _suite_spec), else loaded here.
     `lowering` (planted self-test faults) applies to the backend under test only.
     `profile` (default: on for any backend but cpu_sim) also runs cpu_sim on the same
     plan and records both error profiles; `strict` fails a precision regression
@@ -142,14 +146,15 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
                            "backend": backend_name, "dist": case.dist,
                            "repro": repro_command(backend_name, device, case.id, seed)}
     try:
-        spec = case_spec(case, load_spec(device))
+        spec = case_spec(case, device_spec if device_spec is not None else load_spec(device))
         backend = get_backend(backend_name)
         graph = case.graph()
         inputs = make_inputs(graph, case.dist, case.seed + seed)
         model = ModelOptions.from_faults(lowering.faults)  # tolerance faults of the self-test
         if "allow_tf32" in spec.capabilities:   # --allow-tf32: f32 matmuls may read TF32
             model = replace(model, tf32_inputs=True)
-        prim, all_bounds = graph_bounds(graph, inputs, model)
+        prim, all_bounds = graph_bounds(graph, inputs, model, keep=lambda prim: {
+            p.name for p in prim.outputs} | values_read(graph, prim))
         bounds = {o.name: all_bounds[p.name]
                   for o, p in zip(graph.outputs, prim.outputs, strict=True)}
         notes: list[str] = []   # what the backend ran in place of the device's kernels
@@ -228,9 +233,28 @@ def execute(case: Case, backend_name: str, device: str, seed: int = 0,
     return rec
 
 
+def _suite_spec(device: str):
+    """The suite's device spec, loaded once per process: load_spec checks the file's path
+    and modification time on every call (~0.2 ms, stat and realpath calls), and a
+    suite runs every case on the spec it started with. None where it does not load:
+    execute then loads it itself and makes the failure each case's error verdict."""
+    from hal.devices.loader import load_spec
+
+    if device not in _SUITE_SPECS:
+        try:
+            _SUITE_SPECS[device] = load_spec(device)
+        except Exception:
+            return None
+    return _SUITE_SPECS[device]
+
+
+_SUITE_SPECS: dict[str, Any] = {}
+
+
 def _worker(ids: list[str], cfg: SuiteConfig) -> list[dict[str, Any]]:
     return [execute(get_case(i), cfg.backend, cfg.device, cfg.seed, cfg.compare_backend,
-                    cfg.unfused, cfg.lowering, strict=cfg.strict, profile=cfg.profile)
+                    cfg.unfused, cfg.lowering, strict=cfg.strict, profile=cfg.profile,
+                    device_spec=_suite_spec(cfg.device))
             for i in ids]
 
 
@@ -336,8 +360,31 @@ def _crashed(cfg: SuiteConfig) -> Callable[[str, str], dict[str, Any]]:
     return record
 
 
+def _preload(cfg: SuiteConfig) -> None:
+    """Import, before forking the workers, what a case imports on first use (the case's
+    inputs, decompositions, checks and the backend's run path: `preload()` where the
+    backend has one), so that the workers share it instead of each importing it again
+    inside its first case."""
+    import numpy.random  # noqa: F401
+
+    import hal.backends.cpu_sim.checks  # noqa: F401
+    import hal.ops.decompose  # noqa: F401
+    from hal.backends_registry import get_backend
+
+    from . import random_graphs  # noqa: F401
+
+    try:
+        preload = getattr(get_backend(cfg.backend), "preload", None)
+    except Exception:   # an unknown or broken backend fails in the workers, with its reason
+        return
+    if preload is not None:
+        preload()
+
+
 def _parallel(ids: list[str], cfg: SuiteConfig, emit) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context(start_method(cfg.backend))
+    if ctx.get_start_method() == "fork":
+        _preload(cfg)
     run_parallel(ids, cfg.batch, cfg.workers, ctx, _run_one, cfg, emit, _crashed(cfg))

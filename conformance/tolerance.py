@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from hal.blas_threads import one_numpy_blas_thread_within
-from hal.dtypes import DType, cast, compute_dtype, f64, ulp
+from hal.dtypes import DType, bf16, cast, compute_dtype, f16, f32, f64, round_to, ulp
 from hal.ir.graph import Graph, Node, Value
 from hal.lowering.faults import register_fault
 from hal.ops import Category, get_op
@@ -139,14 +139,34 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         np.abs(d, out=d)
         if not _has_nan(d):   # no NaN, no inf - inf: equal values are at 0 already
             return d
-        same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
-        d = np.where(same, 0.0, d)
-    return np.where(np.isnan(d), np.inf, d)
+        # only the NaN elements change: equal values elsewhere are at +0 already; a NaN
+        # is inf - inf of one sign (equal: 0) or a NaN operand (both NaN: 0, else inf)
+        nan = np.isnan(d)
+        an, bn = np.broadcast_to(a64, d.shape)[nan], np.broadcast_to(b64, d.shape)[nan]
+        d[nan] = np.where((an == bn) | (np.isnan(an) & np.isnan(bn)), 0.0, np.inf)
+    return d
+
+
+# round_to from this many elements: f32 always (the same two conversions without cast's
+# dispatch); bf16 and f16 where rounding on the float64 bits beats the narrow type and
+# back (~2x at 2^16 elements for f16, the same near 2^13; slower on a few elements)
+_ROUND_ON_BITS_MIN = {f32: 0, bf16: 1 << 14, f16: 1 << 14}
+
+
+def _stored(x: np.ndarray, dt: DType) -> np.ndarray:
+    """`x` rounded to `dt`, in the wide type: widen(cast(x, dt), dt), which round_to gives
+    bit for bit from float64 (tests/test_round_to.py), faster where _ROUND_ON_BITS_MIN
+    says; a fresh array either way."""
+    a = np.asarray(x)
+    least = _ROUND_ON_BITS_MIN.get(dt)
+    if least is not None and a.dtype == np.float64 and a.size >= least:
+        return round_to(a, dt)
+    return widen(cast(a, dt), dt)
 
 
 def exact_bound(a: np.ndarray, dt: DType) -> Bound:
     """The bound of a graph input or constant: exactly its (rounded) value."""
-    ref = widen(cast(a, dt), dt)
+    ref = _stored(a, dt)
     z = np.zeros(ref.shape)
     return Bound(dt, ref, ref, ref, ref, z, np.zeros(ref.shape, bool), True)
 
@@ -161,14 +181,16 @@ def round_bound(exact: np.ndarray, delta: np.ndarray, dt: DType, strict: bool,
                 m: ModelOptions = DEFAULT_MODEL) -> Bound:
     """Round the interval exact +- delta to `dt` (module docstring)."""
     exact = np.asarray(exact)
-    ref = widen(cast(exact, dt), dt)
+    ref = _stored(exact, dt)
     if m.widen_ulps and dt.is_float:  # self-test fault tol_store_widened
         delta = delta + m.widen_ulps * ulp(np.nan_to_num(np.asarray(exact, np.float64)), dt)
     delta = np.asarray(delta, dtype=np.float64)
-    if _has_nan(delta):   # NaN = unknown, like inf (most deltas have none: no copy)
-        delta = np.where(np.isnan(delta), np.inf, delta)
-    delta = np.broadcast_to(delta, ref.shape)
+    if delta.shape != ref.shape:
+        delta = np.broadcast_to(delta, ref.shape)
     least, most = (float(delta.min()), float(delta.max())) if delta.size else (0.0, 0.0)
+    if math.isnan(least):   # NaN = unknown, like inf (min propagates a NaN: no extra pass)
+        delta = np.where(np.isnan(delta), np.inf, delta)
+        least, most = float(delta.min()), float(delta.max())
     any_free = math.isinf(least) or math.isinf(most)
     free = np.isinf(delta) if any_free else np.zeros(ref.shape, bool)
     if least == 0 and most == 0:   # every delta 0 (none is NaN here)
@@ -191,8 +213,8 @@ def _rounded_ends(ex: np.ndarray, delta: np.ndarray, ref: np.ndarray, dt: DType,
                   some_zero: bool) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi): exact -+ delta rounded to `dt`, in the wide type; exactly ref where delta
     is 0 (ex + 0 would turn a -0 into +0; `some_zero`: delta may have zeros)."""
-    lo = widen(cast(np.subtract(ex, delta), dt), dt)   # widen copies: ours to change
-    hi = widen(cast(np.add(ex, delta), dt), dt)
+    lo = _stored(np.subtract(ex, delta), dt)   # fresh arrays: ours to change
+    hi = _stored(np.add(ex, delta), dt)
     if some_zero:
         exact_here = delta == 0
         np.copyto(lo, ref, where=exact_here)
@@ -439,27 +461,54 @@ def primitive_graph(graph: Graph) -> Graph:
 
 
 def graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
-                 model: ModelOptions = DEFAULT_MODEL) -> tuple[Graph, dict[str, Bound]]:
+                 model: ModelOptions = DEFAULT_MODEL,
+                 keep: Callable[[Graph], Collection[str]] | None = None
+                 ) -> tuple[Graph, dict[str, Bound]]:
     """(the primitive graph, a Bound for each of its values).
+
+    `keep` (given the primitive graph, the names of the values whose Bounds the caller
+    reads): every other value's Bound is dropped after its last consumer, so that a large
+    graph's float64 intermediates (seven arrays a value) do not all stay alive at once:
+    attention's 88x130x130 scores held ~1 GB, and faulting that memory in cost ~2 s of
+    system time, 3x the bounds' arithmetic. None keeps every value.
 
     On one BLAS thread: the bounds' float64 matmuls are small, and a second OpenBLAS
     thread cost 2-4x their CPU on shared cores (spinning) for no wall time. It also makes
     the float64 sums the same in every process: the suite's workers already run on one
     BLAS thread (hal.blas_threads), and a matmul's last bits depend on the thread count."""
     with one_numpy_blas_thread_within():
-        return _graph_bounds(graph, inputs, model)
+        return _graph_bounds(graph, inputs, model, keep)
+
+
+def _last_uses(prim: Graph, keep: Collection[str]) -> dict[int, list[str]]:
+    """For each node index, the values (not in `keep`) whose last consumer it is; a value
+    no node reads is dropped where it is made."""
+    last: dict[str, int] = {}
+    for i, node in enumerate(prim.nodes):
+        for v in node.inputs:
+            last[v.name] = i
+        for v in node.outputs:
+            last.setdefault(v.name, i)
+    drop: dict[int, list[str]] = {}
+    for name, i in last.items():
+        if name not in keep:
+            drop.setdefault(i, []).append(name)
+    return drop
 
 
 def _graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
-                  model: ModelOptions) -> tuple[Graph, dict[str, Bound]]:
+                  model: ModelOptions,
+                  keep: Callable[[Graph], Collection[str]] | None = None
+                  ) -> tuple[Graph, dict[str, Bound]]:
     prim = primitive_graph(graph)
+    drop = _last_uses(prim, keep(prim)) if keep is not None else {}
     bounds: dict[str, Bound] = {}
     for v in prim.inputs:
         bounds[v.name] = exact_bound(inputs[v.name], v.dtype)
     for name, arr in prim.materialize_constants().items():
         v = prim.values()[name]
         bounds[name] = exact_bound(arr, v.dtype)
-    for node in prim.nodes:
+    for i, node in enumerate(prim.nodes):
         op = get_op(node.op)
         attrs = op.check_attrs(node.attrs)
         ins = [bounds[v.name] for v in node.inputs]
@@ -470,6 +519,9 @@ def _graph_bounds(graph: Graph, inputs: Mapping[str, np.ndarray],
         strict = op.error.exact and all(b.strict_zero for b in ins)
         for out, ex, d in zip(node.outputs, exact, deltas, strict=True):
             bounds[out.name] = round_bound(ex, d, out.dtype, strict, model)
+        del ins, exact, deltas
+        for name in drop.get(i, ()):
+            bounds.pop(name, None)
     return prim, bounds
 
 
