@@ -349,11 +349,15 @@ class _Planner:
     def key(self, nodes: list[Node]) -> tuple:
         return tuple(sorted(self.order[id(n)] for n in nodes))
 
-    def cost(self, nodes: list[Node]) -> GroupCost:
+    def cost(self, nodes: list[Node], group: FusedGroup | None = None,
+             sig: tuple | None = None) -> GroupCost:
+        """The cost of one kernel of `nodes`; `group` (make(nodes)) and `sig` (its
+        signature) when the caller has built them."""
         k = self.key(nodes)
         if k not in self._cost_cache:
-            g = self.make(nodes)
-            sig = signature(g)  # the layers of a model repeat: price each structure once
+            g = group if group is not None else self.make(nodes)
+            if sig is None:
+                sig = signature(g)  # the layers of a model repeat: price each structure once
             if sig not in self._sig_cost:
                 self._sig_cost[sig] = group_cost(g, self.spec)
             self._cost_cache[k] = self._sig_cost[sig]
@@ -441,16 +445,16 @@ class _Planner:
         if not sibling and self.creates_cycle(p, c, edges):
             return reject("another kernel sits between them (fusing would create a cycle)")
         cand = self.make(nodes)
+        sig = signature(cand)
         cost_sep = self.cost(self.members[p]), self.cost(self.members[c])
         try:
-            cost_f = self.cost(nodes)
+            cost_f = self.cost(nodes, cand, sig)
         except UnsupportedError as e:   # the group kind cannot plan this candidate kernel
             return reject(f"no kernel plan: {e.message}")
         if cost_f.registers > self.spec.max_registers_per_thread:
             return reject(f"~{cost_f.registers} registers per thread, {self.spec.name} allows "
                           f"{self.spec.max_registers_per_thread} (would spill)")
         if self.verify_lowering:
-            sig = signature(cand)
             if sig not in self._sig_veto:
                 self._sig_veto[sig] = self.lowering_veto(cand, sig)
             why = self._sig_veto[sig]
@@ -482,17 +486,19 @@ class _Planner:
         `sig`: signature(cand), when the caller has it."""
         key = (sig or signature(cand), self.spec)
         hit = VETOES.lookup(key)
-        if hit is not None and (hit[1] is None or hit[0] == group_key(cand)):
+        gkey = group_key(cand)
+        if hit is not None and (hit[1] is None or hit[0] == gkey):
             return hit[1]
-        why = self._lower_and_check(cand)
-        VETOES.put(key, (None if why is None else group_key(cand), why))
+        why = self._lower_and_check(cand, gkey)
+        VETOES.put(key, (None if why is None else gkey, why))
         return why
 
-    def _lower_and_check(self, cand: FusedGroup) -> str | None:
+    def _lower_and_check(self, cand: FusedGroup, gkey: tuple) -> str | None:
+        """lowering_veto's verdict for `cand` (`gkey`: its group_key), lowering it."""
         from hal.lowering import lower_group
 
         try:
-            kernels = lower_group(cand, self.spec)
+            kernels = lower_group(cand, self.spec, gkey=gkey)
         except UnsupportedError as e:
             return f"the {cand.kind} lowering cannot take it ({e.message})"
         except HalError as e:  # a lowering bug must not break planning: keep groups apart
@@ -504,7 +510,7 @@ class _Planner:
                         f"per block")
             if k.block > self.spec.max_threads_per_block:
                 return f"{k.block} threads per block exceed {self.spec.max_threads_per_block}"
-        keep_lowering(cand, self.spec, DEFAULT_OPTIONS, kernels)   # for the final group's
+        keep_lowering(cand, self.spec, DEFAULT_OPTIONS, kernels, gkey)   # for the final group's
         return None
 
     # -- passes ---------------------------------------------------------------

@@ -156,7 +156,8 @@ def group_key(group) -> tuple[str, tuple]:
         tuple(v.name for v in group.outputs)))
 
 
-# KernelPlans by (group_key without the group's name, spec) -> (group name, plan): the
+# KernelPlans by (group_key without the group's name, spec) -> (group name, plan, [whether
+# the name appears in the plan beyond its group and launch names, once known]): the
 # fusion pass's candidates ("cand") and final groups of one graph, the unfused groups,
 # and the groups the backends lower (a few KiB each).
 PLANS = Memo("plans", 4096)
@@ -169,26 +170,38 @@ def cached_plan(group, spec, compute: Callable[[], Any], gkey: tuple | None = No
     key = ((gkey or group_key(group))[1], spec)
     hit = PLANS.lookup(key)
     if hit is not None:
-        name, plan = hit
+        name, plan, named_elsewhere = hit
         if name == group.name:
             PLANS.hits += 1
             return plan
-        renamed = rename_plan(plan, name, group.name)
+        if not named_elsewhere:   # (the entry's verdict on `name`, found once: a plan priced
+            named_elsewhere.append(_named_elsewhere(plan, name))   # as "cand" serves many)
+        renamed = rename_plan(plan, name, group.name, named_elsewhere[0])
         if renamed is not None:
             PLANS.hits += 1
             return renamed
     PLANS.misses += 1
     plan = compute()
-    PLANS.put(key, (group.name, plan))
+    PLANS.put(key, (group.name, plan, []))
     return plan
 
 
-def rename_plan(plan, old: str, new: str):
+def _named_elsewhere(plan, old: str) -> bool:
+    """Does `old` (the plan's group name) appear in `plan` outside KernelPlan.group and its
+    launch names?"""
+    from dataclasses import replace
+
+    rest = replace(plan, group="", launches=())
+    return old in repr((rest, rest.reasons, rest.notes))
+
+
+def rename_plan(plan, old: str, new: str, named_elsewhere: bool | None = None):
     """`plan` (of a group named `old`) as the planner gives it for the same nodes in a group
     named `new`, or None when that is not certain. A planner reads the group's name only for
     KernelPlan.group and its launch names (hal.lowering.planners.launch_name:
     c_identifier(name + suffix)); the rename is refused when either name is not already a
-    plain C identifier or `old` appears anywhere else in the plan."""
+    plain C identifier or `old` appears anywhere else in the plan (`named_elsewhere`: that
+    verdict, _named_elsewhere(plan, old), when the caller has it)."""
     from dataclasses import replace
 
     from hal.lowering.context import c_identifier
@@ -201,8 +214,9 @@ def rename_plan(plan, old: str, new: str):
         if not x.name.startswith(old) or c_identifier(new + suffix) != new + suffix:
             return None
         launches.append(replace(x, name=new + suffix))
-    rest = replace(plan, group="", launches=())
-    if old in repr((rest, rest.reasons, rest.notes)):
+    if named_elsewhere is None:
+        named_elsewhere = _named_elsewhere(plan, old)
+    if named_elsewhere:
         return None
     return replace(plan, group=new, launches=tuple(launches))
 
