@@ -320,6 +320,10 @@ class _Planner:
         self._outs = {v.name for v in graph.outputs}
         self._sig_cost: dict[tuple, GroupCost] = {}
         self._sig_veto: dict[tuple, str | None] = {}
+        # per node (and group input), by identity, the parts of signature() and group_key()
+        # that do not depend on the group: candidates share their nodes (the graph is fixed)
+        self._sig_parts: dict[int, tuple] = {}
+        self._key_parts: dict[int, tuple] = {}
         # group -> {neighbour group: bytes}, kept up to date by merge()
         self.succ: dict[int, dict[int, int]] = {}
         self.pred: dict[int, dict[int, int]] = {}
@@ -357,11 +361,17 @@ class _Planner:
         if k not in self._cost_cache:
             g = group if group is not None else self.make(nodes)
             if sig is None:
-                sig = signature(g)  # the layers of a model repeat: price each structure once
+                sig = self.signature(g)  # the layers of a model repeat: price each once
             if sig not in self._sig_cost:
-                self._sig_cost[sig] = group_cost(g, self.spec)
+                self._sig_cost[sig] = group_cost(g, self.spec, self.group_key(g))
             self._cost_cache[k] = self._sig_cost[sig]
         return self._cost_cache[k]
+
+    def signature(self, g: FusedGroup) -> tuple:
+        return signature(g, self._sig_parts)
+
+    def group_key(self, g: FusedGroup) -> tuple:
+        return group_key(g, self._key_parts)
 
     def label(self, gid: int) -> str:
         nodes = self.members[gid]
@@ -445,7 +455,7 @@ class _Planner:
         if not sibling and self.creates_cycle(p, c, edges):
             return reject("another kernel sits between them (fusing would create a cycle)")
         cand = self.make(nodes)
-        sig = signature(cand)
+        sig = self.signature(cand)
         cost_sep = self.cost(self.members[p]), self.cost(self.members[c])
         try:
             cost_f = self.cost(nodes, cand, sig)
@@ -484,9 +494,9 @@ class _Planner:
         VETOES by (signature, spec): a None verdict serves every candidate of that
         structure, a reason (whose text may name values) only the same named candidate.
         `sig`: signature(cand), when the caller has it."""
-        key = (sig or signature(cand), self.spec)
+        key = (sig or self.signature(cand), self.spec)
         hit = VETOES.lookup(key)
-        gkey = group_key(cand)
+        gkey = self.group_key(cand)
         if hit is not None and (hit[1] is None or hit[0] == gkey):
             return hit[1]
         why = self._lower_and_check(cand, gkey)
@@ -535,7 +545,7 @@ class _Planner:
             why = self.forbidden_reason(nodes)
             if self.verify_lowering and not why:
                 cand = self.make(nodes)
-                sig = signature(cand)
+                sig = self.signature(cand)
                 if sig not in self._sig_veto:
                     self._sig_veto[sig] = self.lowering_veto(cand, sig)
                 why = self._sig_veto[sig]
@@ -650,7 +660,7 @@ class _Planner:
         ordered = sorted(self.members.values(), key=lambda ns: self.order[id(ns[0])])
         for i, nodes in enumerate(ordered):
             g = self.make(nodes, name=f"k{i}_{g_kind_name(nodes)}")
-            costs[g.name] = cost = group_cost(g, self.spec)
+            costs[g.name] = cost = group_cost(g, self.spec, self.group_key(g))
             if cost.plan is not None:   # the plan's decisions, with their reasons
                 g.reasons.extend(cost.plan.reasons)
             g.reasons.extend(self.extra_reasons.get(self.key(nodes), []))
@@ -660,18 +670,32 @@ class _Planner:
         return FusionPlan(self.graph, _topological(groups), self.spec, costs, self.decisions)
 
 
-def signature(g: FusedGroup) -> tuple:
-    """The structure of a group without its value names: equal for a model's repeated layers."""
+def signature(g: FusedGroup, node_parts: dict | None = None) -> tuple:
+    """The structure of a group without its value names: equal for a model's repeated layers.
+    `node_parts`: a dict the caller keeps while its graph does not change (the planner),
+    holding each node's op, attributes and output types by identity."""
     local: dict[str, int] = {v.name: i for i, v in enumerate(g.inputs)}
     parts: list[tuple] = [tuple((v.dtype.name, tuple(v.shape)) for v in g.inputs)]
     for n in g.nodes:
         ins = tuple(local.get(v.name, -1) for v in n.inputs)
         for o in n.outputs:
             local[o.name] = len(local)
-        parts.append((n.op, repr(sorted(n.attrs.items())), ins,
-                      tuple((o.dtype.name, tuple(o.shape)) for o in n.outputs)))
+        own = node_parts.get(id(n)) if node_parts is not None else None
+        if own is None:
+            own = _node_structure(n)
+            if node_parts is not None:
+                node_parts[id(n)] = own
+        op, attrs, outs = own
+        parts.append((op, attrs, ins, outs))
     parts.append(tuple(local[v.name] for v in g.outputs))
     return (g.kind, tuple(parts))
+
+
+def _node_structure(n: Node) -> tuple[str, str, tuple]:
+    """A node's part of signature() that does not depend on the group: op, attributes,
+    output types."""
+    return (n.op, repr(sorted(n.attrs.items())),
+            tuple((o.dtype.name, tuple(o.shape)) for o in n.outputs))
 
 
 def _free_member(a: list[Node], b: list[Node]) -> bool:

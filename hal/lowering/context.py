@@ -130,6 +130,10 @@ class KernelContext:
         self.roles[p] = role
         return p
 
+    def param_named(self, name: str) -> BufferParam:
+        """The first buffer param called `name` (as params[names.index(name)])."""
+        return next(p for p in self.params if p.name == name)
+
     def scratch_buffer(self, hint: str, dtype: DType, numel: int, *, readonly: bool) -> str:
         """A temporary global buffer the backend allocates per group (shared by its kernels)."""
         p = hint if hint in self.scratch else self.unique(hint)

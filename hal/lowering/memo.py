@@ -140,20 +140,61 @@ def _outside_reshapes(v) -> tuple:
     return tuple(chain)
 
 
-def group_key(group) -> tuple[str, tuple]:
+class HashedKey:
+    """A hashable record hashed once: a memo key is hashed at every lookup and store, and a
+    group's record is a deep tuple (a tuple does not keep its hash). Equal exactly when
+    the records are equal."""
+
+    __slots__ = ("record", "_hash")
+
+    def __init__(self, record: tuple):
+        self.record = record
+        self._hash = hash(record)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (type(other) is HashedKey and self._hash == other._hash
+                                 and self.record == other.record)
+
+    def __repr__(self) -> str:
+        return f"HashedKey({self.record!r})"
+
+
+def _input_record(v) -> tuple:
+    return (v.name, v.type.dtype.name, v.type.shape, _outside_reshapes(v))
+
+
+def _node_record(n) -> tuple:
+    return (n.op, repr(sorted(n.attrs.items())) if n.attrs else "",
+            tuple(v.name for v in n.inputs),
+            tuple((o.name, o.type.dtype.name, o.type.shape) for o in n.outputs))
+
+
+def _cached(parts: dict, x, record: Callable[[Any], tuple]) -> tuple:
+    hit = parts.get(id(x))
+    if hit is None:
+        hit = parts[id(x)] = record(x)
+    return hit
+
+
+def group_key(group, parts: dict | None = None) -> tuple[str, HashedKey]:
     """(the group's name, everything else a planner or lowering reads from the FusedGroup)
-    as a hashable record of strings and ints (cheap to hash: dtypes by name)."""
+    as a hashable record of strings and ints (cheap to hash: dtypes by name; hashed once).
+    `parts`: a dict the caller keeps while its graph does not change (the fusion pass,
+    whose candidates share nodes), holding each node's and input's record by identity."""
     from hal.lowering.plan import NO_HINTS
 
-    return (group.name, (
+    if parts is None:
+        inputs = tuple(map(_input_record, group.inputs))
+        nodes = tuple(map(_node_record, group.nodes))
+    else:
+        inputs = tuple(_cached(parts, v, _input_record) for v in group.inputs)
+        nodes = tuple(_cached(parts, n, _node_record) for n in group.nodes)
+    return (group.name, HashedKey((
         getattr(group.kind, "value", group.kind), None if group.hints is NO_HINTS else group.hints,
-        tuple((v.name, v.type.dtype.name, v.type.shape, _outside_reshapes(v))
-              for v in group.inputs),
-        tuple((n.op, repr(sorted(n.attrs.items())) if n.attrs else "",
-               tuple(v.name for v in n.inputs),
-               tuple((o.name, o.type.dtype.name, o.type.shape) for o in n.outputs))
-              for n in group.nodes),
-        tuple(v.name for v in group.outputs)))
+        inputs, nodes, tuple(v.name for v in group.outputs))))
 
 
 # KernelPlans by (group_key without the group's name, spec) -> (group name, plan, [whether
