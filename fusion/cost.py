@@ -84,13 +84,12 @@ def price(plan: KernelPlan, spec: DeviceSpec) -> GroupCost:
                      list(plan.notes), plan.issued_bytes, plan)
 
 
-def group_cost(g: FusedGroup, spec: DeviceSpec, gkey: tuple | None = None) -> GroupCost:
-    """The price of `g`'s KernelPlan (`gkey`: hal.lowering.memo.group_key(g), when known)."""
+def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
     from .group import is_alias_group
 
     if is_alias_group(g):
         return GroupCost(0, 0, 0.0, 0.0, 0, 0, ["a view of its input: no kernel"], 0)
-    return price(plan_group(g, spec, gkey), spec)
+    return price(plan_group(g, spec), spec)
 
 
 def estimate_registers(g: FusedGroup, spec: DeviceSpec) -> int:

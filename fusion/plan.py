@@ -363,7 +363,7 @@ class _Planner:
             if sig is None:
                 sig = self.signature(g)  # the layers of a model repeat: price each once
             if sig not in self._sig_cost:
-                self._sig_cost[sig] = group_cost(g, self.spec, self.group_key(g))
+                self._sig_cost[sig] = group_cost(g, self.spec)
             self._cost_cache[k] = self._sig_cost[sig]
         return self._cost_cache[k]
 
@@ -660,7 +660,7 @@ class _Planner:
         ordered = sorted(self.members.values(), key=lambda ns: self.order[id(ns[0])])
         for i, nodes in enumerate(ordered):
             g = self.make(nodes, name=f"k{i}_{g_kind_name(nodes)}")
-            costs[g.name] = cost = group_cost(g, self.spec, self.group_key(g))
+            costs[g.name] = cost = group_cost(g, self.spec)
             if cost.plan is not None:   # the plan's decisions, with their reasons
                 g.reasons.extend(cost.plan.reasons)
             g.reasons.extend(self.extra_reasons.get(self.key(nodes), []))
