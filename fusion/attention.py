@@ -45,6 +45,8 @@ def attention_candidates(graph: Graph, prologues: bool = True) -> list[list[Node
     """Node lists (graph order) that may form one attention group each. `prologues=False`:
     the operands' plain movement chains only (the planner prices both and keeps the
     prologue inside only when the model says it pays)."""
+    if sum(_cat(n) is Category.CONTRACTION for n in graph.nodes) < 2:
+        return []   # (an attention holds two; most graphs have none: no walk over them)
     producer = {o.name: n for n in graph.nodes for o in n.outputs}
     users = graph.users()
     outs = {v.name for v in graph.outputs}

@@ -20,7 +20,7 @@ fix; `fusion.plan.plan` and `fusion.prepare.groups_to_run` call it for every pla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hal.devices.spec import DeviceSpec
@@ -110,8 +110,17 @@ def live_spans(graph: Graph, groups: Sequence[FusedGroup]) -> dict[str, LiveSpan
 
 def memory_peak(graph: Graph, groups: Sequence[FusedGroup]) -> MemoryPeak:
     """Peak of the live tensors' bytes over the groups, run in the order given."""
-    end = max(len(groups) - 1, 0)
     spans = live_spans(graph, groups).values()
+    best, at = _peak(spans, len(groups))
+    live = sorted((_describe(sp.value, sp.role) for sp in spans
+                   if sp.first <= at <= sp.last and sp.nbytes),
+                  key=lambda t: (-t.nbytes, t.name))
+    return MemoryPeak(best, groups[at].name if groups else None, tuple(live))
+
+
+def _peak(spans: Iterable[LiveSpan], n_groups: int) -> tuple[int, int]:
+    """(the most bytes live at once, the first group index where they are)."""
+    end = max(n_groups - 1, 0)
     delta = [0] * (end + 2)
     for sp in spans:
         b = sp.nbytes
@@ -123,10 +132,7 @@ def memory_peak(graph: Graph, groups: Sequence[FusedGroup]) -> MemoryPeak:
         running += delta[i]
         if running > best:
             best, at = running, i
-    live = sorted((_describe(sp.value, sp.role) for sp in spans
-                   if sp.first <= at <= sp.last and sp.nbytes),
-                  key=lambda t: (-t.nbytes, t.name))
-    return MemoryPeak(best, groups[at].name if groups else None, tuple(live))
+    return best, at
 
 
 def fmt_size(nbytes: int) -> str:
@@ -148,9 +154,10 @@ def check_device_memory(graph: Graph, groups: Sequence[FusedGroup], spec: Device
     fix = ("use smaller shapes (batch, sequence length, hidden size), split the model, or a "
            f"device spec with more memory (dram_bytes: {spec.dram_bytes} in "
            f"{spec.source or spec.name})")
+    graph_outs = {o.name for o in graph.outputs}
     values = [(v, "input") for v in graph.inputs] + \
         [(c.value, "constant") for c in graph.constants] + \
-        [(v, "output" if v.name in {o.name for o in graph.outputs} else "intermediate")
+        [(v, "output" if v.name in graph_outs else "intermediate")
          for g in groups for v in g.outputs]
     biggest = max(((v, role) for v, role in values if (_nbytes(v) or 0) > spec.dram_bytes),
                   key=lambda vr: _nbytes(vr[0]) or 0, default=None)
@@ -159,6 +166,9 @@ def check_device_memory(graph: Graph, groups: Sequence[FusedGroup], spec: Device
         raise DeviceMemoryError(
             f"{role} tensor %{v.name} ({v.type}) of graph {graph.name} needs "
             f"{fmt_size(_nbytes(v) or 0)}, more than {_where(spec)}", hint=fix)
+    # the live tensors are described only for the error (most plans fit)
+    if _peak(live_spans(graph, groups).values(), len(groups))[0] <= spec.dram_bytes:
+        return
     peak = memory_peak(graph, groups)
     if peak.nbytes > spec.dram_bytes:
         shown = ", ".join(f"%{t.name} ({t.role}, {t.type}, {fmt_size(t.nbytes)})"

@@ -320,6 +320,10 @@ class _Planner:
         self._outs = {v.name for v in graph.outputs}
         self._sig_cost: dict[tuple, GroupCost] = {}
         self._sig_veto: dict[tuple, str | None] = {}
+        # per node (and group input), by identity, the parts of signature() and group_key()
+        # that do not depend on the group: candidates share their nodes (the graph is fixed)
+        self._sig_parts: dict[int, tuple] = {}
+        self._key_parts: dict[int, tuple] = {}
         # group -> {neighbour group: bytes}, kept up to date by merge()
         self.succ: dict[int, dict[int, int]] = {}
         self.pred: dict[int, dict[int, int]] = {}
@@ -349,15 +353,25 @@ class _Planner:
     def key(self, nodes: list[Node]) -> tuple:
         return tuple(sorted(self.order[id(n)] for n in nodes))
 
-    def cost(self, nodes: list[Node]) -> GroupCost:
+    def cost(self, nodes: list[Node], group: FusedGroup | None = None,
+             sig: tuple | None = None) -> GroupCost:
+        """The cost of one kernel of `nodes`; `group` (make(nodes)) and `sig` (its
+        signature) when the caller has built them."""
         k = self.key(nodes)
         if k not in self._cost_cache:
-            g = self.make(nodes)
-            sig = signature(g)  # the layers of a model repeat: price each structure once
+            g = group if group is not None else self.make(nodes)
+            if sig is None:
+                sig = self.signature(g)  # the layers of a model repeat: price each once
             if sig not in self._sig_cost:
                 self._sig_cost[sig] = group_cost(g, self.spec)
             self._cost_cache[k] = self._sig_cost[sig]
         return self._cost_cache[k]
+
+    def signature(self, g: FusedGroup) -> tuple:
+        return signature(g, self._sig_parts)
+
+    def group_key(self, g: FusedGroup) -> tuple:
+        return group_key(g, self._key_parts)
 
     def label(self, gid: int) -> str:
         nodes = self.members[gid]
@@ -441,16 +455,16 @@ class _Planner:
         if not sibling and self.creates_cycle(p, c, edges):
             return reject("another kernel sits between them (fusing would create a cycle)")
         cand = self.make(nodes)
+        sig = self.signature(cand)
         cost_sep = self.cost(self.members[p]), self.cost(self.members[c])
         try:
-            cost_f = self.cost(nodes)
+            cost_f = self.cost(nodes, cand, sig)
         except UnsupportedError as e:   # the group kind cannot plan this candidate kernel
             return reject(f"no kernel plan: {e.message}")
         if cost_f.registers > self.spec.max_registers_per_thread:
             return reject(f"~{cost_f.registers} registers per thread, {self.spec.name} allows "
                           f"{self.spec.max_registers_per_thread} (would spill)")
         if self.verify_lowering:
-            sig = signature(cand)
             if sig not in self._sig_veto:
                 self._sig_veto[sig] = self.lowering_veto(cand, sig)
             why = self._sig_veto[sig]
@@ -480,19 +494,21 @@ class _Planner:
         VETOES by (signature, spec): a None verdict serves every candidate of that
         structure, a reason (whose text may name values) only the same named candidate.
         `sig`: signature(cand), when the caller has it."""
-        key = (sig or signature(cand), self.spec)
+        key = (sig or self.signature(cand), self.spec)
         hit = VETOES.lookup(key)
-        if hit is not None and (hit[1] is None or hit[0] == group_key(cand)):
+        gkey = self.group_key(cand)
+        if hit is not None and (hit[1] is None or hit[0] == gkey):
             return hit[1]
-        why = self._lower_and_check(cand)
-        VETOES.put(key, (None if why is None else group_key(cand), why))
+        why = self._lower_and_check(cand, gkey)
+        VETOES.put(key, (None if why is None else gkey, why))
         return why
 
-    def _lower_and_check(self, cand: FusedGroup) -> str | None:
+    def _lower_and_check(self, cand: FusedGroup, gkey: tuple) -> str | None:
+        """lowering_veto's verdict for `cand` (`gkey`: its group_key), lowering it."""
         from hal.lowering import lower_group
 
         try:
-            kernels = lower_group(cand, self.spec)
+            kernels = lower_group(cand, self.spec, gkey=gkey)
         except UnsupportedError as e:
             return f"the {cand.kind} lowering cannot take it ({e.message})"
         except HalError as e:  # a lowering bug must not break planning: keep groups apart
@@ -504,7 +520,7 @@ class _Planner:
                         f"per block")
             if k.block > self.spec.max_threads_per_block:
                 return f"{k.block} threads per block exceed {self.spec.max_threads_per_block}"
-        keep_lowering(cand, self.spec, DEFAULT_OPTIONS, kernels)   # for the final group's
+        keep_lowering(cand, self.spec, DEFAULT_OPTIONS, kernels, gkey)   # for the final group's
         return None
 
     # -- passes ---------------------------------------------------------------
@@ -529,7 +545,7 @@ class _Planner:
             why = self.forbidden_reason(nodes)
             if self.verify_lowering and not why:
                 cand = self.make(nodes)
-                sig = signature(cand)
+                sig = self.signature(cand)
                 if sig not in self._sig_veto:
                     self._sig_veto[sig] = self.lowering_veto(cand, sig)
                 why = self._sig_veto[sig]
@@ -654,18 +670,32 @@ class _Planner:
         return FusionPlan(self.graph, _topological(groups), self.spec, costs, self.decisions)
 
 
-def signature(g: FusedGroup) -> tuple:
-    """The structure of a group without its value names: equal for a model's repeated layers."""
+def signature(g: FusedGroup, node_parts: dict | None = None) -> tuple:
+    """The structure of a group without its value names: equal for a model's repeated layers.
+    `node_parts`: a dict the caller keeps while its graph does not change (the planner),
+    holding each node's op, attributes and output types by identity."""
     local: dict[str, int] = {v.name: i for i, v in enumerate(g.inputs)}
     parts: list[tuple] = [tuple((v.dtype.name, tuple(v.shape)) for v in g.inputs)]
     for n in g.nodes:
         ins = tuple(local.get(v.name, -1) for v in n.inputs)
         for o in n.outputs:
             local[o.name] = len(local)
-        parts.append((n.op, repr(sorted(n.attrs.items())), ins,
-                      tuple((o.dtype.name, tuple(o.shape)) for o in n.outputs)))
+        own = node_parts.get(id(n)) if node_parts is not None else None
+        if own is None:
+            own = _node_structure(n)
+            if node_parts is not None:
+                node_parts[id(n)] = own
+        op, attrs, outs = own
+        parts.append((op, attrs, ins, outs))
     parts.append(tuple(local[v.name] for v in g.outputs))
     return (g.kind, tuple(parts))
+
+
+def _node_structure(n: Node) -> tuple[str, str, tuple]:
+    """A node's part of signature() that does not depend on the group: op, attributes,
+    output types."""
+    return (n.op, repr(sorted(n.attrs.items())),
+            tuple((o.dtype.name, tuple(o.shape)) for o in n.outputs))
 
 
 def _free_member(a: list[Node], b: list[Node]) -> bool:

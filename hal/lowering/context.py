@@ -91,6 +91,9 @@ class KernelContext:
         self.locals: list[LocalBuffer] = []
         self._taken: set[str] = set()
         self._counter = 0
+        # index constants by value: Consts are immutable, so one object per value serves
+        # every use in the kernel (a lowering asks for the same few thousands of times)
+        self._consts: dict[int, Const] = {}
 
     # -- names ---------------------------------------------------------------
     def unique(self, hint: str) -> str:
@@ -127,6 +130,10 @@ class KernelContext:
         self.roles[p] = role
         return p
 
+    def param_named(self, name: str) -> BufferParam:
+        """The first buffer param called `name` (as params[names.index(name)])."""
+        return next(p for p in self.params if p.name == name)
+
     def scratch_buffer(self, hint: str, dtype: DType, numel: int, *, readonly: bool) -> str:
         """A temporary global buffer the backend allocates per group (shared by its kernels)."""
         p = hint if hint in self.scratch else self.unique(hint)
@@ -154,7 +161,11 @@ class KernelContext:
         return s if self.idx == i32 else Cast(s, self.idx)
 
     def c(self, v: int) -> Const:
-        return Const(int(v), self.idx)
+        v = int(v)
+        hit = self._consts.get(v)
+        if hit is None:
+            hit = self._consts[v] = Const(v, self.idx)
+        return hit
 
     def add(self, a: Expr, b: Expr | int) -> Expr:
         b = self.c(b) if isinstance(b, int) else b

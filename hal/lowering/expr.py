@@ -157,7 +157,10 @@ class ScalarBuilder:
         return ScalarBuilder(self.ctx, list(self.producer.values()), stmts, self.env,
                              self.load_hook)
 
-    def value(self, v: Value, coords: Sequence[Expr], mask: Expr | None = None) -> Expr:
+    def value(self, v: Value, coords: Sequence[Expr], mask: Expr | None = None,
+              at: _At | None = None) -> Expr:
+        """The expression of element `coords` of `v` (`at`: _At(coords, mask), when the
+        caller has it: hashing coordinates walks their trees)."""
         coords = tuple(coords)
         if v.name in self.env:
             want, e = self.env[v.name]
@@ -167,7 +170,8 @@ class ScalarBuilder:
                     f"it at (e.g. a transpose or slice of a reduction/matmul result)",
                     hint="split the group before the movement op")
             return e
-        at = _At(coords, mask)
+        if at is None:
+            at = _At(coords, mask)
         key = (v.name, at)
         hit = self._cache.get(key)
         if hit is not None:
@@ -208,7 +212,7 @@ class ScalarBuilder:
             elif n is not node:
                 order.append(n.outputs[0])
         for x in order:  # each finds its inputs cached: no deep recursion
-            self.value(x, coords, mask)
+            self.value(x, coords, mask, at)
 
     def _load(self, v: Value, coords: Coords, mask: Expr | None) -> Expr:
         if self.load_hook is not None:
@@ -219,8 +223,7 @@ class ScalarBuilder:
 
     def global_load(self, v: Value, coords: Coords, mask: Expr | None) -> Expr:
         param = self.ctx.buffer(v, "input")
-        strides = self.ctx.params[[p.name for p in self.ctx.params].index(param)].strides
-        idx = self.ctx.linear(coords, strides)
+        idx = self.ctx.linear(coords, self.ctx.param_named(param).strides)
         return Load(param, idx, v.dtype, mask, zero_of(v.dtype) if mask is not None else None)
 
     def _node(self, node: Node, coords: Coords, mask: Expr | None) -> Expr:
@@ -229,7 +232,8 @@ class ScalarBuilder:
             return fn(self, node, coords, mask)
         cat = get_op(node.op).category
         if cat is Category.ELEMENTWISE:
-            args = [self.value(x, coords, mask) for x in node.inputs]
+            at = _At(coords, mask)   # (the inputs are read at the node's own coordinates)
+            args = [self.value(x, coords, mask, at) for x in node.inputs]
             if len(args) == 1:
                 return Unary(node.op, args[0])
             if len(args) == 2:
@@ -241,8 +245,7 @@ class ScalarBuilder:
     def store_index(self, v: Value, coords: Sequence[Expr]) -> tuple[str, Expr]:
         """(param, flat index) of element `coords` of output `v`."""
         param = self.ctx.buffer(v, "output")
-        strides = self.ctx.params[[p.name for p in self.ctx.params].index(param)].strides
-        return param, self.ctx.linear(coords, strides)
+        return param, self.ctx.linear(coords, self.ctx.param_named(param).strides)
 
 
 def _keeps_coords(n: Node) -> bool:

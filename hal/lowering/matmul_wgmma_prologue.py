@@ -275,7 +275,7 @@ def _chunk_load(ctx, pre: list[Stmt], v: Value, bases, lanes: list[int], ok: Var
     global loads into registers (added to `pre`), element e of them returned; None (a load
     per element) otherwise."""
     param = ctx.buffer(v, "input")
-    strides = ctx.params[[p.name for p in ctx.params].index(param)].strides
+    strides = ctx.param_named(param).strides
     if len(lanes) != 1 or strides[lanes[0]] != 1 or \
             any(s % vec for i, s in enumerate(strides) if i != lanes[0]):
         return None

@@ -140,23 +140,65 @@ def _outside_reshapes(v) -> tuple:
     return tuple(chain)
 
 
-def group_key(group) -> tuple[str, tuple]:
+class HashedKey:
+    """A hashable record hashed once: a memo key is hashed at every lookup and store, and a
+    group's record is a deep tuple (a tuple does not keep its hash). Equal exactly when
+    the records are equal."""
+
+    __slots__ = ("record", "_hash")
+
+    def __init__(self, record: tuple):
+        self.record = record
+        self._hash = hash(record)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (type(other) is HashedKey and self._hash == other._hash
+                                 and self.record == other.record)
+
+    def __repr__(self) -> str:
+        return f"HashedKey({self.record!r})"
+
+
+def _input_record(v) -> tuple:
+    return (v.name, v.type.dtype.name, v.type.shape, _outside_reshapes(v))
+
+
+def _node_record(n) -> tuple:
+    return (n.op, repr(sorted(n.attrs.items())) if n.attrs else "",
+            tuple(v.name for v in n.inputs),
+            tuple((o.name, o.type.dtype.name, o.type.shape) for o in n.outputs))
+
+
+def _cached(parts: dict, x, record: Callable[[Any], tuple]) -> tuple:
+    hit = parts.get(id(x))
+    if hit is None:
+        hit = parts[id(x)] = record(x)
+    return hit
+
+
+def group_key(group, parts: dict | None = None) -> tuple[str, HashedKey]:
     """(the group's name, everything else a planner or lowering reads from the FusedGroup)
-    as a hashable record of strings and ints (cheap to hash: dtypes by name)."""
+    as a hashable record of strings and ints (cheap to hash: dtypes by name; hashed once).
+    `parts`: a dict the caller keeps while its graph does not change (the fusion pass,
+    whose candidates share nodes), holding each node's and input's record by identity."""
     from hal.lowering.plan import NO_HINTS
 
-    return (group.name, (
+    if parts is None:
+        inputs = tuple(map(_input_record, group.inputs))
+        nodes = tuple(map(_node_record, group.nodes))
+    else:
+        inputs = tuple(_cached(parts, v, _input_record) for v in group.inputs)
+        nodes = tuple(_cached(parts, n, _node_record) for n in group.nodes)
+    return (group.name, HashedKey((
         getattr(group.kind, "value", group.kind), None if group.hints is NO_HINTS else group.hints,
-        tuple((v.name, v.type.dtype.name, v.type.shape, _outside_reshapes(v))
-              for v in group.inputs),
-        tuple((n.op, repr(sorted(n.attrs.items())) if n.attrs else "",
-               tuple(v.name for v in n.inputs),
-               tuple((o.name, o.type.dtype.name, o.type.shape) for o in n.outputs))
-              for n in group.nodes),
-        tuple(v.name for v in group.outputs)))
+        inputs, nodes, tuple(v.name for v in group.outputs))))
 
 
-# KernelPlans by (group_key without the group's name, spec) -> (group name, plan): the
+# KernelPlans by (group_key without the group's name, spec) -> (group name, plan, [whether
+# the name appears in the plan beyond its group and launch names, once known]): the
 # fusion pass's candidates ("cand") and final groups of one graph, the unfused groups,
 # and the groups the backends lower (a few KiB each).
 PLANS = Memo("plans", 4096)
@@ -169,26 +211,38 @@ def cached_plan(group, spec, compute: Callable[[], Any], gkey: tuple | None = No
     key = ((gkey or group_key(group))[1], spec)
     hit = PLANS.lookup(key)
     if hit is not None:
-        name, plan = hit
+        name, plan, named_elsewhere = hit
         if name == group.name:
             PLANS.hits += 1
             return plan
-        renamed = rename_plan(plan, name, group.name)
+        if not named_elsewhere:   # (the entry's verdict on `name`, found once: a plan priced
+            named_elsewhere.append(_named_elsewhere(plan, name))   # as "cand" serves many)
+        renamed = rename_plan(plan, name, group.name, named_elsewhere[0])
         if renamed is not None:
             PLANS.hits += 1
             return renamed
     PLANS.misses += 1
     plan = compute()
-    PLANS.put(key, (group.name, plan))
+    PLANS.put(key, (group.name, plan, []))
     return plan
 
 
-def rename_plan(plan, old: str, new: str):
+def _named_elsewhere(plan, old: str) -> bool:
+    """Does `old` (the plan's group name) appear in `plan` outside KernelPlan.group and its
+    launch names?"""
+    from dataclasses import replace
+
+    rest = replace(plan, group="", launches=())
+    return old in repr((rest, rest.reasons, rest.notes))
+
+
+def rename_plan(plan, old: str, new: str, named_elsewhere: bool | None = None):
     """`plan` (of a group named `old`) as the planner gives it for the same nodes in a group
     named `new`, or None when that is not certain. A planner reads the group's name only for
     KernelPlan.group and its launch names (hal.lowering.planners.launch_name:
     c_identifier(name + suffix)); the rename is refused when either name is not already a
-    plain C identifier or `old` appears anywhere else in the plan."""
+    plain C identifier or `old` appears anywhere else in the plan (`named_elsewhere`: that
+    verdict, _named_elsewhere(plan, old), when the caller has it)."""
     from dataclasses import replace
 
     from hal.lowering.context import c_identifier
@@ -201,8 +255,9 @@ def rename_plan(plan, old: str, new: str):
         if not x.name.startswith(old) or c_identifier(new + suffix) != new + suffix:
             return None
         launches.append(replace(x, name=new + suffix))
-    rest = replace(plan, group="", launches=())
-    if old in repr((rest, rest.reasons, rest.notes)):
+    if named_elsewhere is None:
+        named_elsewhere = _named_elsewhere(plan, old)
+    if named_elsewhere:
         return None
     return replace(plan, group=new, launches=tuple(launches))
 

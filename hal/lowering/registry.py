@@ -73,17 +73,17 @@ def plan_group(group, spec: DeviceSpec, gkey: tuple | None = None) -> KernelPlan
 
 
 def lower_group(group, spec: DeviceSpec, options: LoweringOptions = DEFAULT_OPTIONS,
-                plan: KernelPlan | None = None) -> list[Kernel]:
+                plan: KernelPlan | None = None, *, gkey: tuple | None = None) -> list[Kernel]:
     """Lower one FusedGroup to its kernels (usually one; split reductions give two) under
     `options` (the self-test's planted faults; none by default). `plan`: the group's
     plan when the caller already has it. Without one, a lowering of the same nodes the
     fusion veto kept (hal.lowering.memo.keep_lowering) is taken, renamed, instead of
-    lowering again."""
+    lowering again. `gkey`: hal.lowering.memo.group_key(group), when known."""
     from hal.lowering.memo import group_key, take_lowering
 
     rule = kind_rule(group.kind)
     if plan is None:
-        gkey = group_key(group)
+        gkey = gkey or group_key(group)
         plan = plan_group(group, spec, gkey)
         kept = take_lowering(group, spec, options, plan, gkey)   # the fusion veto's, renamed
         if kept is not None:
