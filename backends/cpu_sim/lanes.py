@@ -52,6 +52,16 @@ def all_in_range(idx: np.ndarray, size: int) -> bool:
     return bool(idx.min() >= 0 and idx.max() < size)
 
 
+_I64 = np.dtype(np.int64)
+
+
+def _lane_indices_in_range(idx: Any, size: int) -> bool:
+    """idx is a non-empty int64 lane array (not a subclass) with every index in [0, size):
+    the accesses' common case, checked inline as _bounds' first branch checks it."""
+    return type(idx) is np.ndarray and idx.dtype is _I64 and idx.ndim != 0 and \
+        idx.size != 0 and int(idx.view(np.uint64).max()) < size
+
+
 def rep_dtype(dt: DType) -> np.dtype:
     """The NumPy dtype the simulator holds values of `dt` in."""
     if dt.is_float:
@@ -149,15 +159,19 @@ class Wave:
             self.B = Tally(np.bincount(of_block, minlength=self.nparts))
             self.L = Tally(self.B.parts * block)
         # block_ids: the linear ids of a sampled wave's blocks (sampled.py); else contiguous
-        lin = self.blk + block0 if block_ids is None else np.asarray(block_ids, np.int64)[self.blk]
+        lin = np.arange(block0, block0 + nblocks, dtype=np.int64) if block_ids is None \
+            else np.asarray(block_ids, np.int64)
         # written: per global buffer, a list that collects the indices stores hit (sampled.py)
         self.written = written
-        self.bx = lin % grid[0]
-        self.by = (lin // grid[0]) % grid[1]
-        self.bz = lin // (grid[0] * grid[1])
+        # block coordinates per block, then spread to the block's lanes (the divisions on
+        # every lane showed in the per-wave cost)
+        self.bx = np.repeat(lin % grid[0], block)
+        self.by = np.repeat((lin // grid[0]) % grid[1], block)
+        self.bz = np.repeat(lin // (grid[0] * grid[1]), block)
         self.g = [a for _, a in globals_]
         self.g_param = [p for p, _ in globals_]
         self.g_n = [p.numel for p, _ in globals_]
+        self.g_isz = [p.dtype.itemsize for p, _ in globals_]
         self.g_conv = [None if a.dtype == rep_dtype(p.dtype) else rep_dtype(p.dtype)
                        for p, a in globals_]
         self.sh_buf = shared
@@ -275,7 +289,7 @@ class Wave:
             lane = self._first((idx < 0) | (idx >= size), act)
             if lane is not None:
                 self._oob(site, lane, buf, space, int(idx[lane]), size)
-        return np.clip(idx, 0, size - 1)
+        return np.minimum(np.maximum(idx, 0), size - 1)   # np.clip's values, fewer calls
 
     def _store_bounds(self, i: Any, v: Any, size: int, site: int, buf: str,
                       space: str) -> tuple[Any, Any]:
@@ -358,14 +372,16 @@ class Wave:
 
     # ------------------------------------------------------------------ global memory
     def ldg(self, s: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
-        act = self._act(m, lmask)
+        act = m if lmask is None else self._act(m, lmask)
         if act is False:
             return other
-        p, buf = self.g_param[s], self.g[s]
-        n = self._count(act)
-        self.gr += n * p.dtype.itemsize
-        safe = self._bounds(idx, self.g_n[s], act, site, p.name, "global")
-        v = buf[safe] if _ndim(safe) == 0 else np.take(buf, safe)
+        buf, size = self.g[s], self.g_n[s]
+        self.gr += (self.L if act is None else self.tally(act)) * self.g_isz[s]
+        if _lane_indices_in_range(idx, size):   # the common case without _bounds' calls
+            v = buf.take(idx)
+        else:
+            safe = self._bounds(idx, size, act, site, self.g_param[s].name, "global")
+            v = buf[safe] if _ndim(safe) == 0 else buf.take(safe)
         conv = self.g_conv[s]
         if conv is not None:
             v = v.astype(conv)
@@ -413,14 +429,15 @@ class Wave:
 
     # ------------------------------------------------------------------ shared memory
     def lds(self, j: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
-        act = self._act(m, lmask)
+        act = m if lmask is None else self._act(m, lmask)
         if act is False:
             return other
         sb = self.sh_buf[j]
-        safe = self._bounds(idx, sb.size, act, site, sb.name, "shared")
-        n = self.tally(act)
+        safe = idx if _lane_indices_in_range(idx, sb.size) else \
+            self._bounds(idx, sb.size, act, site, sb.name, "shared")
+        n = self.L if act is None else self.tally(act)
         self.sr += n * self.sh_isz[j]
-        if _ndim(safe) == 0 and act is None:
+        if act is None and _ndim(safe) == 0:
             # every thread of every block reads one word: gather per block, then spread
             words = self.block_base[j] + safe
             v = np.repeat(self.sh[j][words], self.T)

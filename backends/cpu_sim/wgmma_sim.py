@@ -75,7 +75,9 @@ class HopperState:
         # matrix-form result (_accumulate)
         self.acc_last: dict[tuple, tuple] = {}
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
-        self.mark_bar = {}                           # shared j -> slot per word (-1 none)
+        # shared j -> per word, 1 + the mbarrier slot of the TMA that wrote it (0: none;
+        # zeros are calloc'd lazily: a big wave's np.full(-1) cost ~10 ms a buffer)
+        self.mark_bar = {}
         self.mark_phase = {}
         # shared j -> per word, the lane whose generic-proxy write (st.shared, a vector
         # store, cp.async) is not yet behind that lane's fence.proxy.async (-1 none)
@@ -280,7 +282,7 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
     TMA phase of every word read (None: no TMA wrote the buffer)."""
     if j not in st.mark_bar:
         return None, None
-    slot = st.mark_bar[j].take(flat)
+    slot = st.mark_bar[j].take(flat) - 1
     ph = st.mark_phase[j].take(flat)
     marked = slot >= 0
     sb = W.sh_buf[j]
@@ -613,9 +615,9 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
             cluster_sim.before_write(W, st, cl, b_own, b, jd, words, jb, s, site, lanes)
         _land(W, st, jd, words, vals, site, lanes)
         if jd not in st.mark_bar:
-            st.mark_bar[jd] = np.full(W.sh[jd].size, -1, np.int64)
+            st.mark_bar[jd] = np.zeros(W.sh[jd].size, np.int64)
             st.mark_phase[jd] = np.zeros(W.sh[jd].size, np.int64)
-        st.mark_bar[jd][words] = s[:, None]
+        st.mark_bar[jd][words] = s[:, None] + 1
         st.mark_phase[jd][words] = st.phase[b, s][:, None]
         W.sw += W.tally_at(lanes) * words.shape[1] * isz
         complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))

@@ -1,0 +1,147 @@
+"""Fast paths of the wave machinery against the straightforward computation: the inline
+in-range check of lds/ldg (out-of-range, masked-off and unchecked lanes still take
+_bounds' slow path), block coordinates computed per block and spread to the lanes, and
+mma_batch's gather tables built by index arithmetic (against the per-lane loops)."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from hal.backends.cpu_sim import mma_batch
+from hal.backends.cpu_sim.checks import SimulationError
+from hal.backends.cpu_sim.lanes import Wave
+from hal.dtypes import bf16, f32
+from hal.kernel.ir import BufferParam, SharedBuffer
+from hal.kernel.mma import LAYOUTS
+
+SITES = [("x = g[i]", "g", "i")]
+N = 40
+
+
+def _wave(T: int = 4, B: int = 2, check: bool = True, grid=None, b0: int = 0,
+          block_ids=None) -> Wave:
+    g = (np.arange(N) * 0.5).astype(ml_dtypes.bfloat16)
+    return Wave("k", grid or (B, 1, 1), T, b0, B, 32, [(BufferParam("g", bf16, (N,)), g)],
+                [SharedBuffer("s", f32, 8)], [], SITES, 0, check, block_ids=block_ids)
+
+
+# ---------------------------------------------------------------- ldg bounds
+def test_in_range_global_read_gives_the_words_as_float32() -> None:
+    W = _wave()
+    idx = np.array([0, 3, 39, 7, 1, 2, 38, 5], np.int64)
+    got = W.ldg(0, idx, None, 0.0, None, 0)
+    assert got.dtype == np.float32 and got.tolist() == (idx * 0.5).tolist()
+    assert W.gr == 8 * 2
+
+
+@pytest.mark.parametrize("bad", [-1, -(2**40), N, N + 1, 2**62])
+def test_out_of_bounds_global_read_is_caught_with_its_index_and_lane(bad: int) -> None:
+    W = _wave()
+    idx = np.array([0, 1, 2, 3, 0, 1, bad, 3], np.int64)
+    with pytest.raises(SimulationError) as e:
+        W.ldg(0, idx, None, 0.0, None, 0)
+    assert (e.value.kind, e.value.index, e.value.block, e.value.thread) == \
+        ("out_of_bounds", bad, (1, 0, 0), 2)
+
+
+def test_out_of_bounds_global_lane_under_a_statement_mask_is_caught() -> None:
+    W = _wave()
+    idx = np.array([0, 1, 2, 3, 0, 1, N, 3], np.int64)
+    m = np.array([False] * 6 + [True, True])
+    with pytest.raises(SimulationError):
+        W.ldg(0, idx, None, 0.0, m, 0)
+
+
+def test_out_of_bounds_global_lane_masked_off_reads_nothing() -> None:
+    W = _wave()
+    idx = np.array([-1, 1, N, 3, 0, 1, 2, 3], np.int64)
+    lm = idx >= 0
+    lm[2] = False
+    got = W.ldg(0, idx, lm, -5.0, None, 0)
+    assert got.tolist() == [-5.0, 0.5, -5.0, 1.5, 0.0, 0.5, 1.0, 1.5]
+    assert W.gr == 6 * 2
+
+
+def test_unchecked_global_read_clamps_out_of_range_lanes() -> None:
+    W = _wave(check=False)
+    idx = np.array([-7, 1, N + 5, 3, 0, 1, 2, 3], np.int64)
+    got = W.ldg(0, idx, None, 0.0, None, 0)
+    assert got.tolist() == (np.clip(idx, 0, N - 1) * 0.5).tolist()
+
+
+def test_int32_and_scalar_global_indices_take_the_general_path() -> None:
+    W = _wave()
+    assert W.ldg(0, np.arange(8, dtype=np.int32), None, 0.0, None, 0).tolist() == \
+        (np.arange(8) * 0.5).tolist()
+    assert float(W.ldg(0, 4, None, 0.0, None, 0)) == 2.0
+    with pytest.raises(SimulationError):
+        W.ldg(0, np.array([0, 1, 2, 3, 4, 5, 6, -1], np.int32), None, 0.0, None, 0)
+
+
+# ---------------------------------------------------------------- block coordinates
+@pytest.mark.parametrize("grid,b0,B", [((3, 4, 5), 7, 9), ((1, 6, 2), 0, 12), ((5, 1, 1), 2, 3)])
+def test_block_coordinates_are_those_of_each_lanes_linear_block(grid, b0, B) -> None:
+    T = 4
+    for ids in (None, np.random.default_rng(1).permutation(int(np.prod(grid)))[:B]):
+        W = _wave(T, B, grid=grid, b0=b0, block_ids=ids)
+        lin = (np.arange(B * T) // T + b0) if ids is None else ids[np.arange(B * T) // T]
+        assert W.bx.tolist() == (lin % grid[0]).tolist()
+        assert W.by.tolist() == ((lin // grid[0]) % grid[1]).tolist()
+        assert W.bz.tolist() == (lin // (grid[0] * grid[1])).tolist()
+
+
+# ---------------------------------------------------------------- mma_batch tables
+def _operand_table_loops(table, lanes, ops, r, c, cols):
+    lane = np.empty((r, c), np.int64)
+    elem = np.empty((r, c), np.int64)
+    for ln in range(lanes):
+        for e in range(table.shape[1]):
+            lane[tuple(table[ln, e])] = ln
+            elem[tuple(table[ln, e])] = e
+    srcs = np.array(list(ops), np.int64).reshape(len(ops), -1)
+    return lane * cols + srcs[:, elem]
+
+
+def _c_table_loops(lay, ext_c, nc):
+    ma, nb, ce = ext_c.shape
+    tc = np.empty((ma * lay.m, nb * lay.n), np.int64)
+    for ln in range(lay.lanes):
+        for e in range(ce):
+            r, c = lay.c[ln, e]
+            for i in range(ma):
+                for j in range(nb):
+                    tc[i * lay.m + r, j * lay.n + c] = ln * nc + ext_c[i, j, e]
+    return tc
+
+
+def _out_table_loops(lay, ma, nb):
+    ce = lay.c_elems
+    tout = np.empty((lay.lanes, ma * nb * ce), np.int64)
+    for ln in range(lay.lanes):
+        for e in range(ce):
+            r, c = lay.c[ln, e]
+            for i in range(ma):
+                for j in range(nb):
+                    tout[ln, (i * nb + j) * ce + e] = (i * lay.m + r) * (nb * lay.n) + j * lay.n + c
+    return tout
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_mma_batch_tables_match_the_per_lane_loops(name: str) -> None:
+    lay = LAYOUTS[name]
+    rng = np.random.default_rng(len(name))
+    cols = 3 * lay.a_elems + 5
+    ops = {tuple(rng.integers(0, 50, lay.a_elems).tolist()): 0,
+           tuple(rng.integers(0, 50, lay.a_elems).tolist()): 1}
+    assert np.array_equal(mma_batch._operand_table(lay.a, lay.lanes, ops, lay.m, lay.k, cols),
+                          _operand_table_loops(lay.a, lay.lanes, ops, lay.m, lay.k, cols))
+    opsb = {tuple(rng.integers(0, 50, lay.b_elems).tolist()): 0}
+    assert np.array_equal(mma_batch._operand_table(lay.b, lay.lanes, opsb, lay.k, lay.n, cols),
+                          _operand_table_loops(lay.b, lay.lanes, opsb, lay.k, lay.n, cols))
+    for ma, nb in ((1, 1), (2, 3), (3, 2)):
+        ext_c = rng.permutation(ma * nb * lay.c_elems).reshape(ma, nb, lay.c_elems)
+        nc = ma * nb * lay.c_elems
+        assert np.array_equal(mma_batch._c_table(lay, ext_c, nc), _c_table_loops(lay, ext_c, nc))
+        assert np.array_equal(mma_batch._out_table(lay, ma, nb), _out_table_loops(lay, ma, nb))
