@@ -9,9 +9,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from hal import dtypes as hal_dtypes
 from hal.backends.cpu_sim import mma_batch
 from hal.backends.cpu_sim.checks import SimulationError
-from hal.backends.cpu_sim.lanes import Wave
+from hal.backends.cpu_sim.lanes import Wave, fast_to_rep, store_cast, to_rep
 from hal.dtypes import bf16, f32
 from hal.kernel.ir import BufferParam, SharedBuffer
 from hal.kernel.mma import LAYOUTS
@@ -145,3 +146,28 @@ def test_mma_batch_tables_match_the_per_lane_loops(name: str) -> None:
         nc = ma * nb * lay.c_elems
         assert np.array_equal(mma_batch._c_table(lay, ext_c, nc), _c_table_loops(lay, ext_c, nc))
         assert np.array_equal(mma_batch._out_table(lay, ma, nb), _out_table_loops(lay, ma, nb))
+
+
+# ---------------------------------------------------------------- store and rounding casts
+def _cast_inputs() -> list:
+    rng = np.random.default_rng(0)
+    return [(rng.standard_normal(50) * 1e5).astype(np.float32), rng.standard_normal(50) * 1e40,
+            np.array([np.nan, np.inf, -np.inf, -0.0, 65504.5, 1e38, 2.5, -3.5], np.float32),
+            np.array([np.nan, 2.0**63, -(2.0**70), 300.7, -129.5]),
+            rng.integers(-2**40, 2**40, 50), rng.integers(-300, 300, 20), np.array([True, False]),
+            np.int64(7), 3, -2.5, np.float32(1.5), np.zeros(70000)]
+
+
+def _same(want, got) -> bool:
+    return type(want) is type(got) and want.dtype == got.dtype and \
+        want.shape == got.shape and want.tobytes() == got.tobytes()
+
+
+@pytest.mark.parametrize("dt", [v for v in vars(hal_dtypes).values()
+                                if isinstance(v, hal_dtypes.DType)], ids=str)
+def test_store_cast_and_rounding_are_byte_identical_to_cast(dt) -> None:
+    conv, rnd = store_cast(dt), fast_to_rep(dt)
+    with np.errstate(all="ignore"):
+        for x in _cast_inputs():
+            assert _same(hal_dtypes.cast(x, dt), conv(x)), (dt, x)
+            assert _same(to_rep(x, dt), rnd(x)), (dt, x)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, cast
+from hal.dtypes import DType, bf16, cast
 from hal.kernel.ir import BufferParam, LocalBuffer, SharedBuffer
 
 from .checks import SimulationError
@@ -81,12 +81,56 @@ def fast_to_rep(dt: DType) -> Any:
     a non-saturating float dtype the same NumPy conversions as hal.dtypes.cast without its
     per-call dispatch (the simulator holds values as float32/float64/int64/bool, never as
     ml_dtypes arrays; the caller silences FP warnings)."""
+    if dt.is_int:
+        npd = dt.np_dtype
+        return lambda x: _int_to_rep(x, dt, npd)
     if not dt.is_float or dt.saturates:
         return lambda x: to_rep(x, dt)
     npd, rep = dt.np_dtype, rep_dtype(dt)
     if npd == rep:
         return lambda x: np.asarray(x).astype(rep)
     return lambda x: np.asarray(x).astype(npd).astype(rep)
+
+
+def _int_to_rep(x: Any, dt: DType, npd: np.dtype) -> Any:
+    """to_rep(x, dt) for an integer dtype: an integer or bool value wraps (cast's astype)
+    without cast's per-call dispatch; anything else goes through to_rep."""
+    a = np.asarray(x)
+    if a.dtype.kind in "iub":
+        return a.astype(npd).astype(np.int64)
+    return to_rep(a, dt)
+
+
+_STORE_CASTS: dict[DType, Callable[[Any], np.ndarray]] = {}
+
+
+def store_cast(dt: DType) -> Callable[[Any], np.ndarray]:
+    """cast(x, dt) for a value in the simulator's representation stored to a buffer of
+    `dt`: a float32/float64 value to a non-saturating float dtype, or an integer/bool value
+    to an integer dtype, is the one astype cast would do (its dispatch and errstate are
+    per call; the caller silences FP warnings); anything else calls cast."""
+    got = _STORE_CASTS.get(dt)
+    if got is None:
+        got = _STORE_CASTS[dt] = _make_store_cast(dt)
+    return got
+
+
+def _make_store_cast(dt: DType) -> Callable[[Any], np.ndarray]:
+    npd = dt.np_dtype
+    if dt.is_int:
+        kinds = "iub"
+    elif dt.is_float and not dt.saturates:
+        kinds = "f"
+    else:
+        return lambda x: cast(x, dt)
+
+    def conv(x: Any) -> np.ndarray:
+        a = np.asarray(x)
+        # (float64 -> bf16 keeps cast's own path: _f64_to_bf16 for large arrays)
+        if a.dtype.kind in kinds and not (a.dtype == np.float64 and dt == bf16):
+            return a.astype(npd)
+        return cast(a, dt)
+    return conv
 
 
 # Waves of the same shape share their lane geometry (read-only arrays): most launches
@@ -172,6 +216,7 @@ class Wave:
         self.g_param = [p for p, _ in globals_]
         self.g_n = [p.numel for p, _ in globals_]
         self.g_isz = [p.dtype.itemsize for p, _ in globals_]
+        self.g_store = [store_cast(p.dtype) for p, _ in globals_]
         self.g_conv = [None if a.dtype == rep_dtype(p.dtype) else rep_dtype(p.dtype)
                        for p, a in globals_]
         self.sh_buf = shared
@@ -399,7 +444,7 @@ class Wave:
             return
         i, v = self._sel(idx, act), self._sel(val, act)
         i, v = self._store_bounds(i, v, self.g_n[s], site, p.name, "global")
-        v = cast(v, p.dtype)
+        v = self.g_store[s](v)
         if _ndim(i) == 0 and _ndim(v) > 0:
             v = v.reshape(-1)[-1]  # every lane stores to one word: one of them wins
         buf[i] = v
