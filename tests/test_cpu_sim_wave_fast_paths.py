@@ -12,7 +12,14 @@ import pytest
 from hal import dtypes as hal_dtypes
 from hal.backends.cpu_sim import mma_batch
 from hal.backends.cpu_sim.checks import SimulationError
-from hal.backends.cpu_sim.lanes import Wave, fast_to_rep, store_cast, to_rep
+from hal.backends.cpu_sim.lanes import (
+    REM_BY_DIVISION_MIN,
+    Wave,
+    fast_to_rep,
+    rem_by_const,
+    store_cast,
+    to_rep,
+)
 from hal.dtypes import bf16, f32
 from hal.kernel.ir import BufferParam, SharedBuffer
 from hal.kernel.mma import LAYOUTS
@@ -171,3 +178,17 @@ def test_store_cast_and_rounding_are_byte_identical_to_cast(dt) -> None:
         for x in _cast_inputs():
             assert _same(hal_dtypes.cast(x, dt), conv(x)), (dt, x)
             assert _same(to_rep(x, dt), rnd(x)), (dt, x)
+
+
+# ---------------------------------------------------------------- remainder by a constant
+@pytest.mark.parametrize("n", [5, REM_BY_DIVISION_MIN, 3 * REM_BY_DIVISION_MIN + 1])
+@pytest.mark.parametrize("c", [1, 3, 8, 130, 2**31 - 1])
+def test_rem_by_const_is_the_c_remainder(n: int, c: int) -> None:
+    rng = np.random.default_rng(n + c)
+    for lo in (0, -(2**40)):
+        a = rng.integers(lo, 2**40, n)
+        a[:2] = [0, c * 7] if lo == 0 else [-c, c - 1]
+        want, before = np.sign(a) * (np.abs(a) % c), a.copy()
+        got = rem_by_const(a, c)
+        assert got.dtype == np.int64 and got.tolist() == want.tolist()
+        assert a.tolist() == before.tolist()   # the operand is left as it was
