@@ -410,7 +410,7 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any], mask: np.ndarray | No
             sup, offs, _ = _ldm_tables(W, count, trans)
             idx = a[:, sup[s:e]] + offs[s:e]                 # [loads, lanes, 2 count]
             flat = idx.transpose(1, 0, 2).reshape(nn, -1) + W.sh_off[js][s:e, None]
-            vals = W.sh[js][flat]
+            vals = W.sh[js].take(flat)   # (take: fancy indexing's values, faster)
             if W.check:
                 _check_reads(W, js, flat, tid[s:e, None])
             c1 = c0 + flat.shape[1]
@@ -421,8 +421,8 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any], mask: np.ndarray | No
             pool[:, c0 + i] = v[s:e] if isinstance(v, np.ndarray) and v.ndim else v
         base = (np.arange(nw, dtype=np.int64) * (lanes * plan.pool_cols))[:, None, None, None]
         flat_pool = pool.reshape(-1)
-        A = flat_pool[base + plan.ta].astype(np.float64)     # [warps, distinct A, m, k]
-        B = flat_pool[base + plan.tb].astype(np.float64)     # [warps, distinct B, k, n]
+        A = flat_pool.take(base + plan.ta).astype(np.float64)     # [warps, distinct A, m, k]
+        B = flat_pool.take(base + plan.tb).astype(np.float64)     # [warps, distinct B, k, n]
         del pool, flat_pool
         if lay.input_format == "tf32":   # cvt.rna.tf32.f32 of every A and B element first
             A, B = mma_sim.round_tf32(A), mma_sim.round_tf32(B)
@@ -430,13 +430,13 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any], mask: np.ndarray | No
         for i, v in enumerate(cext):
             cp[:, i] = v[s:e] if isinstance(v, np.ndarray) and v.ndim else v
         cbase = (np.arange(nw, dtype=np.int64) * (lanes * len(cext)))[:, None, None]
-        D = cp.reshape(-1)[cbase + plan.tc]                   # [warps, ma * m, nb * n]
+        D = cp.reshape(-1).take(cbase + plan.tc)              # [warps, ma * m, nb * n]
         for das, dbs in plan.level_ops:
             a_cat = A[:, das].reshape(nw, ma * m, k)
             b_cat = B[:, dbs].transpose(0, 2, 1, 3).reshape(nw, k, nb * n)
             d = np.matmul(a_cat, b_cat) + D
             D = d.astype(np.float32) if acc_dt.name == "f32" else to_rep(d, acc_dt)
-        D = D.reshape(nw, -1)[:, plan.tout]                   # [warps, lanes, tiles * ce]
+        D = D.reshape(nw, -1).take(plan.tout, axis=1)         # [warps, lanes, tiles * ce]
         out_d[s:e] = D.reshape(nn, -1)
     for j, el, kind, c in plan.writes:
         new = out_l[:, c] if kind == "l" else out_d[:, c]
