@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hal import dtypes as hal_dtypes
-from hal.backends.cpu_sim import mma_batch
+from hal.backends.cpu_sim import mma_batch, wgmma_sim
 from hal.backends.cpu_sim.checks import SimulationError
 from hal.backends.cpu_sim.lanes import (
     REM_BY_DIVISION_MIN,
@@ -192,3 +192,14 @@ def test_rem_by_const_is_the_c_remainder(n: int, c: int) -> None:
         got = rem_by_const(a, c)
         assert got.dtype == np.int64 and got.tolist() == want.tolist()
         assert a.tolist() == before.tolist()   # the operand is left as it was
+
+
+# ---------------------------------------------------------------- TMA marks (wgmma_sim)
+def test_tma_marks_unpack_to_the_slot_and_phase_packed_and_zero_to_none() -> None:
+    rng = np.random.default_rng(3)
+    slot = np.concatenate([[0, 1, wgmma_sim.MARK_SLOTS - 1], rng.integers(0, 5000, 200)])
+    phase = np.concatenate([[0, 2**39 - 1, 1], rng.integers(0, 2**30, 200)])
+    got_slot, got_phase = wgmma_sim.unpack_marks(wgmma_sim.pack_marks(slot, phase))
+    assert got_slot.tolist() == slot.tolist() and got_phase.tolist() == phase.tolist()
+    none_slot, none_phase = wgmma_sim.unpack_marks(np.zeros(3, np.int64))
+    assert none_slot.tolist() == [-1] * 3 and none_phase.tolist() == [0] * 3
