@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, cast
+from hal.dtypes import DType, bf16, cast
 from hal.kernel.ir import BufferParam, LocalBuffer, SharedBuffer
 
 from .checks import SimulationError
@@ -36,6 +36,7 @@ from .tally import Tally
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 READS_PENDING_LIMIT = 1 << 22   # recorded shared reads kept unfolded (bounds their memory)
+REM_BY_DIVISION_MIN = 2048      # lanes from which rem_by_const divides instead of using %
 
 
 def _ndim(x: Any) -> int:
@@ -50,6 +51,16 @@ def all_in_range(idx: np.ndarray, size: int) -> bool:
     if idx.dtype == np.int64:
         return int(idx.view(np.uint64).max()) < size
     return bool(idx.min() >= 0 and idx.max() < size)
+
+
+_I64 = np.dtype(np.int64)
+
+
+def _lane_indices_in_range(idx: Any, size: int) -> bool:
+    """idx is a non-empty int64 lane array (not a subclass) with every index in [0, size):
+    the accesses' common case, checked inline as _bounds' first branch checks it."""
+    return type(idx) is np.ndarray and idx.dtype is _I64 and idx.ndim != 0 and \
+        idx.size != 0 and int(idx.view(np.uint64).max()) < size
 
 
 def rep_dtype(dt: DType) -> np.dtype:
@@ -71,12 +82,56 @@ def fast_to_rep(dt: DType) -> Any:
     a non-saturating float dtype the same NumPy conversions as hal.dtypes.cast without its
     per-call dispatch (the simulator holds values as float32/float64/int64/bool, never as
     ml_dtypes arrays; the caller silences FP warnings)."""
+    if dt.is_int:
+        npd = dt.np_dtype
+        return lambda x: _int_to_rep(x, dt, npd)
     if not dt.is_float or dt.saturates:
         return lambda x: to_rep(x, dt)
     npd, rep = dt.np_dtype, rep_dtype(dt)
     if npd == rep:
         return lambda x: np.asarray(x).astype(rep)
     return lambda x: np.asarray(x).astype(npd).astype(rep)
+
+
+def _int_to_rep(x: Any, dt: DType, npd: np.dtype) -> Any:
+    """to_rep(x, dt) for an integer dtype: an integer or bool value wraps (cast's astype)
+    without cast's per-call dispatch; anything else goes through to_rep."""
+    a = np.asarray(x)
+    if a.dtype.kind in "iub":
+        return a.astype(npd).astype(np.int64)
+    return to_rep(a, dt)
+
+
+_STORE_CASTS: dict[DType, Callable[[Any], np.ndarray]] = {}
+
+
+def store_cast(dt: DType) -> Callable[[Any], np.ndarray]:
+    """cast(x, dt) for a value in the simulator's representation stored to a buffer of
+    `dt`: a float32/float64 value to a non-saturating float dtype, or an integer/bool value
+    to an integer dtype, is the one astype cast would do (its dispatch and errstate are
+    per call; the caller silences FP warnings); anything else calls cast."""
+    got = _STORE_CASTS.get(dt)
+    if got is None:
+        got = _STORE_CASTS[dt] = _make_store_cast(dt)
+    return got
+
+
+def _make_store_cast(dt: DType) -> Callable[[Any], np.ndarray]:
+    npd = dt.np_dtype
+    if dt.is_int:
+        kinds = "iub"
+    elif dt.is_float and not dt.saturates:
+        kinds = "f"
+    else:
+        return lambda x: cast(x, dt)
+
+    def conv(x: Any) -> np.ndarray:
+        a = np.asarray(x)
+        # (float64 -> bf16 keeps cast's own path: _f64_to_bf16 for large arrays)
+        if a.dtype.kind in kinds and not (a.dtype == np.float64 and dt == bf16):
+            return a.astype(npd)
+        return cast(a, dt)
+    return conv
 
 
 # Waves of the same shape share their lane geometry (read-only arrays): most launches
@@ -149,15 +204,20 @@ class Wave:
             self.B = Tally(np.bincount(of_block, minlength=self.nparts))
             self.L = Tally(self.B.parts * block)
         # block_ids: the linear ids of a sampled wave's blocks (sampled.py); else contiguous
-        lin = self.blk + block0 if block_ids is None else np.asarray(block_ids, np.int64)[self.blk]
+        lin = np.arange(block0, block0 + nblocks, dtype=np.int64) if block_ids is None \
+            else np.asarray(block_ids, np.int64)
         # written: per global buffer, a list that collects the indices stores hit (sampled.py)
         self.written = written
-        self.bx = lin % grid[0]
-        self.by = (lin // grid[0]) % grid[1]
-        self.bz = lin // (grid[0] * grid[1])
+        # block coordinates per block, then spread to the block's lanes (the divisions on
+        # every lane showed in the per-wave cost)
+        self.bx = np.repeat(lin % grid[0], block)
+        self.by = np.repeat((lin // grid[0]) % grid[1], block)
+        self.bz = np.repeat(lin // (grid[0] * grid[1]), block)
         self.g = [a for _, a in globals_]
         self.g_param = [p for p, _ in globals_]
         self.g_n = [p.numel for p, _ in globals_]
+        self.g_isz = [p.dtype.itemsize for p, _ in globals_]
+        self.g_store = [store_cast(p.dtype) for p, _ in globals_]
         self.g_conv = [None if a.dtype == rep_dtype(p.dtype) else rep_dtype(p.dtype)
                        for p, a in globals_]
         self.sh_buf = shared
@@ -275,7 +335,7 @@ class Wave:
             lane = self._first((idx < 0) | (idx >= size), act)
             if lane is not None:
                 self._oob(site, lane, buf, space, int(idx[lane]), size)
-        return np.clip(idx, 0, size - 1)
+        return np.minimum(np.maximum(idx, 0), size - 1)   # np.clip's values, fewer calls
 
     def _store_bounds(self, i: Any, v: Any, size: int, site: int, buf: str,
                       space: str) -> tuple[Any, Any]:
@@ -358,14 +418,16 @@ class Wave:
 
     # ------------------------------------------------------------------ global memory
     def ldg(self, s: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
-        act = self._act(m, lmask)
+        act = m if lmask is None else self._act(m, lmask)
         if act is False:
             return other
-        p, buf = self.g_param[s], self.g[s]
-        n = self._count(act)
-        self.gr += n * p.dtype.itemsize
-        safe = self._bounds(idx, self.g_n[s], act, site, p.name, "global")
-        v = buf[safe] if _ndim(safe) == 0 else np.take(buf, safe)
+        buf, size = self.g[s], self.g_n[s]
+        self.gr += (self.L if act is None else self.tally(act)) * self.g_isz[s]
+        if _lane_indices_in_range(idx, size):   # the common case without _bounds' calls
+            v = buf.take(idx)
+        else:
+            safe = self._bounds(idx, size, act, site, self.g_param[s].name, "global")
+            v = buf[safe] if _ndim(safe) == 0 else buf.take(safe)
         conv = self.g_conv[s]
         if conv is not None:
             v = v.astype(conv)
@@ -383,7 +445,7 @@ class Wave:
             return
         i, v = self._sel(idx, act), self._sel(val, act)
         i, v = self._store_bounds(i, v, self.g_n[s], site, p.name, "global")
-        v = cast(v, p.dtype)
+        v = self.g_store[s](v)
         if _ndim(i) == 0 and _ndim(v) > 0:
             v = v.reshape(-1)[-1]  # every lane stores to one word: one of them wins
         buf[i] = v
@@ -413,14 +475,15 @@ class Wave:
 
     # ------------------------------------------------------------------ shared memory
     def lds(self, j: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
-        act = self._act(m, lmask)
+        act = m if lmask is None else self._act(m, lmask)
         if act is False:
             return other
         sb = self.sh_buf[j]
-        safe = self._bounds(idx, sb.size, act, site, sb.name, "shared")
-        n = self.tally(act)
+        safe = idx if _lane_indices_in_range(idx, sb.size) else \
+            self._bounds(idx, sb.size, act, site, sb.name, "shared")
+        n = self.L if act is None else self.tally(act)
         self.sr += n * self.sh_isz[j]
-        if _ndim(safe) == 0 and act is None:
+        if act is None and _ndim(safe) == 0:
             # every thread of every block reads one word: gather per block, then spread
             words = self.block_base[j] + safe
             v = np.repeat(self.sh[j][words], self.T)
@@ -742,7 +805,15 @@ def rem_by_const(a: Any, c: int) -> Any:
         return a % c if a >= 0 else -((-a) % c)
     if a.size and a.min() < 0:
         return np.where(a < 0, -((-a) % c), a % c)
-    return a & (c - 1) if c & (c - 1) == 0 else a % c
+    if c & (c - 1) == 0:
+        return a & (c - 1)
+    if a.size < REM_BY_DIVISION_MIN:
+        return a % c
+    # a - (a // c) * c: NumPy divides int64 by a scalar with libdivide but has no such
+    # path for %, which was ~3x slower on large lane arrays (exact: 0 <= a, q * c <= a)
+    q = a // c
+    q *= c
+    return np.subtract(a, q, out=q)
 
 
 def _src_xor(lw: np.ndarray, off: Any, width: int) -> np.ndarray:

@@ -207,43 +207,58 @@ class RunPlan:
         cols = self.load_cols + len(self.ext)
         self.pool_cols = cols
 
-        def operand_table(table: np.ndarray, ops: dict, r: int, c: int) -> np.ndarray:
-            """[operands, r, c]: offset in a warp's pool rows of each matrix element."""
-            lane = np.empty((r, c), np.int64)
-            elem = np.empty((r, c), np.int64)
-            for ln in range(lay.lanes):
-                for e in range(table.shape[1]):
-                    lane[tuple(table[ln, e])] = ln
-                    elem[tuple(table[ln, e])] = e
-            srcs = np.array(list(ops), np.int64).reshape(len(ops), -1)
-            return lane * cols + srcs[:, elem]
-
-        self.ta = operand_table(lay.a, da_ids, m, lay.k)
-        self.tb = operand_table(lay.b, db_ids, lay.k, n)
+        self.ta = _operand_table(lay.a, lay.lanes, da_ids, m, lay.k, cols)
+        self.tb = _operand_table(lay.b, lay.lanes, db_ids, lay.k, n, cols)
         # level 0's C [ma * m, nb * n] from the external registers (offsets in cext rows)
-        nc = len(self.cext)
-        tc = np.empty((ma * m, nb * n), np.int64)
-        q_at = {pos[q]: q for q in qs_of[0]}
-        for ln in range(lay.lanes):
-            for e in range(ce):
-                r, c = lay.c[ln, e]
-                for (i, j), q in q_at.items():
-                    tc[i * m + r, j * n + c] = ln * nc + c_src[q][e][1]
-        self.tc = tc
-        # the last level's D back to registers: [lanes, tiles * ce] offsets in a warp's D
-        tout = np.empty((lay.lanes, ma * nb * ce), np.int64)
-        for ln in range(lay.lanes):
-            for e in range(ce):
-                r, c = lay.c[ln, e]
-                for i in range(ma):
-                    for j in range(nb):
-                        tout[ln, (i * nb + j) * ce + e] = (i * m + r) * (nb * n) + j * n + c
-        self.tout = tout
+        ext_c = np.empty((ma, nb, ce), np.int64)   # tile (i, j)'s C elements: cext rows
+        for q in qs_of[0]:
+            ext_c[pos[q]] = [s[1] for s in c_src[q]]
+        self.tc = _c_table(lay, ext_c, len(self.cext))
+        self.tout = _out_table(lay, ma, nb)
         last_pos = {q: pos[q] for q in qs_of[-1]}
         self.writes = [(j, e, s[0], s[1] if s[0] == "l" else
                         (last_pos[s[1]][0] * nb + last_pos[s[1]][1]) * ce + s[2])
                        for (j, e), s in state.items()]
         return None
+
+
+# The gather tables below are built with NumPy index arithmetic, not per-lane Python
+# loops: a 64-lane MFMA layout with 16 C elements a lane made the loops cost ~4 ms per
+# run at translation time (mi300x matmuls). A layout is a bijection (hal.kernel.mma
+# checks it), so every table entry is written exactly once.
+def _operand_table(table: np.ndarray, lanes: int, ops: dict, r: int, c: int,
+                   cols: int) -> np.ndarray:
+    """[operands, r, c]: offset in a warp's pool rows of each matrix element (its lane's
+    row times `cols`, plus the pool column of its fragment element in that operand)."""
+    lane = np.empty((r, c), np.int64)
+    elem = np.empty((r, c), np.int64)
+    lane[table[..., 0], table[..., 1]] = np.arange(lanes, dtype=np.int64)[:, None]
+    elem[table[..., 0], table[..., 1]] = np.arange(table.shape[1], dtype=np.int64)[None, :]
+    srcs = np.array(list(ops), np.int64).reshape(len(ops), -1)
+    return lane * cols + srcs[:, elem]
+
+
+def _c_table(lay: Any, ext_c: np.ndarray, nc: int) -> np.ndarray:
+    """[ma * m, nb * n]: for each element of level 0's C, its offset in the external
+    registers' rows (lane * nc + the cext row of tile (i, j)'s element e, `ext_c`)."""
+    ma, nb, _ = ext_c.shape
+    r, c = lay.c[..., 0], lay.c[..., 1]                     # [lanes, ce]
+    tc = np.empty((ma, lay.m, nb, lay.n), np.int64)
+    lane = np.arange(lay.lanes, dtype=np.int64)[:, None]
+    i = np.arange(ma)[:, None, None, None]
+    j = np.arange(nb)[None, :, None, None]
+    tc[i, r, j, c] = lane * nc + ext_c[:, :, None, :]       # [ma, nb, lanes, ce]
+    return tc.reshape(ma * lay.m, nb * lay.n)
+
+
+def _out_table(lay: Any, ma: int, nb: int) -> np.ndarray:
+    """[lanes, ma * nb * ce]: for each lane's D element e of tile (i, j) (column
+    (i * nb + j) * ce + e), its offset in a warp's [ma * m, nb * n] D."""
+    r, c = lay.c[:, None, None, :, 0], lay.c[:, None, None, :, 1]   # [lanes, 1, 1, ce]
+    i = np.arange(ma, dtype=np.int64)[None, :, None, None]
+    j = np.arange(nb, dtype=np.int64)[None, None, :, None]
+    out = (i * lay.m + r) * (nb * lay.n) + j * lay.n + c               # [lanes, ma, nb, ce]
+    return out.reshape(lay.lanes, ma * nb * lay.c_elems)
 
 
 def plan_run(ops: Sequence[LdmOp | MmaOp]) -> RunPlan:
@@ -395,7 +410,7 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any], mask: np.ndarray | No
             sup, offs, _ = _ldm_tables(W, count, trans)
             idx = a[:, sup[s:e]] + offs[s:e]                 # [loads, lanes, 2 count]
             flat = idx.transpose(1, 0, 2).reshape(nn, -1) + W.sh_off[js][s:e, None]
-            vals = W.sh[js][flat]
+            vals = W.sh[js].take(flat)   # (take: fancy indexing's values, faster)
             if W.check:
                 _check_reads(W, js, flat, tid[s:e, None])
             c1 = c0 + flat.shape[1]
@@ -406,8 +421,8 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any], mask: np.ndarray | No
             pool[:, c0 + i] = v[s:e] if isinstance(v, np.ndarray) and v.ndim else v
         base = (np.arange(nw, dtype=np.int64) * (lanes * plan.pool_cols))[:, None, None, None]
         flat_pool = pool.reshape(-1)
-        A = flat_pool[base + plan.ta].astype(np.float64)     # [warps, distinct A, m, k]
-        B = flat_pool[base + plan.tb].astype(np.float64)     # [warps, distinct B, k, n]
+        A = flat_pool.take(base + plan.ta).astype(np.float64)     # [warps, distinct A, m, k]
+        B = flat_pool.take(base + plan.tb).astype(np.float64)     # [warps, distinct B, k, n]
         del pool, flat_pool
         if lay.input_format == "tf32":   # cvt.rna.tf32.f32 of every A and B element first
             A, B = mma_sim.round_tf32(A), mma_sim.round_tf32(B)
@@ -415,13 +430,13 @@ def _batched(W: Wave, plan: RunPlan, addrs: Sequence[Any], mask: np.ndarray | No
         for i, v in enumerate(cext):
             cp[:, i] = v[s:e] if isinstance(v, np.ndarray) and v.ndim else v
         cbase = (np.arange(nw, dtype=np.int64) * (lanes * len(cext)))[:, None, None]
-        D = cp.reshape(-1)[cbase + plan.tc]                   # [warps, ma * m, nb * n]
+        D = cp.reshape(-1).take(cbase + plan.tc)              # [warps, ma * m, nb * n]
         for das, dbs in plan.level_ops:
             a_cat = A[:, das].reshape(nw, ma * m, k)
             b_cat = B[:, dbs].transpose(0, 2, 1, 3).reshape(nw, k, nb * n)
             d = np.matmul(a_cat, b_cat) + D
             D = d.astype(np.float32) if acc_dt.name == "f32" else to_rep(d, acc_dt)
-        D = D.reshape(nw, -1)[:, plan.tout]                   # [warps, lanes, tiles * ce]
+        D = D.reshape(nw, -1).take(plan.tout, axis=1)         # [warps, lanes, tiles * ce]
         out_d[s:e] = D.reshape(nn, -1)
     for j, el, kind, c in plan.writes:
         new = out_l[:, c] if kind == "l" else out_d[:, c]

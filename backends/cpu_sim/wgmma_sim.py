@@ -46,6 +46,10 @@ from hal.kernel.wgmma import accumulator_table, canonical_offset, pattern_bytes,
 from .lanes import Wave, rep_dtype
 
 WG = 128
+# HopperState.mark: a word's TMA as phase << MARK_SHIFT | (1 + slot); a block's mbarriers
+# (8 shared bytes each) are far fewer than MARK_SLOTS, phases far below 2**39
+MARK_SHIFT = 24
+MARK_SLOTS = (1 << MARK_SHIFT) - 1
 _SW_CODE = {0: 0, 128: 1, 64: 2, 32: 3}
 _CODE_SW = {v: k for k, v in _SW_CODE.items()}
 
@@ -75,8 +79,10 @@ class HopperState:
         # matrix-form result (_accumulate)
         self.acc_last: dict[tuple, tuple] = {}
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
-        self.mark_bar = {}                           # shared j -> slot per word (-1 none)
-        self.mark_phase = {}
+        # shared j -> per word, the TMA that wrote it: its mbarrier phase << MARK_SHIFT |
+        # (1 + its mbarrier slot), 0 for none (one array: one gather per wgmma operand;
+        # zeros are calloc'd lazily: a big wave's np.full(-1) cost ~10 ms a buffer)
+        self.mark = {}
         # shared j -> per word, the lane whose generic-proxy write (st.shared, a vector
         # store, cp.async) is not yet behind that lane's fence.proxy.async (-1 none)
         self.proxy_writer: dict[int, np.ndarray] = {}
@@ -273,15 +279,24 @@ def _operand(W: Wave, st: HopperState, v: Any, rows: int, k: int, itemsize: int,
     return vals, j, flat
 
 
+def pack_marks(slot: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """HopperState.mark words of TMAs completing on mbarrier `slot` at `phase`."""
+    return (phase << MARK_SHIFT) | (slot + 1)
+
+
+def unpack_marks(mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(slot, phase) of HopperState.mark words: (-1, 0) where no TMA wrote."""
+    return (mark & MARK_SLOTS) - 1, mark >> MARK_SHIFT
+
+
 def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
                  site: int) -> tuple[tuple[int, int] | None, np.ndarray | None]:
     """Race if a word was written by a TMA whose mbarrier phase the reading warpgroup has
     not observed; returns (stage, phase) of the first word read (for messages) and the
     TMA phase of every word read (None: no TMA wrote the buffer)."""
-    if j not in st.mark_bar:
+    if j not in st.mark:
         return None, None
-    slot = st.mark_bar[j].take(flat)
-    ph = st.mark_phase[j].take(flat)
+    slot, ph = unpack_marks(st.mark[j].take(flat))
     marked = slot >= 0
     sb = W.sh_buf[j]
     stage_size = max(1, sb.size // sb.stages)
@@ -612,11 +627,9 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         if cl is not None:
             cluster_sim.before_write(W, st, cl, b_own, b, jd, words, jb, s, site, lanes)
         _land(W, st, jd, words, vals, site, lanes)
-        if jd not in st.mark_bar:
-            st.mark_bar[jd] = np.full(W.sh[jd].size, -1, np.int64)
-            st.mark_phase[jd] = np.zeros(W.sh[jd].size, np.int64)
-        st.mark_bar[jd][words] = s[:, None]
-        st.mark_phase[jd][words] = st.phase[b, s][:, None]
+        if jd not in st.mark:
+            st.mark[jd] = np.zeros(W.sh[jd].size, np.int64)
+        st.mark[jd][words] = pack_marks(s, st.phase[b, s])[:, None]
         W.sw += W.tally_at(lanes) * words.shape[1] * isz
         complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
     W.gr += W.tally_at(lanes, read) * isz   # read from global once, even multicast
