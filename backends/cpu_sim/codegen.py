@@ -384,7 +384,7 @@ class _Translator:
         stmts = list(walk_stmts(kernel.body))   # (one walk shared by the questions below)
         self.facts = _Facts(kernel.body)   # uniformity, dataflow, flops
         # i32 math that cannot overflow
-        self.ranges = IndexRanges(kernel, self.facts.uniform, stmts)
+        self.ranges = IndexRanges(kernel, self.facts.uniform, stmts, self.facts.dtype)
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}

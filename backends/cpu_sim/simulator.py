@@ -47,8 +47,9 @@ def _structure_key(k: Kernel) -> bytes | str:
     # nodes in C (the dataclasses' reprs are a Python call per node), and its bytes are
     # the whole state, so equal bytes are an equal structure (-0.0, 1 and 1.0 and True
     # apart, as in the repr). Structures that pickle differently but are equal (nodes
-    # shared in one, copied in the other) only miss the cache.
-    import pickle   # (here: this file's other functions are not this change's)
+    # shared in one, copied in the other) only miss the cache. (Imported here: the
+    # module's other functions are not this change's.)
+    import pickle
 
     parts = (k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
              tuple(k.grid), k.block, tuple(k.cluster), tuple(k.tensor_maps))
