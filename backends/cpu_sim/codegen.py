@@ -355,6 +355,23 @@ _VISITORS: dict[type, Callable[..., tuple[bool, bool, DType]]] = {
 }
 
 
+# an integer or bool constant's literal by `_Translator.const`'s key: a pure function of
+# the value and dtype, kept across translations (hal.dtypes.cast per constant was a
+# twentieth of a translation); bounded, cleared when full
+_LITERALS: dict[tuple, str] = {}
+LITERALS_SIZE = 8192
+
+
+def _literal(key: tuple, value: Any, dt: DType) -> str:
+    hit = _LITERALS.get(key)
+    if hit is None:
+        hit = repr(int(cast(value, dt))) if dt.is_int else repr(bool(value))
+        if len(_LITERALS) >= LITERALS_SIZE:
+            _LITERALS.clear()
+        _LITERALS[key] = hit
+    return hit
+
+
 @dataclass(slots=True)
 class _Ctx:
     mask: str = "None"
@@ -432,10 +449,8 @@ class _Translator:
         key = (dt.name, t, value) if t is int or t is bool else (dt.name, t, repr(value))
         hit = self.consts.get(key)
         if hit is None:
-            if dt.is_int:
-                hit = repr(int(cast(value, dt)))
-            elif dt.is_bool:
-                hit = repr(bool(value))
+            if dt.is_int or dt.is_bool:
+                hit = _literal(key, value, dt)
             else:
                 hit = self.bind(to_rep(value, dt)[()])
             self.consts[key] = hit
