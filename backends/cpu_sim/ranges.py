@@ -103,7 +103,7 @@ class IndexRanges:
         # memoised outside variable definitions only: inside one (`busy`) a variable of
         # the chain reads as unknown, an answer that must not outlive that computation.
         # The memo probe and the rule's dispatch are inline: this runs once per node
-        # of every index expression, and each call level was a tenth of the analysis.
+        # of every index expression (and the analysis was a twentieth of a translation).
         if self.busy:
             return self._interval(e)
         hit = self.memo.by_id.get(id(e), MISSING)
