@@ -179,6 +179,9 @@ class _Facts:
     answer of such a pass holds for its final sets, so a further pass would add nothing:
     its answers (kept per node and per statement) are final. Straight-line code, which
     declares before it reads, needs one pass; a loop-carried value, two or more.
+    * the occurrences of every variable name (`var_uses`: read, declared, assigned,
+      looped over; what widen.names counts).
+
     `varying` seeds the varying variables (widen.py: the loop variable varies); `data`,
     the data variables of an enclosing body (widen.py: a loop body's values may come
     from before the loop)."""
@@ -193,9 +196,13 @@ class _Facts:
             self.flops: dict[int, dict[str, int]] = {}             # id(stmt) -> dtype -> n
             self.read: set[str] = set()    # variables read so far in this pass
             self.stale = False             # one of them was added to varying or data since
+            self.uses: Counter = Counter()
             self._walk(body, False)
             if not self.stale:
                 break
+        # occurrences of every variable name in the body (widen.names, counted by the
+        # final pass instead of another walk); later visits count apart
+        self.var_uses, self.uses = self.uses, Counter()
 
     def uniform(self, e: Expr) -> bool:
         return self._node(e)[0]
@@ -245,6 +252,7 @@ class _Facts:
             self.flops[id(s)] = self._visit_stmt(s)
             t = type(s)
             if t is Declare:
+                self.uses[s.var.name] += 1
                 if s.init is not None:
                     uni, dat, _ = nodes[id(s.init)]
                     if not uni:
@@ -252,6 +260,7 @@ class _Facts:
                     if dat:
                         self._add(self.data, s.var.name)
             elif t is Assign:
+                self.uses[s.var.name] += 1
                 uni, dat, _ = nodes[id(s.value)]
                 if divergent or not uni:
                     self._add(self.varying, s.var.name)
@@ -262,6 +271,7 @@ class _Facts:
                 for b in (s.then, s.orelse) if t is If else (s.first, s.second):
                     self._walk(b, d)
             elif t is For:
+                self.uses[s.var.name] += 1
                 u = nodes[id(s.start)][0] and nodes[id(s.stop)][0] and nodes[id(s.step)][0]
                 if not u:
                     self._add(self.varying, s.var.name)
@@ -283,6 +293,7 @@ def _visit_leaf(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool,
 
 def _visit_var(facts: _Facts, e: Var, fl: dict[str, int]) -> tuple[bool, bool, DType]:
     facts.read.add(e.name)
+    facts.uses[e.name] += 1
     r = facts.nodes[id(e)] = (e.name not in facts.varying, e.name in facts.data, e.dtype)
     return r
 
@@ -355,6 +366,23 @@ _VISITORS: dict[type, Callable[..., tuple[bool, bool, DType]]] = {
 }
 
 
+# an integer or bool constant's literal by `_Translator.const`'s key: a pure function of
+# the value and dtype, kept across translations (hal.dtypes.cast per constant was a
+# twentieth of a translation); bounded, cleared when full
+_LITERALS: dict[tuple, str] = {}
+LITERALS_SIZE = 8192
+
+
+def _literal(key: tuple, value: Any, dt: DType) -> str:
+    hit = _LITERALS.get(key)
+    if hit is None:
+        hit = repr(int(cast(value, dt))) if dt.is_int else repr(bool(value))
+        if len(_LITERALS) >= LITERALS_SIZE:
+            _LITERALS.clear()
+        _LITERALS[key] = hit
+    return hit
+
+
 @dataclass(slots=True)
 class _Ctx:
     mask: str = "None"
@@ -384,7 +412,7 @@ class _Translator:
         stmts = list(walk_stmts(kernel.body))   # (one walk shared by the questions below)
         self.facts = _Facts(kernel.body)   # uniformity, dataflow, flops
         # i32 math that cannot overflow
-        self.ranges = IndexRanges(kernel, self.facts.uniform, stmts)
+        self.ranges = IndexRanges(kernel, self.facts.uniform, stmts, self.facts.dtype)
         self.globals_ = [p for p in kernel.params if isinstance(p, BufferParam)]
         self.scalars = [p for p in kernel.params if isinstance(p, ScalarParam)]
         self.slot: dict[str, tuple[str, int]] = {}
@@ -432,10 +460,8 @@ class _Translator:
         key = (dt.name, t, value) if t is int or t is bool else (dt.name, t, repr(value))
         hit = self.consts.get(key)
         if hit is None:
-            if dt.is_int:
-                hit = repr(int(cast(value, dt)))
-            elif dt.is_bool:
-                hit = repr(bool(value))
+            if dt.is_int or dt.is_bool:
+                hit = _literal(key, value, dt)
             else:
                 hit = self.bind(to_rep(value, dt)[()])
             self.consts[key] = hit
@@ -765,7 +791,7 @@ class _Translator:
                 emit_reduction_loop(self, s, plan, ctx, depth)
                 return
             if self.var_uses is None and not (self.widening or self.clustered):
-                self.var_uses = widen.names(self.k.body)
+                self.var_uses = self.facts.var_uses   # (widen.names of the kernel)
             stores = None if self.widening or self.clustered else widen.widenable(
                 s, self.var_uses, self.global_or_shared, self.local_names)
             if stores is not None:   # independent iterations: also emit the wide pass

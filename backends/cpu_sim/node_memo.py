@@ -14,28 +14,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-_MISSING = object()   # (an answer may be None)
+MISSING = object()   # (an answer may be None)
 
 
 class NodeMemo:
-    """`memo.get(e, compute)`: compute(e) once per node object."""
+    """`memo.get(e, compute)`: compute(e) once per node object. A hot caller may probe
+    `memo.by_id.get(id(e), MISSING)` itself and `put` on a miss (one call level less
+    per node: ranges.IndexRanges.interval)."""
 
-    __slots__ = ("_by_id", "_nodes")
+    __slots__ = ("by_id", "_nodes")
 
     def __init__(self) -> None:
-        self._by_id: dict[int, Any] = {}
-        self._nodes: list[Any] = []   # keeps the ids of _by_id taken
+        self.by_id: dict[int, Any] = {}
+        self._nodes: list[Any] = []   # keeps the ids of by_id taken
 
     def get(self, node: Any, compute: Callable[[Any], Any]) -> Any:
         # one dict probe on a hit (the common case), no tuple per entry
-        hit = self._by_id.get(id(node), _MISSING)
-        if hit is _MISSING:
-            hit = self._by_id[id(node)] = compute(node)
-            self._nodes.append(node)
+        hit = self.by_id.get(id(node), MISSING)
+        if hit is MISSING:
+            hit = self.put(node, compute(node))
         return hit
 
+    def put(self, node: Any, answer: Any) -> Any:
+        """Keep `answer` for `node`; returns it."""
+        self.by_id[id(node)] = answer
+        self._nodes.append(node)
+        return answer
+
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self.by_id)
 
 
-__all__ = ["NodeMemo"]
+__all__ = ["MISSING", "NodeMemo"]

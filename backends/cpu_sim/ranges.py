@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from hal.dtypes import DType
 from hal.kernel.ir import (
     Assign,
     Binary,
@@ -43,7 +44,7 @@ from hal.kernel.ir import (
     walk_stmts,
 )
 
-from .node_memo import NodeMemo
+from .node_memo import MISSING, NodeMemo
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 Interval = tuple[int, int]
@@ -51,6 +52,10 @@ Interval = tuple[int, int]
 
 def _fits(iv: Interval | None) -> bool:
     return iv is not None and I32_MIN <= iv[0] and iv[1] <= I32_MAX
+
+
+def _node_dtype(e: Expr) -> DType:
+    return e.dtype
 
 
 def _trunc_div(a: int, b: int) -> int:
@@ -62,8 +67,12 @@ class IndexRanges:
     """Intervals of a kernel's integer expressions (module docstring)."""
 
     def __init__(self, kernel: Kernel, uniform: Callable[[Expr], bool],
-                 stmts: list[Stmt] | None = None):
-        """`stmts`: walk_stmts(kernel.body), when the caller has it already."""
+                 stmts: list[Stmt] | None = None,
+                 dtype: Callable[[Expr], DType] | None = None):
+        """`stmts`: walk_stmts(kernel.body), when the caller has it already; `dtype`: a
+        node's dtype (codegen's, memoised: a Unary's or Binary's `dtype` property walks
+        down its operand chain, once per level of a nested expression)."""
+        self.dtype = _node_dtype if dtype is None else dtype
         g = tuple(int(x) for x in kernel.grid)
         self.special = {"thread_idx": (0, int(kernel.block) - 1), "block_idx_x": (0, g[0] - 1),
                         "block_idx_y": (0, g[1] - 1), "block_idx_z": (0, g[2] - 1)}
@@ -92,10 +101,16 @@ class IndexRanges:
 
     def interval(self, e: Expr) -> Interval | None:
         # memoised outside variable definitions only: inside one (`busy`) a variable of
-        # the chain reads as unknown, an answer that must not outlive that computation
+        # the chain reads as unknown, an answer that must not outlive that computation.
+        # The memo probe and the rule's dispatch are inline: this runs once per node
+        # of every index expression (and the analysis was a twentieth of a translation).
         if self.busy:
             return self._interval(e)
-        return self.memo.get(e, self._interval)
+        hit = self.memo.by_id.get(id(e), MISSING)
+        if hit is MISSING:
+            rule = _RULES.get(type(e))
+            hit = self.memo.put(e, None if rule is None else rule(self, e))
+        return hit
 
     def _interval(self, e: Expr) -> Interval | None:
         rule = _RULES.get(type(e))
@@ -118,7 +133,7 @@ class IndexRanges:
 
     def _unary(self, e: Unary) -> Interval | None:
         x = self.interval(e.x)
-        if not _fits(x) or not e.dtype.is_int:
+        if not _fits(x) or not self.dtype(e).is_int:
             return None
         if e.op == "neg":
             return (-x[1], -x[0])
@@ -148,7 +163,7 @@ class IndexRanges:
         return iv
 
     def _binary(self, e: Binary) -> Interval | None:
-        if not e.dtype.is_int:
+        if not self.dtype(e).is_int:
             return None
         a, b = self.interval(e.a), self.interval(e.b)
         if not (_fits(a) and _fits(b)):

@@ -39,18 +39,29 @@ _CACHE: OrderedDict[str, CompiledKernel] = OrderedDict()
 _CACHE_SIZE = 1024
 
 
-def _structure_key(k: Kernel) -> str:
+def _structure_key(k: Kernel) -> bytes | str:
     # Everything the generated code depends on (meta is not; grid and block bound the
     # index ranges whose i32 checks codegen leaves out, ranges.py). Not the name: messages
     # take it from the launch, so a fused run's k0_exp and an unfused run's g0_exp of the
-    # same body share one translation.
-    return repr((k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
-                 tuple(k.grid), k.block, tuple(k.cluster), tuple(k.tensor_maps)))
+    # same body share one translation. Pickled rather than repr'd: the pickler walks the
+    # nodes in C (the dataclasses' reprs are a Python call per node), and its bytes are
+    # the whole state, so equal bytes are an equal structure (-0.0, 1 and 1.0 and True
+    # apart, as in the repr). Structures that pickle differently but are equal (nodes
+    # shared in one, copied in the other) only miss the cache. (Imported here: the
+    # module's other functions are not this change's.)
+    import pickle
+
+    parts = (k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
+             tuple(k.grid), k.block, tuple(k.cluster), tuple(k.tensor_maps))
+    try:
+        return pickle.dumps(parts, 5)
+    except (pickle.PicklingError, TypeError, AttributeError):   # an unpicklable value
+        return repr(parts)
 
 
 def compiled(kernel: Kernel, options=None) -> CompiledKernel:
     """The verified, translated kernel, from the cache when the same structure was seen."""
-    key = _structure_key(kernel) + repr(sorted(options.faults) if options else [])
+    key = (_structure_key(kernel), repr(sorted(options.faults) if options else []))
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)

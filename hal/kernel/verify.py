@@ -10,11 +10,12 @@ error names the kernel and the offending statement and says how to fix it.
 from __future__ import annotations
 
 from hal.devices.spec import DeviceSpec
-from hal.dtypes import DType
+from hal.dtypes import DType, bool_
 from hal.errors import HalError, UnsupportedError
 from hal.kernel import ir_async as ira
 from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
+    COMPARISONS,
     SHUFFLE_MODES,
     SPECIALS,
     Assign,
@@ -99,14 +100,12 @@ class _Verifier:
         return None
 
     def index(self, e: Expr, what: str) -> None:
-        self.expr(e)
-        if not e.dtype.is_int:
+        if not self.expr(e).is_int:
             self.fail(f"{what} `{format_expr(e)}` has dtype {e.dtype}, not an integer",
                       hint=f"cast it to {self.k.index_dtype}")
 
     def boolean(self, e: Expr, what: str) -> None:
-        self.expr(e)
-        if not e.dtype.is_bool:
+        if not self.expr(e).is_bool:
             self.fail(f"{what} `{format_expr(e)}` has dtype {e.dtype}, not bool",
                       hint="compare it with ne(x, 0)")
 
@@ -125,22 +124,28 @@ class _Verifier:
                       hint="use Cast / Select nodes, or an elementwise op")
         self.ops_ok.add(name)
 
-    def expr(self, e: Expr) -> None:
+    def expr(self, e: Expr) -> DType:
+        """Check `e`; its dtype. The checks of Const, Var, Unary, Binary, Select, Cast and
+        Load return it, computed from their children's (Unary's, Binary's and Select's
+        `dtype` properties walk down their operand chains: a nested expression would
+        pay once per level); any other node's is its `dtype`."""
         fn = _CHECK_EXPR[type(e)]
         if fn is None:
             self.fail(f"unknown expression {type(e).__name__}")
-        fn(self, e)
+        dt = fn(self, e)
+        return e.dtype if dt is None else dt
 
-    def x_Const(self, e: Const) -> None:
-        pass
+    def x_Const(self, e: Const) -> DType:
+        return e.dtype
 
-    def x_Var(self, e: Var) -> None:
+    def x_Var(self, e: Var) -> DType:
         dt = self.lookup(e)
         if dt is None:
             self.fail(f"variable '{e.name}' is used before it is declared",
                       hint="add a Declare before the first use (For binds its own variable)")
         if dt is not e.dtype and dt != e.dtype:
             self.fail(f"variable '{e.name}' is declared {dt} but used as {e.dtype}")
+        return e.dtype
 
     def x_Param(self, e: Param) -> None:
         if e.name not in self.scalars:
@@ -153,17 +158,17 @@ class _Verifier:
         if e.kind not in SPECIALS:
             self.fail(f"unknown hardware index '{e.kind}'", hint="one of " + ", ".join(SPECIALS))
 
-    def x_Unary(self, e: Unary) -> None:
-        self.expr(e.x)
+    def x_Unary(self, e: Unary) -> DType:
+        x = self.expr(e.x)
         self.op(e.op, e)
-        if (e.op in BOOL_OPS) != e.x.dtype.is_bool:
-            self.fail(f"`{format_expr(e)}`: {e.op} on a {e.x.dtype} operand")
+        if (e.op in BOOL_OPS) != x.is_bool:
+            self.fail(f"`{format_expr(e)}`: {e.op} on a {x} operand")
+        return bool_ if e.op == "logical_not" else x   # (Unary.dtype)
 
-    def x_Binary(self, e: Binary) -> None:
-        self.expr(e.a)
-        self.expr(e.b)
+    def x_Binary(self, e: Binary) -> DType:
+        a = self.expr(e.a)
+        b = self.expr(e.b)
         self.op(e.op, e)
-        a, b = e.a.dtype, e.b.dtype   # (properties that walk down operand chains: once)
         if e.op in SHIFT_OPS:
             if not (a.is_int and b.is_int):
                 self.fail(f"`{format_expr(e)}`: shifts need integer operands")
@@ -172,17 +177,20 @@ class _Verifier:
                       hint="insert an explicit Cast")
         if e.op in BOOL_OPS and not a.is_bool:
             self.fail(f"`{format_expr(e)}`: {e.op} needs bool operands, got {a}")
+        return bool_ if e.op in COMPARISONS else a   # (Binary.dtype)
 
-    def x_Select(self, e: Select) -> None:
+    def x_Select(self, e: Select) -> DType:
         self.boolean(e.pred, "select predicate")
-        self.expr(e.on_true)
-        self.expr(e.on_false)
-        if e.on_true.dtype != e.on_false.dtype:
-            self.fail(f"`{format_expr(e)}`: select branches are {e.on_true.dtype} and "
-                      f"{e.on_false.dtype}", hint="insert an explicit Cast")
+        t = self.expr(e.on_true)
+        f = self.expr(e.on_false)
+        if t != f:
+            self.fail(f"`{format_expr(e)}`: select branches are {t} and {f}",
+                      hint="insert an explicit Cast")
+        return t   # (Select.dtype)
 
-    def x_Cast(self, e: Cast) -> None:
+    def x_Cast(self, e: Cast) -> DType:
         self.expr(e.x)
+        return e.dtype
 
     def buffer(self, name: str) -> tuple[str, DType, bool]:
         if name not in self.buffers:
@@ -190,7 +198,7 @@ class _Verifier:
                       hint="declare it in kernel.params, kernel.shared or kernel.locals")
         return self.buffers[name]
 
-    def x_Load(self, e: Load) -> None:
+    def x_Load(self, e: Load) -> DType:
         _, dt, _ = self.buffer(e.buffer)
         self.index(e.index, f"index of {e.buffer}")
         if e.dtype != dt:
@@ -198,9 +206,10 @@ class _Verifier:
         if e.mask is not None:
             self.boolean(e.mask, f"mask of the load of {e.buffer}")
         if e.other is not None:
-            self.expr(e.other)
-            if e.other.dtype != dt:
-                self.fail(f"`other` of the load of {e.buffer} is {e.other.dtype}, not {dt}")
+            other = self.expr(e.other)
+            if other != dt:
+                self.fail(f"`other` of the load of {e.buffer} is {other}, not {dt}")
+        return e.dtype
 
     def x_Shuffle(self, e: Shuffle) -> None:
         self.expr(e.x)
@@ -234,19 +243,19 @@ class _Verifier:
 
     def s_Declare(self, s: Declare) -> None:
         if s.init is not None:
-            self.expr(s.init)
-            if s.init.dtype is not s.var.dtype and s.init.dtype != s.var.dtype:
+            dt = self.expr(s.init)
+            if dt is not s.var.dtype and dt != s.var.dtype:
                 self.fail(f"'{s.var.name}' is {s.var.dtype} but its initial value is "
-                          f"{s.init.dtype}", hint="insert an explicit Cast")
+                          f"{dt}", hint="insert an explicit Cast")
         if s.var.name in self.scopes[-1]:
             self.fail(f"variable '{s.var.name}' is declared twice in one scope")
         self.scopes[-1][s.var.name] = s.var.dtype
 
     def s_Assign(self, s: Assign) -> None:
         self.x_Var(s.var)
-        self.expr(s.value)
-        if s.value.dtype is not s.var.dtype and s.value.dtype != s.var.dtype:
-            self.fail(f"assigning {s.value.dtype} to '{s.var.name}' of type {s.var.dtype}",
+        dt = self.expr(s.value)
+        if dt is not s.var.dtype and dt != s.var.dtype:
+            self.fail(f"assigning {dt} to '{s.var.name}' of type {s.var.dtype}",
                       hint="insert an explicit Cast")
         if s.var.name in self.loop_vars:
             self.fail(f"the loop variable '{s.var.name}' is assigned inside its loop",
@@ -255,9 +264,9 @@ class _Verifier:
     def _access(self, s: Store | AtomicAdd) -> None:
         space, dt, readonly = self.buffer(s.buffer)
         self.index(s.index, f"index of {s.buffer}")
-        self.expr(s.value)
-        if s.value.dtype != dt:
-            self.fail(f"storing {s.value.dtype} into {s.buffer} of {dt}",
+        value = self.expr(s.value)
+        if value != dt:
+            self.fail(f"storing {value} into {s.buffer} of {dt}",
                       hint=f"Cast the value to {dt}")
         if s.mask is not None:
             self.boolean(s.mask, f"mask of the store to {s.buffer}")
