@@ -16,6 +16,7 @@ integer index math wraps in the kernel's index dtype.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from .sampled import has_global_atomics
 from .stats import KernelStats
 from .tally import per_part
 
-_CACHE: OrderedDict[str, CompiledKernel] = OrderedDict()
+_CACHE: OrderedDict[tuple[bytes | str, str], CompiledKernel] = OrderedDict()
 _CACHE_SIZE = 1024
 
 
@@ -47,10 +48,7 @@ def _structure_key(k: Kernel) -> bytes | str:
     # nodes in C (the dataclasses' reprs are a Python call per node), and its bytes are
     # the whole state, so equal bytes are an equal structure (-0.0, 1 and 1.0 and True
     # apart, as in the repr). Structures that pickle differently but are equal (nodes
-    # shared in one, copied in the other) only miss the cache. (Imported here: the
-    # module's other functions are not this change's.)
-    import pickle
-
+    # shared in one, copied in the other) only miss the cache.
     parts = (k.params, k.body, k.shared, k.locals, k.index_dtype, k.warp_size,
              tuple(k.grid), k.block, tuple(k.cluster), tuple(k.tensor_maps))
     try:
