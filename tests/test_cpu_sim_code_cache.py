@@ -9,7 +9,7 @@ import numpy as np
 
 from hal.backends.cpu_sim import code_cache, simulator
 from hal.backends.cpu_sim.codegen import compile_kernel
-from hal.backends.cpu_sim.node_memo import NodeMemo
+from hal.backends.cpu_sim.node_memo import MISSING, NodeMemo
 from hal.backends.cpu_sim.ranges import IndexRanges
 from hal.backends.cpu_sim.simulator import compiled, simulate
 from hal.devices.loader import load_spec
@@ -108,14 +108,15 @@ def test_the_kernel_name_reaches_the_code_object():
     assert two.run.__code__.co_filename == "<cpu_sim kernel g0_exp>"
 
 
-def test_node_memo_computes_once_per_node_object():
-    calls = []
+def test_node_memo_keeps_answers_per_node_object():
     m = NodeMemo()
     e, same_value = Const(1, i32), Const(1, i32)
-    assert m.get(e, lambda n: calls.append(n) or 7) == 7
-    assert m.get(e, lambda n: calls.append(n) or 8) == 7
-    assert m.get(same_value, lambda n: calls.append(n) or 9) == 9   # another object
-    assert len(calls) == 2 and len(m) == 2
+    assert m.by_id.get(id(e), MISSING) is MISSING
+    assert m.put(e, None) is None                          # an answer may be None
+    assert m.by_id.get(id(e), MISSING) is None
+    assert m.by_id.get(id(same_value), MISSING) is MISSING  # an equal node is another key
+    m.put(same_value, 9)
+    assert m.by_id[id(same_value)] == 9 and len(m) == 2
 
 
 def test_memoised_intervals_equal_fresh_ones():

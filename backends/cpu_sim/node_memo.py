@@ -11,29 +11,21 @@ so an id is never reused while the memo lives.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 MISSING = object()   # (an answer may be None)
 
 
 class NodeMemo:
-    """`memo.get(e, compute)`: compute(e) once per node object. A hot caller may probe
-    `memo.by_id.get(id(e), MISSING)` itself and `put` on a miss (one call level less
-    per node: ranges.IndexRanges.interval)."""
+    """Answers by node object: probe `memo.by_id.get(id(e), MISSING)` and `put(e, answer)`
+    on a miss (the probe is the caller's own dict lookup: this runs once per node of every
+    index expression, ranges.IndexRanges.interval)."""
 
     __slots__ = ("by_id", "_nodes")
 
     def __init__(self) -> None:
         self.by_id: dict[int, Any] = {}
         self._nodes: list[Any] = []   # keeps the ids of by_id taken
-
-    def get(self, node: Any, compute: Callable[[Any], Any]) -> Any:
-        # one dict probe on a hit (the common case), no tuple per entry
-        hit = self.by_id.get(id(node), MISSING)
-        if hit is MISSING:
-            hit = self.put(node, compute(node))
-        return hit
 
     def put(self, node: Any, answer: Any) -> Any:
         """Keep `answer` for `node`; returns it."""

@@ -102,14 +102,13 @@ class IndexRanges:
     def interval(self, e: Expr) -> Interval | None:
         # memoised outside variable definitions only: inside one (`busy`) a variable of
         # the chain reads as unknown, an answer that must not outlive that computation.
-        # The memo probe and the rule's dispatch are inline: this runs once per node
-        # of every index expression (and the analysis was a twentieth of a translation).
+        # The memo probe is inline: this runs once per node of every index expression
+        # (and the analysis was a twentieth of a translation).
         if self.busy:
             return self._interval(e)
         hit = self.memo.by_id.get(id(e), MISSING)
         if hit is MISSING:
-            rule = _RULES.get(type(e))
-            hit = self.memo.put(e, None if rule is None else rule(self, e))
+            hit = self.memo.put(e, self._interval(e))
         return hit
 
     def _interval(self, e: Expr) -> Interval | None:
