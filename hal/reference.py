@@ -21,7 +21,7 @@ from hal.dtypes import DType, cast, round_to
 from hal.errors import HalError, ShapeError
 from hal.ir.graph import Graph, Value
 from hal.ir.types import TensorType
-from hal.reference_blocked import BLOCKED, use_blocked
+from hal.reference_blocked import BLOCKED, dot_general_panels, panel_operand, use_blocked
 
 
 def widen(a: np.ndarray, dt: DType) -> np.ndarray:
@@ -128,7 +128,9 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
         if v.name in keep:
             declared[v.name] = d
 
-    def wide_arg(name: str) -> np.ndarray:
+    def wide_arg(name: str, narrow_ok: bool = False) -> np.ndarray:
+        """The value in wide form; with `narrow_ok`, a large float leaf stays in its own
+        dtype (dot_general_panels converts it a panel at a time)."""
         if name in wide:
             return wide[name]
         if name in lazy:
@@ -142,7 +144,7 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
             else:
                 store_leaf(c.value, materialize(c.init, t, graph.base_dir, name=name))
         d, dt = leaves[name]
-        return widen(d, dt)
+        return d if narrow_ok and panel_operand(d, dt) else widen(d, dt)
 
     def store(v: Value, a: np.ndarray, fresh: bool = False) -> None:
         if keep is not None and v.name not in keep and v.dtype.is_float \
@@ -194,9 +196,13 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
         try:
             attrs = opdef.check_attrs(n.attrs)
             with np.errstate(all="ignore"):
-                args = [wide_arg(v.name) for v in n.inputs]
+                panels = keep is not None and n.op == "dot_general"
+                args = [wide_arg(v.name, panels) for v in n.inputs]
                 if opdef.is_composite and n.op in BLOCKED:
                     results = BLOCKED[n.op](args, attrs, n, tile_elements)
+                elif panels and any(a.dtype != np.float64 for a in args
+                                    if a.dtype.kind not in "biu"):
+                    results = [dot_general_panels(args[0], args[1], attrs)]
                 else:
                     results = opdef.reference(args, attrs)
         except ShapeError as e:

@@ -33,6 +33,9 @@ from hal.ir.graph import Node
 #: float64 words per score-sized intermediate of one tile (32 MiB); a composite whose
 #: whole score tensor is larger than this is evaluated blocked.
 TILE_ELEMENTS = 1 << 22
+#: query rows per tile of causal attention at most: a tile computes the score columns up
+#: to its last row, so narrower tiles skip more of the masked upper triangle
+CAUSAL_ROWS = 128
 
 BlockedEval = Callable[[Sequence[np.ndarray], Mapping[str, Any], Node, int], list[np.ndarray]]
 
@@ -75,7 +78,10 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
     if mask is not None:
         mask = np.broadcast_to(_round(mask, cdt, fresh=False) if node.inputs[3].dtype != cdt else mask,
                                (bsz, hq, s, t))
+    causal = bool(attrs.get("causal"))
     rows = max(1, min(s, (tile_elements or TILE_ELEMENTS) // max(1, group * t)))
+    if causal and mask is None:   # narrower tiles skip more of the masked triangle
+        rows = max(1, min(rows, CAUSAL_ROWS))
     out = np.empty((bsz, hq, s, dv), np.float64)
     cols = np.arange(t)
     for b in range(bsz):
@@ -85,33 +91,93 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
             for r0 in range(0, s, rows):
                 r1 = min(s, r0 + rows)
                 tq = r1 - r0
+                # keys past the tile's last query row are masked to -inf by causality:
+                # their probabilities are exactly 0, so only the first `width` score
+                # columns are computed (without an additive mask, which could make a
+                # whole row -inf and its probabilities NaN)
+                width = min(t, r1) if causal and mask is None else t
                 qt = q[b, heads, r0:r1].reshape(group * tq, d)
                 # dot_general(q grouped, k) with out_dtype = compute dtype
-                sc = _round(_prim("dot_general", qt, kt, lhs_contracting=(1,),
-                                  rhs_contracting=(1,)), cdt).reshape(group, tq, t)
+                sc = _round(_prim("dot_general", qt, kt[:width], lhs_contracting=(1,),
+                                  rhs_contracting=(1,)), cdt).reshape(group, tq, width)
                 sc = _round(_prim("mul", sc, np.broadcast_to(scale_c, sc.shape)), cdt)
                 if mask is not None:
                     sc = _round(_prim("add", sc, mask[b, heads, r0:r1]), cdt)
-                if attrs.get("causal"):
-                    keep = np.broadcast_to((r0 + np.arange(tq))[:, None] >= cols[None, :],
+                if causal:
+                    keep = np.broadcast_to((r0 + np.arange(tq))[:, None] >= cols[None, :width],
                                            sc.shape)
                     sc = _prim("select", keep, sc, np.broadcast_to(-np.inf, sc.shape))
-                p = _softmax_rows(sc, cdt)
-                if qdt != cdt:
-                    p = _round(p, qdt)
+                p = _softmax_rows(sc, cdt, t)
+                if qdt != cdt:   # the zeros past `width` round to themselves
+                    p[..., :width] = _round(p[..., :width], qdt, fresh=False)
+                # the product runs over the whole key axis (zeros past `width`), so that
+                # its sums are the decomposition's
                 o = _prim("dot_general", p.reshape(group * tq, t), vt, lhs_contracting=(1,),
                           rhs_contracting=(0,))
                 out[b, heads, r0:r1] = _round(o, qdt).reshape(group, tq, dv)
     return [out]
 
 
-def _softmax_rows(x: np.ndarray, cdt: DType) -> np.ndarray:
-    """softmax over the last axis as `_softmax_decompose` spells it, x already in `cdt`."""
+def _softmax_rows(x: np.ndarray, cdt: DType, width: int | None = None) -> np.ndarray:
+    """softmax over the last axis as `_softmax_decompose` spells it, x already in `cdt`.
+    With `width` wider than x's rows, x is the first columns of rows whose other
+    columns are -inf: the result has `width` columns, exactly 0 past x's (the sums run
+    over the whole width, so that they add in the decomposition's order)."""
     m = _round(_prim("reduce_max", x, axes=(x.ndim - 1,), keepdims=True), cdt)
     e = _round(_prim("sub", x, np.broadcast_to(m, x.shape)), cdt)
     e = _round(_prim("exp", e), cdt)
+    n = x.shape[-1]
+    if width is not None and width > n:
+        full = np.zeros(x.shape[:-1] + (width,), np.float64)
+        full[..., :n] = e
+        total = _round(_prim("reduce_sum", full, axes=(x.ndim - 1,), keepdims=True), cdt)
+        full[..., :n] = _round(_prim("div", e, np.broadcast_to(total, e.shape)), cdt)
+        return full
     total = _round(_prim("reduce_sum", e, axes=(x.ndim - 1,), keepdims=True), cdt)
     return _round(_prim("div", e, np.broadcast_to(total, x.shape)), cdt)
+
+
+#: elements of a narrow operand widened at once by `dot_general_panels` (16 MiB of float64)
+PANEL_ELEMENTS = 1 << 21
+
+
+def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any],
+                       wide: type = np.float64) -> np.ndarray:
+    """dot_general's product in `wide` (float64 for the reference, float32 where kernels
+    multiply f32-or-narrower values) of operands that may still be in a narrower dtype (a
+    model's bf16 weights): a narrow operand is converted one panel of its free elements
+    at a time, so its `wide` copy (4x a bf16 weight in float64) never exists whole. Each
+    output element is the same dot product over the whole contracted axis as with the
+    operand converted at once (the panels split the free axes only)."""
+    from hal.ops.contraction import dot_general_operands
+
+    a2, b2, shape = dot_general_operands(a, b, attrs)
+    narrow_a, narrow_b = a2.dtype != wide, b2.dtype != wide
+    if narrow_a and narrow_b:   # the smaller one converted whole, the other in panels
+        if a2.size <= b2.size:
+            a2, narrow_a = a2.astype(wide), False
+        else:
+            b2, narrow_b = b2.astype(wide), False
+    nb, m, k = a2.shape
+    n = b2.shape[2]
+    out = np.empty((nb, m, n), wide)
+    step = max(1, PANEL_ELEMENTS // max(1, k))
+    with np.errstate(all="ignore"):  # inf * 0 -> nan is the answer, not a problem
+        if narrow_b:
+            for j in range(0, n, step):
+                np.matmul(a2, b2[:, :, j:j + step].astype(wide), out=out[:, :, j:j + step])
+        elif narrow_a:
+            for i in range(0, m, step):
+                np.matmul(a2[:, i:i + step].astype(wide), b2, out=out[:, i:i + step])
+        else:
+            np.matmul(a2, b2, out=out)
+    return out.reshape(shape)
+
+
+def panel_operand(a: np.ndarray, dt: DType) -> bool:
+    """Whether `a`, a value of float dtype `dt` kept in that dtype, is large enough to go
+    to `dot_general_panels` unconverted."""
+    return dt.is_float and a.dtype != np.float64 and a.size > PANEL_ELEMENTS
 
 
 BLOCKED: dict[str, BlockedEval] = {}

@@ -90,10 +90,11 @@ def _dot_infer(types, attrs):
     return [TensorType(attrs["out_dtype"] or dt, tuple(shape))]
 
 
-def _dot_ref(xs, attrs):
-    a, b = xs
+def dot_general_operands(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any]
+                         ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """dot_general as one batched matrix product: (a as [batch, M, K], b as [batch, K, N],
+    the result's shape), the operands brought to (batch, free, contract) order."""
     lb, rb, lc, rc, lf, rf = dot_general_dims(a.ndim, b.ndim, attrs)
-    # Bring both to (batch, free, contract), flatten, and multiply exactly in float64/int64.
     at = np.transpose(a, lb + lf + lc)
     bt = np.transpose(b, rb + rc + rf)
     batch = at.shape[:len(lb)]
@@ -101,9 +102,15 @@ def _dot_ref(xs, attrs):
     k = math.prod(at.shape[len(lb) + len(lf):])
     a2 = at.reshape((math.prod(batch), math.prod(lfree), k))
     b2 = bt.reshape((math.prod(batch), k, math.prod(rfree)))
+    return a2, b2, tuple(batch) + tuple(lfree) + tuple(rfree)
+
+
+def _dot_ref(xs, attrs):
+    # multiply exactly in float64/int64
+    a2, b2, shape = dot_general_operands(xs[0], xs[1], attrs)
     with np.errstate(all="ignore"):  # inf * 0 -> nan is the answer, not a problem
         out = np.matmul(a2, b2)
-    return [out.reshape(tuple(batch) + tuple(lfree) + tuple(rfree))]
+    return [out.reshape(shape)]
 
 
 register_op(OpDef(
