@@ -556,17 +556,12 @@ def _reads(stmts: list[Stmt], out: set[str], dead: frozenset[int] = frozenset())
             _reads(b, out, dead)
 
 
-def loaded_buffers(node: object, out: set[str] | None = None) -> set[str]:
-    """Names of the buffers some Load in `node` reads."""
-    out = set() if out is None else out
-    if isinstance(node, Load):
-        out.add(node.buffer)
-    if isinstance(node, (list, tuple)):
-        for item in node:
-            loaded_buffers(item, out)
-    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
-        for f in dataclasses.fields(node):
-            loaded_buffers(getattr(node, f.name), out)
+def loaded_buffers(body: list[Stmt]) -> set[str]:
+    """Names of the buffers some Load in `body` reads."""
+    out: set[str] = set()
+    for st in walk_stmts(body):
+        for e in stmt_exprs(st):
+            out.update(x.buffer for x in walk_expr(e) if isinstance(x, Load))
     return out
 
 
