@@ -171,6 +171,7 @@ FAULT_AREAS = {
     "wgmma_wrong_swizzle": "lowering/matmul_wgmma", "missing_wgmma_wait":
     "lowering/matmul_wgmma", "wrong_mbarrier_tx_count": "lowering/matmul_wgmma",
     "tma_box_off_by_one": "lowering/matmul_wgmma",
+    "wgmma_missing_full_wait": "lowering/matmul_wgmma",
     "wgmma_prologue_unswizzled": "lowering/matmul_wgmma_prologue",
     "wgmma_prologue_no_proxy_fence": "lowering/matmul_wgmma_prologue",
     "wgmma_prologue_no_warpgroup_barrier": "lowering/matmul_wgmma_prologue",
@@ -191,7 +192,7 @@ SAME_CODE: dict[str, Callable[[Any], bool]] = {
     # sm_90a: the matmuls TMA cannot feed keep the mma.sync kernel)
     **{f: (lambda spec: not _hopper(spec)) for f in (
         "wgmma_wrong_swizzle", "missing_wgmma_wait", "wrong_mbarrier_tx_count",
-        "tma_box_off_by_one", "wgmma_prologue_unswizzled", "wgmma_prologue_no_proxy_fence",
+        "tma_box_off_by_one", "wgmma_missing_full_wait", "wgmma_prologue_unswizzled", "wgmma_prologue_no_proxy_fence",
         "wgmma_prologue_no_warpgroup_barrier", "attention_wgmma_p_fragment_swapped",
         "cluster_local_release", "cluster_multicast_mask")},
 }

@@ -128,6 +128,7 @@ def test_dual_gemm_swiglu_on_the_hopper_path():
     ("wrong_mbarrier_tx_count", "bad_mbarrier", ("full_bar", "expect_tx")),
     ("wgmma_wrong_swizzle", None, ()),
     ("tma_box_off_by_one", None, ("outside the bound",)),
+    ("wgmma_missing_full_wait", "race", ("before mbarrier phase", "TMA copy", "stage")),
 ])
 def test_planted_hopper_faults_are_caught(fault, check, words):
     assert execute(get_case(CASE), "cpu_sim", "h100-sxm", 0)["verdict"] == "pass"

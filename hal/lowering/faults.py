@@ -49,6 +49,9 @@ register_fault("missing_wgmma_wait",
 register_fault("wrong_mbarrier_tx_count",
                "the full barrier's expect_tx counts the A box only, not the B boxes")
 register_fault("tma_box_off_by_one", "the A tensor map's box is one row short of the tile")
+register_fault("wgmma_missing_full_wait",
+               "the Hopper GEMM's consumers read a stage without waiting on its full "
+               "mbarrier (its TMA boxes may not have landed)")
 register_fault("wgmma_prologue_no_proxy_fence",
                "the Hopper GEMM's A prologue leaves out fence.proxy.async between its "
                "generic shared writes and the wgmma that reads them")
