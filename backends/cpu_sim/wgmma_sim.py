@@ -322,14 +322,19 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
     TMA phase of every word read (None: no TMA wrote the buffer)."""
     if j not in st.mark:
         return None, None
-    slot, ph = unpack_marks(st.mark[j].take(flat))
+    marks = st.mark[j].take(flat)
+    one = marks.max(axis=1)
+    # a warpgroup's tile filled by one TMA (the usual case) has one mark: checked once per
+    # row, with the result of checking every word (a row fails at its first word)
+    uniform = np.array_equal(one, marks.min(axis=1))
+    slot, ph = unpack_marks(one[:, None] if uniform else marks)
     marked = slot >= 0
     sb = W.sh_buf[j]
     stage_size = max(1, sb.size // sb.stages)
     first = flat[0, 0] % sb.size
     info = (int(first // stage_size), int(ph[0, 0]) if marked[0, 0] else -1)
     if not W.check:
-        return info, ph
+        return info, np.broadcast_to(ph, flat.shape)
     gids = np.flatnonzero(gl)
     ok = ~marked | (_seen_at(st, gids, slot) > ph)
     if not ok.all():
@@ -341,7 +346,7 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
                 f"phase {int(ph[gi, wi])} of its TMA copy completed for it", buffer=sb.name,
                 index=word, hint="mbarrier.try_wait on the stage's full barrier with the "
                                  "phase parity before the wgmma reads it")
-    return info, ph
+    return info, np.broadcast_to(ph, flat.shape)
 
 
 def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a_desc: Any,
