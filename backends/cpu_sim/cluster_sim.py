@@ -74,12 +74,9 @@ class ClusterState:
         self.rem_arr = np.zeros((B, nslots), np.int64)
         self.rem_from = np.zeros((B, nslots), np.int64)
         self.rem_kind: dict[tuple[int, int], str] = {}
-        # per shared buffer, per word (wave-global) read by a wgmma: bit r set while the read
-        # is not yet released to the CTA of rank r and observed by it (one array for every
-        # rank: a wgmma's read marks one scatter, a TMA's check one gather)
-        self.unreleased: dict[int, np.ndarray] = {}
-        self.bits_dtype = np.min_scalar_type((1 << self.size) - 1)
-        self.all_ranks = self.bits_dtype.type((1 << self.size) - 1)
+        # per issuer rank: shared words (wave-global, per buffer) read by a wgmma and not yet
+        # released to that rank and observed by it
+        self.unreleased: list[dict[int, np.ndarray]] = [{} for _ in range(self.size)]
         self.read_since: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
         self.releases: dict[tuple[int, int], list[tuple[int, int, int, np.ndarray]]] = {}
         self.read_phase: dict[int, np.ndarray] = {}   # shared j -> phase of the read fill
@@ -164,7 +161,6 @@ def observe(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
         return
     b = W.blk[act]
     s = hs.bar_slot[jb] + _lanes(W, index)[act]
-    released: dict[tuple[int, int], list[np.ndarray]] = {}   # (rank, buffer) -> words
     for bb, ss in set(zip(b.tolist(), s.tolist(), strict=True)):
         ph = int(hs.phase[bb, ss])
         if 0 <= cs.rem_phase[bb, ss] < ph:
@@ -175,16 +171,12 @@ def observe(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
             r = int(cs.rank[bb])
             for p, j, _reader, words in rel:
                 if p < ph:
-                    released.setdefault((r, j), []).append(words)
+                    arr = cs.unreleased[r].get(j)
+                    if arr is not None:
+                        arr[words] = False
                 else:
                     keep.append((p, j, _reader, words))
             cs.releases[(bb, ss)] = keep
-    # every released word of a rank cleared at once (hundreds of small rows a wait)
-    for (r, j), rows in released.items():
-        bits = cs.unreleased.get(j)
-        if bits is not None:
-            words = np.concatenate(rows)
-            bits[words] = bits[words] & ~cs.bits_dtype.type(1 << r)
 
 
 # --------------------------------------------------------------------------- releases
@@ -196,14 +188,15 @@ def note_reads(W: Wave, gids: np.ndarray, j: int, flat: np.ndarray, phase: np.nd
         return
     n = W.sh[j].size
     words = flat.ravel()
-    bits = cs.unreleased.get(j)
-    if bits is None:
-        bits = cs.unreleased[j] = np.zeros(n, cs.bits_dtype)
-    bits[words] = cs.all_ranks
+    for r in range(cs.size):
+        arr = cs.unreleased[r].get(j)
+        if arr is None:
+            arr = cs.unreleased[r][j] = np.zeros(n, bool)
+        arr[words] = True
     rp = cs.read_phase.get(j)
     if rp is None:
         rp = cs.read_phase[j] = np.full(n, -1, np.int64)
-    rp[words] = np.broadcast_to(phase, flat.shape).ravel()
+    rp[flat] = np.broadcast_to(phase, flat.shape)   # (no raveled copy of the phases)
     for g, row in zip(gids.tolist(), flat, strict=True):
         for r in range(cs.size):
             cs.read_since.setdefault((g, r), []).append((j, row))
@@ -271,29 +264,32 @@ def before_write(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray
     completes on their barrier `slots`."""
     _check_init(W, hs, cs, src, dst, slots, "a TMA multicast", site, lanes)
     _note_remote(W, hs, cs, src, dst, slots, "TMA multicast", lanes)
-    bits = cs.unreleased.get(jd)
-    if bits is None:
-        return
     if W.check:
-        issuer = cs.rank[src]
-        hit = (bits[words] >> issuer.astype(cs.bits_dtype)[:, None]) & 1 != 0
-        if hit.any():
-            r = int(issuer[hit.any(axis=1)].min())   # the lowest issuing rank with a hit
-            i, w = (int(x[0]) for x in np.nonzero(hit & (issuer == r)[:, None]))
-            sb = W.sh_buf[jd]
-            word = int(words[i, w]) % sb.size
-            stage = word // max(1, sb.size // sb.stages)
-            phase = int(cs.read_phase[jd][words[i, w]])
-            W._fail("race", site, int(lanes[i]), f"{_cta(W, cs, int(src[i]))}: TMA "
-                    f"{'multicast ' if src[i] != dst[i] else ''}lands in shared "
-                    f"{sb.name}[{word}] (pipeline stage {stage}) of "
-                    f"{_cta(W, cs, int(dst[i]))}, whose wgmma read it (filled at mbarrier "
-                    f"phase {phase}) and whose release of the stage CTA rank {r} has not "
-                    f"observed", buffer=sb.name, index=word,
-                    hint="every consumer whose stage a multicast writes must arrive on "
-                         "the issuing CTA's empty barrier (mapa + remote arrive), and "
-                         "the issuer must wait on it")
-    bits[words] = 0
+        for r in range(cs.size):
+            arr = cs.unreleased[r].get(jd)
+            if arr is None:
+                continue
+            issuer = cs.rank[src] == r
+            hit = arr[words] & issuer[:, None]
+            if hit.any():
+                i, w = (int(x[0]) for x in np.nonzero(hit))
+                sb = W.sh_buf[jd]
+                word = int(words[i, w]) % sb.size
+                stage = word // max(1, sb.size // sb.stages)
+                phase = int(cs.read_phase[jd][words[i, w]])
+                W._fail("race", site, int(lanes[i]), f"{_cta(W, cs, int(src[i]))}: TMA "
+                        f"{'multicast ' if src[i] != dst[i] else ''}lands in shared "
+                        f"{sb.name}[{word}] (pipeline stage {stage}) of "
+                        f"{_cta(W, cs, int(dst[i]))}, whose wgmma read it (filled at mbarrier "
+                        f"phase {phase}) and whose release of the stage CTA rank {r} has not "
+                        f"observed", buffer=sb.name, index=word,
+                        hint="every consumer whose stage a multicast writes must arrive on "
+                             "the issuing CTA's empty barrier (mapa + remote arrive), and "
+                             "the issuer must wait on it")
+    for r in range(cs.size):
+        arr = cs.unreleased[r].get(jd)
+        if arr is not None:
+            arr[words] = False
 
 
 # --------------------------------------------------------------------------- cluster barrier
