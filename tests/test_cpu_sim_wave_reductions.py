@@ -186,3 +186,19 @@ def test_marks_checked_per_row_equal_the_check_per_word(rows, observed) -> None:
         gi, wi = bad
         assert e.value.args[:3] == ("race", gi * WG, int(flat[gi, wi]) % 32)
         assert f"phase {int(ph[gi, wi])} of its TMA" in e.value.args[3]
+
+
+# ---------------------------------------------------------------- reader folds
+def test_folds_sharing_scratch_arrays_equal_folds_with_fresh_ones() -> None:
+    rng = np.random.default_rng(3)
+    scratch: dict = {}
+    for _ in range(200):   # one shape: every fold after the first reuses the kept pair
+        reader = rng.choice([-2, -1, -1, -1, 0, 1, 2], 9).astype(np.int32)
+        k = int(rng.integers(1, 12))
+        words, readers = rng.integers(0, 9, k), rng.choice([-2, 0, 1, 2], k).astype(np.int32)
+        want, got = reader.copy(), reader.copy()
+        lanes.fold_reader_words(want, words, readers)
+        lanes.fold_reader_words(got, words, readers, scratch)
+        assert got.tolist() == want.tolist()
+    lo, hi = scratch[(9,)]
+    assert (lo == np.iinfo(np.int32).max).all() and (hi == np.iinfo(np.int32).min).all()

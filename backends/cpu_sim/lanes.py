@@ -283,6 +283,7 @@ class Wave:
         self.sh_dirty = [False] * len(shared)   # some word written since the last barrier
         self.sh_read = [False] * len(shared)    # some word read since the last barrier
         self.sh_pending = [0] * len(shared)     # words in sh_reads (folded past a limit)
+        self._fold_scratch: dict = {}           # fold_reader_words' arrays, per shape
         self.epoch = 0                          # barriers executed by this wave
         self.loc_buf = locals_
         # one entry per element: a lane array or a scalar (registers; never mutated in place)
@@ -662,7 +663,7 @@ class Wave:
             return
         f, t = self._pending_reads(j)
         self.sh_reads[j].clear()
-        fold_reader_words(self.sh_reader[j], f, t)
+        fold_reader_words(self.sh_reader[j], f, t, self._fold_scratch)
 
     def _forget_reads_of(self, j: int, reached: np.ndarray) -> None:
         """Drop the recorded reads of the blocks that reached a barrier (their reader
@@ -819,19 +820,36 @@ class Wave:
                         self.sh_read[j] = bool(self.sh_reads[j]) or bool((rd[rest] != -1).any())
 
 
-def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray) -> None:
+_I32_LO, _I32_HI = np.iinfo(np.int32).max, np.iinfo(np.int32).min   # "no reader yet"
+
+
+def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray,
+                      scratch: dict | None = None) -> None:
     """reader[w] becomes the one thread that read word w (its old entry, -1 for none,
-    and every readers[k] with words[k] == w), or -2 where those are several."""
+    and every readers[k] with words[k] == w), or -2 where those are several. `scratch`
+    (a wave's): keeps the per-word min/max arrays between folds, put back to their
+    sentinels at the words hit (two buffer-sized fills per fold showed in profiles)."""
     if not words.size:
         return
-    lo = np.full(reader.shape, np.iinfo(np.int32).max, np.int32)
-    hi = np.full(reader.shape, np.iinfo(np.int32).min, np.int32)
+    lo, hi = _fold_arrays(reader.shape, scratch)
     np.minimum.at(lo, words, readers)
     np.maximum.at(hi, words, readers)
-    hit = np.flatnonzero(hi != np.iinfo(np.int32).min)
-    lo, hi, old = lo[hit], hi[hit], reader[hit]
-    one = (lo == hi) & ((old == -1) | (old == lo))
-    reader[hit] = np.where(one, lo, np.int32(-2))
+    hit = np.flatnonzero(hi != _I32_HI)
+    lo_hit, hi_hit, old = lo[hit], hi[hit], reader[hit]
+    if scratch is not None:
+        lo[hit], hi[hit] = _I32_LO, _I32_HI
+    one = (lo_hit == hi_hit) & ((old == -1) | (old == lo_hit))
+    reader[hit] = np.where(one, lo_hit, np.int32(-2))
+
+
+def _fold_arrays(shape: tuple, scratch: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) int32 arrays of `shape` holding the sentinels: new, or a wave's kept pair."""
+    got = None if scratch is None else scratch.get(shape)
+    if got is None:
+        got = (np.full(shape, _I32_LO, np.int32), np.full(shape, _I32_HI, np.int32))
+        if scratch is not None:
+            scratch[shape] = got
+    return got
 
 
 def div_by_const(a: Any, c: int) -> Any:
