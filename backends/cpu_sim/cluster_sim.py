@@ -187,15 +187,16 @@ def note_reads(W: Wave, gids: np.ndarray, j: int, flat: np.ndarray, phase: np.nd
     if cs is None or not W.check:
         return
     n = W.sh[j].size
+    words = flat.ravel()
     for r in range(cs.size):
         arr = cs.unreleased[r].get(j)
         if arr is None:
             arr = cs.unreleased[r][j] = np.zeros(n, bool)
-        arr[flat.ravel()] = True
+        arr[words] = True
     rp = cs.read_phase.get(j)
     if rp is None:
         rp = cs.read_phase[j] = np.full(n, -1, np.int64)
-    rp[flat.ravel()] = np.broadcast_to(phase, flat.shape).ravel()
+    rp[flat] = np.broadcast_to(phase, flat.shape)   # (no raveled copy of the phases)
     for g, row in zip(gids.tolist(), flat, strict=True):
         for r in range(cs.size):
             cs.read_since.setdefault((g, r), []).append((j, row))
@@ -216,8 +217,8 @@ def note_release(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any,
         key = (ln // WG, int(cs.rank[d]))
         got = cs.read_since.pop(key, None)
         if got:
-            rel = cs.releases.setdefault((d, sl), [])
-            rel += [(int(hs.phase[d, sl]), j, int(W.blk[ln]), w) for j, w in got]
+            ph, reader = int(hs.phase[d, sl]), int(W.blk[ln])
+            cs.releases.setdefault((d, sl), []).extend((ph, j, reader, w) for j, w in got)
 
 
 def arrive(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any, m: Any,

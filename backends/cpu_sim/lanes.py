@@ -23,6 +23,7 @@ and writes nothing.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -43,13 +44,34 @@ def _ndim(x: Any) -> int:
     return x.ndim if isinstance(x, np.ndarray) else 0
 
 
+# The checks below find an extreme or a first True with argmax/argmin: one C call with no
+# ufunc machinery, where max()/min()/any() pay a reduction's setup (~2 us, more than the
+# pass itself over a small wave's lanes, and the simulator makes millions of them).
+def first_true(b: np.ndarray) -> int:
+    """Flat index of the first True of a bool array, -1 if there is none."""
+    if not b.size:
+        return -1
+    k = int(b.argmax())    # the first maximum: the first True, else 0
+    return k if b.item(k) else -1
+
+
+def int_max(a: np.ndarray) -> Any:
+    """The largest element of a non-empty array (a Python scalar)."""
+    return a.item(a.argmax())
+
+
+def int_min(a: np.ndarray) -> Any:
+    """The smallest element of a non-empty array (a Python scalar)."""
+    return a.item(a.argmin())
+
+
 def all_in_range(idx: np.ndarray, size: int) -> bool:
     """Every index of the array in [0, size): for int64 one pass over the indices seen as
     uint64 (a negative index becomes one >= 2**63, so past any size)."""
     if idx.size == 0:
         return True
     if idx.dtype == np.int64:
-        return int(idx.view(np.uint64).max()) < size
+        return int_max(idx.view(np.uint64)) < size
     return bool(idx.min() >= 0 and idx.max() < size)
 
 
@@ -60,7 +82,7 @@ def _lane_indices_in_range(idx: Any, size: int) -> bool:
     """idx is a non-empty int64 lane array (not a subclass) with every index in [0, size):
     the accesses' common case, checked inline as _bounds' first branch checks it."""
     return type(idx) is np.ndarray and idx.dtype is _I64 and idx.ndim != 0 and \
-        idx.size != 0 and int(idx.view(np.uint64).max()) < size
+        idx.size != 0 and int_max(idx.view(np.uint64)) < size
 
 
 def rep_dtype(dt: DType) -> np.dtype:
@@ -171,6 +193,40 @@ def shared_offsets(block: int, nblocks: int, size: int) -> np.ndarray:
                             lambda: lane_geometry(block, nblocks)[1] * size)
 
 
+def _block_coordinates(grid: tuple[int, int, int], block: int,
+                       lin: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # per block, then spread to the block's lanes (the divisions on every lane showed in
+    # the per-wave cost)
+    lin = np.asarray(lin, np.int64)
+    return (np.repeat(lin % grid[0], block), np.repeat((lin // grid[0]) % grid[1], block),
+            np.repeat(lin // (grid[0] * grid[1]), block))
+
+
+BLOCK_COORDINATES_KEPT = 256
+_coordinates: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
+
+
+def block_coordinates(grid: tuple[int, int, int], block: int, block0: int,
+                      nblocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(blockIdx.x, .y, .z) of each lane of a wave of blocks block0 .. block0 + nblocks - 1,
+    read-only; the latest few small waves' are kept (a suite's launches repeat shapes:
+    a case runs fused and unfused, and cases share sizes)."""
+    if block * nblocks > SHARED_GEOMETRY_LANES:
+        return _block_coordinates(grid, block, np.arange(block0, block0 + nblocks))
+    key = (tuple(grid), block, block0, nblocks)
+    got = _coordinates.get(key)
+    if got is None:
+        got = _block_coordinates(grid, block, np.arange(block0, block0 + nblocks))
+        for a in got:
+            a.flags.writeable = False
+        _coordinates[key] = got
+        if len(_coordinates) > BLOCK_COORDINATES_KEPT:
+            _coordinates.popitem(last=False)
+    else:
+        _coordinates.move_to_end(key)
+    return got
+
+
 class Wave:
     """State of one wave: lanes, memories, counters; methods called by generated code."""
 
@@ -204,15 +260,10 @@ class Wave:
             self.B = Tally(np.bincount(of_block, minlength=self.nparts))
             self.L = Tally(self.B.parts * block)
         # block_ids: the linear ids of a sampled wave's blocks (sampled.py); else contiguous
-        lin = np.arange(block0, block0 + nblocks, dtype=np.int64) if block_ids is None \
-            else np.asarray(block_ids, np.int64)
+        self.bx, self.by, self.bz = block_coordinates(grid, block, block0, nblocks) \
+            if block_ids is None else _block_coordinates(grid, block, block_ids)
         # written: per global buffer, a list that collects the indices stores hit (sampled.py)
         self.written = written
-        # block coordinates per block, then spread to the block's lanes (the divisions on
-        # every lane showed in the per-wave cost)
-        self.bx = np.repeat(lin % grid[0], block)
-        self.by = np.repeat((lin // grid[0]) % grid[1], block)
-        self.bz = np.repeat(lin // (grid[0] * grid[1]), block)
         self.g = [a for _, a in globals_]
         self.g_param = [p for p, _ in globals_]
         self.g_n = [p.numel for p, _ in globals_]
@@ -232,6 +283,7 @@ class Wave:
         self.sh_dirty = [False] * len(shared)   # some word written since the last barrier
         self.sh_read = [False] * len(shared)    # some word read since the last barrier
         self.sh_pending = [0] * len(shared)     # words in sh_reads (folded past a limit)
+        self._fold_scratch: dict = {}           # fold_reader_words' arrays, per shape
         self.epoch = 0                          # barriers executed by this wave
         self.loc_buf = locals_
         # one entry per element: a lane array or a scalar (registers; never mutated in place)
@@ -299,7 +351,7 @@ class Wave:
                 lane = 0 if m is None else int(np.flatnonzero(m)[0])
                 self._overflow(site, lane, v)
             return (v - I32_MIN) % 2**32 + I32_MIN
-        if x.size == 0 or (x.min() >= I32_MIN and x.max() <= I32_MAX):
+        if x.size == 0 or (int_min(x) >= I32_MIN and int_max(x) <= I32_MAX):
             return x
         if self.check:
             lane = self._first((x < I32_MIN) | (x > I32_MAX), m)
@@ -567,10 +619,9 @@ class Wave:
         t = self.tid if act is None else self.tid[act]
         if per_lane > 1:
             f, t = f.reshape(-1), np.repeat(t, per_lane)
-        w = self.sh_writer[j][f]
-        bad = (w >= 0) & (w != t)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
+        w = self.sh_writer[j].take(f)
+        k = first_true((w >= 0) & (w != t))
+        if k >= 0:
             li = k // per_lane
             lane = li if act is None else int(np.flatnonzero(act)[li])
             self._race(j, site, lane, int(f[k]),
@@ -612,7 +663,7 @@ class Wave:
             return
         f, t = self._pending_reads(j)
         self.sh_reads[j].clear()
-        fold_reader_words(self.sh_reader[j], f, t)
+        fold_reader_words(self.sh_reader[j], f, t, self._fold_scratch)
 
     def _forget_reads_of(self, j: int, reached: np.ndarray) -> None:
         """Drop the recorded reads of the blocks that reached a barrier (their reader
@@ -631,34 +682,30 @@ class Wave:
         t = self.tid if act is None else self.tid[act]
         if per_lane > 1:
             f, t = f.reshape(-1), np.repeat(t, per_lane)
-        lanes = None if act is None else np.flatnonzero(act)
 
-        def lane_of(k: int) -> int:
+        def lane_of(k: int) -> int:   # (only for a report: flatnonzero is not free)
             k //= per_lane
-            return k if lanes is None else int(lanes[k])
+            return k if act is None else int(np.flatnonzero(act)[k])
 
         if self.sh_read[j]:   # otherwise every reader entry is -1
             self._fold_reads(j)
-            rd = self.sh_reader[j][f]
-            bad = (rd == -2) | ((rd >= 0) & (rd != t))
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
+            rd = self.sh_reader[j].take(f)
+            k = first_true((rd == -2) | ((rd >= 0) & (rd != t)))
+            if k >= 0:
                 who = "other threads" if rd[k] == -2 else f"thread {int(rd[k])}"
                 self._race(j, site, lane_of(k), int(f[k]),
                            f"overwrites a word that {who} read since the last barrier")
         writer = self.sh_writer[j]
         if self.sh_dirty[j]:  # otherwise every writer entry is -1
-            w = writer[f]
-            bad = (w >= 0) & (w != t)
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
+            w = writer.take(f)
+            k = first_true((w >= 0) & (w != t))
+            if k >= 0:
                 self._race(j, site, lane_of(k), int(f[k]),
                            f"writes a word that thread {int(w[k])} wrote since the last barrier")
         writer[f] = t
-        again = writer[f]
-        bad = again != t
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
+        again = writer.take(f)
+        k = first_true(again != t)
+        if k >= 0:
             self._race(j, site, lane_of(k), int(f[k]),
                        f"writes the same word as thread {int(again[k])} in one statement")
         self.sh_dirty[j] = True
@@ -773,19 +820,36 @@ class Wave:
                         self.sh_read[j] = bool(self.sh_reads[j]) or bool((rd[rest] != -1).any())
 
 
-def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray) -> None:
+_I32_LO, _I32_HI = np.iinfo(np.int32).max, np.iinfo(np.int32).min   # "no reader yet"
+
+
+def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray,
+                      scratch: dict | None = None) -> None:
     """reader[w] becomes the one thread that read word w (its old entry, -1 for none,
-    and every readers[k] with words[k] == w), or -2 where those are several."""
+    and every readers[k] with words[k] == w), or -2 where those are several. `scratch`
+    (a wave's): keeps the per-word min/max arrays between folds, put back to their
+    sentinels at the words hit (two buffer-sized fills per fold showed in profiles)."""
     if not words.size:
         return
-    lo = np.full(reader.shape, np.iinfo(np.int32).max, np.int32)
-    hi = np.full(reader.shape, np.iinfo(np.int32).min, np.int32)
+    lo, hi = _fold_arrays(reader.shape, scratch)
     np.minimum.at(lo, words, readers)
     np.maximum.at(hi, words, readers)
-    hit = np.flatnonzero(hi != np.iinfo(np.int32).min)
-    lo, hi, old = lo[hit], hi[hit], reader[hit]
-    one = (lo == hi) & ((old == -1) | (old == lo))
-    reader[hit] = np.where(one, lo, np.int32(-2))
+    hit = np.flatnonzero(hi != _I32_HI)
+    lo_hit, hi_hit, old = lo[hit], hi[hit], reader[hit]
+    if scratch is not None:
+        lo[hit], hi[hit] = _I32_LO, _I32_HI
+    one = (lo_hit == hi_hit) & ((old == -1) | (old == lo_hit))
+    reader[hit] = np.where(one, lo_hit, np.int32(-2))
+
+
+def _fold_arrays(shape: tuple, scratch: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) int32 arrays of `shape` holding the sentinels: new, or a wave's kept pair."""
+    got = None if scratch is None else scratch.get(shape)
+    if got is None:
+        got = (np.full(shape, _I32_LO, np.int32), np.full(shape, _I32_HI, np.int32))
+        if scratch is not None:
+            scratch[shape] = got
+    return got
 
 
 def div_by_const(a: Any, c: int) -> Any:
@@ -793,7 +857,7 @@ def div_by_const(a: Any, c: int) -> Any:
     if _ndim(a) == 0:
         a = int(a)
         return a // c if a >= 0 else -((-a) // c)
-    if a.size and a.min() < 0:
+    if a.size and int_min(a) < 0:
         return np.where(a < 0, -((-a) // c), a // c)
     return a >> (c.bit_length() - 1) if c & (c - 1) == 0 else a // c
 
@@ -803,7 +867,7 @@ def rem_by_const(a: Any, c: int) -> Any:
     if _ndim(a) == 0:
         a = int(a)
         return a % c if a >= 0 else -((-a) % c)
-    if a.size and a.min() < 0:
+    if a.size and int_min(a) < 0:
         return np.where(a < 0, -((-a) % c), a % c)
     if c & (c - 1) == 0:
         return a & (c - 1)

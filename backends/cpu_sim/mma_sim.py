@@ -336,17 +336,18 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                 W._fail("out_of_bounds", site, lane, f"vector store {sb.name}[{int(di[lane])}]"
                         f" of {width} is outside the buffer or not aligned (size {sb.size})",
                         buffer=sb.name, index=int(di[lane]))
+        words = flat[sel]    # the active lanes' words, selected once (a copy per use)
         if W.check:
-            W._race_write(j, flat[sel], act, site, per_lane=width)
+            W._race_write(j, words, act, site, per_lane=width)
             if getattr(W, "hopper", None) is not None:   # generic-proxy write (wgmma_sim)
                 from .wgmma_sim import note_generic_write
-                note_generic_write(W, j, flat[sel], (W.lane if act is None else W.lane[act])
+                note_generic_write(W, j, words, (W.lane if act is None else W.lane[act])
                                    [:, None])
-        W.sh[j][flat[sel]] = vals[sel]
+        W.sh[j][words] = vals[sel]
         W.sh_version[j] += 1   # contract.Reduction's panels are stale now
         if asynchronous:
             lanes = W.lane if act is None else W.lane[act]
-            _pipe(W).mark(j, flat[sel], lanes[:, None])
+            _pipe(W).mark(j, words, lanes[:, None])
         W.sw += n_act * width * dt.itemsize
         per_phase = (di * dt.itemsize).reshape(-1, 8) if width * dt.itemsize == 16 and \
             W.L % 8 == 0 else None

@@ -78,6 +78,8 @@ class HopperState:
         # (local j, first element, n) -> the last wgmma's registers, warpgroups, rows and
         # matrix-form result (_accumulate)
         self.acc_last: dict[tuple, tuple] = {}
+        # (start addresses, operand layout) -> (buffer, element offsets): _operand_elements
+        self.operands: dict[tuple, tuple[int, np.ndarray]] = {}
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
         # shared j -> per word, the TMA that wrote it: its mbarrier phase << MARK_SHIFT |
         # (1 + its mbarrier slot), 0 for none (one array: one gather per wgmma operand;
@@ -266,17 +268,41 @@ def _operand(W: Wave, st: HopperState, v: Any, rows: int, k: int, itemsize: int,
         W._fail("bad_mma", site, g * WG, f"wgmma {what} descriptor differs between the "
                 "threads of a warpgroup", hint="build descriptors from warpgroup-uniform values")
     start, lbo, sbo, sw = _decode(v[gl, 0])
-    r = np.arange(rows, dtype=np.int64)[:, None]
-    c = np.arange(k, dtype=np.int64)[None, :]
-    off = canonical_offset(r, c, itemsize, k_major, sw, lbo, sbo)
-    addr = swizzle(start[:, None, None] + off[None], sw)
-    lane0 = int(np.flatnonzero(gl)[0]) * WG
-    j = _buffer_at(W, st, addr, site, lane0)
-    elem = (addr - st.base[j]) // itemsize
-    blk = (np.flatnonzero(gl) * WG) // W.T
-    flat = (blk[:, None, None] * W.sh_buf[j].size + elem).reshape(len(blk), -1)
+    gids = np.flatnonzero(gl)
+    j, elem, which = _operand_elements(W, st, start, (rows, k, itemsize, k_major, sw, lbo, sbo),
+                                       site, int(gids[0]) * WG)
+    blk = (gids * WG) // W.T
+    base = blk * W.sh_buf[j].size
+    flat = base[:, None] + (elem if which is None else elem[which])
     vals = W.sh[j].take(flat).astype(np.float64).reshape(len(blk), rows, k)
     return vals, j, flat
+
+
+def _operand_elements(W: Wave, st: HopperState, start: np.ndarray, layout: tuple, site: int,
+                      lane0: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """(buffer j, [U, rows * k] element offsets in a block's part of buffer j of each
+    distinct start address, the index into them of each warpgroup's start (None: one
+    start)). The warpgroups of a wave read their tiles at a few start addresses (their
+    blocks' shared layouts are alike), and a K loop revisits the same ones: the swizzled
+    addresses of each set of starts are computed once per wave (kept in st.operands)."""
+    if start.size > 1 and (start != start[0]).any():
+        starts, which = np.unique(start, return_inverse=True)
+    else:
+        starts, which = start[:1], None
+    key = (starts.tobytes(), layout)
+    got = st.operands.get(key)
+    if got is None:
+        rows, k, itemsize, k_major, sw, lbo, sbo = layout
+        r = np.arange(rows, dtype=np.int64)[:, None]
+        c = np.arange(k, dtype=np.int64)[None, :]
+        off = canonical_offset(r, c, itemsize, k_major, sw, lbo, sbo)
+        addr = swizzle(starts[:, None, None] + off[None], sw)
+        j = _buffer_at(W, st, addr, site, lane0)
+        elem = ((addr - st.base[j]) // itemsize).reshape(len(starts), -1)
+        elem.flags.writeable = False
+        got = st.operands[key] = (j, elem)
+    j, elem = got
+    return j, (elem[0] if which is None else elem), which
 
 
 def pack_marks(slot: np.ndarray, phase: np.ndarray) -> np.ndarray:
@@ -296,14 +322,19 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
     TMA phase of every word read (None: no TMA wrote the buffer)."""
     if j not in st.mark:
         return None, None
-    slot, ph = unpack_marks(st.mark[j].take(flat))
+    marks = st.mark[j].take(flat)
+    one = marks.max(axis=1)
+    # a warpgroup's tile filled by one TMA (the usual case) has one mark: checked once per
+    # row, with the result of checking every word (a row fails at its first word)
+    uniform = np.array_equal(one, marks.min(axis=1))
+    slot, ph = unpack_marks(one[:, None] if uniform else marks)
     marked = slot >= 0
     sb = W.sh_buf[j]
     stage_size = max(1, sb.size // sb.stages)
     first = flat[0, 0] % sb.size
     info = (int(first // stage_size), int(ph[0, 0]) if marked[0, 0] else -1)
     if not W.check:
-        return info, ph
+        return info, np.broadcast_to(ph, flat.shape)
     gids = np.flatnonzero(gl)
     ok = ~marked | (_seen_at(st, gids, slot) > ph)
     if not ok.all():
@@ -315,7 +346,7 @@ def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndar
                 f"phase {int(ph[gi, wi])} of its TMA copy completed for it", buffer=sb.name,
                 index=word, hint="mbarrier.try_wait on the stage's full barrier with the "
                                  "phase parity before the wgmma reads it")
-    return info, ph
+    return info, np.broadcast_to(ph, flat.shape)
 
 
 def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a_desc: Any,
@@ -397,7 +428,6 @@ def _accumulate(W: Wave, st: HopperState, ja: int, acc_off: int, n: int, gids: n
     form is used instead of gathering it again."""
     h, L, G = n // 2, int(W.L), len(gids)
     seg = W.loc[ja][acc_off:acc_off + h]
-    perm = _acc_perm(n)
     key = (ja, acc_off, n)
     last = st.acc_last.get(key)
     if last is not None and np.array_equal(last[1], gids) and \
@@ -406,9 +436,11 @@ def _accumulate(W: Wave, st: HopperState, ja: int, acc_off: int, n: int, gids: n
     else:
         full = _registers(seg, L)                    # [h, L] float32, a fresh array
         regs = full.reshape(h, L // WG, WG)[:, gids, :].transpose(1, 0, 2)
-        d = np.take(regs.reshape(G, h * WG), perm, axis=1)
-    d = d.reshape(G, 64, n).astype(np.float64) + np.matmul(a, np.swapaxes(b, 1, 2))
-    d = d.astype(np.float32).reshape(G, 64 * n)
+        d = np.take(regs.reshape(G, h * WG), _acc_perm(n), axis=1)
+    # exact products summed in float64, the accumulator added first (the operand order of
+    # D + A @ B: which NaN an add returns follows it), in place in the product's array
+    p = np.matmul(a, np.swapaxes(b, 1, 2))
+    d = np.add(d.reshape(G, 64, n), p, out=p).astype(np.float32).reshape(G, 64 * n)
     # back to the registers by a gather through the inverse permutation (a scatter
     # `regs[:, perm] = d` is about 10x slower in NumPy)
     regs = np.take(d, _acc_inv(n), axis=1)
