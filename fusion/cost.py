@@ -84,14 +84,12 @@ def price(plan: KernelPlan, spec: DeviceSpec) -> GroupCost:
                      list(plan.notes), plan.issued_bytes, plan)
 
 
-def group_cost(g: FusedGroup, spec: DeviceSpec, gkey: tuple | None = None) -> GroupCost:
-    """The modelled cost of `g` on `spec`. `gkey`: hal.lowering.memo.group_key(g), when the
-    caller has it (the fusion pass keeps its parts per node: cheaper than a fresh key)."""
+def group_cost(g: FusedGroup, spec: DeviceSpec) -> GroupCost:
     from .group import is_alias_group
 
     if is_alias_group(g):
         return GroupCost(0, 0, 0.0, 0.0, 0, 0, ["a view of its input: no kernel"], 0)
-    return price(plan_group(g, spec, gkey), spec)
+    return price(plan_group(g, spec), spec)
 
 
 def estimate_registers(g: FusedGroup, spec: DeviceSpec) -> int:

@@ -324,7 +324,6 @@ class _Planner:
         # that do not depend on the group: candidates share their nodes (the graph is fixed)
         self._sig_parts: dict[int, tuple] = {}
         self._key_parts: dict[int, tuple] = {}
-        self._last_gkey: tuple[FusedGroup, tuple] | None = None
         # group -> {neighbour group: bytes}, kept up to date by merge()
         self.succ: dict[int, dict[int, int]] = {}
         self.pred: dict[int, dict[int, int]] = {}
@@ -364,7 +363,7 @@ class _Planner:
             if sig is None:
                 sig = self.signature(g)  # the layers of a model repeat: price each once
             if sig not in self._sig_cost:
-                self._sig_cost[sig] = group_cost(g, self.spec, self.group_key(g))
+                self._sig_cost[sig] = group_cost(g, self.spec)
             self._cost_cache[k] = self._sig_cost[sig]
         return self._cost_cache[k]
 
@@ -372,14 +371,7 @@ class _Planner:
         return signature(g, self._sig_parts)
 
     def group_key(self, g: FusedGroup) -> tuple:
-        """group_key(g) from the per-node parts; the last group's key is kept, as its plan
-        lookup (cost) and its lowering veto ask for the key of the same candidate."""
-        last = self._last_gkey
-        if last is not None and last[0] is g:
-            return last[1]
-        k = group_key(g, self._key_parts)
-        self._last_gkey = (g, k)
-        return k
+        return group_key(g, self._key_parts)
 
     def label(self, gid: int) -> str:
         nodes = self.members[gid]
@@ -668,7 +660,7 @@ class _Planner:
         ordered = sorted(self.members.values(), key=lambda ns: self.order[id(ns[0])])
         for i, nodes in enumerate(ordered):
             g = self.make(nodes, name=f"k{i}_{g_kind_name(nodes)}")
-            costs[g.name] = cost = group_cost(g, self.spec, self.group_key(g))
+            costs[g.name] = cost = group_cost(g, self.spec)
             if cost.plan is not None:   # the plan's decisions, with their reasons
                 g.reasons.extend(cost.plan.reasons)
             g.reasons.extend(self.extra_reasons.get(self.key(nodes), []))
