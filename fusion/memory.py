@@ -159,6 +159,10 @@ def check_device_memory(graph: Graph, groups: Sequence[FusedGroup], spec: Device
         [(c.value, "constant") for c in graph.constants] + \
         [(v, "output" if v.name in graph_outs else "intermediate")
          for g in groups for v in g.outputs]
+    # every tensor the peak can count is listed here: when all of them fit at once (most
+    # plans), neither one tensor nor the peak exceeds the device
+    if sum(_nbytes(v) or 0 for v, _role in values) <= spec.dram_bytes:
+        return
     biggest = max(((v, role) for v, role in values if (_nbytes(v) or 0) > spec.dram_bytes),
                   key=lambda vr: _nbytes(vr[0]) or 0, default=None)
     if biggest is not None:

@@ -562,7 +562,7 @@ class _Planner:
             self.extra_reasons[self.key(nodes)] = [reason, *self.extra_reasons.get(self.key(nodes), [])]
             from hal.lowering import plan_group
 
-            kp = plan_group(cand, self.spec)   # the kernel's own plan (SIMT or matrix unit)
+            kp = plan_group(cand, self.spec, self.group_key(cand))   # the kernel's own plan
             ts = kp.tile_sizes
             on = f", {kp.math.name}" if kp.math.matrix else ""
             self.decisions.append(Decision(label, last, True,
