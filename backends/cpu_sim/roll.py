@@ -30,6 +30,7 @@ from hal.kernel.ir import Stmt
 
 MIN_REPS = 3          # fewer equal groups save too little text to pay for the table
 MAX_PERIOD = 12       # statements per group (a tile load's chunk is 8)
+MIN_CHARS = 1000      # a shorter body saves too little compile() time to pay for a look
 
 # Generated code read as words (maximal runs of [A-Za-z0-9_]: names and numbers); the
 # text between them is compared whole (a group's text with digits deleted, its shape).
@@ -84,7 +85,8 @@ class _Body:
 def roll_body(tr: Any, chunks: Sequence[Chunk], depth: int) -> None:
     """Rewrite `tr.lines` of one body in place: `chunks`, what each of its statements (or
     batched runs) emitted, in order, at `depth`."""
-    if len(chunks) < MIN_REPS:
+    if len(chunks) < MIN_REPS or sum(map(len, tr.lines[chunks[0].first:chunks[-1].end])) \
+            < MIN_CHARS:
         return
     body = _Body(tr, chunks)
     shapes, lines = body.shapes, tr.lines
