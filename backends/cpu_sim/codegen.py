@@ -328,9 +328,13 @@ def _visit_leaf(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool,
 
 
 def _visit_var(facts: _Facts, e: Var, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    facts.read.add(e.name)
-    facts._occurs(e.name)
-    r = facts.nodes[id(e)] = (e.name not in facts.varying, e.name in facts.data, e.dtype)
+    name = e.name
+    facts.read.add(name)
+    facts.uses[name] += 1   # (_Facts._occurs, inlined: this runs for every Var node)
+    if name not in facts.first:
+        facts.first[name] = facts.n_stmt
+    facts.last[name] = facts.n_stmt
+    r = facts.nodes[id(e)] = (name not in facts.varying, name in facts.data, e.dtype)
     return r
 
 
@@ -620,7 +624,7 @@ class _Translator:
 
     def body(self, stmts: list[Stmt], ctx: _Ctx, depth: int) -> None:
         start = len(self.lines)
-        chunks = []   # roll.Chunk of each statement or batched run
+        chunks = []   # roll.Chunk of each statement or batched run (plain tuples: cheap)
         i = 0
         while i < len(stmts):
             first, first_tmp = len(self.lines), self.n_tmp
@@ -630,8 +634,8 @@ class _Translator:
             else:
                 self.stmt(stmts[i], ctx, depth)
                 end = i + 1
-            chunks.append(roll.Chunk(stmts[i:end], first, len(self.lines), first_tmp,
-                                     self.n_tmp))
+            chunks.append((stmts[i], stmts[end - 1], first, len(self.lines), first_tmp,
+                           self.n_tmp))
             i = end
         if ROLL_RUNS and not self.widening:   # (a widened body: other facts, own names)
             roll.roll_body(self, chunks, depth)

@@ -49,9 +49,11 @@ _MISSING = object()
 
 
 class Chunk(NamedTuple):
-    """What one statement (or batched run) of a body emitted."""
+    """What one statement (or batched run) of a body emitted (codegen.body passes plain
+    tuples of these fields: a NamedTuple per statement costs)."""
 
-    stmts: Sequence[Stmt]
+    stmt: Stmt        # its first statement
+    last: Stmt        # and its last
     first: int        # its lines: tr.lines[first:end]
     end: int
     first_tmp: int    # the temporaries it made: n_tmp in (first_tmp, end_tmp]
@@ -62,9 +64,9 @@ class _Body:
     """One body's chunks, their texts and shapes, and their words (on first need, None
     for a chunk the words would misread)."""
 
-    def __init__(self, tr: Any, chunks: Sequence[Chunk]):
-        self.tr, self.chunks = tr, chunks
-        self.texts = ["\n".join(tr.lines[c.first:c.end]) for c in chunks]
+    def __init__(self, tr: Any, chunks: Sequence[tuple]):
+        self.tr, self.chunks = tr, [Chunk(*c) for c in chunks]
+        self.texts = ["\n".join(tr.lines[c.first:c.end]) for c in self.chunks]
         self.shapes = [t.encode().translate(None, b"0123456789") for t in self.texts]
         self._words: dict[int, list[str] | None] = {}
 
@@ -82,13 +84,14 @@ class _Body:
         return out
 
 
-def roll_body(tr: Any, chunks: Sequence[Chunk], depth: int) -> None:
+def roll_body(tr: Any, chunks: Sequence[tuple], depth: int) -> None:
     """Rewrite `tr.lines` of one body in place: `chunks`, what each of its statements (or
     batched runs) emitted, in order, at `depth`."""
-    if len(chunks) < MIN_REPS or sum(map(len, tr.lines[chunks[0].first:chunks[-1].end])) \
+    if len(chunks) < MIN_REPS or sum(map(len, tr.lines[chunks[0][2]:chunks[-1][3]])) \
             < MIN_CHARS:
         return
     body = _Body(tr, chunks)
+    chunks = body.chunks
     shapes, lines = body.shapes, tr.lines
     out: list[str] = []
     i, done = 0, chunks[0].first
@@ -164,8 +167,7 @@ class _Group:
             if made is not None:
                 hit = first.first_tmp < made <= last.end_tmp
             else:
-                hit = var is not None and tr.facts.only_within(var, first.stmts[0],
-                                                                 last.stmts[-1])
+                hit = var is not None and tr.facts.only_within(var, first.stmt, last.last)
             self._local[name] = hit
         return hit
 
