@@ -76,7 +76,7 @@ from hal.kernel.ir import (
 from hal.kernel.printer import format_expr, format_stmt
 from hal.ops import get_op
 
-from . import cluster_sim, faults, mma_batch, mma_sim, wgmma_sim, widen
+from . import cluster_sim, faults, mma_batch, mma_sim, roll, wgmma_sim, widen
 from .checks import SimulationError
 from .code_cache import compile_wave
 from .contract import Reduction
@@ -93,6 +93,9 @@ SPECIAL_LOCALS = {"thread_idx": "_tid", "block_idx_x": "_bx", "block_idx_y": "_b
 # straight-line runs of ldmatrix/mma statements run as one batched call (mma_batch.py);
 # False issues every statement on its own (the reference the tests compare against)
 BATCH_MMA_RUNS = True
+# runs of equal statement groups are emitted as one loop over a table (roll.py); False
+# emits every group (the reference the tests compare against)
+ROLL_RUNS = True
 
 
 @dataclass
@@ -197,12 +200,40 @@ class _Facts:
             self.read: set[str] = set()    # variables read so far in this pass
             self.stale = False             # one of them was added to varying or data since
             self.uses: Counter = Counter()
+            self._span_reset()
             self._walk(body, False)
             if not self.stale:
                 break
         # occurrences of every variable name in the body (widen.names, counted by the
         # final pass instead of another walk); later visits count apart
         self.var_uses, self.uses = self.uses, Counter()
+
+    # Where each variable name occurs, for roll.py: statements are numbered in program
+    # order (pre-order: a statement, then the bodies nested in it), `pos` of a statement
+    # and `end` of its last nested one; `first`/`last` of a name: the numbers of the
+    # statements it occurs in (read, declared, assigned, looped over) first and last. A
+    # run of sibling statements covers the numbers from its first's `pos` to its last's
+    # `end`, so a name occurs only in the run when its first..last lie in that range.
+    def _span_reset(self) -> None:
+        self.n_stmt = 0
+        self.stmt_pos: dict[int, int] = {}
+        self.stmt_end: dict[int, int] = {}
+        self.first: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+        self.shared_stmts = False   # a statement object placed twice: no spans to trust
+
+    def _occurs(self, name: str) -> None:
+        self.uses[name] += 1
+        if name not in self.first:
+            self.first[name] = self.n_stmt
+        self.last[name] = self.n_stmt
+
+    def only_within(self, name: str, first: Stmt, last: Stmt) -> bool:
+        """Whether every occurrence of variable `name` is in the statements from `first`
+        to `last` (siblings, in program order) or the bodies nested in them."""
+        lo, hi = self.stmt_pos.get(id(first)), self.stmt_end.get(id(last))
+        return (not self.shared_stmts and lo is not None and hi is not None
+                and name in self.first and lo <= self.first[name] and self.last[name] <= hi)
 
     def uniform(self, e: Expr) -> bool:
         return self._node(e)[0]
@@ -249,10 +280,14 @@ class _Facts:
     def _walk(self, body: list[Stmt], divergent: bool) -> None:
         nodes = self.nodes
         for s in body:
+            self.n_stmt += 1
+            if id(s) in self.stmt_pos:
+                self.shared_stmts = True
+            self.stmt_pos[id(s)] = self.n_stmt
             self.flops[id(s)] = self._visit_stmt(s)
             t = type(s)
             if t is Declare:
-                self.uses[s.var.name] += 1
+                self._occurs(s.var.name)
                 if s.init is not None:
                     uni, dat, _ = nodes[id(s.init)]
                     if not uni:
@@ -260,7 +295,7 @@ class _Facts:
                     if dat:
                         self._add(self.data, s.var.name)
             elif t is Assign:
-                self.uses[s.var.name] += 1
+                self._occurs(s.var.name)
                 uni, dat, _ = nodes[id(s.value)]
                 if divergent or not uni:
                     self._add(self.varying, s.var.name)
@@ -271,11 +306,12 @@ class _Facts:
                 for b in (s.then, s.orelse) if t is If else (s.first, s.second):
                     self._walk(b, d)
             elif t is For:
-                self.uses[s.var.name] += 1
+                self._occurs(s.var.name)
                 u = nodes[id(s.start)][0] and nodes[id(s.stop)][0] and nodes[id(s.step)][0]
                 if not u:
                     self._add(self.varying, s.var.name)
                 self._walk(s.body, divergent or not u)
+            self.stmt_end[id(s)] = self.n_stmt
 
 
 # ------------------------------------------------------------- the one expression walk
@@ -292,9 +328,13 @@ def _visit_leaf(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool,
 
 
 def _visit_var(facts: _Facts, e: Var, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    facts.read.add(e.name)
-    facts.uses[e.name] += 1
-    r = facts.nodes[id(e)] = (e.name not in facts.varying, e.name in facts.data, e.dtype)
+    name = e.name
+    facts.read.add(name)
+    facts.uses[name] += 1   # (_Facts._occurs, inlined: this runs for every Var node)
+    if name not in facts.first:
+        facts.first[name] = facts.n_stmt
+    facts.last[name] = facts.n_stmt
+    r = facts.nodes[id(e)] = (name not in facts.varying, name in facts.data, e.dtype)
     return r
 
 
@@ -407,8 +447,10 @@ class _Translator:
         self.sites: list[tuple[str, str | None, str]] = []
         self.flop_dtypes: list[str] = []
         self.var_names: dict[str, str] = {}
+        self._var_of: dict[str, str] = {}    # python name -> variable name (roll.py)
         self.consts: dict[tuple, str] = {}   # (dtype, type, repr) -> its literal or name
         self.n_tmp = 0
+        self.temps: dict[str, int] = {}    # the names tmp() gave -> their n_tmp
         stmts = list(walk_stmts(kernel.body))   # (one walk shared by the questions below)
         self.facts = _Facts(kernel.body)   # uniformity, dataflow, flops
         # i32 math that cannot overflow
@@ -434,12 +476,20 @@ class _Translator:
         self.wgmma_accs = {s.acc for s in stmts if isinstance(s, ira.Wgmma)}
 
     # ----------------------------------------------------------------- helpers
-    def tmp(self, prefix: str) -> str:
+    def fresh(self, prefix: str) -> str:
+        """A new name (of a value in the namespace, a function of the prelude, ...)."""
         self.n_tmp += 1
         return f"{prefix}{self.n_tmp}"
 
+    def tmp(self, prefix: str) -> str:
+        """A new temporary: assigned and read by the code of one statement only (roll.py
+        renames those of repeated statement groups)."""
+        name = self.fresh(prefix)
+        self.temps[name] = self.n_tmp
+        return name
+
     def bind(self, value: Any, prefix: str = "_k") -> str:
-        name = self.tmp(prefix)
+        name = self.fresh(prefix)
         self.ns[name] = value
         return name
 
@@ -449,6 +499,12 @@ class _Translator:
             clean = re.sub(r"\W", "_", v.name)
             name = self.var_names[v.name] = f"v_{clean}_{len(self.var_names)}"
         return name
+
+    def python_to_var(self) -> dict[str, str]:
+        """The variable name of each generated `v_...` name (`var`'s inverse)."""
+        if len(self._var_of) != len(self.var_names):
+            self._var_of = {py: name for name, py in self.var_names.items()}
+        return self._var_of
 
     def site(self, ctx: _Ctx, buffer: str | None, expr: str = "") -> int:
         self.sites.append((ctx.stmt, buffer, expr))
@@ -568,15 +624,21 @@ class _Translator:
 
     def body(self, stmts: list[Stmt], ctx: _Ctx, depth: int) -> None:
         start = len(self.lines)
+        chunks = []   # roll.Chunk of each statement or batched run (plain tuples: cheap)
         i = 0
         while i < len(stmts):
+            first, first_tmp = len(self.lines), self.n_tmp
             end = mma_batch.run_end(stmts, i) if BATCH_MMA_RUNS else i
             if end > i:
                 mma_batch.emit_run(self, stmts[i:end], ctx, depth)
-                i = end
-                continue
-            self.stmt(stmts[i], ctx, depth)
-            i += 1
+            else:
+                self.stmt(stmts[i], ctx, depth)
+                end = i + 1
+            chunks.append((stmts[i], stmts[end - 1], first, len(self.lines), first_tmp,
+                           self.n_tmp))
+            i = end
+        if ROLL_RUNS and not self.widening:   # (a widened body: other facts, own names)
+            roll.roll_body(self, chunks, depth)
         if len(self.lines) == start:
             self.emit("pass", depth)
 

@@ -181,7 +181,7 @@ def emit_widened_loop(tr: _Translator, s: For, stores: tuple[str, ...], ctx: _Ct
     with the plain loop as its fallback."""
     from .codegen import _Ctx, _Facts
 
-    fn = tr.tmp("_wb")
+    fn = tr.fresh("_wb")   # (a function of the prelude, not a temporary)
     outer = _outer_inputs(tr, s)
     counts = [c for c in (ctx.count,) if c != "_L"]
     masks = [m for m in (ctx.mask,) if m != "None"]
