@@ -23,6 +23,9 @@ from hal.ir.graph import Graph, Value
 from hal.ir.types import TensorType
 from hal.reference_blocked import BLOCKED, dot_general_panels, panel_operand, use_blocked
 
+#: the dtypes `widen` gives: anything else is a value kept in its own (narrow) dtype
+_WIDE = (np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
+
 
 def widen(a: np.ndarray, dt: DType) -> np.ndarray:
     """The wide form the reference computes in: float64, int64 or bool."""
@@ -200,8 +203,7 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
                 args = [wide_arg(v.name, panels) for v in n.inputs]
                 if opdef.is_composite and n.op in BLOCKED:
                     results = BLOCKED[n.op](args, attrs, n, tile_elements)
-                elif panels and any(a.dtype != np.float64 for a in args
-                                    if a.dtype.kind not in "biu"):
+                elif panels and any(a.dtype not in _WIDE for a in args):   # one kept narrow
                     results = [dot_general_panels(args[0], args[1], attrs)]
                 else:
                     results = opdef.reference(args, attrs)

@@ -8,17 +8,15 @@ import re
 
 import numpy as np
 import pytest
+from sim_kernels import attention_graph, lowered_kernel
 
 import hal.backends.cpu_sim.codegen as codegen
 from hal.backends.cpu_sim import mma_batch, simulator
 from hal.backends.cpu_sim.checks import SimulationError
-from hal.devices.loader import load_spec
 from hal.dtypes import cast, dtype
-from hal.fusion.plan import plan
 from hal.ir import GraphBuilder
 from hal.kernel.ir import BufferParam
-from hal.lowering import lower_group
-from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.options import LoweringOptions
 
 
 @pytest.fixture(autouse=True)
@@ -42,21 +40,6 @@ def _two_matmuls(dt: str, m: int, k: int, n: int):
     b.output(b.op("matmul", x, b.input("b", d, (k, n))))
     b.output(b.op("matmul", x, b.input("w2", d, (k, n // 4))))
     return b.build(), "matmul"
-
-
-def _attention(dt: str, q, kv, causal: bool):
-    b = GraphBuilder("att")
-    d = dtype(dt)
-    b.output(b.op("scaled_dot_product_attention", b.input("q", d, q), b.input("k", d, kv),
-                  b.input("v", d, kv), causal=causal))
-    return b.build(), "attention"
-
-
-def _kernel(graph, kind: str, device: str, options: LoweringOptions = DEFAULT_OPTIONS):
-    spec = load_spec(device)
-    group = next(g for g in plan(graph, spec).groups if g.kind == kind)
-    (k,) = lower_group(group, spec, options)
-    return k, spec
 
 
 def _values(rng, n: int, wide: bool) -> np.ndarray:
@@ -97,22 +80,22 @@ CASES = [
     ("a100-sxm", _matmul, ("f16", 64, 256, 40)),
     ("a100-sxm", _matmul, ("bf16", 33, 257, 31)),
     ("a100-sxm", _two_matmuls, ("bf16", 64, 96, 256)),
-    ("h100-sxm", _attention, ("bf16", (1, 2, 40, 64), (1, 2, 72, 64), True)),
-    ("a100-sxm", _attention, ("f16", (2, 1, 16, 32), (2, 1, 48, 32), False)),
+    ("h100-sxm", attention_graph, ("bf16", (1, 2, 40, 64), (1, 2, 72, 64), True)),
+    ("a100-sxm", attention_graph, ("f16", (2, 1, 16, 32), (2, 1, 48, 32), False)),
     ("mi300x", _matmul, ("bf16", 64, 96, 64)),
 ]
 
 
 @pytest.mark.parametrize("device,build,args", CASES)
 def test_batched_runs_are_bitwise_the_one_by_one_issue(device, build, args, monkeypatch):
-    k, spec = _kernel(*build(*args), device)
+    k, spec = lowered_kernel(*build(*args), device)
     _same(k, spec, monkeypatch)
 
 
 def test_wide_exponent_range_stays_bitwise(monkeypatch):
     """Values spread over 2^+-40: the float64 sums of the exact products round, and the
     batched products must round them exactly as the one-by-one matmuls do."""
-    k, spec = _kernel(*_matmul("bf16", 64, 128, 64), "a100-sxm")
+    k, spec = lowered_kernel(*_matmul("bf16", 64, 128, 64), "a100-sxm")
     for seed in range(3):
         _same(k, spec, monkeypatch, seed=seed, wide=True)
 
@@ -120,13 +103,13 @@ def test_wide_exponent_range_stays_bitwise(monkeypatch):
 @pytest.mark.parametrize("fault,build,args", [
     ("mma_swapped_fragment_halves", _matmul, ("bf16", 64, 64, 64)),
     ("mma_wrong_k_order", _matmul, ("bf16", 64, 64, 64)),
-    ("attention_pv_fragment_transposed", _attention,
+    ("attention_pv_fragment_transposed", attention_graph,
      ("bf16", (1, 1, 32, 64), (1, 1, 64, 64), False)),
 ])
 def test_planted_layout_bugs_still_change_the_numbers(fault, build, args, monkeypatch):
     graph, kind = build(*args)
-    good, spec = _kernel(graph, kind, "a100-sxm")
-    bad, _ = _kernel(graph, kind, "a100-sxm", LoweringOptions.planting(fault))
+    good, spec = lowered_kernel(graph, kind, "a100-sxm")
+    bad, _ = lowered_kernel(graph, kind, "a100-sxm", LoweringOptions.planting(fault))
     out_good = _same(good, spec, monkeypatch)
     out_bad = _same(bad, spec, monkeypatch)
     out = next(p.name for p in good.params if p.name not in ("a", "b", "q", "k", "v")
@@ -136,7 +119,7 @@ def test_planted_layout_bugs_still_change_the_numbers(fault, build, args, monkey
 
 def test_missing_wait_is_still_the_race_one_by_one_reports(monkeypatch):
     graph, kind = _matmul("bf16", 64, 256, 64)
-    k, spec = _kernel(graph, kind, "a100-sxm", LoweringOptions.planting("missing_cp_async_wait"))
+    k, spec = lowered_kernel(graph, kind, "a100-sxm", LoweringOptions.planting("missing_cp_async_wait"))
     errors = []
     for batch in (True, False):
         with pytest.raises(SimulationError) as e:

@@ -10,13 +10,13 @@ import re
 
 import numpy as np
 import pytest
+from sim_kernels import attention_graph, lowered_kernel
 
 import hal.backends.cpu_sim.codegen as codegen
 from hal.backends.cpu_sim import simulator
 from hal.backends.cpu_sim.checks import SimulationError
 from hal.devices.loader import load_spec
 from hal.dtypes import cast, dtype, f32, i32
-from hal.fusion.plan import plan
 from hal.ir import GraphBuilder
 from hal.kernel.ir import (
     THREAD_IDX,
@@ -30,8 +30,7 @@ from hal.kernel.ir import (
     Store,
     Var,
 )
-from hal.lowering import lower_group
-from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
+from hal.lowering.options import LoweringOptions
 
 LOOP = re.compile(r"^\s*for _r\d+(, _r\d+)* in (_R\d+|range\(\d+\)):$", re.M)
 
@@ -50,21 +49,6 @@ def _matmul(dt: str, m: int, k: int, n: int, epilogue: bool = False):
         y = b.op("gelu", b.op("add", y, bias))
     b.output(y)
     return b.build(), "matmul"
-
-
-def _attention(dt: str, q, kv, causal: bool):
-    b = GraphBuilder("att")
-    d = dtype(dt)
-    b.output(b.op("scaled_dot_product_attention", b.input("q", d, q), b.input("k", d, kv),
-                  b.input("v", d, kv), causal=causal))
-    return b.build(), "attention"
-
-
-def _kernel(graph, kind: str, device: str, options: LoweringOptions = DEFAULT_OPTIONS):
-    spec = load_spec(device)
-    group = next(g for g in plan(graph, spec).groups if g.kind == kind)
-    (k,) = lower_group(group, spec, options)
-    return k, spec
 
 
 def _args(k: Kernel, seed: int) -> dict[str, np.ndarray]:
@@ -109,15 +93,15 @@ CASES = [   # (device, kernel, its arguments, whether it has runs to roll)
     ("h100-sxm", _matmul, ("bf16", 64, 128, 96, True), True),          # wgmma, TMA, roles
     ("h100-sxm", _matmul, ("f8e4m3fn", 64, 64, 64), True),
     ("mi300x", _matmul, ("bf16", 64, 96, 64, True), True),             # MFMA
-    ("h100-sxm", _attention, ("bf16", (1, 2, 40, 64), (1, 2, 72, 64), True), False),
-    ("a100-sxm", _attention, ("f16", (2, 1, 16, 32), (2, 1, 48, 32), False), False),
+    ("h100-sxm", attention_graph, ("bf16", (1, 2, 40, 64), (1, 2, 72, 64), True), False),
+    ("a100-sxm", attention_graph, ("f16", (2, 1, 16, 32), (2, 1, 48, 32), False), False),
 ]
 
 
 @pytest.mark.parametrize("device,build,args,rolls", CASES)
 def test_the_loop_form_simulates_what_the_unrolled_form_does(device, build, args, rolls,
                                                              monkeypatch):
-    k, spec = _kernel(*build(*args), device)
+    k, spec = lowered_kernel(*build(*args), device)
     _same(k, spec, monkeypatch, rolls=rolls)
 
 
@@ -125,7 +109,7 @@ def test_a_planted_fault_reports_the_same_error(monkeypatch):
     """A check failing inside a rolled group names the same site (its number comes from
     the loop's table) and the same statement."""
     graph, kind = _matmul("bf16", 64, 256, 64)
-    k, spec = _kernel(graph, kind, "a100-sxm", LoweringOptions.planting("missing_cp_async_wait"))
+    k, spec = lowered_kernel(graph, kind, "a100-sxm", LoweringOptions.planting("missing_cp_async_wait"))
     errors = []
     for roll in (True, False):
         with pytest.raises(SimulationError) as e:
