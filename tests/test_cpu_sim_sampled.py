@@ -338,3 +338,44 @@ def test_overlapped_run_with_the_reference_behind_equals_serial(monkeypatch, ret
     weights = [c.value.name for c in g.constants if c.value.type.numel > 4096]
     assert weights and not set(weights) & set(made), made
     assert set(weights) <= set(made_by_sim), made_by_sim
+
+
+def test_batch_axes_have_no_boundary_class() -> None:
+    grid = (5, 4, 3)
+    plain, _ = choose_blocks(grid, SampleOptions(0.1, seed=0))
+    batched, sample = choose_blocks(grid, SampleOptions(0.1, seed=0), batch_axes=(2,))
+
+    def coords(ids):
+        return {(i % 5, (i // 5) % 4, i // 20) for i in ids.tolist()}
+
+    # x and y edges in every batch entry, the first and last block in launch order
+    assert coords(batched) == {(x, y, z) for x in range(5) for y in range(4) for z in range(3)
+                               if x in (0, 4) or y in (0, 3)}
+    assert (2, 1, 0) in coords(plain) and (2, 1, 0) not in coords(batched)
+    assert not set(sample.tolist()) & set(batched.tolist())
+
+
+def test_attention_heads_are_a_batch_axis_of_the_sampled_grid() -> None:
+    """The attention plan declares its heads axis (grid y) a batch axis: a sampled run
+    simulates the first and last row tile of every head, not every tile of the first and
+    last head, and says so; a causal-bound fault planted in the lowering is caught on the
+    simulated blocks."""
+    b = GraphBuilder("attn")
+    q = b.input("q", "bf16", (1, 8, 200, 32))
+    k = b.input("k", "bf16", (1, 8, 200, 32))
+    v = b.input("v", "bf16", (1, 8, 200, 32))
+    b.output(b.op("scaled_dot_product_attention", q, k, v, causal=True, name="y"))
+    g = b.build()
+    inputs = random_inputs(g, seed=0)
+    res = CpuSimBackend().run_graph(g, inputs, SPEC, sample=SampleOptions(0.01, seed=0))
+    (name, info), = res.report["sampled"].items()
+    assert info["batch_axes"] == ["y"] and res.report["ok"]
+    (st,) = [s for s in res.stats if s["name"] == name]
+    gx, gy, _ = st["grid"]
+    assert gy == 8 and gx > 2
+    boundary = set(info["simulated_block_ids"][:info["boundary_blocks"]])
+    assert boundary == {x + gx * y for y in range(gy) for x in (0, gx - 1)}
+    faulty = LoweringOptions(faults=frozenset({"attention_causal_overskip"}))
+    bad = CpuSimBackend().run_graph(g, inputs, SPEC, lowering_options=faulty,
+                                    sample=SampleOptions(0.01, seed=0))
+    assert not bad.report["ok"] and bad.report["sampled"][name]["ok"] is False

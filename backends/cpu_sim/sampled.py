@@ -8,7 +8,11 @@ simulation: simulate representative blocks, extrapolate the rest):
   for the rasterised matmul and attention grids are the first and the last
   output tiles, where row and column tails are masked), plus a seeded random
   sample of `fraction` of the other (interior) blocks. Both sets are simulated
-  exactly, with every check on;
+  exactly, with every check on. A batch axis of the plan's launch
+  (hal.lowering.plan.Launch.batch_axes: a matmul's batch, an attention's heads)
+  has no boundary of its own: its entries run the same code on their own slices
+  without tails, so its first and last entry are not boundary classes (the first
+  and last block in launch order still cover the buffers' ends);
 * outputs: the group's outputs are first computed functionally, node by node
   with each op's reference rounded to every value's declared dtype (the dtypes
   the kernel stores), in float64 except contractions of f32-or-narrower
@@ -63,16 +67,17 @@ class SampleOptions:
                            hint="e.g. --sample 0.05 simulates 5% of the interior blocks")
 
 
-def choose_blocks(grid: tuple[int, int, int], options: SampleOptions
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(boundary block ids, sampled interior block ids), linear ids in launch order."""
+def choose_blocks(grid: tuple[int, int, int], options: SampleOptions,
+                  batch_axes: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(boundary block ids, sampled interior block ids), linear ids in launch order;
+    `batch_axes`: grid axes with no boundary class (see the module docstring)."""
     gx, gy, gz = grid
     nb = gx * gy * gz
     lin = np.arange(nb, dtype=np.int64)
     bx, by, bz = lin % gx, (lin // gx) % gy, lin // (gx * gy)
     edge = np.zeros(nb, bool)
-    for c, g in ((bx, gx), (by, gy), (bz, gz)):
-        if g > 1:
+    for axis, (c, g) in enumerate(((bx, gx), (by, gy), (bz, gz))):
+        if g > 1 and axis not in batch_axes:
             edge |= (c == 0) | (c == g - 1)
     edge[0] = edge[-1] = True
     boundary = lin[edge]
@@ -251,7 +256,8 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
 
     grid = tuple(int(g) for g in kernel.grid)
     nb = kernel.num_blocks
-    boundary, sample = choose_blocks(grid, how)  # type: ignore[arg-type]
+    batch = batch_axes(kernel)
+    boundary, sample = choose_blocks(grid, how, batch)  # type: ignore[arg-type]
     gparams = [p for p in kernel.params if hasattr(p, "numel")]
     written: list[list[np.ndarray]] = [[] for _ in gparams]
     strata = [s for s in np.array_split(sample, min(STRATA, sample.size)) if s.size] \
@@ -305,11 +311,24 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
         "blocks_simulated": int(simulated.size), "blocks": nb,
         "fraction": simulated.size / nb if nb else 1.0,
         "boundary_blocks": int(boundary.size), "sampled_blocks": int(sample.size),
+        "batch_axes": ["xyz"[a] for a in batch],
         "seed": how.seed, "counter_rel_error": err, "sim_cpu_s": round(cpu_s, 3),
         "simulated_block_ids": simulated.tolist(),
         "written": {p.name: _distinct(w, p.numel) for p, w in zip(gparams, written, strict=True)},
     }
     return stats, report
+
+
+def batch_axes(kernel: Kernel) -> tuple[int, ...]:
+    """The batch axes of the plan's launch that `kernel` is (same name and grid); () for a
+    hand-built kernel or one whose grid was folded into x (its axes mean other things)."""
+    plan = kernel.meta.plan
+    if plan is None or kernel.meta.grid_folded is not None:
+        return ()
+    for launch in plan.launches:
+        if launch.name == kernel.name and tuple(launch.grid) == tuple(kernel.grid):
+            return tuple(launch.batch_axes)
+    return ()
 
 
 def _distinct(parts: list[np.ndarray], numel: int) -> np.ndarray:

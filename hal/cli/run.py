@@ -117,8 +117,10 @@ def print_sampled(con, sampled: Mapping[str, Any] | None) -> None:
             con.print(f"{kernel}: every block simulated ({r['exact'] or 'small grid'})")
             continue
         bad = [v for v, p in r.get("parity_on_simulated", {}).items() if not p["ok"]]
+        batch = r.get("batch_axes") or []
+        edges = f" (batch axis {', '.join(batch)}: no edge)" if batch else ""
         con.print(f"{kernel}: simulated {r['blocks_simulated']} of {r['blocks']} blocks "
-                  f"({100 * r['fraction']:.1f}%: {r['boundary_blocks']} boundary + "
+                  f"({100 * r['fraction']:.1f}%: {r['boundary_blocks']} boundary{edges} + "
                   f"{r['sampled_blocks']} sampled, seed {r['seed']}); counters extrapolated, "
                   f"error <= {100 * r['counter_rel_error']:.1f}%; simulated elements: "
                   + ("ok" if not bad else "MISMATCH in " + ", ".join(bad)))

@@ -81,6 +81,10 @@ class Launch:
     grid: tuple[int, int, int]
     block: int
     stage: str = ""          # "partial", "final", "combine", "stats" for multi-kernel plans
+    # grid axes (0 x, 1 y, 2 z) whose index is a batch entry (a matmul's batch, an
+    # attention's heads): every entry's blocks run the same code on their own slice, with
+    # no tail, so the first and last entry are no boundary class (cpu_sim's --sample)
+    batch_axes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

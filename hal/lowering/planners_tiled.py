@@ -190,7 +190,7 @@ def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
             gm = cluster.group_m(gm)
         grid_x = sum(npm * cdiv(n, bn) for _ds, n in segs if n)
         if nb * m and grid_x:
-            launches = (Launch(launch_name(group), (grid_x, 1, nb), threads),)
+            launches = (Launch(launch_name(group), (grid_x, 1, nb), threads, batch_axes=(2,)),)
         details += (("group_m", gm), ("contractions", len(dots)), ("acc_dtype", acc.name),
                     ("m", m), ("n", sum(n for _ds, n in segs)), ("k", k), ("batch", nb),
                     ("in_flight", in_flight))
@@ -350,7 +350,7 @@ def plan_attention_group(group, spec: DeviceSpec) -> KernelPlan:
                     Launch(launch_name(group, "_combine"),
                            (cdiv(nb * pat.m * pat.dv, eb), 1, 1), eb, "combine"))
     else:
-        launches = (Launch(launch_name(group), grid, threads),)
+        launches = (Launch(launch_name(group), grid, threads, batch_axes=(1,)),)
     staged = {x: MemoryLevel.SHARED for src in (k_src, v_src, operand_sources(group, pat, "q"))
               for x in src}
     vector = MathInstruction(MathKind.SIMT_FMA, compute_dtype(q.dtype).name)
