@@ -29,6 +29,7 @@ Checks (check=True), each a `race` naming kernel, CTA rank, buffer, stage and ph
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -43,16 +44,29 @@ RANK_BITS = (1 << SHIFT) - 1
 CHUNK_BYTES = 16            # a swizzle atom: TMA boxes and wgmma operands are made of them
 
 
+@functools.lru_cache(maxsize=64)
+def _ramp(k: int, c: int) -> np.ndarray:
+    """0, 1, .., c - 1 repeated over k words."""
+    r = np.tile(np.arange(c, dtype=np.int64), k // c)
+    r.flags.writeable = False
+    return r
+
+
 def _whole_chunks(words: np.ndarray, c: int) -> np.ndarray | None:
     """[rows, k // c] chunk numbers (word // c) when every run of c words of `words`
     [rows, k] is one whole aligned chunk in order (c a power of two), else None."""
-    if words.shape[-1] % c:
+    rows, k = words.shape
+    if k % c:
         return None
-    v = words.reshape(-1, c)
-    first = v[:, :1]
-    if (first & (c - 1)).any() or not ((v - first) == np.arange(c)).all():
+    base = (words - _ramp(k, c)).ravel()   # a chunk's first word at each of its words
+    first = base[::c]
+    if (first & (c - 1)).any():
         return None
-    return (first >> (c.bit_length() - 1)).reshape(*words.shape[:-1], -1)
+    # base may change only from a chunk's last word to the next chunk's first
+    steps = np.flatnonzero(base[1:] != base[:-1])
+    if ((steps & (c - 1)) != c - 1).any():
+        return None
+    return (first >> (c.bit_length() - 1)).reshape(rows, -1)
 
 
 def _chunk_phases(phase: np.ndarray, c: int) -> np.ndarray | None:
@@ -93,7 +107,7 @@ class ReadMap:
         return words
 
     def entries(self, c: int, row: np.ndarray) -> np.ndarray:
-        """A row of entries recorded when the map had granularity c, at today's."""
+        """Entries (1-D) recorded when the map had granularity c, at today's."""
         return row if c == self.c else (row[:, None] * c + np.arange(c)).ravel()
 
 
@@ -137,11 +151,12 @@ class ClusterState:
         self.all_ranks = (1 << self.size) - 1
         # shared j -> the words a wgmma read and the issuer ranks that have not observed
         # their release (ReadMap); per (warpgroup, rank) the reads not yet released to that
-        # rank, and per (block, barrier slot) the releases arrived at each phase, as
-        # (buffer j, ReadMap granularity, indices) rows
+        # rank, and per (block, barrier slot) the releases that arrived, with the barrier's
+        # phase then: reads as (buffer j, ReadMap granularity) -> rows of map entries
         self.maps: dict[int, ReadMap] = {}
-        self.read_since: dict[tuple[int, int], list[tuple[int, int, np.ndarray]]] = {}
-        self.releases: dict[tuple[int, int], list[tuple[int, int, int, int, np.ndarray]]] = {}
+        self.read_since: dict[tuple[int, int], dict[tuple[int, int], list[np.ndarray]]] = {}
+        self.releases: dict[tuple[int, int],
+                            list[tuple[int, dict[tuple[int, int], list[np.ndarray]]]]] = {}
 
 
 def state(W: Wave, hs, cluster: tuple[int, int, int]) -> ClusterState:
@@ -195,11 +210,24 @@ def _check_init(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
                                         "after the inits, before any multicast or remote arrive")
 
 
+def _run_starts(codes: np.ndarray) -> np.ndarray:
+    """Positions where a run of equal values of `codes` begins (lanes come in runs: a
+    warpgroup's or a block's lanes share their keys)."""
+    return np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+
+
+def _first_of_each(codes: np.ndarray) -> np.ndarray:
+    """Ascending positions of the first occurrence of each distinct value of `codes`
+    (a first occurrence always begins a run)."""
+    starts = _run_starts(codes)
+    _, first = np.unique(codes[starts], return_index=True)
+    return np.sort(starts[first])
+
+
 def _last_of_each(codes: np.ndarray) -> np.ndarray:
     """Positions of the last occurrence of each distinct value of `codes` (what a loop
     assigning in order leaves)."""
-    _, rev = np.unique(codes[::-1], return_index=True)
-    return len(codes) - 1 - rev
+    return len(codes) - 1 - _first_of_each(codes[::-1])
 
 
 def _note_remote(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
@@ -231,7 +259,8 @@ def observe(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
     if not act.any():
         return
     ns = hs.phase.shape[1]
-    pairs = np.unique(W.blk[act] * ns + hs.bar_slot[jb] + _lanes(W, index)[act])
+    codes = W.blk[act] * ns + hs.bar_slot[jb] + _lanes(W, index)[act]
+    pairs = np.unique(codes[_run_starts(codes)])
     b, s = pairs // ns, pairs % ns
     ph = hs.phase[b, s]
     rem = cs.rem_phase[b, s]
@@ -245,7 +274,7 @@ def _observe_releases(cs: ClusterState, blocks: list[int], slots: list[int],
                       phases: list[int]) -> None:
     """Blocks observed phases of their barriers (slots): the releases that arrived before
     those phases reach their issuer ranks, cleared in one pass per (rank, buffer)."""
-    clear: dict[tuple[int, int], list[np.ndarray]] = {}
+    clear: dict[tuple[int, int, int], list[np.ndarray]] = {}
     for bb, ss, ph in zip(blocks, slots, phases, strict=True):
         rel = cs.releases.get((bb, ss))
         if not rel:
@@ -253,15 +282,15 @@ def _observe_releases(cs: ClusterState, blocks: list[int], slots: list[int],
         r = int(cs.rank[bb])
         keep = []
         for rec in rel:
-            p, j, _reader, c, row = rec
-            if p < ph:
-                clear.setdefault((r, j), []).append(cs.maps[j].entries(c, row))
+            if rec[0] < ph:
+                for (j, c), rows in rec[1].items():
+                    clear.setdefault((r, j, c), []).extend(rows)
             else:
                 keep.append(rec)
         cs.releases[(bb, ss)] = keep
-    for (r, j), rows in clear.items():
+    for (r, j, c), rows in clear.items():
         mp = cs.maps[j]
-        mp.a[np.concatenate(rows)] &= ~(1 << r)
+        mp.a[mp.entries(c, np.concatenate(rows))] &= ~(1 << r)
 
 
 # --------------------------------------------------------------------------- releases
@@ -280,15 +309,16 @@ def note_reads(W: Wave, gids: np.ndarray, j: int, flat: np.ndarray, phase: np.nd
         mp.split()
         idx, ph = flat, phase
     mp.a[idx] = (np.asarray(ph, np.int64) << SHIFT) | cs.all_ranks
-    c, since = mp.c, cs.read_since
+    key, since = (j, mp.c), cs.read_since
     for g, row in zip(gids.tolist(), idx, strict=True):
-        rec = (j, c, row)
         for r in range(cs.size):
             got = since.get((g, r))
             if got is None:
-                since[(g, r)] = [rec]
+                since[(g, r)] = {key: [row]}
+            elif key in got:
+                got[key].append(row)
             else:
-                got.append(rec)
+                got[key] = [row]
 
 
 def note_release(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any,
@@ -305,15 +335,12 @@ def note_release(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any,
     to = cs.rank[dst]
     # a warpgroup's first lane releasing to a rank takes all its reads: the lanes after it
     # find nothing left, so only first lanes count (in lane order)
-    _, first = np.unique((lanes // WG) * cs.size + to, return_index=True)
-    first.sort()
+    first = _first_of_each((lanes // WG) * cs.size + to)
     for ln, d, sl, r in zip(lanes[first].tolist(), dst[first].tolist(),
                             slots[first].tolist(), to[first].tolist(), strict=True):
         got = cs.read_since.pop((ln // WG, r), None)
         if got:
-            ph, reader = int(hs.phase[d, sl]), int(W.blk[ln])
-            cs.releases.setdefault((d, sl), []).extend((ph, j, reader, c, row)
-                                                       for j, c, row in got)
+            cs.releases.setdefault((d, sl), []).append((int(hs.phase[d, sl]), got))
 
 
 def arrive(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any, m: Any,
