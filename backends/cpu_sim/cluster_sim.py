@@ -29,6 +29,7 @@ Checks (check=True), each a `race` naming kernel, CTA rank, buffer, stage and ph
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,76 @@ from hal.kernel.ir_cluster import cluster_size, cta_rank
 from .lanes import Wave
 
 WG = 128
+SHIFT = 16                  # ReadMap entries: read fill phase << SHIFT | one bit per rank
+RANK_BITS = (1 << SHIFT) - 1
+CHUNK_BYTES = 16            # a swizzle atom: TMA boxes and wgmma operands are made of them
+
+
+@functools.lru_cache(maxsize=64)
+def _ramp(k: int, c: int) -> np.ndarray:
+    """0, 1, .., c - 1 repeated over k words."""
+    r = np.tile(np.arange(c, dtype=np.int64), k // c)
+    r.flags.writeable = False
+    return r
+
+
+def _whole_chunks(words: np.ndarray, c: int) -> np.ndarray | None:
+    """[rows, k // c] chunk numbers (word // c) when every run of c words of `words`
+    [rows, k] is one whole aligned chunk in order (c a power of two), else None."""
+    rows, k = words.shape
+    if k % c:
+        return None
+    base = (words - _ramp(k, c)).ravel()   # a chunk's first word at each of its words
+    first = base[::c]
+    if (first & (c - 1)).any():
+        return None
+    # base may change only from a chunk's last word to the next chunk's first
+    steps = np.flatnonzero(base[1:] != base[:-1])
+    if ((steps & (c - 1)) != c - 1).any():
+        return None
+    return (first >> (c.bit_length() - 1)).reshape(rows, -1)
+
+
+def _chunk_phases(phase: np.ndarray, c: int) -> np.ndarray | None:
+    """[rows, k // c] phases of the chunks of `phase` [rows, k] when each chunk's words
+    share one phase, else None (a phase per row, the usual case, is seen from its strides)."""
+    pc = phase[:, ::c]
+    if phase.strides[-1] == 0:
+        return pc[:, :1]
+    same = (phase.reshape(phase.shape[0], -1, c) == pc[:, :, None]).all()
+    return pc if same else None
+
+
+class ReadMap:
+    """One shared buffer's words (wave-global) that a wgmma read, each with the issuer
+    ranks that have not observed their release (a bit per rank) and the mbarrier phase of
+    the read's fill, packed in one int64. Kept per 16-byte chunk while every read, TMA
+    write and release covers whole chunks (they are made of swizzle atoms), so one entry
+    stands for a chunk's words, which then always share their state: exact, and a
+    fraction of the scatters. The first access that splits a chunk turns the map into
+    one entry per word for good (np.repeat: the same state per word)."""
+
+    def __init__(self, n: int, itemsize: int):
+        c = max(1, CHUNK_BYTES // itemsize)
+        self.c = c if n % c == 0 and (c & (c - 1)) == 0 else 1
+        self.a = np.zeros(n // self.c, np.int64)
+
+    def split(self) -> None:
+        self.a = np.repeat(self.a, self.c)
+        self.c = 1
+
+    def index(self, words: np.ndarray) -> np.ndarray:
+        """Entries of `words` [rows, k]: [rows, k // c] (the map splits if it must)."""
+        if self.c > 1:
+            got = _whole_chunks(words, self.c)
+            if got is not None:
+                return got
+            self.split()
+        return words
+
+    def entries(self, c: int, row: np.ndarray) -> np.ndarray:
+        """Entries (1-D) recorded when the map had granularity c, at today's."""
+        return row if c == self.c else (row[:, None] * c + np.arange(c)).ravel()
 
 
 class ClusterState:
@@ -74,12 +145,18 @@ class ClusterState:
         self.rem_arr = np.zeros((B, nslots), np.int64)
         self.rem_from = np.zeros((B, nslots), np.int64)
         self.rem_kind: dict[tuple[int, int], str] = {}
-        # per issuer rank: shared words (wave-global, per buffer) read by a wgmma and not yet
-        # released to that rank and observed by it
-        self.unreleased: list[dict[int, np.ndarray]] = [{} for _ in range(self.size)]
-        self.read_since: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
-        self.releases: dict[tuple[int, int], list[tuple[int, int, int, np.ndarray]]] = {}
-        self.read_phase: dict[int, np.ndarray] = {}   # shared j -> phase of the read fill
+        if self.size > SHIFT:
+            raise RuntimeError(f"kernel {W.name}: a {self.size}-CTA cluster has more ranks "
+                               f"than the read map's {SHIFT} bits (simulator limit)")
+        self.all_ranks = (1 << self.size) - 1
+        # shared j -> the words a wgmma read and the issuer ranks that have not observed
+        # their release (ReadMap); per (warpgroup, rank) the reads not yet released to that
+        # rank, and per (block, barrier slot) the releases that arrived, with the barrier's
+        # phase then: reads as (buffer j, ReadMap granularity) -> rows of map entries
+        self.maps: dict[int, ReadMap] = {}
+        self.read_since: dict[tuple[int, int], dict[tuple[int, int], list[np.ndarray]]] = {}
+        self.releases: dict[tuple[int, int],
+                            list[tuple[int, dict[tuple[int, int], list[np.ndarray]]]]] = {}
 
 
 def state(W: Wave, hs, cluster: tuple[int, int, int]) -> ClusterState:
@@ -133,16 +210,38 @@ def _check_init(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
                                         "after the inits, before any multicast or remote arrive")
 
 
+def _run_starts(codes: np.ndarray) -> np.ndarray:
+    """Positions where a run of equal values of `codes` begins (lanes come in runs: a
+    warpgroup's or a block's lanes share their keys)."""
+    return np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+
+
+def _first_of_each(codes: np.ndarray) -> np.ndarray:
+    """Ascending positions of the first occurrence of each distinct value of `codes`
+    (a first occurrence always begins a run)."""
+    starts = _run_starts(codes)
+    _, first = np.unique(codes[starts], return_index=True)
+    return np.sort(starts[first])
+
+
+def _last_of_each(codes: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of each distinct value of `codes` (what a loop
+    assigning in order leaves)."""
+    return len(codes) - 1 - _first_of_each(codes[::-1])
+
+
 def _note_remote(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
                  slots: np.ndarray, kind: str, lanes: np.ndarray) -> None:
     remote = src != dst
-    for s_, d, sl, ln in zip(src[remote], dst[remote], slots[remote], lanes[remote],
-                             strict=True):
-        d, sl = int(d), int(sl)
-        cs.rem_phase[d, sl] = hs.phase[d, sl]
-        cs.rem_arr[d, sl] = cs.arrived[int(ln)]
-        cs.rem_from[d, sl] = int(s_)
-        cs.rem_kind[(d, sl)] = kind
+    if not remote.any():
+        return
+    s_, d, sl, ln = src[remote], dst[remote], slots[remote], lanes[remote]
+    last = _last_of_each(d * cs.rem_phase.shape[1] + sl)   # the latest lane per barrier
+    s_, d, sl, ln = s_[last], d[last], sl[last], ln[last]
+    cs.rem_phase[d, sl] = hs.phase[d, sl]
+    cs.rem_arr[d, sl] = cs.arrived[ln]
+    cs.rem_from[d, sl] = s_
+    cs.rem_kind.update(dict.fromkeys(zip(d.tolist(), sl.tolist(), strict=True), kind))
 
 
 def note_init(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
@@ -159,24 +258,39 @@ def observe(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
     act = _act(W, m)
     if not act.any():
         return
-    b = W.blk[act]
-    s = hs.bar_slot[jb] + _lanes(W, index)[act]
-    for bb, ss in set(zip(b.tolist(), s.tolist(), strict=True)):
-        ph = int(hs.phase[bb, ss])
-        if 0 <= cs.rem_phase[bb, ss] < ph:
-            cs.rem_phase[bb, ss] = -1
+    ns = hs.phase.shape[1]
+    codes = W.blk[act] * ns + hs.bar_slot[jb] + _lanes(W, index)[act]
+    pairs = np.unique(codes[_run_starts(codes)])
+    b, s = pairs // ns, pairs % ns
+    ph = hs.phase[b, s]
+    rem = cs.rem_phase[b, s]
+    seen = (rem >= 0) & (rem < ph)
+    cs.rem_phase[b[seen], s[seen]] = -1
+    if cs.releases:
+        _observe_releases(cs, b.tolist(), s.tolist(), ph.tolist())
+
+
+def _observe_releases(cs: ClusterState, blocks: list[int], slots: list[int],
+                      phases: list[int]) -> None:
+    """Blocks observed phases of their barriers (slots): the releases that arrived before
+    those phases reach their issuer ranks, cleared in one pass per (rank, buffer)."""
+    clear: dict[tuple[int, int, int], list[np.ndarray]] = {}
+    for bb, ss, ph in zip(blocks, slots, phases, strict=True):
         rel = cs.releases.get((bb, ss))
-        if rel:
-            keep = []
-            r = int(cs.rank[bb])
-            for p, j, _reader, words in rel:
-                if p < ph:
-                    arr = cs.unreleased[r].get(j)
-                    if arr is not None:
-                        arr[words] = False
-                else:
-                    keep.append((p, j, _reader, words))
-            cs.releases[(bb, ss)] = keep
+        if not rel:
+            continue
+        r = int(cs.rank[bb])
+        keep = []
+        for rec in rel:
+            if rec[0] < ph:
+                for (j, c), rows in rec[1].items():
+                    clear.setdefault((r, j, c), []).extend(rows)
+            else:
+                keep.append(rec)
+        cs.releases[(bb, ss)] = keep
+    for (r, j, c), rows in clear.items():
+        mp = cs.maps[j]
+        mp.a[mp.entries(c, np.concatenate(rows))] &= ~(1 << r)
 
 
 # --------------------------------------------------------------------------- releases
@@ -186,20 +300,25 @@ def note_reads(W: Wave, gids: np.ndarray, j: int, flat: np.ndarray, phase: np.nd
     cs = getattr(W, "cluster", None)
     if cs is None or not W.check:
         return
-    n = W.sh[j].size
-    words = flat.ravel()
-    for r in range(cs.size):
-        arr = cs.unreleased[r].get(j)
-        if arr is None:
-            arr = cs.unreleased[r][j] = np.zeros(n, bool)
-        arr[words] = True
-    rp = cs.read_phase.get(j)
-    if rp is None:
-        rp = cs.read_phase[j] = np.full(n, -1, np.int64)
-    rp[flat] = np.broadcast_to(phase, flat.shape)   # (no raveled copy of the phases)
-    for g, row in zip(gids.tolist(), flat, strict=True):
+    mp = cs.maps.get(j)
+    if mp is None:
+        mp = cs.maps[j] = ReadMap(W.sh[j].size, W.sh_buf[j].dtype.itemsize)
+    idx = mp.index(flat)
+    ph = _chunk_phases(phase, mp.c) if mp.c > 1 else phase
+    if ph is None:          # a chunk read with two fill phases: per word from now on
+        mp.split()
+        idx, ph = flat, phase
+    mp.a[idx] = (np.asarray(ph, np.int64) << SHIFT) | cs.all_ranks
+    key, since = (j, mp.c), cs.read_since
+    for g, row in zip(gids.tolist(), idx, strict=True):
         for r in range(cs.size):
-            cs.read_since.setdefault((g, r), []).append((j, row))
+            got = since.get((g, r))
+            if got is None:
+                since[(g, r)] = {key: [row]}
+            elif key in got:
+                got[key].append(row)
+            else:
+                got[key] = [row]
 
 
 def note_release(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any,
@@ -213,12 +332,15 @@ def note_release(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any,
     own = W.blk[lanes]
     dst = own if cta is None else cs.peer[own, _lanes(W, cta)[lanes]]
     slots = hs.bar_slot[jb] + _lanes(W, index)[lanes]
-    for ln, d, sl in zip(lanes.tolist(), dst.tolist(), slots.tolist(), strict=True):
-        key = (ln // WG, int(cs.rank[d]))
-        got = cs.read_since.pop(key, None)
+    to = cs.rank[dst]
+    # a warpgroup's first lane releasing to a rank takes all its reads: the lanes after it
+    # find nothing left, so only first lanes count (in lane order)
+    first = _first_of_each((lanes // WG) * cs.size + to)
+    for ln, d, sl, r in zip(lanes[first].tolist(), dst[first].tolist(),
+                            slots[first].tolist(), to[first].tolist(), strict=True):
+        got = cs.read_since.pop((ln // WG, r), None)
         if got:
-            ph, reader = int(hs.phase[d, sl]), int(W.blk[ln])
-            cs.releases.setdefault((d, sl), []).extend((ph, j, reader, w) for j, w in got)
+            cs.releases.setdefault((d, sl), []).append((int(hs.phase[d, sl]), got))
 
 
 def arrive(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any, m: Any,
@@ -264,32 +386,41 @@ def before_write(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray
     completes on their barrier `slots`."""
     _check_init(W, hs, cs, src, dst, slots, "a TMA multicast", site, lanes)
     _note_remote(W, hs, cs, src, dst, slots, "TMA multicast", lanes)
+    mp = cs.maps.get(jd)
+    if mp is None:          # no wgmma read the buffer: nothing to overwrite
+        return
+    idx = mp.index(words)
+    got = mp.a[idx]
+    pending = got & RANK_BITS
+    if not pending.any():   # every word read was released and observed (or rewritten)
+        return
     if W.check:
-        for r in range(cs.size):
-            arr = cs.unreleased[r].get(jd)
-            if arr is None:
-                continue
-            issuer = cs.rank[src] == r
-            hit = arr[words] & issuer[:, None]
-            if hit.any():
-                i, w = (int(x[0]) for x in np.nonzero(hit))
-                sb = W.sh_buf[jd]
-                word = int(words[i, w]) % sb.size
-                stage = word // max(1, sb.size // sb.stages)
-                phase = int(cs.read_phase[jd][words[i, w]])
-                W._fail("race", site, int(lanes[i]), f"{_cta(W, cs, int(src[i]))}: TMA "
-                        f"{'multicast ' if src[i] != dst[i] else ''}lands in shared "
-                        f"{sb.name}[{word}] (pipeline stage {stage}) of "
-                        f"{_cta(W, cs, int(dst[i]))}, whose wgmma read it (filled at mbarrier "
-                        f"phase {phase}) and whose release of the stage CTA rank {r} has not "
-                        f"observed", buffer=sb.name, index=word,
-                        hint="every consumer whose stage a multicast writes must arrive on "
-                             "the issuing CTA's empty barrier (mapa + remote arrive), and "
-                             "the issuer must wait on it")
-    for r in range(cs.size):
-        arr = cs.unreleased[r].get(jd)
-        if arr is not None:
-            arr[words] = False
+        hit = (pending & (1 << cs.rank[src])[:, None]) != 0
+        if hit.any():
+            _fail_overwrite(W, hs, cs, src, dst, jd, words, hit, got, mp.c, site, lanes)
+    mp.a[idx] = 0           # new data: its reads are to come (the phase goes with them)
+
+
+def _fail_overwrite(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray, jd: int,
+                    words: np.ndarray, hit: np.ndarray, got: np.ndarray, c: int, site: int,
+                    lanes: np.ndarray) -> None:
+    """The race of the lowest issuer rank with a hit, at its first hit word in lane and box
+    order (a hit entry's first word: a chunk's words share their state)."""
+    r = int(cs.rank[src][hit.any(axis=1)].min())
+    i, e = (int(x[0]) for x in np.nonzero(hit & (cs.rank[src] == r)[:, None]))
+    sb = W.sh_buf[jd]
+    word = int(words[i, e * c]) % sb.size
+    stage = word // max(1, sb.size // sb.stages)
+    phase = int(got[i, e] >> SHIFT)
+    W._fail("race", site, int(lanes[i]), f"{_cta(W, cs, int(src[i]))}: TMA "
+            f"{'multicast ' if src[i] != dst[i] else ''}lands in shared "
+            f"{sb.name}[{word}] (pipeline stage {stage}) of "
+            f"{_cta(W, cs, int(dst[i]))}, whose wgmma read it (filled at mbarrier "
+            f"phase {phase}) and whose release of the stage CTA rank {r} has not "
+            f"observed", buffer=sb.name, index=word,
+            hint="every consumer whose stage a multicast writes must arrive on "
+                 "the issuing CTA's empty barrier (mapa + remote arrive), and "
+                 "the issuer must wait on it")
 
 
 # --------------------------------------------------------------------------- cluster barrier
@@ -344,6 +475,6 @@ def exit_check(W: Wave, hs, cs: ClusterState, site: int) -> None:
                 hint="barrier.cluster.arrive + barrier.cluster.wait before the CTAs exit")
 
 
-__all__ = ["ClusterState", "arrive", "before_write", "cluster_arrive", "cluster_wait",
+__all__ = ["ClusterState", "ReadMap", "arrive", "before_write", "cluster_arrive", "cluster_wait",
            "exit_check", "multicast_targets", "note_init", "note_reads", "note_release",
            "observe", "rank", "state"]
