@@ -78,6 +78,9 @@ class HopperState:
         # (local j, first element, n) -> the last wgmma's registers, warpgroups, rows and
         # matrix-form result (_accumulate)
         self.acc_last: dict[tuple, tuple] = {}
+        # local j -> a wgmma result not yet written to the registers (_accumulate,
+        # _PendingLocals): ((j, first element, n), registers before, warpgroups, result)
+        self.acc_pending: dict[int, tuple] = {}
         # (start addresses, operand layout) -> (buffer, element offsets): _operand_elements
         self.operands: dict[tuple, tuple[int, np.ndarray]] = {}
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
@@ -422,32 +425,80 @@ def _accumulate(W: Wave, st: HopperState, ja: int, acc_off: int, n: int, gids: n
     The registers are a [n/2, L] float32 array whose rows are the elements' lane arrays;
     a warpgroup's [n/2, 128] block of it is its 64 x n matrix under one fixed permutation
     (_acc_perm), so the layout change is a gather of the groups' lanes and one small
-    index per group. Consecutive wgmmas into the same accumulator (a K loop) find the
-    registers exactly as the last one left them (the same row objects: a store to any
-    element replaces its row, nothing writes a row in place), so the last result's matrix
-    form is used instead of gathering it again."""
-    h, L, G = n // 2, int(W.L), len(gids)
-    seg = W.loc[ja][acc_off:acc_off + h]
+    index per group. The result stays in matrix form (st.acc_pending) until something
+    reads the buffer (W.loc[ja]: _PendingLocals writes the registers then), so a K loop's
+    wgmmas into one accumulator change layout twice, not twice per wgmma. Consecutive
+    wgmmas after such a read find the registers exactly as it left them (the same row
+    objects: a store to any element replaces its row, nothing writes a row in place) and
+    use the written matrix form instead of gathering it again."""
+    G = len(gids)
     key = (ja, acc_off, n)
-    last = st.acc_last.get(key)
-    if last is not None and np.array_equal(last[1], gids) and \
-            all(map(operator.is_, seg, last[2])):
-        full, d = last[0].copy(), last[3]
+    pend = st.acc_pending.get(ja)
+    if pend is not None and pend[0] == key and np.array_equal(pend[2], gids):
+        _, full, gids, d = pend    # nothing read or wrote the registers since
     else:
-        full = _registers(seg, L)                    # [h, L] float32, a fresh array
-        regs = full.reshape(h, L // WG, WG)[:, gids, :].transpose(1, 0, 2)
-        d = np.take(regs.reshape(G, h * WG), _acc_perm(n), axis=1)
+        full, d = _accumulator_matrices(W, st, key, gids)
+        gids = gids.copy()
     # exact products summed in float64, the accumulator added first (the operand order of
     # D + A @ B: which NaN an add returns follows it), in place in the product's array
     p = np.matmul(a, np.swapaxes(b, 1, 2))
     d = np.add(d.reshape(G, 64, n), p, out=p).astype(np.float32).reshape(G, 64 * n)
+    st.acc_pending[ja] = (key, full, gids, d)
+    if type(W.loc) is not _PendingLocals:
+        W.loc = _PendingLocals(W.loc, st)
+
+
+def _accumulator_matrices(W: Wave, st: HopperState, key: tuple, gids: np.ndarray):
+    """(a new [n/2, L] float32 copy of accumulator `key`'s registers, the [G, 64 * n]
+    matrix form of warpgroups `gids`'s accumulators)."""
+    ja, acc_off, n = key
+    h, L, G = n // 2, int(W.L), len(gids)
+    seg = W.loc[ja][acc_off:acc_off + h]    # (writes a pending result of ja first)
+    last = st.acc_last.get(key)
+    if last is not None and np.array_equal(last[1], gids) and \
+            all(map(operator.is_, seg, last[2])):
+        return last[0].copy(), last[3]
+    full = _registers(seg, L)                    # [h, L] float32, a fresh array
+    regs = full.reshape(h, L // WG, WG)[:, gids, :].transpose(1, 0, 2)
+    return full, np.take(regs.reshape(G, h * WG), _acc_perm(n), axis=1)
+
+
+def _write_pending(rows: list, st: HopperState, ja: int) -> None:
+    """Write the pending wgmma result of local buffer `ja` (_accumulate) to its registers
+    `rows` (W.loc[ja] as a plain list)."""
+    (_, acc_off, n), full, gids, d = st.acc_pending.pop(ja)
+    h, G = n // 2, len(gids)
+    L = full.shape[1]
     # back to the registers by a gather through the inverse permutation (a scatter
     # `regs[:, perm] = d` is about 10x slower in NumPy)
     regs = np.take(d, _acc_inv(n), axis=1)
     full.reshape(h, L // WG, WG)[:, gids, :] = regs.reshape(G, h, WG).transpose(1, 0, 2)
-    rows = list(full)    # each element's new lane array (a row of `full`, never written again)
-    W.loc[ja][acc_off:acc_off + h] = rows
-    st.acc_last[key] = (full, gids.copy(), rows, d)
+    new = list(full)    # each element's new lane array (a row of `full`, never written again)
+    rows[acc_off:acc_off + h] = new
+    st.acc_last[(ja, acc_off, n)] = (full, gids, new, d)
+
+
+class _PendingLocals(list):
+    """W.loc of a wave whose wgmmas may hold results in matrix form (st.acc_pending):
+    indexing it writes a buffer's pending result to its registers first, so every reader
+    and writer of W.loc[j] (loads, stores, mma, vector copies, mma_batch, the next wgmma
+    of another shape) sees exactly the registers the wgmmas wrote. Only the buffers'
+    lists are handed out (plain lists, as in every other wave)."""
+
+    def __init__(self, rows: list, st: HopperState):
+        super().__init__(rows)
+        self.st = st
+
+    def __getitem__(self, j: Any) -> Any:
+        pending = self.st.acc_pending
+        if pending:
+            for jj in ([j] if isinstance(j, int) else list(pending)):
+                if jj in pending:
+                    _write_pending(list.__getitem__(self, jj), self.st, jj)
+        return list.__getitem__(self, j)
+
+    def __iter__(self):
+        return (self[j] for j in range(len(self)))
 
 
 @functools.lru_cache(maxsize=16)
