@@ -308,7 +308,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
         sb = W.sh_buf[j]
         dt = sb.dtype
         flat = W.sh_off[j][:, None] + W.lanes_int(src_idx)[:, None] + e
-        vals = W.sh[j][flat]
+        vals = W.sh[j].take(flat)   # (take: fancy indexing's values, faster)
         if W.check:
             W._race_read(j, flat, act, site, per_lane=width)
             if W.pipe is not None:
@@ -321,7 +321,8 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
         base = int(src_idx)
         vals = np.stack([np.broadcast_to(W.loc[j][base + c], (W.L,)) for c in range(width)],
                         axis=1)
-        vals = np.where(lanes_valid[:, None], vals, 0)
+        if valid is not None or vals.dtype == np.bool_:   # (a new array already)
+            vals = np.where(lanes_valid[:, None], vals, 0)
     space, j = dst
     if space == "s":
         sb = W.sh_buf[j]
