@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,6 +52,32 @@ MARK_SHIFT = 24
 MARK_SLOTS = (1 << MARK_SHIFT) - 1
 _SW_CODE = {0: 0, 128: 1, 64: 2, 32: 3}
 _CODE_SW = {v: k for k, v in _SW_CODE.items()}
+RUN_LENGTHS = (16, 8, 4, 2)   # words per run tried for an operand's words (_run_length)
+
+
+class OperandWords(NamedTuple):
+    """The shared words a wgmma operand reads: `flat` [G, rows * k] (buffer words), and
+    the same words as `runs` of `run` consecutive words (word = runs[g, r] * run + i; None
+    when the layout has no such runs)."""
+
+    flat: np.ndarray
+    runs: np.ndarray | None
+    run: int
+
+
+def _gather(arr: np.ndarray, words: OperandWords | np.ndarray) -> np.ndarray:
+    """arr's values at an operand's words ([G, rows * k]). Swizzled tiles are 16-byte
+    atoms of consecutive words: gathered as rows of `run` words, 3-7x faster than word by
+    word, the same values."""
+    if isinstance(words, np.ndarray):
+        return arr.take(words)   # take: a faster gather than fancy indexing
+    if words.runs is None:
+        return arr.take(words.flat)
+    return arr.reshape(-1, words.run).take(words.runs, axis=0).reshape(words.flat.shape)
+
+
+def _flat(words: OperandWords | np.ndarray) -> np.ndarray:
+    return words if isinstance(words, np.ndarray) else words.flat
 
 
 class HopperState:
@@ -146,23 +172,24 @@ def _publish(W: Wave, st: HopperState, act: np.ndarray, slots: np.ndarray,
         st.pub_phase[j][idx] = lane_phase[writer[idx]]
 
 
-def _check_ordered(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
-                   site: int) -> None:
+def _check_ordered(W: Wave, st: HopperState, j: int, words: OperandWords | np.ndarray,
+                   gl: np.ndarray, site: int) -> None:
     """Race if wgmma reads a word a thread stored (generic proxy) with no block barrier
     since and no mbarrier phase, published by the writer, that every thread of the reading
     warpgroup has observed complete."""
     writer = st.sync_writer.get(j)
     if writer is None or not W.check:
         return
-    w = writer.take(flat)   # take: a faster gather than fancy indexing
-    live = (w >= 0) & (W.sh_writer[j].take(flat) >= 0)      # a block barrier orders everything
+    w = _gather(writer, words)
+    live = (w >= 0) & (_gather(W.sh_writer[j], words) >= 0)   # a block barrier orders everything
     if not live.any():
         return
     gids = np.flatnonzero(gl)
-    slot = st.pub_slot[j].take(flat)
-    ok = ~live | ((slot >= 0) & (_seen_at(st, gids, slot) > st.pub_phase[j].take(flat)))
+    slot = _gather(st.pub_slot[j], words)
+    ok = ~live | ((slot >= 0) & (_seen_at(st, gids, slot) > _gather(st.pub_phase[j], words)))
     if ok.all():
         return
+    flat = _flat(words)
     gi, wi = (int(x[0]) for x in np.nonzero(~ok))
     sb = W.sh_buf[j]
     word = int(flat[gi, wi]) % sb.size
@@ -189,14 +216,15 @@ def fence_proxy_async(W: Wave, st: HopperState, m: Any) -> None:
             arr[cleared] = -1
 
 
-def _check_proxy(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
-                 site: int) -> None:
+def _check_proxy(W: Wave, st: HopperState, j: int, words: OperandWords | np.ndarray,
+                 gl: np.ndarray, site: int) -> None:
     """Race if wgmma reads a word written through the generic proxy without a proxy fence."""
     arr = st.proxy_writer.get(j)
     if arr is None or not W.check:
         return
-    w = arr.take(flat)
+    w = _gather(arr, words)
     if (w >= 0).any():
+        flat = _flat(words)
         gi, wi = (int(x[0]) for x in np.nonzero(w >= 0))
         sb = W.sh_buf[j]
         word = int(flat[gi, wi]) % sb.size
@@ -264,7 +292,7 @@ def _buffer_at(W: Wave, st: HopperState, addr: np.ndarray, site: int, lane: int)
 def _operand(W: Wave, st: HopperState, v: Any, rows: int, k: int, itemsize: int,
              k_major: bool, gl: np.ndarray, site: int, what: str):
     """Gather one operand for the active warpgroups `gl`: ([G, rows, k] float64 values,
-    buffer j, flat words [G, rows * k])."""
+    buffer j, its words: OperandWords)."""
     v = _lanes(W, v).reshape(-1, WG)
     if W.check and (v != v[:, :1]).any():
         g = int(np.flatnonzero((v != v[:, :1]).any(axis=1))[0])
@@ -272,22 +300,42 @@ def _operand(W: Wave, st: HopperState, v: Any, rows: int, k: int, itemsize: int,
                 "threads of a warpgroup", hint="build descriptors from warpgroup-uniform values")
     start, lbo, sbo, sw = _decode(v[gl, 0])
     gids = np.flatnonzero(gl)
-    j, elem, which = _operand_elements(W, st, start, (rows, k, itemsize, k_major, sw, lbo, sbo),
-                                       site, int(gids[0]) * WG)
+    j, elem, which, (run, runs) = _operand_elements(
+        W, st, start, (rows, k, itemsize, k_major, sw, lbo, sbo), site, int(gids[0]) * WG)
     blk = (gids * WG) // W.T
     base = blk * W.sh_buf[j].size
     flat = base[:, None] + (elem if which is None else elem[which])
-    vals = W.sh[j].take(flat).astype(np.float64).reshape(len(blk), rows, k)
-    return vals, j, flat
+    if runs is not None:
+        runs = (base // run)[:, None] + (runs if which is None else runs[which])
+    words = OperandWords(flat, runs, run)
+    vals = _gather(W.sh[j], words).astype(np.float64).reshape(len(blk), rows, k)
+    return vals, j, words
+
+
+def _run_length(elem: np.ndarray, size: int) -> tuple[int, np.ndarray | None]:
+    """(run, [U, n / run] run numbers) when the element offsets `elem` [U, n] are runs of
+    `run` consecutive elements, each starting at a multiple of `run`, in a buffer whose
+    per-block part is a multiple of `run` long (so a block's words are runs too): the
+    longest such run of RUN_LENGTHS, else (1, None)."""
+    for run in RUN_LENGTHS:
+        if elem.shape[1] % run or size % run:
+            continue
+        r = elem.reshape(len(elem), -1, run)
+        if not (r[..., 0] % run).any() and (r == r[..., :1] + np.arange(run)).all():
+            runs = r[..., 0] // run
+            runs.flags.writeable = False
+            return run, runs
+    return 1, None
 
 
 def _operand_elements(W: Wave, st: HopperState, start: np.ndarray, layout: tuple, site: int,
-                      lane0: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+                      lane0: int) -> tuple[int, np.ndarray, np.ndarray | None, tuple]:
     """(buffer j, [U, rows * k] element offsets in a block's part of buffer j of each
     distinct start address, the index into them of each warpgroup's start (None: one
-    start)). The warpgroups of a wave read their tiles at a few start addresses (their
-    blocks' shared layouts are alike), and a K loop revisits the same ones: the swizzled
-    addresses of each set of starts are computed once per wave (kept in st.operands)."""
+    start), the offsets as runs: _run_length). The warpgroups of a wave read their tiles
+    at a few start addresses (their blocks' shared layouts are alike), and a K loop
+    revisits the same ones: the swizzled addresses of each set of starts are computed once
+    per wave (kept in st.operands)."""
     if start.size > 1 and (start != start[0]).any():
         starts, which = np.unique(start, return_inverse=True)
     else:
@@ -303,9 +351,12 @@ def _operand_elements(W: Wave, st: HopperState, start: np.ndarray, layout: tuple
         j = _buffer_at(W, st, addr, site, lane0)
         elem = ((addr - st.base[j]) // itemsize).reshape(len(starts), -1)
         elem.flags.writeable = False
-        got = st.operands[key] = (j, elem)
-    j, elem = got
-    return j, (elem[0] if which is None else elem), which
+        run, runs = _run_length(elem, W.sh_buf[j].size)
+        got = st.operands[key] = (j, elem, run, runs)
+    j, elem, run, runs = got
+    if which is None:
+        return j, elem[0], None, (run, None if runs is None else runs[0])
+    return j, elem, which, (run, runs)
 
 
 def pack_marks(slot: np.ndarray, phase: np.ndarray) -> np.ndarray:
@@ -318,14 +369,15 @@ def unpack_marks(mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (mark & MARK_SLOTS) - 1, mark >> MARK_SHIFT
 
 
-def _check_marks(W: Wave, st: HopperState, j: int, flat: np.ndarray, gl: np.ndarray,
-                 site: int) -> tuple[tuple[int, int] | None, np.ndarray | None]:
+def _check_marks(W: Wave, st: HopperState, j: int, words: OperandWords | np.ndarray,
+                 gl: np.ndarray, site: int) -> tuple[tuple[int, int] | None, np.ndarray | None]:
     """Race if a word was written by a TMA whose mbarrier phase the reading warpgroup has
     not observed; returns (stage, phase) of the first word read (for messages) and the
     TMA phase of every word read (None: no TMA wrote the buffer)."""
     if j not in st.mark:
         return None, None
-    marks = st.mark[j].take(flat)
+    marks = _gather(st.mark[j], words)
+    flat = _flat(words)
     one = marks.max(axis=1)
     # a warpgroup's tile filled by one TMA (the usual case) has one mark: checked once per
     # row, with the result of checking every word (a row fails at its first word)
@@ -371,10 +423,10 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
     _accumulate(W, st, ja, acc_off, n, gids, a, b)
     groups = W.tally_at(gids * WG)   # per part in a combined sampled wave (tally.py)
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
-    W.sr += groups * (fa.shape[1] + fb.shape[1]) * isz
+    W.sr += groups * (fa.flat.shape[1] + fb.flat.shape[1]) * isz
     note_acc_write(st, ja, gids)
     st.acc_from[ja] = (W.sh_buf[j_a].name, *(info or (-1, -1)))
-    for j, f, ph in ((j_a, fa, ph_a), (j_b, fb, ph_b)):
+    for j, f, ph in ((j_a, fa.flat, ph_a), (j_b, fb.flat, ph_b)):
         st.inflight.append((gids, st.committed[gids].copy(), j, f))
         if getattr(W, "cluster", None) is not None:   # stage releases (cluster_sim)
             from . import cluster_sim
@@ -409,10 +461,10 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
     _accumulate(W, st, ja, acc_off, n, gids, a, b)
     groups = W.tally_at(gids * WG)
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
-    W.sr += groups * fb.shape[1] * 2
+    W.sr += groups * fb.flat.shape[1] * 2
     note_acc_write(st, ja, gids)
     st.acc_from[ja] = (W.sh_buf[j_b].name, *(info or (-1, -1)))
-    st.inflight.append((gids, st.committed[gids].copy(), j_b, fb))
+    st.inflight.append((gids, st.committed[gids].copy(), j_b, fb.flat))
 
 
 def _accumulate(W: Wave, st: HopperState, ja: int, acc_off: int, n: int, gids: np.ndarray,
