@@ -122,6 +122,11 @@ class HopperState:
         self.sync_writer: dict[int, np.ndarray] = {}
         self.pub_slot: dict[int, np.ndarray] = {}
         self.pub_phase: dict[int, np.ndarray] = {}
+        # shared j -> the words generic writes set since _publish / fence_proxy_async last
+        # looked (lists of word arrays): the only words whose sync_writer may be unpublished
+        # or whose proxy_writer may be unfenced, so those scans read these, not the buffer
+        self.unpublished: dict[int, list[np.ndarray]] = {}
+        self.unfenced: dict[int, list[np.ndarray]] = {}
 
 
 def state(W: Wave, offsets: list[int], bar_slots: dict[int, int]) -> HopperState:
@@ -148,6 +153,28 @@ def note_generic_write(W: Wave, j: int, flat: Any, lanes: Any) -> None:
     arr[flat] = lanes
     st.sync_writer[j][flat] = lanes
     st.pub_slot[j][flat] = -1
+    words = np.ravel(flat).astype(np.int64, copy=False)
+    _note_words(st.unpublished, j, words)
+    _note_words(st.unfenced, j, words)
+
+
+NOTED_ARRAYS_LIMIT = 64   # word arrays kept per buffer before they are merged (_note_words)
+
+
+def _note_words(noted: dict[int, list[np.ndarray]], j: int, words: np.ndarray) -> None:
+    got = noted.setdefault(j, [])
+    got.append(words)
+    if len(got) > NOTED_ARRAYS_LIMIT:   # (a writer that never arrives: bounded by the buffer)
+        got[:] = [np.unique(np.concatenate(got))]
+
+
+def _noted_words(noted: dict[int, list[np.ndarray]], j: int) -> np.ndarray | None:
+    """The words noted for buffer j since the last call (they are forgotten: the caller
+    notes again those it leaves pending), None if none."""
+    got = noted.pop(j, None)
+    if not got:
+        return None
+    return got[0] if len(got) == 1 else np.concatenate(got)
 
 
 def _publish(W: Wave, st: HopperState, act: np.ndarray, slots: np.ndarray,
@@ -162,14 +189,17 @@ def _publish(W: Wave, st: HopperState, act: np.ndarray, slots: np.ndarray,
     lane_phase = np.zeros(W.L, np.int64)
     lane_phase[act] = st.phase[blocks, slots]
     for j, writer in st.sync_writer.items():
-        pub = st.pub_slot[j]
-        new = (writer >= 0) & (pub < 0)
-        if not new.any():
+        cand = _noted_words(st.unpublished, j)
+        if cand is None:
             continue
-        idx = np.flatnonzero(new)
-        idx = idx[act[writer[idx]]]
+        pub = st.pub_slot[j]
+        new = cand[(writer.take(cand) >= 0) & (pub.take(cand) < 0)]   # still unpublished
+        mine = act[writer.take(new)]
+        idx = new[mine]
         pub[idx] = lane_slot[writer[idx]]
         st.pub_phase[j][idx] = lane_phase[writer[idx]]
+        if not mine.all():   # their writers have not arrived yet
+            _note_words(st.unpublished, j, new[~mine])
 
 
 def _check_ordered(W: Wave, st: HopperState, j: int, words: OperandWords | np.ndarray,
@@ -208,12 +238,15 @@ def fence_proxy_async(W: Wave, st: HopperState, m: Any) -> None:
     """fence.proxy.async.shared::cta: the active lanes' generic writes become visible to
     the async proxy."""
     act = _act(W, m)
-    for arr in st.proxy_writer.values():
-        pending = arr >= 0
-        if pending.any():
-            cleared = np.zeros_like(pending)
-            cleared[pending] = act[arr[pending]]
-            arr[cleared] = -1
+    for j, arr in st.proxy_writer.items():
+        cand = _noted_words(st.unfenced, j)
+        if cand is None:
+            continue
+        cand = cand[arr.take(cand) >= 0]    # still unfenced
+        mine = act[arr.take(cand)]
+        arr[cand[mine]] = -1
+        if not mine.all():
+            _note_words(st.unfenced, j, cand[~mine])
 
 
 def _check_proxy(W: Wave, st: HopperState, j: int, words: OperandWords | np.ndarray,
