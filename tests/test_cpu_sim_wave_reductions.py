@@ -117,7 +117,7 @@ def test_operand_elements_per_start_set_equal_the_direct_addresses(starts) -> No
     layout = (64, 16, 2, True, 128, 16, 1024)
     start = np.array(starts, np.int64)
     for _ in range(2):     # computed, then from st.operands
-        j, elem, which = wgmma_sim._operand_elements(W, st, start, layout, 0, 0)
+        j, elem, which, _ = wgmma_sim._operand_elements(W, st, start, layout, 0, 0)
         got = elem[which] if which is not None else np.broadcast_to(elem, (len(start),
                                                                             elem.size))
         assert j == 0

@@ -28,7 +28,7 @@ def _setup(n, groups, seed=0):
     L = groups * WG
     W = SimpleNamespace(L=L, loc=[[np.float32(0)] * 4 + [rng.standard_normal(L).astype(np.float32)
                                                           for _ in range(n // 2)] + [np.float32(1)]])
-    st = SimpleNamespace(acc_last={})
+    st = SimpleNamespace(acc_last={}, acc_pending={})
     return rng, W, st
 
 
@@ -85,3 +85,39 @@ def test_results_are_fresh_arrays():
     kept = held.copy()
     _step(rng, W, st, n, [0], expect)
     np.testing.assert_array_equal(held, kept)
+
+
+def test_wgmmas_with_no_read_between_hold_the_result_in_matrix_form():
+    """Consecutive wgmmas that nothing reads between keep the result in matrix form
+    (st.acc_pending) and write the registers once, when W.loc is indexed: the registers
+    read then equal the elementwise layout of every step's sum. Fails if the pending
+    result is lost, applied twice or written to the wrong lanes."""
+    n = 16
+    rng, W, st = _setup(n, 3)
+    gids = np.asarray([0, 2])
+    want = {int(g): _matrix(W.loc[0][4:4 + n // 2], n, int(g)) for g in gids}
+    untouched = W.loc[0][4 + 1][WG:2 * WG].copy()
+    for _ in range(3):
+        a = rng.integers(-8, 8, (2, 64, 16)).astype(np.float64) / 4
+        b = rng.integers(-8, 8, (2, n, 16)).astype(np.float64) / 4
+        wgmma_sim._accumulate(W, st, 0, 4, n, gids, a, b)
+        assert 0 in st.acc_pending   # not written yet
+        for j, g in enumerate(gids):
+            want[int(g)] = (want[int(g)] + a[j] @ b[j].T).astype(np.float32)
+    rows = W.loc[0]                  # indexing writes the pending result
+    assert not st.acc_pending and type(rows) is list
+    for g in gids:
+        np.testing.assert_array_equal(_matrix(rows[4:4 + n // 2], n, int(g)), want[int(g)])
+    np.testing.assert_array_equal(rows[4 + 1][WG:2 * WG], untouched)
+    assert rows[:4] == [0, 0, 0, 0] and rows[-1] == 1
+
+
+def test_iterating_the_locals_writes_pending_results():
+    n = 16
+    rng, W, st = _setup(n, 1)
+    a = rng.integers(-8, 8, (1, 64, 16)).astype(np.float64)
+    b = rng.integers(-8, 8, (1, n, 16)).astype(np.float64)
+    want = (_matrix(W.loc[0][4:4 + n // 2], n, 0) + a[0] @ b[0].T).astype(np.float32)
+    wgmma_sim._accumulate(W, st, 0, 4, n, np.asarray([0]), a, b)
+    (rows,) = list(W.loc)
+    np.testing.assert_array_equal(_matrix(rows[4:4 + n // 2], n, 0), want)

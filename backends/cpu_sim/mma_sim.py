@@ -121,12 +121,20 @@ def _conflicts(byte_addr: np.ndarray, nbytes: int) -> int:
 
     Phases that are one pattern shifted (the usual case: per-lane offsets plus a per-warp
     base) conflict alike when their bases agree modulo the 128 bytes the banks span, so
-    one phase per distinct base is counted (all in one pass) and weighted."""
+    one phase per distinct base is counted (all in one pass) and weighted. Otherwise
+    (swizzled rows: a few patterns) phases equal up to a shift by whole 128-byte spans
+    conflict alike (the same banks, as many distinct words): one per distinct pattern."""
     if byte_addr.shape[0] > 1:
+        span = 4 * BANKS
         rel = byte_addr[1:] - byte_addr[1:, :1]
         if (rel == byte_addr[0] - byte_addr[0, 0]).all():
-            _, first, counts = np.unique(byte_addr[:, 0] % (4 * BANKS), return_index=True,
+            _, first, counts = np.unique(byte_addr[:, 0] % span, return_index=True,
                                          return_counts=True)
+            return int(_conflicts_per_phase(byte_addr[first], nbytes) @ counts)
+        if byte_addr.dtype == np.int64:
+            shifted = np.ascontiguousarray(byte_addr - byte_addr[:, :1] // span * span)
+            patterns = shifted.view(f"V{shifted.itemsize * shifted.shape[1]}").ravel()
+            _, first, counts = np.unique(patterns, return_index=True, return_counts=True)
             return int(_conflicts_per_phase(byte_addr[first], nbytes) @ counts)
     return _conflicts_raw(byte_addr, nbytes)
 
@@ -308,7 +316,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
         sb = W.sh_buf[j]
         dt = sb.dtype
         flat = W.sh_off[j][:, None] + W.lanes_int(src_idx)[:, None] + e
-        vals = W.sh[j][flat]
+        vals = W.sh[j].take(flat)   # (take: fancy indexing's values, faster)
         if W.check:
             W._race_read(j, flat, act, site, per_lane=width)
             if W.pipe is not None:
@@ -321,7 +329,8 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
         base = int(src_idx)
         vals = np.stack([np.broadcast_to(W.loc[j][base + c], (W.L,)) for c in range(width)],
                         axis=1)
-        vals = np.where(lanes_valid[:, None], vals, 0)
+        if valid is not None or vals.dtype == np.bool_:   # (a new array already)
+            vals = np.where(lanes_valid[:, None], vals, 0)
     space, j = dst
     if space == "s":
         sb = W.sh_buf[j]
