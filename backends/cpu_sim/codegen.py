@@ -877,9 +877,7 @@ class _Translator:
 
     # ----------------------------------------------------------------- whole kernel
     def translate(self) -> CompiledKernel:
-        head = ["def run(W, P):",
-                "    _L = W.L; _fl = W.fl",
-                "    _tid = W.tid; _bx = W.bx; _by = W.by; _bz = W.bz"]
+        head = ["def run(W, P):"]
         for p in self.scalars:
             head.append(f"    p_{re.sub(r'[^0-9a-zA-Z_]', '_', p.name)} = P[{p.name!r}]")
         if self.hopper:
@@ -895,12 +893,28 @@ class _Translator:
         if self.clustered:   # the CTAs exit: peers' operations into them must be ordered
             end = self.site(_Ctx(stmt="(kernel exit)"), None)
             self.lines.append(f"    CL.exit_check(W, _hs, _cs, {end})")
-        source = "\n".join(head + ["    " + x for x in self.prelude] + self.lines) + "\n"
+        code_text = "\n".join(["    " + x for x in self.prelude] + self.lines)
+        wave = _wave_locals(code_text)
+        source = "\n".join(head[:1] + wave + head[1:]) + "\n" + code_text + "\n"
         code = compile_wave(source, f"<cpu_sim kernel {self.k.name}>")
         exec(code, self.ns)  # noqa: S102 - our own generated source
         return CompiledKernel(self.ns["run"], source, self.globals_, self.scalars,
                               list(self.k.shared), list(self.k.locals), self.sites,
                               self.flop_dtypes)
+
+
+# The wave's fields the generated code reads as locals of run(). Only those its text
+# names are set: each local costs compile() time (the five of the full set were a seventh
+# of compile() over the conformance suite) and most kernels read two or three of them.
+# A name found inside a longer word keeps its line: harmless.
+WAVE_LOCALS = (("_L", "W.L"), ("_fl", "W.fl"), ("_tid", "W.tid"), ("_bx", "W.bx"),
+               ("_by", "W.by"), ("_bz", "W.bz"))
+
+
+def _wave_locals(code_text: str) -> list[str]:
+    """The line setting the locals of WAVE_LOCALS that `code_text` reads (or none)."""
+    used = [f"{name} = {field}" for name, field in WAVE_LOCALS if name in code_text]
+    return ["    " + "; ".join(used)] if used else []
 
 
 class _Emitters(dict):
