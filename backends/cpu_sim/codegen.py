@@ -82,7 +82,7 @@ from .code_cache import compile_wave
 from .contract import Reduction
 from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
 from .ranges import IndexRanges
-from .vectorize import emit_reduction_loop, match_reduction_loop
+from .vectorize import emit_reduction_loop, int_args, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
 # comparisons) stay inside it, so they need neither a check nor a wrap.
@@ -811,7 +811,7 @@ class _Translator:
             raise ValueError(f"kernel {self.k.name}: warp-specialised role loops need "
                              "uniform bounds")
         va, vb = self.var(la.var), self.var(lb.var)
-        bounds = ", ".join(f"int({self.expr(x, ctx)})" for x in (la.start, la.stop, la.step))
+        bounds = int_args(*(self.expr(x, ctx) for x in (la.start, la.stop, la.step)))
         self.emit(f"for {va} in range({bounds}):", depth)
         self.emit(f"{vb} = {va}", depth + 1)
         for loop, rc in ((la, roles[0]), (lb, roles[1])):
@@ -859,7 +859,7 @@ class _Translator:
             if stores is not None:   # independent iterations: also emit the wide pass
                 widen.emit_widened_loop(self, s, stores, ctx, (start, stop, step), depth)
                 return
-            self.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth)
+            self.emit(f"for {v} in range({int_args(start, stop, step)}):", depth)
             self.body(s.body, ctx, depth + 1)
             return
         e, st, m, n = self.tmp("_e"), self.tmp("_s"), self.tmp("_m"), self.tmp("_n")
