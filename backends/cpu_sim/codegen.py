@@ -82,7 +82,7 @@ from .code_cache import compile_wave
 from .contract import Reduction
 from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
 from .ranges import IndexRanges
-from .vectorize import emit_reduction_loop, match_reduction_loop
+from .vectorize import emit_reduction_loop, int_args, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
 # comparisons) stay inside it, so they need neither a check nor a wrap.
@@ -811,7 +811,7 @@ class _Translator:
             raise ValueError(f"kernel {self.k.name}: warp-specialised role loops need "
                              "uniform bounds")
         va, vb = self.var(la.var), self.var(lb.var)
-        bounds = ", ".join(f"int({self.expr(x, ctx)})" for x in (la.start, la.stop, la.step))
+        bounds = int_args(*(self.expr(x, ctx) for x in (la.start, la.stop, la.step)))
         self.emit(f"for {va} in range({bounds}):", depth)
         self.emit(f"{vb} = {va}", depth + 1)
         for loop, rc in ((la, roles[0]), (lb, roles[1])):
@@ -859,7 +859,7 @@ class _Translator:
             if stores is not None:   # independent iterations: also emit the wide pass
                 widen.emit_widened_loop(self, s, stores, ctx, (start, stop, step), depth)
                 return
-            self.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth)
+            self.emit(f"for {v} in range({int_args(start, stop, step)}):", depth)
             self.body(s.body, ctx, depth + 1)
             return
         e, st, m, n = self.tmp("_e"), self.tmp("_s"), self.tmp("_m"), self.tmp("_n")
@@ -877,9 +877,7 @@ class _Translator:
 
     # ----------------------------------------------------------------- whole kernel
     def translate(self) -> CompiledKernel:
-        head = ["def run(W, P):",
-                "    _L = W.L; _fl = W.fl",
-                "    _tid = W.tid; _bx = W.bx; _by = W.by; _bz = W.bz"]
+        head = ["def run(W, P):"]
         for p in self.scalars:
             head.append(f"    p_{re.sub(r'[^0-9a-zA-Z_]', '_', p.name)} = P[{p.name!r}]")
         if self.hopper:
@@ -895,12 +893,28 @@ class _Translator:
         if self.clustered:   # the CTAs exit: peers' operations into them must be ordered
             end = self.site(_Ctx(stmt="(kernel exit)"), None)
             self.lines.append(f"    CL.exit_check(W, _hs, _cs, {end})")
-        source = "\n".join(head + ["    " + x for x in self.prelude] + self.lines) + "\n"
+        code_text = "\n".join(["    " + x for x in self.prelude] + self.lines)
+        wave = _wave_locals(code_text)
+        source = "\n".join(head[:1] + wave + head[1:]) + "\n" + code_text + "\n"
         code = compile_wave(source, f"<cpu_sim kernel {self.k.name}>")
         exec(code, self.ns)  # noqa: S102 - our own generated source
         return CompiledKernel(self.ns["run"], source, self.globals_, self.scalars,
                               list(self.k.shared), list(self.k.locals), self.sites,
                               self.flop_dtypes)
+
+
+# The wave's fields the generated code reads as locals of run(). Only those its text
+# names are set: each local costs compile() time (the five of the full set were a seventh
+# of compile() over the conformance suite) and most kernels read two or three of them.
+# A name found inside a longer word keeps its line: harmless.
+WAVE_LOCALS = (("_L", "W.L"), ("_fl", "W.fl"), ("_tid", "W.tid"), ("_bx", "W.bx"),
+               ("_by", "W.by"), ("_bz", "W.bz"))
+
+
+def _wave_locals(code_text: str) -> list[str]:
+    """The line setting the locals of WAVE_LOCALS that `code_text` reads (or none)."""
+    used = [f"{name} = {field}" for name, field in WAVE_LOCALS if name in code_text]
+    return ["    " + "; ".join(used)] if used else []
 
 
 class _Emitters(dict):

@@ -90,6 +90,13 @@ class ReductionLoop:
     flops: tuple[tuple[str, int], ...]   # per iteration and lane, by dtype name
 
 
+def int_args(*codes: str) -> str:
+    """Uniform loop bounds as Python ints, for range(): an integer literal as it is (the
+    common case: constant bounds), anything else (a NumPy scalar) through int()."""
+    return ", ".join(c if c.isdigit() or (c[:1] == "-" and c[1:].isdigit()) else f"int({c})"
+                     for c in codes)
+
+
 def _vars(e: Expr, acc: Counter) -> Counter:
     if isinstance(e, Var):
         acc[e.name] += 1
@@ -285,7 +292,7 @@ def emit_reduction_loop(tr: _Translator, s: For, plan: ReductionLoop, ctx: _Ctx,
     # cp.async words in flight (W.pipe) are checked per read by the plain loop only
     tr.emit("if W.fast and W.pipe is None:", depth)
     d = depth + 1
-    tr.emit(f"{ks} = np.arange(int({start}), int({stop}), int({step}), dtype=np.int64)", d)
+    tr.emit(f"{ks} = np.arange({int_args(start, stop, step)}, dtype=np.int64)", d)
     tr.emit(f"if {ks}.size:", d)
     d += 1
     tr.emit(f"{red} = _Reduction(W, {ks}, {ctx.mask})", d)
@@ -323,7 +330,7 @@ def emit_reduction_loop(tr: _Translator, s: For, plan: ReductionLoop, ctx: _Ctx,
                     f"{ctx.mask}, {site})", d)
     tr.emit("else:", depth)
     v = tr.var(s.var)
-    tr.emit(f"for {v} in range(int({start}), int({stop}), int({step})):", depth + 1)
+    tr.emit(f"for {v} in range({int_args(start, stop, step)}):", depth + 1)
     tr.body(s.body, ctx, depth + 2)
     if tr.options is not None and tr.options.fault("sim_mac_bf16_accumulator"):
         _round_accumulators(tr, plan, by_target, ctx, depth + 2)  # self-test hook

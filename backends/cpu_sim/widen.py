@@ -69,7 +69,7 @@ from hal.kernel.ir import (
     walk_stmts,
 )
 
-from .vectorize import match_reduction_loop
+from .vectorize import int_args, match_reduction_loop
 
 if TYPE_CHECKING:   # pragma: no cover
     from .codegen import _Ctx, _Translator
@@ -208,7 +208,7 @@ def emit_widened_loop(tr: _Translator, s: For, stores: tuple[str, ...], ctx: _Ct
                       *(f"WD.wide({m}, {k})" for m in masks),
                       *(f"{x} * {k}" for x in counts),
                       *(f"WD.wide({x}, {k})" for x in outer)])
-    tr.emit(f"{n} = len(range(int({start}), int({stop}), int({step})))", depth)
+    tr.emit(f"{n} = len(range({int_args(start, stop, step)}))", depth)
     tr.emit(f"{c} = WD.chunk(W, {n})", depth)
     tr.emit(f"if {c}:", depth)
     tr.emit(f"{snap} = WD.snapshot(W, {slots!r})", depth + 1)
@@ -222,7 +222,7 @@ def emit_widened_loop(tr: _Translator, s: For, stores: tuple[str, ...], ctx: _Ct
     tr.emit(f"WD.restore(W, {snap})", depth + 2)
     tr.emit(f"{c} = 0", depth + 2)
     tr.emit(f"if not {c}:", depth)
-    tr.emit(f"for {tr.var(s.var)} in range(int({start}), int({stop}), int({step})):", depth + 1)
+    tr.emit(f"for {tr.var(s.var)} in range({int_args(start, stop, step)}):", depth + 1)
     tr.body(s.body, ctx, depth + 2)
 
 
