@@ -298,21 +298,26 @@ def _round_chunk(src: np.ndarray, dst: np.ndarray, tmp: np.ndarray, rule: _BitsR
                  to: DType) -> None:
     """One chunk of `round_to` (`dst` may be `src`): add half an ulp minus one, plus the
     kept last bit (ties go to even), and clear the dropped bits; a carry out of the
-    fraction moves to the next binade by itself. Values outside [smallest normal, the
-    first value that rounds past the largest finite one) - zeros, subnormals, overflows,
-    infs and NaNs - are redone by `cast`: one unsigned compare of the magnitude less the
-    smallest normal finds them all (the smaller magnitudes wrap to the top)."""
+    fraction moves to the next binade by itself (and a zero stays that zero). Values
+    outside [smallest normal, the first value that rounds past the largest finite one) -
+    subnormals, overflows, infs and NaNs - are redone by `cast`: one unsigned compare of
+    the magnitude less the smallest normal finds them all (the smaller magnitudes wrap to
+    the top), zeros too, which are then left out (masked attention probabilities)."""
     np.bitwise_and(src, _MAGNITUDE, out=tmp)
     tmp -= np.uint64(rule.low_bits)
     odd = tmp >= np.uint64(rule.round_over_bits - rule.low_bits)
-    exceptional = np.flatnonzero(odd) if odd.any() else None
-    kept = src[exceptional].view(np.float64) if exceptional is not None else None
+    exceptional = kept = None
+    if odd.any():
+        exceptional = np.flatnonzero(odd)
+        nonzero = tmp[exceptional] != np.uint64(-rule.low_bits & ((1 << 64) - 1))
+        exceptional = exceptional[nonzero] if not nonzero.all() else exceptional
+        kept = src[exceptional].view(np.float64) if exceptional.size else None
     np.right_shift(src, np.uint64(rule.shift), out=tmp)
     np.bitwise_and(tmp, np.uint64(1), out=tmp)
     tmp += np.uint64((1 << (rule.shift - 1)) - 1)
     np.add(src, tmp, out=dst)
     np.bitwise_and(dst, np.uint64(~((1 << rule.shift) - 1) & ((1 << 64) - 1)), out=dst)
-    if exceptional is not None:
+    if kept is not None:
         dst[exceptional] = cast(kept, to).astype(np.float64).view(np.uint64)
 
 
