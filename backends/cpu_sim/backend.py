@@ -189,7 +189,6 @@ class CpuSimBackend(Backend):
                              stage=k.meta.stage, lower_s=lower_s)
                     stats.append(d)
                 lazy.after(i)
-                _HEAP.release_free()   # free pages go back between groups (reused within one)
             outputs = {orig.name: buffers[new.name].reshape(new.shape)
                        for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
             report = None
@@ -257,9 +256,9 @@ class _Heap:
     2048 x 4096 float64 product into a new array about 2x one into an existing array).
     Inside `reuse()` every allocation comes from the heap and freed memory stays
     there, already mapped, for the next array. `release_free()` returns the free heap
-    pages to the system (malloc_trim) after each group, so that what a run holds stays
-    near what it uses, and before a fork: pages kept free are otherwise shared with the
-    child, and this process writing a new array over them would copy each one. After the run glibc's defaults come back, except that its thresholds no
+    pages to the system (malloc_trim) before a fork: pages kept free are otherwise
+    shared with the child, and this process writing a new array over them would copy
+    each one. After the run glibc's defaults come back, except that its thresholds no
     longer adapt (any mallopt turns that off: trimming stays at 128 KiB)."""
 
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4          # mallopt parameters (malloc.h)
