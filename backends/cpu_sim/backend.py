@@ -258,8 +258,7 @@ class _Heap:
     there, already mapped, for the next array. `release_free()` returns the free heap
     pages to the system (malloc_trim) before a fork: pages kept free are otherwise
     shared with the child, and this process writing a new array over them would copy
-    each one. After the run glibc's defaults come back, except that its thresholds no
-    longer adapt (any mallopt turns that off: trimming stays at 128 KiB)."""
+    each one."""
 
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4          # mallopt parameters (malloc.h)
     TRIM_DEFAULT, MMAP_MAX_DEFAULT = 128 * 1024, 65536
