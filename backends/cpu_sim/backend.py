@@ -24,7 +24,6 @@ children or at the end. The stats, reports and stored bits are those of the seri
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -123,77 +122,75 @@ class CpuSimBackend(Backend):
         # the whole-output reference, node by node beside the groups, reading the
         # constants cpu_sim made (a model's weights are made once, not twice)
         ref = _ReferenceSteps(graph, inputs, lazy, prim) if compare_reference else None
-        # a sampled run's large arrays come from a heap kept between them (_reused_heap)
-        with _reused_heap(sample is not None):
-            for i, g in enumerate(groups):
-                if progress is not None:
-                    progress(i, len(groups), g.name)
-                lazy.before(i)
-                if ref is not None:   # overlapped: it runs while the children simulate, kept
-                    ref.advance(until=ref.caught_up if overlap else None)   # within RETAIN_BYTES
-                if is_alias_group(g):
-                    n = g.nodes[0]
-                    buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
-                    lazy.after(i)
-                    continue
-                scratch: dict[str, np.ndarray] = {}
-                for v in (o for n in g.nodes for o in n.outputs):
-                    if v.name not in buffers:
-                        buffers[v.name] = np.zeros(math.prod(v.shape), v.dtype.np_dtype)
-                t0 = time.perf_counter()
-                kernels = lower_group(g, spec, lowering_options)
-                lower_s = time.perf_counter() - t0
-                for k in kernels:
-                    args: dict[str, Any] = {}
-                    for param, value in k.meta.buffers.items():
-                        if param in k.meta.scratch:
-                            dt, numel = k.meta.scratch[param]
-                            if param not in scratch:
-                                from hal.dtypes import dtype as _dtype
-
-                                scratch[param] = np.zeros(numel, _dtype(dt).np_dtype)
-                            args[param] = scratch[param]
-                        else:
-                            args[param] = buffers[value]
-                    kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes, jobs=jobs,
-                                              exact_rounding=exact_rounding, options=lowering_options)
-                    if kernel_progress is not None:
-                        kw["progress"] = (lambda done, total, _n=k.name:
-                                          kernel_progress(_n, done, total))
-                    why_exact = samplable(kernels) if sample is not None else None
-                    if sample is not None and why_exact is None and overlap:
-                        st, rep = _overlapped(k, args, spec, sample, kw, g, buffers, composites,
-                                              ref, lazy, i, jobs)
-                        sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
-                                                                   composites, rep.pop("func"))
-                    elif sample is not None and why_exact is None:
-                        st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts, **kw)
-                        sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
-                                                                   composites)
-                    else:
-                        st = simulate(k, args, spec, **kw)
-                        if sample is not None:
-                            sampled_report[k.name] = {"exact": why_exact}
-                    sample_rep = sampled_report.get(k.name)
-                    # a timing: beside wall_s in the stats, not a result of the sampled report
-                    sim_cpu = sample_rep.pop("sim_cpu_s", None) if sample_rep is not None else None
-                    if not kernel_stats:
-                        continue
-                    d = st.to_dict()
-                    if sample_rep is not None:
-                        d["sample"] = sample_rep
-                        if sim_cpu is not None:
-                            d["sim_cpu_s"] = sim_cpu
-                    d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
-                             plan=k.meta.plan.summary() if k.meta.plan is not None else {},
-                             stage=k.meta.stage, lower_s=lower_s)
-                    stats.append(d)
+        for i, g in enumerate(groups):
+            if progress is not None:
+                progress(i, len(groups), g.name)
+            lazy.before(i)
+            if ref is not None:   # overlapped: it runs while the children simulate, kept
+                ref.advance(until=ref.caught_up if overlap else None)   # within RETAIN_BYTES
+            if is_alias_group(g):
+                n = g.nodes[0]
+                buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
                 lazy.after(i)
-            outputs = {orig.name: buffers[new.name].reshape(new.shape)
-                       for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
-            report = None
-            if ref is not None:
-                report = _parity(graph, prim, outputs, ref.finish())
+                continue
+            scratch: dict[str, np.ndarray] = {}
+            for v in (o for n in g.nodes for o in n.outputs):
+                if v.name not in buffers:
+                    buffers[v.name] = np.zeros(math.prod(v.shape), v.dtype.np_dtype)
+            t0 = time.perf_counter()
+            kernels = lower_group(g, spec, lowering_options)
+            lower_s = time.perf_counter() - t0
+            for k in kernels:
+                args: dict[str, Any] = {}
+                for param, value in k.meta.buffers.items():
+                    if param in k.meta.scratch:
+                        dt, numel = k.meta.scratch[param]
+                        if param not in scratch:
+                            from hal.dtypes import dtype as _dtype
+
+                            scratch[param] = np.zeros(numel, _dtype(dt).np_dtype)
+                        args[param] = scratch[param]
+                    else:
+                        args[param] = buffers[value]
+                kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes, jobs=jobs,
+                                          exact_rounding=exact_rounding, options=lowering_options)
+                if kernel_progress is not None:
+                    kw["progress"] = (lambda done, total, _n=k.name:
+                                      kernel_progress(_n, done, total))
+                why_exact = samplable(kernels) if sample is not None else None
+                if sample is not None and why_exact is None and overlap:
+                    st, rep = _overlapped(k, args, spec, sample, kw, g, buffers, composites,
+                                          ref, lazy, i, jobs)
+                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
+                                                               composites, rep.pop("func"))
+                elif sample is not None and why_exact is None:
+                    st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts, **kw)
+                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
+                                                               composites)
+                else:
+                    st = simulate(k, args, spec, **kw)
+                    if sample is not None:
+                        sampled_report[k.name] = {"exact": why_exact}
+                sample_rep = sampled_report.get(k.name)
+                # a timing: beside wall_s in the stats, not a result of the sampled report
+                sim_cpu = sample_rep.pop("sim_cpu_s", None) if sample_rep is not None else None
+                if not kernel_stats:
+                    continue
+                d = st.to_dict()
+                if sample_rep is not None:
+                    d["sample"] = sample_rep
+                    if sim_cpu is not None:
+                        d["sim_cpu_s"] = sim_cpu
+                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
+                         plan=k.meta.plan.summary() if k.meta.plan is not None else {},
+                         stage=k.meta.stage, lower_s=lower_s)
+                stats.append(d)
+            lazy.after(i)
+        outputs = {orig.name: buffers[new.name].reshape(new.shape)
+                   for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
+        report = None
+        if ref is not None:
+            report = _parity(graph, prim, outputs, ref.finish())
         if sample is not None:
             report = dict(report or {})
             report["sampled"] = sampled_report
@@ -219,7 +216,6 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
     swapped = shared.swap([args[p] for p in out], [True] * len(out))
     child_args = dict(args) | dict(zip(out, swapped, strict=True))
     ckw = dict(kw, jobs=max(1, sim_jobs(jobs) - 1))
-    _HEAP.release_free()   # the child shares no free heap page this process will write
     child = start_child(lambda: run_kernel_sampled(k, child_args, spec, sample,
                                                    simulate_parts, **ckw))
     # while the child runs: the reference, node by node, until the child is done (a
@@ -245,67 +241,6 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
     shared.copy_back()
     rep["func"] = func
     return st, rep
-
-
-class _Heap:
-    """glibc's allocator told to keep freed memory for reuse (no-op elsewhere).
-
-    NumPy takes each large array (over 32 MiB: a layer's activations) from mmap and
-    gives it back at free, so every new one is page-faulted in again and zeroed by the
-    kernel: at model scale that costs as much CPU as the arithmetic it holds (a
-    2048 x 4096 float64 product into a new array about 2x one into an existing array).
-    Inside `reuse()` every allocation comes from the heap and freed memory stays
-    there, already mapped, for the next array. `release_free()` returns the free heap
-    pages to the system (malloc_trim) before a fork: pages kept free are otherwise
-    shared with the child, and this process writing a new array over them would copy
-    each one."""
-
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4          # mallopt parameters (malloc.h)
-    TRIM_DEFAULT, MMAP_MAX_DEFAULT = 128 * 1024, 65536
-    NEVER_TRIM = 1 << 62
-
-    def __init__(self) -> None:
-        self.libc: Any = None
-        self.depth = 0
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None)
-            if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") \
-                    and hasattr(libc, "gnu_get_libc_version"):
-                libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-                libc.malloc_trim.argtypes = [ctypes.c_size_t]
-                self.libc = libc
-        except OSError:
-            pass
-
-    def _set(self, trim: int, mmap_max: int) -> None:
-        self.libc.mallopt(self.M_TRIM_THRESHOLD, min(trim, 2**31 - 1))
-        self.libc.mallopt(self.M_MMAP_MAX, mmap_max)
-
-    @contextlib.contextmanager
-    def reuse(self, on: bool = True):
-        if not on or self.libc is None:
-            yield
-            return
-        self.depth += 1
-        if self.depth == 1:
-            self._set(self.NEVER_TRIM, 0)
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if self.depth == 0:
-                self._set(self.TRIM_DEFAULT, self.MMAP_MAX_DEFAULT)
-                self.libc.malloc_trim(0)
-
-    def release_free(self) -> None:
-        if self.libc is not None and self.depth:
-            self.libc.malloc_trim(0)
-
-
-_HEAP = _Heap()
-_reused_heap = _HEAP.reuse
 
 
 class _ReferenceSteps:
