@@ -219,6 +219,12 @@ class _BitsRounding:
     low_bits: int     # magnitude bits of the target's smallest normal value
     over_bits: int    # magnitude bits from which a rounded value overflows to inf
 
+    @property
+    def round_over_bits(self) -> int:
+        """Magnitude bits from which a value rounds to inf: the midpoint between the
+        largest finite value and 2^(emax+1) (a tie goes to the even neighbour: inf)."""
+        return self.over_bits - (1 << (self.shift - 1))
+
 
 def _bits_rounding(d: DType, emin: int, emax: int) -> _BitsRounding:
     return _BitsRounding(52 - d.mantissa_bits, (emin + 1023) << 52, (emax + 1 + 1023) << 52)
@@ -230,9 +236,7 @@ _BITS_ROUNDING: dict[DType, _BitsRounding] = {
     f16: _bits_rounding(f16, -14, 15),
 }
 _ROUND_CHUNK = 1 << 15        # elements per pass: the temporaries stay in L2
-_SIGN = np.uint64(1 << 63)
 _MAGNITUDE = np.uint64((1 << 63) - 1)
-_INF_BITS = np.uint64(0x7FF << 52)
 
 
 def round_to(x: np.ndarray, to: DType, out: np.ndarray | None = None) -> np.ndarray:
@@ -243,11 +247,7 @@ def round_to(x: np.ndarray, to: DType, out: np.ndarray | None = None) -> np.ndar
     x's shape; may be `x` itself) receives the result in place of a new array."""
     a = np.asarray(x)
     if to == f32 and a.dtype == np.float64:   # float32's own conversion rounds the same
-        with np.errstate(over="ignore"):
-            if out is None:
-                return a.astype(np.float32).astype(np.float64)
-            out[...] = a.astype(np.float32)
-        return out
+        return _round_via_f32(a, out)
     rule = _BITS_ROUNDING.get(to)
     if rule is None or a.dtype != np.float64:
         wide = cast(a, to).astype(np.float64)
@@ -273,27 +273,51 @@ def round_to(x: np.ndarray, to: DType, out: np.ndarray | None = None) -> np.ndar
     return out
 
 
+def _round_via_f32(a: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """round_to(a, f32) of float64 `a`: through float32, chunk by chunk through one
+    cache-sized float32 buffer when large, so no float32 copy of `a` (nor, with `out`, any
+    other array of a's size) is made: a new large array costs more in page faults than
+    both conversions."""
+    if out is None:
+        out = np.empty(a.shape, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):   # NaN stays NaN, quiet or not
+        if a.size <= _ROUND_CHUNK or not (a.flags.c_contiguous and out.flags.c_contiguous):
+            out[...] = a.astype(np.float32)
+            return out
+        src, dst = a.reshape(-1), out.reshape(-1)
+        tmp = np.empty(_ROUND_CHUNK, np.float32)
+        for start in range(0, src.size, _ROUND_CHUNK):
+            stop = min(start + _ROUND_CHUNK, src.size)
+            part = tmp[: stop - start]
+            np.copyto(part, src[start:stop], casting="same_kind")
+            np.copyto(dst[start:stop], part)
+    return out
+
+
 def _round_chunk(src: np.ndarray, dst: np.ndarray, tmp: np.ndarray, rule: _BitsRounding,
                  to: DType) -> None:
     """One chunk of `round_to` (`dst` may be `src`): add half an ulp minus one, plus the
     kept last bit (ties go to even), and clear the dropped bits; a carry out of the
-    fraction moves to the next binade by itself. Values that leave the target's normal
-    range or are NaN are then redone by `cast`."""
+    fraction moves to the next binade by itself (and a zero stays that zero). Values
+    outside [smallest normal, the first value that rounds past the largest finite one) -
+    subnormals, overflows, infs and NaNs - are redone by `cast`: one unsigned compare of
+    the magnitude less the smallest normal finds them all (the smaller magnitudes wrap to
+    the top), zeros too, which are then left out (masked attention probabilities)."""
     np.bitwise_and(src, _MAGNITUDE, out=tmp)
-    tmp -= np.uint64(1)   # zero wraps to the top: never "below the normal range"
-    odd = (tmp < np.uint64(rule.low_bits - 1)) | (tmp >= _INF_BITS)   # subnormal / NaN
-    exceptional = np.flatnonzero(odd) if odd.any() else None
-    kept = src[exceptional].view(np.float64) if exceptional is not None else None
+    tmp -= np.uint64(rule.low_bits)
+    odd = tmp >= np.uint64(rule.round_over_bits - rule.low_bits)
+    exceptional = kept = None
+    if odd.any():
+        exceptional = np.flatnonzero(odd)
+        nonzero = tmp[exceptional] != np.uint64(-rule.low_bits & ((1 << 64) - 1))
+        exceptional = exceptional[nonzero] if not nonzero.all() else exceptional
+        kept = src[exceptional].view(np.float64) if exceptional.size else None
     np.right_shift(src, np.uint64(rule.shift), out=tmp)
     np.bitwise_and(tmp, np.uint64(1), out=tmp)
     tmp += np.uint64((1 << (rule.shift - 1)) - 1)
     np.add(src, tmp, out=dst)
     np.bitwise_and(dst, np.uint64(~((1 << rule.shift) - 1) & ((1 << 64) - 1)), out=dst)
-    np.bitwise_and(dst, _MAGNITUDE, out=tmp)
-    over = tmp >= np.uint64(rule.over_bits)
-    if over.any():   # past the target's largest finite value (inf stays inf)
-        dst[over] = (dst[over] & _SIGN) | _INF_BITS
-    if exceptional is not None:
+    if kept is not None:
         dst[exceptional] = cast(kept, to).astype(np.float64).view(np.uint64)
 
 

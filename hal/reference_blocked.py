@@ -47,6 +47,25 @@ def _prim(name: str, *args: np.ndarray, **attrs: Any) -> np.ndarray:
     return np.asarray(op.reference(list(args), op.check_attrs(attrs))[0])
 
 
+def _prim_into(out: np.ndarray, name: str, *args: np.ndarray) -> np.ndarray:
+    """`_prim(name, *args)` written into `out` (a tile's own float64 array of the result's
+    shape, possibly one of `args`): the op's NumPy body itself when it is a ufunc (the
+    same values, no new tile-sized array), else the reference's result copied in."""
+    from hal.ops import get_op
+
+    body = getattr(get_op(name).scalar, "__wrapped__", None)
+    if isinstance(body, np.ufunc):
+        with np.errstate(all="ignore"):
+            return body(*args, out=out)
+    out[...] = _prim(name, *args)
+    return out
+
+
+def _round_own(a: np.ndarray, dt: DType) -> np.ndarray:
+    """A tile's own float64 array (a view of one is fine) rounded to `dt` in place."""
+    return round_to(a, dt, out=a)
+
+
 def _round(a: np.ndarray, dt: DType, fresh: bool = True) -> np.ndarray:
     """`a` rounded to `dt` and widened back to float64; in place when `a` is a fresh
     float64 result (an operand passed in is never written)."""
@@ -98,18 +117,19 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
                 width = min(t, r1) if causal and mask is None else t
                 qt = q[b, heads, r0:r1].reshape(group * tq, d)
                 # dot_general(q grouped, k) with out_dtype = compute dtype
+                # the tile's steps write over its own score array (sc), each step the
+                # primitive's values rounded as the decomposition rounds them
                 sc = _round(_prim("dot_general", qt, kt[:width], lhs_contracting=(1,),
                                   rhs_contracting=(1,)), cdt).reshape(group, tq, width)
-                sc = _round(_prim("mul", sc, np.broadcast_to(scale_c, sc.shape)), cdt)
+                sc = _round_own(_prim_into(sc, "mul", sc, np.broadcast_to(scale_c, sc.shape)),
+                                cdt)
                 if mask is not None:
-                    sc = _round(_prim("add", sc, mask[b, heads, r0:r1]), cdt)
-                if causal:
-                    keep = np.broadcast_to((r0 + np.arange(tq))[:, None] >= cols[None, :width],
-                                           sc.shape)
-                    sc = _prim("select", keep, sc, np.broadcast_to(-np.inf, sc.shape))
-                p = _softmax_rows(sc, cdt, t)
-                if qdt != cdt:   # the zeros past `width` round to themselves
-                    p[..., :width] = _round(p[..., :width], qdt, fresh=False)
+                    sc = _round_own(_prim_into(sc, "add", sc, mask[b, heads, r0:r1]), cdt)
+                if causal:   # select(keep, sc, -inf), in place
+                    drop = (r0 + np.arange(tq))[:, None] < cols[None, :width]
+                    np.copyto(sc, -np.inf, where=drop)
+                # p rounded to q's dtype too (the zeros past `width` round to themselves)
+                p = _softmax_rows(sc, cdt, t, qdt)
                 # the product runs over the whole key axis (zeros past `width`), so that
                 # its sums are the decomposition's
                 o = _prim("dot_general", p.reshape(group * tq, t), vt, lhs_contracting=(1,),
@@ -118,23 +138,31 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
     return [out]
 
 
-def _softmax_rows(x: np.ndarray, cdt: DType, width: int | None = None) -> np.ndarray:
-    """softmax over the last axis as `_softmax_decompose` spells it, x already in `cdt`.
-    With `width` wider than x's rows, x is the first columns of rows whose other
-    columns are -inf: the result has `width` columns, exactly 0 past x's (the sums run
-    over the whole width, so that they add in the decomposition's order)."""
+def _softmax_rows(x: np.ndarray, cdt: DType, width: int | None = None,
+                  out_dtype: DType | None = None) -> np.ndarray:
+    """softmax over the last axis as `_softmax_decompose` spells it, x already in `cdt`
+    (a tile's own array: overwritten). With `width` wider than x's rows, x is the first
+    columns of rows whose other columns are -inf: the result has `width` columns, exactly
+    0 past x's (the sums run over the whole width, so that they add in the
+    decomposition's order). With `out_dtype`, the result is then rounded to it too."""
     m = _round(_prim("reduce_max", x, axes=(x.ndim - 1,), keepdims=True), cdt)
-    e = _round(_prim("sub", x, np.broadcast_to(m, x.shape)), cdt)
-    e = _round(_prim("exp", e), cdt)
+    e = _round_own(_prim_into(x, "sub", x, np.broadcast_to(m, x.shape)), cdt)
+    e = _round_own(_prim_into(e, "exp", e), cdt)
     n = x.shape[-1]
+    full = None
     if width is not None and width > n:
         full = np.zeros(x.shape[:-1] + (width,), np.float64)
         full[..., :n] = e
         total = _round(_prim("reduce_sum", full, axes=(x.ndim - 1,), keepdims=True), cdt)
-        full[..., :n] = _round(_prim("div", e, np.broadcast_to(total, e.shape)), cdt)
-        return full
-    total = _round(_prim("reduce_sum", e, axes=(x.ndim - 1,), keepdims=True), cdt)
-    return _round(_prim("div", e, np.broadcast_to(total, x.shape)), cdt)
+    else:
+        total = _round(_prim("reduce_sum", e, axes=(x.ndim - 1,), keepdims=True), cdt)
+    p = _round_own(_prim_into(e, "div", e, np.broadcast_to(total, e.shape)), cdt)
+    if out_dtype is not None and out_dtype != cdt:
+        p = _round_own(p, out_dtype)
+    if full is None:
+        return p
+    full[..., :n] = p
+    return full
 
 
 #: elements of a narrow operand widened at once by `dot_general_panels` (16 MiB of float64)

@@ -32,3 +32,48 @@ def test_failures_still_show():
 def test_integers_are_exact():
     r = compare(np.array([1, 2, 3]), np.array([1, 2, 4]), 0.0, 0.0)
     assert r == {"max_abs": 1.0, "max_rel": 1.0, "ok": False}
+
+
+def _compare_oracle(a, e, rtol, atol):
+    """compare's general path, spelled out (NaN and inf masks everywhere)."""
+    a64, e64 = a.astype(np.float64), e.astype(np.float64)
+    both_nan = np.isnan(a64) & np.isnan(e64)
+    same_inf = np.isinf(e64) & (a64 == e64)
+    with np.errstate(all="ignore"):
+        diff = np.where(both_nan | same_inf, 0.0, np.abs(a64 - e64))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        mag = np.abs(e64)
+        rel = np.where(mag >= max(atol, np.finfo(np.float64).tiny), diff / mag, 0.0)
+        rel = np.where(np.isnan(rel), np.inf, rel)
+        bad = diff > atol + rtol * np.where(np.isfinite(e64), mag, 0.0)
+    return {"max_abs": float(diff.max()) if diff.size else 0.0,
+            "max_rel": float(rel.max()) if rel.size else 0.0, "ok": not bool(bad.any())}
+
+
+def test_finite_reference_fast_path_equals_the_general_rules():
+    """A finite reference takes compare's short path: its numbers are those of the full
+    NaN/inf rules, at the atol edge, with an inf in the actual values, for bf16 inputs."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(0)
+    atol, rtol = 1e-2, 1e-2
+    e = rng.standard_normal(4000) * np.where(rng.random(4000) < 0.2, 1e-3, 1.0)
+    e[:4] = [atol, -atol, 0.0, -0.0]               # magnitudes exactly at atol, zeros
+    a = e + rng.standard_normal(4000) * 1e-2
+    a[5] = 2 * atol                                 # fails only through the bound
+    cases = [(a, e), (np.where(np.arange(4000) == 7, np.inf, a), e),
+             (a[np.abs(a - e) < atol], e[np.abs(a - e) < atol]),
+             (a.astype(ml_dtypes.bfloat16), e.astype(ml_dtypes.bfloat16)), (a[:0], e[:0])]
+    for got, want in cases:
+        assert compare(got, want, rtol, atol) == _compare_oracle(got, want, rtol, atol)
+
+
+def test_finite_fast_path_edges_exactly():
+    """A reference element of magnitude exactly atol counts in max_rel; a difference
+    exactly at the bound passes."""
+    tol = 2.0 ** -7
+    for a, e in ((np.array([1.5 * tol, 0.0]), np.array([tol, 0.0])),
+                 (np.array([1.0 + 2 * tol, 3.0]), np.array([1.0, 3.0]))):
+        assert compare(a, e, tol, tol) == _compare_oracle(a, e, tol, tol)
+    assert compare(np.array([1.5 * tol]), np.array([tol]), tol, tol)["max_rel"] == 0.5
+    assert compare(np.array([1.0 + 2 * tol]), np.array([1.0]), tol, tol)["ok"]

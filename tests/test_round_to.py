@@ -96,3 +96,20 @@ def test_other_targets_and_inputs_follow_cast(d):
 def test_out_of_the_wrong_shape_is_a_clear_error():
     with pytest.raises(HalError, match="float64"):
         round_to(np.zeros(4), bf16, out=np.zeros(5))
+
+
+@pytest.mark.parametrize("d", (*BITS_TARGETS, f32), ids=str)
+def test_several_chunks_in_place_and_new(d):
+    """Arrays of several chunks (and a ragged last one) with every kind of value: the
+    chunked paths (bits, and float32 through one reused buffer) equal the cast and back,
+    in place, into a new array and into a strided `out`."""
+    n = 3 * (1 << 15) + 11
+    x = np.concatenate([_random_bits(n // 2, 6), np.random.default_rng(7).standard_normal(n)
+                        * np.float64(d.max) / 4, _edges(d), _NAN_PAYLOADS])
+    want = _cast_back(x, d)
+    _same_bits(round_to(x, d), want)
+    y = x.copy()
+    assert round_to(y, d, out=y) is y
+    _same_bits(y, want)
+    out = np.empty((2, x.size))[1]
+    _same_bits(round_to(x, d, out=out), want)

@@ -38,7 +38,11 @@ def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) 
         diff = np.abs(a.astype(np.int64) - e.astype(np.int64)) if a.size else np.zeros(0)
         m = float(diff.max()) if diff.size else 0.0
         return {"max_abs": m, "max_rel": m, "ok": m == 0}
-    a64, e64 = a.astype(np.float64), e.astype(np.float64)
+    a64, e64 = a.astype(np.float64, copy=False), e.astype(np.float64, copy=False)
+    with np.errstate(all="ignore"):
+        diff = np.abs(a64 - e64)
+    if np.isfinite(e64).all() and not np.isnan(diff).any():
+        return _compare_finite(diff, e64, rtol, atol)
     both_nan = np.isnan(a64) & np.isnan(e64)
     same_inf = np.isinf(e64) & (a64 == e64)
     with np.errstate(all="ignore"):
@@ -49,6 +53,20 @@ def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) 
         rel = np.where(np.isnan(rel), np.inf, rel)      # inf against an inf of either sign
         # a NaN or inf reference element allows no difference (NaN only matches NaN)
         bad = diff > atol + rtol * np.where(np.isfinite(e64), mag, 0.0)
+    return {"max_abs": float(diff.max()) if diff.size else 0.0,
+            "max_rel": float(rel.max()) if rel.size else 0.0,
+            "ok": not bool(bad.any())}
+
+
+def _compare_finite(diff: np.ndarray, e64: np.ndarray, rtol: float, atol: float) -> dict:
+    """`compare` where every reference element is finite and no difference is NaN (the
+    usual case: a model layer's outputs): no NaN or inf to match, so the general path's
+    masks are all false and its results are these, in fewer passes."""
+    mag = np.abs(e64)
+    with np.errstate(all="ignore"):
+        rel = np.divide(diff, mag, out=np.zeros_like(diff),
+                        where=mag >= max(atol, np.finfo(np.float64).tiny))
+        bad = diff > atol + rtol * mag
     return {"max_abs": float(diff.max()) if diff.size else 0.0,
             "max_rel": float(rel.max()) if rel.size else 0.0,
             "ok": not bool(bad.any())}
