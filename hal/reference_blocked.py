@@ -169,16 +169,17 @@ def _softmax_rows(x: np.ndarray, cdt: DType, width: int | None = None,
 PANEL_ELEMENTS = 1 << 21
 
 
-def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any],
-                       wide: type = np.float64) -> np.ndarray:
-    """dot_general's product in `wide` (float64 for the reference, float32 where kernels
-    multiply f32-or-narrower values) of operands that may still be in a narrower dtype (a
+def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
+    """dot_general's float64 product of operands that may still be in a narrower dtype (a
     model's bf16 weights): a narrow operand is converted one panel of its free elements
-    at a time, so its `wide` copy (4x a bf16 weight in float64) never exists whole. Each
-    output element is the same dot product over the whole contracted axis as with the
-    operand converted at once (the panels split the free axes only)."""
+    at a time, so its float64 copy (4x a bf16 weight) never exists whole. Each output
+    element is the same dot product over the whole contracted axis as with the operand
+    converted at once (the panels split the free axes only; float64 dgemm gives the same
+    sums, float32 sgemm on this machine's OpenBLAS does not, so only the reference uses
+    it)."""
     from hal.ops.contraction import dot_general_operands
 
+    wide = np.float64
     a2, b2, shape = dot_general_operands(a, b, attrs)
     narrow_a, narrow_b = a2.dtype != wide, b2.dtype != wide
     if narrow_a and narrow_b:   # the smaller one converted whole, the other in panels

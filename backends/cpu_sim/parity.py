@@ -43,6 +43,11 @@ def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) 
         diff = np.abs(a64 - e64)
     if np.isfinite(e64).all() and not np.isnan(diff).any():
         return _compare_finite(diff, e64, rtol, atol)
+    return _compare_general(a64, e64, rtol, atol)
+
+
+def _compare_general(a64: np.ndarray, e64: np.ndarray, rtol: float, atol: float) -> dict:
+    """`compare`'s rules for float64 values with any NaN or inf in them."""
     both_nan = np.isnan(a64) & np.isnan(e64)
     same_inf = np.isinf(e64) & (a64 == e64)
     with np.errstate(all="ignore"):
