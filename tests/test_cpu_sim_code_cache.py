@@ -54,13 +54,38 @@ def _expected(value: float, shift: int) -> np.ndarray:
         np.float32(value)
 
 
-def test_compile_wave_hits_on_the_same_source_and_name_only():
+def test_compile_wave_hits_on_the_same_source_under_any_name():
+    """One compile per source; another name gets the code renamed, never recompiled."""
     code_cache.clear()
     a = code_cache.compile_wave("def run(W, P):\n    return 1\n", "<k a>")
     assert code_cache.compile_wave("def run(W, P):\n    return 1\n", "<k a>") is a
     assert code_cache.compile_wave("def run(W, P):\n    return 2\n", "<k a>") is not a
-    assert code_cache.compile_wave("def run(W, P):\n    return 1\n", "<k b>") is not a
-    assert code_cache.cached() == 3
+    b = code_cache.compile_wave("def run(W, P):\n    return 1\n", "<k b>")
+    assert code_cache.cached() == 2                                     # not compiled again
+    assert b.co_filename == "<k b>" and a.co_filename == "<k a>"
+    assert b == compile("def run(W, P):\n    return 1\n", "<k b>", "exec")   # as compiled
+
+
+def test_a_renamed_code_names_its_kernel_in_every_function():
+    """The functions the code defines (run, a widened loop's prelude function) carry the
+    new name too: a traceback out of either names the kernel that ran."""
+    src = ("def _wb1(x):\n    return 1 // x\n"
+           "def run(W, P):\n    return _wb1(W)\n")
+    code_cache.clear()
+    code_cache.compile_wave(src, "<cpu_sim kernel first>")
+    code = code_cache.compile_wave(src, "<cpu_sim kernel second>")
+    ns: dict = {}
+    exec(code, ns)  # noqa: S102
+    try:
+        ns["run"](0, None)
+    except ZeroDivisionError as e:
+        tb = e.__traceback__
+        names = []
+        while tb is not None:
+            names.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+    assert names[-2:] == ["<cpu_sim kernel second>"] * 2
+    assert ns["_wb1"].__code__.co_filename == "<cpu_sim kernel second>"
 
 
 def test_compile_wave_is_bounded(monkeypatch):
@@ -101,11 +126,13 @@ def test_a_changed_kernel_never_gets_a_stale_translation():
 
 
 def test_the_kernel_name_reaches_the_code_object():
-    """The code cache keys on the file name, which names the kernel in tracebacks."""
+    """The file name names the kernel in tracebacks: equal kernels under two names share
+    one compile, each code object with its own name."""
     code_cache.clear()
     one, two = compile_kernel(_kernel(2.0, 0, "k0_exp")), compile_kernel(_kernel(2.0, 0, "g0_exp"))
     assert one.run.__code__.co_filename == "<cpu_sim kernel k0_exp>"
     assert two.run.__code__.co_filename == "<cpu_sim kernel g0_exp>"
+    assert one.source == two.source and code_cache.cached() == 1
 
 
 def test_node_memo_keeps_answers_per_node_object():

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -110,6 +110,7 @@ class CompiledKernel:
     locals_: list[LocalBuffer]
     sites: list[tuple[str, str | None, str]]   # (statement text, buffer, expression text)
     flop_dtypes: list[str]
+    var_names: dict[str, str] = field(default_factory=dict)   # IR variable -> its name in source
 
 
 def scalar_fn(op: str) -> Callable[..., Any]:
@@ -494,10 +495,12 @@ class _Translator:
         return name
 
     def var(self, v: Var) -> str:
+        # Numbered by first use, without the IR name: kernels that differ only in their
+        # variables' names generate the same source and share one compile() (code_cache;
+        # a quarter of the conformance suite's compiles). CompiledKernel.var_names maps back.
         name = self.var_names.get(v.name)
         if name is None:
-            clean = re.sub(r"\W", "_", v.name)
-            name = self.var_names[v.name] = f"v_{clean}_{len(self.var_names)}"
+            name = self.var_names[v.name] = f"v{len(self.var_names)}"
         return name
 
     def python_to_var(self) -> dict[str, str]:
@@ -900,7 +903,7 @@ class _Translator:
         exec(code, self.ns)  # noqa: S102 - our own generated source
         return CompiledKernel(self.ns["run"], source, self.globals_, self.scalars,
                               list(self.k.shared), list(self.k.locals), self.sites,
-                              self.flop_dtypes)
+                              self.flop_dtypes, self.var_names)
 
 
 # The wave's fields the generated code reads as locals of run(). Only those its text
