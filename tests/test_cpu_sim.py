@@ -207,7 +207,9 @@ def test_exp_uses_registry_scalar_and_local_arrays() -> None:
     st = simulate(k, {"x": x, "o": o}, H100)
     np.testing.assert_array_equal(o, np.exp(x).reshape(-1, per)[:, ::-1].reshape(-1))
     assert st.flops_by_dtype == {"f32": n}
-    assert "for v_j" in kernel_source(k)   # uniform loop: a plain Python loop
+    src = kernel_source(k)
+    assert "# variables: v0 = j, v1 = t" in src
+    assert "for v0 in range(" in src   # uniform loop: a plain Python loop
 
 
 def test_divergent_loop_bounds_and_atomics() -> None:

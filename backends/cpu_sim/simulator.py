@@ -393,8 +393,11 @@ def _cluster_unit(kernel: Kernel) -> int:
 
 
 def kernel_source(kernel: Kernel) -> str:
-    """The Python the simulator generated for `kernel` (for debugging)."""
-    return compiled(kernel).source
+    """The Python the simulator generated for `kernel` (for debugging), headed by a
+    comment naming the kernel variable of each generated `v<n>`."""
+    ck = compiled(kernel)
+    names = ", ".join(f"{py} = {name}" for name, py in ck.var_names.items())
+    return (f"# variables: {names}\n" if names else "") + ck.source
 
 
 __all__ = ["simulate", "simulate_parts", "plan_waves", "KernelStats", "SimulationError", "kernel_source", "compiled"]
