@@ -126,8 +126,8 @@ def _int_to_rep(x: Any, dt: DType, npd: np.dtype) -> Any:
     """to_rep(x, dt) for an integer dtype: an integer or bool value wraps (cast's astype)
     without cast's per-call dispatch; anything else goes through to_rep."""
     a = np.asarray(x)
-    if a.dtype.kind in "iub":
-        return a.astype(npd).astype(np.int64)
+    if a.dtype.kind in "iub":   # (astype(npd) made a new array: the second need not copy)
+        return a.astype(npd).astype(np.int64, copy=False)
     return to_rep(a, dt)
 
 
@@ -158,7 +158,7 @@ def _make_store_cast(dt: DType) -> Callable[[Any], np.ndarray]:
         a = np.asarray(x)
         # (float64 -> bf16 keeps cast's own path: _f64_to_bf16 for large arrays)
         if a.dtype.kind in kinds and not (a.dtype == np.float64 and dt == bf16):
-            return a.astype(npd)
+            return a.astype(npd, copy=False)   # (stg only reads it: no copy when it fits)
         return cast(a, dt)
     return conv
 

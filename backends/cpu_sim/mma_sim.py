@@ -330,7 +330,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                         f"(size {W.g_n[j]})", buffer=p.name, index=int(si[lane]),
                         hint="mask the lanes whose vector is not whole")
         safe = si if whole else np.clip(si, 0, max(0, W.g_n[j] - width))
-        vals = np.take(buf, safe[:, None] + e).astype(rep_dtype(dt))
+        vals = buf.take(safe[:, None] + e).astype(rep_dtype(dt), copy=False)   # (new)
         if valid is not None:
             vals[~lanes_valid] = 0
         W.gr += W.tally(lanes_valid if act is None else lanes_valid & act) * width * dt.itemsize
