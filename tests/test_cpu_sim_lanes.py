@@ -10,7 +10,7 @@ import pytest
 from hal.backends.cpu_sim.checks import SimulationError
 from hal.backends.cpu_sim.lanes import Wave, all_in_range, fold_reader_words, lane_geometry
 from hal.dtypes import f32
-from hal.kernel.ir import SharedBuffer
+from hal.kernel.ir import LocalBuffer, SharedBuffer
 
 SITES = [("s[i] = x", "s", "i")]
 
@@ -196,3 +196,39 @@ def test_lane_geometry_is_the_straightforward_one_and_read_only(T: int, B: int) 
         assert lane_geometry(T, B)[0] is lane
         with pytest.raises(ValueError):
             tid[0] = 5
+
+
+# ---------------------------------------------------------------- out-of-range tail, locals
+def test_first_active_out_of_range_lane_is_reported_not_the_first_out_of_range() -> None:
+    W = _wave(4, 2)
+    idx = np.array([9, 1, 2, -3, 0, 1, 2, 3], np.int64)   # lanes 0 and 3 outside
+    m = np.array([False, True, True, True, True, True, True, True])
+    with pytest.raises(SimulationError) as e:
+        W.lds(0, idx, None, 0.0, m, 0)
+    assert (e.value.index, e.value.thread) == (-3, 3)
+    W.sh[0][:] = np.arange(16)
+    m[3] = False                                           # both out of range: masked
+    got = W.lds(0, idx, None, 0.0, m, 0)
+    assert got[m].tolist() == [1.0, 2.0, 8.0, 9.0, 10.0, 11.0]
+
+
+def _local_wave(T: int = 4, check: bool = True) -> Wave:
+    return Wave("k", (1, 1, 1), T, 0, 1, 32, [], [], [LocalBuffer("r", f32, 3)], SITES, 0,
+                check)
+
+
+@pytest.mark.parametrize("kind", [int, np.int64])
+def test_local_registers_by_a_uniform_index(kind) -> None:
+    W = _local_wave()
+    x = np.arange(4, dtype=np.float32)
+    W.stl(0, kind(1), x, None, None, 0)
+    W.stl(0, kind(2), x + 10, None, np.array([True, False, True, False]), 0)
+    assert W.ldl(0, kind(1), None, 0.0, None, 0).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert W.ldl(0, kind(2), None, 0.0, None, 0).tolist() == [10.0, 0.0, 12.0, 0.0]
+    assert W.ldl(0, kind(0), None, 0.0, None, 0) == 0.0
+    for bad in (-1, 3):
+        for call in (lambda i: W.ldl(0, i, None, 0.0, None, 0),
+                     lambda i: W.stl(0, i, x, None, None, 0)):
+            with pytest.raises(SimulationError) as e:
+                call(kind(bad))
+            assert (e.value.kind, e.value.index) == ("out_of_bounds", bad)

@@ -115,3 +115,25 @@ def test_vectors_inside_matches_the_three_checks(width: int) -> None:
         assert mma_sim._vectors_inside(start, width, size) == want, start
     assert not mma_sim._vectors_inside(np.array([np.iinfo(np.int64).min]), 4, size)
     assert not mma_sim._vectors_inside(np.array([0]), 4, 2)
+
+
+def test_memo_answers_by_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated address set is answered from the memo (no recount); an array changed in
+    place, another width or another shape is counted anew."""
+    mma_sim._conflicts_memo.clear()
+    counted = []
+    real = mma_sim._count_conflicts
+    monkeypatch.setattr(mma_sim, "_count_conflicts",
+                        lambda a, n: counted.append(1) or real(a, n))
+    row = (np.arange(8) * 128)[None, :]
+    assert mma_sim._conflicts(row, 16) == 7
+    assert mma_sim._conflicts(row.copy(), 16) == 7
+    assert len(counted) == 1                       # the second call: a memo hit
+    row[0, 1:] = np.arange(1, 8) * 16              # changed in place: a new count
+    assert mma_sim._conflicts(row, 16) == _conflicts_by_hand(row, 16) == 0
+    assert mma_sim._conflicts(row, 4) == _conflicts_by_hand(row, 4)
+    assert mma_sim._conflicts(row.reshape(2, 4), 16) == _conflicts_by_hand(row.reshape(2, 4), 16)
+    assert len(counted) == 4
+    big = np.zeros((mma_sim.CONFLICTS_MEMO_WORDS // 8 + 1, 8), np.int64)
+    memo = len(mma_sim._conflicts_memo)
+    assert mma_sim._conflicts(big, 16) == 0 and len(mma_sim._conflicts_memo) == memo

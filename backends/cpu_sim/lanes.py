@@ -76,6 +76,7 @@ def all_in_range(idx: np.ndarray, size: int) -> bool:
 
 
 _I64 = np.dtype(np.int64)
+_INT_TYPES = frozenset((int, np.int64))   # a uniform index: a Python or NumPy int
 
 
 def _lane_indices_in_range(idx: Any, size: int) -> bool:
@@ -83,6 +84,12 @@ def _lane_indices_in_range(idx: Any, size: int) -> bool:
     the accesses' common case, checked inline as _bounds' first branch checks it."""
     return type(idx) is np.ndarray and idx.dtype is _I64 and idx.ndim != 0 and \
         idx.size != 0 and int_max(idx.view(np.uint64)) < size
+
+
+def _lane_array(idx: Any) -> bool:
+    """idx is a non-empty int64 lane array (not a subclass): where _lane_indices_in_range
+    is False for such an array, some index is outside the range."""
+    return type(idx) is np.ndarray and idx.dtype is _I64 and idx.ndim == 1 and idx.size != 0
 
 
 def rep_dtype(dt: DType) -> np.dtype:
@@ -119,8 +126,8 @@ def _int_to_rep(x: Any, dt: DType, npd: np.dtype) -> Any:
     """to_rep(x, dt) for an integer dtype: an integer or bool value wraps (cast's astype)
     without cast's per-call dispatch; anything else goes through to_rep."""
     a = np.asarray(x)
-    if a.dtype.kind in "iub":
-        return a.astype(npd).astype(np.int64)
+    if a.dtype.kind in "iub":   # (astype(npd) made a new array: the second need not copy)
+        return a.astype(npd).astype(np.int64, copy=False)
     return to_rep(a, dt)
 
 
@@ -151,7 +158,7 @@ def _make_store_cast(dt: DType) -> Callable[[Any], np.ndarray]:
         a = np.asarray(x)
         # (float64 -> bf16 keeps cast's own path: _f64_to_bf16 for large arrays)
         if a.dtype.kind in kinds and not (a.dtype == np.float64 and dt == bf16):
-            return a.astype(npd)
+            return a.astype(npd, copy=False)   # (stg only reads it: no copy when it fits)
         return cast(a, dt)
     return conv
 
@@ -373,6 +380,7 @@ class Wave:
         if type(idx) is np.ndarray and idx.ndim:   # the common case first (called a lot)
             if all_in_range(idx, size):
                 return idx
+            return self._out_of_range(idx, size, act, site, buf, space)
         elif _ndim(idx) == 0:
             i = int(idx)
             if 0 <= i < size:
@@ -383,8 +391,22 @@ class Wave:
             return min(max(i, 0), size - 1)
         elif all_in_range(idx, size):   # (an ndarray subclass)
             return idx
+        return self._out_of_range(idx, size, act, site, buf, space)
+
+    def _out_of_range(self, idx: np.ndarray, size: int, act: np.ndarray | None, site: int,
+                      buf: str, space: str) -> np.ndarray:
+        """_bounds of a lane array with some index outside [0, size) (the masked tail of
+        a loop, usually): report the first active lane's (check=True), else clip."""
         if self.check:
-            lane = self._first((idx < 0) | (idx >= size), act)
+            if type(idx) is np.ndarray and idx.dtype is _I64 and idx.ndim == 1:
+                # one pass: a negative index seen as uint64 is past any size
+                bad = idx.view(np.uint64) >= size
+                if act is not None:
+                    bad &= act
+                k = first_true(bad)
+                lane = None if k < 0 else k
+            else:
+                lane = self._first((idx < 0) | (idx >= size), act)
             if lane is not None:
                 self._oob(site, lane, buf, space, int(idx[lane]), size)
         return np.minimum(np.maximum(idx, 0), size - 1)   # np.clip's values, fewer calls
@@ -477,6 +499,9 @@ class Wave:
         self.gr += (self.L if act is None else self.tally(act)) * self.g_isz[s]
         if _lane_indices_in_range(idx, size):   # the common case without _bounds' calls
             v = buf.take(idx)
+        elif _lane_array(idx):   # (not in range: _bounds would check it again)
+            v = buf.take(self._out_of_range(idx, size, act, site, self.g_param[s].name,
+                                            "global"))
         else:
             safe = self._bounds(idx, size, act, site, self.g_param[s].name, "global")
             v = buf[safe] if _ndim(safe) == 0 else buf.take(safe)
@@ -531,8 +556,12 @@ class Wave:
         if act is False:
             return other
         sb = self.sh_buf[j]
-        safe = idx if _lane_indices_in_range(idx, sb.size) else \
-            self._bounds(idx, sb.size, act, site, sb.name, "shared")
+        if _lane_indices_in_range(idx, sb.size):
+            safe = idx
+        elif _lane_array(idx):   # (not in range: _bounds would check it again)
+            safe = self._out_of_range(idx, sb.size, act, site, sb.name, "shared")
+        else:
+            safe = self._bounds(idx, sb.size, act, site, sb.name, "shared")
         n = self.L if act is None else self.tally(act)
         self.sr += n * self.sh_isz[j]
         if act is None and _ndim(safe) == 0:
@@ -719,6 +748,9 @@ class Wave:
 
     # ------------------------------------------------------------------ local memory
     def ldl(self, j: int, idx: Any, lmask: Any, other: Any, m: Any, site: int) -> Any:
+        rows = self.loc[j]
+        if lmask is None and type(idx) in _INT_TYPES and 0 <= idx < len(rows):
+            return rows[idx]   # the common case: a constant or loop-counter index
         act = self._act(m, lmask)
         if act is False:
             return other
@@ -733,6 +765,10 @@ class Wave:
         return v
 
     def stl(self, j: int, idx: Any, val: Any, smask: Any, m: Any, site: int) -> None:
+        rows = self.loc[j]
+        if smask is None and type(idx) in _INT_TYPES and 0 <= idx < len(rows):
+            rows[idx] = val if m is None else np.where(m, val, rows[idx])
+            return   # the common case: a constant or loop-counter index
         act = self._act(m, smask)
         if act is False:
             return

@@ -116,7 +116,29 @@ def mma(W: Wave, layout: str, jd: int, doff: int, ja: int, aoff: int, jb: int, b
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * lay.m * lay.n * lay.k * active
 
 
+# A loop's vector copies and ldmatrix loads repeat the same shared addresses every
+# iteration (the same tile slots), so the counts of small address sets are kept by their
+# content: a hit costs one copy of the addresses instead of _conflicts' sort and unique.
+CONFLICTS_MEMO_WORDS = 1 << 14   # larger address sets are counted every time
+CONFLICTS_MEMO_KEPT = 256        # entries (<= 32 MiB of keys); emptied when full
+_conflicts_memo: dict[tuple, int] = {}
+
+
 def _conflicts(byte_addr: np.ndarray, nbytes: int) -> int:
+    """Extra wavefronts of phases [G, P] of `nbytes`-wide accesses at `byte_addr`
+    (_count_conflicts), from the memo when the same addresses were counted before."""
+    if byte_addr.size > CONFLICTS_MEMO_WORDS:
+        return _count_conflicts(byte_addr, nbytes)
+    key = (nbytes, byte_addr.shape, byte_addr.dtype.str, byte_addr.tobytes())
+    got = _conflicts_memo.get(key)
+    if got is None:
+        if len(_conflicts_memo) >= CONFLICTS_MEMO_KEPT:
+            _conflicts_memo.clear()
+        got = _conflicts_memo[key] = _count_conflicts(byte_addr, nbytes)
+    return got
+
+
+def _count_conflicts(byte_addr: np.ndarray, nbytes: int) -> int:
     """Extra wavefronts of phases [G, P] of `nbytes`-wide accesses at `byte_addr`.
 
     Phases that are one pattern shifted (the usual case: per-lane offsets plus a per-warp
@@ -308,7 +330,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                         f"(size {W.g_n[j]})", buffer=p.name, index=int(si[lane]),
                         hint="mask the lanes whose vector is not whole")
         safe = si if whole else np.clip(si, 0, max(0, W.g_n[j] - width))
-        vals = np.take(buf, safe[:, None] + e).astype(rep_dtype(dt))
+        vals = buf.take(safe[:, None] + e).astype(rep_dtype(dt), copy=False)   # (new)
         if valid is not None:
             vals[~lanes_valid] = 0
         W.gr += W.tally(lanes_valid if act is None else lanes_valid & act) * width * dt.itemsize
