@@ -33,7 +33,7 @@ import numpy as np
 
 from hal.backend import Availability, Backend, Capability, RunResult
 from hal.devices.spec import DeviceSpec
-from hal.dtypes import cast
+from hal.dtypes import DType, cast
 from hal.errors import UnsupportedError
 from hal.ir.graph import Graph
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
@@ -199,7 +199,7 @@ class CpuSimBackend(Backend):
         return RunResult(outputs, stats, report)
 
 
-def _input_buffer(x: Any, dt: Any) -> np.ndarray:
+def _input_buffer(x: Any, dt: DType) -> np.ndarray:
     """A fresh 1-D C-order buffer of input `x` in `dt`: `cast`, or a plain copy where `x` is
     already stored in `dt` (the conformance suite's inputs are; the cast of a
     non-saturating type to itself is the identity, and its dispatch cost ~15 us an input)."""
