@@ -161,7 +161,22 @@ def _stored(x: np.ndarray, dt: DType) -> np.ndarray:
     least = _ROUND_ON_BITS_MIN.get(dt)
     if least is not None and a.dtype == np.float64 and a.size >= least:
         return round_to(a, dt)
+    if a.dtype == dt.np_dtype and not dt.saturates:
+        # already stored in `dt` (a graph input): cast to its own type is the identity
+        # for a non-saturating type, and widen's astype makes the fresh array
+        return widen(a, dt)
     return widen(cast(a, dt), dt)
+
+
+def _stored_in_place(x: np.ndarray, dt: DType) -> np.ndarray:
+    """_stored(x, dt) for a fresh float64 array `x` that is the caller's to overwrite: where
+    round_to takes it (_ROUND_ON_BITS_MIN) the rounded values are written into `x` itself
+    (round_to's `out` may be its input), which saves an array of x's size and a pass over
+    it; else _stored's fresh array."""
+    least = _ROUND_ON_BITS_MIN.get(dt)
+    if least is not None and x.dtype == np.float64 and x.size >= least and x.flags.writeable:
+        return round_to(x, dt, out=x)
+    return _stored(x, dt)
 
 
 def exact_bound(a: np.ndarray, dt: DType) -> Bound:
@@ -213,8 +228,8 @@ def _rounded_ends(ex: np.ndarray, delta: np.ndarray, ref: np.ndarray, dt: DType,
                   some_zero: bool) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi): exact -+ delta rounded to `dt`, in the wide type; exactly ref where delta
     is 0 (ex + 0 would turn a -0 into +0; `some_zero`: delta may have zeros)."""
-    lo = _stored(np.subtract(ex, delta), dt)   # fresh arrays: ours to change
-    hi = _stored(np.add(ex, delta), dt)
+    lo = _stored_in_place(np.subtract(ex, delta), dt)   # fresh arrays: ours to change
+    hi = _stored_in_place(np.add(ex, delta), dt)
     if some_zero:
         exact_here = delta == 0
         np.copyto(lo, ref, where=exact_here)
