@@ -105,8 +105,10 @@ def test_box_elements_match_the_swizzle(mode: int, isz: int) -> None:
         for addr in ([0, 1024, 4096], [0, 16, 1024], [128, 256, 2048 + 512], [8, 1032]):
             a = np.array(addr, np.int64) + base
             want = (swizzle(a[:, None] + np.arange(elems) * isz, mode) - base) // isz
-            elem, chunks = wgmma_sim._box_elements(a, base, mode, elems, isz, c)
+            elem, chunks, (lo, hi) = wgmma_sim._box_elements(a, base, mode, elems, isz, c)
             assert elem.tolist() == want.tolist()
+            assert lo.tolist() == want.min(axis=1).tolist()
+            assert hi.tolist() == want.max(axis=1).tolist()
             whole = whole_chunks(want, c)
             if chunks is None:
                 assert whole is None

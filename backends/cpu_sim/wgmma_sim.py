@@ -678,8 +678,9 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
                 f"{int(addr[0])} is not {tm.alignment}-byte aligned (swizzle {tm.swizzle}B)",
                 buffer=sb.name, hint="align the tile to its swizzle pattern")
     c = chunk_words(isz, sb.size)
-    elem, echunks = _box_elements(addr, st.base[jd], tm.swizzle, int(np.prod(tm.box)), isz, c)
-    if W.check and ((elem < 0) | (elem >= sb.size)).any():
+    elem, echunks, (lo, hi) = _box_elements(addr, st.base[jd], tm.swizzle,
+                                            int(np.prod(tm.box)), isz, c)
+    if W.check and ((lo < 0) | (hi >= sb.size)).any():
         W._fail("out_of_bounds", site, int(lanes[0]), f"TMA box of {tm.name} "
                 f"({'x'.join(map(str, tm.box))}) at {sb.name}[{int(dst[0])}] runs past the "
                 f"buffer (size {sb.size})", buffer=sb.name, index=int(dst[0]))
@@ -748,36 +749,38 @@ def _box_gather(src: np.ndarray, tm, estr: tuple[int, ...],
 
 
 def _box_elements(addr: np.ndarray, base: int, mode: int, elems: int, isz: int,
-                  c: int) -> tuple[np.ndarray, np.ndarray | None]:
+                  c: int) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
     """([lanes, elems] element offsets from shared byte `base` of the swizzled addresses of
     a box's elements written from byte `addr` (per lane), [lanes, elems // c] their c-word
     chunks when they are whole aligned chunks in order (wgmma_operand.whole_chunks), else
-    None). Every box starting a swizzle pattern shares the pattern's offsets, and their
-    chunks."""
+    None, and each lane's lowest and highest offset). Every box starting a swizzle
+    pattern shares the pattern's offsets, their chunks and their range."""
     pattern = pattern_bytes(mode)
     if pattern and not (addr % pattern).any():
-        offs, ochunks = _swizzled_offsets(mode, elems, isz, c)
-        rel = addr - base                  # a multiple of isz, as the offsets are
-        elem = (rel // isz)[:, None] + offs
-        if ochunks is None or (rel % (c * isz)).any():
-            return elem, None
-        return elem, (rel // (c * isz))[:, None] + ochunks
+        offs, ochunks, (omin, omax) = _swizzled_offsets(mode, elems, isz, c)
+        dst = (addr - base) // isz         # addr - base: a multiple of isz, as offs are
+        elem = dst[:, None] + offs
+        span = (dst + omin, dst + omax)
+        if ochunks is None or (dst % c).any():
+            return elem, None, span
+        return elem, (dst // c)[:, None] + ochunks, span
     elem = (swizzle(addr[:, None] + np.arange(elems) * isz, mode) - base) // isz
-    return elem, (whole_chunks(elem, c) if c > 1 else None)
+    return elem, (whole_chunks(elem, c) if c > 1 else None), (elem.min(axis=1),
+                                                               elem.max(axis=1))
 
 
 @functools.lru_cache(maxsize=64)
 def _swizzled_offsets(mode: int, elems: int, isz: int,
-                      c: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The element offsets of a box's elements from a swizzle pattern's start, and their
-    c-word chunks (None: not whole chunks)."""
+                      c: int) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """The element offsets of a box's elements from a swizzle pattern's start, their
+    c-word chunks (None: not whole chunks) and their range."""
     out = swizzle(np.arange(elems, dtype=np.int64) * isz, mode) // isz
     out.flags.writeable = False
     chunks = whole_chunks(out[None], c) if c > 1 else None
     if chunks is not None:
         chunks = chunks[0]
         chunks.flags.writeable = False
-    return out, chunks
+    return out, chunks, (int(out.min()), int(out.max()))
 
 
 def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray, site: int,
