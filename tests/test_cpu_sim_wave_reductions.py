@@ -173,20 +173,29 @@ def _pack(slot, phase):
      [[4, 2], [0, 6], [1, 0]]),
     ([[_pack(0, 3)] * 4 + [_pack(1, 1)] * 4, [0] * 7 + [_pack(1, 5)], [_pack(0, 0)] * 8],
      [[4, 2], [0, 5], [1, 0]]),
+    # mixed rows made of whole 4-word chunks (each chunk one TMA's)
+    ([[_pack(0, 3)] * 4 + [_pack(1, 1)] * 4, [_pack(1, 5)] * 8, [0] * 4 + [_pack(0, 0)] * 4],
+     [[4, 2], [0, 6], [1, 0]]),
+    ([[_pack(0, 3)] * 4 + [_pack(1, 1)] * 4, [_pack(1, 5)] * 8, [0] * 4 + [_pack(0, 0)] * 4],
+     [[4, 1], [0, 6], [1, 0]]),
 ])
 @pytest.mark.parametrize("chunk", [1, 2, 4, 8])
-def test_marks_checked_per_row_equal_the_check_per_word(rows, observed, chunk) -> None:
+@pytest.mark.parametrize("operand_chunks", [True, False])
+def test_marks_checked_per_row_equal_the_check_per_word(rows, observed, chunk,
+                                                        operand_chunks) -> None:
     """Per word, per row and (when every TMA wrote whole chunks: HopperState.mark_chunk)
-    per chunk, the same phases and the same first race."""
+    per chunk, the same phases and the same first race, also for an operand not read as
+    whole chunks (its words' marks through their chunks)."""
     W, st, flat, gl = _marks_setup(rows, observed)
     mark = st.mark[0]
     if chunk > 1 and (mark.reshape(-1, chunk) != mark.reshape(-1, chunk)[:, :1]).any():
         chunk = 1      # a chunk with two marks: no TMA of whole chunks wrote these
-    chunks = whole_chunks(flat, chunk) if chunk > 1 else None
+    chunks = whole_chunks(flat, chunk) if chunk > 1 and operand_chunks else None
     st.mark_chunk = {0: chunk}
+    st.mark = {0: mark[::chunk]}          # a mark per chunk (HopperState.mark_chunk)
     op = Operand(0, OperandWords(flat, None, 1), chunk, chunks,
                  None if chunks is None else chunks * chunk)
-    bad, ph = _per_word(W, st, flat)
+    bad, ph = _per_word(W, SimpleNamespace(mark={0: mark}, observed=st.observed), flat)
     if bad is None:
         info, got = wgmma_sim._check_marks(W, st, op, gl, 0)
         np.testing.assert_array_equal(got, ph)

@@ -262,13 +262,7 @@ def run_waves(n: int, run_wave: Callable[[int], Any], jobs: int,
 class ChildRun:
     """`fn()` running in one forked process while this one goes on (`start_child`);
     `join()` waits and returns its result, or raises its exception (WorkerLost if it
-    died). Stores it makes land only in SharedOutputs pages handed to it before.
-
-    While the child runs, this process's BLAS keeps to one thread (hal.blas_threads):
-    the child takes a core, and a second BLAS thread here (the float64 reference's
-    matmuls) would put three busy threads on two cores, OpenBLAS's threads spinning at
-    their barriers while one of them waits for a core. The caller's counts come back
-    at join() (or kill())."""
+    died). Stores it makes land only in SharedOutputs pages handed to it before."""
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         rfd, wfd = os.pipe()
@@ -295,13 +289,6 @@ class ChildRun:
                 os._exit(code)
         os.close(wfd)
         self.pid, self.fd = pid, rfd
-        self._blas = one_blas_thread_within()
-        self._blas.__enter__()
-
-    def _restore_blas(self) -> None:
-        if self._blas is not None:
-            self._blas.__exit__(None, None, None)
-            self._blas = None
 
     def join(self) -> Any:
         buf = bytearray()
@@ -314,7 +301,6 @@ class ChildRun:
         finally:
             os.close(self.fd)
             os.waitpid(self.pid, 0)
-            self._restore_blas()
         if len(buf) < _HEADER.size:
             raise WorkerLost("cpu_sim child process ended without reporting",
                              hint="run again with --jobs 1 (HAL_SIM_JOBS=1) to see the "
@@ -331,7 +317,6 @@ class ChildRun:
 
     def kill(self) -> None:
         """End the child (this process is leaving because of another error)."""
-        self._restore_blas()
         try:
             os.kill(self.pid, signal.SIGTERM)
             os.close(self.fd)

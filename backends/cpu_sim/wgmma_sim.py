@@ -90,12 +90,14 @@ class HopperState:
         # (descriptors, active warpgroups, shape) -> Operand (wgmma_operand.operand)
         self.operand_words: dict[tuple, Operand] = {}
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
-        # shared j -> per word, the TMA that wrote it: its mbarrier phase << MARK_SHIFT |
-        # (1 + its mbarrier slot), 0 for none (one array: one gather per wgmma operand;
+        # shared j -> per word (or chunk: mark_chunk), the TMA that wrote it: its mbarrier
+        # phase << MARK_SHIFT | (1 + its mbarrier slot), 0 for none (one array: one gather
+        # per wgmma operand;
         # zeros are calloc'd lazily: a big wave's np.full(-1) cost ~10 ms a buffer)
         self.mark = {}
-        # shared j -> words per chunk when every TMA into j wrote whole 16-byte chunks, so
-        # each chunk's words share a mark (read per chunk: _check_marks), else 1
+        # shared j -> c > 1 while every TMA into j wrote whole c-word (16-byte) chunks: a
+        # chunk's words share a mark, and mark[j] holds one per chunk (8x fewer cache
+        # lines to read per wgmma operand); 1: mark[j] holds one per word (_mark_words)
         self.mark_chunk: dict[int, int] = {}
         # shared j -> per word, the lane whose generic-proxy write (st.shared, a vector
         # store, cp.async) is not yet behind that lane's fence.proxy.async (-1 none)
@@ -304,14 +306,15 @@ def _check_marks(W: Wave, st: HopperState, op: Operand, gl: np.ndarray,
     if j not in st.mark:
         return None, None
     flat = words.flat
-    if op.first is not None and st.mark_chunk.get(j) == op.chunk:
-        # every TMA wrote whole chunks: a chunk's words share a mark, read once per chunk
-        per_chunk = st.mark[j].take(op.first)
+    c = st.mark_chunk[j]
+    if c > 1 and op.chunks is not None and op.chunk == c:
+        # every TMA wrote whole chunks and the operand reads whole chunks: a mark a chunk
+        per_chunk = st.mark[j].take(op.chunks)
         one = per_chunk.max(axis=1)
         uniform = np.array_equal(one, per_chunk.min(axis=1))
-        marks = None if uniform else np.repeat(per_chunk, op.chunk, axis=1)
+        marks = None if uniform else np.repeat(per_chunk, c, axis=1)
     else:
-        marks = _gather(st.mark[j], words)
+        marks = st.mark[j].take(flat // c) if c > 1 else _gather(st.mark[j], words)
         one = marks.max(axis=1)
         uniform = np.array_equal(one, marks.min(axis=1))
     slot, ph = unpack_marks(one[:, None] if uniform else marks)
@@ -702,18 +705,25 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
                                      (c, chunks))
         _land(W, st, jd, words, vals, site, lanes, c, chunks)
         if jd not in st.mark:
-            st.mark[jd] = np.zeros(W.sh[jd].size, np.int64)
+            st.mark[jd] = np.zeros(W.sh[jd].size // c, np.int64)
             st.mark_chunk[jd] = c
-        marks = pack_marks(s, st.phase[b, s])
-        rows = None if chunks is None else chunk_rows(st.mark[jd], c)
-        if rows is None:
-            st.mark[jd][words] = marks[:, None]
-            st.mark_chunk[jd] = 1
+        marks = pack_marks(s, st.phase[b, s])[:, None]
+        if chunks is not None and st.mark_chunk[jd] == c:
+            st.mark[jd][chunks] = marks
         else:
-            rows[chunks] = marks[:, None, None]
+            _mark_words(st, jd)[words] = marks
         W.sw += W.tally_at(lanes) * words.shape[1] * isz
         complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
     W.gr += W.tally_at(lanes, read) * isz   # read from global once, even multicast
+
+
+def _mark_words(st: HopperState, jd: int) -> np.ndarray:
+    """st.mark[jd] with one mark per word from now on (a TMA of part of a chunk)."""
+    c = st.mark_chunk[jd]
+    if c > 1:
+        st.mark[jd] = np.repeat(st.mark[jd], c)
+        st.mark_chunk[jd] = 1
+    return st.mark[jd]
 
 
 @functools.lru_cache(maxsize=256)
