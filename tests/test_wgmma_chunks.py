@@ -114,3 +114,15 @@ def test_read_map_takes_known_chunks_only_at_its_granularity() -> None:
     odd = words + 1                              # not whole chunks: the map splits
     np.testing.assert_array_equal(mp.index(odd, (8, None)), odd)
     assert mp.c == 1
+
+
+@pytest.mark.parametrize("count", [3, 40, 400])
+def test_clear_bit_by_index_or_mask_equals_the_direct_update(count) -> None:
+    rng = np.random.default_rng(count)
+    a = rng.integers(0, 1 << 20, 100) | (1 << 3)   # every entry's bit set: each index counts
+    idx = rng.integers(0, 100, count)            # repeated indices, as releases name them
+    want = a.copy()
+    for i in idx.tolist():
+        want[i] &= ~(1 << 3)
+    cluster_sim._clear_bit(a, idx, ~(1 << 3))
+    np.testing.assert_array_equal(a, want)

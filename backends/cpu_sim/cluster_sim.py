@@ -41,6 +41,7 @@ from .wgmma_operand import chunk_words, whole_chunks
 WG = 128
 SHIFT = 16                  # ReadMap entries: read fill phase << SHIFT | one bit per rank
 RANK_BITS = (1 << SHIFT) - 1
+CLEAR_MASK_RATIO = 4        # _clear_bit: a mask once the indices are over 1/4 of the map
 _whole_chunks = whole_chunks   # (the tests' name)
 
 
@@ -267,7 +268,20 @@ def _observe_releases(cs: ClusterState, blocks: list[int], slots: list[int],
         cs.releases[(bb, ss)] = keep
     for (r, j, c), rows in clear.items():
         mp = cs.maps[j]
-        mp.a[mp.entries(c, np.concatenate(rows))] &= ~(1 << r)
+        _clear_bit(mp.a, mp.entries(c, np.concatenate(rows)), ~(1 << r))
+
+
+def _clear_bit(a: np.ndarray, idx: np.ndarray, keep: int) -> None:
+    """a[idx] &= keep. The releases of a pipeline stage name its entries once per read
+    (an operand read by several wgmmas, every warpgroup's reads): many indices, many
+    repeated, so past a few per entry a mask of the entries is cheaper than the
+    gather and scatter of every index (the same result: the operation is idempotent)."""
+    if idx.size * CLEAR_MASK_RATIO < a.size:
+        a[idx] &= keep
+        return
+    hit = np.zeros(a.size, bool)
+    hit[idx] = True
+    np.bitwise_and(a, keep, out=a, where=hit)
 
 
 # --------------------------------------------------------------------------- releases
