@@ -15,6 +15,7 @@ import pytest
 from hal.backends.cpu_sim import lanes, wgmma_sim
 from hal.backends.cpu_sim.checks import SimulationError
 from hal.backends.cpu_sim.lanes import Wave, all_in_range, first_true, int_max, int_min
+from hal.backends.cpu_sim.wgmma_operand import Operand, OperandWords, whole_chunks
 from hal.dtypes import bf16, f32
 from hal.kernel.ir import BufferParam, SharedBuffer
 from hal.kernel.wgmma import canonical_offset, swizzle
@@ -172,17 +173,36 @@ def _pack(slot, phase):
      [[4, 2], [0, 6], [1, 0]]),
     ([[_pack(0, 3)] * 4 + [_pack(1, 1)] * 4, [0] * 7 + [_pack(1, 5)], [_pack(0, 0)] * 8],
      [[4, 2], [0, 5], [1, 0]]),
+    # mixed rows made of whole 4-word chunks (each chunk one TMA's)
+    ([[_pack(0, 3)] * 4 + [_pack(1, 1)] * 4, [_pack(1, 5)] * 8, [0] * 4 + [_pack(0, 0)] * 4],
+     [[4, 2], [0, 6], [1, 0]]),
+    ([[_pack(0, 3)] * 4 + [_pack(1, 1)] * 4, [_pack(1, 5)] * 8, [0] * 4 + [_pack(0, 0)] * 4],
+     [[4, 1], [0, 6], [1, 0]]),
 ])
-def test_marks_checked_per_row_equal_the_check_per_word(rows, observed) -> None:
+@pytest.mark.parametrize("chunk", [1, 2, 4, 8])
+@pytest.mark.parametrize("operand_chunks", [True, False])
+def test_marks_checked_per_row_equal_the_check_per_word(rows, observed, chunk,
+                                                        operand_chunks) -> None:
+    """Per word, per row and (when every TMA wrote whole chunks: HopperState.mark_chunk)
+    per chunk, the same phases and the same first race, also for an operand not read as
+    whole chunks (its words' marks through their chunks)."""
     W, st, flat, gl = _marks_setup(rows, observed)
-    bad, ph = _per_word(W, st, flat)
+    mark = st.mark[0]
+    if chunk > 1 and (mark.reshape(-1, chunk) != mark.reshape(-1, chunk)[:, :1]).any():
+        chunk = 1      # a chunk with two marks: no TMA of whole chunks wrote these
+    chunks = whole_chunks(flat, chunk) if chunk > 1 and operand_chunks else None
+    st.mark_chunk = {0: chunk}
+    st.mark = {0: mark[::chunk]}          # a mark per chunk (HopperState.mark_chunk)
+    op = Operand(0, OperandWords(flat, None, 1), chunk, chunks,
+                 None if chunks is None else chunks * chunk)
+    bad, ph = _per_word(W, SimpleNamespace(mark={0: mark}, observed=st.observed), flat)
     if bad is None:
-        info, got = wgmma_sim._check_marks(W, st, 0, flat, gl, 0)
+        info, got = wgmma_sim._check_marks(W, st, op, gl, 0)
         np.testing.assert_array_equal(got, ph)
         assert info == (0, int(ph[0, 0]) if rows[0][0] else -1)
     else:
         with pytest.raises(_Fail) as e:
-            wgmma_sim._check_marks(W, st, 0, flat, gl, 0)
+            wgmma_sim._check_marks(W, st, op, gl, 0)
         gi, wi = bad
         assert e.value.args[:3] == ("race", gi * WG, int(flat[gi, wi]) % 32)
         assert f"phase {int(ph[gi, wi])} of its TMA" in e.value.args[3]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hal.backends.cpu_sim import mma_sim, wgmma_sim
+from hal.backends.cpu_sim.wgmma_operand import whole_chunks
 from hal.kernel.wgmma import swizzle
 
 
@@ -93,13 +94,28 @@ def test_box_gather_matches_element_by_element(where: str) -> None:
 
 
 @pytest.mark.parametrize("mode", [0, 32, 64, 128])
-@pytest.mark.parametrize("isz", [2, 4])
-def test_swizzled_box_matches_the_swizzle(mode: int, isz: int) -> None:
+@pytest.mark.parametrize("isz", [1, 2, 4])
+def test_box_elements_match_the_swizzle(mode: int, isz: int) -> None:
+    """The box's element offsets are the swizzled addresses', and its chunks (when given)
+    those of whole_chunks: through the shared pattern and word by word, from a buffer
+    that starts on or off a swizzle pattern."""
     elems = 512 // isz
-    for addr in ([0, 1024, 4096], [0, 16, 1024], [128, 256, 2048 + 512]):
-        a = np.array(addr, np.int64)
-        want = swizzle(a[:, None] + np.arange(elems) * isz, mode)
-        assert wgmma_sim._swizzled_box(a, mode, elems, isz).tolist() == want.tolist()
+    c = 16 // isz
+    for base in (0, 16, 48, 1024):
+        for addr in ([0, 1024, 4096], [0, 16, 1024], [128, 256, 2048 + 512], [8, 1032]):
+            a = np.array(addr, np.int64) + base
+            want = (swizzle(a[:, None] + np.arange(elems) * isz, mode) - base) // isz
+            elem, chunks, (lo, hi) = wgmma_sim._box_elements(a, base, mode, elems, isz, c)
+            assert elem.tolist() == want.tolist()
+            assert lo.tolist() == want.min(axis=1).tolist()
+            assert hi.tolist() == want.max(axis=1).tolist()
+            whole = whole_chunks(want, c)
+            if chunks is None:
+                assert whole is None
+            else:
+                assert chunks.tolist() == whole.tolist()
+    a = np.array([1024, 4096], np.int64)
+    assert wgmma_sim._box_elements(a, 0, 128, 512, 2, 8)[1] is not None   # the usual case
 
 
 # ---------------------------------------------------------------- vector copies

@@ -29,7 +29,6 @@ Checks (check=True), each a `race` naming kernel, CTA rank, buffer, stage and ph
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -37,36 +36,13 @@ import numpy as np
 from hal.kernel.ir_cluster import cluster_size, cta_rank
 
 from .lanes import Wave
+from .wgmma_operand import chunk_words, whole_chunks
 
 WG = 128
 SHIFT = 16                  # ReadMap entries: read fill phase << SHIFT | one bit per rank
 RANK_BITS = (1 << SHIFT) - 1
-CHUNK_BYTES = 16            # a swizzle atom: TMA boxes and wgmma operands are made of them
-
-
-@functools.lru_cache(maxsize=64)
-def _ramp(k: int, c: int) -> np.ndarray:
-    """0, 1, .., c - 1 repeated over k words."""
-    r = np.tile(np.arange(c, dtype=np.int64), k // c)
-    r.flags.writeable = False
-    return r
-
-
-def _whole_chunks(words: np.ndarray, c: int) -> np.ndarray | None:
-    """[rows, k // c] chunk numbers (word // c) when every run of c words of `words`
-    [rows, k] is one whole aligned chunk in order (c a power of two), else None."""
-    rows, k = words.shape
-    if k % c:
-        return None
-    base = (words - _ramp(k, c)).ravel()   # a chunk's first word at each of its words
-    first = base[::c]
-    if (first & (c - 1)).any():
-        return None
-    # base may change only from a chunk's last word to the next chunk's first
-    steps = np.flatnonzero(base[1:] != base[:-1])
-    if ((steps & (c - 1)) != c - 1).any():
-        return None
-    return (first >> (c.bit_length() - 1)).reshape(rows, -1)
+CLEAR_MASK_RATIO = 4        # _clear_bit: a mask once the indices are over 1/4 of the map
+_whole_chunks = whole_chunks   # (the tests' name)
 
 
 def _chunk_phases(phase: np.ndarray, c: int) -> np.ndarray | None:
@@ -89,18 +65,20 @@ class ReadMap:
     one entry per word for good (np.repeat: the same state per word)."""
 
     def __init__(self, n: int, itemsize: int):
-        c = max(1, CHUNK_BYTES // itemsize)
-        self.c = c if n % c == 0 and (c & (c - 1)) == 0 else 1
+        self.c = chunk_words(itemsize, n)
         self.a = np.zeros(n // self.c, np.int64)
 
     def split(self) -> None:
         self.a = np.repeat(self.a, self.c)
         self.c = 1
 
-    def index(self, words: np.ndarray) -> np.ndarray:
-        """Entries of `words` [rows, k]: [rows, k // c] (the map splits if it must)."""
+    def index(self, words: np.ndarray, known: tuple | None = None) -> np.ndarray:
+        """Entries of `words` [rows, k]: [rows, k // c] (the map splits if it must).
+        `known`: (c', whole_chunks(words, c')) when the caller has worked it out (an
+        operand's or a TMA box's chunks, kept per layout)."""
         if self.c > 1:
-            got = _whole_chunks(words, self.c)
+            got = known[1] if known is not None and known[0] == self.c \
+                else whole_chunks(words, self.c)
             if got is not None:
                 return got
             self.split()
@@ -290,20 +268,35 @@ def _observe_releases(cs: ClusterState, blocks: list[int], slots: list[int],
         cs.releases[(bb, ss)] = keep
     for (r, j, c), rows in clear.items():
         mp = cs.maps[j]
-        mp.a[mp.entries(c, np.concatenate(rows))] &= ~(1 << r)
+        _clear_bit(mp.a, mp.entries(c, np.concatenate(rows)), ~(1 << r))
+
+
+def _clear_bit(a: np.ndarray, idx: np.ndarray, keep: int) -> None:
+    """a[idx] &= keep. The releases of a pipeline stage name its entries once per read
+    (an operand read by several wgmmas, every warpgroup's reads): many indices, many
+    repeated, so past a few per entry a mask of the entries is cheaper than the
+    gather and scatter of every index (the same result: the operation is idempotent)."""
+    if idx.size * CLEAR_MASK_RATIO < a.size:
+        a[idx] &= keep
+        return
+    hit = np.zeros(a.size, bool)
+    hit[idx] = True
+    np.bitwise_and(a, keep, out=a, where=hit)
 
 
 # --------------------------------------------------------------------------- releases
-def note_reads(W: Wave, gids: np.ndarray, j: int, flat: np.ndarray, phase: np.ndarray) -> None:
+def note_reads(W: Wave, gids: np.ndarray, j: int, flat: np.ndarray, phase: np.ndarray,
+               chunks: tuple | None = None) -> None:
     """Warpgroups `gids` (wave-global) read shared words `flat` [G, words] of buffer j (a
-    wgmma operand) filled at mbarrier phase `phase` (per word)."""
+    wgmma operand) filled at mbarrier phase `phase` (per word); `chunks`: the words'
+    chunks if known (ReadMap.index)."""
     cs = getattr(W, "cluster", None)
     if cs is None or not W.check:
         return
     mp = cs.maps.get(j)
     if mp is None:
         mp = cs.maps[j] = ReadMap(W.sh[j].size, W.sh_buf[j].dtype.itemsize)
-    idx = mp.index(flat)
+    idx = mp.index(flat, chunks)
     ph = _chunk_phases(phase, mp.c) if mp.c > 1 else phase
     if ph is None:          # a chunk read with two fill phases: per word from now on
         mp.split()
@@ -381,15 +374,16 @@ def multicast_targets(W: Wave, cs: ClusterState, lanes: np.ndarray, mask: int) -
 
 def before_write(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
                  jd: int, words: np.ndarray, jb: int, slots: np.ndarray, site: int,
-                 lanes: np.ndarray) -> None:
+                 lanes: np.ndarray, chunks: tuple | None = None) -> None:
     """A TMA issued by blocks `src` writes `words` [lanes, box] of blocks `dst` and
-    completes on their barrier `slots`."""
+    completes on their barrier `slots`; `chunks`: the words' chunks if known
+    (ReadMap.index)."""
     _check_init(W, hs, cs, src, dst, slots, "a TMA multicast", site, lanes)
     _note_remote(W, hs, cs, src, dst, slots, "TMA multicast", lanes)
     mp = cs.maps.get(jd)
     if mp is None:          # no wgmma read the buffer: nothing to overwrite
         return
-    idx = mp.index(words)
+    idx = mp.index(words, chunks)
     got = mp.a[idx]
     pending = got & RANK_BITS
     if not pending.any():   # every word read was released and observed (or rewritten)

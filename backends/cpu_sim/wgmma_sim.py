@@ -37,13 +37,18 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from hal.kernel.wgmma import accumulator_table, canonical_offset, pattern_bytes, swizzle, wgmma_k
+from hal.kernel.wgmma import accumulator_table, pattern_bytes, swizzle, wgmma_k
 
 from .lanes import Wave, rep_dtype
+from .wgmma_operand import Operand, OperandWords, chunk_rows, chunk_words, operand, whole_chunks
+from .wgmma_operand import _run_length as _run_length  # noqa: F401  (tests)
+from .wgmma_operand import flat_words as _flat
+from .wgmma_operand import gather as _gather
+from .wgmma_operand import operand_elements as _operand_elements  # noqa: F401  (tests)
 
 WG = 128
 # HopperState.mark: a word's TMA as phase << MARK_SHIFT | (1 + slot); a block's mbarriers
@@ -51,33 +56,6 @@ WG = 128
 MARK_SHIFT = 24
 MARK_SLOTS = (1 << MARK_SHIFT) - 1
 _SW_CODE = {0: 0, 128: 1, 64: 2, 32: 3}
-_CODE_SW = {v: k for k, v in _SW_CODE.items()}
-RUN_LENGTHS = (16, 8, 4, 2)   # words per run tried for an operand's words (_run_length)
-
-
-class OperandWords(NamedTuple):
-    """The shared words a wgmma operand reads: `flat` [G, rows * k] (buffer words), and
-    the same words as `runs` of `run` consecutive words (word = runs[g, r] * run + i; None
-    when the layout has no such runs)."""
-
-    flat: np.ndarray
-    runs: np.ndarray | None
-    run: int
-
-
-def _gather(arr: np.ndarray, words: OperandWords | np.ndarray) -> np.ndarray:
-    """arr's values at an operand's words ([G, rows * k]). Swizzled tiles are 16-byte
-    atoms of consecutive words: gathered as rows of `run` words, 3-7x faster than word by
-    word, the same values."""
-    if isinstance(words, np.ndarray):
-        return arr.take(words)   # take: a faster gather than fancy indexing
-    if words.runs is None:
-        return arr.take(words.flat)
-    return arr.reshape(-1, words.run).take(words.runs, axis=0).reshape(words.flat.shape)
-
-
-def _flat(words: OperandWords | np.ndarray) -> np.ndarray:
-    return words if isinstance(words, np.ndarray) else words.flat
 
 
 class HopperState:
@@ -109,11 +87,18 @@ class HopperState:
         self.acc_pending: dict[int, tuple] = {}
         # (start addresses, operand layout) -> (buffer, element offsets): _operand_elements
         self.operands: dict[tuple, tuple[int, np.ndarray]] = {}
+        # (descriptors, active warpgroups, shape) -> Operand (wgmma_operand.operand)
+        self.operand_words: dict[tuple, Operand] = {}
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
-        # shared j -> per word, the TMA that wrote it: its mbarrier phase << MARK_SHIFT |
-        # (1 + its mbarrier slot), 0 for none (one array: one gather per wgmma operand;
+        # shared j -> per word (or chunk: mark_chunk), the TMA that wrote it: its mbarrier
+        # phase << MARK_SHIFT | (1 + its mbarrier slot), 0 for none (one array: one gather
+        # per wgmma operand;
         # zeros are calloc'd lazily: a big wave's np.full(-1) cost ~10 ms a buffer)
         self.mark = {}
+        # shared j -> c > 1 while every TMA into j wrote whole c-word (16-byte) chunks: a
+        # chunk's words share a mark, and mark[j] holds one per chunk (8x fewer cache
+        # lines to read per wgmma operand); 1: mark[j] holds one per word (_mark_words)
+        self.mark_chunk: dict[int, int] = {}
         # shared j -> per word, the lane whose generic-proxy write (st.shared, a vector
         # store, cp.async) is not yet behind that lane's fence.proxy.async (-1 none)
         self.proxy_writer: dict[int, np.ndarray] = {}
@@ -302,96 +287,6 @@ def desc(W: Wave, st: HopperState, j: int, offset: Any, lbo: int, sbo: int, sw: 
     return np.int64(hi) | ((addr & 0x3FFFF) >> 4)
 
 
-def _decode(v: np.ndarray) -> tuple[np.ndarray, int, int, int]:
-    u = v.astype(np.int64).view(np.uint64)
-    start = ((u & np.uint64(0x3FFF)) << np.uint64(4)).astype(np.int64)
-    lbo = ((u >> np.uint64(16)) & np.uint64(0x3FFF)) << np.uint64(4)
-    sbo = ((u >> np.uint64(32)) & np.uint64(0x3FFF)) << np.uint64(4)
-    code = (u >> np.uint64(62)) & np.uint64(3)
-    return start, int(lbo[0]), int(sbo[0]), _CODE_SW[int(code[0])]
-
-
-def _buffer_at(W: Wave, st: HopperState, addr: np.ndarray, site: int, lane: int) -> int:
-    lo, hi = int(addr.min()), int(addr.max())
-    for j, sb in enumerate(W.sh_buf):
-        if st.base[j] <= lo and hi < st.base[j] + sb.nbytes:
-            return j
-    W._fail("out_of_bounds", site, lane, f"wgmma descriptor addresses shared bytes "
-            f"{lo}..{hi}, not inside one shared buffer", hint="check the descriptor's "
-            "start address, LBO/SBO and the tile's size")
-    return -1
-
-
-def _operand(W: Wave, st: HopperState, v: Any, rows: int, k: int, itemsize: int,
-             k_major: bool, gl: np.ndarray, site: int, what: str):
-    """Gather one operand for the active warpgroups `gl`: ([G, rows, k] float64 values,
-    buffer j, its words: OperandWords)."""
-    v = _lanes(W, v).reshape(-1, WG)
-    if W.check and (v != v[:, :1]).any():
-        g = int(np.flatnonzero((v != v[:, :1]).any(axis=1))[0])
-        W._fail("bad_mma", site, g * WG, f"wgmma {what} descriptor differs between the "
-                "threads of a warpgroup", hint="build descriptors from warpgroup-uniform values")
-    start, lbo, sbo, sw = _decode(v[gl, 0])
-    gids = np.flatnonzero(gl)
-    j, elem, which, (run, runs) = _operand_elements(
-        W, st, start, (rows, k, itemsize, k_major, sw, lbo, sbo), site, int(gids[0]) * WG)
-    blk = (gids * WG) // W.T
-    base = blk * W.sh_buf[j].size
-    flat = base[:, None] + (elem if which is None else elem[which])
-    if runs is not None:
-        runs = (base // run)[:, None] + (runs if which is None else runs[which])
-    words = OperandWords(flat, runs, run)
-    vals = _gather(W.sh[j], words).astype(np.float64).reshape(len(blk), rows, k)
-    return vals, j, words
-
-
-def _run_length(elem: np.ndarray, size: int) -> tuple[int, np.ndarray | None]:
-    """(run, [U, n / run] run numbers) when the element offsets `elem` [U, n] are runs of
-    `run` consecutive elements, each starting at a multiple of `run`, in a buffer whose
-    per-block part is a multiple of `run` long (so a block's words are runs too): the
-    longest such run of RUN_LENGTHS, else (1, None)."""
-    for run in RUN_LENGTHS:
-        if elem.shape[1] % run or size % run:
-            continue
-        r = elem.reshape(len(elem), -1, run)
-        if not (r[..., 0] % run).any() and (r == r[..., :1] + np.arange(run)).all():
-            runs = r[..., 0] // run
-            runs.flags.writeable = False
-            return run, runs
-    return 1, None
-
-
-def _operand_elements(W: Wave, st: HopperState, start: np.ndarray, layout: tuple, site: int,
-                      lane0: int) -> tuple[int, np.ndarray, np.ndarray | None, tuple]:
-    """(buffer j, [U, rows * k] element offsets in a block's part of buffer j of each
-    distinct start address, the index into them of each warpgroup's start (None: one
-    start), the offsets as runs: _run_length). The warpgroups of a wave read their tiles
-    at a few start addresses (their blocks' shared layouts are alike), and a K loop
-    revisits the same ones: the swizzled addresses of each set of starts are computed once
-    per wave (kept in st.operands)."""
-    if start.size > 1 and (start != start[0]).any():
-        starts, which = np.unique(start, return_inverse=True)
-    else:
-        starts, which = start[:1], None
-    key = (starts.tobytes(), layout)
-    got = st.operands.get(key)
-    if got is None:
-        rows, k, itemsize, k_major, sw, lbo, sbo = layout
-        r = np.arange(rows, dtype=np.int64)[:, None]
-        c = np.arange(k, dtype=np.int64)[None, :]
-        off = canonical_offset(r, c, itemsize, k_major, sw, lbo, sbo)
-        addr = swizzle(starts[:, None, None] + off[None], sw)
-        j = _buffer_at(W, st, addr, site, lane0)
-        elem = ((addr - st.base[j]) // itemsize).reshape(len(starts), -1)
-        elem.flags.writeable = False
-        run, runs = _run_length(elem, W.sh_buf[j].size)
-        got = st.operands[key] = (j, elem, run, runs)
-    j, elem, run, runs = got
-    if which is None:
-        return j, elem[0], None, (run, None if runs is None else runs[0])
-    return j, elem, which, (run, runs)
-
-
 def pack_marks(slot: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """HopperState.mark words of TMAs completing on mbarrier `slot` at `phase`."""
     return (phase << MARK_SHIFT) | (slot + 1)
@@ -402,19 +297,26 @@ def unpack_marks(mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (mark & MARK_SLOTS) - 1, mark >> MARK_SHIFT
 
 
-def _check_marks(W: Wave, st: HopperState, j: int, words: OperandWords | np.ndarray,
-                 gl: np.ndarray, site: int) -> tuple[tuple[int, int] | None, np.ndarray | None]:
+def _check_marks(W: Wave, st: HopperState, op: Operand, gl: np.ndarray,
+                 site: int) -> tuple[tuple[int, int] | None, np.ndarray | None]:
     """Race if a word was written by a TMA whose mbarrier phase the reading warpgroup has
     not observed; returns (stage, phase) of the first word read (for messages) and the
     TMA phase of every word read (None: no TMA wrote the buffer)."""
+    j, words = op.j, op.words
     if j not in st.mark:
         return None, None
-    marks = _gather(st.mark[j], words)
-    flat = _flat(words)
-    one = marks.max(axis=1)
-    # a warpgroup's tile filled by one TMA (the usual case) has one mark: checked once per
-    # row, with the result of checking every word (a row fails at its first word)
-    uniform = np.array_equal(one, marks.min(axis=1))
+    flat = words.flat
+    c = st.mark_chunk[j]
+    if c > 1 and op.chunks is not None and op.chunk == c:
+        # every TMA wrote whole chunks and the operand reads whole chunks: a mark a chunk
+        per_chunk = st.mark[j].take(op.chunks)
+        one = per_chunk.max(axis=1)
+        uniform = np.array_equal(one, per_chunk.min(axis=1))
+        marks = None if uniform else np.repeat(per_chunk, c, axis=1)
+    else:
+        marks = st.mark[j].take(flat // c) if c > 1 else _gather(st.mark[j], words)
+        one = marks.max(axis=1)
+        uniform = np.array_equal(one, marks.min(axis=1))
     slot, ph = unpack_marks(one[:, None] if uniform else marks)
     marked = slot >= 0
     sb = W.sh_buf[j]
@@ -444,27 +346,29 @@ def wgmma(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, a
         return
     k = wgmma_k(atype)
     isz = 1 if atype.startswith("f8") else 2
-    a, j_a, fa = _operand(W, st, a_desc, 64, k, isz, True, gl, site, "A")
-    b, j_b, fb = _operand(W, st, b_desc, n, k, isz, not trans_b, gl, site, "B")
-    info, ph_a = _check_marks(W, st, j_a, fa, gl, site)
-    _, ph_b = _check_marks(W, st, j_b, fb, gl, site)
-    _check_proxy(W, st, j_a, fa, gl, site)
-    _check_proxy(W, st, j_b, fb, gl, site)
-    _check_ordered(W, st, j_a, fa, gl, site)
-    _check_ordered(W, st, j_b, fb, gl, site)
+    a, oa = operand(W, st, a_desc, 64, k, isz, True, gl, site, "A")
+    b, ob = operand(W, st, b_desc, n, k, isz, not trans_b, gl, site, "B")
+    info, ph_a = _check_marks(W, st, oa, gl, site)
+    _, ph_b = _check_marks(W, st, ob, gl, site)
+    _check_proxy(W, st, oa.j, oa.words, gl, site)
+    _check_proxy(W, st, ob.j, ob.words, gl, site)
+    _check_ordered(W, st, oa.j, oa.words, gl, site)
+    _check_ordered(W, st, ob.j, ob.words, gl, site)
     gids = np.flatnonzero(gl)
     _accumulate(W, st, ja, acc_off, n, gids, a, b)
     groups = W.tally_at(gids * WG)   # per part in a combined sampled wave (tally.py)
     W.mfl[layout] = W.mfl.get(layout, 0) + 2 * 64 * n * k * groups
-    W.sr += groups * (fa.flat.shape[1] + fb.flat.shape[1]) * isz
+    W.sr += groups * (oa.words.flat.shape[1] + ob.words.flat.shape[1]) * isz
     note_acc_write(st, ja, gids)
-    st.acc_from[ja] = (W.sh_buf[j_a].name, *(info or (-1, -1)))
-    for j, f, ph in ((j_a, fa.flat, ph_a), (j_b, fb.flat, ph_b)):
-        st.inflight.append((gids, st.committed[gids].copy(), j, f))
+    st.acc_from[ja] = (W.sh_buf[oa.j].name, *(info or (-1, -1)))
+    for op, ph in ((oa, ph_a), (ob, ph_b)):
+        f = op.words.flat
+        st.inflight.append((gids, st.committed[gids].copy(), op.j, f))
         if getattr(W, "cluster", None) is not None:   # stage releases (cluster_sim)
             from . import cluster_sim
 
-            cluster_sim.note_reads(W, gids, j, f, np.full(f.shape, -1) if ph is None else ph)
+            cluster_sim.note_reads(W, gids, op.j, f, np.full(f.shape, -1) if ph is None
+                                   else ph, (op.chunk, op.chunks))
 
 
 def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int, jr: int,
@@ -480,8 +384,9 @@ def wgmma_rs(W: Wave, st: HopperState, n: int, atype: str, ja: int, acc_off: int
     if not gl.any():
         return
     k = wgmma_k(atype)
-    b, j_b, fb = _operand(W, st, b_desc, n, k, 2, not trans_b, gl, site, "B")
-    info, _ = _check_marks(W, st, j_b, fb, gl, site)
+    b, ob = operand(W, st, b_desc, n, k, 2, not trans_b, gl, site, "B")
+    j_b, fb = ob.j, ob.words
+    info, _ = _check_marks(W, st, ob, gl, site)
     _check_proxy(W, st, j_b, fb, gl, site)
     gids = np.flatnonzero(gl)
     lanes = (gids[:, None] * WG + np.arange(WG)).ravel()
@@ -775,8 +680,10 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         W._fail("misaligned", site, lane, f"TMA destination {sb.name} at shared byte "
                 f"{int(addr[0])} is not {tm.alignment}-byte aligned (swizzle {tm.swizzle}B)",
                 buffer=sb.name, hint="align the tile to its swizzle pattern")
-    elem = (_swizzled_box(addr, tm.swizzle, int(np.prod(tm.box)), isz) - st.base[jd]) // isz
-    if W.check and ((elem < 0) | (elem >= sb.size)).any():
+    c = chunk_words(isz, sb.size)
+    elem, echunks, (lo, hi) = _box_elements(addr, st.base[jd], tm.swizzle,
+                                            int(np.prod(tm.box)), isz, c)
+    if W.check and ((lo < 0) | (hi >= sb.size)).any():
         W._fail("out_of_bounds", site, int(lanes[0]), f"TMA box of {tm.name} "
                 f"({'x'.join(map(str, tm.box))}) at {sb.name}[{int(dst[0])}] runs past the "
                 f"buffer (size {sb.size})", buffer=sb.name, index=int(dst[0]))
@@ -789,18 +696,34 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
 
         targets = cluster_sim.multicast_targets(W, cl, lanes, multicast) if multicast \
             else b_own[:, None]
-    for c in range(targets.shape[1]):   # each CTA the box lands in (one without multicast)
-        b = targets[:, c]
+    for t in range(targets.shape[1]):   # each CTA the box lands in (one without multicast)
+        b = targets[:, t]
         words = b[:, None] * sb.size + elem
+        chunks = None if echunks is None else b[:, None] * (sb.size // c) + echunks
         if cl is not None:
-            cluster_sim.before_write(W, st, cl, b_own, b, jd, words, jb, s, site, lanes)
-        _land(W, st, jd, words, vals, site, lanes)
+            cluster_sim.before_write(W, st, cl, b_own, b, jd, words, jb, s, site, lanes,
+                                     (c, chunks))
+        _land(W, st, jd, words, vals, site, lanes, c, chunks)
         if jd not in st.mark:
-            st.mark[jd] = np.zeros(W.sh[jd].size, np.int64)
-        st.mark[jd][words] = pack_marks(s, st.phase[b, s])[:, None]
+            st.mark[jd] = np.zeros(W.sh[jd].size // c, np.int64)
+            st.mark_chunk[jd] = c
+        marks = pack_marks(s, st.phase[b, s])[:, None]
+        if chunks is not None and st.mark_chunk[jd] == c:
+            st.mark[jd][chunks] = marks
+        else:
+            _mark_words(st, jd)[words] = marks
         W.sw += W.tally_at(lanes) * words.shape[1] * isz
         complete_tx(W, st, b, s, tm.box_bytes, jb, site, int(lanes[0]))
     W.gr += W.tally_at(lanes, read) * isz   # read from global once, even multicast
+
+
+def _mark_words(st: HopperState, jd: int) -> np.ndarray:
+    """st.mark[jd] with one mark per word from now on (a TMA of part of a chunk)."""
+    c = st.mark_chunk[jd]
+    if c > 1:
+        st.mark[jd] = np.repeat(st.mark[jd], c)
+        st.mark_chunk[jd] = 1
+    return st.mark[jd]
 
 
 @functools.lru_cache(maxsize=256)
@@ -835,25 +758,45 @@ def _box_gather(src: np.ndarray, tm, estr: tuple[int, ...],
     return np.where(ok, np.take(src, np.where(ok, flat, 0)), 0), ok.sum(axis=1)
 
 
-def _swizzled_box(addr: np.ndarray, mode: int, elems: int, isz: int) -> np.ndarray:
-    """[lanes, elems]: the swizzled byte address of each element of a box written from
-    `addr`; the pattern is shared when every address starts a swizzle pattern."""
+def _box_elements(addr: np.ndarray, base: int, mode: int, elems: int, isz: int,
+                  c: int) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
+    """([lanes, elems] element offsets from shared byte `base` of the swizzled addresses of
+    a box's elements written from byte `addr` (per lane), [lanes, elems // c] their c-word
+    chunks when they are whole aligned chunks in order (wgmma_operand.whole_chunks), else
+    None, and each lane's lowest and highest offset). Every box starting a swizzle
+    pattern shares the pattern's offsets, their chunks and their range."""
     pattern = pattern_bytes(mode)
     if pattern and not (addr % pattern).any():
-        return addr[:, None] + _swizzled_offsets(mode, elems, isz)
-    return swizzle(addr[:, None] + np.arange(elems) * isz, mode)
+        offs, ochunks, (omin, omax) = _swizzled_offsets(mode, elems, isz, c)
+        dst = (addr - base) // isz         # addr - base: a multiple of isz, as offs are
+        elem = dst[:, None] + offs
+        span = (dst + omin, dst + omax)
+        if ochunks is None or (dst % c).any():
+            return elem, None, span
+        return elem, (dst // c)[:, None] + ochunks, span
+    elem = (swizzle(addr[:, None] + np.arange(elems) * isz, mode) - base) // isz
+    return elem, (whole_chunks(elem, c) if c > 1 else None), (elem.min(axis=1),
+                                                               elem.max(axis=1))
 
 
 @functools.lru_cache(maxsize=64)
-def _swizzled_offsets(mode: int, elems: int, isz: int) -> np.ndarray:
-    out = swizzle(np.arange(elems, dtype=np.int64) * isz, mode)
+def _swizzled_offsets(mode: int, elems: int, isz: int,
+                      c: int) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """The element offsets of a box's elements from a swizzle pattern's start, their
+    c-word chunks (None: not whole chunks) and their range."""
+    out = swizzle(np.arange(elems, dtype=np.int64) * isz, mode) // isz
     out.flags.writeable = False
-    return out
+    chunks = whole_chunks(out[None], c) if c > 1 else None
+    if chunks is not None:
+        chunks = chunks[0]
+        chunks.flags.writeable = False
+    return out, chunks, (int(out.min()), int(out.max()))
 
 
 def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray, site: int,
-          lanes: np.ndarray) -> None:
-    """A TMA box's words land in shared buffer jd (checked against unretired wgmmas)."""
+          lanes: np.ndarray, c: int = 1, chunks: np.ndarray | None = None) -> None:
+    """A TMA box's words land in shared buffer jd (checked against unretired wgmmas);
+    `chunks`: the words as whole c-word chunks (written as rows), None if they are not."""
     sb = W.sh_buf[jd]
     for gids, groups, j, f in st.inflight:
         if j != jd:
@@ -866,11 +809,19 @@ def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray
                     f"while the wgmma of warpgroup {int(W.tid[lane]) // WG} reading it is not "
                     f"retired by wgmma.wait_group", buffer=sb.name,
                     hint="wgmma.wait_group before releasing the stage to the producer")
-    W.sh[jd][words] = vals
+    rows = None if chunks is None else chunk_rows(W.sh[jd], c)
+    if rows is None:
+        W.sh[jd][words] = vals
+    else:
+        rows[chunks] = vals.reshape(*chunks.shape, c)
     W.sh_version[jd] += 1
     if jd in st.proxy_writer:           # an async-proxy write: nothing generic left there
-        st.proxy_writer[jd][words] = -1
-        st.sync_writer[jd][words] = -1
+        for arr in (st.proxy_writer[jd], st.sync_writer[jd]):
+            rows = None if chunks is None else chunk_rows(arr, c)
+            if rows is None:
+                arr[words] = -1
+            else:
+                rows[chunks] = -1
 
 
 def setmaxnreg(W: Wave, m: Any, site: int) -> None:
