@@ -339,5 +339,11 @@ def cached_lowering(group, spec, options, plan, gkey: tuple, compute: Callable[[
     """`compute()` (the lowering of `group` under `plan`, `spec`, `options`), or a copy of the
     same group's earlier lowering (KERNELS; `gkey`: group_key(group), name included)."""
     key = (gkey, spec, options)
-    hit = KERNELS.get(key, lambda: tuple(fresh_kernels(compute())))
-    return fresh_kernels(hit, plan)
+    hit = KERNELS.lookup(key)
+    if hit is not None:
+        KERNELS.hits += 1
+        return fresh_kernels(hit, plan)
+    KERNELS.misses += 1
+    kernels = compute()
+    KERNELS.put(key, tuple(kernels))   # the computed ones stay here; the caller gets copies
+    return fresh_kernels(kernels) if _ENABLED[0] else kernels
