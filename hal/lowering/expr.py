@@ -48,6 +48,7 @@ def register_emitter(op: str) -> Callable[[Emitter], Emitter]:
     non-elementwise ops; elementwise ops need nothing: their name is the IR op)."""
     def deco(fn: Emitter) -> Emitter:
         EMITTERS[op] = fn
+        _KEEPS.clear()   # (_keeps_coords reads EMITTERS)
         return fn
 
     return deco
@@ -74,10 +75,26 @@ def to_storage(e: Expr, d: DType) -> Expr:
 
 
 def scalar_const(value: float | int | bool, d: DType) -> Const:
-    """A constant rounded to `d` (hal's cast rules) and expressed in its compute dtype."""
-    v = cast(value, d).item()
-    c = compute_dtype(d)
-    return Const(bool(v) if c.is_bool else (float(v) if c.is_float else int(v)), c)
+    """A constant rounded to `d` (hal's cast rules) and expressed in its compute dtype.
+    Kept per (value, d) in _CONSTS: an epilogue asks for its constants once per output
+    element of a thread (a matmul's gelu: ~100 times a lowering), and each numpy cast
+    costs more than the rest of the element's expression."""
+    # keyed on the value's type and repr too: -0.0 == 0.0 and 1 == 1.0 == True, but they
+    # round (and print) differently; a NaN (never equal to itself) misses every time
+    key = (type(value), repr(value), value, d)
+    hit = _CONSTS.get(key)
+    if hit is None:
+        v = cast(value, d).item()
+        c = compute_dtype(d)
+        hit = Const(bool(v) if c.is_bool else (float(v) if c.is_float else int(v)), c)
+        if len(_CONSTS) < _CONSTS_MAX:   # bounded: a graph's constants are few
+            _CONSTS[key] = hit
+    return hit
+
+
+# scalar_const's results (Consts are immutable) by (type, repr, value, dtype)
+_CONSTS: dict[tuple, Const] = {}
+_CONSTS_MAX = 4096
 
 
 def conj(a: Expr | None, b: Expr | None) -> Expr | None:
@@ -249,9 +266,17 @@ class ScalarBuilder:
 
 
 def _keeps_coords(n: Node) -> bool:
-    """Ops whose inputs are read at the output's own coordinates (and mask)."""
-    return n.op in ("select", "cast") or (
-        n.op not in EMITTERS and get_op(n.op).category is Category.ELEMENTWISE)
+    """Ops whose inputs are read at the output's own coordinates (and mask). A function
+    of the op name and the registries, kept per op in _KEEPS (asked for every ancestor of
+    every element a kernel computes); register_emitter empties it."""
+    hit = _KEEPS.get(n.op)
+    if hit is None:
+        hit = _KEEPS[n.op] = n.op in ("select", "cast") or (
+            n.op not in EMITTERS and get_op(n.op).category is Category.ELEMENTWISE)
+    return hit
+
+
+_KEEPS: dict[str, bool] = {}
 
 
 # --------------------------------------------------------------------------- emitters

@@ -78,14 +78,15 @@ def lower_group(group, spec: DeviceSpec, options: LoweringOptions = DEFAULT_OPTI
     `options` (the self-test's planted faults; none by default). `plan`: the group's
     plan when the caller already has it. Without one, a lowering of the same nodes the
     fusion veto kept (hal.lowering.memo.keep_lowering) is taken, renamed, instead of
-    lowering again. `gkey`: hal.lowering.memo.group_key(group), when known."""
-    from hal.lowering.memo import group_key, take_lowering
+    lowering again, or the same group's earlier lowering (hal.lowering.memo.KERNELS, a
+    copy). `gkey`: hal.lowering.memo.group_key(group), when known."""
+    from hal.lowering.memo import cached_lowering, group_key, take_lowering
 
     rule = kind_rule(group.kind)
     if plan is None:
         gkey = gkey or group_key(group)
         plan = plan_group(group, spec, gkey)
         kept = take_lowering(group, spec, options, plan, gkey)   # the fusion veto's, renamed
-        if kept is not None:
-            return kept
+        return cached_lowering(group, spec, options, plan, gkey, lambda: kept if kept
+                               is not None else rule.lower(group, plan, spec, options))
     return rule.lower(group, plan, spec, options)
