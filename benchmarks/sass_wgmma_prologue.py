@@ -6,8 +6,8 @@ prologue regions (from each consumer's wait on full[s] to its FENCE.VIEW.ASYNC.S
 
     python benchmarks/sass_wgmma_prologue.py OUT_DIR [GRAPH] [--scalar]
 
---scalar: the element-by-element reference rewrite (matmul_wgmma_prologue.VECTOR_REWRITE
-off), the kernel as it was before the 16-byte chunks.
+--scalar: the element-by-element reference rewrite (LoweringOptions(scalar_prologue=True)),
+the kernel as it was before the 16-byte chunks.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from hal.devices.loader import load_spec
 from hal.fusion import plan
 from hal.ir.text import load_graph
 from hal.lowering import lower_group
+from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.render.disasm import cuobjdump_path
 
 OP = re.compile(r"/\*[0-9a-f]{4,5}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)")
@@ -49,13 +50,13 @@ def prologue_regions(ops: list[str]) -> tuple[int, int, Counter]:
     return regions, n, forms
 
 
-def main(out: Path, graph: str) -> None:
+def main(out: Path, graph: str, options: LoweringOptions = DEFAULT_OPTIONS) -> None:
     spec = load_spec("h100-sxm")
     out.mkdir(parents=True, exist_ok=True)
     for gr in plan(load_graph(graph), spec, measure=None).groups:
         if gr.kind != "matmul":
             continue
-        for kern in lower_group(gr, spec):
+        for kern in lower_group(gr, spec, options):
             path = kern.meta.plan.detail("matmul_path")
             if not path or "prologue" not in path[1]:
                 continue
@@ -81,8 +82,5 @@ def main(out: Path, graph: str) -> None:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--scalar"]
-    if "--scalar" in sys.argv:
-        from hal.lowering import matmul_wgmma_prologue
-
-        matmul_wgmma_prologue.VECTOR_REWRITE = False
-    main(Path(args[0]), args[1] if len(args) > 1 else "examples/llama_block_d4096_s2048.hal")
+    main(Path(args[0]), args[1] if len(args) > 1 else "examples/llama_block_d4096_s2048.hal",
+         LoweringOptions(scalar_prologue="--scalar" in sys.argv))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bits_helper import same_bits
 
 from hal.backends.cpu_sim.backend import _input_buffer
 from hal.conformance import tolerance
@@ -18,17 +19,6 @@ AWKWARD = np.array([0.0, -0.0, 1.0, -1.5, np.nan, np.inf, -np.inf, 5e-324, -3e38
                     1e-40, 3.0e38, 2.0 ** -130, 65519.0, -65520.0, 7.0, 1.0 + 2.0 ** -8,
                     1.0 + 2.0 ** -11, 1.0 + 2.0 ** -24, -(1.0 + 3 * 2.0 ** -9)])
 N = 1 << 15   # over every _ROUND_ON_BITS_MIN: the in-place path rounds on the bits
-
-
-def _same(x, y) -> bool:
-    """Equal bit for bit (NaN payloads aside): same dtype, shape, values and zero signs."""
-    x, y = np.asarray(x), np.asarray(y)
-    if x.dtype != y.dtype or x.shape != y.shape:
-        return False
-    if x.dtype.kind != "f":
-        return bool(np.array_equal(x, y))
-    both_nan = np.isnan(x) & np.isnan(y)
-    return bool(np.all(both_nan | ((x == y) & (np.signbit(x) == np.signbit(y)))))
 
 
 def _values(n: int) -> np.ndarray:
@@ -43,7 +33,7 @@ def test_in_place_rounding_is_the_cast_and_back(dt, n):
     want = widen(cast(x, dt), dt)
     work = x.copy()
     got = tolerance._stored_in_place(work, dt)
-    assert _same(got, want)
+    assert same_bits(got, want)
     if dt in tolerance._ROUND_ON_BITS_MIN and n >= tolerance._ROUND_ON_BITS_MIN[dt]:
         assert got is work   # the in-place path ran (no new array)
 
@@ -52,7 +42,7 @@ def test_in_place_rounding_leaves_a_read_only_array_alone():
     x = _values(N)
     x.flags.writeable = False
     got = tolerance._stored_in_place(x, bf16)
-    assert got is not x and _same(got, widen(cast(x, bf16), bf16))
+    assert got is not x and same_bits(got, widen(cast(x, bf16), bf16))
 
 
 @pytest.mark.parametrize("dt", [f32, bf16, f16], ids=lambda d: d.name)
@@ -66,7 +56,7 @@ def test_round_bound_ends_on_the_bits_path_match_the_cast(dt):
         hi = widen(cast(ex + delta, dt), dt)
     ref = widen(cast(ex, dt), dt)
     lo[delta == 0], hi[delta == 0] = ref[delta == 0], ref[delta == 0]
-    assert _same(b.lo, lo) and _same(b.hi, hi) and _same(b.ref, ref)
+    assert same_bits(b.lo, lo) and same_bits(b.hi, hi) and same_bits(b.ref, ref)
     assert not np.shares_memory(b.lo, b.hi)
 
 
@@ -75,7 +65,7 @@ def test_stored_of_a_value_in_its_own_dtype_is_the_cast_and_back(name):
     dt = DTYPES[name]
     a = cast(_values(64), dt)
     got = tolerance._stored(a, dt)
-    assert _same(got, widen(cast(a, dt), dt))
+    assert same_bits(got, widen(cast(a, dt), dt))
     assert not np.shares_memory(got, a)   # a bound's arrays never alias the inputs
 
 

@@ -9,6 +9,7 @@ import functools
 
 import numpy as np
 import pytest
+from bits_helper import same_bits
 
 from hal.conformance import compare, tolerance
 from hal.conformance.tolerance import Bound, ModelOptions, graph_bounds, round_bound
@@ -19,17 +20,6 @@ from hal.reference import widen
 
 AWKWARD = np.array([0.0, -0.0, 1.0, -1.5, np.nan, np.inf, -np.inf, 5e-324, -3e38, 6.5e4,
                     1e-40, 3.0e38, 2.0 ** -130, 65519.0, -65520.0, 7.0])
-
-
-def _same(x, y) -> bool:
-    """Equal bit for bit (NaN payloads aside): same dtype, shape, values and zero signs."""
-    x, y = np.asarray(x), np.asarray(y)
-    if x.dtype != y.dtype or x.shape != y.shape:
-        return False
-    if x.dtype.kind != "f":
-        return bool(np.array_equal(x, y))
-    both_nan = np.isnan(x) & np.isnan(y)
-    return bool(np.all(both_nan | ((x == y) & (np.signbit(x) == np.signbit(y)))))
 
 
 # ----------------------------------------------------------------------- the oracles
@@ -100,7 +90,7 @@ def _plain_used(d, b):
                                np.arange(-3, 4), np.zeros((0, 3))])
 def test_finite_abs_is_abs_of_nan_to_num(a):
     got = tolerance._finite_abs(a)
-    assert _same(got, _plain_finite_abs(a))
+    assert same_bits(got, _plain_finite_abs(a))
     if np.ndim(a):
         assert not np.shares_memory(got, a)   # callers may change it
 
@@ -110,7 +100,7 @@ def test_finite_abs_is_abs_of_nan_to_num(a):
     (np.float64(np.inf), np.float64(np.inf)), (np.float64(1.0), np.float64(-0.0)),
     (AWKWARD.reshape(4, 4), AWKWARD[:4]), (np.arange(5), np.arange(5)[::-1] * 0.5)])
 def test_dist_is_the_masked_formula(a, b):
-    assert _same(tolerance._dist(a, b), _plain_dist(a, b))
+    assert same_bits(tolerance._dist(a, b), _plain_dist(a, b))
 
 
 # ----------------------------------------------------------------------- round_bound
@@ -148,7 +138,7 @@ def test_round_bound_matches_the_plain_formula(dt, model):
             got = round_bound(ex, delta, dt, True, model)
             want = _plain_round_bound(ex, delta, dt, True, model)
             for f in ("exact", "ref", "lo", "hi", "err", "free", "delta"):
-                assert _same(getattr(got, f), getattr(want, f)), (ename, dname, f)
+                assert same_bits(getattr(got, f), getattr(want, f)), (ename, dname, f)
 
 
 def test_round_bound_of_a_0d_value():
@@ -156,7 +146,7 @@ def test_round_bound_of_a_0d_value():
         got = round_bound(np.float64(1.0 / 3.0), np.float64(delta), f32, False)
         want = _plain_round_bound(np.float64(1.0 / 3.0), np.float64(delta), f32, False)
         for f in ("ref", "lo", "hi", "err", "free"):
-            assert _same(getattr(got, f), getattr(want, f)), (delta, f)
+            assert same_bits(getattr(got, f), getattr(want, f)), (delta, f)
 
 
 # ----------------------------------------------------------------------- rules
@@ -180,7 +170,7 @@ def test_perturbed_is_ref_plus_minus_err(dt):
             with np.errstate(all="ignore"):
                 want = ref.astype(np.float64) + sign * err
             want = want if dt.is_float else np.where(np.isfinite(want), want, 0).astype(np.int64)
-        assert _same(got, want), sign
+        assert same_bits(got, want), sign
 
 
 def _matmul(xs, attrs):
@@ -208,7 +198,7 @@ def test_contraction_skips_only_matmuls_that_are_exactly_zero(a_err, b_err):
         got = tolerance._propagated_contraction(_matmul, {}, a, b, aa, ab)
         want = _matmul([aa, b.err], {})[0] + _matmul([a.err, ab], {})[0] \
             + _matmul([a.err, b.err], {})[0]
-    assert _same(got, want)
+    assert same_bits(got, want)
 
 
 @pytest.mark.parametrize("op", ["exp", "sigmoid", "neg"])
@@ -228,7 +218,7 @@ def test_local_error_is_ulps_of_the_result_plus_a_subnormal_floor(op, dt):
     if not model.ulps:
         want = np.zeros(16)
     got = tolerance._local(node, exact, node.outputs[0], tolerance.DEFAULT_MODEL)
-    assert _same(got, want)
+    assert same_bits(got, want)
 
 
 def _graph(build):
@@ -260,7 +250,7 @@ def test_elementwise_propagation_takes_the_worst_corner(op):
                                              - out.exact))
     assert bx.err.any() and by.err.any()
     local = tolerance._local(node, out.exact, node.outputs[0], tolerance.DEFAULT_MODEL)
-    assert _same(out.delta, local + worst)
+    assert same_bits(out.delta, local + worst)
 
 
 def test_an_unknown_input_makes_the_elementwise_result_unknown():

@@ -142,14 +142,11 @@ def _f32_scale_mm(m, k, n):
     (lambda: _norm_mm(96, 64, 128, view=2, dt=f16), 1),
     (lambda: _f32_scale_mm(130, 72, 96), 2),                    # f32: two 16-byte loads
 ])
-def test_vector_rewrite_is_bitwise_the_scalar_one(monkeypatch, graph, weight_loads):
+def test_vector_rewrite_is_bitwise_the_scalar_one(graph, weight_loads):
     """The 16-byte chunk rewrite (LDS.128/STS.128, the norm weight as 16-byte loads) does the
     same element math in the same order as the element-by-element one: cpu_sim's outputs
     are bitwise equal."""
     from hal.kernel.ir import VecCopy
-    from hal.lowering import matmul_wgmma_prologue as mwp
-    from hal.lowering import memo
-
     g = graph()
 
     def copies(kern):
@@ -158,9 +155,7 @@ def test_vector_rewrite_is_bitwise_the_scalar_one(monkeypatch, graph, weight_loa
                 [s for s in vc if s.dst.startswith("pw_") and s.width * 4 >= 16])
 
     kv, rv = _run(g)
-    monkeypatch.setattr(mwp, "VECTOR_REWRITE", False)
-    with memo.disabled():   # the switch is not in the lowering memo's key: lower afresh
-        ks, rs = _run(g)
+    ks, rs = _run(g, options=LoweringOptions(scalar_prologue=True))
     assert [len(c) for c in copies(kv)] == [2, weight_loads]   # x in and out, weights
     assert copies(ks) == ([], [])
     assert rv.report["ok"] and rs.report["ok"], (rv.report, rs.report)

@@ -28,8 +28,8 @@ this module keeps TMA and transforms the tile in shared memory:
   of the results, rounded to A's dtype, back to the chunk. K is a multiple of V on this path
   (TMA's 16-byte row strides), so a chunk lies wholly inside or wholly past M and K: past
   them it is zero (TMA had filled zeros; a LayerNorm's shift must not leak into the K tail).
-  The element-by-element rewrite (`VECTOR_REWRITE = False`) is kept as the reference the
-  vector one is tested bitwise against;
+  The element-by-element rewrite (`LoweringOptions(scalar_prologue=True)`) is kept as the
+  reference the vector one is tested bitwise against;
 * then fence.proxy.async (generic-proxy writes made visible to the async proxy wgmma reads
   through) and a warpgroup barrier: mbarrier ready[g] of consumer warpgroup g, 128 arrivals,
   waited with the k tile's parity (kt % 2). A block barrier cannot be used inside the roles:
@@ -121,19 +121,17 @@ def prologue_source(group, dot) -> Value | str:
     return x
 
 
-# The vector rewrite below is the kernel's; the scalar one (one shared read and write per
-# element) is kept as the reference it is tested bitwise against (tests/test_wgmma_prologue.py
-# switches VECTOR_REWRITE off) and for a K that is not a whole number of 16-byte chunks
-# (which the wgmma path refuses today: TMA needs 16-byte row strides).
-VECTOR_REWRITE = True
-
-
 def emit_transform(em, out: list[Stmt], kc, st) -> None:
     """Append, to consumer warpgroup code `out` of k tile `kc` (stage `st`), the in-place
     rewrite of its 64 rows of the A stage, the proxy fence and the warpgroup barrier (module
     docstring). `em` is the _WgmmaEmitter (its tile, builder, shared buffers)."""
+    # The vector rewrite is the kernel's; the scalar one (one shared read and write per
+    # element) is kept as the reference it is tested bitwise against (the option
+    # scalar_prologue) and for a K that is not a whole number of 16-byte chunks (which the
+    # wgmma path refuses today: TMA needs 16-byte row strides).
     vec = 16 // em.a.dtype.itemsize
-    if VECTOR_REWRITE and em.k % vec == 0 and em.t.bk % vec == 0:
+    if (not em.ctx.options.scalar_prologue and em.k % vec == 0
+            and em.t.bk % vec == 0):
         _vector_rewrite(em, out, kc, st)
     else:
         _scalar_rewrite(em, out, kc, st)
@@ -333,4 +331,4 @@ def _scalar_rewrite(em, out: list[Stmt], kc, st) -> None:
     out.append(For(it, ctx.c(0), ctx.c(64 * t.bk // 128), ctx.c(1), inner))
 
 
-__all__ = ["VECTOR_REWRITE", "emit_transform", "lane_split", "prologue_source"]
+__all__ = ["emit_transform", "lane_split", "prologue_source"]

@@ -315,9 +315,8 @@ def take_lowering(group, spec, options, plan, gkey: tuple | None = None) -> list
 # here, never handed out: callers get fresh_kernels copies). A case's groups recur in later
 # cases (the same graph under another input distribution or seed; the unfused groups of a
 # family of cases): ~1,800 of the ~9,600 lowerings of the conformance suite on one device.
-# A lowering must be a function of this key: a module switch that changes lowering
-# (matmul_wgmma_prologue.VECTOR_REWRITE, flipped by a test and a benchmark) is flipped
-# inside `disabled()` or before the first lowering of the process.
+# A lowering must be a function of this key: whatever changes a lowering is a field of
+# LoweringOptions (the self-test's faults, the scalar prologue reference), never module state.
 KERNELS = Memo("kernels", 1024)
 
 

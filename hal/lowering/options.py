@@ -1,8 +1,8 @@
 """LoweringOptions: the frozen switches one lowering call runs under.
 
-Today they carry only the conformance self-test's planted faults
-(`hal.lowering.faults`): a lowering hook asks the options, never module state
-or the environment:
+They carry the conformance self-test's planted faults (`hal.lowering.faults`)
+and the reference variants tests compare a lowering against (`scalar_prologue`):
+a lowering asks the options, never module state or the environment:
 
     options = LoweringOptions.planting("missing_barrier")
     kernels = lower_group(group, spec, options)          # the fault is planted
@@ -28,9 +28,16 @@ from hal.errors import HalError
 
 @dataclass(frozen=True)
 class LoweringOptions:
-    """`faults`: names of planted self-test faults (empty in production)."""
+    """`faults`: names of planted self-test faults (empty in production).
+
+    `scalar_prologue`: the wgmma path rewrites a prologue-fused A tile element by element
+    instead of in 16-byte chunks (hal.lowering.matmul_wgmma_prologue): the reference the
+    chunk rewrite is tested bitwise against, and what `benchmarks/sass_wgmma_prologue.py
+    --scalar` compiles. Being a field, it is part of every cache key the options are in
+    (the lowering memo's among them)."""
 
     faults: frozenset[str] = frozenset()
+    scalar_prologue: bool = False
 
     def __post_init__(self) -> None:
         from hal.lowering.faults import FAULTS
