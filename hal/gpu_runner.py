@@ -11,16 +11,16 @@ path lives here once, parametrised by a small `GpuDriver` per vendor
     its arguments packed in the kernel's parameter order -> synchronize -> copy the
     outputs out -> parity report against hal.reference (cpu_sim's parity_report).
 
-Arguments are packed as CUDA's cuLaunchKernel and HIP's hipModuleLaunchKernel both
-want them: a `void*[n]` whose i-th entry points at the i-th argument's bytes (a
-device pointer for a buffer, a C scalar of the ScalarParam's dtype; 16- and 8-bit
-floats as their bit patterns). Dynamic shared memory is passed when the renderer
+Arguments are packed (hal.gpu_args) as CUDA's cuLaunchKernel and HIP's
+hipModuleLaunchKernel both want them: a `void*[n]` whose i-th entry points at the i-th
+argument's bytes (a device pointer for a buffer, a C scalar of the ScalarParam's dtype;
+16- and 8-bit floats as their bit patterns). Dynamic shared memory is passed when the renderer
 chose it (`renderer.dynamic_shared_bytes`), and the driver raises the function's
 limit first. Scalars come from `kernel.meta.scalars` (param -> value) or the
 `scalars=` option.
 
-Torch (or any) device tensors are used zero-copy: an input or `out=` tensor whose
-`__dlpack_device__` is the driver's device type and index is passed by its pointer
+Torch (or any) device tensors are used zero-copy (hal.gpu_tensors): an input or `out=`
+tensor whose `__dlpack_device__` is the driver's device type and index is passed by its pointer
 (`__cuda_array_interface__`, or `.data_ptr()` where torch refuses the interface: fp8,
 requires_grad); it must be contiguous and of the value's dtype. The driver queues its
 work on the framework's current stream (CudaDriver), so it is ordered with torch's.
@@ -38,10 +38,8 @@ compiled, resident graph; calling it only launches the kernels (what hal bench t
 from __future__ import annotations
 
 import abc
-import ctypes
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +51,12 @@ from hal.backend import Backend, Buffer, CompiledKernel, RunResult
 from hal.dtypes import DType, cast
 from hal.dtypes import dtype as as_dtype
 from hal.errors import DeviceError, UnsupportedError
-from hal.kernel.ir import BufferParam, Kernel, ScalarParam
+
+# Launch arguments and device tensors have their own modules; their names are importable
+# from here too (the vendor drivers and tests import them from hal.gpu_runner).
+from hal.gpu_args import ARG_CTYPES, PackedArgs, pack_args, scalar_arg
+from hal.gpu_tensors import DLPACK_CUDA, DLPACK_ROCM, device_pointer, torch_current_stream
+from hal.kernel.ir import BufferParam, Kernel
 from hal.render.cstyle import kernel_symbol
 
 if TYPE_CHECKING:
@@ -61,18 +64,6 @@ if TYPE_CHECKING:
     from hal.fusion.arena import ArenaLayout
     from hal.ir.graph import Graph
     from hal.render.cstyle import CStyleRenderer
-
-# DLPack device types (dlpack.h): where a tensor's memory lives.
-DLPACK_CUDA, DLPACK_ROCM = 2, 10
-
-# The C type each hal dtype travels as in a kernel argument (low floats as bits).
-ARG_CTYPES: dict[str, type] = {
-    "f64": ctypes.c_double, "f32": ctypes.c_float, "f16": ctypes.c_uint16,
-    "bf16": ctypes.c_uint16, "f8e4m3fn": ctypes.c_uint8, "f8e5m2": ctypes.c_uint8,
-    "i64": ctypes.c_int64, "i32": ctypes.c_int32, "i16": ctypes.c_int16, "i8": ctypes.c_int8,
-    "u8": ctypes.c_uint8, "bool": ctypes.c_bool,
-}
-_BITS = {1: np.uint8, 2: np.uint16}
 
 
 class GpuDriver(abc.ABC):
@@ -154,150 +145,6 @@ class GpuDriver(abc.ABC):
     def l2_bytes(self) -> int | None:
         """The device's L2 size as it reports it (None when the driver cannot say)."""
         return None
-
-
-# --------------------------------------------------------------------------- arguments
-
-
-@dataclass
-class PackedArgs:
-    """Launch arguments in kernel parameter order, kept alive as long as the launch."""
-
-    names: list[str]
-    values: list[ctypes._SimpleCData]
-    array: ctypes.Array
-
-    @property
-    def address(self) -> int:
-        return ctypes.addressof(self.array)
-
-    def describe(self) -> list[tuple[str, str, Any]]:
-        """(param, C type, value) per argument: pointers as ints, scalars as C values,
-        tensor maps as their size."""
-        return [(n, type(v).__name__, getattr(v, "value", f"{ctypes.sizeof(v)} bytes"))
-                for n, v in zip(self.names, self.values, strict=True)]
-
-
-def scalar_arg(value: Any, d: DType) -> ctypes._SimpleCData:
-    """`value` as the C scalar a kernel parameter of dtype `d` expects (low floats as bits)."""
-    ct = ARG_CTYPES.get(d.name)
-    if ct is None:
-        raise UnsupportedError(f"no kernel-argument type for dtype {d}")
-    if d.is_float and d.itemsize < 4:
-        bits = np.asarray(cast(np.asarray(value, np.float64), d)).reshape(1)
-        return ct(int(bits.view(_BITS[d.itemsize])[0]))
-    if d.is_float:
-        return ct(float(value))
-    return ct(bool(value)) if d.name == "bool" else ct(int(value))
-
-
-def pack_args(kernel: Kernel, pointers: Mapping[str, int],
-              scalars: Mapping[str, Any] | None = None,
-              tensor_maps: Mapping[str, bytes] | None = None) -> PackedArgs:
-    """The argument array of one launch of `kernel`: buffers from `pointers` (param ->
-    device address), scalars from `scalars` or `kernel.meta.scalars`, then the kernel's TMA
-    tensor maps (name -> encoded bytes, GpuDriver.encode_tensor_map)."""
-    scalars = {**kernel.meta.scalars, **(scalars or {})}
-    names, values = [], []
-    for p in kernel.params:
-        if isinstance(p, BufferParam):
-            if p.name not in pointers:
-                raise DeviceError(f"kernel {kernel.name}: no device buffer for '{p.name}'")
-            values.append(ctypes.c_uint64(int(pointers[p.name])))
-        elif isinstance(p, ScalarParam):
-            if p.name not in scalars:
-                raise DeviceError(f"kernel {kernel.name}: no value for scalar '{p.name}'",
-                                  hint="pass it in kernel.meta.scalars or scalars=")
-            values.append(scalar_arg(scalars[p.name], p.dtype))
-        names.append(p.name)
-    for tm in kernel.tensor_maps:
-        if tm.name not in (tensor_maps or {}):
-            raise DeviceError(f"kernel {kernel.name}: no encoded tensor map '{tm.name}'",
-                              hint="encode it with the driver (encode_tensor_map)")
-        raw = tensor_maps[tm.name]
-        values.append((ctypes.c_ubyte * len(raw)).from_buffer_copy(raw))
-        names.append(tm.name)
-    array = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(v) for v in values])
-    return PackedArgs(names, values, array)
-
-
-# --------------------------------------------------------------------------- device tensors
-
-
-def device_pointer(x: Any, driver: GpuDriver, d: DType, numel: int) -> int | None:
-    """The device address of `x` when it is a tensor on the driver's device (zero-copy),
-    None for host data. A device tensor of the wrong dtype, size or layout raises."""
-    dev = getattr(x, "__dlpack_device__", None)
-    if dev is None or isinstance(x, np.ndarray):
-        return None
-    kind, index = (int(v) for v in dev()[:2])
-    if kind not in driver.dlpack_device_types:
-        if kind in (DLPACK_CUDA, DLPACK_ROCM):
-            raise DeviceError(f"{driver.name}: a tensor on DLPack device type {kind} is not on "
-                              "this backend's device")
-        return None
-    if index != driver.index:
-        raise DeviceError(f"{driver.name}: a tensor on device {index} given to the backend on "
-                          f"device {driver.index}",
-                          hint=f"move it with x.to('cuda:{driver.index}'), or run the backend "
-                               f"on device {index}")
-    cai = _array_interface(x)
-    if cai is not None:
-        ptr, typestr = int(cai["data"][0]), np.dtype(cai["typestr"])
-        shape, strides = tuple(cai["shape"]), cai.get("strides")
-        ok_dtype = typestr == d.np_dtype or (  # bf16 / fp8 may travel under another typestr
-            d.is_float and d.itemsize < 4 and typestr.itemsize == d.itemsize)
-    else:  # torch bf16 has no __cuda_array_interface__: data_ptr and element size
-        ptr, shape = int(x.data_ptr()), tuple(x.shape)
-        strides = None if x.is_contiguous() else "strided"
-        ok_dtype = int(x.element_size()) == d.itemsize and _torch_name(x.dtype) in (d.name, None)
-    if not ok_dtype or math.prod(shape) != numel or strides not in (None, _contig(shape, d)):
-        raise DeviceError(f"{driver.name}: device tensor does not match {d}[{numel}] "
-                          "contiguous", hint="pass x.contiguous().to(the graph's dtype)")
-    return ptr
-
-
-def _array_interface(x: Any) -> dict | None:
-    """`x.__cuda_array_interface__`, or None where the tensor has none or torch refuses it:
-    KeyError for fp8 (no typestr), RuntimeError for a tensor that requires grad."""
-    try:
-        return x.__cuda_array_interface__
-    except (AttributeError, KeyError, RuntimeError, TypeError):
-        return None
-
-
-def _contig(shape: tuple[int, ...], d: DType) -> tuple[int, ...]:
-    out, acc = [], d.itemsize
-    for s in reversed(shape):
-        out.append(acc)
-        acc *= s
-    return tuple(reversed(out))
-
-
-def _torch_name(t: Any) -> str | None:
-    return {"torch.float32": "f32", "torch.float16": "f16", "torch.bfloat16": "bf16",
-            "torch.float64": "f64", "torch.int32": "i32", "torch.int64": "i64",
-            "torch.bool": "bool", "torch.int8": "i8", "torch.uint8": "u8",
-            "torch.int16": "i16", "torch.float8_e4m3fn": "f8e4m3fn",
-            "torch.float8_e5m2": "f8e5m2"}.get(str(t))
-
-
-def torch_current_stream(index: int, vendor: str = "cuda") -> int:
-    """torch's current stream on GPU `index` as a raw handle, so hal's work is ordered
-    with torch's. torch.cuda is CUDA on a CUDA build and HIP on a ROCm build
-    (`torch.version.hip`); `vendor` ("cuda" or "hip") is the runtime the caller drives.
-    0 (the default stream) when torch is not imported, has not initialised its GPU
-    runtime (asking would), or was built for the other vendor."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return 0
-    try:
-        built_for = "hip" if getattr(torch.version, "hip", None) else "cuda"
-        if built_for != vendor or not torch.cuda.is_initialized():
-            return 0
-        return int(torch.cuda.current_stream(index).cuda_stream)
-    except Exception:  # noqa: BLE001 - a torch without a GPU runtime: the default stream
-        return 0
 
 
 # --------------------------------------------------------------------------- a prepared graph
@@ -768,4 +615,5 @@ def translate(err: Any, call: str, vendor: str, ok: Callable[[Any], bool]) -> No
 
 __all__ = ["ARG_CTYPES", "DLPACK_CUDA", "DLPACK_ROCM", "GpuBackend", "GpuDriver", "GpuRunner",
            "Launch", "PackedArgs", "PreparedGraph", "device_pointer", "pack_args",
-           "scalar_arg", "sync_each_from_env", "synchronize", "translate"]
+           "scalar_arg", "sync_each_from_env", "synchronize", "torch_current_stream",
+           "translate"]
