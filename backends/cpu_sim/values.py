@@ -101,7 +101,6 @@ def _make_store_cast(dt: DType) -> Callable[[Any], np.ndarray]:
     return conv
 
 
-
 def div_by_const(a: Any, c: int) -> Any:
     """C integer division a / c for a positive constant c (truncates toward zero)."""
     if ndim(a) == 0:
