@@ -90,7 +90,7 @@ def same_verdict(cand: FusedGroup, base: FusedGroup, spec: DeviceSpec,
         return False
     dot = dots[0]
     in_base = {id(n) for n in base.nodes}
-    if id(dot) not in in_base:
+    if id(dot) not in in_base or not in_base <= cats.keys():   # base: some of cand's nodes
         return False
     extra = [n for n in cand.nodes if id(n) not in in_base]
     shape = tuple(dot.outputs[0].shape)
