@@ -58,6 +58,7 @@ from .rewrite import (
     duplicate_cheap_producers,
     merge_common_subexpressions,
 )
+from .veto_reuse import same_verdict
 
 # Group kinds the planner may produce by merging; others stay single-node groups.
 FUSIBLE_CATEGORIES = {Category.ELEMENTWISE, Category.BROADCAST, Category.SOURCE,
@@ -320,6 +321,8 @@ class _Planner:
         self._outs = {v.name for v in graph.outputs}
         self._sig_cost: dict[tuple, GroupCost] = {}
         self._sig_veto: dict[tuple, str | None] = {}
+        # keys of the node sets that passed the lowering veto (what fusion.veto_reuse grows)
+        self._vetted: set[tuple] = set()
         # per node (and group input), by identity, the parts of signature() and group_key()
         # that do not depend on the group: candidates share their nodes (the graph is fixed)
         self._sig_parts: dict[int, tuple] = {}
@@ -466,10 +469,13 @@ class _Planner:
                           f"{self.spec.max_registers_per_thread} (would spill)")
         if self.verify_lowering:
             if sig not in self._sig_veto:
-                self._sig_veto[sig] = self.lowering_veto(cand, sig)
+                grown = next((self.members[g] for g in (p, c) if self.gkey(g) in self._vetted
+                              and self.kind(g) == "matmul"), None)
+                self._sig_veto[sig] = self.lowering_veto(cand, sig, grown)
             why = self._sig_veto[sig]
             if why:
                 return reject(why)
+            self._vetted.add(k)
         saved_b = sum(x.dram_bytes for x in cost_sep) - cost_f.dram_bytes
         saved_t = sum(x.time_s for x in cost_sep) - cost_f.time_s
         if saved_t < 0 or (saved_t == 0 and saved_b <= 0 and not _free_member(
@@ -486,22 +492,35 @@ class _Planner:
         names = {o.name for n in nodes for o in n.outputs}
         return next((why for fs, why in self.forbidden if fs <= names), None)
 
-    def lowering_veto(self, cand: FusedGroup, sig: tuple | None = None) -> str | None:
+    def lowering_veto(self, cand: FusedGroup, sig: tuple | None = None,
+                      grown: list[Node] | None = None) -> str | None:
         """Why the candidate's kernels cannot run on the spec (the lowering refuses it or
         its kernels exceed shared memory or threads per block), or None. The verdict is a
         function of the candidate's structure and the spec (the within-plan `_sig_veto`
         already shares it between a model's repeated layers); across plans it is kept in
         VETOES by (signature, spec): a None verdict serves every candidate of that
         structure, a reason (whose text may name values) only the same named candidate.
-        `sig`: signature(cand), when the caller has it."""
+        `sig`: signature(cand), when the caller has it. `grown`: the nodes of a group that
+        passed the veto and that `cand` grows; when `cand` only adds epilogue elements to it
+        that provably keep its lowering's verdict (fusion.veto_reuse), that verdict is
+        given without lowering `cand`."""
         key = (sig or self.signature(cand), self.spec)
         hit = VETOES.lookup(key)
         gkey = self.group_key(cand)
         if hit is not None and (hit[1] is None or hit[0] == gkey):
             return hit[1]
-        why = self._lower_and_check(cand, gkey)
+        if grown is not None and same_verdict(cand, self.make(grown), self.spec,
+                                              self._plan_of):
+            why = None
+        else:
+            why = self._lower_and_check(cand, gkey)
         VETOES.put(key, (None if why is None else gkey, why))
         return why
+
+    def _plan_of(self, g: FusedGroup):
+        from hal.lowering import plan_group
+
+        return plan_group(g, self.spec, self.group_key(g))
 
     def _lower_and_check(self, cand: FusedGroup, gkey: tuple) -> str | None:
         """lowering_veto's verdict for `cand` (`gkey`: its group_key), lowering it."""

@@ -193,7 +193,17 @@ def test_a_plan_under_another_group_name_is_renamed_exactly():
     assert memo.rename_plan(noted, "cand", "k1") is None            # the name is elsewhere
 
 
-def test_a_planted_fault_is_never_served_the_vetoes_fault_free_lowering():
+def _veto_lowers_every_candidate(monkeypatch) -> None:
+    """The veto lowers (and keeps) every candidate, none answered from the group it grows
+    (fusion.veto_reuse): the tests below hand the kept lowering over."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("hal.fusion.plan"), "same_verdict",
+                        lambda *a: False)
+
+
+def test_a_planted_fault_is_never_served_the_vetoes_fault_free_lowering(monkeypatch):
+    _veto_lowers_every_candidate(monkeypatch)
     spec = load_spec("h100-sxm")
     faulty = LoweringOptions.planting("dropped_epilogue")
     with memo.disabled():
@@ -229,7 +239,8 @@ def test_a_veto_reason_is_only_served_to_the_same_named_candidate():
     assert vetoed.kernel_count() > first.kernel_count()
 
 
-def test_memos_are_bounded_least_recently_used_and_lowerings_handed_out_once():
+def test_memos_are_bounded_least_recently_used_and_lowerings_handed_out_once(monkeypatch):
+    _veto_lowers_every_candidate(monkeypatch)
     m = memo.Memo("test_bounded", 3)
     try:
         for i in range(5):

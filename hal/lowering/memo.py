@@ -22,8 +22,10 @@ Rules every memo here keeps:
 * values are immutable (frozen KernelPlans) or handed out once (LOWERINGS);
 * no Node or Value is held (only names, types and strings), so a memo never keeps a graph.
 
-The fusion veto lowers each candidate it accepts; the plan's final group of the same nodes
-is lowered again by the backend under its own name. `keep_lowering` / `take_lowering` hand
+The fusion veto lowers each candidate it accepts (except a matmul candidate that only grows
+the epilogue of a group that passed, answered from that group: fusion.veto_reuse, which
+keeps no kernels); the plan's final group of the same nodes is lowered again by the backend
+under its own name. `keep_lowering` / `take_lowering` hand
 the veto's kernels over once (LOWERINGS, keyed on the nodes, spec and LoweringOptions, so
 a lowering with planted faults is never served a fault-free one), renamed.
 
