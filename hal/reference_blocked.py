@@ -12,7 +12,9 @@ primitive's own float64 reference (`OpDef.reference`) and the same rounding to
 the intermediate's dtype. The decomposition's reductions run over the key axis
 only, so rows are independent and a full-key-row tile gives the same values as
 the whole-tensor evaluation (tests/test_reference_blocked.py holds them equal).
-No more than `tile_elements` float64 score words exist per intermediate.
+No more than `tile_elements` float64 score words exist per intermediate. With an
+f32 compute dtype (16-bit and f32 attention) a tile's elementwise steps run on
+float32 arrays with the same values (`_Float32Tiles` says why they are the same).
 
 `BLOCKED` maps a composite's name to its blocked evaluator; `use_blocked`
 says whether a node is large enough to need it (`hal.reference.evaluate`
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, compute_dtype, round_to
+from hal.dtypes import DType, bf16, compute_dtype, f32, round_to
 from hal.ir.graph import Node
 
 #: float64 words per score-sized intermediate of one tile (32 MiB); a composite whose
@@ -103,6 +105,7 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
         rows = max(1, min(rows, CAUSAL_ROWS))
     out = np.empty((bsz, hq, s, dv), np.float64)
     cols = np.arange(t)
+    fast = _Float32Tiles(scale_c, t, qdt) if cdt == f32 else None
     for b in range(bsz):
         for h in range(hk):
             heads = slice(h * group, (h + 1) * group)
@@ -117,25 +120,104 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
                 width = min(t, r1) if causal and mask is None else t
                 qt = q[b, heads, r0:r1].reshape(group * tq, d)
                 # dot_general(q grouped, k) with out_dtype = compute dtype
-                # the tile's steps write over its own score array (sc), each step the
-                # primitive's values rounded as the decomposition rounds them
-                sc = _round(_prim("dot_general", qt, kt[:width], lhs_contracting=(1,),
-                                  rhs_contracting=(1,)), cdt).reshape(group, tq, width)
-                sc = _round_own(_prim_into(sc, "mul", sc, np.broadcast_to(scale_c, sc.shape)),
-                                cdt)
-                if mask is not None:
-                    sc = _round_own(_prim_into(sc, "add", sc, mask[b, heads, r0:r1]), cdt)
-                if causal:   # select(keep, sc, -inf), in place
-                    drop = (r0 + np.arange(tq))[:, None] < cols[None, :width]
-                    np.copyto(sc, -np.inf, where=drop)
-                # p rounded to q's dtype too (the zeros past `width` round to themselves)
-                p = _softmax_rows(sc, cdt, t, qdt)
+                raw = _prim("dot_general", qt, kt[:width], lhs_contracting=(1,),
+                            rhs_contracting=(1,))
+                drop = (r0 + np.arange(tq))[:, None] < cols[None, :width] if causal else None
+                tile_mask = mask[b, heads, r0:r1] if mask is not None else None
+                p = None if fast is None else fast.probs(raw, (group, tq, width), tile_mask,
+                                                         drop)
+                if p is None:   # f64 compute dtype, or a row with no finite softmax
+                    p = _probs_f64(raw, (group, tq, width), scale_c, tile_mask, drop, cdt,
+                                   t, qdt)
                 # the product runs over the whole key axis (zeros past `width`), so that
                 # its sums are the decomposition's
                 o = _prim("dot_general", p.reshape(group * tq, t), vt, lhs_contracting=(1,),
                           rhs_contracting=(0,))
                 out[b, heads, r0:r1] = _round(o, qdt).reshape(group, tq, dv)
     return [out]
+
+
+def _probs_f64(raw: np.ndarray, shape: tuple[int, int, int], scale_c: np.ndarray,
+               mask: np.ndarray | None, drop: np.ndarray | None, cdt: DType, t: int,
+               qdt: DType) -> np.ndarray:
+    """A tile's probabilities [group, rows, t] (rounded to q's dtype, zeros past the
+    score columns) from its float64 q k^T product `raw` (the tile's own array): the
+    decomposition's steps, each the primitive's float64 reference rounded to `cdt`."""
+    # the tile's steps write over its own score array (sc)
+    sc = _round(raw, cdt).reshape(shape)
+    sc = _round_own(_prim_into(sc, "mul", sc, np.broadcast_to(scale_c, sc.shape)), cdt)
+    if mask is not None:
+        sc = _round_own(_prim_into(sc, "add", sc, mask), cdt)
+    if drop is not None:   # select(keep, sc, -inf), in place
+        np.copyto(sc, -np.inf, where=drop)
+    # p rounded to q's dtype too (the zeros past the columns round to themselves)
+    return _softmax_rows(sc, cdt, t, qdt)
+
+
+class _Float32Tiles:
+    """The tile steps of `_probs_f64` for an f32 compute dtype, on float32 arrays (half
+    the memory traffic, and no rounding passes): IEEE float32 +, -, * and / of float32
+    values give the float64 operation's result rounded to float32 (float64 has more
+    than twice float32's precision plus two bits, so the double rounding is innocuous:
+    Figueroa, "When is double rounding innocuous?", 1995); max is exact; exp runs in
+    float64 and is rounded as the reference rounds it; the row sums run in float64 over
+    the whole key axis, as the reference sums. Where a row's sum is not finite (a NaN
+    or inf score, a row masked whole) the tile is left to `_probs_f64` (NaN payloads
+    are not part of that argument); otherwise every probability lies in [0, 1] and the
+    values are the reference's bit for bit (tests/test_reference_blocked.py)."""
+
+    def __init__(self, scale_c: np.ndarray, t: int, qdt: DType):
+        self.scale = np.float32(scale_c)
+        self.t = t
+        self.qdt = qdt
+        self.buf: np.ndarray | None = None   # the probabilities, reused tile to tile
+
+    def _full(self, group: int, rows: int) -> np.ndarray:
+        shape = (group, rows, self.t)
+        if self.buf is None or self.buf.shape != shape:
+            self.buf = np.empty(shape, np.float64)
+        return self.buf
+
+    def probs(self, raw: np.ndarray, shape: tuple[int, int, int], mask: np.ndarray | None,
+              drop: np.ndarray | None) -> np.ndarray | None:
+        """`_probs_f64(raw, shape, ...)`, or None where a row's sum is not finite."""
+        with np.errstate(all="ignore"):
+            sc = raw.astype(np.float32).reshape(shape)   # the product rounded to f32
+            np.multiply(sc, self.scale, out=sc)
+            if mask is not None:   # mask holds f32 values: the f64 sum rounded to f32
+                np.add(sc, mask, out=sc, casting="same_kind")
+            if drop is not None:
+                np.copyto(sc, -np.inf, where=drop)
+            m = sc.max(axis=-1, keepdims=True)
+            np.subtract(sc, m, out=sc)
+            np.exp(sc, out=sc, dtype=np.float64, casting="same_kind")
+            group, rows, width = shape
+            full = self._full(group, rows)
+            full[..., :width] = sc
+            full[..., width:] = 0.0
+            total = np.sum(full, axis=-1, keepdims=True).astype(np.float32)
+            if not np.isfinite(total).all():
+                return None
+            np.divide(sc, total, out=sc)
+        if self.qdt == bf16:   # p in [0, 1]: round to nearest even on the float32 bits
+            _round_f32_to_bf16(sc)
+        elif self.qdt != f32:
+            full[..., :width] = sc
+            _round_own(full[..., :width], self.qdt)
+            return full
+        full[..., :width] = sc
+        return full
+
+
+def _round_f32_to_bf16(a: np.ndarray) -> None:
+    """Finite float32 values rounded to bfloat16 (the top 16 bits of a float32) in place,
+    ties to even; what `round_to(a, bf16)` gives for them, subnormals included."""
+    u = a.reshape(-1).view(np.uint32)
+    low = np.right_shift(u, np.uint32(16))
+    np.bitwise_and(low, np.uint32(1), out=low)
+    low += np.uint32(0x7FFF)
+    u += low
+    np.bitwise_and(u, np.uint32(0xFFFF0000), out=u)
 
 
 def _softmax_rows(x: np.ndarray, cdt: DType, width: int | None = None,

@@ -105,3 +105,78 @@ def test_blocked_tile_bounds_the_score_intermediates(monkeypatch):
     g = _graph("bf16", 1, 8, 2, 64, 64, 16, 16, causal=True)
     evaluate(g, _inputs(g, seed=0), tile_elements=4 * 64 * 8)
     assert seen and max(seen) <= 4 * 64 * 8
+
+
+# -- the float32 tile steps (reference_blocked._Float32Tiles) -----------------------------
+
+def _tile_case(rng, scale_bits, qdt, width, t, special=None, masked=False):
+    from hal.dtypes import f32, round_to
+
+    group, rows = 3, 5
+    raw = rng.standard_normal((group * rows, width)) * 2.0 ** scale_bits
+    if special is not None:
+        raw[4, 1] = special
+    scale_c = round_to(np.float64(0.37), f32)
+    mask = None
+    if masked:
+        mask = round_to(rng.standard_normal((group, rows, width)) * 8, f32)
+        mask[rng.random(mask.shape) < 0.2] = -np.inf
+        mask[..., 0] = 0.0   # each row keeps a key (a row masked whole is the next test's)
+    drop = np.arange(rows)[:, None] + width - rows < np.arange(width)[None, :]
+    return raw, (group, rows, width), scale_c, mask, drop, t, qdt
+
+
+@pytest.mark.parametrize("qdt", ["bf16", "f16", "f32"])
+@pytest.mark.parametrize("scale_bits", [0, 4, 7, 40])   # 7, 40: exps that underflow
+@pytest.mark.parametrize("masked", [False, True])
+def test_float32_tile_steps_equal_the_float64_steps(qdt, scale_bits, masked):
+    """The float32 tile steps give the float64 steps' probabilities bit for bit (exps
+    that round to float32 subnormals or to 0 included; a width under the key axis)."""
+    from hal.dtypes import f32
+    from hal.reference_blocked import _Float32Tiles, _probs_f64
+
+    rng = np.random.default_rng(scale_bits)
+    for width, t in ((7, 7), (6, 11), (40, 64)):
+        raw, shape, scale_c, mask, drop, t, qd = _tile_case(rng, scale_bits, dtype(qdt),
+                                                             width, t, masked=masked)
+        fast = _Float32Tiles(scale_c, t, qd).probs(raw.copy(), shape, mask, drop)
+        assert fast is not None
+        slow = _probs_f64(raw.copy(), shape, scale_c, mask, drop, f32, t, qd)
+        assert fast.shape == slow.shape
+        np.testing.assert_array_equal(fast.view(np.uint64), slow.view(np.uint64))
+
+
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf, 1e300])
+def test_float32_tile_steps_leave_non_finite_rows_to_the_float64_steps(special):
+    """A NaN or inf score (or one that overflows float32) makes a row's sum NaN: the
+    float32 steps decline the tile (None), and the float64 steps give NaN there."""
+    from hal.dtypes import bf16, f32
+    from hal.reference_blocked import _Float32Tiles, _probs_f64
+
+    rng = np.random.default_rng(1)
+    raw, shape, scale_c, mask, drop, t, qd = _tile_case(rng, 0, bf16, 9, 9, special)
+    fast = _Float32Tiles(scale_c, t, qd).probs(raw.copy(), shape, None, None)
+    slow = _probs_f64(raw.copy(), shape, scale_c, None, None, f32, t, qd)
+    if special == -np.inf:   # a key masked out: an ordinary row
+        np.testing.assert_array_equal(fast.view(np.uint64), slow.view(np.uint64))
+    else:
+        assert fast is None and np.isnan(slow.reshape(raw.shape[0], t)[4]).all()
+
+
+def test_blocked_attention_runs_the_float32_steps(monkeypatch):
+    """A 16-bit attention's tiles go through the float32 steps (and give the
+    decomposition's values: test_blocked_attention_equals_decomposition)."""
+    import hal.reference_blocked as rb
+
+    taken = []
+    real = rb._Float32Tiles.probs
+
+    def spy(self, *args):
+        out = real(self, *args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(rb._Float32Tiles, "probs", spy)
+    g = _graph("bf16", 1, 4, 2, 24, 24, 16, 16, causal=True)
+    evaluate(g, _inputs(g, seed=0), tile_elements=64)
+    assert taken and all(taken)
