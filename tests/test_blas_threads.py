@@ -62,3 +62,24 @@ def test_one_numpy_blas_thread_within_a_block_gives_the_callers_count_back():
     with one_numpy_blas_thread_within():
         assert numpy_blas() == [1] * len(before)
     assert numpy_blas() == before
+
+
+def test_one_numpy_blas_thread_within_leaves_one_thread_alone(monkeypatch):
+    """Already on one thread (a conformance worker): no limit and restore at all (the
+    block is entered once a case); with more threads the limit still applies."""
+    from threadpoolctl import ThreadpoolController, threadpool_limits
+
+    from hal.blas_threads import one_numpy_blas_thread_within
+
+    calls = []
+    real = ThreadpoolController.limit
+    monkeypatch.setattr(ThreadpoolController, "limit",
+                        lambda self, **kw: calls.append(kw) or real(self, **kw))
+    with threadpool_limits(limits=1, user_api="blas"):
+        with one_numpy_blas_thread_within():
+            pass
+        assert calls == []
+    with threadpool_limits(limits=2, user_api="blas"):
+        with one_numpy_blas_thread_within():
+            assert set(_blas_threads()) == {1}
+        assert calls == [{"limits": 1}]

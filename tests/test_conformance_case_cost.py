@@ -142,6 +142,28 @@ def test_cpu_sim_without_kernel_stats_same_outputs():
         assert _same(full.outputs[k], bare.outputs[k])
 
 
+def test_cpu_sim_without_kernel_stats_skips_the_roofline(monkeypatch):
+    """kernel_stats=False: no kernel's stats are finished (stats.finish: the roofline);
+    with stats every kernel's are."""
+    from hal.backends.cpu_sim.stats import KernelStats
+    from hal.backends_registry import get_backend
+    from hal.devices.loader import load_spec
+
+    finished = []
+    real = KernelStats.finish
+    monkeypatch.setattr(KernelStats, "finish",
+                        lambda self, spec: finished.append(self.name) or real(self, spec))
+    case = get_case("fused/softmax/f32/33x257")
+    g = case.graph()
+    x = make_inputs(g, case.dist, case.seed)
+    be, spec = get_backend("cpu_sim"), load_spec("h100-sxm")
+    be.run_graph(g, x, spec, compare_reference=False, kernel_stats=False)
+    assert finished == []
+    full = be.run_graph(g, x, spec, compare_reference=False)
+    assert finished == [d["kernel"] for d in full.stats]
+    assert all(d["modelled_time_s"] > 0 for d in full.stats)
+
+
 def test_runner_asks_cpu_sim_for_no_stats(monkeypatch):
     from hal.backends_registry import get_backend
 

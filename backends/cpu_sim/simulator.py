@@ -165,7 +165,7 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
              exact_rounding: bool = False, blocks: np.ndarray | None = None,
              written: list | None = None,
              progress: Callable[[int, int], None] | None = None,
-             options=None, jobs: int | None = None) -> KernelStats:
+             options=None, jobs: int | None = None, model: bool = True) -> KernelStats:
     """Run `kernel` once on the grid it names, for the device `spec`; return its counters.
 
     Global buffer args are modified in place. `blocks` runs only those linear block ids
@@ -176,12 +176,14 @@ def simulate(kernel: Kernel, args: dict[str, np.ndarray | int | float], spec: De
     extra memory near 3x a 64 MiB tensor while Python overhead stays small. `jobs`
     worker processes share the waves out (parallel.py; default sim_jobs()). Raises
     SimulationError for launches the device would refuse (always) and for faults
-    (with check=True).
+    (with check=True). `model=False` leaves the stats' modelled_time_s and flops total at
+    0 (stats.finish, the roofline: ~0.1 ms a launch) for a caller that reads only the
+    outputs (cpu_sim's run_graph with kernel_stats=False: the conformance suite).
     """
     parts = [None] if blocks is None else [np.asarray(blocks, np.int64)]
     return simulate_parts(kernel, args, spec, parts, check=check, max_lanes=max_lanes,
                           exact_rounding=exact_rounding, written=written, progress=progress,
-                          options=options, jobs=jobs)[0]
+                          options=options, jobs=jobs, model=model)[0]
 
 
 def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
@@ -190,7 +192,7 @@ def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
                    exact_rounding: bool = False, written: list | None = None,
                    progress: Callable[[int, int], None] | None = None,
                    options=None, jobs: int | None = None,
-                   combine: bool = False) -> list[KernelStats]:
+                   combine: bool = False, model: bool = True) -> list[KernelStats]:
     """`simulate` of several block sets of one launch (None: the whole grid), all waves
     shared out among the same workers; one KernelStats per part, counted as if each
     part had been simulated on its own, in order (sampled.py's boundary and strata).
@@ -264,7 +266,8 @@ def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
     wall = time.perf_counter() - t0
     for st, fl in zip(stats_out, flops, strict=True):
         st.flops_by_dtype = dict(zip(ck.flop_dtypes, (int(f) for f in fl), strict=False))
-        st.finish(spec)
+        if model:
+            st.finish(spec)
         st.wall_s = wall / len(parts)
     return stats_out
 
