@@ -25,9 +25,9 @@ Rules every memo here keeps:
 The fusion veto lowers each candidate it accepts (except a matmul candidate that only grows
 the epilogue of a group that passed, answered from that group: fusion.veto_reuse, which
 keeps no kernels); the plan's final group of the same nodes is lowered again by the backend
-under its own name. `keep_lowering` / `take_lowering` hand
-the veto's kernels over once (LOWERINGS, keyed on the nodes, spec and LoweringOptions, so
-a lowering with planted faults is never served a fault-free one), renamed.
+under its own name. `keep_lowering` / `take_lowering` hand the veto's kernels over once
+(LOWERINGS, keyed on the nodes, spec and LoweringOptions, so a lowering with planted faults
+is never served a fault-free one), renamed.
 
 A group lowered again with the same name, nodes, spec and options (another conformance case
 of the same shapes under another input distribution, a group every case of a family shares)
