@@ -53,6 +53,13 @@ class HopperState:
         # (descriptors, active warpgroups, shape) -> Operand (wgmma_operand.operand)
         self.operand_words: dict[tuple, Operand] = {}
         self.inflight: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]] = []
+        # what a wgmma's operand checks depend on besides shared values and the cluster's
+        # read map: TMAs so far (they write `mark`), successful mbarrier waits (`observed`)
+        self.tmas = 0
+        self.waits = 0
+        # the last wgmma's A operand read (wgmma_sim.ARead): the next wgmma reading the same
+        # words with nothing changed since reuses it (gate and up share their A tile)
+        self.last_a: Any = None
         # shared j -> per word (or chunk: mark_chunk), the TMA that wrote it: its mbarrier
         # phase << MARK_SHIFT | (1 + its mbarrier slot), 0 for none (one array: one gather
         # per wgmma operand;

@@ -89,6 +89,7 @@ def mbar_wait(W: Wave, st: HopperState, jb: int, index: Any, parity: Any, m: Any
     lanes = np.flatnonzero(act)
     st.observed[lanes, s] = np.maximum(st.observed[lanes, s], st.phase[b, s])
     st.seen = None
+    st.waits += 1
 
 
 

@@ -26,6 +26,7 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
     lanes = np.flatnonzero(act)
     if not len(lanes):
         return
+    st.tmas += 1
     sb = W.sh_buf[jd]
     isz = sb.dtype.itemsize
     estr = (1, *(s // isz for s in tm.strides))
