@@ -107,7 +107,15 @@ def _box_gather(src: np.ndarray, tm, estr: tuple[int, ...],
     if all(c.min() >= 0 and c.max() + b <= d for c, b, d in zip(coords, tm.box, tm.dims,
                                                                    strict=False)):
         base = sum((c * e for c, e in zip(coords, estr, strict=False)), np.zeros(n, np.int64))
-        return np.take(src, base[:, None] + offs), np.full(n, offs.size, np.int64)
+        read = np.full(n, offs.size, np.int64)
+        r = int(tm.box[0])
+        if r > 1 and src.ndim == 1 and src.size % r == 0 and src.flags.c_contiguous and \
+                not any(e % r for e in estr[1:]) and not (base % r).any():
+            # each box row (box[0] consecutive elements) is a whole row of src viewed as
+            # [-1, r]: gathered as rows, not element by element (the same values)
+            rows = (base[:, None] + offs[::r]) // r
+            return src.reshape(-1, r).take(rows, axis=0).reshape(n, offs.size), read
+        return np.take(src, base[:, None] + offs), read
     flat = np.zeros((n, offs.size), np.int64)   # a box crossing the edge: per element
     ok = np.ones(flat.shape, bool)
     for d, c in enumerate(coords):
