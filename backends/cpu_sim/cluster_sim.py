@@ -380,16 +380,35 @@ def multicast_targets(W: Wave, cs: ClusterState, lanes: np.ndarray, mask: int) -
 
 def before_write(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
                  jd: int, words: np.ndarray, jb: int, slots: np.ndarray, site: int,
-                 lanes: np.ndarray, chunks: tuple | None = None) -> None:
+                 lanes: np.ndarray, chunks: tuple | None = None,
+                 region: tuple | None = None) -> None:
     """A TMA issued by blocks `src` writes `words` [lanes, box] of blocks `dst` and
     completes on their barrier `slots`; `chunks`: the words' chunks if known
-    (ReadMap.index)."""
+    (ReadMap.index); `region`: (c, blocks dst, (first chunk, lanes) groups, order) when
+    each lane's words are the c-word chunks first .. first + len(order) - 1 of its
+    block's part (tma_sim._region)."""
     _check_init(W, hs, cs, src, dst, slots, "a TMA multicast", site, lanes)
     _note_remote(W, hs, cs, src, dst, slots, "TMA multicast", lanes)
     mp = cs.maps.get(jd)
     if mp is None:          # no wgmma read the buffer: nothing to overwrite
         return
     cs.epoch += 1
+    if region is not None and region[0] == mp.c:
+        # the entries as one slice per block; a race is reported from the box-order path
+        _, b, groups, order = region
+        per_block = mp.a.reshape(-1, W.sh_buf[jd].size // mp.c)
+        bits = 1 << cs.rank[src]
+        pending = hit = False
+        for first, sel in groups:
+            got = per_block[b[sel], first:first + order.size] & RANK_BITS
+            pending = pending or bool(got.any())
+            hit = hit or (W.check and bool(((got & bits[sel][:, None]) != 0).any()))
+        if not pending:
+            return
+        if not hit:
+            for first, sel in groups:
+                per_block[b[sel], first:first + order.size] = 0
+            return
     idx = mp.index(words, chunks)
     got = mp.a[idx]
     pending = got & RANK_BITS

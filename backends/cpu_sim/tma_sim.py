@@ -61,18 +61,20 @@ def tma(W: Wave, st: HopperState, tm, jg: int, jd: int, dst_index: Any, coords: 
         b = targets[:, t]
         words = b[:, None] * sb.size + elem
         chunks = None if echunks is None else b[:, None] * (sb.size // c) + echunks
+        groups = None if region is None else _groups(region[0], b, region[1].size)
+        at = None if groups is None else (b, groups, region[1])
         if cl is not None:
             cluster_sim.before_write(W, st, cl, b_own, b, jd, words, jb, s, site, lanes,
-                                     (c, chunks))
-        at = None if region is None or len(np.unique(b)) < len(b) else (b, *region)
+                                     (c, chunks), None if at is None else (c, *at))
         _land(W, st, jd, words, vals, site, lanes, c, chunks, at)
         if jd not in st.mark:
             st.mark[jd] = np.zeros(W.sh[jd].size // c, np.int64)
             st.mark_chunk[jd] = c
         marks = pack_marks(s, st.phase[b, s])[:, None]
         if at is not None and st.mark_chunk[jd] == c:
-            first, order = region
-            st.mark[jd].reshape(-1, sb.size // c)[b, first:first + order.size] = marks
+            per_block = st.mark[jd].reshape(-1, sb.size // c)
+            for first, sel in at[1]:
+                per_block[b[sel], first:first + at[2].size] = marks[sel]
         elif chunks is not None and st.mark_chunk[jd] == c:
             st.mark[jd][chunks] = marks
         else:
@@ -167,16 +169,35 @@ def _swizzled_offsets(mode: int, elems: int, isz: int,
 
 
 def _region(addr: np.ndarray, dst: np.ndarray, mode: int, elems: int, isz: int,
-            c: int) -> tuple[int, np.ndarray] | None:
-    """(first chunk, order) when every lane's box, from the same element `dst` of its
-    block's part of the buffer and at the start of a swizzle pattern, fills the chunks
-    first .. first + len(order) - 1 of that part: region chunk i holds the box's chunk
+            c: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first chunk per lane, order) when each lane's box, from element `dst` of its
+    block's part of the buffer at the start of a swizzle pattern, fills the chunks
+    first .. first + len(order) - 1 of that part: chunk first + i holds the box's chunk
     order[i]; else None."""
     pattern = pattern_bytes(mode)
-    if not pattern or (addr % pattern).any() or (dst != dst[0]).any():
+    if not pattern or (addr % pattern).any() or (dst % c).any():
         return None
     got = _chunk_order(mode, elems, isz, c)
-    return None if got is None else (int(dst[0]) // c + got[0], got[1])
+    return None if got is None else (dst // c + got[0], got[1])
+
+
+def _groups(first: np.ndarray, b: np.ndarray, m: int) -> list[tuple[int, Any]] | None:
+    """The lanes of each distinct first chunk (a stage, a CTA's half of a multicast box)
+    as (first, lanes) pairs, the lanes a slice or an index array, when no two lanes write
+    the same chunk (then the order of the writes does not matter): within a group the
+    blocks are distinct, and the groups' ranges of m chunks do not overlap. Else None."""
+    if not (first != first[0]).any():
+        return [(int(first[0]), slice(None))] if len(np.unique(b)) == len(b) else None
+    u, inv = np.unique(first, return_inverse=True)
+    if (np.diff(u) < m).any():
+        return None
+    out = []
+    for i, f in enumerate(u.tolist()):
+        sel = np.flatnonzero(inv == i)
+        if len(np.unique(b[sel])) < len(sel):
+            return None
+        out.append((int(f), sel))
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -199,9 +220,9 @@ def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray
           region: tuple | None = None) -> None:
     """A TMA box's words land in shared buffer jd (checked against unretired wgmmas);
     `chunks`: the words as whole c-word chunks (written as rows), None if they are not;
-    `region`: (blocks, first chunk, order) when each lane's chunks are one contiguous
-    range of a distinct block's part (_region): written as a slice per block, several
-    times faster than a scatter of the chunks."""
+    `region`: (blocks, _groups of the first chunks, order) when each lane's chunks are
+    one contiguous range of a distinct block's part (_region): written as a slice per
+    block, several times faster than a scatter of the chunks."""
     sb = W.sh_buf[jd]
     for gids, groups, j, f in st.inflight:
         if j != jd:
@@ -218,9 +239,11 @@ def _land(W: Wave, st: HopperState, jd: int, words: np.ndarray, vals: np.ndarray
     if rows is None:
         W.sh[jd][words] = vals
     elif region is not None:
-        b, first, order = region
-        rows.reshape(-1, sb.size // c, c)[b, first:first + order.size] = \
-            vals.reshape(len(b), -1, c).take(order, axis=1)
+        b, groups, order = region
+        per_block = rows.reshape(-1, sb.size // c, c)
+        ordered = vals.reshape(len(b), -1, c).take(order, axis=1)
+        for first, sel in groups:
+            per_block[b[sel], first:first + order.size] = ordered[sel]
     else:
         rows[chunks] = vals.reshape(*chunks.shape, c)
     W.sh_version[jd] += 1
