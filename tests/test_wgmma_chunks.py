@@ -104,6 +104,38 @@ def test_box_landing_as_chunk_rows_equals_the_word_scatter() -> None:
             assert W.sh_version == W2.sh_version
 
 
+@pytest.mark.parametrize("mode,box", [(128, 4096), (64, 1024), (32, 512), (128, 512)])
+def test_box_landing_as_block_slices_equals_the_word_scatter(mode, box) -> None:
+    """Boxes at a swizzle pattern's start land as one slice per block (tma_sim._region),
+    grouped by their place in the block (a multicast's halves land in one block): the
+    same words as the scatter."""
+    from hal.backends.cpu_sim import tma_sim
+
+    rng = np.random.default_rng(3)
+    cases = [([0, 0, 0], [3, 0, 2]), ([2048, 2048, 2048], [1, 2, 3]),
+             ([8192, 0, 8192], [3, 3, 0]), ([0, box, 2 * box], [1, 1, 1])]
+    for dst, b in cases:
+        W, st = _wave(blocks=4, groups=1)
+        W2, st2 = _wave(blocks=4, groups=1)
+        dsts, b = np.asarray(dst, np.int64), np.asarray(b, np.int64)
+        addr = dsts * 2
+        elem, chunks, _ = wgmma_sim._box_elements(addr, 0, mode, box, 2, 8)
+        first, order = tma_sim._region(addr, dsts, mode, box, 2, 8)
+        groups = tma_sim._groups(first, b, order.size)
+        assert chunks is not None and groups is not None
+        words = b[:, None] * SIZE + elem
+        wchunks = b[:, None] * (SIZE // 8) + chunks
+        vals = rng.standard_normal(words.shape).astype(np.float32)
+        wgmma_sim._land(W, st, 0, words, vals, 0, np.arange(3), 8, wchunks, (b, groups, order))
+        wgmma_sim._land(W2, st2, 0, words, vals, 0, np.arange(3))
+        np.testing.assert_array_equal(W.sh[0], W2.sh[0])
+    # lanes writing the same chunks (then the order of writes matters): no groups
+    assert tma_sim._groups(np.array([0, 0]), np.array([1, 1]), 512) is None
+    assert tma_sim._groups(np.array([0, 256]), np.array([1, 1]), 512) is None
+    # off a pattern's start: no region
+    assert tma_sim._region(np.array([16, 16]), np.array([8, 8]), 128, 4096, 2, 8) is None
+
+
 def test_read_map_takes_known_chunks_only_at_its_granularity() -> None:
     mp = cluster_sim.ReadMap(4096, 2)
     words = np.arange(64).reshape(2, 32) + 512

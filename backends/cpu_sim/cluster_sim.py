@@ -132,6 +132,9 @@ class ClusterState:
         # rank, and per (block, barrier slot) the releases that arrived, with the barrier's
         # phase then: reads as (buffer j, ReadMap granularity) -> rows of map entries
         self.maps: dict[int, ReadMap] = {}
+        # changes to maps, read_since and releases so far (wgmma_sim: a wgmma may skip
+        # noting again the reads the previous one noted only while this stays the same)
+        self.epoch = 0
         self.read_since: dict[tuple[int, int], dict[tuple[int, int], list[np.ndarray]]] = {}
         self.releases: dict[tuple[int, int],
                             list[tuple[int, dict[tuple[int, int], list[np.ndarray]]]]] = {}
@@ -245,6 +248,7 @@ def observe(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
     seen = (rem >= 0) & (rem < ph)
     cs.rem_phase[b[seen], s[seen]] = -1
     if cs.releases:
+        cs.epoch += 1
         _observe_releases(cs, b.tolist(), s.tolist(), ph.tolist())
 
 
@@ -293,6 +297,7 @@ def note_reads(W: Wave, gids: np.ndarray, j: int, flat: np.ndarray, phase: np.nd
     cs = getattr(W, "cluster", None)
     if cs is None or not W.check:
         return
+    cs.epoch += 1
     mp = cs.maps.get(j)
     if mp is None:
         mp = cs.maps[j] = ReadMap(W.sh[j].size, W.sh_buf[j].dtype.itemsize)
@@ -321,6 +326,7 @@ def note_release(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any,
     act = _act(W, m)
     if not act.any() or not W.check:
         return
+    cs.epoch += 1
     lanes = np.flatnonzero(act)
     own = W.blk[lanes]
     dst = own if cta is None else cs.peer[own, _lanes(W, cta)[lanes]]
@@ -374,15 +380,35 @@ def multicast_targets(W: Wave, cs: ClusterState, lanes: np.ndarray, mask: int) -
 
 def before_write(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray,
                  jd: int, words: np.ndarray, jb: int, slots: np.ndarray, site: int,
-                 lanes: np.ndarray, chunks: tuple | None = None) -> None:
+                 lanes: np.ndarray, chunks: tuple | None = None,
+                 region: tuple | None = None) -> None:
     """A TMA issued by blocks `src` writes `words` [lanes, box] of blocks `dst` and
     completes on their barrier `slots`; `chunks`: the words' chunks if known
-    (ReadMap.index)."""
+    (ReadMap.index); `region`: (c, blocks dst, (first chunk, lanes) groups, order) when
+    each lane's words are the c-word chunks first .. first + len(order) - 1 of its
+    block's part (tma_sim._region)."""
     _check_init(W, hs, cs, src, dst, slots, "a TMA multicast", site, lanes)
     _note_remote(W, hs, cs, src, dst, slots, "TMA multicast", lanes)
     mp = cs.maps.get(jd)
     if mp is None:          # no wgmma read the buffer: nothing to overwrite
         return
+    cs.epoch += 1
+    if region is not None and region[0] == mp.c:
+        # the entries as one slice per block; a race is reported from the box-order path
+        _, b, groups, order = region
+        per_block = mp.a.reshape(-1, W.sh_buf[jd].size // mp.c)
+        bits = 1 << cs.rank[src]
+        pending = hit = False
+        for first, sel in groups:
+            got = per_block[b[sel], first:first + order.size] & RANK_BITS
+            pending = pending or bool(got.any())
+            hit = hit or (W.check and bool(((got & bits[sel][:, None]) != 0).any()))
+        if not pending:
+            return
+        if not hit:
+            for first, sel in groups:
+                per_block[b[sel], first:first + order.size] = 0
+            return
     idx = mp.index(words, chunks)
     got = mp.a[idx]
     pending = got & RANK_BITS

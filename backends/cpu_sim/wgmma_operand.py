@@ -137,6 +137,19 @@ def operand(W: Wave, st: Any, v: Any, rows: int, k: int, itemsize: int, k_major:
             gl: np.ndarray, site: int, what: str) -> tuple[np.ndarray, Operand]:
     """Gather one operand for the active warpgroups `gl`: ([G, rows, k] float64 values,
     its words: Operand)."""
+    _, op = operand_words(W, st, v, rows, k, itemsize, k_major, gl, site, what)
+    return operand_values(W, op, rows, k), op
+
+
+def operand_values(W: Wave, op: Operand, rows: int, k: int) -> np.ndarray:
+    """[G, rows, k] float64: the values of the shared words `op` reads."""
+    return gather(W.sh[op.j], op.words).astype(np.float64).reshape(-1, rows, k)
+
+
+def operand_words(W: Wave, st: Any, v: Any, rows: int, k: int, itemsize: int, k_major: bool,
+                  gl: np.ndarray, site: int, what: str) -> tuple[tuple, Operand]:
+    """The words one operand of the active warpgroups `gl` reads at descriptors `v`, and
+    the key they are kept under (equal keys: equal words)."""
     v = _lanes(W, v).reshape(-1, WG)
     if W.check and (v != v[:, :1]).any():
         g = int(np.flatnonzero((v != v[:, :1]).any(axis=1))[0])
@@ -150,8 +163,7 @@ def operand(W: Wave, st: Any, v: Any, rows: int, k: int, itemsize: int, k_major:
         if len(st.operand_words) >= OPERAND_TABLE_LIMIT:
             st.operand_words.clear()
         st.operand_words[key] = op
-    vals = gather(W.sh[op.j], op.words).astype(np.float64).reshape(-1, rows, k)
-    return vals, op
+    return key, op
 
 
 def _operand_words(W: Wave, st: Any, desc: np.ndarray, shape: tuple, gl: np.ndarray,
@@ -225,4 +237,5 @@ def operand_elements(W: Wave, st: Any, start: np.ndarray, layout: tuple, site: i
 
 
 __all__ = ["CHUNK_BYTES", "Operand", "OperandWords", "chunk_rows", "chunk_words", "decode",
-           "flat_words", "gather", "operand", "operand_elements", "whole_chunks"]
+           "flat_words", "gather", "operand", "operand_elements", "operand_values", "operand_words",
+           "whole_chunks"]
