@@ -155,14 +155,17 @@ def test_unpadded_rows_conflict():
     assert st.bank_conflicts == 4 * 7   # four matrices, 8 distinct words per bank: 7 extra each
 
 
-def _cp_kernel(wait: bool) -> Kernel:
+def _cp_kernel(wait: bool, uniform: bool = False) -> Kernel:
+    """Each thread cp.asyncs 8 words; then each reads its neighbour's first word, or with
+    `uniform` every thread reads word 8 (thread 1's: cpu_sim's one-word-per-block path)."""
     bf = DTYPES["bf16"]
     body = [VecCopy("S", THREAD_IDX * _c(8), "G", THREAD_IDX * _c(8), 8,
                     mask=None, asynchronous=True), CpAsyncCommit()]
     if wait:
         body.append(CpAsyncWait(0))
     body.append(Barrier())
-    body.append(Store("O", THREAD_IDX, Load("S", ((THREAD_IDX + _c(1)) % _c(32)) * _c(8), bf)))
+    at = _c(8) if uniform else ((THREAD_IDX + _c(1)) % _c(32)) * _c(8)
+    body.append(Store("O", THREAD_IDX, Load("S", at, bf)))
     return Kernel("cp", [BufferParam("G", bf, (256,)), BufferParam("O", bf, (32,), readonly=False)],
                   body, (1, 1, 1), 32, [SharedBuffer("S", bf, 256, stages=2)], [])
 
@@ -174,9 +177,18 @@ def test_cp_async_wait_then_read():
     np.testing.assert_array_equal(o.astype(np.float32), (np.arange(1, 33) % 32) * 8)
 
 
-def test_cp_async_read_before_wait_is_a_race():
+@pytest.mark.parametrize("uniform", [False, True], ids=["per-lane", "uniform"])
+def test_cp_async_read_before_wait_is_a_race(uniform):
     g = np.zeros(256, DTYPES["bf16"].np_dtype)
     with pytest.raises(SimulationError, match=r"stage 0\) is read before the cp.async of "
                                               r"thread 1") as e:
-        simulate(_cp_kernel(False), {"G": g, "O": np.zeros(32, g.dtype)}, load_spec("a100-sxm"))
+        simulate(_cp_kernel(False, uniform), {"G": g, "O": np.zeros(32, g.dtype)},
+                 load_spec("a100-sxm"))
     assert e.value.kind == "race" and e.value.kernel == "cp" and e.value.thread == 0
+
+
+def test_cp_async_wait_then_uniform_read():
+    g = np.arange(256, dtype=np.float32).astype(DTYPES["bf16"].np_dtype)
+    o = np.zeros(32, g.dtype)
+    simulate(_cp_kernel(True, uniform=True), {"G": g, "O": o}, load_spec("a100-sxm"))
+    np.testing.assert_array_equal(o.astype(np.float32), np.full(32, 8.0))

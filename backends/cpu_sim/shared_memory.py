@@ -41,6 +41,8 @@ class SharedMemory:
             v = np.repeat(self.sh[j][words], self.T)
             if self.check:
                 self._race_read_uniform(j, words, site)
+                if self.pipe is not None:  # the word may still be in flight from a cp.async
+                    self.pipe.check_read(self, j, self.sh_off[j] + safe, None, site)
             return v
         flat = self.sh_off[j] + safe
         v = self.sh[j].take(flat)
