@@ -29,7 +29,8 @@ SOURCES = ("hal/lowering", "fusion", "backends/cpu_sim")  # directories; AREAS p
 AREAS = {
     "lowering": ("hal/lowering",),
     "fusion": ("fusion",),
-    "cpu_sim_codegen": ("backends/cpu_sim/codegen.py",),
+    "cpu_sim_codegen": ("backends/cpu_sim/codegen.py", "backends/cpu_sim/facts.py",
+                        "backends/cpu_sim/stmt_context.py", "backends/cpu_sim/async_emit.py"),
 }
 OMIT = ("*/hal/lowering/faults.py", "*/hal/lowering/registry.py", "*/hal/lowering/memo.py",
         "*/cpu_sim/faults.py")

@@ -19,6 +19,10 @@ expressions compute in float32 and are rounded to their dtype after every op
 exactly in int64; i32 add/sub/mul/neg/abs/div/pow/shift_left results go through
 `W.i32`, which raises index_overflow (check=True) or wraps like the hardware;
 i32 arithmetic on data (values loaded from memory) always wraps.
+
+Beside it: facts.py (`_Facts`: which expressions are uniform, which are data, flops),
+stmt_context.py (`_Ctx`, statement headlines), async_emit.py (the emitters of Hopper's
+asynchronous and cluster nodes, a base class of `_Translator`).
 """
 
 from __future__ import annotations
@@ -31,13 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from hal.dtypes import DType, bool_, cast
+from hal.dtypes import DType, cast
 from hal.kernel import ir_async as ira
 from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import (
-    COMPARISONS,
-    EXPR_CHILDREN,
-    STMT_EXPRS,
     Assign,
     AtomicAdd,
     Barrier,
@@ -73,15 +74,18 @@ from hal.kernel.ir import (
     walk_expr,
     walk_stmts,
 )
-from hal.kernel.printer import format_expr, format_stmt
+from hal.kernel.printer import format_expr
 from hal.ops import get_op
 
 from . import cluster_sim, faults, mma_batch, mma_sim, roll, wgmma_sim, widen
+from .async_emit import AsyncEmit
 from .checks import SimulationError
 from .code_cache import compile_wave
 from .contract import Reduction
+from .facts import _Facts
 from .lanes import div_by_const, fast_to_rep, rem_by_const, rep_dtype, to_rep
 from .ranges import IndexRanges
+from .stmt_context import _Ctx, _Text, headline_text
 from .vectorize import emit_reduction_loop, int_args, match_reduction_loop
 
 # i32 results that can leave the i32 range; the others (remainder, min, max, bitwise,
@@ -126,287 +130,6 @@ def count_flops(e: Expr, acc: Counter) -> Counter:
     return acc
 
 
-class _Text:
-    """A message fragment (a statement's headline, an expression) formatted on first use:
-    every access gets a site, and almost none of them ever reports."""
-
-    __slots__ = ("fn", "arg", "text")
-
-    def __init__(self, fn: Callable[[Any], str], arg: Any):
-        self.fn, self.arg, self.text = fn, arg, None
-
-    def __str__(self) -> str:
-        if self.text is None:
-            self.text = self.fn(self.arg)
-        return self.text
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-    def __repr__(self) -> str:
-        return repr(str(self))
-
-
-def headline_text(s: Stmt) -> _Text:
-    """`_headline(s)` (at most 160 characters), formatted when a message needs it."""
-    return _Text(_headline_160, s)
-
-
-def _headline_160(s: Stmt) -> str:
-    return _headline(s)[:160]
-
-
-def _headline(s: Stmt) -> str:
-    """One line naming a statement in messages (bodies of If/For left out)."""
-    if isinstance(s, If):
-        return f"if ({format_expr(s.cond)})"
-    if isinstance(s, For):
-        v = s.var.name
-        return (f"for ({v} = {format_expr(s.start)}; {v} < {format_expr(s.stop)}; "
-                f"{v} += {format_expr(s.step)})")
-    return format_stmt(s)[0].strip()
-
-
-class _Facts:
-    """What codegen asks of a kernel's expressions, gathered by one walk over every
-    statement's expressions (`_visit`) instead of one walk per question:
-
-    * uniform: the same in every lane of the wave (constants, scalar params, variables
-      only ever given uniform values outside divergent code; not lane indices, loads,
-      shuffles, cluster ranks);
-    * data: derived from memory or shuffles rather than index arithmetic (i32 overflow in
-      data wraps, as integer tensors do on hardware; only index arithmetic is checked);
-    * the statement's flops per float dtype (every float Unary/Binary it evaluates).
-
-    The variables that vary and those that hold data are fixpoints over the body: passes
-    repeat until one adds no variable it had read before the addition (`stale`). Every
-    answer of such a pass holds for its final sets, so a further pass would add nothing:
-    its answers (kept per node and per statement) are final. Straight-line code, which
-    declares before it reads, needs one pass; a loop-carried value, two or more.
-    * the occurrences of every variable name (`var_uses`: read, declared, assigned,
-      looped over; what widen.names counts).
-
-    `varying` seeds the varying variables (widen.py: the loop variable varies); `data`,
-    the data variables of an enclosing body (widen.py: a loop body's values may come
-    from before the loop)."""
-
-    def __init__(self, body: list[Stmt], varying: frozenset[str] = frozenset(),
-                 data: frozenset[str] = frozenset()):
-        self.varying: set[str] = set(varying)
-        self.data: set[str] = set(data)
-        self.keep: list[Expr] = []   # nodes asked about after the fixpoint (ids stay theirs)
-        while True:
-            self.nodes: dict[int, tuple[bool, bool, DType]] = {}   # id -> (uniform, data, dtype)
-            self.flops: dict[int, dict[str, int]] = {}             # id(stmt) -> dtype -> n
-            self.read: set[str] = set()    # variables read so far in this pass
-            self.stale = False             # one of them was added to varying or data since
-            self.uses: Counter = Counter()
-            self._span_reset()
-            self._walk(body, False)
-            if not self.stale:
-                break
-        # occurrences of every variable name in the body (widen.names, counted by the
-        # final pass instead of another walk); later visits count apart
-        self.var_uses, self.uses = self.uses, Counter()
-
-    # Where each variable name occurs, for roll.py: statements are numbered in program
-    # order (pre-order: a statement, then the bodies nested in it), `pos` of a statement
-    # and `end` of its last nested one; `first`/`last` of a name: the numbers of the
-    # statements it occurs in (read, declared, assigned, looped over) first and last. A
-    # run of sibling statements covers the numbers from its first's `pos` to its last's
-    # `end`, so a name occurs only in the run when its first..last lie in that range.
-    def _span_reset(self) -> None:
-        self.n_stmt = 0
-        self.stmt_pos: dict[int, int] = {}
-        self.stmt_end: dict[int, int] = {}
-        self.first: dict[str, int] = {}
-        self.last: dict[str, int] = {}
-        self.shared_stmts = False   # a statement object placed twice: no spans to trust
-
-    def _occurs(self, name: str) -> None:
-        self.uses[name] += 1
-        if name not in self.first:
-            self.first[name] = self.n_stmt
-        self.last[name] = self.n_stmt
-
-    def only_within(self, name: str, first: Stmt, last: Stmt) -> bool:
-        """Whether every occurrence of variable `name` is in the statements from `first`
-        to `last` (siblings, in program order) or the bodies nested in them."""
-        lo, hi = self.stmt_pos.get(id(first)), self.stmt_end.get(id(last))
-        return (not self.shared_stmts and lo is not None and hi is not None
-                and name in self.first and lo <= self.first[name] and self.last[name] <= hi)
-
-    def uniform(self, e: Expr) -> bool:
-        return self._node(e)[0]
-
-    def is_data(self, e: Expr) -> bool:
-        return self._node(e)[1]
-
-    def dtype(self, e: Expr) -> DType:
-        """`e.dtype`, without walking down Unary/Binary operand chains again."""
-        return self._node(e)[2]
-
-    def stmt_flops(self, s: Stmt) -> list[tuple[str, int]]:
-        """(dtype name, flops) of the statement's own expressions, by dtype name."""
-        fl = self.flops.get(id(s))
-        if fl is None:   # a statement outside the analysed body: its nodes kept, it not
-            self.keep.extend(stmt_exprs(s))
-            fl = self._visit_stmt(s)
-        return sorted(fl.items())
-
-    def _node(self, e: Expr) -> tuple[bool, bool, DType]:
-        hit = self.nodes.get(id(e))
-        if hit is None:   # a node built after the analysis (vectorize's index rests)
-            self.keep.append(e)
-            hit = _visit(self, e, {})
-        return hit
-
-    def _visit_stmt(self, s: Stmt) -> dict[str, int]:
-        fl: dict[str, int] = {}
-        for f in STMT_EXPRS.get(type(s), ()):   # (stmt_exprs without its list)
-            x = getattr(s, f)
-            if isinstance(x, tuple):
-                for y in x:
-                    _visit(self, y, fl)
-            elif x is not None:
-                _visit(self, x, fl)
-        return fl
-
-    def _add(self, names: set[str], name: str) -> None:
-        if name not in names:
-            names.add(name)
-            if name in self.read:   # an answer of this pass may not hold: pass again
-                self.stale = True
-
-    def _walk(self, body: list[Stmt], divergent: bool) -> None:
-        nodes = self.nodes
-        for s in body:
-            self.n_stmt += 1
-            if id(s) in self.stmt_pos:
-                self.shared_stmts = True
-            self.stmt_pos[id(s)] = self.n_stmt
-            self.flops[id(s)] = self._visit_stmt(s)
-            t = type(s)
-            if t is Declare:
-                self._occurs(s.var.name)
-                if s.init is not None:
-                    uni, dat, _ = nodes[id(s.init)]
-                    if not uni:
-                        self._add(self.varying, s.var.name)
-                    if dat:
-                        self._add(self.data, s.var.name)
-            elif t is Assign:
-                self._occurs(s.var.name)
-                uni, dat, _ = nodes[id(s.value)]
-                if divergent or not uni:
-                    self._add(self.varying, s.var.name)
-                if dat:
-                    self._add(self.data, s.var.name)
-            elif t is If or t is ira.Roles:
-                d = divergent or not nodes[id(s.cond)][0]
-                for b in (s.then, s.orelse) if t is If else (s.first, s.second):
-                    self._walk(b, d)
-            elif t is For:
-                self._occurs(s.var.name)
-                u = nodes[id(s.start)][0] and nodes[id(s.stop)][0] and nodes[id(s.step)][0]
-                if not u:
-                    self._add(self.varying, s.var.name)
-                self._walk(s.body, divergent or not u)
-            self.stmt_end[id(s)] = self.n_stmt
-
-
-# ------------------------------------------------------------- the one expression walk
-# Each visitor returns (and records in facts.nodes) a node's (uniform, data, dtype) and
-# counts its float arithmetic into `fl`; dtypes come up from the children (Unary's and
-# Binary's dtype properties would walk down their operand chains again).
-def _visit(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    return _VISITORS.get(type(e), _visit_node)(facts, e, fl)
-
-
-def _visit_leaf(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    r = facts.nodes[id(e)] = (True, False, e.dtype)       # Const, Param
-    return r
-
-
-def _visit_var(facts: _Facts, e: Var, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    name = e.name
-    facts.read.add(name)
-    facts.uses[name] += 1   # (_Facts._occurs, inlined: this runs for every Var node)
-    if name not in facts.first:
-        facts.first[name] = facts.n_stmt
-    facts.last[name] = facts.n_stmt
-    r = facts.nodes[id(e)] = (name not in facts.varying, name in facts.data, e.dtype)
-    return r
-
-
-def _visit_lane(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    r = facts.nodes[id(e)] = (False, False, e.dtype)      # Special, ClusterCtaRank
-    return r
-
-
-def _visit_memory(facts: _Facts, e: Load | Shuffle, fl: dict[str, int]
-                  ) -> tuple[bool, bool, DType]:
-    x = None
-    for f in EXPR_CHILDREN[type(e)]:   # (their flops and their nodes' facts)
-        c = getattr(e, f)
-        if c is not None:
-            r = _visit(facts, c, fl)
-            if x is None:
-                x = r[2]
-    dt = x if type(e) is Shuffle else e.dtype   # Shuffle.dtype: its value's
-    r = facts.nodes[id(e)] = (False, True, dt)
-    return r
-
-
-def _visit_unary(facts: _Facts, e: Unary, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    uni, dat, dt = _visit(facts, e.x, fl)
-    if e.op == "logical_not":
-        dt = bool_
-    elif dt.kind == "float":
-        fl[dt.name] = fl.get(dt.name, 0) + 1
-    r = facts.nodes[id(e)] = (uni, dat, dt)
-    return r
-
-
-def _visit_binary(facts: _Facts, e: Binary, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    ua, da, dt = _visit(facts, e.a, fl)
-    ub, db, _ = _visit(facts, e.b, fl)
-    if e.op in COMPARISONS:
-        dt = bool_
-    elif dt.kind == "float":
-        fl[dt.name] = fl.get(dt.name, 0) + 1
-    r = facts.nodes[id(e)] = (ua and ub, da or db, dt)
-    return r
-
-
-def _visit_select(facts: _Facts, e: Select, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    up, dp, _ = _visit(facts, e.pred, fl)
-    ut, dt_, dt = _visit(facts, e.on_true, fl)   # Select.dtype: on_true's
-    uf, df, _ = _visit(facts, e.on_false, fl)
-    r = facts.nodes[id(e)] = (up and ut and uf, dp or dt_ or df, dt)
-    return r
-
-
-def _visit_node(facts: _Facts, e: Expr, fl: dict[str, int]) -> tuple[bool, bool, DType]:
-    """Any other node (Select, Cast, SmemDesc, ...): uniform when all its children are,
-    data when any is."""
-    uni, dat = True, False
-    for f in EXPR_CHILDREN.get(type(e), ()):
-        c = getattr(e, f)
-        if c is not None:
-            u, d, _ = _visit(facts, c, fl)
-            uni, dat = uni and u, dat or d
-    r = facts.nodes[id(e)] = (uni, dat, e.dtype)
-    return r
-
-
-_VISITORS: dict[type, Callable[..., tuple[bool, bool, DType]]] = {
-    Const: _visit_leaf, Param: _visit_leaf, Var: _visit_var, Special: _visit_lane,
-    irc.ClusterCtaRank: _visit_lane, Load: _visit_memory, Shuffle: _visit_memory,
-    Unary: _visit_unary, Binary: _visit_binary, Select: _visit_select,
-}
-
-
 # an integer or bool constant's literal by `_Translator.const`'s key: a pure function of
 # the value and dtype, kept across translations (hal.dtypes.cast per constant was a
 # twentieth of a translation); bounded, cleared when full
@@ -424,16 +147,7 @@ def _literal(key: tuple, value: Any, dt: DType) -> str:
     return hit
 
 
-@dataclass(slots=True)
-class _Ctx:
-    mask: str = "None"
-    count: str = "_L"
-    buffer: str | None = None       # the access whose index is being generated
-    stmt: Any = ""                  # the headline (a _Text) of the statement being run
-    site: int = -1
-
-
-class _Translator:
+class _Translator(AsyncEmit):
     options = None   # LoweringOptions of a self-test run (compile_kernel sets it)
 
     def __init__(self, kernel: Kernel):
@@ -720,113 +434,6 @@ class _Translator:
 
     def s_CpAsyncWait(self, s: CpAsyncWait, ctx: _Ctx, depth: int) -> None:
         self.emit(f"MX.cp_wait(W, {s.pending}, {ctx.mask})", depth)
-
-    # Hopper's asynchronous nodes: backends/cpu_sim/wgmma_sim.py runs them
-    def e_SmemDesc(self, e: ira.SmemDesc, ctx: _Ctx) -> str:
-        off = self.expr(e.offset, _Ctx(ctx.mask, ctx.count, e.buffer, ctx.stmt))
-        return (f"WG.desc(W, _hs, {self.slot[e.buffer][1]}, {off}, {e.lbo}, {e.sbo}, "
-                f"{e.swizzle})")
-
-    def s_Wgmma(self, s: ira.Wgmma, ctx: _Ctx, depth: int) -> None:
-        b = self.expr(s.b_desc, ctx)
-        layout = "wg_m64nNk32_b8" if s.atype.startswith("f8") else "wg_m64nNk16_b16"
-        if s.a_regs is not None:   # A from the threads' registers (wgmma_sim.wgmma_rs)
-            self.emit(f"WG.wgmma_rs(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, "
-                      f"{s.acc_off}, {self.slot[s.a_regs][1]}, {s.a_off}, {b}, {s.trans_b}, "
-                      f"{ctx.mask}, {self.site(ctx, None)}, {layout!r})", depth)
-            return
-        a = self.expr(s.a_desc, ctx)
-        self.emit(f"WG.wgmma(W, _hs, {s.n}, {s.atype!r}, {self.slot[s.acc][1]}, {s.acc_off}, "
-                  f"{a}, {b}, {s.trans_b}, {ctx.mask}, {self.site(ctx, None)}, {layout!r})",
-                  depth)
-
-    def s_WgmmaFence(self, s: ira.WgmmaFence, ctx: _Ctx, depth: int) -> None:
-        self.emit("pass  # wgmma.fence", depth)
-
-    def s_WgmmaCommit(self, s: ira.WgmmaCommit, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"WG.commit(W, _hs, {ctx.mask}, {self.site(ctx, None)})", depth)
-
-    def s_WgmmaWait(self, s: ira.WgmmaWait, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"WG.wait(W, _hs, {s.pending}, {ctx.mask}, {self.site(ctx, None)})", depth)
-
-    def s_MbarrierInit(self, s: ira.MbarrierInit, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"WG.mbar_init(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
-                  f"{s.count}, {ctx.mask})", depth)
-        if self.clustered:
-            self.emit(f"CL.note_init(W, _hs, _cs, {self.slot[s.bar][1]}, "
-                      f"{self.expr(s.index, ctx)}, {ctx.mask})", depth)
-
-    def s_MbarrierArrive(self, s: ira.MbarrierArrive, ctx: _Ctx, depth: int) -> None:
-        jb, idx = self.slot[s.bar][1], self.expr(s.index, ctx)
-        if s.cta is not None:   # a peer CTA's barrier (cluster_sim)
-            self.emit(f"CL.arrive(W, _hs, _cs, {jb}, {idx}, {self.expr(s.cta, ctx)}, "
-                      f"{ctx.mask}, {self.site(ctx, s.bar)})", depth)
-            return
-        if self.clustered:      # the arrival releases what its warpgroup read
-            self.emit(f"CL.note_release(W, _hs, _cs, {jb}, {idx}, None, {ctx.mask})", depth)
-        self.emit(f"WG.mbar_arrive(W, _hs, {jb}, {idx}, "
-                  f"{s.tx_bytes}, {ctx.mask}, {self.site(ctx, s.bar)})", depth)
-
-    def s_MbarrierWait(self, s: ira.MbarrierWait, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"WG.mbar_wait(W, _hs, {self.slot[s.bar][1]}, {self.expr(s.index, ctx)}, "
-                  f"{self.expr(s.parity, ctx)}, {ctx.mask}, {self.site(ctx, s.bar)})", depth)
-        if self.clustered:
-            self.emit(f"CL.observe(W, _hs, _cs, {self.slot[s.bar][1]}, "
-                      f"{self.expr(s.index, ctx)}, {ctx.mask})", depth)
-
-    def e_ClusterCtaRank(self, e: irc.ClusterCtaRank, ctx: _Ctx) -> str:
-        return "CL.rank(W, _cs)"
-
-    def s_ClusterArrive(self, s: irc.ClusterArrive, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"CL.cluster_arrive(W, _cs, {ctx.mask}, {self.site(ctx, None)})", depth)
-
-    def s_ClusterWait(self, s: irc.ClusterWait, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"CL.cluster_wait(W, _hs, _cs, {ctx.mask}, {self.site(ctx, None)})", depth)
-
-    def s_TmaLoad(self, s: ira.TmaLoad, ctx: _Ctx, depth: int) -> None:
-        tm = next(t for t in self.k.tensor_maps if t.name == s.tmap)
-        coords = ", ".join(self.expr(c, ctx) for c in s.coords)
-        di = self.expr(s.dst_index, _Ctx(ctx.mask, ctx.count, s.dst, ctx.stmt))
-        self.emit(f"WG.tma(W, _hs, {self.bind(tm, '_tm')}, {self.slot[tm.buffer][1]}, "
-                  f"{self.slot[s.dst][1]}, {di}, [{coords}], {self.slot[s.bar][1]}, "
-                  f"{self.expr(s.bar_index, ctx)}, {ctx.mask}, {self.site(ctx, s.dst)}, "
-                  f"{s.multicast})", depth)
-
-    def s_FenceProxyAsync(self, s: ira.FenceProxyAsync, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"WG.fence_proxy_async(W, _hs, {ctx.mask})", depth)
-
-    def s_Roles(self, s: ira.Roles, ctx: _Ctx, depth: int) -> None:
-        """The roles' leading statements, their loops interleaved step by step (uniform,
-        equal bounds: checked by the verifier), their trailing statements."""
-        (pa, la, ta), (pb, lb, tb) = (ira.role_parts(b) for b in (s.first, s.second))
-        c = self.tmp("_c")
-        self.emit(f"{c} = {self.expr(s.cond, ctx)}", depth)
-        roles = []
-        for narrow in ("narrow", "narrow_not"):
-            m, n = self.tmp("_m"), self.tmp("_n")
-            self.emit(f"{m}, {n} = W.{narrow}({ctx.mask}, {c})", depth)
-            roles.append(_Ctx(m, n))
-        for stmts, rc in ((pa, roles[0]), (pb, roles[1])):
-            if stmts:
-                self.emit(f"if {rc.count}:", depth)
-                self.body(stmts, rc, depth + 1)
-        if not all(self.facts.uniform(x) for x in (la.start, la.stop, la.step)):
-            raise ValueError(f"kernel {self.k.name}: warp-specialised role loops need "
-                             "uniform bounds")
-        va, vb = self.var(la.var), self.var(lb.var)
-        bounds = int_args(*(self.expr(x, ctx) for x in (la.start, la.stop, la.step)))
-        self.emit(f"for {va} in range({bounds}):", depth)
-        self.emit(f"{vb} = {va}", depth + 1)
-        for loop, rc in ((la, roles[0]), (lb, roles[1])):
-            self.emit(f"if {rc.count}:", depth + 1)
-            self.body(loop.body, rc, depth + 2)
-        for stmts, rc in ((ta, roles[0]), (tb, roles[1])):
-            if stmts:
-                self.emit(f"if {rc.count}:", depth)
-                self.body(stmts, rc, depth + 1)
-
-    def s_SetMaxNReg(self, s: ira.SetMaxNReg, ctx: _Ctx, depth: int) -> None:
-        self.emit(f"WG.setmaxnreg(W, {ctx.mask}, {self.site(ctx, None)})", depth)
 
     def s_If(self, s: If, ctx: _Ctx, depth: int) -> None:
         cond = self.expr(s.cond, ctx)

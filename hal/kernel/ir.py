@@ -33,8 +33,9 @@ STMT_BODIES; the verifier and cpu_sim's code generator and analyses walk through
 them. Adding a node is a change in these places:
   1. this module: the dataclass and its entry in EXPR_CHILDREN or STMT_EXPRS /
      STMT_BODIES (every walk then reaches its children);
-  2. what it means: cpu_sim's code generator (`_Translator`, backends/cpu_sim/codegen.py;
-     plus `_Facts` when it reads lanes or memory, like Load and Shuffle);
+  2. what it means: cpu_sim's code generator (`_Translator`, backends/cpu_sim/codegen.py,
+     Hopper and cluster nodes in async_emit.py; plus `_Facts`, facts.py, when it reads
+     lanes or memory, like Load and Shuffle);
   3. how it is spelled: the C-style renderer (hal/render/cstyle.py) and the text
      printer (hal/kernel/printer.py), and a verifier rule only if it has typing rules.
 """
