@@ -94,7 +94,7 @@ def _passes(planner, gids: list[int]) -> tuple[int, float] | None:
     """(bytes saved, time saved) when `gids` as one group passes the planner's checks."""
     from hal.errors import UnsupportedError
 
-    from .plan import structural_veto
+    from .structure import structural_veto
 
     nodes = sorted((n for g in gids for n in planner.members[g]),
                    key=lambda n: planner.order[id(n)])
@@ -116,7 +116,8 @@ def _passes(planner, gids: list[int]) -> tuple[int, float] | None:
 
 def _try(planner, gids: list[int]) -> bool:
     """Merge `gids` into its last group when it passes; logs the decision."""
-    from .plan import Decision, fmt_bytes, fmt_time
+    from .cost import fmt_bytes, fmt_time
+    from .result import Decision
 
     ok = _passes(planner, gids)
     if ok is None:

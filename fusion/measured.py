@@ -40,7 +40,8 @@ from hal.errors import HalError, UnsupportedError
 from hal.render.toolchain import CompileCache, ResourceRecord, records_from_json
 
 from .group import FusedGroup, is_alias_group
-from .plan import Decision, FusionPlan, signature
+from .plan import signature
+from .result import Decision, FusionPlan
 
 MEASURING_COMPILERS: dict[str, tuple[str, ...]] = {
     "nvidia": ("nvcc", "nvrtc"),

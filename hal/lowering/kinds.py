@@ -12,7 +12,7 @@
 
 `can_fuse` holds the kind-specific structure rules: a matmul's contractions must be
 one or siblings sharing A, an attention must match dot -> softmax -> dot. The fusion
-pass (fusion.plan.structural_veto) applies them with its category rules.
+pass (fusion.structure.structural_veto) applies them with its category rules.
 """
 
 from __future__ import annotations

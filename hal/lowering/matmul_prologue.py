@@ -25,7 +25,7 @@ The pre-pass (`emit_prologue_reductions`, called by `hal.lowering.matmul.lower_m
   everything computed from it (mean, rsqrt, the broadcast back to A) is evaluated by the
   builder as usual, in the pre-pass of the next level and in the A tile loads.
 
-`prologue_layout` checks the structure the fusion pass (fusion.plan.structural_veto) admits:
+`prologue_layout` checks the structure the fusion pass (fusion.structure.structural_veto) admits:
 every reduction reduces A's rows (same batch and M index) over A's contraction axes, which
 are A's trailing axes, keeps its reduced axes, and feeds only A; the normalised A itself is
 not needed outside the kernel.
@@ -82,7 +82,7 @@ def reduction_layout(nodes, dot, reductions) -> tuple[set[int], set, set] | str:
     shapes) when every reduction of `nodes` can be the pre-pass of `dot`'s A operand, or
     why not: A must not be read transposed, and each reduction must feed A, not be an arg
     reduction and reduce A's rows over its contraction axes (row_space). Shared by the
-    fusion rule (fusion.plan) and the lowering (prologue_layout)."""
+    fusion rule (fusion.structure) and the lowering (prologue_layout)."""
     from hal.ops.contraction import contraction_dims
 
     a = dot.inputs[0]
