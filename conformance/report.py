@@ -174,12 +174,15 @@ class ReportWriter:
 
     def add(self, result: Mapping[str, Any]) -> None:
         r = _json_safe(dict(result))
-        self.results.append(r)
-        if self._sidecar is not None:
-            line = json.dumps(r)
-            self._lines.append(line)
-            self._sidecar.write(line + "\n")
-            self._sidecar.flush()
+        line = json.dumps(r) if self._sidecar is not None else None
+        # results, lines and sidecar change together: a Ctrl-C between them left a report
+        # whose summary counted a result its list and sidecar lacked (CI caught 37 vs 36)
+        with shielded_from_interrupt():
+            self.results.append(r)
+            if line is not None:
+                self._lines.append(line)
+                self._sidecar.write(line + "\n")
+                self._sidecar.flush()
             if len(self.results) % self.every == 0 and time.monotonic() - self._last_write \
                     >= max(self.min_interval, REWRITE_SPACING * self._write_cost):
                 self.write_json(final=False)
