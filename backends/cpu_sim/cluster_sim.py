@@ -35,6 +35,7 @@ import numpy as np
 
 from hal.kernel.ir_cluster import cluster_size, cta_rank
 
+from .hopper_state import active, per_lane
 from .lanes import Wave
 from .wgmma_operand import chunk_words, whole_chunks
 
@@ -147,14 +148,6 @@ def state(W: Wave, hs, cluster: tuple[int, int, int]) -> ClusterState:
     return cs
 
 
-def _act(W: Wave, m: Any) -> np.ndarray:
-    return np.ones(W.L, bool) if m is None else np.broadcast_to(np.asarray(m, bool), (W.L,))
-
-
-def _lanes(W: Wave, x: Any) -> np.ndarray:
-    return np.broadcast_to(np.asarray(x, np.int64), (W.L,))
-
-
 def rank(W: Wave, cs: ClusterState) -> np.ndarray:
     return cs.rank[W.blk]
 
@@ -226,9 +219,9 @@ def _note_remote(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndarray
 
 
 def note_init(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
-    act = _act(W, m)
+    act = active(W, m)
     b = W.blk[act]
-    s = hs.bar_slot[jb] + _lanes(W, index)[act]
+    s = hs.bar_slot[jb] + per_lane(W, index)[act]
     cs.init_at[b, s] = cs.arrived[np.flatnonzero(act)]
     cs.rem_phase[b, s] = -1
 
@@ -236,11 +229,11 @@ def note_init(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> Non
 def observe(W: Wave, hs, cs: ClusterState, jb: int, index: Any, m: Any) -> None:
     """After a successful mbarrier wait: the waiting CTA has observed the phase, with the
     releases and remote operations that went into it."""
-    act = _act(W, m)
+    act = active(W, m)
     if not act.any():
         return
     ns = hs.phase.shape[1]
-    codes = W.blk[act] * ns + hs.bar_slot[jb] + _lanes(W, index)[act]
+    codes = W.blk[act] * ns + hs.bar_slot[jb] + per_lane(W, index)[act]
     pairs = np.unique(codes[_run_starts(codes)])
     b, s = pairs // ns, pairs % ns
     ph = hs.phase[b, s]
@@ -323,14 +316,14 @@ def note_release(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any,
                  m: Any) -> None:
     """Before an arrive on bar[index] of the CTA of rank `cta` (None: the own CTA): the
     arriving warpgroups release what they read since their last release to that CTA."""
-    act = _act(W, m)
+    act = active(W, m)
     if not act.any() or not W.check:
         return
     cs.epoch += 1
     lanes = np.flatnonzero(act)
     own = W.blk[lanes]
-    dst = own if cta is None else cs.peer[own, _lanes(W, cta)[lanes]]
-    slots = hs.bar_slot[jb] + _lanes(W, index)[lanes]
+    dst = own if cta is None else cs.peer[own, per_lane(W, cta)[lanes]]
+    slots = hs.bar_slot[jb] + per_lane(W, index)[lanes]
     to = cs.rank[dst]
     # a warpgroup's first lane releasing to a rank takes all its reads: the lanes after it
     # find nothing left, so only first lanes count (in lane order)
@@ -347,19 +340,19 @@ def arrive(W: Wave, hs, cs: ClusterState, jb: int, index: Any, cta: Any, m: Any,
     """mapa + mbarrier.arrive.shared::cluster on bar[index] of the CTA of rank `cta`."""
     from . import wgmma_sim
 
-    act = _act(W, m)
+    act = active(W, m)
     if not act.any():
         return
     note_release(W, hs, cs, jb, index, cta, m)
     lanes = np.flatnonzero(act)
     own = W.blk[lanes]
-    r = _lanes(W, cta)[lanes]
+    r = per_lane(W, cta)[lanes]
     if W.check and ((r < 0) | (r >= cs.size)).any():
         i = int(np.flatnonzero((r < 0) | (r >= cs.size))[0])
         W._fail("out_of_bounds", site, int(lanes[i]), f"remote mbarrier arrive on CTA rank "
                 f"{int(r[i])} of a {cs.size}-CTA cluster", hint="ranks are 0..size-1")
     dst = cs.peer[own, r]
-    slots = hs.bar_slot[jb] + _lanes(W, index)[lanes]
+    slots = hs.bar_slot[jb] + per_lane(W, index)[lanes]
     _check_init(W, hs, cs, own, dst, slots, "a remote mbarrier arrive", site, lanes)
     _note_remote(W, hs, cs, own, dst, slots, "remote arrive", lanes)
     np.add.at(hs.pending, (dst, slots), -1)
@@ -445,7 +438,7 @@ def _fail_overwrite(W: Wave, hs, cs: ClusterState, src: np.ndarray, dst: np.ndar
 
 # --------------------------------------------------------------------------- cluster barrier
 def _whole_ctas(W: Wave, m: Any, site: int, what: str) -> np.ndarray:
-    a = _act(W, m).reshape(W.B, W.T)
+    a = active(W, m).reshape(W.B, W.T)
     part = a.any(axis=1) & ~a.all(axis=1)
     if part.any():
         b = int(np.flatnonzero(part)[0])
