@@ -51,6 +51,7 @@ from hal.lowering.faults import register_fault
 from hal.ops import Category, get_op
 from hal.ops.contraction import contraction_length
 from hal.reference import widen
+from hal.reference_blocked import sums_in_float32
 
 LAMBDA = 5.0
 STATIC_SAFETY = 2.0  # rtol_atol only: it guesses magnitudes instead of reading them
@@ -553,7 +554,9 @@ def rtol_atol(graph: Graph, value: Value) -> tuple[float, float]:
 
     The same model with magnitudes guessed instead of read: O(1) inputs, a
     sum of n zero-mean terms has sum|x| ~ sqrt(n) |sum|, one ulp per storage
-    rounding on the path; times STATIC_SAFETY. Integers and bools are exact.
+    rounding on the path; times STATIC_SAFETY. A contraction the model-scale
+    reference sums in float32 (hal.reference_blocked.sums_in_float32) adds that
+    reference's own accumulation error. Integers and bools are exact.
     """
     if not value.dtype.is_float:
         return 0.0, 0.0
@@ -573,6 +576,8 @@ def rtol_atol(graph: Graph, value: Value) -> tuple[float, float]:
                 max(1, _reduced_count(n) if op.category is Category.REDUCTION else
                     n.inputs[0].shape[n.attrs["axis"] % n.inputs[0].rank])
             units += accumulation_factor(k) * math.sqrt(k) + 1
+            if sums_in_float32(n):   # the model-scale reference's own float32 sums
+                storage += accumulation_factor(k) * math.sqrt(k) * f32.unit_roundoff
         if v.dtype.is_float and compute_dtype(v.dtype) != v.dtype:
             storage += 2 * v.dtype.unit_roundoff
         stack.extend(n.inputs)

@@ -21,7 +21,13 @@ from hal.dtypes import DType, cast, round_to
 from hal.errors import HalError, ShapeError
 from hal.ir.graph import Graph, Value
 from hal.ir.types import TensorType
-from hal.reference_blocked import BLOCKED, dot_general_panels, panel_operand, use_blocked
+from hal.reference_blocked import (
+    BLOCKED,
+    dot_general_panels,
+    panel_operand,
+    sums_in_float32,
+    use_blocked,
+)
 
 #: the dtypes `widen` gives: anything else is a value kept in its own (narrow) dtype
 _WIDE = (np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
@@ -107,11 +113,15 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
            constants: Mapping[str, np.ndarray] | None,
            keep: set[str] | None = None,
            tile_elements: int | None = None,
-           provide: Callable[[str], np.ndarray | None] | None = None):
+           provide: Callable[[str], np.ndarray | None] | None = None,
+           observe: Callable[[Value, np.ndarray], None] | None = None):
     """_run as a generator: before each node it yields the names of the constants that
     node materialises first (with `keep`, at their first use); returns _run's values.
     `provide(name)`, when given, may return such a constant already made elsewhere, in
-    its declared dtype (None: materialise it here)."""
+    its declared dtype (None: materialise it here). `observe(value, array)`, when given,
+    sees every node result once stored: `array` holds the value's rounded elements, in
+    its declared dtype or float64 (the caller may keep it; the reference never writes
+    it again)."""
     from hal.ir.initializers import materialize
     from hal.ops import get_op
 
@@ -204,7 +214,8 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
                 if opdef.is_composite and n.op in BLOCKED:
                     results = BLOCKED[n.op](args, attrs, n, tile_elements)
                 elif panels and any(a.dtype not in _WIDE for a in args):   # one kept narrow
-                    results = [dot_general_panels(args[0], args[1], attrs)]
+                    results = [dot_general_panels(args[0], args[1], attrs,
+                                                  float32_sums=sums_in_float32(n))]
                 else:
                     results = opdef.reference(args, attrs)
         except ShapeError as e:
@@ -223,6 +234,8 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
                     dims.setdefault(d, got)
             store(out, r, fresh=all(r is not x and not np.may_share_memory(r, x)
                                     for x in args))
+            if observe is not None:
+                observe(out, wide[out.name])
         if keep is not None:
             for v in n.inputs:
                 if last_use.get(v.name) == i and v.name not in keep:
@@ -256,16 +269,20 @@ def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray], *,
 
 def evaluate_steps(graph: Graph, inputs: Mapping[str, np.ndarray], *,
                    provide: Callable[[str], np.ndarray | None] | None = None,
+                   observe: Callable[[Value, np.ndarray], None] | None = None,
                    tile_elements: int | None = None):
     """`evaluate` one node at a time: a generator that yields, before each node, the
     names of the graph constants that node materialises first, and returns (StopIteration
     value) what `evaluate` returns. `provide(name)` may hand over such a constant already
     made by the caller (in its declared dtype and shape; it is read, never written), so
     that a caller evaluating the same model (cpu_sim's whole-output parity) does not
-    make a model's weights twice; None lets the reference materialise it."""
+    make a model's weights twice; None lets the reference materialise it. `observe` is
+    _steps's: it sees each node's result (cpu_sim's sampled mode takes a group's
+    outputs from it)."""
     prim = _decomposed(graph, keep=lambda n: use_blocked(n, tile_elements))
     values = yield from _steps(prim, inputs, None, keep={v.name for v in prim.outputs},
-                               tile_elements=tile_elements, provide=provide)
+                               tile_elements=tile_elements, provide=provide,
+                               observe=observe)
     return {orig.name: values[new.name]
             for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
 

@@ -249,20 +249,54 @@ def _softmax_rows(x: np.ndarray, cdt: DType, width: int | None = None,
 
 #: elements of a narrow operand widened at once by `dot_general_panels` (16 MiB of float64)
 PANEL_ELEMENTS = 1 << 21
+#: float bits of a contraction's operands and result at most for `sums_in_float32`
+FLOAT32_SUM_BITS = 16
 
 
-def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
+def sums_in_float32(node: Node) -> bool:
+    """Whether the model-scale reference (`dot_general_panels`) sums `node`'s products in
+    float32 (BLAS sgemm) instead of float64: a contraction whose operands and result are
+    all floats of at most 16 bits (a bf16 model's projections).
+
+    Such products are exact in float32: at most 2 x 11 significant bits, and an exponent
+    float32 holds (f16 and f8 ranges are narrow; a bf16 product that leaves float32's range
+    makes a non-finite panel, which is summed again in float64). The sum's roundings are
+    then the reference's only error beyond float64's: at most accumulation_factor(K) *
+    2^-24 * sum|a b|, the same accumulator the kernels use, which
+    conformance.tolerance.rtol_atol adds to the bound the result is held to. Against the
+    16-bit result's own half ulp (2^-9 for bf16) that is small: for K = 14336, ~1.9e-5
+    relative on a zero-mean sum's sqrt(K)-sized magnitude. Products that underflow float32
+    lose at most K * 2^-149 each, far below any atol the model gives. float32's sgemm
+    is ~2.2x float64's dgemm on this class of machine; a Llama-3-8B layer's projections
+    are 0.9 TFLOP."""
+    from hal.ops import Category, get_op
+
+    if get_op(node.op).category is not Category.CONTRACTION:
+        return False
+    return all(v.dtype.is_float and v.dtype.bits <= FLOAT32_SUM_BITS
+               for v in (*node.inputs, *node.outputs))
+
+
+def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any],
+                       float32_sums: bool = False) -> np.ndarray:
     """dot_general's float64 product of operands that may still be in a narrower dtype (a
     model's bf16 weights): a narrow operand is converted one panel of its free elements
     at a time, so its float64 copy (4x a bf16 weight) never exists whole. Each output
     element is the same dot product over the whole contracted axis as with the operand
     converted at once (the panels split the free axes only; float64 dgemm gives the same
-    sums, float32 sgemm on this machine's OpenBLAS does not, so only the reference uses
-    it)."""
+    sums, float32 sgemm on this machine's OpenBLAS does not).
+
+    `float32_sums` (`sums_in_float32` said yes): both operands are converted to float32
+    instead (exact: their values are 16-bit floats) and each panel is summed by sgemm; a
+    panel with a non-finite sum (a bf16 product beyond float32's range, or inf/NaN
+    operands) is summed again in float64, so inf and NaN come out as float64 gives them.
+    The result is float64 either way."""
     from hal.ops.contraction import dot_general_operands
 
     wide = np.float64
     a2, b2, shape = dot_general_operands(a, b, attrs)
+    if float32_sums:
+        return _float32_panels(a2, b2).reshape(shape)
     narrow_a, narrow_b = a2.dtype != wide, b2.dtype != wide
     if narrow_a and narrow_b:   # the smaller one converted whole, the other in panels
         if a2.size <= b2.size:
@@ -283,6 +317,31 @@ def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any]) -
         else:
             np.matmul(a2, b2, out=out)
     return out.reshape(shape)
+
+
+def _float32_panels(a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """`dot_general_panels(float32_sums=True)` on (batch, M, K) x (batch, K, N) operands:
+    the smaller operand converted to float32 whole, the larger a panel of its free axis
+    at a time; a panel whose float32 sums are not all finite is summed in float64."""
+    f = np.float32
+    nb, m, k = a2.shape
+    n = b2.shape[2]
+    out = np.empty((nb, m, n), np.float64)
+    step = max(1, PANEL_ELEMENTS // max(1, k))
+    by_columns = b2.size >= a2.size
+    whole = (a2 if by_columns else b2).astype(f)
+    with np.errstate(all="ignore"):  # inf * 0 -> nan is the answer, not a problem
+        for s in range(0, n if by_columns else m, step):
+            if by_columns:
+                x, y, dst = whole, b2[:, :, s:s + step], out[:, :, s:s + step]
+            else:
+                x, y, dst = a2[:, s:s + step], whole, out[:, s:s + step]
+            part = np.matmul(x.astype(f, copy=False), y.astype(f, copy=False))
+            if np.isfinite(part).all():
+                dst[...] = part
+            else:
+                np.matmul(x.astype(np.float64), y.astype(np.float64), out=dst)
+    return out
 
 
 def panel_operand(a: np.ndarray, dt: DType) -> bool:

@@ -119,7 +119,9 @@ def test_cli_run_sample_flag_reports_sampled_kernels() -> None:
 
 def test_sampled_attention_computed_blocked_functionally(monkeypatch) -> None:
     """A large attention group's unsimulated blocks come from the blocked evaluator
-    (hal.reference_blocked), not the whole-tensor decomposition, with the same outputs."""
+    (hal.reference_blocked), not the whole-tensor decomposition, with the same outputs:
+    the whole-output reference's attention, taken by the group (evaluated once), or
+    without a reference computed functionally."""
     import hal.reference_blocked as rb
 
     b = GraphBuilder("attn")
@@ -146,11 +148,20 @@ def test_sampled_attention_computed_blocked_functionally(monkeypatch) -> None:
     monkeypatch.setattr(rb, "TILE_ELEMENTS", 512)   # 8 * 128 * 128 scores exceed it
     monkeypatch.setitem(rb.BLOCKED, "scaled_dot_product_attention", spy)
     blocked = be.run_graph(g, inputs, SPEC, sample=SampleOptions(0.25, seed=1))
-    # once functionally, once in the whole-output reference
-    assert calls == ["scaled_dot_product_attention"] * 2
+    # once, in the whole-output reference; the group takes its value from there
+    assert calls == ["scaled_dot_product_attention"]
     assert whole.report["ok"] and blocked.report["ok"]
     info = blocked.report["sampled"]["k0_attention"]
-    assert info["blocks_simulated"] < info["blocks"]   # some outputs are functional
+    assert info["blocks_simulated"] < info["blocks"]   # some outputs are not simulated
+    assert info["rest_from"] == "reference"
+    calls.clear()
+    alone = be.run_graph(g, inputs, SPEC, sample=SampleOptions(0.25, seed=1),
+                         compare_reference=False)
+    assert calls == ["scaled_dot_product_attention"]   # functionally, blocked
+    assert alone.report["sampled"]["k0_attention"]["rest_from"] == "functional"
+    assert alone.report["ok"]
+    np.testing.assert_array_equal(np.asarray(alone.outputs["y"], np.float32),
+                                  np.asarray(blocked.outputs["y"], np.float32))
     # the functional values: float64 blocked vs the decomposition's f32 contractions,
     # both rounded to bf16: equal within one bf16 ulp
     np.testing.assert_allclose(np.asarray(blocked.outputs["y"], np.float32),
@@ -272,7 +283,7 @@ def _count_materialized(monkeypatch) -> tuple[list, list]:
 def test_overlapped_sampled_model_run_equals_serial_and_reference_shares_weights(
         monkeypatch) -> None:
     """A model with weight constants, sampled: with a second process (each sampled kernel
-    in a forked child while the parent computes the functional values, makes the next
+    in a forked child while the parent takes the reference's values, makes the next
     groups' constants and steps the reference) the outputs, counters and reports equal
     the serial run's; the whole-output reference is evaluate()'s, and it was handed every
     weight cpu_sim made instead of making it again."""
@@ -379,3 +390,31 @@ def test_attention_heads_are_a_batch_axis_of_the_sampled_grid() -> None:
     bad = CpuSimBackend().run_graph(g, inputs, SPEC, lowering_options=faulty,
                                     sample=SampleOptions(0.01, seed=0))
     assert not bad.report["ok"] and bad.report["sampled"][name]["ok"] is False
+
+
+def test_sampled_groups_take_the_reference_values_of_their_outputs() -> None:
+    """With the whole-output reference on, a sampled matmul group's unsimulated blocks take
+    the reference's values of its (named) outputs: rest_from "reference", nothing computed
+    a second time. Without the reference they are computed functionally from the group's
+    actual inputs. Both runs hold parity against the reference."""
+    from hal.backends.cpu_sim.backend import parity_report
+    from hal.fusion.prepare import groups_to_run
+
+    g = _bf16_block(64, 4, 2, 32, 256)
+    inputs = random_inputs(g, seed=0)
+    be = CpuSimBackend()
+    how = SampleOptions(0.3, seed=2)
+    with_ref = be.run_graph(g, inputs, SPEC, jobs=1, sample=how)
+    alone = be.run_graph(g, inputs, SPEC, jobs=1, sample=how, compare_reference=False)
+    kinds = {s["kernel"]: s["kind"] for s in with_ref.stats}
+
+    def rest(run):
+        return {k: r["rest_from"] for k, r in run.report["sampled"].items()
+                if kinds.get(k) == "matmul" and "rest_from" in r}
+
+    assert len(rest(with_ref)) >= 3 and set(rest(with_ref).values()) == {"reference"}
+    assert set(rest(alone).values()) == {"functional"} and rest(alone).keys() == \
+        rest(with_ref).keys()
+    assert with_ref.report["ok"] and alone.report["ok"]
+    prim, _ = groups_to_run(g, SPEC, groups=None, fuse=True, who="test")
+    assert parity_report(g, prim, inputs, dict(alone.outputs))["ok"]

@@ -121,7 +121,8 @@ class CpuSimBackend(Backend):
         overlap = sample is not None and sim_jobs(jobs) > 1
         # the whole-output reference, node by node beside the groups, reading the
         # constants cpu_sim made (a model's weights are made once, not twice)
-        ref = _ReferenceSteps(graph, inputs, lazy, prim) if compare_reference else None
+        ref = _ReferenceSteps(graph, inputs, lazy, prim, groups, composites) \
+            if compare_reference else None
         for i, g in enumerate(groups):
             if progress is not None:
                 progress(i, len(groups), g.name)
@@ -132,6 +133,8 @@ class CpuSimBackend(Backend):
                 n = g.nodes[0]
                 buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
                 lazy.after(i)
+                if ref is not None:
+                    ref.forget(g)
                 continue
             scratch: dict[str, np.ndarray] = {}
             for v in (o for n in g.nodes for o in n.outputs):
@@ -161,12 +164,12 @@ class CpuSimBackend(Backend):
                 if sample is not None and why_exact is None and overlap:
                     st, rep = _overlapped(k, args, spec, sample, kw, g, buffers, composites,
                                           ref, lazy, i, jobs)
-                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
-                                                               composites, rep.pop("func"))
+                    sampled_report[k.name] = _merge_rest(g, k, prim, buffers, rep,
+                                                         *rep.pop("rest"))
                 elif sample is not None and why_exact is None:
                     st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts, **kw)
-                    sampled_report[k.name] = _merge_functional(g, k, prim, buffers, rep,
-                                                               composites)
+                    sampled_report[k.name] = _merge_rest(
+                        g, k, prim, buffers, rep, *_rest_values(g, buffers, composites, ref))
                 else:   # the roofline of stats nobody reads is left out
                     st = simulate(k, args, spec, model=kernel_stats, **kw)
                     if sample is not None:
@@ -186,6 +189,8 @@ class CpuSimBackend(Backend):
                          stage=k.meta.stage, lower_s=lower_s)
                 stats.append(d)
             lazy.after(i)
+            if ref is not None:
+                ref.forget(g)
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
         report = None
@@ -214,9 +219,9 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
                 composites: Mapping[str, Any], ref: _ReferenceSteps | None,
                 lazy: _LazyBuffers, i: int, jobs: int | None) -> tuple[Any, dict]:
     """run_kernel_sampled in a forked child (its stores land in shared copies of the
-    kernel's output buffers, copied back at the join) while this process computes the
-    group's functional outputs, advances the reference and makes the next group's
-    constants. Same stats, report and stored values as the serial path."""
+    kernel's output buffers, copied back at the join) while this process takes the
+    group's other values (`_rest_values`), advances the reference and makes the next
+    group's constants. Same stats, report and stored values as the serial path."""
     from hal.backends.cpu_sim.parallel import SharedOutputs, sim_jobs, start_child
     from hal.backends.cpu_sim.simulator import simulate_parts
 
@@ -233,7 +238,7 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
     # needs is over RETAIN_BYTES, and the constants of the groups ahead (bounded)
     until = None if ref is None else (lambda: child.done() and ref.caught_up())
     try:
-        func = functional_outputs(g, buffers, composites)
+        rest = _rest_values(g, buffers, composites, ref)
         if ref is not None:
             ref.advance(until=until)
         j = i + 1
@@ -249,7 +254,7 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
         shared.copy_back()
         raise
     shared.copy_back()
-    rep["func"] = func
+    rep["rest"] = rest
     return st, rep
 
 
@@ -262,7 +267,8 @@ class _ReferenceSteps:
     once. `finish` runs the rest and returns the outputs."""
 
     def __init__(self, graph: Graph, inputs: Mapping[str, np.ndarray], lazy: _LazyBuffers,
-                 prim: Graph):
+                 prim: Graph, groups: Sequence = (),
+                 composites: Mapping[str, Any] | None = None):
         from hal.reference import evaluate_steps
 
         self.lazy = lazy
@@ -273,7 +279,21 @@ class _ReferenceSteps:
                        for c in prim.constants if c.value.name in own}
         self.taken: set[str] = set()
         lazy.hold = lambda name: name in self.shape and name not in self.taken
-        self.steps = evaluate_steps(graph, inputs, provide=self._provide)
+        # per group, its outputs that are the graph's own named values (a decomposition's
+        # internal names may differ between cpu_sim's graph and the reference's) and the
+        # outputs of the large composites inside it: the reference keeps each as it passes
+        # it, until its group takes it (values_for) or is done (forget)
+        named = {v.name: v.type for n in graph.nodes for v in n.outputs}
+        self.names: dict[int, list[str]] = {}
+        for g in groups:
+            made = {v.name for n in g.nodes for v in n.outputs}
+            mine = [v.name for v in g.outputs if named.get(v.name) == v.type]
+            mine += [c.outputs[0].name for out, c in (composites or {}).items() if out in made]
+            self.names[id(g)] = list(dict.fromkeys(mine))
+        self.wanted = {n: named[n] for names in self.names.values() for n in names}
+        self.seen: dict[str, np.ndarray] = {}
+        self.steps = evaluate_steps(graph, inputs, provide=self._provide,
+                                    observe=self._observe)
         self.result: dict[str, np.ndarray] | None = None
         self.pending: list[str] | None = self._next()
 
@@ -285,6 +305,32 @@ class _ReferenceSteps:
         if a is None:
             a = self.lazy.retained.pop(name, None)
         return None if a is None else a.reshape(self.shape[name])
+
+    def _observe(self, value: Any, a: np.ndarray) -> None:
+        from hal.dtypes import cast
+
+        if self.wanted.get(value.name) == value.type:   # same name, shape and dtype
+            self.seen[value.name] = cast(a, value.dtype).reshape(-1)
+
+    def values_for(self, group: Any) -> dict[str, np.ndarray]:
+        """The reference's values (1-D, declared dtype) of `group`'s outputs and inner
+        composites' outputs that it computes under their names, running it as far as they
+        need (making the constants it reads now, whatever their size)."""
+        names = [n for n in self.names.get(id(group), ()) if n in self.wanted]
+        while self.pending is not None and not all(n in self.seen for n in names):
+            for n in self.pending:
+                if n in self.shape and self.lazy.scheduled(n):
+                    self.lazy.make_now(n)
+            self.pending = self._next()
+        got = {n: self.seen.pop(n) for n in names if n in self.seen}
+        self.forget(group)
+        return got
+
+    def forget(self, group: Any) -> None:
+        """`group` is done: the reference no longer keeps values for it."""
+        for n in self.names.pop(id(group), ()):
+            self.wanted.pop(n, None)
+            self.seen.pop(n, None)
 
     def _next(self) -> list[str] | None:
         try:
@@ -404,14 +450,28 @@ class _LazyBuffers:
                 return
 
 
-def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
-                      rep: dict[str, Any], composites: Mapping[str, Any],
-                      func: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Give the group's outputs their functional values (`func`, else computed here)
-    except where the simulated blocks stored; compare the simulated elements with the
-    functional ones."""
-    if func is None:
-        func = functional_outputs(group, buffers, composites)
+def _rest_values(group: Any, buffers: Mapping[str, np.ndarray],
+                 composites: Mapping[str, Any],
+                 ref: _ReferenceSteps | None) -> tuple[dict[str, np.ndarray], str]:
+    """The values a sampled group's blocks that are not simulated take, and where they come
+    from: the whole-output reference's values where it computes them under the same names
+    (a group's outputs, the attention inside it: at model scale a layer's projections and
+    attention are evaluated once, not by the reference and again functionally), the rest
+    computed functionally from the group's actual inputs (sampled.functional_outputs):
+    "reference", "functional", or "reference and functional"."""
+    known = ref.values_for(group) if ref is not None else {}
+    rest, computed = functional_outputs(group, buffers, composites, known)
+    return rest, ("functional" if not known else
+                  "reference" if computed == 0 else "reference and functional")
+
+
+def _merge_rest(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
+                rep: dict[str, Any], rest: Mapping[str, np.ndarray],
+                rest_from: str) -> dict[str, Any]:
+    """Give the group's outputs the values `rest` (from `rest_from`: `_rest_values`)
+    except where the simulated blocks stored; compare the simulated elements with those
+    values, within the tolerance of the value's whole path from the graph's inputs
+    (tolerance_for), which covers both the reference's inputs and the functional ones."""
     param_of = {value: param for param, value in kernel.meta.buffers.items()}
     parity = {}
     for v in group.outputs:
@@ -419,12 +479,13 @@ def _merge_functional(group: Any, kernel: Any, prim: Graph, buffers: dict[str, n
         idx = rep["written"].get(param, np.zeros(0, np.int64)) if param else np.zeros(0, np.int64)
         sim = buffers[v.name]
         rtol, atol = tolerance_for(prim, v)
-        res = compare(sim[idx], func[v.name][idx], rtol, atol)
+        res = compare(sim[idx], rest[v.name][idx], rtol, atol)
         parity[v.name] = {**res, "elements": int(idx.size), "rtol": rtol, "atol": atol}
-        stored = sim[idx]   # the simulated elements kept, everything else functional
-        sim[...] = func[v.name]
+        stored = sim[idx]   # the simulated elements kept, everything else from `rest`
+        sim[...] = rest[v.name]
         sim[idx] = stored
     out = {k: v for k, v in rep.items() if k != "written"}
+    out["rest_from"] = rest_from
     out["parity_on_simulated"] = parity
     out["ok"] = all(p["ok"] for p in parity.values())
     return out

@@ -167,12 +167,17 @@ def blocked_composites(graph: Any, prim: Any) -> dict[str, Any]:
 
 
 def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
-                       composites: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+                       composites: Mapping[str, Any] | None = None,
+                       known: Mapping[str, np.ndarray] | None = None
+                       ) -> tuple[dict[str, np.ndarray], int]:
     """The group's outputs, flat, computed node by node with each op's float64 reference
-    and rounded to every value's declared dtype. `composites` (blocked_composites): a
-    large composite whose decomposition lies in the group (attention at model scale) is
-    computed by its blocked evaluator (hal.reference_blocked) instead, so no score-sized
-    float64 tensor exists."""
+    and rounded to every value's declared dtype, and how many nodes that computed.
+    `composites` (blocked_composites): a large composite whose decomposition lies in the
+    group (attention at model scale) is computed by its blocked evaluator
+    (hal.reference_blocked) instead, so no score-sized float64 tensor exists. `known`:
+    values already computed under their names with these semantics (the whole-output
+    reference's, in their declared dtypes), a group output or a composite's output among
+    them; only the nodes the outputs still need are computed."""
     from hal.dtypes import cast
     from hal.ops import get_op
     from hal.ops.registry import Category
@@ -180,10 +185,12 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
     from hal.reference_blocked import BLOCKED
 
     wide: dict[str, np.ndarray] = {}
+    known = known or {}
 
     def get(v) -> np.ndarray:
         if v.name not in wide:
-            wide[v.name] = widen(buffers[v.name].reshape(v.shape), v.dtype)
+            src = known[v.name] if v.name in known else buffers[v.name]
+            wide[v.name] = widen(src.reshape(v.shape), v.dtype)
         return wide[v.name]
 
     keep = {v.name for v in group.outputs}
@@ -193,12 +200,21 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
         if inner.get(id(n)) is not None:
             for v in inner[id(n)].inputs:
                 last_use[v.name] = max(last_use.get(v.name, i), i)
+    need = _needed_nodes(group, inner, known)
+    computed = 0   # nodes evaluated here (not taken from `known`)
     with np.errstate(all="ignore"):
         for i, n in enumerate(group.nodes):
+            if id(n) not in need:
+                continue
             opdef = get_op(n.op)
             if id(n) in inner:
                 cnode = inner[id(n)]
-                if cnode is not None:
+                if cnode is not None and cnode.outputs[0].name in known:
+                    out = n.outputs[0]
+                    wide[out.name] = widen(known[cnode.outputs[0].name].reshape(out.shape),
+                                           out.dtype)
+                elif cnode is not None:
+                    computed += 1
                     cop = get_op(cnode.op)
                     args = [get(v) for v in cnode.inputs]
                     (r,) = BLOCKED[cnode.op](args, cop.check_attrs(cnode.attrs), cnode)
@@ -213,15 +229,44 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
                 # the same contraction in float32 (BLAS sgemm), not float64; an operand
                 # not widened yet (a weight) goes to float32 directly (exact either way)
                 args = [wide[v.name].astype(np.float32) if v.name in wide
-                        else buffers[v.name].reshape(v.shape).astype(np.float32)
-                        for v in n.inputs]
+                        else (known[v.name] if v.name in known else buffers[v.name])
+                        .reshape(v.shape).astype(np.float32) for v in n.inputs]
             else:
                 args = [get(v) for v in n.inputs]
+            computed += 1
             results = opdef.reference(args, opdef.check_attrs(n.attrs))
             for out, r in zip(n.outputs, results, strict=True):
                 wide[out.name] = _rounded_wide(r, out.dtype, args)
             _drop_after(n, i, last_use, keep, wide)
-    return {v.name: cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
+    outputs = {v.name: known[v.name].reshape(-1) if v.name in known
+               else cast(wide[v.name], v.dtype).reshape(-1) for v in group.outputs}
+    return outputs, computed
+
+
+def _needed_nodes(group: Any, inner: Mapping[int, Any],
+                  known: Mapping[str, np.ndarray]) -> set[int]:
+    """ids of the group's nodes that its outputs need computed or taken: walking back from
+    the outputs, a value in `known` ends the walk, and so does a composite's output whose
+    composite node's output is known (its inputs are then not needed)."""
+    produced = {o.name: n for n in group.nodes for o in n.outputs}
+    need: set[int] = set()
+    stack = [v.name for v in group.outputs]
+    while stack:
+        name = stack.pop()
+        n = produced.get(name)
+        if n is None or id(n) in need or name in known:
+            continue
+        if id(n) in inner:
+            cnode = inner[id(n)]
+            if cnode is None:   # inside a composite: its last node stands for it
+                continue
+            need.add(id(n))
+            if cnode.outputs[0].name not in known:
+                stack.extend(v.name for v in cnode.inputs)
+            continue
+        need.add(id(n))
+        stack.extend(v.name for v in n.inputs)
+    return need
 
 
 def _rounded_wide(r: Any, dt: Any, args: list[np.ndarray]) -> np.ndarray:
