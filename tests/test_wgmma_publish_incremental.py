@@ -63,6 +63,31 @@ def test_incremental_scans_equal_whole_buffer_scans() -> None:
             wgmma_sim.fence_proxy_async(Wa, a, act)
             b.unfenced.clear()
             _fence_by_scan(b, act)
+        _assert_check_proxy_equals_a_scan(Wa, a, rng)
         for name in ("proxy_writer", "sync_writer", "pub_slot", "pub_phase"):
             for j, arr in getattr(b, name).items():
                 np.testing.assert_array_equal(getattr(a, name)[j], arr, err_msg=f"{name} {step}")
+
+
+class _Race(Exception):
+    pass
+
+
+def _assert_check_proxy_equals_a_scan(W, st, rng) -> None:
+    """check_proxy (which skips the gather when no word is noted unfenced) raises exactly
+    when one of the words read is still unfenced in proxy_writer."""
+    if 0 not in st.proxy_writer:
+        return
+    words = rng.integers(0, SIZE, (2, 8))
+    want = bool((st.proxy_writer[0][words] >= 0).any())
+
+    def fail(*args, **kw):
+        raise _Race(args)
+
+    W._fail, W.tid, W.sh_buf = fail, np.arange(L), [SimpleNamespace(name="s", size=SIZE)]
+    try:
+        wgmma_sim.check_proxy(W, st, 0, words, np.ones(2, bool), 0)
+        got = False
+    except _Race:
+        got = True
+    assert got == want

@@ -225,6 +225,8 @@ def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray
     if not words.size:
         return
     lo, hi = _fold_arrays(reader.shape, scratch)
+    if _fold_single_readers(reader, words, readers, lo):
+        return
     np.minimum.at(lo, words, readers)
     np.maximum.at(hi, words, readers)
     hit = np.flatnonzero(hi != _I32_HI)
@@ -233,6 +235,24 @@ def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray
         lo[hit], hi[hit] = _I32_LO, _I32_HI
     one = (lo_hit == hi_hit) & ((old == -1) | (old == lo_hit))
     reader[hit] = np.where(one, lo_hit, np.int32(-2))
+
+
+def _fold_single_readers(reader: np.ndarray, words: np.ndarray, readers: np.ndarray,
+                         lo: np.ndarray) -> bool:
+    """fold_reader_words when every word has one reader value (the usual case: each lane
+    reads its own words, a vector copy its own 16 bytes), else False with nothing changed.
+    A plain scatter keeps one of each word's readers; reading it back equals every
+    reader only if no word has two: then each word's lo == hi == its reader, and the
+    ufunc.at passes and the scan of the whole buffer for the words hit are not needed.
+    `lo` is left holding its sentinel."""
+    lo[words] = readers
+    one = bool((lo.take(words) == readers).all())
+    if one:
+        old = reader.take(words)
+        # (a repeated word gets the same value from each of its entries)
+        reader[words] = np.where((old == -1) | (old == readers), readers, np.int32(-2))
+    lo[words] = _I32_LO
+    return one
 
 
 def _fold_arrays(shape: tuple, scratch: dict | None) -> tuple[np.ndarray, np.ndarray]:
