@@ -27,11 +27,12 @@ def note_generic_write(W: Wave, j: int, flat: Any, lanes: Any) -> None:
     if st is None or not W.check:
         return
     arr = st.proxy_writer.get(j)
-    if arr is None:
-        arr = st.proxy_writer[j] = np.full(W.sh[j].size, -1, np.int64)
-        st.sync_writer[j] = np.full(W.sh[j].size, -1, np.int64)
-        st.pub_slot[j] = np.full(W.sh[j].size, -1, np.int64)
-        st.pub_phase[j] = np.zeros(W.sh[j].size, np.int64)
+    if arr is None:   # (int32: lanes, slots and phases fit; every wgmma operand check
+        # gathers three of these arrays, buffer-sized and mostly out of cache)
+        arr = st.proxy_writer[j] = np.full(W.sh[j].size, -1, np.int32)
+        st.sync_writer[j] = np.full(W.sh[j].size, -1, np.int32)
+        st.pub_slot[j] = np.full(W.sh[j].size, -1, np.int32)
+        st.pub_phase[j] = np.zeros(W.sh[j].size, np.int32)
     arr[flat] = lanes
     st.sync_writer[j][flat] = lanes
     st.pub_slot[j][flat] = -1
@@ -98,12 +99,21 @@ def check_ordered(W: Wave, st: HopperState, j: int, words: OperandWords | np.nda
     if writer is None or not W.check:
         return
     w = _gather(writer, words)
-    live = (w >= 0) & (_gather(W.sh_writer[j], words) >= 0)   # a block barrier orders everything
+    live = w >= 0
+    if not live.any():
+        return
+    live &= _gather(W.sh_writer[j], words) >= 0   # a block barrier orders everything
     if not live.any():
         return
     gids = np.flatnonzero(gl)
     slot = _gather(st.pub_slot[j], words)
-    ok = ~live | ((slot >= 0) & (seen_at(st, gids, slot) > _gather(st.pub_phase[j], words)))
+    # a warpgroup's words published at one slot (its ready barrier): the phase it saw
+    # there is one per row, not a gather per word
+    row = slot[:, :1]
+    at = row if (slot == row).all() else slot
+    ok = (at >= 0) & (seen_at(st, gids, at) > _gather(st.pub_phase[j], words))
+    if not live.all():
+        ok |= ~live
     if ok.all():
         return
     flat = _flat(words)
