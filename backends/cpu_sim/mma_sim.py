@@ -352,7 +352,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
     elif space == "s":
         sb = W.sh_buf[j]
         dt = sb.dtype
-        flat = W.sh_off[j][:, None] + W.lanes_int(src_idx)[:, None] + e
+        flat = (W.sh_off[j] + W.lanes_int(src_idx))[:, None] + e
         vals = W.sh[j].take(flat)   # (take: fancy indexing's values, faster)
         if W.check:
             W._race_read(j, flat, act, site, per_lane=width)
@@ -372,7 +372,6 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
     if space == "s":
         sb = W.sh_buf[j]
         di = W.lanes_int(dst_idx)
-        flat = W.sh_off[j][:, None] + di[:, None] + e
         sel = slice(None) if act is None else act
         if W.check and not _vectors_inside(di, width, sb.size):
             bad = (di < 0) | (di + width > sb.size) | (di % width != 0)
@@ -382,7 +381,8 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                 W._fail("out_of_bounds", site, lane, f"vector store {sb.name}[{int(di[lane])}]"
                         f" of {width} is outside the buffer or not aligned (size {sb.size})",
                         buffer=sb.name, index=int(di[lane]))
-        words = flat[sel]    # the active lanes' words, selected once (a copy per use)
+        # the active lanes' words, selected once (a copy per use; lanes before words)
+        words = (W.sh_off[j] + di)[sel][:, None] + e
         if W.check:
             W._race_write(j, words, act, site, per_lane=width)
             if getattr(W, "hopper", None) is not None:   # generic-proxy write (wgmma_sim)
