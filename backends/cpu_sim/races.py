@@ -44,7 +44,8 @@ class SharedRaces:
                             per_lane: int) -> None:
         """Race: an active lane reads a word another thread wrote since the last barrier."""
         f = flat if act is None else flat[act]
-        t = self.tid if act is None else self.tid[act]
+        # (int32 like the writer entries: the comparisons stay in one dtype, half the bytes)
+        t = (self.tid if act is None else self.tid[act]).astype(np.int32)
         if per_lane > 1:
             f, t = f.reshape(-1), np.repeat(t, per_lane)
         w = self.sh_writer[j].take(f)
@@ -112,7 +113,8 @@ class SharedRaces:
     def _race_write(self, j: int, flat: Any, act: Any, site: int, per_lane: int = 1) -> None:
         """`flat`: the words the active lanes write ([n] or [n, per_lane] for vectors)."""
         f = np.broadcast_to(flat, (self._count(act),)) if ndim(flat) == 0 else flat
-        t = self.tid if act is None else self.tid[act]
+        # (int32 like sh_reader and sh_writer: each comparison stays in one dtype)
+        t = (self.tid if act is None else self.tid[act]).astype(np.int32)
         if per_lane > 1:
             f, t = f.reshape(-1), np.repeat(t, per_lane)
 
