@@ -94,6 +94,37 @@ def test_one_pass_fold_matches_folding_read_by_read() -> None:
         assert got.tolist() == want.tolist(), (reader, reads)
 
 
+def test_fold_of_single_reader_words_takes_the_scatter_path_and_matches() -> None:
+    """Every word read by one thread (repeats of the same reader allowed, as a vector copy
+    or a warp re-reading its words gives): the plain-scatter path (_fold_single_readers)
+    takes it, with the same result as folding read by read; a word with two readers is
+    left to the general path with nothing changed."""
+    from hal.backends.cpu_sim import races
+
+    rng = np.random.default_rng(2)
+    taken = 0
+    for _ in range(300):
+        n = int(rng.integers(4, 40))
+        reader = rng.choice([-2, -1, -1, -1, 0, 1, 2, 3], n).astype(np.int32)
+        words = rng.integers(0, n, int(rng.integers(1, 2 * n)))
+        owner = rng.choice([-2, 0, 1, 2, 3], n).astype(np.int32)   # one reader per word
+        readers = owner[words]
+        want = reader.copy()
+        _fold_one_at_a_time(want, [(words, readers)])
+        got = reader.copy()
+        tmp = rng.integers(-3, 5, n).astype(np.int32)   # whatever a kept array holds
+        assert races._fold_single_readers(got, words, readers, tmp)
+        taken += 1
+        assert got.tolist() == want.tolist(), (reader, words, readers)
+        # a word read by two threads: the general path's, `reader` unchanged
+        dup = np.concatenate([words, words[:1]])
+        other = np.concatenate([readers, [np.int32(7)]])
+        kept = reader.copy()
+        assert not races._fold_single_readers(kept, dup, other, tmp)
+        assert kept.tolist() == reader.tolist()
+    assert taken == 300
+
+
 # ---------------------------------------------------------------- races across barriers
 def _read_own_word(W: Wave, mask=None) -> None:
     W.lds(0, W.tid.copy(), mask, 0.0, None, 0)

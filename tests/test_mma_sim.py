@@ -192,3 +192,23 @@ def test_cp_async_wait_then_uniform_read():
     o = np.zeros(32, g.dtype)
     simulate(_cp_kernel(True, uniform=True), {"G": g, "O": o}, load_spec("a100-sxm"))
     np.testing.assert_array_equal(o.astype(np.float32), np.full(32, 8.0))
+
+
+@pytest.mark.parametrize("dtname,width", [("bf16", 8), ("f32", 4), ("f16", 2), ("i32", 4),
+                                          ("f8e4m3fn", 16)])
+def test_whole_vector_rows_equal_the_element_gather(dtname, width):
+    """vcopy's global read of whole aligned vectors gathers rows (_whole_vectors): the
+    same values as the element gather, lanes in any order; None where it cannot apply."""
+    from hal.backends.cpu_sim.mma_sim import _whole_vectors
+
+    rng = np.random.default_rng(5)
+    npd = DTYPES[dtname].np_dtype
+    buf = rng.integers(-50, 50, 64 * width).astype(np.float32).astype(npd)
+    start = rng.integers(0, 64, 300).astype(np.int64) * width
+    got = _whole_vectors(buf, start, width)
+    want = buf[start[:, None] + np.arange(width)]
+    assert got is not None and got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+    assert _whole_vectors(buf[1:], start[:0], width) is None        # not whole vectors
+    assert _whole_vectors(buf[::2], start[:0], width) is None       # not contiguous
+    assert _whole_vectors(buf, start, 3) is None                    # not a power of two

@@ -63,6 +63,74 @@ def test_incremental_scans_equal_whole_buffer_scans() -> None:
             wgmma_sim.fence_proxy_async(Wa, a, act)
             b.unfenced.clear()
             _fence_by_scan(b, act)
+        _assert_check_proxy_equals_a_scan(Wa, a, rng)
         for name in ("proxy_writer", "sync_writer", "pub_slot", "pub_phase"):
             for j, arr in getattr(b, name).items():
                 np.testing.assert_array_equal(getattr(a, name)[j], arr, err_msg=f"{name} {step}")
+
+
+class _Race(Exception):
+    pass
+
+
+def _assert_check_proxy_equals_a_scan(W, st, rng) -> None:
+    """check_proxy (which skips the gather when no word is noted unfenced) raises exactly
+    when one of the words read is still unfenced in proxy_writer."""
+    if 0 not in st.proxy_writer:
+        return
+    words = rng.integers(0, SIZE, (2, 8))
+    want = bool((st.proxy_writer[0][words] >= 0).any())
+
+    def fail(*args, **kw):
+        raise _Race(args)
+
+    W._fail, W.tid, W.sh_buf = fail, np.arange(L), [SimpleNamespace(name="s", size=SIZE)]
+    try:
+        wgmma_sim.check_proxy(W, st, 0, words, np.ones(2, bool), 0)
+        got = False
+    except _Race:
+        got = True
+    assert got == want
+
+
+def test_check_ordered_equals_the_per_word_rule() -> None:
+    """check_ordered (one seen phase per row when a warpgroup's words share a slot, the
+    `live` mask skipped when every word is live) raises exactly where some word read is
+    live (a generic writer, no barrier since) and not published at a slot whose phase
+    every reading thread observed complete."""
+    from hal.backends.cpu_sim import async_proxy
+
+    rng = np.random.default_rng(6)
+    G, K, NS = 3, 16, 4
+    raised = 0
+    for case in range(400):
+        W = SimpleNamespace(L=G * 128, check=True, tid=np.arange(G * 128),
+                            sh_buf=[SimpleNamespace(name="s", size=SIZE)])
+        W.sh_writer = [np.where(rng.random(SIZE) < 0.9, 1, -1).astype(np.int32)]
+        writer = np.where(rng.random(SIZE) < 0.1, rng.integers(0, G * 128, SIZE), -1)
+        slot = np.where(rng.random(SIZE) < 0.01, -1, rng.integers(0, NS, SIZE))
+        if case % 2:                     # every word at one slot per warpgroup's rows
+            slot[:] = -1 if case % 20 == 1 else rng.integers(0, NS)
+        st = SimpleNamespace(sync_writer={0: writer.astype(np.int32)},
+                             pub_slot={0: slot.astype(np.int32)},
+                             pub_phase={0: rng.integers(0, 3, SIZE).astype(np.int32)},
+                             seen=rng.integers(1, 8, (G, NS)))
+        words = rng.integers(0, SIZE, (G, K))
+        gl = np.ones(G, bool)
+        live = (writer[words] >= 0) & (W.sh_writer[0][words] >= 0)
+        s = slot[words]
+        seen = st.seen[np.arange(G)[:, None], np.maximum(s, 0)]
+        want = bool((live & ~((s >= 0) & (seen > st.pub_phase[0][words]))).any())
+
+        def fail(*args, **kw):
+            raise _Race(args)
+
+        W._fail = fail
+        try:
+            async_proxy.check_ordered(W, st, 0, words, gl, 0)
+            got = False
+        except _Race:
+            got = True
+        assert got == want, case
+        raised += got
+    assert 50 < raised < 350, raised

@@ -27,11 +27,12 @@ def note_generic_write(W: Wave, j: int, flat: Any, lanes: Any) -> None:
     if st is None or not W.check:
         return
     arr = st.proxy_writer.get(j)
-    if arr is None:
-        arr = st.proxy_writer[j] = np.full(W.sh[j].size, -1, np.int64)
-        st.sync_writer[j] = np.full(W.sh[j].size, -1, np.int64)
-        st.pub_slot[j] = np.full(W.sh[j].size, -1, np.int64)
-        st.pub_phase[j] = np.zeros(W.sh[j].size, np.int64)
+    if arr is None:   # (int32: lanes, slots and phases fit; every wgmma operand check
+        # gathers three of these arrays, buffer-sized and mostly out of cache)
+        arr = st.proxy_writer[j] = np.full(W.sh[j].size, -1, np.int32)
+        st.sync_writer[j] = np.full(W.sh[j].size, -1, np.int32)
+        st.pub_slot[j] = np.full(W.sh[j].size, -1, np.int32)
+        st.pub_phase[j] = np.zeros(W.sh[j].size, np.int32)
     arr[flat] = lanes
     st.sync_writer[j][flat] = lanes
     st.pub_slot[j][flat] = -1
@@ -75,13 +76,18 @@ def publish(W: Wave, st: HopperState, act: np.ndarray, slots: np.ndarray,
         if cand is None:
             continue
         pub = st.pub_slot[j]
-        new = cand[(writer.take(cand) >= 0) & (pub.take(cand) < 0)]   # still unpublished
-        mine = act[writer.take(new)]
-        idx = new[mine]
-        pub[idx] = lane_slot[writer[idx]]
-        st.pub_phase[j][idx] = lane_phase[writer[idx]]
-        if not mine.all():   # their writers have not arrived yet
-            _note_words(st.unpublished, j, new[~mine])
+        who = writer.take(cand)   # (each gather once: the candidates are many)
+        still = (who >= 0) & (pub.take(cand) < 0)   # still unpublished
+        if not still.all():
+            cand, who = cand[still], who[still]
+        mine = act.take(who)
+        if mine.all():
+            idx, who_idx = cand, who
+        else:   # their writers have not arrived yet
+            idx, who_idx = cand[mine], who[mine]
+            _note_words(st.unpublished, j, cand[~mine])
+        pub[idx] = lane_slot.take(who_idx)
+        st.pub_phase[j][idx] = lane_phase.take(who_idx)
 
 
 def check_ordered(W: Wave, st: HopperState, j: int, words: OperandWords | np.ndarray,
@@ -93,12 +99,21 @@ def check_ordered(W: Wave, st: HopperState, j: int, words: OperandWords | np.nda
     if writer is None or not W.check:
         return
     w = _gather(writer, words)
-    live = (w >= 0) & (_gather(W.sh_writer[j], words) >= 0)   # a block barrier orders everything
+    live = w >= 0
+    if not live.any():
+        return
+    live &= _gather(W.sh_writer[j], words) >= 0   # a block barrier orders everything
     if not live.any():
         return
     gids = np.flatnonzero(gl)
     slot = _gather(st.pub_slot[j], words)
-    ok = ~live | ((slot >= 0) & (seen_at(st, gids, slot) > _gather(st.pub_phase[j], words)))
+    # a warpgroup's words published at one slot (its ready barrier): the phase it saw
+    # there is one per row, not a gather per word
+    row = slot[:, :1]
+    at = row if (slot == row).all() else slot
+    ok = (at >= 0) & (seen_at(st, gids, at) > _gather(st.pub_phase[j], words))
+    if not live.all():
+        ok |= ~live
     if ok.all():
         return
     flat = _flat(words)
@@ -124,10 +139,15 @@ def fence_proxy_async(W: Wave, st: HopperState, m: Any) -> None:
         cand = _noted_words(st.unfenced, j)
         if cand is None:
             continue
-        cand = cand[arr.take(cand) >= 0]    # still unfenced
-        mine = act[arr.take(cand)]
-        arr[cand[mine]] = -1
-        if not mine.all():
+        who = arr.take(cand)
+        still = who >= 0    # still unfenced
+        if not still.all():
+            cand, who = cand[still], who[still]
+        mine = act.take(who)
+        if mine.all():
+            arr[cand] = -1
+        else:
+            arr[cand[mine]] = -1
             _note_words(st.unfenced, j, cand[~mine])
 
 
@@ -135,7 +155,9 @@ def check_proxy(W: Wave, st: HopperState, j: int, words: OperandWords | np.ndarr
                  gl: np.ndarray, site: int) -> None:
     """Race if wgmma reads a word written through the generic proxy without a proxy fence."""
     arr = st.proxy_writer.get(j)
-    if arr is None or not W.check:
+    if arr is None or not W.check or not st.unfenced.get(j):
+        # (a word still unfenced is one of the words noted in `unfenced`: none noted,
+        # every entry of arr is -1)
         return
     w = _gather(arr, words)
     if (w >= 0).any():

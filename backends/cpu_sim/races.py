@@ -44,7 +44,8 @@ class SharedRaces:
                             per_lane: int) -> None:
         """Race: an active lane reads a word another thread wrote since the last barrier."""
         f = flat if act is None else flat[act]
-        t = self.tid if act is None else self.tid[act]
+        # (int32 like the writer entries: the comparisons stay in one dtype, half the bytes)
+        t = (self.tid if act is None else self.tid[act]).astype(np.int32)
         if per_lane > 1:
             f, t = f.reshape(-1), np.repeat(t, per_lane)
         w = self.sh_writer[j].take(f)
@@ -74,11 +75,16 @@ class SharedRaces:
         """The recorded reads of shared buffer j as one pair of flat arrays (word, reader)."""
         words, readers = [], []
         for f, t, *act in self.sh_reads[j]:
-            t = np.broadcast_to(np.asarray(t, np.int32), f.shape)
+            t = np.asarray(t, np.int32)
             if act:   # the reading lanes (rows) of a masked read
-                f, t = f[act[0]], t[act[0]]
+                a = act[0]
+                # (the readers' rows selected before they are broadcast over a vector's
+                # words: a mask over [lanes, 1], not over [lanes, width])
+                t = t[a] if t.ndim and t.shape[0] == a.shape[0] else \
+                    np.broadcast_to(t, f.shape)[a]
+                f = f[a]
             words.append(f.reshape(-1))
-            readers.append(t.reshape(-1))
+            readers.append(np.broadcast_to(t, f.shape).reshape(-1))
         if len(words) == 1:
             return words[0], readers[0]
         return np.concatenate(words), np.concatenate(readers)
@@ -107,7 +113,8 @@ class SharedRaces:
     def _race_write(self, j: int, flat: Any, act: Any, site: int, per_lane: int = 1) -> None:
         """`flat`: the words the active lanes write ([n] or [n, per_lane] for vectors)."""
         f = np.broadcast_to(flat, (self._count(act),)) if ndim(flat) == 0 else flat
-        t = self.tid if act is None else self.tid[act]
+        # (int32 like sh_reader and sh_writer: each comparison stays in one dtype)
+        t = (self.tid if act is None else self.tid[act]).astype(np.int32)
         if per_lane > 1:
             f, t = f.reshape(-1), np.repeat(t, per_lane)
 
@@ -224,6 +231,8 @@ def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray
     sentinels at the words hit (two buffer-sized fills per fold showed in profiles)."""
     if not words.size:
         return
+    if _fold_single_readers(reader, words, readers, _scatter_array(reader.shape, scratch)):
+        return
     lo, hi = _fold_arrays(reader.shape, scratch)
     np.minimum.at(lo, words, readers)
     np.maximum.at(hi, words, readers)
@@ -233,6 +242,34 @@ def fold_reader_words(reader: np.ndarray, words: np.ndarray, readers: np.ndarray
         lo[hit], hi[hit] = _I32_LO, _I32_HI
     one = (lo_hit == hi_hit) & ((old == -1) | (old == lo_hit))
     reader[hit] = np.where(one, lo_hit, np.int32(-2))
+
+
+def _fold_single_readers(reader: np.ndarray, words: np.ndarray, readers: np.ndarray,
+                         tmp: np.ndarray) -> bool:
+    """fold_reader_words when every word has one reader value (the usual case: each lane
+    reads its own words, a vector copy its own 16 bytes), else False with `reader`
+    unchanged. A plain scatter into `tmp` (any content: only the words written here are
+    read back) keeps one of each word's readers; reading it back equals every reader
+    only if no word has two: then each word's lo == hi == its reader, and the ufunc.at
+    passes and the scan of the whole buffer for the words hit are not needed."""
+    tmp[words] = readers
+    if not (tmp.take(words) == readers).all():
+        return False
+    old = reader.take(words)
+    # (a repeated word gets the same value from each of its entries)
+    reader[words] = np.where((old == -1) | (old == readers), readers, np.int32(-2))
+    return True
+
+
+def _scatter_array(shape: tuple, scratch: dict | None) -> np.ndarray:
+    """An int32 array of `shape` for _fold_single_readers: a wave's kept one, or new."""
+    if scratch is None:
+        return np.empty(shape, np.int32)
+    key = ("scatter", shape)
+    got = scratch.get(key)
+    if got is None:
+        got = scratch[key] = np.empty(shape, np.int32)
+    return got
 
 
 def _fold_arrays(shape: tuple, scratch: dict | None) -> tuple[np.ndarray, np.ndarray]:
