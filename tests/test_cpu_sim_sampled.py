@@ -418,36 +418,3 @@ def test_sampled_groups_take_the_reference_values_of_their_outputs() -> None:
     assert with_ref.report["ok"] and alone.report["ok"]
     prim, _ = groups_to_run(g, SPEC, groups=None, fuse=True, who="test")
     assert parity_report(g, prim, inputs, dict(alone.outputs))["ok"]
-
-
-def test_sampled_launch_in_several_waves_equals_one_wave(monkeypatch) -> None:
-    """A sampled launch of SAMPLED_SPLIT_LANES lanes or more runs in several waves, which
-    a sampled kernel's child shares with a worker (--jobs 2): outputs, counters and
-    reports are the one-wave run's, under --jobs 1 and 2 alike."""
-    import hal.backends.cpu_sim.simulator as sim
-
-    g = _bf16_block(64, 4, 2, 32, 256)
-    inputs = random_inputs(g, seed=0)
-    be = CpuSimBackend()
-    how = SampleOptions(0.3, seed=2)
-    one = be.run_graph(g, inputs, SPEC, jobs=1, sample=how)
-    monkeypatch.setattr(sim, "SAMPLED_SPLIT_LANES", 256)
-    plans = []
-    real = sim.plan_waves
-    monkeypatch.setattr(sim, "plan_waves", lambda *a, **k: plans.append(real(*a, **k))
-                        or plans[-1])
-    runs = [be.run_graph(g, inputs, SPEC, jobs=jobs, sample=how) for jobs in (1, 2)]
-    # (the --jobs 1 run's plans: under --jobs 2 the sampled launches run in forked children)
-    assert sum(len(p) > 1 for p in plans) >= 3   # the sampled launches ran in waves
-    for many in runs:
-        for k in one.outputs:
-            assert one.outputs[k].tobytes() == many.outputs[k].tobytes()
-        for a, b, b1 in zip(one.stats, many.stats, runs[0].stats, strict=True):
-            a, b, b1 = dict(a), dict(b), dict(b1)
-            for d in (a, b, b1):
-                d.pop("wall_s"), d.pop("lower_s"), d.pop("sim_cpu_s", None)
-            assert b == b1   # the plan does not depend on --jobs
-            for d in (a, b):   # the plan itself is what differs from one wave
-                d.pop("waves"), d.pop("lanes_per_wave")
-            assert a == b
-        assert one.report == many.report and many.report["ok"]

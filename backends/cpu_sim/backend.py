@@ -230,10 +230,7 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
     shared = SharedOutputs()
     swapped = shared.swap([args[p] for p in out], [True] * len(out))
     child_args = dict(args) | dict(zip(out, swapped, strict=True))
-    # all the workers: the child shares its waves with them, and the three processes share
-    # the CPUs with this one while it still has reference work (it often has none left
-    # after the first kernels: a layer's reference runs ahead beside the first child)
-    ckw = dict(kw, jobs=sim_jobs(jobs))
+    ckw = dict(kw, jobs=max(1, sim_jobs(jobs) - 1))
     child = start_child(lambda: run_kernel_sampled(k, child_args, spec, sample,
                                                    simulate_parts, **ckw))
     # while the child runs: the reference, node by node, until the child is done (a

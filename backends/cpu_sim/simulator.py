@@ -107,25 +107,18 @@ def _bind_args(kernel: Kernel, ck: CompiledKernel, args: dict[str, Any]):
 # per-wave Python overhead that dominates small kernels (the conformance suite's).
 MIN_WAVES = 4
 SPLIT_LANES = 1 << 14
-#: a sampled launch (the few dozen blocks of simulate_parts(combine=True)) of this many
-#: lanes or more runs in MIN_WAVES waves too: a sampled kernel's child shares them with a
-#: worker while the parent has nothing left to do (the per-wave cost is small beside the
-#: lanes': a Llama gate/up kernel's 38 blocks cost the same CPU in 1 wave or 2)
-SAMPLED_SPLIT_LANES = 1 << 12
 
 
 def plan_waves(nb: int, block: int, max_lanes: int, min_waves: int = MIN_WAVES,
-               unit: int = 1, split_lanes: int = SPLIT_LANES) -> list[tuple[int, int]]:
+               unit: int = 1) -> list[tuple[int, int]]:
     """(first block, blocks) of each wave of a launch of `nb` blocks of `block` threads;
     every wave holds whole runs of `unit` blocks (a thread-block cluster's CTAs run in one
-    wave: _cluster_unit), so `nb` is a multiple of `unit`. A launch under `split_lanes`
-    lanes runs in as few waves as fit, else in `min_waves` at least. The plan never
-    depends on the number of workers, so every --jobs gives the same report."""
+    wave: _cluster_unit), so `nb` is a multiple of `unit`."""
     if nb == 0:
         return []
     nu = nb // unit
     per_wave = max(1, min(nu, max_lanes // (block * unit)))
-    if nb * block < split_lanes:
+    if nb * block < SPLIT_LANES:
         min_waves = 1
     n = max(-(-nu // per_wave), min(min_waves, nu))
     size, extra = divmod(nu, n)
@@ -299,7 +292,7 @@ def _simulate_combined(kernel: Kernel, args, spec: DeviceSpec, parts: list, *, c
     ids, label = ids[order], label[order]
     P = len(parts)
     grid = tuple(int(g) for g in kernel.grid)
-    plan = plan_waves(int(ids.size), T, max_lanes, MIN_WAVES, unit, SAMPLED_SPLIT_LANES)
+    plan = plan_waves(int(ids.size), T, max_lanes, MIN_WAVES, unit)
     counters = ("global_bytes_read", "global_bytes_written", "shared_bytes_read",
                 "shared_bytes_written", "barriers", "atomics")
     attrs = ("gr", "gw", "sr", "sw", "barriers", "atomics")
