@@ -318,10 +318,7 @@ class _ReferenceSteps:
         need (making the constants it reads now, whatever their size)."""
         names = [n for n in self.names.get(id(group), ()) if n in self.wanted]
         while self.pending is not None and not all(n in self.seen for n in names):
-            for n in self.pending:
-                if n in self.shape and self.lazy.scheduled(n):
-                    self.lazy.make_now(n)
-            self.pending = self._next()
+            self._run_node(math.inf)
         got = {n: self.seen.pop(n) for n in names if n in self.seen}
         self.forget(group)
         return got
@@ -345,12 +342,20 @@ class _ReferenceSteps:
         while self.pending is not None:
             if until is not None and until():
                 return
-            later = [n for n in self.pending if n in self.shape and self.lazy.scheduled(n)]
-            if any(self.nbytes[n] >= PULL_BYTES for n in later):
+            if not self._run_node(PULL_BYTES):
                 return
-            for n in later:
-                self.lazy.make_now(n)
-            self.pending = self._next()
+
+    def _run_node(self, pull_limit: float) -> bool:
+        """Run the next node, first making the constants it reads that cpu_sim makes later;
+        False (nothing run) when one of them is `pull_limit` bytes or more."""
+        assert self.pending is not None
+        later = [n for n in self.pending if n in self.shape and self.lazy.scheduled(n)]
+        if any(self.nbytes[n] >= pull_limit for n in later):
+            return False
+        for n in later:
+            self.lazy.make_now(n)
+        self.pending = self._next()
+        return True
 
     def caught_up(self) -> bool:
         """The constants cpu_sim keeps for the reference (made, not taken yet) are within

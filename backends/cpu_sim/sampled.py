@@ -13,13 +13,16 @@ simulation: simulate representative blocks, extrapolate the rest):
   has no boundary of its own: its entries run the same code on their own slices
   without tails, so its first and last entry are not boundary classes (the first
   and last block in launch order still cover the buffers' ends);
-* outputs: the group's outputs are first computed functionally, node by node
-  with each op's reference rounded to every value's declared dtype (the dtypes
-  the kernel stores), in float64 except contractions of f32-or-narrower
-  operands, which run in float32 as the kernels accumulate; so later kernels
-  read correct inputs;
-  then every element a simulated block stored replaces the functional value.
-  The simulated elements are compared with the functional ones (the parity on
+* outputs: the group's outputs first get correct values everywhere, so that
+  later kernels read correct inputs: the whole-output reference's values where
+  it computes them under the same names (cpu_sim's backend hands them over as
+  `known`: a group's outputs, a large attention inside it), else computed
+  functionally here (`functional_outputs`), node by node with each op's
+  reference rounded to every value's declared dtype (the dtypes the kernel
+  stores), in float64 except contractions of f32-or-narrower operands, which
+  run in float32 as the kernels accumulate;
+  then every element a simulated block stored replaces that value. The
+  simulated elements are compared with the values they replaced (the parity on
   the simulated blocks); the graph's outputs are compared with the reference
   as in an exact run (the parity on the whole output);
 * counters: boundary blocks count as themselves; the interior sample's counts
@@ -187,10 +190,12 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
     wide: dict[str, np.ndarray] = {}
     known = known or {}
 
+    def given(v) -> np.ndarray:   # a value the group does not compute, in its own dtype
+        return (known[v.name] if v.name in known else buffers[v.name]).reshape(v.shape)
+
     def get(v) -> np.ndarray:
         if v.name not in wide:
-            src = known[v.name] if v.name in known else buffers[v.name]
-            wide[v.name] = widen(src.reshape(v.shape), v.dtype)
+            wide[v.name] = widen(given(v), v.dtype)
         return wide[v.name]
 
     keep = {v.name for v in group.outputs}
@@ -228,9 +233,8 @@ def functional_outputs(group: Any, buffers: Mapping[str, np.ndarray],
                 # the kernels multiply f32 (or narrower) values and accumulate in f32:
                 # the same contraction in float32 (BLAS sgemm), not float64; an operand
                 # not widened yet (a weight) goes to float32 directly (exact either way)
-                args = [wide[v.name].astype(np.float32) if v.name in wide
-                        else (known[v.name] if v.name in known else buffers[v.name])
-                        .reshape(v.shape).astype(np.float32) for v in n.inputs]
+                args = [(wide[v.name] if v.name in wide else given(v)).astype(np.float32)
+                        for v in n.inputs]
             else:
                 args = [get(v) for v in n.inputs]
             computed += 1

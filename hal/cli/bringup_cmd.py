@@ -36,7 +36,7 @@ from hal.cli.common import console, device_option, fmt_number, resolve_device
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.option("--sample", type=float, default=None, metavar="FRACTION",
               help="cpu_sim: simulate boundary blocks and this fraction of the others, "
-                   "compute the rest functionally (see `hal run --sample`)")
+                   "the rest take the reference's values (see `hal run --sample`)")
 @click.option("--sample-seed", type=int, default=0, show_default=True,
               help="seed of the --sample block draw")
 @click.option("--decode", "decode_tokens", type=click.IntRange(min=1), default=None,

@@ -38,7 +38,8 @@ HEAD = 6  # values shown per output
 RUN_OPTIONS: list = [
     click.option("--sample", type=float, default=None, metavar="FRACTION",
                  help="cpu_sim: simulate the boundary blocks and this fraction of the other "
-                      "blocks of each kernel exactly, compute the rest functionally, "
+                      "blocks of each kernel exactly, give the rest the reference's values "
+                      "(computed functionally where it has none), "
                       "extrapolate the counters (e.g. 0.05)"),
     click.option("--sample-seed", type=int, default=None, metavar="N",
                  help="seed of the --sample block draw (default 0)"),
