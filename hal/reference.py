@@ -22,8 +22,8 @@ from hal.errors import HalError, ShapeError
 from hal.ir.graph import Graph, Value
 from hal.ir.types import TensorType
 from hal.reference_blocked import (
-    BLOCKED,
-    dot_general_panels,
+    BLOCKED_STEPS,
+    dot_general_panel_steps,
     panel_operand,
     sums_in_float32,
     use_blocked,
@@ -93,6 +93,19 @@ def _decomposed(graph: Graph, keep=None) -> Graph:
     return decompose_graph(graph, keep)
 
 
+def _pausable(steps):
+    """A blocked evaluator's Steps inside _steps: each of its pauses (between tiles or
+    panels) is a yield of no constants, each of its steps runs with NumPy's
+    floating-point warnings off; returns its result."""
+    while True:
+        with np.errstate(all="ignore"):
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+        yield []
+
+
 def _run(graph: Graph, inputs: Mapping[str, np.ndarray],
          constants: Mapping[str, np.ndarray] | None,
          keep: set[str] | None = None,
@@ -116,7 +129,9 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
            provide: Callable[[str], np.ndarray | None] | None = None,
            observe: Callable[[Value, np.ndarray], None] | None = None):
     """_run as a generator: before each node it yields the names of the constants that
-    node materialises first (with `keep`, at their first use); returns _run's values.
+    node materialises first (with `keep`, at their first use), and inside a node
+    evaluated blocked (a model-scale projection's panels, attention's tiles) an empty
+    list between its steps, where the caller may pause it; returns _run's values.
     `provide(name)`, when given, may return such a constant already made elsewhere, in
     its declared dtype (None: materialise it here). `observe(value, array)`, when given,
     sees every node result once stored: `array` holds the value's rounded elements, in
@@ -211,12 +226,14 @@ def _steps(graph: Graph, inputs: Mapping[str, np.ndarray],
             with np.errstate(all="ignore"):
                 panels = keep is not None and n.op == "dot_general"
                 args = [wide_arg(v.name, panels) for v in n.inputs]
-                if opdef.is_composite and n.op in BLOCKED:
-                    results = BLOCKED[n.op](args, attrs, n, tile_elements)
-                elif panels and any(a.dtype not in _WIDE for a in args):   # one kept narrow
-                    results = [dot_general_panels(args[0], args[1], attrs,
-                                                  float32_sums=sums_in_float32(n))]
-                else:
+            if opdef.is_composite and n.op in BLOCKED_STEPS:
+                results = yield from _pausable(BLOCKED_STEPS[n.op](args, attrs, n,
+                                                                   tile_elements))
+            elif panels and any(a.dtype not in _WIDE for a in args):   # one kept narrow
+                results = [(yield from _pausable(dot_general_panel_steps(
+                    args[0], args[1], attrs, float32_sums=sums_in_float32(n))))]
+            else:
+                with np.errstate(all="ignore"):
                     results = opdef.reference(args, attrs)
         except ShapeError as e:
             raise HalError(f"{where}: {e.message}", hint=e.hint) from None
@@ -272,8 +289,9 @@ def evaluate_steps(graph: Graph, inputs: Mapping[str, np.ndarray], *,
                    observe: Callable[[Value, np.ndarray], None] | None = None,
                    tile_elements: int | None = None):
     """`evaluate` one node at a time: a generator that yields, before each node, the
-    names of the graph constants that node materialises first, and returns (StopIteration
-    value) what `evaluate` returns. `provide(name)` may hand over such a constant already
+    names of the graph constants that node materialises first (and an empty list
+    between the panels or tiles of a node evaluated blocked: a place to pause, not a
+    node), and returns (StopIteration value) what `evaluate` returns. `provide(name)` may hand over such a constant already
     made by the caller (in its declared dtype and shape; it is read, never written), so
     that a caller evaluating the same model (cpu_sim's whole-output parity) does not
     make a model's weights twice; None lets the reference materialise it. `observe` is

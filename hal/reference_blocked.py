@@ -24,7 +24,7 @@ keeps such nodes composite and calls the evaluator).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,22 @@ TILE_ELEMENTS = 1 << 22
 CAUSAL_ROWS = 128
 
 BlockedEval = Callable[[Sequence[np.ndarray], Mapping[str, Any], Node, int], list[np.ndarray]]
+#: a blocked evaluator as a generator (`Steps`): it yields None between its tiles or
+#: panels, where a caller may pause it (hal.reference.evaluate_steps: cpu_sim's sampled
+#: mode starts its next child there instead of after a whole projection), and returns
+#: its result
+Steps = Generator[None, None, Any]
+
+
+def drain(steps: Steps) -> Any:
+    """Run `steps` to its end, with NumPy's floating-point warnings off (inf * 0 -> nan is
+    the answer, not a problem); its result."""
+    with np.errstate(all="ignore"):
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
 
 
 def _prim(name: str, *args: np.ndarray, **attrs: Any) -> np.ndarray:
@@ -87,6 +103,12 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
     """scaled_dot_product_attention / sdpa_masked on float64 operands (already rounded to
     their dtypes), one (batch, kv head, query tile) at a time; the output rounded to q's
     dtype, in float64."""
+    return drain(attention_steps(args, attrs, node, tile_elements))
+
+
+def attention_steps(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node: Node,
+                    tile_elements: int | None = None) -> Steps:
+    """`attention_blocked` as Steps: it yields after each tile."""
     q, k, v = args[:3]
     mask = args[3] if len(args) == 4 else None
     qdt = node.inputs[0].dtype
@@ -134,6 +156,7 @@ def attention_blocked(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node
                 o = _prim("dot_general", p.reshape(group * tq, t), vt, lhs_contracting=(1,),
                           rhs_contracting=(0,))
                 out[b, heads, r0:r1] = _round(o, qdt).reshape(group, tq, dv)
+                yield
     return [out]
 
 
@@ -279,6 +302,12 @@ def sums_in_float32(node: Node) -> bool:
 
 def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any],
                        float32_sums: bool = False) -> np.ndarray:
+    """`dot_general_panel_steps` run to its end."""
+    return drain(dot_general_panel_steps(a, b, attrs, float32_sums))
+
+
+def dot_general_panel_steps(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any],
+                            float32_sums: bool = False) -> Steps:
     """dot_general's float64 product of operands that may still be in a narrower dtype (a
     model's bf16 weights): a narrow operand is converted one panel of its free elements
     at a time, so its float64 copy (4x a bf16 weight) never exists whole. Each output
@@ -290,13 +319,15 @@ def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any],
     instead (exact: their values are 16-bit floats) and each panel is summed by sgemm; a
     panel with a non-finite sum (a bf16 product beyond float32's range, or inf/NaN
     operands) is summed again in float64, so inf and NaN come out as float64 gives them.
-    The result is float64 either way."""
+    The result is float64 either way. Steps: it yields after each panel; run it with
+    `drain` (which also turns NumPy's floating-point warnings off)."""
     from hal.ops.contraction import dot_general_operands
 
     wide = np.float64
     a2, b2, shape = dot_general_operands(a, b, attrs)
     if float32_sums:
-        return _float32_panels(a2, b2).reshape(shape)
+        out32 = yield from _float32_panels(a2, b2)
+        return out32.reshape(shape)
     narrow_a, narrow_b = a2.dtype != wide, b2.dtype != wide
     if narrow_a and narrow_b:   # the smaller one converted whole, the other in panels
         if a2.size <= b2.size:
@@ -307,19 +338,20 @@ def dot_general_panels(a: np.ndarray, b: np.ndarray, attrs: Mapping[str, Any],
     n = b2.shape[2]
     out = np.empty((nb, m, n), wide)
     step = max(1, PANEL_ELEMENTS // max(1, k))
-    with np.errstate(all="ignore"):  # inf * 0 -> nan is the answer, not a problem
-        if narrow_b:
-            for j in range(0, n, step):
-                np.matmul(a2, b2[:, :, j:j + step].astype(wide), out=out[:, :, j:j + step])
-        elif narrow_a:
-            for i in range(0, m, step):
-                np.matmul(a2[:, i:i + step].astype(wide), b2, out=out[:, i:i + step])
-        else:
-            np.matmul(a2, b2, out=out)
+    if narrow_b:
+        for j in range(0, n, step):
+            np.matmul(a2, b2[:, :, j:j + step].astype(wide), out=out[:, :, j:j + step])
+            yield
+    elif narrow_a:
+        for i in range(0, m, step):
+            np.matmul(a2[:, i:i + step].astype(wide), b2, out=out[:, i:i + step])
+            yield
+    else:
+        np.matmul(a2, b2, out=out)
     return out.reshape(shape)
 
 
-def _float32_panels(a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+def _float32_panels(a2: np.ndarray, b2: np.ndarray) -> Steps:
     """`dot_general_panels(float32_sums=True)` on (batch, M, K) x (batch, K, N) operands:
     the smaller operand converted to float32 whole, the larger a panel of its free axis
     at a time; a panel whose float32 sums are not all finite is summed in float64."""
@@ -330,17 +362,17 @@ def _float32_panels(a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
     step = max(1, PANEL_ELEMENTS // max(1, k))
     by_columns = b2.size >= a2.size
     whole = (a2 if by_columns else b2).astype(f)
-    with np.errstate(all="ignore"):  # inf * 0 -> nan is the answer, not a problem
-        for s in range(0, n if by_columns else m, step):
-            if by_columns:
-                x, y, dst = whole, b2[:, :, s:s + step], out[:, :, s:s + step]
-            else:
-                x, y, dst = a2[:, s:s + step], whole, out[:, s:s + step]
-            part = np.matmul(x.astype(f, copy=False), y.astype(f, copy=False))
-            if np.isfinite(part).all():
-                dst[...] = part
-            else:
-                np.matmul(x.astype(np.float64), y.astype(np.float64), out=dst)
+    for s in range(0, n if by_columns else m, step):
+        if by_columns:
+            x, y, dst = whole, b2[:, :, s:s + step], out[:, :, s:s + step]
+        else:
+            x, y, dst = a2[:, s:s + step], whole, out[:, s:s + step]
+        part = np.matmul(x.astype(f, copy=False), y.astype(f, copy=False))
+        if np.isfinite(part).all():
+            dst[...] = part
+        else:
+            np.matmul(x.astype(np.float64), y.astype(np.float64), out=dst)
+        yield
     return out
 
 
@@ -351,15 +383,20 @@ def panel_operand(a: np.ndarray, dt: DType) -> bool:
 
 
 BLOCKED: dict[str, BlockedEval] = {}
+#: the same evaluators as Steps (hal.reference.evaluate_steps pauses them between tiles)
+BLOCKED_STEPS: dict[str, Callable[..., Steps]] = {}
 
 
-def register_blocked(op: str, fn: BlockedEval) -> None:
-    """Evaluate composite `op` with `fn(args, attrs, node, tile_elements)` when it is large."""
-    BLOCKED[op] = fn
+def register_blocked(op: str, steps: Callable[..., Steps]) -> None:
+    """Evaluate composite `op` with `steps(args, attrs, node, tile_elements)` (Steps) when
+    it is large; BLOCKED[op] runs it to its end."""
+    BLOCKED_STEPS[op] = steps
+    BLOCKED[op] = lambda args, attrs, node, tile_elements=None: drain(
+        steps(args, attrs, node, tile_elements))
 
 
-register_blocked("scaled_dot_product_attention", attention_blocked)
-register_blocked("sdpa_masked", attention_blocked)
+register_blocked("scaled_dot_product_attention", attention_steps)
+register_blocked("sdpa_masked", attention_steps)
 
 
 def use_blocked(node: Node, tile_elements: int | None = None) -> bool:

@@ -139,14 +139,17 @@ def test_sampled_attention_computed_blocked_functionally(monkeypatch) -> None:
     be = CpuSimBackend()
     whole = be.run_graph(g, inputs, SPEC, sample=SampleOptions(0.25, seed=1))
     calls = []
-    real = rb.attention_blocked
+    real = rb.attention_steps
 
     def spy(*a, **kw):
         calls.append(a[2].op)
         return real(*a, **kw)
 
     monkeypatch.setattr(rb, "TILE_ELEMENTS", 512)   # 8 * 128 * 128 scores exceed it
-    monkeypatch.setitem(rb.BLOCKED, "scaled_dot_product_attention", spy)
+    # the reference runs it as Steps (BLOCKED_STEPS), the functional values whole (BLOCKED)
+    monkeypatch.setitem(rb.BLOCKED_STEPS, "scaled_dot_product_attention", spy)
+    monkeypatch.setitem(rb.BLOCKED, "scaled_dot_product_attention",
+                        lambda *a, **kw: rb.drain(spy(*a, **kw)))
     blocked = be.run_graph(g, inputs, SPEC, sample=SampleOptions(0.25, seed=1))
     # once, in the whole-output reference; the group takes its value from there
     assert calls == ["scaled_dot_product_attention"]

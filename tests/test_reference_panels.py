@@ -63,9 +63,9 @@ def test_reference_keeps_a_large_weight_narrow(monkeypatch):
     inputs = random_inputs(graph, seed=2)
     whole = evaluate(graph, inputs)
     calls = []
-    real = rb.dot_general_panels
+    real = rb.dot_general_panel_steps
     monkeypatch.setattr(rb, "PANEL_ELEMENTS", 5 * 64)
-    monkeypatch.setattr("hal.reference.dot_general_panels",
+    monkeypatch.setattr("hal.reference.dot_general_panel_steps",
                         lambda *a, **k: calls.append(a[1].dtype) or real(*a, **k))
     panelled = evaluate(graph, inputs)
     assert calls and calls[0] == bf16.np_dtype   # the weight reached it unconverted

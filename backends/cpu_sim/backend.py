@@ -12,14 +12,17 @@ softmax they were faster than the simulator's 2^20 default and used 8x less memo
 At model scale: constants are made before the first group that reads them and every
 buffer is dropped after its last reader (_LazyBuffers); the reference of the parity
 report is evaluated node by node beside the groups (hal.reference.evaluate_steps) and
-reads the constants made here, so weights are made once. Sampled, with a second CPU
-(`jobs` > 1): each sampled kernel runs in a forked child while this process computes
-the group's functional outputs, advances the reference and makes the constants of the
-groups ahead (_overlapped); the reference runs only while a child simulates and stops,
-between nodes, when it is done, so the next child starts at once: it may fall behind the
-groups (what it still needs kept within RETAIN_BYTES) and catches up beside later
-children or at the end. The stats, reports and stored bits are those of the serial path
-(`jobs=1`).
+reads the constants made here, so weights are made once. Sampled, a group whose
+outputs the reference computes under their names hands later groups the reference's
+values of them, every element: its simulated blocks are compared with those values and
+kept for the run's outputs, and no later kernel reads them (sampled_children.py). With
+a second CPU (`jobs` > 1) each sampled kernel runs in a forked child while this process
+takes the group's values from the reference and makes the next groups' constants; the
+next group's child starts at once, beside the earlier ones (at most `jobs` children; the
+reference runs, and stops between its steps, while the parent waits for a slot). A
+group whose values are computed functionally is joined before the next group starts,
+its stores merged into the buffers later kernels read. The stats, reports and stored
+bits are those of the serial path (`jobs=1`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .sampled import (
     run_kernel_sampled,
     samplable,
 )
+from .sampled_children import SampledChildren, Settle, output_sources
 
 
 class CpuSimBackend(Backend):
@@ -113,89 +117,124 @@ class CpuSimBackend(Backend):
             buffers[v.name] = _input_buffer(inputs[v.name], v.dtype)
         lazy = _LazyBuffers(prim, groups, buffers)
         composites = blocked_composites(graph, prim) if sample is not None else {}
-        stats: list[dict[str, Any]] = []
+        stats: list[dict[str, Any] | None] = []
         sampled_report: dict[str, Any] = {}
-        # sampled, with a second CPU: each kernel's sampled blocks run in a forked child
-        # while this process computes the functional values, advances the reference and
-        # makes the next group's constants (_overlapped)
+        # sampled, with a second CPU: each sampled kernel runs in a forked child while
+        # this process takes the group's values from the reference, advances it and makes
+        # the next groups' constants; a reference-fed group's child is joined when it
+        # finishes, not before the next group starts (sampled_children.py)
         overlap = sample is not None and sim_jobs(jobs) > 1
+        settle = Settle(prim, output_sources(prim, groups))
+        children = SampledChildren(sim_jobs(jobs)) if overlap else None
         # the whole-output reference, node by node beside the groups, reading the
         # constants cpu_sim made (a model's weights are made once, not twice)
         ref = _ReferenceSteps(graph, inputs, lazy, prim, groups, composites) \
             if compare_reference else None
-        for i, g in enumerate(groups):
-            if progress is not None:
-                progress(i, len(groups), g.name)
-            lazy.before(i)
-            if ref is not None:   # overlapped: it runs while the children simulate, kept
-                ref.advance(until=ref.caught_up if overlap else None)   # within RETAIN_BYTES
-            if is_alias_group(g):
-                n = g.nodes[0]
-                buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
+
+        def record(k: Any, g: Any, st: Any, sample_rep: dict | None, lower_s: float,
+                   slot: int | None = None) -> None:
+            """Kernel `k`'s sampled report and stats record (at `slot`: the place its
+            launch took when it was started in a child)."""
+            if sample_rep is not None:
+                sampled_report[k.name] = sample_rep
+            # a timing: beside wall_s in the stats, not a result of the sampled report
+            sim_cpu = sample_rep.pop("sim_cpu_s", None) if sample_rep is not None else None
+            if not kernel_stats:
+                return
+            d = st.to_dict()
+            if sample_rep is not None:
+                d["sample"] = sample_rep
+                if sim_cpu is not None:
+                    d["sim_cpu_s"] = sim_cpu
+            d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
+                     plan=k.meta.plan.summary() if k.meta.plan is not None else {},
+                     stage=k.meta.stage, lower_s=lower_s)
+            if slot is None:
+                stats.append(d)
+            else:
+                stats[slot] = d
+
+        try:
+            for i, g in enumerate(groups):
+                if progress is not None:
+                    progress(i, len(groups), g.name)
+                lazy.before(i)
+                if ref is not None:   # overlapped: it runs while the children simulate,
+                    # kept within RETAIN_BYTES
+                    ref.advance(until=ref.caught_up if overlap else None)
+                if is_alias_group(g):
+                    n = g.nodes[0]
+                    buffers[n.outputs[0].name] = buffers[n.inputs[0].name]
+                    lazy.after(i)
+                    if ref is not None:
+                        ref.forget(g)
+                    continue
+                scratch: dict[str, np.ndarray] = {}
+                for v in (o for n in g.nodes for o in n.outputs):
+                    if v.name not in buffers:
+                        buffers[v.name] = np.zeros(math.prod(v.shape), v.dtype.np_dtype)
+                t0 = time.perf_counter()
+                kernels = lower_group(g, spec, lowering_options)
+                lower_s = time.perf_counter() - t0
+                for k in kernels:
+                    args: dict[str, Any] = {}
+                    for param, value in k.meta.buffers.items():
+                        if param in k.meta.scratch:
+                            dt, numel = k.meta.scratch[param]
+                            if param not in scratch:
+                                from hal.dtypes import dtype as _dtype
+
+                                scratch[param] = np.zeros(numel, _dtype(dt).np_dtype)
+                            args[param] = scratch[param]
+                        else:
+                            args[param] = buffers[value]
+                    kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes, jobs=jobs,
+                                              exact_rounding=exact_rounding,
+                                              options=lowering_options)
+                    if kernel_progress is not None:
+                        kw["progress"] = (lambda done, total, _n=k.name:
+                                          kernel_progress(_n, done, total))
+                    why_exact = samplable(kernels) if sample is not None else None
+                    if sample is not None and why_exact is None and overlap:
+                        assert children is not None
+                        sampled_report[k.name] = None   # its place in launch order
+                        slot = None
+                        if kernel_stats:
+                            slot = len(stats)
+                            stats.append(None)
+                        _sampled_in_child(
+                            k, args, spec, sample, kw, g, buffers, composites, ref, lazy, i,
+                            jobs, children, settle,
+                            lambda st, rep, _k=k, _g=g, _l=lower_s, _s=slot:
+                                record(_k, _g, st, rep, _l, _s))
+                        continue
+                    if sample is not None and why_exact is None:
+                        st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts,
+                                                     **kw)
+                        rest, rest_from = _rest_values(g, buffers, composites, ref)
+                        sample_rep = settle.report(g, k, rep, buffers, rest, rest_from,
+                                                   buffers)
+                    else:   # the roofline of stats nobody reads is left out
+                        st = simulate(k, args, spec, model=kernel_stats, **kw)
+                        sample_rep = {"exact": why_exact} if sample is not None else None
+                    record(k, g, st, sample_rep, lower_s)
                 lazy.after(i)
                 if ref is not None:
                     ref.forget(g)
-                continue
-            scratch: dict[str, np.ndarray] = {}
-            for v in (o for n in g.nodes for o in n.outputs):
-                if v.name not in buffers:
-                    buffers[v.name] = np.zeros(math.prod(v.shape), v.dtype.np_dtype)
-            t0 = time.perf_counter()
-            kernels = lower_group(g, spec, lowering_options)
-            lower_s = time.perf_counter() - t0
-            for k in kernels:
-                args: dict[str, Any] = {}
-                for param, value in k.meta.buffers.items():
-                    if param in k.meta.scratch:
-                        dt, numel = k.meta.scratch[param]
-                        if param not in scratch:
-                            from hal.dtypes import dtype as _dtype
-
-                            scratch[param] = np.zeros(numel, _dtype(dt).np_dtype)
-                        args[param] = scratch[param]
-                    else:
-                        args[param] = buffers[value]
-                kw: dict[str, Any] = dict(check=check, max_lanes=max_lanes, jobs=jobs,
-                                          exact_rounding=exact_rounding, options=lowering_options)
-                if kernel_progress is not None:
-                    kw["progress"] = (lambda done, total, _n=k.name:
-                                      kernel_progress(_n, done, total))
-                why_exact = samplable(kernels) if sample is not None else None
-                if sample is not None and why_exact is None and overlap:
-                    st, rep = _overlapped(k, args, spec, sample, kw, g, buffers, composites,
-                                          ref, lazy, i, jobs)
-                    sampled_report[k.name] = _merge_rest(g, k, prim, buffers, rep,
-                                                         *rep.pop("rest"))
-                elif sample is not None and why_exact is None:
-                    st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts, **kw)
-                    sampled_report[k.name] = _merge_rest(
-                        g, k, prim, buffers, rep, *_rest_values(g, buffers, composites, ref))
-                else:   # the roofline of stats nobody reads is left out
-                    st = simulate(k, args, spec, model=kernel_stats, **kw)
-                    if sample is not None:
-                        sampled_report[k.name] = {"exact": why_exact}
-                sample_rep = sampled_report.get(k.name)
-                # a timing: beside wall_s in the stats, not a result of the sampled report
-                sim_cpu = sample_rep.pop("sim_cpu_s", None) if sample_rep is not None else None
-                if not kernel_stats:
-                    continue
-                d = st.to_dict()
-                if sample_rep is not None:
-                    d["sample"] = sample_rep
-                    if sim_cpu is not None:
-                        d["sim_cpu_s"] = sim_cpu
-                d.update(kernel=k.name, group=g.name, kind=g.kind, ops=list(k.meta.ops),
-                         plan=k.meta.plan.summary() if k.meta.plan is not None else {},
-                         stage=k.meta.stage, lower_s=lower_s)
-                stats.append(d)
-            lazy.after(i)
-            if ref is not None:
-                ref.forget(g)
+            # the rest of the reference while the last children simulate
+            expected = ref.finish() if ref is not None else None
+            if children is not None:
+                children.join_all()
+        except BaseException:
+            if children is not None:
+                children.kill()
+            raise
+        settle.write_outputs()
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
         report = None
-        if ref is not None:
-            report = _parity(graph, prim, outputs, ref.finish())
+        if expected is not None:
+            report = _parity(graph, prim, outputs, expected)
         if sample is not None:
             report = dict(report or {})
             report["sampled"] = sampled_report
@@ -214,31 +253,48 @@ def _input_buffer(x: Any, dt: DType) -> np.ndarray:
     return np.ascontiguousarray(cast(a, dt)).reshape(-1)
 
 
-def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOptions,
-                kw: dict[str, Any], g: Any, buffers: dict[str, np.ndarray],
-                composites: Mapping[str, Any], ref: _ReferenceSteps | None,
-                lazy: _LazyBuffers, i: int, jobs: int | None) -> tuple[Any, dict]:
+def _sampled_in_child(k: Any, args: dict[str, Any], spec: DeviceSpec,
+                      sample: SampleOptions, kw: dict[str, Any], g: Any,
+                      buffers: dict[str, np.ndarray], composites: Mapping[str, Any],
+                      ref: _ReferenceSteps | None, lazy: _LazyBuffers, i: int,
+                      jobs: int | None, children: SampledChildren, settle: Settle,
+                      record: Callable[[Any, dict], None]) -> None:
     """run_kernel_sampled in a forked child (its stores land in shared copies of the
-    kernel's output buffers, copied back at the join) while this process takes the
-    group's other values (`_rest_values`), advances the reference and makes the next
-    group's constants. Same stats, report and stored values as the serial path."""
+    kernel's output buffers) while this process takes the group's other values
+    (`_rest_values`). A reference-fed group ("reference") gives its buffers the
+    reference's values at once and leaves the child to `children` (joined when it
+    finishes); otherwise this process advances the reference and makes the next groups'
+    constants until the child is done, joins it and merges its stores into the buffers
+    that later kernels read. `record(stats, report)` gets the kernel's results either
+    way. Same stats, report and stored values as the serial path."""
     from hal.backends.cpu_sim.parallel import SharedOutputs, sim_jobs, start_child
     from hal.backends.cpu_sim.simulator import simulate_parts
 
+    # at most `cap` children: the reference runs while the parent waits for a slot
+    children.make_room(None if ref is None else (lambda until: ref.advance(until=until)))
     readonly = {p.name for p in k.params if getattr(p, "readonly", False)}
     out = [p for p, a in args.items() if p not in readonly and isinstance(a, np.ndarray)]
     shared = SharedOutputs()
     swapped = shared.swap([args[p] for p in out], [True] * len(out))
     child_args = dict(args) | dict(zip(out, swapped, strict=True))
+    param_of = {value: param for param, value in k.meta.buffers.items()}
+    stored = {v.name: child_args.get(param_of.get(v.name, ""), buffers[v.name])
+              for v in g.outputs}
     ckw = dict(kw, jobs=max(1, sim_jobs(jobs) - 1))
     child = start_child(lambda: run_kernel_sampled(k, child_args, spec, sample,
                                                    simulate_parts, **ckw))
-    # while the child runs: the reference, node by node, until the child is done (a
-    # reference left behind catches up beside the next children) unless what it still
-    # needs is over RETAIN_BYTES, and the constants of the groups ahead (bounded)
-    until = None if ref is None else (lambda: child.done() and ref.caught_up())
     try:
-        rest = _rest_values(g, buffers, composites, ref)
+        rest, rest_from = _rest_values(g, buffers, composites, ref)
+        if rest_from == "reference":
+            for v in g.outputs:   # what later kernels read: every element the reference's
+                buffers[v.name][...] = rest[v.name]
+            mine = {v.name: buffers[v.name] for v in g.outputs}
+            children.add(child, shared, stored, lambda st, rep, stored: record(
+                st, settle.report(g, k, rep, stored, mine, rest_from, None)))
+            return
+        # functional values read this group's actual inputs and later kernels read its
+        # stores: the child is joined now, the reference and the next constants beside it
+        until = None if ref is None else (lambda: child.done() and ref.caught_up())
         if ref is not None:
             ref.advance(until=until)
         j = i + 1
@@ -251,11 +307,10 @@ def _overlapped(k: Any, args: dict[str, Any], spec: DeviceSpec, sample: SampleOp
         st, rep = child.join()
     except BaseException:
         child.kill()
-        shared.copy_back()
+        shared.release()
         raise
     shared.copy_back()
-    rep["rest"] = rest
-    return st, rep
+    record(st, settle.report(g, k, rep, buffers, rest, rest_from, None))
 
 
 class _ReferenceSteps:
@@ -468,32 +523,6 @@ def _rest_values(group: Any, buffers: Mapping[str, np.ndarray],
     rest, computed = functional_outputs(group, buffers, composites, known)
     return rest, ("functional" if not known else
                   "reference" if computed == 0 else "reference and functional")
-
-
-def _merge_rest(group: Any, kernel: Any, prim: Graph, buffers: dict[str, np.ndarray],
-                rep: dict[str, Any], rest: Mapping[str, np.ndarray],
-                rest_from: str) -> dict[str, Any]:
-    """Give the group's outputs the values `rest` (from `rest_from`: `_rest_values`)
-    except where the simulated blocks stored; compare the simulated elements with those
-    values, within the tolerance of the value's whole path from the graph's inputs
-    (tolerance_for), which covers both the reference's inputs and the functional ones."""
-    param_of = {value: param for param, value in kernel.meta.buffers.items()}
-    parity = {}
-    for v in group.outputs:
-        param = param_of.get(v.name)
-        idx = rep["written"].get(param, np.zeros(0, np.int64)) if param else np.zeros(0, np.int64)
-        sim = buffers[v.name]
-        rtol, atol = tolerance_for(prim, v)
-        res = compare(sim[idx], rest[v.name][idx], rtol, atol)
-        parity[v.name] = {**res, "elements": int(idx.size), "rtol": rtol, "atol": atol}
-        stored = sim[idx]   # the simulated elements kept, everything else from `rest`
-        sim[...] = rest[v.name]
-        sim[idx] = stored
-    out = {k: v for k, v in rep.items() if k != "written"}
-    out["rest_from"] = rest_from
-    out["parity_on_simulated"] = parity
-    out["ok"] = all(p["ok"] for p in parity.values())
-    return out
 
 
 def parity_report(graph: Graph, prim: Graph, inputs: Mapping[str, np.ndarray],

@@ -103,6 +103,11 @@ class SharedOutputs:
             a[...] = sh
         self._pairs.clear()   # the pages go with the last view of them
 
+    def release(self) -> None:
+        """Drop the shared copies without writing them back (their values were read
+        where they are); the pages go with the last view of them."""
+        self._pairs.clear()
+
 
 class WorkerLost(HalError):
     """A simulator worker process ended without reporting its waves."""
