@@ -212,3 +212,27 @@ def test_whole_vector_rows_equal_the_element_gather(dtname, width):
     assert _whole_vectors(buf[1:], start[:0], width) is None        # not whole vectors
     assert _whole_vectors(buf[::2], start[:0], width) is None       # not contiguous
     assert _whole_vectors(buf, start, 3) is None                    # not a power of two
+
+
+@pytest.mark.parametrize("dtname,width", [("bf16", 8), ("f32", 4), ("f16", 2), ("i32", 4),
+                                          ("f8e4m3fn", 16)])
+def test_whole_vector_stores_equal_the_element_scatter(dtname, width, monkeypatch):
+    """vcopy's shared store of whole aligned vectors scatters rows (_store_vectors): the
+    same buffer as the element scatter (a repeated vector: the last store wins in both),
+    and the element scatter where rows cannot apply (misaligned, another dtype)."""
+    from hal.backends.cpu_sim import mma_sim
+
+    rng = np.random.default_rng(6)
+    npd = DTYPES[dtname].np_dtype
+    starts = rng.integers(0, 64, 300).astype(np.int64) * width   # repeats among them
+    vals = rng.integers(-50, 50, (300, width)).astype(np.float32).astype(npd)
+    words = starts[:, None] + np.arange(width)
+    for case in ("rows", "misaligned", "dtype"):
+        buf = np.zeros(64 * width + width, npd)
+        w, v = (words + 1, vals) if case == "misaligned" else (words, vals)
+        if case == "dtype":
+            v = vals.astype(np.float64)
+        want = buf.copy()
+        want[w] = v
+        rows = mma_sim._store_vectors(buf, w, v, width)
+        assert rows == (case == "rows") and buf.tobytes() == want.tobytes(), case

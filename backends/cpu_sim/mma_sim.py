@@ -314,6 +314,21 @@ def _whole_vectors(buf: np.ndarray, start: np.ndarray, width: int) -> np.ndarray
     return vec.take(start >> (width.bit_length() - 1)).view(buf.dtype).reshape(-1, width)
 
 
+def _store_vectors(buf: np.ndarray, words: np.ndarray, vals: np.ndarray, width: int) -> bool:
+    """buf[words] = vals for [n, width] words, each row one vector's consecutive words:
+    one scatter of `width`-element rows when the vectors are aligned and buf and vals
+    contiguous and of one dtype (the element scatter is several times slower; True),
+    else the element scatter (False)."""
+    if buf.ndim == 1 and buf.flags.c_contiguous and vals.dtype == buf.dtype and \
+            vals.flags.c_contiguous and buf.size % width == 0 and width > 1 and \
+            not width & (width - 1) and words.size and not (words[:, 0] & (width - 1)).any():
+        row = f"V{buf.itemsize * width}"
+        buf.view(row)[words[:, 0] >> (width.bit_length() - 1)] = vals.view(row).reshape(-1)
+        return True
+    buf[words] = vals
+    return False
+
+
 def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src_idx: Any,
           width: int, vmask: Any, asynchronous: bool, m: Any, site: int) -> None:
     act = W._act(m, None)
@@ -324,6 +339,8 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
     if n_act == 0:
         return
     lanes_valid = np.ones(W.L, bool) if valid is None else np.broadcast_to(valid, (W.L,))
+    # (a vector mask true in every lane - a norm prologue's - zeroes nothing)
+    some_invalid = valid is not None and not lanes_valid.all()
     e = np.arange(width)
     space, j = src
     if space == "g":
@@ -346,7 +363,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
             safe = si if whole else np.clip(si, 0, max(0, W.g_n[j] - width))
             got = buf.take(safe[:, None] + e)
         vals = got.astype(rep_dtype(dt), copy=False)   # (new)
-        if valid is not None:
+        if some_invalid:
             vals[~lanes_valid] = 0
         W.gr += W.tally(lanes_valid if act is None else lanes_valid & act) * width * dt.itemsize
     elif space == "s":
@@ -358,15 +375,17 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
             W._race_read(j, flat, act, site, per_lane=width)
             if W.pipe is not None:
                 W.pipe.check_read(W, j, flat, act, site)
-        if valid is not None or vals.dtype == np.bool_:   # (where() makes bools int64)
+        if some_invalid or vals.dtype == np.bool_:   # (where() makes bools int64)
             vals = np.where(lanes_valid[:, None], vals, 0)
         W.sr += n_act * width * dt.itemsize
     else:
         dt = W.loc_buf[j].dtype
         base = int(src_idx)
-        vals = np.stack([np.broadcast_to(W.loc[j][base + c], (W.L,)) for c in range(width)],
-                        axis=1)
-        if valid is not None or vals.dtype == np.bool_:   # (a new array already)
+        rows = W.loc[j][base:base + width]
+        if not all(type(r) is np.ndarray and r.shape == (W.L,) for r in rows):
+            rows = [np.broadcast_to(r, (W.L,)) for r in rows]   # (uniform registers)
+        vals = np.stack(rows, axis=1)
+        if some_invalid or vals.dtype == np.bool_:   # (a new array already)
             vals = np.where(lanes_valid[:, None], vals, 0)
     space, j = dst
     if space == "s":
@@ -391,7 +410,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
                 # broadcast [n, 1] value cost ~1.7x the 1-D ones)
                 note_generic_write(W, j, words.reshape(-1),
                                    np.repeat(W.lane if act is None else W.lane[act], width))
-        W.sh[j][words] = vals[sel]
+        _store_vectors(W.sh[j], words, vals[sel], width)
         W.sh_version[j] += 1   # contract.Reduction's panels are stale now
         if asynchronous:
             lanes = W.lane if act is None else W.lane[act]
@@ -404,8 +423,11 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
     elif space == "l":
         base = int(dst_idx)
         rows = W.loc[j]
+        # each element's lane array contiguous (one transposed copy): the registers'
+        # later readers walk rows, not [lanes, width] columns
+        cols = np.ascontiguousarray(vals.T)
         for c in range(width):
-            v = vals[:, c]
+            v = cols[c]
             rows[base + c] = v if act is None else np.where(act, v, rows[base + c])
     else:
         W._fail("unsupported", site, 0, "vector copies write shared or local memory only")
