@@ -67,3 +67,23 @@ def test_an_unpickled_bf16_takes_the_same_path(monkeypatch) -> None:
     monkeypatch.setattr(dtypes, "_f64_to_bf16", lambda x: calls.append(1) or real(x))
     a = np.random.default_rng(3).standard_normal(dtypes._BF16_VIA_F32_MIN)
     assert _same(cast(a, other), a.astype(ml_dtypes.bfloat16)) and calls == [1]
+
+
+def test_narrow_of_rounded_values_is_the_cast() -> None:
+    """dtypes.narrow of float64 values already rounded to bf16 (the reference's wide form):
+    the cast's bits, for normals, subnormals, signed zeros, infs and NaN, in any shape and
+    layout; other dtypes go through cast."""
+    from hal.dtypes import f16, narrow, round_to
+
+    rng = np.random.default_rng(3)
+    raw = np.concatenate([rng.standard_normal(5000) * 10.0 ** rng.integers(-45, 38, 5000),
+                          [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-41, -3e-40]])
+    wide = round_to(raw, bf16)
+    for a in (wide, wide[:5000].reshape(50, 100), wide[:5000].reshape(50, 100).T, wide[3:]):
+        got, want = narrow(a, bf16), cast(a, bf16)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert got.view(np.uint16).tobytes() == np.ascontiguousarray(want).view(
+            np.uint16).tobytes()
+    h = round_to(raw, f16)
+    assert narrow(h, f16).tobytes() == cast(h, f16).tobytes()
+    assert narrow(np.float64(1.5), bf16) == cast(np.float64(1.5), bf16)

@@ -362,10 +362,11 @@ class _ReferenceSteps:
         return None if a is None else a.reshape(self.shape[name])
 
     def _observe(self, value: Any, a: np.ndarray) -> None:
-        from hal.dtypes import cast
+        from hal.dtypes import narrow
 
         if self.wanted.get(value.name) == value.type:   # same name, shape and dtype
-            self.seen[value.name] = cast(a, value.dtype).reshape(-1)
+            # (`a` holds the value's rounded elements: _steps's observe)
+            self.seen[value.name] = narrow(a, value.dtype).reshape(-1)
 
     def values_for(self, group: Any) -> dict[str, np.ndarray]:
         """The reference's values (1-D, declared dtype) of `group`'s outputs and inner

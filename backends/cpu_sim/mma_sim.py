@@ -339,8 +339,11 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
     if n_act == 0:
         return
     lanes_valid = np.ones(W.L, bool) if valid is None else np.broadcast_to(valid, (W.L,))
-    # (a vector mask true in every lane - a norm prologue's - zeroes nothing)
-    some_invalid = valid is not None and not lanes_valid.all()
+    # an active lane whose vector mask is false reads zeros; an inactive lane's values
+    # are never stored (a shared store takes the active lanes, a register store keeps
+    # the inactive lanes' registers), so without a vector mask nothing is zeroed
+    some_invalid = valid is not act and (
+        not lanes_valid.all() if act is None else bool((act & ~lanes_valid).any()))
     e = np.arange(width)
     space, j = src
     if space == "g":
