@@ -24,6 +24,7 @@ Needs os.fork (Linux, macOS); elsewhere `sim_jobs` is 1 and the serial loop runs
 
 from __future__ import annotations
 
+import gc
 import mmap
 import os
 import pickle
@@ -271,7 +272,12 @@ class ChildRun:
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         rfd, wfd = os.pipe()
+        # the child's collections leave the parent's objects alone (gc.freeze: no
+        # copy-on-write of every page holding one when the child's gc walks them)
+        gc.freeze()
         pid = os.fork()
+        if pid:
+            gc.unfreeze()
         if pid == 0:
             code = 0
             try:
