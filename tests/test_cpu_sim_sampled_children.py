@@ -148,10 +148,14 @@ def test_children_run_side_by_side_and_give_the_serial_bits(monkeypatch) -> None
     be = CpuSimBackend()
     serial = be.run_graph(g, inputs, SPEC, jobs=1, sample=HOW)
     running = _slow_children(monkeypatch, 0.3)
-    over = be.run_graph(g, inputs, SPEC, jobs=2, sample=HOW)
+    seen: list[str] = []
+    over = be.run_graph(g, inputs, SPEC, jobs=2, sample=HOW,
+                        progress=lambda done, total, name: seen.append(name))
     assert running[:2] == [0, 2]   # two at once, never more (jobs=2), all joined
     _same_runs(serial, over)
     assert over.report["ok"]
+    # the progress line says what the run still waits for after its last group
+    assert seen[-1].startswith("sampled kernels (") and "still simulating" in seen[-1]
 
 
 def test_a_failing_child_is_reported_as_the_serial_run_reports_it(monkeypatch) -> None:

@@ -224,6 +224,9 @@ class CpuSimBackend(Backend):
             # the rest of the reference while the last children simulate
             expected = ref.finish() if ref is not None else None
             if children is not None:
+                if progress is not None and children.running:
+                    progress(len(groups), len(groups),
+                             f"sampled kernels ({len(children.running)} still simulating)")
                 children.join_all()
         except BaseException:
             if children is not None:
