@@ -343,7 +343,7 @@ def test_overlapped_run_with_the_reference_behind_equals_serial(monkeypatch, ret
             c.done = lambda: True
             return c
 
-        monkeypatch.setattr(parallel, "start_child", done_child)   # _overlapped imports it
+        monkeypatch.setattr(parallel, "start_child", done_child)   # _sampled_in_child imports it
     made, made_by_sim = _count_materialized(monkeypatch)
     over = be.run_graph(g, inputs, SPEC, jobs=2, sample=SampleOptions(0.3, seed=2))
     for k in serial.outputs:
