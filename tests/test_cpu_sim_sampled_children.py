@@ -225,3 +225,19 @@ def test_the_reference_pauses_between_panels_and_tiles(monkeypatch) -> None:
     for name in want:
         np.testing.assert_allclose(got[name].astype(np.float64),
                                    want[name].astype(np.float64), rtol=2e-2, atol=2e-2)
+
+
+def test_without_the_reference_children_are_joined_in_turn_and_equal_serial(monkeypatch) -> None:
+    """With the reference off every sampled group's values are functional: later kernels
+    read its simulated blocks, so each child is joined before the next group starts (never
+    two at once), and the bits, counters and reports are the serial run's."""
+    g = _block()
+    inputs = random_inputs(g, seed=0)
+    be = CpuSimBackend()
+    serial = be.run_graph(g, inputs, SPEC, jobs=1, sample=HOW, compare_reference=False)
+    running = _slow_children(monkeypatch, 0.1)
+    over = be.run_graph(g, inputs, SPEC, jobs=2, sample=HOW, compare_reference=False)
+    assert running[:2] == [0, 1] and len(running) > 4
+    _same_runs(serial, over)
+    assert {r["rest_from"] for r in over.report["sampled"].values() if "rest_from" in r} \
+        == {"functional"}
