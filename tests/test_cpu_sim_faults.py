@@ -13,6 +13,7 @@ from hal.errors import DeviceError
 from hal.kernel.ir import (
     BLOCK_IDX_X,
     THREAD_IDX,
+    AtomicAdd,
     Barrier,
     BufferParam,
     Const,
@@ -205,6 +206,37 @@ def test_checks_off_still_refuse_launch_but_skip_bounds() -> None:
     o = np.zeros(64, np.float32)
     simulate(k2, {"o": o}, H100, check=False)
     assert (o == 1).all()
+
+
+def test_checks_off_drop_a_stray_uniform_store_and_stray_atomic_lanes() -> None:
+    """Unchecked, a store to a uniform index outside its buffer writes nothing, and an
+    atomic's lanes outside the buffer add nothing (global and shared): none of them lands
+    on the buffer's first or last element. Checked, each is an out_of_bounds fault."""
+    k = Kernel("oob_uniform", [BufferParam("o", f32, (64,), readonly=False)],
+               [Store("o", Const(70, i32), Const(5.0, f32)),
+                AtomicAdd("o", THREAD_IDX + 60, Const(1.0, f32))],
+               grid=(1, 1, 1), block=8)
+    o = np.zeros(64, np.float32)
+    simulate(k, {"o": o}, H100, check=False)
+    want = np.zeros(64, np.float32)
+    want[60:64] = 1.0   # lanes 0-3 in range, lanes 4-7 (indices 64-67) dropped
+    np.testing.assert_array_equal(o, want)
+    with pytest.raises(SimulationError) as e:
+        simulate(k, {"o": np.zeros(64, np.float32)}, H100)
+    assert e.value.kind == "out_of_bounds" and e.value.index == 70
+    ks = Kernel("oob_atomic_s", [BufferParam("o", f32, (64,), readonly=False)],
+                [Store("s", THREAD_IDX, Const(0.0, f32)), Barrier(),
+                 AtomicAdd("s", THREAD_IDX + 28, Const(1.0, f32)), Barrier(),
+                 Store("o", THREAD_IDX, Load("s", THREAD_IDX, f32))],
+                grid=(1, 1, 1), block=32, shared=[SharedBuffer("s", f32, 32)])
+    o = np.zeros(64, np.float32)
+    simulate(ks, {"o": o}, H100, check=False)
+    want = np.zeros(64, np.float32)
+    want[28:32] = 1.0   # lanes 0-3 add into s[28..31]; lanes 4-31 are past s
+    np.testing.assert_array_equal(o, want)
+    with pytest.raises(SimulationError) as e:
+        simulate(ks, {"o": np.zeros(64, np.float32)}, H100)
+    assert e.value.kind == "out_of_bounds" and e.value.buffer == "s"
 
 
 def test_race_of_a_block_that_left_its_loop_early_is_still_caught() -> None:

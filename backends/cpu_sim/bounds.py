@@ -1,8 +1,8 @@
 """Bounds checks of the wave's memory accesses (global, shared, local): `Bounds`.
 
 An active lane's index outside its buffer is an `out_of_bounds` fault naming the lane
-(check=True); unchecked, a load reads a clamped index and a store of a lane array drops
-the stray lanes' writes (a uniform index, and an atomic's, is clamped). The inline
+(check=True); unchecked, a load reads a clamped index and a store or atomic drops the
+stray lanes' writes (a uniform store index outside the buffer writes nothing). The inline
 predicates let ldg/lds take the common case (an int64 lane array wholly in range)
 without a call into `_bounds`.
 """
@@ -76,13 +76,31 @@ class Bounds:
     def _store_bounds(self, i: Any, v: Any, size: int, site: int, buf: str,
                       space: str) -> tuple[Any, Any]:
         """Indices/values of the active lanes of a store; with check=False the lanes that
-        fall outside [0, size) are dropped (hardware would write past the buffer)."""
-        if self.check or ndim(i) == 0:
+        fall outside [0, size) are dropped (hardware would write past the buffer), and so
+        is a uniform index outside it (no index and no value: nothing is written)."""
+        if self.check:
             return self._bounds(i, size, None, site, buf, space), v
+        if ndim(i) == 0:
+            if 0 <= int(i) < size:
+                return i, v
+            return np.zeros(0, np.int64), (np.asarray(v).reshape(-1)[:0] if ndim(v) else v)
         if all_in_range(i, size):
             return i, v
         keep = (i >= 0) & (i < size)
         return i[keep], (v[keep] if ndim(v) else v)
+
+    def _atomic_bounds(self, i: np.ndarray, size: int, site: int, buf: str,
+                       space: str) -> np.ndarray | None:
+        """The lanes of an atomic (`i`: one index per active lane) that stay: None for all
+        (checked: an index outside [0, size) is an out_of_bounds fault), else a mask that
+        drops the lanes outside it (check=False: hardware would add past the buffer, not
+        into its first or last element)."""
+        if self.check:
+            self._bounds(i, size, None, site, buf, space)
+            return None
+        if all_in_range(i, size):
+            return None
+        return (i >= 0) & (i < size)
 
     def _oob(self, site: int, lane: int, buf: str, space: str, i: int, size: int) -> None:
         self._fail("out_of_bounds", site, lane,

@@ -73,7 +73,9 @@ class GlobalMemory:
             return
         i = np.broadcast_to(self._sel(idx, act), (n,))
         v = np.broadcast_to(cast(self._sel(val, act), p.dtype), (n,))
-        i = self._bounds(np.asarray(i), self.g_n[s], None, site, p.name, "global")
+        keep = self._atomic_bounds(np.asarray(i), self.g_n[s], site, p.name, "global")
+        if keep is not None:
+            i, v = i[keep], v[keep]
         np.add.at(buf, i, v)  # one rounding to the buffer dtype per add, as hardware atomics
         self.g_version[s] += 1
         if self.written is not None:

@@ -86,9 +86,12 @@ class SharedMemory:
         if n == 0:
             return
         sb = self.sh_buf[j]
-        i = self._bounds(self._sel(idx, act), sb.size, None, site, sb.name, "shared")
+        i = np.broadcast_to(self._sel(idx, act), (n,))
+        keep = self._atomic_bounds(np.asarray(i), sb.size, site, sb.name, "shared")
         flat = np.broadcast_to(self._sel(self.sh_off[j], act) + i, (n,))
         v = np.broadcast_to(self._sel(val, act), (n,))
+        if keep is not None:
+            flat, v = flat[keep], v[keep]
         self.sh_version[j] += 1
         if sb.dtype.bits < 32 and sb.dtype.is_float:
             for f, x in zip(flat.tolist(), v.tolist(), strict=False):  # round after each add
