@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -116,8 +117,6 @@ def run_case(hal: str, args: list[str], timeout: float) -> dict:
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         peak_pss = 0
         chunks: list[str] = []
-        import threading
-
         reader = threading.Thread(target=lambda: chunks.append(p.stdout.read()), daemon=True)
         reader.start()
         while p.poll() is None:

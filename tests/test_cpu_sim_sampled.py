@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_cpu_sim_parallel import _same_stats
 
 from hal.backends.cpu_sim.backend import CpuSimBackend
 from hal.backends.cpu_sim.checks import SimulationError
@@ -301,11 +302,7 @@ def test_overlapped_sampled_model_run_equals_serial_and_reference_shares_weights
     by_run, made_by_sim = list(by_ref), list(by_sim)   # (evaluate() below makes its own)
     for k in serial.outputs:
         assert serial.outputs[k].tobytes() == over.outputs[k].tobytes()
-    for a, b in zip(serial.stats, over.stats, strict=True):
-        a, b = dict(a), dict(b)
-        for d in (a, b):
-            d.pop("wall_s"), d.pop("lower_s"), d.pop("sim_cpu_s", None)
-        assert a == b
+    _same_stats(serial.stats, over.stats)
     assert serial.report == over.report and over.report["ok"]
     # the reference part of the report is evaluate()'s on the same outputs
     prim_outputs = dict(over.outputs)

@@ -384,7 +384,7 @@ def vcopy(W: Wave, dst: tuple[str, int], dst_idx: Any, src: tuple[str, int], src
     else:
         dt = W.loc_buf[j].dtype
         base = int(src_idx)
-        rows = W.loc[j][base:base + width]
+        rows = [W.loc[j][base + c] for c in range(width)]
         if not all(type(r) is np.ndarray and r.shape == (W.L,) for r in rows):
             rows = [np.broadcast_to(r, (W.L,)) for r in rows]   # (uniform registers)
         vals = np.stack(rows, axis=1)
