@@ -18,6 +18,17 @@ apart from its timing fields (`seconds`, `cpu_seconds`): verdict, check, max_abs
 bound, ulps and every per-output error record (fused, unfused, direct). It exits 1 when a
 case differs or is missing. The machine may be shared: prefer the per-case CPU sums.
 
+Side by side (the robust way on a shared VM whose speed drifts by 30% within minutes):
+
+    python benchmarks/bench_conformance_speed.py side OUT_DIR --before-hal OLD_VENV/bin/hal
+        [--before-no-strict] [--devices ...]
+
+runs, per device, the before and the after suite at the same time, each as one process
+(`--workers 1`, BLAS on one thread as in the suite's workers), so both see the same machine; whichever ends first is restarted as a
+filler (its report discarded) until the other ends, so the other never runs alone. The
+reports land in OUT_DIR/before and OUT_DIR/after for `compare` (with `--common` against
+an older checkout). The steal time of the run (/proc/stat) is recorded beside it.
+
 Against an older checkout whose suite had fewer cases and leaner records (the issue's
 starting point), run it with `run OUT_DIR --no-strict --hal OLD_VENV/bin/hal` (no --strict
 flag then) and compare with `compare OLD NEW --common`: the per-case time sums are then taken
@@ -73,6 +84,72 @@ def run(out: Path, devices: tuple[str, ...], hal: str, pythonpath: str | None = 
         (out / f"{dev}.time.json").write_text(json.dumps(rec, indent=1))
         (out / f"{dev}.log").write_text(r.stdout[-4000:])
         print(json.dumps(rec), flush=True)
+
+
+def _steal_ticks() -> int:
+    try:
+        return int(Path("/proc/stat").read_text().split()[8])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def side(out: Path, devices: tuple[str, ...], hal_before: str, hal_after: str,
+         strict_before: bool = True) -> None:
+    """Each device's before and after suites at once, one process each (module doc).
+    BLAS on one thread in both, as in the suite's worker processes: a second BLAS thread
+    per process would oversubscribe the cores and inflate the per-case wall times."""
+    env = dict(os.environ, HAL_MEASURE="off", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    for d in ("before", "after", "filler"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+
+    def cmd(hal: str, dev: str, report: Path, strict: bool) -> list[str]:
+        return ["/usr/bin/time", "-v", hal, "conformance", "--backend", "cpu_sim", "--device",
+                dev, *(["--strict"] if strict else []), "--workers", "1", "--report",
+                str(report)]
+
+    for dev in devices:
+        sides = {"before": (hal_before, strict_before), "after": (hal_after, True)}
+        procs, t0, steal0 = {}, {}, _steal_ticks()
+        for tag, (hal, strict) in sides.items():
+            report = out / tag / f"{dev}.json"
+            for stale in (report, report.with_name(report.name + ".jsonl")):
+                stale.unlink(missing_ok=True)
+            t0[tag] = time.perf_counter()
+            procs[tag] = subprocess.Popen(cmd(hal, dev, report, strict), env=env, cwd=out / tag,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True)
+        fillers: list[subprocess.Popen] = []
+        pending = dict(procs)
+        while pending:
+            time.sleep(0.2)
+            for tag, p in list(pending.items()):
+                if p.poll() is None:
+                    continue
+                stdout, stderr = p.communicate()
+                wall = time.perf_counter() - t0[tag]
+                del pending[tag]
+                tv = dict(re.findall(r"^\s*([^:\n]+?): (\S+)$", stderr, re.M))
+                rec = {"device": dev, "rc": p.returncode, "wall_s": round(wall, 2),
+                       "user_s": float(tv.get("User time (seconds)", "nan")),
+                       "sys_s": float(tv.get("System time (seconds)", "nan")),
+                       "peak_rss_kib": int(tv.get("Maximum resident set size (kbytes)", "0")),
+                       "load_before": "side by side", "load_after": _load_avg()}
+                (out / tag / f"{dev}.time.json").write_text(json.dumps(rec, indent=1))
+                (out / tag / f"{dev}.log").write_text(stdout[-4000:])
+                print(tag, json.dumps(rec), flush=True)
+                if pending:   # keep the other one company: the same suite again, discarded
+                    hal, strict = sides[tag]
+                    fillers.append(subprocess.Popen(
+                        cmd(hal, dev, out / "filler" / f"{dev}.{tag}.json", strict), env=env,
+                        cwd=out / "filler", stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL))
+        for f in fillers:
+            f.terminate()
+            f.wait()
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        print(f"{dev}: steal {(_steal_ticks() - steal0) / ticks:.1f} CPU s during the pair",
+              flush=True)
 
 
 def _cases(path: Path) -> dict[str, dict]:
@@ -169,6 +246,14 @@ def main() -> int:
                    "current directory's checkout is not imported")
     r.add_argument("--no-strict", dest="strict", action="store_false",
                    help="omit --strict (checkouts from before it existed)")
+    sb = sub.add_parser("side")
+    sb.add_argument("out", type=Path)
+    sb.add_argument("--devices", default=",".join(DEVICES))
+    sb.add_argument("--before-hal", required=True, help="the older checkout's hal")
+    sb.add_argument("--hal", default=str(Path(sys.executable).with_name("hal")),
+                    help="the newer checkout's hal (default: this Python's)")
+    sb.add_argument("--before-no-strict", dest="strict_before", action="store_false",
+                    help="omit --strict for the older checkout (from before it existed)")
     c = sub.add_parser("compare")
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
@@ -179,6 +264,9 @@ def main() -> int:
     devices = tuple(args.devices.split(","))
     if args.cmd == "run":
         run(args.out.resolve(), devices, args.hal, args.pythonpath, args.strict)
+        return 0
+    if args.cmd == "side":
+        side(args.out.resolve(), devices, args.before_hal, args.hal, args.strict_before)
         return 0
     return compare(args.before, args.after, devices, args.common)
 

@@ -238,3 +238,53 @@ def test_without_the_reference_children_are_joined_in_turn_and_equal_serial(monk
     _same_runs(serial, over)
     assert {r["rest_from"] for r in over.report["sampled"].values() if "rest_from" in r} \
         == {"functional"}
+
+
+def test_sampled_bits_do_not_depend_on_the_callers_blas_threads(monkeypatch) -> None:
+    """The reference's float32 sums (a bf16 projection's panels) are the unsimulated
+    blocks' values; OpenBLAS's sgemm sums differ in their last bits with its thread
+    count, so a sampled run sums them on one BLAS thread whatever its caller set (and
+    gives the caller's count back after)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from hal import reference_blocked as rb
+
+    def blas_threads() -> int:
+        return max((i.get("num_threads", 1) for i in threadpool_info()
+                    if i.get("user_api") == "blas"), default=1)
+
+    if blas_threads() < 2:
+        pytest.skip("BLAS runs on one thread here: nothing to compare")
+    monkeypatch.setattr(rb, "PANEL_ELEMENTS", 1 << 16)  # w in two panels of 256 columns
+    b = GraphBuilder("proj")
+    x = b.input("x", bf16, (512, 256))
+    w = b.input("w", bf16, (256, 512))
+    b.output(b.op("dot_general", x, w, lhs_contracting=[1], rhs_contracting=[0], name="y"))
+    g = b.build()
+    inputs = random_inputs(g, seed=3)
+    x32, w32 = inputs["x"].astype(np.float32), inputs["w"][:, :256].astype(np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = x32 @ w32
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = x32 @ w32
+    assert one.tobytes() != two.tobytes()   # the premise: a panel's sums differ on two
+    seen: list[int] = []
+    panels = rb._float32_panels
+
+    def watched(a2, b2):
+        seen.append(blas_threads())
+        return (yield from panels(a2, b2))
+
+    monkeypatch.setattr(rb, "_float32_panels", watched)
+    be = CpuSimBackend()
+    how = SampleOptions(0.02, seed=0)
+    with threadpool_limits(limits=1, user_api="blas"):
+        a = be.run_graph(g, inputs, SPEC, jobs=1, sample=how)
+    with threadpool_limits(limits=2, user_api="blas"):
+        c = be.run_graph(g, inputs, SPEC, jobs=1, sample=how)
+        assert blas_threads() == 2   # the caller's count, back
+    assert seen == [1, 1]   # the float32 panels ran, on one thread both times
+    rep = a.report["sampled"]
+    assert any(r.get("rest_from") == "reference" and r["blocks_simulated"] < r["blocks"]
+               for r in rep.values()), rep   # some blocks hold the reference's values
+    _same_runs(a, c)

@@ -23,6 +23,13 @@ reference runs, and stops between its steps, while the parent waits for a slot).
 group whose values are computed functionally is joined before the next group starts,
 its stores merged into the buffers later kernels read. The stats, reports and stored
 bits are those of the serial path (`jobs=1`).
+
+Sampled, this process's BLAS runs on one thread for the whole run: the reference's
+float32 sums (reference_blocked.sums_in_float32) are part of the outputs there, and
+OpenBLAS's sums differ in their last bits with its thread count (it splits K), so the
+bits would otherwise depend on the machine's cores and on `jobs`. With children beside
+it, a second BLAS thread of this process also only spun on a core they needed (~9% of
+the Llama-3-8B layer's CPU time; benchmarks/results/issue-19.md, session 19).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -154,6 +162,11 @@ class CpuSimBackend(Backend):
             else:
                 stats[slot] = d
 
+        one_thread = ExitStack()   # sampled: BLAS on one thread (the module doc)
+        if sample is not None:
+            from hal.blas_threads import one_blas_thread_within
+
+            one_thread.enter_context(one_blas_thread_within())
         try:
             for i, g in enumerate(groups):
                 if progress is not None:
@@ -232,6 +245,8 @@ class CpuSimBackend(Backend):
             if children is not None:
                 children.kill()
             raise
+        finally:
+            one_thread.close()
         settle.write_outputs()
         outputs = {orig.name: buffers[new.name].reshape(new.shape)
                    for orig, new in zip(graph.outputs, prim.outputs, strict=True)}
