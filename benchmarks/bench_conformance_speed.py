@@ -24,10 +24,12 @@ Side by side (the robust way on a shared VM whose speed drifts by 30% within min
         [--before-no-strict] [--devices ...]
 
 runs, per device, the before and the after suite at the same time, each as one process
-(`--workers 1`, BLAS on one thread as in the suite's workers), so both see the same machine; whichever ends first is restarted as a
-filler (its report discarded) until the other ends, so the other never runs alone. The
-reports land in OUT_DIR/before and OUT_DIR/after for `compare` (with `--common` against
-an older checkout). The steal time of the run (/proc/stat) is recorded beside it.
+(`--workers 1`, BLAS on one thread as in the suite's workers), so both see the same
+machine; whichever ends first is restarted as a filler (its report discarded) until the
+other ends, so the other never runs alone, and the filler is stopped before the next
+device's pair starts. The reports land in OUT_DIR/before and OUT_DIR/after for `compare`
+(with `--common` against an older checkout). The steal time of the run (/proc/stat) is
+printed beside it.
 
 Against an older checkout whose suite had fewer cases and leaner records (the issue's
 starting point), run it with `run OUT_DIR --no-strict --hal OLD_VENV/bin/hal` (no --strict
@@ -140,9 +142,11 @@ def side(out: Path, devices: tuple[str, ...], hal_before: str, hal_after: str,
                 print(tag, json.dumps(rec), flush=True)
                 if pending:   # keep the other one company: the same suite again, discarded
                     hal, strict = sides[tag]
+                    # hal itself, not under /usr/bin/time: terminating time would leave
+                    # its hal running into the next pair
                     fillers.append(subprocess.Popen(
-                        cmd(hal, dev, out / "filler" / f"{dev}.{tag}.json", strict), env=env,
-                        cwd=out / "filler", stdout=subprocess.DEVNULL,
+                        cmd(hal, dev, out / "filler" / f"{dev}.{tag}.json", strict)[2:],
+                        env=env, cwd=out / "filler", stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL))
         for f in fillers:
             f.terminate()

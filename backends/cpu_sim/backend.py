@@ -26,8 +26,10 @@ bits are those of the serial path (`jobs=1`).
 
 Sampled, this process's BLAS runs on one thread for the whole run: the reference's
 float32 sums (reference_blocked.sums_in_float32) are part of the outputs there, and
-OpenBLAS's sums differ in their last bits with its thread count (it splits K), so the
-bits would otherwise depend on the machine's cores and on `jobs`. With children beside
+OpenBLAS's sums differ in their last bits with its thread count (the threads share
+the product out differently: 935-1162 of a 64x512x64 float32 product's 4096 elements
+differ between one and two threads on this VM), so the bits would otherwise depend on
+the machine's cores and on `jobs`. With children beside
 it, a second BLAS thread of this process also only spun on a core they needed (~9% of
 the Llama-3-8B layer's CPU time; benchmarks/results/issue-19.md, session 19).
 """

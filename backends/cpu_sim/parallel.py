@@ -275,7 +275,11 @@ class ChildRun:
         # the child's collections leave the parent's objects alone (gc.freeze: no
         # copy-on-write of every page holding one when the child's gc walks them)
         gc.freeze()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            gc.unfreeze()   # no child: this process collects its objects again
+            raise
         if pid:
             gc.unfreeze()
         if pid == 0:
