@@ -352,3 +352,43 @@ def test_sampled_parts_run_whole_clusters_once():
     out = [p.name for p in k.params if hasattr(p, "numel") and not p.readonly]
     assert out and all(np.array_equal(full[o], part[o]) for o in out)
     assert s0.global_bytes_read == s1.global_bytes_read > 0   # two clusters each
+
+
+def test_clustered_launch_is_sampled_in_whole_clusters_with_exact_counters():
+    """A sampled run of a clustered GEMM picks whole clusters (a boundary block's peer is
+    part of its boundary cluster, the interior sample is of clusters) and reports every
+    block it simulated; its extrapolated counters equal the exact run's. Choosing blocks
+    and widening them to clusters afterwards simulated about twice the stated fraction
+    and counted each peer as a further sampled block: every counter came out ~2x."""
+    from hal.backends.cpu_sim.sampled import SampleOptions, choose_blocks, cluster_unit
+
+    g = _mm(2048, 256, 256, tb=False)
+    _grp, (k,) = _lower(g)
+    assert k.cluster == (2, 1, 1) and cluster_unit(k) == 2
+    boundary, sample = choose_blocks(tuple(k.grid), SampleOptions(0.2, seed=1), unit=2)
+    for ids in (boundary, sample):
+        assert ids.size and np.array_equal(ids[0::2] + 1, ids[1::2]) and not (ids[0::2] % 2).any()
+    assert {0, 1, k.num_blocks - 2, k.num_blocks - 1} == set(boundary.tolist())
+    interior = k.num_blocks // 2 - 2
+    assert sample.size == 2 * int(np.ceil(0.2 * interior))
+    # unit 1 keeps the block-level choice it always made
+    b1, s1 = choose_blocks(tuple(k.grid), SampleOptions(0.2, seed=1))
+    assert b1.tolist() == [0, k.num_blocks - 1] and s1.size == int(np.ceil(0.2 * (k.num_blocks - 2)))
+
+    inputs = random_inputs(g, seed=0)
+    exact = CpuSimBackend().run_graph(g, inputs, H100)
+    sampled = CpuSimBackend().run_graph(g, inputs, H100, sample=SampleOptions(0.2, seed=1))
+    (e,), (s,) = exact.stats, sampled.stats
+    info = s["sample"]
+    ids = info["simulated_block_ids"]
+    assert info["blocks_simulated"] == len(ids) == boundary.size + sample.size
+    assert sorted(ids) == sorted(boundary.tolist() + sample.tolist())
+    assert info["fraction"] == len(ids) / k.num_blocks and info["counter_rel_error"] == 0.0
+    for c in ("global_bytes_read", "global_bytes_written", "shared_bytes_read",
+              "shared_bytes_written", "barriers", "flops"):
+        assert s[c] == e[c] > 0 or c == "barriers" and s[c] == e[c], (c, s[c], e[c])
+    assert s["matrix_flops"] == e["matrix_flops"]
+    assert exact.report["ok"] and sampled.report["ok"] and info["ok"]
+    y = g.outputs[0].name   # the rest of the blocks come from the f32 reference
+    np.testing.assert_allclose(sampled.outputs[y].astype(np.float32),
+                               exact.outputs[y].astype(np.float32), rtol=1e-2, atol=1e-2)

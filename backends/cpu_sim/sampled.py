@@ -13,6 +13,9 @@ simulation: simulate representative blocks, extrapolate the rest):
   has no boundary of its own: its entries run the same code on their own slices
   without tails, so its first and last entry are not boundary classes (the first
   and last block in launch order still cover the buffers' ends);
+  a launch in thread-block clusters is sampled in whole clusters (a CTA's peers
+  run with it): a cluster with a boundary block is a boundary cluster, and
+  `fraction` of the interior clusters are sampled;
 * outputs: the group's outputs first get correct values everywhere, so that
   later kernels read correct inputs: the whole-output reference's values where
   it computes them under the same names (cpu_sim's backend hands them over as
@@ -71,9 +74,17 @@ class SampleOptions:
 
 
 def choose_blocks(grid: tuple[int, int, int], options: SampleOptions,
-                  batch_axes: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+                  batch_axes: tuple[int, ...] = (), unit: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(boundary block ids, sampled interior block ids), linear ids in launch order;
-    `batch_axes`: grid axes with no boundary class (see the module docstring)."""
+    `batch_axes`: grid axes with no boundary class (see the module docstring).
+
+    `unit` > 1 (cluster_unit: the launch's thread-block clusters are runs of `unit`
+    consecutive ids): whole clusters are chosen, because a CTA's peers must run with it
+    and are simulated, counted and reported with it. A cluster holding a boundary block
+    is a boundary cluster, and `fraction` of the interior clusters are sampled; choosing
+    blocks and widening them afterwards simulated about twice the stated fraction and
+    counted every peer as a second sampled block (2x counters)."""
     gx, gy, gz = grid
     nb = gx * gy * gz
     lin = np.arange(nb, dtype=np.int64)
@@ -83,13 +94,29 @@ def choose_blocks(grid: tuple[int, int, int], options: SampleOptions,
         if g > 1 and axis not in batch_axes:
             edge |= (c == 0) | (c == g - 1)
     edge[0] = edge[-1] = True
+    if unit > 1:
+        if nb % unit:
+            raise ValueError(f"choose_blocks: {nb} blocks are not whole clusters of {unit}")
+        edge = np.repeat(edge.reshape(-1, unit).any(axis=1), unit)
     boundary = lin[edge]
-    interior = lin[~edge]
+    interior = lin[::unit][~edge[::unit]] // unit   # interior clusters (blocks: unit 1)
     n = min(interior.size, max(1, math.ceil(options.fraction * interior.size))) \
         if interior.size else 0
     rng = np.random.default_rng(options.seed)
     sample = np.sort(rng.choice(interior, size=n, replace=False)) if n else interior[:0]
-    return boundary, sample
+    return boundary, (sample[:, None] * unit + np.arange(unit)).reshape(-1)
+
+
+def cluster_unit(kernel: Kernel) -> int:
+    """Blocks per run of consecutive linear block ids that holds whole clusters (the
+    verifier made each grid axis a multiple of the cluster's)."""
+    cx, cy, cz = kernel.cluster
+    gx, gy, _gz = kernel.grid
+    if cx * cy * cz == 1:
+        return 1
+    if cy == cz == 1:
+        return cx
+    return gx * cy if cz == 1 else gx * gy * cz
 
 
 def has_global_atomics(kernel: Kernel) -> bool:
@@ -306,11 +333,13 @@ def run_kernel_sampled(kernel: Kernel, args: dict[str, Any], spec: Any, how: Sam
     grid = tuple(int(g) for g in kernel.grid)
     nb = kernel.num_blocks
     batch = batch_axes(kernel)
-    boundary, sample = choose_blocks(grid, how, batch)  # type: ignore[arg-type]
+    unit = cluster_unit(kernel)
+    boundary, sample = choose_blocks(grid, how, batch, unit)  # type: ignore[arg-type]
     gparams = [p for p in kernel.params if hasattr(p, "numel")]
     written: list[list[np.ndarray]] = [[] for _ in gparams]
-    strata = [s for s in np.array_split(sample, min(STRATA, sample.size)) if s.size] \
-        if sample.size else []
+    clusters = sample.reshape(-1, unit)   # a stratum holds whole clusters
+    strata = [s.reshape(-1) for s in np.array_split(clusters, min(STRATA, len(clusters)))
+              if s.size] if sample.size else []
     cpu0 = time.process_time()
     sb, *st_strata = simulate_parts(kernel, args, spec, [boundary, *strata], written=written,
                                     combine=True, **sim_kw)
@@ -403,4 +432,4 @@ def block_coords(ids: list[int], grid: tuple[int, int, int]) -> list[tuple[int, 
 
 __all__ = ["SampleOptions", "choose_blocks", "samplable", "functional_outputs",
            "blocked_composites",
-           "run_kernel_sampled", "block_coords"]
+           "run_kernel_sampled", "block_coords", "cluster_unit"]

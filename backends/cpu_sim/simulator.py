@@ -32,7 +32,7 @@ from .checks import SimulationError, check_launch
 from .codegen import CompiledKernel, compile_kernel, param_value
 from .lanes import Wave
 from .parallel import SharedOutputs, run_waves, sim_jobs
-from .sampled import has_global_atomics
+from .sampled import cluster_unit, has_global_atomics
 from .stats import KernelStats
 from .tally import per_part
 
@@ -114,7 +114,7 @@ def plan_waves(nb: int, block: int, max_lanes: int, min_waves: int = MIN_WAVES,
                unit: int = 1) -> list[tuple[int, int]]:
     """(first block, blocks) of each wave of a launch of `nb` blocks of `block` threads;
     every wave holds whole runs of `unit` blocks (a thread-block cluster's CTAs run in one
-    wave: _cluster_unit), so `nb` is a multiple of `unit`."""
+    wave: sampled.cluster_unit), so `nb` is a multiple of `unit`."""
     if nb == 0:
         return []
     nu = nb // unit
@@ -213,7 +213,7 @@ def simulate_parts(kernel: Kernel, args: dict[str, np.ndarray | int | float],
     ck = compiled(kernel, options)   # options: planted self-test faults (cpu_sim/faults.py)
     buffers, scalars = _bind_args(kernel, ck, args)
     T = kernel.block
-    unit = _cluster_unit(kernel)
+    unit = cluster_unit(kernel)
     if unit > 1:     # whole clusters: a CTA's peers run with it (cluster_sim), once
         parts = _whole_clusters(parts, unit)
     grid = tuple(int(g) for g in kernel.grid)
@@ -282,7 +282,7 @@ def _simulate_combined(kernel: Kernel, args, spec: DeviceSpec, parts: list, *, c
     ck = compiled(kernel, options)
     buffers, scalars = _bind_args(kernel, ck, args)
     T = kernel.block
-    unit = _cluster_unit(kernel)
+    unit = cluster_unit(kernel)
     if unit > 1:
         parts = _whole_clusters(parts, unit)
     ids = np.concatenate([np.asarray(p, np.int64) for p in parts])
@@ -386,18 +386,6 @@ def _run_parallel(kernel: Kernel, buffers, waves, run_wave, written, jobs, progr
                 if x is not None:
                     lst.append(x)
     return results
-
-
-def _cluster_unit(kernel: Kernel) -> int:
-    """Blocks per run of consecutive linear block ids that holds whole clusters (the
-    verifier made each grid axis a multiple of the cluster's)."""
-    cx, cy, cz = kernel.cluster
-    gx, gy, _gz = kernel.grid
-    if cx * cy * cz == 1:
-        return 1
-    if cy == cz == 1:
-        return cx
-    return gx * cy if cz == 1 else gx * gy * cz
 
 
 def kernel_source(kernel: Kernel) -> str:
