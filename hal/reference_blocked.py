@@ -23,7 +23,9 @@ keeps such nodes composite and calls the evaluator).
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +33,7 @@ import numpy as np
 
 from hal.dtypes import DType, bf16, compute_dtype, f32, round_to
 from hal.ir.graph import Node
+from hal.step_threads import run_steps
 
 #: float64 words per score-sized intermediate of one tile (32 MiB); a composite whose
 #: whole score tensor is larger than this is evaluated blocked.
@@ -128,35 +131,36 @@ def attention_steps(args: Sequence[np.ndarray], attrs: Mapping[str, Any], node: 
     out = np.empty((bsz, hq, s, dv), np.float64)
     cols = np.arange(t)
     fast = _Float32Tiles(scale_c, t, qdt) if cdt == f32 else None
-    for b in range(bsz):
-        for h in range(hk):
-            heads = slice(h * group, (h + 1) * group)
-            kt, vt = k[b, h], v[b, h]
-            for r0 in range(0, s, rows):
-                r1 = min(s, r0 + rows)
-                tq = r1 - r0
-                # keys past the tile's last query row are masked to -inf by causality:
-                # their probabilities are exactly 0, so only the first `width` score
-                # columns are computed (without an additive mask, which could make a
-                # whole row -inf and its probabilities NaN)
-                width = min(t, r1) if causal and mask is None else t
-                qt = q[b, heads, r0:r1].reshape(group * tq, d)
-                # dot_general(q grouped, k) with out_dtype = compute dtype
-                raw = _prim("dot_general", qt, kt[:width], lhs_contracting=(1,),
-                            rhs_contracting=(1,))
-                drop = (r0 + np.arange(tq))[:, None] < cols[None, :width] if causal else None
-                tile_mask = mask[b, heads, r0:r1] if mask is not None else None
-                p = None if fast is None else fast.probs(raw, (group, tq, width), tile_mask,
-                                                         drop)
-                if p is None:   # f64 compute dtype, or a row with no finite softmax
-                    p = _probs_f64(raw, (group, tq, width), scale_c, tile_mask, drop, cdt,
-                                   t, qdt)
-                # the product runs over the whole key axis (zeros past `width`), so that
-                # its sums are the decomposition's
-                o = _prim("dot_general", p.reshape(group * tq, t), vt, lhs_contracting=(1,),
-                          rhs_contracting=(0,))
-                out[b, heads, r0:r1] = _round(o, qdt).reshape(group, tq, dv)
-                yield
+
+    def tile(b: int, h: int, r0: int) -> None:
+        heads = slice(h * group, (h + 1) * group)
+        kt, vt = k[b, h], v[b, h]
+        r1 = min(s, r0 + rows)
+        tq = r1 - r0
+        # keys past the tile's last query row are masked to -inf by causality:
+        # their probabilities are exactly 0, so only the first `width` score
+        # columns are computed (without an additive mask, which could make a
+        # whole row -inf and its probabilities NaN)
+        width = min(t, r1) if causal and mask is None else t
+        qt = q[b, heads, r0:r1].reshape(group * tq, d)
+        # dot_general(q grouped, k) with out_dtype = compute dtype
+        raw = _prim("dot_general", qt, kt[:width], lhs_contracting=(1,),
+                    rhs_contracting=(1,))
+        drop = (r0 + np.arange(tq))[:, None] < cols[None, :width] if causal else None
+        tile_mask = mask[b, heads, r0:r1] if mask is not None else None
+        p = None if fast is None else fast.probs(raw, (group, tq, width), tile_mask, drop)
+        if p is None:   # f64 compute dtype, or a row with no finite softmax
+            p = _probs_f64(raw, (group, tq, width), scale_c, tile_mask, drop, cdt, t, qdt)
+        # the product runs over the whole key axis (zeros past `width`), so that
+        # its sums are the decomposition's
+        o = _prim("dot_general", p.reshape(group * tq, t), vt, lhs_contracting=(1,),
+                  rhs_contracting=(0,))
+        out[b, heads, r0:r1] = _round(o, qdt).reshape(group, tq, dv)
+
+    # the tiles are independent (each writes its own rows): several at once under
+    # step_threads (hal/step_threads.py), the same values
+    yield from run_steps(functools.partial(tile, b, h, r0) for b in range(bsz)
+                         for h in range(hk) for r0 in range(0, s, rows))
     return [out]
 
 
@@ -193,13 +197,15 @@ class _Float32Tiles:
         self.scale = np.float32(scale_c)
         self.t = t
         self.qdt = qdt
-        self.buf: np.ndarray | None = None   # the probabilities, reused tile to tile
+        # the probabilities, reused tile to tile by each thread (run_steps)
+        self.local = threading.local()
 
     def _full(self, group: int, rows: int) -> np.ndarray:
         shape = (group, rows, self.t)
-        if self.buf is None or self.buf.shape != shape:
-            self.buf = np.empty(shape, np.float64)
-        return self.buf
+        buf = getattr(self.local, "buf", None)
+        if buf is None or buf.shape != shape:
+            buf = self.local.buf = np.empty(shape, np.float64)
+        return buf
 
     def probs(self, raw: np.ndarray, shape: tuple[int, int, int], mask: np.ndarray | None,
               drop: np.ndarray | None) -> np.ndarray | None:
@@ -362,7 +368,8 @@ def _float32_panels(a2: np.ndarray, b2: np.ndarray) -> Steps:
     step = max(1, PANEL_ELEMENTS // max(1, k))
     by_columns = b2.size >= a2.size
     whole = (a2 if by_columns else b2).astype(f)
-    for s in range(0, n if by_columns else m, step):
+
+    def panel(s: int) -> None:
         if by_columns:
             x, y, dst = whole, b2[:, :, s:s + step], out[:, :, s:s + step]
         else:
@@ -372,7 +379,10 @@ def _float32_panels(a2: np.ndarray, b2: np.ndarray) -> Steps:
             dst[...] = part
         else:
             np.matmul(x.astype(np.float64), y.astype(np.float64), out=dst)
-        yield
+
+    # the panels are independent: several at once under step_threads, each the same call
+    yield from run_steps(functools.partial(panel, s)
+                         for s in range(0, n if by_columns else m, step))
     return out
 
 

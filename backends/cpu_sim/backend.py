@@ -31,7 +31,10 @@ the product out differently: 935-1162 of a 64x512x64 float32 product's 4096 elem
 differ between one and two threads on this VM), so the bits would otherwise depend on
 the machine's cores and on `jobs`. With children beside
 it, a second BLAS thread of this process also only spun on a core they needed (~9% of
-the Llama-3-8B layer's CPU time; benchmarks/results/issue-19.md, session 19).
+the Llama-3-8B layer's CPU time; benchmarks/results/issue-19.md, session 19). The
+reference's own parallelism comes back without changing a bit: its independent float32
+panels and attention tiles run `jobs` at once on threads, each one single-threaded BLAS
+call as before (hal/step_threads.py).
 """
 
 from __future__ import annotations
@@ -167,8 +170,11 @@ class CpuSimBackend(Backend):
         one_thread = ExitStack()   # sampled: BLAS on one thread (the module doc)
         if sample is not None:
             from hal.blas_threads import one_blas_thread_within
+            from hal.step_threads import step_threads
 
             one_thread.enter_context(one_blas_thread_within())
+            # the reference's independent panels and tiles `jobs` at once instead
+            one_thread.enter_context(step_threads(sim_jobs(jobs)))
         try:
             for i, g in enumerate(groups):
                 if progress is not None:
