@@ -323,13 +323,13 @@ def test_overlapped_run_with_the_reference_behind_equals_serial(monkeypatch, ret
     left behind to the end under an unbounded one (the children never wait for it; it
     finishes after the last group). Either way the outputs and the report are the serial
     run's, and the reference makes no weight itself."""
-    import hal.backends.cpu_sim.backend as bk
+    import hal.backends.cpu_sim.reference_steps as rs
 
     g = _bf16_block(64, 4, 2, 32, 256)
     inputs = random_inputs(g, seed=0)
     be = CpuSimBackend()
     serial = be.run_graph(g, inputs, SPEC, jobs=1, sample=SampleOptions(0.3, seed=2))
-    monkeypatch.setattr(bk, "RETAIN_BYTES", retain)
+    monkeypatch.setattr(rs, "RETAIN_BYTES", retain)
     if retain:   # a child that reads as done at once: the reference never runs beside it
         from hal.backends.cpu_sim import parallel
 
@@ -340,7 +340,7 @@ def test_overlapped_run_with_the_reference_behind_equals_serial(monkeypatch, ret
             c.done = lambda: True
             return c
 
-        monkeypatch.setattr(parallel, "start_child", done_child)   # _sampled_in_child imports it
+        monkeypatch.setattr(parallel, "start_child", done_child)   # sampled_in_child imports it
     made, made_by_sim = _count_materialized(monkeypatch)
     over = be.run_graph(g, inputs, SPEC, jobs=2, sample=SampleOptions(0.3, seed=2))
     for k in serial.outputs:

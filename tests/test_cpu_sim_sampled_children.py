@@ -13,8 +13,10 @@ import pytest
 from test_cpu_sim_parallel import _same_stats
 
 from hal.backends.cpu_sim import backend as bk
+from hal.backends.cpu_sim import sampled_children as sc
 from hal.backends.cpu_sim.backend import CpuSimBackend
 from hal.backends.cpu_sim.checks import SimulationError
+from hal.backends.cpu_sim.reference_steps import ReferenceSteps
 from hal.backends.cpu_sim.sampled import SampleOptions
 from hal.devices.loader import load_spec
 from hal.dtypes import bf16, f32
@@ -59,7 +61,7 @@ def test_later_kernels_read_the_reference_values_of_earlier_outputs(monkeypatch)
     g = _block()
     inputs = random_inputs(g, seed=0)
     given: dict[str, np.ndarray] = {}
-    real_values_for = bk._ReferenceSteps.values_for
+    real_values_for = ReferenceSteps.values_for
 
     def values_for(self, group):
         got = real_values_for(self, group)
@@ -75,7 +77,7 @@ def test_later_kernels_read_the_reference_values_of_earlier_outputs(monkeypatch)
                 seen.append((k.name, value, np.array(args[param], copy=True)))
         return real_run(k, args, *a, **kw)
 
-    monkeypatch.setattr(bk._ReferenceSteps, "values_for", values_for)
+    monkeypatch.setattr(ReferenceSteps, "values_for", values_for)
     monkeypatch.setattr(bk, "run_kernel_sampled", run)
     res = CpuSimBackend().run_graph(g, inputs, SPEC, jobs=1, sample=HOW)
     assert res.report["ok"]
@@ -111,7 +113,7 @@ def _slow_children(monkeypatch, seconds: float, only: str = ""):
     and a log of how many run at once."""
     from hal.backends.cpu_sim import parallel
 
-    real_run = bk.run_kernel_sampled
+    real_run = sc.run_kernel_sampled
     running = [0, 0]   # now, most; then the pids
 
     def slow(k, *a, **kw):
@@ -133,7 +135,7 @@ def _slow_children(monkeypatch, seconds: float, only: str = ""):
         finally:
             running[0] -= 1
 
-    monkeypatch.setattr(bk, "run_kernel_sampled", slow)
+    monkeypatch.setattr(sc, "run_kernel_sampled", slow)   # (a child's: sampled_in_child)
     monkeypatch.setattr(parallel.ChildRun, "__init__", init)
     monkeypatch.setattr(parallel.ChildRun, "join", join)
     return running

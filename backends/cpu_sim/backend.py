@@ -10,7 +10,7 @@ kernel: a contiguous reshape is a view). Waves of 2^17 lanes: on a 4096x4096
 softmax they were faster than the simulator's 2^20 default and used 8x less memory.
 
 At model scale: constants are made before the first group that reads them and every
-buffer is dropped after its last reader (_LazyBuffers); the reference of the parity
+buffer is dropped after its last reader (lazy_buffers.py); the reference of the parity
 report is evaluated node by node beside the groups (hal.reference.evaluate_steps) and
 reads the constants made here, so weights are made once. Sampled, a group whose
 outputs the reference computes under their names hands later groups the reference's
@@ -54,16 +54,12 @@ from hal.errors import UnsupportedError
 from hal.ir.graph import Graph
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 
+from .lazy_buffers import LazyBuffers
 from .parallel import sim_jobs
 from .parity import compare, tolerance_for
-from .sampled import (
-    SampleOptions,
-    blocked_composites,
-    functional_outputs,
-    run_kernel_sampled,
-    samplable,
-)
-from .sampled_children import SampledChildren, Settle, output_sources
+from .reference_steps import ReferenceSteps, rest_values
+from .sampled import SampleOptions, blocked_composites, run_kernel_sampled, samplable
+from .sampled_children import SampledChildren, Settle, output_sources, sampled_in_child
 
 
 class CpuSimBackend(Backend):
@@ -128,7 +124,7 @@ class CpuSimBackend(Backend):
             if v.name not in inputs:
                 raise UnsupportedError(f"cpu_sim: missing input %{v.name}")
             buffers[v.name] = _input_buffer(inputs[v.name], v.dtype)
-        lazy = _LazyBuffers(prim, groups, buffers)
+        lazy = LazyBuffers(prim, groups, buffers)
         composites = blocked_composites(graph, prim) if sample is not None else {}
         stats: list[dict[str, Any] | None] = []
         sampled_report: dict[str, Any] = {}
@@ -141,7 +137,7 @@ class CpuSimBackend(Backend):
         children = SampledChildren(sim_jobs(jobs)) if overlap else None
         # the whole-output reference, node by node beside the groups, reading the
         # constants cpu_sim made (a model's weights are made once, not twice)
-        ref = _ReferenceSteps(graph, inputs, lazy, prim, groups, composites) \
+        ref = ReferenceSteps(graph, inputs, lazy, prim, groups, composites) \
             if compare_reference else None
 
         def record(k: Any, g: Any, st: Any, sample_rep: dict | None, lower_s: float,
@@ -223,7 +219,7 @@ class CpuSimBackend(Backend):
                         if kernel_stats:
                             slot = len(stats)
                             stats.append(None)
-                        _sampled_in_child(
+                        sampled_in_child(
                             k, args, spec, sample, kw, g, buffers, composites, ref, lazy, i,
                             jobs, children, settle,
                             lambda st, rep, _k=k, _g=g, _l=lower_s, _s=slot:
@@ -232,7 +228,7 @@ class CpuSimBackend(Backend):
                     if sample is not None and why_exact is None:
                         st, rep = run_kernel_sampled(k, args, spec, sample, simulate_parts,
                                                      **kw)
-                        rest, rest_from = _rest_values(g, buffers, composites, ref)
+                        rest, rest_from = rest_values(g, buffers, composites, ref)
                         sample_rep = settle.report(g, k, rep, buffers, rest, rest_from,
                                                    buffers)
                     else:   # the roofline of stats nobody reads is left out
@@ -277,279 +273,6 @@ def _input_buffer(x: Any, dt: DType) -> np.ndarray:
     if a.dtype == dt.np_dtype and not dt.saturates:
         return a.reshape(-1).copy()   # reshape may give a view: the copy is ours, C order
     return np.ascontiguousarray(cast(a, dt)).reshape(-1)
-
-
-def _sampled_in_child(k: Any, args: dict[str, Any], spec: DeviceSpec,
-                      sample: SampleOptions, kw: dict[str, Any], g: Any,
-                      buffers: dict[str, np.ndarray], composites: Mapping[str, Any],
-                      ref: _ReferenceSteps | None, lazy: _LazyBuffers, i: int,
-                      jobs: int | None, children: SampledChildren, settle: Settle,
-                      record: Callable[[Any, dict], None]) -> None:
-    """run_kernel_sampled in a forked child (its stores land in shared copies of the
-    kernel's output buffers) while this process takes the group's other values
-    (`_rest_values`). A reference-fed group ("reference") gives its buffers the
-    reference's values at once and leaves the child to `children` (joined when it
-    finishes); otherwise this process advances the reference and makes the next groups'
-    constants until the child is done, joins it and merges its stores into the buffers
-    that later kernels read. `record(stats, report)` gets the kernel's results either
-    way. Same stats, report and stored values as the serial path."""
-    from hal.backends.cpu_sim.parallel import SharedOutputs, sim_jobs, start_child
-    from hal.backends.cpu_sim.simulator import simulate_parts
-
-    # at most `cap` children: the reference runs while the parent waits for a slot
-    children.make_room(None if ref is None else (lambda until: ref.advance(until=until)))
-    readonly = {p.name for p in k.params if getattr(p, "readonly", False)}
-    out = [p for p, a in args.items() if p not in readonly and isinstance(a, np.ndarray)]
-    shared = SharedOutputs()
-    swapped = shared.swap([args[p] for p in out], [True] * len(out))
-    child_args = dict(args) | dict(zip(out, swapped, strict=True))
-    param_of = {value: param for param, value in k.meta.buffers.items()}
-    stored = {v.name: child_args.get(param_of.get(v.name, ""), buffers[v.name])
-              for v in g.outputs}
-    ckw = dict(kw, jobs=max(1, sim_jobs(jobs) - 1))
-    child = start_child(lambda: run_kernel_sampled(k, child_args, spec, sample,
-                                                   simulate_parts, **ckw))
-    try:
-        rest, rest_from = _rest_values(g, buffers, composites, ref)
-        if rest_from == "reference":
-            for v in g.outputs:   # what later kernels read: every element the reference's
-                buffers[v.name][...] = rest[v.name]
-            mine = {v.name: buffers[v.name] for v in g.outputs}
-            children.add(child, shared, stored, lambda st, rep, stored: record(
-                st, settle.report(g, k, rep, stored, mine, rest_from, None)))
-            return
-        # functional values read this group's actual inputs and later kernels read its
-        # stores: the child is joined now, the reference and the next constants beside it
-        until = None if ref is None else (lambda: child.done() and ref.caught_up())
-        if ref is not None:
-            ref.advance(until=until)
-        j = i + 1
-        while j < lazy.ngroups and (j == i + 1 or (
-                not child.done() and lazy.made_ahead(i) < PREFETCH_BYTES)):
-            lazy.before(j)
-            if ref is not None:
-                ref.advance(until=until)
-            j += 1
-        st, rep = child.join()
-    except BaseException:
-        child.kill()
-        shared.release()
-        raise
-    shared.copy_back()
-    record(st, settle.report(g, k, rep, buffers, rest, rest_from, None))
-
-
-class _ReferenceSteps:
-    """hal.reference.evaluate_steps driven beside the groups: a node runs once the
-    large constants it reads first are made by cpu_sim (handed over, not made again);
-    a small one (under PULL_BYTES: norms, rope tables) is made early for it, and one
-    cpu_sim does not make is the reference's own. cpu_sim keeps a constant it is done
-    with until the reference has taken it (_LazyBuffers.hold), so each weight is made
-    once. `finish` runs the rest and returns the outputs."""
-
-    def __init__(self, graph: Graph, inputs: Mapping[str, np.ndarray], lazy: _LazyBuffers,
-                 prim: Graph, groups: Sequence = (),
-                 composites: Mapping[str, Any] | None = None):
-        from hal.reference import evaluate_steps
-
-        self.lazy = lazy
-        own = {c.value.name for c in graph.constants}
-        self.shape = {c.value.name: tuple(c.value.shape) for c in prim.constants
-                      if c.value.name in own}
-        self.nbytes = {c.value.name: c.value.type.numel * c.value.dtype.np_dtype.itemsize
-                       for c in prim.constants if c.value.name in own}
-        self.taken: set[str] = set()
-        lazy.hold = lambda name: name in self.shape and name not in self.taken
-        # per group, its outputs that are the graph's own named values (a decomposition's
-        # internal names may differ between cpu_sim's graph and the reference's) and the
-        # outputs of the large composites inside it: the reference keeps each as it passes
-        # it, until its group takes it (values_for) or is done (forget)
-        named = {v.name: v.type for n in graph.nodes for v in n.outputs}
-        self.names: dict[int, list[str]] = {}
-        for g in groups:
-            made = {v.name for n in g.nodes for v in n.outputs}
-            mine = [v.name for v in g.outputs if named.get(v.name) == v.type]
-            mine += [c.outputs[0].name for out, c in (composites or {}).items() if out in made]
-            self.names[id(g)] = list(dict.fromkeys(mine))
-        self.wanted = {n: named[n] for names in self.names.values() for n in names}
-        self.seen: dict[str, np.ndarray] = {}
-        self.steps = evaluate_steps(graph, inputs, provide=self._provide,
-                                    observe=self._observe)
-        self.result: dict[str, np.ndarray] | None = None
-        self.pending: list[str] | None = self._next()
-
-    def _provide(self, name: str) -> np.ndarray | None:
-        if name not in self.shape:
-            return None
-        self.taken.add(name)
-        a = self.lazy.buffers.get(name)
-        if a is None:
-            a = self.lazy.retained.pop(name, None)
-        return None if a is None else a.reshape(self.shape[name])
-
-    def _observe(self, value: Any, a: np.ndarray) -> None:
-        from hal.dtypes import narrow
-
-        if self.wanted.get(value.name) == value.type:   # same name, shape and dtype
-            # (`a` holds the value's rounded elements: _steps's observe)
-            self.seen[value.name] = narrow(a, value.dtype).reshape(-1)
-
-    def values_for(self, group: Any) -> dict[str, np.ndarray]:
-        """The reference's values (1-D, declared dtype) of `group`'s outputs and inner
-        composites' outputs that it computes under their names, running it as far as they
-        need (making the constants it reads now, whatever their size)."""
-        names = [n for n in self.names.get(id(group), ()) if n in self.wanted]
-        while self.pending is not None and not all(n in self.seen for n in names):
-            self._run_node(math.inf)
-        got = {n: self.seen.pop(n) for n in names if n in self.seen}
-        self.forget(group)
-        return got
-
-    def forget(self, group: Any) -> None:
-        """`group` is done: the reference no longer keeps values for it."""
-        for n in self.names.pop(id(group), ()):
-            self.wanted.pop(n, None)
-            self.seen.pop(n, None)
-
-    def _next(self) -> list[str] | None:
-        try:
-            return next(self.steps)
-        except StopIteration as done:
-            self.result = done.value
-            return None
-
-    def advance(self, until: Callable[[], bool] | None = None) -> None:
-        """Run the nodes whose first-use constants are available now; with `until`, stop
-        before a node once it returns True."""
-        while self.pending is not None:
-            if until is not None and until():
-                return
-            if not self._run_node(PULL_BYTES):
-                return
-
-    def _run_node(self, pull_limit: float) -> bool:
-        """Run the next node, first making the constants it reads that cpu_sim makes later;
-        False (nothing run) when one of them is `pull_limit` bytes or more."""
-        assert self.pending is not None
-        later = [n for n in self.pending if n in self.shape and self.lazy.scheduled(n)]
-        if any(self.nbytes[n] >= pull_limit for n in later):
-            return False
-        for n in later:
-            self.lazy.make_now(n)
-        self.pending = self._next()
-        return True
-
-    def caught_up(self) -> bool:
-        """The constants cpu_sim keeps for the reference (made, not taken yet) are within
-        RETAIN_BYTES: a reference behind the groups may stay behind."""
-        return sum(a.nbytes for a in self.lazy.retained.values()) <= RETAIN_BYTES
-
-    def finish(self) -> dict[str, np.ndarray]:
-        while self.pending is not None:
-            self.pending = self._next()
-        assert self.result is not None
-        return self.result
-
-
-# constants made ahead of the running group while a sampled kernel's child simulates
-PREFETCH_BYTES = 1 << 30
-# a constant the reference reaches before cpu_sim needs it is made early when smaller
-PULL_BYTES = 1 << 20
-# the constants a sampled run keeps for a reference running behind its groups, at most
-RETAIN_BYTES = 1 << 29
-
-
-class _LazyBuffers:
-    """Constants materialised just before the first group that reads them, and every
-    buffer dropped after the last group that reads it (graph outputs stay): a model's
-    weights and activations are alive a few groups at a time, not all at once."""
-
-    def __init__(self, prim: Graph, groups: Sequence, buffers: dict[str, np.ndarray]):
-        self.buffers = buffers
-        self.prim = prim
-        self.ngroups = len(groups)
-        self.made: dict[int, list[str]] = {}   # group -> the constants made for it
-        # hold(name): keep a constant after its last group (the reference still needs
-        # it) in `retained` instead of dropping it
-        self.hold: Callable[[str], bool] | None = None
-        self.retained: dict[str, np.ndarray] = {}
-        self.constants = {c.value.name: c for c in prim.constants}
-        self.first: dict[int, list[str]] = {}
-        self.last: dict[int, list[str]] = {}
-        outputs = {v.name for v in prim.outputs}
-        first_use: dict[str, int] = {}
-        last_use: dict[str, int] = {}
-        for i, g in enumerate(groups):
-            for n in g.nodes:
-                for v in n.inputs:
-                    first_use.setdefault(v.name, i)
-                    last_use[v.name] = i
-                for v in n.outputs:  # a value no later group reads goes after its own
-                    last_use.setdefault(v.name, i)
-        self.pending: set[str] = set()   # constants made before a later group
-        for name in self.constants:
-            if name in first_use:
-                self.first.setdefault(first_use[name], []).append(name)
-                self.pending.add(name)
-            else:  # an output or unread constant: now, as before (its initializer checked)
-                self._materialize(name)
-        for name, i in last_use.items():
-            if name not in outputs:
-                self.last.setdefault(i, []).append(name)
-
-    def _materialize(self, name: str) -> None:
-        from hal.ir.initializers import materialize_as
-
-        c = self.constants[name]
-        arr = materialize_as(c.init, c.value.type, self.prim.base_dir, name=name)
-        self.buffers[name] = np.ascontiguousarray(arr).reshape(-1)
-
-    def scheduled(self, name: str) -> bool:
-        """A constant cpu_sim makes later (before a group still to run)."""
-        return name in self.pending
-
-    def before(self, i: int) -> None:
-        for name in self.first.pop(i, ()):
-            self._materialize(name)
-            self.pending.discard(name)
-            self.made.setdefault(i, []).append(name)
-
-    def made_ahead(self, i: int) -> int:
-        """Bytes of the constants made for groups after group `i`."""
-        return sum(self.buffers[n].nbytes for j, names in self.made.items() if j > i
-                   for n in names if n in self.buffers)
-
-    def after(self, i: int) -> None:
-        for name in self.last.pop(i, ()):
-            a = self.buffers.pop(name, None)
-            if a is not None and name in self.constants and self.hold is not None \
-                    and self.hold(name):
-                self.retained[name] = a
-
-    def make_now(self, name: str) -> None:
-        """Make a constant scheduled for a later group now (the reference reads it)."""
-        for j, names in self.first.items():
-            if name in names:
-                names.remove(name)
-                self._materialize(name)
-                self.pending.discard(name)
-                self.made.setdefault(j, []).append(name)
-                return
-
-
-def _rest_values(group: Any, buffers: Mapping[str, np.ndarray],
-                 composites: Mapping[str, Any],
-                 ref: _ReferenceSteps | None) -> tuple[dict[str, np.ndarray], str]:
-    """The values a sampled group's blocks that are not simulated take, and where they come
-    from: the whole-output reference's values where it computes them under the same names
-    (a group's outputs, the attention inside it: at model scale a layer's projections and
-    attention are evaluated once, not by the reference and again functionally), the rest
-    computed functionally from the group's actual inputs (sampled.functional_outputs):
-    "reference", "functional", or "reference and functional"."""
-    known = ref.values_for(group) if ref is not None else {}
-    rest, computed = functional_outputs(group, buffers, composites, known)
-    return rest, ("functional" if not known else
-                  "reference" if computed == 0 else "reference and functional")
 
 
 def parity_report(graph: Graph, prim: Graph, inputs: Mapping[str, np.ndarray],

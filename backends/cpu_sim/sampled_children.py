@@ -21,11 +21,24 @@ from __future__ import annotations
 import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .parity import compare, tolerance_for
+from .reference_steps import rest_values
+from .sampled import SampleOptions, run_kernel_sampled
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hal.devices.spec import DeviceSpec
+
+    from .lazy_buffers import LazyBuffers
+    from .reference_steps import ReferenceSteps
+
+# constants made ahead of the running group while a sampled kernel's child simulates
+PREFETCH_BYTES = 1 << 30
 
 
 @dataclass
@@ -170,4 +183,64 @@ class SampledChildren:
         self.running.clear()
 
 
-__all__ = ["SampledChildren", "Settle", "output_sources"]
+def sampled_in_child(k: Any, args: dict[str, Any], spec: DeviceSpec,
+                      sample: SampleOptions, kw: dict[str, Any], g: Any,
+                      buffers: dict[str, np.ndarray], composites: Mapping[str, Any],
+                      ref: ReferenceSteps | None, lazy: LazyBuffers, i: int,
+                      jobs: int | None, children: SampledChildren, settle: Settle,
+                      record: Callable[[Any, dict], None]) -> None:
+    """run_kernel_sampled in a forked child (its stores land in shared copies of the
+    kernel's output buffers) while this process takes the group's other values
+    (`reference_steps.rest_values`). A reference-fed group ("reference") gives its buffers the
+    reference's values at once and leaves the child to `children` (joined when it
+    finishes); otherwise this process advances the reference and makes the next groups'
+    constants until the child is done, joins it and merges its stores into the buffers
+    that later kernels read. `record(stats, report)` gets the kernel's results either
+    way. Same stats, report and stored values as the serial path."""
+    from hal.backends.cpu_sim.parallel import SharedOutputs, sim_jobs, start_child
+    from hal.backends.cpu_sim.simulator import simulate_parts
+
+    # at most `cap` children: the reference runs while the parent waits for a slot
+    children.make_room(None if ref is None else (lambda until: ref.advance(until=until)))
+    readonly = {p.name for p in k.params if getattr(p, "readonly", False)}
+    out = [p for p, a in args.items() if p not in readonly and isinstance(a, np.ndarray)]
+    shared = SharedOutputs()
+    swapped = shared.swap([args[p] for p in out], [True] * len(out))
+    child_args = dict(args) | dict(zip(out, swapped, strict=True))
+    param_of = {value: param for param, value in k.meta.buffers.items()}
+    stored = {v.name: child_args.get(param_of.get(v.name, ""), buffers[v.name])
+              for v in g.outputs}
+    ckw = dict(kw, jobs=max(1, sim_jobs(jobs) - 1))
+    child = start_child(lambda: run_kernel_sampled(k, child_args, spec, sample,
+                                                   simulate_parts, **ckw))
+    try:
+        rest, rest_from = rest_values(g, buffers, composites, ref)
+        if rest_from == "reference":
+            for v in g.outputs:   # what later kernels read: every element the reference's
+                buffers[v.name][...] = rest[v.name]
+            mine = {v.name: buffers[v.name] for v in g.outputs}
+            children.add(child, shared, stored, lambda st, rep, stored: record(
+                st, settle.report(g, k, rep, stored, mine, rest_from, None)))
+            return
+        # functional values read this group's actual inputs and later kernels read its
+        # stores: the child is joined now, the reference and the next constants beside it
+        until = None if ref is None else (lambda: child.done() and ref.caught_up())
+        if ref is not None:
+            ref.advance(until=until)
+        j = i + 1
+        while j < lazy.ngroups and (j == i + 1 or (
+                not child.done() and lazy.made_ahead(i) < PREFETCH_BYTES)):
+            lazy.before(j)
+            if ref is not None:
+                ref.advance(until=until)
+            j += 1
+        st, rep = child.join()
+    except BaseException:
+        child.kill()
+        shared.release()
+        raise
+    shared.copy_back()
+    record(st, settle.report(g, k, rep, buffers, rest, rest_from, None))
+
+
+__all__ = ["SampledChildren", "Settle", "output_sources", "sampled_in_child"]
