@@ -44,8 +44,10 @@ RUN_OPTIONS: list = [
     click.option("--sample-seed", type=int, default=None, metavar="N",
                  help="seed of the --sample block draw (default 0)"),
     click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
-                 help="cpu_sim: worker processes that share each kernel's waves (default: "
-                      "$HAL_SIM_JOBS, else the CPUs available, at most 8; 1: one process)"),
+                 help="cpu_sim: worker processes that share each kernel's waves; with "
+                      "--sample, the kernels simulated side by side and the reference's "
+                      "threads (default: $HAL_SIM_JOBS, else the CPUs available, at most 8; "
+                      "1: one process)"),
 ]
 
 
