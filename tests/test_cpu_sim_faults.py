@@ -257,3 +257,46 @@ def test_race_of_a_block_that_left_its_loop_early_is_still_caught() -> None:
     fixed = Kernel("early_exit_fixed", k.params, [loop, Barrier(), *read], grid=(2, 1, 1),
                    block=32, shared=k.shared)
     simulate(fixed, {"o": np.zeros(64, np.float32)}, H100)   # with the barrier: clean
+
+
+def _shared_atomics(body: list) -> Kernel:
+    return Kernel("atomics", [BufferParam("o", f32, (64,), readonly=False)],
+                  [If(THREAD_IDX.eq(0), [Store("s", Const(0, i32), Const(0.0, f32))]),
+                   Barrier(), *body],
+                  grid=(2, 1, 1), block=32, shared=[SharedBuffer("s", f32, 4)])
+
+
+ADD = AtomicAdd("s", Const(0, i32), Const(1.0, f32))
+READ = Store("o", BLOCK_IDX_X * Const(32, i32) + THREAD_IDX, Load("s", Const(0, i32), f32))
+
+
+def test_shared_atomics_race_with_plain_accesses_not_with_each_other() -> None:
+    """A shared atomic add counts as a write by its thread in the race checks, except
+    against other threads' atomic adds: 32 threads adding into one word is clean, and so
+    is reading the total after a barrier or a thread reading back its own add; a plain
+    read (uniform or per lane) or write of the word by another thread in the same barrier
+    interval, before or after the adds, is a race. Before, atomics were not tracked at all."""
+    o = np.zeros(64, np.float32)
+    simulate(_shared_atomics([ADD, Barrier(), READ]), {"o": o}, H100)
+    assert (o == 32).all()
+    own = [If(THREAD_IDX.eq(3), [ADD, Store("o", BLOCK_IDX_X * Const(32, i32),
+                                            Load("s", Const(0, i32), f32))])]
+    simulate(_shared_atomics(own), {"o": np.zeros(64, np.float32)}, H100)
+    lane_read = Store("o", BLOCK_IDX_X * Const(32, i32) + THREAD_IDX,
+                      Load("s", THREAD_IDX % Const(1, i32), f32))
+    cases = {
+        "uniform read after": ([ADD, READ], "other threads updated atomically"),
+        "lane read after": ([ADD, lane_read], "other threads updated atomically"),
+        "plain write after": ([ADD, If(THREAD_IDX.eq(5), [Store("s", Const(0, i32),
+                                                              Const(2.0, f32))])],
+                              "other threads updated atomically"),
+        "plain write before": ([If(THREAD_IDX.eq(1), [Store("s", Const(0, i32),
+                                                           Const(5.0, f32))]), ADD],
+                               "updates atomically a word that thread 1 wrote"),
+        "read before": ([lane_read, ADD], "updates atomically a word that other threads read"),
+    }
+    for name, (body, what) in cases.items():
+        with pytest.raises(SimulationError) as e:
+            simulate(_shared_atomics(body), {"o": np.zeros(64, np.float32)}, H100)
+        assert e.value.kind == "race" and e.value.buffer == "s", name
+        assert what in str(e.value), (name, str(e.value))

@@ -111,6 +111,9 @@ class Wave(GlobalMemory, SharedMemory, LocalMemory, SharedRaces, Bounds):
         self.sh_off = [shared_offsets(block, nblocks, s.size) for s in shared]
         self.sh_writer = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
         self.sh_reader = [np.full(nblocks * s.size, -1, np.int32) for s in shared] if check else []
+        # per shared buffer: the words whose sh_writer entry an atomic add made (races.py;
+        # made at the buffer's first checked atomic)
+        self.sh_atomic: list[np.ndarray | None] = [None] * len(shared)
         self.block_base = [shared_offsets(1, nblocks, s.size) for s in shared]
         # per shared buffer: (words, readers[, reading lanes]) recorded since the last fold
         self.sh_reads: list[list[tuple[np.ndarray, ...]]] = [[] for _ in shared]

@@ -6,7 +6,11 @@ block's last barrier: the last writer thread (-1: none) and the reader thread (-
 -2: several). Reads are recorded lazily (kept as a list, folded in only when a write
 follows in the same epoch) because the common tiled pattern reads a lot between barriers
 and writes nothing. A write over a word another thread read or wrote, or a read of a
-word another thread wrote, since the last barrier is a `race` fault.
+word another thread wrote, since the last barrier is a `race` fault. A shared atomic add
+counts as a write by its thread, except against another thread's atomic add (atomics to
+one word do not race with each other): a word several threads updated atomically has
+the writer SEVERAL_ATOMIC, so a plain read or write of it by any thread is a race, and
+`sh_atomic` marks the words whose writer entry came from atomics.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from .scans import first_true
 from .values import ndim
 
 READS_PENDING_LIMIT = 1 << 22   # recorded shared reads kept unfolded (bounds their memory)
+#: sh_writer's entry for a word several threads updated atomically since the last barrier:
+#: larger than any thread id, so every "another thread wrote it" check holds for it
+SEVERAL_ATOMIC = np.int32(np.iinfo(np.int32).max)
+
+
+def _wrote(w: int) -> str:
+    """Who wrote a word, for a race message (w: its sh_writer entry)."""
+    return "other threads updated atomically" if w == SEVERAL_ATOMIC else f"thread {w} wrote"
 
 
 class SharedRaces:
@@ -54,7 +66,7 @@ class SharedRaces:
             li = k // per_lane
             lane = li if act is None else int(np.flatnonzero(act)[li])
             self._race(j, site, lane, int(f[k]),
-                       f"reads a word that thread {int(w[k])} wrote since the last barrier")
+                       f"reads a word that {_wrote(int(w[k]))} since the last barrier")
 
     def _race_read_uniform(self, j: int, words: np.ndarray, site: int) -> None:
         """All T threads of each block read words[b] (T >= 2 means several readers)."""
@@ -65,7 +77,7 @@ class SharedRaces:
                 b = int(np.flatnonzero(bad)[0])
                 reader = 0 if int(w[b]) != 0 else 1
                 self._race(j, site, b * self.T + reader, int(words[b]),
-                           f"reads a word that thread {int(w[b])} wrote since the last barrier")
+                           f"reads a word that {_wrote(int(w[b]))} since the last barrier")
         self.sh_read[j] = True
         self.sh_reads[j].append((words, np.int32(-2 if self.T > 1 else 0)))
         if len(self.sh_reads[j]) > 256:
@@ -136,13 +148,50 @@ class SharedRaces:
             k = first_true((w >= 0) & (w != t))
             if k >= 0:
                 self._race(j, site, lane_of(k), int(f[k]),
-                           f"writes a word that thread {int(w[k])} wrote since the last barrier")
+                           f"writes a word that {_wrote(int(w[k]))} since the last barrier")
         writer[f] = t
+        if self.sh_atomic[j] is not None:   # (a plain write now, not an atomic)
+            self.sh_atomic[j][f] = False
         again = writer.take(f)
         k = first_true(again != t)
         if k >= 0:
             self._race(j, site, lane_of(k), int(f[k]),
                        f"writes the same word as thread {int(again[k])} in one statement")
+        self.sh_dirty[j] = True
+
+    def _race_atomic(self, j: int, f: np.ndarray, act: Any, site: int) -> None:
+        """Shared words `f` (one per active lane) updated by an atomic add: a race with a
+        plain read or write by another thread since the last barrier, not with another
+        thread's atomic add; recorded as written by the lane's thread, or SEVERAL_ATOMIC
+        where other threads updated the word atomically too."""
+        t = (self.tid if act is None else self.tid[act]).astype(np.int32)
+
+        def lane_of(k: int) -> int:
+            return k if act is None else int(np.flatnonzero(act)[k])
+
+        if self.sh_read[j]:
+            self._fold_reads(j)
+            rd = self.sh_reader[j].take(f)
+            k = first_true((rd == -2) | ((rd >= 0) & (rd != t)))
+            if k >= 0:
+                who = "other threads" if rd[k] == -2 else f"thread {int(rd[k])}"
+                self._race(j, site, lane_of(k), int(f[k]),
+                           f"updates atomically a word that {who} read since the last barrier")
+        writer = self.sh_writer[j]
+        atom = self.sh_atomic[j]
+        if atom is None:
+            atom = self.sh_atomic[j] = np.zeros(writer.shape, bool)
+        old = writer.take(f)
+        if self.sh_dirty[j]:   # a plain write by another thread
+            k = first_true(~atom.take(f) & (old >= 0) & (old != t))
+            if k >= 0:
+                self._race(j, site, lane_of(k), int(f[k]), "updates atomically a word that "
+                           f"thread {int(old[k])} wrote since the last barrier")
+        writer[f] = t
+        several = (writer.take(f) != t) | ((old >= 0) & (old != t))
+        if several.any():
+            writer[f[several]] = SEVERAL_ATOMIC
+        atom[f] = True
         self.sh_dirty[j] = True
 
     def _race(self, j: int, site: int, lane: int, flat: int, what: str) -> None:
@@ -163,7 +212,8 @@ class SharedRaces:
             k = int(np.flatnonzero(bad)[0])
             col = k % words.shape[1]
             self._race(j, site, int(lanes[col]), int(words.reshape(-1)[k]),
-                       f"reads a word that thread {int(w.reshape(-1)[k])} wrote since the last barrier")
+                       f"reads a word that {_wrote(int(w.reshape(-1)[k]))} since the last "
+                       "barrier")
 
     def record_reads(self, j: int, words: np.ndarray, readers: np.ndarray) -> None:
         """Shared `words` read by `readers` (broadcast against words; -2: several threads)."""
@@ -201,6 +251,8 @@ class SharedRaces:
                     self.sh_pending[j] = 0
                     if self.sh_dirty[j]:
                         self.sh_writer[j].fill(-1)
+                        if self.sh_atomic[j] is not None:
+                            self.sh_atomic[j].fill(False)
                     if self.sh_read[j]:
                         self.sh_reader[j].fill(-1)
                     self.sh_dirty[j] = self.sh_read[j] = False
@@ -210,6 +262,8 @@ class SharedRaces:
                     rd = self.sh_reader[j].reshape(self.B, sb.size)
                     wr[reached] = -1
                     rd[reached] = -1
+                    if self.sh_atomic[j] is not None:
+                        self.sh_atomic[j].reshape(self.B, sb.size)[reached] = False
                     # the flags stay set only while a block that did not reach this
                     # barrier (it left the loop earlier) still has words written or
                     # read since its last one: then every later access checks them

@@ -92,6 +92,8 @@ class SharedMemory:
         v = np.broadcast_to(self._sel(val, act), (n,))
         if keep is not None:
             flat, v = flat[keep], v[keep]
+        elif self.check:   # (checked: every lane is in bounds, keep is None)
+            self._race_atomic(j, np.asarray(flat), act, site)
         self.sh_version[j] += 1
         if sb.dtype.bits < 32 and sb.dtype.is_float:
             for f, x in zip(flat.tolist(), v.tolist(), strict=False):  # round after each add

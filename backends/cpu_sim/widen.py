@@ -283,7 +283,8 @@ def snapshot(W: Wave, slots: list[tuple[str, int]]) -> tuple:
             shared.append((j, W.sh[j].copy(),
                            W.sh_writer[j].copy() if W.check else None,
                            W.sh_reader[j].copy() if W.check else None,
-                           list(W.sh_reads[j]), W.sh_pending[j], W.sh_dirty[j], W.sh_read[j]))
+                           list(W.sh_reads[j]), W.sh_pending[j], W.sh_dirty[j], W.sh_read[j],
+                           None if W.sh_atomic[j] is None else W.sh_atomic[j].copy()))
     return ({n: getattr(W, n) for n in COUNTERS}, list(W.fl), dict(W.mfl), shared)
 
 
@@ -294,13 +295,14 @@ def restore(W: Wave, snap: tuple) -> None:
     W.fl[:] = fl
     W.mfl.clear()
     W.mfl.update(mfl)
-    for j, sh, writer, reader, reads, pending, dirty, read in shared:
+    for j, sh, writer, reader, reads, pending, dirty, read, atomic in shared:
         W.sh[j][:] = sh
         if writer is not None:
             W.sh_writer[j][:] = writer
             W.sh_reader[j][:] = reader
         W.sh_reads[j][:] = reads
         W.sh_pending[j], W.sh_dirty[j], W.sh_read[j] = pending, dirty, read
+        W.sh_atomic[j] = atomic
 
 
 __all__ = ["COUNTERS", "MIN_TRIPS", "WIDEN_LANES", "WIDEN_MAX_WAVE", "chunk", "names",
