@@ -263,3 +263,19 @@ def test_local_registers_by_a_uniform_index(kind) -> None:
             with pytest.raises(SimulationError) as e:
                 call(kind(bad))
             assert (e.value.kind, e.value.index) == ("out_of_bounds", bad)
+
+
+def test_uniform_reads_count_toward_the_fold_limit(monkeypatch) -> None:
+    """A uniform shared read (every thread of a block reads one word) is recorded like any
+    read: its words count toward READS_PENDING_LIMIT, so recorded reads stay bounded, and
+    the folded reader is still caught by a later write."""
+    from hal.backends.cpu_sim import races
+
+    monkeypatch.setattr(races, "READS_PENDING_LIMIT", 5)
+    W = _wave(4, 2)
+    for _ in range(3):
+        W.lds(0, np.int64(1), None, 0.0, None, 0)   # 2 words (one per block) each
+        assert W.sh_pending[0] <= 5 and len(W.sh_reads[0]) <= 3
+    assert not W.sh_reads[0] and W.sh_reader[0][[1, 9]].tolist() == [-2, -2]   # folded
+    with pytest.raises(SimulationError, match="other threads read"):
+        _write_next_word(W, None)   # thread 0 writes word 1, which every thread read

@@ -80,7 +80,8 @@ class SharedRaces:
                            f"reads a word that {_wrote(int(w[b]))} since the last barrier")
         self.sh_read[j] = True
         self.sh_reads[j].append((words, np.int32(-2 if self.T > 1 else 0)))
-        if len(self.sh_reads[j]) > 256:
+        self.sh_pending[j] += words.size   # (counted toward the fold limit like any read)
+        if len(self.sh_reads[j]) > 256 or self.sh_pending[j] > READS_PENDING_LIMIT:
             self._fold_reads(j)
 
     def _pending_reads(self, j: int) -> tuple[np.ndarray, np.ndarray]:
