@@ -77,10 +77,17 @@ def run_steps(steps: Iterable[Callable[[], None]]) -> Generator[None, None, None
         batch = list(islice(it, n if pool is not None else 1))
         if not batch:
             return
-        futures: list[Future] = [pool.submit(_quiet, s) for s in batch[1:]] if pool else []
+        futures: list[Future] = []
+        here = batch[:1]
+        for s in batch[1:]:
+            try:
+                futures.append(pool.submit(_quiet, s))   # type: ignore[union-attr]
+            except RuntimeError:   # its block ended meanwhile (another thread's run)
+                here.append(s)
         first: BaseException | None = None
         try:
-            _quiet(batch[0])
+            for s in here:
+                _quiet(s)
         except BaseException as e:   # noqa: BLE001 - re-raised once the round is done
             first = e
         wait(futures)

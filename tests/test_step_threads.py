@@ -123,3 +123,16 @@ def test_a_forked_child_runs_its_steps_on_one_thread() -> None:
         got = os.read(r, 64)
         os.waitpid(pid, 0)
     assert got == b"1 1"
+
+
+def test_a_pool_shut_down_meanwhile_runs_the_round_here() -> None:
+    """A generator still running after its step_threads block ended in another thread
+    (its pool shut down) runs its rounds in its own thread instead of failing."""
+    import hal.step_threads as st
+
+    with step_threads(2):
+        assert st._pool is not None
+        st._pool.shutdown(wait=True)
+        got: list[int] = []
+        assert _drain(run_steps(lambda i=i: got.append(i) for i in range(4))) == 2
+        assert got == [0, 1, 2, 3]
