@@ -418,3 +418,17 @@ def test_sampled_groups_take_the_reference_values_of_their_outputs() -> None:
     assert with_ref.report["ok"] and alone.report["ok"]
     prim, _ = groups_to_run(g, SPEC, groups=None, fuse=True, who="test")
     assert parity_report(g, prim, inputs, dict(alone.outputs))["ok"]
+
+
+def test_clusters_on_a_2d_grid_are_chosen_whole() -> None:
+    """unit 2 on a 6 x 4 grid: the clusters are pairs of x-neighbours in a row; a pair with
+    an edge block is a boundary cluster, so only the middle pairs of rows 1 and 2 are
+    interior, and the sample is whole pairs of them."""
+    boundary, sample = choose_blocks((6, 4, 1), SampleOptions(0.5, seed=0), unit=2)
+    interior = {8, 9, 14, 15}
+    assert set(boundary.tolist()) == set(range(24)) - interior
+    assert sample.size == 2 and set(sample.tolist()) in ({8, 9}, {14, 15})
+    _, everything = choose_blocks((6, 4, 1), SampleOptions(1.0, seed=0), unit=2)
+    assert set(everything.tolist()) == interior
+    with pytest.raises(ValueError, match="whole clusters"):
+        choose_blocks((5, 1, 1), SampleOptions(0.5), unit=2)
