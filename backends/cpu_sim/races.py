@@ -135,14 +135,7 @@ class SharedRaces:
             k //= per_lane
             return k if act is None else int(np.flatnonzero(act)[k])
 
-        if self.sh_read[j]:   # otherwise every reader entry is -1
-            self._fold_reads(j)
-            rd = self.sh_reader[j].take(f)
-            k = first_true((rd == -2) | ((rd >= 0) & (rd != t)))
-            if k >= 0:
-                who = "other threads" if rd[k] == -2 else f"thread {int(rd[k])}"
-                self._race(j, site, lane_of(k), int(f[k]),
-                           f"overwrites a word that {who} read since the last barrier")
+        self._check_read_by_others(j, f, t, lane_of, site, "overwrites")
         writer = self.sh_writer[j]
         if self.sh_dirty[j]:  # otherwise every writer entry is -1
             w = writer.take(f)
@@ -160,6 +153,21 @@ class SharedRaces:
                        f"writes the same word as thread {int(again[k])} in one statement")
         self.sh_dirty[j] = True
 
+    def _check_read_by_others(self, j: int, f: np.ndarray, t: np.ndarray,
+                              lane_of: Any, site: int, verb: str) -> None:
+        """Race: a write (`verb`) by threads `t` to words `f` that another thread read
+        since the last barrier (`lane_of(k)`: the wave lane of the k-th word, for the
+        report)."""
+        if not self.sh_read[j]:   # otherwise every reader entry is -1
+            return
+        self._fold_reads(j)
+        rd = self.sh_reader[j].take(f)
+        k = first_true((rd == -2) | ((rd >= 0) & (rd != t)))
+        if k >= 0:
+            who = "other threads" if rd[k] == -2 else f"thread {int(rd[k])}"
+            self._race(j, site, lane_of(k), int(f[k]),
+                       f"{verb} a word that {who} read since the last barrier")
+
     def _race_atomic(self, j: int, f: np.ndarray, act: Any, site: int) -> None:
         """Shared words `f` (one per active lane) updated by an atomic add: a race with a
         plain read or write by another thread since the last barrier, not with another
@@ -170,14 +178,7 @@ class SharedRaces:
         def lane_of(k: int) -> int:
             return k if act is None else int(np.flatnonzero(act)[k])
 
-        if self.sh_read[j]:
-            self._fold_reads(j)
-            rd = self.sh_reader[j].take(f)
-            k = first_true((rd == -2) | ((rd >= 0) & (rd != t)))
-            if k >= 0:
-                who = "other threads" if rd[k] == -2 else f"thread {int(rd[k])}"
-                self._race(j, site, lane_of(k), int(f[k]),
-                           f"updates atomically a word that {who} read since the last barrier")
+        self._check_read_by_others(j, f, t, lane_of, site, "updates atomically")
         writer = self.sh_writer[j]
         atom = self.sh_atomic[j]
         if atom is None:
