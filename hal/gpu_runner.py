@@ -1,8 +1,8 @@
-"""The vendor-neutral GPU graph runner: `GpuDriver`, `GpuRunner`, `PreparedGraph`, `GpuBackend`.
+"""The vendor-neutral GPU graph runner: `GpuRunner`, `PreparedGraph`, `GpuBackend`.
 
 CUDA and ROCm run a graph the same way; only the driver calls differ. So the whole
-path lives here once, parametrised by a small `GpuDriver` per vendor
-(hal.backends.cuda.driver.CudaDriver, hal.backends.rocm.driver.HipDriver):
+path lives here once, parametrised by a small `GpuDriver` per vendor (hal.gpu_driver;
+hal.backends.cuda.driver.CudaDriver, hal.backends.rocm.driver.HipDriver):
 
     plan (fusion) -> lower each group -> render ALL kernels as one translation unit with
     the backend's renderer -> compile once (NVRTC / hipRTC, cached on disk) -> load the
@@ -52,9 +52,10 @@ from hal.dtypes import DType, cast
 from hal.dtypes import dtype as as_dtype
 from hal.errors import DeviceError, UnsupportedError
 
-# Launch arguments and device tensors have their own modules; their names are importable
-# from here too (the vendor drivers and tests import them from hal.gpu_runner).
+# Launch arguments, device tensors and the driver interface have their own modules; their
+# names are importable from here too (tests import them from hal.gpu_runner).
 from hal.gpu_args import ARG_CTYPES, PackedArgs, pack_args, scalar_arg
+from hal.gpu_driver import GpuDriver
 from hal.gpu_tensors import DLPACK_CUDA, DLPACK_ROCM, device_pointer, torch_current_stream
 from hal.kernel.ir import BufferParam, Kernel
 from hal.render.cstyle import kernel_symbol
@@ -64,87 +65,6 @@ if TYPE_CHECKING:
     from hal.fusion.arena import ArenaLayout
     from hal.ir.graph import Graph
     from hal.render.cstyle import CStyleRenderer
-
-
-class GpuDriver(abc.ABC):
-    """The few driver calls a vendor provides. Pointers are plain ints (device addresses).
-
-    A driver initialises its runtime lazily (on the first call that needs it).
-    """
-
-    name: str = "gpu"
-    compiler: str = "?"                       # what `compile` runs, for reports
-    dlpack_device_types: tuple[int, ...] = ()  # device tensors it accepts zero-copy
-    index: int = 0                            # the device ordinal (DLPack device id)
-
-    @abc.abstractmethod
-    def arch(self, spec: DeviceSpec) -> str:
-        """The compile target for `spec` (the spec's arch; the real device's when known)."""
-
-    @abc.abstractmethod
-    def compile(self, source: str, arch: str, *, name: str) -> bytes:
-        """A loadable binary (cubin, code object) of `source`; cached by the implementation."""
-
-    @abc.abstractmethod
-    def load_module(self, binary: bytes) -> Any: ...
-
-    @abc.abstractmethod
-    def get_function(self, module: Any, kernel: Kernel) -> Any:
-        """The launchable function of `kernel` in `module`, looked up by the symbol the
-        renderer gave it (`hal.render.cstyle.kernel_symbol`, not always `kernel.name`)."""
-
-    def set_dynamic_shared(self, function: Any, nbytes: int) -> None:
-        """Allow `nbytes` of dynamic shared memory (CUDA needs an opt-in above 48 KiB)."""
-        return None
-
-    def encode_tensor_map(self, tm: Any, address: int) -> bytes:
-        """The opaque parameter of a TMA tensor map (hal.kernel.tma) over `address`."""
-        raise DeviceError(f"{self.name}: no TMA tensor maps (kernel lowered for sm_90a)",
-                          hint="run Hopper kernels on the cuda backend")
-
-    @abc.abstractmethod
-    def alloc(self, nbytes: int) -> int: ...
-
-    @abc.abstractmethod
-    def free(self, ptr: int) -> None: ...
-
-    @abc.abstractmethod
-    def memset_zero(self, ptr: int, nbytes: int) -> None: ...
-
-    @abc.abstractmethod
-    def copy_in(self, ptr: int, host: np.ndarray) -> None:
-        """Host -> device: the bytes of the contiguous array `host` to `ptr`."""
-
-    @abc.abstractmethod
-    def copy_out(self, host: np.ndarray, ptr: int) -> None:
-        """Device -> host: `host.nbytes` bytes from `ptr` into the contiguous array `host`."""
-
-    @abc.abstractmethod
-    def launch(self, function: Any, grid: tuple[int, int, int], block: int, shared_bytes: int,
-               params: int) -> None:
-        """Queue one launch; `params` is the address of a void*[n] of argument pointers. A
-        driver whose kernels may have thread-block clusters (CUDA) also takes `cluster=`
-        (Kernel.cluster), passed only for clustered kernels."""
-
-    @abc.abstractmethod
-    def synchronize(self) -> None: ...
-
-    @abc.abstractmethod
-    def event(self) -> Any: ...
-
-    @abc.abstractmethod
-    def record(self, event: Any) -> None: ...
-
-    @abc.abstractmethod
-    def elapsed_s(self, start: Any, end: Any) -> float:
-        """Seconds between two recorded events (after they completed)."""
-
-    def release_event(self, event: Any) -> None:
-        return None
-
-    def l2_bytes(self) -> int | None:
-        """The device's L2 size as it reports it (None when the driver cannot say)."""
-        return None
 
 
 # --------------------------------------------------------------------------- a prepared graph

@@ -17,7 +17,7 @@ from hal.dtypes import DType
 from hal.errors import DeviceError
 
 if TYPE_CHECKING:
-    from hal.gpu_runner import GpuDriver
+    from hal.gpu_driver import GpuDriver
 
 # DLPack device types (dlpack.h): where a tensor's memory lives.
 DLPACK_CUDA, DLPACK_ROCM = 2, 10

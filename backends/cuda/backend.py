@@ -14,7 +14,8 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from hal.backend import Availability, Capability, probe_driver
-from hal.gpu_runner import GpuBackend, GpuDriver
+from hal.gpu_driver import GpuDriver
+from hal.gpu_runner import GpuBackend
 
 if TYPE_CHECKING:
     from hal.render.cstyle import CStyleRenderer

@@ -31,7 +31,8 @@ import numpy as np
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import DeviceError
-from hal.gpu_runner import DLPACK_CUDA, GpuDriver, torch_current_stream  # noqa: F401 (re-export)
+from hal.gpu_driver import GpuDriver
+from hal.gpu_tensors import DLPACK_CUDA, torch_current_stream  # noqa: F401 (re-export)
 from hal.kernel.ir import Kernel
 from hal.render.cstyle import kernel_symbol
 

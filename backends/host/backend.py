@@ -35,7 +35,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hal.backend import Availability, Capability, RunResult
-from hal.gpu_runner import GpuBackend, GpuDriver
+from hal.gpu_driver import GpuDriver
+from hal.gpu_runner import GpuBackend
 
 from .compiler import host_supported
 

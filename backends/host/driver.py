@@ -1,4 +1,4 @@
-"""HostDriver: hal's GPU driver interface (hal.gpu_runner.GpuDriver) on the host CPU.
+"""HostDriver: hal's GPU driver interface (hal.gpu_driver.GpuDriver) on the host CPU.
 
 Everything a GPU run does happens, on host memory: `compile` builds the rendered text into
 a shared object (hal.backends.host.compiler), `load_module` dlopens it, `launch` calls the
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hal.errors import DeviceError
-from hal.gpu_runner import GpuDriver
+from hal.gpu_driver import GpuDriver
 from hal.kernel.ir import BufferParam, Kernel
 from hal.render.toolchain import atomic_write, cache_dir
 

@@ -35,7 +35,8 @@ import numpy as np
 
 from hal.devices.spec import DeviceSpec
 from hal.errors import CompileError, DeviceError
-from hal.gpu_runner import DLPACK_ROCM, GpuDriver, torch_current_stream
+from hal.gpu_driver import GpuDriver
+from hal.gpu_tensors import DLPACK_ROCM, torch_current_stream
 from hal.kernel.ir import Kernel
 from hal.render.cstyle import kernel_symbol
 from hal.render.toolchain import CompileCache, run_tool, save_source

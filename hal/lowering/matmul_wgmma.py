@@ -64,7 +64,8 @@ from hal.kernel import ir_cluster as irc
 from hal.kernel.ir import Barrier, Binary, For, If, Kernel, SharedBuffer, Stmt
 from hal.kernel.tma import TensorMap, TensorMapError
 from hal.kernel.wgmma import wgmma_k
-from hal.lowering.matmul_mma import MmaChoice, _MmaEmitter, a_access, b_accesses
+from hal.lowering.matmul_mma import _MmaEmitter
+from hal.lowering.mma_operands import MmaChoice, a_access, b_accesses
 from hal.lowering.mma_tiles import MmaTiles
 from hal.lowering.options import DEFAULT_OPTIONS, LoweringOptions
 from hal.lowering.tiling import blocks_per_unit, cdiv

@@ -50,7 +50,7 @@ from hal.ops.contraction import accumulation_dtype, contraction_dims, contractio
 def plan_matmul(group, spec: DeviceSpec) -> KernelPlan:
     """Tiles, grid and loads of a matmul group (hal.lowering.matmul emits it)."""
     from hal.lowering.matmul import fused_reserve, one_tile_grid
-    from hal.lowering.matmul_mma import mma_choice, pipeline_stages
+    from hal.lowering.mma_operands import mma_choice, pipeline_stages
     from hal.lowering.mma_tiles import mma_in_flight, mma_registers
     from hal.lowering.tiling import (
         MatmulTiles,
