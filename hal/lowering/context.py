@@ -84,6 +84,7 @@ class KernelContext:
         self.options = options
         self.idx = index_dtype
         self.params: list[BufferParam] = []
+        self._first_param: dict[str, BufferParam] = {}   # name -> its first param (param_named)
         self.param_of: dict[str, str] = {}   # value name -> param name
         self.roles: dict[str, str] = {}      # param name -> "input" | "output" | "scratch"
         self.scratch: dict[str, tuple[str, int]] = {}
@@ -124,20 +125,25 @@ class KernelContext:
             return p
         p = self.unique(value.name)
         shape = tuple(value.shape)
-        self.params.append(BufferParam(p, value.dtype, shape, contiguous_strides(shape),
-                                       readonly=(role == "input")))
+        self._add_param(BufferParam(p, value.dtype, shape, contiguous_strides(shape),
+                                    readonly=(role == "input")))
         self.param_of[value.name] = p
         self.roles[p] = role
         return p
 
+    def _add_param(self, p: BufferParam) -> None:
+        self.params.append(p)
+        self._first_param.setdefault(p.name, p)
+
     def param_named(self, name: str) -> BufferParam:
-        """The first buffer param called `name` (as params[names.index(name)])."""
-        return next(p for p in self.params if p.name == name)
+        """The first buffer param called `name` (as params[names.index(name)]; a dict
+        probe: the tile loads of a matrix-unit lowering ask thousands of times)."""
+        return self._first_param[name]
 
     def scratch_buffer(self, hint: str, dtype: DType, numel: int, *, readonly: bool) -> str:
         """A temporary global buffer the backend allocates per group (shared by its kernels)."""
         p = hint if hint in self.scratch else self.unique(hint)
-        self.params.append(BufferParam(p, dtype, (numel,), (1,), readonly=readonly))
+        self._add_param(BufferParam(p, dtype, (numel,), (1,), readonly=readonly))
         self.roles[p] = "scratch"
         self.scratch[p] = (dtype.name, numel)
         return p
