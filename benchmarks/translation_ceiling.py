@@ -8,7 +8,8 @@ the translations that really happened:
 
 * `translations`: cache misses, each a full translate + compile();
 * `names canonical`: distinct kernels once buffer, shared and local names are numbered
-  in order of declaration (what a name-independent cache would translate);
+  in order of declaration and variable names in order of appearance (what a
+  name-independent cache would translate);
 * `all abstracted`: distinct once, in addition, every number (shapes, strides, trip
   counts, float constants) and every variable name is replaced by a placeholder: the
   fewest translations any cache keyed on structure could do, even one that passed every
@@ -31,27 +32,36 @@ import os
 import re
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(\.\d*)?(e[-+]?\d+)?f?(?![\w.])")
 VARIABLE = re.compile(r"\b[a-z]\w*_\d+\b")   # lowering's Var names: hint + counter
 
 
 def kernel_text(k) -> tuple[str, str]:
-    """(names canonical, all abstracted) texts of a kernel's structure."""
+    """(names canonical, all abstracted) texts of a kernel's structure. Names canonical:
+    buffers numbered in declaration order and variables (lowering's hint_counter names,
+    whose hints are the graph's value names) in order of appearance; all abstracted:
+    numbers too."""
     from hal.kernel.printer import format_stmt
 
     body = "\n".join(line for s in k.body for line in format_stmt(s))
-    names = [p.name for p in k.params] + [b.name for b in k.shared] + [b.name for b in k.locals]
-    for i, n in enumerate(sorted(names, key=len, reverse=True)):
-        body = re.sub(r"\b" + re.escape(n) + r"\b", f"@B{i}", body)
+    order: dict[str, str] = {}
+    for n in [p.name for p in k.params] + [b.name for b in k.shared] + [b.name for b in k.locals]:
+        order.setdefault(n, f"@B{len(order)}")
+    if order:   # whole names only, never a field (`blockIdx.x` beside a buffer `x`)
+        alt = "|".join(re.escape(n) for n in sorted(order, key=len, reverse=True))
+        body = re.sub(r"(?<![\w.])(" + alt + r")(?!\w)", lambda m: order[m.group(1)], body)
     head = repr(([(type(p).__name__, p.dtype.name, len(getattr(p, "shape", ())))
                   for p in k.params], [b.dtype.name for b in k.shared],
                  [b.dtype.name for b in k.locals], k.warp_size, k.index_dtype.name))
-    named = head + repr((tuple(k.grid), k.block, tuple(k.cluster))) + body
-    ids: dict[str, str] = {}
-    bare = NUMBER.sub("N", head + body)
-    bare = VARIABLE.sub(lambda m: ids.setdefault(m.group(0), f"v{len(ids)}"), bare)
-    return named, bare
+
+    def numbered(text: str) -> str:
+        ids: dict[str, str] = {}
+        return VARIABLE.sub(lambda m: ids.setdefault(m.group(0), f"v{len(ids)}"), text)
+
+    named = numbered(head + repr((tuple(k.grid), k.block, tuple(k.cluster))) + body)
+    return named, numbered(NUMBER.sub("N", head + body))
 
 
 def main() -> None:
@@ -71,9 +81,14 @@ def main() -> None:
     run, _skipped = plan_cases(cfg, select(a.pattern))
     ids = [c.id for c in run]
     if a.ids_from:
-        wanted = {r["id"] for r in json.load(open(a.ids_from))["results"]
-                  if r.get("verdict") != "skip"}
+        try:
+            wanted = {r["id"] for r in json.loads(Path(a.ids_from).read_text())["results"]
+                      if r.get("verdict") != "skip"}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--ids-from {a.ids_from}: not a readable conformance report ({e})")
         ids = [i for i in ids if i in wanted]
+    if not ids:
+        ap.error(f"no case to run on {a.device} (-k {a.pattern!r}, --ids-from {a.ids_from})")
     seconds: dict[str, dict[str, float]] = {"named": defaultdict(float), "bare": defaultdict(float)}
     count: dict[str, Counter] = {"named": Counter(), "bare": Counter()}
     misses, analysis = [0], [0.0]
